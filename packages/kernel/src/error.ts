@@ -1,0 +1,46 @@
+import { errnoName } from "./errno.js";
+
+/**
+ * An errno crossing a function boundary. Kernel functions that return -errno in C throw this;
+ * the user-space facade turns it into `-1` with `errno` set.
+ */
+export class KernelError extends Error {
+  readonly errno: number;
+  readonly errnoName: string;
+  readonly context: string | undefined;
+
+  constructor(errno: number, context?: string) {
+    const name = errnoName(errno);
+    super(context ? `${name}: ${context}` : name);
+    this.name = "KernelError";
+    this.errno = errno;
+    this.errnoName = name;
+    this.context = context;
+  }
+}
+
+/** Throw `errno` as a KernelError. Typed `never` so callers can `return fail(EINVAL)`. */
+export function fail(errno: number, context?: string): never {
+  throw new KernelError(errno, context);
+}
+
+export function isKernelError(e: unknown, errno?: number): e is KernelError {
+  return e instanceof KernelError && (errno === undefined || e.errno === errno);
+}
+
+/** A WARN_ON that fired: a bug in the model or its caller, never an expected outcome. */
+export class KernelWarning extends Error {
+  constructor(message: string) {
+    super(`WARNING: ${message}`);
+    this.name = "KernelWarning";
+  }
+}
+
+/**
+ * WARN_ON: returns the condition like the kernel macro so it can guard an early return, but a
+ * true condition throws, because in this model a WARN is always a bug to surface.
+ */
+export function WARN_ON(condition: boolean, message = "WARN_ON"): boolean {
+  if (condition) throw new KernelWarning(message);
+  return false;
+}

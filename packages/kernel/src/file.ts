@@ -1,0 +1,161 @@
+import { EBADF, EMFILE, EINVAL } from "./errno.js";
+import { KernelWarning, fail } from "./error.js";
+
+export const O_RDONLY = 0o0;
+export const O_WRONLY = 0o1;
+export const O_RDWR = 0o2;
+export const O_ACCMODE = 0o3;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+
+/** fmode_t bits derived from the access mode at open. */
+export const FMODE_READ = 0x1;
+export const FMODE_WRITE = 0x2;
+
+/**
+ * What a driver gives a file (struct file_operations). `ioctl` receives the raw
+ * `unsigned long` argument: a user address for pointer arguments.
+ */
+export interface FileOperations {
+  readonly name: string;
+  ioctl?(file: File, cmd: number, arg: bigint): number;
+  release?(file: File): void;
+  llseek?(file: File, offset: bigint, whence: number): bigint;
+}
+
+/**
+ * struct file. The refcount is the file's lifetime: `release` runs on the last `put`, exactly
+ * once. `private` is the driver's (private_data).
+ */
+export class File<P = unknown> {
+  private refs = 1;
+  fFlags: number;
+  readonly fMode: number;
+  /** Position for llseek. */
+  fPos = 0n;
+
+  constructor(
+    readonly fops: FileOperations,
+    public priv: P,
+    flags = O_RDWR,
+  ) {
+    this.fFlags = flags;
+    const acc = flags & O_ACCMODE;
+    this.fMode = (acc === O_RDONLY || acc === O_RDWR ? FMODE_READ : 0) | (acc === O_WRONLY || acc === O_RDWR ? FMODE_WRITE : 0);
+  }
+
+  get refcount(): number {
+    return this.refs;
+  }
+
+  get released(): boolean {
+    return this.refs === 0;
+  }
+
+  /** get_file */
+  get(): this {
+    if (this.refs === 0) throw new KernelWarning(`get_file on released ${this.fops.name} file`);
+    this.refs++;
+    return this;
+  }
+
+  /** fput */
+  put(): void {
+    if (this.refs === 0) throw new KernelWarning(`fput on released ${this.fops.name} file`);
+    if (--this.refs === 0) this.fops.release?.(this);
+  }
+}
+
+interface FdEntry {
+  readonly file: File;
+  cloexec: boolean;
+}
+
+/** files_struct: the lowest free descriptor is used, up to RLIMIT_NOFILE. */
+export class FdTable {
+  private readonly fds: Array<FdEntry | undefined> = [];
+
+  constructor(public maxFds = 1024) {}
+
+  /** get_unused_fd_flags + fd_install in one step; takes over the caller's reference. */
+  install(file: File, flags = 0): number {
+    let fd = this.fds.findIndex((e) => e === undefined);
+    if (fd < 0) fd = this.fds.length;
+    if (fd >= this.maxFds) fail(EMFILE, "fd table full");
+    this.fds[fd] = { file, cloexec: (flags & O_CLOEXEC) !== 0 };
+    return fd;
+  }
+
+  /** The lowest descriptor install() would use, or EMFILE; reserves nothing. */
+  peekUnused(): number {
+    let fd = this.fds.findIndex((e) => e === undefined);
+    if (fd < 0) fd = this.fds.length;
+    if (fd >= this.maxFds) fail(EMFILE, "fd table full");
+    return fd;
+  }
+
+  /** fget: a new reference on the file behind `fd`, or EBADF. */
+  fget(fd: number): File {
+    return this.lookup(fd).get();
+  }
+
+  /** The file behind `fd` without taking a reference (fdget without fdput), or EBADF. */
+  lookup(fd: number): File {
+    const e = Number.isInteger(fd) && fd >= 0 ? this.fds[fd] : undefined;
+    if (!e) fail(EBADF, `fd ${fd}`);
+    return e.file;
+  }
+
+  isOpen(fd: number): boolean {
+    return Number.isInteger(fd) && fd >= 0 && this.fds[fd] !== undefined;
+  }
+
+  cloexec(fd: number): boolean {
+    this.lookup(fd);
+    return this.fds[fd]!.cloexec;
+  }
+
+  close(fd: number): void {
+    const file = this.lookup(fd);
+    this.fds[fd] = undefined;
+    file.put();
+  }
+
+  /** dup / fcntl(F_DUPFD*) with `minFd`. */
+  dup(fd: number, minFd = 0, flags = 0): number {
+    const file = this.lookup(fd);
+    if (!Number.isInteger(minFd) || minFd < 0) fail(EINVAL);
+    let n = minFd;
+    while (this.fds[n] !== undefined) n++;
+    if (n >= this.maxFds) fail(EMFILE);
+    this.fds[n] = { file: file.get(), cloexec: (flags & O_CLOEXEC) !== 0 };
+    return n;
+  }
+
+  /** A copy sharing every file (fork). */
+  clone(): FdTable {
+    const t = new FdTable(this.maxFds);
+    this.fds.forEach((e, fd) => {
+      if (e) t.fds[fd] = { file: e.file.get(), cloexec: e.cloexec };
+    });
+    return t;
+  }
+
+  /** Close every descriptor (exit), or only the O_CLOEXEC ones (exec). */
+  closeAll(onlyCloexec = false): void {
+    this.fds.forEach((e, fd) => {
+      if (e && (!onlyCloexec || e.cloexec)) this.close(fd);
+    });
+  }
+
+  get openCount(): number {
+    return this.fds.reduce((n, e) => n + (e ? 1 : 0), 0);
+  }
+
+  *entries(): IterableIterator<[number, File]> {
+    for (let fd = 0; fd < this.fds.length; fd++) {
+      const e = this.fds[fd];
+      if (e) yield [fd, e.file];
+    }
+  }
+}

@@ -1,0 +1,97 @@
+import { ENOENT } from "./errno.js";
+import { KernelWarning, fail } from "./error.js";
+import { FaultInjector } from "./fault.js";
+import { File, type FileOperations } from "./file.js";
+import { Lockdep } from "./lockdep.js";
+import { CAP_IPC_LOCK, CAP_SYS_ADMIN, CAP_SYS_RAWIO, Process, UserStruct } from "./process.js";
+import { SymbolTable } from "./symbols.js";
+import { TraceBus } from "./trace.js";
+
+/** What a device node does when opened: build the driver's File (misc/cdev open). */
+export type DeviceOpen = (kernel: Kernel, flags: number) => File;
+
+/** A task: the unit lockdep and fail-nth are per; it runs in a process. */
+export class Task {
+  readonly fault = new FaultInjector();
+  constructor(
+    readonly tid: number,
+    public process: Process,
+  ) {}
+}
+
+/**
+ * One simulated machine. Everything global in a real kernel (lockdep's graph, the symbol
+ * table, device nodes, physical memory) lives here, so every test can have a fresh machine.
+ */
+export class Kernel {
+  readonly lockdep: Lockdep;
+  readonly symbols = new SymbolTable();
+  readonly trace = new TraceBus();
+  private readonly devices = new Map<string, DeviceOpen>();
+  private readonly users = new Map<number, UserStruct>();
+  private nextTid = 1;
+  current: Task;
+
+  constructor() {
+    this.lockdep = new Lockdep(() => this.current);
+    this.current = this.newTask(this.newProcess(0));
+  }
+
+  /** The per-uid accounting object, shared by all processes of that user. */
+  user(uid: number): UserStruct {
+    let u = this.users.get(uid);
+    if (!u) this.users.set(uid, (u = new UserStruct(uid)));
+    return u;
+  }
+
+  /** A new process (its first task is made by `newTask`); uid 0 gets the admin capabilities. */
+  newProcess(uid: number, caps?: Iterable<number>): Process {
+    const defaultCaps = uid === 0 ? [CAP_SYS_ADMIN, CAP_IPC_LOCK, CAP_SYS_RAWIO] : [];
+    return new Process(this.nextTid, { uid, user: this.user(uid), caps: new Set(caps ?? defaultCaps) });
+  }
+
+  newTask(process: Process): Task {
+    return new Task(this.nextTid++, process);
+  }
+
+  /** Run `fn` as `task` (a kthread or another user thread), restoring `current` after. */
+  runAs<T>(task: Task, fn: () => T): T {
+    const prev = this.current;
+    this.current = task;
+    try {
+      return fn();
+    } finally {
+      this.current = prev;
+    }
+  }
+
+  /** should_fail(): the injectable point `site`, counted against the current task's fail-nth. */
+  shouldFail(site: string): boolean {
+    return this.current.fault.shouldFail(site);
+  }
+
+  registerDevice(path: string, open: DeviceOpen): void {
+    if (this.devices.has(path)) throw new KernelWarning(`device node ${path} registered twice`);
+    this.devices.set(path, open);
+  }
+
+  unregisterDevice(path: string): void {
+    this.devices.delete(path);
+  }
+
+  hasDevice(path: string): boolean {
+    return this.devices.has(path);
+  }
+
+  /** Open a device node: a new File with one reference, or ENOENT. */
+  openDevice(path: string, flags: number): File {
+    const open = this.devices.get(path);
+    if (!open) fail(ENOENT, path);
+    return open(this, flags);
+  }
+
+  /** An anonymous-inode file (anon_inode_getfile). */
+  anonFile<P>(fops: FileOperations, priv: P, flags: number): File<P> {
+    return new File(fops, priv, flags);
+  }
+}

@@ -1,0 +1,290 @@
+import { KernelWarning } from "./error.js";
+
+/**
+ * Locks with lockdep. Each lock belongs to a class (a name, like a lock_class_key); acquiring
+ * class B while holding class A records the edge A -> B, and an acquisition that would close a
+ * cycle in that graph is an order inversion and throws at once — on the first run that takes
+ * the locks in the wrong order, without needing the deadlock to happen. Recursive acquisition,
+ * release by a task that does not hold the lock, and `assertHeld` failures throw too.
+ *
+ * The model is synchronous: a lock held by another task cannot be waited for. Such contention
+ * is reported to `onContended` (the race explorer schedules around it); with no handler it is a
+ * deadlock and throws.
+ */
+export class LockdepError extends KernelWarning {}
+
+export interface LockTask {
+  readonly tid: number;
+}
+
+interface Held {
+  readonly lock: LockBase;
+  readonly key: string;
+  readonly read: boolean;
+}
+
+export class Lockdep {
+  /** class key -> classes acquired while it was held */
+  private readonly after = new Map<string, Set<string>>();
+  private readonly held = new Map<number, Held[]>();
+  /** Order of first observation of each edge, for reports. */
+  readonly edges: Array<[string, string]> = [];
+  onContended: ((lock: LockBase, task: LockTask) => void) | undefined;
+
+  constructor(readonly current: () => LockTask) {}
+
+  heldBy(task: LockTask = this.current()): readonly Held[] {
+    return this.held.get(task.tid) ?? [];
+  }
+
+  /** Has the edge a -> b (directly or transitively) been recorded? */
+  orderRecorded(a: string, b: string): boolean {
+    return this.reaches(a, b);
+  }
+
+  private reaches(from: string, to: string): boolean {
+    const seen = new Set<string>();
+    const stack = [from];
+    while (stack.length) {
+      const k = stack.pop()!;
+      if (k === to) return true;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      for (const n of this.after.get(k) ?? []) stack.push(n);
+    }
+    return false;
+  }
+
+  /** @internal called by the lock types before they take ownership. */
+  acquire(lock: LockBase, read: boolean, subclass: number, nestOk: boolean): void {
+    const task = this.current();
+    const list = this.held.get(task.tid) ?? [];
+    const key = subclass ? `${lock.className}/${subclass}` : lock.className;
+    for (const h of list) {
+      if (h.lock === lock) {
+        throw new LockdepError(`recursive locking: ${lock.className} already held by task ${task.tid}`);
+      }
+      if (h.key === key && !nestOk) {
+        throw new LockdepError(`possible recursive locking of class ${key} (missing nesting annotation)`);
+      }
+    }
+    for (const h of list) {
+      if (h.key === key) continue;
+      if (this.reaches(key, h.key)) {
+        throw new LockdepError(
+          `possible circular locking: acquiring ${key} while holding ${h.key}, but ${key} -> ${h.key} was recorded`,
+        );
+      }
+    }
+    for (const h of list) {
+      if (h.key === key) continue;
+      let s = this.after.get(h.key);
+      if (!s) this.after.set(h.key, (s = new Set()));
+      if (!s.has(key)) {
+        s.add(key);
+        this.edges.push([h.key, key]);
+      }
+    }
+    list.push({ lock, key, read });
+    this.held.set(task.tid, list);
+  }
+
+  /** @internal */
+  release(lock: LockBase): void {
+    const task = this.current();
+    const list = this.held.get(task.tid) ?? [];
+    const i = list.findLastIndex((h) => h.lock === lock);
+    if (i < 0) throw new LockdepError(`${lock.className} released by task ${task.tid}, which does not hold it`);
+    list.splice(i, 1);
+    if (list.length === 0) this.held.delete(task.tid);
+  }
+
+  holds(lock: LockBase, task: LockTask = this.current()): boolean {
+    return (this.held.get(task.tid) ?? []).some((h) => h.lock === lock);
+  }
+
+  /** Throws unless the current task holds no lock at all (a syscall boundary). */
+  assertNoneHeld(): void {
+    const list = this.heldBy();
+    if (list.length) throw new LockdepError(`locks still held: ${list.map((h) => h.key).join(", ")}`);
+  }
+
+  contended(lock: LockBase): void {
+    const task = this.current();
+    if (this.onContended) this.onContended(lock, task);
+    else throw new LockdepError(`deadlock: task ${task.tid} waits for ${lock.className}, held by another task`);
+  }
+}
+
+export abstract class LockBase {
+  constructor(
+    readonly lockdep: Lockdep,
+    readonly className: string,
+  ) {}
+
+  /** lockdep_assert_held */
+  assertHeld(): void {
+    if (!this.lockdep.holds(this)) throw new LockdepError(`${this.className} not held`);
+  }
+
+  get isHeld(): boolean {
+    return this.lockdep.holds(this);
+  }
+}
+
+/** struct mutex */
+export class Mutex extends LockBase {
+  private owner: number | undefined;
+
+  get locked(): boolean {
+    return this.owner !== undefined;
+  }
+
+  /** mutex_lock / mutex_lock_nested(subclass) */
+  lock(subclass = 0): void {
+    while (this.owner !== undefined && this.owner !== this.lockdep.current().tid) this.lockdep.contended(this);
+    this.lockdep.acquire(this, false, subclass, subclass !== 0);
+    this.owner = this.lockdep.current().tid;
+  }
+
+  tryLock(): boolean {
+    if (this.owner !== undefined) return false;
+    this.lockdep.acquire(this, false, 0, false);
+    this.owner = this.lockdep.current().tid;
+    return true;
+  }
+
+  unlock(): void {
+    this.lockdep.release(this);
+    this.owner = undefined;
+  }
+
+  /** Run `fn` with the mutex held (guard(mutex) in the kernel). */
+  with<T>(fn: () => T, subclass = 0): T {
+    this.lock(subclass);
+    try {
+      return fn();
+    } finally {
+      this.unlock();
+    }
+  }
+}
+
+/** struct rw_semaphore */
+export class RwSem extends LockBase {
+  private writer: number | undefined;
+  private readonly readers = new Map<number, number>();
+
+  downRead(): void {
+    while (this.writer !== undefined) this.lockdep.contended(this);
+    this.lockdep.acquire(this, true, 0, false);
+    const tid = this.lockdep.current().tid;
+    this.readers.set(tid, (this.readers.get(tid) ?? 0) + 1);
+  }
+
+  upRead(): void {
+    const tid = this.lockdep.current().tid;
+    const n = this.readers.get(tid) ?? 0;
+    if (n === 0) throw new LockdepError(`${this.className}: up_read without down_read`);
+    this.lockdep.release(this);
+    if (n === 1) this.readers.delete(tid);
+    else this.readers.set(tid, n - 1);
+  }
+
+  downWrite(): void {
+    while (this.writer !== undefined || this.readers.size !== 0) this.lockdep.contended(this);
+    this.lockdep.acquire(this, false, 0, false);
+    this.writer = this.lockdep.current().tid;
+  }
+
+  tryDownWrite(): boolean {
+    if (this.writer !== undefined || this.readers.size !== 0) return false;
+    this.lockdep.acquire(this, false, 0, false);
+    this.writer = this.lockdep.current().tid;
+    return true;
+  }
+
+  upWrite(): void {
+    if (this.writer !== this.lockdep.current().tid) throw new LockdepError(`${this.className}: up_write by non-owner`);
+    this.lockdep.release(this);
+    this.writer = undefined;
+  }
+
+  /** Held for write by the current task (lockdep_assert_held_write). */
+  assertHeldWrite(): void {
+    if (this.writer !== this.lockdep.current().tid) throw new LockdepError(`${this.className} not held for write`);
+  }
+
+  withRead<T>(fn: () => T): T {
+    this.downRead();
+    try {
+      return fn();
+    } finally {
+      this.upRead();
+    }
+  }
+
+  withWrite<T>(fn: () => T): T {
+    this.downWrite();
+    try {
+      return fn();
+    } finally {
+      this.upWrite();
+    }
+  }
+}
+
+/** ww_acquire_ctx: lets one task hold several locks of the same ww class. */
+export class WwAcquireCtx {
+  readonly held = new Set<WwMutex>();
+  done = false;
+}
+
+/**
+ * struct ww_mutex, as used by dma_resv. Several instances of one class may be held together
+ * only under one acquire context; locking one the context already holds is EALREADY.
+ */
+export class WwMutex extends LockBase {
+  private owner: number | undefined;
+  private ctx: WwAcquireCtx | undefined;
+
+  get locked(): boolean {
+    return this.owner !== undefined;
+  }
+
+  /** ww_mutex_lock: returns 0, or -EALREADY when `ctx` already holds this lock. */
+  lock(ctx?: WwAcquireCtx): number {
+    if (ctx && this.ctx === ctx) return -114;
+    while (this.owner !== undefined) this.lockdep.contended(this);
+    this.lockdep.acquire(this, false, 0, ctx !== undefined && ctx.held.size > 0);
+    this.owner = this.lockdep.current().tid;
+    if (ctx) {
+      this.ctx = ctx;
+      ctx.held.add(this);
+    }
+    return 0;
+  }
+
+  tryLock(): boolean {
+    if (this.owner !== undefined) return false;
+    this.lockdep.acquire(this, false, 0, false);
+    this.owner = this.lockdep.current().tid;
+    return true;
+  }
+
+  unlock(): void {
+    this.lockdep.release(this);
+    this.owner = undefined;
+    this.ctx?.held.delete(this);
+    this.ctx = undefined;
+  }
+
+  with<T>(fn: () => T): T {
+    this.lock();
+    try {
+      return fn();
+    } finally {
+      this.unlock();
+    }
+  }
+}

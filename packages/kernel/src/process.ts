@@ -1,0 +1,59 @@
+import { FdTable } from "./file.js";
+
+/** RLIMIT_* values used by the model (resource numbers as in asm-generic/resource.h). */
+export const RLIMIT_NOFILE = 7;
+export const RLIMIT_MEMLOCK = 8;
+export const RLIM_INFINITY = Number.MAX_SAFE_INTEGER;
+
+/** The capabilities the DMA stack checks. */
+export const CAP_SYS_ADMIN = 21;
+export const CAP_IPC_LOCK = 14;
+export const CAP_SYS_RAWIO = 17;
+
+/** struct user_struct: per-uid accounting shared by every process of the user. */
+export class UserStruct {
+  /** Pages charged against RLIMIT_MEMLOCK by pinning users (iommufd USER mode, vfio type1). */
+  lockedVm = 0;
+  constructor(readonly uid: number) {}
+}
+
+export interface Cred {
+  readonly uid: number;
+  readonly user: UserStruct;
+  readonly caps: Set<number>;
+}
+export { FdTable };
+
+/**
+ * A process: its descriptors, credentials and limits. The address space (`mm`) is attached by
+ * the memory-management part of the kernel.
+ */
+export class Process {
+  readonly files: FdTable;
+  readonly rlimits = new Map<number, number>([
+    [RLIMIT_NOFILE, 1024],
+    [RLIMIT_MEMLOCK, 8 << 20],
+  ]);
+  exited = false;
+
+  constructor(
+    readonly pid: number,
+    readonly cred: Cred,
+    files?: FdTable,
+  ) {
+    this.files = files ?? new FdTable(this.rlimits.get(RLIMIT_NOFILE));
+  }
+
+  capable(cap: number): boolean {
+    return this.cred.caps.has(cap);
+  }
+
+  rlimit(resource: number): number {
+    return this.rlimits.get(resource) ?? RLIM_INFINITY;
+  }
+
+  setRlimit(resource: number, value: number): void {
+    this.rlimits.set(resource, value);
+    if (resource === RLIMIT_NOFILE) this.files.maxFds = value;
+  }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every check and test of the repository; JSON reports land in .ci-out/. Exit status: non-zero on
+# any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
+mkdir -p .ci-out
+rc=0
+step() { echo "== $*"; }
+
+step install
+pnpm install --frozen-lockfile || exit 1
+step lint
+pnpm lint || rc=1
+step build + typecheck
+pnpm turbo run build typecheck --output-logs=errors-only || rc=1
+step packaging
+node scripts/check-packages.mjs || rc=1
+step tests
+pnpm vitest run --reporter=dot --reporter=json --outputFile.json=.ci-out/vitest.json || rc=1
+if [ -f apps/playground/e2e/run.mjs ] && [ "${SKIP_E2E:-0}" != 1 ]; then
+  step browser tests
+  PW_JSON="$PWD/.ci-out/e2e.json" pnpm --filter playground e2e || rc=1
+fi
+if [ -f tooling/bench/run.mjs ]; then
+  step benchmarks, smoke mode
+  BENCH_SMOKE=1 pnpm bench || rc=1
+fi
+exit $rc

@@ -1,0 +1,96 @@
+/**
+ * The benchmark harness every package's `bench/*.bench.ts` uses. A workload is measured against
+ * a baseline measured in the same run, and reported as a row: value, baseline, ratio, target,
+ * met. Rows are printed as one table and appended to `bench-results/results.json`.
+ */
+import { appendFileSync, mkdirSync } from "node:fs";
+import { Bench } from "tinybench";
+
+export interface BenchRow {
+  readonly pkg: string;
+  readonly workload: string;
+  /** Measured value in `unit`. */
+  readonly value: number;
+  readonly unit: "ns/op" | "µs" | "ms" | "s" | "MiB" | "x";
+  /** Baseline measured in the same run (same unit), when the target is a ratio. */
+  readonly baseline?: number;
+  readonly ratio?: number;
+  readonly target: string;
+  readonly met: boolean;
+  readonly note?: string;
+}
+
+/** Smoke mode (CI): fewer iterations, numbers reported but not meaningful as targets. */
+export const SMOKE = process.env.BENCH_SMOKE === "1";
+
+/** Mean ns per call of each function, measured by tinybench in one Bench (same conditions). */
+export async function nsPerOp(
+  fns: Record<string, () => void>,
+  timeMs = SMOKE ? 20 : 300,
+): Promise<Record<string, number>> {
+  const bench = new Bench({ time: timeMs, warmupTime: SMOKE ? 5 : 50 });
+  for (const [name, fn] of Object.entries(fns)) bench.add(name, fn);
+  await bench.run();
+  const out: Record<string, number> = {};
+  for (const t of bench.tasks) {
+    const r = t.result as { latency?: { mean: number } } | undefined;
+    if (!r?.latency) throw new Error(`bench ${t.name} did not run`);
+    out[t.name] = r.latency.mean * 1e6;
+  }
+  return out;
+}
+
+/** Wall time of one run of `fn` in ms (best of `repeat`). */
+export function timeOnce(fn: () => void, repeat = SMOKE ? 1 : 3): number {
+  let best = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < repeat; i++) {
+    const t0 = performance.now();
+    fn();
+    best = Math.min(best, performance.now() - t0);
+  }
+  return best;
+}
+
+/** Heap in MiB after a forced GC when node runs with --expose-gc. */
+export function heapMiB(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  return process.memoryUsage().heapUsed / 2 ** 20;
+}
+
+const rows: BenchRow[] = [];
+
+export function record(row: BenchRow): void {
+  rows.push(row);
+}
+
+function fmt(n: number | undefined): string {
+  if (n === undefined) return "";
+  if (n >= 100) return n.toFixed(0);
+  if (n >= 1) return n.toFixed(2);
+  return n.toPrecision(3);
+}
+
+/** Print the rows recorded so far and append them to bench-results/results.json. */
+export function report(): BenchRow[] {
+  const header = ["package", "workload", "value", "baseline", "ratio", "target", "met"];
+  const table = rows.map((r) => [
+    r.pkg,
+    r.workload,
+    `${fmt(r.value)} ${r.unit}`,
+    fmt(r.baseline),
+    r.ratio === undefined ? "" : `${fmt(r.ratio)}x`,
+    r.target,
+    r.met ? "yes" : "NO",
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ");
+  console.log(line(header));
+  console.log(widths.map((w) => "-".repeat(w)).join("-|-"));
+  for (const row of table) console.log(line(row));
+  const dir = new URL("../../bench-results/", import.meta.url);
+  mkdirSync(dir, { recursive: true });
+  appendFileSync(new URL("results.jsonl", dir), rows.map((r) => JSON.stringify({ ...r, smoke: SMOKE })).join("\n") + "\n");
+  const out = rows.slice();
+  rows.length = 0;
+  return out;
+}
