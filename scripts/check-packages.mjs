@@ -7,7 +7,8 @@ import { join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
 const out = mkdtempSync(join(tmpdir(), "x-pack-"));
-const run = (cmd, args, cwd) => execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
+const run = (cmd, args, cwd) =>
+  execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
 let failed = 0;
 const tarballs = [];
 const names = [];
@@ -36,14 +37,23 @@ for (const dir of readdirSync(join(root, "packages")).sort()) {
   }
 }
 const scratch = mkdtempSync(join(tmpdir(), "x-smoke-"));
-writeFileSync(join(scratch, "package.json"), JSON.stringify({ name: "smoke", private: true, type: "module" }));
+writeFileSync(
+  join(scratch, "package.json"),
+  JSON.stringify({ name: "smoke", private: true, type: "module" }),
+);
 try {
   run("npm", ["install", "--no-audit", "--no-fund", "--offline", ...tarballs], scratch);
 } catch {
   run("npm", ["install", "--no-audit", "--no-fund", ...tarballs], scratch);
 }
-const imports = names.map((n, i) => `import * as m${i} from "${n}"; if (!Object.keys(m${i}).length) throw new Error("${n} exports nothing");`);
-writeFileSync(join(scratch, "smoke.mjs"), `${imports.join("\n")}\nconsole.log("smoke: imported ${names.length} packages");\n`);
+const imports = names.map(
+  (n, i) =>
+    `import * as m${i} from "${n}"; if (!Object.keys(m${i}).length) throw new Error("${n} exports nothing");`,
+);
+writeFileSync(
+  join(scratch, "smoke.mjs"),
+  `${imports.join("\n")}\nconsole.log("smoke: imported ${names.length} packages");\n`,
+);
 try {
   console.log(run("node", ["smoke.mjs"], scratch).trim());
 } catch (e) {

@@ -89,7 +89,10 @@ export function report(): BenchRow[] {
   for (const row of table) console.log(line(row));
   const dir = new URL("../../bench-results/", import.meta.url);
   mkdirSync(dir, { recursive: true });
-  appendFileSync(new URL("results.jsonl", dir), rows.map((r) => JSON.stringify({ ...r, smoke: SMOKE })).join("\n") + "\n");
+  appendFileSync(
+    new URL("results.jsonl", dir),
+    rows.map((r) => JSON.stringify({ ...r, smoke: SMOKE })).join("\n") + "\n",
+  );
   const out = rows.slice();
   rows.length = 0;
   return out;

@@ -13,12 +13,21 @@ for (const dir of ["packages", "apps"]) {
   for (const pkg of readdirSync(join(root, dir))) {
     const bdir = join(root, dir, pkg, "bench");
     if (!existsSync(bdir)) continue;
-    for (const f of readdirSync(bdir).filter((f) => f.endsWith(".bench.ts")).sort()) {
+    for (const f of readdirSync(bdir)
+      .filter((f) => f.endsWith(".bench.ts"))
+      .sort()) {
       if (only.length && !only.some((o) => `${pkg}/${f}`.includes(o))) continue;
       console.log(`\n## ${pkg}/${f}`);
       const r = spawnSync(
         process.execPath,
-        ["--expose-gc", "--max-old-space-size=8192", "--conditions=@x/source", "--import", "tsx", join(bdir, f)],
+        [
+          "--expose-gc",
+          "--max-old-space-size=8192",
+          "--conditions=@x/source",
+          "--import",
+          "tsx",
+          join(bdir, f),
+        ],
         { stdio: "inherit", cwd: join(root, dir, pkg) },
       );
       if (r.status !== 0) failed++;

@@ -41,7 +41,9 @@ export class File<P = unknown> {
   ) {
     this.fFlags = flags;
     const acc = flags & O_ACCMODE;
-    this.fMode = (acc === O_RDONLY || acc === O_RDWR ? FMODE_READ : 0) | (acc === O_WRONLY || acc === O_RDWR ? FMODE_WRITE : 0);
+    this.fMode =
+      (acc === O_RDONLY || acc === O_RDWR ? FMODE_READ : 0) |
+      (acc === O_WRONLY || acc === O_RDWR ? FMODE_WRITE : 0);
   }
 
   get refcount(): number {
@@ -79,7 +81,7 @@ export class FdTable {
 
   /** get_unused_fd_flags + fd_install in one step; takes over the caller's reference. */
   install(file: File, flags = 0): number {
-    let fd = this.fds.findIndex((e) => e === undefined);
+    let fd = this.fds.indexOf(undefined);
     if (fd < 0) fd = this.fds.length;
     if (fd >= this.maxFds) fail(EMFILE, "fd table full");
     this.fds[fd] = { file, cloexec: (flags & O_CLOEXEC) !== 0 };
@@ -88,7 +90,7 @@ export class FdTable {
 
   /** The lowest descriptor install() would use, or EMFILE; reserves nothing. */
   peekUnused(): number {
-    let fd = this.fds.findIndex((e) => e === undefined);
+    let fd = this.fds.indexOf(undefined);
     if (fd < 0) fd = this.fds.length;
     if (fd >= this.maxFds) fail(EMFILE, "fd table full");
     return fd;

@@ -47,7 +47,11 @@ export class Kernel {
   /** A new process (its first task is made by `newTask`); uid 0 gets the admin capabilities. */
   newProcess(uid: number, caps?: Iterable<number>): Process {
     const defaultCaps = uid === 0 ? [CAP_SYS_ADMIN, CAP_IPC_LOCK, CAP_SYS_RAWIO] : [];
-    return new Process(this.nextTid, { uid, user: this.user(uid), caps: new Set(caps ?? defaultCaps) });
+    return new Process(this.nextTid, {
+      uid,
+      user: this.user(uid),
+      caps: new Set(caps ?? defaultCaps),
+    });
   }
 
   newTask(process: Process): Task {

@@ -62,10 +62,14 @@ export class Lockdep {
     const key = subclass ? `${lock.className}/${subclass}` : lock.className;
     for (const h of list) {
       if (h.lock === lock) {
-        throw new LockdepError(`recursive locking: ${lock.className} already held by task ${task.tid}`);
+        throw new LockdepError(
+          `recursive locking: ${lock.className} already held by task ${task.tid}`,
+        );
       }
       if (h.key === key && !nestOk) {
-        throw new LockdepError(`possible recursive locking of class ${key} (missing nesting annotation)`);
+        throw new LockdepError(
+          `possible recursive locking of class ${key} (missing nesting annotation)`,
+        );
       }
     }
     for (const h of list) {
@@ -94,7 +98,10 @@ export class Lockdep {
     const task = this.current();
     const list = this.held.get(task.tid) ?? [];
     const i = list.findLastIndex((h) => h.lock === lock);
-    if (i < 0) throw new LockdepError(`${lock.className} released by task ${task.tid}, which does not hold it`);
+    if (i < 0)
+      throw new LockdepError(
+        `${lock.className} released by task ${task.tid}, which does not hold it`,
+      );
     list.splice(i, 1);
     if (list.length === 0) this.held.delete(task.tid);
   }
@@ -106,13 +113,17 @@ export class Lockdep {
   /** Throws unless the current task holds no lock at all (a syscall boundary). */
   assertNoneHeld(): void {
     const list = this.heldBy();
-    if (list.length) throw new LockdepError(`locks still held: ${list.map((h) => h.key).join(", ")}`);
+    if (list.length)
+      throw new LockdepError(`locks still held: ${list.map((h) => h.key).join(", ")}`);
   }
 
   contended(lock: LockBase): void {
     const task = this.current();
     if (this.onContended) this.onContended(lock, task);
-    else throw new LockdepError(`deadlock: task ${task.tid} waits for ${lock.className}, held by another task`);
+    else
+      throw new LockdepError(
+        `deadlock: task ${task.tid} waits for ${lock.className}, held by another task`,
+      );
   }
 }
 
@@ -142,7 +153,8 @@ export class Mutex extends LockBase {
 
   /** mutex_lock / mutex_lock_nested(subclass) */
   lock(subclass = 0): void {
-    while (this.owner !== undefined && this.owner !== this.lockdep.current().tid) this.lockdep.contended(this);
+    while (this.owner !== undefined && this.owner !== this.lockdep.current().tid)
+      this.lockdep.contended(this);
     this.lockdep.acquire(this, false, subclass, subclass !== 0);
     this.owner = this.lockdep.current().tid;
   }
@@ -205,14 +217,16 @@ export class RwSem extends LockBase {
   }
 
   upWrite(): void {
-    if (this.writer !== this.lockdep.current().tid) throw new LockdepError(`${this.className}: up_write by non-owner`);
+    if (this.writer !== this.lockdep.current().tid)
+      throw new LockdepError(`${this.className}: up_write by non-owner`);
     this.lockdep.release(this);
     this.writer = undefined;
   }
 
   /** Held for write by the current task (lockdep_assert_held_write). */
   assertHeldWrite(): void {
-    if (this.writer !== this.lockdep.current().tid) throw new LockdepError(`${this.className} not held for write`);
+    if (this.writer !== this.lockdep.current().tid)
+      throw new LockdepError(`${this.className} not held for write`);
   }
 
   withRead<T>(fn: () => T): T {
