@@ -1,5 +1,6 @@
 import { EBADF, EMFILE, EINVAL } from "./errno.js";
 import { KernelWarning, fail } from "./error.js";
+import type { Vma } from "./mm.js";
 
 export const O_RDONLY = 0o0;
 export const O_WRONLY = 0o1;
@@ -7,6 +8,11 @@ export const O_RDWR = 0o2;
 export const O_ACCMODE = 0o3;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
+
+/** lseek whence values. */
+export const SEEK_SET = 0;
+export const SEEK_CUR = 1;
+export const SEEK_END = 2;
 
 /** fmode_t bits derived from the access mode at open. */
 export const FMODE_READ = 0x1;
@@ -21,6 +27,15 @@ export interface FileOperations {
   ioctl?(file: File, cmd: number, arg: bigint): number;
   release?(file: File): void;
   llseek?(file: File, offset: bigint, whence: number): bigint;
+  /**
+   * Set up a new VMA over this file (checks and `vma.remapPfnRange` / `vma.ops` for a
+   * driver's VM_PFNMAP mapping); throw an errno to refuse. Without it, mmap is ENODEV.
+   */
+  mmap?(file: File, vma: Vma): void;
+  /** pread: up to `len` bytes at `pos`. */
+  read?(file: File, len: number, pos: bigint): Uint8Array;
+  /** pwrite: bytes written at `pos`. */
+  write?(file: File, data: Uint8Array, pos: bigint): number;
 }
 
 /**
@@ -115,6 +130,12 @@ export class FdTable {
   cloexec(fd: number): boolean {
     this.lookup(fd);
     return this.fds[fd]!.cloexec;
+  }
+
+  /** fcntl(F_SETFD, FD_CLOEXEC) */
+  setCloexec(fd: number, on: boolean): void {
+    this.lookup(fd);
+    this.fds[fd]!.cloexec = on;
   }
 
   close(fd: number): void {

@@ -1,9 +1,18 @@
-import { ENOENT } from "./errno.js";
+import { ENOENT, ENOMEM } from "./errno.js";
 import { KernelWarning, fail } from "./error.js";
 import { FaultInjector } from "./fault.js";
 import { File, type FileOperations } from "./file.js";
 import { Lockdep } from "./lockdep.js";
-import { CAP_IPC_LOCK, CAP_SYS_ADMIN, CAP_SYS_RAWIO, Process, UserStruct } from "./process.js";
+import { MmStruct } from "./mm.js";
+import { PhysMem } from "./physmem.js";
+import {
+  CAP_IPC_LOCK,
+  CAP_SYS_ADMIN,
+  CAP_SYS_RAWIO,
+  CAP_SYS_RESOURCE,
+  Process,
+  UserStruct,
+} from "./process.js";
 import { SymbolTable } from "./symbols.js";
 import { TraceBus } from "./trace.js";
 
@@ -19,6 +28,11 @@ export class Task {
   ) {}
 }
 
+export interface KernelOptions {
+  /** Bytes of RAM (sparse: only touched memory costs). Default 2 TiB. */
+  readonly ramBytes?: bigint | number;
+}
+
 /**
  * One simulated machine. Everything global in a real kernel (lockdep's graph, the symbol
  * table, device nodes, physical memory) lives here, so every test can have a fresh machine.
@@ -27,12 +41,17 @@ export class Kernel {
   readonly lockdep: Lockdep;
   readonly symbols = new SymbolTable();
   readonly trace = new TraceBus();
+  readonly mem: PhysMem;
   private readonly devices = new Map<string, DeviceOpen>();
   private readonly users = new Map<number, UserStruct>();
   private nextTid = 1;
   current: Task;
 
-  constructor() {
+  constructor(opts: KernelOptions = {}) {
+    this.mem = new PhysMem({
+      ramBytes: opts.ramBytes ?? 2n << 40n,
+      shouldFail: (site) => this.shouldFail(site),
+    });
     this.lockdep = new Lockdep(() => this.current);
     this.current = this.newTask(this.newProcess(0));
   }
@@ -46,12 +65,35 @@ export class Kernel {
 
   /** A new process (its first task is made by `newTask`); uid 0 gets the admin capabilities. */
   newProcess(uid: number, caps?: Iterable<number>): Process {
-    const defaultCaps = uid === 0 ? [CAP_SYS_ADMIN, CAP_IPC_LOCK, CAP_SYS_RAWIO] : [];
-    return new Process(this.nextTid, {
-      uid,
-      user: this.user(uid),
-      caps: new Set(caps ?? defaultCaps),
-    });
+    const defaultCaps =
+      uid === 0 ? [CAP_SYS_ADMIN, CAP_IPC_LOCK, CAP_SYS_RAWIO, CAP_SYS_RESOURCE] : [];
+    return new Process(
+      this.nextTid,
+      { uid, user: this.user(uid), caps: new Set(caps ?? defaultCaps) },
+      new MmStruct(this),
+    );
+  }
+
+  /**
+   * fork (copy_process): a child with the parent's credentials, limits, descriptors and a
+   * copy-on-write copy of its address space, plus its first task. ENOMEM leaves no child.
+   * @see copy_process
+   */
+  fork(parent: Process): Task {
+    if (this.shouldFail("copy_process")) fail(ENOMEM, "copy_process: injected");
+    const mm = parent.mm.fork();
+    const cred = { ...parent.cred, caps: new Set(parent.cred.caps) };
+    const child = new Process(this.nextTid, cred, mm, parent.files.clone());
+    for (const [r, v] of parent.rlimits) child.setRlimit(r, v);
+    return this.newTask(child);
+  }
+
+  /** do_exit for a whole process: close its descriptors and tear down its address space. */
+  exit(process: Process): void {
+    if (process.exited) throw new KernelWarning(`process ${process.pid} exited twice`);
+    process.exited = true;
+    process.files.closeAll();
+    process.mm.exit();
   }
 
   newTask(process: Process): Task {

@@ -1,4 +1,5 @@
 import { FdTable } from "./file.js";
+import type { MmStruct } from "./mm.js";
 
 /** RLIMIT_* values used by the model (resource numbers as in asm-generic/resource.h). */
 export const RLIMIT_NOFILE = 7;
@@ -9,6 +10,7 @@ export const RLIM_INFINITY = Number.MAX_SAFE_INTEGER;
 export const CAP_SYS_ADMIN = 21;
 export const CAP_IPC_LOCK = 14;
 export const CAP_SYS_RAWIO = 17;
+export const CAP_SYS_RESOURCE = 24;
 
 /** struct user_struct: per-uid accounting shared by every process of the user. */
 export class UserStruct {
@@ -24,10 +26,7 @@ export interface Cred {
 }
 export { FdTable };
 
-/**
- * A process: its descriptors, credentials and limits. The address space (`mm`) is attached by
- * the memory-management part of the kernel.
- */
+/** A process: its address space, descriptors, credentials and limits. */
 export class Process {
   readonly files: FdTable;
   readonly rlimits = new Map<number, number>([
@@ -39,6 +38,7 @@ export class Process {
   constructor(
     readonly pid: number,
     readonly cred: Cred,
+    readonly mm: MmStruct,
     files?: FdTable,
   ) {
     this.files = files ?? new FdTable(this.rlimits.get(RLIMIT_NOFILE));

@@ -1,0 +1,254 @@
+/**
+ * The page's views, drawn from a step's snapshot with plain DOM calls. Every drawn thing carries
+ * data-* attributes (state, kind, verdict, mapped bytes) so the browser tests read the same facts a
+ * person sees.
+ */
+import type { ProbeResult, ScenarioDef, StepRecord, World } from "../scenario.js";
+import { type AreaView, type Snapshot, bytes, hex } from "../snapshot.js";
+
+type Attrs = Record<string, string | number | boolean | undefined>;
+
+export function h(tag: string, attrs: Attrs = {}, ...children: Array<Node | string>): HTMLElement {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === false) continue;
+    if (k === "class") el.className = String(v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children) el.append(c);
+  return el;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function s(tag: string, attrs: Attrs = {}, text?: string): SVGElement {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined) el.setAttribute(k, String(v));
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function totalMapped(a: AreaView): bigint {
+  let t = 0n;
+  for (const v of Object.values(a.mapped)) t += v;
+  return t;
+}
+
+/**
+ * IOVA axis, compressed: an area's width grows with log2 of its length and gaps become fixed
+ * breaks labelled with their size, so a 4 KiB BAR and 1 TiB of RAM are both visible.
+ */
+export function renderIoas(root: HTMLElement, snap: Snapshot): void {
+  root.replaceChildren();
+  if (snap.ioas.length === 0) {
+    root.append(h("p", { class: "empty" }, "No IOAS yet."));
+    return;
+  }
+  const GAP = 26;
+  const H = 64;
+  for (const ioas of snap.ioas) {
+    const areas = [...ioas.areas].sort((a, b) => (a.iova < b.iova ? -1 : 1));
+    const widths = areas.map((a) => 36 + 7 * Math.log2(Number(a.length)));
+    const total = widths.reduce((x, w) => x + w, 0) + GAP * (areas.length + 1);
+    const svg = s("svg", {
+      viewBox: `0 0 ${Math.max(total, 200)} ${H + 34}`,
+      class: "axis",
+      "data-ioas": ioas.id,
+      role: "img",
+      "aria-label": `IOAS ${ioas.id}`,
+    });
+    svg.append(s("line", { x1: 0, y1: H + 4, x2: Math.max(total, 200), y2: H + 4, class: "base" }));
+    let x = GAP;
+    let prevEnd = 0n;
+    areas.forEach((a, i) => {
+      const gap = a.iova - prevEnd;
+      if (gap > 0n)
+        svg.append(s("text", { x: x - GAP / 2, y: H + 28, class: "gap" }, `+${bytes(gap)}`));
+      const w = widths[i] ?? 40;
+      const state = a.live ? "live" : "dead";
+      const mapped = totalMapped(a);
+      const g = s("g", {
+        class: `area ${a.kind} ${state}`,
+        "data-kind": a.kind,
+        "data-state": state,
+        "data-iova": hex(a.iova),
+        "data-length": hex(a.length),
+        "data-mapped": mapped.toString(),
+        "data-label": a.label,
+      });
+      g.append(s("title", {}, `${a.label}\n${hex(a.iova)} +${bytes(a.length)} ${state}`));
+      g.append(s("rect", { x, y: 8, width: w, height: H - 8, rx: 3 }));
+      g.append(s("text", { x: x + 4, y: 26, class: "label" }, a.label));
+      g.append(s("text", { x: x + 4, y: 42, class: "sub" }, bytes(a.length)));
+      g.append(
+        s("text", { x: x + 4, y: 56, class: "sub" }, a.live ? `IOPTEs ${bytes(mapped)}` : "dead"),
+      );
+      g.append(s("text", { x, y: H + 18, class: "tick" }, hex(a.iova)));
+      svg.append(g);
+      x += w + GAP;
+      prevEnd = a.iova + a.length;
+    });
+    root.append(h("div", { class: "ioas" }, h("h3", {}, ioas.label), svg as unknown as Node));
+  }
+}
+
+export function renderDomains(root: HTMLElement, snap: Snapshot): void {
+  root.replaceChildren();
+  if (snap.domains.length === 0) root.append(h("p", { class: "empty" }, "No domain yet."));
+  for (const d of snap.domains) {
+    const sizes = [...new Set(d.levels.flatMap((l) => Object.keys(l.leaves)))].sort(
+      (a, b) => Number(a) - Number(b),
+    );
+    const head = h("tr", {}, h("th", {}, "level"), h("th", {}, "tables"));
+    for (const sz of sizes) head.append(h("th", {}, `${bytes(BigInt(sz))} leaves`));
+    const body = d.levels.map((l) => {
+      const tr = h("tr", {}, h("td", {}, String(l.level)), h("td", {}, String(l.tables)));
+      for (const sz of sizes) {
+        const n = l.leaves[sz] ?? 0;
+        tr.append(h("td", { class: n ? "n" : "zero" }, String(n)));
+      }
+      return tr;
+    });
+    root.append(
+      h(
+        "div",
+        { class: "card domain", "data-domain": d.label, "data-mapped": d.mappedBytes.toString() },
+        h("h3", {}, `${d.label} `, h("small", {}, d.format)),
+        h("p", {}, `devices: ${d.devices.join(", ") || "none"} · mapped ${bytes(d.mappedBytes)}`),
+        h("table", {}, h("thead", {}, head), h("tbody", {}, ...body)),
+      ),
+    );
+  }
+}
+
+export function renderDevices(root: HTMLElement, snap: Snapshot): void {
+  root.replaceChildren();
+  if (snap.devices.length === 0) root.append(h("p", { class: "empty" }, "No device yet."));
+  const cards = h("div", { class: "cards" });
+  for (const dev of snap.devices) {
+    const bufs = snap.dmabufs.filter((b) => b.device === dev.name);
+    cards.append(
+      h(
+        "div",
+        { class: "card device", "data-device": dev.name },
+        h("h3", {}, dev.name),
+        h(
+          "p",
+          {},
+          `memory decode ${dev.memoryEnabled ? "on" : "off"} · ${dev.power} · ${
+            dev.open ? "open" : "closed"
+          } · ${dev.attachedTo ?? "not attached"}`,
+        ),
+        ...bufs.map((b) =>
+          h(
+            "div",
+            { class: `dmabuf ${b.state}`, "data-state": b.state, "data-bar": b.bar },
+            h("span", { class: "chip" }, b.state),
+            ` BAR${b.bar} ${bytes(b.size)}`,
+            b.iova === undefined ? " · not mapped" : ` · at ${hex(b.iova)}`,
+          ),
+        ),
+      ),
+    );
+  }
+  root.append(cards);
+  if (snap.notes.length)
+    root.append(h("ul", { class: "notes" }, ...snap.notes.map((n) => h("li", {}, n))));
+}
+
+export function renderProbes(root: HTMLElement, probes: readonly ProbeResult[]): void {
+  root.replaceChildren();
+  if (probes.length === 0) {
+    root.append(h("p", { class: "empty" }, "No probe yet."));
+    return;
+  }
+  const rows = probes.map((p) =>
+    h(
+      "tr",
+      { "data-probe": p.name, "data-verdict": p.verdict },
+      h("td", {}, p.name),
+      h("td", { class: "mono" }, hex(p.iova)),
+      h("td", {}, h("span", { class: `chip ${p.verdict}` }, p.verdict)),
+      h("td", {}, p.detail),
+    ),
+  );
+  root.append(
+    h(
+      "table",
+      { class: "probes" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", {}, "DMA"),
+          h("th", {}, "IOVA"),
+          h("th", {}, "verdict"),
+          h("th", {}, "what it reached"),
+        ),
+      ),
+      h("tbody", {}, ...rows),
+    ),
+  );
+}
+
+function eventText(data: unknown): string {
+  const t = JSON.stringify(data, (_k, v) => (typeof v === "bigint" ? hex(v) : v));
+  return t.length > 160 ? `${t.slice(0, 157)}…` : t;
+}
+
+export function renderTimeline(root: HTMLElement, records: readonly StepRecord[]): void {
+  root.replaceChildren();
+  for (const r of records) {
+    const items = r.events.map((e) =>
+      h("li", { "data-event": e.name }, h("b", {}, e.name), " ", eventText(e.data)),
+    );
+    root.append(
+      h(
+        "div",
+        { class: "tl-step" },
+        h("h4", {}, `${r.index + 1}. ${r.name}`),
+        items.length ? h("ul", {}, ...items) : h("p", { class: "empty" }, "no kernel event"),
+      ),
+    );
+  }
+  root.scrollTop = root.scrollHeight;
+}
+
+export function renderSteps<W extends World>(
+  root: HTMLElement,
+  def: ScenarioDef<W>,
+  records: readonly StepRecord[],
+  onPick: (index: number) => void,
+): void {
+  root.replaceChildren();
+  def.steps.forEach((st, i) => {
+    const r = records[i];
+    const state = r ? (r.ok ? "ok" : "bad") : i === records.length ? "next" : "todo";
+    const li = h(
+      "li",
+      { class: `step ${state}`, "data-step": i + 1, "data-state": state, title: st.note ?? "" },
+      h("span", { class: `actor ${st.actor}` }, st.actor),
+      ` ${st.name}`,
+    );
+    li.addEventListener("click", () => onPick(i + 1));
+    root.append(li);
+  });
+}
+
+export function renderDetail(root: HTMLElement, r: StepRecord | undefined): void {
+  root.replaceChildren();
+  if (!r) return;
+  root.append(h("h3", {}, `Step ${r.index + 1}: ${r.name}`));
+  if (r.note) root.append(h("p", { class: "note" }, r.note));
+  root.append(
+    h("pre", { class: "log" }, ...r.lines.map((l) => h("div", { class: l.kind }, l.text))),
+  );
+  const problems = [...r.violations, ...r.probeMismatches];
+  root.append(
+    problems.length
+      ? h("ul", { class: "violations" }, ...problems.map((v) => h("li", {}, v)))
+      : h("p", { class: "invariants-ok" }, "✓ invariants hold"),
+  );
+}

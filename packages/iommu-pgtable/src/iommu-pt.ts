@@ -1,0 +1,924 @@
+/**
+ * The generic IOMMU page table ("iommupt"): one walker for every format, where a format is data
+ * (pt-format.ts). It implements map_range, unmap_range, iova_to_phys, set_dirty,
+ * read_and_clear_dirty and the table bookkeeping exactly as iommupt behaves:
+ *
+ * - map picks, run by run, the largest page size allowed by the bitmap, the alignment of
+ *   iova|paddr and the remaining length, and emits as many leaves of it as fit before a larger
+ *   size becomes usable (pt_compute_best_pgsize + pt_pgsz_count); it descends once per table
+ *   and fills runs of items in tight typed-array loops. An existing leaf in the way is
+ *   -EADDRINUSE; an existing empty lower table where a leaf goes is unlinked and queued on the
+ *   gather's freelist (how a table left behind by a partial unmap becomes a large leaf).
+ * - unmap clears whole entries (a request ending inside a leaf removes all of it and reports
+ *   more), stops at the first hole or at a start inside a leaf, and frees lower tables only
+ *   when the request fully covers them; partially covered tables stay even if empty.
+ *
+ * Addresses inside are granule page numbers (plain numbers, exact below 2^53: a u64 address
+ * has at most 53 bits of 2 KiB pages). Per-level indexes come from 32-bit shifts after one
+ * hi/lo split, never from per-level float division.
+ *
+ * Items are stored as documented in iommu-pages.ts; a contiguous entry stores, in each of its
+ * items, the output page of that item (base + i × item pages) so that every fill is a single
+ * `v += inc` loop; the hardware image (all items identical for AMDv1) is rebuilt by the format
+ * encoder on dump.
+ *
+ * Locking: callers hold the IOVA range exclusively (iommufd's iova_rwsem / domains_rwsem);
+ * the table itself takes no lock, as in the kernel.
+ *
+ * @see drivers/iommu/generic_pt/iommu_pt.h
+ */
+import {
+  EADDRINUSE,
+  EINVAL,
+  ENOENT,
+  ENOMEM,
+  ENXIO,
+  EOPNOTSUPP,
+  EOVERFLOW,
+  ERANGE,
+  WARN_ON,
+} from "@x/kernel";
+import {
+  ATTR_CONTIG_MASK,
+  ATTR_CONTIG_SHIFT,
+  ATTR_DIRTY,
+  ATTR_PRESENT,
+  ATTR_PROT_MASK,
+  ATTR_SPAN,
+  TableAllocator,
+} from "./iommu-pages.js";
+import { IOMMU_DIRTY_NO_CLEAR, IOMMU_READ, IOMMU_WRITE } from "./iommu-types.js";
+import { GATHER_UNIT_LG2, type FreelistOwner, type IotlbGather } from "./iotlb-gather.js";
+import {
+  PT_FEAT_DYNAMIC_TOP,
+  PT_FEAT_FLUSH_RANGE,
+  PT_FEAT_FLUSH_RANGE_NO_GAPS,
+  PT_FEAT_SIGN_EXTEND,
+  type PtFormat,
+  type PtFormatInit,
+  hasFeature,
+} from "./pt-format.js";
+
+/** Configuration of one page table. @see struct pt_iommu_cfg */
+export interface PtIommuCfg extends PtFormatInit {
+  readonly format: PtFormat;
+  /**
+   * Fault injection at every table allocation (site "iommu_alloc_pages"); usually
+   * `(site) => kernel.shouldFail(site)`. Returning true fails that allocation with -ENOMEM.
+   */
+  readonly shouldFail?: (site: string) => boolean;
+}
+
+/** Fault-injection site of table allocations. */
+export const PT_ALLOC_SITE = "iommu_alloc_pages";
+
+/** Map-call facts the byte-level caller learned before converting to pages. */
+export const MAP_F_OVERFLOW = 1 << 0;
+/** iova/paddr have bits below the granule, or the length is below one granule. */
+export const MAP_F_SUBGRANULE = 1 << 1;
+/** The length is not a whole number of granules. */
+export const MAP_F_LEN_TAIL = 1 << 2;
+
+/** One leaf entry seen by a range visit. */
+export type PtLeafVisitor = (
+  level: number,
+  arr: Float64Array,
+  /** Item index (in `arr`) of the entry's first item. */
+  entryPos: number,
+  /** Items of the entry. */
+  entryItems: number,
+  /** First / end (exclusive) item index of the part inside the visited range. */
+  fromPos: number,
+  toPos: number,
+  /** Granule page of the first visited byte (the range start for the first entry). */
+  vaPfn: number,
+) => void;
+
+/** Per-level occupancy for the playground. */
+export interface PtLevelOccupancy {
+  readonly level: number;
+  readonly tables: number;
+  /** Leaf entries by page size (log2 bytes). */
+  readonly leavesBySizeLg2: Record<number, number>;
+}
+
+const POW2: number[] = Array.from({ length: 65 }, (_, i) => 2 ** i);
+const P26 = 2 ** 26;
+const P31 = 2 ** 31;
+const P32 = 2 ** 32;
+/** Base of the fake physical addresses given to tables in PTE dumps. */
+export const TABLE_PA_BASE = 1n << 40n;
+
+/** Count trailing zeros of a non-negative integer < 2^53 (64 for 0). */
+export function ctz53(x: number): number {
+  if (x === 0) return 64;
+  const lo = x % P32;
+  if (lo !== 0) return 31 - Math.clz32(lo & -lo);
+  const hi = Math.floor(x / P32);
+  return 32 + 31 - Math.clz32(hi & -hi);
+}
+
+/** floor(log2(x)) of an integer 1 <= x < 2^53. */
+export function fls53(x: number): number {
+  if (x < P32) return 31 - Math.clz32(x);
+  return 32 + 31 - Math.clz32(Math.floor(x / P32));
+}
+
+export class PtIommu implements FreelistOwner {
+  readonly format: PtFormat;
+  readonly features: number;
+  readonly granuleLg2: number;
+  /** Largest VA width this table may reach (with DYNAMIC_TOP, by growing). */
+  readonly maxVaLg2: number;
+  readonly maxOaLg2: number;
+  readonly alloc: TableAllocator;
+  topLevel: number;
+  /** Top table storage; `topId` is -1 when the top lives outside the slab (ARM concatenation). */
+  private topArr: Float64Array;
+  private topBase: number;
+  private topId: number;
+  private topItemsLg2: number;
+  private readonly shouldFail: ((site: string) => boolean) | undefined;
+  private readonly shift: number[] = [];
+  private readonly mask: number[] = [];
+  private readonly items: number[] = [];
+  /** Legal contiguous counts per level, after the page-size bitmap restriction. */
+  private readonly contig: number[] = [];
+  /** best[m]: largest usable page (lg2 granules) <= m, or -1. */
+  private readonly best = new Int8Array(66).fill(-1);
+  /** next[r]: next larger usable page after r, or -1. */
+  private readonly next = new Int8Array(66).fill(-1);
+  /** levelOf[r]: level holding a page of 2^r granules, or -1. */
+  private readonly levelOf = new Int8Array(66).fill(-1);
+  /** Smallest usable page, lg2 granules. */
+  private minPageLg2 = 0;
+  /** pgsize bitmap currently honoured (bytes). */
+  pgsizeBitmap = 0n;
+
+  /* Walk state: one walk at a time, as the caller holds the range lock. */
+  private va = 0;
+  private oa = 0;
+  private end = 0;
+  private attrs = 0;
+  private gather: IotlbGather | undefined;
+  private unmapped = 0;
+  private freed: number[] = [];
+  /** Called when FLUSH_RANGE_NO_GAPS needs the domain to flush a gather now. */
+  syncGather: ((gather: IotlbGather) => void) | undefined;
+
+  constructor(cfg: PtIommuCfg) {
+    const fmt = cfg.format;
+    this.format = fmt;
+    this.features = cfg.features;
+    this.granuleLg2 = fmt.granuleLg2;
+    this.shouldFail = cfg.shouldFail;
+    const geo = fmt.init(cfg);
+    if (typeof geo === "number") throw new RangeError(`${fmt.name}: invalid configuration (errno ${-geo})`);
+    this.topLevel = geo.topLevel;
+    this.maxVaLg2 = geo.maxVaLg2;
+    this.maxOaLg2 = geo.maxOaLg2;
+    let s = 0;
+    for (let level = 0; level <= fmt.maxTopLevel; level++) {
+      const n = fmt.numItemsLg2(level);
+      this.shift.push(s);
+      this.items.push(n);
+      this.mask.push((1 << n) - 1);
+      s += n;
+    }
+    this.topItemsLg2 = geo.topItemsLg2 ?? this.items[this.topLevel]!;
+    let slabLg2 = 0;
+    for (let level = 0; level < this.topLevel; level++) slabLg2 = Math.max(slabLg2, this.items[level]!);
+    slabLg2 = Math.max(slabLg2, this.items[Math.min(this.topLevel, fmt.maxTopLevel)]!);
+    this.alloc = new TableAllocator(slabLg2);
+    if (this.topItemsLg2 > slabLg2) {
+      this.topId = -1;
+      this.topArr = new Float64Array(1 << this.topItemsLg2);
+      this.topBase = 0;
+      this.alloc.perLevel[this.topLevel]!++;
+    } else {
+      this.topId = this.alloc.alloc(this.topLevel);
+      this.topArr = this.alloc.chunk(this.topId);
+      this.topBase = this.alloc.offset(this.topId);
+    }
+    this.setPgsizeBitmap(this.naturalPgsizeBitmap());
+  }
+
+  /** Every page size the format offers at the levels this table can have. @see get_info */
+  naturalPgsizeBitmap(): bigint {
+    const fmt = this.format;
+    const dynamic = hasFeature(this.features, PT_FEAT_DYNAMIC_TOP);
+    let bitmap = 0n;
+    for (let level = 0; level <= fmt.maxTopLevel; level++) {
+      const itemLg2 = this.granuleLg2 + this.shift[level]!;
+      if (dynamic ? itemLg2 >= this.maxVaLg2 : level > this.topLevel) break;
+      const m = fmt.contigMask(level);
+      for (let k = 0; k < 16; k++) if (m & (1 << k)) bitmap |= 1n << BigInt(itemLg2 + k);
+    }
+    return bitmap & ((1n << BigInt(this.maxOaLg2)) - 1n);
+  }
+
+  /**
+   * Restrict the sizes used by map to `bitmap` (a driver may reduce the domain's
+   * pgsize_bitmap after init; the algorithms honour it). Sizes the format cannot hold WARN.
+   */
+  setPgsizeBitmap(bitmap: bigint): void {
+    const g = this.granuleLg2;
+    this.best.fill(-1);
+    this.next.fill(-1);
+    this.levelOf.fill(-1);
+    this.contig.length = 0;
+    for (let level = 0; level <= this.format.maxTopLevel; level++) this.contig.push(0);
+    let prev = -1;
+    let min = -1;
+    for (let b = 0; b < 64; b++) {
+      if (!(bitmap & (1n << BigInt(b)))) continue;
+      const r = b - g;
+      let level = -1;
+      for (let l = this.format.maxTopLevel; l >= 0; l--) {
+        if (r >= this.shift[l]! && this.format.contigMask(l) & (1 << (r - this.shift[l]!))) {
+          level = l;
+          break;
+        }
+      }
+      WARN_ON(r < 0 || level < 0, `${this.format.name}: page size 2^${b} not representable`);
+      this.levelOf[r] = level;
+      this.contig[level]! |= 1 << (r - this.shift[level]!);
+      if (prev >= 0) this.next[prev] = r;
+      else min = r;
+      prev = r;
+    }
+    let cur = -1;
+    for (let m = 0; m < 66; m++) {
+      if (m < 66 && this.levelOf[m]! >= 0) cur = m;
+      this.best[m] = cur;
+    }
+    this.minPageLg2 = min;
+    this.pgsizeBitmap = bitmap;
+  }
+
+  /** Granule pages of one item at `level`. */
+  itemPages(level: number): number {
+    return POW2[this.shift[level]!]!;
+  }
+
+  /** VA width reachable with the current top. */
+  get currentVaLg2(): number {
+    const top = this.topLevel;
+    return Math.min(this.maxVaLg2, this.granuleLg2 + this.shift[top]! + this.topItemsLg2);
+  }
+
+  /** Index of `va` (granule page, already masked to the table width) in a level's table. */
+  private index(level: number, va: number): number {
+    const s = this.shift[level]!;
+    const m = level === this.topLevel ? (1 << this.topItemsLg2) - 1 : this.mask[level]!;
+    if (va < P31) return s < 31 ? (va >>> s) & m : 0;
+    const hi = Math.floor(va / P26);
+    if (s >= 26) return (hi >>> (s - 26)) & m;
+    return (((va - hi * P26) >>> s) | (hi << (26 - s))) & m;
+  }
+
+  /**
+   * pt_check_range for [va, va + n) in granule pages of the full 64-bit space: the walkable
+   * (masked) start page, or -1 for -ERANGE. `vaLg2` is the width to test against.
+   */
+  private checkRange(va: number, n: number, vaLg2: number): number {
+    const g = this.granuleLg2;
+    const last = va + n - 1;
+    if (hasFeature(this.features, PT_FEAT_SIGN_EXTEND)) {
+      const half = POW2[vaLg2 - 1 - g]!;
+      const upperPrefix = POW2[64 - g - (vaLg2 - 1)]! - 1;
+      const p0 = Math.floor(va / half);
+      const p1 = Math.floor(last / half);
+      if (p0 !== p1 || (p0 !== 0 && p0 !== upperPrefix)) return -1;
+      return p0 === 0 ? va : va - p0 * half + half;
+    }
+    if (last >= POW2[vaLg2 - g]!) return -1;
+    return va;
+  }
+
+  private newTable(level: number): number {
+    if (this.shouldFail?.(PT_ALLOC_SITE)) return -1;
+    return this.alloc.alloc(level);
+  }
+
+  /** Add levels on top until `lastVa` (granule pages) and `leafLevel` fit. @see increase_top */
+  private increaseTop(va: number, n: number, leafLevel: number): number {
+    const created: number[] = [];
+    let level = this.topLevel;
+    while (this.checkRange(va, n, this.vaLg2For(level)) < 0 || leafLevel > level) {
+      level++;
+      if (level > this.format.maxTopLevel || this.granuleLg2 + this.shift[level]! >= this.maxVaLg2) {
+        for (const id of created) this.alloc.free(id);
+        return ERANGE;
+      }
+      const id = this.newTable(level);
+      if (id < 0) {
+        for (const id2 of created) this.alloc.free(id2);
+        return ENOMEM;
+      }
+      created.push(id);
+    }
+    for (const id of created) {
+      const arr = this.alloc.chunk(id);
+      arr[this.alloc.offset(id)] = -(this.topId + 1);
+      this.topId = id;
+      this.topArr = arr;
+      this.topBase = this.alloc.offset(id);
+      this.topLevel++;
+      this.topItemsLg2 = this.items[this.topLevel]!;
+    }
+    return 0;
+  }
+
+  private vaLg2For(top: number): number {
+    return Math.min(this.maxVaLg2, this.granuleLg2 + this.shift[top]! + this.items[top]!);
+  }
+
+  /** The largest usable page (lg2 granules) for alignment `va|oa` and `n` pages left, or -1. */
+  private bestPage(va: number, oa: number, n: number): number {
+    const a = Math.min(ctz53(va), ctz53(oa));
+    const l = fls53(n);
+    return this.best[a < l ? a : l]!;
+  }
+
+  /** How many pages of 2^r to emit before a larger size becomes usable. @see pt_pgsz_count */
+  private pgszCount(r: number, va: number, oa: number, n: number): number {
+    const count = Math.floor(n / POW2[r]!);
+    const nr = this.next[r]!;
+    if (nr < 0) return count;
+    const big = POW2[nr]!;
+    if (va % big !== oa % big) return count;
+    const toBoundary = big - (va % big);
+    if (toBoundary + big > n) return count;
+    return toBoundary / POW2[r]!;
+  }
+
+  /**
+   * Map [va, va + n) granule pages to oa with `prot`. Returns 0 or an errno (positive);
+   * `mappedPages` tells how much was installed before an error. Tables freed while replacing
+   * empty tables by leaves go on `gather` (the caller syncs it). @see map_range
+   */
+  mapRange(va: number, oa: number, n: number, prot: number, gather: IotlbGather, flags = 0): number {
+    this.mappedPages = 0;
+    WARN_ON(!(prot & (IOMMU_READ | IOMMU_WRITE)), "iommupt: map without READ or WRITE");
+    const g = this.granuleLg2;
+    // Decision: the kernel tests only paddr against the OA width; the model also refuses an
+    // output range running past it (-ERANGE), since such an OA cannot be stored.
+    if (oa + n > POW2[this.maxOaLg2 - g]!) return ERANGE;
+    const protErr = this.format.checkProt(prot, this.features);
+    if (protErr) return protErr;
+    if (n === 0 && !(flags & MAP_F_SUBGRANULE)) return EINVAL;
+    if (flags & MAP_F_OVERFLOW) return EOVERFLOW;
+    if (flags & MAP_F_SUBGRANULE) return ENXIO;
+    const r = this.bestPage(va, oa, n);
+    if (r < 0) return ENXIO;
+    // Decision (spec §1.2 UNVERIFIED): a length that is not a whole number of the smallest
+    // page while iova and paddr are aligned is refused up front with -EINVAL, nothing mapped.
+    if (flags & MAP_F_LEN_TAIL || n % POW2[this.minPageLg2]! !== 0) return EINVAL;
+    const leafLevel = this.levelOf[r]!;
+    let wva = this.checkRange(va, n, this.currentVaLg2);
+    if (hasFeature(this.features, PT_FEAT_DYNAMIC_TOP) && (wva < 0 || leafLevel > this.topLevel)) {
+      const err = this.increaseTop(va, n, leafLevel);
+      if (err) return err;
+      wva = this.checkRange(va, n, this.currentVaLg2);
+    }
+    if (wva < 0) return ERANGE;
+    this.attrs = (prot & ATTR_PROT_MASK) | ATTR_PRESENT;
+    this.va = wva;
+    this.oa = oa;
+    this.end = wva + n;
+    this.gather = gather;
+    let err: number;
+    if (n === 1 && r === 0 && (err = this.mapOne()) >= 0) {
+      // fast path took it (0) or found the slot busy (EADDRINUSE)
+    } else {
+      err = this.mapLevel(this.topLevel, this.topArr, this.topBase);
+    }
+    this.gather = undefined;
+    this.mappedPages = this.oa - oa;
+    return err;
+  }
+
+  /** Pages installed by the last mapRange (also on error). */
+  mappedPages = 0;
+
+  /** One granule page into existing tables; -1 to fall back to the full walk. */
+  private mapOne(): number {
+    const va = this.va;
+    let arr = this.topArr;
+    let base = this.topBase;
+    for (let level = this.topLevel; level > 0; level--) {
+      const e = arr[base + this.index(level, va)]!;
+      if (e >= 0) return -1;
+      const id = -e - 1;
+      arr = this.alloc.chunk(id);
+      base = this.alloc.offset(id);
+    }
+    const p = base + this.index(0, va);
+    if (arr[p] !== 0) return EADDRINUSE;
+    arr[p] = this.oa * ATTR_SPAN + this.attrs;
+    this.va++;
+    this.oa++;
+    return 0;
+  }
+
+  private mapLevel(level: number, arr: Float64Array, base: number): number {
+    const nItems = level === this.topLevel ? 1 << this.topItemsLg2 : 1 << this.items[level]!;
+    const sh = this.shift[level]!;
+    let idx = this.index(level, this.va);
+    while (idx < nItems && this.va < this.end) {
+      const left = this.end - this.va;
+      const r = this.bestPage(this.va, this.oa, left);
+      if (r < 0) return ENXIO;
+      const leafLevel = this.levelOf[r]!;
+      if (leafLevel === level) {
+        const c = r - sh;
+        let count = this.pgszCount(r, this.va, this.oa, left);
+        const room = (nItems - idx) >>> c;
+        if (count > room) count = room;
+        const err = this.installRun(level, arr, base + idx, count, c);
+        idx += count << c;
+        if (err) return err;
+        continue;
+      }
+      WARN_ON(leafLevel > level, "iommupt: leaf size above the walk level");
+      const p = base + idx;
+      let e = arr[p]!;
+      if (e === 0) {
+        const id = this.newTable(level - 1);
+        if (id < 0) return ENOMEM;
+        e = -(id + 1);
+        arr[p] = e;
+      } else if (e > 0) {
+        return EADDRINUSE;
+      }
+      const id = -e - 1;
+      const err = this.mapLevel(level - 1, this.alloc.chunk(id), this.alloc.offset(id));
+      if (err) return err;
+      idx++;
+    }
+    return 0;
+  }
+
+  /** Install `count` leaves of 2^c items each starting at arr[p]. */
+  private installRun(level: number, arr: Float64Array, p: number, count: number, c: number): number {
+    const itemPages = POW2[this.shift[level]!]!;
+    const inc = itemPages * ATTR_SPAN;
+    let v = this.oa * ATTR_SPAN + (this.attrs | (c << ATTR_CONTIG_SHIFT));
+    if (c === 0 && level === 0) {
+      const stop = p + count;
+      let q = p;
+      for (; q < stop; q++) {
+        if (arr[q] !== 0) break;
+        arr[q] = v;
+        v += inc;
+      }
+      const done = q - p;
+      this.va += done;
+      this.oa += done;
+      return q < stop ? EADDRINUSE : 0;
+    }
+    const step = 1 << c;
+    const leafPages = itemPages * step;
+    for (let i = 0; i < count; i++, p += step) {
+      for (let j = 0; j < step; j++) {
+        if (arr[p + j] !== 0) {
+          const err = this.clearContig(level, arr, p, step);
+          if (err) return err;
+          break;
+        }
+      }
+      for (let j = 0; j < step; j++) {
+        arr[p + j] = v;
+        v += inc;
+      }
+      this.va += leafPages;
+      this.oa += leafPages;
+    }
+    return 0;
+  }
+
+  /**
+   * Make the `step` items at arr[p] free for a leaf: leaves there are -EADDRINUSE; empty lower
+   * tables are unlinked and queued on the gather. @see clear_contig
+   */
+  private clearContig(level: number, arr: Float64Array, p: number, step: number): number {
+    const itemPages = POW2[this.shift[level]!]!;
+    const itemVa = this.va;
+    for (let j = 0; j < step; j++) {
+      const e = arr[p + j]!;
+      if (e === 0) continue;
+      if (e > 0) return EADDRINUSE;
+      const ids: number[] = [];
+      if (this.collectTables(-e - 1, level - 1, true, ids)) return EADDRINUSE;
+      arr[p + j] = 0;
+      this.queueFreed(ids, itemVa + j * itemPages, itemPages);
+    }
+    return 0;
+  }
+
+  /** Gather table `id` and every table below it into `out`; true if a leaf was seen and `check`. */
+  private collectTables(id: number, level: number, check: boolean, out: number[]): boolean {
+    out.push(id);
+    const arr = this.alloc.chunk(id);
+    const base = this.alloc.offset(id);
+    const n = 1 << this.items[level]!;
+    for (let i = 0; i < n; i++) {
+      const e = arr[base + i]!;
+      if (e < 0) {
+        if (this.collectTables(-e - 1, level - 1, check, out)) return true;
+      } else if (e > 0 && check) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Put freed tables of a walk range on the current gather. @see gather_range_pages */
+  private queueFreed(ids: number[], va: number, pages: number): void {
+    const gather = this.gather!;
+    this.gatherRange(gather, va, pages);
+    gather.addFreed(this, ids);
+  }
+
+  private gatherRange(gather: IotlbGather, va: number, pages: number): void {
+    if (pages === 0) return;
+    const k = POW2[this.granuleLg2 - GATHER_UNIT_LG2]!;
+    if (
+      hasFeature(this.features, PT_FEAT_FLUSH_RANGE_NO_GAPS) &&
+      gather.isDisjointUnits(va * k, pages * k)
+    ) {
+      this.syncGather?.(gather);
+    }
+    if (
+      hasFeature(this.features, PT_FEAT_FLUSH_RANGE) ||
+      hasFeature(this.features, PT_FEAT_FLUSH_RANGE_NO_GAPS)
+    ) {
+      gather.addUnits(va * k, pages * k);
+    }
+  }
+
+  /**
+   * Unmap [va, va + n) granule pages (full 64-bit page numbers). Returns the pages unmapped:
+   * whole entries, stopping at a hole or at a start inside an entry. The range removed and the
+   * fully covered tables go on `gather`. @see unmap_range
+   */
+  unmapRange(va: number, n: number, gather: IotlbGather): number {
+    if (n === 0) return 0;
+    const wva = this.checkRange(va, n, this.currentVaLg2);
+    if (wva < 0) return 0;
+    this.va = wva;
+    this.end = wva + n;
+    this.unmapped = 0;
+    this.freed.length = 0;
+    this.gather = gather;
+    this.unmapLevel(this.topLevel, this.topArr, this.topBase);
+    this.gather = undefined;
+    const unmapped = this.unmapped;
+    this.gatherRange(gather, va, unmapped);
+    if (this.freed.length !== 0) {
+      gather.addFreed(this, this.freed);
+      this.freed.length = 0;
+    }
+    return unmapped;
+  }
+
+  private unmapLevel(level: number, arr: Float64Array, base: number): number {
+    const nItems = level === this.topLevel ? 1 << this.topItemsLg2 : 1 << this.items[level]!;
+    let idx = this.index(level, this.va);
+    let p = base + idx;
+    const first = arr[p]!;
+    if (first > 0) {
+      const c = (first % ATTR_SPAN & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+      if (this.va % POW2[this.shift[level]! + c]! !== 0) return EINVAL;
+    }
+    if (level === 0) {
+      const want = Math.min(nItems - idx, this.end - this.va);
+      const stop = p + want;
+      let q = p;
+      while (q < stop && arr[q] !== 0) q++;
+      let clearEnd = q;
+      if (q === stop && q > p) {
+        const c = (arr[q - 1]! % ATTR_SPAN & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+        if (c !== 0) clearEnd = base + (((q - 1 - base) | ((1 << c) - 1)) + 1);
+      }
+      const cleared = clearEnd - p;
+      if (cleared === 1) arr[p] = 0;
+      else if (cleared > 1) arr.fill(0, p, clearEnd);
+      this.unmapped += cleared;
+      this.va += cleared;
+      return q < stop ? EINVAL : 0;
+    }
+    const itemPages = POW2[this.shift[level]!]!;
+    while (idx < nItems && this.va < this.end) {
+      const e = arr[p]!;
+      if (e === 0) return EINVAL;
+      const itemStart = this.va - (this.va % itemPages);
+      if (e < 0) {
+        const covered = this.va === itemStart && this.end - this.va >= itemPages;
+        const id = -e - 1;
+        const err = this.unmapLevel(level - 1, this.alloc.chunk(id), this.alloc.offset(id));
+        if (err) return err;
+        if (covered) {
+          arr[p] = 0;
+          this.freed.push(id);
+        }
+        this.va = itemStart + itemPages;
+        idx++;
+        p++;
+      } else {
+        const c = (e % ATTR_SPAN & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+        const step = 1 << c;
+        if (step === 1) arr[p] = 0;
+        else arr.fill(0, p, p + step);
+        this.unmapped += itemPages * step;
+        this.va = itemStart + itemPages * step;
+        idx += step;
+        p += step;
+      }
+    }
+    return 0;
+  }
+
+  /** Output granule page of granule page `va` (full 64-bit), or -1 when not mapped. */
+  iovaToPhys(va: number): number {
+    const wva = this.checkRange(va, 1, this.currentVaLg2);
+    if (wva < 0) return -1;
+    let arr = this.topArr;
+    let base = this.topBase;
+    for (let level = this.topLevel; ; level--) {
+      const e = arr[base + this.index(level, wva)]!;
+      if (e > 0) {
+        const pfn = Math.floor(e / ATTR_SPAN);
+        if (level === 0) return pfn;
+        return pfn + (wva % POW2[this.shift[level]!]!);
+      }
+      if (e === 0 || level === 0) return -1;
+      const id = -e - 1;
+      arr = this.alloc.chunk(id);
+      base = this.alloc.offset(id);
+    }
+  }
+
+  /** The leaf item holding `va`: [arr, pos, level] via the out fields, or false. */
+  private findItem(va: number): boolean {
+    const wva = this.checkRange(va, 1, this.currentVaLg2);
+    if (wva < 0) return false;
+    let arr = this.topArr;
+    let base = this.topBase;
+    for (let level = this.topLevel; ; level--) {
+      const p = base + this.index(level, wva);
+      const e = arr[p]!;
+      if (e > 0) {
+        this.foundArr = arr;
+        this.foundPos = p;
+        this.foundLevel = level;
+        return true;
+      }
+      if (e === 0 || level === 0) return false;
+      const id = -e - 1;
+      arr = this.alloc.chunk(id);
+      base = this.alloc.offset(id);
+    }
+  }
+
+  private foundArr: Float64Array = new Float64Array(0);
+  private foundPos = 0;
+  private foundLevel = 0;
+
+  /** IOMMU_* prot of the leaf at `va`, or -1 when not mapped. */
+  protAt(va: number): number {
+    if (!this.findItem(va)) return -1;
+    return this.foundArr[this.foundPos]! % ATTR_SPAN & ATTR_PROT_MASK;
+  }
+
+  /** Set the dirty bit of the item holding `va` (what a DMA write does). @see set_dirty */
+  setDirty(va: number): number {
+    if (!this.format.dirtyTracking) return EOPNOTSUPP;
+    if (!this.findItem(va)) return ENOENT;
+    const e = this.foundArr[this.foundPos]!;
+    if (!(e % ATTR_SPAN & ATTR_DIRTY)) this.foundArr[this.foundPos] = e + ATTR_DIRTY;
+    return 0;
+  }
+
+  /**
+   * Visit every leaf entry overlapping [va, va + n) (full 64-bit granule pages), in IOVA order,
+   * skipping holes. Returns false if the range is outside the table.
+   */
+  visitLeaves(va: number, n: number, fn: PtLeafVisitor): boolean {
+    const wva = this.checkRange(va, n, this.currentVaLg2);
+    if (wva < 0) return false;
+    this.visitLevel(this.topLevel, this.topArr, this.topBase, wva, wva + n, wva, fn);
+    return true;
+  }
+
+  private visitLevel(
+    level: number,
+    arr: Float64Array,
+    base: number,
+    from: number,
+    to: number,
+    tableVa: number,
+    fn: PtLeafVisitor,
+  ): void {
+    const nItems = level === this.topLevel ? 1 << this.topItemsLg2 : 1 << this.items[level]!;
+    const itemPages = POW2[this.shift[level]!]!;
+    const tableStart = tableVa - (tableVa % (itemPages * nItems));
+    let idx = this.index(level, from);
+    let va = from;
+    while (idx < nItems && va < to) {
+      const p = base + idx;
+      const e = arr[p]!;
+      const itemStart = tableStart + idx * itemPages;
+      if (e === 0) {
+        idx++;
+        va = itemStart + itemPages;
+        continue;
+      }
+      if (e < 0) {
+        const id = -e - 1;
+        this.visitLevel(level - 1, this.alloc.chunk(id), this.alloc.offset(id), va, to, itemStart, fn);
+        idx++;
+        va = itemStart + itemPages;
+        continue;
+      }
+      const c = (e % ATTR_SPAN & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+      const step = 1 << c;
+      const entryIdx = idx & ~(step - 1);
+      const endIdx = Math.min(entryIdx + step, nItems, Math.floor((to - 1 - tableStart) / itemPages) + 1);
+      fn(level, arr, base + entryIdx, step, p, base + endIdx, va);
+      va = tableStart + (entryIdx + step) * itemPages;
+      idx = entryIdx + step;
+    }
+  }
+
+  /**
+   * Report dirty leaves in [va, va + n) through `record(va, pages)` and, unless
+   * IOMMU_DIRTY_NO_CLEAR, clear their dirty bits and add the range to `gather`.
+   * @see read_and_clear_dirty
+   */
+  readAndClearDirty(
+    va: number,
+    n: number,
+    flags: number,
+    record: ((va: number, pages: number) => void) | undefined,
+    gather: IotlbGather,
+  ): number {
+    if (!this.format.dirtyTracking) return EOPNOTSUPP;
+    if (n === 0) return EINVAL;
+    const wva = this.checkRange(va, n, this.currentVaLg2);
+    if (wva < 0) return ERANGE;
+    const unmaskedBase = va - wva;
+    const k = POW2[this.granuleLg2 - GATHER_UNIT_LG2]!;
+    const ok = this.visitLeaves(va, n, (level, arr, entryPos, items, fromPos, toPos, at) => {
+      let dirty = false;
+      for (let i = 0; i < items; i++) {
+        if (arr[entryPos + i]! % ATTR_SPAN & ATTR_DIRTY) {
+          dirty = true;
+          break;
+        }
+      }
+      if (!dirty) return;
+      const itemPages = POW2[this.shift[level]!]!;
+      const pages = (toPos - fromPos) * itemPages;
+      const fullVa = at + unmaskedBase;
+      record?.(fullVa, pages);
+      if (!(flags & IOMMU_DIRTY_NO_CLEAR)) {
+        for (let i = 0; i < items; i++) {
+          const e = arr[entryPos + i]!;
+          if (e % ATTR_SPAN & ATTR_DIRTY) arr[entryPos + i] = e - ATTR_DIRTY;
+        }
+        gather.addUnits(fullVa * k, pages * k);
+      }
+    });
+    WARN_ON(!ok, "iommupt: dirty range check changed under the walk");
+    return 0;
+  }
+
+  /**
+   * Runs of physically contiguous output for [va, va + n): `fn(va, oa, pages, prot)` per run
+   * (granule pages, full 64-bit IOVA), holes skipped. Returns the pages mapped in the range.
+   */
+  readRuns(va: number, n: number, fn: (va: number, oa: number, pages: number, prot: number) => void): number {
+    const wva = this.checkRange(va, n, this.currentVaLg2);
+    if (wva < 0) return 0;
+    const unmaskedBase = va - wva;
+    let runVa = -1;
+    let runOa = 0;
+    let runPages = 0;
+    let runProt = 0;
+    let total = 0;
+    this.visitLevel(this.topLevel, this.topArr, this.topBase, wva, wva + n, wva, (level, arr, _e, _i, fromPos, toPos, at) => {
+      const sh = this.shift[level]!;
+      const first = arr[fromPos]!;
+      const prot = first % ATTR_SPAN & ATTR_PROT_MASK;
+      const oa = Math.floor(first / ATTR_SPAN) + (sh === 0 ? 0 : at % POW2[sh]!);
+      const pages = Math.min(wva + n, (toPos - fromPos) * POW2[sh]! + (at - (at % POW2[sh]!))) - at;
+      total += pages;
+      if (runVa >= 0 && runVa + runPages === at && runOa + runPages === oa && runProt === prot) {
+        runPages += pages;
+        return;
+      }
+      if (runVa >= 0) fn(runVa + unmaskedBase, runOa, runPages, runProt);
+      runVa = at;
+      runOa = oa;
+      runPages = pages;
+      runProt = prot;
+    });
+    if (runVa >= 0) fn(runVa + unmaskedBase, runOa, runPages, runProt);
+    return total;
+  }
+
+  /** Tables per level and leaf entries by size, for the playground. */
+  occupancy(): PtLevelOccupancy[] {
+    const out: PtLevelOccupancy[] = [];
+    for (let level = 0; level <= this.topLevel; level++) {
+      out.push({ level, tables: this.alloc.perLevel[level]!, leavesBySizeLg2: {} });
+    }
+    this.forEachTable((level, arr, base, nItems) => {
+      const counts = out[level]!.leavesBySizeLg2 as Record<number, number>;
+      for (let i = 0; i < nItems; i++) {
+        const e = arr[base + i]!;
+        if (e <= 0) continue;
+        const c = (e % ATTR_SPAN & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+        if (i % (1 << c) !== 0) continue;
+        const lg2 = this.granuleLg2 + this.shift[level]! + c;
+        counts[lg2] = (counts[lg2] ?? 0) + 1;
+      }
+    });
+    return out;
+  }
+
+  /** Depth-first over every table: fn(level, arr, base, nItems, tablePa). */
+  forEachTable(fn: (level: number, arr: Float64Array, base: number, nItems: number, pa: bigint) => void): void {
+    const walk = (level: number, arr: Float64Array, base: number, nItems: number, pa: bigint): void => {
+      fn(level, arr, base, nItems, pa);
+      for (let i = 0; i < nItems; i++) {
+        const e = arr[base + i]!;
+        if (e < 0 && level > 0) {
+          const id = -e - 1;
+          walk(level - 1, this.alloc.chunk(id), this.alloc.offset(id), 1 << this.items[level - 1]!, this.tablePa(id));
+        }
+      }
+    };
+    walk(this.topLevel, this.topArr, this.topBase, 1 << this.topItemsLg2, this.topPa());
+  }
+
+  /** The fake physical address of table `id` (dumps, table pointers). */
+  tablePa(id: number): bigint {
+    return TABLE_PA_BASE + BigInt(id) * BigInt(this.alloc.tableBytes);
+  }
+
+  topPa(): bigint {
+    return this.topId >= 0 ? this.tablePa(this.topId) : TABLE_PA_BASE - BigInt(8 << this.topItemsLg2);
+  }
+
+  /** The exact hardware image of item `i` of a table (0n when empty). */
+  itemImage(level: number, arr: Float64Array, base: number, i: number): bigint {
+    const e = arr[base + i]!;
+    if (e === 0) return 0n;
+    if (e < 0) return this.format.encodeTable(this.tablePa(-e - 1), level, this.features);
+    const attrs = e % ATTR_SPAN;
+    const c = (attrs & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+    const itemLg2 = this.granuleLg2 + this.shift[level]!;
+    const pfn = Math.floor(e / ATTR_SPAN);
+    const basePfn = pfn - (i % (1 << c)) * POW2[this.shift[level]!]!;
+    return this.format.encodeLeaf({
+      oa: BigInt(basePfn) << BigInt(this.granuleLg2),
+      sizeLg2: itemLg2 + c,
+      level,
+      itemLg2,
+      prot: attrs & ATTR_PROT_MASK,
+      dirty: (attrs & ATTR_DIRTY) !== 0,
+      features: this.features,
+    });
+  }
+
+  /** Return freed tables to the slab (after the IOTLB flush). */
+  releaseTables(ids: readonly number[]): void {
+    for (const id of ids) this.alloc.free(id);
+  }
+
+  /** Free every table, the top included. @see deinit */
+  destroy(): void {
+    const ids: number[] = [];
+    if (this.topId >= 0) this.collectTables(this.topId, this.topLevel, false, ids);
+    else {
+      for (let i = 0; i < 1 << this.topItemsLg2; i++) {
+        const e = this.topArr[i]!;
+        if (e < 0) this.collectTables(-e - 1, this.topLevel - 1, false, ids);
+      }
+      this.alloc.perLevel[this.topLevel]!--;
+    }
+    for (const id of ids) this.alloc.free(id);
+  }
+
+  /** Live tables (including the top) and their bytes. */
+  get tableCount(): number {
+    return this.alloc.live + (this.topId < 0 ? 1 : 0);
+  }
+
+  get tableBytes(): number {
+    return this.alloc.live * this.alloc.tableBytes + (this.topId < 0 ? 8 << this.topItemsLg2 : 0);
+  }
+}

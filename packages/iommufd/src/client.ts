@@ -1,0 +1,323 @@
+/**
+ * The typed user API: a /dev/iommu file descriptor of one user process (a `Libc`), with one
+ * method per ioctl. Each method encodes its arguments into the uAPI structure's bytes, calls
+ * `libc.ioctl` exactly as a C program would, and decodes the answer; so the typed layer and the
+ * byte layer run the same kernel code on the same bytes. A failed call throws `KernelError`
+ * with the errno the C call would have left in `errno`.
+ *
+ *   const fd = IommufdClient.open(libc);
+ *   const ioasId = fd.ioasAlloc();
+ *   const iova = fd.ioasMapFile({ ioasId, fd: memfd, start: 0n, length: 1n << 21n });
+ */
+import { EMSGSIZE, KernelError, type Libc, O_RDWR } from "@x/kernel";
+import {
+  type Decoded,
+  type FieldSpec,
+  IOMMU_DESTROY,
+  IOMMU_GET_HW_INFO,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_DATA_NONE,
+  IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_ALLOW_IOVAS,
+  IOMMU_IOAS_CHANGE_PROCESS,
+  IOMMU_IOAS_COPY,
+  IOMMU_IOAS_IOVA_RANGES,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FILE,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_IOAS_UNMAP,
+  IOMMU_OPTION,
+  IOMMU_OPTION_HUGE_PAGES,
+  IOMMU_OPTION_OP_GET,
+  IOMMU_OPTION_OP_SET,
+  IOMMU_OPTION_RLIMIT_MODE,
+  IOMMU_VFIO_IOAS,
+  IOMMU_VFIO_IOAS_CLEAR,
+  IOMMU_VFIO_IOAS_GET,
+  IOMMU_VFIO_IOAS_SET,
+  type Struct,
+  U64_MAX,
+  iommu_destroy,
+  iommu_hw_info,
+  iommu_hwpt_alloc,
+  iommu_ioas_alloc,
+  iommu_ioas_allow_iovas,
+  iommu_ioas_change_process,
+  iommu_ioas_copy,
+  iommu_ioas_iova_ranges,
+  iommu_ioas_map,
+  iommu_ioas_map_file,
+  iommu_ioas_unmap,
+  iommu_iova_range,
+  iommu_option,
+  iommu_vfio_ioas,
+} from "./uapi.js";
+
+export interface IovaRange {
+  readonly start: bigint;
+  /** Inclusive. */
+  readonly last: bigint;
+}
+
+/** Access flags of MAP / MAP_FILE / COPY; FIXED_IOVA is added when an `iova` is given. */
+export type MapAccess = number;
+const RW = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
+
+function placement(iova: bigint | undefined, flags: MapAccess): { flags: number; iova: bigint } {
+  return iova === undefined
+    ? { flags, iova: 0n }
+    : { flags: flags | IOMMU_IOAS_MAP_FIXED_IOVA, iova };
+}
+
+export class IommufdClient {
+  constructor(
+    readonly libc: Libc,
+    readonly fd: number,
+  ) {}
+
+  /** open("/dev/iommu", O_RDWR). */
+  static open(libc: Libc, path = "/dev/iommu"): IommufdClient {
+    const fd = libc.open(path, O_RDWR);
+    if (fd < 0) throw new KernelError(libc.errno, `open ${path}`);
+    return new IommufdClient(libc, fd);
+  }
+
+  close(): void {
+    if (this.libc.close(this.fd) < 0) throw new KernelError(this.libc.errno, "close");
+  }
+
+  /**
+   * Issue `request` with `values` encoded as `struct` (its `size` defaulting to sizeof) and
+   * return the decoded answer and the ioctl's return value.
+   */
+  call<S extends FieldSpec>(
+    request: number,
+    struct: Struct<S>,
+    values: Partial<Decoded<S>>,
+  ): { out: Decoded<S>; ret: number } {
+    const buf = struct.encode({ size: struct.size, ...values } as Partial<Decoded<S>>);
+    const ret = this.libc.ioctl(this.fd, request, buf);
+    if (ret < 0) throw new KernelError(this.libc.errno, struct.name);
+    return { out: struct.decode(buf), ret };
+  }
+
+  destroy(id: number): void {
+    this.call(IOMMU_DESTROY, iommu_destroy, { id });
+  }
+
+  ioasAlloc(): number {
+    return this.call(IOMMU_IOAS_ALLOC, iommu_ioas_alloc, {}).out.out_ioas_id;
+  }
+
+  /** IOAS_IOVA_RANGES: the usable ranges and the IOVA alignment (asks twice when needed). */
+  ioasIovaRanges(ioasId: number): { ranges: IovaRange[]; alignment: bigint } {
+    let capacity = 4;
+    for (;;) {
+      const arr = this.libc.malloc(capacity * iommu_iova_range.size);
+      const buf = iommu_ioas_iova_ranges.encode({
+        size: iommu_ioas_iova_ranges.size,
+        ioas_id: ioasId,
+        num_iovas: capacity,
+        allowed_iovas: arr,
+      });
+      if (this.libc.ioctl(this.fd, IOMMU_IOAS_IOVA_RANGES, buf) < 0) {
+        const out = iommu_ioas_iova_ranges.decode(buf);
+        if (this.libc.errno === EMSGSIZE && out.num_iovas > capacity) {
+          capacity = out.num_iovas;
+          continue;
+        }
+        throw new KernelError(this.libc.errno, "iommu_ioas_iova_ranges");
+      }
+      const out = iommu_ioas_iova_ranges.decode(buf);
+      const raw = this.libc.peek(arr, out.num_iovas * iommu_iova_range.size);
+      const ranges: IovaRange[] = [];
+      for (let i = 0; i < out.num_iovas; i++) {
+        const at = i * iommu_iova_range.size;
+        ranges.push(iommu_iova_range.decode(raw.subarray(at, at + iommu_iova_range.size)));
+      }
+      return { ranges, alignment: out.out_iova_alignment };
+    }
+  }
+
+  ioasAllowIovas(ioasId: number, ranges: readonly IovaRange[]): void {
+    const arr = this.libc.malloc(Math.max(1, ranges.length) * iommu_iova_range.size);
+    ranges.forEach((r, i) =>
+      this.libc.poke(arr + BigInt(i * iommu_iova_range.size), iommu_iova_range.encode(r)),
+    );
+    this.call(IOMMU_IOAS_ALLOW_IOVAS, iommu_ioas_allow_iovas, {
+      ioas_id: ioasId,
+      num_iovas: ranges.length,
+      allowed_iovas: arr,
+    });
+  }
+
+  /** IOAS_MAP of user memory; returns the IOVA used. */
+  ioasMap(a: {
+    ioasId: number;
+    userVa: bigint;
+    length: bigint;
+    iova?: bigint;
+    flags?: MapAccess;
+  }): bigint {
+    const p = placement(a.iova, a.flags ?? RW);
+    return this.call(IOMMU_IOAS_MAP, iommu_ioas_map, {
+      flags: p.flags,
+      ioas_id: a.ioasId,
+      user_va: a.userVa,
+      length: a.length,
+      iova: p.iova,
+    }).out.iova;
+  }
+
+  /** IOAS_MAP_FILE of a memfd or a dma-buf fd; returns the IOVA used. */
+  ioasMapFile(a: {
+    ioasId: number;
+    fd: number;
+    start: bigint;
+    length: bigint;
+    iova?: bigint;
+    flags?: MapAccess;
+  }): bigint {
+    const p = placement(a.iova, a.flags ?? RW);
+    return this.call(IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, {
+      flags: p.flags,
+      ioas_id: a.ioasId,
+      fd: a.fd,
+      start: a.start,
+      length: a.length,
+      iova: p.iova,
+    }).out.iova;
+  }
+
+  /** IOAS_COPY; returns the destination IOVA. */
+  ioasCopy(a: {
+    dstIoasId: number;
+    srcIoasId: number;
+    srcIova: bigint;
+    length: bigint;
+    dstIova?: bigint;
+    flags?: MapAccess;
+  }): bigint {
+    const p = placement(a.dstIova, a.flags ?? RW);
+    return this.call(IOMMU_IOAS_COPY, iommu_ioas_copy, {
+      flags: p.flags,
+      dst_ioas_id: a.dstIoasId,
+      src_ioas_id: a.srcIoasId,
+      length: a.length,
+      dst_iova: p.iova,
+      src_iova: a.srcIova,
+    }).out.dst_iova;
+  }
+
+  /** IOAS_UNMAP; returns the bytes unmapped. `unmapAll` is iova 0, length UINT64_MAX. */
+  ioasUnmap(a: { ioasId: number; iova: bigint; length: bigint }): bigint {
+    return this.call(IOMMU_IOAS_UNMAP, iommu_ioas_unmap, {
+      ioas_id: a.ioasId,
+      iova: a.iova,
+      length: a.length,
+    }).out.length;
+  }
+
+  unmapAll(ioasId: number): bigint {
+    return this.ioasUnmap({ ioasId, iova: 0n, length: U64_MAX });
+  }
+
+  option(a: { optionId: number; op: number; objectId?: number; val64?: bigint }): bigint {
+    return this.call(IOMMU_OPTION, iommu_option, {
+      option_id: a.optionId,
+      op: a.op,
+      object_id: a.objectId ?? 0,
+      val64: a.val64 ?? 0n,
+    }).out.val64;
+  }
+
+  /** RLIMIT_MODE: false = per-user accounting, true = mm (VFIO-compatible) accounting. */
+  getRlimitModeMm(): boolean {
+    return this.option({ optionId: IOMMU_OPTION_RLIMIT_MODE, op: IOMMU_OPTION_OP_GET }) === 1n;
+  }
+
+  setRlimitModeMm(mm: boolean): void {
+    this.option({
+      optionId: IOMMU_OPTION_RLIMIT_MODE,
+      op: IOMMU_OPTION_OP_SET,
+      val64: mm ? 1n : 0n,
+    });
+  }
+
+  getHugePages(ioasId: number): boolean {
+    return (
+      this.option({ optionId: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_GET, objectId: ioasId }) ===
+      1n
+    );
+  }
+
+  setHugePages(ioasId: number, enabled: boolean): void {
+    this.option({
+      optionId: IOMMU_OPTION_HUGE_PAGES,
+      op: IOMMU_OPTION_OP_SET,
+      objectId: ioasId,
+      val64: enabled ? 1n : 0n,
+    });
+  }
+
+  /** IOMMU_VFIO_IOAS GET: the compat IOAS id (ENODEV when none). */
+  vfioIoasGet(): number {
+    return this.call(IOMMU_VFIO_IOAS, iommu_vfio_ioas, { op: IOMMU_VFIO_IOAS_GET }).out.ioas_id;
+  }
+
+  vfioIoasSet(ioasId: number): void {
+    this.call(IOMMU_VFIO_IOAS, iommu_vfio_ioas, { op: IOMMU_VFIO_IOAS_SET, ioas_id: ioasId });
+  }
+
+  vfioIoasClear(): void {
+    this.call(IOMMU_VFIO_IOAS, iommu_vfio_ioas, { op: IOMMU_VFIO_IOAS_CLEAR });
+  }
+
+  /** HWPT_ALLOC of a paging HWPT on an IOAS; returns the HWPT id. */
+  hwptAlloc(a: {
+    devId: number;
+    ptId: number;
+    flags?: number;
+    dataType?: number;
+    data?: Uint8Array;
+  }): number {
+    let data_uptr = 0n;
+    if (a.data) {
+      data_uptr = this.libc.malloc(a.data.length);
+      this.libc.poke(data_uptr, a.data);
+    }
+    return this.call(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, {
+      flags: a.flags ?? 0,
+      dev_id: a.devId,
+      pt_id: a.ptId,
+      data_type: a.dataType ?? IOMMU_HWPT_DATA_NONE,
+      data_len: a.data?.length ?? 0,
+      data_uptr,
+    }).out.out_hwpt_id;
+  }
+
+  /** GET_HW_INFO with a `dataLen`-byte buffer; returns the decoded struct and the data bytes. */
+  getHwInfo(a: { devId: number; dataLen?: number; inType?: number }): {
+    info: Decoded<(typeof iommu_hw_info)["fields"]>;
+    data: Uint8Array;
+  } {
+    const len = a.dataLen ?? 0;
+    const uptr = len ? this.libc.malloc(len) : 0n;
+    const { out } = this.call(IOMMU_GET_HW_INFO, iommu_hw_info, {
+      flags: a.inType === undefined ? 0 : IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+      dev_id: a.devId,
+      data_len: len,
+      data_uptr: uptr,
+      data_type: a.inType ?? 0,
+    });
+    return { info: out, data: len ? this.libc.peek(uptr, len) : new Uint8Array(0) };
+  }
+
+  ioasChangeProcess(): void {
+    this.call(IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, {});
+  }
+}
+

@@ -1,0 +1,261 @@
+/**
+ * Interval trees with exact unsigned 64-bit bounds (the kernel's interval_tree over unsigned
+ * long), plus the span iterators iommufd walks them with (interval_tree_span_iter and the
+ * double span of double_span.h).
+ *
+ * Keys are bigint so an IOVA interval may end at 2^64 - 1; the page-index trees of iopt_pages use
+ * the same structure (their bounds stay far below 2^53, the pfn_reader converts once per span).
+ * Nodes may overlap (accesses, areas of several IOASes sharing one iopt_pages). The tree is a
+ * treap ordered by (start, insertion sequence) and augmented with the largest `last` of each
+ * subtree, so "first node overlapping [a, b] after node n" costs O(log n) plus the overlaps.
+ */
+
+export const U64_MAX = (1n << 64n) - 1n;
+
+let seqCounter = 0;
+/** Deterministic priorities keep runs reproducible (xorshift32). */
+let prioState = 0x9e3779b9;
+function nextPrio(): number {
+  prioState ^= prioState << 13;
+  prioState ^= prioState >>> 17;
+  prioState ^= prioState << 5;
+  return prioState >>> 0;
+}
+
+/** struct interval_tree_node: `[start, last]` inclusive, owned by `owner`. */
+export class IntervalNode<T> {
+  start = 0n;
+  last = 0n;
+  /** @internal */ left: IntervalNode<T> | null = null;
+  /** @internal */ right: IntervalNode<T> | null = null;
+  /** @internal */ maxLast = 0n;
+  /** @internal */ prio = 0;
+  /** @internal */ seq = 0;
+  /** The tree the node is in, or undefined (RB_EMPTY_NODE). */
+  tree: IntervalTree<T> | undefined;
+
+  constructor(readonly owner: T) {}
+
+  get inTree(): boolean {
+    return this.tree !== undefined;
+  }
+}
+
+function before<T>(a: IntervalNode<T>, b: IntervalNode<T>): boolean {
+  return a.start < b.start || (a.start === b.start && a.seq < b.seq);
+}
+
+function fix<T>(n: IntervalNode<T>): void {
+  let m = n.last;
+  if (n.left && n.left.maxLast > m) m = n.left.maxLast;
+  if (n.right && n.right.maxLast > m) m = n.right.maxLast;
+  n.maxLast = m;
+}
+
+function insertAt<T>(root: IntervalNode<T> | null, n: IntervalNode<T>): IntervalNode<T> {
+  if (!root) return n;
+  if (before(n, root)) {
+    root.left = insertAt(root.left, n);
+    if (root.left.prio > root.prio) {
+      const l = root.left;
+      root.left = l.right;
+      fix(root);
+      l.right = root;
+      fix(l);
+      return l;
+    }
+  } else {
+    root.right = insertAt(root.right, n);
+    if (root.right.prio > root.prio) {
+      const r = root.right;
+      root.right = r.left;
+      fix(root);
+      r.left = root;
+      fix(r);
+      return r;
+    }
+  }
+  fix(root);
+  return root;
+}
+
+function merge<T>(a: IntervalNode<T> | null, b: IntervalNode<T> | null): IntervalNode<T> | null {
+  if (!a) return b;
+  if (!b) return a;
+  if (a.prio > b.prio) {
+    a.right = merge(a.right, b);
+    fix(a);
+    return a;
+  }
+  b.left = merge(a, b.left);
+  fix(b);
+  return b;
+}
+
+function removeAt<T>(root: IntervalNode<T> | null, n: IntervalNode<T>): IntervalNode<T> | null {
+  if (!root) return null;
+  if (root === n) return merge(n.left, n.right);
+  if (before(n, root)) root.left = removeAt(root.left, n);
+  else root.right = removeAt(root.right, n);
+  fix(root);
+  return root;
+}
+
+/** The first node in (start, seq) order overlapping [lo, hi] and ordered after `after`. */
+function search<T>(
+  n: IntervalNode<T> | null,
+  lo: bigint,
+  hi: bigint,
+  after: IntervalNode<T> | undefined,
+): IntervalNode<T> | undefined {
+  while (n) {
+    if (n.maxLast < lo) return undefined;
+    if (after && !before(after, n)) {
+      n = n.right;
+      continue;
+    }
+    const l = search(n.left, lo, hi, after);
+    if (l) return l;
+    if (n.start > hi) return undefined;
+    if (n.last >= lo) return n;
+    n = n.right;
+  }
+  return undefined;
+}
+
+export class IntervalTree<T> {
+  private root: IntervalNode<T> | null = null;
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  get isEmpty(): boolean {
+    return this.root === null;
+  }
+
+  /** interval_tree_insert: the node's start/last must be set. */
+  insert(node: IntervalNode<T>): void {
+    if (node.tree) throw new Error("interval node inserted twice");
+    node.left = node.right = null;
+    node.prio = nextPrio();
+    node.seq = ++seqCounter;
+    node.maxLast = node.last;
+    node.tree = this;
+    this.root = insertAt(this.root, node);
+    this.count++;
+  }
+
+  /** interval_tree_remove */
+  remove(node: IntervalNode<T>): void {
+    if (node.tree !== this) throw new Error("interval node is not in this tree");
+    this.root = removeAt(this.root, node);
+    node.left = node.right = null;
+    node.tree = undefined;
+    this.count--;
+  }
+
+  /** interval_tree_iter_first */
+  iterFirst(start: bigint, last: bigint): IntervalNode<T> | undefined {
+    return search(this.root, start, last, undefined);
+  }
+
+  /** interval_tree_iter_next: the next node after `node` overlapping [start, last]. */
+  iterNext(node: IntervalNode<T>, start: bigint, last: bigint): IntervalNode<T> | undefined {
+    return search(this.root, start, last, node);
+  }
+
+  /** Owners of every node overlapping [start, last], in start order (a snapshot). */
+  overlapping(start = 0n, last = U64_MAX): T[] {
+    const out: T[] = [];
+    for (let n = this.iterFirst(start, last); n; n = this.iterNext(n, start, last)) {
+      out.push(n.owner);
+    }
+    return out;
+  }
+}
+
+/** One span of a walk: `[start, last]`, either used by the tree(s) or a hole. */
+export interface Span {
+  /** 0 = hole; 1 = used by the (first) tree; 2 = used by the second tree only. */
+  used: 0 | 1 | 2;
+  start: bigint;
+  last: bigint;
+}
+
+/**
+ * The span at `pos` within `[pos, bound]`: the union of touching or overlapping nodes that
+ * covers `pos`, or the hole up to the next node (interval_tree_span_iter semantics).
+ */
+export function spanAt<T>(
+  tree: IntervalTree<T>,
+  pos: bigint,
+  bound: bigint,
+): { used: boolean; last: bigint } {
+  const first = tree.iterFirst(pos, bound);
+  if (!first) return { used: false, last: bound };
+  if (first.start > pos) return { used: false, last: first.start - 1n };
+  let last = first.last;
+  // Grow over nodes that overlap or touch the span so far.
+  while (last < bound) {
+    const n = tree.iterFirst(last + 1n, last + 1n);
+    if (!n) break;
+    last = n.last;
+  }
+  return { used: true, last: last < bound ? last : bound };
+}
+
+/**
+ * Walk `[first, last]` as spans of one tree. The callback returns true to stop early.
+ * @see interval_tree_for_each_span
+ */
+export function forEachSpan<T>(
+  tree: IntervalTree<T>,
+  first: bigint,
+  last: bigint,
+  fn: (span: Span) => boolean | undefined,
+): void {
+  let pos = first;
+  for (;;) {
+    const s = spanAt(tree, pos, last);
+    if (fn({ used: s.used ? 1 : 0, start: pos, last: s.last })) return;
+    if (s.last >= last) return;
+    pos = s.last + 1n;
+  }
+}
+
+/**
+ * The double span at `pos`: used by tree `a` wins (to the end of a's used span); else used by
+ * `b`, clipped where a's hole ends; else the hole common to both.
+ * @see interval_tree_double_span_iter_update
+ */
+export function doubleSpanAt<A, B>(
+  a: IntervalTree<A>,
+  b: IntervalTree<B>,
+  pos: bigint,
+  bound: bigint,
+): Span {
+  const sa = spanAt(a, pos, bound);
+  if (sa.used) return { used: 1, start: pos, last: sa.last };
+  const sb = spanAt(b, pos, bound);
+  if (sb.used) return { used: 2, start: pos, last: sb.last < sa.last ? sb.last : sa.last };
+  return { used: 0, start: pos, last: sb.last < sa.last ? sb.last : sa.last };
+}
+
+/** @see interval_tree_for_each_double_span */
+export function forEachDoubleSpan<A, B>(
+  a: IntervalTree<A>,
+  b: IntervalTree<B>,
+  first: bigint,
+  last: bigint,
+  fn: (span: Span) => boolean | undefined,
+): void {
+  let pos = first;
+  for (;;) {
+    const s = doubleSpanAt(a, b, pos, last);
+    if (fn(s)) return;
+    if (s.last >= last) return;
+    pos = s.last + 1n;
+  }
+}

@@ -1,0 +1,525 @@
+/**
+ * /dev/iommu: one `IommufdCtx` per open file, its object table and the ioctl dispatcher.
+ *
+ * Objects. Every object (IOAS, HWPT, device, access, selftest objects) lives in the context's
+ * table under an id: the lowest free one in [1, 0x7FFFFFFF], reused after destroy. An id is
+ * first *reserved* (invisible: lookups answer ENOENT), and becomes visible only when the object
+ * is *finalized*, after the creating ioctl has fully succeeded, including the copy of the new id
+ * back to user space; a failure at any step aborts the object and frees the id. `users` is the
+ * kernel's refcount: 1 for the table, +1 per long-term dependent (a HWPT on its IOAS, a device
+ * on its driver, …) and +1 while an ioctl holds it after `getObject`. IOMMU_DESTROY succeeds only
+ * at exactly 1 (EBUSY otherwise); closing the file destroys objects leaf first.
+ *
+ * Dispatch (`iommufd_fops_ioctl`): the nr outside the table goes to the VFIO type1 compat layer;
+ * else the `size` word is read (EFAULT), the exact command number is checked (ENOTTY), then
+ * `size` below the op's minimum is EINVAL, bytes past the kernel struct must be zero (E2BIG), and
+ * the handler runs on a zero-extended kernel copy. `respond` writes min(size, sizeof) bytes back.
+ *
+ * IOMMU_TEST_CMD is present only once @x/selftest has called `registerTestCmd` (the kernel's
+ * CONFIG_IOMMUFD_TEST): the table then grows from 21 to 33 entries, exactly like the C table.
+ *
+ * Lock order (this package): ioas.mutex -> iopt.domains_rwsem -> iopt.iova_rwsem -> pages.mutex.
+ */
+import {
+  E2BIG,
+  EBUSY,
+  EFAULT,
+  EINVAL,
+  ENOENT,
+  ENOMEM,
+  ENOTTY,
+  EOPNOTSUPP,
+  EPERM,
+  type File,
+  type FileOperations,
+  type Kernel,
+  KernelWarning,
+  O_RDWR,
+  WARN_ON,
+  copyFromUser,
+  copyToUser,
+  fail,
+} from "@x/kernel";
+import {
+  type Decoded,
+  type FieldSpec,
+  IOMMUFD_CMD_BASE,
+  IOMMUFD_CMD_TEST,
+  IOMMU_OPTION_HUGE_PAGES,
+  IOMMU_OPTION_OP_GET,
+  IOMMU_OPTION_OP_SET,
+  IOMMU_OPTION_RLIMIT_MODE,
+  type Struct,
+  _IOC_NR,
+  iommu_destroy,
+  iommu_option,
+  iommu_test_cmd,
+} from "./uapi.js";
+import {
+  IOPT_PAGES_ACCOUNT_MM,
+  IOPT_PAGES_ACCOUNT_USER,
+  type IoptPagesAccountMode,
+} from "./accounting.js";
+
+/** Object types (enum iommufd_object_type; kernel-internal numbering by position). */
+export const IOMMUFD_OBJ_ANY = 0;
+export const IOMMUFD_OBJ_DEVICE = 1;
+export const IOMMUFD_OBJ_HWPT_PAGING = 2;
+export const IOMMUFD_OBJ_HWPT_NESTED = 3;
+export const IOMMUFD_OBJ_IOAS = 4;
+export const IOMMUFD_OBJ_ACCESS = 5;
+export const IOMMUFD_OBJ_FAULT = 6;
+export const IOMMUFD_OBJ_VIOMMU = 7;
+export const IOMMUFD_OBJ_VDEVICE = 8;
+export const IOMMUFD_OBJ_VEVENTQ = 9;
+export const IOMMUFD_OBJ_HW_QUEUE = 10;
+export const IOMMUFD_OBJ_SELFTEST = 11;
+
+/** DESTROY (0x80) .. HW_QUEUE_ALLOC (0x94): ARRAY_SIZE of the table without the test command. */
+export const IOMMUFD_TABLE_LENGTH = 0x94 - 0x80 + 1;
+
+/** Highest id xa_alloc may hand out (xa_limit_31b). */
+export const IOMMUFD_MAX_ID = 0x7fff_ffff;
+
+/** EBADFD (asm-generic/errno.h): "fd in bad state", iommufd_ctx_from_file on a foreign file. */
+export const EBADFD = 77;
+
+/** CAP_SYS_RESOURCE (capability.h), checked by IOMMU_OPTION RLIMIT_MODE SET. */
+export const CAP_SYS_RESOURCE = 24;
+
+
+/** Base of every iommufd object. Subclasses set `type` and release their resources in `destroy`. */
+export abstract class IommufdObject {
+  abstract readonly type: number;
+  /** 0 until `objectAlloc` reserves an id. */
+  id = 0;
+  /** The kernel's `obj->users`. */
+  users = 1;
+  /** Type-specific teardown (iommufd_object_ops[type].destroy); runs once, never fails. */
+  abstract destroy(): void;
+}
+
+/** A user command in flight (struct iommufd_ucmd). */
+export interface IommufdUcmd<S extends FieldSpec = FieldSpec> {
+  readonly ctx: IommufdCtx;
+  /** User address of the argument. */
+  readonly ubuffer: bigint;
+  /** The `size` the caller gave. */
+  readonly userSize: number;
+  readonly struct: Struct<S>;
+  /** Kernel copy, zero-extended to sizeof; handlers read and update it in place. */
+  readonly cmd: Decoded<S>;
+}
+
+export type IoctlHandler<S extends FieldSpec> = (ucmd: IommufdUcmd<S>) => number;
+
+/** One row of the ioctl table (struct iommufd_ioctl_op). */
+export interface IommufdIoctlOp<S extends FieldSpec = FieldSpec> {
+  readonly ioctlNum: number;
+  readonly struct: Struct<S>;
+  readonly execute: IoctlHandler<S>;
+}
+
+/** Build a table row; the generic keeps the handler typed against its own structure. */
+export function ioctlOp<S extends FieldSpec>(
+  ioctlNum: number,
+  struct: Struct<S>,
+  execute: IoctlHandler<S>,
+): IommufdIoctlOp {
+  return { ioctlNum, struct, execute } as unknown as IommufdIoctlOp;
+}
+
+/** iommufd_ucmd_respond: copy min(size, sizeof) bytes of the kernel struct back over the user's. */
+export function ucmdRespond<S extends FieldSpec>(ucmd: IommufdUcmd<S>): void {
+  const bytes = ucmd.struct.encode(ucmd.cmd);
+  const n = Math.min(ucmd.userSize, ucmd.struct.size);
+  copyToUser(ucmd.ctx.kernel, ucmd.ubuffer, bytes.subarray(0, n));
+}
+
+/** The VFIO type1 container emulation that handles command numbers outside the table. */
+export type CompatIoctl = (ctx: IommufdCtx, cmd: number, arg: bigint) => number;
+
+/** IOMMU_TEST_CMD handler installed by @x/selftest. */
+export type TestCmdHandler = IoctlHandler<(typeof iommu_test_cmd)["fields"]>;
+
+/**
+ * One instance per Kernel: the misc devices, the ioctl table and the module-wide knobs.
+ * Created by `iommufdInit(kernel)`.
+ */
+export class IommufdModule {
+  private static readonly byKernel = new WeakMap<Kernel, IommufdModule>();
+  /** Indexed by nr - IOMMUFD_CMD_BASE; unset entries are holes (ENOTTY after the size read). */
+  private readonly ops: Array<IommufdIoctlOp | undefined> = new Array(IOMMUFD_TABLE_LENGTH);
+  private testCmd: TestCmdHandler | undefined;
+  compat: CompatIoctl | undefined;
+
+  constructor(
+    readonly kernel: Kernel,
+    options: { vfioContainer?: boolean } = {},
+  ) {
+    if (IommufdModule.byKernel.has(kernel)) throw new KernelWarning("iommufd loaded twice");
+    IommufdModule.byKernel.set(kernel, this);
+    kernel.registerDevice("/dev/iommu", (k, flags) => this.open(k, flags, false));
+    // The VFIO container node served by iommufd (CONFIG_IOMMUFD_VFIO_CONTAINER): contexts opened
+    // through it start in mm accounting, like VFIO type1.
+    if (options.vfioContainer)
+      kernel.registerDevice("/dev/vfio/vfio", (k, flags) => this.open(k, flags, true));
+  }
+
+  static of(kernel: Kernel): IommufdModule | undefined {
+    return IommufdModule.byKernel.get(kernel);
+  }
+
+  /** Install the handlers of the ioctl table (index = nr - IOMMUFD_CMD_BASE). */
+  addIoctls(ops: readonly IommufdIoctlOp[]): void {
+    for (const op of ops) {
+      const idx = _IOC_NR(op.ioctlNum) - IOMMUFD_CMD_BASE;
+      if (this.ops[idx]) throw new KernelWarning(`ioctl ${op.struct.name} registered twice`);
+      this.ops[idx] = op;
+    }
+  }
+
+  /**
+   * The IOMMU_TEST_CMD hook, for @x/selftest only (its mock driver and test ops). Once called,
+   * 0x3BA0 is dispatched with the generic size rules (min 68, sizeof 72) to `handler`, which
+   * receives the decoded header in `ucmd.cmd` and reads its op's union member from the user
+   * buffer (`ucmd.ubuffer`, `ucmd.userSize`) with the same copy/respond helpers; its return
+   * value is the ioctl's (DMABUF_GET returns an fd).
+   */
+  registerTestCmd(handler: TestCmdHandler): void {
+    if (this.testCmd) throw new KernelWarning("IOMMU_TEST_CMD registered twice");
+    this.testCmd = handler;
+    this.addIoctls([
+      ioctlOp(IOMMU_TEST_CMD_NUM, iommu_test_cmd, (ucmd) => this.testCmd!(ucmd)),
+    ]);
+  }
+
+  /** Table length, as ARRAY_SIZE(iommufd_ioctl_ops). */
+  get tableLength(): number {
+    return this.ops.length;
+  }
+
+  op(nr: number): IommufdIoctlOp | undefined {
+    return this.ops[nr - IOMMUFD_CMD_BASE];
+  }
+
+  /** iommufd_ctx_from_file: the context behind a /dev/iommu file, or EBADFD. */
+  ctxFromFile(file: File): IommufdCtx {
+    if (file.fops !== this.fops) fail(EBADFD, "not an iommufd file");
+    return (file as File<IommufdCtx>).priv;
+  }
+
+  private readonly fops: FileOperations = {
+    name: "iommufd",
+    ioctl: (file, cmd, arg) => (file as File<IommufdCtx>).priv.ioctl(cmd, arg),
+    release: (file) => (file as File<IommufdCtx>).priv.release(),
+  };
+
+  private open(kernel: Kernel, flags: number, vfioContainer: boolean): File {
+    if (kernel.shouldFail("iommufd_fops_open")) fail(ENOMEM);
+    const ctx = new IommufdCtx(this, vfioContainer ? IOPT_PAGES_ACCOUNT_MM : IOPT_PAGES_ACCOUNT_USER);
+    const file = kernel.anonFile(this.fops, ctx, flags || O_RDWR);
+    ctx.file = file;
+    return file;
+  }
+}
+
+const IOMMU_TEST_CMD_NUM = (0x3b << 8) | IOMMUFD_CMD_TEST;
+
+/** The handle the IOAS module sets so contexts can clear the compat IOAS it points to. */
+export interface CompatIoasHolder {
+  vfioIoas: IommufdObject | undefined;
+}
+
+/** struct iommufd_ctx: one per open of /dev/iommu. */
+export class IommufdCtx implements CompatIoasHolder {
+  readonly kernel: Kernel;
+  /** Set right after the file is created; the file holds this context as its private data. */
+  file!: File<IommufdCtx>;
+  /** id -> object, or null while reserved (XA_ZERO_ENTRY). */
+  private readonly objects = new Map<number, IommufdObject | null>();
+  /** Freed ids (all below `nextId`) as a min-heap: the lowest free id is its top, else nextId. */
+  private readonly freeIds: number[] = [];
+  private nextId = 1;
+  /** IOPT_PAGES_ACCOUNT_USER or _MM; pages of a USER context may still drop to NONE. */
+  accountMode: IoptPagesAccountMode;
+  /** The IOAS the VFIO compat ioctls operate on. */
+  vfioIoas: IommufdObject | undefined;
+  private released = false;
+
+  constructor(
+    readonly module: IommufdModule,
+    accountMode: IoptPagesAccountMode,
+  ) {
+    this.kernel = module.kernel;
+    this.accountMode = accountMode;
+  }
+
+  // --- object table -------------------------------------------------------------------------
+
+  /** iommufd_object_alloc: reserve the lowest free id for `obj` (ENOMEM by injection). */
+  objectAlloc<T extends IommufdObject>(obj: T): T {
+    if (this.kernel.shouldFail("iommufd_object_alloc")) fail(ENOMEM, "object alloc");
+    obj.id = this.allocId();
+    this.objects.set(obj.id, null);
+    return obj;
+  }
+
+  /** iommufd_object_finalize: make a reserved object visible. */
+  objectFinalize(obj: IommufdObject): void {
+    WARN_ON(this.objects.get(obj.id) !== null, "finalize of an object that is not reserved");
+    this.objects.set(obj.id, obj);
+  }
+
+  /** iommufd_object_abort: forget a reserved object whose constructor did not complete. */
+  objectAbort(obj: IommufdObject): void {
+    WARN_ON(this.objects.get(obj.id) !== null, "abort of an object that is not reserved");
+    this.objects.delete(obj.id);
+    this.freeId(obj.id);
+  }
+
+  /** iommufd_object_abort_and_destroy: abort after the type's constructor succeeded. */
+  objectAbortAndDestroy(obj: IommufdObject): void {
+    obj.destroy();
+    this.objectAbort(obj);
+  }
+
+  /**
+   * iommufd_get_object: a visible object of `type` (or any with IOMMUFD_OBJ_ANY) with a
+   * reference the caller drops by `putObject`; ENOENT when absent, reserved, of another type
+   * or being destroyed.
+   */
+  getObject<T extends IommufdObject = IommufdObject>(id: number, type: number): T {
+    const obj = this.objects.get(id);
+    if (!obj || (type !== IOMMUFD_OBJ_ANY && obj.type !== type) || obj.users === 0)
+      fail(ENOENT, `object ${id}`);
+    obj.users++;
+    return obj as T;
+  }
+
+  putObject(obj: IommufdObject): void {
+    WARN_ON(obj.users <= 1, "put of an object without a reference");
+    obj.users--;
+  }
+
+  /** `getObject` for the lifetime of `fn` (the common lookup-use-put pattern). */
+  withObject<T extends IommufdObject, R>(id: number, type: number, fn: (obj: T) => R): R {
+    const obj = this.getObject<T>(id, type);
+    try {
+      return fn(obj);
+    } finally {
+      this.putObject(obj);
+    }
+  }
+
+  /** Whether `id` names a visible object (for tests and invariant checks). */
+  hasObject(id: number): boolean {
+    return !!this.objects.get(id);
+  }
+
+  /** Every slot, reserved or visible (xa_empty is `objectCount === 0`). */
+  get objectCount(): number {
+    return this.objects.size;
+  }
+
+  /** The visible objects in id order. */
+  *objectsInOrder(): IterableIterator<IommufdObject> {
+    for (const id of [...this.objects.keys()].sort((a, b) => a - b)) {
+      const o = this.objects.get(id);
+      if (o) yield o;
+    }
+  }
+
+  /**
+   * iommufd_object_remove for IOMMU_DESTROY: ENOENT for an absent or reserved id, EBUSY unless
+   * the table holds the only reference; then unpublish, clear the compat IOAS and destroy.
+   */
+  objectRemove(id: number): void {
+    const obj = this.objects.get(id);
+    if (!obj) fail(ENOENT, `object ${id}`);
+    if (obj.users !== 1) fail(EBUSY, `object ${id} in use`);
+    this.removeAndDestroy(obj);
+  }
+
+  /**
+   * iommufd_object_destroy_user: a kernel-side owner (a driver unbinding its device) drops its
+   * reference and destroys the object. Every other reference must already be gone (a WARN).
+   */
+  objectDestroyUser(obj: IommufdObject): void {
+    WARN_ON(this.objects.get(obj.id) !== obj, "destroy of an unpublished object");
+    obj.users--;
+    WARN_ON(obj.users !== 1, `object ${obj.id} still has users`);
+    this.removeAndDestroy(obj);
+  }
+
+  private removeAndDestroy(obj: IommufdObject): void {
+    obj.users = 0;
+    this.objects.delete(obj.id);
+    this.freeId(obj.id);
+    if (this.vfioIoas === obj) this.vfioIoas = undefined;
+    obj.destroy();
+  }
+
+  private allocId(): number {
+    const heap = this.freeIds;
+    if (heap.length) return heapPop(heap);
+    // xa_alloc reports a full 31-bit space as EBUSY.
+    if (this.nextId > IOMMUFD_MAX_ID) fail(EBUSY, "object id space exhausted");
+    return this.nextId++;
+  }
+
+  private freeId(id: number): void {
+    heapPush(this.freeIds, id);
+  }
+
+  // --- file operations ----------------------------------------------------------------------
+
+  /** iommufd_fops_ioctl. */
+  ioctl(cmd: number, arg: bigint): number {
+    const module = this.module;
+    const nr = _IOC_NR(cmd);
+    if (nr < IOMMUFD_CMD_BASE || nr - IOMMUFD_CMD_BASE >= module.tableLength) {
+      const compat = module.compat;
+      if (!compat) fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
+      return compat(this, cmd, arg);
+    }
+    const userSize = readU32(this.kernel, arg);
+    const op = module.op(nr);
+    if (!op || op.ioctlNum !== cmd) fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
+    const struct = op.struct;
+    if (userSize < struct.minSize) fail(EINVAL, `${struct.name}: size ${userSize}`);
+    const kbuf = copyStructFromUser(this.kernel, arg, userSize, struct.size);
+    const ucmd: IommufdUcmd = {
+      ctx: this,
+      ubuffer: arg,
+      userSize,
+      struct,
+      cmd: struct.decode(kbuf),
+    };
+    return op.execute(ucmd);
+  }
+
+  /** iommufd_fops_release: destroy objects leaf first until none is left. */
+  release(): void {
+    if (this.released) throw new KernelWarning("iommufd context released twice");
+    this.released = true;
+    while (this.objects.size) {
+      let destroyed = 0;
+      for (const obj of [...this.objects.values()]) {
+        if (!obj || obj.users !== 1) continue;
+        this.removeAndDestroy(obj);
+        destroyed++;
+      }
+      if (WARN_ON(destroyed === 0, "iommufd release: objects still referenced")) break;
+    }
+  }
+}
+
+/** get_user of the leading u32 `size`. */
+function readU32(kernel: Kernel, uaddr: bigint): number {
+  const b = copyFromUser(kernel, uaddr, 4);
+  return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
+}
+
+/**
+ * copy_struct_from_user: a kernel buffer of `ksize` bytes holding the user's `usize` bytes,
+ * zero-extended; with usize > ksize the user's extra bytes must all be zero (E2BIG).
+ */
+export function copyStructFromUser(
+  kernel: Kernel,
+  uaddr: bigint,
+  usize: number,
+  ksize: number,
+): Uint8Array {
+  const kbuf = new Uint8Array(ksize);
+  if (usize > ksize) {
+    const tail = copyFromUser(kernel, uaddr + BigInt(ksize), usize - ksize);
+    if (tail.some((b) => b !== 0)) fail(E2BIG, "non-zero bytes past the kernel struct");
+  }
+  kbuf.set(copyFromUser(kernel, uaddr, Math.min(usize, ksize)));
+  return kbuf;
+}
+
+// --- IOMMU_DESTROY and IOMMU_OPTION (global part) -------------------------------------------
+
+function iommufdDestroy(ucmd: IommufdUcmd<(typeof iommu_destroy)["fields"]>): number {
+  ucmd.ctx.objectRemove(ucmd.cmd.id);
+  return 0;
+}
+
+/** Per-IOAS options (HUGE_PAGES), provided by the IOAS module. */
+export type IoasOption = (ucmd: IommufdUcmd<(typeof iommu_option)["fields"]>) => void;
+
+function optionRlimitMode(ucmd: IommufdUcmd<(typeof iommu_option)["fields"]>): void {
+  const { cmd, ctx } = ucmd;
+  if (cmd.object_id !== 0) fail(EOPNOTSUPP, "RLIMIT_MODE is global");
+  if (cmd.op === IOMMU_OPTION_OP_GET) {
+    cmd.val64 = ctx.accountMode === IOPT_PAGES_ACCOUNT_MM ? 1n : 0n;
+    return;
+  }
+  if (cmd.op !== IOMMU_OPTION_OP_SET) fail(EOPNOTSUPP, "option op");
+  if (!ctx.kernel.current.process.capable(CAP_SYS_RESOURCE)) fail(EPERM, "CAP_SYS_RESOURCE");
+  if (ctx.objectCount !== 0) fail(EBUSY, "objects exist");
+  if (cmd.val64 === 0n) ctx.accountMode = IOPT_PAGES_ACCOUNT_USER;
+  else if (cmd.val64 === 1n) ctx.accountMode = IOPT_PAGES_ACCOUNT_MM;
+  else fail(EINVAL, "RLIMIT_MODE value");
+}
+
+/** iommufd_option; only val64 is copied back. */
+export function iommufdOption(ioasOption: IoasOption): IoctlHandler<(typeof iommu_option)["fields"]> {
+  return (ucmd) => {
+    const { cmd } = ucmd;
+    if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
+    switch (cmd.option_id) {
+      case IOMMU_OPTION_RLIMIT_MODE:
+        optionRlimitMode(ucmd);
+        break;
+      case IOMMU_OPTION_HUGE_PAGES:
+        ioasOption(ucmd);
+        break;
+      default:
+        fail(EOPNOTSUPP, `option ${cmd.option_id}`);
+    }
+    const out = new Uint8Array(8);
+    new DataView(out.buffer).setBigUint64(0, cmd.val64, true);
+    copyToUser(ucmd.ctx.kernel, ucmd.ubuffer + BigInt(iommu_option.offsetOf("val64")), out);
+    return 0;
+  };
+}
+
+export const destroyOp = (num: number): IommufdIoctlOp =>
+  ioctlOp(num, iommu_destroy, iommufdDestroy);
+
+// --- a small min-heap over plain arrays -----------------------------------------------------
+
+function heapPush(h: number[], v: number): void {
+  h.push(v);
+  let i = h.length - 1;
+  while (i > 0) {
+    const p = (i - 1) >> 1;
+    if (h[p]! <= v) break;
+    h[i] = h[p]!;
+    i = p;
+  }
+  h[i] = v;
+}
+
+function heapPop(h: number[]): number {
+  const top = h[0]!;
+  const last = h.pop()!;
+  if (h.length) siftDown(h, 0, last);
+  return top;
+}
+
+function siftDown(h: number[], i: number, v: number): void {
+  const n = h.length;
+  for (;;) {
+    let c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && h[c + 1]! < h[c]!) c++;
+    if (h[c]! >= v) break;
+    h[i] = h[c]!;
+    i = c;
+  }
+  h[i] = v;
+}

@@ -1,0 +1,255 @@
+import { EFBIG, EINVAL, ENODEV, ENOMEM } from "./errno.js";
+import { fail } from "./error.js";
+import { File, type FileOperations, O_RDWR } from "./file.js";
+import type { Kernel } from "./kernel.js";
+import type { Vma } from "./mm.js";
+import { PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PUD_ORDER, type PhysMem } from "./physmem.js";
+import type { PfnRuns } from "./pfn-runs.js";
+import { XArray } from "./xarray.js";
+
+/**
+ * shmem and hugetlbfs files, and memfd_create on top of them. A file's page cache maps a
+ * folio index (page offset >> folio order) to the head pfn of its folio and holds one
+ * reference on it. Folios are allocated when first touched (fault, GUP or memfd_pin_folios);
+ * truncation drops the page cache's reference, so a pinned folio outlives the truncate until
+ * its last unpin. shmem uses order-0 folios; hugetlb files use 2 MiB or 1 GiB folios.
+ *
+ * Decision: hugetlb folios come from the same allocator on first touch (no pre-reserved pool,
+ * no reservation at mmap); running out is ENOMEM at fault time.
+ */
+export const MFD_CLOEXEC = 0x1;
+export const MFD_ALLOW_SEALING = 0x2;
+export const MFD_HUGETLB = 0x4;
+export const MFD_NOEXEC_SEAL = 0x8;
+export const MFD_EXEC = 0x10;
+export const MFD_HUGE_SHIFT = 26;
+export const MFD_HUGE_MASK = 0x3f;
+export const MFD_HUGE_2MB = 21 << MFD_HUGE_SHIFT;
+export const MFD_HUGE_1GB = 30 << MFD_HUGE_SHIFT;
+const MFD_ALL_FLAGS = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB | MFD_NOEXEC_SEAL | MFD_EXEC;
+/** NAME_MAX minus the "memfd:" prefix. */
+export const MFD_NAME_MAX_LEN = 255 - 6;
+/** MAX_LFS_FILESIZE on 64-bit. */
+export const MAX_LFS_FILESIZE = (1n << 63n) - 1n;
+
+/** The inode of a shmem or hugetlbfs file: its size and page cache. */
+export class ShmemInode {
+  size = 0n;
+  /** folio index -> head pfn */
+  private readonly cache = new XArray();
+
+  constructor(
+    readonly mem: PhysMem,
+    readonly name: string,
+    /** Folio order: 0 for shmem, 9 or 18 for hugetlb. */
+    readonly order: number,
+  ) {}
+
+  get hugetlb(): boolean {
+    return this.order !== 0;
+  }
+
+  /** Bytes per folio. */
+  get folioBytes(): bigint {
+    return BigInt(PAGE_SIZE) << BigInt(this.order);
+  }
+
+  /** Pages in the page cache (for tests and accounting displays). */
+  get cachedPages(): number {
+    return this.cache.count * 2 ** this.order;
+  }
+
+  /** Head pfn of the cached folio covering page `pgoff`, or -1. */
+  findFolio(pgoff: number): number {
+    return this.cache.load(Math.floor(pgoff / 2 ** this.order));
+  }
+
+  /**
+   * shmem_get_folio (SGP_CACHE): the head pfn of the folio covering page `pgoff`, allocated
+   * and added to the cache when missing. Past EOF is EINVAL; allocation failure ENOMEM.
+   */
+  getFolio(pgoff: number, site = "shmem_alloc_folio"): number {
+    if (BigInt(pgoff) << BigInt(PAGE_SHIFT) >= this.size) fail(EINVAL, "page beyond EOF");
+    const idx = Math.floor(pgoff / 2 ** this.order);
+    let head = this.cache.load(idx);
+    if (head < 0) {
+      head = this.mem.allocFolio(this.order, site);
+      this.cache.store(idx, head);
+    }
+    return head;
+  }
+
+  /**
+   * Change the size: folios wholly past the new EOF leave the cache, and a partial last page
+   * is zeroed beyond EOF. hugetlbfs sizes must be multiples of the huge page size (EINVAL).
+   */
+  setSize(size: bigint): void {
+    if (size < 0n) fail(EINVAL, "negative size");
+    if (size > MAX_LFS_FILESIZE) fail(EFBIG, "size beyond MAX_LFS_FILESIZE");
+    if (this.hugetlb && size % this.folioBytes !== 0n)
+      fail(EINVAL, "hugetlbfs size not a multiple of the huge page size");
+    if (size < this.size) {
+      const keep = Number((size + this.folioBytes - 1n) / this.folioBytes);
+      const end = Number((this.size + this.folioBytes - 1n) / this.folioBytes);
+      this.cache.eraseRange(keep, end, (_i, head) => this.mem.folioPut(head));
+      const tail = Number(size & BigInt(PAGE_SIZE - 1));
+      const pgoff = Number(size >> BigInt(PAGE_SHIFT));
+      const head = this.findFolio(pgoff);
+      if (tail !== 0 && head >= 0) {
+        const pfn = head + (pgoff % 2 ** this.order);
+        const paddr = (BigInt(pfn) << BigInt(PAGE_SHIFT)) + BigInt(tail);
+        this.mem.writePhys(paddr, new Uint8Array(PAGE_SIZE - tail));
+      }
+    }
+    this.size = size;
+  }
+
+  /** Drop the whole page cache (last close of the file). */
+  evictAll(): void {
+    this.cache.eraseRange(0, Number.MAX_SAFE_INTEGER, (_i, head) => this.mem.folioPut(head));
+  }
+}
+
+function memfdMmap(file: File, vma: Vma): void {
+  const inode = shmemInode(file)!;
+  if (inode.hugetlb) {
+    const mask = 2 ** inode.order - 1;
+    // hugetlbfs_file_mmap: the offset must be huge-page aligned.
+    if (vma.pgoff & mask) fail(EINVAL, "hugetlb mmap offset not aligned");
+  }
+  vma.mapping = inode;
+}
+
+const shmemFops: FileOperations = {
+  name: "shmem",
+  mmap: memfdMmap,
+  release(file) {
+    shmemInode(file)!.evictAll();
+  },
+};
+
+const hugetlbFops: FileOperations = { ...shmemFops, name: "hugetlbfs" };
+
+/** The inode behind a shmem/hugetlbfs file, or undefined for any other file. */
+export function shmemInode(file: File): ShmemInode | undefined {
+  return file.fops === shmemFops || file.fops === hugetlbFops
+    ? (file.priv as ShmemInode)
+    : undefined;
+}
+
+/** shmem_file / is_file_hugepages: a file memfd_pin_folios accepts. */
+export function isMemfd(file: File): boolean {
+  return shmemInode(file) !== undefined;
+}
+
+/** Folio order for hugetlb flags (MFD_HUGE_* / MAP_HUGE_* share the encoding), or ENODEV. */
+export function hugetlbOrder(flags: number, shift = MFD_HUGE_SHIFT): number {
+  const log = (flags >>> shift) & MFD_HUGE_MASK;
+  if (log === 0 || log === PAGE_SHIFT + PMD_ORDER) return PMD_ORDER;
+  if (log === PAGE_SHIFT + PUD_ORDER) return PUD_ORDER;
+  return fail(ENODEV, `no hugetlb pool of 2^${log} bytes`);
+}
+
+/** The memfd_create checks that come before a descriptor is reserved (EINVAL). */
+export function memfdCheckArgs(name: string, flags: number): void {
+  const allowed =
+    flags & MFD_HUGETLB ? MFD_ALL_FLAGS | (MFD_HUGE_MASK << MFD_HUGE_SHIFT) : MFD_ALL_FLAGS;
+  if (!Number.isInteger(flags) || flags < 0 || (flags & ~allowed) !== 0)
+    fail(EINVAL, "unknown memfd flags");
+  if (flags & MFD_EXEC && flags & MFD_NOEXEC_SEAL) fail(EINVAL, "MFD_EXEC with MFD_NOEXEC_SEAL");
+  if (name.length > MFD_NAME_MAX_LEN) fail(EINVAL, "memfd name too long");
+}
+
+/** An unnamed shmem or hugetlb file (shmem_file_setup / hugetlb_file_setup). */
+export function shmemFileSetup(
+  kernel: Pick<Kernel, "mem" | "shouldFail">,
+  name: string,
+  size: bigint,
+  order: number,
+): File {
+  if (kernel.shouldFail("alloc_file")) fail(ENOMEM, "alloc_file: injected");
+  const inode = new ShmemInode(kernel.mem, name, order);
+  inode.setSize(size);
+  return new File(order === 0 ? shmemFops : hugetlbFops, inode, O_RDWR);
+}
+
+/**
+ * memfd_create without the descriptor: a shmem file, or with MFD_HUGETLB a hugetlbfs file
+ * whose page size comes from MFD_HUGE_2MB / MFD_HUGE_1GB (default 2 MiB).
+ */
+export function memfdCreate(kernel: Kernel, name: string, flags: number): File {
+  memfdCheckArgs(name, flags);
+  const order = flags & MFD_HUGETLB ? hugetlbOrder(flags) : 0;
+  return shmemFileSetup(kernel, `memfd:${name}`, 0n, order);
+}
+
+function inodeOrEinval(file: File): ShmemInode {
+  const inode = shmemInode(file);
+  if (!inode) fail(EINVAL, `${file.fops.name} is not a memfd`);
+  return inode;
+}
+
+/** i_size_read */
+export function fileSize(file: File): bigint {
+  return inodeOrEinval(file).size;
+}
+
+/** vfs_truncate / do_truncate on a shmem or hugetlbfs file. */
+export function vfsTruncate(file: File, size: bigint): void {
+  inodeOrEinval(file).setSize(size);
+}
+
+/**
+ * memfd_pin_folios followed by iommufd's per-page pin top-up: every page backing bytes
+ * [start, end] (end inclusive) gets one FOLL_PIN | FOLL_LONGTERM pin, allocating missing
+ * folios like a shmem fault, at most `maxPages` pages. Returns the pages pinned and the byte
+ * offset of `start` in its page. EINVAL for a bad range, a non-memfd file or a range past
+ * EOF; ENOMEM when an allocation fails. On failure nothing stays pinned.
+ *
+ * Decision: the kernel pins once per folio and iommufd adds the missing per-page pins right
+ * after; both happen here so the caller sees per-page pins, like every other pin source.
+ */
+export function memfdPinFolios(
+  kernel: Kernel,
+  file: File,
+  start: bigint,
+  end: bigint,
+  out: PfnRuns,
+  maxPages: number,
+): { npages: number; offset: number } {
+  if (start < 0n || start > end || maxPages <= 0) fail(EINVAL, "bad memfd pin range");
+  const inode = inodeOrEinval(file);
+  if (end >= inode.size) fail(EINVAL, "memfd pin range past EOF");
+  const mem = kernel.mem;
+  const first = Number(start >> BigInt(PAGE_SHIFT));
+  const last = Number(end >> BigInt(PAGE_SHIFT));
+  const stop = Math.min(last + 1, first + maxPages);
+  const folioPages = 2 ** inode.order;
+  const before = out.totalPages;
+  let pg = first;
+  try {
+    while (pg < stop) {
+      const head = inode.getFolio(pg, "memfd_alloc_folio");
+      const inFolio = pg % folioPages;
+      const n = Math.min(stop - pg, folioPages - inFolio);
+      mem.pinPages(head + inFolio, n);
+      out.push(head + inFolio, n);
+      pg += n;
+    }
+  } catch (e) {
+    unpinTail(mem, out, before);
+    throw e;
+  }
+  return { npages: stop - first, offset: Number(start & BigInt(PAGE_SIZE - 1)) };
+}
+
+/** Unpin and drop the pages appended to `out` after its first `keep` pages. */
+export function unpinTail(mem: PhysMem, out: PfnRuns, keep: number): void {
+  let page = 0;
+  out.forEach((pfn, n) => {
+    const skip = Math.max(0, Math.min(n, keep - page));
+    if (n > skip) mem.unpinPages(pfn + skip, n - skip);
+    page += n;
+  });
+  out.truncatePages(keep);
+}

@@ -1,0 +1,525 @@
+import { EACCES, EEXIST, EFAULT, EINVAL, ENODEV, ENOMEM, EOVERFLOW } from "./errno.js";
+import { KernelWarning, fail, isKernelError } from "./error.js";
+import { FMODE_READ, FMODE_WRITE, type File } from "./file.js";
+import { type ShmemInode, hugetlbOrder, shmemFileSetup, shmemInode } from "./memfd.js";
+import { PAGE_SHIFT, PAGE_SIZE, type PhysMem } from "./physmem.js";
+import { RwSem, type Lockdep } from "./lockdep.js";
+import { XArray } from "./xarray.js";
+
+/**
+ * An address space (struct mm_struct): VMAs sorted by address, one sparse page table for the
+ * private (copy-on-write) pages, and the pin/lock counters the DMA stack charges.
+ *
+ * What a VMA maps, by kind:
+ * - shared file or shared anonymous (a shmem file made at mmap): the file's page cache, read
+ *   on each access; no PTEs are kept, so truncation and eviction are seen at once.
+ * - private anonymous: PTEs to anonymous folios, allocated on first touch.
+ * - private file: the file's pages for reads; a write (or an unsharing pin) copies the page
+ *   into an anonymous folio recorded in a PTE, which then shadows the file page.
+ * - VM_PFNMAP (a driver's BAR mmap): a pfn from `remapPfnRange` or the driver's fault
+ *   handler; no struct page, so GUP refuses it.
+ *
+ * A PTE is `pfn * 2 + exclusive`, exclusive playing PageAnonExclusive: set on a freshly
+ * allocated or copied page, cleared on both sides by fork. A write fault on a non-exclusive
+ * page reuses it when this PTE holds the only reference, and copies it otherwise.
+ *
+ * Decisions: anonymous memory uses order-0 folios only (no THP) and a read fault allocates
+ * a zeroed page rather than mapping a shared zero page; VMAs are never merged.
+ *
+ * Lock order: mmap_lock (`mmapLock`) is taken before any pages.mutex of iommufd.
+ */
+export const PROT_NONE = 0x0;
+export const PROT_READ = 0x1;
+export const PROT_WRITE = 0x2;
+export const PROT_EXEC = 0x4;
+
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_SHARED_VALIDATE = 0x03;
+export const MAP_TYPE = 0x0f;
+export const MAP_FIXED = 0x10;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_POPULATE = 0x8000;
+export const MAP_HUGETLB = 0x40000;
+export const MAP_FIXED_NOREPLACE = 0x100000;
+export const MAP_HUGE_SHIFT = 26;
+export const MAP_HUGE_2MB = 21 << MAP_HUGE_SHIFT;
+export const MAP_HUGE_1GB = 30 << MAP_HUGE_SHIFT;
+
+export const VM_READ = 0x1;
+export const VM_WRITE = 0x2;
+export const VM_EXEC = 0x4;
+export const VM_SHARED = 0x8;
+export const VM_MAYREAD = 0x10;
+export const VM_MAYWRITE = 0x20;
+export const VM_MAYEXEC = 0x40;
+export const VM_MAYSHARE = 0x80;
+export const VM_PFNMAP = 0x400;
+export const VM_IO = 0x4000;
+export const VM_DONTEXPAND = 0x40000;
+export const VM_HUGETLB = 0x400000;
+export const VM_DONTDUMP = 0x4000000;
+
+/** x86-64 TASK_SIZE_MAX with 4-level paging. */
+export const TASK_SIZE = (1n << 47n) - BigInt(PAGE_SIZE);
+/** Where top-down mmap placement starts. */
+export const MMAP_BASE = 0x7f00_0000_0000n;
+export const MMAP_MIN_ADDR = 0x10000n;
+export const DEFAULT_MAX_MAP_COUNT = 65530;
+
+const PAGE = BigInt(PAGE_SIZE);
+const SHIFT = BigInt(PAGE_SHIFT);
+const EXCL = 1;
+
+/** A driver's VMA callbacks (vm_operations_struct). */
+export interface VmOperations {
+  /** A pfn for page `pgoff` of the mapping, or throw (SIGBUS -> EFAULT for the accessor). */
+  fault?(vma: Vma, pgoff: number): number;
+  open?(vma: Vma): void;
+  close?(vma: Vma): void;
+}
+
+/** struct vm_area_struct; `start`/`end` are page numbers, `pgoff` the file page at `start`. */
+export class Vma {
+  mapping: ShmemInode | undefined;
+  ops: VmOperations | undefined;
+  /** First pfn of a remap_pfn_range mapping, -1 otherwise. */
+  pfnBase = -1;
+  /** Driver data (vm_private_data). */
+  priv: unknown;
+
+  constructor(
+    readonly mm: MmStruct,
+    public start: number,
+    public end: number,
+    public flags: number,
+    public pgoff: number,
+    readonly file: File | undefined,
+  ) {}
+
+  get startAddr(): bigint {
+    return BigInt(this.start) << SHIFT;
+  }
+
+  get endAddr(): bigint {
+    return BigInt(this.end) << SHIFT;
+  }
+
+  get npages(): number {
+    return this.end - this.start;
+  }
+
+  /** remap_pfn_range over the whole VMA. */
+  remapPfnRange(pfn: number): void {
+    this.flags |= VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP;
+    this.pfnBase = pfn;
+  }
+
+  /** Private (copy-on-write) mapping: is_cow_mapping. */
+  get isCow(): boolean {
+    return (this.flags & (VM_SHARED | VM_MAYWRITE)) === VM_MAYWRITE;
+  }
+
+  /** @internal a copy of this VMA for [start, end) in `mm`, sharing file and driver. */
+  clone(mm: MmStruct, start = this.start, end = this.end): Vma {
+    const v = new Vma(mm, start, end, this.flags, this.pgoff + (start - this.start), this.file);
+    v.mapping = this.mapping;
+    v.ops = this.ops;
+    v.pfnBase = this.pfnBase < 0 ? -1 : this.pfnBase + (start - this.start);
+    v.priv = this.priv;
+    this.file?.get();
+    v.ops?.open?.(v);
+    return v;
+  }
+}
+
+/** Context an mm needs from its machine. */
+export interface MmHost {
+  readonly mem: PhysMem;
+  readonly lockdep: Lockdep;
+  shouldFail(site: string): boolean;
+}
+
+export interface MmapRequest {
+  readonly addr: bigint;
+  readonly len: bigint;
+  readonly prot: number;
+  readonly flags: number;
+  readonly file?: File | undefined;
+  /** Byte offset into the file. */
+  readonly offset?: bigint;
+}
+
+export class MmStruct {
+  /** Pages pinned long-term by users of this mm (iommufd, vfio): VmPin. */
+  pinnedVm = 0;
+  /** Pages charged as locked (mlock, VFIO-compatible accounting): VmLck. */
+  lockedVm = 0;
+  /** mm_users: tasks using the address space; 0 after exit. */
+  users = 1;
+  readonly mmapLock: RwSem;
+  private readonly vmas: Vma[] = [];
+  /** private PTEs: page number -> pfn * 2 + exclusive */
+  private readonly pt = new XArray();
+
+  constructor(readonly host: MmHost) {
+    this.mmapLock = new RwSem(host.lockdep, "mmap_lock");
+  }
+
+  get mapCount(): number {
+    return this.vmas.length;
+  }
+
+  /** The VMAs in address order (a snapshot). */
+  vmaList(): readonly Vma[] {
+    return [...this.vmas];
+  }
+
+  /** Present private PTEs (anonymous and COW pages mapped). */
+  get residentPrivatePages(): number {
+    return this.pt.count;
+  }
+
+  /** The VMA containing page number `vpn` (find_vma + containment check). */
+  findVma(vpn: number): Vma | undefined {
+    let lo = 0;
+    let hi = this.vmas.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const v = this.vmas[mid]!;
+      if (vpn < v.start) hi = mid - 1;
+      else if (vpn >= v.end) lo = mid + 1;
+      else return v;
+    }
+    return undefined;
+  }
+
+  vmaAt(addr: bigint): Vma | undefined {
+    return addr < 0n || addr >= TASK_SIZE ? undefined : this.findVma(Number(addr >> SHIFT));
+  }
+
+  /**
+   * do_mmap, with the checks of the mmap system call in the kernel's order. Returns the
+   * address mapped. The caller has resolved the descriptor to `file`.
+   */
+  mmap(req: MmapRequest): bigint {
+    const { prot, flags, file } = req;
+    const offset = req.offset ?? 0n;
+    let len = req.len;
+    if (offset & (PAGE - 1n)) fail(EINVAL, "offset not page aligned");
+    let inode = file ? shmemInode(file) : undefined;
+    let hugeOrder = inode?.order ?? 0;
+    if (!file && flags & MAP_HUGETLB) hugeOrder = hugetlbOrder(flags, MAP_HUGE_SHIFT);
+    const hugeBytes = PAGE << BigInt(hugeOrder);
+    if (hugeOrder && len > 0n) len = ((len + hugeBytes - 1n) / hugeBytes) * hugeBytes;
+    if (len <= 0n) fail(EINVAL, "zero length");
+    len = (len + PAGE - 1n) & ~(PAGE - 1n);
+    if (len > TASK_SIZE) fail(ENOMEM, "length beyond the address space");
+    const pgoff = offset >> SHIFT;
+    if (pgoff + (len >> SHIFT) >= 1n << 52n) fail(EOVERFLOW, "offset + length overflow");
+    if (this.vmas.length >= DEFAULT_MAX_MAP_COUNT) fail(ENOMEM, "too many mappings");
+    const npages = Number(len >> SHIFT);
+    const align = 2 ** hugeOrder;
+    const fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) !== 0;
+    let start: number;
+    if (fixed) {
+      if (req.addr & (PAGE - 1n)) fail(EINVAL, "fixed address not page aligned");
+      if (req.addr > TASK_SIZE - len || req.addr < MMAP_MIN_ADDR)
+        fail(ENOMEM, "fixed range outside the address space");
+      start = Number(req.addr >> SHIFT);
+      if (start % align) fail(EINVAL, "hugetlb address not aligned");
+      if (flags & MAP_FIXED_NOREPLACE && this.overlaps(start, start + npages))
+        fail(EEXIST, "MAP_FIXED_NOREPLACE over an existing mapping");
+    } else {
+      start = this.unmappedArea(req.addr, npages, align);
+    }
+    let vmFlags =
+      (prot & PROT_READ ? VM_READ : 0) |
+      (prot & PROT_WRITE ? VM_WRITE : 0) |
+      (prot & PROT_EXEC ? VM_EXEC : 0) |
+      VM_MAYREAD |
+      VM_MAYWRITE |
+      VM_MAYEXEC;
+    const type = flags & MAP_TYPE;
+    if (file) {
+      if (type === MAP_SHARED || type === MAP_SHARED_VALIDATE) {
+        if (prot & PROT_WRITE && !(file.fMode & FMODE_WRITE))
+          fail(EACCES, "shared writable mapping of a read-only file");
+        vmFlags |= VM_SHARED | VM_MAYSHARE;
+        if (!(file.fMode & FMODE_WRITE)) vmFlags &= ~(VM_MAYWRITE | VM_SHARED);
+      } else if (type !== MAP_PRIVATE) fail(EINVAL, "bad map type");
+      if (!(file.fMode & FMODE_READ)) fail(EACCES, "file not open for reading");
+      if (!file.fops.mmap) fail(ENODEV, `${file.fops.name} cannot be mapped`);
+    } else if (type === MAP_SHARED || type === MAP_SHARED_VALIDATE) {
+      vmFlags |= VM_SHARED | VM_MAYSHARE;
+    } else if (type !== MAP_PRIVATE) fail(EINVAL, "bad map type");
+
+    // Anonymous shared and anonymous hugetlb memory is backed by an internal file
+    // (shmem_zero_setup / hugetlb_file_setup), made before anything else changes.
+    let backing = file;
+    let ownRef = false;
+    if (!file && (vmFlags & VM_SHARED || hugeOrder)) {
+      backing = shmemFileSetup(this.host, hugeOrder ? "anon_hugepage" : "dev/zero", len, hugeOrder);
+      inode = shmemInode(backing);
+      ownRef = true;
+    }
+    const vma = new Vma(this, start, start + npages, vmFlags, Number(pgoff), backing);
+    if (hugeOrder) vma.flags |= VM_HUGETLB;
+    try {
+      if (backing) {
+        if (!ownRef) backing.get();
+        backing.fops.mmap!(backing, vma);
+      }
+    } catch (e) {
+      backing?.put();
+      throw e;
+    }
+    if (inode) vma.mapping = inode;
+    if (fixed) this.unmapRange(start, start + npages);
+    this.insert(vma);
+    if (flags & MAP_POPULATE && !(vma.flags & VM_PFNMAP)) this.populate(vma);
+    return vma.startAddr;
+  }
+
+  /** Prefault every page; failures are left for the first access, as MAP_POPULATE does. */
+  private populate(vma: Vma): void {
+    const write = (vma.flags & (VM_WRITE | VM_SHARED)) === VM_WRITE;
+    for (let vpn = vma.start; vpn < vma.end; vpn++) {
+      try {
+        this.fault(vpn, write, false);
+      } catch (e) {
+        if (isKernelError(e)) return;
+        throw e;
+      }
+    }
+  }
+
+  private overlaps(start: number, end: number): boolean {
+    return this.vmas.some((v) => v.start < end && v.end > start);
+  }
+
+  /** Top-down search below the hint or MMAP_BASE for a gap of `npages`, `align`-aligned. */
+  private unmappedArea(hint: bigint, npages: number, align: number): number {
+    const minVpn = Number(MMAP_MIN_ADDR >> SHIFT);
+    if (hint !== 0n && hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - (BigInt(npages) << SHIFT)) {
+      const h = Math.ceil(Number((hint + PAGE - 1n) >> SHIFT) / align) * align;
+      if (!this.overlaps(h, h + npages) && (BigInt(h + npages) << SHIFT) <= TASK_SIZE) return h;
+    }
+    let hi = Number(MMAP_BASE >> SHIFT);
+    for (let i = this.vmas.length - 1; i >= 0; i--) {
+      const v = this.vmas[i]!;
+      if (v.start >= hi) continue;
+      if (v.end < hi) {
+        const cand = Math.floor((hi - npages) / align) * align;
+        if (cand >= v.end) return cand;
+      }
+      hi = v.start;
+    }
+    const cand = Math.floor((hi - npages) / align) * align;
+    if (cand < minVpn) fail(ENOMEM, "no room in the address space");
+    return cand;
+  }
+
+  private insert(vma: Vma): void {
+    let i = this.vmas.findIndex((v) => v.start > vma.start);
+    if (i < 0) i = this.vmas.length;
+    this.vmas.splice(i, 0, vma);
+  }
+
+  /** munmap: page-aligned address, non-zero length; unmapping nothing is not an error. */
+  munmap(addr: bigint, len: bigint): void {
+    if (addr & (PAGE - 1n) || addr < 0n) fail(EINVAL, "address not page aligned");
+    if (len <= 0n) fail(EINVAL, "zero length");
+    len = (len + PAGE - 1n) & ~(PAGE - 1n);
+    if (addr > TASK_SIZE || len > TASK_SIZE - addr) fail(EINVAL, "range outside the address space");
+    const start = Number(addr >> SHIFT);
+    const end = start + Number(len >> SHIFT);
+    // hugetlb VMAs can only be cut at huge page boundaries.
+    for (const v of this.vmas) {
+      if (!(v.flags & VM_HUGETLB) || v.end <= start || v.start >= end) continue;
+      const align = 2 ** (v.mapping?.order ?? 0);
+      if ((start > v.start && start % align) || (end < v.end && end % align))
+        fail(EINVAL, "hugetlb unmap not aligned to the huge page size");
+    }
+    this.unmapRange(start, end);
+  }
+
+  /** Remove [start, end) from every VMA, splitting partial overlaps. */
+  private unmapRange(start: number, end: number): void {
+    const keep: Vma[] = [];
+    for (const v of this.vmas) {
+      if (v.end <= start || v.start >= end) {
+        keep.push(v);
+        continue;
+      }
+      if (v.start < start) keep.push(v.clone(this, v.start, start));
+      if (v.end > end) keep.push(v.clone(this, end, v.end));
+      this.zap(v, Math.max(v.start, start), Math.min(v.end, end));
+      this.closeVma(v);
+    }
+    keep.sort((a, b) => a.start - b.start);
+    this.vmas.length = 0;
+    this.vmas.push(...keep);
+  }
+
+  private zap(vma: Vma, start: number, end: number): void {
+    if (!vma.isCow) return;
+    const mem = this.host.mem;
+    this.pt.eraseRange(start, end, (_vpn, pte) => mem.folioPut(Math.floor(pte / 2)));
+  }
+
+  private closeVma(vma: Vma): void {
+    vma.ops?.close?.(vma);
+    vma.file?.put();
+  }
+
+  /**
+   * handle_mm_fault for one page: the pfn now backing page `vpn`. `write` demands a writable
+   * private copy; `unshare` demands an exclusive one for a pin (FAULT_FLAG_UNSHARE). EFAULT
+   * outside a VMA, against its protection or past EOF; ENOMEM when a page cannot be had.
+   */
+  fault(vpn: number, write: boolean, unshare: boolean): number {
+    const vma = this.findVma(vpn);
+    if (!vma) fail(EFAULT, `no mapping at page ${vpn}`);
+    if (write && !(vma.flags & VM_WRITE)) fail(EFAULT, "write to a read-only mapping");
+    if (!write && !(vma.flags & VM_READ)) fail(EFAULT, "read of an unreadable mapping");
+    return this.faultIn(vma, vpn, write, unshare);
+  }
+
+  /** @internal the fault once the VMA and its permissions are checked. */
+  faultIn(vma: Vma, vpn: number, write: boolean, unshare: boolean): number {
+    const pgoff = vma.pgoff + (vpn - vma.start);
+    if (vma.flags & VM_PFNMAP) {
+      if (vma.pfnBase >= 0) return vma.pfnBase + (vpn - vma.start);
+      if (!vma.ops?.fault) fail(EFAULT, "PFNMAP without a fault handler");
+      return vma.ops.fault(vma, pgoff);
+    }
+    if (!vma.isCow) return this.filePage(vma, pgoff);
+    const mem = this.host.mem;
+    const pte = this.pt.load(vpn);
+    if (pte >= 0) {
+      const pfn = Math.floor(pte / 2);
+      if ((!write && !unshare) || pte & EXCL) return pfn;
+      if (mem.refCount(pfn) === 1) {
+        this.pt.store(vpn, pte | EXCL);
+        return pfn;
+      }
+      const copy = mem.allocFolio(0, "wp_page_copy");
+      mem.copyPage(copy, pfn);
+      this.pt.store(vpn, copy * 2 + EXCL);
+      mem.folioPut(pfn);
+      return copy;
+    }
+    if (vma.mapping) {
+      const src = this.filePage(vma, pgoff);
+      if (!write && !unshare) return src;
+      const copy = mem.allocFolio(0, "wp_page_copy");
+      mem.copyPage(copy, src);
+      this.pt.store(vpn, copy * 2 + EXCL);
+      return copy;
+    }
+    const pfn = mem.allocFolio(0, "do_anonymous_page");
+    this.pt.store(vpn, pfn * 2 + EXCL);
+    return pfn;
+  }
+
+  private filePage(vma: Vma, pgoff: number): number {
+    const inode = vma.mapping;
+    if (!inode) fail(EFAULT, "mapping without pages");
+    if (BigInt(pgoff) << SHIFT >= inode.size) fail(EFAULT, "access beyond EOF (SIGBUS)");
+    return inode.getFolio(pgoff, "shmem_fault") + (pgoff % 2 ** inode.order);
+  }
+
+  /**
+   * Fault in consecutive private anonymous pages [vpn, vpn + n) of `vma` that are not yet
+   * present, in one pass over the page table; the fast path for GUP on fresh memory. Returns
+   * how many pages from `vpn` are now present and exclusive, stopping at the first that
+   * needs the general path.
+   * @internal
+   */
+  faultAnonRun(vma: Vma, vpn: number, n: number, emit: (pfn: number, count: number) => void): number {
+    const mem = this.host.mem;
+    let done = 0;
+    while (done < n) {
+      const v = vpn + done;
+      const pte = this.pt.load(v);
+      let pfn: number;
+      if (pte < 0) {
+        pfn = mem.allocFolio(0, "do_anonymous_page");
+        this.pt.store(v, pfn * 2 + EXCL);
+      } else if (pte & EXCL) pfn = Math.floor(pte / 2);
+      else break;
+      emit(pfn, 1);
+      done++;
+    }
+    return done;
+  }
+
+  /**
+   * dup_mmap: the child's address space. Private pages are shared copy-on-write, except an
+   * exclusive page that may be pinned, which the child gets a copy of at once so the pin
+   * keeps seeing the parent's page (the fork-after-pin rule). ENOMEM leaves the parent as it
+   * was apart from the write protection of its private pages, as in the kernel.
+   */
+  fork(): MmStruct {
+    const child = new MmStruct(this.host);
+    const mem = this.host.mem;
+    try {
+      for (const v of this.vmas) {
+        child.vmas.push(v.clone(child));
+        if (!v.isCow) continue;
+        this.pt.forEachInRange(v.start, v.end, (vpn, pte) => {
+          const pfn = Math.floor(pte / 2);
+          if (pte & EXCL && mem.pinCount(pfn) > 0) {
+            const copy = mem.allocFolio(0, "copy_present_page");
+            mem.copyPage(copy, pfn);
+            child.pt.store(vpn, copy * 2 + EXCL);
+            return;
+          }
+          mem.folioGet(pfn);
+          this.pt.store(vpn, pfn * 2);
+          child.pt.store(vpn, pfn * 2);
+        });
+      }
+    } catch (e) {
+      child.exit();
+      throw e;
+    }
+    return child;
+  }
+
+  /** exit_mmap: unmap everything. The counters stay for whoever still holds the mm. */
+  exit(): void {
+    if (this.users === 0) throw new KernelWarning("mm exited twice");
+    this.users = 0;
+    const all = [...this.vmas];
+    this.vmas.length = 0;
+    for (const v of all) {
+      this.zap(v, v.start, v.end);
+      this.closeVma(v);
+    }
+  }
+
+  /** The pfn behind page `vpn` without faulting, or -1 (follow_page for tests and tools). */
+  lookup(vpn: number): number {
+    const vma = this.findVma(vpn);
+    if (!vma) return -1;
+    const pgoff = vma.pgoff + (vpn - vma.start);
+    if (vma.flags & VM_PFNMAP) return vma.pfnBase >= 0 ? vma.pfnBase + (vpn - vma.start) : -1;
+    const pte = vma.isCow ? this.pt.load(vpn) : -1;
+    if (pte >= 0) return Math.floor(pte / 2);
+    const head = vma.mapping?.findFolio(pgoff) ?? -1;
+    return head < 0 ? -1 : head + (pgoff % 2 ** vma.mapping!.order);
+  }
+
+  /** Whether a private PTE (anonymous or COW copy) maps page `vpn`. */
+  hasPrivatePte(vpn: number): boolean {
+    return this.pt.load(vpn) >= 0;
+  }
+
+  /** Whether the private PTE at `vpn` is exclusive (PageAnonExclusive), for tests. */
+  isExclusive(vpn: number): boolean {
+    const pte = this.pt.load(vpn);
+    return pte >= 0 && (pte & EXCL) !== 0;
+  }
+}

@@ -1,0 +1,496 @@
+import { EFAULT, EINVAL, ENOMEM } from "./errno.js";
+import { KernelWarning, fail } from "./error.js";
+
+/**
+ * Physical memory: RAM from pfn 0 to `ramPages`, then a window of MMIO regions (PCI BARs)
+ * that have no struct page.
+ *
+ * Frames exist at three orders only — 0 (4 KiB), 9 (2 MiB) and 18 (1 GiB) — each naturally
+ * aligned, like the buddy allocator restricted to the sizes hugetlb and THP use. Each order is
+ * a "level" of frames with per-frame metadata (state, refcount, pincount, children in use) in
+ * typed arrays indexed by frame number, cut into sections of 2^15 frames created on first use
+ * (SPARSEMEM). A folio's metadata lives at its head frame in the level of its order; a tail
+ * page finds its head by alignment, walking from the 1 GiB level down through split frames.
+ * So a 1 GiB folio costs one slot, and untouched RAM costs nothing.
+ *
+ * Allocation pops a free frame of the wanted level, splitting a frame of the level above when
+ * none is free; freeing merges a split frame back as soon as none of its 512 children is in
+ * use. Free stacks may hold stale entries (a child whose parent merged back); a pop checks the
+ * entry is still a free child of a split parent and drops it otherwise.
+ *
+ * Contents are sparse: a 4 KiB Uint8Array per written page, dropped when its folio is freed,
+ * so every newly allocated folio reads as zeroes.
+ */
+export const PAGE_SHIFT = 12;
+export const PAGE_SIZE = 4096;
+export const PMD_ORDER = 9;
+export const PUD_ORDER = 18;
+
+const ORDERS = [0, PMD_ORDER, PUD_ORDER] as const;
+const FANOUT = 512;
+const SECTION_SHIFT = 15;
+const SECTION = 1 << SECTION_SHIFT;
+
+const FREE = 0;
+const HEAD = 1;
+const SPLIT = 2;
+
+interface Section {
+  readonly state: Uint8Array;
+  readonly ref: Int32Array;
+  readonly pin: Int32Array;
+  /** Children in use, for SPLIT frames (levels above 0). */
+  readonly used: Uint16Array | undefined;
+}
+
+class FrameLevel {
+  private readonly sections: Array<Section | undefined> = [];
+  private stack = new Float64Array(64);
+  private top = 0;
+  sectionsAllocated = 0;
+
+  constructor(
+    readonly order: number,
+    /** Frames of this order fully inside RAM. */
+    readonly count: number,
+  ) {}
+
+  section(idx: number): Section | undefined {
+    return this.sections[Math.floor(idx / SECTION)];
+  }
+
+  state(idx: number): number {
+    const s = this.sections[Math.floor(idx / SECTION)];
+    return s ? s.state[idx & (SECTION - 1)]! : FREE;
+  }
+
+  /** The section holding `idx`, created on first write. */
+  writable(idx: number): Section {
+    const i = Math.floor(idx / SECTION);
+    let s = this.sections[i];
+    if (!s) {
+      s = {
+        state: new Uint8Array(SECTION),
+        ref: new Int32Array(SECTION),
+        pin: new Int32Array(SECTION),
+        used: this.order === 0 ? undefined : new Uint16Array(SECTION),
+      };
+      this.sections[i] = s;
+      this.sectionsAllocated++;
+    }
+    return s;
+  }
+
+  push(idx: number): void {
+    if (this.top === this.stack.length) {
+      const s = new Float64Array(this.stack.length * 2);
+      s.set(this.stack);
+      this.stack = s;
+    }
+    this.stack[this.top++] = idx;
+  }
+
+  pop(): number {
+    return this.top === 0 ? -1 : this.stack[--this.top]!;
+  }
+}
+
+/** A PCI BAR's backing store in the MMIO window: reachable by physical address, no struct page. */
+export class MmioRegion {
+  private readonly pages = new Map<number, Uint8Array>();
+  removed = false;
+
+  constructor(
+    readonly name: string,
+    readonly base: bigint,
+    readonly size: bigint,
+  ) {}
+
+  get basePfn(): number {
+    return Number(this.base >> BigInt(PAGE_SHIFT));
+  }
+
+  get npages(): number {
+    return Number((this.size + BigInt(PAGE_SIZE - 1)) >> BigInt(PAGE_SHIFT));
+  }
+
+  /** @internal the backing page for offset `page`, created on write. */
+  page(page: number, create: boolean): Uint8Array | undefined {
+    let p = this.pages.get(page);
+    if (!p && create) this.pages.set(page, (p = new Uint8Array(PAGE_SIZE)));
+    return p;
+  }
+}
+
+export interface PhysMemOptions {
+  /** Bytes of RAM (rounded down to pages). */
+  readonly ramBytes?: bigint | number;
+  /** The fault-injection hook (kernel.shouldFail). */
+  readonly shouldFail?: (site: string) => boolean;
+}
+
+const GiB = 1n << 30n;
+
+export class PhysMem {
+  readonly ramPages: number;
+  readonly ramBytes: bigint;
+  /** First byte of the MMIO window (RAM end rounded up to 1 GiB). */
+  readonly mmioBase: bigint;
+  private readonly levels: FrameLevel[];
+  private readonly contents = new Map<number, Uint8Array>();
+  /** Written pages of each large folio, so freeing it drops exactly those. */
+  private readonly writtenLarge = new Map<number, number[]>();
+  private readonly regions: MmioRegion[] = [];
+  private mmioNext: bigint;
+  private readonly shouldFail: (site: string) => boolean;
+  private pinned = 0;
+  private allocated = 0;
+
+  constructor(opts: PhysMemOptions = {}) {
+    const bytes = BigInt(opts.ramBytes ?? 2n << 40n);
+    this.ramPages = Number(bytes >> BigInt(PAGE_SHIFT));
+    this.ramBytes = BigInt(this.ramPages) << BigInt(PAGE_SHIFT);
+    this.mmioBase = ((this.ramBytes + GiB - 1n) / GiB) * GiB;
+    this.mmioNext = this.mmioBase;
+    this.shouldFail = opts.shouldFail ?? (() => false);
+    this.levels = ORDERS.map((o) => new FrameLevel(o, Math.floor(this.ramPages / 2 ** o)));
+    // Seed the free stacks, lowest address on top: every 1 GiB frame, then the 2 MiB and
+    // 4 KiB frames of a RAM tail too short for a whole frame of the level above.
+    for (let l = this.levels.length - 1; l >= 0; l--) {
+      const level = this.levels[l]!;
+      const first = l === this.levels.length - 1 ? 0 : this.levels[l + 1]!.count * FANOUT;
+      for (let i = level.count - 1; i >= first; i--) level.push(i);
+    }
+  }
+
+  /** Pages in allocated folios. */
+  allocatedPages(): number {
+    return this.allocated;
+  }
+
+  /** Sections of per-frame metadata created so far, over all levels (the sparse cost). */
+  metadataSections(): number {
+    return this.levels.reduce((n, l) => n + l.sectionsAllocated, 0);
+  }
+
+  /**
+   * alloc_pages / folio_alloc: a zeroed folio of 2^order pages with refcount 1; returns its
+   * head pfn. ENOMEM when RAM is exhausted or the fault-injection point `site` fires.
+   */
+  allocFolio(order: number, site = "alloc_pages"): number {
+    const l = ORDERS.indexOf(order as (typeof ORDERS)[number]);
+    if (l < 0) fail(EINVAL, `folio order ${order} is not 0, 9 or 18`);
+    if (this.shouldFail(site)) fail(ENOMEM, `${site}: injected`);
+    const idx = this.take(l);
+    if (idx < 0) fail(ENOMEM, `out of memory for an order-${order} folio`);
+    const level = this.levels[l]!;
+    const s = level.writable(idx);
+    const slot = idx & (SECTION - 1);
+    s.state[slot] = HEAD;
+    s.ref[slot] = 1;
+    s.pin[slot] = 0;
+    this.allocated += 2 ** order;
+    return idx * 2 ** order;
+  }
+
+  private isRoot(l: number, idx: number): boolean {
+    return l === this.levels.length - 1 || Math.floor(idx / FANOUT) >= this.levels[l + 1]!.count;
+  }
+
+  /** Pop a free frame of level `l`, splitting one above if needed; -1 when none. */
+  private take(l: number): number {
+    const level = this.levels[l]!;
+    for (;;) {
+      const idx = level.pop();
+      if (idx < 0) break;
+      if (level.state(idx) !== FREE) continue;
+      if (this.isRoot(l, idx)) return idx;
+      const parent = Math.floor(idx / FANOUT);
+      const up = this.levels[l + 1]!;
+      if (up.state(parent) !== SPLIT) continue;
+      up.writable(parent).used![parent & (SECTION - 1)]!++;
+      return idx;
+    }
+    if (l === this.levels.length - 1) return -1;
+    const parent = this.take(l + 1);
+    if (parent < 0) return -1;
+    const ps = this.levels[l + 1]!.writable(parent);
+    ps.state[parent & (SECTION - 1)] = SPLIT;
+    ps.used![parent & (SECTION - 1)] = 1;
+    const first = parent * FANOUT;
+    for (let i = first + FANOUT - 1; i > first; i--) level.push(i);
+    return first;
+  }
+
+  /** Give frame `idx` of level `l` back, merging its parent when that empties it. */
+  private release(l: number, idx: number): void {
+    const level = this.levels[l]!;
+    const s = level.writable(idx);
+    s.state[idx & (SECTION - 1)] = FREE;
+    if (this.isRoot(l, idx)) {
+      level.push(idx);
+      return;
+    }
+    const parent = Math.floor(idx / FANOUT);
+    const ps = this.levels[l + 1]!.writable(parent);
+    if (--ps.used![parent & (SECTION - 1)]! === 0) this.release(l + 1, parent);
+    else level.push(idx);
+  }
+
+  /** Level and frame of the allocated folio holding `pfn`, or undefined for a free page. */
+  private locate(pfn: number): { l: number; idx: number } | undefined {
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.ramPages) return undefined;
+    for (let l = this.levels.length - 1; l >= 0; l--) {
+      const level = this.levels[l]!;
+      const idx = Math.floor(pfn / 2 ** level.order);
+      if (idx >= level.count) continue;
+      const st = level.state(idx);
+      if (st === HEAD) return { l, idx };
+      if (st === FREE) return undefined;
+    }
+    return undefined;
+  }
+
+  private folioOf(pfn: number, what: string): { l: number; idx: number } {
+    const f = this.locate(pfn);
+    if (!f) throw new KernelWarning(`${what}: pfn ${pfn} is not in an allocated folio`);
+    return f;
+  }
+
+  /** RAM has struct pages; MMIO and holes do not (pfn_valid). */
+  pfnValid(pfn: number): boolean {
+    return Number.isInteger(pfn) && pfn >= 0 && pfn < this.ramPages;
+  }
+
+  /** Whether `pfn` lies in an allocated folio. */
+  isAllocated(pfn: number): boolean {
+    return this.locate(pfn) !== undefined;
+  }
+
+  /** page_folio: the head pfn of the folio holding `pfn` (WARN on a free page). */
+  folioHead(pfn: number): number {
+    const f = this.folioOf(pfn, "folioHead");
+    return f.idx * 2 ** ORDERS[f.l]!;
+  }
+
+  folioOrder(pfn: number): number {
+    return ORDERS[this.folioOf(pfn, "folioOrder").l]!;
+  }
+
+  folioNrPages(pfn: number): number {
+    return 2 ** this.folioOrder(pfn);
+  }
+
+  refCount(pfn: number): number {
+    const f = this.folioOf(pfn, "refCount");
+    return this.levels[f.l]!.section(f.idx)!.ref[f.idx & (SECTION - 1)]!;
+  }
+
+  /** The folio's pin count (folio_maybe_dma_pinned when > 0). */
+  pinCount(pfn: number): number {
+    const f = this.folioOf(pfn, "pinCount");
+    return this.levels[f.l]!.section(f.idx)!.pin[f.idx & (SECTION - 1)]!;
+  }
+
+  /** Pins over every folio (for leak checks). */
+  totalPinned(): number {
+    return this.pinned;
+  }
+
+  /** folio_get / folio_ref_add */
+  folioGet(pfn: number, n = 1): void {
+    const f = this.folioOf(pfn, "folioGet");
+    this.levels[f.l]!.section(f.idx)!.ref[f.idx & (SECTION - 1)]! += n;
+  }
+
+  /** folio_put / folio_put_refs: the folio is freed when its refcount reaches zero. */
+  folioPut(pfn: number, n = 1): void {
+    const f = this.folioOf(pfn, "folioPut");
+    const s = this.levels[f.l]!.section(f.idx)!;
+    const slot = f.idx & (SECTION - 1);
+    if (s.ref[slot]! < n) throw new KernelWarning(`folioPut: refcount underflow at pfn ${pfn}`);
+    s.ref[slot]! -= n;
+    if (s.ref[slot] === 0) this.freeFolio(f.l, f.idx, s.pin[slot]!);
+  }
+
+  private freeFolio(l: number, idx: number, pins: number): void {
+    if (pins !== 0) throw new KernelWarning(`freeing a folio with ${pins} pins`);
+    const order = ORDERS[l]!;
+    const head = idx * 2 ** order;
+    if (order === 0) this.contents.delete(head);
+    else {
+      for (const p of this.writtenLarge.get(head) ?? []) this.contents.delete(p);
+      this.writtenLarge.delete(head);
+    }
+    this.allocated -= 2 ** order;
+    this.release(l, idx);
+  }
+
+  /**
+   * FOLL_PIN on a run of pages that may cross folios: each folio's pincount and refcount rise
+   * by the number of the run's pages inside it.
+   *
+   * Decision: every folio keeps an exact pincount (what the kernel does for large folios with
+   * _pincount); small folios do not use GUP_PIN_COUNTING_BIAS, so refcount rises by one per
+   * pinned page at every order and pinCount() is exact rather than "maybe pinned".
+   */
+  pinPages(pfn: number, npages: number): void {
+    this.adjustPins(pfn, npages, 1, "pinPages");
+  }
+
+  /** unpin_user_pages over a run; unpinning below zero is a WARN. Frees folios reaching 0 refs. */
+  unpinPages(pfn: number, npages: number): void {
+    this.adjustPins(pfn, npages, -1, "unpinPages");
+  }
+
+  private adjustPins(pfn: number, npages: number, sign: 1 | -1, what: string): void {
+    if (!Number.isInteger(npages) || npages < 0)
+      throw new KernelWarning(`${what}: bad count ${npages}`);
+    // Check the whole run first, so a WARN leaves every count as it was.
+    this.forEachFolio(pfn, npages, what, (s, slot, n) => {
+      if (sign < 0 && s.pin[slot]! < n)
+        throw new KernelWarning(`${what}: unpinning ${n} pages of a folio with ${s.pin[slot]} pins`);
+    });
+    const freed: Array<[number, number]> = [];
+    this.forEachFolio(pfn, npages, what, (s, slot, n, l, idx) => {
+      s.pin[slot]! += sign * n;
+      s.ref[slot]! += sign * n;
+      if (s.ref[slot] === 0) freed.push([l, idx]);
+    });
+    this.pinned += sign * npages;
+    for (const [l, idx] of freed) this.freeFolio(l, idx, 0);
+  }
+
+  private forEachFolio(
+    pfn: number,
+    npages: number,
+    what: string,
+    fn: (s: Section, slot: number, n: number, l: number, idx: number) => void,
+  ): void {
+    const end = pfn + npages;
+    let p = pfn;
+    while (p < end) {
+      const f = this.folioOf(p, what);
+      const size = 2 ** ORDERS[f.l]!;
+      const n = Math.min(end, (f.idx + 1) * size) - p;
+      fn(this.levels[f.l]!.section(f.idx)!, f.idx & (SECTION - 1), n, f.l, f.idx);
+      p += n;
+    }
+  }
+
+  /** copy_highpage: duplicate one page's contents (COW). */
+  copyPage(dst: number, src: number): void {
+    const data = this.contents.get(src);
+    if (data) this.pageForWrite(dst).set(data);
+    else if (this.contents.has(dst)) this.pageForWrite(dst).fill(0);
+  }
+
+  private pageForWrite(pfn: number): Uint8Array {
+    let page = this.contents.get(pfn);
+    if (page) return page;
+    const f = this.folioOf(pfn, "write to RAM");
+    page = new Uint8Array(PAGE_SIZE);
+    this.contents.set(pfn, page);
+    if (ORDERS[f.l] !== 0) {
+      const head = f.idx * 2 ** ORDERS[f.l]!;
+      let list = this.writtenLarge.get(head);
+      if (!list) this.writtenLarge.set(head, (list = []));
+      list.push(pfn);
+    }
+    return page;
+  }
+
+  /**
+   * The backing of physical page `pfn` for an access: RAM inside an allocated folio, or an
+   * MMIO region page. Decision: RAM outside any allocated folio is a use-after-free in the
+   * model (nothing may reach a freed page), so it WARNs; unbacked addresses are EFAULT.
+   */
+  private pageAt(pfn: number, write: boolean): Uint8Array | undefined {
+    if (pfn < this.ramPages) {
+      if (write) return this.pageForWrite(pfn);
+      this.folioOf(pfn, "read of RAM");
+      return this.contents.get(pfn);
+    }
+    const r = this.mmioRegionAt(BigInt(pfn) << BigInt(PAGE_SHIFT));
+    if (!r) fail(EFAULT, `no RAM or MMIO at pfn ${pfn}`);
+    return r.page(pfn - r.basePfn, write);
+  }
+
+  private checkRange(paddr: bigint, len: number): void {
+    if (paddr < 0n) fail(EFAULT, `physical address ${paddr}`);
+    const end = paddr + BigInt(len);
+    if (paddr < this.ramBytes) {
+      if (end > this.ramBytes) fail(EFAULT, "access runs past the end of RAM");
+      return;
+    }
+    const r = this.mmioRegionAt(paddr);
+    if (!r || end > r.base + r.size) fail(EFAULT, `no MMIO region covers ${paddr}+${len}`);
+  }
+
+  /** Read physical memory (DMA or CPU); zeroes where nothing was written. */
+  readPhys(paddr: bigint, out: Uint8Array): void {
+    this.checkRange(paddr, out.length);
+    this.eachPage(paddr, out.length, (pfn, off, pos, n) => {
+      const page = this.pageAt(pfn, false);
+      if (page) out.set(page.subarray(off, off + n), pos);
+      else out.fill(0, pos, pos + n);
+    });
+  }
+
+  writePhys(paddr: bigint, data: Uint8Array): void {
+    this.checkRange(paddr, data.length);
+    // Validate every page before the first byte lands.
+    this.eachPage(paddr, data.length, (pfn) => {
+      if (pfn < this.ramPages) this.folioOf(pfn, "write to RAM");
+    });
+    this.eachPage(paddr, data.length, (pfn, off, pos, n) => {
+      this.pageAt(pfn, true)!.set(data.subarray(pos, pos + n), off);
+    });
+  }
+
+  private eachPage(
+    paddr: bigint,
+    len: number,
+    fn: (pfn: number, off: number, pos: number, n: number) => void,
+  ): void {
+    let pos = 0;
+    let pfn = Number(paddr >> BigInt(PAGE_SHIFT));
+    let off = Number(paddr & BigInt(PAGE_SIZE - 1));
+    while (pos < len) {
+      const n = Math.min(PAGE_SIZE - off, len - pos);
+      fn(pfn, off, pos, n);
+      pos += n;
+      pfn++;
+      off = 0;
+    }
+  }
+
+  /**
+   * Place a region of `size` bytes in the MMIO window, aligned to its size rounded up to a
+   * power of two (as BARs are), at least a page and at most 1 GiB. Decision: addresses are
+   * never reused after removal, so a stale mapping of a removed BAR can never alias a new one.
+   */
+  addMmioRegion(name: string, size: bigint): MmioRegion {
+    if (size <= 0n) fail(EINVAL, `MMIO region ${name} of size ${size}`);
+    let align = BigInt(PAGE_SIZE);
+    while (align < size && align < GiB) align <<= 1n;
+    const base = ((this.mmioNext + align - 1n) / align) * align;
+    const r = new MmioRegion(name, base, size);
+    const pageEnd = base + ((size + BigInt(PAGE_SIZE - 1)) & ~BigInt(PAGE_SIZE - 1));
+    this.mmioNext = pageEnd;
+    this.regions.push(r);
+    return r;
+  }
+
+  removeMmioRegion(r: MmioRegion): void {
+    const i = this.regions.indexOf(r);
+    if (i < 0) throw new KernelWarning(`MMIO region ${r.name} is not registered`);
+    this.regions.splice(i, 1);
+    r.removed = true;
+  }
+
+  mmioRegionAt(paddr: bigint): MmioRegion | undefined {
+    for (const r of this.regions) if (paddr >= r.base && paddr < r.base + r.size) return r;
+    return undefined;
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * A sparse map from a page index to a non-negative number, stored as 512-entry Float64Array
+ * leaves created on first store (the shape of a page-table level or an xarray node). The
+ * page cache of a file and the page tables of an mm use it, so only touched ranges cost
+ * memory. Empty slots read as -1.
+ */
+export const XA_LEAF_SHIFT = 9;
+const LEAF = 1 << XA_LEAF_SHIFT;
+const MASK = LEAF - 1;
+
+export class XArray {
+  private readonly leaves = new Map<number, Float64Array>();
+  private n = 0;
+
+  /** Number of present entries. */
+  get count(): number {
+    return this.n;
+  }
+
+  load(index: number): number {
+    const leaf = this.leaves.get(Math.floor(index / LEAF));
+    return leaf ? leaf[index & MASK]! - 1 : -1;
+  }
+
+  store(index: number, value: number): void {
+    const key = Math.floor(index / LEAF);
+    let leaf = this.leaves.get(key);
+    if (!leaf) this.leaves.set(key, (leaf = new Float64Array(LEAF + 1)));
+    const slot = index & MASK;
+    if (leaf[slot] === 0) {
+      this.n++;
+      leaf[LEAF]!++;
+    }
+    leaf[slot] = value + 1;
+  }
+
+  /** Remove an entry; returns its value or -1. Empty leaves are freed. */
+  erase(index: number): number {
+    const key = Math.floor(index / LEAF);
+    const leaf = this.leaves.get(key);
+    if (!leaf) return -1;
+    const slot = index & MASK;
+    const old = leaf[slot]! - 1;
+    if (old < 0) return -1;
+    leaf[slot] = 0;
+    this.n--;
+    if (--leaf[LEAF]! === 0) this.leaves.delete(key);
+    return old;
+  }
+
+  /** Visit present entries with lo <= index < hi in ascending order. */
+  forEachInRange(lo: number, hi: number, fn: (index: number, value: number) => void): void {
+    this.walk(lo, hi, fn, false);
+  }
+
+  /** Remove every entry in [lo, hi), calling `fn` on each removed one first. */
+  eraseRange(lo: number, hi: number, fn?: (index: number, value: number) => void): void {
+    this.walk(lo, hi, fn, true);
+  }
+
+  private walk(
+    lo: number,
+    hi: number,
+    fn: ((index: number, value: number) => void) | undefined,
+    erase: boolean,
+  ): void {
+    if (hi <= lo) return;
+    const first = Math.floor(lo / LEAF);
+    const last = Math.floor((hi - 1) / LEAF);
+    const keys =
+      last - first < this.leaves.size
+        ? null
+        : [...this.leaves.keys()].filter((k) => k >= first && k <= last).sort((a, b) => a - b);
+    const visit = (key: number): void => {
+      const leaf = this.leaves.get(key);
+      if (!leaf) return;
+      const base = key * LEAF;
+      const from = Math.max(lo - base, 0);
+      const to = Math.min(hi - base, LEAF);
+      for (let s = from; s < to; s++) {
+        const v = leaf[s]!;
+        if (v === 0) continue;
+        fn?.(base + s, v - 1);
+        if (!erase) continue;
+        leaf[s] = 0;
+        this.n--;
+        leaf[LEAF]!--;
+      }
+      if (erase && leaf[LEAF] === 0) this.leaves.delete(key);
+    };
+    if (keys) for (const k of keys) visit(k);
+    else for (let k = first; k <= last; k++) visit(k);
+  }
+
+  clear(): void {
+    this.leaves.clear();
+    this.n = 0;
+  }
+}

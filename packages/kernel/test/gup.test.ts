@@ -1,0 +1,275 @@
+import { describe, expect, it } from "vitest";
+import {
+  EFAULT,
+  EINVAL,
+  ENODEV,
+  ENOMEM,
+  FOLL_GET,
+  FOLL_LONGTERM,
+  FOLL_PIN,
+  FOLL_WRITE,
+  File,
+  Kernel,
+  Libc,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  MFD_CLOEXEC,
+  MFD_HUGETLB,
+  MFD_HUGE_1GB,
+  MFD_HUGE_2MB,
+  O_RDWR,
+  PROT_READ,
+  PROT_WRITE,
+  PfnRuns,
+  fileSize,
+  isMemfd,
+  memfdCreate,
+  memfdPinFolios,
+  pinUserPages,
+  pinUserPagesFast,
+  unpinUserPageRuns,
+  vfsTruncate,
+} from "../src/index.js";
+import { expectErrno, memState } from "./helpers.js";
+
+const RW = PROT_READ | PROT_WRITE;
+const ANON = MAP_PRIVATE | MAP_ANONYMOUS;
+const LT = FOLL_LONGTERM | FOLL_WRITE;
+
+function setup(ramBytes = 8n << 30n): { k: Kernel; libc: Libc } {
+  const k = new Kernel({ ramBytes });
+  return { k, libc: new Libc(k) };
+}
+
+describe("pin_user_pages", () => {
+  it("uses the kernel's flag values", () => {
+    expect([FOLL_WRITE, FOLL_GET, FOLL_LONGTERM, FOLL_PIN]).toEqual([1, 2, 256, 1 << 19]);
+  });
+
+  it("pins anonymous memory as contiguous runs and unpins it", () => {
+    const { k, libc } = setup();
+    const va = libc.mmap(0n, 64n * 4096n, RW, ANON, -1, 0);
+    const runs = new PfnRuns();
+    expect(pinUserPagesFast(k, va, 64, LT, runs)).toBe(64);
+    expect(runs.totalPages).toBe(64);
+    expect(runs.length).toBe(1);
+    expect(k.mem.totalPinned()).toBe(64);
+    expect(k.mem.pinCount(runs.pfn(0))).toBe(1);
+    // the pinned page is the one the process sees
+    libc.poke(va + 5n, new Uint8Array([77]));
+    const out = new Uint8Array(1);
+    k.mem.readPhys(BigInt(runs.pfn(0)) * 4096n + 5n, out);
+    expect(out[0]).toBe(77);
+    unpinUserPageRuns(k, runs, true);
+    expect(k.mem.totalPinned()).toBe(0);
+  });
+
+  it("returns fewer pages when the range runs into a hole, EFAULT when the first page is one", () => {
+    const { k, libc } = setup();
+    const va = libc.mmap(0n, 8n * 4096n, RW, ANON, -1, 0);
+    libc.munmap(va + 3n * 4096n, 4096n);
+    const runs = new PfnRuns();
+    expect(pinUserPages(k, libc.process.mm, va, 8, LT, runs)).toBe(3);
+    const before = memState(k);
+    const r2 = new PfnRuns();
+    expectErrno(() => pinUserPages(k, libc.process.mm, va + 3n * 4096n, 2, LT, r2), EFAULT);
+    expect(memState(k)).toEqual(before);
+    expect(r2.totalPages).toBe(0);
+  });
+
+  it("EFAULT for FOLL_WRITE on read-only memory and for PROT_NONE, nothing pinned", () => {
+    const { k, libc } = setup();
+    const ro = libc.mmap(0n, 4096n, PROT_READ, ANON, -1, 0);
+    const none = libc.mmap(0n, 4096n, 0, ANON, -1, 0);
+    const runs = new PfnRuns();
+    expectErrno(() => pinUserPages(k, libc.process.mm, ro, 1, LT, runs), EFAULT);
+    expectErrno(() => pinUserPages(k, libc.process.mm, none, 1, FOLL_LONGTERM, runs), EFAULT);
+    expect(pinUserPages(k, libc.process.mm, ro, 1, FOLL_LONGTERM, runs)).toBe(1);
+    expect(k.mem.totalPinned()).toBe(1);
+  });
+
+  it("EFAULT on VM_PFNMAP", () => {
+    const { k, libc } = setup();
+    const bar = k.mem.addMmioRegion("bar", 1n << 16n);
+    k.registerDevice(
+      "/dev/bar",
+      (_k, flags) => new File({ name: "bar", mmap: (_f, vma) => vma.remapPfnRange(bar.basePfn) }, null, flags),
+    );
+    const fd = libc.open("/dev/bar", O_RDWR);
+    const va = libc.mmap(0n, 4096n, RW, MAP_SHARED, fd, 0);
+    expectErrno(() => pinUserPages(k, libc.process.mm, va, 1, FOLL_LONGTERM, new PfnRuns()), EFAULT);
+    expect(k.mem.totalPinned()).toBe(0);
+  });
+
+  it("EINVAL for FOLL_GET, 0 for no pages, EFAULT beyond TASK_SIZE", () => {
+    const { k, libc } = setup();
+    const mm = libc.process.mm;
+    expectErrno(() => pinUserPages(k, mm, 0x10000n, 1, FOLL_GET, new PfnRuns()), EINVAL);
+    expect(pinUserPages(k, mm, 0x10000n, 0, 0, new PfnRuns())).toBe(0);
+    expectErrno(() => pinUserPages(k, mm, (1n << 47n) - 4096n, 2, 0, new PfnRuns()), EFAULT);
+  });
+
+  it("ENOMEM when the first page cannot be allocated; a later failure returns a partial count", () => {
+    const { k, libc } = setup();
+    const va = libc.mmap(0n, 4n * 4096n, RW, ANON, -1, 0);
+    const mm = libc.process.mm;
+    k.current.fault.arm(1);
+    expectErrno(() => pinUserPages(k, mm, va, 4, LT, new PfnRuns()), ENOMEM);
+    expect(memState(k)).toEqual({ allocated: 0, pinned: 0 });
+    k.current.fault.arm(3);
+    const runs = new PfnRuns();
+    expect(pinUserPages(k, mm, va, 4, LT, runs)).toBe(2);
+    k.current.fault.disarm();
+    expect(k.mem.totalPinned()).toBe(2);
+  });
+
+  it("breaks COW before a write or long-term pin, so the child cannot see later writes", () => {
+    const { k, libc } = setup();
+    const va = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
+    libc.poke(va, new Uint8Array([1]));
+    const child = libc.fork();
+    const vpn = Number(va >> 12n);
+    const shared = libc.process.mm.lookup(vpn);
+    const runs = new PfnRuns();
+    pinUserPages(k, libc.process.mm, va, 1, FOLL_LONGTERM, runs);
+    expect(runs.pfn(0)).not.toBe(shared);
+    expect(libc.process.mm.lookup(vpn)).toBe(runs.pfn(0));
+    expect(libc.process.mm.isExclusive(vpn)).toBe(true);
+    k.mem.writePhys(BigInt(runs.pfn(0)) * 4096n, new Uint8Array([9])); // a device DMA
+    expect(libc.peek(va, 1)[0]).toBe(9);
+    expect(child.peek(va, 1)[0]).toBe(1);
+  });
+
+  it("fork after a pin copies the pinned page for the child at once", () => {
+    const { k, libc } = setup();
+    const va = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
+    const runs = new PfnRuns();
+    pinUserPages(k, libc.process.mm, va, 1, LT, runs);
+    const child = libc.fork();
+    const vpn = Number(va >> 12n);
+    expect(libc.process.mm.lookup(vpn)).toBe(runs.pfn(0));
+    expect(child.process.mm.lookup(vpn)).not.toBe(runs.pfn(0));
+    k.mem.writePhys(BigInt(runs.pfn(0)) * 4096n, new Uint8Array([5]));
+    expect(libc.peek(va, 1)[0]).toBe(5);
+    expect(child.peek(va, 1)[0]).toBe(0);
+    libc.poke(va, new Uint8Array([6])); // still exclusive: no copy
+    expect(libc.process.mm.lookup(vpn)).toBe(runs.pfn(0));
+  });
+
+  it("a long-term pin of a private file mapping copies the page; a short read pin does not", () => {
+    const { k, libc } = setup();
+    const fd = libc.memfdCreate("f", 0);
+    libc.ftruncate(fd, 8192);
+    const va = libc.mmap(0n, 8192n, RW, MAP_PRIVATE, fd, 0);
+    const filePfn = libc.process.mm.lookup(Number(va >> 12n));
+    expect(filePfn).toBe(-1);
+    const shortPin = new PfnRuns();
+    pinUserPages(k, libc.process.mm, va, 1, 0, shortPin);
+    const file = libc.process.files.lookup(fd);
+    const m = libc.mmap(0n, 8192n, RW, MAP_SHARED, fd, 0);
+    expect(libc.process.mm.lookup(Number(m >> 12n))).toBe(shortPin.pfn(0));
+    const longPin = new PfnRuns();
+    pinUserPages(k, libc.process.mm, va, 1, FOLL_LONGTERM, longPin);
+    expect(longPin.pfn(0)).not.toBe(shortPin.pfn(0));
+    expect(isMemfd(file)).toBe(true);
+  });
+
+  it("pins a 1 GiB-folio memfd mapping as one run per folio", () => {
+    const { k, libc } = setup(8n << 30n);
+    const fd = libc.memfdCreate("g", MFD_HUGETLB | MFD_HUGE_1GB);
+    libc.ftruncate(fd, 2n << 30n);
+    const va = libc.mmap(0n, 2n << 30n, RW, MAP_SHARED, fd, 0);
+    const runs = new PfnRuns();
+    expect(pinUserPages(k, libc.process.mm, va + 4096n, (1 << 19) - 1, LT, runs)).toBe((1 << 19) - 1);
+    expect(runs.length).toBeLessThanOrEqual(2);
+    expect(k.mem.pinCount(runs.pfn(0))).toBe((1 << 18) - 1);
+    expect(k.mem.metadataSections()).toBe(1);
+    unpinUserPageRuns(k, runs, false);
+  });
+
+  it("pins beyond EOF of a shared memfd mapping are EFAULT", () => {
+    const { k, libc } = setup();
+    const fd = libc.memfdCreate("f", 0);
+    libc.ftruncate(fd, 4096);
+    const va = libc.mmap(0n, 8192n, RW, MAP_SHARED, fd, 0);
+    const runs = new PfnRuns();
+    expect(pinUserPages(k, libc.process.mm, va, 2, LT, runs)).toBe(1);
+    expectErrno(() => pinUserPages(k, libc.process.mm, va + 4096n, 1, LT, runs), EFAULT);
+  });
+});
+
+describe("memfd", () => {
+  it("creates shmem and hugetlb files; size via vfsTruncate/fileSize", () => {
+    const { k } = setup();
+    const f = memfdCreate(k, "a", MFD_CLOEXEC);
+    expect(isMemfd(f)).toBe(true);
+    expect(fileSize(f)).toBe(0n);
+    vfsTruncate(f, 12345n);
+    expect(fileSize(f)).toBe(12345n);
+    const h = memfdCreate(k, "b", MFD_HUGETLB | MFD_HUGE_2MB);
+    expectErrno(() => vfsTruncate(h, 4096n), EINVAL);
+    expect(fileSize(h)).toBe(0n);
+    expectErrno(() => memfdCreate(k, "c", MFD_HUGETLB | (16 << 26)), ENODEV);
+    expectErrno(() => memfdCreate(k, "c", 0x100), EINVAL);
+    expectErrno(() => memfdCreate(k, "c", MFD_HUGE_2MB), EINVAL);
+    expectErrno(() => memfdCreate(k, "x".repeat(250), 0), EINVAL);
+    const dev = new File({ name: "dev" }, null);
+    expectErrno(() => fileSize(dev), EINVAL);
+  });
+
+  it("memfd_pin_folios pins every page of [start, end], allocating, with the first page's offset", () => {
+    const { k } = setup();
+    const f = memfdCreate(k, "a", MFD_HUGETLB | MFD_HUGE_2MB);
+    vfsTruncate(f, 8n << 20n);
+    const runs = new PfnRuns();
+    const r = memfdPinFolios(k, f, 100n, (4n << 20n) + 10n, runs, 1 << 30);
+    expect(r).toEqual({ npages: 1025, offset: 100 });
+    expect(runs.totalPages).toBe(1025);
+    expect(k.mem.pinCount(runs.pfn(0))).toBe(512);
+    expect(k.mem.allocatedPages()).toBe(3 * 512);
+    // maxPages limits the pin
+    const few = new PfnRuns();
+    expect(memfdPinFolios(k, f, 0n, (8n << 20n) - 1n, few, 10).npages).toBe(10);
+    unpinUserPageRuns(k, runs, false);
+    unpinUserPageRuns(k, few, false);
+    expect(k.mem.totalPinned()).toBe(0);
+    // truncating while pinned keeps the folio alive until the unpin
+    const held = new PfnRuns();
+    memfdPinFolios(k, f, 0n, 0n, held, 1);
+    vfsTruncate(f, 0n);
+    expect(k.mem.allocatedPages()).toBe(512);
+    unpinUserPageRuns(k, held, false);
+    expect(k.mem.allocatedPages()).toBe(0);
+  });
+
+  it("memfd_pin_folios: EINVAL for bad ranges, past EOF or a non-memfd; ENOMEM undoes its pins", () => {
+    const { k } = setup();
+    const f = memfdCreate(k, "a", 0);
+    vfsTruncate(f, 16384n);
+    const runs = new PfnRuns();
+    expectErrno(() => memfdPinFolios(k, f, 5n, 4n, runs, 10), EINVAL);
+    expectErrno(() => memfdPinFolios(k, f, -1n, 4n, runs, 10), EINVAL);
+    expectErrno(() => memfdPinFolios(k, f, 0n, 4n, runs, 0), EINVAL);
+    expectErrno(() => memfdPinFolios(k, f, 0n, 16384n, runs, 10), EINVAL);
+    expectErrno(() => memfdPinFolios(k, new File({ name: "dev" }, null), 0n, 1n, runs, 1), EINVAL);
+    memfdPinFolios(k, f, 0n, 4095n, runs, 10);
+    k.current.fault.arm(2);
+    expectErrno(() => memfdPinFolios(k, f, 0n, 16383n, runs, 10), ENOMEM);
+    k.current.fault.disarm();
+    expect(runs.totalPages).toBe(1);
+    expect(k.mem.totalPinned()).toBe(1);
+  });
+
+  it("last close of the file frees the page cache", () => {
+    const { k } = setup();
+    const f = memfdCreate(k, "a", MFD_HUGETLB | MFD_HUGE_1GB);
+    vfsTruncate(f, 1n << 30n);
+    const runs = new PfnRuns();
+    memfdPinFolios(k, f, 0n, 1n, runs, 1);
+    unpinUserPageRuns(k, runs, false);
+    expect(k.mem.allocatedPages()).toBe(1 << 18);
+    f.put();
+    expect(k.mem.allocatedPages()).toBe(0);
+  });
+});

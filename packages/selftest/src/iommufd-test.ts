@@ -1,0 +1,120 @@
+/**
+ * iommufd_test.h: the IOMMU_TEST_CMD ABI shared by the kernel side (selftest.ts) and the user
+ * side (iommufd-utils.ts). Op numbers, flag values and the 72-byte layout are the kernel's.
+ *
+ * `struct iommu_test_cmd` is a 16-byte header, a 48-byte union at offset 16 and `last` at 64
+ * (sizeof 72, 8-byte aligned; the minimum accepted size is offsetofend(last) = 68). Each union
+ * member gets its own layout here that includes the header, so a command reads like the C one:
+ * `ustruct(iommu_test_cmd.access_pages, { size: 72, op: IOMMU_TEST_OP_ACCESS_PAGES, ... })`.
+ */
+import { type FieldKind, Struct, iommu_test_cmd as header } from "@x/iommufd";
+
+/** _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 32) = 0x3ba0, from the iommufd uapi tables. */
+export { IOMMU_TEST_CMD } from "@x/iommufd";
+
+export const IOMMU_TEST_OP_ADD_RESERVED = 1;
+export const IOMMU_TEST_OP_MOCK_DOMAIN = 2;
+export const IOMMU_TEST_OP_MD_CHECK_MAP = 3;
+export const IOMMU_TEST_OP_MD_CHECK_REFS = 4;
+export const IOMMU_TEST_OP_CREATE_ACCESS = 5;
+export const IOMMU_TEST_OP_DESTROY_ACCESS_PAGES = 6;
+export const IOMMU_TEST_OP_ACCESS_PAGES = 7;
+export const IOMMU_TEST_OP_ACCESS_RW = 8;
+export const IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT = 9;
+export const IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE = 10;
+export const IOMMU_TEST_OP_ACCESS_REPLACE_IOAS = 11;
+export const IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS = 12;
+export const IOMMU_TEST_OP_DIRTY = 13;
+export const IOMMU_TEST_OP_MD_CHECK_IOTLB = 14;
+export const IOMMU_TEST_OP_TRIGGER_IOPF = 15;
+export const IOMMU_TEST_OP_DEV_CHECK_CACHE = 16;
+export const IOMMU_TEST_OP_TRIGGER_VEVENT = 17;
+export const IOMMU_TEST_OP_PASID_ATTACH = 18;
+export const IOMMU_TEST_OP_PASID_REPLACE = 19;
+export const IOMMU_TEST_OP_PASID_DETACH = 20;
+export const IOMMU_TEST_OP_PASID_CHECK_HWPT = 21;
+export const IOMMU_TEST_OP_DMABUF_GET = 22;
+export const IOMMU_TEST_OP_DMABUF_REVOKE = 23;
+
+export const MOCK_APERTURE_START = 1n << 24n;
+export const MOCK_APERTURE_LAST = (1n << 31n) - 1n;
+export const MOCK_PAGE_SIZE = 2048;
+export const MOCK_HUGE_PAGE_SIZE = 512 * MOCK_PAGE_SIZE;
+
+export const MOCK_FLAGS_ACCESS_WRITE = 1 << 0;
+export const MOCK_FLAGS_ACCESS_SYZ = 1 << 16;
+export const MOCK_ACCESS_RW_WRITE = 1 << 0;
+export const MOCK_ACCESS_RW_SLOW_PATH = 1 << 2;
+export const MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES = 1 << 0;
+export const MOCK_FLAGS_DEVICE_NO_DIRTY = 1 << 0;
+export const MOCK_FLAGS_DEVICE_PASID = 1 << 2;
+
+export const MOCK_IOMMUPT_DEFAULT = 0;
+export const MOCK_IOMMUPT_HUGE = 1;
+
+export const MOCK_DEV_CACHE_ID_MAX = 3;
+export const MOCK_DEV_CACHE_NUM = 4;
+export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad;
+export const MOCK_PASID_WIDTH = 20;
+
+/** ACCESS_PAGES / ACCESS_RW refuse lengths above this (ENOMEM). */
+export const MOCK_ACCESS_MAX_LENGTH = 16 * 1024 * 1024;
+/** SET_TEMP_MEMORY_LIMIT refuses values below this (EINVAL). */
+export const MOCK_MIN_MEMORY_LIMIT = 12;
+/** The limit `test_ioctl_set_default_memory_limit()` restores. */
+export const MOCK_DEFAULT_MEMORY_LIMIT = 65536;
+/** DMABUF_GET accepts 1..512 pages. */
+export const MOCK_DMABUF_MAX_PAGES = 512;
+
+export const IOMMU_TEST_CMD_SIZE = header.size;
+
+type Fields = Record<string, readonly [number, FieldKind]>;
+
+const u32 = (off: number) => [off, "u32"] as const;
+const s32 = (off: number) => [off, "s32"] as const;
+const u64 = (off: number) => [off, "u64"] as const;
+
+function member<const F extends Fields>(name: string, fields: F) {
+  return new Struct(
+    `iommu_test_cmd.${name}`,
+    IOMMU_TEST_CMD_SIZE,
+    { ...header.fields, ...fields },
+    header.minSize,
+  );
+}
+
+/** One layout per union member, each carrying the header fields. */
+export const iommu_test_cmd = {
+  header: member("header", {}),
+  add_reserved: member("add_reserved", { start: u64(16), length: u64(24) }),
+  mock_domain: member("mock_domain", {
+    out_stdev_id: u32(16),
+    out_hwpt_id: u32(20),
+    out_idev_id: u32(24),
+  }),
+  mock_domain_flags: member("mock_domain_flags", {
+    out_stdev_id: u32(16),
+    out_hwpt_id: u32(20),
+    out_idev_id: u32(24),
+    dev_flags: u32(28),
+  }),
+  mock_domain_replace: member("mock_domain_replace", { pt_id: u32(16) }),
+  check_map: member("check_map", { iova: u64(16), length: u64(24), uptr: u64(32) }),
+  check_refs: member("check_refs", { length: u64(16), uptr: u64(24), refs: u32(32) }),
+  create_access: member("create_access", { out_access_fd: u32(16), flags: u32(20) }),
+  destroy_access_pages: member("destroy_access_pages", { access_pages_id: u32(16) }),
+  access_pages: member("access_pages", {
+    flags: u32(16),
+    out_access_pages_id: u32(20),
+    iova: u64(24),
+    length: u64(32),
+    uptr: u64(40),
+  }),
+  access_rw: member("access_rw", { iova: u64(16), length: u64(24), uptr: u64(32), flags: u32(40) }),
+  memory_limit: member("memory_limit", { limit: u32(16) }),
+  access_replace_ioas: member("access_replace_ioas", { ioas_id: u32(16) }),
+  // The C member `check_dev_cache.id` is named cache_id here: `id` is the header field.
+  check_dev_cache: member("check_dev_cache", { cache_id: u32(16), cache: u32(20) }),
+  dmabuf_get: member("dmabuf_get", { length: u32(16), open_flags: u32(20) }),
+  dmabuf_revoke: member("dmabuf_revoke", { dmabuf_fd: s32(16), revoked: u32(20) }),
+} as const;

@@ -1,0 +1,1090 @@
+/**
+ * Port of tools/testing/selftests/iommu/iommufd.c: the tests of spec/selftests.md §4 (IOAS,
+ * map/unmap/copy, IOVA allocation, reserved and allowed ranges, mock domains, accesses, DMABUF,
+ * the ABI framing checks and the VFIO compat checks), step by step under the kernel's names.
+ *
+ * The binary's globals (`buffer`, `mfd`, `mfd_buffer`, BUFFER_SIZE = 16 pages) come from the
+ * env factory, which runs once per instance on a fresh machine.
+ */
+import {
+  E2BIG,
+  MAP_ANONYMOUS,
+  MAP_FAILED,
+  MAP_HUGETLB,
+  MAP_POPULATE,
+  MAP_SHARED,
+  O_RDWR,
+  PROT_READ,
+  PROT_WRITE,
+  EADDRINUSE,
+  EBUSY,
+  EEXIST,
+  EFAULT,
+  EINVAL,
+  EMSGSIZE,
+  ENODEV,
+  ENOENT,
+  ENOTTY,
+} from "@x/kernel";
+import {
+  IOMMUFD_CMD_BASE,
+  IOMMUFD_TYPE,
+  IOMMU_DESTROY,
+  IOMMU_GET_HW_INFO,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_INVALIDATE,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_ALLOW_IOVAS,
+  IOMMU_IOAS_CHANGE_PROCESS,
+  IOMMU_IOAS_COPY,
+  IOMMU_IOAS_IOVA_RANGES,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FILE,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_IOAS_UNMAP,
+  IOMMU_OPTION,
+  IOMMU_OPTION_HUGE_PAGES,
+  IOMMU_OPTION_OP_GET,
+  IOMMU_OPTION_OP_SET,
+  IOMMU_VDEVICE_ALLOC,
+  IOMMU_VFIO_IOAS,
+  IOMMU_VFIO_IOAS_CLEAR,
+  IOMMU_VFIO_IOAS_GET,
+  IOMMU_VFIO_IOAS_SET,
+  IOMMU_VIOMMU_ALLOC,
+  type Struct,
+  U64_MAX,
+  VFIO_DMA_MAP_FLAG_READ,
+  VFIO_DMA_MAP_FLAG_WRITE,
+  VFIO_DMA_UNMAP_FLAG_ALL,
+  VFIO_IOMMU_GET_INFO,
+  VFIO_IOMMU_MAP_DMA,
+  VFIO_IOMMU_UNMAP_DMA,
+  VFIO_SET_IOMMU,
+  VFIO_TYPE1_IOMMU,
+  VFIO_TYPE1v2_IOMMU,
+  _IO,
+  iommu_destroy,
+  iommu_hw_info,
+  iommu_hwpt_alloc,
+  iommu_hwpt_invalidate,
+  iommu_ioas_alloc,
+  iommu_ioas_allow_iovas,
+  iommu_ioas_change_process,
+  iommu_ioas_copy,
+  iommu_ioas_iova_ranges,
+  iommu_ioas_map,
+  iommu_ioas_map_file,
+  iommu_ioas_unmap,
+  iommu_iova_range,
+  iommu_option,
+  iommu_vdevice_alloc,
+  iommu_vfio_ioas,
+  iommu_viommu_alloc,
+  vfio_iommu_type1_dma_map,
+  vfio_iommu_type1_dma_unmap,
+  vfio_iommu_type1_info,
+} from "@x/iommufd";
+import { type TestMetadata, kselftest } from "../harness.js";
+import {
+  IOMMU_TEST_CMD,
+  IOMMU_TEST_DEV_CACHE_DEFAULT,
+  IOMMU_TEST_OP_ACCESS_PAGES,
+  IOMMU_TEST_OP_ACCESS_RW,
+  IOMMU_TEST_OP_ADD_RESERVED,
+  IOMMU_TEST_OP_MD_CHECK_MAP,
+  MOCK_ACCESS_RW_WRITE,
+  MOCK_APERTURE_LAST,
+  MOCK_APERTURE_START,
+  MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+  MOCK_FLAGS_DEVICE_PASID,
+  MOCK_PAGE_SIZE,
+  iommu_test_cmd,
+} from "../iommufd-test.js";
+import {
+  type Ctx,
+  EXPECT_ERRNO,
+  type SelftestEnv,
+  _test_ioctl_destroy,
+  check_refs,
+  iommuTestCmd,
+  memfd_mmap,
+  teardown_iommufd,
+  test_cmd_access_replace_ioas,
+  test_cmd_create_access,
+  test_cmd_destroy_access,
+  test_cmd_destroy_access_pages,
+  test_cmd_dev_check_cache_all,
+  test_cmd_get_dmabuf,
+  test_cmd_mock_domain,
+  test_cmd_mock_domain_flags,
+  test_cmd_mock_domain_replace,
+  test_err_ioctl_ioas_map,
+  test_err_ioctl_ioas_map_file,
+  test_err_ioctl_ioas_map_fixed,
+  test_err_ioctl_ioas_unmap,
+  test_err_mock_domain_replace,
+  test_ioctl_destroy,
+  test_ioctl_ioas_alloc,
+  test_ioctl_ioas_map,
+  test_ioctl_ioas_map_file,
+  test_ioctl_ioas_map_fixed,
+  test_ioctl_ioas_map_id,
+  test_ioctl_ioas_map_id_file,
+  test_ioctl_ioas_unmap,
+  test_ioctl_set_default_memory_limit,
+  test_ioctl_set_temp_memory_limit,
+} from "../iommufd-utils.js";
+import { ustruct } from "../ustruct.js";
+
+/** ffs(): 1-based index of the lowest set bit, 0 for 0. */
+function ffs(x: number): number {
+  return x === 0 ? 0 : 31 - Math.clz32(x & -x) + 1;
+}
+
+/** A deterministic rand() (xorshift32) so every run of a test sees the same values. */
+function makeRand(seed = 1): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s & 0x7fffffff;
+  };
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** memcmp(a, b, len) == 0 on user memory. */
+function memeq(t: Ctx, a: bigint, b: bigint, len: number): boolean {
+  return equalBytes(t.sys.libc.peek(a, len), t.sys.libc.peek(b, len));
+}
+
+function shuffle(rand: () => number, array: bigint[]): void {
+  for (let i = 0; i !== array.length; i++) {
+    const tmp = array[i]!;
+    const other = rand() % (array.length - i);
+    array[i] = array[other]!;
+    array[other] = tmp;
+  }
+}
+
+/**
+ * The suite of iommufd.c as a harness; `createEnv` builds a fresh machine with the binary's
+ * globals for every instance.
+ */
+export function iommufdSuite(createEnv: () => SelftestEnv) {
+  const {
+    harness,
+    FIXTURE,
+    FIXTURE_SETUP,
+    FIXTURE_TEARDOWN,
+    FIXTURE_VARIANT,
+    FIXTURE_VARIANT_ADD,
+    TEST_F,
+  } = kselftest(createEnv);
+
+  // ---- FIXTURE(iommufd) -------------------------------------------------------------------
+
+  const iommufd = FIXTURE("iommufd", () => ({ fd: -1 }));
+  FIXTURE_SETUP(iommufd, (self, _v, t) => {
+    self.fd = t.sys.libc.open("/dev/iommu", O_RDWR);
+    t.ASSERT_NE(-1, self.fd);
+  });
+  FIXTURE_TEARDOWN(iommufd, (self, _v, t) => teardown_iommufd(t, self.fd));
+
+  TEST_F(iommufd, "simple_close", () => {});
+
+  TEST_F(iommufd, "cmd_fail", (self, _v, t) => {
+    const { libc } = t.sys;
+    const cmd = ustruct(iommu_destroy, { size: iommu_destroy.size, id: 0 });
+    // object id is invalid
+    EXPECT_ERRNO(t, ENOENT, _test_ioctl_destroy(t.sys, self.fd, 0));
+    // Bad pointer
+    EXPECT_ERRNO(t, EFAULT, libc.ioctl(self.fd, IOMMU_DESTROY, 0n));
+    // Unknown ioctl
+    EXPECT_ERRNO(t, ENOTTY, libc.ioctl(self.fd, _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE - 1), cmd.$));
+  });
+
+  TEST_F(iommufd, "cmd_length", (self, _v, t) => {
+    const { libc } = t.sys;
+    // struct { struct _struct cmd; uint8_t extra; }: `extra` sits right after the struct.
+    function TEST_LENGTH<S extends Struct<never>>(s: S, ioctlNum: number, last: string): void {
+      const min_size = s.endOf(last as never);
+      const cmd = new Uint8Array(s.size + 8);
+      const dv = new DataView(cmd.buffer);
+      const setSize = (n: number) => dv.setUint32(0, n, true);
+      setSize(min_size - 1);
+      cmd[s.size] = 0xff;
+      EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, ioctlNum, cmd));
+      setSize(s.size + 1);
+      EXPECT_ERRNO(t, E2BIG, libc.ioctl(self.fd, ioctlNum, cmd));
+      setSize(s.size);
+      const rc = libc.ioctl(self.fd, ioctlNum, cmd);
+      const old_errno = libc.errno;
+      setSize(s.size + 1);
+      cmd[s.size] = 0;
+      if (rc) EXPECT_ERRNO(t, old_errno, libc.ioctl(self.fd, ioctlNum, cmd));
+      else t.ASSERT_EQ(0, libc.ioctl(self.fd, ioctlNum, cmd));
+    }
+    const L = (s: unknown, n: number, last: string) => TEST_LENGTH(s as Struct<never>, n, last);
+    L(iommu_destroy, IOMMU_DESTROY, "id");
+    L(iommu_hw_info, IOMMU_GET_HW_INFO, "__reserved");
+    L(iommu_hwpt_alloc, IOMMU_HWPT_ALLOC, "__reserved");
+    L(iommu_hwpt_invalidate, IOMMU_HWPT_INVALIDATE, "__reserved");
+    L(iommu_ioas_alloc, IOMMU_IOAS_ALLOC, "out_ioas_id");
+    L(iommu_ioas_iova_ranges, IOMMU_IOAS_IOVA_RANGES, "out_iova_alignment");
+    L(iommu_ioas_allow_iovas, IOMMU_IOAS_ALLOW_IOVAS, "allowed_iovas");
+    L(iommu_ioas_map, IOMMU_IOAS_MAP, "iova");
+    L(iommu_ioas_copy, IOMMU_IOAS_COPY, "src_iova");
+    L(iommu_ioas_unmap, IOMMU_IOAS_UNMAP, "length");
+    L(iommu_option, IOMMU_OPTION, "val64");
+    L(iommu_vfio_ioas, IOMMU_VFIO_IOAS, "__reserved");
+    L(iommu_ioas_map_file, IOMMU_IOAS_MAP_FILE, "iova");
+    L(iommu_viommu_alloc, IOMMU_VIOMMU_ALLOC, "out_viommu_id");
+    L(iommu_vdevice_alloc, IOMMU_VDEVICE_ALLOC, "virt_id");
+    L(iommu_ioas_change_process, IOMMU_IOAS_CHANGE_PROCESS, "__reserved");
+  });
+
+  TEST_F(iommufd, "unmap_cmd", (self, _v, t) => {
+    const { libc, PAGE_SIZE } = t.sys;
+    const unmap_cmd = ustruct(vfio_iommu_type1_dma_unmap, {
+      iova: MOCK_APERTURE_START,
+      size: PAGE_SIZE,
+    });
+    unmap_cmd.argsz = 1;
+    EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+    unmap_cmd.argsz = vfio_iommu_type1_dma_unmap.size;
+    unmap_cmd.flags = 1 << 31;
+    EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+    unmap_cmd.flags = 0;
+    EXPECT_ERRNO(t, ENODEV, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+  });
+
+  TEST_F(iommufd, "info_cmd", (self, _v, t) => {
+    const { libc } = t.sys;
+    const info_cmd = ustruct(vfio_iommu_type1_info);
+    // Invalid argsz
+    info_cmd.argsz = 1;
+    EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, VFIO_IOMMU_GET_INFO, info_cmd.$));
+    info_cmd.argsz = vfio_iommu_type1_info.size;
+    EXPECT_ERRNO(t, ENODEV, libc.ioctl(self.fd, VFIO_IOMMU_GET_INFO, info_cmd.$));
+  });
+
+  TEST_F(iommufd, "vfio_ioas", (self, _v, t) => {
+    const { libc } = t.sys;
+    const vfio_ioas_cmd = ustruct(iommu_vfio_ioas, {
+      size: iommu_vfio_ioas.size,
+      op: IOMMU_VFIO_IOAS_GET,
+    });
+    // ENODEV if there is no compat ioas
+    EXPECT_ERRNO(t, ENODEV, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
+    // Invalid id for set
+    vfio_ioas_cmd.op = IOMMU_VFIO_IOAS_SET;
+    EXPECT_ERRNO(t, ENOENT, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
+    // Valid id for set
+    const ioas_id = test_ioctl_ioas_alloc(t);
+    vfio_ioas_cmd.ioas_id = ioas_id;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
+    // Same id comes back from get
+    vfio_ioas_cmd.op = IOMMU_VFIO_IOAS_GET;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
+    t.ASSERT_EQ(ioas_id, vfio_ioas_cmd.ioas_id);
+    // Clear works
+    vfio_ioas_cmd.op = IOMMU_VFIO_IOAS_CLEAR;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
+    vfio_ioas_cmd.op = IOMMU_VFIO_IOAS_GET;
+    EXPECT_ERRNO(t, ENODEV, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
+  });
+
+  // ---- FIXTURE(iommufd_ioas) ----------------------------------------------------------------
+
+  interface IoasVariant {
+    mock_domains: number;
+    memory_limit: number;
+    pasid_capable: boolean;
+  }
+  const iommufd_ioas = FIXTURE(
+    "iommufd_ioas",
+    () => ({
+      fd: -1,
+      ioas_id: 0,
+      stdev_id: 0,
+      hwpt_id: 0,
+      device_id: 0,
+      base_iova: 0n,
+      device_pasid_id: 0,
+    }),
+    FIXTURE_VARIANT<IoasVariant>(),
+  );
+  FIXTURE_SETUP(iommufd_ioas, (self, variant, t) => {
+    self.fd = t.sys.libc.open("/dev/iommu", O_RDWR);
+    t.ASSERT_NE(-1, self.fd);
+    self.ioas_id = test_ioctl_ioas_alloc(t);
+    if (!variant.memory_limit) test_ioctl_set_default_memory_limit(t);
+    else test_ioctl_set_temp_memory_limit(t, variant.memory_limit);
+    for (let i = 0; i !== variant.mock_domains; i++) {
+      const ids = test_cmd_mock_domain(t, self.ioas_id);
+      self.stdev_id = ids.stdev_id;
+      self.hwpt_id = ids.hwpt_id;
+      self.device_id = ids.idev_id;
+      test_cmd_dev_check_cache_all(t, self.device_id, IOMMU_TEST_DEV_CACHE_DEFAULT);
+      self.base_iova = MOCK_APERTURE_START;
+    }
+    if (variant.pasid_capable)
+      self.device_pasid_id = test_cmd_mock_domain_flags(
+        t,
+        self.ioas_id,
+        MOCK_FLAGS_DEVICE_PASID,
+      ).idev_id;
+  });
+  FIXTURE_TEARDOWN(iommufd_ioas, (self, _v, t) => {
+    test_ioctl_set_default_memory_limit(t);
+    teardown_iommufd(t, self.fd);
+  });
+  FIXTURE_VARIANT_ADD(iommufd_ioas, "no_domain", {
+    mock_domains: 0,
+    memory_limit: 0,
+    pasid_capable: false,
+  });
+  FIXTURE_VARIANT_ADD(iommufd_ioas, "mock_domain", {
+    mock_domains: 1,
+    memory_limit: 0,
+    pasid_capable: true,
+  });
+  FIXTURE_VARIANT_ADD(iommufd_ioas, "two_mock_domain", {
+    mock_domains: 2,
+    memory_limit: 0,
+    pasid_capable: false,
+  });
+  FIXTURE_VARIANT_ADD(iommufd_ioas, "mock_domain_limit", {
+    mock_domains: 1,
+    memory_limit: 16,
+    pasid_capable: false,
+  });
+
+  TEST_F(iommufd_ioas, "ioas_destroy", (self, _v, t) => {
+    if (self.stdev_id) {
+      // IOAS cannot be freed while a device has a HWPT using it
+      EXPECT_ERRNO(t, EBUSY, _test_ioctl_destroy(t.sys, self.fd, self.ioas_id));
+    } else {
+      // Can allocate and manually free an IOAS table
+      test_ioctl_destroy(t, self.ioas_id);
+    }
+  });
+
+  TEST_F(iommufd_ioas, "ioas_area_destroy", (self, _v, t) => {
+    // Adding an area does not change ability to destroy
+    test_ioctl_ioas_map_fixed(t, t.sys.buffer, t.sys.PAGE_SIZE, self.base_iova);
+    if (self.stdev_id) EXPECT_ERRNO(t, EBUSY, _test_ioctl_destroy(t.sys, self.fd, self.ioas_id));
+    else test_ioctl_destroy(t, self.ioas_id);
+  });
+
+  TEST_F(iommufd_ioas, "area", (self, _v, t) => {
+    const { buffer, PAGE_SIZE } = t.sys;
+    const P = BigInt(PAGE_SIZE);
+    // Unmap fails if nothing is mapped
+    for (let i = 0n; i !== 10n; i++) test_err_ioctl_ioas_unmap(t, ENOENT, i * P, PAGE_SIZE);
+    // Unmap works
+    for (let i = 0n; i !== 10n; i++)
+      test_ioctl_ioas_map_fixed(t, buffer, PAGE_SIZE, self.base_iova + i * P);
+    for (let i = 0n; i !== 10n; i++) test_ioctl_ioas_unmap(t, self.base_iova + i * P, PAGE_SIZE);
+    // Split fails
+    test_ioctl_ioas_map_fixed(t, buffer, PAGE_SIZE * 2, self.base_iova + 16n * P);
+    test_err_ioctl_ioas_unmap(t, ENOENT, self.base_iova + 16n * P, PAGE_SIZE);
+    test_err_ioctl_ioas_unmap(t, ENOENT, self.base_iova + 17n * P, PAGE_SIZE);
+    // Over map fails
+    test_err_ioctl_ioas_map_fixed(t, EEXIST, buffer, PAGE_SIZE * 2, self.base_iova + 16n * P);
+    test_err_ioctl_ioas_map_fixed(t, EEXIST, buffer, PAGE_SIZE, self.base_iova + 16n * P);
+    test_err_ioctl_ioas_map_fixed(t, EEXIST, buffer, PAGE_SIZE, self.base_iova + 17n * P);
+    test_err_ioctl_ioas_map_fixed(t, EEXIST, buffer, PAGE_SIZE * 2, self.base_iova + 15n * P);
+    test_err_ioctl_ioas_map_fixed(t, EEXIST, buffer, PAGE_SIZE * 3, self.base_iova + 15n * P);
+    // unmap all works
+    test_ioctl_ioas_unmap(t, 0n, U64_MAX);
+    // Unmap all succeeds on an empty IOAS
+    test_ioctl_ioas_unmap(t, 0n, U64_MAX);
+  });
+
+  TEST_F(iommufd_ioas, "area_auto_iova", (self, _v, t) => {
+    const { libc, buffer, PAGE_SIZE } = t.sys;
+    const test_cmd = iommuTestCmd(
+      iommu_test_cmd.add_reserved,
+      IOMMU_TEST_OP_ADD_RESERVED,
+      self.ioas_id,
+      {
+        start: PAGE_SIZE * 4,
+        length: PAGE_SIZE * 100,
+      },
+    );
+    const rangesVa = libc.malloc(iommu_iova_range.size);
+    const setRange = (start: bigint, last: bigint) =>
+      libc.poke(rangesVa, iommu_iova_range.encode({ start, last }));
+    const allow_cmd = ustruct(iommu_ioas_allow_iovas, {
+      size: iommu_ioas_allow_iovas.size,
+      ioas_id: self.ioas_id,
+      num_iovas: 1,
+      allowed_iovas: rangesVa,
+    });
+    const iovas: bigint[] = [];
+    // Simple 4k pages
+    for (let i = 0; i !== 10; i++) iovas[i] = test_ioctl_ioas_map(t, buffer, PAGE_SIZE);
+    for (let i = 0; i !== 10; i++) test_ioctl_ioas_unmap(t, iovas[i]!, PAGE_SIZE);
+    // Kernel automatically aligns IOVAs properly
+    for (let i = 0; i !== 10; i++) {
+      const length = PAGE_SIZE * (i + 1);
+      if (self.stdev_id) iovas[i] = test_ioctl_ioas_map(t, buffer, length);
+      else iovas[i] = test_ioctl_ioas_map(t, 1n << 31n, length);
+      t.EXPECT_EQ(0, iovas[i]! % (1n << BigInt(ffs(length) - 1)));
+    }
+    for (let i = 0; i !== 10; i++) test_ioctl_ioas_unmap(t, iovas[i]!, PAGE_SIZE * (i + 1));
+    // Avoids a reserved region
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, test_cmd.$));
+    for (let i = 0; i !== 10; i++) {
+      const length = PAGE_SIZE * (i + 1);
+      iovas[i] = test_ioctl_ioas_map(t, buffer, length);
+      const iova = iovas[i]!;
+      t.EXPECT_EQ(0, iova % (1n << BigInt(ffs(length) - 1)));
+      t.EXPECT_EQ(false, iova > test_cmd.start && iova < test_cmd.start + test_cmd.length);
+    }
+    for (let i = 0; i !== 10; i++) test_ioctl_ioas_unmap(t, iovas[i]!, PAGE_SIZE * (i + 1));
+    // Allowed region intersects with a reserved region
+    setRange(BigInt(PAGE_SIZE), BigInt(PAGE_SIZE * 600));
+    EXPECT_ERRNO(t, EADDRINUSE, libc.ioctl(self.fd, IOMMU_IOAS_ALLOW_IOVAS, allow_cmd.$));
+    // Allocate from an allowed region
+    let start: bigint;
+    let last: bigint;
+    if (self.stdev_id) {
+      start = MOCK_APERTURE_START + BigInt(PAGE_SIZE);
+      last = MOCK_APERTURE_START + BigInt(PAGE_SIZE * 600) - 1n;
+    } else {
+      start = BigInt(PAGE_SIZE * 200);
+      last = BigInt(PAGE_SIZE * 600) - 1n;
+    }
+    setRange(start, last);
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_ALLOW_IOVAS, allow_cmd.$));
+    for (let i = 0; i !== 10; i++) {
+      const length = PAGE_SIZE * (i + 1);
+      iovas[i] = test_ioctl_ioas_map(t, buffer, length);
+      const iova = iovas[i]!;
+      const len = BigInt(length);
+      t.EXPECT_EQ(0, iova % (1n << BigInt(ffs(length) - 1)));
+      t.EXPECT_EQ(true, iova >= start);
+      t.EXPECT_EQ(true, iova <= last);
+      t.EXPECT_EQ(true, iova + len > start);
+      t.EXPECT_EQ(true, iova + len <= last + 1n);
+    }
+    for (let i = 0; i !== 10; i++) test_ioctl_ioas_unmap(t, iovas[i]!, PAGE_SIZE * (i + 1));
+  });
+
+  TEST_F(iommufd_ioas, "copy_area", (self, _v, t) => {
+    const { libc, buffer, PAGE_SIZE } = t.sys;
+    const copy_cmd = ustruct(iommu_ioas_copy, {
+      size: iommu_ioas_copy.size,
+      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE,
+      dst_ioas_id: self.ioas_id,
+      src_ioas_id: self.ioas_id,
+      length: PAGE_SIZE,
+    });
+    test_ioctl_ioas_map_fixed(t, buffer, PAGE_SIZE, self.base_iova);
+    // Copy inside a single IOAS
+    copy_cmd.src_iova = self.base_iova;
+    copy_cmd.dst_iova = self.base_iova + BigInt(PAGE_SIZE);
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$));
+    // Copy between IOAS's
+    copy_cmd.src_iova = self.base_iova;
+    copy_cmd.dst_iova = 0n;
+    copy_cmd.dst_ioas_id = test_ioctl_ioas_alloc(t);
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$));
+  });
+
+  TEST_F(iommufd_ioas, "iova_ranges", (self, _v, t) => {
+    const { libc, buffer, BUFFER_SIZE, PAGE_SIZE } = t.sys;
+    const test_cmd = iommuTestCmd(
+      iommu_test_cmd.add_reserved,
+      IOMMU_TEST_OP_ADD_RESERVED,
+      self.ioas_id,
+      {
+        start: PAGE_SIZE,
+        length: PAGE_SIZE,
+      },
+    );
+    // struct iommu_iova_range *ranges = buffer;
+    const range = (i: number) =>
+      iommu_iova_range.decode(
+        libc.peek(buffer + BigInt(i * iommu_iova_range.size), iommu_iova_range.size),
+      );
+    const memsetBuffer = () => libc.poke(buffer, new Uint8Array(BUFFER_SIZE));
+    const ranges_cmd = ustruct(iommu_ioas_iova_ranges, {
+      size: iommu_ioas_iova_ranges.size,
+      ioas_id: self.ioas_id,
+      num_iovas: BUFFER_SIZE / iommu_iova_range.size,
+      allowed_iovas: buffer,
+    });
+    // Range can be read
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$));
+    t.EXPECT_EQ(1, ranges_cmd.num_iovas);
+    if (!self.stdev_id) {
+      t.EXPECT_EQ(0, range(0).start);
+      t.EXPECT_EQ(U64_MAX, range(0).last);
+      t.EXPECT_EQ(1, ranges_cmd.out_iova_alignment);
+    } else {
+      t.EXPECT_EQ(MOCK_APERTURE_START, range(0).start);
+      t.EXPECT_EQ(MOCK_APERTURE_LAST, range(0).last);
+      t.EXPECT_EQ(MOCK_PAGE_SIZE, ranges_cmd.out_iova_alignment);
+    }
+    // Buffer too small
+    memsetBuffer();
+    ranges_cmd.num_iovas = 0;
+    EXPECT_ERRNO(t, EMSGSIZE, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$));
+    t.EXPECT_EQ(1, ranges_cmd.num_iovas);
+    t.EXPECT_EQ(0, range(0).start);
+    t.EXPECT_EQ(0, range(0).last);
+    // 2 ranges
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, test_cmd.$));
+    ranges_cmd.num_iovas = BUFFER_SIZE / iommu_iova_range.size;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$));
+    if (!self.stdev_id) {
+      t.EXPECT_EQ(2, ranges_cmd.num_iovas);
+      t.EXPECT_EQ(0, range(0).start);
+      t.EXPECT_EQ(PAGE_SIZE - 1, range(0).last);
+      t.EXPECT_EQ(PAGE_SIZE * 2, range(1).start);
+      t.EXPECT_EQ(U64_MAX, range(1).last);
+    } else {
+      t.EXPECT_EQ(1, ranges_cmd.num_iovas);
+      t.EXPECT_EQ(MOCK_APERTURE_START, range(0).start);
+      t.EXPECT_EQ(MOCK_APERTURE_LAST, range(0).last);
+    }
+    // Buffer too small
+    memsetBuffer();
+    ranges_cmd.num_iovas = 1;
+    if (!self.stdev_id) {
+      EXPECT_ERRNO(t, EMSGSIZE, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$));
+      t.EXPECT_EQ(2, ranges_cmd.num_iovas);
+      t.EXPECT_EQ(0, range(0).start);
+      t.EXPECT_EQ(PAGE_SIZE - 1, range(0).last);
+    } else {
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$));
+      t.EXPECT_EQ(1, ranges_cmd.num_iovas);
+      t.EXPECT_EQ(MOCK_APERTURE_START, range(0).start);
+      t.EXPECT_EQ(MOCK_APERTURE_LAST, range(0).last);
+    }
+    t.EXPECT_EQ(0, range(1).start);
+    t.EXPECT_EQ(0, range(1).last);
+  });
+
+  TEST_F(iommufd_ioas, "access_domain_destory", (self, _v, t) => {
+    const { libc, PAGE_SIZE, HUGEPAGE_SIZE } = t.sys;
+    const access_cmd = iommuTestCmd(iommu_test_cmd.access_pages, IOMMU_TEST_OP_ACCESS_PAGES, 0, {
+      iova: self.base_iova + BigInt(PAGE_SIZE),
+      length: PAGE_SIZE,
+    });
+    const buf_size = 2 * HUGEPAGE_SIZE;
+    const buf = libc.mmap(
+      0n,
+      buf_size,
+      PROT_READ | PROT_WRITE,
+      MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE,
+      -1,
+      0,
+    );
+    t.ASSERT_NE(MAP_FAILED, buf);
+    test_ioctl_ioas_map_fixed(t, buf, buf_size, self.base_iova);
+    access_cmd.id = test_cmd_create_access(
+      t,
+      self.ioas_id,
+      MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+    );
+    access_cmd.uptr = buf + BigInt(PAGE_SIZE);
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+    // Causes a complicated unpin across a huge page boundary
+    if (self.stdev_id) test_ioctl_destroy(t, self.stdev_id);
+    test_cmd_destroy_access_pages(t, access_cmd.id, access_cmd.out_access_pages_id);
+    test_cmd_destroy_access(t, access_cmd.id);
+    t.ASSERT_EQ(0, libc.munmap(buf, buf_size));
+  });
+
+  TEST_F(iommufd_ioas, "access_pin", (self, _v, t) => {
+    const { libc, buffer, BUFFER_SIZE, PAGE_SIZE } = t.sys;
+    const access_cmd = iommuTestCmd(iommu_test_cmd.access_pages, IOMMU_TEST_OP_ACCESS_PAGES, 0, {
+      iova: MOCK_APERTURE_START,
+      length: BUFFER_SIZE,
+      uptr: buffer,
+    });
+    const check_map_cmd = iommuTestCmd(iommu_test_cmd.check_map, IOMMU_TEST_OP_MD_CHECK_MAP, 0, {
+      iova: MOCK_APERTURE_START,
+      length: BUFFER_SIZE,
+      uptr: buffer,
+    });
+    access_cmd.id = test_cmd_create_access(
+      t,
+      self.ioas_id,
+      MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+    );
+    for (let npages = 1; npages < BUFFER_SIZE / PAGE_SIZE; npages++) {
+      access_cmd.length = BigInt(npages * PAGE_SIZE);
+      // Single map/unmap
+      test_ioctl_ioas_map_fixed(t, buffer, BUFFER_SIZE, MOCK_APERTURE_START);
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+      test_cmd_destroy_access_pages(t, access_cmd.id, access_cmd.out_access_pages_id);
+      // Double user
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+      const access_pages_id = access_cmd.out_access_pages_id;
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+      test_cmd_destroy_access_pages(t, access_cmd.id, access_cmd.out_access_pages_id);
+      test_cmd_destroy_access_pages(t, access_cmd.id, access_pages_id);
+      // Add/remove a domain with a user
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+      const mock = test_cmd_mock_domain(t, self.ioas_id);
+      check_map_cmd.id = mock.hwpt_id;
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, check_map_cmd.$));
+      test_ioctl_destroy(t, mock.stdev_id);
+      test_cmd_destroy_access_pages(t, access_cmd.id, access_cmd.out_access_pages_id);
+      test_ioctl_ioas_unmap(t, MOCK_APERTURE_START, BUFFER_SIZE);
+    }
+    test_cmd_destroy_access(t, access_cmd.id);
+  });
+
+  /** check_access_rw(): byte-exact reads and writes through an access around a page boundary. */
+  function check_access_rw(
+    t: Ctx,
+    fd: number,
+    access_id: number,
+    iova: bigint,
+    def_flags: number,
+  ): void {
+    const { libc, buffer, BUFFER_SIZE, PAGE_SIZE } = t.sys;
+    const rand = makeRand(iova === MOCK_APERTURE_START ? 7 : 11);
+    const TMP = 64; // uint16_t tmp[32]
+    const tmp = libc.malloc(TMP);
+    const access_cmd = iommuTestCmd(iommu_test_cmd.access_rw, IOMMU_TEST_OP_ACCESS_RW, access_id, {
+      uptr: tmp,
+    });
+    const fill = (va: bigint, len: number) => {
+      const bytes = new Uint8Array(len);
+      const dv = new DataView(bytes.buffer);
+      for (let i = 0; i + 1 < len; i += 2) dv.setUint16(i, rand() & 0xffff, true);
+      libc.poke(va, bytes);
+    };
+    fill(buffer, BUFFER_SIZE);
+    const P = BigInt(PAGE_SIZE);
+    for (access_cmd.iova = iova + P - 50n; access_cmd.iova < iova + P + 50n; access_cmd.iova++) {
+      for (access_cmd.length = 1n; access_cmd.length < BigInt(TMP); access_cmd.length++) {
+        const len = Number(access_cmd.length);
+        const at = buffer + (access_cmd.iova - iova);
+        access_cmd.flags = def_flags;
+        t.ASSERT_EQ(0, libc.ioctl(fd, IOMMU_TEST_CMD, access_cmd.$));
+        t.ASSERT_TRUE(memeq(t, at, tmp, len));
+        fill(tmp, TMP);
+        access_cmd.flags = def_flags | MOCK_ACCESS_RW_WRITE;
+        t.ASSERT_EQ(0, libc.ioctl(fd, IOMMU_TEST_CMD, access_cmd.$));
+        t.ASSERT_TRUE(memeq(t, at, tmp, len));
+      }
+    }
+    // Multi-page test
+    const tmp2 = libc.malloc(BUFFER_SIZE);
+    access_cmd.iova = iova;
+    access_cmd.length = BigInt(BUFFER_SIZE);
+    access_cmd.flags = def_flags;
+    access_cmd.uptr = tmp2;
+    t.ASSERT_EQ(0, libc.ioctl(fd, IOMMU_TEST_CMD, access_cmd.$));
+    t.ASSERT_TRUE(memeq(t, buffer, tmp2, BUFFER_SIZE));
+  }
+
+  TEST_F(iommufd_ioas, "access_rw_unaligned", (self, _v, t) => {
+    const access_id = test_cmd_create_access(t, self.ioas_id, 0);
+    // Unaligned pages
+    const iova = self.base_iova + BigInt(MOCK_PAGE_SIZE);
+    test_ioctl_ioas_map_fixed(t, t.sys.buffer, t.sys.BUFFER_SIZE, iova);
+    check_access_rw(t, self.fd, access_id, iova, 0);
+    test_ioctl_ioas_unmap(t, iova, t.sys.BUFFER_SIZE);
+    test_cmd_destroy_access(t, access_id);
+  });
+
+  TEST_F(iommufd_ioas, "fork_present", (self, _v, t) => {
+    const access_id = test_cmd_create_access(t, self.ioas_id, 0);
+    // Create a mapping with a different mm. The child maps and then waits on a pipe until the
+    // parent is done; the model runs both sides in this order, so the pipe and eventfd of the C
+    // test reduce to "the child has mapped" before the parent goes on and "the child exits" after.
+    const child = t.sys.libc.fork();
+    const childT: Ctx = new (t.constructor as typeof TestMetadata)(
+      `${t.name} (child)`,
+      { ...t.sys, libc: child },
+      t.self,
+      t.variant,
+    );
+    try {
+      test_ioctl_ioas_map_fixed(childT, t.sys.buffer, t.sys.BUFFER_SIZE, MOCK_APERTURE_START);
+    } catch {
+      // The child's ASSERT only ends the child; its status is not collected by the parent.
+    }
+    for (const line of childT.log) t.TH_LOG(line);
+    // Read pages from the remote process
+    test_cmd_mock_domain(t, self.ioas_id);
+    check_access_rw(t, self.fd, access_id, MOCK_APERTURE_START, 0);
+    child.exit();
+    test_cmd_destroy_access(t, access_id);
+  });
+
+  TEST_F(iommufd_ioas, "ioas_option_huge_pages", (self, _v, t) => {
+    const { libc } = t.sys;
+    const cmd = ustruct(iommu_option, {
+      size: iommu_option.size,
+      option_id: IOMMU_OPTION_HUGE_PAGES,
+      op: IOMMU_OPTION_OP_GET,
+      val64: 3,
+      object_id: self.ioas_id,
+    });
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+    t.ASSERT_EQ(1, cmd.val64);
+    cmd.op = IOMMU_OPTION_OP_SET;
+    cmd.val64 = 0n;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+    cmd.op = IOMMU_OPTION_OP_GET;
+    cmd.val64 = 3n;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+    t.ASSERT_EQ(0, cmd.val64);
+    cmd.op = IOMMU_OPTION_OP_SET;
+    cmd.val64 = 2n;
+    EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+    cmd.op = IOMMU_OPTION_OP_SET;
+    cmd.val64 = 1n;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+  });
+
+  TEST_F(iommufd_ioas, "dmabuf_simple", (_self, _v, t) => {
+    const buf_size = t.sys.PAGE_SIZE * 4;
+    const dfd = test_cmd_get_dmabuf(t, buf_size);
+    test_err_ioctl_ioas_map_file(t, EINVAL, dfd, 0, 0);
+    test_err_ioctl_ioas_map_file(t, EINVAL, dfd, buf_size, buf_size);
+    test_err_ioctl_ioas_map_file(t, EINVAL, dfd, 0, buf_size + 1);
+    test_ioctl_ioas_map_file(t, dfd, 0, buf_size);
+    t.sys.libc.close(dfd);
+  });
+
+  // ---- FIXTURE(iommufd_mock_domain) ------------------------------------------------------------
+
+  interface MockDomainVariant {
+    mock_domains: number;
+    hugepages: boolean;
+    file: boolean;
+  }
+  const iommufd_mock_domain = FIXTURE(
+    "iommufd_mock_domain",
+    () => ({
+      fd: -1,
+      ioas_id: 0,
+      hwpt_id: 0,
+      hwpt_ids: [0, 0],
+      stdev_ids: [0, 0],
+      idev_ids: [0, 0],
+      mmap_flags: 0,
+      mmap_buf_size: 0,
+    }),
+    FIXTURE_VARIANT<MockDomainVariant>(),
+  );
+  FIXTURE_SETUP(iommufd_mock_domain, (self, variant, t) => {
+    self.fd = t.sys.libc.open("/dev/iommu", O_RDWR);
+    t.ASSERT_NE(-1, self.fd);
+    self.ioas_id = test_ioctl_ioas_alloc(t);
+    t.ASSERT_GE(self.hwpt_ids.length, variant.mock_domains);
+    for (let i = 0; i !== variant.mock_domains; i++) {
+      const ids = test_cmd_mock_domain(t, self.ioas_id);
+      self.stdev_ids[i] = ids.stdev_id;
+      self.hwpt_ids[i] = ids.hwpt_id;
+      self.idev_ids[i] = ids.idev_id;
+      test_cmd_dev_check_cache_all(t, self.idev_ids[0]!, IOMMU_TEST_DEV_CACHE_DEFAULT);
+    }
+    self.hwpt_id = self.hwpt_ids[0]!;
+    self.mmap_flags = MAP_SHARED | MAP_ANONYMOUS;
+    self.mmap_buf_size = t.sys.PAGE_SIZE * 8;
+    if (variant.hugepages) {
+      self.mmap_flags |= MAP_HUGETLB | MAP_POPULATE;
+      self.mmap_buf_size = t.sys.HUGEPAGE_SIZE * 2;
+    }
+  });
+  FIXTURE_TEARDOWN(iommufd_mock_domain, (self, _v, t) => teardown_iommufd(t, self.fd));
+  FIXTURE_VARIANT_ADD(iommufd_mock_domain, "one_domain", {
+    mock_domains: 1,
+    hugepages: false,
+    file: false,
+  });
+  FIXTURE_VARIANT_ADD(iommufd_mock_domain, "two_domains", {
+    mock_domains: 2,
+    hugepages: false,
+    file: false,
+  });
+  FIXTURE_VARIANT_ADD(iommufd_mock_domain, "one_domain_hugepage", {
+    mock_domains: 1,
+    hugepages: true,
+    file: false,
+  });
+  FIXTURE_VARIANT_ADD(iommufd_mock_domain, "two_domains_hugepage", {
+    mock_domains: 2,
+    hugepages: true,
+    file: false,
+  });
+  FIXTURE_VARIANT_ADD(iommufd_mock_domain, "one_domain_file", {
+    mock_domains: 1,
+    hugepages: false,
+    file: true,
+  });
+  FIXTURE_VARIANT_ADD(iommufd_mock_domain, "one_domain_file_hugepage", {
+    mock_domains: 1,
+    hugepages: true,
+    file: true,
+  });
+
+  type MockSelf = ReturnType<typeof iommufd_mock_domain.init>;
+
+  /** check_mock_iova(): the kernel checks the user pages made it to every mock domain. */
+  function check_mock_iova(
+    t: Ctx,
+    self: MockSelf,
+    ptr: bigint,
+    iova: bigint,
+    length: number | bigint,
+  ): void {
+    const check_map_cmd = iommuTestCmd(
+      iommu_test_cmd.check_map,
+      IOMMU_TEST_OP_MD_CHECK_MAP,
+      self.hwpt_id,
+      {
+        iova,
+        length,
+        uptr: ptr,
+      },
+    );
+    t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_TEST_CMD, check_map_cmd.$));
+    if (self.hwpt_ids[1]) {
+      check_map_cmd.id = self.hwpt_ids[1];
+      t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_TEST_CMD, check_map_cmd.$));
+    }
+  }
+
+  function test_basic_mmap(t: Ctx, self: MockSelf): void {
+    const { libc, buffer, PAGE_SIZE } = t.sys;
+    const buf_size = self.mmap_buf_size;
+    // Simple one page map
+    const iova = test_ioctl_ioas_map(t, buffer, PAGE_SIZE);
+    check_mock_iova(t, self, buffer, iova, PAGE_SIZE);
+    const buf = libc.mmap(0n, buf_size, PROT_READ | PROT_WRITE, self.mmap_flags, -1, 0);
+    t.ASSERT_NE(MAP_FAILED, buf);
+    // EFAULT half way through mapping
+    t.ASSERT_EQ(0, libc.munmap(buf + BigInt(buf_size / 2), buf_size / 2));
+    test_err_ioctl_ioas_map(t, EFAULT, buf, buf_size);
+    // EFAULT on first page
+    t.ASSERT_EQ(0, libc.munmap(buf, buf_size / 2));
+    test_err_ioctl_ioas_map(t, EFAULT, buf, buf_size);
+  }
+
+  function test_basic_file(t: Ctx, self: MockSelf): void {
+    const { libc, mfd, mfd_buffer, PAGE_SIZE } = t.sys;
+    const buf_size = self.mmap_buf_size;
+    // Simple one page map
+    const iova = test_ioctl_ioas_map_file(t, mfd, 0, PAGE_SIZE);
+    check_mock_iova(t, self, mfd_buffer, iova, PAGE_SIZE);
+    const { buf, mfd: mfd_tmp } = memfd_mmap(libc, buf_size, PROT_READ | PROT_WRITE, MAP_SHARED);
+    t.ASSERT_NE(MAP_FAILED, buf);
+    test_err_ioctl_ioas_map_file(t, EINVAL, mfd_tmp, 0, buf_size + 1);
+    t.ASSERT_EQ(0, libc.ftruncate(mfd_tmp, 0));
+    test_err_ioctl_ioas_map_file(t, EINVAL, mfd_tmp, 0, buf_size);
+    libc.close(mfd_tmp);
+  }
+
+  TEST_F(iommufd_mock_domain, "basic", (self, variant, t) => {
+    if (variant.file) test_basic_file(t, self);
+    else test_basic_mmap(t, self);
+  });
+
+  TEST_F(iommufd_mock_domain, "all_aligns", (self, variant, t) => {
+    const { libc, PAGE_SIZE } = t.sys;
+    const test_step = variant.hugepages ? self.mmap_buf_size / 16 : MOCK_PAGE_SIZE;
+    const buf_size = self.mmap_buf_size;
+    const prot = PROT_READ | PROT_WRITE;
+    let mfd = -1;
+    let buf: bigint;
+    if (variant.file) ({ buf, mfd } = memfd_mmap(libc, buf_size, prot, MAP_SHARED));
+    else buf = libc.mmap(0n, buf_size, prot, self.mmap_flags, -1, 0);
+    t.ASSERT_NE(MAP_FAILED, buf);
+    if (variant.file) t.ASSERT_GT(mfd, 0);
+    check_refs(t, buf, buf_size, 0);
+    // Every combination of page size and alignment within a big region (fewer for huge pages).
+    for (let start = 0; start < buf_size; start += test_step) {
+      let end = variant.hugepages ? buf_size : start + MOCK_PAGE_SIZE;
+      for (; end < buf_size; end += MOCK_PAGE_SIZE) {
+        const length = end - start;
+        const iova = variant.file
+          ? test_ioctl_ioas_map_file(t, mfd, start, length)
+          : test_ioctl_ioas_map(t, buf + BigInt(start), length);
+        check_mock_iova(t, self, buf + BigInt(start), iova, length);
+        const pstart = Math.floor(start / PAGE_SIZE) * PAGE_SIZE;
+        const pend = Math.floor(end / PAGE_SIZE) * PAGE_SIZE;
+        check_refs(t, buf + BigInt(pstart), pend - pstart, 1);
+        test_ioctl_ioas_unmap(t, iova, length);
+      }
+    }
+    check_refs(t, buf, buf_size, 0);
+    t.ASSERT_EQ(0, libc.munmap(buf, buf_size));
+    if (variant.file) libc.close(mfd);
+  });
+
+  TEST_F(iommufd_mock_domain, "user_copy", (self, variant, t) => {
+    const { libc, buffer, mfd, mfd_buffer, BUFFER_SIZE } = t.sys;
+    const buf = variant.file ? mfd_buffer : buffer;
+    const access_cmd = iommuTestCmd(iommu_test_cmd.access_pages, IOMMU_TEST_OP_ACCESS_PAGES, 0, {
+      length: BUFFER_SIZE,
+      uptr: buf,
+    });
+    const copy_cmd = ustruct(iommu_ioas_copy, {
+      size: iommu_ioas_copy.size,
+      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE,
+      dst_ioas_id: self.ioas_id,
+      dst_iova: MOCK_APERTURE_START,
+      length: BUFFER_SIZE,
+    });
+    const unmap_cmd = ustruct(iommu_ioas_unmap, {
+      size: iommu_ioas_unmap.size,
+      ioas_id: self.ioas_id,
+      iova: MOCK_APERTURE_START,
+      length: BUFFER_SIZE,
+    });
+    // Pin the pages in an IOAS with no domains then copy to an IOAS with domains
+    const ioas_id = test_ioctl_ioas_alloc(t);
+    copy_cmd.src_iova = variant.file
+      ? test_ioctl_ioas_map_id_file(t, ioas_id, mfd, 0, BUFFER_SIZE)
+      : test_ioctl_ioas_map_id(t, ioas_id, buf, BUFFER_SIZE);
+    access_cmd.id = test_cmd_create_access(t, ioas_id, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
+    access_cmd.iova = copy_cmd.src_iova;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+    copy_cmd.src_ioas_id = ioas_id;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$));
+    check_mock_iova(t, self, buf, MOCK_APERTURE_START, BUFFER_SIZE);
+    // Now replace the ioas with a new one
+    const new_ioas_id = test_ioctl_ioas_alloc(t);
+    copy_cmd.src_iova = variant.file
+      ? test_ioctl_ioas_map_id_file(t, new_ioas_id, mfd, 0, BUFFER_SIZE)
+      : test_ioctl_ioas_map_id(t, new_ioas_id, buf, BUFFER_SIZE);
+    test_cmd_access_replace_ioas(t, access_cmd.id, new_ioas_id);
+    // Destroy the old ioas and cleanup copied mapping
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_UNMAP, unmap_cmd.$));
+    test_ioctl_destroy(t, ioas_id);
+    // Then run the same test again with the new ioas
+    access_cmd.iova = copy_cmd.src_iova;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+    copy_cmd.src_ioas_id = new_ioas_id;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$));
+    check_mock_iova(t, self, buf, MOCK_APERTURE_START, BUFFER_SIZE);
+    test_cmd_destroy_access_pages(t, access_cmd.id, access_cmd.out_access_pages_id);
+    test_cmd_destroy_access(t, access_cmd.id);
+    test_ioctl_destroy(t, new_ioas_id);
+  });
+
+  TEST_F(iommufd_mock_domain, "replace", (self, variant, t) => {
+    const ioas_id = test_ioctl_ioas_alloc(t);
+    test_cmd_mock_domain_replace(t, self.stdev_ids[0]!, ioas_id);
+    // Replacing the IOAS frees the prior HWPT, so using it again is ENOENT.
+    if (variant.mock_domains === 1)
+      test_err_mock_domain_replace(t, ENOENT, self.stdev_ids[0]!, self.hwpt_ids[0]!);
+    test_cmd_mock_domain_replace(t, self.stdev_ids[0]!, ioas_id);
+    if (variant.mock_domains >= 2) {
+      test_cmd_mock_domain_replace(t, self.stdev_ids[0]!, self.hwpt_ids[1]!);
+      test_cmd_mock_domain_replace(t, self.stdev_ids[0]!, self.hwpt_ids[1]!);
+      test_cmd_mock_domain_replace(t, self.stdev_ids[0]!, self.hwpt_ids[0]!);
+    }
+    test_cmd_mock_domain_replace(t, self.stdev_ids[0]!, self.ioas_id);
+    test_ioctl_destroy(t, ioas_id);
+  });
+
+  // ---- FIXTURE(vfio_compat_mock_domain) --------------------------------------------------------
+
+  const vfio_compat_mock_domain = FIXTURE(
+    "vfio_compat_mock_domain",
+    () => ({ fd: -1, ioas_id: 0 }),
+    FIXTURE_VARIANT<{ version: number }>(),
+  );
+  FIXTURE_SETUP(vfio_compat_mock_domain, (self, variant, t) => {
+    const { libc } = t.sys;
+    const vfio_ioas_cmd = ustruct(iommu_vfio_ioas, {
+      size: iommu_vfio_ioas.size,
+      op: IOMMU_VFIO_IOAS_SET,
+    });
+    self.fd = libc.open("/dev/iommu", O_RDWR);
+    t.ASSERT_NE(-1, self.fd);
+    // Create what VFIO would consider a group
+    self.ioas_id = test_ioctl_ioas_alloc(t);
+    test_cmd_mock_domain(t, self.ioas_id);
+    // Attach it to the vfio compat
+    vfio_ioas_cmd.ioas_id = self.ioas_id;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_SET_IOMMU, variant.version));
+  });
+  FIXTURE_TEARDOWN(vfio_compat_mock_domain, (self, _v, t) => teardown_iommufd(t, self.fd));
+  FIXTURE_VARIANT_ADD(vfio_compat_mock_domain, "Ver1v2", { version: VFIO_TYPE1v2_IOMMU });
+  FIXTURE_VARIANT_ADD(vfio_compat_mock_domain, "Ver1v0", { version: VFIO_TYPE1_IOMMU });
+
+  TEST_F(vfio_compat_mock_domain, "option_huge_pages", (self, variant, t) => {
+    const cmd = ustruct(iommu_option, {
+      size: iommu_option.size,
+      option_id: IOMMU_OPTION_HUGE_PAGES,
+      op: IOMMU_OPTION_OP_GET,
+      val64: 3,
+      object_id: self.ioas_id,
+    });
+    t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+    if (variant.version === VFIO_TYPE1_IOMMU) t.ASSERT_EQ(0, cmd.val64);
+    else t.ASSERT_EQ(1, cmd.val64);
+  });
+
+  TEST_F(vfio_compat_mock_domain, "map", (self, _v, t) => {
+    const { libc, buffer, BUFFER_SIZE, PAGE_SIZE } = t.sys;
+    const map_cmd = ustruct(vfio_iommu_type1_dma_map, {
+      argsz: vfio_iommu_type1_dma_map.size,
+      flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+      vaddr: buffer,
+      size: BUFFER_SIZE,
+      iova: MOCK_APERTURE_START,
+    });
+    const unmap_cmd = ustruct(vfio_iommu_type1_dma_unmap, {
+      argsz: vfio_iommu_type1_dma_unmap.size,
+      size: BUFFER_SIZE,
+      iova: MOCK_APERTURE_START,
+    });
+    const pages_iova: bigint[] = [];
+    // Simple map/unmap
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_MAP_DMA, map_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+    t.ASSERT_EQ(BUFFER_SIZE, unmap_cmd.size);
+    // Unmap of empty is success
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+    // UNMAP_FLAG_ALL requires 0 iova/size
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_MAP_DMA, map_cmd.$));
+    unmap_cmd.flags = VFIO_DMA_UNMAP_FLAG_ALL;
+    EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+    unmap_cmd.iova = 0n;
+    unmap_cmd.size = 0n;
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+    t.ASSERT_EQ(BUFFER_SIZE, unmap_cmd.size);
+    // Small pages
+    for (let i = 0; i !== BUFFER_SIZE / PAGE_SIZE; i++) {
+      pages_iova[i] = MOCK_APERTURE_START + BigInt(i * PAGE_SIZE);
+      map_cmd.iova = pages_iova[i]!;
+      map_cmd.vaddr = buffer + BigInt(i * PAGE_SIZE);
+      map_cmd.size = BigInt(PAGE_SIZE);
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_MAP_DMA, map_cmd.$));
+    }
+    shuffle(makeRand(3), pages_iova);
+    unmap_cmd.flags = 0;
+    unmap_cmd.size = BigInt(PAGE_SIZE);
+    for (const iova of pages_iova) {
+      unmap_cmd.iova = iova;
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+    }
+  });
+
+  return harness;
+}

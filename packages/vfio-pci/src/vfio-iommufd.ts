@@ -1,0 +1,72 @@
+import {
+  type IommuDevice,
+  type IommufdCtx,
+  type IommufdDevice,
+  iommufdCtxFromFile,
+  iommufdDeviceAttach,
+  iommufdDeviceBind,
+  iommufdDeviceDetach,
+  iommufdDeviceReplace,
+  iommufdDeviceUnbind,
+} from "@x/iommufd";
+import { ENODEV, type File, fail } from "@x/kernel";
+import type { PciDev } from "./pci.js";
+
+/**
+ * A VFIO device bound to an iommufd context (drivers/vfio/iommufd.c, the physical-device
+ * flavour): the DEVICE object, and attach / replace / detach of its page table.
+ */
+export class VfioIommufdBinding {
+  private attached = false;
+
+  constructor(
+    readonly ctx: IommufdCtx,
+    readonly idev: IommufdDevice,
+  ) {}
+
+  /** The DEVICE object id reported to user space as out_devid. */
+  get devid(): number {
+    return this.idev.id;
+  }
+
+  /** The HWPT the device is attached to, if any. */
+  get hwpt(): IommufdDevice["hwpt"] {
+    return this.idev.hwpt;
+  }
+
+  /** Attach, or replace when attached already; the HWPT id used. @see vfio_iommufd_physical_attach_ioas */
+  attach(ptId: number): number {
+    const out = this.attached ? iommufdDeviceReplace(this.idev, ptId) : iommufdDeviceAttach(this.idev, ptId);
+    this.attached = true;
+    return out;
+  }
+
+  /** @see vfio_iommufd_physical_detach_ioas */
+  detach(): void {
+    if (!this.attached) return;
+    iommufdDeviceDetach(this.idev);
+    this.attached = false;
+  }
+
+  /** @see vfio_iommufd_physical_unbind */
+  unbind(): void {
+    this.detach();
+    iommufdDeviceUnbind(this.idev);
+  }
+}
+
+/** The function as iommufd sees it; ENODEV without an IOMMU in front of it. */
+export function pciIommuDevice(pdev: PciDev): IommuDevice {
+  const iommu = pdev.iommu;
+  if (!iommu) fail(ENODEV, `${pdev.name} has no IOMMU`);
+  return { name: pdev.name, iommu, group: pdev.iommuGroup };
+}
+
+/**
+ * BIND_IOMMUFD's bind step: the fd must be an iommufd (EBADFD), then the DEVICE object.
+ * @see vfio_iommufd_physical_bind
+ */
+export function vfioIommufdBind(pdev: PciDev, file: File): VfioIommufdBinding {
+  const ctx = iommufdCtxFromFile(pdev.kernel, file);
+  return new VfioIommufdBinding(ctx, iommufdDeviceBind(ctx, pciIommuDevice(pdev)));
+}

@@ -1,0 +1,605 @@
+import {
+  EAGAIN,
+  EBUSY,
+  EFAULT,
+  EINVAL,
+  EIO,
+  ENODEV,
+  ENOTTY,
+  type File,
+  type Kernel,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  RwSem,
+  VM_DONTDUMP,
+  VM_DONTEXPAND,
+  VM_IO,
+  VM_PFNMAP,
+  VM_SHARED,
+  type Vma,
+  copyFromUser,
+  copyToUser,
+  fail,
+  isKernelError,
+} from "@x/kernel";
+import type { PciDev, PciSavedState } from "./pci.js";
+import { IORESOURCE_IO, IORESOURCE_MEM, PCI_D0, PCI_D3hot, PCI_ROM_RESOURCE, PCI_STD_NUM_BARS } from "./pci-regs.js";
+import { vfioConfigInit, vfioConfigRead, vfioConfigWrite, vfioPciMemoryEnabled } from "./vfio-pci-config.js";
+import {
+  type VfioPciDeviceOps,
+  type VfioPciDmaBuf,
+  vfioPciCoreFeatureDmaBuf,
+  vfioPciDmaBufCleanup,
+  vfioPciDmaBufMove,
+} from "./vfio-pci-dmabuf.js";
+import { type VfioIommufdBinding, vfioIommufdBind } from "./vfio-iommufd.js";
+import { VfioDevice, type VfioDeviceSet, vfioCheckFeature } from "./vfio-main.js";
+import {
+  VFIO_DEVICE_FEATURE_DMA_BUF,
+  VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY,
+  VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP,
+  VFIO_DEVICE_FEATURE_LOW_POWER_EXIT,
+  VFIO_DEVICE_FEATURE_MASK,
+  VFIO_DEVICE_FEATURE_SET,
+  VFIO_DEVICE_FLAGS_PCI,
+  VFIO_DEVICE_FLAGS_RESET,
+  VFIO_DEVICE_GET_INFO,
+  VFIO_DEVICE_GET_REGION_INFO,
+  VFIO_DEVICE_INFO_MINSZ,
+  VFIO_DEVICE_INFO_SIZE,
+  VFIO_DEVICE_PCI_HOT_RESET,
+  VFIO_DEVICE_RESET,
+  VFIO_LOW_POWER_ENTRY_WITH_WAKEUP_SIZE,
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_HOT_RESET_MINSZ,
+  VFIO_PCI_NUM_IRQS,
+  VFIO_PCI_NUM_REGIONS,
+  VFIO_PCI_OFFSET_MASK,
+  VFIO_PCI_OFFSET_SHIFT,
+  VFIO_PCI_ROM_REGION_INDEX,
+  VFIO_PCI_VGA_REGION_INDEX,
+  VFIO_REGION_INFO_FLAG_MMAP,
+  VFIO_REGION_INFO_FLAG_READ,
+  VFIO_REGION_INFO_FLAG_WRITE,
+  VFIO_REGION_INFO_SIZE,
+} from "./vfio-uapi.js";
+
+const VM_PFNMAP_FLAGS = VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP;
+const PAGES_PER_REGION = 2 ** Number(VFIO_PCI_OFFSET_SHIFT - BigInt(PAGE_SHIFT));
+
+/**
+ * vfio-pci core: one PCI function driven through VFIO. Owns the virtual config space while
+ * open, `memory_lock` (the rw-semaphore that orders BAR access against everything that turns
+ * memory decode off), the dma-buf list, runtime power management and the reset paths.
+ *
+ * "Memory enabled" (`memoryEnabled`) = not in D3hot and vconfig COMMAND.MEMORY set (or a function
+ * whose MEMORY bit is hard-wired). Every path that may turn it off zaps the BAR mmaps and revokes
+ * the dma-bufs with `memory_lock` held for write before acting, and un-revokes afterwards when it
+ * is on again. Decision: a BAR mmap in the model has no cached PTEs (every access faults, and the
+ * fault checks memory enable under `memory_lock` read), so a zap is counted and traced only.
+ *
+ * Runtime PM: LOW_POWER_ENTRY engages it and the function is runtime-suspended (D3hot) whenever no
+ * ioctl is running; each ioctl resumes it around the call like `vfio_device_pm_runtime_get/put`.
+ * A resume with a wake-up fd registered signals it and leaves the engaged state, without
+ * un-revoking (spec §2.3 #7).
+ *
+ * Lock order: dev_set.lock → memory_lock → pci_dev.lock and dma-buf reservation locks.
+ * Decision: each device's memory_lock is its own lockdep class, because hot reset write-trylocks
+ * every device of the set at once and the model's lockdep checks trylocks like locks.
+ */
+export class VfioPciCoreDevice extends VfioDevice {
+  readonly memoryLock: RwSem;
+  readonly dmabufs = new Set<VfioPciDmaBuf>();
+  /** Virtual config space; exists only while open. */
+  vconfig: Uint8Array | undefined;
+  /** BAR registers seen at open, for restoring after a reset behind vfio's back. */
+  readonly rbar: number[] = [];
+  barDirty = false;
+  resetWorks = false;
+  needsReset = false;
+  pmRuntimeEngaged = false;
+  /** The wake-up fd's file of LOW_POWER_ENTRY_WITH_WAKEUP, with the times it was signalled. */
+  pmWakeFile: File | undefined;
+  wakeSignals = 0;
+  runtimeSuspended = false;
+  private pmSave: PciSavedState | undefined;
+  private runtimeSave: PciSavedState | undefined;
+  /** BAR mmaps of the device, and how often they were zapped. */
+  readonly barVmas = new Set<Vma>();
+  zapCount = 0;
+
+  constructor(
+    kernel: Kernel,
+    devSet: VfioDeviceSet,
+    readonly pdev: PciDev,
+    /** NULL for a variant driver that did not implement dma-buf export. */
+    readonly pciOps: VfioPciDeviceOps | undefined,
+  ) {
+    super(kernel, devSet, pdev.name);
+    this.memoryLock = new RwSem(kernel.lockdep, `vfio_pci.memory_lock/${pdev.name}`);
+  }
+
+  // --- memory enable, zap and power -------------------------------------------------------
+
+  /** @see __vfio_pci_memory_enabled */
+  memoryEnabled(): boolean {
+    return vfioPciMemoryEnabled(this, this.vconfig);
+  }
+
+  /** @see vfio_pci_zap_bars */
+  zapBars(): void {
+    this.zapCount++;
+    this.kernel.trace.emit("vfio-pci:zap", { dev: this.name, vmas: this.barVmas.size });
+  }
+
+  /** @see vfio_pci_zap_and_down_write_memory_lock */
+  zapAndDownWriteMemoryLock(): void {
+    this.memoryLock.downWrite();
+    this.zapBars();
+  }
+
+  /**
+   * Power transition with config save/restore around D3hot for functions that lose config
+   * (NoSoftRst clear). @see vfio_pci_set_power_state
+   */
+  setPowerState(state: number): void {
+    const p = this.pdev;
+    const cur = p.powerState;
+    let needsRestore = false;
+    if (cur >= PCI_D3hot && state <= PCI_D0) needsRestore = !p.noSoftReset;
+    else if (state === PCI_D3hot && cur < PCI_D3hot && !p.noSoftReset) this.pmSave = p.saveState();
+    p.setPowerState(state);
+    if (needsRestore && this.pmSave) {
+      p.restoreState(this.pmSave);
+      this.pmSave = undefined;
+    }
+  }
+
+  /** PMCSR write (triggers #3 / #4). @see vfio_lock_and_set_power_state */
+  lockAndSetPowerState(state: number): void {
+    if (state >= PCI_D3hot) {
+      this.zapAndDownWriteMemoryLock();
+      vfioPciDmaBufMove(this, true);
+    } else {
+      this.memoryLock.downWrite();
+    }
+    try {
+      this.setPowerState(state);
+      if (this.memoryEnabled()) vfioPciDmaBufMove(this, false);
+    } finally {
+      this.memoryLock.upWrite();
+    }
+  }
+
+  /**
+   * Revoke, try a function reset, un-revoke if memory is still enabled; the reset's own error
+   * is returned (config FLR ignores it). Used by VFIO_DEVICE_RESET (#8) and config FLR (#9, #10).
+   */
+  private resetRevoking(forceD0: boolean): number {
+    this.zapAndDownWriteMemoryLock();
+    try {
+      if (forceD0) this.setPowerState(PCI_D0);
+      vfioPciDmaBufMove(this, true);
+      let ret = 0;
+      try {
+        this.pdev.tryResetFunction();
+      } catch (e) {
+        if (!isKernelError(e)) throw e;
+        ret = -e.errno;
+      }
+      if (this.memoryEnabled()) vfioPciDmaBufMove(this, false);
+      return ret;
+    } finally {
+      this.memoryLock.upWrite();
+    }
+  }
+
+  /** A config-space FLR request (PCIe DEVCTL or AF CTRL). */
+  resetFunctionLocked(): void {
+    this.resetRevoking(false);
+  }
+
+  // --- runtime PM ---------------------------------------------------------------------------
+
+  /** The PCI core suspends the idle, engaged function: config saved, D3hot. */
+  private runtimeSuspend(): void {
+    this.memoryLock.withWrite(() => {
+      this.runtimeSave = this.pdev.saveState();
+      this.pdev.setPowerState(PCI_D3hot);
+      this.runtimeSuspended = true;
+    });
+  }
+
+  /** Back to D0 with config restored; a registered wake-up fd is signalled. @see vfio_pci_core_runtime_resume */
+  private runtimeResume(): void {
+    this.pdev.setPowerState(PCI_D0);
+    if (this.runtimeSave) this.pdev.restoreState(this.runtimeSave);
+    this.runtimeSave = undefined;
+    this.runtimeSuspended = false;
+    this.memoryLock.withWrite(() => {
+      if (this.pmWakeFile) {
+        this.wakeSignals++;
+        this.kernel.trace.emit("vfio-pci:wake", { dev: this.name });
+        this.runtimePmExitLocked();
+      }
+    });
+  }
+
+  /** A wake-up from the device side (PME) or any access while suspended (trigger #7). */
+  pmWake(): void {
+    if (this.runtimeSuspended) this.runtimeResume();
+    this.pmRuntimePut();
+  }
+
+  /** @internal vfio_device_pm_runtime_get */
+  pmRuntimeGet(): void {
+    if (this.runtimeSuspended) this.runtimeResume();
+  }
+
+  /** @internal vfio_device_pm_runtime_put: an engaged function goes back to sleep. */
+  pmRuntimePut(): void {
+    if (this.pmRuntimeEngaged && !this.runtimeSuspended && this.openCount > 0) this.runtimeSuspend();
+  }
+
+  /** @see __vfio_pci_runtime_pm_exit */
+  private runtimePmExitLocked(): void {
+    if (!this.pmRuntimeEngaged) return;
+    this.pmRuntimeEngaged = false;
+    this.pmWakeFile?.put();
+    this.pmWakeFile = undefined;
+  }
+
+  /** Trigger #5: revoke first, even when already engaged (then EINVAL). @see vfio_pci_runtime_pm_entry */
+  private runtimePmEntry(wake: File | undefined): void {
+    this.zapAndDownWriteMemoryLock();
+    try {
+      vfioPciDmaBufMove(this, true);
+      if (this.pmRuntimeEngaged) fail(EINVAL, "low power already engaged");
+      this.pmRuntimeEngaged = true;
+      this.pmWakeFile = wake;
+    } finally {
+      this.memoryLock.upWrite();
+    }
+  }
+
+  /** Trigger #6. @see vfio_pci_runtime_pm_exit */
+  runtimePmExit(): void {
+    this.memoryLock.withWrite(() => {
+      this.runtimePmExitLocked();
+      if (this.memoryEnabled()) vfioPciDmaBufMove(this, false);
+    });
+  }
+
+  // --- open / close -------------------------------------------------------------------------
+
+  /** @see vfio_pci_core_enable */
+  override openDevice(): void {
+    const p = this.pdev;
+    this.setPowerState(PCI_D0);
+    p.enableDevice();
+    try {
+      p.tryResetFunction();
+      this.resetWorks = true;
+    } catch (e) {
+      if (!isKernelError(e)) throw e;
+      if (e.errno === EAGAIN) {
+        p.disableDevice();
+        throw e;
+      }
+      this.resetWorks = false;
+    }
+    this.vconfig = vfioConfigInit(this);
+  }
+
+  /**
+   * Baseline order (spec §2.3 #12): disable first — leave runtime PM (which may un-revoke),
+   * stop bus mastering, drop vconfig, reset — then turn every dma-buf into a zombie.
+   * @see vfio_pci_core_close_device
+   */
+  override closeDevice(): void {
+    this.runtimePmExit();
+    const p = this.pdev;
+    p.setMaster(false);
+    this.needsReset = true;
+    this.vconfig = undefined;
+    if (this.resetWorks && !p.deviceLock.locked) {
+      try {
+        p.tryResetFunction();
+        this.needsReset = false;
+      } catch (e) {
+        if (!isKernelError(e)) throw e;
+      }
+    }
+    p.disableDevice();
+    vfioPciDmaBufCleanup(this);
+    vfioPciDevSetTryReset(this.devSet.devices as VfioPciCoreDevice[]);
+  }
+
+  // --- ioctls -------------------------------------------------------------------------------
+
+  override ioctl(cmd: number, arg: bigint): number {
+    this.pmRuntimeGet();
+    try {
+      switch (cmd) {
+        case VFIO_DEVICE_GET_INFO:
+          return this.ioctlGetInfo(arg);
+        case VFIO_DEVICE_GET_REGION_INFO:
+          return this.ioctlGetRegionInfo(arg);
+        case VFIO_DEVICE_RESET:
+          if (!this.resetWorks) fail(EINVAL, "device cannot be reset");
+          return this.resetRevoking(true);
+        case VFIO_DEVICE_PCI_HOT_RESET:
+          return this.ioctlPciHotReset(arg);
+        default:
+          // Decision: IRQ, hot-reset-info and ioeventfd ioctls are not modelled.
+          return fail(ENOTTY, `ioctl ${cmd.toString(16)}`);
+      }
+    } finally {
+      this.pmRuntimePut();
+    }
+  }
+
+  /** @see vfio_pci_ioctl_get_info */
+  private ioctlGetInfo(arg: bigint): number {
+    const argsz = new DataView(copyFromUser(this.kernel, arg, VFIO_DEVICE_INFO_MINSZ).buffer).getUint32(0, true);
+    if (argsz < VFIO_DEVICE_INFO_MINSZ) fail(EINVAL, "argsz");
+    const out = new Uint8Array(VFIO_DEVICE_INFO_SIZE);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, argsz, true);
+    v.setUint32(4, VFIO_DEVICE_FLAGS_PCI | (this.resetWorks ? VFIO_DEVICE_FLAGS_RESET : 0), true);
+    v.setUint32(8, VFIO_PCI_NUM_REGIONS, true);
+    v.setUint32(12, VFIO_PCI_NUM_IRQS, true);
+    copyToUser(this.kernel, arg, out.subarray(0, Math.min(argsz, VFIO_DEVICE_INFO_SIZE)));
+    return 0;
+  }
+
+  /** BAR mmap support: a memory BAR of at least a page. @see vfio_pci_probe_mmaps */
+  barMmapSupported(bar: number): boolean {
+    const r = this.pdev.resource(bar);
+    return (r.flags & IORESOURCE_MEM) !== 0 && r.len >= BigInt(PAGE_SIZE);
+  }
+
+  /** @see vfio_pci_ioctl_get_region_info */
+  private ioctlGetRegionInfo(arg: bigint): number {
+    const info = new DataView(copyFromUser(this.kernel, arg, VFIO_REGION_INFO_SIZE).buffer.slice(0));
+    if (info.getUint32(0, true) < VFIO_REGION_INFO_SIZE) fail(EINVAL, "argsz");
+    const index = info.getUint32(8, true);
+    let flags = 0;
+    let size = 0n;
+    if (index < PCI_STD_NUM_BARS) {
+      size = this.pdev.resource(index).len;
+      if (size) flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | (this.barMmapSupported(index) ? VFIO_REGION_INFO_FLAG_MMAP : 0);
+    } else if (index === VFIO_PCI_ROM_REGION_INDEX) {
+      size = this.pdev.resource(PCI_ROM_RESOURCE).len;
+      if (size) flags = VFIO_REGION_INFO_FLAG_READ;
+    } else if (index === VFIO_PCI_CONFIG_REGION_INDEX) {
+      size = BigInt(this.pdev.cfgSize);
+      flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+    } else {
+      // No VGA and no device-specific regions in the model.
+      fail(EINVAL, `region ${index}`);
+    }
+    info.setUint32(4, flags, true);
+    info.setUint32(12, 0, true);
+    info.setBigUint64(16, size, true);
+    info.setBigUint64(24, BigInt(index) << VFIO_PCI_OFFSET_SHIFT, true);
+    copyToUser(this.kernel, arg, new Uint8Array(info.buffer));
+    return 0;
+  }
+
+  /**
+   * VFIO_DEVICE_PCI_HOT_RESET through the cdev: an empty group list, the caller's iommufd
+   * proving ownership. @see vfio_pci_ioctl_pci_hot_reset
+   */
+  private ioctlPciHotReset(arg: bigint): number {
+    const hdr = new DataView(copyFromUser(this.kernel, arg, VFIO_PCI_HOT_RESET_MINSZ).buffer);
+    const argsz = hdr.getUint32(0, true);
+    const flags = hdr.getUint32(4, true);
+    const count = hdr.getUint32(8, true);
+    if (argsz < VFIO_PCI_HOT_RESET_MINSZ || flags) fail(EINVAL, "argsz or flags");
+    // Only cdev opens exist here: a group-fd list is the group path's, refused on a cdev.
+    if (count !== 0) fail(EINVAL, "group fds given to a cdev-opened device");
+    if (!this.pdev.bus.busResetPossible) fail(ENODEV, "no slot or bus reset");
+    vfioPciDevSetHotReset(this.devSet.devices as VfioPciCoreDevice[], this.binding?.ctx);
+    return 0;
+  }
+
+  override deviceFeature(flags: number, arg: bigint, argsz: number): number {
+    switch (flags & VFIO_DEVICE_FEATURE_MASK) {
+      case VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY:
+        if (vfioCheckFeature(flags, argsz, VFIO_DEVICE_FEATURE_SET, 0) === 0) return 0;
+        this.runtimePmEntry(undefined);
+        return 0;
+      case VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP:
+        return this.featurePmEntryWithWakeup(flags, arg, argsz);
+      case VFIO_DEVICE_FEATURE_LOW_POWER_EXIT:
+        if (vfioCheckFeature(flags, argsz, VFIO_DEVICE_FEATURE_SET, 0) === 0) return 0;
+        this.runtimePmExit();
+        return 0;
+      case VFIO_DEVICE_FEATURE_DMA_BUF:
+        return vfioPciCoreFeatureDmaBuf(this, flags, arg, argsz);
+      default:
+        // Decision: BUS_MASTER (10) and the VF token (0) are not modelled.
+        return fail(ENOTTY, `feature ${flags & VFIO_DEVICE_FEATURE_MASK}`);
+    }
+  }
+
+  /**
+   * Decision: no eventfd exists in the model; the wake-up fd must name an open file, whose
+   * reference is held until the engaged state ends and which is "signalled" by counting.
+   * @see vfio_pci_core_pm_entry_with_wakeup
+   */
+  private featurePmEntryWithWakeup(flags: number, arg: bigint, argsz: number): number {
+    if (vfioCheckFeature(flags, argsz, VFIO_DEVICE_FEATURE_SET, VFIO_LOW_POWER_ENTRY_WITH_WAKEUP_SIZE) === 0) return 0;
+    const entry = new DataView(copyFromUser(this.kernel, arg, VFIO_LOW_POWER_ENTRY_WITH_WAKEUP_SIZE).buffer);
+    const fd = entry.getInt32(0, true);
+    if (fd < 0) fail(EINVAL, "wakeup_eventfd");
+    const file = this.kernel.current.process.files.fget(fd);
+    try {
+      this.runtimePmEntry(file);
+    } catch (e) {
+      file.put();
+      throw e;
+    }
+    return 0;
+  }
+
+  override bindIommufd(file: File): VfioIommufdBinding {
+    return vfioIommufdBind(this.pdev, file);
+  }
+
+  // --- regions ------------------------------------------------------------------------------
+
+  private regionAccess(pos: bigint, count: number, write: boolean, data?: Uint8Array): Uint8Array {
+    const index = Number(pos >> VFIO_PCI_OFFSET_SHIFT);
+    const off = pos & VFIO_PCI_OFFSET_MASK;
+    if (index >= VFIO_PCI_NUM_REGIONS) fail(EINVAL, `region ${index}`);
+    this.pmRuntimeGet();
+    try {
+      if (index === VFIO_PCI_CONFIG_REGION_INDEX) {
+        const vconfig = this.vconfig!;
+        if (off >= BigInt(this.pdev.cfgSize) || off + BigInt(count) > BigInt(this.pdev.cfgSize)) fail(EFAULT, "past config space");
+        if (write) {
+          vfioConfigWrite(this, vconfig, Number(off), data!);
+          return data!;
+        }
+        return vfioConfigRead(this, vconfig, Number(off), count);
+      }
+      if (index === VFIO_PCI_VGA_REGION_INDEX) fail(EINVAL, "no VGA");
+      return this.barAccess(index === VFIO_PCI_ROM_REGION_INDEX ? PCI_ROM_RESOURCE : index, off, count, write, data);
+    } finally {
+      this.pmRuntimePut();
+    }
+  }
+
+  /** BAR / ROM access through the device fd: EIO while memory is disabled. @see vfio_pci_bar_rw */
+  private barAccess(bar: number, off: bigint, count: number, write: boolean, data?: Uint8Array): Uint8Array {
+    const r = this.pdev.resource(bar);
+    if (!r.len || off >= r.len) fail(EINVAL, `offset ${off} outside BAR${bar}`);
+    if (bar === PCI_ROM_RESOURCE && write) fail(EINVAL, "ROM is read-only");
+    const n = Number(BigInt(count) < r.len - off ? BigInt(count) : r.len - off);
+    if (r.flags & IORESOURCE_IO) {
+      const io = this.pdev.ioSpace(bar);
+      if (write) io.set(data!.subarray(0, n), Number(off));
+      return write ? data!.subarray(0, n) : io.slice(Number(off), Number(off) + n);
+    }
+    return this.memoryLock.withRead(() => {
+      if (!this.memoryEnabled()) fail(EIO, "memory decode disabled");
+      if (write) {
+        this.kernel.mem.writePhys(r.start + off, data!.subarray(0, n));
+        return data!.subarray(0, n);
+      }
+      const out = new Uint8Array(n);
+      this.kernel.mem.readPhys(r.start + off, out);
+      return out;
+    });
+  }
+
+  /** pread on the device fd: bytes read (possibly short at the end of a BAR). */
+  override read(pos: bigint, count: number): Uint8Array {
+    return this.regionAccess(pos, count, false);
+  }
+
+  /** pwrite on the device fd: bytes written. */
+  override write(pos: bigint, data: Uint8Array): number {
+    return this.regionAccess(pos, data.length, true, data).length;
+  }
+
+  /**
+   * BAR mmap: shared only, page-aligned, inside a mmap-capable BAR; a VM_PFNMAP mapping whose
+   * faults check memory enable under memory_lock (SIGBUS, here EFAULT, when off).
+   * @see vfio_pci_core_mmap
+   */
+  override mmap(vma: Vma): void {
+    const index = Math.floor(vma.pgoff / PAGES_PER_REGION);
+    if (index >= VFIO_PCI_ROM_REGION_INDEX) fail(EINVAL, `region ${index} cannot be mapped`);
+    if (!(vma.flags & VM_SHARED)) fail(EINVAL, "private BAR mapping");
+    if (!this.barMmapSupported(index)) fail(EINVAL, `BAR${index} cannot be mapped`);
+    const r = this.pdev.resource(index);
+    const pgoffInBar = vma.pgoff % PAGES_PER_REGION;
+    const barPages = Number(r.len >> BigInt(PAGE_SHIFT));
+    if (pgoffInBar + vma.npages > barPages) fail(EINVAL, "mapping past the BAR");
+    const barPfn = Number(r.start >> BigInt(PAGE_SHIFT));
+    vma.flags |= VM_PFNMAP_FLAGS;
+    vma.priv = this;
+    vma.ops = {
+      fault: (_v, pgoff) =>
+        this.memoryLock.withRead(() => {
+          if (!this.memoryEnabled()) fail(EFAULT, "SIGBUS: BAR access with memory disabled");
+          return barPfn + (pgoff % PAGES_PER_REGION);
+        }),
+      open: (v) => this.barVmas.add(v),
+      close: (v) => this.barVmas.delete(v),
+    };
+    this.barVmas.add(vma);
+  }
+}
+
+
+
+/**
+ * Every device of the set can be reset by this caller: opened ones must be bound to the
+ * caller's iommufd. Decision: an unopened device has no other user and counts as owned.
+ * @see vfio_device_owned
+ */
+function owned(vdev: VfioPciCoreDevice, ctx: unknown): boolean {
+  return vdev.openCount === 0 || vdev.binding?.ctx === ctx;
+}
+
+/**
+ * Hot reset of a dev_set (trigger #11): under the set lock, per device check ownership
+ * (EINVAL) and write-trylock memory_lock (EBUSY), revoke and zap; all to D0; bus reset; then,
+ * walking back over every device locked so far (also when the loop stopped early), un-revoke
+ * open devices whose memory is enabled and unlock.
+ * @see vfio_pci_dev_set_hot_reset
+ */
+export function vfioPciDevSetHotReset(devices: VfioPciCoreDevice[], ctx: unknown): void {
+  const first = devices[0];
+  if (!first) fail(EINVAL, "empty dev_set");
+  first.devSet.lock.with(() => {
+    const locked: VfioPciCoreDevice[] = [];
+    let err: unknown;
+    try {
+      for (const vdev of devices) {
+        if (!owned(vdev, ctx)) fail(EINVAL, `${vdev.name} is not owned by the caller`);
+        if (!vdev.memoryLock.tryDownWrite()) fail(EBUSY, `${vdev.name} memory_lock contended`);
+        locked.push(vdev);
+        vfioPciDmaBufMove(vdev, true);
+        vdev.zapBars();
+      }
+      for (const vdev of devices) vdev.setPowerState(PCI_D0);
+      first.pdev.bus.resetBus();
+    } catch (e) {
+      err = e;
+    }
+    for (const vdev of locked.reverse()) {
+      if (vdev.openCount && vdev.memoryEnabled()) vfioPciDmaBufMove(vdev, false);
+      vdev.memoryLock.upWrite();
+    }
+    if (err !== undefined) throw err;
+  });
+}
+
+/**
+ * After a close: if no device of the set is open and one needs a reset, reset the bus.
+ * @see vfio_pci_dev_set_try_reset
+ */
+function vfioPciDevSetTryReset(devices: VfioPciCoreDevice[]): void {
+  if (devices.some((d) => d.openCount > 0) || !devices.some((d) => d.needsReset)) return;
+  const bus = devices[0]!.pdev.bus;
+  if (!bus.busResetPossible) return;
+  try {
+    bus.resetBus();
+  } catch (e) {
+    if (!isKernelError(e)) throw e;
+    return;
+  }
+  for (const d of devices) d.needsReset = false;
+}
+
+declare module "@x/kernel" {
+  interface TraceEvents {
+    "vfio-pci:zap": { dev: string; vmas: number };
+    "vfio-pci:wake": { dev: string };
+  }
+}
