@@ -91,7 +91,7 @@ export function report(): BenchRow[] {
   mkdirSync(dir, { recursive: true });
   appendFileSync(
     new URL("results.jsonl", dir),
-    rows.map((r) => JSON.stringify({ ...r, smoke: SMOKE })).join("\n") + "\n",
+    `${rows.map((r) => JSON.stringify({ ...r, smoke: SMOKE })).join("\n")}\n`,
   );
   const out = rows.slice();
   rows.length = 0;

@@ -41,6 +41,8 @@ export interface World {
   /** The DMA probes of this world, run after every step. */
   probe(): ProbeResult[];
   snapshot(): Snapshot;
+  /** Where the world's own actors (the VMM's console) write during the current step. */
+  attachLog?(log: (text: string, kind: LogKind) => void): void;
 }
 
 export interface StepContext<W extends World> {
@@ -162,6 +164,7 @@ export class ScenarioRun<W extends World = World> {
       log: (text, kind = "info") => lines.push({ kind, text }),
       progress: (done, total, label) => this.options.onProgress?.(done, total, label),
     };
+    this.world.attachLog?.(ctx.log);
     const t0 = performance.now();
     let error: string | undefined;
     const { records: events } = this.world.kernel.trace.record(() => {

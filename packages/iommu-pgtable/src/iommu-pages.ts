@@ -28,6 +28,31 @@ export const ATTR_PRESENT = 1 << 11;
 /** Bytes of one chunk of the slab: big enough to amortise, small enough not to waste. */
 const CHUNK_BYTES_LG2 = 18;
 
+/**
+ * Host-memory recycling, not simulated state: chunks of destroyed tables are kept (zeroed) for
+ * the next table of any domain, the way the kernel's page allocator hands back pages that are
+ * already backed. The first touch of fresh host memory is what a cold table costs in this model.
+ */
+const chunkPool = new Map<number, Float64Array[]>();
+/** Keep at most this many bytes of idle chunks. */
+const POOL_MAX_BYTES = 2 ** 31;
+let pooledBytes = 0;
+
+function takeChunk(length: number): Float64Array {
+  const chunk = chunkPool.get(length)?.pop();
+  if (!chunk) return new Float64Array(length);
+  pooledBytes -= length * 8;
+  return chunk;
+}
+
+function giveChunk(chunk: Float64Array): void {
+  if (pooledBytes + chunk.byteLength > POOL_MAX_BYTES) return;
+  let list = chunkPool.get(chunk.length);
+  if (!list) chunkPool.set(chunk.length, (list = []));
+  list.push(chunk);
+  pooledBytes += chunk.byteLength;
+}
+
 export class TableAllocator {
   /** Items per table (power of two). */
   readonly itemsLg2: number;
@@ -79,7 +104,7 @@ export class TableAllocator {
     } else {
       id = this.nextId++;
       if (id >>> this.chunkLg2 >= this.chunks.length) {
-        this.chunks.push(new Float64Array(1 << (this.chunkLg2 + this.itemsLg2)));
+        this.chunks.push(takeChunk(1 << (this.chunkLg2 + this.itemsLg2)));
       }
       if (id >= this.levelOf.length) {
         const grown = new Uint8Array(this.levelOf.length * 2).fill(255);
@@ -92,6 +117,15 @@ export class TableAllocator {
     this.live++;
     this.allocated++;
     return id;
+  }
+
+  /** Give every chunk back to the pool; every table must have been freed. */
+  dispose(): void {
+    if (this.live !== 0) throw new Error(`iommu-pages: ${this.live} tables still live`);
+    for (const chunk of this.chunks) giveChunk(chunk);
+    this.chunks.length = 0;
+    this.freeCount = 0;
+    this.nextId = 0;
   }
 
   /** Return table `id` to the slab, zeroed. */

@@ -134,13 +134,19 @@ export class PtIommu implements FreelistOwner {
   readonly alloc: TableAllocator;
   topLevel: number;
   /** Top table storage; `topId` is -1 when the top lives outside the slab (ARM concatenation). */
-  private topArr: Float64Array;
-  private topBase: number;
+  /** Top table storage (read by io-pgtable-arm.ts, which walks the same items). */
+  topArr: Float64Array;
+  topBase: number;
   private topId: number;
   private topItemsLg2: number;
   private readonly shouldFail: ((site: string) => boolean) | undefined;
   private readonly shift: number[] = [];
-  private readonly mask: number[] = [];
+  /** Per-level index shift and mask (the top's mask follows its item count). */
+  private readonly idxShift = new Int32Array(8);
+  private readonly idxMask = new Int32Array(8);
+  private readonly signExtend: boolean;
+  /** Granule pages below the current top's reach (non sign-extended tables). */
+  private vaLimit = 0;
   private readonly items: number[] = [];
   /** Legal contiguous counts per level, after the page-size bitmap restriction. */
   private readonly contig: number[] = [];
@@ -173,7 +179,8 @@ export class PtIommu implements FreelistOwner {
     this.granuleLg2 = fmt.granuleLg2;
     this.shouldFail = cfg.shouldFail;
     const geo = fmt.init(cfg);
-    if (typeof geo === "number") throw new RangeError(`${fmt.name}: invalid configuration (errno ${-geo})`);
+    if (typeof geo === "number")
+      throw new RangeError(`${fmt.name}: invalid configuration (errno ${-geo})`);
     this.topLevel = geo.topLevel;
     this.maxVaLg2 = geo.maxVaLg2;
     this.maxOaLg2 = geo.maxOaLg2;
@@ -182,12 +189,16 @@ export class PtIommu implements FreelistOwner {
       const n = fmt.numItemsLg2(level);
       this.shift.push(s);
       this.items.push(n);
-      this.mask.push((1 << n) - 1);
+      this.idxShift[level] = s;
+      this.idxMask[level] = (1 << n) - 1;
       s += n;
     }
     this.topItemsLg2 = geo.topItemsLg2 ?? this.items[this.topLevel]!;
+    this.signExtend = hasFeature(this.features, PT_FEAT_SIGN_EXTEND);
+    this.topChanged();
     let slabLg2 = 0;
-    for (let level = 0; level < this.topLevel; level++) slabLg2 = Math.max(slabLg2, this.items[level]!);
+    for (let level = 0; level < this.topLevel; level++)
+      slabLg2 = Math.max(slabLg2, this.items[level]!);
     slabLg2 = Math.max(slabLg2, this.items[Math.min(this.topLevel, fmt.maxTopLevel)]!);
     this.alloc = new TableAllocator(slabLg2);
     if (this.topItemsLg2 > slabLg2) {
@@ -261,16 +272,39 @@ export class PtIommu implements FreelistOwner {
     return POW2[this.shift[level]!]!;
   }
 
+  /** The VA has a lower and an upper half (PT_FEAT_SIGN_EXTEND). */
+  get isSignExtended(): boolean {
+    return this.signExtend;
+  }
+
+  /** Items of a table at `level` (the top may differ). */
+  tableItems(level: number): number {
+    return level === this.topLevel ? 1 << this.topItemsLg2 : 1 << this.items[level]!;
+  }
+
   /** VA width reachable with the current top. */
-  get currentVaLg2(): number {
+  currentVaLg2 = 0;
+
+  /** Recompute what depends on the top level. */
+  private topChanged(): void {
     const top = this.topLevel;
-    return Math.min(this.maxVaLg2, this.granuleLg2 + this.shift[top]! + this.topItemsLg2);
+    this.currentVaLg2 = Math.min(this.maxVaLg2, this.granuleLg2 + this.shift[top]! + this.topItemsLg2);
+    this.vaLimit = POW2[this.currentVaLg2 - this.granuleLg2]!;
+    for (let level = 0; level <= this.format.maxTopLevel; level++) {
+      this.idxMask[level] = level === top ? (1 << this.topItemsLg2) - 1 : (1 << this.items[level]!) - 1;
+    }
+  }
+
+  /** The walkable start page of [va, va + n) with the current top, or -1 (-ERANGE). */
+  private walkStart(va: number, n: number): number {
+    if (!this.signExtend) return va + n <= this.vaLimit ? va : -1;
+    return this.checkRange(va, n, this.currentVaLg2);
   }
 
   /** Index of `va` (granule page, already masked to the table width) in a level's table. */
-  private index(level: number, va: number): number {
-    const s = this.shift[level]!;
-    const m = level === this.topLevel ? (1 << this.topItemsLg2) - 1 : this.mask[level]!;
+  index(level: number, va: number): number {
+    const s = this.idxShift[level]!;
+    const m = this.idxMask[level]!;
     if (va < P31) return s < 31 ? (va >>> s) & m : 0;
     const hi = Math.floor(va / P26);
     if (s >= 26) return (hi >>> (s - 26)) & m;
@@ -281,12 +315,12 @@ export class PtIommu implements FreelistOwner {
    * pt_check_range for [va, va + n) in granule pages of the full 64-bit space: the walkable
    * (masked) start page, or -1 for -ERANGE. `vaLg2` is the width to test against.
    */
-  private checkRange(va: number, n: number, vaLg2: number): number {
+  checkRange(va: number, n: number, vaLg2: number): number {
     const g = this.granuleLg2;
     const last = va + n - 1;
-    if (hasFeature(this.features, PT_FEAT_SIGN_EXTEND)) {
+    if (this.signExtend) {
       const half = POW2[vaLg2 - 1 - g]!;
-      const upperPrefix = POW2[64 - g - (vaLg2 - 1)]! - 1;
+      const upperPrefix = POW2[65 - vaLg2]! - 1;
       const p0 = Math.floor(va / half);
       const p1 = Math.floor(last / half);
       if (p0 !== p1 || (p0 !== 0 && p0 !== upperPrefix)) return -1;
@@ -296,7 +330,8 @@ export class PtIommu implements FreelistOwner {
     return va;
   }
 
-  private newTable(level: number): number {
+  /** A new zeroed table for `level`, or -1 when fault injection fails the allocation. */
+  newTable(level: number): number {
     if (this.shouldFail?.(PT_ALLOC_SITE)) return -1;
     return this.alloc.alloc(level);
   }
@@ -307,7 +342,10 @@ export class PtIommu implements FreelistOwner {
     let level = this.topLevel;
     while (this.checkRange(va, n, this.vaLg2For(level)) < 0 || leafLevel > level) {
       level++;
-      if (level > this.format.maxTopLevel || this.granuleLg2 + this.shift[level]! >= this.maxVaLg2) {
+      if (
+        level > this.format.maxTopLevel ||
+        this.granuleLg2 + this.shift[level]! >= this.maxVaLg2
+      ) {
         for (const id of created) this.alloc.free(id);
         return ERANGE;
       }
@@ -327,6 +365,7 @@ export class PtIommu implements FreelistOwner {
       this.topLevel++;
       this.topItemsLg2 = this.items[this.topLevel]!;
     }
+    this.topChanged();
     return 0;
   }
 
@@ -337,8 +376,7 @@ export class PtIommu implements FreelistOwner {
   /** The largest usable page (lg2 granules) for alignment `va|oa` and `n` pages left, or -1. */
   private bestPage(va: number, oa: number, n: number): number {
     const a = Math.min(ctz53(va), ctz53(oa));
-    const l = fls53(n);
-    return this.best[a < l ? a : l]!;
+    return this.best[Math.min(a, fls53(n))]!;
   }
 
   /** How many pages of 2^r to emit before a larger size becomes usable. @see pt_pgsz_count */
@@ -358,7 +396,14 @@ export class PtIommu implements FreelistOwner {
    * `mappedPages` tells how much was installed before an error. Tables freed while replacing
    * empty tables by leaves go on `gather` (the caller syncs it). @see map_range
    */
-  mapRange(va: number, oa: number, n: number, prot: number, gather: IotlbGather, flags = 0): number {
+  mapRange(
+    va: number,
+    oa: number,
+    n: number,
+    prot: number,
+    gather: IotlbGather,
+    flags = 0,
+  ): number {
     this.mappedPages = 0;
     WARN_ON(!(prot & (IOMMU_READ | IOMMU_WRITE)), "iommupt: map without READ or WRITE");
     const g = this.granuleLg2;
@@ -370,17 +415,17 @@ export class PtIommu implements FreelistOwner {
     if (n === 0 && !(flags & MAP_F_SUBGRANULE)) return EINVAL;
     if (flags & MAP_F_OVERFLOW) return EOVERFLOW;
     if (flags & MAP_F_SUBGRANULE) return ENXIO;
-    const r = this.bestPage(va, oa, n);
+    const r = n === 1 ? this.best[0]! : this.bestPage(va, oa, n);
     if (r < 0) return ENXIO;
     // Decision (spec §1.2 UNVERIFIED): a length that is not a whole number of the smallest
     // page while iova and paddr are aligned is refused up front with -EINVAL, nothing mapped.
     if (flags & MAP_F_LEN_TAIL || n % POW2[this.minPageLg2]! !== 0) return EINVAL;
     const leafLevel = this.levelOf[r]!;
-    let wva = this.checkRange(va, n, this.currentVaLg2);
+    let wva = this.walkStart(va, n);
     if (hasFeature(this.features, PT_FEAT_DYNAMIC_TOP) && (wva < 0 || leafLevel > this.topLevel)) {
       const err = this.increaseTop(va, n, leafLevel);
       if (err) return err;
-      wva = this.checkRange(va, n, this.currentVaLg2);
+      wva = this.walkStart(va, n);
     }
     if (wva < 0) return ERANGE;
     this.attrs = (prot & ATTR_PROT_MASK) | ATTR_PRESENT;
@@ -461,7 +506,13 @@ export class PtIommu implements FreelistOwner {
   }
 
   /** Install `count` leaves of 2^c items each starting at arr[p]. */
-  private installRun(level: number, arr: Float64Array, p: number, count: number, c: number): number {
+  private installRun(
+    level: number,
+    arr: Float64Array,
+    p: number,
+    count: number,
+    c: number,
+  ): number {
     const itemPages = POW2[this.shift[level]!]!;
     const inc = itemPages * ATTR_SPAN;
     let v = this.oa * ATTR_SPAN + (this.attrs | (c << ATTR_CONTIG_SHIFT));
@@ -518,7 +569,7 @@ export class PtIommu implements FreelistOwner {
   }
 
   /** Gather table `id` and every table below it into `out`; true if a leaf was seen and `check`. */
-  private collectTables(id: number, level: number, check: boolean, out: number[]): boolean {
+  collectTables(id: number, level: number, check: boolean, out: number[]): boolean {
     out.push(id);
     const arr = this.alloc.chunk(id);
     const base = this.alloc.offset(id);
@@ -565,16 +616,16 @@ export class PtIommu implements FreelistOwner {
    */
   unmapRange(va: number, n: number, gather: IotlbGather): number {
     if (n === 0) return 0;
-    const wva = this.checkRange(va, n, this.currentVaLg2);
+    const wva = this.walkStart(va, n);
     if (wva < 0) return 0;
-    this.va = wva;
-    this.end = wva + n;
-    this.unmapped = 0;
-    this.freed.length = 0;
-    this.gather = gather;
-    this.unmapLevel(this.topLevel, this.topArr, this.topBase);
-    this.gather = undefined;
-    const unmapped = this.unmapped;
+    let unmapped = n === 1 ? this.unmapOne(wva) : -1;
+    if (unmapped < 0) {
+      this.va = wva;
+      this.end = wva + n;
+      this.unmapped = 0;
+      this.unmapLevel(this.topLevel, this.topArr, this.topBase);
+      unmapped = this.unmapped;
+    }
     this.gatherRange(gather, va, unmapped);
     if (this.freed.length !== 0) {
       gather.addFreed(this, this.freed);
@@ -583,13 +634,32 @@ export class PtIommu implements FreelistOwner {
     return unmapped;
   }
 
+  /** One granule page held by a single level-0 item: pages unmapped (0/1), -1 otherwise. */
+  private unmapOne(va: number): number {
+    let arr = this.topArr;
+    let base = this.topBase;
+    for (let level = this.topLevel; level > 0; level--) {
+      const e = arr[base + this.index(level, va)]!;
+      if (e === 0) return 0;
+      if (e > 0) return -1;
+      arr = this.alloc.chunk(-e - 1);
+      base = this.alloc.offset(-e - 1);
+    }
+    const p = base + this.index(0, va);
+    const e = arr[p]!;
+    if (e === 0) return 0;
+    if ((e % ATTR_SPAN) & ATTR_CONTIG_MASK) return -1;
+    arr[p] = 0;
+    return 1;
+  }
+
   private unmapLevel(level: number, arr: Float64Array, base: number): number {
     const nItems = level === this.topLevel ? 1 << this.topItemsLg2 : 1 << this.items[level]!;
     let idx = this.index(level, this.va);
     let p = base + idx;
     const first = arr[p]!;
     if (first > 0) {
-      const c = (first % ATTR_SPAN & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+      const c = ((first % ATTR_SPAN) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
       if (this.va % POW2[this.shift[level]! + c]! !== 0) return EINVAL;
     }
     if (level === 0) {
@@ -599,7 +669,7 @@ export class PtIommu implements FreelistOwner {
       while (q < stop && arr[q] !== 0) q++;
       let clearEnd = q;
       if (q === stop && q > p) {
-        const c = (arr[q - 1]! % ATTR_SPAN & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+        const c = ((arr[q - 1]! % ATTR_SPAN) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
         if (c !== 0) clearEnd = base + (((q - 1 - base) | ((1 << c) - 1)) + 1);
       }
       const cleared = clearEnd - p;
@@ -627,7 +697,7 @@ export class PtIommu implements FreelistOwner {
         idx++;
         p++;
       } else {
-        const c = (e % ATTR_SPAN & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+        const c = ((e % ATTR_SPAN) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
         const step = 1 << c;
         if (step === 1) arr[p] = 0;
         else arr.fill(0, p, p + step);
@@ -642,7 +712,7 @@ export class PtIommu implements FreelistOwner {
 
   /** Output granule page of granule page `va` (full 64-bit), or -1 when not mapped. */
   iovaToPhys(va: number): number {
-    const wva = this.checkRange(va, 1, this.currentVaLg2);
+    const wva = this.walkStart(va, 1);
     if (wva < 0) return -1;
     let arr = this.topArr;
     let base = this.topBase;
@@ -660,9 +730,9 @@ export class PtIommu implements FreelistOwner {
     }
   }
 
-  /** The leaf item holding `va`: [arr, pos, level] via the out fields, or false. */
+  /** Find the leaf item holding `va` (left in foundArr/foundPos); false when unmapped. */
   private findItem(va: number): boolean {
-    const wva = this.checkRange(va, 1, this.currentVaLg2);
+    const wva = this.walkStart(va, 1);
     if (wva < 0) return false;
     let arr = this.topArr;
     let base = this.topBase;
@@ -672,7 +742,6 @@ export class PtIommu implements FreelistOwner {
       if (e > 0) {
         this.foundArr = arr;
         this.foundPos = p;
-        this.foundLevel = level;
         return true;
       }
       if (e === 0 || level === 0) return false;
@@ -684,12 +753,11 @@ export class PtIommu implements FreelistOwner {
 
   private foundArr: Float64Array = new Float64Array(0);
   private foundPos = 0;
-  private foundLevel = 0;
 
   /** IOMMU_* prot of the leaf at `va`, or -1 when not mapped. */
   protAt(va: number): number {
     if (!this.findItem(va)) return -1;
-    return this.foundArr[this.foundPos]! % ATTR_SPAN & ATTR_PROT_MASK;
+    return (this.foundArr[this.foundPos]! % ATTR_SPAN) & ATTR_PROT_MASK;
   }
 
   /** Set the dirty bit of the item holding `va` (what a DMA write does). @see set_dirty */
@@ -697,7 +765,7 @@ export class PtIommu implements FreelistOwner {
     if (!this.format.dirtyTracking) return EOPNOTSUPP;
     if (!this.findItem(va)) return ENOENT;
     const e = this.foundArr[this.foundPos]!;
-    if (!(e % ATTR_SPAN & ATTR_DIRTY)) this.foundArr[this.foundPos] = e + ATTR_DIRTY;
+    if (!((e % ATTR_SPAN) & ATTR_DIRTY)) this.foundArr[this.foundPos] = e + ATTR_DIRTY;
     return 0;
   }
 
@@ -706,7 +774,7 @@ export class PtIommu implements FreelistOwner {
    * skipping holes. Returns false if the range is outside the table.
    */
   visitLeaves(va: number, n: number, fn: PtLeafVisitor): boolean {
-    const wva = this.checkRange(va, n, this.currentVaLg2);
+    const wva = this.walkStart(va, n);
     if (wva < 0) return false;
     this.visitLevel(this.topLevel, this.topArr, this.topBase, wva, wva + n, wva, fn);
     return true;
@@ -737,15 +805,27 @@ export class PtIommu implements FreelistOwner {
       }
       if (e < 0) {
         const id = -e - 1;
-        this.visitLevel(level - 1, this.alloc.chunk(id), this.alloc.offset(id), va, to, itemStart, fn);
+        this.visitLevel(
+          level - 1,
+          this.alloc.chunk(id),
+          this.alloc.offset(id),
+          va,
+          to,
+          itemStart,
+          fn,
+        );
         idx++;
         va = itemStart + itemPages;
         continue;
       }
-      const c = (e % ATTR_SPAN & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+      const c = ((e % ATTR_SPAN) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
       const step = 1 << c;
       const entryIdx = idx & ~(step - 1);
-      const endIdx = Math.min(entryIdx + step, nItems, Math.floor((to - 1 - tableStart) / itemPages) + 1);
+      const endIdx = Math.min(
+        entryIdx + step,
+        nItems,
+        Math.floor((to - 1 - tableStart) / itemPages) + 1,
+      );
       fn(level, arr, base + entryIdx, step, p, base + endIdx, va);
       va = tableStart + (entryIdx + step) * itemPages;
       idx = entryIdx + step;
@@ -766,14 +846,14 @@ export class PtIommu implements FreelistOwner {
   ): number {
     if (!this.format.dirtyTracking) return EOPNOTSUPP;
     if (n === 0) return EINVAL;
-    const wva = this.checkRange(va, n, this.currentVaLg2);
+    const wva = this.walkStart(va, n);
     if (wva < 0) return ERANGE;
     const unmaskedBase = va - wva;
     const k = POW2[this.granuleLg2 - GATHER_UNIT_LG2]!;
     const ok = this.visitLeaves(va, n, (level, arr, entryPos, items, fromPos, toPos, at) => {
       let dirty = false;
       for (let i = 0; i < items; i++) {
-        if (arr[entryPos + i]! % ATTR_SPAN & ATTR_DIRTY) {
+        if ((arr[entryPos + i]! % ATTR_SPAN) & ATTR_DIRTY) {
           dirty = true;
           break;
         }
@@ -786,7 +866,7 @@ export class PtIommu implements FreelistOwner {
       if (!(flags & IOMMU_DIRTY_NO_CLEAR)) {
         for (let i = 0; i < items; i++) {
           const e = arr[entryPos + i]!;
-          if (e % ATTR_SPAN & ATTR_DIRTY) arr[entryPos + i] = e - ATTR_DIRTY;
+          if ((e % ATTR_SPAN) & ATTR_DIRTY) arr[entryPos + i] = e - ATTR_DIRTY;
         }
         gather.addUnits(fullVa * k, pages * k);
       }
@@ -799,8 +879,12 @@ export class PtIommu implements FreelistOwner {
    * Runs of physically contiguous output for [va, va + n): `fn(va, oa, pages, prot)` per run
    * (granule pages, full 64-bit IOVA), holes skipped. Returns the pages mapped in the range.
    */
-  readRuns(va: number, n: number, fn: (va: number, oa: number, pages: number, prot: number) => void): number {
-    const wva = this.checkRange(va, n, this.currentVaLg2);
+  readRuns(
+    va: number,
+    n: number,
+    fn: (va: number, oa: number, pages: number, prot: number) => void,
+  ): number {
+    const wva = this.walkStart(va, n);
     if (wva < 0) return 0;
     const unmaskedBase = va - wva;
     let runVa = -1;
@@ -808,23 +892,32 @@ export class PtIommu implements FreelistOwner {
     let runPages = 0;
     let runProt = 0;
     let total = 0;
-    this.visitLevel(this.topLevel, this.topArr, this.topBase, wva, wva + n, wva, (level, arr, _e, _i, fromPos, toPos, at) => {
-      const sh = this.shift[level]!;
-      const first = arr[fromPos]!;
-      const prot = first % ATTR_SPAN & ATTR_PROT_MASK;
-      const oa = Math.floor(first / ATTR_SPAN) + (sh === 0 ? 0 : at % POW2[sh]!);
-      const pages = Math.min(wva + n, (toPos - fromPos) * POW2[sh]! + (at - (at % POW2[sh]!))) - at;
-      total += pages;
-      if (runVa >= 0 && runVa + runPages === at && runOa + runPages === oa && runProt === prot) {
-        runPages += pages;
-        return;
-      }
-      if (runVa >= 0) fn(runVa + unmaskedBase, runOa, runPages, runProt);
-      runVa = at;
-      runOa = oa;
-      runPages = pages;
-      runProt = prot;
-    });
+    this.visitLevel(
+      this.topLevel,
+      this.topArr,
+      this.topBase,
+      wva,
+      wva + n,
+      wva,
+      (level, arr, _e, _i, fromPos, toPos, at) => {
+        const sh = this.shift[level]!;
+        const first = arr[fromPos]!;
+        const prot = (first % ATTR_SPAN) & ATTR_PROT_MASK;
+        const oa = Math.floor(first / ATTR_SPAN) + (sh === 0 ? 0 : at % POW2[sh]!);
+        const pages =
+          Math.min(wva + n, (toPos - fromPos) * POW2[sh]! + (at - (at % POW2[sh]!))) - at;
+        total += pages;
+        if (runVa >= 0 && runVa + runPages === at && runOa + runPages === oa && runProt === prot) {
+          runPages += pages;
+          return;
+        }
+        if (runVa >= 0) fn(runVa + unmaskedBase, runOa, runPages, runProt);
+        runVa = at;
+        runOa = oa;
+        runPages = pages;
+        runProt = prot;
+      },
+    );
     if (runVa >= 0) fn(runVa + unmaskedBase, runOa, runPages, runProt);
     return total;
   }
@@ -840,7 +933,7 @@ export class PtIommu implements FreelistOwner {
       for (let i = 0; i < nItems; i++) {
         const e = arr[base + i]!;
         if (e <= 0) continue;
-        const c = (e % ATTR_SPAN & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+        const c = ((e % ATTR_SPAN) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
         if (i % (1 << c) !== 0) continue;
         const lg2 = this.granuleLg2 + this.shift[level]! + c;
         counts[lg2] = (counts[lg2] ?? 0) + 1;
@@ -850,14 +943,28 @@ export class PtIommu implements FreelistOwner {
   }
 
   /** Depth-first over every table: fn(level, arr, base, nItems, tablePa). */
-  forEachTable(fn: (level: number, arr: Float64Array, base: number, nItems: number, pa: bigint) => void): void {
-    const walk = (level: number, arr: Float64Array, base: number, nItems: number, pa: bigint): void => {
+  forEachTable(
+    fn: (level: number, arr: Float64Array, base: number, nItems: number, pa: bigint) => void,
+  ): void {
+    const walk = (
+      level: number,
+      arr: Float64Array,
+      base: number,
+      nItems: number,
+      pa: bigint,
+    ): void => {
       fn(level, arr, base, nItems, pa);
       for (let i = 0; i < nItems; i++) {
         const e = arr[base + i]!;
         if (e < 0 && level > 0) {
           const id = -e - 1;
-          walk(level - 1, this.alloc.chunk(id), this.alloc.offset(id), 1 << this.items[level - 1]!, this.tablePa(id));
+          walk(
+            level - 1,
+            this.alloc.chunk(id),
+            this.alloc.offset(id),
+            1 << this.items[level - 1]!,
+            this.tablePa(id),
+          );
         }
       }
     };
@@ -870,7 +977,9 @@ export class PtIommu implements FreelistOwner {
   }
 
   topPa(): bigint {
-    return this.topId >= 0 ? this.tablePa(this.topId) : TABLE_PA_BASE - BigInt(8 << this.topItemsLg2);
+    return this.topId >= 0
+      ? this.tablePa(this.topId)
+      : TABLE_PA_BASE - BigInt(8 << this.topItemsLg2);
   }
 
   /** The exact hardware image of item `i` of a table (0n when empty). */
@@ -911,6 +1020,7 @@ export class PtIommu implements FreelistOwner {
       this.alloc.perLevel[this.topLevel]!--;
     }
     for (const id of ids) this.alloc.free(id);
+    this.alloc.dispose();
   }
 
   /** Live tables (including the top) and their bytes. */

@@ -66,7 +66,13 @@ export interface IommuDomainOps {
     pgcount: bigint,
     prot: number,
   ): MapPagesResult;
-  unmapPages?(domain: IommuDomain, iova: bigint, pgsize: bigint, pgcount: bigint, gather: IotlbGather): bigint;
+  unmapPages?(
+    domain: IommuDomain,
+    iova: bigint,
+    pgsize: bigint,
+    pgcount: bigint,
+    gather: IotlbGather,
+  ): bigint;
   iovaToPhys?(domain: IommuDomain, iova: bigint): bigint;
   /** Invalidate the IOTLB for the gathered range; the core frees the freelist after it. */
   iotlbSync?(domain: IommuDomain, gather: IotlbGather): void;
@@ -76,7 +82,13 @@ export interface IommuDomainOps {
   /** Turn hardware dirty tracking on/off (throws an errno). */
   setDirtyTracking?(domain: IommuDomain, enable: boolean): void;
   /** Override of the generic read_and_clear_dirty (e.g. the mock's extra checks). */
-  readAndClearDirty?(domain: IommuDomain, iova: bigint, size: bigint, flags: number, dirty: IommuDirtyBitmap): void;
+  readAndClearDirty?(
+    domain: IommuDomain,
+    iova: bigint,
+    size: bigint,
+    flags: number,
+    dirty: IommuDirtyBitmap,
+  ): void;
   /** Called once when the domain is freed. */
   free?(domain: IommuDomain): void;
 }
@@ -90,8 +102,10 @@ export class IommuDomain {
   type: number;
   readonly geometry: IommuDomainGeometry;
   readonly ops: IommuDomainOps;
-  /** The generic page table behind an iommupt domain (is_iommupt). */
+  /** The page table behind the domain (iommupt, or the storage of a classic io-pgtable). */
   readonly pt: PtIommu | undefined;
+  /** is_iommupt: the core calls map_range / unmap_range directly (else the classic path). */
+  readonly isIommupt: boolean;
   /** Driver-private data (the driver's own domain struct). */
   priv: unknown;
   /** Hardware dirty tracking currently enabled. */
@@ -110,12 +124,15 @@ export class IommuDomain {
     pgsizeBitmap: bigint;
     ops: IommuDomainOps;
     pt?: PtIommu;
+    /** The table is driven through ops.mapPages / unmapPages (io-pgtable style). */
+    classic?: boolean;
     priv?: unknown;
   }) {
     this.type = init.type ?? IOMMU_DOMAIN_UNMANAGED;
     this.geometry = init.geometry;
     this.ops = init.ops;
     this.pt = init.pt;
+    this.isIommupt = init.pt !== undefined && !init.classic;
     this.priv = init.priv;
     this.bitmap = 0n;
     this.pageToGranule = init.pt ? PAGE_SHIFT - init.pt.granuleLg2 : 0;
@@ -148,7 +165,7 @@ export class IommuDomain {
    */
   mapPfns(iovaPfn: number, pfn: number, npages: number, prot: number): void {
     const pt = this.pt;
-    if (!pt) {
+    if (!pt || !this.isIommupt) {
       iommuMap(this, BigInt(iovaPfn) << 12n, BigInt(pfn) << 12n, BigInt(npages) << 12n, prot);
       return;
     }
@@ -162,7 +179,8 @@ export class IommuDomain {
     const gather = this.mapGather;
     const err = pt.mapRange(va, oa, n, prot, gather, flags);
     finishMap(this, pt, err, va, gather);
-    if (this.ops.iotlbSyncMap) this.ops.iotlbSyncMap(this, BigInt(iovaPfn) << 12n, BigInt(npages) << 12n);
+    if (this.ops.iotlbSyncMap)
+      this.ops.iotlbSyncMap(this, BigInt(iovaPfn) << 12n, BigInt(npages) << 12n);
   }
 
   /**
@@ -171,7 +189,7 @@ export class IommuDomain {
    */
   unmapPfns(iovaPfn: number, npages: number, gather?: IotlbGather): number {
     const pt = this.pt;
-    if (!pt) {
+    if (!pt || !this.isIommupt) {
       const g = gather ?? new IotlbGather();
       const bytes = iommuUnmapFast(this, BigInt(iovaPfn) << 12n, BigInt(npages) << 12n, g);
       if (!gather) iommuIotlbSync(this, g);
@@ -240,7 +258,13 @@ function checkU64(what: string, v: bigint): void {
 }
 
 /** After pt.mapRange: sync freed tables, unwind a failure, throw its errno. */
-function finishMap(domain: IommuDomain, pt: PtIommu, err: number, vaPfn: number, gather: IotlbGather): void {
+function finishMap(
+  domain: IommuDomain,
+  pt: PtIommu,
+  err: number,
+  vaPfn: number,
+  gather: IotlbGather,
+): void {
   if (gather.freelist.length !== 0 || !gather.empty) iommuIotlbSync(domain, gather);
   if (!err) return;
   const mapped = pt.mappedPages;
@@ -252,13 +276,19 @@ function finishMap(domain: IommuDomain, pt: PtIommu, err: number, vaPfn: number,
 }
 
 /** @see iommu_map_nosync */
-export function iommuMapNosync(domain: IommuDomain, iova: bigint, paddr: bigint, size: bigint, prot: number): void {
+export function iommuMapNosync(
+  domain: IommuDomain,
+  iova: bigint,
+  paddr: bigint,
+  size: bigint,
+  prot: number,
+): void {
   checkU64("iova", iova);
   checkU64("paddr", paddr);
   checkU64("size", size);
   checkPaging(domain);
   const pt = domain.pt;
-  if (pt) {
+  if (pt && domain.isIommupt) {
     const g = BigInt(pt.granuleLg2);
     const gmask = (1n << g) - 1n;
     const flags =
@@ -275,7 +305,13 @@ export function iommuMapNosync(domain: IommuDomain, iova: bigint, paddr: bigint,
 }
 
 /** iommu_map: map_nosync then iotlb_sync_map. Throws KernelError; nothing mapped on failure. */
-export function iommuMap(domain: IommuDomain, iova: bigint, paddr: bigint, size: bigint, prot: number): void {
+export function iommuMap(
+  domain: IommuDomain,
+  iova: bigint,
+  paddr: bigint,
+  size: bigint,
+  prot: number,
+): void {
   iommuMapNosync(domain, iova, paddr, size, prot);
   domain.ops.iotlbSyncMap?.(domain, iova, size);
 }
@@ -311,11 +347,18 @@ function minPagesz(domain: IommuDomain): bigint {
 }
 
 /** The io-pgtable path of __iommu_map. */
-function classicMap(domain: IommuDomain, iova: bigint, paddr: bigint, size: bigint, prot: number): void {
+function classicMap(
+  domain: IommuDomain,
+  iova: bigint,
+  paddr: bigint,
+  size: bigint,
+  prot: number,
+): void {
   const mapPages = domain.ops.mapPages;
-  if (WARN_ON(!mapPages, "iommu_map: driver has no map_pages")) return fail(ENODEV);
+  if (WARN_ON(!mapPages, "iommu_map: driver has no map_pages")) fail(ENODEV);
   const min = minPagesz(domain);
-  if ((iova | paddr | size) & (min - 1n)) fail(EINVAL, "unaligned iova/pa/size for the minimum page size");
+  if ((iova | paddr | size) & (min - 1n))
+    fail(EINVAL, "unaligned iova/pa/size for the minimum page size");
   const origIova = iova;
   let left = size;
   let errno = 0;
@@ -337,7 +380,12 @@ function classicMap(domain: IommuDomain, iova: bigint, paddr: bigint, size: bigi
 }
 
 /** The io-pgtable path of __iommu_unmap. */
-function classicUnmap(domain: IommuDomain, iova: bigint, size: bigint, gather: IotlbGather): bigint {
+function classicUnmap(
+  domain: IommuDomain,
+  iova: bigint,
+  size: bigint,
+  gather: IotlbGather,
+): bigint {
   const unmapPages = domain.ops.unmapPages;
   if (WARN_ON(!unmapPages, "iommu_unmap: driver has no unmap_pages")) return 0n;
   const min = minPagesz(domain);
@@ -357,7 +405,12 @@ function classicUnmap(domain: IommuDomain, iova: bigint, size: bigint, gather: I
  * iommu_unmap_fast: remove translations, collect the flush in `gather` (the caller syncs).
  * Returns bytes unmapped; `iova + result` is where it stopped. Never throws an errno.
  */
-export function iommuUnmapFast(domain: IommuDomain, iova: bigint, size: bigint, gather: IotlbGather): bigint {
+export function iommuUnmapFast(
+  domain: IommuDomain,
+  iova: bigint,
+  size: bigint,
+  gather: IotlbGather,
+): bigint {
   checkU64("iova", iova);
   checkU64("size", size);
   if (!isPaging(domain)) {
@@ -365,7 +418,7 @@ export function iommuUnmapFast(domain: IommuDomain, iova: bigint, size: bigint, 
     return 0n;
   }
   const pt = domain.pt;
-  if (!pt) return classicUnmap(domain, iova, size, gather);
+  if (!pt || !domain.isIommupt) return classicUnmap(domain, iova, size, gather);
   if (size === 0n || iova + size - 1n > U64_MAX) return 0n;
   const g = BigInt(pt.granuleLg2);
   const gmask = (1n << g) - 1n;
@@ -461,9 +514,9 @@ export function iommuReadAndClearDirty(
     return;
   }
   const pt = domain.pt;
-  if (!pt) return fail(EOPNOTSUPP);
-  if (size === 0n) return fail(EINVAL);
-  if (iova + size - 1n > U64_MAX) return fail(EOVERFLOW);
+  if (!pt) fail(EOPNOTSUPP);
+  if (size === 0n) fail(EINVAL);
+  if (iova + size - 1n > U64_MAX) fail(EOVERFLOW);
   const g = BigInt(pt.granuleLg2);
   const first = iova >> g;
   const last = (iova + size - 1n) >> g;
@@ -487,7 +540,7 @@ export function iommuReadAndClearDirty(
 /** set_dirty of the page table under a domain (test-only in the kernel). Throws an errno. */
 export function iommuptSetDirty(domain: IommuDomain, iova: bigint): void {
   const pt = domain.pt;
-  if (!pt) return fail(EOPNOTSUPP);
+  if (!pt) fail(EOPNOTSUPP);
   const err = pt.setDirty(Number(iova >> BigInt(pt.granuleLg2)));
   if (err) fail(err);
 }

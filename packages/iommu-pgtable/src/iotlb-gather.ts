@@ -55,7 +55,7 @@ export class IotlbGather {
     this.startUnit = EMPTY_START;
     this.endUnit = -1;
     this.pgsize = 0n;
-    this.freelist.length = 0;
+    if (this.freelist.length !== 0) this.freelist.length = 0;
     this.freelistOwner = undefined;
   }
 
@@ -99,7 +99,8 @@ export class IotlbGather {
 
   /** Give the freelist back to its owner (after the IOTLB was flushed). */
   releaseFreelist(): void {
-    if (this.freelist.length !== 0) this.freelistOwner?.releaseTables(this.freelist);
+    if (this.freelist.length === 0) return;
+    this.freelistOwner?.releaseTables(this.freelist);
     this.freelist.length = 0;
     this.freelistOwner = undefined;
   }

@@ -144,9 +144,9 @@ export class IommufdClient {
 
   ioasAllowIovas(ioasId: number, ranges: readonly IovaRange[]): void {
     const arr = this.libc.malloc(Math.max(1, ranges.length) * iommu_iova_range.size);
-    ranges.forEach((r, i) =>
-      this.libc.poke(arr + BigInt(i * iommu_iova_range.size), iommu_iova_range.encode(r)),
-    );
+    ranges.forEach((r, i) => {
+      this.libc.poke(arr + BigInt(i * iommu_iova_range.size), iommu_iova_range.encode(r));
+    });
     this.call(IOMMU_IOAS_ALLOW_IOVAS, iommu_ioas_allow_iovas, {
       ioas_id: ioasId,
       num_iovas: ranges.length,
@@ -249,8 +249,11 @@ export class IommufdClient {
 
   getHugePages(ioasId: number): boolean {
     return (
-      this.option({ optionId: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_GET, objectId: ioasId }) ===
-      1n
+      this.option({
+        optionId: IOMMU_OPTION_HUGE_PAGES,
+        op: IOMMU_OPTION_OP_GET,
+        objectId: ioasId,
+      }) === 1n
     );
   }
 
@@ -320,4 +323,3 @@ export class IommufdClient {
     this.call(IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, {});
   }
 }
-

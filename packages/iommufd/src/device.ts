@@ -8,31 +8,38 @@
  *   const idev = iommufdDeviceBind(ctx, dev)              // EINVAL without coherent IOMMU; idev.id
  *   let ptId = iommufdDeviceAttach(idev, ioasOrHwptId)    // returns the HWPT id actually used
  *   ptId = iommufdDeviceReplace(idev, otherId)            // atomic move (EINVAL if not attached)
- *   iommufdDeviceDetach(idev)                             // back to blocking DMA
+ *   iommufdDeviceDetach(idev)                             // back to blocked DMA
  *   iommufdDeviceUnbind(idev)                             // detach first; frees the id
  *
- * `dev` is an `IommuDevice`: the device plus its IOMMU driver's per-device operations
- * (capabilities, domain allocation, attach, reserved regions, hw_info). Attaching to an IOAS id
- * reuses the first automatic domain of that IOAS the driver accepts (the driver's attach says
- * EINVAL for "incompatible") or allocates a new one, which is filled with every area of the IOAS;
- * the automatic domain is destroyed — unmapped and unpinned — when its last device leaves.
- * Attaching to a paging HWPT id uses that domain. Any other id type is EINVAL, unknown ids ENOENT.
- * Reserved regions of the device are reserved in the IOAS for as long as it is attached
- * (EADDRINUSE when they collide with a mapping or an allowed range).
+ * `dev` is @x/iommu-pgtable's `IommuDevice` (a device and its `IommuDriver`). Attaching to an
+ * IOAS id reuses the first automatic domain of that IOAS the driver accepts (its `attachDev`
+ * answering EINVAL means "incompatible, try the next") or allocates a new one, which the
+ * io_pagetable fills with every area of the IOAS; an automatic domain is destroyed — unmapped,
+ * unpinned, freed — when its last device leaves. Attaching to a paging HWPT id uses that domain.
+ * Any other object type is EINVAL, an unknown id ENOENT. The device's reserved regions
+ * (`driver.getResvRegions?.(dev)`) are reserved in the IOAS while it is attached (EADDRINUSE when
+ * they collide with a mapping or an allowed range).
  *
- * Devices that share an iommu group (`dev.group`) attach together: the group follows its first
- * device's HWPT, later devices of the group must use the same one (EINVAL otherwise).
+ * Decision: every device is alone in its iommu group (what ACS-isolated PCIe functions and the
+ * selftest mock devices are), so the group state of the kernel is the device's own.
  *
- * Binding holds a reference on the iommufd file, so the context outlives its bound devices.
+ * Binding holds a reference on the iommufd file, so the context outlives its bound devices, and
+ * the driver holds the DEVICE object (IOMMU_DESTROY of its id is EBUSY) until unbind.
  */
 import { EINVAL, KernelWarning, WARN_ON, fail, type File, type Kernel } from "@x/kernel";
+import {
+  IOMMU_CAP_CACHE_COHERENCY,
+  IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
+  type IommuDevice,
+  type IommuDomain,
+  type IommuDriver,
+  iommuAttachDevice,
+  iommuDetachDevice,
+} from "@x/iommu-pgtable";
 import type { IommuResvRegion } from "./io-pagetable.js";
-import type { IoptDomain } from "./iommu-domain.js";
 import type { IommufdIoas } from "./ioas.js";
 import {
   type IommufdHwptPaging,
-  IOMMU_CAP_CACHE_COHERENCY,
-  IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
   iommufdHwPagetablePut,
   iommufdHwptPagingAlloc,
 } from "./hw-pagetable.js";
@@ -53,85 +60,37 @@ export interface IommuUserData {
   readonly len: number;
 }
 
-/** A paging iommu_domain as iommufd uses it: the io_pagetable's view plus lifecycle. */
-export interface IommuPagingDomain extends IoptDomain {
-  /** enforce_cache_coherency: true when the domain now blocks no-snoop. */
-  enforceCacheCoherency(): boolean;
-  /** iommu_domain_free; only called once no device is attached. */
-  free(): void;
+/**
+ * The optional driver entry points iommufd uses beyond @x/iommu-pgtable's `IommuDriver`:
+ * reserved regions (iommu_get_resv_regions) and HWPT data for domain allocation
+ * (domain_alloc_paging_flags' user_data). A driver without them has no reserved regions.
+ */
+export interface IommufdDriverExtras {
+  getResvRegions?(dev: IommuDevice): readonly IommuResvRegion[];
+  domainAllocPaging(dev: IommuDevice, flags: number, userData?: IommuUserData): IommuDomain;
 }
 
-/** What the device's IOMMU driver offers for this device (dev_iommu_ops + dev->iommu). */
-export interface IommuDeviceOps {
-  /** device_iommu_capable */
-  capable(cap: number): boolean;
-  /** domain_alloc_paging_flags; throws (EOPNOTSUPP, ENOMEM…) like the driver. */
-  domainAllocPaging(flags: number, userData: IommuUserData | undefined): IommuPagingDomain;
-  /** attach_dev: put the device (its group) behind `domain`; EINVAL = incompatible domain. */
-  attachDev(domain: IommuPagingDomain): void;
-  /** Return the device to blocked DMA; never fails. */
-  blockDev(): void;
-  /** hw_info: driver type and data for IOMMU_GET_HW_INFO (optional). */
-  hwInfo?(inType: number): { type: number; data: Uint8Array };
-  /** Reserved regions the IOAS must keep free while attached. */
-  resvRegions(): readonly IommuResvRegion[];
-}
-
-/** struct device as iommufd sees it. */
-export interface IommuDevice {
-  readonly name: string;
-  readonly iommu: IommuDeviceOps;
-  /** The iommu_group identity; devices with the same group attach together. */
-  readonly group: object;
-  /** dev->iommu->max_pasids (0 or absent: no PASID). */
-  readonly maxPasids?: number;
-}
-
-/** struct iommufd_group: the attachment state shared by the devices of one iommu group. */
-class IommufdGroup {
-  hwpt: IommufdHwptPaging | undefined;
-  readonly devices: IommufdDevice[] = [];
-  constructor(readonly group: object) {}
-}
-
-const groupsByCtx = new WeakMap<IommufdCtx, Map<object, IommufdGroup>>();
-
-function iommufdGetGroup(ctx: IommufdCtx, dev: IommuDevice): IommufdGroup {
-  let groups = groupsByCtx.get(ctx);
-  if (!groups) groupsByCtx.set(ctx, (groups = new Map()));
-  let g = groups.get(dev.group);
-  if (!g) groups.set(dev.group, (g = new IommufdGroup(dev.group)));
-  return g;
-}
-
-function iommufdPutGroup(ctx: IommufdCtx, g: IommufdGroup): void {
-  if (g.devices.length === 0 && !g.hwpt) groupsByCtx.get(ctx)?.delete(g.group);
+export function driverOf(dev: IommuDevice): IommuDriver & IommufdDriverExtras {
+  return dev.iommu as IommuDriver & IommufdDriverExtras;
 }
 
 export class IommufdDevice extends IommufdObject {
   readonly type = IOMMUFD_OBJ_DEVICE;
   readonly enforceCacheCoherency: boolean;
-  /** Whether the device is on its group's device list (attached). */
-  attached = false;
+  /** The HWPT the device is attached to (igroup->hwpt; one device per group here). */
+  hwpt: IommufdHwptPaging | undefined;
 
   constructor(
     readonly ctx: IommufdCtx,
     readonly dev: IommuDevice,
-    readonly igroup: IommufdGroup,
   ) {
     super();
-    this.enforceCacheCoherency = dev.iommu.capable(IOMMU_CAP_ENFORCE_CACHE_COHERENCY);
-  }
-
-  /** The HWPT the device is attached to, if any. */
-  get hwpt(): IommufdHwptPaging | undefined {
-    return this.attached ? this.igroup.hwpt : undefined;
+    this.enforceCacheCoherency = dev.iommu.capable(dev, IOMMU_CAP_ENFORCE_CACHE_COHERENCY);
   }
 
   /** iommufd_device_destroy */
   destroy(): void {
-    WARN_ON(this.attached, "device destroyed while attached");
-    iommufdPutGroup(this.ctx, this.igroup);
+    WARN_ON(this.hwpt !== undefined, "device destroyed while attached");
     this.ctx.file.put();
   }
 }
@@ -149,15 +108,8 @@ export function iommufdCtxFromFile(kernel: Kernel, file: File): IommufdCtx {
  */
 export function iommufdDeviceBind(ctx: IommufdCtx, dev: IommuDevice): IommufdDevice {
   // iommufd always maps with IOMMU_CACHE, so a non-coherent IOMMU cannot be used.
-  if (!dev.iommu.capable(IOMMU_CAP_CACHE_COHERENCY)) fail(EINVAL, "IOMMU not cache coherent");
-  const igroup = iommufdGetGroup(ctx, dev);
-  let idev: IommufdDevice;
-  try {
-    idev = ctx.objectAlloc(new IommufdDevice(ctx, dev, igroup));
-  } catch (e) {
-    iommufdPutGroup(ctx, igroup);
-    throw e;
-  }
+  if (!dev.iommu.capable(dev, IOMMU_CAP_CACHE_COHERENCY)) fail(EINVAL, "IOMMU not cache coherent");
+  const idev = ctx.objectAlloc(new IommufdDevice(ctx, dev));
   ctx.file.get();
   idev.users++;
   ctx.objectFinalize(idev);
@@ -176,48 +128,43 @@ export function getIommufdDevice(ctx: IommufdCtx, id: number): IommufdDevice {
 
 /** Reserve the device's regions in the IOAS, owned by the device object. */
 function enforceResvRegions(ioas: IommufdIoas, idev: IommufdDevice): void {
-  ioas.iopt.enforceGroupResvRegions(idev, idev.dev.iommu.resvRegions());
+  const dev = idev.dev;
+  ioas.iopt.enforceGroupResvRegions(idev, driverOf(dev).getResvRegions?.(dev) ?? []);
 }
 
 /**
- * iommufd_hw_pagetable_attach: reserve the device's regions in the IOAS, attach the group's
- * domain when this is its first device, take a reference on the HWPT. EINVAL when the device is
- * already attached or its group uses another HWPT.
+ * iommufd_hw_pagetable_attach: reserve the device's regions in the IOAS, attach the domain and
+ * take a reference on the HWPT. EINVAL when already attached or the driver refuses the domain.
  */
 export function iommufdHwPagetableAttach(hwpt: IommufdHwptPaging, idev: IommufdDevice): void {
-  const g = idev.igroup;
-  if (idev.attached) fail(EINVAL, "device already attached");
-  if (g.hwpt && g.hwpt !== hwpt) fail(EINVAL, "group attached to another HWPT");
-  if (idev.enforceCacheCoherency) {
-    if (!hwpt.enforceCacheCoherency) {
-      if (!hwpt.domain!.enforceCacheCoherency()) fail(EINVAL, "domain cannot enforce coherency");
-      hwpt.enforceCacheCoherency = true;
-    }
-  }
+  if (idev.hwpt) fail(EINVAL, "device already attached");
+  hwptEnforceCacheCoherency(hwpt, idev);
   enforceResvRegions(hwpt.ioas, idev);
   try {
-    if (g.devices.length === 0) idev.dev.iommu.attachDev(hwpt.domain!);
+    iommuAttachDevice(idev.dev, hwpt.domain!);
   } catch (e) {
     hwpt.ioas.iopt.removeReservedIova(idev);
     throw e;
   }
-  g.hwpt = hwpt;
+  idev.hwpt = hwpt;
   hwpt.users++;
-  g.devices.push(idev);
-  idev.attached = true;
+}
+
+/**
+ * Decision: @x/iommu-pgtable domains have no enforce_cache_coherency op; a domain enforces
+ * coherency once a device whose driver reports IOMMU_CAP_ENFORCE_CACHE_COHERENCY uses it, and
+ * then for good.
+ */
+function hwptEnforceCacheCoherency(hwpt: IommufdHwptPaging, idev: IommufdDevice): void {
+  if (idev.enforceCacheCoherency) hwpt.enforceCacheCoherency = true;
 }
 
 /** iommufd_hw_pagetable_detach: returns the HWPT whose reference the caller must put. */
 export function iommufdHwPagetableDetach(idev: IommufdDevice): IommufdHwptPaging {
-  const g = idev.igroup;
-  const hwpt = g.hwpt;
-  if (!idev.attached || !hwpt) throw new KernelWarning("detach of a device that is not attached");
-  g.devices.splice(g.devices.indexOf(idev), 1);
-  idev.attached = false;
-  if (g.devices.length === 0) {
-    idev.dev.iommu.blockDev();
-    g.hwpt = undefined;
-  }
+  const hwpt = idev.hwpt;
+  if (!hwpt) throw new KernelWarning("detach of a device that is not attached");
+  iommuDetachDevice(idev.dev);
+  idev.hwpt = undefined;
   hwpt.ioas.iopt.removeReservedIova(idev);
   return hwpt;
 }
@@ -231,39 +178,25 @@ const doAttach: DoAttach = (idev, hwpt) => {
 };
 
 /**
- * iommufd_device_do_replace: switch the group to `hwpt` in one step; returns the old HWPT, whose
- * device-list references were moved to the new one except the one the caller puts.
+ * iommufd_device_do_replace: switch to `hwpt` in one step (the device never passes through
+ * blocking); returns the old HWPT, whose reference the caller puts.
  */
 const doReplace: DoAttach = (idev, hwpt) => {
-  const g = idev.igroup;
-  const old = g.hwpt;
-  if (!old || !idev.attached) fail(EINVAL, "device not attached");
+  const old = idev.hwpt;
+  if (!old) fail(EINVAL, "device not attached");
   if (hwpt === old) return undefined;
   const moveIoas = hwpt.ioas !== old.ioas;
-  const reserved: IommufdDevice[] = [];
+  if (moveIoas) enforceResvRegions(hwpt.ioas, idev);
   try {
-    if (moveIoas) {
-      for (const cur of g.devices) {
-        enforceResvRegions(hwpt.ioas, cur);
-        reserved.push(cur);
-      }
-    }
-    if (idev.enforceCacheCoherency && !hwpt.enforceCacheCoherency) {
-      if (!hwpt.domain!.enforceCacheCoherency()) fail(EINVAL, "domain cannot enforce coherency");
-      hwpt.enforceCacheCoherency = true;
-    }
-    idev.dev.iommu.attachDev(hwpt.domain!);
+    hwptEnforceCacheCoherency(hwpt, idev);
+    iommuAttachDevice(idev.dev, hwpt.domain!);
   } catch (e) {
-    for (const cur of reserved) hwpt.ioas.iopt.removeReservedIova(cur);
+    if (moveIoas) hwpt.ioas.iopt.removeReservedIova(idev);
     throw e;
   }
-  if (moveIoas) for (const cur of g.devices) old.ioas.iopt.removeReservedIova(cur);
-  g.hwpt = hwpt;
-  const n = g.devices.length;
-  hwpt.users += n;
-  // The caller's put takes the last of the old references.
-  old.users -= n - 1;
-  WARN_ON(old.users < 1, "old hwpt lost its last reference in replace");
+  if (moveIoas) old.ioas.iopt.removeReservedIova(idev);
+  idev.hwpt = hwpt;
+  hwpt.users++;
   return old;
 };
 

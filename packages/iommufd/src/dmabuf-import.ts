@@ -33,12 +33,7 @@ import { EINVAL, ENOMEM, type Kernel, KernelWarning, WARN_ON, fail } from "@x/ke
 import { IOPT_PAGES_ACCOUNT_NONE } from "./accounting.js";
 import type { IoptArea } from "./io-pagetable-area.js";
 import type { IoptDomain } from "./iommu-domain.js";
-import {
-  IOPT_ADDRESS_DMABUF,
-  IoptPages,
-  ioptAreaUnmapDomainRange,
-  ioptPutPages,
-} from "./pages.js";
+import { IOPT_ADDRESS_DMABUF, IoptPages, ioptAreaUnmapDomainRange, ioptPutPages } from "./pages.js";
 import { BPAGE_SIZE, MAX_NPFNS } from "./pfn-batch.js";
 
 declare module "@x/kernel" {

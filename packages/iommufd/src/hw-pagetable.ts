@@ -8,17 +8,15 @@
  * automatic domain made by device attach to an IOAS (`autoDomain`, reused by later compatible
  * attaches and destroyed with its last device). Also here: IOMMU_GET_HW_INFO.
  */
+import { EINVAL, ENOENT, EOPNOTSUPP, KernelWarning, WARN_ON, copyToUser, fail } from "@x/kernel";
+import { IOMMU_CAP_DIRTY_TRACKING, type IommuDomain, iommuDomainFree } from "@x/iommu-pgtable";
 import {
-  EINVAL,
-  ENOENT,
-  EOPNOTSUPP,
-  KernelWarning,
-  WARN_ON,
-  copyToUser,
-  fail,
-} from "@x/kernel";
-import type { IommuDevice, IommufdDevice, IommuPagingDomain, IommuUserData } from "./device.js";
-import { iommufdHwPagetableAttach, iommufdHwPagetableDetach } from "./device.js";
+  type IommuUserData,
+  type IommufdDevice,
+  driverOf,
+  iommufdHwPagetableAttach,
+  iommufdHwPagetableDetach,
+} from "./device.js";
 import type { IommufdIoas } from "./ioas.js";
 import {
   IOMMUFD_OBJ_ANY,
@@ -44,11 +42,6 @@ import {
   type iommu_hwpt_alloc,
 } from "./uapi.js";
 
-/** enum iommu_cap values iommufd asks drivers about. */
-export const IOMMU_CAP_CACHE_COHERENCY = 0;
-export const IOMMU_CAP_ENFORCE_CACHE_COHERENCY = 3;
-export const IOMMU_CAP_DIRTY_TRACKING = 5;
-
 const HWPT_PAGING_VALID_FLAGS =
   IOMMU_HWPT_ALLOC_NEST_PARENT |
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING |
@@ -57,7 +50,7 @@ const HWPT_PAGING_VALID_FLAGS =
 
 export class IommufdHwptPaging extends IommufdObject {
   readonly type = IOMMUFD_OBJ_HWPT_PAGING;
-  domain: IommuPagingDomain | undefined;
+  domain: IommuDomain | undefined;
   autoDomain = false;
   nestParent = false;
   enforceCacheCoherency = false;
@@ -73,30 +66,31 @@ export class IommufdHwptPaging extends IommufdObject {
 
   /** iommufd_hwpt_paging_destroy */
   destroy(): void {
-    const ioas = this.ioas;
-    if (this.inIoas) {
-      ioas.mutex.with(() => {
-        const i = ioas.hwptList.indexOf(this);
-        WARN_ON(i < 0, "hwpt not on its IOAS list");
-        ioas.hwptList.splice(i, 1);
-      });
-      ioas.iopt.tableRemoveDomain(this.domain!);
-      this.inIoas = false;
-    }
-    this.domain?.free();
-    this.domain = undefined;
-    ioas.users--;
+    if (this.inIoas) this.ioas.mutex.with(() => this.leaveIoas());
+    this.release();
   }
-}
 
-/**
- * iommufd_hwpt_paging_enforce_cc: once a domain enforces coherency it stays so; a driver that
- * advertised the capability but cannot do it on a fresh domain is a bug (a WARN upstream).
- */
-function hwptPagingEnforceCc(hwpt: IommufdHwptPaging): void {
-  if (hwpt.enforceCacheCoherency) return;
-  if (!hwpt.domain!.enforceCacheCoherency()) fail(EINVAL, "cannot enforce cache coherency");
-  hwpt.enforceCacheCoherency = true;
+  /** iommufd_hwpt_paging_abort: the creating path still holds ioas.mutex. */
+  override abort(): void {
+    this.ioas.mutex.assertHeld();
+    if (this.inIoas) this.leaveIoas();
+    this.release();
+  }
+
+  private leaveIoas(): void {
+    const ioas = this.ioas;
+    const i = ioas.hwptList.indexOf(this);
+    WARN_ON(i < 0, "hwpt not on its IOAS list");
+    ioas.hwptList.splice(i, 1);
+    ioas.iopt.tableRemoveDomain(this.domain!);
+    this.inIoas = false;
+  }
+
+  private release(): void {
+    if (this.domain) iommuDomainFree(this.domain);
+    this.domain = undefined;
+    this.ioas.users--;
+  }
 }
 
 /**
@@ -113,9 +107,9 @@ export function iommufdHwptPagingAlloc(
   userData: IommuUserData | undefined,
 ): IommufdHwptPaging {
   ioas.mutex.assertHeld();
-  const dev: IommuDevice = idev.dev;
+  const dev = idev.dev;
   if (flags & ~HWPT_PAGING_VALID_FLAGS) fail(EOPNOTSUPP, "hwpt flags");
-  if (flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING && !dev.iommu.capable(IOMMU_CAP_DIRTY_TRACKING))
+  if (flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING && !dev.iommu.capable(dev, IOMMU_CAP_DIRTY_TRACKING))
     fail(EOPNOTSUPP, "no dirty tracking");
   if (flags & IOMMU_HWPT_FAULT_ID_VALID && flags & IOMMU_HWPT_ALLOC_NEST_PARENT)
     fail(EOPNOTSUPP, "fault on a nest parent");
@@ -124,14 +118,11 @@ export function iommufdHwptPagingAlloc(
   hwpt.nestParent = (flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0;
   let attached = false;
   try {
-    hwpt.domain = dev.iommu.domainAllocPaging(flags & ~IOMMU_HWPT_FAULT_ID_VALID, userData);
-    if (idev.enforceCacheCoherency) {
-      try {
-        hwptPagingEnforceCc(hwpt);
-      } catch (e) {
-        throw new KernelWarning(`enforce_cache_coherency failed on a new domain: ${e}`);
-      }
-    }
+    const domainFlags = flags & ~IOMMU_HWPT_FAULT_ID_VALID;
+    hwpt.domain = userData
+      ? driverOf(dev).domainAllocPaging(dev, domainFlags, userData)
+      : dev.iommu.domainAllocPaging(dev, domainFlags);
+    if (idev.enforceCacheCoherency) hwpt.enforceCacheCoherency = true;
     if (immediateAttach) {
       iommufdHwPagetableAttach(hwpt, idev);
       attached = true;
@@ -170,7 +161,8 @@ export function iommufdHwPagetablePut(ctx: IommufdCtx, hwpt: IommufdHwptPaging):
 export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fields"]>): number {
   const { ctx, cmd } = ucmd;
   if (cmd.flags & ~HWPT_PAGING_VALID_FLAGS || cmd.__reserved) fail(EOPNOTSUPP, "flags/__reserved");
-  if (!cmd.data_len && cmd.data_type !== IOMMU_HWPT_DATA_NONE) fail(EINVAL, "data type without data");
+  if (!cmd.data_len && cmd.data_type !== IOMMU_HWPT_DATA_NONE)
+    fail(EINVAL, "data type without data");
   if (cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT && cmd.data_type !== IOMMU_HWPT_DATA_NONE)
     fail(EINVAL, "nest parent with data");
   const userData: IommuUserData | undefined =
@@ -187,22 +179,21 @@ export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fi
     try {
       if (ptObj.type !== IOMMUFD_OBJ_IOAS) fail(EINVAL, "pt_id is not an IOAS");
       const ioas = ptObj as IommufdIoas;
-      const hwpt = ioas.mutex.with(() =>
-        iommufdHwptPagingAlloc(ctx, ioas, idev, cmd.flags, false, userData),
-      );
-      if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) {
-        ctx.objectAbortAndDestroy(hwpt);
-        fail(ENOENT, `fault ${cmd.fault_id}`);
-      }
-      cmd.out_hwpt_id = hwpt.id;
-      try {
-        ucmdRespond(ucmd);
-      } catch (e) {
-        ctx.objectAbortAndDestroy(hwpt);
-        throw e;
-      }
-      ctx.objectFinalize(hwpt);
-      return 0;
+      // ioas.mutex stays held until the new HWPT is published or aborted.
+      return ioas.mutex.with(() => {
+        const hwpt = iommufdHwptPagingAlloc(ctx, ioas, idev, cmd.flags, false, userData);
+        try {
+          // No fault objects exist in this model, so a fault id never resolves.
+          if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) fail(ENOENT, `fault ${cmd.fault_id}`);
+          cmd.out_hwpt_id = hwpt.id;
+          ucmdRespond(ucmd);
+        } catch (e) {
+          ctx.objectAbortAndDestroy(hwpt);
+          throw e;
+        }
+        ctx.objectFinalize(hwpt);
+        return 0;
+      });
     } finally {
       ctx.putObject(ptObj);
     }
@@ -217,16 +208,18 @@ export function iommufdGetHwInfo(ucmd: IommufdUcmd<(typeof iommu_hw_info)["field
   if (cmd.flags & ~IOMMU_HW_INFO_FLAG_INPUT_TYPE) fail(EOPNOTSUPP, "flags");
   if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
   return ctx.withObject<IommufdDevice, number>(cmd.dev_id, IOMMUFD_OBJ_DEVICE, (idev) => {
-    const iommu = idev.dev.iommu;
-    const inType = cmd.flags & IOMMU_HW_INFO_FLAG_INPUT_TYPE ? cmd.data_type : IOMMU_HW_INFO_TYPE_DEFAULT;
-    let data: Uint8Array = new Uint8Array(0);
-    if (iommu.hwInfo) {
-      const info = iommu.hwInfo(inType);
-      if (info.type === IOMMU_HW_INFO_TYPE_NONE)
-        throw new KernelWarning("driver with hw_info reports type NONE");
-      data = info.data;
-      cmd.data_type = info.type;
-    } else cmd.data_type = IOMMU_HW_INFO_TYPE_NONE;
+    const dev = idev.dev;
+    const iommu = dev.iommu;
+    const inType =
+      cmd.flags & IOMMU_HW_INFO_FLAG_INPUT_TYPE ? cmd.data_type : IOMMU_HW_INFO_TYPE_DEFAULT;
+    const info = iommu.hwInfo(dev);
+    if (info.type === IOMMU_HW_INFO_TYPE_NONE)
+      throw new KernelWarning("driver with hw_info reports type NONE");
+    // Decision: drivers report one type; asking for another one is EOPNOTSUPP.
+    if (inType !== IOMMU_HW_INFO_TYPE_DEFAULT && inType !== info.type)
+      fail(EOPNOTSUPP, "hw_info type");
+    const data = info.data;
+    cmd.data_type = info.type;
     const copyLen = Math.min(cmd.data_len, data.length);
     if (cmd.data_len) {
       const out = new Uint8Array(cmd.data_len);
@@ -234,11 +227,12 @@ export function iommufdGetHwInfo(ucmd: IommufdUcmd<(typeof iommu_hw_info)["field
       copyToUser(ctx.kernel, cmd.data_uptr, out);
     }
     cmd.data_len = data.length;
-    cmd.out_capabilities = iommu.capable(IOMMU_CAP_DIRTY_TRACKING) ? IOMMU_HW_CAP_DIRTY_TRACKING : 0n;
-    const maxPasids = idev.dev.maxPasids ?? 0;
-    cmd.out_max_pasid_log2 = maxPasids ? Math.floor(Math.log2(maxPasids)) : 0;
+    cmd.out_capabilities = iommu.capable(dev, IOMMU_CAP_DIRTY_TRACKING)
+      ? IOMMU_HW_CAP_DIRTY_TRACKING
+      : 0n;
+    // No PASID support is modelled: max_pasids is 0.
+    cmd.out_max_pasid_log2 = 0;
     ucmdRespond(ucmd);
     return 0;
   });
 }
-

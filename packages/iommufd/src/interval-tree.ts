@@ -12,6 +12,11 @@
 
 export const U64_MAX = (1n << 64n) - 1n;
 
+/** The smaller of two bigints (Math.min is for numbers). */
+export function bigMin(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
+}
+
 let seqCounter = 0;
 /** Deterministic priorities keep runs reproducible (xorshift32). */
 let prioState = 0x9e3779b9;
@@ -239,8 +244,8 @@ export function doubleSpanAt<A, B>(
   const sa = spanAt(a, pos, bound);
   if (sa.used) return { used: 1, start: pos, last: sa.last };
   const sb = spanAt(b, pos, bound);
-  if (sb.used) return { used: 2, start: pos, last: sb.last < sa.last ? sb.last : sa.last };
-  return { used: 0, start: pos, last: sb.last < sa.last ? sb.last : sa.last };
+  if (sb.used) return { used: 2, start: pos, last: bigMin(sb.last, sa.last) };
+  return { used: 0, start: pos, last: bigMin(sb.last, sa.last) };
 }
 
 /** @see interval_tree_for_each_double_span */

@@ -62,13 +62,7 @@ import {
   type IoptPagesAccountMode,
 } from "./accounting.js";
 import { ioptAllocDmabufPages } from "./dmabuf-import.js";
-import {
-  IntervalNode,
-  IntervalTree,
-  U64_MAX,
-  doubleSpanAt,
-  forEachSpan,
-} from "./interval-tree.js";
+import { IntervalNode, IntervalTree, U64_MAX, doubleSpanAt, forEachSpan } from "./interval-tree.js";
 import { IoptArea } from "./io-pagetable-area.js";
 import { IOMMU_WRITE, type IoptDomain, domainMinPageSize } from "./iommu-domain.js";
 import {
@@ -265,7 +259,9 @@ export class IoPagetable {
     };
     if (this.allowedItree.isEmpty) tryAllowed(lo, hi);
     else
-      forEachSpan(this.allowedItree, lo, hi, (span) => (span.used ? tryAllowed(span.start, span.last) : false));
+      forEachSpan(this.allowedItree, lo, hi, (span) =>
+        span.used ? tryAllowed(span.start, span.last) : false,
+      );
     if (found === undefined) fail(ENOSPC, "no free IOVA");
     return found;
   }
@@ -420,7 +416,10 @@ export class IoPagetable {
     prot: number,
     flags: number,
   ): bigint {
-    if (ctx.accountMode === IOPT_PAGES_ACCOUNT_MM && pages.accountMode === IOPT_PAGES_ACCOUNT_USER) {
+    if (
+      ctx.accountMode === IOPT_PAGES_ACCOUNT_MM &&
+      pages.accountMode === IOPT_PAGES_ACCOUNT_USER
+    ) {
       pages.accountMode = IOPT_PAGES_ACCOUNT_MM;
     }
     const list: IoptPagesListElm[] = [{ pages, area: undefined, startByte, length }];
@@ -603,7 +602,8 @@ export class IoPagetable {
   setAllowIova(ranges: ReadonlyArray<{ readonly start: bigint; readonly last: bigint }>): void {
     this.iovaRwsem.withWrite(() => {
       for (const r of ranges) {
-        if (this.reservedItree.iterFirst(r.start, r.last)) fail(EADDRINUSE, "allowed hits reserved");
+        if (this.reservedItree.iterFirst(r.start, r.last))
+          fail(EADDRINUSE, "allowed hits reserved");
       }
       this.clearAllowed();
       for (const r of ranges) {
@@ -745,7 +745,8 @@ export class IoPagetable {
         done.push(area);
       }
     } catch (e) {
-      for (const area of done) ioptAreaUndoAddDomain(area, area.pages as IoptPages, domain, wasFirst);
+      for (const area of done)
+        ioptAreaUndoAddDomain(area, area.pages as IoptPages, domain, wasFirst);
       throw e;
     }
   }
@@ -839,7 +840,14 @@ export class IoPagetable {
       this.areaItree.remove(area.node);
       const prot = area.iommuProt;
       this.insertArea(lhs, pages, startIova, area.startByte(startIova), newStart - startIova, prot);
-      this.insertArea(rhs, pages, newStart, area.startByte(newStart), lastIova - newStart + 1n, prot);
+      this.insertArea(
+        rhs,
+        pages,
+        newStart,
+        area.startByte(newStart),
+        lastIova - newStart + 1n,
+        prot,
+      );
       lhs.storageDomain = area.storageDomain;
       rhs.storageDomain = area.storageDomain;
       lhs.pages = pages;

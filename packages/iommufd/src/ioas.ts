@@ -15,11 +15,9 @@ import {
   EOPNOTSUPP,
   EOVERFLOW,
   Mutex,
-  PAGE_SIZE,
   copyFromUser,
   copyToUser,
   fail,
-  isKernelError,
 } from "@x/kernel";
 import { IOPT_ALLOC_IOVA, IoPagetable, type IoptPagesListElm } from "./io-pagetable.js";
 import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "./iommu-domain.js";
@@ -38,13 +36,11 @@ import {
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_OPTION_OP_GET,
   IOMMU_OPTION_OP_SET,
-  type FieldSpec,
   type Struct,
   U64_MAX,
   ULONG_MAX,
   type iommu_ioas_alloc,
   type iommu_ioas_allow_iovas,
-  type iommu_ioas_change_process,
   type iommu_ioas_copy,
   iommu_iova_range,
   type iommu_ioas_iova_ranges,
@@ -60,27 +56,6 @@ type Ucmd<T extends Struct<any>> = IommufdUcmd<T["fields"]>;
 interface IovaRange {
   start: bigint;
   last: bigint;
-}
-
-/**
- * The holes of the reserved ranges over [0, U64_MAX], ascending (interval_tree_for_each_span
- * over reserved_itree, is_hole only). Reserved ranges may overlap.
- */
-export function reservedHoles(iopt: IoPagetable): Array<[bigint, bigint]> {
-  const ranges = iopt.reservedRanges().sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-  const holes: Array<[bigint, bigint]> = [];
-  let next = 0n;
-  let covered = false;
-  for (const r of ranges) {
-    if (r.start > next) holes.push([next, r.start - 1n]);
-    if (r.last === U64_MAX) {
-      covered = true;
-      break;
-    }
-    if (r.last + 1n > next) next = r.last + 1n;
-  }
-  if (!covered) holes.push([next, U64_MAX]);
-  return holes;
 }
 
 /** struct iommufd_ioas */
@@ -100,7 +75,7 @@ export class IommufdIoas extends IommufdObject {
   /** iommufd_ioas_destroy: unmap everything, then drop the (now empty) table. */
   destroy(): void {
     this.iopt.unmapAll();
-    this.iopt.destroy();
+    this.iopt.destroyTable();
   }
 }
 
@@ -146,7 +121,7 @@ export function iommufdIoasAllocIoctl(ucmd: Ucmd<typeof iommu_ioas_alloc>): numb
   try {
     ucmdRespond(ucmd);
   } catch (e) {
-    ioas.iopt.destroy();
+    ioas.iopt.destroyTable();
     ctx.objectAbort(ioas);
     throw e;
   }
@@ -161,17 +136,16 @@ export function iommufdIoasIovaRanges(ucmd: Ucmd<typeof iommu_ioas_iova_ranges>)
   if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
   const max = cmd.num_iovas;
   ctx.withObject<IommufdIoas, void>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
-    ioas.iopt.iovaRwsem.withRead(() => {
-      cmd.num_iovas = 0;
-      cmd.out_iova_alignment = ioas.iopt.iovaAlignment;
-      for (const [start, last] of reservedHoles(ioas.iopt)) {
-        if (cmd.num_iovas < max) {
-          const at = cmd.allowed_iovas + BigInt(cmd.num_iovas * iommu_iova_range.size);
-          copyToUser(ctx.kernel, at, iommu_iova_range.encode({ start, last }));
-        }
-        cmd.num_iovas++;
+    // reservedHoles() reads the tree under iova_rwsem; the alignment is read next to it.
+    cmd.num_iovas = 0;
+    cmd.out_iova_alignment = ioas.iopt.iovaAlignment;
+    for (const [start, last] of ioas.iopt.reservedHoles()) {
+      if (cmd.num_iovas < max) {
+        const at = cmd.allowed_iovas + BigInt(cmd.num_iovas * iommu_iova_range.size);
+        copyToUser(ctx.kernel, at, iommu_iova_range.encode({ start, last }));
       }
-    });
+      cmd.num_iovas++;
+    }
   });
   ucmdRespond(ucmd);
   if (cmd.num_iovas > max) fail(EMSGSIZE, `${cmd.num_iovas} ranges, room for ${max}`);
@@ -187,7 +161,11 @@ export function iommufdIoasIovaRanges(ucmd: Ucmd<typeof iommu_ioas_iova_ranges>)
 function loadIovas(ctx: IommufdCtx, uptr: bigint, count: number): IovaRange[] {
   const out: IovaRange[] = [];
   for (let i = 0; i < count; i++) {
-    const raw = copyFromUser(ctx.kernel, uptr + BigInt(i * iommu_iova_range.size), iommu_iova_range.size);
+    const raw = copyFromUser(
+      ctx.kernel,
+      uptr + BigInt(i * iommu_iova_range.size),
+      iommu_iova_range.size,
+    );
     const { start, last } = iommu_iova_range.decode(raw);
     if (start >= last) fail(EINVAL, "empty or inverted range");
     if (out.some((r) => r.start <= last && start <= r.last)) fail(EINVAL, "overlapping ranges");
@@ -311,12 +289,12 @@ export const iommufdIoasOption: IoasOption = (ucmd) => {
   const { ctx, cmd } = ucmd;
   ctx.withObject<IommufdIoas, void>(cmd.object_id, IOMMUFD_OBJ_IOAS, (ioas) => {
     if (cmd.op === IOMMU_OPTION_OP_GET) {
-      cmd.val64 = ioas.iopt.disableLargePages ? 0n : 1n;
+      cmd.val64 = ioas.iopt.largePagesDisabled ? 0n : 1n;
       return;
     }
     if (cmd.op !== IOMMU_OPTION_OP_SET) fail(EOPNOTSUPP, "option op");
-    if (cmd.val64 === 0n) ioas.iopt.disableLargePagesMode();
-    else if (cmd.val64 === 1n) ioas.iopt.enableLargePagesMode();
+    if (cmd.val64 === 0n) ioas.iopt.disableLargePages();
+    else if (cmd.val64 === 1n) ioas.iopt.enableLargePages();
     else fail(EINVAL, "HUGE_PAGES value");
   });
 };

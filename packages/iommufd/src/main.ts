@@ -21,9 +21,9 @@
  * Lock order (this package): ioas.mutex -> iopt.domains_rwsem -> iopt.iova_rwsem -> pages.mutex.
  */
 import {
+  CAP_SYS_RESOURCE,
   E2BIG,
   EBUSY,
-  EFAULT,
   EINVAL,
   ENOENT,
   ENOMEM,
@@ -81,12 +81,8 @@ export const IOMMUFD_TABLE_LENGTH = 0x94 - 0x80 + 1;
 /** Highest id xa_alloc may hand out (xa_limit_31b). */
 export const IOMMUFD_MAX_ID = 0x7fff_ffff;
 
-/** EBADFD (asm-generic/errno.h): "fd in bad state", iommufd_ctx_from_file on a foreign file. */
+/** EBADFD (asm-generic/errno.h), which @x/kernel's errno table lacks: iommufd_ctx_from_file of a foreign file. */
 export const EBADFD = 77;
-
-/** CAP_SYS_RESOURCE (capability.h), checked by IOMMU_OPTION RLIMIT_MODE SET. */
-export const CAP_SYS_RESOURCE = 24;
-
 
 /** Base of every iommufd object. Subclasses set `type` and release their resources in `destroy`. */
 export abstract class IommufdObject {
@@ -97,6 +93,14 @@ export abstract class IommufdObject {
   users = 1;
   /** Type-specific teardown (iommufd_object_ops[type].destroy); runs once, never fails. */
   abstract destroy(): void;
+
+  /**
+   * Teardown of an object that was never published (iommufd_object_ops[type].abort), called
+   * from the creating path, which may hold locks `destroy` would take. Defaults to `destroy`.
+   */
+  abort(): void {
+    this.destroy();
+  }
 }
 
 /** A user command in flight (struct iommufd_ucmd). */
@@ -189,9 +193,7 @@ export class IommufdModule {
   registerTestCmd(handler: TestCmdHandler): void {
     if (this.testCmd) throw new KernelWarning("IOMMU_TEST_CMD registered twice");
     this.testCmd = handler;
-    this.addIoctls([
-      ioctlOp(IOMMU_TEST_CMD_NUM, iommu_test_cmd, (ucmd) => this.testCmd!(ucmd)),
-    ]);
+    this.addIoctls([ioctlOp(IOMMU_TEST_CMD_NUM, iommu_test_cmd, (ucmd) => this.testCmd!(ucmd))]);
   }
 
   /** Table length, as ARRAY_SIZE(iommufd_ioctl_ops). */
@@ -217,7 +219,10 @@ export class IommufdModule {
 
   private open(kernel: Kernel, flags: number, vfioContainer: boolean): File {
     if (kernel.shouldFail("iommufd_fops_open")) fail(ENOMEM);
-    const ctx = new IommufdCtx(this, vfioContainer ? IOPT_PAGES_ACCOUNT_MM : IOPT_PAGES_ACCOUNT_USER);
+    const ctx = new IommufdCtx(
+      this,
+      vfioContainer ? IOPT_PAGES_ACCOUNT_MM : IOPT_PAGES_ACCOUNT_USER,
+    );
     const file = kernel.anonFile(this.fops, ctx, flags || O_RDWR);
     ctx.file = file;
     return file;
@@ -280,7 +285,7 @@ export class IommufdCtx implements CompatIoasHolder {
 
   /** iommufd_object_abort_and_destroy: abort after the type's constructor succeeded. */
   objectAbortAndDestroy(obj: IommufdObject): void {
-    obj.destroy();
+    obj.abort();
     this.objectAbort(obj);
   }
 
@@ -406,7 +411,7 @@ export class IommufdCtx implements CompatIoasHolder {
     while (this.objects.size) {
       let destroyed = 0;
       for (const obj of [...this.objects.values()]) {
-        if (!obj || obj.users !== 1) continue;
+        if (obj?.users !== 1) continue;
         this.removeAndDestroy(obj);
         destroyed++;
       }
@@ -466,7 +471,9 @@ function optionRlimitMode(ucmd: IommufdUcmd<(typeof iommu_option)["fields"]>): v
 }
 
 /** iommufd_option; only val64 is copied back. */
-export function iommufdOption(ioasOption: IoasOption): IoctlHandler<(typeof iommu_option)["fields"]> {
+export function iommufdOption(
+  ioasOption: IoasOption,
+): IoctlHandler<(typeof iommu_option)["fields"]> {
   return (ucmd) => {
     const { cmd } = ucmd;
     if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");

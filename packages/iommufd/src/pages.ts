@@ -97,9 +97,14 @@ export interface IoptPagesDmabuf {
 }
 
 /** struct iopt_pages_access: an in-kernel pin range, refcounted per exact range. */
-export interface IoptPagesAccess {
-  readonly node: IntervalNode<IoptPagesAccess>;
-  users: number;
+export class IoptPagesAccess {
+  readonly node = new IntervalNode<IoptPagesAccess>(this);
+  users = 1;
+
+  constructor(start: number, last: number) {
+    this.node.start = BigInt(start);
+    this.node.last = BigInt(last);
+  }
 }
 
 /** The lockdep class names of pages.mutex. */
@@ -551,7 +556,11 @@ export function ioptAreaRemoveDomain(
 }
 
 /** Take the last domain out of one area: unfill (unmap + unpin) and leave domainsItree. */
-export function ioptAreaRemoveLastDomain(area: IoptArea, pages: IoptPages, domain: IoptDomain): void {
+export function ioptAreaRemoveLastDomain(
+  area: IoptArea,
+  pages: IoptPages,
+  domain: IoptDomain,
+): void {
   pages.mutex.with(() => {
     pages.domainsItree.remove(area.pagesNode);
     WARN_ON(area.storageDomain !== domain, "storage domain is not the last domain");

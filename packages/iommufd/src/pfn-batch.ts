@@ -12,7 +12,15 @@
  */
 import { EINVAL, ENOMEM, type Kernel, KernelWarning, WARN_ON, type XArray, fail } from "@x/kernel";
 import type { IoptArea } from "./io-pagetable-area.js";
-import { IOMMU_CACHE, IOMMU_MMIO, type IoptDomain, iommuUnmapNofail } from "./iommu-domain.js";
+import {
+  IOMMU_CACHE,
+  IOMMU_MMIO,
+  type IoptDomain,
+  domainIovaToPhys,
+  domainMap,
+  domainReadRange,
+  iommuUnmapNofail,
+} from "./iommu-domain.js";
 
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 4096;
@@ -210,7 +218,7 @@ export function batchToDomain(
       const nextIova = runEnd < lastIova + 1n ? runEnd : lastIova + 1n;
       const paddr = BigInt(batch.pfns[cur] as number) * BPAGE_SIZE + pageOffset;
       if (disableLargePages) iommuMapSmall(domain, iova, paddr, nextIova - iova, prot);
-      else domain.map(iova, paddr, nextIova - iova, prot);
+      else domainMap(domain, iova, paddr, nextIova - iova, prot);
       iova = nextIova;
       pageOffset = 0n;
     }
@@ -235,7 +243,7 @@ function iommuMapSmall(
   const end = iova + size;
   try {
     while (iova < end) {
-      domain.map(iova, paddr, BPAGE_SIZE, prot);
+      domainMap(domain, iova, paddr, BPAGE_SIZE, prot);
       iova += BPAGE_SIZE;
       paddr += BPAGE_SIZE;
     }
@@ -259,22 +267,23 @@ export function batchFromDomain(
   lastIndex: number,
   kind: BatchKind = BATCH_CPU_MEMORY,
 ): void {
-  let pageOffset = startIndex === area.index ? BigInt(area.pageOffset) : 0n;
-  let iova = area.indexToIova(startIndex);
   let index = startIndex;
+  let iova = area.indexToIova(index);
   // A partial first page is read at its IOVA and moved back to its page start.
-  if (pageOffset || !domain.readRange) {
-    for (; index <= lastIndex; index++) {
-      const phys = domain.iovaToPhys(iova) - pageOffset;
-      if (!batch.add(Number(phys >> 12n), 1, kind)) return;
-      iova += BPAGE_SIZE - pageOffset;
-      pageOffset = 0n;
-      if (domain.readRange) break;
-    }
+  if (index === area.index && area.pageOffset) {
+    const off = BigInt(area.pageOffset);
+    const phys = domainIovaToPhys(domain, iova) - off;
+    if (!batch.add(Number(phys >> 12n), 1, kind)) return;
+    iova += BPAGE_SIZE - off;
     index++;
   }
-  if (domain.readRange && index <= lastIndex) {
-    domain.readRange(iova, lastIndex - index + 1, (pfn, n) => batch.addRun(pfn, n, kind) === n);
+  if (index <= lastIndex) {
+    domainReadRange(
+      domain,
+      iova,
+      lastIndex - index + 1,
+      (pfn, n) => batch.addRun(pfn, n, kind) === n,
+    );
   }
 }
 

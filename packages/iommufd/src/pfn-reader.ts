@@ -75,14 +75,19 @@ export function findDomainArea(pages: IoptPages, index: number): IoptArea | unde
  * Pins from the origin not yet moved into a batch: pages [start, end) are the runs of `runs`.
  * @see pfn_reader_user
  */
-class PfnReaderUser {
+export class PfnReaderUser {
   runs = new PfnRuns();
   upagesStart = 0;
   upagesEnd = 0;
-  /** Capacity of the window in pages (0 until the temp buffer was obtained). */
-  capacity = 0;
 
-  constructor(readonly pages: IoptPages) {}
+  /**
+   * `capacity`: window size in pages, 0 to take it from temp memory at the first pin (an
+   * access pin passes its whole range: its output array is the window).
+   */
+  constructor(
+    readonly pages: IoptPages,
+    private capacity = 0,
+  ) {}
 
   /**
    * Pin pages from [startIndex, lastIndex] of the origin, as many as the window holds and the
@@ -283,6 +288,12 @@ export class PfnReader {
       unpinUncovered(this.pages, this.batch, this.batchStartIndex, this.batchEndIndex - 1);
       this.batchStartIndex = this.batchEndIndex;
     }
+  }
+
+  /** Unpin the current batch where nothing covers it (rw's walk). @see pfn_reader_unpin */
+  unpinBatch(): void {
+    if (this.batchStartIndex === this.batchEndIndex || !this.user) return;
+    unpinUncovered(this.pages, this.batch, this.batchStartIndex, this.batchEndIndex - 1);
   }
 
   /** Charge the pins made to the accounting. @see pfn_reader_update_pinned */

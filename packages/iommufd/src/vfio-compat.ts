@@ -21,7 +21,7 @@ import {
   copyToUser,
   fail,
 } from "@x/kernel";
-import { type IommufdIoas, getIoas, iommufdIoasAlloc, reservedHoles } from "./ioas.js";
+import { type IommufdIoas, getIoas, iommufdIoasAlloc } from "./ioas.js";
 import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "./iommu-domain.js";
 import { IOMMUFD_OBJ_IOAS, type IommufdCtx, type IommufdUcmd, ucmdRespond } from "./main.js";
 import {
@@ -126,7 +126,9 @@ function vfioMapDma(ctx: IommufdCtx, arg: bigint): number {
   let prot = IOMMU_CACHE;
   if (map.flags & VFIO_DMA_MAP_FLAG_READ) prot |= IOMMU_READ;
   if (map.flags & VFIO_DMA_MAP_FLAG_WRITE) prot |= IOMMU_WRITE;
-  withCompatIoas(ctx, (ioas) => ioas.iopt.mapUserPages(ctx, map.iova, map.vaddr, map.size, prot, 0));
+  withCompatIoas(ctx, (ioas) =>
+    ioas.iopt.mapUserPages(ctx, map.iova, map.vaddr, map.size, prot, 0),
+  );
   return 0;
 }
 
@@ -148,31 +150,23 @@ function vfioUnmapDma(ctx: IommufdCtx, arg: bigint): number {
       if (unmap.iova !== 0n || unmap.size !== 0n) fail(EINVAL, "UNMAP_ALL with a range");
       unmapped = iopt.unmapAll();
     } else {
-      if (iopt.disableLargePages) {
+      if (iopt.largePagesDisabled) {
         const last = BigInt.asUintN(64, unmap.iova + unmap.size - 1n);
         iopt.cutIova(unmap.iova ? [last, unmap.iova - 1n] : [last]);
       }
+      const progress = { unmapped: 0n };
       try {
-        unmapped = unmapIovaAllowEmpty(iopt, unmap.iova, unmap.size);
+        iopt.unmapIova(unmap.iova, unmap.size, progress);
       } catch (e) {
         error = e;
       }
+      unmapped = progress.unmapped;
     }
     unmap.size = unmapped;
     copyToUser(ctx.kernel, arg, vfio_iommu_type1_dma_unmap.encode(unmap));
     if (error) throw error;
     return 0;
   });
-}
-
-/**
- * iopt_unmap_iova as newer kernels have it: a range holding no area at all unmaps nothing and
- * succeeds (only IOMMU_IOAS_UNMAP turns "nothing" into ENOENT).
- */
-function unmapIovaAllowEmpty(iopt: IommufdIoas["iopt"], iova: bigint, length: bigint): bigint {
-  if (length !== 0n && iova + length - 1n <= U64_MAX && iopt.areas(iova, iova + length - 1n).length === 0)
-    return 0n;
-  return iopt.unmapIova(iova, length);
 }
 
 /** VFIO_CHECK_EXTENSION */
@@ -198,7 +192,7 @@ function vfioSetIommu(ctx: IommufdCtx, type: bigint): number {
   if (type !== BigInt(VFIO_TYPE1_IOMMU) && type !== BigInt(VFIO_TYPE1v2_IOMMU))
     fail(EINVAL, "iommu type");
   withCompatIoas(ctx, (ioas) => {
-    if (type === BigInt(VFIO_TYPE1_IOMMU)) ioas.iopt.disableLargePagesMode();
+    if (type === BigInt(VFIO_TYPE1_IOMMU)) ioas.iopt.disableLargePages();
   });
   return 0;
 }
@@ -216,6 +210,7 @@ function compatPageSizes(ioas: IommufdIoas): bigint {
   });
   if (bitmap & ~pageMask) bitmap = (bitmap & pageMask) | page;
   const align = ioas.iopt.iovaAlignment;
+  // biome-ignore lint/complexity/useMathMinMax: bigint operands
   return bitmap > align ? bitmap : align;
 }
 
@@ -241,7 +236,7 @@ const fillCapIova: CapFill = (ctx, ioas, at, avail) => {
   const head = vfio_iommu_type1_info_cap_iova_range.size;
   const elm = vfio_iova_range.size;
   let nr = 0;
-  for (const [start, end] of reservedHoles(ioas.iopt)) {
+  for (const [start, end] of ioas.iopt.reservedHoles()) {
     if (avail >= head + elm * (nr + 1))
       copyToUser(ctx.kernel, at + BigInt(head + elm * nr), vfio_iova_range.encode({ start, end }));
     nr++;
@@ -270,31 +265,31 @@ function vfioIommuGetInfo(ctx: IommufdCtx, arg: bigint): number {
   const info = s.decode(readStruct(ctx.kernel, arg, s.minSize));
   if (info.argsz < s.minSize) fail(EINVAL, "argsz");
   const copyBack = Math.min(info.argsz, s.size);
-  return withCompatIoas(ctx, (ioas) =>
-    ioas.iopt.iovaRwsem.withRead(() => {
-      info.flags = VFIO_IOMMU_INFO_PGSIZES;
-      info.iova_pgsizes = compatPageSizes(ioas);
-      info.cap_offset = 0;
-      let total = s.size;
-      let lastCap: bigint | undefined;
-      for (const fill of CAP_FILLS) {
-        const capSize =
-          info.argsz > total ? fill(ctx, ioas, arg + BigInt(total), info.argsz - total) : fill(ctx, ioas, 0n, 0);
-        if (lastCap !== undefined && info.argsz >= total) {
-          const next = new Uint8Array(4);
-          new DataView(next.buffer).setUint32(0, total, true);
-          copyToUser(ctx.kernel, lastCap + 4n, next);
-        }
-        lastCap = arg + BigInt(total);
-        total += capSize;
+  return withCompatIoas(ctx, (ioas) => {
+    info.flags = VFIO_IOMMU_INFO_PGSIZES;
+    info.iova_pgsizes = compatPageSizes(ioas);
+    info.cap_offset = 0;
+    let total = s.size;
+    let lastCap: bigint | undefined;
+    for (const fill of CAP_FILLS) {
+      const capSize =
+        info.argsz > total
+          ? fill(ctx, ioas, arg + BigInt(total), info.argsz - total)
+          : fill(ctx, ioas, 0n, 0);
+      if (lastCap !== undefined && info.argsz >= total) {
+        const next = new Uint8Array(4);
+        new DataView(next.buffer).setUint32(0, total, true);
+        copyToUser(ctx.kernel, lastCap + 4n, next);
       }
-      if (info.argsz >= total) info.cap_offset = s.size;
-      info.argsz = total;
-      info.flags |= VFIO_IOMMU_INFO_CAPS;
-      copyToUser(ctx.kernel, arg, s.encode(info).subarray(0, copyBack));
-      return 0;
-    }),
-  );
+      lastCap = arg + BigInt(total);
+      total += capSize;
+    }
+    if (info.argsz >= total) info.cap_offset = s.size;
+    info.argsz = total;
+    info.flags |= VFIO_IOMMU_INFO_CAPS;
+    copyToUser(ctx.kernel, arg, s.encode(info).subarray(0, copyBack));
+    return 0;
+  });
 }
 
 /** iommufd_vfio_ioctl: command numbers outside the iommufd table. */
@@ -316,4 +311,3 @@ export function iommufdVfioIoctl(ctx: IommufdCtx, cmd: number, arg: bigint): num
       return fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
   }
 }
-

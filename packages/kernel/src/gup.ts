@@ -26,7 +26,7 @@ function checkVmaFlags(vma: Vma, gupFlags: number): void {
 }
 
 /**
- * pin_user_pages / pin_user_pages_remote on `mm`: pins up to `npages` pages from `start`
+ * pin_user_pages / pin_user_pages_remote on `mm`, taking its mmap_lock for read: pins up to `npages` pages from `start`
  * (rounded down to its page), appending their pfns to `out`. Returns the pages pinned: all of
  * them, or fewer when a later page cannot be pinned (like GUP). When the first page fails the
  * error is thrown — EFAULT for a hole, a PFNMAP mapping or a missing permission, ENOMEM when
@@ -52,11 +52,33 @@ export function pinUserPages(
   if (first < 0n) fail(EFAULT, "negative address");
   if ((first + BigInt(npages)) << BigInt(PAGE_SHIFT) > 1n << 64n) fail(EOVERFLOW, "range wraps");
   if ((first + BigInt(npages)) << BigInt(PAGE_SHIFT) > TASK_SIZE) fail(EFAULT, "beyond TASK_SIZE");
+  const pinned = mm.mmapLock.withRead(() =>
+    pinLocked(kernel, mm, Number(first), npages, gupFlags, out),
+  );
+  kernel.trace.emit("gup:pin", {
+    addr: start,
+    npages,
+    pinned,
+    gupFlags,
+    runs: out.length,
+  });
+  return pinned;
+}
+
+/** The walk of pinUserPages with mmap_lock held for read. @see __get_user_pages_locked */
+function pinLocked(
+  kernel: Kernel,
+  mm: MmStruct,
+  first: number,
+  npages: number,
+  gupFlags: number,
+  out: PfnRuns,
+): number {
   const mem = kernel.mem;
   const write = (gupFlags & FOLL_WRITE) !== 0;
   const longterm = (gupFlags & FOLL_LONGTERM) !== 0;
   const before = out.totalPages;
-  let vpn = Number(first);
+  let vpn = first;
   const end = vpn + npages;
   // The current run, pinned when it stops being contiguous.
   let runPfn = -1;
@@ -97,15 +119,18 @@ export function pinUserPages(
         }
         continue;
       }
-      if (vma.isCow && !vma.mapping) {
-        vpn += mm.faultAnonRun(vma, vpn, stop - vpn, emit);
+      if (vma.isCow && !vma.mapping && vma.order === 0) {
+        vpn += mm.faultAnonRun(vpn, stop - vpn, emit);
         if (vpn >= stop) continue;
       }
-      // General path, one page: unshare for any pin of an anonymous page and for a long-term
-      // pin of a file page in a private mapping.
+      // General path, one PTE (a page, or a huge page): unshare for any pin of an anonymous
+      // page and for a long-term pin of a file page in a private mapping.
       const unshare = vma.isCow && (longterm || !vma.mapping || mm.hasPrivatePte(vpn));
-      emit(mm.faultIn(vma, vpn, write, unshare), 1);
-      vpn++;
+      const pfn = mm.faultIn(vma, vpn, write, unshare);
+      const size = 2 ** vma.order;
+      const n = Math.min(stop - vpn, size - ((vpn - vma.start) % size));
+      emit(pfn, n);
+      vpn += n;
     }
   } catch (e) {
     if (!isKernelError(e)) throw e;
@@ -132,5 +157,8 @@ export function pinUserPagesFast(
  * effect: contents live in memory, there is no writeback to schedule.
  */
 export function unpinUserPageRuns(kernel: Kernel, runs: PfnRuns, _dirty: boolean): void {
-  runs.forEach((pfn, n) => kernel.mem.unpinPages(pfn, n));
+  runs.forEach((pfn, n) => {
+    kernel.mem.unpinPages(pfn, n);
+  });
+  kernel.trace.emit("gup:unpin", { npages: runs.totalPages, runs: runs.length });
 }

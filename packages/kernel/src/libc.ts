@@ -248,7 +248,10 @@ export class Libc {
   /** fork(2): the child's facade. Throws the KernelError (errno set here too) on failure. */
   fork(): Libc {
     try {
-      return new Libc(this.kernel, this.raw(() => this.kernel.fork(this.process)));
+      return new Libc(
+        this.kernel,
+        this.raw(() => this.kernel.fork(this.process)),
+      );
     } catch (e) {
       if (e instanceof KernelError) this.errno = e.errno;
       throw e;

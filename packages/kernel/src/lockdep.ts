@@ -55,11 +55,20 @@ export class Lockdep {
     return false;
   }
 
-  /** @internal called by the lock types before they take ownership. */
-  acquire(lock: LockBase, read: boolean, subclass: number, nestOk: boolean): void {
+  /**
+   * @internal called by the lock types before they take ownership. A trylock cannot deadlock
+   * (it never waits), so, as in the kernel's lockdep, it is only recorded as held: no order or
+   * same-class check and no new dependency; locks taken after it still depend on it.
+   */
+  acquire(lock: LockBase, read: boolean, subclass: number, nestOk: boolean, trylock = false): void {
     const task = this.current();
     const list = this.held.get(task.tid) ?? [];
     const key = subclass ? `${lock.className}/${subclass}` : lock.className;
+    if (trylock) {
+      list.push({ lock, key, read });
+      this.held.set(task.tid, list);
+      return;
+    }
     for (const h of list) {
       if (h.lock === lock) {
         throw new LockdepError(
@@ -161,7 +170,7 @@ export class Mutex extends LockBase {
 
   tryLock(): boolean {
     if (this.owner !== undefined) return false;
-    this.lockdep.acquire(this, false, 0, false);
+    this.lockdep.acquire(this, false, 0, false, true);
     this.owner = this.lockdep.current().tid;
     return true;
   }
@@ -211,7 +220,7 @@ export class RwSem extends LockBase {
 
   tryDownWrite(): boolean {
     if (this.writer !== undefined || this.readers.size !== 0) return false;
-    this.lockdep.acquire(this, false, 0, false);
+    this.lockdep.acquire(this, false, 0, false, true);
     this.writer = this.lockdep.current().tid;
     return true;
   }
@@ -281,7 +290,7 @@ export class WwMutex extends LockBase {
 
   tryLock(): boolean {
     if (this.owner !== undefined) return false;
-    this.lockdep.acquire(this, false, 0, false);
+    this.lockdep.acquire(this, false, 0, false, true);
     this.owner = this.lockdep.current().tid;
     return true;
   }

@@ -180,7 +180,9 @@ export function shmemFileSetup(
 export function memfdCreate(kernel: Kernel, name: string, flags: number): File {
   memfdCheckArgs(name, flags);
   const order = flags & MFD_HUGETLB ? hugetlbOrder(flags) : 0;
-  return shmemFileSetup(kernel, `memfd:${name}`, 0n, order);
+  const file = shmemFileSetup(kernel, `memfd:${name}`, 0n, order);
+  kernel.trace.emit("memfd:create", { name, order });
+  return file;
 }
 
 function inodeOrEinval(file: File): ShmemInode {
@@ -240,6 +242,7 @@ export function memfdPinFolios(
     unpinTail(mem, out, before);
     throw e;
   }
+  kernel.trace.emit("memfd:pin", { start, end, npages: stop - first });
   return { npages: stop - first, offset: Number(start & BigInt(PAGE_SIZE - 1)) };
 }
 

@@ -4,7 +4,21 @@ import { FMODE_READ, FMODE_WRITE, type File } from "./file.js";
 import { type ShmemInode, hugetlbOrder, shmemFileSetup, shmemInode } from "./memfd.js";
 import { PAGE_SHIFT, PAGE_SIZE, type PhysMem } from "./physmem.js";
 import { RwSem, type Lockdep } from "./lockdep.js";
-import { XArray } from "./xarray.js";
+import type { TraceBus } from "./trace.js";
+import { XA_STOP, XArray } from "./xarray.js";
+
+declare module "./trace.js" {
+  interface TraceEvents {
+    "mm:mmap": { addr: bigint; len: bigint; prot: number; flags: number; file: string };
+    "mm:munmap": { addr: bigint; len: bigint };
+    "mm:fork": { vmas: number; sharedPages: number; copiedPages: number };
+    "mm:exit": { vmas: number };
+    "gup:pin": { addr: bigint; npages: number; pinned: number; gupFlags: number; runs: number };
+    "gup:unpin": { npages: number; runs: number };
+    "memfd:create": { name: string; order: number };
+    "memfd:pin": { start: bigint; end: bigint; npages: number };
+  }
+}
 
 /**
  * An address space (struct mm_struct): VMAs sorted by address, one sparse page table for the
@@ -26,7 +40,10 @@ import { XArray } from "./xarray.js";
  * Decisions: anonymous memory uses order-0 folios only (no THP) and a read fault allocates
  * a zeroed page rather than mapping a shared zero page; VMAs are never merged.
  *
- * Lock order: mmap_lock (`mmapLock`) is taken before any pages.mutex of iommufd.
+ * Locking: mmap, munmap, fork and exit take `mmapLock` (mmap_lock) for write; GUP and user
+ * copies take it for read; `fault` expects it held. Lock order: iommufd's pages.mutex is taken
+ * before mmap_lock (pinning and VFIO-compatible accounting run under it), and a driver's mmap
+ * callback runs under mmap_lock.
  */
 export const PROT_NONE = 0x0;
 export const PROT_READ = 0x1;
@@ -71,6 +88,13 @@ const PAGE = BigInt(PAGE_SIZE);
 const SHIFT = BigInt(PAGE_SHIFT);
 const EXCL = 1;
 
+/** The page number whose PTE maps `vpn`: itself, or the first page of its huge page. */
+function pteKey(vma: Vma, vpn: number): number {
+  if (vma.order === 0) return vpn;
+  const size = 2 ** vma.order;
+  return Math.floor(vpn / size) * size;
+}
+
 /** A driver's VMA callbacks (vm_operations_struct). */
 export interface VmOperations {
   /** A pfn for page `pgoff` of the mapping, or throw (SIGBUS -> EFAULT for the accessor). */
@@ -87,6 +111,8 @@ export class Vma {
   pfnBase = -1;
   /** Driver data (vm_private_data). */
   priv: unknown;
+  /** Page order of the mapping: 0, or the huge page order of a hugetlb VMA. */
+  order = 0;
 
   constructor(
     readonly mm: MmStruct,
@@ -127,6 +153,7 @@ export class Vma {
     v.ops = this.ops;
     v.pfnBase = this.pfnBase < 0 ? -1 : this.pfnBase + (start - this.start);
     v.priv = this.priv;
+    v.order = this.order;
     this.file?.get();
     v.ops?.open?.(v);
     return v;
@@ -137,6 +164,7 @@ export class Vma {
 export interface MmHost {
   readonly mem: PhysMem;
   readonly lockdep: Lockdep;
+  readonly trace: TraceBus;
   shouldFail(site: string): boolean;
 }
 
@@ -203,6 +231,20 @@ export class MmStruct {
    * address mapped. The caller has resolved the descriptor to `file`.
    */
   mmap(req: MmapRequest): bigint {
+    const addr = this.mmapLock.withWrite(() => this.doMmap(req));
+    if (this.host.trace.active)
+      this.host.trace.emit("mm:mmap", {
+        addr,
+        len: req.len,
+        prot: req.prot,
+        flags: req.flags,
+        file: req.file?.fops.name ?? "anon",
+      });
+    return addr;
+  }
+
+  /** @see do_mmap */
+  private doMmap(req: MmapRequest): bigint {
     const { prot, flags, file } = req;
     const offset = req.offset ?? 0n;
     let len = req.len;
@@ -254,16 +296,17 @@ export class MmStruct {
       vmFlags |= VM_SHARED | VM_MAYSHARE;
     } else if (type !== MAP_PRIVATE) fail(EINVAL, "bad map type");
 
-    // Anonymous shared and anonymous hugetlb memory is backed by an internal file
-    // (shmem_zero_setup / hugetlb_file_setup), made before anything else changes.
+    // Shared anonymous memory is backed by an internal file (shmem_zero_setup /
+    // hugetlb_file_setup), made before anything else changes.
     let backing = file;
     let ownRef = false;
-    if (!file && (vmFlags & VM_SHARED || hugeOrder)) {
+    if (!file && vmFlags & VM_SHARED) {
       backing = shmemFileSetup(this.host, hugeOrder ? "anon_hugepage" : "dev/zero", len, hugeOrder);
       inode = shmemInode(backing);
       ownRef = true;
     }
     const vma = new Vma(this, start, start + npages, vmFlags, Number(pgoff), backing);
+    vma.order = hugeOrder;
     if (hugeOrder) vma.flags |= VM_HUGETLB;
     try {
       if (backing) {
@@ -284,7 +327,7 @@ export class MmStruct {
   /** Prefault every page; failures are left for the first access, as MAP_POPULATE does. */
   private populate(vma: Vma): void {
     const write = (vma.flags & (VM_WRITE | VM_SHARED)) === VM_WRITE;
-    for (let vpn = vma.start; vpn < vma.end; vpn++) {
+    for (let vpn = vma.start; vpn < vma.end; vpn += 2 ** vma.order) {
       try {
         this.fault(vpn, write, false);
       } catch (e) {
@@ -303,7 +346,7 @@ export class MmStruct {
     const minVpn = Number(MMAP_MIN_ADDR >> SHIFT);
     if (hint !== 0n && hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - (BigInt(npages) << SHIFT)) {
       const h = Math.ceil(Number((hint + PAGE - 1n) >> SHIFT) / align) * align;
-      if (!this.overlaps(h, h + npages) && (BigInt(h + npages) << SHIFT) <= TASK_SIZE) return h;
+      if (!this.overlaps(h, h + npages) && BigInt(h + npages) << SHIFT <= TASK_SIZE) return h;
     }
     let hi = Number(MMAP_BASE >> SHIFT);
     for (let i = this.vmas.length - 1; i >= 0; i--) {
@@ -328,6 +371,12 @@ export class MmStruct {
 
   /** munmap: page-aligned address, non-zero length; unmapping nothing is not an error. */
   munmap(addr: bigint, len: bigint): void {
+    this.mmapLock.withWrite(() => this.doMunmap(addr, len));
+    this.host.trace.emit("mm:munmap", { addr, len });
+  }
+
+  /** @see do_munmap */
+  private doMunmap(addr: bigint, len: bigint): void {
     if (addr & (PAGE - 1n) || addr < 0n) fail(EINVAL, "address not page aligned");
     if (len <= 0n) fail(EINVAL, "zero length");
     len = (len + PAGE - 1n) & ~(PAGE - 1n);
@@ -337,7 +386,7 @@ export class MmStruct {
     // hugetlb VMAs can only be cut at huge page boundaries.
     for (const v of this.vmas) {
       if (!(v.flags & VM_HUGETLB) || v.end <= start || v.start >= end) continue;
-      const align = 2 ** (v.mapping?.order ?? 0);
+      const align = 2 ** v.order;
       if ((start > v.start && start % align) || (end < v.end && end % align))
         fail(EINVAL, "hugetlb unmap not aligned to the huge page size");
     }
@@ -386,7 +435,10 @@ export class MmStruct {
     return this.faultIn(vma, vpn, write, unshare);
   }
 
-  /** @internal the fault once the VMA and its permissions are checked. */
+  /**
+   * @internal the fault once the VMA and its permissions are checked. A private hugetlb VMA
+   * keeps one PTE per huge page (at its first page number) and copies whole huge folios.
+   */
   faultIn(vma: Vma, vpn: number, write: boolean, unshare: boolean): number {
     const pgoff = vma.pgoff + (vpn - vma.start);
     if (vma.flags & VM_PFNMAP) {
@@ -396,31 +448,37 @@ export class MmStruct {
     }
     if (!vma.isCow) return this.filePage(vma, pgoff);
     const mem = this.host.mem;
-    const pte = this.pt.load(vpn);
+    const key = pteKey(vma, vpn);
+    const sub = vpn - key;
+    const pte = this.pt.load(key);
     if (pte >= 0) {
-      const pfn = Math.floor(pte / 2);
-      if ((!write && !unshare) || pte & EXCL) return pfn;
-      if (mem.refCount(pfn) === 1) {
-        this.pt.store(vpn, pte | EXCL);
-        return pfn;
+      const head = Math.floor(pte / 2);
+      if ((!write && !unshare) || pte & EXCL) return head + sub;
+      if (mem.refCount(head) === 1) {
+        this.pt.store(key, pte | EXCL);
+        return head + sub;
       }
-      const copy = mem.allocFolio(0, "wp_page_copy");
-      mem.copyPage(copy, pfn);
-      this.pt.store(vpn, copy * 2 + EXCL);
-      mem.folioPut(pfn);
-      return copy;
+      const copy = this.copyOf(vma, head, key);
+      mem.folioPut(head);
+      return copy + sub;
     }
     if (vma.mapping) {
       const src = this.filePage(vma, pgoff);
       if (!write && !unshare) return src;
-      const copy = mem.allocFolio(0, "wp_page_copy");
-      mem.copyPage(copy, src);
-      this.pt.store(vpn, copy * 2 + EXCL);
-      return copy;
+      return this.copyOf(vma, src - sub, key) + sub;
     }
-    const pfn = mem.allocFolio(0, "do_anonymous_page");
-    this.pt.store(vpn, pfn * 2 + EXCL);
-    return pfn;
+    const head = mem.allocFolio(vma.order, "do_anonymous_page");
+    this.pt.store(key, head * 2 + EXCL);
+    return head + sub;
+  }
+
+  /** A private exclusive copy of folio `head` installed at the PTE for its page. @see wp_page_copy */
+  private copyOf(vma: Vma, head: number, key: number, site = "wp_page_copy"): number {
+    const mem = this.host.mem;
+    const copy = mem.allocFolio(vma.order, site);
+    mem.copyFolio(copy, head);
+    this.pt.store(key, copy * 2 + EXCL);
+    return copy;
   }
 
   private filePage(vma: Vma, pgoff: number): number {
@@ -437,21 +495,21 @@ export class MmStruct {
    * needs the general path.
    * @internal
    */
-  faultAnonRun(vma: Vma, vpn: number, n: number, emit: (pfn: number, count: number) => void): number {
+  faultAnonRun(vpn: number, n: number, emit: (pfn: number, count: number) => void): number {
     const mem = this.host.mem;
     let done = 0;
-    while (done < n) {
-      const v = vpn + done;
-      const pte = this.pt.load(v);
-      let pfn: number;
+    this.pt.update(vpn, vpn + n, (_v, pte) => {
       if (pte < 0) {
-        pfn = mem.allocFolio(0, "do_anonymous_page");
-        this.pt.store(v, pfn * 2 + EXCL);
-      } else if (pte & EXCL) pfn = Math.floor(pte / 2);
-      else break;
-      emit(pfn, 1);
+        const pfn = mem.allocFolio(0, "do_anonymous_page");
+        emit(pfn, 1);
+        done++;
+        return pfn * 2 + EXCL;
+      }
+      if (!(pte & EXCL)) return XA_STOP;
+      emit(Math.floor(pte / 2), 1);
       done++;
-    }
+      return pte;
+    });
     return done;
   }
 
@@ -462,6 +520,14 @@ export class MmStruct {
    * was apart from the write protection of its private pages, as in the kernel.
    */
   fork(): MmStruct {
+    const stats = { sharedPages: 0, copiedPages: 0 };
+    const child = this.mmapLock.withWrite(() => this.dupMmap(stats));
+    this.host.trace.emit("mm:fork", { vmas: child.vmas.length, ...stats });
+    return child;
+  }
+
+  /** @see dup_mmap */
+  private dupMmap(stats: { sharedPages: number; copiedPages: number }): MmStruct {
     const child = new MmStruct(this.host);
     const mem = this.host.mem;
     try {
@@ -471,11 +537,11 @@ export class MmStruct {
         this.pt.forEachInRange(v.start, v.end, (vpn, pte) => {
           const pfn = Math.floor(pte / 2);
           if (pte & EXCL && mem.pinCount(pfn) > 0) {
-            const copy = mem.allocFolio(0, "copy_present_page");
-            mem.copyPage(copy, pfn);
-            child.pt.store(vpn, copy * 2 + EXCL);
+            child.copyOf(v, pfn, vpn, "copy_present_page");
+            stats.copiedPages++;
             return;
           }
+          stats.sharedPages++;
           mem.folioGet(pfn);
           this.pt.store(vpn, pfn * 2);
           child.pt.store(vpn, pfn * 2);
@@ -491,6 +557,13 @@ export class MmStruct {
   /** exit_mmap: unmap everything. The counters stay for whoever still holds the mm. */
   exit(): void {
     if (this.users === 0) throw new KernelWarning("mm exited twice");
+    const vmas = this.vmas.length;
+    this.mmapLock.withWrite(() => this.exitMmap());
+    this.host.trace.emit("mm:exit", { vmas });
+  }
+
+  /** @see exit_mmap */
+  private exitMmap(): void {
     this.users = 0;
     const all = [...this.vmas];
     this.vmas.length = 0;
@@ -500,26 +573,48 @@ export class MmStruct {
     }
   }
 
+  /**
+   * The pfn behind a VM_IO / VM_PFNMAP page at `addr`, faulted in through the driver the way
+   * VFIO type1 reaches BAR mappings GUP refuses; EFAULT for any other mapping or a missing
+   * write permission. @see follow_fault_pfn
+   */
+  followPfn(addr: bigint, write: boolean): number {
+    return this.mmapLock.withRead(() => {
+      const vma = this.vmaAt(addr);
+      if (!vma || !(vma.flags & (VM_IO | VM_PFNMAP))) fail(EFAULT, "not a PFNMAP mapping");
+      if (write && !(vma.flags & VM_WRITE)) fail(EFAULT, "PFNMAP mapping is read-only");
+      return this.faultIn(vma, Number(addr >> SHIFT), write, false);
+    });
+  }
+
+  /** The private PTE covering `vpn` (-1 when none or not a private mapping). */
+  private privatePte(vpn: number): { pte: number; sub: number } {
+    const vma = this.findVma(vpn);
+    if (!vma?.isCow || vma.flags & VM_PFNMAP) return { pte: -1, sub: 0 };
+    const key = pteKey(vma, vpn);
+    return { pte: this.pt.load(key), sub: vpn - key };
+  }
+
   /** The pfn behind page `vpn` without faulting, or -1 (follow_page for tests and tools). */
   lookup(vpn: number): number {
     const vma = this.findVma(vpn);
     if (!vma) return -1;
     const pgoff = vma.pgoff + (vpn - vma.start);
     if (vma.flags & VM_PFNMAP) return vma.pfnBase >= 0 ? vma.pfnBase + (vpn - vma.start) : -1;
-    const pte = vma.isCow ? this.pt.load(vpn) : -1;
-    if (pte >= 0) return Math.floor(pte / 2);
+    const { pte, sub } = this.privatePte(vpn);
+    if (pte >= 0) return Math.floor(pte / 2) + sub;
     const head = vma.mapping?.findFolio(pgoff) ?? -1;
     return head < 0 ? -1 : head + (pgoff % 2 ** vma.mapping!.order);
   }
 
   /** Whether a private PTE (anonymous or COW copy) maps page `vpn`. */
   hasPrivatePte(vpn: number): boolean {
-    return this.pt.load(vpn) >= 0;
+    return this.privatePte(vpn).pte >= 0;
   }
 
   /** Whether the private PTE at `vpn` is exclusive (PageAnonExclusive), for tests. */
   isExclusive(vpn: number): boolean {
-    const pte = this.pt.load(vpn);
+    const { pte } = this.privatePte(vpn);
     return pte >= 0 && (pte & EXCL) !== 0;
   }
 }

@@ -46,6 +46,8 @@ interface Section {
 class FrameLevel {
   private readonly sections: Array<Section | undefined> = [];
   private stack = new Float64Array(64);
+  /** SPLIT frames with no child in use, waiting to be merged. */
+  readonly empty = new Set<number>();
   private top = 0;
   sectionsAllocated = 0;
 
@@ -130,6 +132,7 @@ export interface PhysMemOptions {
 }
 
 const GiB = 1n << 30n;
+export const MAX_RAM = 8n << 40n;
 
 export class PhysMem {
   readonly ramPages: number;
@@ -148,6 +151,8 @@ export class PhysMem {
 
   constructor(opts: PhysMemOptions = {}) {
     const bytes = BigInt(opts.ramBytes ?? 2n << 40n);
+    // Frame numbers stay below 2^31 so section slots can be taken with a mask.
+    if (bytes < 0n || bytes > MAX_RAM) fail(EINVAL, `RAM size ${bytes} outside 0..8 TiB`);
     this.ramPages = Number(bytes >> BigInt(PAGE_SHIFT));
     this.ramBytes = BigInt(this.ramPages) << BigInt(PAGE_SHIFT);
     this.mmioBase = ((this.ramBytes + GiB - 1n) / GiB) * GiB;
@@ -197,19 +202,26 @@ export class PhysMem {
     return l === this.levels.length - 1 || Math.floor(idx / FANOUT) >= this.levels[l + 1]!.count;
   }
 
-  /** Pop a free frame of level `l`, splitting one above if needed; -1 when none. */
+  /**
+   * Pop a free frame of level `l`. When none is left, first merge the split frames of levels
+   * 1..l whose children are all free, then split a frame of the level above; -1 when none.
+   */
   private take(l: number): number {
     const level = this.levels[l]!;
-    for (;;) {
-      const idx = level.pop();
-      if (idx < 0) break;
-      if (level.state(idx) !== FREE) continue;
-      if (this.isRoot(l, idx)) return idx;
-      const parent = Math.floor(idx / FANOUT);
-      const up = this.levels[l + 1]!;
-      if (up.state(parent) !== SPLIT) continue;
-      up.writable(parent).used![parent & (SECTION - 1)]!++;
-      return idx;
+    for (let reclaimed = l === 0; ; reclaimed = true) {
+      for (;;) {
+        const idx = level.pop();
+        if (idx < 0) break;
+        if (level.state(idx) !== FREE) continue;
+        if (this.isRoot(l, idx)) return idx;
+        const parent = Math.floor(idx / FANOUT);
+        const up = this.levels[l + 1]!;
+        if (up.state(parent) !== SPLIT) continue;
+        if (up.writable(parent).used![parent & (SECTION - 1)]!++ === 0) up.empty.delete(parent);
+        return idx;
+      }
+      if (reclaimed) break;
+      for (let m = 1; m <= l; m++) this.mergeEmpty(m);
     }
     if (l === this.levels.length - 1) return -1;
     const parent = this.take(l + 1);
@@ -222,19 +234,27 @@ export class PhysMem {
     return first;
   }
 
-  /** Give frame `idx` of level `l` back, merging its parent when that empties it. */
+  /** Merge every split frame of level `m` none of whose children is in use back into one. */
+  private mergeEmpty(m: number): void {
+    const level = this.levels[m]!;
+    for (const idx of level.empty) this.release(m, idx);
+    level.empty.clear();
+  }
+
+  /**
+   * Give frame `idx` of level `l` back. Decision: a split frame that empties is not merged at
+   * once but remembered, and merged only when a larger allocation needs it, so alternating
+   * alloc/free of small folios does not split and merge a 1 GiB frame every time.
+   */
   private release(l: number, idx: number): void {
     const level = this.levels[l]!;
     const s = level.writable(idx);
     s.state[idx & (SECTION - 1)] = FREE;
-    if (this.isRoot(l, idx)) {
-      level.push(idx);
-      return;
-    }
+    level.push(idx);
+    if (this.isRoot(l, idx)) return;
     const parent = Math.floor(idx / FANOUT);
-    const ps = this.levels[l + 1]!.writable(parent);
-    if (--ps.used![parent & (SECTION - 1)]! === 0) this.release(l + 1, parent);
-    else level.push(idx);
+    const up = this.levels[l + 1]!;
+    if (--up.writable(parent).used![parent & (SECTION - 1)]! === 0) up.empty.add(parent);
   }
 
   /** Level and frame of the allocated folio holding `pfn`, or undefined for a free page. */
@@ -349,7 +369,9 @@ export class PhysMem {
     // Check the whole run first, so a WARN leaves every count as it was.
     this.forEachFolio(pfn, npages, what, (s, slot, n) => {
       if (sign < 0 && s.pin[slot]! < n)
-        throw new KernelWarning(`${what}: unpinning ${n} pages of a folio with ${s.pin[slot]} pins`);
+        throw new KernelWarning(
+          `${what}: unpinning ${n} pages of a folio with ${s.pin[slot]} pins`,
+        );
     });
     const freed: Array<[number, number]> = [];
     this.forEachFolio(pfn, npages, what, (s, slot, n, l, idx) => {
@@ -361,6 +383,11 @@ export class PhysMem {
     for (const [l, idx] of freed) this.freeFolio(l, idx, 0);
   }
 
+  /**
+   * Visit each folio a run of pages touches, with the number of the run's pages inside it;
+   * WARN on a page outside any allocated folio. Order-0 stretches are walked straight
+   * through the section arrays, one 2 MiB frame per lookup.
+   */
   private forEachFolio(
     pfn: number,
     npages: number,
@@ -371,18 +398,40 @@ export class PhysMem {
     let p = pfn;
     while (p < end) {
       const f = this.folioOf(p, what);
-      const size = 2 ** ORDERS[f.l]!;
-      const n = Math.min(end, (f.idx + 1) * size) - p;
-      fn(this.levels[f.l]!.section(f.idx)!, f.idx & (SECTION - 1), n, f.l, f.idx);
-      p += n;
+      if (f.l !== 0) {
+        const size = 2 ** ORDERS[f.l]!;
+        const n = Math.min(end, (f.idx + 1) * size) - p;
+        fn(this.levels[f.l]!.section(f.idx)!, f.idx & (SECTION - 1), n, f.l, f.idx);
+        p += n;
+        continue;
+      }
+      // Every frame of this 2 MiB stretch is an order-0 frame in the same section.
+      const stop = Math.min(end, (Math.floor(p / FANOUT) + 1) * FANOUT);
+      const s = this.levels[0]!.section(p)!;
+      for (let q = p; q < stop; q++) {
+        const slot = q & (SECTION - 1);
+        if (s.state[slot] !== HEAD)
+          throw new KernelWarning(`${what}: pfn ${q} is not in an allocated folio`);
+        fn(s, slot, 1, 0, q);
+      }
+      p = stop;
     }
   }
 
-  /** copy_highpage: duplicate one page's contents (COW). */
-  copyPage(dst: number, src: number): void {
-    const data = this.contents.get(src);
-    if (data) this.pageForWrite(dst).set(data);
-    else if (this.contents.has(dst)) this.pageForWrite(dst).fill(0);
+  /**
+   * copy_user_large_folio / copy_highpage: give folio `dst` the contents of folio `src`, both
+   * heads of the same order. Only written pages are copied; the rest stay zero, so `dst`
+   * must be freshly allocated.
+   */
+  copyFolio(dst: number, src: number): void {
+    const order = this.folioOrder(src);
+    if (this.folioOrder(dst) !== order || this.folioHead(src) !== src || this.folioHead(dst) !== dst)
+      throw new KernelWarning(`copyFolio: ${dst} and ${src} are not heads of one order`);
+    const pages = order === 0 ? [src] : (this.writtenLarge.get(src) ?? []);
+    for (const p of pages) {
+      const data = this.contents.get(p);
+      if (data) this.pageForWrite(dst + (p - src)).set(data);
+    }
   }
 
   private pageForWrite(pfn: number): Uint8Array {

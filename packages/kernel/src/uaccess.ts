@@ -16,7 +16,9 @@ function userPages(mm: MmStruct, uaddr: bigint, len: number, write: boolean): nu
   const first = Number(uaddr >> BigInt(PAGE_SHIFT));
   const last = Number((uaddr + BigInt(len) - 1n) >> BigInt(PAGE_SHIFT));
   try {
-    for (let vpn = first; vpn <= last; vpn++) pfns.push(mm.fault(vpn, write, false));
+    mm.mmapLock.withRead(() => {
+      for (let vpn = first; vpn <= last; vpn++) pfns.push(mm.fault(vpn, write, false));
+    });
   } catch (e) {
     if (isKernelError(e)) fail(EFAULT, `user access at ${uaddr}+${len}: ${e.message}`);
     throw e;

@@ -5,6 +5,8 @@
  * memory. Empty slots read as -1.
  */
 export const XA_LEAF_SHIFT = 9;
+/** Returned by an `update` callback to end the walk. */
+export const XA_STOP = -2;
 const LEAF = 1 << XA_LEAF_SHIFT;
 const MASK = LEAF - 1;
 
@@ -51,6 +53,40 @@ export class XArray {
   /** Visit present entries with lo <= index < hi in ascending order. */
   forEachInRange(lo: number, hi: number, fn: (index: number, value: number) => void): void {
     this.walk(lo, hi, fn, false);
+  }
+
+  /**
+   * Rewrite entries lo, lo+1, ... in order: `fn` gets the index and current value (-1 when
+   * empty) and returns the new value (-1 to leave or make it empty), or XA_STOP to end the
+   * walk there. One leaf lookup per 512 entries; the fast path for filling a range.
+   */
+  update(lo: number, hi: number, fn: (index: number, value: number) => number): void {
+    let i = lo;
+    while (i < hi) {
+      const key = Math.floor(i / LEAF);
+      let leaf = this.leaves.get(key);
+      if (!leaf) this.leaves.set(key, (leaf = new Float64Array(LEAF + 1)));
+      const stop = Math.min(hi, (key + 1) * LEAF);
+      try {
+        for (; i < stop; i++) {
+          const slot = i & MASK;
+          const old = leaf[slot]! - 1;
+          const v = fn(i, old);
+          if (v === XA_STOP) return;
+          if (v === old) continue;
+          if (old < 0) {
+            this.n++;
+            leaf[LEAF]!++;
+          } else if (v < 0) {
+            this.n--;
+            leaf[LEAF]!--;
+          }
+          leaf[slot] = v < 0 ? 0 : v + 1;
+        }
+      } finally {
+        if (leaf[LEAF] === 0) this.leaves.delete(key);
+      }
+    }
   }
 
   /** Remove every entry in [lo, hi), calling `fn` on each removed one first. */

@@ -9,6 +9,8 @@ import {
   FOLL_PIN,
   FOLL_WRITE,
   File,
+  LockdepError,
+  Mutex,
   Kernel,
   Libc,
   MAP_ANONYMOUS,
@@ -94,11 +96,15 @@ describe("pin_user_pages", () => {
     const bar = k.mem.addMmioRegion("bar", 1n << 16n);
     k.registerDevice(
       "/dev/bar",
-      (_k, flags) => new File({ name: "bar", mmap: (_f, vma) => vma.remapPfnRange(bar.basePfn) }, null, flags),
+      (_k, flags) =>
+        new File({ name: "bar", mmap: (_f, vma) => vma.remapPfnRange(bar.basePfn) }, null, flags),
     );
     const fd = libc.open("/dev/bar", O_RDWR);
     const va = libc.mmap(0n, 4096n, RW, MAP_SHARED, fd, 0);
-    expectErrno(() => pinUserPages(k, libc.process.mm, va, 1, FOLL_LONGTERM, new PfnRuns()), EFAULT);
+    expectErrno(
+      () => pinUserPages(k, libc.process.mm, va, 1, FOLL_LONGTERM, new PfnRuns()),
+      EFAULT,
+    );
     expect(k.mem.totalPinned()).toBe(0);
   });
 
@@ -181,7 +187,9 @@ describe("pin_user_pages", () => {
     libc.ftruncate(fd, 2n << 30n);
     const va = libc.mmap(0n, 2n << 30n, RW, MAP_SHARED, fd, 0);
     const runs = new PfnRuns();
-    expect(pinUserPages(k, libc.process.mm, va + 4096n, (1 << 19) - 1, LT, runs)).toBe((1 << 19) - 1);
+    expect(pinUserPages(k, libc.process.mm, va + 4096n, (1 << 19) - 1, LT, runs)).toBe(
+      (1 << 19) - 1,
+    );
     expect(runs.length).toBeLessThanOrEqual(2);
     expect(k.mem.pinCount(runs.pfn(0))).toBe((1 << 18) - 1);
     expect(k.mem.metadataSections()).toBe(1);
@@ -196,6 +204,45 @@ describe("pin_user_pages", () => {
     const runs = new PfnRuns();
     expect(pinUserPages(k, libc.process.mm, va, 2, LT, runs)).toBe(1);
     expectErrno(() => pinUserPages(k, libc.process.mm, va + 4096n, 1, LT, runs), EFAULT);
+  });
+});
+
+describe("locking and tracing", () => {
+  it("pins under mmap_lock for read: pages.mutex -> mmap_lock is recorded, the reverse caught", () => {
+    const { k, libc } = setup();
+    const va = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
+    const mm = libc.process.mm;
+    const pagesMutex = new Mutex(k.lockdep, "iopt_pages.mutex");
+    pagesMutex.with(() => pinUserPages(k, mm, va, 1, LT, new PfnRuns()));
+    expect(k.lockdep.orderRecorded("iopt_pages.mutex", "mmap_lock")).toBe(true);
+    mm.mmapLock.downWrite();
+    expect(() => pagesMutex.lock()).toThrow(LockdepError);
+    mm.mmapLock.upWrite();
+    // a caller already holding mmap_lock must not call pinUserPages (recursive)
+    mm.mmapLock.downRead();
+    expect(() => pinUserPages(k, mm, va, 1, LT, new PfnRuns())).toThrow(/recursive/);
+    mm.mmapLock.upRead();
+  });
+
+  it("emits trace events for memfd creation, mapping, pinning and unpinning", () => {
+    const { k, libc } = setup();
+    const { records } = k.trace.record(() => {
+      const fd = libc.memfdCreate("t", 0);
+      libc.ftruncate(fd, 8192);
+      const va = libc.mmap(0n, 8192n, RW, MAP_SHARED, fd, 0);
+      const runs = new PfnRuns();
+      pinUserPages(k, libc.process.mm, va, 2, LT, runs);
+      unpinUserPageRuns(k, runs, false);
+      libc.munmap(va, 8192n);
+    });
+    expect(records.map((r) => r.name)).toEqual([
+      "memfd:create",
+      "mm:mmap",
+      "gup:pin",
+      "gup:unpin",
+      "mm:munmap",
+    ]);
+    expect(records[2]!.data).toMatchObject({ npages: 2, pinned: 2 });
   });
 });
 

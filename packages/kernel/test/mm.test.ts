@@ -43,7 +43,10 @@ function setup(ramBytes = 4n << 30n): { k: Kernel; libc: Libc } {
 }
 
 /** A device node whose mmap maps a BAR with remap_pfn_range, or through a fault handler. */
-function barDevice(k: Kernel, mode: "remap" | "fault" | "none"): { bar: ReturnType<typeof k.mem.addMmioRegion>; live: { on: boolean } } {
+function barDevice(
+  k: Kernel,
+  mode: "remap" | "fault" | "none",
+): { bar: ReturnType<typeof k.mem.addMmioRegion>; live: { on: boolean } } {
   const bar = k.mem.addMmioRegion("bar0", 1n << 20n);
   const live = { on: true };
   const fops: FileOperations = {
@@ -52,7 +55,8 @@ function barDevice(k: Kernel, mode: "remap" | "fault" | "none"): { bar: ReturnTy
       ? {}
       : {
           mmap(_file, vma) {
-            if (vma.endAddr - vma.startAddr + (BigInt(vma.pgoff) << 12n) > bar.size) fail(EINVAL, "beyond BAR");
+            if (vma.endAddr - vma.startAddr + (BigInt(vma.pgoff) << 12n) > bar.size)
+              fail(EINVAL, "beyond BAR");
             if (mode === "remap") vma.remapPfnRange(bar.basePfn + vma.pgoff);
             else {
               vma.flags |= VM_PFNMAP;
@@ -130,9 +134,17 @@ describe("mmap argument checks (errno and no state change)", () => {
     ["no map type", (l) => l.mmap(0n, 4096n, RW, MAP_ANONYMOUS, -1, 0), EINVAL],
     ["no map type on a file", (l, fd) => l.mmap(0n, 4096n, RW, 0, fd, 0), EINVAL],
     ["fixed unaligned", (l) => l.mmap(0x10001n, 4096n, RW, ANON | MAP_FIXED, -1, 0), EINVAL],
-    ["fixed beyond TASK_SIZE", (l) => l.mmap(1n << 47n, 4096n, RW, ANON | MAP_FIXED, -1, 0), ENOMEM],
+    [
+      "fixed beyond TASK_SIZE",
+      (l) => l.mmap(1n << 47n, 4096n, RW, ANON | MAP_FIXED, -1, 0),
+      ENOMEM,
+    ],
     ["length beyond the address space", (l) => l.mmap(0n, 1n << 48n, RW, ANON, -1, 0), ENOMEM],
-    ["unsupported hugetlb size", (l) => l.mmap(0n, 4096n, RW, ANON | MAP_HUGETLB | (16 << 26), -1, 0), ENODEV],
+    [
+      "unsupported hugetlb size",
+      (l) => l.mmap(0n, 4096n, RW, ANON | MAP_HUGETLB | (16 << 26), -1, 0),
+      ENODEV,
+    ],
   ];
   for (const [name, call, errno] of cases) {
     it(name, () => {
@@ -143,7 +155,9 @@ describe("mmap argument checks (errno and no state change)", () => {
       const before = { ...memState(k), vmas: libc.process.mm.mapCount, refs: file.refcount };
       expect(call(libc, fd)).toBe(MAP_FAILED);
       expect(libc.errno).toBe(errno);
-      expect({ ...memState(k), vmas: libc.process.mm.mapCount, refs: file.refcount }).toEqual(before);
+      expect({ ...memState(k), vmas: libc.process.mm.mapCount, refs: file.refcount }).toEqual(
+        before,
+      );
     });
   }
 
@@ -257,6 +271,12 @@ describe("VM_PFNMAP mappings of a BAR", () => {
     expect(out[0]).toBe(0xab);
     expect(libc.process.mm.lookup(Number(va >> 12n))).toBe(bar.basePfn + 1);
     expect(libc.process.mm.vmaAt(va)!.flags & VM_PFNMAP).toBeTruthy();
+    expect(libc.process.mm.followPfn(va + 4096n + 7n, true)).toBe(bar.basePfn + 2);
+    const anon = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
+    expectErrno(() => libc.process.mm.followPfn(anon, false), EFAULT);
+    const ro = libc.mmap(0n, 4096n, PROT_READ, MAP_SHARED, fd, 0);
+    expectErrno(() => libc.process.mm.followPfn(ro, true), EFAULT);
+    expect(libc.process.mm.followPfn(ro, false)).toBe(bar.basePfn);
   });
 
   it("fault-handler mappings: a refused fault is EFAULT to the accessor", () => {
@@ -267,6 +287,7 @@ describe("VM_PFNMAP mappings of a BAR", () => {
     libc.poke(va, new Uint8Array([1]));
     live.on = false;
     expectErrno(() => libc.peek(va, 1), EFAULT);
+    expectErrno(() => libc.process.mm.followPfn(va, false), EFAULT);
     live.on = true;
     expect(libc.peek(va, 1)[0]).toBe(1);
   });

@@ -191,12 +191,22 @@ describe("pins", () => {
   it("pin counts match a model under random pin/unpin runs (property)", () => {
     fc.assert(
       fc.property(
-        fc.array(fc.record({ start: fc.nat(2000), len: fc.integer({ min: 1, max: 700 }), pin: fc.boolean() }), {
-          maxLength: 40,
-        }),
+        fc.array(
+          fc.record({
+            start: fc.nat(2000),
+            len: fc.integer({ min: 1, max: 700 }),
+            pin: fc.boolean(),
+          }),
+          {
+            maxLength: 40,
+          },
+        ),
         (ops) => {
           const mem = new PhysMem({ ramBytes: GiB });
-          const heads = [mem.allocFolio(9), ...Array.from({ length: 1500 }, () => mem.allocFolio(0))];
+          const heads = [
+            mem.allocFolio(9),
+            ...Array.from({ length: 1500 }, () => mem.allocFolio(0)),
+          ];
           const base = Math.min(...heads);
           const span = heads.length - 1 + 512;
           const model = new Map<number, number>();
@@ -207,12 +217,14 @@ describe("pins", () => {
             const len = Math.min(op.len, base + span - start);
             if (op.pin) {
               mem.pinPages(start, len);
-              for (let p = start; p < start + len; p++) model.set(headOf(p), (model.get(headOf(p)) ?? 0) + 1);
+              for (let p = start; p < start + len; p++)
+                model.set(headOf(p), (model.get(headOf(p)) ?? 0) + 1);
               total += len;
             } else {
               let ok = true;
               const need = new Map<number, number>();
-              for (let p = start; p < start + len; p++) need.set(headOf(p), (need.get(headOf(p)) ?? 0) + 1);
+              for (let p = start; p < start + len; p++)
+                need.set(headOf(p), (need.get(headOf(p)) ?? 0) + 1);
               for (const [h, n] of need) if ((model.get(h) ?? 0) < n) ok = false;
               if (ok) {
                 mem.unpinPages(start, len);
@@ -243,7 +255,10 @@ describe("contents", () => {
     const out = new Uint8Array(16);
     mem.readPhys(pa + 4090n, out);
     expect(out.every((x) => x === 0)).toBe(true);
-    mem.writePhys(pa + 4090n, Uint8Array.from({ length: 16 }, (_, i) => i + 1));
+    mem.writePhys(
+      pa + 4090n,
+      Uint8Array.from({ length: 16 }, (_, i) => i + 1),
+    );
     mem.readPhys(pa + 4090n, out);
     expect([...out]).toEqual(Array.from({ length: 16 }, (_, i) => i + 1));
   });
@@ -261,15 +276,23 @@ describe("contents", () => {
     expect(out[0]).toBe(0);
   });
 
-  it("copyPage duplicates a page", () => {
+  it("copyFolio duplicates the written pages of a folio of the same order", () => {
     const mem = new PhysMem({ ramBytes: GiB });
     const a = mem.allocFolio(0);
     const b = mem.allocFolio(0);
     mem.writePhys(BigInt(a) * 4096n, new Uint8Array([1, 2]));
-    mem.copyPage(b, a);
+    mem.copyFolio(b, a);
     const out = new Uint8Array(2);
     mem.readPhys(BigInt(b) * 4096n, out);
     expect([...out]).toEqual([1, 2]);
+    const h1 = mem.allocFolio(9);
+    const h2 = mem.allocFolio(9);
+    mem.writePhys(BigInt(h1 + 300) * 4096n + 5n, new Uint8Array([7]));
+    mem.copyFolio(h2, h1);
+    mem.readPhys(BigInt(h2 + 300) * 4096n + 5n, out.subarray(0, 1));
+    expect(out[0]).toBe(7);
+    expect(() => mem.copyFolio(h2, a)).toThrow(KernelWarning);
+    expect(() => mem.copyFolio(h2 + 1, h1)).toThrow(KernelWarning);
   });
 
   it("WARNs on access to free RAM (use after free) and writes nothing", () => {

@@ -36,10 +36,15 @@ export const IOMMU_TEST_OP_PASID_CHECK_HWPT = 21;
 export const IOMMU_TEST_OP_DMABUF_GET = 22;
 export const IOMMU_TEST_OP_DMABUF_REVOKE = 23;
 
-export const MOCK_APERTURE_START = 1n << 24n;
-export const MOCK_APERTURE_LAST = (1n << 31n) - 1n;
-export const MOCK_PAGE_SIZE = 2048;
-export const MOCK_HUGE_PAGE_SIZE = 512 * MOCK_PAGE_SIZE;
+/** The mock IOMMU's page sizes, aperture and page-table types live with its page tables. */
+export {
+  MOCK_APERTURE_LAST,
+  MOCK_APERTURE_START,
+  MOCK_HUGE_PAGE_SIZE,
+  MOCK_IOMMUPT_DEFAULT,
+  MOCK_IOMMUPT_HUGE,
+  MOCK_PAGE_SIZE,
+} from "@x/iommu-pgtable";
 
 export const MOCK_FLAGS_ACCESS_WRITE = 1 << 0;
 export const MOCK_FLAGS_ACCESS_SYZ = 1 << 16;
@@ -49,8 +54,6 @@ export const MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES = 1 << 0;
 export const MOCK_FLAGS_DEVICE_NO_DIRTY = 1 << 0;
 export const MOCK_FLAGS_DEVICE_PASID = 1 << 2;
 
-export const MOCK_IOMMUPT_DEFAULT = 0;
-export const MOCK_IOMMUPT_HUGE = 1;
 
 export const MOCK_DEV_CACHE_ID_MAX = 3;
 export const MOCK_DEV_CACHE_NUM = 4;

@@ -28,5 +28,7 @@ export const PCI_P2PDMA_MAP_THRU_HOST_BRIDGE = 3;
  */
 export function pciP2pdmaMapType(provider: P2pdmaProvider, client: object): number {
   if (!(client instanceof PciDev)) return PCI_P2PDMA_MAP_NOT_SUPPORTED;
-  return client.bus === provider.owner.bus ? PCI_P2PDMA_MAP_BUS_ADDR : PCI_P2PDMA_MAP_THRU_HOST_BRIDGE;
+  return client.bus === provider.owner.bus
+    ? PCI_P2PDMA_MAP_BUS_ADDR
+    : PCI_P2PDMA_MAP_THRU_HOST_BRIDGE;
 }

@@ -8,7 +8,7 @@ import {
   Mutex,
   fail,
 } from "@x/kernel";
-import type { IommuDeviceOps } from "@x/iommufd";
+import { type IommuDriver, IommuDevice } from "@x/iommu-pgtable";
 import { P2pdmaProvider } from "./p2pdma.js";
 import {
   IORESOURCE_IO,
@@ -22,7 +22,7 @@ import {
   PCI_AF_CTRL_FLR,
   PCI_AF_LENGTH,
   PCI_AF_SIZEOF,
-    PCI_BASE_ADDRESS_0,
+  PCI_BASE_ADDRESS_0,
   PCI_BASE_ADDRESS_MEM_PREFETCH,
   PCI_BASE_ADDRESS_MEM_TYPE_64,
   PCI_BASE_ADDRESS_SPACE_IO,
@@ -118,9 +118,7 @@ export interface PciDevSpec {
   /** A VF-like function whose COMMAND.MEMORY is hard-wired (vfio treats memory as enabled). */
   readonly noCommandMemory?: boolean;
   /** The IOMMU in front of the function; without one it cannot be bound to iommufd. */
-  readonly iommu?: IommuDeviceOps;
-  /** iommu_group identity; by default every function is its own group. */
-  readonly iommuGroup?: object;
+  readonly iommu?: IommuDriver;
   readonly interruptPin?: number;
 }
 
@@ -142,7 +140,11 @@ export interface PciSavedState {
 
 /** Config-space bytes the hardware lets software change outside BARs and capabilities. */
 function headerWriteMask(wmask: Uint8Array, noCommandMemory: boolean): void {
-  const cmd = PCI_COMMAND_IO | (noCommandMemory ? 0 : PCI_COMMAND_MEMORY) | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE;
+  const cmd =
+    PCI_COMMAND_IO |
+    (noCommandMemory ? 0 : PCI_COMMAND_MEMORY) |
+    PCI_COMMAND_MASTER |
+    PCI_COMMAND_INTX_DISABLE;
   wmask[PCI_COMMAND] = cmd & 0xff;
   wmask[PCI_COMMAND + 1] = cmd >> 8;
   wmask[PCI_INTERRUPT_LINE] = 0xff;
@@ -179,7 +181,10 @@ export class PciRoot {
   }
 
   newBus(name?: string): PciBus {
-    const bus = new PciBus(this, name ?? `0000:${(this.buses.length + 1).toString(16).padStart(2, "0")}`);
+    const bus = new PciBus(
+      this,
+      name ?? `0000:${(this.buses.length + 1).toString(16).padStart(2, "0")}`,
+    );
     this.buses.push(bus);
     return bus;
   }
@@ -210,7 +215,11 @@ export class PciBus {
 
   /** Add a function at the next free device number (the BDF is `bus:dev.0`). */
   addDevice(spec: PciDevSpec): PciDev {
-    const dev = new PciDev(this, `${this.name}:${this.devices.length.toString(16).padStart(2, "0")}.0`, spec);
+    const dev = new PciDev(
+      this,
+      `${this.name}:${this.devices.length.toString(16).padStart(2, "0")}.0`,
+      spec,
+    );
     this.devices.push(dev);
     return dev;
   }
@@ -225,7 +234,9 @@ export class PciBus {
     for (const d of this.devices) if (d.deviceLock.locked) fail(EAGAIN, `${d.name} locked`);
     const saved = this.devices.map((d) => d.saveState());
     for (const d of this.devices) d.hwReset();
-    this.devices.forEach((d, i) => d.restoreState(saved[i]!));
+    this.devices.forEach((d, i) => {
+      d.restoreState(saved[i]!);
+    });
     this.root.kernel.trace.emit("pci:reset", { dev: this.name, method: "bus" });
   }
 }
@@ -257,8 +268,8 @@ export class PciDev {
   /** Bumped by every hardware reset, for tests and the trace. */
   resetCount = 0;
   enableCount = 0;
-  iommu: IommuDeviceOps | undefined;
-  readonly iommuGroup: object;
+  /** The function as its IOMMU sees it (attached domain, fault log), if it has one. */
+  readonly iommuDev: IommuDevice | undefined;
   /** Port contents of I/O BARs (device registers the model stores but does not interpret). */
   private readonly ioPorts = new Map<number, Uint8Array>();
 
@@ -270,8 +281,7 @@ export class PciDev {
     this.kernel = bus.root.kernel;
     this.deviceLock = new Mutex(this.kernel.lockdep, "pci_dev.lock");
     this.noCommandMemory = spec.noCommandMemory ?? false;
-    this.iommu = spec.iommu;
-    this.iommuGroup = spec.iommuGroup ?? this;
+    this.iommuDev = spec.iommu ? new IommuDevice(name, spec.iommu) : undefined;
     const size = spec.pcie ? PCI_CFG_SPACE_EXP_SIZE : PCI_CFG_SPACE_SIZE;
     this.config = new Uint8Array(size);
     this.wmask = new Uint8Array(size);
@@ -319,7 +329,8 @@ export class PciDev {
     if (this.afCap) {
       const af = typeof spec.af === "object" ? spec.af : { flr: true, tp: true };
       this.config[this.afCap + PCI_AF_LENGTH] = PCI_AF_SIZEOF;
-      this.config[this.afCap + PCI_AF_CAP] = (af.flr ? PCI_AF_CAP_FLR : 0) | (af.tp ? PCI_AF_CAP_TP : 0);
+      this.config[this.afCap + PCI_AF_CAP] =
+        (af.flr ? PCI_AF_CAP_FLR : 0) | (af.tp ? PCI_AF_CAP_TP : 0);
     }
     if (this.pmCap || this.pcieCap || this.afCap) {
       cfg.setUint16(PCI_STATUS, PCI_STATUS_CAP_LIST, true);
@@ -338,7 +349,8 @@ export class PciDev {
       const b = bars[i];
       const prev = bars[i - 1];
       if (prev?.type === "mem64") {
-        if (b !== undefined) throw new KernelWarning(`${this.name}: BAR${i} is the upper half of BAR${i - 1}`);
+        if (b !== undefined)
+          throw new KernelWarning(`${this.name}: BAR${i} is the upper half of BAR${i - 1}`);
         this.resources.push(NO_RESOURCE);
         this.p2pProviders.push(undefined);
         continue;
@@ -353,32 +365,49 @@ export class PciDev {
         if (!isPow2(BigInt(b.size)) || b.size < 4 || b.size > 256)
           throw new KernelWarning(`${this.name}: bad I/O BAR${i} size ${b.size}`);
         const port = root.allocIoPorts(b.size);
-        this.resources.push({ flags: IORESOURCE_IO, start: BigInt(port), len: BigInt(b.size), region: undefined });
+        this.resources.push({
+          flags: IORESOURCE_IO,
+          start: BigInt(port),
+          len: BigInt(b.size),
+          region: undefined,
+        });
         this.p2pProviders.push(undefined);
         this.config[off] = PCI_BASE_ADDRESS_SPACE_IO;
         this.setBarMask(off, BigInt(b.size), false);
         continue;
       }
-      if (!isPow2(b.size) || b.size < 16n) throw new KernelWarning(`${this.name}: bad BAR${i} size ${b.size}`);
+      if (!isPow2(b.size) || b.size < 16n)
+        throw new KernelWarning(`${this.name}: bad BAR${i} size ${b.size}`);
       if (b.type === "mem64" && i === PCI_STD_NUM_BARS - 1)
         throw new KernelWarning(`${this.name}: 64-bit BAR5 has no upper half`);
-      if (b.type === "mem32" && b.size > 1n << 31n) throw new KernelWarning(`${this.name}: 32-bit BAR${i} too big`);
+      if (b.type === "mem32" && b.size > 1n << 31n)
+        throw new KernelWarning(`${this.name}: 32-bit BAR${i} too big`);
       const region = this.kernel.mem.addMmioRegion(`${this.name} BAR${i}`, b.size);
       root.claimRegion(region, this, i);
       const is64 = b.type === "mem64";
-      const flags = IORESOURCE_MEM | (b.prefetchable ? IORESOURCE_PREFETCH : 0) | (is64 ? IORESOURCE_MEM_64 : 0);
+      const flags =
+        IORESOURCE_MEM |
+        (b.prefetchable ? IORESOURCE_PREFETCH : 0) |
+        (is64 ? IORESOURCE_MEM_64 : 0);
       this.resources.push({ flags, start: region.base, len: b.size, region });
       this.p2pProviders.push(new P2pdmaProvider(this, b.busOffset ?? 0n));
-      this.config[off] = (is64 ? PCI_BASE_ADDRESS_MEM_TYPE_64 : 0) | (b.prefetchable ? PCI_BASE_ADDRESS_MEM_PREFETCH : 0);
+      this.config[off] =
+        (is64 ? PCI_BASE_ADDRESS_MEM_TYPE_64 : 0) |
+        (b.prefetchable ? PCI_BASE_ADDRESS_MEM_PREFETCH : 0);
       this.setBarMask(off, b.size, is64);
     }
     if (spec.romSize !== undefined) {
-      if (!isPow2(spec.romSize) || spec.romSize < 0x800n) throw new KernelWarning(`${this.name}: bad ROM size`);
+      if (!isPow2(spec.romSize) || spec.romSize < 0x800n)
+        throw new KernelWarning(`${this.name}: bad ROM size`);
       const region = this.kernel.mem.addMmioRegion(`${this.name} ROM`, spec.romSize);
       root.claimRegion(region, this, PCI_ROM_RESOURCE);
       this.resources.push({ flags: IORESOURCE_MEM, start: region.base, len: spec.romSize, region });
       const mask = ~(spec.romSize - 1n) & 0xfffff800n;
-      new DataView(this.wmask.buffer).setUint32(PCI_ROM_ADDRESS, Number(mask) | PCI_ROM_ADDRESS_ENABLE, true);
+      new DataView(this.wmask.buffer).setUint32(
+        PCI_ROM_ADDRESS,
+        Number(mask) | PCI_ROM_ADDRESS_ENABLE,
+        true,
+      );
     } else {
       this.resources.push(NO_RESOURCE);
     }
@@ -440,12 +469,17 @@ export class PciDev {
   }
 
   get noSoftReset(): boolean {
-    return this.pmCap !== 0 && (this.config[this.pmCap + PCI_PM_CTRL]! & PCI_PM_CTRL_NO_SOFT_RESET) !== 0;
+    return (
+      this.pmCap !== 0 && (this.config[this.pmCap + PCI_PM_CTRL]! & PCI_PM_CTRL_NO_SOFT_RESET) !== 0
+    );
   }
 
   /** Whether a memory transaction to a BAR reaches the device right now. */
   get decodesMemory(): boolean {
-    return (this.noCommandMemory || (this.command & PCI_COMMAND_MEMORY) !== 0) && this.powerState === PCI_D0;
+    return (
+      (this.noCommandMemory || (this.command & PCI_COMMAND_MEMORY) !== 0) &&
+      this.powerState === PCI_D0
+    );
   }
 
   /** Whether the function may issue DMA (bus master enabled, in D0). */
@@ -470,19 +504,29 @@ export class PciDev {
     for (let i = 0; i < size; i++) {
       const at = off + i;
       const b = Math.floor(value / 256 ** i) & 0xff;
-      if (this.pcieCap && at === this.pcieCap + PCI_EXP_DEVCTL + 1 && b & (PCI_EXP_DEVCTL_BCR_FLR >> 8))
+      if (
+        this.pcieCap &&
+        at === this.pcieCap + PCI_EXP_DEVCTL + 1 &&
+        b & (PCI_EXP_DEVCTL_BCR_FLR >> 8)
+      )
         flr ||= (this.readConfig(this.pcieCap + PCI_EXP_DEVCAP, 4) & PCI_EXP_DEVCAP_FLR) !== 0;
       if (this.afCap && at === this.afCap + PCI_AF_CTRL && b & PCI_AF_CTRL_FLR)
         flr ||= (this.config[this.afCap + PCI_AF_CAP]! & PCI_AF_CAP_FLR) !== 0;
       const m = this.wmask[at]!;
       this.config[at] = (this.config[at]! & ~m) | (b & m);
     }
-    if (this.pmCap && off <= pmcsr && pmcsr < off + size) this.powerTransition(oldState, this.powerState);
+    if (this.pmCap && off <= pmcsr && pmcsr < off + size)
+      this.powerTransition(oldState, this.powerState);
     if (flr) this.hwReset();
   }
 
   private checkAccess(off: number, size: number): void {
-    if (!(size === 1 || size === 2 || size === 4) || off < 0 || off % size !== 0 || off + size > this.cfgSize)
+    if (
+      !(size === 1 || size === 2 || size === 4) ||
+      off < 0 ||
+      off % size !== 0 ||
+      off + size > this.cfgSize
+    )
       throw new KernelWarning(`${this.name}: bad config access ${size}@${off}`);
   }
 
@@ -553,7 +597,8 @@ export class PciDev {
 
   /** The reset method pci_reset_function would use, or undefined when there is none. */
   resetMethod(): "flr" | "af_flr" | "pm" | "bus" | undefined {
-    if (this.pcieCap && this.readConfig(this.pcieCap + PCI_EXP_DEVCAP, 4) & PCI_EXP_DEVCAP_FLR) return "flr";
+    if (this.pcieCap && this.readConfig(this.pcieCap + PCI_EXP_DEVCAP, 4) & PCI_EXP_DEVCAP_FLR)
+      return "flr";
     if (this.afCap) {
       const cap = this.config[this.afCap + PCI_AF_CAP]!;
       if (cap & PCI_AF_CAP_FLR && cap & PCI_AF_CAP_TP) return "af_flr";

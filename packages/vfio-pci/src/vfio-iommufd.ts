@@ -1,5 +1,5 @@
+import type { IommuDevice } from "@x/iommu-pgtable";
 import {
-  type IommuDevice,
   type IommufdCtx,
   type IommufdDevice,
   iommufdCtxFromFile,
@@ -36,7 +36,9 @@ export class VfioIommufdBinding {
 
   /** Attach, or replace when attached already; the HWPT id used. @see vfio_iommufd_physical_attach_ioas */
   attach(ptId: number): number {
-    const out = this.attached ? iommufdDeviceReplace(this.idev, ptId) : iommufdDeviceAttach(this.idev, ptId);
+    const out = this.attached
+      ? iommufdDeviceReplace(this.idev, ptId)
+      : iommufdDeviceAttach(this.idev, ptId);
     this.attached = true;
     return out;
   }
@@ -57,9 +59,8 @@ export class VfioIommufdBinding {
 
 /** The function as iommufd sees it; ENODEV without an IOMMU in front of it. */
 export function pciIommuDevice(pdev: PciDev): IommuDevice {
-  const iommu = pdev.iommu;
-  if (!iommu) fail(ENODEV, `${pdev.name} has no IOMMU`);
-  return { name: pdev.name, iommu, group: pdev.iommuGroup };
+  if (!pdev.iommuDev) fail(ENODEV, `${pdev.name} has no IOMMU`);
+  return pdev.iommuDev;
 }
 
 /**

@@ -60,7 +60,10 @@ import {
 export class VfioDeviceSet {
   readonly devices: VfioDevice[] = [];
   readonly lock: Mutex;
-  constructor(kernel: Kernel, readonly id: string) {
+  constructor(
+    kernel: Kernel,
+    readonly id: string,
+  ) {
     this.lock = new Mutex(kernel.lockdep, "vfio_device_set.lock");
   }
 }
@@ -92,6 +95,12 @@ export abstract class VfioDevice {
   abstract mmap(vma: Vma): void;
   /** Bind to the iommufd context behind `file` (the driver's bind_iommufd op). */
   abstract bindIommufd(file: File): VfioIommufdBinding;
+
+  /** Wake the device for an ioctl or access (vfio_device_pm_runtime_get); no-op by default. */
+  pmRuntimeGet(): void {}
+
+  /** Let it sleep again afterwards (vfio_device_pm_runtime_put); no-op by default. */
+  pmRuntimePut(): void {}
 
   get registered(): boolean {
     return this.refs > 0;
@@ -125,7 +134,8 @@ export abstract class VfioDevice {
    * holders (open fds ask the user to close); the model refuses while any remain.
    */
   unregister(): void {
-    if (this.refs !== 1) throw new KernelWarning(`${this.name}: unregister with ${this.refs - 1} users left`);
+    if (this.refs !== 1)
+      throw new KernelWarning(`${this.name}: unregister with ${this.refs - 1} users left`);
     this.refs = 0;
     if (this.cdevPath) this.kernel.unregisterDevice(this.cdevPath);
     this.cdevPath = undefined;
@@ -144,10 +154,17 @@ export class VfioDeviceFile {
  * vfio_check_feature: 1 = go ahead, 0 = probe answered; EINVAL for an unsupported GET / SET,
  * neither of them, or a payload shorter than `minsz`.
  */
-export function vfioCheckFeature(flags: number, argsz: number, supportedOps: number, minsz: number): 0 | 1 {
-  if ((flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET) & ~supportedOps) !== 0) fail(EINVAL, "feature operation not supported");
+export function vfioCheckFeature(
+  flags: number,
+  argsz: number,
+  supportedOps: number,
+  minsz: number,
+): 0 | 1 {
+  if ((flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET) & ~supportedOps) !== 0)
+    fail(EINVAL, "feature operation not supported");
   if (flags & VFIO_DEVICE_FEATURE_PROBE) return 0;
-  if (!(flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET))) fail(EINVAL, "neither GET nor SET");
+  if (!(flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET)))
+    fail(EINVAL, "neither GET nor SET");
   if (argsz < minsz) fail(EINVAL, "feature payload too short");
   return 1;
 }
@@ -158,9 +175,17 @@ function vfioIoctlDeviceFeature(device: VfioDevice, arg: bigint): number {
   const argsz = hdr.getUint32(0, true);
   const flags = hdr.getUint32(4, true);
   if (argsz < VFIO_DEVICE_FEATURE_MINSZ) fail(EINVAL, "argsz below the header");
-  const known = VFIO_DEVICE_FEATURE_MASK | VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_PROBE;
+  const known =
+    VFIO_DEVICE_FEATURE_MASK |
+    VFIO_DEVICE_FEATURE_GET |
+    VFIO_DEVICE_FEATURE_SET |
+    VFIO_DEVICE_FEATURE_PROBE;
   if ((flags & ~known) >>> 0 !== 0) fail(EINVAL, "unknown feature flags");
-  if (!(flags & VFIO_DEVICE_FEATURE_PROBE) && flags & VFIO_DEVICE_FEATURE_SET && flags & VFIO_DEVICE_FEATURE_GET)
+  if (
+    !(flags & VFIO_DEVICE_FEATURE_PROBE) &&
+    flags & VFIO_DEVICE_FEATURE_SET &&
+    flags & VFIO_DEVICE_FEATURE_GET
+  )
     fail(EINVAL, "GET and SET together");
   switch (flags & VFIO_DEVICE_FEATURE_MASK) {
     // Core features need migration / dirty-logging ops, which vfio-pci does not have.
@@ -172,7 +197,11 @@ function vfioIoctlDeviceFeature(device: VfioDevice, arg: bigint): number {
     case VFIO_DEVICE_FEATURE_MIG_DATA_SIZE:
       return fail(ENOTTY, "no migration or logging ops");
     default:
-      return device.deviceFeature(flags, arg + BigInt(VFIO_DEVICE_FEATURE_MINSZ), argsz - VFIO_DEVICE_FEATURE_MINSZ);
+      return device.deviceFeature(
+        flags,
+        arg + BigInt(VFIO_DEVICE_FEATURE_MINSZ),
+        argsz - VFIO_DEVICE_FEATURE_MINSZ,
+      );
   }
 }
 
@@ -264,7 +293,8 @@ function vfioDfIoctlAttachPt(df: VfioDeviceFile, arg: bigint): number {
   const argsz = a.getUint32(0, true);
   const flags = a.getUint32(4, true);
   const ptId = a.getUint32(8, true);
-  if (argsz < VFIO_DEVICE_ATTACH_IOMMUFD_PT_MINSZ || flags & ~VFIO_DEVICE_ATTACH_PASID) fail(EINVAL, "argsz or flags");
+  if (argsz < VFIO_DEVICE_ATTACH_IOMMUFD_PT_MINSZ || flags & ~VFIO_DEVICE_ATTACH_PASID)
+    fail(EINVAL, "argsz or flags");
   if (flags & VFIO_DEVICE_ATTACH_PASID) fail(EOPNOTSUPP, "PASID attach not supported");
   const binding = df.device.binding!;
   return df.device.devSet.lock.with(() => {
@@ -287,7 +317,8 @@ function vfioDfIoctlDetachPt(df: VfioDeviceFile, arg: bigint): number {
   const d = new DataView(copyFromUser(kernel, arg, VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ).buffer);
   const argsz = d.getUint32(0, true);
   const flags = d.getUint32(4, true);
-  if (argsz < VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ || flags & ~VFIO_DEVICE_DETACH_PASID) fail(EINVAL, "argsz or flags");
+  if (argsz < VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ || flags & ~VFIO_DEVICE_DETACH_PASID)
+    fail(EINVAL, "argsz or flags");
   if (flags & VFIO_DEVICE_DETACH_PASID) fail(EOPNOTSUPP, "PASID detach not supported");
   df.device.devSet.lock.with(() => df.device.binding!.detach());
   return 0;
@@ -300,15 +331,20 @@ export const vfioDeviceFops: FileOperations = {
     const df = file.priv as VfioDeviceFile;
     if (cmd === VFIO_DEVICE_BIND_IOMMUFD) return vfioDfIoctlBindIommufd(df, arg);
     if (!df.accessGranted) fail(EINVAL, "device not bound");
-    switch (cmd) {
-      case VFIO_DEVICE_ATTACH_IOMMUFD_PT:
-        return vfioDfIoctlAttachPt(df, arg);
-      case VFIO_DEVICE_DETACH_IOMMUFD_PT:
-        return vfioDfIoctlDetachPt(df, arg);
-      case VFIO_DEVICE_FEATURE:
-        return vfioIoctlDeviceFeature(df.device, arg);
-      default:
-        return df.device.ioctl(cmd, arg);
+    df.device.pmRuntimeGet();
+    try {
+      switch (cmd) {
+        case VFIO_DEVICE_ATTACH_IOMMUFD_PT:
+          return vfioDfIoctlAttachPt(df, arg);
+        case VFIO_DEVICE_DETACH_IOMMUFD_PT:
+          return vfioDfIoctlDetachPt(df, arg);
+        case VFIO_DEVICE_FEATURE:
+          return vfioIoctlDeviceFeature(df.device, arg);
+        default:
+          return df.device.ioctl(cmd, arg);
+      }
+    } finally {
+      df.device.pmRuntimePut();
     }
   },
   read(file, len, pos) {

@@ -67,20 +67,25 @@ function handlerFor(vdev: VfioPciCoreDevice, pos: number): { h: Handler; base: n
   const p = vdev.pdev;
   if (pos < PCI_STD_HEADER_SIZEOF) return { h: "header", base: 0 };
   if (p.pmCap && pos >= p.pmCap && pos < p.pmCap + PCI_PM_SIZEOF) return { h: "pm", base: p.pmCap };
-  if (p.pcieCap && pos >= p.pcieCap && pos < p.pcieCap + PCI_EXP_SIZEOF) return { h: "exp", base: p.pcieCap };
+  if (p.pcieCap && pos >= p.pcieCap && pos < p.pcieCap + PCI_EXP_SIZEOF)
+    return { h: "exp", base: p.pcieCap };
   if (p.afCap && pos >= p.afCap && pos < p.afCap + PCI_AF_SIZEOF) return { h: "af", base: p.afCap };
   return { h: "raw", base: 0 };
 }
 
 function isBar(off: number): boolean {
-  return (off >= PCI_BASE_ADDRESS_0 && off < PCI_BASE_ADDRESS_5 + 4) || (off >= PCI_ROM_ADDRESS && off < PCI_ROM_ADDRESS + 4);
+  return (
+    (off >= PCI_BASE_ADDRESS_0 && off < PCI_BASE_ADDRESS_5 + 4) ||
+    (off >= PCI_ROM_ADDRESS && off < PCI_ROM_ADDRESS + 4)
+  );
 }
 
 /** vconfig at open: a copy of the device's config, MEMORY forced on for no_command_memory. */
 export function vfioConfigInit(vdev: VfioPciCoreDevice): Uint8Array {
   const p = vdev.pdev;
   const v = p.config.slice();
-  for (let i = 0; i < PCI_STD_NUM_BARS; i++) vdev.rbar[i] = le(p.config, PCI_BASE_ADDRESS_0 + 4 * i, 4);
+  for (let i = 0; i < PCI_STD_NUM_BARS; i++)
+    vdev.rbar[i] = le(p.config, PCI_BASE_ADDRESS_0 + 4 * i, 4);
   vdev.rbar[PCI_ROM_RESOURCE] = le(p.config, PCI_ROM_ADDRESS, 4);
   if (p.noCommandMemory) v[PCI_COMMAND] = v[PCI_COMMAND]! | PCI_COMMAND_MEMORY;
   vdev.barDirty = true;
@@ -108,7 +113,9 @@ function vfioBarFixup(vdev: VfioPciCoreDevice, vconfig: Uint8Array): void {
     }
   }
   const rom = p.resource(PCI_ROM_RESOURCE);
-  const romMask = rom.len ? (Number(~(rom.len - 1n) & 0xfffff800n) | PCI_ROM_ADDRESS_ENABLE) >>> 0 : 0;
+  const romMask = rom.len
+    ? (Number(~(rom.len - 1n) & 0xfffff800n) | PCI_ROM_ADDRESS_ENABLE) >>> 0
+    : 0;
   putLe(vconfig, PCI_ROM_ADDRESS, 4, (le(vconfig, PCI_ROM_ADDRESS, 4) & romMask) >>> 0);
   vdev.barDirty = false;
 }
@@ -116,18 +123,25 @@ function vfioBarFixup(vdev: VfioPciCoreDevice, vconfig: Uint8Array): void {
 /** BAR registers that no longer hold the addresses saved at open (a reset behind our back). */
 function vfioNeedBarRestore(vdev: VfioPciCoreDevice): boolean {
   const c = vdev.pdev.config;
-  for (let i = 0; i < PCI_STD_NUM_BARS; i++) if (le(c, PCI_BASE_ADDRESS_0 + 4 * i, 4) !== vdev.rbar[i]) return true;
+  for (let i = 0; i < PCI_STD_NUM_BARS; i++)
+    if (le(c, PCI_BASE_ADDRESS_0 + 4 * i, 4) !== vdev.rbar[i]) return true;
   return false;
 }
 
 function vfioBarRestore(vdev: VfioPciCoreDevice): void {
   const p = vdev.pdev;
-  for (let i = 0; i < PCI_STD_NUM_BARS; i++) p.writeConfig(PCI_BASE_ADDRESS_0 + 4 * i, 4, vdev.rbar[i]!);
+  for (let i = 0; i < PCI_STD_NUM_BARS; i++)
+    p.writeConfig(PCI_BASE_ADDRESS_0 + 4 * i, 4, vdev.rbar[i]!);
   p.writeConfig(PCI_ROM_ADDRESS, 4, vdev.rbar[PCI_ROM_RESOURCE]!);
 }
 
 /** Physical-or-virtual read of one chunk. */
-function readChunk(vdev: VfioPciCoreDevice, vconfig: Uint8Array, pos: number, size: 1 | 2 | 4): number {
+function readChunk(
+  vdev: VfioPciCoreDevice,
+  vconfig: Uint8Array,
+  pos: number,
+  size: 1 | 2 | 4,
+): number {
   const p = vdev.pdev;
   const { h, base } = handlerFor(vdev, pos);
   const phys = p.readConfig(pos, size);
@@ -165,7 +179,14 @@ function readChunk(vdev: VfioPciCoreDevice, vconfig: Uint8Array, pos: number, si
 type Perm = (at: number) => readonly [number, number];
 
 /** Apply a chunk write under `perm`: virtual bits to vconfig, the other writable bits to the device. */
-function defaultWrite(vdev: VfioPciCoreDevice, vconfig: Uint8Array, pos: number, size: 1 | 2 | 4, val: number, perm: Perm): void {
+function defaultWrite(
+  vdev: VfioPciCoreDevice,
+  vconfig: Uint8Array,
+  pos: number,
+  size: 1 | 2 | 4,
+  val: number,
+  perm: Perm,
+): void {
   const p = vdev.pdev;
   const cur = new Uint8Array(4);
   putLe(cur, 0, size, p.readConfig(pos, size));
@@ -192,7 +213,13 @@ function headerPerm(at: number): readonly [number, number] {
   return NONE;
 }
 
-function writeChunk(vdev: VfioPciCoreDevice, vconfig: Uint8Array, pos: number, size: 1 | 2 | 4, val: number): void {
+function writeChunk(
+  vdev: VfioPciCoreDevice,
+  vconfig: Uint8Array,
+  pos: number,
+  size: 1 | 2 | 4,
+  val: number,
+): void {
   const p = vdev.pdev;
   const { h, base } = handlerFor(vdev, pos);
   switch (h) {
@@ -208,7 +235,9 @@ function writeChunk(vdev: VfioPciCoreDevice, vconfig: Uint8Array, pos: number, s
     }
     case "pm": {
       // The state field is not writable through: the power transition is done by vfio itself.
-      defaultWrite(vdev, vconfig, pos, size, val, (at) => (at === base + PCI_PM_CTRL ? [0, ~PCI_PM_CTRL_STATE_MASK & 0xff] : NONE));
+      defaultWrite(vdev, vconfig, pos, size, val, (at) =>
+        at === base + PCI_PM_CTRL ? [0, ~PCI_PM_CTRL_STATE_MASK & 0xff] : NONE,
+      );
       if (pos === base + PCI_PM_CTRL) vdev.lockAndSetPowerState(val & PCI_PM_CTRL_STATE_MASK);
       return;
     }
@@ -225,7 +254,9 @@ function writeChunk(vdev: VfioPciCoreDevice, vconfig: Uint8Array, pos: number, s
     }
     case "af": {
       const ctrl = base + PCI_AF_CTRL;
-      defaultWrite(vdev, vconfig, pos, size, val, (at) => (at === ctrl ? [PCI_AF_CTRL_FLR, PCI_AF_CTRL_FLR] : NONE));
+      defaultWrite(vdev, vconfig, pos, size, val, (at) =>
+        at === ctrl ? [PCI_AF_CTRL_FLR, PCI_AF_CTRL_FLR] : NONE,
+      );
       if (vconfig[ctrl]! & PCI_AF_CTRL_FLR) {
         vconfig[ctrl] = vconfig[ctrl]! & ~PCI_AF_CTRL_FLR;
         const cap = p.config[base + PCI_AF_CAP]!;
@@ -244,7 +275,12 @@ function writeChunk(vdev: VfioPciCoreDevice, vconfig: Uint8Array, pos: number, s
  * if memory ends enabled.
  * @see vfio_basic_config_write
  */
-function vfioCommandWrite(vdev: VfioPciCoreDevice, vconfig: Uint8Array, size: 1 | 2 | 4, val: number): void {
+function vfioCommandWrite(
+  vdev: VfioPciCoreDevice,
+  vconfig: Uint8Array,
+  size: 1 | 2 | 4,
+  val: number,
+): void {
   const p = vdev.pdev;
   const physCmd = p.command;
   const virtCmd = le(vconfig, PCI_COMMAND, 2);
@@ -259,7 +295,10 @@ function vfioCommandWrite(vdev: VfioPciCoreDevice, vconfig: Uint8Array, size: 1 
   }
   try {
     const backdoor =
-      (newMem && virtCmd & PCI_COMMAND_MEMORY && !(physCmd & PCI_COMMAND_MEMORY) && !p.noCommandMemory) ||
+      (newMem &&
+        virtCmd & PCI_COMMAND_MEMORY &&
+        !(physCmd & PCI_COMMAND_MEMORY) &&
+        !p.noCommandMemory) ||
       (newIo && virtCmd & PCI_COMMAND_IO && !(physCmd & PCI_COMMAND_IO)) ||
       vfioNeedBarRestore(vdev);
     if (backdoor) vfioBarRestore(vdev);
@@ -280,7 +319,12 @@ function chunkSize(pos: number, count: number): 1 | 2 | 4 {
 }
 
 /** Read `count` bytes of virtual config space at `pos` (caller checked the bounds). */
-export function vfioConfigRead(vdev: VfioPciCoreDevice, vconfig: Uint8Array, pos: number, count: number): Uint8Array {
+export function vfioConfigRead(
+  vdev: VfioPciCoreDevice,
+  vconfig: Uint8Array,
+  pos: number,
+  count: number,
+): Uint8Array {
   const out = new Uint8Array(count);
   let done = 0;
   while (done < count) {
@@ -292,7 +336,12 @@ export function vfioConfigRead(vdev: VfioPciCoreDevice, vconfig: Uint8Array, pos
 }
 
 /** Write `data` to virtual config space at `pos` (caller checked the bounds). */
-export function vfioConfigWrite(vdev: VfioPciCoreDevice, vconfig: Uint8Array, pos: number, data: Uint8Array): void {
+export function vfioConfigWrite(
+  vdev: VfioPciCoreDevice,
+  vconfig: Uint8Array,
+  pos: number,
+  data: Uint8Array,
+): void {
   let done = 0;
   while (done < data.length) {
     const size = chunkSize(pos + done, data.length - done);
@@ -302,8 +351,14 @@ export function vfioConfigWrite(vdev: VfioPciCoreDevice, vconfig: Uint8Array, po
 }
 
 /** Memory enabled as vfio sees it: not in D3hot and MEMORY set in vconfig (or hard-wired). */
-export function vfioPciMemoryEnabled(vdev: VfioPciCoreDevice, vconfig: Uint8Array | undefined): boolean {
+export function vfioPciMemoryEnabled(
+  vdev: VfioPciCoreDevice,
+  vconfig: Uint8Array | undefined,
+): boolean {
   const p = vdev.pdev;
   if (p.powerState >= PCI_D3hot) return false;
-  return p.noCommandMemory || (vconfig !== undefined && (vconfig[PCI_COMMAND]! & PCI_COMMAND_MEMORY) !== 0);
+  return (
+    p.noCommandMemory ||
+    (vconfig !== undefined && (vconfig[PCI_COMMAND]! & PCI_COMMAND_MEMORY) !== 0)
+  );
 }

@@ -5,6 +5,7 @@ import {
   EINVAL,
   EIO,
   ENODEV,
+  ENOMEM,
   ENOTTY,
   type File,
   type Kernel,
@@ -23,8 +24,21 @@ import {
   isKernelError,
 } from "@x/kernel";
 import type { PciDev, PciSavedState } from "./pci.js";
-import { IORESOURCE_IO, IORESOURCE_MEM, PCI_D0, PCI_D3hot, PCI_ROM_RESOURCE, PCI_STD_NUM_BARS } from "./pci-regs.js";
-import { vfioConfigInit, vfioConfigRead, vfioConfigWrite, vfioPciMemoryEnabled } from "./vfio-pci-config.js";
+import type { DmaFault } from "./pci-dma.js";
+import {
+  IORESOURCE_IO,
+  IORESOURCE_MEM,
+  PCI_D0,
+  PCI_D3hot,
+  PCI_ROM_RESOURCE,
+  PCI_STD_NUM_BARS,
+} from "./pci-regs.js";
+import {
+  vfioConfigInit,
+  vfioConfigRead,
+  vfioConfigWrite,
+  vfioPciMemoryEnabled,
+} from "./vfio-pci-config.js";
 import {
   type VfioPciDeviceOps,
   type VfioPciDmaBuf,
@@ -81,7 +95,9 @@ const PAGES_PER_REGION = 2 ** Number(VFIO_PCI_OFFSET_SHIFT - BigInt(PAGE_SHIFT))
  * Runtime PM: LOW_POWER_ENTRY engages it and the function is runtime-suspended (D3hot) whenever no
  * ioctl is running; each ioctl resumes it around the call like `vfio_device_pm_runtime_get/put`.
  * A resume with a wake-up fd registered signals it and leaves the engaged state, without
- * un-revoking (spec §2.3 #7).
+ * un-revoking (spec §2.3 #7). Decision (spec §2.7 #4, UNVERIFIED): a config access while engaged
+ * resumes the function too, so a COMMAND write with MEMORY set un-revokes (the memory-enable
+ * predicate ignores the engaged state) and the function then sleeps again with live buffers.
  *
  * Lock order: dev_set.lock → memory_lock → pci_dev.lock and dma-buf reservation locks.
  * Decision: each device's memory_lock is its own lockdep class, because hot reset write-trylocks
@@ -107,6 +123,8 @@ export class VfioPciCoreDevice extends VfioDevice {
   /** BAR mmaps of the device, and how often they were zapped. */
   readonly barVmas = new Set<Vma>();
   zapCount = 0;
+  /** IOMMU faults and failed transactions of this function as a DMA master (pci-dma.ts). */
+  readonly dmaFaults: DmaFault[] = [];
 
   constructor(
     kernel: Kernel,
@@ -232,13 +250,14 @@ export class VfioPciCoreDevice extends VfioDevice {
   }
 
   /** @internal vfio_device_pm_runtime_get */
-  pmRuntimeGet(): void {
+  override pmRuntimeGet(): void {
     if (this.runtimeSuspended) this.runtimeResume();
   }
 
   /** @internal vfio_device_pm_runtime_put: an engaged function goes back to sleep. */
-  pmRuntimePut(): void {
-    if (this.pmRuntimeEngaged && !this.runtimeSuspended && this.openCount > 0) this.runtimeSuspend();
+  override pmRuntimePut(): void {
+    if (this.pmRuntimeEngaged && !this.runtimeSuspended && this.openCount > 0)
+      this.runtimeSuspend();
   }
 
   /** @see __vfio_pci_runtime_pm_exit */
@@ -288,6 +307,10 @@ export class VfioPciCoreDevice extends VfioDevice {
       }
       this.resetWorks = false;
     }
+    if (this.kernel.shouldFail("vfio_config_init")) {
+      p.disableDevice();
+      fail(ENOMEM, "vconfig");
+    }
     this.vconfig = vfioConfigInit(this);
   }
 
@@ -318,30 +341,27 @@ export class VfioPciCoreDevice extends VfioDevice {
   // --- ioctls -------------------------------------------------------------------------------
 
   override ioctl(cmd: number, arg: bigint): number {
-    this.pmRuntimeGet();
-    try {
-      switch (cmd) {
-        case VFIO_DEVICE_GET_INFO:
-          return this.ioctlGetInfo(arg);
-        case VFIO_DEVICE_GET_REGION_INFO:
-          return this.ioctlGetRegionInfo(arg);
-        case VFIO_DEVICE_RESET:
-          if (!this.resetWorks) fail(EINVAL, "device cannot be reset");
-          return this.resetRevoking(true);
-        case VFIO_DEVICE_PCI_HOT_RESET:
-          return this.ioctlPciHotReset(arg);
-        default:
-          // Decision: IRQ, hot-reset-info and ioeventfd ioctls are not modelled.
-          return fail(ENOTTY, `ioctl ${cmd.toString(16)}`);
-      }
-    } finally {
-      this.pmRuntimePut();
+    switch (cmd) {
+      case VFIO_DEVICE_GET_INFO:
+        return this.ioctlGetInfo(arg);
+      case VFIO_DEVICE_GET_REGION_INFO:
+        return this.ioctlGetRegionInfo(arg);
+      case VFIO_DEVICE_RESET:
+        if (!this.resetWorks) fail(EINVAL, "device cannot be reset");
+        return this.resetRevoking(true);
+      case VFIO_DEVICE_PCI_HOT_RESET:
+        return this.ioctlPciHotReset(arg);
+      default:
+        // Decision: IRQ, hot-reset-info and ioeventfd ioctls are not modelled.
+        return fail(ENOTTY, `ioctl ${cmd.toString(16)}`);
     }
   }
 
   /** @see vfio_pci_ioctl_get_info */
   private ioctlGetInfo(arg: bigint): number {
-    const argsz = new DataView(copyFromUser(this.kernel, arg, VFIO_DEVICE_INFO_MINSZ).buffer).getUint32(0, true);
+    const argsz = new DataView(
+      copyFromUser(this.kernel, arg, VFIO_DEVICE_INFO_MINSZ).buffer,
+    ).getUint32(0, true);
     if (argsz < VFIO_DEVICE_INFO_MINSZ) fail(EINVAL, "argsz");
     const out = new Uint8Array(VFIO_DEVICE_INFO_SIZE);
     const v = new DataView(out.buffer);
@@ -361,14 +381,20 @@ export class VfioPciCoreDevice extends VfioDevice {
 
   /** @see vfio_pci_ioctl_get_region_info */
   private ioctlGetRegionInfo(arg: bigint): number {
-    const info = new DataView(copyFromUser(this.kernel, arg, VFIO_REGION_INFO_SIZE).buffer.slice(0));
+    const info = new DataView(
+      copyFromUser(this.kernel, arg, VFIO_REGION_INFO_SIZE).buffer.slice(0),
+    );
     if (info.getUint32(0, true) < VFIO_REGION_INFO_SIZE) fail(EINVAL, "argsz");
     const index = info.getUint32(8, true);
     let flags = 0;
     let size = 0n;
     if (index < PCI_STD_NUM_BARS) {
       size = this.pdev.resource(index).len;
-      if (size) flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | (this.barMmapSupported(index) ? VFIO_REGION_INFO_FLAG_MMAP : 0);
+      if (size)
+        flags =
+          VFIO_REGION_INFO_FLAG_READ |
+          VFIO_REGION_INFO_FLAG_WRITE |
+          (this.barMmapSupported(index) ? VFIO_REGION_INFO_FLAG_MMAP : 0);
     } else if (index === VFIO_PCI_ROM_REGION_INDEX) {
       size = this.pdev.resource(PCI_ROM_RESOURCE).len;
       if (size) flags = VFIO_REGION_INFO_FLAG_READ;
@@ -430,8 +456,18 @@ export class VfioPciCoreDevice extends VfioDevice {
    * @see vfio_pci_core_pm_entry_with_wakeup
    */
   private featurePmEntryWithWakeup(flags: number, arg: bigint, argsz: number): number {
-    if (vfioCheckFeature(flags, argsz, VFIO_DEVICE_FEATURE_SET, VFIO_LOW_POWER_ENTRY_WITH_WAKEUP_SIZE) === 0) return 0;
-    const entry = new DataView(copyFromUser(this.kernel, arg, VFIO_LOW_POWER_ENTRY_WITH_WAKEUP_SIZE).buffer);
+    if (
+      vfioCheckFeature(
+        flags,
+        argsz,
+        VFIO_DEVICE_FEATURE_SET,
+        VFIO_LOW_POWER_ENTRY_WITH_WAKEUP_SIZE,
+      ) === 0
+    )
+      return 0;
+    const entry = new DataView(
+      copyFromUser(this.kernel, arg, VFIO_LOW_POWER_ENTRY_WITH_WAKEUP_SIZE).buffer,
+    );
     const fd = entry.getInt32(0, true);
     if (fd < 0) fail(EINVAL, "wakeup_eventfd");
     const file = this.kernel.current.process.files.fget(fd);
@@ -458,7 +494,8 @@ export class VfioPciCoreDevice extends VfioDevice {
     try {
       if (index === VFIO_PCI_CONFIG_REGION_INDEX) {
         const vconfig = this.vconfig!;
-        if (off >= BigInt(this.pdev.cfgSize) || off + BigInt(count) > BigInt(this.pdev.cfgSize)) fail(EFAULT, "past config space");
+        if (off >= BigInt(this.pdev.cfgSize) || off + BigInt(count) > BigInt(this.pdev.cfgSize))
+          fail(EFAULT, "past config space");
         if (write) {
           vfioConfigWrite(this, vconfig, Number(off), data!);
           return data!;
@@ -466,14 +503,26 @@ export class VfioPciCoreDevice extends VfioDevice {
         return vfioConfigRead(this, vconfig, Number(off), count);
       }
       if (index === VFIO_PCI_VGA_REGION_INDEX) fail(EINVAL, "no VGA");
-      return this.barAccess(index === VFIO_PCI_ROM_REGION_INDEX ? PCI_ROM_RESOURCE : index, off, count, write, data);
+      return this.barAccess(
+        index === VFIO_PCI_ROM_REGION_INDEX ? PCI_ROM_RESOURCE : index,
+        off,
+        count,
+        write,
+        data,
+      );
     } finally {
       this.pmRuntimePut();
     }
   }
 
   /** BAR / ROM access through the device fd: EIO while memory is disabled. @see vfio_pci_bar_rw */
-  private barAccess(bar: number, off: bigint, count: number, write: boolean, data?: Uint8Array): Uint8Array {
+  private barAccess(
+    bar: number,
+    off: bigint,
+    count: number,
+    write: boolean,
+    data?: Uint8Array,
+  ): Uint8Array {
     const r = this.pdev.resource(bar);
     if (!r.len || off >= r.len) fail(EINVAL, `offset ${off} outside BAR${bar}`);
     if (bar === PCI_ROM_RESOURCE && write) fail(EINVAL, "ROM is read-only");
@@ -534,8 +583,6 @@ export class VfioPciCoreDevice extends VfioDevice {
     this.barVmas.add(vma);
   }
 }
-
-
 
 /**
  * Every device of the set can be reset by this caller: opened ones must be bound to the

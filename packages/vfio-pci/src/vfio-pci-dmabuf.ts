@@ -90,7 +90,12 @@ export class VfioPciDmaBuf {
   }
 }
 
-/** Map type decided by the P2P layer, and the sg-table built from the ranges. @see dma_buf_phys_vec_to_sgt */
+/**
+ * The sg-table for a non-iommufd importer: P2P reachability is decided here, at map time, not at
+ * export or attach. One entry per range, split at UINT_MAX bytes; bus addresses for a peer below
+ * the bridge, CPU physical addresses through the host bridge.
+ * @see dma_buf_phys_vec_to_sgt
+ */
 function physVecToSgt(priv: VfioPciDmaBuf, attach: DmaBufAttachment): SgTable {
   const type = pciP2pdmaMapType(priv.provider, attach.dev);
   if (type !== PCI_P2PDMA_MAP_BUS_ADDR && type !== PCI_P2PDMA_MAP_THRU_HOST_BRIDGE)
@@ -98,8 +103,9 @@ function physVecToSgt(priv: VfioPciDmaBuf, attach: DmaBufAttachment): SgTable {
   const offset = type === PCI_P2PDMA_MAP_BUS_ADDR ? priv.provider.busOffset : 0n;
   const UINT_MAX = 0xffffffffn;
   let nents = 0;
-  for (let i = 0; i < priv.nrRanges; i++) nents += Number((priv.len[i]! + UINT_MAX - 1n) / UINT_MAX);
-  if (priv.vdev?.pdev.kernel.shouldFail("sg_alloc_table")) fail(ENOMEM, "sg table");
+  for (let i = 0; i < priv.nrRanges; i++)
+    nents += Number((priv.len[i]! + UINT_MAX - 1n) / UINT_MAX);
+  if (attach.dmabuf.kernel.shouldFail("sg_alloc_table")) fail(ENOMEM, "sg table");
   const sgt = new SgTable(nents);
   let e = 0;
   for (let i = 0; i < priv.nrRanges; i++) {
@@ -263,11 +269,19 @@ export const vfioPciDefaultOps: VfioPciDeviceOps = { getDmabufPhys: vfioPciCoreG
  * Returns 0 for a probe, else the new dma-buf's fd.
  * @see vfio_pci_core_feature_dma_buf
  */
-export function vfioPciCoreFeatureDmaBuf(vdev: VfioPciCoreDevice, flags: number, arg: bigint, argsz: number): number {
+export function vfioPciCoreFeatureDmaBuf(
+  vdev: VfioPciCoreDevice,
+  flags: number,
+  arg: bigint,
+  argsz: number,
+): number {
   const kernel: Kernel = vdev.pdev.kernel;
   const ops = vdev.pciOps;
   if (!ops?.getDmabufPhys) fail(EOPNOTSUPP, "driver cannot export dma-bufs");
-  if (vfioCheckFeature(flags, argsz, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_DMA_BUF_SIZE) === 0) return 0;
+  if (
+    vfioCheckFeature(flags, argsz, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_DMA_BUF_SIZE) === 0
+  )
+    return 0;
   const hdr = new DataView(copyFromUser(kernel, arg, VFIO_DEVICE_FEATURE_DMA_BUF_SIZE).buffer);
   const regionIndex = hdr.getUint32(0, true);
   const openFlags = hdr.getUint32(4, true);
@@ -278,7 +292,13 @@ export function vfioPciCoreFeatureDmaBuf(vdev: VfioPciCoreDevice, flags: number,
 
   // memdup_array_user: the count × size product cannot overflow for a u32 count on 64 bits.
   if (kernel.shouldFail("memdup_array_user")) fail(ENOMEM, "dma_ranges copy");
-  const raw = copyFromUser(kernel, arg + BigInt(VFIO_DEVICE_FEATURE_DMA_BUF_SIZE), nrRanges * VFIO_REGION_DMA_RANGE_SIZE);
+  // OBSERVATION kept: argsz is not checked against nr_ranges; the array is read from user memory
+  // after the header whatever argsz says.
+  const raw = copyFromUser(
+    kernel,
+    arg + BigInt(VFIO_DEVICE_FEATURE_DMA_BUF_SIZE),
+    nrRanges * VFIO_REGION_DMA_RANGE_SIZE,
+  );
   const rv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const offsets = new BigUint64Array(nrRanges);
   const lengths = new BigUint64Array(nrRanges);
@@ -286,7 +306,8 @@ export function vfioPciCoreFeatureDmaBuf(vdev: VfioPciCoreDevice, flags: number,
   for (let i = 0; i < nrRanges; i++) {
     const off = rv.getBigUint64(16 * i, true);
     const len = rv.getBigUint64(16 * i + 8, true);
-    if (len === 0n || off % PAGE !== 0n || len % PAGE !== 0n) fail(EINVAL, `range ${i} empty or unaligned`);
+    if (len === 0n || off % PAGE !== 0n || len % PAGE !== 0n)
+      fail(EINVAL, `range ${i} empty or unaligned`);
     total += len;
     if (total > U64_MAX) fail(EINVAL, "total length overflows size_t");
     offsets[i] = off;
@@ -298,9 +319,17 @@ export function vfioPciCoreFeatureDmaBuf(vdev: VfioPciCoreDevice, flags: number,
   if (kernel.shouldFail("vfio_pci_dma_buf alloc")) fail(ENOMEM, "exporter object");
   const priv = new VfioPciDmaBuf(vdev, nrRanges, total);
   ops.getDmabufPhys(vdev, regionIndex, offsets, lengths, priv);
+  // Unreachable from user space (the caller's device fd holds a registration reference); kept
+  // for drivers calling in while the device unregisters.
   if (!vdev.tryGetRegistration()) fail(ENODEV, "device is being unregistered");
   try {
-    priv.dmabuf = dmaBufExport(kernel, { expName: "vfio_pci", ops: vfioPciDmaBufOps, size: total, flags: openFlags, priv });
+    priv.dmabuf = dmaBufExport(kernel, {
+      expName: "vfio_pci",
+      ops: vfioPciDmaBufOps,
+      size: total,
+      flags: openFlags,
+      priv,
+    });
   } catch (e) {
     vdev.putRegistration();
     throw e;

@@ -95,7 +95,10 @@ export function encodeDmaBufFeature(opts: {
   readonly nrRanges?: number;
   readonly argsz?: number;
 }): Uint8Array {
-  const size = VFIO_DEVICE_FEATURE_MINSZ + VFIO_DEVICE_FEATURE_DMA_BUF_SIZE + VFIO_REGION_DMA_RANGE_SIZE * opts.ranges.length;
+  const size =
+    VFIO_DEVICE_FEATURE_MINSZ +
+    VFIO_DEVICE_FEATURE_DMA_BUF_SIZE +
+    VFIO_REGION_DMA_RANGE_SIZE * opts.ranges.length;
   const buf = new Uint8Array(size);
   const v = new DataView(buf.buffer);
   v.setUint32(0, opts.argsz ?? size, true);

@@ -39,7 +39,12 @@ describe("PCI function model", () => {
     const d = bus.addDevice({
       vendor: 0x10de,
       device: 0x1234,
-      bars: [{ type: "mem64", size: 16n * MiB, prefetchable: true }, undefined, { type: "mem32", size: 64n * 1024n }, { type: "io", size: 32 }],
+      bars: [
+        { type: "mem64", size: 16n * MiB, prefetchable: true },
+        undefined,
+        { type: "mem32", size: 64n * 1024n },
+        { type: "io", size: 32 },
+      ],
       romSize: 64n * 1024n,
       pm: true,
       pcie: { flr: true },
@@ -74,7 +79,15 @@ describe("PCI function model", () => {
 
   it("answers BAR sizing: all-ones in, size mask out, and the address back", () => {
     const { bus } = machine();
-    const d = bus.addDevice({ vendor: 1, device: 2, bars: [{ type: "mem32", size: 1n * MiB }, { type: "mem64", size: 256n * MiB }], romSize: 0x8000n });
+    const d = bus.addDevice({
+      vendor: 1,
+      device: 2,
+      bars: [
+        { type: "mem32", size: 1n * MiB },
+        { type: "mem64", size: 256n * MiB },
+      ],
+      romSize: 0x8000n,
+    });
     const orig = d.readConfig(PCI_BASE_ADDRESS_0, 4);
     d.writeConfig(PCI_BASE_ADDRESS_0, 4, 0xffffffff);
     expect(d.readConfig(PCI_BASE_ADDRESS_0, 4) >>> 0).toBe(0xfff00000);
@@ -91,7 +104,12 @@ describe("PCI function model", () => {
 
   it("COMMAND decode bits gate memory decode; D3hot stops it", () => {
     const { bus } = machine();
-    const d = bus.addDevice({ vendor: 1, device: 2, bars: [{ type: "mem32", size: MiB }], pm: true });
+    const d = bus.addDevice({
+      vendor: 1,
+      device: 2,
+      bars: [{ type: "mem32", size: MiB }],
+      pm: true,
+    });
     expect(d.decodesMemory).toBe(false);
     d.enableDevice();
     expect(d.command & PCI_COMMAND_MEMORY).toBeTruthy();
@@ -103,8 +121,18 @@ describe("PCI function model", () => {
 
   it("leaving D3hot resets a NoSoftRst- function but not a NoSoftRst+ one", () => {
     const { bus } = machine();
-    const a = bus.addDevice({ vendor: 1, device: 2, bars: [{ type: "mem32", size: MiB }], pm: true });
-    const b = bus.addDevice({ vendor: 1, device: 3, bars: [{ type: "mem32", size: MiB }], pm: { noSoftReset: true } });
+    const a = bus.addDevice({
+      vendor: 1,
+      device: 2,
+      bars: [{ type: "mem32", size: MiB }],
+      pm: true,
+    });
+    const b = bus.addDevice({
+      vendor: 1,
+      device: 3,
+      bars: [{ type: "mem32", size: MiB }],
+      pm: { noSoftReset: true },
+    });
     for (const d of [a, b]) {
       d.enableDevice();
       d.setPowerState(PCI_D3hot);
@@ -117,22 +145,45 @@ describe("PCI function model", () => {
 
   it("FLR through DEVCTL.BCR_FLR and AF_CTRL.FLR only when advertised; the bit reads 0", () => {
     const { bus } = machine();
-    const withFlr = bus.addDevice({ vendor: 1, device: 2, bars: [{ type: "mem32", size: MiB }], pcie: { flr: true } });
-    const noFlr = bus.addDevice({ vendor: 1, device: 3, bars: [{ type: "mem32", size: MiB }], pcie: { flr: false } });
-    const af = bus.addDevice({ vendor: 1, device: 4, bars: [{ type: "mem32", size: MiB }], af: { flr: true, tp: true } });
+    const withFlr = bus.addDevice({
+      vendor: 1,
+      device: 2,
+      bars: [{ type: "mem32", size: MiB }],
+      pcie: { flr: true },
+    });
+    const noFlr = bus.addDevice({
+      vendor: 1,
+      device: 3,
+      bars: [{ type: "mem32", size: MiB }],
+      pcie: { flr: false },
+    });
+    const af = bus.addDevice({
+      vendor: 1,
+      device: 4,
+      bars: [{ type: "mem32", size: MiB }],
+      af: { flr: true, tp: true },
+    });
     for (const d of [withFlr, noFlr, af]) d.enableDevice();
-    for (const d of [withFlr, noFlr]) d.writeConfig(d.pcieCap + PCI_EXP_DEVCTL, 2, PCI_EXP_DEVCTL_BCR_FLR);
+    for (const d of [withFlr, noFlr])
+      d.writeConfig(d.pcieCap + PCI_EXP_DEVCTL, 2, PCI_EXP_DEVCTL_BCR_FLR);
     af.writeConfig(af.afCap + PCI_AF_CTRL, 1, PCI_AF_CTRL_FLR);
     expect(withFlr.resetCount).toBe(1);
     expect(withFlr.command).toBe(0);
-    expect(withFlr.readConfig(withFlr.pcieCap + PCI_EXP_DEVCTL, 2) & PCI_EXP_DEVCTL_BCR_FLR).toBe(0);
+    expect(withFlr.readConfig(withFlr.pcieCap + PCI_EXP_DEVCTL, 2) & PCI_EXP_DEVCTL_BCR_FLR).toBe(
+      0,
+    );
     expect(noFlr.resetCount).toBe(0);
     expect(af.resetCount).toBe(1);
   });
 
   it("function reset saves and restores config; EAGAIN when the device lock is held; ENOTTY without a method", () => {
     const { bus } = machine();
-    const d = bus.addDevice({ vendor: 1, device: 2, bars: [{ type: "mem32", size: MiB }], pcie: { flr: true } });
+    const d = bus.addDevice({
+      vendor: 1,
+      device: 2,
+      bars: [{ type: "mem32", size: MiB }],
+      pcie: { flr: true },
+    });
     const other = bus.addDevice({ vendor: 1, device: 3, bars: [{ type: "mem32", size: MiB }] });
     d.enableDevice();
     d.setMaster(true);
@@ -157,7 +208,12 @@ describe("PCI function model", () => {
   it("a bus reset resets every function and restores each one's config", () => {
     const { bus } = machine();
     const a = bus.addDevice({ vendor: 1, device: 2, bars: [{ type: "mem32", size: MiB }] });
-    const b = bus.addDevice({ vendor: 1, device: 3, bars: [{ type: "mem32", size: MiB }], pm: true });
+    const b = bus.addDevice({
+      vendor: 1,
+      device: 3,
+      bars: [{ type: "mem32", size: MiB }],
+      pm: true,
+    });
     a.enableDevice();
     b.enableDevice();
     b.setMaster(true);
@@ -175,7 +231,8 @@ describe("PCI function model", () => {
     const { bus } = machine();
     const d = bus.addDevice({ vendor: 1, device: 2, pm: true, pcie: true, af: true });
     const seen: number[] = [];
-    for (let p = d.readConfig(0x34, 1); p; p = d.readConfig(p + 1, 1)) seen.push(d.readConfig(p, 1));
+    for (let p = d.readConfig(0x34, 1); p; p = d.readConfig(p + 1, 1))
+      seen.push(d.readConfig(p, 1));
     expect(seen).toEqual([PCI_CAP_ID_PM, PCI_CAP_ID_EXP, PCI_CAP_ID_AF]);
     expect(d.readConfig(d.pmCap + PCI_PM_CTRL, 2) & 3).toBe(PCI_D0);
     expect(d.cfgSize).toBe(4096);

@@ -41,7 +41,13 @@ const OA_SHIFT = 12n;
 const AMDV1PT_FMT_NL_SIZE = 7n;
 const SZ_512G_LG2 = 39;
 
-function makeAmdv1(name: string, granuleLg2: number, maxVaLg2: number, maxOaLg2: number, maxTopLevel: number): PtFormat {
+function makeAmdv1(
+  name: string,
+  granuleLg2: number,
+  maxVaLg2: number,
+  maxOaLg2: number,
+  maxTopLevel: number,
+): PtFormat {
   const g = BigInt(granuleLg2);
   const numItemsLg2 = (level: number): number => (level === 5 ? 7 : 9);
   return {

@@ -8,7 +8,14 @@
  */
 import { EINVAL } from "@x/kernel";
 import { IOMMU_WRITE } from "../iommu-types.js";
-import { PT_FEAT_FMT_START, type PtFormat, type PtFormatInit, type PtLeafImage, bit, genmask } from "../pt-format.js";
+import {
+  PT_FEAT_FMT_START,
+  type PtFormat,
+  type PtFormatInit,
+  type PtLeafImage,
+  bit,
+  genmask,
+} from "../pt-format.js";
 
 export const PT_FEAT_X86_64_AMD_ENCRYPT_TABLES = PT_FEAT_FMT_START;
 
@@ -43,7 +50,8 @@ export const x86_64Format: PtFormat = {
   canRead: () => true,
   canWrite: (prot) => (prot & IOMMU_WRITE) !== 0,
   encodeLeaf(leaf: PtLeafImage): bigint {
-    let e = X86_64_FMT_P | X86_64_FMT_U | X86_64_FMT_A | ((leaf.oa >> 12n) << 12n & X86_64_FMT_OA);
+    let e =
+      X86_64_FMT_P | X86_64_FMT_U | X86_64_FMT_A | (((leaf.oa >> 12n) << 12n) & X86_64_FMT_OA);
     if (leaf.prot & IOMMU_WRITE) e |= X86_64_FMT_RW | X86_64_FMT_D;
     if (leaf.level !== 0) e |= X86_64_FMT_PS;
     return e;

@@ -1,0 +1,90 @@
+/**
+ * The host's IOMMUs as the playground's machines have them: hardware-like drivers from
+ * @x/iommu-pgtable (AMD-Vi over the AMDv1 format, Intel VT-d over its second-stage format),
+ * one driver instance per IOMMU unit, plus the two readings the views and checks make of a
+ * domain (bytes mapped in a range, bytes mapped in all).
+ *
+ * Two devices behind different units cannot share a domain (the driver refuses another unit's
+ * domain with EINVAL), which is what makes QEMU's autodomains allocate a second HWPT.
+ */
+import {
+  type IommuDomain,
+  IOMMU_CAP_CACHE_COHERENCY,
+  IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
+  PT_DRIVER_ALLOC_FLAGS,
+  PT_FEAT_DYNAMIC_TOP,
+  type PtDriverDesc,
+  PtIommuDriver,
+  amdv1Format,
+  iommuReadRuns,
+  vtdssFormat,
+} from "@x/iommu-pgtable";
+import type { Kernel } from "@x/kernel";
+
+export type IommuKind = "amd-vi" | "vt-d";
+
+export interface HwIommuOptions {
+  /** Restrict the page sizes the hardware offers (e.g. 64 KiB minimum pages). */
+  readonly pgsizeBitmap?: bigint;
+}
+
+function describe(kind: IommuKind, opts: HwIommuOptions): PtDriverDesc {
+  const restrict = opts.pgsizeBitmap;
+  const common = {
+    caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_ENFORCE_CACHE_COHERENCY],
+    allocFlags: PT_DRIVER_ALLOC_FLAGS,
+    ...(restrict === undefined ? {} : { pgsizeBitmap: (natural: bigint) => natural & restrict }),
+  };
+  return kind === "amd-vi"
+    ? {
+        name: "amd-vi",
+        hwInfoType: 0,
+        ...common,
+        ptCfg: () => ({
+          format: amdv1Format,
+          features: PT_FEAT_DYNAMIC_TOP,
+          startingLevel: 3,
+          hwMaxVaLg2: 48,
+          hwMaxOaLg2: 52,
+        }),
+      }
+    : {
+        name: "vt-d",
+        hwInfoType: 1,
+        ...common,
+        ptCfg: () => ({ format: vtdssFormat, features: 0, hwMaxVaLg2: 48 }),
+      };
+}
+
+/** Bytes of [iova, iova + length) that have an IOPTE in `domain`. */
+export function mappedIn(domain: IommuDomain, iova: bigint, length: bigint): bigint {
+  let n = 0n;
+  for (const r of iommuReadRuns(domain, iova, length)) n += r.length;
+  return n;
+}
+
+/** Bytes of IOPTEs in `domain`: the leaves of every level times their size. */
+export function domainBytes(domain: IommuDomain): bigint {
+  let total = 0n;
+  for (const l of domain.pt?.occupancy() ?? [])
+    for (const [lg2, n] of Object.entries(l.leavesBySizeLg2)) total += BigInt(n) << BigInt(lg2);
+  return total;
+}
+
+/** One IOMMU unit: a hardware-like driver instance; its domains carry it as `priv`. */
+export class HwIommu {
+  readonly driver: PtIommuDriver;
+
+  constructor(
+    kernel: Kernel,
+    readonly name: string,
+    readonly kind: IommuKind,
+    opts: HwIommuOptions = {},
+  ) {
+    this.driver = new PtIommuDriver(describe(kind, opts), kernel);
+  }
+
+  owns(domain: IommuDomain): boolean {
+    return domain.priv === this.driver;
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * Hardware-like IOMMU drivers, one per format, for tests and the playground: what a VMM-facing
+ * stack sees from an AMD-Vi, Intel VT-d or ARM SMMUv3 system. Each allocates paging domains the
+ * way its kernel driver configures the page table; hw_info carries the right type and a
+ * zero-filled payload of the right size (register values are not modelled).
+ *
+ * @see drivers/iommu/amd/iommu.c, drivers/iommu/intel/iommu.c, drivers/iommu/arm/arm-smmu-v3/
+ */
+import { EINVAL, EOPNOTSUPP, fail } from "@x/kernel";
+import { amdv1Format } from "./fmt/amdv1.js";
+import { vtdssFormat, PT_FEAT_VTDSS_FORCE_WRITEABLE } from "./fmt/vtdss.js";
+import { x86_64Format } from "./fmt/x86-64.js";
+import type { IommuDomain, IommuDomainOps } from "./iommu.js";
+import {
+  type FaultSource,
+  type IommuDevice,
+  type IommuDriver,
+  type IommuHwInfo,
+  PT_DRIVER_ALLOC_FLAGS,
+  PtIommuDriver,
+} from "./iommu-driver.js";
+import {
+  IOMMU_CAP_CACHE_COHERENCY,
+  IOMMU_CAP_DEFERRED_FLUSH,
+  IOMMU_CAP_DIRTY_TRACKING,
+  IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
+  IOMMU_HW_INFO_TYPE_AMD,
+  IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
+  IOMMU_HW_INFO_TYPE_INTEL_VTD,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_ALLOC_PASID,
+} from "./iommu-types.js";
+import { armLpaeDomainAlloc } from "./io-pgtable-arm.js";
+import { PT_FEAT_DYNAMIC_TOP, PT_FEAT_FLUSH_RANGE, PT_FEAT_SIGN_EXTEND } from "./pt-format.js";
+
+/** AMD-Vi with v1 host page tables: AMDv1, dynamic top from level 2, range flushes. */
+export function amdIommuDriver(faults?: FaultSource): PtIommuDriver {
+  return new PtIommuDriver(
+    {
+      name: "amd-iommu",
+      hwInfoType: IOMMU_HW_INFO_TYPE_AMD,
+      hwInfoData: () => new Uint8Array(16),
+      caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_DEFERRED_FLUSH, IOMMU_CAP_DIRTY_TRACKING],
+      allocFlags: PT_DRIVER_ALLOC_FLAGS,
+      ptCfg: () => ({
+        format: amdv1Format,
+        features: (1 << PT_FEAT_DYNAMIC_TOP) | (1 << PT_FEAT_FLUSH_RANGE),
+        startingLevel: 2,
+      }),
+    },
+    faults,
+  );
+}
+
+/** Intel VT-d second stage, 4-level (48-bit); nesting parents get FORCE_WRITEABLE. */
+export function intelIommuDriver(faults?: FaultSource): PtIommuDriver {
+  return new PtIommuDriver(
+    {
+      name: "intel-iommu",
+      hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
+      hwInfoData: () => new Uint8Array(24),
+      caps: [
+        IOMMU_CAP_CACHE_COHERENCY,
+        IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
+        IOMMU_CAP_DEFERRED_FLUSH,
+        IOMMU_CAP_DIRTY_TRACKING,
+      ],
+      allocFlags: PT_DRIVER_ALLOC_FLAGS,
+      ptCfg: (flags) => ({
+        format: vtdssFormat,
+        features:
+          (1 << PT_FEAT_FLUSH_RANGE) |
+          (flags & IOMMU_HWPT_ALLOC_NEST_PARENT ? 1 << PT_FEAT_VTDSS_FORCE_WRITEABLE : 0),
+        hwMaxVaLg2: 48,
+      }),
+    },
+    faults,
+  );
+}
+
+/** VT-d first stage / AMD v2 style: the x86-64 4-level table, sign-extended, no dirty ops. */
+export function x86FirstStageIommuDriver(faults?: FaultSource): PtIommuDriver {
+  return new PtIommuDriver(
+    {
+      name: "intel-iommu-fs",
+      hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
+      hwInfoData: () => new Uint8Array(24),
+      caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_DEFERRED_FLUSH],
+      allocFlags: IOMMU_HWPT_ALLOC_PASID,
+      ptCfg: () => ({
+        format: x86_64Format,
+        features: (1 << PT_FEAT_SIGN_EXTEND) | (1 << PT_FEAT_FLUSH_RANGE),
+        hwMaxVaLg2: 48,
+      }),
+    },
+    faults,
+  );
+}
+
+/** ARM SMMUv3 with io-pgtable-arm: stage 1 (stage 2 for nesting parents), classic core path. */
+export class ArmSmmuV3Driver implements IommuDriver {
+  readonly name = "arm-smmu-v3";
+  readonly stats = { iotlbSyncs: 0, flushAll: 0 };
+  private readonly ops: IommuDomainOps;
+
+  constructor(
+    private readonly granuleLg2: 12 | 14 | 16 = 12,
+    private readonly faults?: FaultSource,
+  ) {
+    const stats = this.stats;
+    this.ops = {
+      iotlbSync: () => {
+        stats.iotlbSyncs++;
+      },
+      flushIotlbAll: () => {
+        stats.flushAll++;
+      },
+    };
+  }
+
+  capable(_dev: IommuDevice, cap: number): boolean {
+    return cap === IOMMU_CAP_CACHE_COHERENCY || cap === IOMMU_CAP_DEFERRED_FLUSH;
+  }
+
+  hwInfo(): IommuHwInfo {
+    return { type: IOMMU_HW_INFO_TYPE_ARM_SMMUV3, data: new Uint8Array(40) };
+  }
+
+  domainAllocPaging(_dev: IommuDevice, flags: number): IommuDomain {
+    if (flags & ~(IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_PASID)) {
+      fail(EOPNOTSUPP, `${this.name}: unsupported alloc flags 0x${flags.toString(16)}`);
+    }
+    const faults = this.faults;
+    return armLpaeDomainAlloc(
+      {
+        stage: flags & IOMMU_HWPT_ALLOC_NEST_PARENT ? 2 : 1,
+        granuleLg2: this.granuleLg2,
+        ...(faults ? { shouldFail: (site: string) => faults.shouldFail(site) } : {}),
+      },
+      this.ops,
+      this,
+    );
+  }
+
+  attachDev(domain: IommuDomain): void {
+    if (domain.priv !== this) fail(EINVAL, `${this.name}: domain of another IOMMU`);
+  }
+}

@@ -1,0 +1,85 @@
+/** set_dirty / read_and_clear_dirty with and without IOMMU_DIRTY_NO_CLEAR. */
+import { isKernelError } from "@x/kernel";
+import { describe, expect, it } from "vitest";
+import {
+  IOMMU_DIRTY_NO_CLEAR,
+  IOMMU_READ,
+  IOMMU_WRITE,
+  type IommuDomain,
+  IotlbGather,
+  PT_FEAT_FLUSH_RANGE,
+  amdv1Format,
+  iommuMap,
+  iommuReadAndClearDirty,
+  iommuptDomainAlloc,
+  iommuptSetDirty,
+  ptImage,
+  vtdssFormat,
+  x86_64Format,
+} from "../src/index.js";
+
+const RW = IOMMU_READ | IOMMU_WRITE;
+
+function read(d: IommuDomain, iova: bigint, size: bigint, flags = 0, gather = new IotlbGather()): string[] {
+  const out: string[] = [];
+  iommuReadAndClearDirty(d, iova, size, flags, {
+    bitmap: { set: (a, l) => out.push(`${a.toString(16)}+${l.toString(16)}`) },
+    gather,
+  });
+  return out;
+}
+
+function errnoOf(fn: () => void): string {
+  try {
+    fn();
+    return "ok";
+  } catch (e) {
+    if (isKernelError(e)) return e.errnoName;
+    throw e;
+  }
+}
+
+describe("dirty tracking", () => {
+  it("AMDv1: one dirty item marks the whole contiguous entry; NO_CLEAR keeps it", () => {
+    const d = iommuptDomainAlloc({ format: amdv1Format, features: 1 << PT_FEAT_FLUSH_RANGE, startingLevel: 2 });
+    iommuMap(d, 0x100000n, 0x200000n, 0x10000n, RW); // one 64 KiB entry = 16 items
+    iommuMap(d, 0x200000n, 0x300000n, 0x1000n, RW);
+    iommuptSetDirty(d, 0x103456n);
+    const dirtyItems = ptImage(d.pt!).filter((e) => e.level === 0 && e.pte & (1n << 6n));
+    expect(dirtyItems.map((e) => e.index)).toEqual([259]);
+    expect(read(d, 0n, 0x400000n, IOMMU_DIRTY_NO_CLEAR)).toEqual(["100000+10000"]);
+    const gather = new IotlbGather();
+    expect(read(d, 0n, 0x400000n, 0, gather)).toEqual(["100000+10000"]);
+    expect(gather.start).toBe(0x100000n);
+    expect(gather.end).toBe(0x10ffffn);
+    expect(read(d, 0n, 0x400000n)).toEqual([]);
+  });
+
+  it("a query starting inside a contiguous entry reports from its start", () => {
+    const d = iommuptDomainAlloc({ format: amdv1Format, features: 0, startingLevel: 2 });
+    iommuMap(d, 0x100000n, 0x200000n, 0x10000n, RW);
+    iommuptSetDirty(d, 0x100000n);
+    expect(read(d, 0x108000n, 0x2000n, IOMMU_DIRTY_NO_CLEAR)).toEqual(["108000+2000"]);
+    // Clearing from inside still cleans the whole entry.
+    read(d, 0x108000n, 0x1000n);
+    expect(read(d, 0n, 0x400000n)).toEqual([]);
+  });
+
+  it("VT-d: D bit 9 per leaf; set_dirty on a hole is ENOENT", () => {
+    const d = iommuptDomainAlloc({ format: vtdssFormat, features: 0, hwMaxVaLg2: 48 });
+    iommuMap(d, 0x200000n, 0x400000n, 0x201000n, RW);
+    iommuptSetDirty(d, 0x3fffffn);
+    iommuptSetDirty(d, 0x400000n);
+    expect(ptImage(d.pt!).filter((e) => e.pte & (1n << 9n)).length).toBe(2);
+    expect(read(d, 0x200000n, 0x201000n)).toEqual(["200000+200000", "400000+1000"]);
+    expect(errnoOf(() => iommuptSetDirty(d, 0x800000n))).toBe("ENOENT");
+    expect(errnoOf(() => read(d, 0n, 0n))).toBe("EINVAL");
+  });
+
+  it("x86-64 has no dirty ops: EOPNOTSUPP", () => {
+    const d = iommuptDomainAlloc({ format: x86_64Format, features: 0, hwMaxVaLg2: 48 });
+    iommuMap(d, 0n, 0n, 0x1000n, RW);
+    expect(errnoOf(() => iommuptSetDirty(d, 0n))).toBe("EOPNOTSUPP");
+    expect(errnoOf(() => read(d, 0n, 0x1000n))).toBe("EOPNOTSUPP");
+  });
+});

@@ -1,0 +1,187 @@
+/**
+ * The invariant checker of spec §4.2 (I1–I11), callable at any quiescent point (no iommufd
+ * lock held, no operation in flight). It throws a KernelWarning naming the broken invariant.
+ *
+ * It inspects io_pagetables and every iopt_pages their areas reference, so pages shared by
+ * IOAS_COPY are checked across all the IOASes passed in. Checks read IOPTEs at the first and
+ * last page of each area (and every page for areas up to `fullCheckPages`), which keeps it
+ * cheap enough to run after every step of a property test.
+ */
+import { KernelWarning } from "@x/kernel";
+import { type IntervalTree, forEachSpan } from "./interval-tree.js";
+import type { IoPagetable } from "./io-pagetable.js";
+import type { IoptArea } from "./io-pagetable-area.js";
+import { IOPT_PAGES_ACCOUNT_NONE } from "./accounting.js";
+import { type IoptDomain, domainIovaToPhys } from "./iommu-domain.js";
+import type { IoptPages } from "./pages.js";
+import { BPAGE_SIZE } from "./pfn-batch.js";
+
+export interface InvariantOptions {
+  /** Areas with at most this many pages get every page's IOPTE compared. */
+  readonly fullCheckPages?: number;
+}
+
+function broken(inv: string, msg: string): never {
+  throw new KernelWarning(`invariant ${inv}: ${msg}`);
+}
+
+function usedSpans<T>(tree: IntervalTree<T>, last: bigint): Array<[bigint, bigint]> {
+  const out: Array<[bigint, bigint]> = [];
+  forEachSpan(tree, 0n, last, (s) => {
+    if (s.used) out.push([s.start, s.last]);
+    return false;
+  });
+  return out;
+}
+
+/** Indexes of [0, npages) covered by accesses, or by accesses or filled areas. */
+function coveredPages(pages: IoptPages, trees: "access" | "both"): number {
+  if (pages.npages === 0) return 0;
+  const last = BigInt(pages.npages - 1);
+  const spans = usedSpans(pages.accessItree, last);
+  if (trees === "both") spans.push(...usedSpans(pages.domainsItree, last));
+  spans.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  let n = 0;
+  let end = -1n;
+  for (const [s, l] of spans) {
+    const from = s > end ? s : end + 1n;
+    if (l >= from) n += Number(l - from + 1n);
+    if (l > end) end = l;
+  }
+  return n;
+}
+
+/** The physical address the area's page `index` should translate to (0n if not knowable). */
+function expectedPhys(area: IoptArea, pages: IoptPages, index: number): bigint {
+  const off = index === area.index ? BigInt(area.pageOffset) : 0n;
+  if (pages.dmabuf) {
+    return pages.dmabuf.phys.paddr + pages.dmabuf.start + BigInt(index) * BPAGE_SIZE + off;
+  }
+  const storage = area.storageDomain;
+  return storage ? domainIovaToPhys(storage, area.indexToIova(index)) : 0n;
+}
+
+function checkAreaMapping(
+  area: IoptArea,
+  pages: IoptPages,
+  domain: IoptDomain,
+  revoked: boolean,
+  fullCheckPages: number,
+): void {
+  const n = area.lastIndex - area.index + 1;
+  const indexes =
+    n <= fullCheckPages
+      ? [...Array(n).keys()].map((k) => area.index + k)
+      : [area.index, area.lastIndex];
+  for (const index of indexes) {
+    const got = domainIovaToPhys(domain, area.indexToIova(index));
+    if (revoked) {
+      if (got !== 0n) broken("I1", `revoked area ${area.iova.toString(16)} still mapped`);
+      continue;
+    }
+    const want = expectedPhys(area, pages, index);
+    // iova_to_phys answers 0 for "not mapped", so a mapping of physical page 0 reads as 0 too.
+    if (got !== want || (got === 0n && pages.dmabuf)) {
+      broken(
+        pages.dmabuf ? "I2" : "I5",
+        `area ${area.iova.toString(16)} page ${index}: domain has ${got.toString(16)}, want ${want.toString(16)}`,
+      );
+    }
+  }
+}
+
+/** Check one io_pagetable's own invariants and return the pages its areas use. */
+function checkIopt(iopt: IoPagetable, pagesSeen: Set<IoptPages>, opts: InvariantOptions): void {
+  const align = iopt.iovaAlignment;
+  const full = opts.fullCheckPages ?? 64;
+  for (const area of iopt.areas()) {
+    const pages = area.pages;
+    if (!pages) broken("I9", `area ${area.iova.toString(16)} without pages at a quiescent point`);
+    if (area.iova % align || area.length % align || BigInt(area.pageOffset) % align) {
+      broken("I11", `area ${area.iova.toString(16)} not aligned to ${align}`);
+    }
+    if (area.pagesNode.inTree !== (area.storageDomain !== undefined)) {
+      broken("I7", `area ${area.iova.toString(16)}: domains_itree membership vs storage domain`);
+    }
+    if (area.storageDomain && !iopt.domainList.includes(area.storageDomain)) {
+      broken("I7", `area ${area.iova.toString(16)}: storage domain not attached`);
+    }
+    if (iopt.domainList.length > 0 && !area.storageDomain) {
+      broken("I7", `area ${area.iova.toString(16)} not filled though domains are attached`);
+    }
+    if (iopt.domainList.length === 0 && area.storageDomain) {
+      broken("I7", `area ${area.iova.toString(16)} has a storage domain without domains`);
+    }
+    pagesSeen.add(pages);
+    const revoked = pages.dmabuf !== undefined && pages.dmabuf.phys.len === 0n;
+    for (const d of iopt.domainList) checkAreaMapping(area, pages, d, revoked, full);
+    if (pages.dmabuf) {
+      const mine = pages.dmabuf.tracker.filter((t) => t.area === area);
+      if (mine.length !== iopt.domainList.length) {
+        broken(
+          "I2",
+          `area ${area.iova.toString(16)}: ${mine.length} tracker entries, ${iopt.domainList.length} domains`,
+        );
+      }
+      for (const d of iopt.domainList) {
+        if (mine.filter((t) => t.domain === d).length !== 1) {
+          broken("I2", `area ${area.iova.toString(16)}: domain not tracked exactly once`);
+        }
+      }
+    }
+  }
+}
+
+function checkPages(pages: IoptPages, areasSeen: Set<IoptArea>): void {
+  if (pages.released) broken("I8", "an area references released pages");
+  if (pages.npinned !== pages.lastNpinned) {
+    broken("I6", `npinned ${pages.npinned} != last_npinned ${pages.lastNpinned}`);
+  }
+  if (pages.dmabuf) {
+    if (pages.npinned !== 0) broken("I5", "DMABUF pages with pins");
+    if (pages.accountMode !== IOPT_PAGES_ACCOUNT_NONE) broken("I6", "DMABUF pages are charged");
+    if (!pages.accessItree.isEmpty) broken("I10", "DMABUF pages with an access");
+    for (const t of pages.dmabuf.tracker) {
+      if (!areasSeen.has(t.area) || !t.area.storageDomain || t.area.pages !== pages) {
+        broken("I2", "tracker entry for an area that is not filled");
+      }
+      if (!t.area.iopt?.domainList.includes(t.domain)) {
+        broken("I2", "tracker entry for a domain that is not attached");
+      }
+    }
+    return;
+  }
+  const covered = coveredPages(pages, "both");
+  if (pages.npinned !== covered) {
+    broken("I5", `npinned ${pages.npinned}, pages covered by accesses or domains ${covered}`);
+  }
+  const inXa = coveredPages(pages, "access");
+  if (pages.pinnedPfns.count !== inXa) {
+    broken("I5", `xarray holds ${pages.pinnedPfns.count} entries, accesses cover ${inXa}`);
+  }
+}
+
+/**
+ * Check I1–I11 over the given io_pagetables and the pages they use. Returns the pages seen
+ * (so a caller can compare total pins with the machine's).
+ */
+export function checkInvariants(
+  iopts: readonly IoPagetable[],
+  opts: InvariantOptions = {},
+): Set<IoptPages> {
+  const pagesSeen = new Set<IoptPages>();
+  const areasSeen = new Set<IoptArea>();
+  for (const iopt of iopts) {
+    for (const a of iopt.areas()) areasSeen.add(a);
+    checkIopt(iopt, pagesSeen, opts);
+  }
+  for (const pages of pagesSeen) checkPages(pages, areasSeen);
+  return pagesSeen;
+}
+
+/** Pins held by iommufd pages (sum of npinned) — compare with kernel.mem.totalPinned(). */
+export function totalNpinned(pages: Iterable<IoptPages>): number {
+  let n = 0;
+  for (const p of pages) n += p.npinned;
+  return n;
+}

@@ -1,0 +1,176 @@
+/**
+ * fail-nth sweeps: every injectable point reached by map, copy, domain add and access pin
+ * (USER, FILE and DMABUF) is made to fail in turn; each failure must leave no trace — same
+ * areas, IOPTEs, pins, accounting, tracker and dma-buf attachments as before.
+ */
+import type { IommuDomain } from "@x/iommu-pgtable";
+import {
+  Kernel,
+  KernelError,
+  Libc,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  MFD_HUGETLB,
+  MFD_HUGE_2MB,
+  PROT_READ,
+  PROT_WRITE,
+  PfnRuns,
+} from "@x/kernel";
+import { describe, expect, it } from "vitest";
+import { ioptAccessPinPages, ioptAccessUnpinPages } from "../src/access-core.js";
+import { IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
+import { checkInvariants, totalNpinned } from "../src/invariants.js";
+import { IOPT_ALLOC_IOVA, IoPagetable, type IoptAccess } from "../src/io-pagetable.js";
+import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
+import { setTempMemoryLimit } from "../src/pfn-batch.js";
+import { TestExporter, domainRuns, testDomain } from "./pages-helpers.js";
+
+const RW = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE;
+const PAGE = 4096n;
+const ctx = { accountMode: IOPT_PAGES_ACCOUNT_USER } as const;
+
+interface World {
+  kernel: Kernel;
+  libc: Libc;
+  iopts: IoPagetable[];
+  domains: IommuDomain[];
+  exp: TestExporter;
+}
+
+function snapshot(w: World): string {
+  const pages = checkInvariants(w.iopts);
+  expect(w.kernel.mem.totalPinned()).toBe(totalNpinned(pages));
+  return JSON.stringify({
+    areas: w.iopts.map((i) => i.areas().map((a) => `${a.iova}-${a.lastIova}`)),
+    ndomains: w.iopts.map((i) => i.domainList.length),
+    iotes: w.domains.map((d) => domainRuns(d).map((r) => `${r.iova}:${r.paddr}:${r.length}:${r.prot}`)),
+    pinned: w.kernel.mem.totalPinned(),
+    lockedVm: w.libc.process.cred.user.lockedVm,
+    pinnedVm: w.libc.process.mm.pinnedVm,
+    trackers: [...pages].map((p) => p.dmabuf?.tracker.length ?? -1),
+    attachments: w.exp.dmabuf.resv.with(() => w.exp.dmabuf.attachments.length),
+    reserved: w.iopts.map((i) => i.reservedRanges().length),
+  });
+}
+
+/** Run `op` with fail-nth = 1, 2, ... until it completes without consuming the failure. */
+function sweep(w: World, op: () => void, undo: () => void): number {
+  const fault = w.kernel.current.fault;
+  for (let nth = 1; ; nth++) {
+    const before = snapshot(w);
+    fault.arm(nth);
+    let failed = false;
+    try {
+      op();
+    } catch (e) {
+      if (!(e instanceof KernelError)) throw e;
+      failed = true;
+    } finally {
+      const consumed = fault.read() === 0;
+      fault.disarm();
+      if (!failed && !consumed) {
+        undo();
+        return nth;
+      }
+    }
+    if (failed) expect(snapshot(w)).toBe(before);
+    else undo();
+  }
+}
+
+function world(limit = 0): World {
+  const kernel = new Kernel();
+  if (limit) setTempMemoryLimit(kernel, limit);
+  const libc = new Libc(kernel, kernel.newProcess(1000));
+  kernel.current = libc.task;
+  const iopts = [new IoPagetable(kernel), new IoPagetable(kernel)];
+  const domains = [testDomain(kernel), testDomain(kernel), testDomain(kernel)];
+  const exp = new TestExporter(kernel, 64n * PAGE);
+  return { kernel, libc, iopts, domains, exp };
+}
+
+function scattered(libc: Libc, npages: number): bigint {
+  const va = libc.mmap(0n, npages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  for (let i = npages - 1; i >= 0; i--) libc.poke(va + BigInt(i) * PAGE, new Uint8Array([i]));
+  return va;
+}
+
+describe.each([0, 16])("fail-nth sweeps (temp memory limit %i)", (limit) => {
+  it("map USER / FILE / DMABUF into two domains", () => {
+    const w = world(limit);
+    const [a] = w.iopts as [IoPagetable];
+    a.tableAddDomain(w.domains[0] as IommuDomain);
+    a.tableAddDomain(w.domains[1] as IommuDomain);
+    const va = scattered(w.libc, 24);
+    const mfd = w.libc.memfdCreate("m", MFD_HUGETLB | MFD_HUGE_2MB);
+    w.libc.ftruncate(mfd, 4n << 20n);
+    const dfd = w.exp.fd();
+    const ops: Array<() => bigint> = [
+      () => a.mapUserPages(ctx, 0n, va + 100n, 20n * PAGE, RW, IOPT_ALLOC_IOVA),
+      () => a.mapFilePages(ctx, 0n, mfd, 0n, 4n << 20n, RW, IOPT_ALLOC_IOVA),
+      () => a.mapFilePages(ctx, 0n, dfd, 3n * PAGE, 30n * PAGE, RW, IOPT_ALLOC_IOVA),
+    ];
+    for (const op of ops) {
+      let iova = 0n;
+      const n = sweep(
+        w,
+        () => {
+          iova = op();
+        },
+        () => a.unmapIova(iova, a.areas()[0]?.length ?? 1n),
+      );
+      expect(n).toBeGreaterThan(2);
+    }
+  });
+
+  it("domain add over USER and DMABUF areas, copy, access pin", () => {
+    const w = world(limit);
+    const [a, b] = w.iopts as [IoPagetable, IoPagetable];
+    a.tableAddDomain(w.domains[0] as IommuDomain);
+    b.tableAddDomain(w.domains[2] as IommuDomain);
+    const va = scattered(w.libc, 16);
+    const u = a.mapUserPages(ctx, 0n, va, 16n * PAGE, RW, IOPT_ALLOC_IOVA);
+    const d = a.mapFilePages(ctx, 0n, w.exp.fd(), 0n, 8n * PAGE, RW, IOPT_ALLOC_IOVA);
+    const d1 = w.domains[1] as IommuDomain;
+    sweep(
+      w,
+      () => a.tableAddDomain(d1),
+      () => a.tableRemoveDomain(d1),
+    );
+    let dst = 0n;
+    for (const [src, len] of [
+      [u, 16n * PAGE],
+      [d, 8n * PAGE],
+    ] as const) {
+      sweep(
+        w,
+        () => {
+          const list = a.getPages(src, len);
+          try {
+            dst = b.mapPages(list, len, 0n, RW, IOPT_ALLOC_IOVA);
+          } finally {
+            a.freePagesList(list);
+          }
+        },
+        () => b.unmapIova(dst, len),
+      );
+    }
+    const acc: IoptAccess = { iovaAlignment: PAGE, ioptAccessListId: -1, notifyUnmap: () => {} };
+    a.addAccess(acc);
+    sweep(
+      w,
+      () => ioptAccessPinPages(a, u + 2n * PAGE, 9n * PAGE, new PfnRuns(), 0),
+      () => ioptAccessUnpinPages(a, u + 2n * PAGE, 9n * PAGE),
+    );
+    a.removeAccess(acc);
+    w.exp.setRevoked(true);
+    sweep(
+      w,
+      () => b.tableAddDomain(d1),
+      () => b.tableRemoveDomain(d1),
+    );
+    a.unmapAll();
+    b.unmapAll();
+    expect(w.kernel.mem.totalPinned()).toBe(0);
+  });
+});

@@ -1,0 +1,336 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  EBADF,
+  EFAULT,
+  EINVAL,
+  EMFILE,
+  ENODEV,
+  ENOENT,
+  ENOMEM,
+  ENOTTY,
+  F_DUPFD,
+  F_DUPFD_CLOEXEC,
+  F_GETFD,
+  F_GETFL,
+  F_SETFD,
+  FD_CLOEXEC,
+  File,
+  type FileOperations,
+  Kernel,
+  Libc,
+  MAP_SHARED,
+  MFD_CLOEXEC,
+  MFD_HUGETLB,
+  Mutex,
+  O_CLOEXEC,
+  O_RDONLY,
+  O_RDWR,
+  PROT_READ,
+  PROT_WRITE,
+  RLIMIT_NOFILE,
+  copyFromUser,
+  copyToUser,
+  fail,
+} from "../src/index.js";
+import { expectErrno, memState } from "./helpers.js";
+
+/** A device whose ioctl 1 adds one to the first byte of the struct, 2 fails after writing. */
+function echoDevice(k: Kernel): { releases: number } {
+  const state = { releases: 0 };
+  const fops: FileOperations = {
+    name: "echo",
+    ioctl(_file, cmd, arg) {
+      if (cmd === 1) {
+        const b = copyFromUser(k, arg, 4);
+        b[0]! += 1;
+        copyToUser(k, arg, b);
+        return 7;
+      }
+      if (cmd === 2) {
+        copyToUser(k, arg, new Uint8Array([0xee]));
+        return fail(EINVAL, "after writing");
+      }
+      if (cmd === 3) return Number(arg & 0xffn);
+      if (cmd === 4) return -ENODEV;
+      return fail(ENOTTY);
+    },
+    release: () => {
+      state.releases++;
+    },
+    read: (_f, len, pos) => Uint8Array.from({ length: len }, (_, i) => Number(pos) + i),
+    write: (_f, data) => data.length,
+  };
+  k.registerDevice("/dev/echo", (_k, flags) => new File(fops, null, flags));
+  return state;
+}
+
+function setup(): { k: Kernel; libc: Libc } {
+  const k = new Kernel({ ramBytes: 1n << 30n });
+  return { k, libc: new Libc(k) };
+}
+
+describe("Libc descriptors", () => {
+  it("open/close with the lowest free descriptor; ENOENT and EBADF change nothing", () => {
+    const { k, libc } = setup();
+    const dev = echoDevice(k);
+    expect(libc.open("/dev/echo", O_RDWR)).toBe(0);
+    expect(libc.open("/dev/echo", O_RDWR)).toBe(1);
+    expect(libc.open("/dev/nope", O_RDWR)).toBe(-1);
+    expect(libc.errno).toBe(ENOENT);
+    expect(libc.close(0)).toBe(0);
+    expect(dev.releases).toBe(1);
+    expect(libc.close(0)).toBe(-1);
+    expect(libc.errno).toBe(EBADF);
+    expect(libc.close(-1)).toBe(-1);
+    expect(libc.open("/dev/echo", O_RDWR)).toBe(0);
+    expect(libc.process.files.openCount).toBe(2);
+  });
+
+  it("EMFILE is reported before the path is looked up, and nothing is opened", () => {
+    const { k, libc } = setup();
+    const dev = echoDevice(k);
+    libc.setrlimit(RLIMIT_NOFILE, 1);
+    expect(libc.open("/dev/echo", O_RDWR)).toBe(0);
+    expect(libc.open("/dev/nope", O_RDWR)).toBe(-1);
+    expect(libc.errno).toBe(EMFILE);
+    expect(libc.memfdCreate("x", 0)).toBe(-1);
+    expect(libc.errno).toBe(EMFILE);
+    expect(libc.dup(0)).toBe(-1);
+    expect(libc.errno).toBe(EMFILE);
+    expect(libc.process.files.openCount).toBe(1);
+    expect(dev.releases).toBe(0);
+    expect(k.mem.allocatedPages()).toBe(0);
+  });
+
+  it("dup and fcntl share the file and manage FD_CLOEXEC", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    const fd = libc.open("/dev/echo", O_RDWR | O_CLOEXEC);
+    expect(libc.fcntl(fd, F_GETFD)).toBe(FD_CLOEXEC);
+    const d = libc.dup(fd);
+    expect(libc.fcntl(d, F_GETFD)).toBe(0);
+    expect(libc.fcntl(fd, F_DUPFD, 10)).toBe(10);
+    expect(libc.fcntl(fd, F_DUPFD_CLOEXEC, 10)).toBe(11);
+    expect(libc.fcntl(11, F_GETFD)).toBe(FD_CLOEXEC);
+    expect(libc.fcntl(d, F_SETFD, FD_CLOEXEC)).toBe(0);
+    expect(libc.fcntl(d, F_GETFD)).toBe(FD_CLOEXEC);
+    expect(libc.fcntl(d, F_GETFL) & O_RDWR).toBe(O_RDWR);
+    expect(libc.process.files.lookup(fd).refcount).toBe(4);
+    expect(libc.fcntl(99, F_GETFD)).toBe(-1);
+    expect(libc.errno).toBe(EBADF);
+    expect(libc.fcntl(fd, 12345)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    expect(libc.dup(42)).toBe(-1);
+    expect(libc.errno).toBe(EBADF);
+  });
+
+  it("the fd table matches a model under random open/dup/close (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.constantFrom("open", "dup", "close"), fc.nat(12)), { maxLength: 50 }),
+        (ops) => {
+          const { k, libc } = setup();
+          const dev = echoDevice(k);
+          libc.setrlimit(RLIMIT_NOFILE, 8);
+          const model = new Map<number, number>(); // fd -> file id
+          let files = 0;
+          const lowest = () => {
+            let n = 0;
+            while (model.has(n)) n++;
+            return n;
+          };
+          for (const [op, n] of ops) {
+            if (op === "open") {
+              const fd = libc.open("/dev/echo", O_RDWR);
+              if (lowest() >= 8) expect([fd, libc.errno]).toEqual([-1, EMFILE]);
+              else {
+                expect(fd).toBe(lowest());
+                model.set(fd, files++);
+              }
+            } else if (op === "dup") {
+              const fd = libc.dup(n);
+              if (!model.has(n)) expect([fd, libc.errno]).toEqual([-1, EBADF]);
+              else if (lowest() >= 8) expect([fd, libc.errno]).toEqual([-1, EMFILE]);
+              else {
+                expect(fd).toBe(lowest());
+                model.set(fd, model.get(n)!);
+              }
+            } else {
+              const r = libc.close(n);
+              if (!model.has(n)) expect([r, libc.errno]).toEqual([-1, EBADF]);
+              else {
+                expect(r).toBe(0);
+                model.delete(n);
+              }
+            }
+          }
+          const live = new Set(model.values());
+          expect(libc.process.files.openCount).toBe(model.size);
+          expect(dev.releases).toBe(files - live.size);
+          libc.exit();
+          expect(dev.releases).toBe(files);
+        },
+      ),
+      { numRuns: 50 },
+    );
+  });
+});
+
+describe("Libc ioctl", () => {
+  it("copies a struct in and back out around the call, and returns the driver's value", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    const fd = libc.open("/dev/echo", O_RDWR);
+    const buf = new Uint8Array([41, 0, 0, 0]);
+    expect(libc.ioctl(fd, 1, buf)).toBe(7);
+    expect(buf[0]).toBe(42);
+    expect(libc.ioctl(fd, 3, 0x1234n)).toBe(0x34);
+    expect(libc.ioctl(fd, 3, 0x12)).toBe(0x12);
+  });
+
+  it("a failing ioctl is -1 with errno, and what it wrote is still in the struct", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    const fd = libc.open("/dev/echo", O_RDWR);
+    const buf = new Uint8Array(4);
+    expect(libc.ioctl(fd, 2, buf)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    expect(buf[0]).toBe(0xee);
+    expect(libc.ioctl(fd, 4, 0)).toBe(-1);
+    expect(libc.errno).toBe(ENODEV);
+    expect(libc.ioctl(fd, 99)).toBe(-1);
+    expect(libc.errno).toBe(ENOTTY);
+    expect(libc.ioctl(77, 1, buf)).toBe(-1);
+    expect(libc.errno).toBe(EBADF);
+  });
+
+  it("ENOTTY for a file without ioctl; EFAULT from a bad user pointer", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    const m = libc.memfdCreate("m", 0);
+    expect(libc.ioctl(m, 1, new Uint8Array(4))).toBe(-1);
+    expect(libc.errno).toBe(ENOTTY);
+    const fd = libc.open("/dev/echo", O_RDWR);
+    expect(libc.ioctl(fd, 1, 0x1000n)).toBe(-1);
+    expect(libc.errno).toBe(EFAULT);
+  });
+
+  it("a lock left held across a syscall is caught at the boundary", () => {
+    const { k, libc } = setup();
+    const m = new Mutex(k.lockdep, "leaky");
+    k.registerDevice(
+      "/dev/leak",
+      (_k, flags) =>
+        new File(
+          {
+            name: "leak",
+            ioctl: () => {
+              m.lock();
+              return 0;
+            },
+          },
+          null,
+          flags,
+        ),
+    );
+    const fd = libc.open("/dev/leak", O_RDWR);
+    expect(() => libc.ioctl(fd, 0)).toThrow(/locks still held/);
+  });
+});
+
+describe("Libc memory and files", () => {
+  it("memfd_create: flags, name and hugetlb size errors come back as errno with no fd used", () => {
+    const { libc } = setup();
+    expect(libc.memfdCreate("x", 0x1000)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    expect(libc.memfdCreate("x".repeat(300), 0)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    expect(libc.memfdCreate("x", MFD_HUGETLB | (12 << 26))).toBe(-1);
+    expect(libc.errno).toBe(ENODEV);
+    expect(libc.process.files.openCount).toBe(0);
+    const fd = libc.memfdCreate("x", MFD_CLOEXEC);
+    expect(fd).toBe(0);
+    expect(libc.fcntl(fd, F_GETFD)).toBe(FD_CLOEXEC);
+  });
+
+  it("ftruncate: EINVAL for a negative length before EBADF; EINVAL for a non-memfd", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    expect(libc.ftruncate(99, -1)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    expect(libc.ftruncate(99, 1)).toBe(-1);
+    expect(libc.errno).toBe(EBADF);
+    const dev = libc.open("/dev/echo", O_RDWR);
+    expect(libc.ftruncate(dev, 1)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    const m = libc.memfdCreate("m", MFD_HUGETLB);
+    expect(libc.ftruncate(m, 4096)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    expect(libc.ftruncate(m, 2 << 20)).toBe(0);
+  });
+
+  it("pread/pwrite go to the driver's read/write with the Linux checks", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    const fd = libc.open("/dev/echo", O_RDWR);
+    const buf = new Uint8Array(3);
+    expect(libc.pread(fd, buf, 10n)).toBe(3);
+    expect([...buf]).toEqual([10, 11, 12]);
+    expect(libc.pwrite(fd, new Uint8Array(5), 0)).toBe(5);
+    expect(libc.pread(fd, buf, -1)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    const ro = libc.open("/dev/echo", O_RDONLY);
+    expect(libc.pwrite(ro, buf, 0)).toBe(-1);
+    expect(libc.errno).toBe(EBADF);
+    const m = libc.memfdCreate("m", 0);
+    expect(libc.pread(m, buf, 0)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+  });
+
+  it("malloc hands out user memory that peek/poke and ioctls can use", () => {
+    const { libc } = setup();
+    const a = libc.malloc(10);
+    const b = libc.malloc(3 << 20);
+    expect(b).not.toBe(a);
+    libc.poke(a, new Uint8Array([1, 2, 3]));
+    libc.poke(b + (3n << 20n) - 1n, new Uint8Array([9]));
+    expect([...libc.peek(a, 3)]).toEqual([1, 2, 3]);
+    expect(libc.peek(b + (3n << 20n) - 1n, 1)[0]).toBe(9);
+  });
+
+  it("poke is all-or-nothing across a mapping's end", () => {
+    const { libc } = setup();
+    const va = libc.mmap(0n, 4096n, PROT_READ | PROT_WRITE, 0x22, -1, 0);
+    expectErrno(() => libc.poke(va + 4090n, new Uint8Array(10).fill(1)), EFAULT);
+    expect(libc.peek(va + 4090n, 6).every((x) => x === 0)).toBe(true);
+  });
+
+  it("fork copies descriptors; the child's close does not affect the parent", () => {
+    const { k, libc } = setup();
+    const dev = echoDevice(k);
+    const fd = libc.open("/dev/echo", O_RDWR);
+    const child = libc.fork();
+    expect(child.pid).not.toBe(libc.pid);
+    expect(child.close(fd)).toBe(0);
+    expect(dev.releases).toBe(0);
+    expect(libc.ioctl(fd, 3, 5)).toBe(5);
+    child.exit();
+    libc.exit();
+    expect(dev.releases).toBe(1);
+    expect(memState(k)).toEqual({ allocated: 0, pinned: 0 });
+  });
+
+  it("mmap through the facade of a memfd opened by another path is shared", () => {
+    const { libc } = setup();
+    const fd = libc.memfdCreate("m", 0);
+    libc.ftruncate(fd, 4096);
+    const a = libc.mmap(0n, 4096n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    const d = libc.dup(fd);
+    const b = libc.mmap(0n, 4096n, PROT_READ, MAP_SHARED, d, 0);
+    libc.poke(a, new Uint8Array([3]));
+    expect(libc.peek(b, 1)[0]).toBe(3);
+    expect(libc.mmap(0n, 1n << 50n, PROT_READ, MAP_SHARED, d, 0)).toBe(-1n);
+    expect(libc.errno).toBe(ENOMEM);
+  });
+});

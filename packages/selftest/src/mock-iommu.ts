@@ -1,0 +1,230 @@
+/**
+ * The selftest mock IOMMU: the devices of the mock bus (`mock_dev`), the driver operations
+ * iommufd calls on them, and their paging domains.
+ *
+ * A mock domain is an iommupt domain of the mock format from @x/iommu-pgtable
+ * (`mockIommuptDomainAlloc`): DEFAULT (AMDv1 layout with a 2 KiB granule, every power-of-two
+ * size, aperture 16 MiB .. 2 GiB-1) unless HWPT_ALLOC passes selftest data choosing HUGE
+ * (1 MiB | 4 KiB page sizes, natural aperture). Table allocations are fault-injectable.
+ *
+ * Each mock device is its own iommu group, is cache coherent, supports dirty tracking unless
+ * created with MOCK_FLAGS_DEVICE_NO_DIRTY, and advertises 20 PASID bits with
+ * MOCK_FLAGS_DEVICE_PASID (accepted as a plain device: no PASID attach is modelled). It keeps
+ * the four cache slots DEV_CHECK_CACHE compares.
+ *
+ * Every machine has one registry (`mockIommu(kernel)`) of live devices and domains, which the
+ * fail_nth invariants read: after a context is closed no mock device or domain may be left.
+ *
+ * @see drivers/iommu/iommufd/selftest.c
+ */
+import {
+  IOMMU_CAP_CACHE_COHERENCY,
+  IOMMU_CAP_DIRTY_TRACKING,
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_ALLOC_PASID,
+  IOMMU_HW_INFO_TYPE_SELFTEST,
+  type IommuDomain,
+  IommuDevice,
+  type IommuDriver,
+  type IommuHwInfo,
+  MOCK_IOMMUPT_DEFAULT,
+  iommuReadRuns,
+  mockIommuptDomainAlloc,
+} from "@x/iommu-pgtable";
+import {
+  IOMMU_HWPT_DATA_NONE,
+  IOMMU_HWPT_DATA_SELFTEST,
+  type IommufdDriverExtras,
+  type IommuUserData,
+} from "@x/iommufd";
+import { E2BIG, EINVAL, ENOMEM, EOPNOTSUPP, type Kernel, KernelWarning, copyFromUser, fail } from "@x/kernel";
+import {
+  IOMMU_TEST_DEV_CACHE_DEFAULT,
+  MOCK_DEV_CACHE_NUM,
+  MOCK_FLAGS_DEVICE_NO_DIRTY,
+  MOCK_FLAGS_DEVICE_PASID,
+  MOCK_PASID_WIDTH,
+} from "./iommufd-test.js";
+
+/** IOMMU_HW_INFO_SELFTEST_REGVAL: the `test_reg` of struct iommu_test_hw_info. */
+export const IOMMU_HW_INFO_SELFTEST_REGVAL = 0xdeadbeef;
+
+/** struct iommu_hwpt_selftest: { u32 iotlb; u32 pagetable_type }; iotlb is the last needed. */
+const HWPT_SELFTEST_SIZE = 8;
+const HWPT_SELFTEST_MIN = 4;
+
+const PAGING_FLAGS =
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING | IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_PASID;
+
+/** The live mock devices and domains of one machine (the mock bus and its driver). */
+export class MockIommu {
+  private static readonly byKernel = new WeakMap<Kernel, MockIommu>();
+  readonly devices = new Set<MockDev>();
+  readonly domains = new Set<MockDomain>();
+  /** mock_dev_ida: the lowest free device number. */
+  private readonly ids = new Set<number>();
+
+  readonly driver: MockIommuDriver;
+
+  private constructor(readonly kernel: Kernel) {
+    this.driver = new MockIommuDriver(this);
+  }
+
+  static of(kernel: Kernel): MockIommu {
+    let m = MockIommu.byKernel.get(kernel);
+    if (!m) MockIommu.byKernel.set(kernel, (m = new MockIommu(kernel)));
+    return m;
+  }
+
+  allocId(): number {
+    let id = 0;
+    while (this.ids.has(id)) id++;
+    this.ids.add(id);
+    return id;
+  }
+
+  freeId(id: number): void {
+    this.ids.delete(id);
+  }
+}
+
+/**
+ * struct mock_iommu_domain: the driver-private part of a mock paging domain, reachable as the
+ * domain's `priv` (how the driver recognises its own domains).
+ */
+export class MockDomain {
+  readonly domain: IommuDomain;
+
+  constructor(
+    readonly registry: MockIommu,
+    pagetableType: number,
+    /** Allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING (has dirty ops). */
+    readonly dirty: boolean,
+  ) {
+    this.domain = mockIommuptDomainAlloc(pagetableType, {
+      faults: registry.kernel,
+      priv: this,
+      ops: { free: () => this.freed() },
+    });
+    registry.domains.add(this);
+  }
+
+  /** The mock domain behind an iommu_domain, if it is one of `registry`'s (or any machine's). */
+  static of(domain: IommuDomain, registry?: MockIommu): MockDomain | undefined {
+    const m = domain.priv;
+    return m instanceof MockDomain && (!registry || m.registry === registry) ? m : undefined;
+  }
+
+  private freed(): void {
+    if (!this.registry.domains.delete(this)) throw new KernelWarning("mock domain freed twice");
+  }
+
+  /** Bytes still translated anywhere in the aperture (0 for an empty domain). */
+  mappedBytes(): bigint {
+    const { apertureStart, apertureEnd } = this.domain.geometry;
+    let n = 0n;
+    for (const run of iommuReadRuns(this.domain, apertureStart, apertureEnd - apertureStart + 1n))
+      n += run.length;
+    return n;
+  }
+}
+
+/**
+ * The mock driver's iommu_hwpt_selftest parse: type SELFTEST (or NONE) only, at least the
+ * `iotlb` member, zero bytes past the struct (copy_struct_from_user).
+ * @see iommu_copy_struct_from_user
+ */
+function readHwptSelftest(kernel: Kernel, data: IommuUserData): number {
+  if (data.type !== IOMMU_HWPT_DATA_SELFTEST) fail(EINVAL, "hwpt data type");
+  if (data.len < HWPT_SELFTEST_MIN) fail(EINVAL, "hwpt data too short");
+  const bytes = copyFromUser(kernel, data.uptr, data.len);
+  if (bytes.subarray(HWPT_SELFTEST_SIZE).some((b) => b !== 0)) fail(E2BIG, "hwpt data tail");
+  const full = new Uint8Array(HWPT_SELFTEST_SIZE);
+  full.set(bytes.subarray(0, HWPT_SELFTEST_SIZE));
+  return new DataView(full.buffer).getUint32(4, true);
+}
+
+/** struct mock_dev: a device on the mock bus, behind the mock IOMMU. */
+export class MockDev extends IommuDevice {
+  /** dev->iommu->max_pasids. */
+  readonly maxPasids: number;
+  /** The device cache slots DEV_CHECK_CACHE reads. */
+  readonly cache = new Uint32Array(MOCK_DEV_CACHE_NUM).fill(IOMMU_TEST_DEV_CACHE_DEFAULT);
+  private destroyed = false;
+
+  constructor(
+    readonly registry: MockIommu,
+    readonly id: number,
+    readonly flags: number,
+  ) {
+    super(`mock_dev${id}`, registry.driver);
+    this.maxPasids = flags & MOCK_FLAGS_DEVICE_PASID ? 2 ** MOCK_PASID_WIDTH : 0;
+  }
+
+  /** mock_dev_destroy */
+  destroy(): void {
+    if (this.destroyed) throw new KernelWarning(`${this.name} destroyed twice`);
+    this.destroyed = true;
+    this.registry.devices.delete(this);
+    this.registry.freeId(this.id);
+  }
+}
+
+function mockDev(dev: IommuDevice): MockDev {
+  if (!(dev instanceof MockDev)) throw new KernelWarning(`${dev.name} is not on the mock bus`);
+  return dev;
+}
+
+/** The mock IOMMU's driver ops (mock_ops). */
+export class MockIommuDriver implements IommuDriver, IommufdDriverExtras {
+  readonly name = "iommufd_mock";
+
+  constructor(readonly registry: MockIommu) {}
+
+  /** @see mock_domain_capable */
+  capable(dev: IommuDevice, cap: number): boolean {
+    if (cap === IOMMU_CAP_CACHE_COHERENCY) return true;
+    if (cap === IOMMU_CAP_DIRTY_TRACKING) return !(mockDev(dev).flags & MOCK_FLAGS_DEVICE_NO_DIRTY);
+    return false;
+  }
+
+  /** struct iommu_test_hw_info { u32 flags; u32 test_reg }. @see mock_domain_hw_info */
+  hwInfo(_dev: IommuDevice): IommuHwInfo {
+    const data = new Uint8Array(8);
+    new DataView(data.buffer).setUint32(4, IOMMU_HW_INFO_SELFTEST_REGVAL, true);
+    return { type: IOMMU_HW_INFO_TYPE_SELFTEST, data };
+  }
+
+  /** @see mock_domain_alloc_paging_flags */
+  domainAllocPaging(dev: IommuDevice, flags: number, data?: IommuUserData): IommuDomain {
+    const kernel = this.registry.kernel;
+    const dirty = (flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING) !== 0;
+    if (flags & ~PAGING_FLAGS || (dirty && mockDev(dev).flags & MOCK_FLAGS_DEVICE_NO_DIRTY))
+      fail(EOPNOTSUPP, "mock paging flags");
+    if (data && data.type !== IOMMU_HWPT_DATA_SELFTEST && data.type !== IOMMU_HWPT_DATA_NONE)
+      fail(EOPNOTSUPP, "hwpt data type");
+    const ptType = data ? readHwptSelftest(kernel, data) : MOCK_IOMMUPT_DEFAULT;
+    if (kernel.shouldFail("mock_domain_alloc")) fail(ENOMEM, "mock domain");
+    return new MockDomain(this.registry, ptType, dirty).domain;
+  }
+
+  /** @see mock_domain_nop_attach: only mock domains, no dirty domain on a NO_DIRTY device. */
+  attachDev(domain: IommuDomain, dev: IommuDevice): void {
+    const mock = MockDomain.of(domain, this.registry);
+    if (!mock) fail(EINVAL, "not a mock domain");
+    if (mock.dirty && mockDev(dev).flags & MOCK_FLAGS_DEVICE_NO_DIRTY)
+      fail(EINVAL, "dirty domain on a NO_DIRTY device");
+  }
+}
+
+/** mock_dev_create: EINVAL for unknown flags, then the allocation. */
+export function mockDevCreate(kernel: Kernel, devFlags: number): MockDev {
+  if (devFlags & ~(MOCK_FLAGS_DEVICE_NO_DIRTY | MOCK_FLAGS_DEVICE_PASID))
+    fail(EINVAL, "mock device flags");
+  if (kernel.shouldFail("mock_dev_create")) fail(ENOMEM, "mock device");
+  const registry = MockIommu.of(kernel);
+  const mdev = new MockDev(registry, registry.allocId(), devFlags);
+  registry.devices.add(mdev);
+  return mdev;
+}

@@ -1,0 +1,265 @@
+import { amdIommuDriver, intelIommuDriver } from "@x/iommu-pgtable";
+import { IommufdClient, iommufdInit } from "@x/iommufd";
+import type { DmaBuf } from "@x/dmabuf";
+import {
+  EEXIST,
+  EFAULT,
+  ENODEV,
+  type File,
+  Kernel,
+  KernelError,
+  Libc,
+  O_RDWR,
+  isKernelError,
+} from "@x/kernel";
+import { describe, expect, it } from "vitest";
+import { pciRoot } from "../src/pci.js";
+import { vfioPciDmaRead, vfioPciDmaWrite } from "../src/pci-dma.js";
+import { PCI_COMMAND } from "../src/pci-regs.js";
+import {
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+  VFIO_DEVICE_BIND_IOMMUFD,
+  VFIO_DEVICE_DETACH_IOMMUFD_PT,
+  VFIO_DEVICE_FEATURE,
+  VFIO_DEVICE_PCI_HOT_RESET,
+  VFIO_DEVICE_RESET,
+  encodeDmaBufFeature,
+} from "../src/vfio-uapi.js";
+import { loadVfioPci } from "../src/vfio-pci.js";
+import type { VfioPciCoreDevice } from "../src/vfio-pci-core.js";
+import type { VfioPciDmaBuf } from "../src/vfio-pci-dmabuf.js";
+import { MiB, cfgWrite } from "./helpers.js";
+
+const BAR = 16n * MiB;
+const IOVA = 1n << 32n;
+
+function bind(libc: Libc, fd: number, iommufd: number, argsz = 24): { ret: number; devid: number } {
+  const b = new Uint8Array(24);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, argsz, true);
+  v.setInt32(8, iommufd, true);
+  const ret = libc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, b);
+  return { ret, devid: v.getUint32(12, true) };
+}
+
+function attach(libc: Libc, fd: number, ptId: number): number {
+  const b = new Uint8Array(16);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, 12, true);
+  v.setUint32(8, ptId, true);
+  if (libc.ioctl(fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, b) < 0)
+    throw new KernelError(libc.errno, "attach");
+  return v.getUint32(8, true);
+}
+
+function vmm() {
+  const kernel = new Kernel();
+  iommufdInit(kernel);
+  const mod = loadVfioPci(kernel);
+  const libc = new Libc(kernel);
+  const bus = pciRoot(kernel).newBus();
+  const spec = (device: number, iommu: ReturnType<typeof amdIommuDriver>) => ({
+    vendor: 0x10de,
+    device,
+    bars: [{ type: "mem64" as const, size: BAR, prefetchable: true }],
+    pm: true,
+    pcie: { flr: true },
+    iommu,
+  });
+  const a = mod.probe(bus.addDevice(spec(0x1, amdIommuDriver(kernel))));
+  const b = mod.probe(bus.addDevice(spec(0x2, intelIommuDriver(kernel))));
+  const iommufd = IommufdClient.open(libc);
+  const ioas = iommufd.ioasAlloc();
+  const open = (vdev: VfioPciCoreDevice) => {
+    const fd = libc.open(vdev.cdevPath!, O_RDWR);
+    const { ret } = bind(libc, fd, iommufd.fd);
+    if (ret < 0) throw new KernelError(libc.errno, "bind");
+    const hwpt = attach(libc, fd, ioas);
+    cfgWrite({ kernel, libc, mod, bus }, fd, PCI_COMMAND, 2, 0x6); // MEMORY | MASTER
+    return { fd, hwpt };
+  };
+  const A = open(a);
+  const B = open(b);
+  return { kernel, libc, mod, bus, a, b, A, B, iommufd, ioas };
+}
+
+function bufOf(v: ReturnType<typeof vmm>, dfd: number): VfioPciDmaBuf {
+  const file = v.libc.process.files.lookup(dfd) as File<DmaBuf>;
+  return file.priv.priv as VfioPciDmaBuf;
+}
+
+function exportBar(v: ReturnType<typeof vmm>, fd: number): number {
+  const dfd = v.libc.ioctl(
+    fd,
+    VFIO_DEVICE_FEATURE,
+    encodeDmaBufFeature({
+      regionIndex: 0,
+      openFlags: O_RDWR,
+      ranges: [{ offset: 0n, length: BAR }],
+    }),
+  );
+  if (dfd < 0) throw new KernelError(v.libc.errno, "DMA_BUF");
+  return dfd;
+}
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+
+describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into the IOAS", () => {
+  it("binds, attaches two domains, and A's DMA lands in B's BAR", () => {
+    const v = vmm();
+    expect(v.A.hwpt).not.toBe(v.B.hwpt);
+    const dfd = exportBar(v, v.B.fd);
+    v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    vfioPciDmaWrite(v.a, IOVA + 0x1234n, bytes("hello peer"));
+    const seen = new Uint8Array(10);
+    v.kernel.mem.readPhys(v.b.pdev.resource(0).start + 0x1234n, seen);
+    expect(new TextDecoder().decode(seen)).toBe("hello peer");
+    // B reads it back through its own domain too.
+    expect(new TextDecoder().decode(vfioPciDmaRead(v.b, IOVA + 0x1234n, 10))).toBe("hello peer");
+  });
+
+  it("FLR of B revokes: A's DMA faults; unmap and map again: DMA lands (the protocol)", () => {
+    const v = vmm();
+    const dfd = exportBar(v, v.B.fd);
+    v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    expect(v.libc.ioctl(v.B.fd, VFIO_DEVICE_RESET, 0)).toBe(0);
+    expect(bufOf(v, dfd).state).toBe("live");
+    let err: unknown;
+    try {
+      vfioPciDmaWrite(v.a, IOVA, bytes("x"));
+    } catch (e) {
+      err = e;
+    }
+    expect(isKernelError(err, EFAULT)).toBe(true);
+    expect(v.a.dmaFaults.at(-1)?.reason).toBe("not-present");
+    v.iommufd.ioasUnmap({ ioasId: v.ioas, iova: IOVA, length: BAR });
+    v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    vfioPciDmaWrite(v.a, IOVA, bytes("again"));
+    expect(new TextDecoder().decode(vfioPciDmaRead(v.b, IOVA, 5))).toBe("again");
+  });
+
+  it("without the unmap the area stays dead: EEXIST at the same IOVA until it is unmapped", () => {
+    const v = vmm();
+    const dfd = exportBar(v, v.B.fd);
+    v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    cfgWrite(v, v.B.fd, PCI_COMMAND, 2, 0x4);
+    cfgWrite(v, v.B.fd, PCI_COMMAND, 2, 0x6);
+    expect(bufOf(v, dfd).state).toBe("live");
+    expect(() => vfioPciDmaRead(v.a, IOVA, 4)).toThrow(KernelError);
+    let err: unknown;
+    try {
+      v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    } catch (e) {
+      err = e;
+    }
+    expect(isKernelError(err, EEXIST)).toBe(true);
+    v.iommufd.ioasUnmap({ ioasId: v.ioas, iova: IOVA, length: BAR });
+    v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    expect(() => vfioPciDmaRead(v.a, IOVA, 4)).not.toThrow();
+  });
+
+  it("a revoked buffer cannot be mapped (ENODEV); device close makes it a zombie for good", () => {
+    const v = vmm();
+    const dfd = exportBar(v, v.B.fd);
+    cfgWrite(v, v.B.fd, PCI_COMMAND, 2, 0x4);
+    let err: unknown;
+    try {
+      v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    } catch (e) {
+      err = e;
+    }
+    expect(isKernelError(err, ENODEV)).toBe(true);
+    cfgWrite(v, v.B.fd, PCI_COMMAND, 2, 0x6);
+    v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    v.libc.close(v.B.fd);
+    expect(bufOf(v, dfd).state).toBe("zombie");
+    expect(() => vfioPciDmaRead(v.a, IOVA, 4)).toThrow(KernelError);
+    // Reopen B: the old buffer stays dead; a new one works.
+    const fd = v.libc.open(v.b.cdevPath!, O_RDWR);
+    expect(bind(v.libc, fd, v.iommufd.fd).ret).toBe(0);
+    attach(v.libc, fd, v.ioas);
+    v.iommufd.ioasUnmap({ ioasId: v.ioas, iova: IOVA, length: BAR });
+    err = undefined;
+    try {
+      v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    } catch (e) {
+      err = e;
+    }
+    expect(isKernelError(err, ENODEV)).toBe(true);
+    const fresh = exportBar(v, fd);
+    v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: fresh, start: 0n, length: BAR, iova: IOVA });
+    vfioPciDmaWrite(v.a, IOVA, bytes("new"));
+  });
+
+  it("BIND / ATTACH / DETACH checks", () => {
+    const v = vmm();
+    const fd = v.libc.open(v.a.cdevPath!, O_RDWR);
+    // Only one cdev opener: the device is bound through A.fd already.
+    expect(bind(v.libc, fd, v.iommufd.fd).ret).toBe(-1);
+    expect(v.libc.errno).toBe(22);
+    // Unbound fd: every other ioctl is EINVAL.
+    expect(v.libc.ioctl(fd, VFIO_DEVICE_RESET, 0)).toBe(-1);
+    expect(v.libc.errno).toBe(22);
+    expect(bind(v.libc, v.A.fd, v.iommufd.fd, 15).ret).toBe(-1);
+    expect(v.libc.errno).toBe(22);
+    expect(bind(v.libc, v.A.fd, v.iommufd.fd).ret).toBe(-1); // already bound
+    expect(bind(v.libc, fd, 999).ret).toBe(-1);
+    const det = new Uint8Array(12);
+    new DataView(det.buffer).setUint32(0, 8, true);
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, det)).toBe(0);
+    expect(() => vfioPciDmaRead(v.a, IOVA, 4)).toThrow(KernelError);
+    expect(v.a.dmaFaults.at(-1)?.reason).toBe("blocked");
+  });
+
+  it("BIND under fail-nth: every failure leaves the device closed and unbound, then it binds", () => {
+    const v = vmm();
+    const c = v.mod.probe(
+      v.bus.addDevice({
+        vendor: 1,
+        device: 3,
+        bars: [{ type: "mem32", size: MiB }],
+        pcie: { flr: true },
+        iommu: amdIommuDriver(v.kernel),
+      }),
+    );
+    const fd = v.libc.open(c.cdevPath!, O_RDWR);
+    bind(v.libc, fd, 999); // warm the scratch buffer
+    const fault = v.libc.task.fault;
+    const sites: string[] = [];
+    for (let n = 1; n < 40; n++) {
+      const before = [c.openCount, c.binding, c.vconfig, c.registrationRefs, c.pdev.enableCount];
+      fault.arm(n);
+      const { ret } = bind(v.libc, fd, v.iommufd.fd);
+      const site = fault.failedSite;
+      fault.disarm();
+      if (site === undefined) {
+        expect(ret).toBe(0);
+        break;
+      }
+      sites.push(site);
+      expect(ret).toBe(-1);
+      expect([c.openCount, c.binding, c.vconfig, c.registrationRefs, c.pdev.enableCount]).toEqual(
+        before,
+      );
+    }
+    expect(sites).toContain("vfio_config_init");
+    expect(c.openCount).toBe(1);
+  });
+
+  it("hot reset needs every opened device of the set bound to the caller's iommufd", () => {
+    const v = vmm();
+    const other = IommufdClient.open(v.libc);
+    v.libc.close(v.B.fd);
+    const fd = v.libc.open(v.b.cdevPath!, O_RDWR);
+    expect(bind(v.libc, fd, other.fd).ret).toBe(0);
+    const hr = new Uint8Array(12);
+    new DataView(hr.buffer).setUint32(0, 12, true);
+    const resets = v.a.pdev.resetCount;
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_PCI_HOT_RESET, hr)).toBe(-1);
+    expect(v.libc.errno).toBe(22);
+    expect(v.a.pdev.resetCount).toBe(resets);
+    v.libc.close(fd);
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_PCI_HOT_RESET, hr)).toBe(0);
+    expect(v.a.pdev.resetCount).toBe(resets + 1);
+  });
+});

@@ -1,0 +1,385 @@
+/**
+ * One invariant checker across the packages, callable between any two system calls.
+ *
+ * What it checks, each rule named in the violation it throws:
+ * - `iommufd`: I1–I11 of every IOAS, by @x/iommufd's own checker (never restated here);
+ * - `pins`: the machine's pin total equals the pins iommufd's pages account for (`npinned`
+ *   covers domain fills and access pins alike), so a pin nobody owns is a leak;
+ * - `accounting`: per user, `locked_vm` equals the pages charged in USER mode; per mm,
+ *   `locked_vm` equals the MM-mode pages and `pinned_vm` all pinned pages of that mm;
+ * - `iopte`: every IOPTE of every domain lies inside an area of the IOAS the domain belongs to;
+ *   RAM targets are pinned and cacheable, MMIO targets carry IOMMU_MMIO and belong to a live
+ *   VFIO dma-buf (no stale MMIO PTE); a domain maps exactly the frames of its IOAS's
+ *   non-revoked areas and belongs to one IOAS only;
+ * - `dmabuf`: a buffer on the machine's list is alive; a buffer that left it was released
+ *   exactly once and never while attached; every iommufd attachment belongs to live pages;
+ * - `exporter`: VFIO dma-buf states match their device (LIVE/REVOKED on the list of an open
+ *   device, ZOMBIE off every list and revoked, memory decode off ⇒ revoked, registration
+ *   references = 1 + cdev files + listed buffers) and iommufd's view (exporter revoked ⇒
+ *   importer revoked, same physical range otherwise);
+ * - `lockdep`: no task of the scope holds a lock between system calls.
+ *
+ * A `Checker` remembers the buffers and contexts it has seen, so a release that happened
+ * between two checks is verified too; `checkQuiesced` is the teardown check (nothing left).
+ */
+import { type DmaBuf, dmaBufList } from "@x/dmabuf";
+import * as iommufd from "@x/iommufd";
+import {
+  IOMMU_CACHE,
+  IOMMU_MMIO,
+  IOPT_PAGES_ACCOUNT_MM,
+  IOPT_PAGES_ACCOUNT_USER,
+  type IoPagetable,
+  type IoptPages,
+  IommufdCtx,
+  IommufdIoas,
+} from "@x/iommufd";
+import type { IommuDomain } from "@x/iommu-pgtable";
+import type { Kernel, MmStruct, Task, UserStruct } from "@x/kernel";
+import {
+  type VfioPciCoreDevice,
+  type VfioPciDmaBuf,
+  vfioDeviceFops,
+  vfioDeviceFromFile,
+  vfioPciDmaBufOps,
+} from "@x/vfio-pci";
+import { forEachIopte } from "./iommu.js";
+
+/** A broken rule: `rule` is one of the names in the file comment. */
+export class InvariantViolation extends Error {
+  constructor(
+    readonly rule: string,
+    detail: string,
+  ) {
+    super(`[${rule}] ${detail}`);
+    this.name = "InvariantViolation";
+  }
+}
+
+function broken(rule: string, detail: string): never {
+  throw new InvariantViolation(rule, detail);
+}
+
+/** What one check looks at: the machine, the user tasks, the VFIO devices. */
+export interface CheckScope {
+  readonly kernel: Kernel;
+  readonly tasks: readonly Task[];
+  readonly devices: readonly VfioPciCoreDevice[];
+}
+
+type IommufdChecker = (iopts: readonly IoPagetable[]) => Set<IoptPages>;
+
+/**
+ * @x/iommufd's I1–I11 checker, once its index exports it (requests/reliability.md #1); until
+ * then these rules are skipped and everything else still runs.
+ */
+const iommufdCheckInvariants = (iommufd as unknown as { checkInvariants?: IommufdChecker })
+  .checkInvariants;
+
+/** Whether the iommufd I1–I11 checker is plugged in. */
+export const hasIommufdChecker = iommufdCheckInvariants !== undefined;
+
+const PAGE_SHIFT = 12n;
+
+/** The state one check gathered: contexts, IOASes and the pages their areas use. */
+interface Gathered {
+  readonly ctxs: Set<IommufdCtx>;
+  readonly iopts: IoPagetable[];
+  readonly pages: Set<IoptPages>;
+}
+
+export class Checker {
+  private readonly seenBufs = new Set<DmaBuf>();
+  private readonly seenCtxs = new Set<IommufdCtx>();
+  /** Checks run so far (for reports). */
+  checks = 0;
+
+  constructor(readonly scope: CheckScope) {}
+
+  /** Run every rule; throws InvariantViolation on the first broken one. */
+  check(): void {
+    this.checks++;
+    this.checkLockdep();
+    const g = this.gather();
+    this.checkIommufd(g.iopts);
+    this.checkPins(g.pages);
+    this.checkAccounting(g.pages);
+    this.checkIoptes(g.iopts);
+    this.checkDmaBufs(g.pages);
+    this.checkExporter(g.pages);
+  }
+
+  /**
+   * After the user closed every descriptor: `check()`, then nothing may be left — no pin,
+   * no charge, no dma-buf, no iommufd context, no open or referenced VFIO device.
+   */
+  checkQuiesced(): void {
+    this.check();
+    const { kernel, devices } = this.scope;
+    if (kernel.mem.totalPinned() !== 0) broken("leak", `${kernel.mem.totalPinned()} pages pinned`);
+    const bufs = dmaBufList(kernel);
+    if (bufs.length) broken("leak", `${bufs.length} dma-bufs alive`);
+    for (const ctx of this.seenCtxs) {
+      if (!ctx.file.released) broken("leak", "an iommufd context outlived its descriptors");
+    }
+    for (const vdev of devices) {
+      if (vdev.openCount !== 0 || vdev.registrationRefs !== 1) {
+        broken("leak", `${vdev.name}: open ${vdev.openCount}, registration ${vdev.registrationRefs}`);
+      }
+    }
+    for (const t of this.scope.tasks) {
+      const { mm, cred } = t.process;
+      if (cred.user.lockedVm || mm.lockedVm || mm.pinnedVm) {
+        broken("leak", `charges left: user ${cred.user.lockedVm}, mm ${mm.lockedVm}/${mm.pinnedVm}`);
+      }
+    }
+  }
+
+  private checkLockdep(): void {
+    const { kernel, tasks } = this.scope;
+    for (const task of [kernel.current, ...tasks]) {
+      const held = kernel.lockdep.heldBy(task);
+      if (held.length) broken("lockdep", `task ${task.tid} holds ${held.map((h) => h.key).join(", ")}`);
+    }
+  }
+
+  private gather(): Gathered {
+    const ctxs = new Set<IommufdCtx>();
+    for (const t of this.scope.tasks) {
+      for (const [, file] of t.process.files.entries()) {
+        if (file.priv instanceof IommufdCtx) ctxs.add(file.priv);
+      }
+    }
+    for (const vdev of this.scope.devices) {
+      if (vdev.binding) ctxs.add(vdev.binding.ctx);
+    }
+    const iopts: IoPagetable[] = [];
+    const pages = new Set<IoptPages>();
+    for (const ctx of ctxs) {
+      this.seenCtxs.add(ctx);
+      for (const obj of ctx.objectsInOrder()) {
+        if (!(obj instanceof IommufdIoas)) continue;
+        iopts.push(obj.iopt);
+        for (const area of obj.iopt.areas()) if (area.pages) pages.add(area.pages);
+      }
+    }
+    return { ctxs, iopts, pages };
+  }
+
+  private checkIommufd(iopts: readonly IoPagetable[]): void {
+    if (!iommufdCheckInvariants) return;
+    try {
+      iommufdCheckInvariants(iopts);
+    } catch (e) {
+      broken("iommufd", e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  private checkPins(pages: ReadonlySet<IoptPages>): void {
+    let owned = 0;
+    for (const p of pages) owned += p.npinned;
+    const total = this.scope.kernel.mem.totalPinned();
+    if (total !== owned) broken("pins", `machine has ${total} pinned pages, iommufd owns ${owned}`);
+  }
+
+  private checkAccounting(pages: ReadonlySet<IoptPages>): void {
+    const users = new Map<UserStruct, number>();
+    const mmLocked = new Map<MmStruct, number>();
+    const mmPinned = new Map<MmStruct, number>();
+    for (const t of this.scope.tasks) {
+      users.set(t.process.cred.user, 0);
+      mmLocked.set(t.process.mm, 0);
+      mmPinned.set(t.process.mm, 0);
+    }
+    const add = <K>(m: Map<K, number>, k: K, n: number) => m.set(k, (m.get(k) ?? 0) + n);
+    for (const p of pages) {
+      if (p.accountMode === IOPT_PAGES_ACCOUNT_USER) add(users, p.sourceUser, p.lastNpinned);
+      if (p.accountMode === IOPT_PAGES_ACCOUNT_MM) add(mmLocked, p.sourceMm, p.lastNpinned);
+      add(mmPinned, p.sourceMm, p.lastNpinned);
+    }
+    for (const [user, n] of users) {
+      if (user.lockedVm !== n) broken("accounting", `uid ${user.uid}: locked_vm ${user.lockedVm}, charged ${n}`);
+    }
+    for (const [mm, n] of mmLocked) {
+      if (mm.lockedVm !== n) broken("accounting", `mm locked_vm ${mm.lockedVm}, charged ${n}`);
+    }
+    for (const [mm, n] of mmPinned) {
+      if (mm.pinnedVm !== n) broken("accounting", `mm pinned_vm ${mm.pinnedVm}, pinned ${n}`);
+    }
+  }
+
+  private checkIoptes(iopts: readonly IoPagetable[]): void {
+    const { kernel, devices } = this.scope;
+    const mem = kernel.mem;
+    const live = liveMmioRanges(devices);
+    const owner = new Map<IommuDomain, IoPagetable>();
+    for (const iopt of iopts) {
+      let expected = 0;
+      for (const area of iopt.areas()) {
+        if (area.pages && !isRevoked(area.pages)) expected += frames(area.iova, area.lastIova);
+      }
+      for (const domain of iopt.domainList) {
+        if (owner.has(domain)) broken("iopte", `domain ${domain.id} belongs to two IOASes`);
+        owner.set(domain, iopt);
+        let mapped = 0;
+        forEachIopte(domain, (iovaPfn, pfn, n, prot) => {
+          mapped += n;
+          const start = BigInt(iovaPfn) << PAGE_SHIFT;
+          const last = ((BigInt(iovaPfn) + BigInt(n)) << PAGE_SHIFT) - 1n;
+          if (!coveredByAreas(iopt, start, last)) {
+            broken("iopte", `domain ${domain.id}: IOPTE ${hex(start)}..${hex(last)} outside every area`);
+          }
+          const paddr = BigInt(pfn) << PAGE_SHIFT;
+          if (mem.mmioRegionAt(paddr)) {
+            if (!(prot & IOMMU_MMIO) || prot & IOMMU_CACHE) {
+              broken("iopte", `domain ${domain.id}: MMIO IOPTE at ${hex(start)} with prot 0x${prot.toString(16)}`);
+            }
+            const end = paddr + (BigInt(n) << PAGE_SHIFT);
+            if (!live.some(([s, e]) => paddr >= s && end <= e)) {
+              broken("iopte", `domain ${domain.id}: IOPTE ${hex(start)} -> ${hex(paddr)} is no live dma-buf (stale MMIO)`);
+            }
+            return;
+          }
+          if (prot & IOMMU_MMIO) broken("iopte", `domain ${domain.id}: RAM IOPTE at ${hex(start)} marked MMIO`);
+          for (let k = 0; k < n; k++) {
+            if (!mem.isAllocated(pfn + k) || mem.pinCount(pfn + k) === 0) {
+              broken("iopte", `domain ${domain.id}: IOPTE ${hex(start)} -> pfn ${pfn + k} not pinned`);
+            }
+          }
+        });
+        if (mapped !== expected) {
+          broken("iopte", `domain ${domain.id} maps ${mapped} frames, its areas need ${expected}`);
+        }
+      }
+    }
+  }
+
+  private checkDmaBufs(pages: ReadonlySet<IoptPages>): void {
+    const alive = new Set(dmaBufList(this.scope.kernel));
+    for (const buf of alive) {
+      if (buf.released || buf.file.refcount === 0) broken("dmabuf", `${buf.expName}: on the list but released`);
+      this.seenBufs.add(buf);
+      const attachments = buf.resv.with(() => buf.attachments);
+      for (const a of attachments) {
+        const p = a.importerPriv;
+        if (isIoptPages(p) && (!pages.has(p) || p.released)) {
+          broken("dmabuf", `${buf.expName}: iommufd attachment of pages no area uses`);
+        }
+      }
+    }
+    for (const buf of this.seenBufs) {
+      if (alive.has(buf)) continue;
+      if (!buf.released) broken("dmabuf", `${buf.expName}: off the list but not released`);
+      if (buf.resv.with(() => buf.attachments.length)) broken("dmabuf", `${buf.expName}: released while attached`);
+      const priv = vfioPriv(buf);
+      if (priv && !priv.freed) broken("dmabuf", `${buf.expName}: exporter release did not run`);
+      this.seenBufs.delete(buf);
+    }
+    for (const p of pages) {
+      const attach = p.dmabuf?.attach;
+      if (!p.dmabuf) continue;
+      if (!attach) broken("dmabuf", "DMABUF pages without an attachment");
+      const buf = attach.dmabuf;
+      if (!alive.has(buf)) broken("dmabuf", "DMABUF pages hold a released dma-buf");
+      if (!buf.resv.with(() => buf.attachments.includes(attach))) {
+        broken("dmabuf", "DMABUF pages' attachment is not on its dma-buf");
+      }
+    }
+  }
+
+  private checkExporter(pages: ReadonlySet<IoptPages>): void {
+    const { kernel, devices, tasks } = this.scope;
+    const listed = new Set<VfioPciDmaBuf>();
+    for (const vdev of devices) {
+      const enabled = vdev.vconfig ? vdev.memoryEnabled() : false;
+      for (const priv of vdev.dmabufs) {
+        listed.add(priv);
+        const st = priv.state;
+        if (priv.vdev !== vdev || (st !== "live" && st !== "revoked")) {
+          broken("exporter", `${vdev.name}: listed dma-buf in state ${st}`);
+        }
+        if (vdev.openCount === 0) broken("exporter", `${vdev.name}: dma-buf listed on a closed device`);
+        if (!enabled && !priv.revoked) broken("exporter", `${vdev.name}: memory decode off, dma-buf live`);
+      }
+      const cdevFiles = countCdevFiles(tasks, vdev);
+      const want = 1 + cdevFiles + vdev.dmabufs.size;
+      if (vdev.registrationRefs !== want) {
+        broken("exporter", `${vdev.name}: ${vdev.registrationRefs} registration refs, expected ${want}`);
+      }
+    }
+    for (const buf of dmaBufList(kernel)) {
+      const priv = vfioPriv(buf);
+      if (!priv) continue;
+      const st = priv.state;
+      if ((st === "live" || st === "revoked") !== listed.has(priv)) {
+        broken("exporter", `dma-buf in state ${st} ${listed.has(priv) ? "on" : "off"} its device list`);
+      }
+      if (st === "zombie" && !priv.revoked) broken("exporter", "zombie dma-buf not revoked");
+    }
+    for (const p of pages) {
+      const d = p.dmabuf;
+      const priv = d?.attach ? vfioPriv(d.attach.dmabuf) : undefined;
+      if (!d || !priv) continue;
+      const importerRevoked = d.phys.len === 0n;
+      if (priv.revoked && !importerRevoked) broken("exporter", "exporter revoked, iommufd pages are not");
+      if (!importerRevoked && (d.phys.paddr !== priv.paddr[0] || d.phys.len !== priv.len[0])) {
+        broken("exporter", "iommufd pages map another range than the exporter's");
+      }
+    }
+  }
+}
+
+/** The CPU-physical ranges [start, end) of every LIVE VFIO dma-buf. */
+function liveMmioRanges(devices: readonly VfioPciCoreDevice[]): Array<[bigint, bigint]> {
+  const out: Array<[bigint, bigint]> = [];
+  for (const vdev of devices) {
+    for (const priv of vdev.dmabufs) {
+      if (priv.revoked) continue;
+      for (let i = 0; i < priv.nrRanges; i++) out.push([priv.paddr[i]!, priv.paddr[i]! + priv.len[i]!]);
+    }
+  }
+  return out;
+}
+
+function vfioPriv(buf: DmaBuf): VfioPciDmaBuf | undefined {
+  return buf.ops === vfioPciDmaBufOps ? (buf.priv as VfioPciDmaBuf) : undefined;
+}
+
+function isIoptPages(p: unknown): p is IoptPages {
+  return p instanceof iommufd.IoptPages;
+}
+
+function isRevoked(pages: IoptPages): boolean {
+  return pages.dmabuf !== undefined && pages.dmabuf.phys.len === 0n;
+}
+
+/** Distinct open cdev files of `vdev` in the scope's processes (each holds a registration). */
+function countCdevFiles(tasks: readonly Task[], vdev: VfioPciCoreDevice): number {
+  const files = new Set<unknown>();
+  for (const t of tasks) {
+    for (const [, file] of t.process.files.entries()) {
+      if (file.fops === vfioDeviceFops && vfioDeviceFromFile(file).device === vdev) files.add(file);
+    }
+  }
+  return files.size;
+}
+
+/** Whether areas of `iopt` cover [start, last] without a gap. */
+function coveredByAreas(iopt: IoPagetable, start: bigint, last: bigint): boolean {
+  let at = start;
+  for (const area of iopt.areas(start, last)) {
+    if (area.iova > at) return false;
+    if (area.lastIova >= at) at = area.lastIova + 1n;
+    if (at > last) return true;
+  }
+  return at > last;
+}
+
+/** 4 KiB frames spanned by [iova, last]. */
+function frames(iova: bigint, last: bigint): number {
+  return Number((last >> PAGE_SHIFT) - (iova >> PAGE_SHIFT) + 1n);
+}
+
+function hex(v: bigint): string {
+  return `0x${v.toString(16)}`;
+}

@@ -1,0 +1,110 @@
+/**
+ * Property-based uAPI fuzzing: fast-check generates programs (sequences of `Op`), each run on a
+ * fresh `Machine` with the cross-package checker after every step and the quiesced check after
+ * the program closes its descriptors. A failing program is shrunk by fast-check and reported
+ * with its seed and path, which `replayUapi` runs again.
+ *
+ * The budget is counted in steps (ops executed): runs are drawn in chunks of CHUNK_RUNS from
+ * seeds seed, seed + 1, … until the step budget or the time limit is spent; each chunk is an
+ * independent, replayable fast-check run.
+ */
+import fc from "fast-check";
+import { Checker } from "./checker.js";
+import { Machine } from "./machine.js";
+import { type Op, Runner, programArb } from "./sequence.js";
+
+/** Runs per fast-check invocation. */
+const CHUNK_RUNS = 50;
+export const DEFAULT_MAX_LENGTH = 100;
+
+export interface ProgramStats {
+  steps: number;
+  calls: number;
+  /** Calls that failed with a documented errno (expected: the fuzzer aims at error paths too). */
+  errors: number;
+}
+
+/** Run one program on a fresh machine, checking after every step and after teardown. */
+export function runProgram(ops: readonly Op[], checkEvery = 1): ProgramStats {
+  const machine = new Machine();
+  const checker = new Checker({
+    kernel: machine.kernel,
+    tasks: [machine.libc.task],
+    devices: machine.devices,
+  });
+  const runner = new Runner(machine);
+  let steps = 0;
+  for (const op of ops) {
+    runner.step(op);
+    steps++;
+    if (steps % checkEvery === 0) checker.check();
+  }
+  runner.teardown();
+  checker.checkQuiesced();
+  return { steps, calls: runner.calls, errors: runner.failures };
+}
+
+export interface Counterexample {
+  readonly seed: number;
+  readonly path: string;
+  readonly ops: readonly Op[];
+  readonly error: string;
+}
+
+export interface FuzzUapiOptions {
+  readonly seed: number;
+  /** Steps to run in total. */
+  readonly steps: number;
+  /** Stop early after this many milliseconds (the budget is then partly spent). */
+  readonly timeMs?: number;
+  readonly maxLength?: number;
+}
+
+export interface FuzzUapiResult extends ProgramStats {
+  runs: number;
+  ms: number;
+  failure: Counterexample | undefined;
+}
+
+function property(maxLength: number, stats: FuzzUapiResult) {
+  return fc.property(programArb(maxLength), (ops) => {
+    const s = runProgram(ops);
+    stats.runs++;
+    stats.steps += s.steps;
+    stats.calls += s.calls;
+    stats.errors += s.errors;
+  });
+}
+
+/** Fuzz until `steps` ops ran (or `timeMs` passed, or a counterexample was found). */
+export function fuzzUapi(opts: FuzzUapiOptions): FuzzUapiResult {
+  const maxLength = opts.maxLength ?? DEFAULT_MAX_LENGTH;
+  const t0 = performance.now();
+  const stats: FuzzUapiResult = { steps: 0, calls: 0, errors: 0, runs: 0, ms: 0, failure: undefined };
+  const deadline = opts.timeMs === undefined ? Number.POSITIVE_INFINITY : t0 + opts.timeMs;
+  for (let seed = opts.seed; stats.steps < opts.steps && performance.now() < deadline; seed++) {
+    const details = fc.check(property(maxLength, stats), { seed, numRuns: CHUNK_RUNS });
+    if (details.failed) {
+      stats.failure = {
+        seed,
+        path: details.counterexamplePath ?? "",
+        ops: details.counterexample?.[0] ?? [],
+        error: errorText(details.errorInstance),
+      };
+      break;
+    }
+  }
+  stats.ms = performance.now() - t0;
+  return stats;
+}
+
+/** Re-run a reported counterexample: throws its error again if the bug is still there. */
+export function replayUapi(seed: number, path: string, maxLength = DEFAULT_MAX_LENGTH): void {
+  const stats: FuzzUapiResult = { steps: 0, calls: 0, errors: 0, runs: 0, ms: 0, failure: undefined };
+  fc.assert(property(maxLength, stats), { seed, path, numRuns: CHUNK_RUNS, endOnFailure: true });
+}
+
+export function errorText(e: unknown): string {
+  if (e instanceof Error) return `${e.name}: ${e.message}`;
+  return String(e);
+}

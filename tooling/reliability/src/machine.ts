@@ -1,0 +1,93 @@
+/**
+ * The machine every reliability tool runs on: a fresh Kernel with iommufd and vfio-pci loaded,
+ * two PCI functions (a 1 MiB 64-bit BAR, PM, PCIe FLR) behind two different IOMMUs, bound to
+ * vfio-pci, and one unprivileged user process (no CAP_IPC_LOCK, so pins are charged) owning a
+ * memfd and an anonymous buffer it maps into IOASes. Built only from the packages' public
+ * APIs, exactly as a VMM sets itself up.
+ *
+ * Decision: DMABUF areas read back from a storage domain are given MMIO attributes
+ * (`setDmabufReadbackKind(kernel, "mmio")`), so the checker's "MMIO attributes on MMIO" rule
+ * holds for every IOPTE; the merged kernel's CPU-kind readback is @x/iommufd's own test.
+ */
+import { type IommufdModule, iommufdInit, setDmabufReadbackKind } from "@x/iommufd";
+import {
+  CAP_SYS_RESOURCE,
+  Kernel,
+  KernelError,
+  Libc,
+  MAP_PRIVATE,
+  MAP_ANONYMOUS,
+  MAP_SHARED,
+  PROT_READ,
+  PROT_WRITE,
+} from "@x/kernel";
+import { type VfioPciCoreDevice, type VfioPciModule, loadVfioPci, pciRoot } from "@x/vfio-pci";
+import { ptIommuDriver } from "./iommu.js";
+
+/** Pages of each user buffer (memfd and anonymous). */
+export const BUFFER_PAGES = 64;
+export const PAGE = 4096n;
+/** Size of BAR 0 of each function. */
+export const BAR_SIZE = 1n << 20n;
+export const NUM_DEVICES = 2;
+/** The unprivileged user the fuzzers run as. */
+export const FUZZ_UID = 1000;
+
+export class Machine {
+  readonly kernel: Kernel;
+  readonly iommufd: IommufdModule;
+  readonly vfio: VfioPciModule;
+  readonly devices: VfioPciCoreDevice[] = [];
+  /** The user process (its own task: fail-nth arming counts only its system calls). */
+  readonly libc: Libc;
+  readonly memfd: number;
+  readonly memfdVa: bigint;
+  readonly anonVa: bigint;
+
+  constructor() {
+    const kernel = new Kernel({ ramBytes: 1n << 32n });
+    this.kernel = kernel;
+    this.iommufd = iommufdInit(kernel);
+    setDmabufReadbackKind(kernel, "mmio");
+    this.vfio = loadVfioPci(kernel);
+    const bus = pciRoot(kernel).newBus();
+    for (let i = 0; i < NUM_DEVICES; i++) {
+      const pdev = bus.addDevice({
+        vendor: 0x10de,
+        device: 0x2330 + i,
+        bars: [{ type: "mem64", size: BAR_SIZE, prefetchable: true }],
+        pm: true,
+        pcie: { flr: true },
+        iommu: ptIommuDriver(kernel, `iommu${i}`),
+      });
+      this.devices.push(this.vfio.probe(pdev));
+    }
+    this.libc = new Libc(kernel, kernel.newProcess(FUZZ_UID, [CAP_SYS_RESOURCE]));
+    const len = BigInt(BUFFER_PAGES) * PAGE;
+    const libc = this.libc;
+    this.memfd = check(libc, libc.memfdCreate("guest-ram", 0));
+    check(libc, libc.ftruncate(this.memfd, len));
+    this.memfdVa = checkVa(libc, libc.mmap(0n, len, PROT_READ | PROT_WRITE, MAP_SHARED, this.memfd, 0));
+    this.anonVa = checkVa(
+      libc,
+      libc.mmap(0n, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+    );
+  }
+
+  /** The cdev node of device `i`. */
+  cdev(i: number): string {
+    const path = this.devices[i]?.cdevPath;
+    if (!path) throw new Error(`device ${i} has no cdev`);
+    return path;
+  }
+}
+
+function check(libc: Libc, ret: number): number {
+  if (ret < 0) throw new KernelError(libc.errno, "machine set-up");
+  return ret;
+}
+
+function checkVa(libc: Libc, va: bigint): bigint {
+  if (va < 0n) throw new KernelError(libc.errno, "machine set-up mmap");
+  return va;
+}

@@ -1,0 +1,476 @@
+/**
+ * A user-space program as data: a sequence of `Op`s a VMM-like process issues against
+ * /dev/iommu, the VFIO device cdevs, their dma-bufs and every revoke trigger; their fast-check
+ * generators; and `Runner`, which executes them on a `Machine` through the public APIs
+ * (iommufd's typed client, byte structs through `Libc` for VFIO).
+ *
+ * Ops name their targets by small indexes into what the program knows so far (the IOAS ids it
+ * allocated, the areas it mapped, the dma-buf fds it holds), taken modulo the count, so every
+ * generated sequence is meaningful and shrinks well. A call that fails must fail with an errno
+ * its row of DOCUMENTED_ERRNOS allows; anything thrown other than a KernelError is a model bug
+ * and propagates.
+ */
+import fc from "fast-check";
+import { IOMMU_IOAS_MAP_READABLE, IommufdClient } from "@x/iommufd";
+import { KernelError, O_RDWR } from "@x/kernel";
+import {
+  PCI_COMMAND,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_MEMORY,
+  PCI_EXP_DEVCTL,
+  PCI_EXP_DEVCTL_BCR_FLR,
+  PCI_PM_CTRL,
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+  VFIO_DEVICE_BIND_IOMMUFD,
+  VFIO_DEVICE_DETACH_IOMMUFD_PT,
+  VFIO_DEVICE_FEATURE,
+  VFIO_DEVICE_RESET,
+  encodeDmaBufFeature,
+} from "@x/vfio-pci";
+import { type SyscallName, errnoDocumented } from "./errnos.js";
+import { BUFFER_PAGES, type Machine, NUM_DEVICES, PAGE } from "./machine.js";
+
+/** Fixed IOVAs are slots of this size from IOVA_BASE, so maps collide often. */
+const IOVA_SLOT = 16n * PAGE;
+const IOVA_BASE = 1n << 20n;
+const IOVA_SLOTS = 16;
+/** Pages a dma-buf may span inside the 1 MiB BAR. */
+const BAR_PAGES = 256;
+
+export type Op =
+  | { readonly k: "ioasAlloc" }
+  | { readonly k: "destroy"; readonly obj: number }
+  | {
+      readonly k: "map";
+      readonly ioas: number;
+      readonly memfd: boolean;
+      readonly off: number;
+      readonly pages: number;
+      readonly slot: number | null;
+      readonly readOnly: boolean;
+    }
+  | { readonly k: "mapFile"; readonly ioas: number; readonly off: number; readonly pages: number; readonly slot: number | null }
+  | {
+      readonly k: "mapDmabuf";
+      readonly ioas: number;
+      readonly buf: number;
+      readonly off: number;
+      readonly pages: number;
+      readonly slot: number | null;
+    }
+  | { readonly k: "copy"; readonly src: number; readonly dst: number; readonly area: number; readonly slot: number | null }
+  | { readonly k: "unmap"; readonly ioas: number; readonly area: number }
+  | { readonly k: "unmapRange"; readonly ioas: number; readonly slot: number; readonly pages: number }
+  | { readonly k: "unmapAll"; readonly ioas: number }
+  | { readonly k: "hugePages"; readonly ioas: number; readonly on: boolean }
+  | { readonly k: "allowIovas"; readonly ioas: number; readonly slot: number; readonly pages: number }
+  | { readonly k: "hwptAlloc"; readonly dev: number; readonly ioas: number }
+  | { readonly k: "iommufdReopen" }
+  | { readonly k: "devOpen"; readonly dev: number }
+  | { readonly k: "devClose"; readonly dev: number }
+  | { readonly k: "attach"; readonly dev: number; readonly pt: number }
+  | { readonly k: "detach"; readonly dev: number }
+  | { readonly k: "dmabufExport"; readonly dev: number; readonly off: number; readonly pages: number }
+  | { readonly k: "dmabufClose"; readonly buf: number }
+  | { readonly k: "memory"; readonly dev: number; readonly on: boolean }
+  | { readonly k: "power"; readonly dev: number; readonly d3hot: boolean }
+  | { readonly k: "reset"; readonly dev: number }
+  | { readonly k: "flr"; readonly dev: number };
+
+const idx = fc.nat({ max: 7 });
+const dev = fc.nat({ max: NUM_DEVICES - 1 });
+const bufOff = fc.nat({ max: BUFFER_PAGES - 1 });
+const npages = fc.integer({ min: 1, max: 8 });
+const slot = fc.option(fc.nat({ max: IOVA_SLOTS - 1 }), { nil: null, freq: 2 });
+
+/** One op, weighted toward the paths that build and tear down state. */
+export const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 3, arbitrary: fc.constant({ k: "ioasAlloc" } as const) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("destroy" as const), obj: idx }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      k: fc.constant("map" as const),
+      ioas: idx,
+      memfd: fc.boolean(),
+      off: bufOff,
+      pages: npages,
+      slot,
+      readOnly: fc.boolean(),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({ k: fc.constant("mapFile" as const), ioas: idx, off: bufOff, pages: npages, slot }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      k: fc.constant("mapDmabuf" as const),
+      ioas: idx,
+      buf: idx,
+      off: fc.nat({ max: 3 }),
+      pages: npages,
+      slot,
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant("copy" as const), src: idx, dst: idx, area: idx, slot }) },
+  { weight: 3, arbitrary: fc.record({ k: fc.constant("unmap" as const), ioas: idx, area: idx }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant("unmapRange" as const),
+      ioas: idx,
+      slot: fc.nat({ max: IOVA_SLOTS - 1 }),
+      pages: fc.integer({ min: 1, max: 64 }),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("unmapAll" as const), ioas: idx }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("hugePages" as const), ioas: idx, on: fc.boolean() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant("allowIovas" as const),
+      ioas: idx,
+      slot: fc.nat({ max: IOVA_SLOTS - 1 }),
+      pages: fc.integer({ min: 0, max: 64 }),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("hwptAlloc" as const), dev, ioas: idx }) },
+  { weight: 1, arbitrary: fc.constant({ k: "iommufdReopen" } as const) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant("devOpen" as const), dev }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("devClose" as const), dev }) },
+  { weight: 3, arbitrary: fc.record({ k: fc.constant("attach" as const), dev, pt: idx }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("detach" as const), dev }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      k: fc.constant("dmabufExport" as const),
+      dev,
+      off: fc.nat({ max: BAR_PAGES - 1 }),
+      pages: fc.integer({ min: 1, max: 16 }),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("dmabufClose" as const), buf: idx }) },
+  { weight: 3, arbitrary: fc.record({ k: fc.constant("memory" as const), dev, on: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("power" as const), dev, d3hot: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("reset" as const), dev }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("flr" as const), dev }) },
+);
+
+/** A program of up to `maxLength` ops. */
+export function programArb(maxLength: number): fc.Arbitrary<Op[]> {
+  return fc.array(opArb, { minLength: 1, maxLength, size: "max" });
+}
+
+/** A call answered with an errno its row does not document. */
+export class UndocumentedErrno extends Error {
+  constructor(call: SyscallName, errno: number, op: Op) {
+    super(`${call} failed with errno ${errno}, not documented for it (op ${JSON.stringify(op)})`);
+    this.name = "UndocumentedErrno";
+  }
+}
+
+interface Area {
+  readonly iova: bigint;
+  readonly length: bigint;
+}
+
+function pick<T>(list: readonly T[], i: number): T | undefined {
+  return list.length ? list[i % list.length] : undefined;
+}
+
+function u32s(size: number, fields: Record<number, number>): Uint8Array {
+  const b = new Uint8Array(size);
+  const v = new DataView(b.buffer);
+  for (const [off, val] of Object.entries(fields)) v.setUint32(Number(off), val >>> 0, true);
+  return b;
+}
+
+/**
+ * Executes ops as one user process of `machine` would, remembering what that process knows.
+ * `checkErrnos` off (fault-injection sweeps) accepts any errno, like iommufd_fail_nth.c.
+ */
+export class Runner {
+  private fd: IommufdClient;
+  private ioas: number[] = [];
+  private hwpts: number[] = [];
+  private areas = new Map<number, Area[]>();
+  private readonly devFds: number[] = new Array(NUM_DEVICES).fill(-1);
+  /** out_devid of each device's BIND (0 while unbound). */
+  private readonly devIds: number[] = new Array(NUM_DEVICES).fill(0);
+  private readonly bufs: number[] = [];
+  /** Calls made and calls that failed (with a documented errno). */
+  calls = 0;
+  failures = 0;
+
+  constructor(
+    readonly machine: Machine,
+    readonly checkErrnos = true,
+  ) {
+    this.fd = IommufdClient.open(machine.libc);
+  }
+
+  /** Issue one op. */
+  step(op: Op): void {
+    switch (op.k) {
+      case "ioasAlloc":
+        return this.call("IOMMU_IOAS_ALLOC", op, () => {
+          const id = this.fd.ioasAlloc();
+          this.ioas.push(id);
+          this.areas.set(id, []);
+        });
+      case "destroy": {
+        const all = [...this.ioas, ...this.hwpts];
+        const id = pick(all, op.obj) ?? 0;
+        return this.call("IOMMU_DESTROY", op, () => {
+          this.fd.destroy(id);
+          this.ioas = this.ioas.filter((x) => x !== id);
+          this.hwpts = this.hwpts.filter((x) => x !== id);
+          this.areas.delete(id);
+        });
+      }
+      case "map": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        const base = op.memfd ? this.machine.memfdVa : this.machine.anonVa;
+        const pages = Math.min(op.pages, BUFFER_PAGES - op.off);
+        return this.mapInto("IOMMU_IOAS_MAP", op, ioasId, BigInt(pages) * PAGE, op.slot, (length, iova) =>
+          this.fd.ioasMap({
+            ioasId,
+            userVa: base + BigInt(op.off) * PAGE,
+            length,
+            ...(iova === undefined ? {} : { iova }),
+            ...(op.readOnly ? { flags: IOMMU_IOAS_MAP_READABLE } : {}),
+          }),
+        );
+      }
+      case "mapFile": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        const pages = Math.min(op.pages, BUFFER_PAGES - op.off);
+        return this.mapInto("IOMMU_IOAS_MAP_FILE", op, ioasId, BigInt(pages) * PAGE, op.slot, (length, iova) =>
+          this.fd.ioasMapFile({
+            ioasId,
+            fd: this.machine.memfd,
+            start: BigInt(op.off) * PAGE,
+            length,
+            ...(iova === undefined ? {} : { iova }),
+          }),
+        );
+      }
+      case "mapDmabuf": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        const bufFd = pick(this.bufs, op.buf) ?? -1;
+        return this.mapInto("IOMMU_IOAS_MAP_FILE", op, ioasId, BigInt(op.pages) * PAGE, op.slot, (length, iova) =>
+          this.fd.ioasMapFile({
+            ioasId,
+            fd: bufFd,
+            start: BigInt(op.off) * PAGE,
+            length,
+            ...(iova === undefined ? {} : { iova }),
+          }),
+        );
+      }
+      case "copy": {
+        const src = pick(this.ioas, op.src) ?? 0;
+        const dst = pick(this.ioas, op.dst) ?? 0;
+        const area = pick(this.areas.get(src) ?? [], op.area) ?? { iova: 0n, length: PAGE };
+        return this.mapInto("IOMMU_IOAS_COPY", op, dst, area.length, op.slot, (length, dstIova) =>
+          this.fd.ioasCopy({
+            dstIoasId: dst,
+            srcIoasId: src,
+            srcIova: area.iova,
+            length,
+            ...(dstIova === undefined ? {} : { dstIova }),
+          }),
+        );
+      }
+      case "unmap": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        const list = this.areas.get(ioasId) ?? [];
+        const area = pick(list, op.area) ?? { iova: IOVA_BASE, length: PAGE };
+        return this.unmap(op, ioasId, area.iova, area.length);
+      }
+      case "unmapRange": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        return this.unmap(op, ioasId, IOVA_BASE + BigInt(op.slot) * IOVA_SLOT, BigInt(op.pages) * PAGE);
+      }
+      case "unmapAll": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        return this.call("IOMMU_IOAS_UNMAP", op, () => {
+          this.fd.unmapAll(ioasId);
+          this.areas.set(ioasId, []);
+        });
+      }
+      case "hugePages": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        return this.call("IOMMU_OPTION", op, () => this.fd.setHugePages(ioasId, op.on));
+      }
+      case "allowIovas": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        const start = IOVA_BASE + BigInt(op.slot) * IOVA_SLOT;
+        const ranges = op.pages ? [{ start, last: start + BigInt(op.pages) * PAGE - 1n }] : [];
+        return this.call("IOMMU_IOAS_ALLOW_IOVAS", op, () => this.fd.ioasAllowIovas(ioasId, ranges));
+      }
+      case "hwptAlloc": {
+        const devId = this.devIds[op.dev]!;
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        return this.call("IOMMU_HWPT_ALLOC", op, () => {
+          this.hwpts.push(this.fd.hwptAlloc({ devId, ptId: ioasId }));
+        });
+      }
+      case "iommufdReopen":
+        return this.call("CLOSE", op, () => {
+          this.fd.close();
+          this.fd = IommufdClient.open(this.machine.libc);
+          this.ioas = [];
+          this.hwpts = [];
+          this.areas.clear();
+        });
+      case "devOpen":
+        return this.devOpen(op);
+      case "devClose": {
+        const dfd = this.devFds[op.dev]!;
+        if (dfd < 0) return;
+        this.devFds[op.dev] = -1;
+        this.devIds[op.dev] = 0;
+        return this.sys("CLOSE", op, this.machine.libc.close(dfd));
+      }
+      case "attach": {
+        const dfd = this.devFds[op.dev]!;
+        const pt = pick([...this.ioas, ...this.hwpts], op.pt) ?? 0;
+        const arg = u32s(16, { 0: 16, 8: pt });
+        return this.sys("VFIO_DEVICE_ATTACH_IOMMUFD_PT", op, this.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, arg));
+      }
+      case "detach": {
+        const dfd = this.devFds[op.dev]!;
+        const arg = u32s(12, { 0: 12 });
+        return this.sys("VFIO_DEVICE_DETACH_IOMMUFD_PT", op, this.ioctl(dfd, VFIO_DEVICE_DETACH_IOMMUFD_PT, arg));
+      }
+      case "dmabufExport": {
+        const dfd = this.devFds[op.dev]!;
+        const pages = Math.min(op.pages, BAR_PAGES - op.off);
+        const arg = encodeDmaBufFeature({
+          regionIndex: 0,
+          openFlags: O_RDWR,
+          ranges: [{ offset: BigInt(op.off) * PAGE, length: BigInt(pages) * PAGE }],
+        });
+        const ret = this.ioctl(dfd, VFIO_DEVICE_FEATURE, arg);
+        if (ret >= 0) this.bufs.push(ret);
+        return this.sys("VFIO_DEVICE_FEATURE", op, ret);
+      }
+      case "dmabufClose": {
+        if (!this.bufs.length) return;
+        const [bufFd] = this.bufs.splice(op.buf % this.bufs.length, 1);
+        return this.sys("CLOSE", op, this.machine.libc.close(bufFd!));
+      }
+      case "memory": {
+        const v = PCI_COMMAND_MASTER | (op.on ? PCI_COMMAND_MEMORY : 0);
+        return this.cfgWrite(op, PCI_COMMAND, v);
+      }
+      case "power": {
+        const pm = this.machine.devices[op.dev]!.pdev.pmCap;
+        return this.cfgWrite(op, pm + PCI_PM_CTRL, op.d3hot ? 3 : 0);
+      }
+      case "reset": {
+        const dfd = this.devFds[op.dev]!;
+        return this.sys("VFIO_DEVICE_RESET", op, this.ioctl(dfd, VFIO_DEVICE_RESET, 0));
+      }
+      case "flr": {
+        const cap = this.machine.devices[op.dev]!.pdev.pcieCap;
+        return this.cfgWrite(op, cap + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR);
+      }
+    }
+  }
+
+  /** Close every descriptor the program holds (then nothing may remain). */
+  teardown(): void {
+    const libc = this.machine.libc;
+    for (const bufFd of this.bufs.splice(0)) libc.close(bufFd);
+    this.devFds.forEach((dfd, i) => {
+      if (dfd >= 0) libc.close(dfd);
+      this.devFds[i] = -1;
+    });
+    this.fd.close();
+  }
+
+  private devOpen(op: Op & { k: "devOpen" }): void {
+    if (this.devFds[op.dev]! >= 0) return;
+    const libc = this.machine.libc;
+    const dfd = libc.open(this.machine.cdev(op.dev), O_RDWR);
+    this.sys("OPEN_VFIO_CDEV", op, dfd);
+    if (dfd < 0) return;
+    const bind = u32s(24, { 0: 24, 8: this.fd.fd });
+    const ret = this.ioctl(dfd, VFIO_DEVICE_BIND_IOMMUFD, bind);
+    if (ret < 0) {
+      libc.close(dfd);
+      return this.sys("VFIO_DEVICE_BIND_IOMMUFD", op, ret);
+    }
+    this.devFds[op.dev] = dfd;
+    this.devIds[op.dev] = new DataView(bind.buffer).getUint32(12, true);
+    this.calls++;
+  }
+
+  private ioctl(fd: number, request: number, arg: Uint8Array | number): number {
+    if (fd < 0) {
+      this.machine.libc.errno = 0;
+      return -2;
+    }
+    return this.machine.libc.ioctl(fd, request, arg);
+  }
+
+  private cfgWrite(op: Op & { dev: number }, offset: number, value: number): void {
+    const dfd = this.devFds[op.dev]!;
+    if (dfd < 0) return;
+    const data = new Uint8Array([value & 0xff, (value >> 8) & 0xff]);
+    this.sys("VFIO_CONFIG_WRITE", op, this.machine.libc.pwrite(dfd, data, (7n << 40n) + BigInt(offset)));
+  }
+
+  private mapInto(
+    call: SyscallName,
+    op: Op,
+    ioasId: number,
+    length: bigint,
+    fixed: number | null,
+    map: (length: bigint, iova: bigint | undefined) => bigint,
+  ): void {
+    const iova = fixed === null ? undefined : IOVA_BASE + BigInt(fixed) * IOVA_SLOT;
+    this.call(call, op, () => {
+      const at = map(length, iova);
+      this.areas.get(ioasId)?.push({ iova: at, length });
+    });
+  }
+
+  private unmap(op: Op, ioasId: number, iova: bigint, length: bigint): void {
+    this.call("IOMMU_IOAS_UNMAP", op, () => {
+      this.fd.ioasUnmap({ ioasId, iova, length });
+      const last = iova + length - 1n;
+      const list = this.areas.get(ioasId) ?? [];
+      this.areas.set(
+        ioasId,
+        list.filter((a) => a.iova + a.length - 1n < iova || a.iova > last),
+      );
+    });
+  }
+
+  /** A libc result: -2 means "not issued" (no descriptor yet); -1 is checked against `call`. */
+  private sys(call: SyscallName, op: Op, ret: number): void {
+    if (ret === -2) return;
+    this.calls++;
+    if (ret >= 0) return;
+    this.failures++;
+    const errno = this.machine.libc.errno;
+    if (this.checkErrnos && !errnoDocumented(call, errno)) throw new UndocumentedErrno(call, errno, op);
+  }
+
+  /** A typed-client call: a KernelError is the -1/errno of the C call. */
+  private call(call: SyscallName, op: Op, fn: () => void): void {
+    this.calls++;
+    try {
+      fn();
+    } catch (e) {
+      if (!(e instanceof KernelError)) throw e;
+      this.failures++;
+      if (this.checkErrnos && !errnoDocumented(call, e.errno)) throw new UndocumentedErrno(call, e.errno, op);
+    }
+  }
+}
