@@ -67,7 +67,10 @@ export const checks = [
     async run({ page, base, resultsDir }) {
       await open(page, base, "#scenario=flagship&step=8");
       const before = (await areas(page)).filter((a) => a.kind === "mmio");
-      assert(before.length > 0 && before.every((a) => a.state === "live"), "MMIO areas not all live before the bug");
+      assert(
+        before.length > 0 && before.every((a) => a.state === "live"),
+        "MMIO areas not all live before the bug",
+      );
       await page.click("#step");
       await atStep(page, 9);
       const all = await areas(page);
@@ -95,7 +98,10 @@ export const checks = [
       const bad = await page.locator("#steps li.bad").count();
       assert(bad === 0, `${bad} steps failed`);
       assert((await page.getAttribute("#status", "class")).includes("ok"), "status is not ok");
-      assert((await areas(page)).every((a) => a.state === "live"), "an area is still dead after recovery");
+      assert(
+        (await areas(page)).every((a) => a.state === "live"),
+        "an area is still dead after recovery",
+      );
       const events = await page.locator("#timeline li").count();
       assert(events > 0, "the event timeline is empty");
       await page.screenshot({ path: join(resultsDir, "flagship-end.png"), fullPage: true });

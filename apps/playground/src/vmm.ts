@@ -155,15 +155,15 @@ export class Vmm {
     this.options.log(`${this.name}: ${text}`, kind);
   }
 
-  /** One system call, logged like strace; returns its result (≥ 0) or -errno. */
-  private sys(what: string, call: () => number): number {
+  /** One system call, logged like strace unless `quiet`; returns its result (≥ 0) or -errno. */
+  private sys(what: string, call: () => number, quiet = false): number {
     const ret = call();
     if (ret < 0) {
       const e = this.libc.errno;
       this.log(`${what} = -1 ${errText(e)}`, "ioctl");
       return -e;
     }
-    this.log(`${what} = ${ret}`, "ioctl");
+    if (!quiet) this.log(`${what} = ${ret}`, "ioctl");
     return ret;
   }
 
@@ -181,7 +181,9 @@ export class Vmm {
     const buf = iommu_ioas_alloc.encode({ size: iommu_ioas_alloc.size });
     this.check(
       "IOMMU_IOAS_ALLOC",
-      this.sys("ioctl(IOMMU_IOAS_ALLOC)", () => this.libc.ioctl(this.iommufd, IOMMU_IOAS_ALLOC, buf)),
+      this.sys("ioctl(IOMMU_IOAS_ALLOC)", () =>
+        this.libc.ioctl(this.iommufd, IOMMU_IOAS_ALLOC, buf),
+      ),
     );
     this.ioasId = iommu_ioas_alloc.get(buf, "out_ioas_id");
     this.readIovaRanges();
@@ -203,7 +205,7 @@ export class Vmm {
   }
 
   /** IOMMU_IOAS_MAP_FILE at a fixed IOVA; returns 0 or -errno. */
-  mapFile(fd: number, start: bigint, length: bigint, iova: bigint): number {
+  mapFile(fd: number, start: bigint, length: bigint, iova: bigint, quiet = false): number {
     const buf = iommu_ioas_map_file.encode({
       size: iommu_ioas_map_file.size,
       flags: MAP_RW,
@@ -216,19 +218,22 @@ export class Vmm {
     return this.sys(
       `ioctl(IOMMU_IOAS_MAP_FILE, fd=${fd} start=${hex(start)} len=${bytes(length)} iova=${hex(iova)})`,
       () => this.libc.ioctl(this.iommufd, IOMMU_IOAS_MAP_FILE, buf),
+      quiet,
     );
   }
 
   /** IOMMU_IOAS_UNMAP; ENOENT is success, as QEMU's iommufd backend treats it. */
-  unmap(iova: bigint, length: bigint): number {
+  unmap(iova: bigint, length: bigint, quiet = false): number {
     const buf = iommu_ioas_unmap.encode({
       size: iommu_ioas_unmap.size,
       ioas_id: this.ioasId,
       iova,
       length,
     });
-    const ret = this.sys(`ioctl(IOMMU_IOAS_UNMAP, iova=${hex(iova)} len=${bytes(length)})`, () =>
-      this.libc.ioctl(this.iommufd, IOMMU_IOAS_UNMAP, buf),
+    const ret = this.sys(
+      `ioctl(IOMMU_IOAS_UNMAP, iova=${hex(iova)} len=${bytes(length)})`,
+      () => this.libc.ioctl(this.iommufd, IOMMU_IOAS_UNMAP, buf),
+      quiet,
     );
     return ret === -ENOENT ? 0 : ret;
   }
@@ -247,15 +252,7 @@ export class Vmm {
       readonly progress?: (done: number, total: number) => void;
     } = {},
   ): RamBlock {
-    const flags = MFD_CLOEXEC | (opts.memfdFlags ?? 0);
-    const memfd = this.check(
-      "memfd_create",
-      this.sys(`memfd_create("${name}", ${hex(BigInt(flags))})`, () => this.libc.memfdCreate(name, flags)),
-    );
-    this.check(
-      "ftruncate",
-      this.sys(`ftruncate(${memfd}, ${bytes(size)})`, () => this.libc.ftruncate(memfd, size)),
-    );
+    const memfd = this.createMemfd(name, size, opts.memfdFlags ?? 0);
     const chunk = opts.chunk ?? size;
     const total = Number((size + chunk - 1n) / chunk);
     for (let i = 0; i < total; i++) {
@@ -273,6 +270,22 @@ export class Vmm {
     this.ram.push(block);
     this.log(`RAM ${name}: ${bytes(size)} at ${hex(gpa)} mapped`);
     return block;
+  }
+
+  /** memfd_create + ftruncate: guest memory backing that is not mapped yet. */
+  createMemfd(name: string, size: bigint, memfdFlags = 0): number {
+    const flags = MFD_CLOEXEC | memfdFlags;
+    const memfd = this.check(
+      "memfd_create",
+      this.sys(`memfd_create("${name}", ${hex(BigInt(flags))})`, () =>
+        this.libc.memfdCreate(name, flags),
+      ),
+    );
+    this.check(
+      "ftruncate",
+      this.sys(`ftruncate(${memfd}, ${bytes(size)})`, () => this.libc.ftruncate(memfd, size)),
+    );
+    return memfd;
   }
 
   /** vfio_device_attach with autodomains: existing HWPTs first (EINVAL = try next), else a new one. */
@@ -323,23 +336,17 @@ export class Vmm {
    * single-range dma-buf. BARs are mapped when the guest turns memory decode on.
    */
   addDevice(name: string, path: string, placements: readonly BarPlacement[]): PassthroughDevice {
-    const fd = this.check(
-      `open ${path}`,
-      this.sys(`open("${path}", O_RDWR)`, () => this.libc.open(path, O_RDWR)),
-    );
-    const dev: PassthroughDevice = { name, path, fd, devId: 0, hwptId: 0, bars: [], command: 0, open: true };
-    const bind = new Uint8Array(24);
-    const bv = new DataView(bind.buffer);
-    bv.setUint32(0, 24, true);
-    bv.setInt32(8, this.iommufd, true);
-    this.check(
-      "VFIO_DEVICE_BIND_IOMMUFD",
-      this.sys(`ioctl(${name}, VFIO_DEVICE_BIND_IOMMUFD, iommufd=${this.iommufd})`, () =>
-        this.libc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, bind),
-      ),
-    );
-    dev.devId = bv.getUint32(12, true);
-    this.attach(dev);
+    const dev: PassthroughDevice = {
+      name,
+      path,
+      fd: -1,
+      devId: 0,
+      hwptId: 0,
+      bars: [],
+      command: 0,
+      open: false,
+    };
+    this.openDevice(dev);
     for (const p of placements) {
       const size = this.regionSize(dev, p.index);
       const bar: Bar = { index: p.index, size, gpa: p.gpa, dmabufFd: -1, mapped: false };
@@ -347,13 +354,47 @@ export class Vmm {
       dev.bars.push(bar);
     }
     this.devices.push(dev);
-    this.log(`${name}: bound as device ${dev.devId}, attached to HWPT ${dev.hwptId}`);
     return dev;
+  }
+
+  /** Open the cdev, BIND_IOMMUFD and attach (autodomains). */
+  private openDevice(dev: PassthroughDevice): void {
+    dev.fd = this.check(
+      `open ${dev.path}`,
+      this.sys(`open("${dev.path}", O_RDWR)`, () => this.libc.open(dev.path, O_RDWR)),
+    );
+    dev.open = true;
+    const bind = new Uint8Array(24);
+    const bv = new DataView(bind.buffer);
+    bv.setUint32(0, 24, true);
+    bv.setInt32(8, this.iommufd, true);
+    this.check(
+      "VFIO_DEVICE_BIND_IOMMUFD",
+      this.sys(`ioctl(${dev.name}, VFIO_DEVICE_BIND_IOMMUFD, iommufd=${this.iommufd})`, () =>
+        this.libc.ioctl(dev.fd, VFIO_DEVICE_BIND_IOMMUFD, bind),
+      ),
+    );
+    dev.devId = bv.getUint32(12, true);
+    this.attach(dev);
+    // The domains decide the IOVA alignment (QEMU's container pgsizes).
+    this.readIovaRanges();
+    this.log(`${dev.name}: bound as device ${dev.devId}, attached to HWPT ${dev.hwptId}`);
+  }
+
+  /** Open a closed device again with fresh dma-bufs (the old ones stay dead for good). */
+  reopenDevice(dev: PassthroughDevice): void {
+    this.openDevice(dev);
+    dev.command = 0;
+    for (const bar of dev.bars) bar.dmabufFd = this.exportBar(dev, bar);
   }
 
   /** VFIO_DEVICE_FEATURE(GET | DMA_BUF) over the whole BAR; QEMU warns and goes on when it fails. */
   exportBar(dev: PassthroughDevice, bar: Bar, ranges = [{ offset: 0n, length: bar.size }]): number {
-    const buf = encodeDmaBufFeature({ regionIndex: bar.index, openFlags: O_RDWR | O_CLOEXEC, ranges });
+    const buf = encodeDmaBufFeature({
+      regionIndex: bar.index,
+      openFlags: O_RDWR | O_CLOEXEC,
+      ranges,
+    });
     const fd = this.sys(
       `ioctl(${dev.name}, VFIO_DEVICE_FEATURE, GET|DMA_BUF bar=${bar.index} ranges=${ranges.length})`,
       () => this.libc.ioctl(dev.fd, VFIO_DEVICE_FEATURE, buf),
@@ -376,13 +417,13 @@ export class Vmm {
       this.log(`${dev.name} BAR${bar.index}: not aligned to ${bytes(align)}, not DMA mapped`);
       return;
     }
-    if (bar.dmabufFd < 0) return this.barMapFailed(dev, bar, -EINVAL);
-    const ret = this.mapFile(bar.dmabufFd, 0n, bar.size, bar.gpa);
-    if (ret < 0) return this.barMapFailed(dev, bar, ret);
-    bar.mapped = true;
+    const ret = bar.dmabufFd < 0 ? -EINVAL : this.mapFile(bar.dmabufFd, 0n, bar.size, bar.gpa);
+    if (ret < 0) this.warnBarMapFailed(dev, bar, ret);
+    else bar.mapped = true;
   }
 
-  private barMapFailed(dev: PassthroughDevice, bar: Bar, ret: number): void {
+  /** QEMU's ram_device rule: a failed BAR map is a once-per-process warning, never fatal. */
+  warnBarMapFailed(dev: PassthroughDevice, bar: Bar, ret: number): void {
     if (this.p2pWarned) return;
     this.p2pWarned = true;
     this.log(
@@ -413,7 +454,13 @@ export class Vmm {
     return v >>> 0;
   }
 
-  private configWriteRaw(dev: PassthroughDevice, off: number, size: 1 | 2 | 4, value: number): void {
+  /** The kernel half of a config write: pwrite on the config region, nothing emulated. */
+  kernelConfigWrite(
+    dev: PassthroughDevice,
+    off: number,
+    size: 1 | 2 | 4,
+    value: number,
+  ): void {
     const data = new Uint8Array(size);
     for (let i = 0; i < size; i++) data[i] = (value >>> (8 * i)) & 0xff;
     this.check(
@@ -438,8 +485,12 @@ export class Vmm {
    * COMMAND and, when MEM changed, the memory listener adds or removes the BAR sections.
    */
   guestConfigWrite(dev: PassthroughDevice, off: number, size: 1 | 2 | 4, value: number): void {
-    this.configWriteRaw(dev, off, size, value);
-    if (off !== PCI_COMMAND) return;
+    this.kernelConfigWrite(dev, off, size, value);
+    if (off === PCI_COMMAND) this.emulateCommand(dev, value);
+  }
+
+  /** QEMU's emulated COMMAND update: a MEM change adds or removes the BAR sections (map / unmap). */
+  emulateCommand(dev: PassthroughDevice, value: number): void {
     const was = (dev.command & PCI_COMMAND_MEMORY) !== 0;
     const now = (value & PCI_COMMAND_MEMORY) !== 0;
     dev.command = value;
@@ -449,7 +500,12 @@ export class Vmm {
 
   /** The guest driver turns memory decode and bus mastering on (what firmware does at boot). */
   guestEnableMemory(dev: PassthroughDevice): void {
-    this.guestConfigWrite(dev, PCI_COMMAND, 2, dev.command | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    this.guestConfigWrite(
+      dev,
+      PCI_COMMAND,
+      2,
+      dev.command | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER,
+    );
   }
 
   guestDisableMemory(dev: PassthroughDevice): void {
@@ -458,20 +514,34 @@ export class Vmm {
 
   /**
    * vfio_pci_pre_reset → VFIO_DEVICE_RESET → vfio_pci_post_reset. Pre-reset clears IO|MEM|MASTER
-   * first (which unmaps the BARs) and only then forces D0. The guest turns decode back on
-   * afterwards, which maps the BARs again. The forgetful VMM issues the reset alone.
+   * first (which unmaps the BARs) and only then forces D0; `d0-first` is the order QEMU had
+   * before 2025. The guest turns decode back on afterwards, which maps the BARs again. The
+   * forgetful VMM issues the reset alone.
    */
   reset(dev: PassthroughDevice): void {
     const command = dev.command;
     if (!this.forgetsRemap) {
-      this.guestConfigWrite(dev, PCI_COMMAND, 2, command & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
+      this.quiesce(dev);
       this.setPowerRaw(dev, PCI_D0);
     }
+    this.deviceReset(dev);
+    if (!this.forgetsRemap) this.guestConfigWrite(dev, PCI_COMMAND, 2, command);
+  }
+
+  /** Clear IO | MEMORY | MASTER through the guest-config path (vfio revokes, the listener unmaps). */
+  quiesce(dev: PassthroughDevice): void {
+    const off = PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+    this.guestConfigWrite(dev, PCI_COMMAND, 2, dev.command & ~off);
+  }
+
+  /** VFIO_DEVICE_RESET alone. */
+  deviceReset(dev: PassthroughDevice): void {
     this.check(
       "VFIO_DEVICE_RESET",
-      this.sys(`ioctl(${dev.name}, VFIO_DEVICE_RESET)`, () => this.libc.ioctl(dev.fd, VFIO_DEVICE_RESET)),
+      this.sys(`ioctl(${dev.name}, VFIO_DEVICE_RESET)`, () =>
+        this.libc.ioctl(dev.fd, VFIO_DEVICE_RESET),
+      ),
     );
-    if (!this.forgetsRemap) this.guestConfigWrite(dev, PCI_COMMAND, 2, command);
   }
 
   /** A guest-initiated FLR through PCIe DEVCTL: QEMU wraps it like a reset (unless forgetful). */
@@ -479,18 +549,18 @@ export class Vmm {
     const exp = this.findCap(dev, PCI_CAP_ID_EXP);
     if (!exp) throw new KernelError(ENOTTY, `${dev.name} has no PCIe capability`);
     const command = dev.command;
-    if (!this.forgetsRemap)
-      this.guestConfigWrite(dev, PCI_COMMAND, 2, command & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
+    if (!this.forgetsRemap) this.quiesce(dev);
     const devctl = this.configRead(dev, exp + PCI_EXP_DEVCTL, 2);
-    this.configWriteRaw(dev, exp + PCI_EXP_DEVCTL, 2, devctl | PCI_EXP_DEVCTL_BCR_FLR);
+    this.kernelConfigWrite(dev, exp + PCI_EXP_DEVCTL, 2, devctl | PCI_EXP_DEVCTL_BCR_FLR);
     if (!this.forgetsRemap) this.guestConfigWrite(dev, PCI_COMMAND, 2, command);
   }
 
-  private setPowerRaw(dev: PassthroughDevice, state: number): void {
+  /** PMCSR write through the config region (no listener involved). */
+  setPowerRaw(dev: PassthroughDevice, state: number): void {
     const pm = this.findCap(dev, PCI_CAP_ID_PM);
     if (!pm) return;
     const pmcsr = this.configRead(dev, pm + PCI_PM_CTRL, 2);
-    this.configWriteRaw(dev, pm + PCI_PM_CTRL, 2, (pmcsr & ~PCI_PM_CTRL_STATE_MASK) | state);
+    this.kernelConfigWrite(dev, pm + PCI_PM_CTRL, 2, (pmcsr & ~PCI_PM_CTRL_STATE_MASK) | state);
   }
 
   /** Guest power change (PMCSR): BARs are unmapped before leaving D0 and mapped after coming back. */
@@ -506,7 +576,8 @@ export class Vmm {
   closeDevice(dev: PassthroughDevice): void {
     if (!this.forgetsRemap) for (const bar of dev.bars) this.unmapBar(bar);
     for (const bar of dev.bars) {
-      if (bar.dmabufFd >= 0) this.sys(`close(${bar.dmabufFd})`, () => this.libc.close(bar.dmabufFd));
+      if (bar.dmabufFd >= 0)
+        this.sys(`close(${bar.dmabufFd})`, () => this.libc.close(bar.dmabufFd));
       bar.dmabufFd = -1;
     }
     this.sys(`close(${dev.name})`, () => this.libc.close(dev.fd));
@@ -517,5 +588,14 @@ export class Vmm {
   /** Unmap the whole IOAS (QEMU at exit): iova 0, length U64_MAX. */
   unmapAll(): number {
     return this.unmap(0n, U64_MAX);
+  }
+
+  /** Orderly exit: every device closed, RAM unmapped and closed, /dev/iommu closed. */
+  shutdown(): void {
+    for (const dev of this.devices) if (dev.open) this.closeDevice(dev);
+    this.unmapAll();
+    for (const r of this.ram) this.sys(`close(${r.memfd})`, () => this.libc.close(r.memfd));
+    this.sys("close(/dev/iommu)", () => this.libc.close(this.iommufd));
+    this.iommufd = -1;
   }
 }

@@ -92,7 +92,13 @@ export interface VmWorldSpec {
 }
 
 /** A GPU: 16 MiB of registers (BAR0) and a 64-bit prefetchable aperture (BAR2). */
-export function gpuSpec(name: string, iommu: string, bar0: bigint, bar2: bigint, bar2Size = GiB): DeviceSpec {
+export function gpuSpec(
+  name: string,
+  iommu: string,
+  bar0: bigint,
+  bar2: bigint,
+  bar2Size = GiB,
+): DeviceSpec {
   return {
     name,
     vendor: 0x10de,
@@ -138,7 +144,8 @@ export class Host {
     this.iommufd = iommufdInit(this.kernel, { vfioContainer: true });
     this.vfio = loadVfioPci(this.kernel);
     this.bus = pciRoot(this.kernel).newBus();
-    for (const u of spec.iommus) this.iommus.set(u.name, new HwIommu(this.kernel, u.name, u.kind, u));
+    for (const u of spec.iommus)
+      this.iommus.set(u.name, new HwIommu(this.kernel, u.name, u.kind, u));
   }
 
   /** Plug a function in and bind it to vfio-pci (hot-add when the VM runs). */
@@ -180,7 +187,8 @@ export class Host {
   describePhys(paddr: bigint): string | undefined {
     const hit = pciRoot(this.kernel).barAt(paddr);
     if (!hit) return undefined;
-    const name = [...this.devices.values()].find((d) => d.pdev === hit.dev)?.spec.name ?? hit.dev.name;
+    const name =
+      [...this.devices.values()].find((d) => d.pdev === hit.dev)?.spec.name ?? hit.dev.name;
     const start = hit.dev.resource(hit.bar).start;
     return `${name} BAR${hit.bar} +${hex(paddr - start)}`;
   }
@@ -224,13 +232,17 @@ export class VmWorld implements World {
 
   ioases(): IommufdIoas[] {
     const ctx = this.ctx();
-    return ctx ? ([...ctx.objectsInOrder()].filter((o) => o.type === IOMMUFD_OBJ_IOAS) as IommufdIoas[]) : [];
+    return ctx
+      ? ([...ctx.objectsInOrder()].filter((o) => o.type === IOMMUFD_OBJ_IOAS) as IommufdIoas[])
+      : [];
   }
 
   hwpts(): IommufdHwptPaging[] {
     const ctx = this.ctx();
     return ctx
-      ? ([...ctx.objectsInOrder()].filter((o) => o.type === IOMMUFD_OBJ_HWPT_PAGING) as IommufdHwptPaging[])
+      ? ([...ctx.objectsInOrder()].filter(
+          (o) => o.type === IOMMUFD_OBJ_HWPT_PAGING,
+        ) as IommufdHwptPaging[])
       : [];
   }
 
@@ -238,15 +250,17 @@ export class VmWorld implements World {
   labelAt(iova: bigint): string {
     for (const r of this.vmm.ram) if (iova >= r.gpa && iova < r.gpa + r.size) return r.name;
     for (const d of this.vmm.devices)
-      for (const b of d.bars) if (iova >= b.gpa && iova < b.gpa + b.size) return `${d.name} BAR${b.index}`;
+      for (const b of d.bars)
+        if (iova >= b.gpa && iova < b.gpa + b.size) return `${d.name} BAR${b.index}`;
     return hex(iova);
   }
 
   check(): string[] {
     const out: string[] = [];
     for (const ioas of this.ioases()) {
-      const domains = this.hwpts()
-        .flatMap((h) => (h.ioas === ioas && h.domain ? [{ id: h.id, d: h.domain }] : []));
+      const domains = this.hwpts().flatMap((h) =>
+        h.ioas === ioas && h.domain ? [{ id: h.id, d: h.domain }] : [],
+      );
       const inAreas = new Map<number, bigint>(domains.map((x) => [x.id, 0n]));
       for (const area of ioas.iopt.areas()) {
         const pages = area.pages;
@@ -258,7 +272,9 @@ export class VmWorld implements World {
           if (isRevoked(pages) && mapped !== 0n)
             out.push(`I1: revoked ${what} still has ${bytes(mapped)} of IOPTEs in HWPT ${id}`);
           if (!isRevoked(pages) && mapped !== area.length)
-            out.push(`I2: live ${what} has ${bytes(mapped)} of ${bytes(area.length)} mapped in HWPT ${id}`);
+            out.push(
+              `I2: live ${what} has ${bytes(mapped)} of ${bytes(area.length)} mapped in HWPT ${id}`,
+            );
         }
       }
       for (const { id, d } of domains) {
@@ -280,7 +296,8 @@ export class VmWorld implements World {
     try {
       vfioPciDmaRead(from, iova, 8);
     } catch (e) {
-      if (e instanceof KernelError) return { name: p.name, iova, verdict: "fault", detail: e.context ?? e.message };
+      if (e instanceof KernelError)
+        return { name: p.name, iova, verdict: "fault", detail: e.context ?? e.message };
       throw e;
     }
     const domain = from.binding?.hwpt?.domain;
@@ -330,7 +347,8 @@ export class VmWorld implements World {
       areas: i.iopt.areas().map((a): AreaView => {
         const mapped: Record<string, bigint> = {};
         for (const h of hwpts)
-          if (h.ioas === i && h.domain) mapped[`HWPT ${h.id}`] = mappedIn(h.domain, a.iova, a.length);
+          if (h.ioas === i && h.domain)
+            mapped[`HWPT ${h.id}`] = mappedIn(h.domain, a.iova, a.length);
         return {
           iova: a.iova,
           length: a.length,

@@ -27,7 +27,11 @@ const GiB = 1n << 30n;
 const REPS = SMOKE ? 1 : 5;
 
 function vtd(): IommuDomain {
-  return iommuptDomainAlloc({ format: vtdssFormat, features: 1 << PT_FEAT_FLUSH_RANGE, hwMaxVaLg2: 48 });
+  return iommuptDomainAlloc({
+    format: vtdssFormat,
+    features: 1 << PT_FEAT_FLUSH_RANGE,
+    hwMaxVaLg2: 48,
+  });
 }
 
 function amd(): IommuDomain {
@@ -316,7 +320,8 @@ function check(cond: boolean, what: string): void {
   const revokeMs = best(
     REPS * 20,
     () => {
-      for (let i = 0; i < domains.length; i++) returned[i] = iommuUnmapFast(domains[i]!, barIova, bar, gathers[i]!);
+      for (let i = 0; i < domains.length; i++)
+        returned[i] = iommuUnmapFast(domains[i]!, barIova, bar, gathers[i]!);
       for (let i = 0; i < domains.length; i++) iommuIotlbSync(domains[i]!, gathers[i]!);
     },
     () => {
@@ -347,20 +352,20 @@ function check(cond: boolean, what: string): void {
     note: `un-revoke ${(remapMs * 1000).toFixed(1)} µs`,
   });
   if (!SMOKE) {
-    // The same BAR in 4 KiB pages (IOVA/PA offsets disagree at 2 MiB) in 2 domains.
-    const slow = [amd(), vtd()];
-    for (const d of slow) iommuMap(d, barIova, 4096n * GiB + 0x1000n, bar, RW | IOMMU_MMIO);
+    // The same BAR in 4 KiB pages (IOVA/PA offsets disagree at 2 MiB), one domain, scaled to 8.
+    const slow = vtd();
+    iommuMap(slow, barIova, 4096n * GiB + 0x1000n, bar, RW | IOMMU_MMIO);
     const t0 = performance.now();
-    for (const d of slow) check(iommuUnmap(d, barIova, bar) === bar, "B4 4K revoke");
-    const slowMs = (performance.now() - t0) * 4;
+    check(iommuUnmap(slow, barIova, bar) === bar, "B4 4K revoke");
+    const slowMs = (performance.now() - t0) * 8;
     record({
       pkg: PKG,
-      workload: "B4 same revoke with 4K leaves (2 domains, scaled to 8)",
+      workload: "B4 same revoke with 4K leaves (1 domain, scaled to 8)",
       value: slowMs,
       unit: "ms",
       baseline: revokeMs,
       ratio: slowMs / revokeMs,
-      target: "info (shows the large-page gain)",
+      target: "info (the large-page gain)",
       met: true,
     });
   }

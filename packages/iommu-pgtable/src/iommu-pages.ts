@@ -56,8 +56,8 @@ function giveChunk(chunk: Float64Array): void {
 export class TableAllocator {
   /** Items per table (power of two). */
   readonly itemsLg2: number;
-  /** Tables per chunk (power of two). */
-  private readonly chunkLg2: number;
+  /** Tables per chunk (power of two); hot walks inline `chunk`/`offset` with it. */
+  readonly chunkLg2: number;
   readonly chunks: Float64Array[] = [];
   private freeIds: Int32Array = new Int32Array(64);
   private freeCount = 0;

@@ -18,7 +18,8 @@ export function ptImage(pt: PtIommu): PteImage[] {
   const out: PteImage[] = [];
   pt.forEachTable((level, arr, base, nItems, tablePa) => {
     for (let i = 0; i < nItems; i++) {
-      if (arr[base + i] !== 0) out.push({ level, tablePa, index: i, pte: pt.itemImage(level, arr, base, i) });
+      if (arr[base + i] !== 0)
+        out.push({ level, tablePa, index: i, pte: pt.itemImage(level, arr, base, i) });
     }
   });
   return out;
@@ -29,7 +30,10 @@ const hex = (v: bigint, width: number): string => `0x${v.toString(16).padStart(w
 /** One line per item: `L<level> <table pa>[<index>] = <pte>`. */
 export function ptDumpText(pt: PtIommu): string {
   return ptImage(pt)
-    .map((e) => `L${e.level} ${hex(e.tablePa, 12)}[${String(e.index).padStart(4)}] = ${hex(e.pte, 16)}`)
+    .map(
+      (e) =>
+        `L${e.level} ${hex(e.tablePa, 12)}[${String(e.index).padStart(4)}] = ${hex(e.pte, 16)}`,
+    )
     .join("\n");
 }
 

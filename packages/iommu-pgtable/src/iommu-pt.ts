@@ -143,6 +143,8 @@ export class PtIommu implements FreelistOwner {
   private readonly shift: number[] = [];
   /** Per-level index shift and mask (the top's mask follows its item count). */
   private readonly idxShift = new Int32Array(8);
+  /** idxShift clamped to 31, for addresses below 2^31 where a larger shift gives index 0. */
+  private readonly idxShiftLow = new Int32Array(8);
   private readonly idxMask = new Int32Array(8);
   private readonly signExtend: boolean;
   /** Granule pages below the current top's reach (non sign-extended tables). */
@@ -190,6 +192,7 @@ export class PtIommu implements FreelistOwner {
       this.shift.push(s);
       this.items.push(n);
       this.idxShift[level] = s;
+      this.idxShiftLow[level] = Math.min(s, 31);
       this.idxMask[level] = (1 << n) - 1;
       s += n;
     }
@@ -288,10 +291,14 @@ export class PtIommu implements FreelistOwner {
   /** Recompute what depends on the top level. */
   private topChanged(): void {
     const top = this.topLevel;
-    this.currentVaLg2 = Math.min(this.maxVaLg2, this.granuleLg2 + this.shift[top]! + this.topItemsLg2);
+    this.currentVaLg2 = Math.min(
+      this.maxVaLg2,
+      this.granuleLg2 + this.shift[top]! + this.topItemsLg2,
+    );
     this.vaLimit = POW2[this.currentVaLg2 - this.granuleLg2]!;
     for (let level = 0; level <= this.format.maxTopLevel; level++) {
-      this.idxMask[level] = level === top ? (1 << this.topItemsLg2) - 1 : (1 << this.items[level]!) - 1;
+      this.idxMask[level] =
+        level === top ? (1 << this.topItemsLg2) - 1 : (1 << this.items[level]!) - 1;
     }
   }
 
@@ -303,9 +310,9 @@ export class PtIommu implements FreelistOwner {
 
   /** Index of `va` (granule page, already masked to the table width) in a level's table. */
   index(level: number, va: number): number {
+    if (va < P31) return (va >>> this.idxShiftLow[level]!) & this.idxMask[level]!;
     const s = this.idxShift[level]!;
     const m = this.idxMask[level]!;
-    if (va < P31) return s < 31 ? (va >>> s) & m : 0;
     const hi = Math.floor(va / P26);
     if (s >= 26) return (hi >>> (s - 26)) & m;
     return (((va - hi * P26) >>> s) | (hi << (26 - s))) & m;
@@ -373,8 +380,11 @@ export class PtIommu implements FreelistOwner {
     return Math.min(this.maxVaLg2, this.granuleLg2 + this.shift[top]! + this.items[top]!);
   }
 
-  /** The largest usable page (lg2 granules) for alignment `va|oa` and `n` pages left, or -1. */
-  private bestPage(va: number, oa: number, n: number): number {
+  /**
+   * The largest usable page (lg2 granules) for the alignment of `va|oa` and `n` pages left, or
+   * -1 when none fits. @see pt_compute_best_pgsize
+   */
+  computeBestPgsize(va: number, oa: number, n: number): number {
     const a = Math.min(ctz53(va), ctz53(oa));
     return this.best[Math.min(a, fls53(n))]!;
   }
@@ -405,6 +415,7 @@ export class PtIommu implements FreelistOwner {
     flags = 0,
   ): number {
     this.mappedPages = 0;
+    // The kernel WARNs and returns -EINVAL; here a WARN is thrown (KernelWarning).
     WARN_ON(!(prot & (IOMMU_READ | IOMMU_WRITE)), "iommupt: map without READ or WRITE");
     const g = this.granuleLg2;
     // Decision: the kernel tests only paddr against the OA width; the model also refuses an
@@ -415,7 +426,7 @@ export class PtIommu implements FreelistOwner {
     if (n === 0 && !(flags & MAP_F_SUBGRANULE)) return EINVAL;
     if (flags & MAP_F_OVERFLOW) return EOVERFLOW;
     if (flags & MAP_F_SUBGRANULE) return ENXIO;
-    const r = n === 1 ? this.best[0]! : this.bestPage(va, oa, n);
+    const r = n === 1 ? this.best[0]! : this.computeBestPgsize(va, oa, n);
     if (r < 0) return ENXIO;
     // Decision (spec §1.2 UNVERIFIED): a length that is not a whole number of the smallest
     // page while iova and paddr are aligned is refused up front with -EINVAL, nothing mapped.
@@ -450,16 +461,22 @@ export class PtIommu implements FreelistOwner {
   /** One granule page into existing tables; -1 to fall back to the full walk. */
   private mapOne(): number {
     const va = this.va;
+    if (va >= P31) return -1;
+    const shl = this.idxShiftLow;
+    const mk = this.idxMask;
+    const chunks = this.alloc.chunks;
+    const cs = this.alloc.chunkLg2;
+    const ts = this.alloc.itemsLg2;
     let arr = this.topArr;
     let base = this.topBase;
     for (let level = this.topLevel; level > 0; level--) {
-      const e = arr[base + this.index(level, va)]!;
+      const e = arr[base + ((va >>> shl[level]!) & mk[level]!)]!;
       if (e >= 0) return -1;
       const id = -e - 1;
-      arr = this.alloc.chunk(id);
-      base = this.alloc.offset(id);
+      arr = chunks[id >>> cs]!;
+      base = (id & ((1 << cs) - 1)) << ts;
     }
-    const p = base + this.index(0, va);
+    const p = base + (va & mk[0]!);
     if (arr[p] !== 0) return EADDRINUSE;
     arr[p] = this.oa * ATTR_SPAN + this.attrs;
     this.va++;
@@ -473,7 +490,7 @@ export class PtIommu implements FreelistOwner {
     let idx = this.index(level, this.va);
     while (idx < nItems && this.va < this.end) {
       const left = this.end - this.va;
-      const r = this.bestPage(this.va, this.oa, left);
+      const r = this.computeBestPgsize(this.va, this.oa, left);
       if (r < 0) return ENXIO;
       const leafLevel = this.levelOf[r]!;
       if (leafLevel === level) {
@@ -626,6 +643,8 @@ export class PtIommu implements FreelistOwner {
       this.unmapLevel(this.topLevel, this.topArr, this.topBase);
       unmapped = this.unmapped;
     }
+    // Decision: the gather gets [iova, iova + unmapped), the bytes removed (the 2026 kernel),
+    // not the requested length (older kernels).
     this.gatherRange(gather, va, unmapped);
     if (this.freed.length !== 0) {
       gather.addFreed(this, this.freed);
@@ -636,16 +655,23 @@ export class PtIommu implements FreelistOwner {
 
   /** One granule page held by a single level-0 item: pages unmapped (0/1), -1 otherwise. */
   private unmapOne(va: number): number {
+    if (va >= P31) return -1;
+    const shl = this.idxShiftLow;
+    const mk = this.idxMask;
+    const chunks = this.alloc.chunks;
+    const cs = this.alloc.chunkLg2;
+    const ts = this.alloc.itemsLg2;
     let arr = this.topArr;
     let base = this.topBase;
     for (let level = this.topLevel; level > 0; level--) {
-      const e = arr[base + this.index(level, va)]!;
+      const e = arr[base + ((va >>> shl[level]!) & mk[level]!)]!;
       if (e === 0) return 0;
       if (e > 0) return -1;
-      arr = this.alloc.chunk(-e - 1);
-      base = this.alloc.offset(-e - 1);
+      const id = -e - 1;
+      arr = chunks[id >>> cs]!;
+      base = (id & ((1 << cs) - 1)) << ts;
     }
-    const p = base + this.index(0, va);
+    const p = base + (va & mk[0]!);
     const e = arr[p]!;
     if (e === 0) return 0;
     if ((e % ATTR_SPAN) & ATTR_CONTIG_MASK) return -1;
@@ -712,12 +738,19 @@ export class PtIommu implements FreelistOwner {
 
   /** Output granule page of granule page `va` (full 64-bit), or -1 when not mapped. */
   iovaToPhys(va: number): number {
-    const wva = this.walkStart(va, 1);
+    const wva = !this.signExtend && va < this.vaLimit ? va : this.walkStart(va, 1);
     if (wva < 0) return -1;
+    const low = wva < P31;
+    const shl = this.idxShiftLow;
+    const mk = this.idxMask;
+    const chunks = this.alloc.chunks;
+    const cs = this.alloc.chunkLg2;
+    const cm = (1 << cs) - 1;
+    const ts = this.alloc.itemsLg2;
     let arr = this.topArr;
     let base = this.topBase;
     for (let level = this.topLevel; ; level--) {
-      const e = arr[base + this.index(level, wva)]!;
+      const e = arr[base + (low ? (wva >>> shl[level]!) & mk[level]! : this.index(level, wva))]!;
       if (e > 0) {
         const pfn = Math.floor(e / ATTR_SPAN);
         if (level === 0) return pfn;
@@ -725,8 +758,8 @@ export class PtIommu implements FreelistOwner {
       }
       if (e === 0 || level === 0) return -1;
       const id = -e - 1;
-      arr = this.alloc.chunk(id);
-      base = this.alloc.offset(id);
+      arr = chunks[id >>> cs]!;
+      base = (id & cm) << ts;
     }
   }
 

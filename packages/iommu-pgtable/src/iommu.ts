@@ -257,7 +257,11 @@ function checkU64(what: string, v: bigint): void {
   if (typeof v !== "bigint" || v < 0n || v > U64_MAX) throw new RangeError(`${what} is not a u64`);
 }
 
-/** After pt.mapRange: sync freed tables, unwind a failure, throw its errno. */
+/**
+ * After pt.mapRange: sync freed tables, unwind a failure, throw its errno. Decision: as in the
+ * kernel, the unwind unmaps exactly the installed prefix, so translations are unchanged, while
+ * lower tables the failed call allocated stay when the unwind does not fully cover them.
+ */
 function finishMap(
   domain: IommuDomain,
   pt: PtIommu,
@@ -456,6 +460,8 @@ export function iommuIovaToPhys(domain: IommuDomain, iova: bigint): bigint {
   const pt = domain.pt;
   if (!pt) return domain.ops.iovaToPhys?.(domain, iova) ?? 0n;
   const g = BigInt(pt.granuleLg2);
+  // Decision: an IOVA outside the table reads as "not mapped" (0); the kernel returns the
+  // negative errno of its range check cast to phys_addr_t there.
   const oa = pt.iovaToPhys(Number(iova >> g));
   if (oa < 0) return 0n;
   return (BigInt(oa) << g) | (iova & ((1n << g) - 1n));

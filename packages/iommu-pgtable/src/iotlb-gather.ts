@@ -7,6 +7,9 @@
  * every u64 IOVA fits exactly and the hot unmap path never touches a bigint; `start` / `end`
  * give the kernel's byte view (start = ULONG_MAX, end = 0 when empty).
  *
+ * Decision: the per-level hint bitmaps seen in a newer header (pt.leaf_levels_bitmap /
+ * table_levels_bitmap, UNVERIFIED) are not modelled; no flush in this model depends on them.
+ *
  * @see struct iommu_iotlb_gather
  */
 import { WARN_ON } from "@x/kernel";

@@ -6,7 +6,10 @@
  * - DEFAULT: the AMDv1 mock format (2 KiB granule), starting level 2, no features, so a fixed
  *   38-bit VA; every power-of-two size 2 KiB..128 GiB; aperture narrowed to 16 MiB..2 GiB-1.
  * - HUGE: the same table with pgsize_bitmap = MOCK_HUGE_PAGE_SIZE | PAGE_SIZE (1 MiB | 4 KiB)
- *   and its natural aperture. (The commit text says "2M"; the constant is 512 × 2 KiB.)
+ *   and its natural aperture. Decision: the constant (512 × 2 KiB = 1 MiB) is what counts;
+ *   the commit text's "2M" is not followed.
+ * Decision: DEFAULT's bitmap is the computed one (2 KiB..128 GiB, UNVERIFIED at runtime in the
+ * spec); tests pin it.
  * - AMDV1: the real AMDv1 format with DYNAMIC_TOP, ENCRYPT_TABLES and FORCE_COHERENCE.
  *
  * @see drivers/iommu/iommufd/selftest.c, drivers/iommu/iommufd/iommufd_test.h

@@ -45,8 +45,16 @@ export const IOMMUPT_CFGS: readonly TestCfg[] = [
   pt("amdv1 level2 va32", { format: amdv1Format, features: 0, startingLevel: 2, hwMaxVaLg2: 32 }),
   mock("mock default", MOCK_IOMMUPT_DEFAULT),
   mock("mock huge", MOCK_IOMMUPT_HUGE),
-  pt("x86_64 48 sign-extend", { format: x86_64Format, features: 1 << PT_FEAT_SIGN_EXTEND, hwMaxVaLg2: 48 }),
-  pt("x86_64 57 sign-extend", { format: x86_64Format, features: 1 << PT_FEAT_SIGN_EXTEND, hwMaxVaLg2: 57 }),
+  pt("x86_64 48 sign-extend", {
+    format: x86_64Format,
+    features: 1 << PT_FEAT_SIGN_EXTEND,
+    hwMaxVaLg2: 48,
+  }),
+  pt("x86_64 57 sign-extend", {
+    format: x86_64Format,
+    features: 1 << PT_FEAT_SIGN_EXTEND,
+    hwMaxVaLg2: 57,
+  }),
   pt("x86_64 47", { format: x86_64Format, features: 0, hwMaxVaLg2: 47 }),
   pt("vtdss 39", { format: vtdssFormat, features: 0, hwMaxVaLg2: 39 }),
   pt("vtdss 48", { format: vtdssFormat, features: 1 << PT_FEAT_FLUSH_RANGE, hwMaxVaLg2: 48 }),

@@ -20,7 +20,13 @@ import {
 
 const RW = IOMMU_READ | IOMMU_WRITE;
 
-function read(d: IommuDomain, iova: bigint, size: bigint, flags = 0, gather = new IotlbGather()): string[] {
+function read(
+  d: IommuDomain,
+  iova: bigint,
+  size: bigint,
+  flags = 0,
+  gather = new IotlbGather(),
+): string[] {
   const out: string[] = [];
   iommuReadAndClearDirty(d, iova, size, flags, {
     bitmap: { set: (a, l) => out.push(`${a.toString(16)}+${l.toString(16)}`) },
@@ -41,7 +47,11 @@ function errnoOf(fn: () => void): string {
 
 describe("dirty tracking", () => {
   it("AMDv1: one dirty item marks the whole contiguous entry; NO_CLEAR keeps it", () => {
-    const d = iommuptDomainAlloc({ format: amdv1Format, features: 1 << PT_FEAT_FLUSH_RANGE, startingLevel: 2 });
+    const d = iommuptDomainAlloc({
+      format: amdv1Format,
+      features: 1 << PT_FEAT_FLUSH_RANGE,
+      startingLevel: 2,
+    });
     iommuMap(d, 0x100000n, 0x200000n, 0x10000n, RW); // one 64 KiB entry = 16 items
     iommuMap(d, 0x200000n, 0x300000n, 0x1000n, RW);
     iommuptSetDirty(d, 0x103456n);

@@ -94,8 +94,12 @@ describe("io-pgtable-arm rules", () => {
   });
 
   it("16K and 64K granules offer their own sizes; 4T needs a 52-bit OA", () => {
-    expect(armLpaeDomainAlloc({ stage: 1, granuleLg2: 14 }).pgsizeBitmap).toBe((1n << 14n) | (1n << 25n));
-    expect(armLpaeDomainAlloc({ stage: 1, granuleLg2: 16 }).pgsizeBitmap).toBe((1n << 16n) | (1n << 29n));
+    expect(armLpaeDomainAlloc({ stage: 1, granuleLg2: 14 }).pgsizeBitmap).toBe(
+      (1n << 14n) | (1n << 25n),
+    );
+    expect(armLpaeDomainAlloc({ stage: 1, granuleLg2: 16 }).pgsizeBitmap).toBe(
+      (1n << 16n) | (1n << 29n),
+    );
     const big = armLpaeDomainAlloc({ stage: 1, granuleLg2: 16, oas: 52 });
     expect(big.pgsizeBitmap).toBe((1n << 16n) | (1n << 29n) | (1n << 42n));
     const d = armLpaeDomainAlloc({ stage: 1, granuleLg2: 14 });
@@ -108,12 +112,16 @@ describe("io-pgtable-arm rules", () => {
     iommuMap(s1, 0n, 0x1000n, SZ_4K, IOMMU_READ | IOMMU_CACHE);
     const leaf1 = ptImage(s1.pt!).find((e) => e.level === 0)!;
     // page | ATTRINDX=1 | AP_UNPRIV | AP_RDONLY | SH_IS | AF | nG
-    expect(leaf1.pte).toBe(0x1000n | 3n | (1n << 2n) | (1n << 6n) | (2n << 6n) | (3n << 8n) | (1n << 10n) | (1n << 11n));
+    expect(leaf1.pte).toBe(
+      0x1000n | 3n | (1n << 2n) | (1n << 6n) | (2n << 6n) | (3n << 8n) | (1n << 10n) | (1n << 11n),
+    );
     const s2 = armLpaeDomainAlloc({ stage: 2, granuleLg2: 12 });
     iommuMap(s2, 0n, SZ_2M, SZ_2M, RW | IOMMU_MMIO | IOMMU_NOEXEC);
     const leaf2 = ptImage(s2.pt!).find((e) => e.level === 1)!;
     // block | MEMATTR_DEV | HAP R/W | SH_OS | AF | XN
-    expect(leaf2.pte).toBe(SZ_2M | 1n | (1n << 2n) | (3n << 6n) | (2n << 8n) | (1n << 10n) | (3n << 53n));
+    expect(leaf2.pte).toBe(
+      SZ_2M | 1n | (1n << 2n) | (3n << 6n) | (2n << 8n) | (1n << 10n) | (3n << 53n),
+    );
     const s64 = armLpaeDomainAlloc({ stage: 1, granuleLg2: 16, oas: 52 });
     iommuMap(s64, 0n, (1n << 50n) + 0x10000n, 0x10000n, RW);
     const leaf64 = ptImage(s64.pt!).find((e) => e.level === 0)!;

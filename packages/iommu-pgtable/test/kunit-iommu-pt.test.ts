@@ -167,7 +167,8 @@ for (const cfg of IOMMUPT_CFGS) {
       const len = 0x4c0600000n - start;
       iommuMap(d, start, start, len, RW);
       expect(leafCounts(d)).toEqual({ 21: 17, 30: 3 });
-      for (let a = start; a < start + len; a += 0x200000n) expect(iommuIovaToPhys(d, a + 9n)).toBe(a + 9n);
+      for (let a = start; a < start + len; a += 0x200000n)
+        expect(iommuIovaToPhys(d, a + 9n)).toBe(a + 9n);
       expect(iommuUnmap(d, start, len)).toBe(len);
       expect(leafCounts(d)).toEqual({});
     });
@@ -176,7 +177,11 @@ for (const cfg of IOMMUPT_CFGS) {
 
 describe("test_increase_level (AMDv1 dynamic top)", () => {
   it("grows the top to fit a high IOVA, keeping lower mappings", () => {
-    const d = iommuptDomainAlloc({ format: amdv1Format, features: 1 << PT_FEAT_DYNAMIC_TOP, startingLevel: 2 });
+    const d = iommuptDomainAlloc({
+      format: amdv1Format,
+      features: 1 << PT_FEAT_DYNAMIC_TOP,
+      startingLevel: 2,
+    });
     expect(d.pt!.topLevel).toBe(2);
     expect(d.geometry.apertureEnd).toBe((1n << 64n) - 1n);
     iommuMap(d, 0x1000n, 0x2000n, 0x1000n, RW);

@@ -35,11 +35,7 @@ import {
   WARN_ON,
   fail,
 } from "@x/kernel";
-import {
-  ioptAccessPinPages,
-  ioptAccessRw,
-  ioptAccessUnpinPages,
-} from "./access-core.js";
+import { ioptAccessPinPages, ioptAccessRw, ioptAccessUnpinPages } from "./access-core.js";
 import type { IoptAccess } from "./io-pagetable.js";
 import { type IommufdIoas, getIoas } from "./ioas.js";
 import { IOMMUFD_OBJ_ACCESS, type IommufdCtx, IommufdObject } from "./main.js";

@@ -61,3 +61,11 @@ export function updatePinnedAccounting(src: AccountingSource, npages: number, in
 export function accountingShouldFail(kernel: Kernel): boolean {
   return kernel.shouldFail("iommufd:update_pinned");
 }
+
+/** The accounting source `process` would be for pages of `accountMode` (IOAS_CHANGE_PROCESS). */
+export function accountingSourceOf(
+  process: Process,
+  accountMode: IoptPagesAccountMode,
+): AccountingSource {
+  return { accountMode, sourceProcess: process, sourceUser: process.cred.user, sourceMm: process.mm };
+}

@@ -155,6 +155,8 @@ export class IommufdModule {
   /** Indexed by nr - IOMMUFD_CMD_BASE; unset entries are holes (ENOTTY after the size read). */
   private readonly ops: Array<IommufdIoctlOp | undefined> = new Array(IOMMUFD_TABLE_LENGTH);
   private testCmd: TestCmdHandler | undefined;
+  /** Contexts not yet released (a bound device or access can keep one alive after close). */
+  private readonly live = new Set<IommufdCtx>();
   compat: CompatIoctl | undefined;
 
   constructor(
@@ -196,6 +198,16 @@ export class IommufdModule {
     this.addIoctls([ioctlOp(IOMMU_TEST_CMD_NUM, iommu_test_cmd, (ucmd) => this.testCmd!(ucmd))]);
   }
 
+  /** The live contexts of this kernel, for inspection and invariant checks. */
+  contexts(): IterableIterator<IommufdCtx> {
+    return this.live.values();
+  }
+
+  /** @internal called by a context's release. */
+  forget(ctx: IommufdCtx): void {
+    this.live.delete(ctx);
+  }
+
   /** Table length, as ARRAY_SIZE(iommufd_ioctl_ops). */
   get tableLength(): number {
     return this.ops.length;
@@ -225,6 +237,7 @@ export class IommufdModule {
     );
     const file = kernel.anonFile(this.fops, ctx, flags || O_RDWR);
     ctx.file = file;
+    this.live.add(ctx);
     return file;
   }
 }
@@ -417,6 +430,7 @@ export class IommufdCtx implements CompatIoasHolder {
       }
       if (WARN_ON(destroyed === 0, "iommufd release: objects still referenced")) break;
     }
+    this.module.forget(this);
   }
 }
 

@@ -117,9 +117,10 @@ export class IoptPages {
   readonly npages: number;
   npinned = 0;
   lastNpinned = 0;
-  readonly sourceProcess: Process;
-  readonly sourceUser: UserStruct;
-  readonly sourceMm: MmStruct;
+  /** Who pays (changed only by IOAS_CHANGE_PROCESS, see `changeSource`). */
+  sourceProcess: Process;
+  sourceUser: UserStruct;
+  sourceMm: MmStruct;
   type: IoptAddressType = IOPT_ADDRESS_USER;
   readonly writable: boolean;
   accountMode: IoptPagesAccountMode;
@@ -176,6 +177,19 @@ export class IoptPages {
     if (this.refs === 0) throw new KernelWarning("iopt_pages get after release");
     this.refs++;
     return this;
+  }
+
+  /**
+   * IOAS_CHANGE_PROCESS for FILE pages: the caller charged `npinned` to `process` (all pages
+   * first, so a refusal changes nothing); this returns the old charge and re-homes the pages.
+   */
+  changeSource(process: Process): void {
+    this.mutex.with(() => {
+      if (this.npinned) updatePinnedAccounting(this, this.npinned, false);
+      this.sourceProcess = process;
+      this.sourceUser = process.cred.user;
+      this.sourceMm = process.mm;
+    });
   }
 
   /** iopt_pages_sub_npinned */

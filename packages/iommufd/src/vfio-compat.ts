@@ -77,13 +77,18 @@ function withCompatIoas<R>(ctx: IommufdCtx, fn: (ioas: IommufdIoas) => R): R {
 }
 
 /**
- * iommufd_vfio_compat_ioas_id (for vfio): the compat IOAS id, creating and publishing a new IOAS
- * as the compat one when there is none.
+ * iommufd_vfio_compat_ioas_id (for vfio): the compat IOAS id. A new IOAS is allocated first
+ * (so ENOMEM can happen either way) and becomes the compat one, published like a user-created
+ * IOAS, unless one already exists — then the new one is aborted.
  */
 export function iommufdVfioCompatIoasId(ctx: IommufdCtx): number {
-  const cur = ctx.vfioIoas;
-  if (cur) return cur.id;
   const ioas = iommufdIoasAlloc(ctx);
+  const cur = ctx.vfioIoas;
+  if (cur) {
+    ioas.iopt.destroyTable();
+    ctx.objectAbort(ioas);
+    return cur.id;
+  }
   ctx.vfioIoas = ioas;
   ctx.objectFinalize(ioas);
   return ioas.id;

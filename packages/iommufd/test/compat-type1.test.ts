@@ -61,11 +61,19 @@ function compat(type: number) {
 }
 
 function mapDma(sys: TestSystem, vaddr: bigint, iova: bigint, size: bigint, flags = 3) {
-  return rawIoctl(sys, VFIO_IOMMU_MAP_DMA, vfio_iommu_type1_dma_map.encode({ argsz: 32, flags, vaddr, iova, size }));
+  return rawIoctl(
+    sys,
+    VFIO_IOMMU_MAP_DMA,
+    vfio_iommu_type1_dma_map.encode({ argsz: 32, flags, vaddr, iova, size }),
+  );
 }
 
 function unmapDma(sys: TestSystem, iova: bigint, size: bigint, flags = 0) {
-  const r = rawIoctl(sys, VFIO_IOMMU_UNMAP_DMA, vfio_iommu_type1_dma_unmap.encode({ argsz: 24, flags, iova, size }));
+  const r = rawIoctl(
+    sys,
+    VFIO_IOMMU_UNMAP_DMA,
+    vfio_iommu_type1_dma_unmap.encode({ argsz: 24, flags, iova, size }),
+  );
   return { ...r, size: vfio_iommu_type1_dma_unmap.decode(r.buf).size };
 }
 
@@ -100,7 +108,9 @@ describe("container queries", () => {
       [VFIO_TYPE1v2_IOMMU, 1n],
     ] as const) {
       const { sys: s, ioas } = compat(type);
-      expect(s.fd.option({ optionId: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_GET, objectId: ioas })).toBe(huge);
+      expect(
+        s.fd.option({ optionId: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_GET, objectId: ioas }),
+      ).toBe(huge);
     }
   });
 });
@@ -129,8 +139,12 @@ describe("MAP_DMA / UNMAP_DMA", () => {
     const flag = vfio_iommu_type1_dma_unmap.encode({ argsz: 24, flags: 1 << 31 });
     expect(rawIoctl(sys, VFIO_IOMMU_UNMAP_DMA, flag).errno).toBe(EINVAL);
     expect(unmapDma(sys, 0n, PAGE).errno).toBe(ENODEV);
-    expect(rawIoctl(sys, VFIO_IOMMU_GET_INFO, vfio_iommu_type1_info.encode({ argsz: 1 })).errno).toBe(EINVAL);
-    expect(rawIoctl(sys, VFIO_IOMMU_GET_INFO, vfio_iommu_type1_info.encode({ argsz: 24 })).errno).toBe(ENODEV);
+    expect(
+      rawIoctl(sys, VFIO_IOMMU_GET_INFO, vfio_iommu_type1_info.encode({ argsz: 1 })).errno,
+    ).toBe(EINVAL);
+    expect(
+      rawIoctl(sys, VFIO_IOMMU_GET_INFO, vfio_iommu_type1_info.encode({ argsz: 24 })).errno,
+    ).toBe(ENODEV);
     const map = vfio_iommu_type1_dma_map.encode({ argsz: 32, flags: 4 });
     expect(rawIoctl(sys, VFIO_IOMMU_MAP_DMA, map).errno).toBe(EINVAL);
     expect(mapDma(sys, 0n, 0n, PAGE).errno).toBe(ENODEV);
@@ -155,7 +169,8 @@ describe("MAP_DMA / UNMAP_DMA", () => {
       expect(unmapDma(sys, 0n, PAGE, VFIO_DMA_UNMAP_FLAG_ALL).errno).toBe(EINVAL);
       expect(unmapDma(sys, PAGE, 0n, VFIO_DMA_UNMAP_FLAG_ALL).errno).toBe(EINVAL);
       expect(unmapDma(sys, 0n, 0n, VFIO_DMA_UNMAP_FLAG_ALL).ret).toBe(0);
-      for (let i = 0n; i < 16n; i++) expect(mapDma(sys, buf + i * PAGE, base + i * PAGE, PAGE).ret).toBe(0);
+      for (let i = 0n; i < 16n; i++)
+        expect(mapDma(sys, buf + i * PAGE, base + i * PAGE, PAGE).ret).toBe(0);
       const order = [5, 12, 0, 15, 3, 9, 1, 14, 7, 2, 10, 4, 13, 8, 11, 6];
       for (const i of order) {
         const r = unmapDma(sys, base + BigInt(i) * PAGE, PAGE);
@@ -218,10 +233,24 @@ describe("VFIO_IOMMU_GET_INFO", () => {
     expect(r.ret).toBe(0);
     expect(vfio_iommu_type1_info.decode(r.buf).cap_offset).toBe(24);
     const avail = vfio_iommu_type1_info_dma_avail.decode(r.buf.subarray(24, 36));
-    expect(avail).toEqual({ id: VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, version: 1, next: 36, avail: U32_MAX });
+    expect(avail).toEqual({
+      id: VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
+      version: 1,
+      next: 36,
+      avail: U32_MAX,
+    });
     const cap = vfio_iommu_type1_info_cap_iova_range.decode(r.buf.subarray(36, 52));
-    expect(cap).toEqual({ id: VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, version: 1, next: 0, nr_iovas: 1, reserved: 0 });
-    expect(vfio_iova_range.decode(r.buf.subarray(52, 68))).toEqual({ start: MOCK_APERTURE[0], end: MOCK_APERTURE[1] });
+    expect(cap).toEqual({
+      id: VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+      version: 1,
+      next: 0,
+      nr_iovas: 1,
+      reserved: 0,
+    });
+    expect(vfio_iova_range.decode(r.buf.subarray(52, 68))).toEqual({
+      start: MOCK_APERTURE[0],
+      end: MOCK_APERTURE[1],
+    });
     expect(vfio_info_cap_header.size).toBe(8);
   });
 
@@ -241,5 +270,17 @@ describe("VFIO_IOMMU_GET_INFO", () => {
     const ctx = sys.module.ctxFromFile(sys.libc.process.files.lookup(fd));
     expect(ctx.accountMode).toBe(2);
     expect(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE).toBe(3);
+  });
+});
+
+describe("iommufdVfioCompatIoasId (vfio group attach without an IOAS)", () => {
+  it("creates and publishes a compat IOAS once, then returns it", async () => {
+    const { iommufdVfioCompatIoasId } = await import("../src/index.js");
+    const sys = createSystem();
+    const id = iommufdVfioCompatIoasId(sys.ctx);
+    expect(sys.fd.vfioIoasGet()).toBe(id);
+    expect(iommufdVfioCompatIoasId(sys.ctx)).toBe(id);
+    expect(sys.ctx.objectCount).toBe(1);
+    expect(sys.fd.ioasAlloc()).toBe(id + 1);
   });
 });

@@ -14,7 +14,14 @@ import {
   iommufdAccessRw,
   iommufdAccessUnpinPages,
 } from "../src/index.js";
-import { PAGE, anonBuffer, attachTestDevice, createSystem, errnoOf, snapshot } from "./ioctl-helpers.js";
+import {
+  PAGE,
+  anonBuffer,
+  attachTestDevice,
+  createSystem,
+  errnoOf,
+  snapshot,
+} from "./ioctl-helpers.js";
 
 /** A driver that records its pins and drops them when asked to unmap. */
 function pinningDriver() {
@@ -87,12 +94,23 @@ describe("in-kernel access (kselftest access_pin / access_rw)", () => {
     expect(errnoOf(() => iommufdAccessPinPages(access, iova, 0n, 0))).toBe(EINVAL);
     expect(errnoOf(() => iommufdAccessPinPages(access, U64_MAX, 2n, 0))).toBe(EOVERFLOW);
     expect(errnoOf(() => iommufdAccessPinPages(access, iova + 16n * PAGE, PAGE, 0))).toBe(ENOENT);
-    expect(errnoOf(() => iommufdAccessPinPages(access, iova + 15n * PAGE, 2n * PAGE, 0))).toBe(ENOENT);
+    expect(errnoOf(() => iommufdAccessPinPages(access, iova + 15n * PAGE, 2n * PAGE, 0))).toBe(
+      ENOENT,
+    );
     expect(errnoOf(() => iommufdAccessRw(access, iova, new Uint8Array(0), 0))).toBe(EINVAL);
-    const ro = sys.fd.ioasMap({ ioasId: ioas, userVa: buf, length: PAGE, flags: IOMMU_IOAS_MAP_READABLE });
+    const ro = sys.fd.ioasMap({
+      ioasId: ioas,
+      userVa: buf,
+      length: PAGE,
+      flags: IOMMU_IOAS_MAP_READABLE,
+    });
     const withRo = snapshot(sys);
-    expect(errnoOf(() => iommufdAccessPinPages(access, ro, PAGE, IOMMUFD_ACCESS_RW_WRITE))).toBe(EPERM);
-    expect(errnoOf(() => iommufdAccessRw(access, ro, new Uint8Array(8), IOMMUFD_ACCESS_RW_WRITE))).toBe(EPERM);
+    expect(errnoOf(() => iommufdAccessPinPages(access, ro, PAGE, IOMMUFD_ACCESS_RW_WRITE))).toBe(
+      EPERM,
+    );
+    expect(
+      errnoOf(() => iommufdAccessRw(access, ro, new Uint8Array(8), IOMMUFD_ACCESS_RW_WRITE)),
+    ).toBe(EPERM);
     expect(snapshot(sys)).toBe(withRo);
     iommufdAccessDetach(access);
     expect(errnoOf(() => iommufdAccessPinPages(access, iova, PAGE, 0))).toBe(ENOENT);

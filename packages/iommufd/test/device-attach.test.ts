@@ -1,5 +1,15 @@
 import { iommuIovaToPhys } from "@x/iommu-pgtable";
-import { EADDRINUSE, EBUSY, EINVAL, ENOENT, EOPNOTSUPP } from "@x/kernel";
+import {
+  EADDRINUSE,
+  EBUSY,
+  EFAULT,
+  EINVAL,
+  ENOENT,
+  EOPNOTSUPP,
+  MAP_SHARED,
+  PROT_READ,
+  PROT_WRITE,
+} from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   IOMMU_GET_HW_INFO,
@@ -208,6 +218,23 @@ describe("IOMMU_HWPT_ALLOC", () => {
     sys.fd.destroy(id);
     expect(hwpt.domain).toBeUndefined();
     expect(sys.kernel.mem.totalPinned()).toBe(0);
+  });
+
+  it("a HWPT whose id cannot be copied back is destroyed, its domain freed", () => {
+    const { sys, ioas, idev } = setup();
+    const { libc } = sys;
+    const mfd = libc.memfdCreate("ro", 0);
+    libc.ftruncate(mfd, 4096);
+    const rw = libc.mmap(0n, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    const ro = libc.mmap(0n, 4096, PROT_READ, MAP_SHARED, mfd, 0);
+    libc.poke(rw, iommu_hwpt_alloc.encode({ size: 48, dev_id: idev.id, pt_id: ioas }));
+    const before = snapshot(sys);
+    const domains = sys.iommu.domains.length;
+    expect(libc.ioctl(sys.fd.fd, IOMMU_HWPT_ALLOC, ro)).toBe(-1);
+    expect(libc.errno).toBe(EFAULT);
+    expect(snapshot(sys)).toBe(before);
+    expect(sys.iommu.domains.length).toBe(domains + 1);
+    expect(sys.iommu.domains.at(-1)!.freed).toBe(true);
   });
 
   it("a size of 24 (pre-data callers) works and copies back 24 bytes", () => {

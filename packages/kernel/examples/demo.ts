@@ -64,8 +64,12 @@ try {
 console.log("@x/kernel demo");
 console.log(`  memfd fd ${fd}, mapped at 0x${ram.toString(16)}`);
 console.log(`  pinned ${pinned} pages in ${runs.length} physical runs (1 GiB folios)`);
-console.log(`  folio pincount ${kernel.mem.pinCount(runs.pfn(0))}, RAM in use ${kernel.mem.allocatedPages()} pages`);
-console.log(`  user locked_vm ${process.cred.user.lockedVm} pages, mm pinned_vm ${process.mm.pinnedVm}`);
+console.log(
+  `  folio pincount ${kernel.mem.pinCount(runs.pfn(0))}, RAM in use ${kernel.mem.allocatedPages()} pages`,
+);
+console.log(
+  `  user locked_vm ${process.cred.user.lockedVm} pages, mm pinned_vm ${process.mm.pinnedVm}`,
+);
 console.log(`  second 4 GiB charge: ${refused} (RLIMIT_MEMLOCK 6 GiB)`);
 console.log(`  guest reads: "${new TextDecoder().decode(vmm.peek(ram + 0x1000n, 20))}"`);
 
@@ -73,7 +77,9 @@ unpinUserPageRuns(kernel, runs, true);
 updatePinnedVm(process.mm, pinned, false);
 decrUserLockedVm(process.cred.user, npages);
 vmm.exit();
-console.log(`  after exit: ${kernel.mem.allocatedPages()} pages in use, ${kernel.mem.totalPinned()} pinned`);
+console.log(
+  `  after exit: ${kernel.mem.allocatedPages()} pages in use, ${kernel.mem.totalPinned()} pinned`,
+);
 console.log("trace:");
 for (const e of events) console.log(`  ${e}`);
 

@@ -5,13 +5,29 @@ import { errnoName } from "./errno.js";
  * the user-space facade turns it into `-1` with `errno` set.
  */
 export class KernelError extends Error {
+  /**
+   * Decision: an errno is ordinary control flow here (fail-nth sweeps raise thousands), and
+   * capturing a stack costs several microseconds, so KernelErrors carry no stack unless this
+   * is set (or KERNEL_ERROR_STACKS=1 is in the environment). The message names the errno and
+   * the reason.
+   */
+  static captureStacks =
+    (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env
+      ?.KERNEL_ERROR_STACKS === "1";
+
   readonly errno: number;
   readonly errnoName: string;
   readonly context: string | undefined;
 
   constructor(errno: number, context?: string) {
     const name = errnoName(errno);
-    super(context ? `${name}: ${context}` : name);
+    const limit = Error.stackTraceLimit;
+    if (!KernelError.captureStacks) Error.stackTraceLimit = 0;
+    try {
+      super(context ? `${name}: ${context}` : name);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.name = "KernelError";
     this.errno = errno;
     this.errnoName = name;

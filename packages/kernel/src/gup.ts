@@ -12,8 +12,6 @@ import type { PfnRuns } from "./pfn-runs.js";
  */
 export const FOLL_WRITE = 1 << 0;
 export const FOLL_GET = 1 << 1;
-export const FOLL_FORCE = 1 << 3;
-export const FOLL_NOFAULT = 1 << 5;
 export const FOLL_LONGTERM = 1 << 8;
 export const FOLL_PIN = 1 << 19;
 
@@ -104,27 +102,13 @@ function pinLocked(
       if (!vma) fail(EFAULT, `no mapping at page ${vpn}`);
       checkVmaFlags(vma, gupFlags);
       const stop = Math.min(end, vma.end);
-      if (!vma.isCow && vma.mapping) {
-        // Shared file pages: a whole folio per step.
-        const inode = vma.mapping;
-        const folioPages = 2 ** inode.order;
-        while (vpn < stop) {
-          const pgoff = vma.pgoff + (vpn - vma.start);
-          if (BigInt(pgoff) << BigInt(PAGE_SHIFT) >= inode.size) fail(EFAULT, "pin beyond EOF");
-          const head = inode.getFolio(pgoff, "shmem_fault");
-          const inFolio = pgoff % folioPages;
-          const n = Math.min(stop - vpn, folioPages - inFolio);
-          emit(head + inFolio, n);
-          vpn += n;
-        }
-        continue;
-      }
       if (vma.isCow && !vma.mapping && vma.order === 0) {
         vpn += mm.faultAnonRun(vpn, stop - vpn, emit);
         if (vpn >= stop) continue;
       }
-      // General path, one PTE (a page, or a huge page): unshare for any pin of an anonymous
-      // page and for a long-term pin of a file page in a private mapping.
+      // One page or huge page per step: a shared mapping's file folio, or a private PTE. Unshare
+      // for any pin of an anonymous page and for a long-term pin of a file page in a private
+      // mapping.
       const unshare = vma.isCow && (longterm || !vma.mapping || mm.hasPrivatePte(vpn));
       const pfn = mm.faultIn(vma, vpn, write, unshare);
       const size = 2 ** vma.order;

@@ -83,6 +83,9 @@ export class Lockdep {
     }
     for (const h of list) {
       if (h.key === key) continue;
+      // A recorded edge h -> key means no path key -> h can exist (it would have been refused
+      // when added), so only new edges need the graph search.
+      if (this.after.get(h.key)?.has(key)) continue;
       if (this.reaches(key, h.key)) {
         throw new LockdepError(
           `possible circular locking: acquiring ${key} while holding ${h.key}, but ${key} -> ${h.key} was recorded`,

@@ -96,9 +96,8 @@ export class ShmemInode {
       const pgoff = Number(size >> BigInt(PAGE_SHIFT));
       const head = this.findFolio(pgoff);
       if (tail !== 0 && head >= 0) {
-        const pfn = head + (pgoff % 2 ** this.order);
-        const paddr = (BigInt(pfn) << BigInt(PAGE_SHIFT)) + BigInt(tail);
-        this.mem.writePhys(paddr, new Uint8Array(PAGE_SIZE - tail));
+        const zeroes = new Uint8Array(PAGE_SIZE - tail);
+        this.mem.writePfn(head + (pgoff % 2 ** this.order), tail, zeroes, 0, zeroes.length);
       }
     }
     this.size = size;
@@ -152,9 +151,15 @@ export function hugetlbOrder(flags: number, shift = MFD_HUGE_SHIFT): number {
 
 /** The memfd_create checks that come before a descriptor is reserved (EINVAL). */
 export function memfdCheckArgs(name: string, flags: number): void {
+  // flags is an unsigned int: MFD_HUGE_* values may use bit 31.
   const allowed =
     flags & MFD_HUGETLB ? MFD_ALL_FLAGS | (MFD_HUGE_MASK << MFD_HUGE_SHIFT) : MFD_ALL_FLAGS;
-  if (!Number.isInteger(flags) || flags < 0 || (flags & ~allowed) !== 0)
+  if (
+    !Number.isInteger(flags) ||
+    flags < -(2 ** 31) ||
+    flags >= 2 ** 32 ||
+    (flags & ~allowed) !== 0
+  )
     fail(EINVAL, "unknown memfd flags");
   if (flags & MFD_EXEC && flags & MFD_NOEXEC_SEAL) fail(EINVAL, "MFD_EXEC with MFD_NOEXEC_SEAL");
   if (name.length > MFD_NAME_MAX_LEN) fail(EINVAL, "memfd name too long");
@@ -247,7 +252,7 @@ export function memfdPinFolios(
 }
 
 /** Unpin and drop the pages appended to `out` after its first `keep` pages. */
-export function unpinTail(mem: PhysMem, out: PfnRuns, keep: number): void {
+function unpinTail(mem: PhysMem, out: PfnRuns, keep: number): void {
   let page = 0;
   out.forEach((pfn, n) => {
     const skip = Math.max(0, Math.min(n, keep - page));

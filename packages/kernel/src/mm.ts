@@ -35,10 +35,12 @@ declare module "./trace.js" {
  *
  * A PTE is `pfn * 2 + exclusive`, exclusive playing PageAnonExclusive: set on a freshly
  * allocated or copied page, cleared on both sides by fork. A write fault on a non-exclusive
- * page reuses it when this PTE holds the only reference, and copies it otherwise.
+ * page reuses it when this PTE holds the only reference, and copies it otherwise. A private
+ * hugetlb VMA (anonymous MAP_HUGETLB, or a private map of a hugetlb file) has one PTE per huge
+ * page and copies whole huge folios.
  *
- * Decisions: anonymous memory uses order-0 folios only (no THP) and a read fault allocates
- * a zeroed page rather than mapping a shared zero page; VMAs are never merged.
+ * Decisions: anonymous memory outside hugetlb uses order-0 folios only (no THP); a read fault
+ * allocates a zeroed page rather than mapping a shared zero page; VMAs are never merged.
  *
  * Locking: mmap, munmap, fork and exit take `mmapLock` (mmap_lock) for write; GUP and user
  * copies take it for read; `fault` expects it held. Lock order: iommufd's pages.mutex is taken
@@ -249,8 +251,7 @@ export class MmStruct {
     const offset = req.offset ?? 0n;
     let len = req.len;
     if (offset & (PAGE - 1n)) fail(EINVAL, "offset not page aligned");
-    let inode = file ? shmemInode(file) : undefined;
-    let hugeOrder = inode?.order ?? 0;
+    let hugeOrder = (file && shmemInode(file)?.order) ?? 0;
     if (!file && flags & MAP_HUGETLB) hugeOrder = hugetlbOrder(flags, MAP_HUGE_SHIFT);
     const hugeBytes = PAGE << BigInt(hugeOrder);
     if (hugeOrder && len > 0n) len = ((len + hugeBytes - 1n) / hugeBytes) * hugeBytes;
@@ -302,7 +303,6 @@ export class MmStruct {
     let ownRef = false;
     if (!file && vmFlags & VM_SHARED) {
       backing = shmemFileSetup(this.host, hugeOrder ? "anon_hugepage" : "dev/zero", len, hugeOrder);
-      inode = shmemInode(backing);
       ownRef = true;
     }
     const vma = new Vma(this, start, start + npages, vmFlags, Number(pgoff), backing);
@@ -317,7 +317,6 @@ export class MmStruct {
       backing?.put();
       throw e;
     }
-    if (inode) vma.mapping = inode;
     if (fixed) this.unmapRange(start, start + npages);
     this.insert(vma);
     if (flags & MAP_POPULATE && !(vma.flags & VM_PFNMAP)) this.populate(vma);

@@ -14,9 +14,10 @@ import { KernelWarning, fail } from "./error.js";
  * So a 1 GiB folio costs one slot, and untouched RAM costs nothing.
  *
  * Allocation pops a free frame of the wanted level, splitting a frame of the level above when
- * none is free; freeing merges a split frame back as soon as none of its 512 children is in
- * use. Free stacks may hold stale entries (a child whose parent merged back); a pop checks the
- * entry is still a free child of a split parent and drops it otherwise.
+ * none is free. A split frame none of whose 512 children is in use is merged back when a
+ * larger allocation needs the room. Free stacks may hold stale entries (a child whose parent
+ * merged back); a pop checks the entry is still a free child of a split parent and drops it
+ * otherwise.
  *
  * Contents are sparse: a 4 KiB Uint8Array per written page, dropped when its folio is freed,
  * so every newly allocated folio reads as zeroes.
@@ -44,7 +45,8 @@ interface Section {
 }
 
 class FrameLevel {
-  private readonly sections: Array<Section | undefined> = [];
+  /** Filled with holes up front: a JS array grown by far writes turns slow (dictionary). */
+  private readonly sections: Array<Section | undefined>;
   private stack = new Float64Array(64);
   /** SPLIT frames with no child in use, waiting to be merged. */
   readonly empty = new Set<number>();
@@ -55,20 +57,22 @@ class FrameLevel {
     readonly order: number,
     /** Frames of this order fully inside RAM. */
     readonly count: number,
-  ) {}
+  ) {
+    this.sections = new Array<Section | undefined>(Math.ceil(count / SECTION) + 1).fill(undefined);
+  }
 
   section(idx: number): Section | undefined {
-    return this.sections[Math.floor(idx / SECTION)];
+    return this.sections[idx >>> SECTION_SHIFT];
   }
 
   state(idx: number): number {
-    const s = this.sections[Math.floor(idx / SECTION)];
+    const s = this.sections[idx >>> SECTION_SHIFT];
     return s ? s.state[idx & (SECTION - 1)]! : FREE;
   }
 
   /** The section holding `idx`, created on first write. */
   writable(idx: number): Section {
-    const i = Math.floor(idx / SECTION);
+    const i = idx >>> SECTION_SHIFT;
     let s = this.sections[i];
     if (!s) {
       s = {
@@ -183,7 +187,7 @@ export class PhysMem {
    * head pfn. ENOMEM when RAM is exhausted or the fault-injection point `site` fires.
    */
   allocFolio(order: number, site = "alloc_pages"): number {
-    const l = ORDERS.indexOf(order as (typeof ORDERS)[number]);
+    const l = order === 0 ? 0 : order === PMD_ORDER ? 1 : order === PUD_ORDER ? 2 : -1;
     if (l < 0) fail(EINVAL, `folio order ${order} is not 0, 9 or 18`);
     if (this.shouldFail(site)) fail(ENOMEM, `${site}: injected`);
     const idx = this.take(l);
@@ -366,19 +370,27 @@ export class PhysMem {
   private adjustPins(pfn: number, npages: number, sign: 1 | -1, what: string): void {
     if (!Number.isInteger(npages) || npages < 0)
       throw new KernelWarning(`${what}: bad count ${npages}`);
-    // Check the whole run first, so a WARN leaves every count as it was.
-    this.forEachFolio(pfn, npages, what, (s, slot, n) => {
-      if (sign < 0 && s.pin[slot]! < n)
-        throw new KernelWarning(
-          `${what}: unpinning ${n} pages of a folio with ${s.pin[slot]} pins`,
-        );
-    });
     const freed: Array<[number, number]> = [];
-    this.forEachFolio(pfn, npages, what, (s, slot, n, l, idx) => {
-      s.pin[slot]! += sign * n;
-      s.ref[slot]! += sign * n;
-      if (s.ref[slot] === 0) freed.push([l, idx]);
-    });
+    let done = 0;
+    try {
+      this.forEachFolio(pfn, npages, what, (s, slot, n, l, idx) => {
+        if (sign < 0 && s.pin[slot]! < n)
+          throw new KernelWarning(
+            `${what}: unpinning ${n} pages of a folio with ${s.pin[slot]} pins`,
+          );
+        s.pin[slot]! += sign * n;
+        s.ref[slot]! += sign * n;
+        if (s.ref[slot] === 0) freed.push([l, idx]);
+        done += n;
+      });
+    } catch (e) {
+      // A WARN part-way: put back what was changed, so every count is as it was.
+      this.forEachFolio(pfn, done, what, (s, slot, n) => {
+        s.pin[slot]! -= sign * n;
+        s.ref[slot]! -= sign * n;
+      });
+      throw e;
+    }
     this.pinned += sign * npages;
     for (const [l, idx] of freed) this.freeFolio(l, idx, 0);
   }
@@ -425,7 +437,11 @@ export class PhysMem {
    */
   copyFolio(dst: number, src: number): void {
     const order = this.folioOrder(src);
-    if (this.folioOrder(dst) !== order || this.folioHead(src) !== src || this.folioHead(dst) !== dst)
+    if (
+      this.folioOrder(dst) !== order ||
+      this.folioHead(src) !== src ||
+      this.folioHead(dst) !== dst
+    )
       throw new KernelWarning(`copyFolio: ${dst} and ${src} are not heads of one order`);
     const pages = order === 0 ? [src] : (this.writtenLarge.get(src) ?? []);
     for (const p of pages) {
@@ -479,11 +495,7 @@ export class PhysMem {
   /** Read physical memory (DMA or CPU); zeroes where nothing was written. */
   readPhys(paddr: bigint, out: Uint8Array): void {
     this.checkRange(paddr, out.length);
-    this.eachPage(paddr, out.length, (pfn, off, pos, n) => {
-      const page = this.pageAt(pfn, false);
-      if (page) out.set(page.subarray(off, off + n), pos);
-      else out.fill(0, pos, pos + n);
-    });
+    this.eachPage(paddr, out.length, (pfn, off, pos, n) => this.readPfn(pfn, off, out, pos, n));
   }
 
   writePhys(paddr: bigint, data: Uint8Array): void {
@@ -492,9 +504,22 @@ export class PhysMem {
     this.eachPage(paddr, data.length, (pfn) => {
       if (pfn < this.ramPages) this.folioOf(pfn, "write to RAM");
     });
-    this.eachPage(paddr, data.length, (pfn, off, pos, n) => {
-      this.pageAt(pfn, true)!.set(data.subarray(pos, pos + n), off);
-    });
+    this.eachPage(paddr, data.length, (pfn, off, pos, n) => this.writePfn(pfn, off, data, pos, n));
+  }
+
+  /**
+   * Copy `n` bytes at offset `off` of physical page `pfn` into `out` at `pos`. The page must
+   * be backed (the caller checked the range, or resolved `pfn` through a mapping).
+   */
+  readPfn(pfn: number, off: number, out: Uint8Array, pos: number, n: number): void {
+    const page = this.pageAt(pfn, false);
+    if (page) out.set(page.subarray(off, off + n), pos);
+    else out.fill(0, pos, pos + n);
+  }
+
+  /** Copy `n` bytes of `data` from `pos` to offset `off` of physical page `pfn`. */
+  writePfn(pfn: number, off: number, data: Uint8Array, pos: number, n: number): void {
+    this.pageAt(pfn, true)!.set(data.subarray(pos, pos + n), off);
   }
 
   private eachPage(

@@ -26,24 +26,20 @@ function userPages(mm: MmStruct, uaddr: bigint, len: number, write: boolean): nu
   return pfns;
 }
 
-function physOf(pfns: number[], uaddr: bigint, i: number): bigint {
-  const off = i === 0 ? uaddr & BigInt(PAGE_SIZE - 1) : 0n;
-  return (BigInt(pfns[i]!) << BigInt(PAGE_SHIFT)) + off;
-}
-
-/** Walk the copy page by page: (physical address, position in the buffer, length). */
+/** Walk a copy page by page: (pfn, offset in the page, position in the buffer, length). */
 function eachChunk(
   pfns: number[],
   uaddr: bigint,
   len: number,
-  fn: (paddr: bigint, pos: number, n: number) => void,
+  fn: (pfn: number, off: number, pos: number, n: number) => void,
 ): void {
   let pos = 0;
-  for (let i = 0; i < pfns.length; i++) {
-    const off = i === 0 ? Number(uaddr & BigInt(PAGE_SIZE - 1)) : 0;
+  let off = Number(uaddr & BigInt(PAGE_SIZE - 1));
+  for (const pfn of pfns) {
     const n = Math.min(PAGE_SIZE - off, len - pos);
-    fn(physOf(pfns, uaddr, i), pos, n);
+    fn(pfn, off, pos, n);
     pos += n;
+    off = 0;
   }
 }
 
@@ -56,9 +52,7 @@ export function copyFromUser(
 ): Uint8Array {
   const out = new Uint8Array(len);
   const pfns = userPages(mm, uaddr, len, false);
-  eachChunk(pfns, uaddr, len, (paddr, pos, n) =>
-    kernel.mem.readPhys(paddr, out.subarray(pos, pos + n)),
-  );
+  eachChunk(pfns, uaddr, len, (pfn, off, pos, n) => kernel.mem.readPfn(pfn, off, out, pos, n));
   return out;
 }
 
@@ -70,7 +64,7 @@ export function copyToUser(
   mm: MmStruct = kernel.current.process.mm,
 ): void {
   const pfns = userPages(mm, uaddr, data.length, true);
-  eachChunk(pfns, uaddr, data.length, (paddr, pos, n) =>
-    kernel.mem.writePhys(paddr, data.subarray(pos, pos + n)),
+  eachChunk(pfns, uaddr, data.length, (pfn, off, pos, n) =>
+    kernel.mem.writePfn(pfn, off, data, pos, n),
   );
 }

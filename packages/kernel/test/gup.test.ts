@@ -15,6 +15,8 @@ import {
   Libc,
   MAP_ANONYMOUS,
   MAP_PRIVATE,
+  MAP_HUGETLB,
+  MAP_HUGE_1GB,
   MAP_SHARED,
   MFD_CLOEXEC,
   MFD_HUGETLB,
@@ -196,6 +198,16 @@ describe("pin_user_pages", () => {
     unpinUserPageRuns(k, runs, false);
   });
 
+  it("pins private 1 GiB hugetlb memory one huge page per step", () => {
+    const { k, libc } = setup(8n << 30n);
+    const va = libc.mmap(0n, 2n << 30n, RW, ANON | MAP_HUGETLB | MAP_HUGE_1GB, -1, 0);
+    const runs = new PfnRuns();
+    expect(pinUserPages(k, libc.process.mm, va, 1 << 19, LT, runs)).toBe(1 << 19);
+    expect(runs.length).toBeLessThanOrEqual(2);
+    expect(k.mem.allocatedPages()).toBe(1 << 19);
+    unpinUserPageRuns(k, runs, false);
+  });
+
   it("pins beyond EOF of a shared memfd mapping are EFAULT", () => {
     const { k, libc } = setup();
     const fd = libc.memfdCreate("f", 0);
@@ -258,6 +270,8 @@ describe("memfd", () => {
     expectErrno(() => vfsTruncate(h, 4096n), EINVAL);
     expect(fileSize(h)).toBe(0n);
     expectErrno(() => memfdCreate(k, "c", MFD_HUGETLB | (16 << 26)), ENODEV);
+    expectErrno(() => memfdCreate(k, "c", (MFD_HUGETLB | (63 << 26)) >>> 0), ENODEV);
+    expectErrno(() => memfdCreate(k, "c", 2 ** 32), EINVAL);
     expectErrno(() => memfdCreate(k, "c", 0x100), EINVAL);
     expectErrno(() => memfdCreate(k, "c", MFD_HUGE_2MB), EINVAL);
     expectErrno(() => memfdCreate(k, "x".repeat(250), 0), EINVAL);

@@ -259,6 +259,44 @@ describe("shared and file mappings", () => {
   });
 });
 
+describe("private hugetlb mappings", () => {
+  it("anonymous MAP_HUGETLB private memory faults huge folios and copies them whole on COW", () => {
+    const { k, libc } = setup();
+    const va = libc.mmap(0n, 4n * MiB, RW, ANON | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
+    libc.poke(va + 4096n * 300n, new Uint8Array([1]));
+    const mm = libc.process.mm;
+    const vpn = Number(va >> 12n);
+    const head = mm.lookup(vpn);
+    expect(k.mem.folioOrder(head)).toBe(9);
+    expect(mm.lookup(vpn + 300)).toBe(head + 300);
+    expect(k.mem.allocatedPages()).toBe(512);
+    const child = libc.fork();
+    child.poke(va + 4096n * 300n + 1n, new Uint8Array([2]));
+    const childHead = child.process.mm.lookup(vpn);
+    expect(childHead).not.toBe(head);
+    expect(k.mem.folioOrder(childHead)).toBe(9);
+    expect([...child.peek(va + 4096n * 300n, 2)]).toEqual([1, 2]);
+    expect([...libc.peek(va + 4096n * 300n, 2)]).toEqual([1, 0]);
+    child.exit();
+    libc.exit();
+    expect(k.mem.allocatedPages()).toBe(0);
+  });
+
+  it("a private mapping of a hugetlb memfd copies the huge page on write, the file keeps its own", () => {
+    const { k, libc } = setup();
+    const fd = libc.memfdCreate("h", MFD_HUGETLB | MFD_HUGE_2MB);
+    libc.ftruncate(fd, 2n * MiB);
+    const shared = libc.mmap(0n, 2n * MiB, RW, MAP_SHARED, fd, 0);
+    const priv = libc.mmap(0n, 2n * MiB, RW, MAP_PRIVATE, fd, 0);
+    libc.poke(shared + 8192n, new Uint8Array([5]));
+    expect(libc.peek(priv + 8192n, 1)[0]).toBe(5);
+    libc.poke(priv + 8193n, new Uint8Array([6]));
+    expect([...libc.peek(priv + 8192n, 2)]).toEqual([5, 6]);
+    expect([...libc.peek(shared + 8192n, 2)]).toEqual([5, 0]);
+    expect(k.mem.allocatedPages()).toBe(1024);
+  });
+});
+
 describe("VM_PFNMAP mappings of a BAR", () => {
   it("remap_pfn_range: CPU accesses reach the BAR by physical address", () => {
     const { k, libc } = setup();

@@ -54,7 +54,6 @@ export const MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES = 1 << 0;
 export const MOCK_FLAGS_DEVICE_NO_DIRTY = 1 << 0;
 export const MOCK_FLAGS_DEVICE_PASID = 1 << 2;
 
-
 export const MOCK_DEV_CACHE_ID_MAX = 3;
 export const MOCK_DEV_CACHE_NUM = 4;
 export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad;

@@ -29,7 +29,7 @@ import {
   iommu_ioas_map_file,
   iommu_ioas_unmap,
 } from "@x/iommufd";
-import { type Libc, MAP_FAILED, O_CLOEXEC, O_RDWR } from "@x/kernel";
+import { type Libc, MAP_FAILED, O_CLOEXEC, O_RDWR, errnoName } from "@x/kernel";
 import type { TestMetadata } from "./harness.js";
 import {
   IOMMU_TEST_CMD,
@@ -104,10 +104,18 @@ function ioasId(t: Ctx): number {
   return id;
 }
 
+/**
+ * The diagnostic printed with a failed check on a system call's result: its errno (the C
+ * harness prints file and line instead, which a port does not have).
+ */
+export function why(t: TestMetadata<unknown, unknown, SelftestEnv>): string {
+  return `errno ${errnoName(t.sys.libc.errno)}`;
+}
+
 /** EXPECT_ERRNO(expected, cmd): the call must fail (ASSERT), with `expected` (EXPECT). */
 export function EXPECT_ERRNO(t: Ctx, expected: number, rc: number | bigint): void {
-  t.ASSERT_EQ(-1, rc);
-  t.EXPECT_EQ(expected, t.sys.libc.errno);
+  t.ASSERT_EQ(-1, rc, `expected ${errnoName(expected)}`);
+  t.EXPECT_EQ(expected, t.sys.libc.errno, `${errnoName(expected)} expected, got ${why(t)}`);
 }
 
 /**
@@ -135,15 +143,15 @@ export function iommuTestCmd<S extends FieldSpec>(
 export function teardown_iommufd(t: TestMetadata<unknown, unknown, SelftestEnv>, fd: number): void {
   const { libc, buffer, BUFFER_SIZE } = t.sys;
   if (fd === -1) return;
-  t.EXPECT_EQ(0, libc.close(fd));
+  t.EXPECT_EQ(0, libc.close(fd), why(t));
   const nfd = libc.open("/dev/iommu", O_RDWR);
   t.EXPECT_NE(-1, nfd);
   const cmd = iommuTestCmd(iommu_test_cmd.check_refs, IOMMU_TEST_OP_MD_CHECK_REFS, 0, {
     length: BUFFER_SIZE,
     uptr: buffer,
   });
-  t.EXPECT_EQ(0, libc.ioctl(nfd, IOMMU_TEST_CMD, cmd.$));
-  t.EXPECT_EQ(0, libc.close(nfd));
+  t.EXPECT_EQ(0, libc.ioctl(nfd, IOMMU_TEST_CMD, cmd.$), why(t));
+  t.EXPECT_EQ(0, libc.close(nfd), why(t));
 }
 
 /** check_refs(ptr, len, refs): every 4 KiB page of the range is pinned exactly `refs` times. */
@@ -153,7 +161,7 @@ export function check_refs(t: Ctx, ptr: bigint, length: number | bigint, refs: n
     uptr: ptr,
     refs,
   });
-  t.ASSERT_EQ(0, t.sys.libc.ioctl(t.self.fd, IOMMU_TEST_CMD, cmd.$));
+  t.ASSERT_EQ(0, t.sys.libc.ioctl(t.self.fd, IOMMU_TEST_CMD, cmd.$), why(t));
 }
 
 // ---- MOCK_DOMAIN and friends ----------------------------------------------------------------
@@ -196,7 +204,7 @@ export function _test_cmd_mock_domain_flags(
 
 export function test_cmd_mock_domain(t: Ctx, pt_id: number): MockDomainIds {
   const out = ref<MockDomainIds>({ stdev_id: 0, hwpt_id: 0, idev_id: 0 });
-  t.ASSERT_EQ(0, _test_cmd_mock_domain(t.sys, t.self.fd, pt_id, out));
+  t.ASSERT_EQ(0, _test_cmd_mock_domain(t.sys, t.self.fd, pt_id, out), why(t));
   return out.v;
 }
 
@@ -206,7 +214,7 @@ export function test_err_mock_domain(t: Ctx, e: number, pt_id: number): void {
 
 export function test_cmd_mock_domain_flags(t: Ctx, pt_id: number, flags: number): MockDomainIds {
   const out = ref<MockDomainIds>({ stdev_id: 0, hwpt_id: 0, idev_id: 0 });
-  t.ASSERT_EQ(0, _test_cmd_mock_domain_flags(t.sys, t.self.fd, pt_id, flags, out));
+  t.ASSERT_EQ(0, _test_cmd_mock_domain_flags(t.sys, t.self.fd, pt_id, flags, out), why(t));
   return out.v;
 }
 
@@ -237,7 +245,7 @@ export function _test_cmd_mock_domain_replace(
 
 export function test_cmd_mock_domain_replace(t: Ctx, stdev_id: number, pt_id: number): number {
   const hwpt = ref(0);
-  t.ASSERT_EQ(0, _test_cmd_mock_domain_replace(t.sys, t.self.fd, stdev_id, pt_id, hwpt));
+  t.ASSERT_EQ(0, _test_cmd_mock_domain_replace(t.sys, t.self.fd, stdev_id, pt_id, hwpt), why(t));
   return hwpt.v;
 }
 
@@ -277,7 +285,7 @@ export function test_cmd_hwpt_alloc(
   flags: number,
 ): number {
   const hwpt = ref(0);
-  t.ASSERT_EQ(0, _test_cmd_hwpt_alloc(t.sys, t.self.fd, device_id, pt_id, flags, hwpt));
+  t.ASSERT_EQ(0, _test_cmd_hwpt_alloc(t.sys, t.self.fd, device_id, pt_id, flags, hwpt), why(t));
   return hwpt.v;
 }
 
@@ -316,7 +324,11 @@ export function test_cmd_dev_check_cache(
   cache_id: number,
   expected: number,
 ): void {
-  t.ASSERT_EQ(0, _test_cmd_dev_check_cache(t.sys, t.self.fd, device_id, cache_id, expected));
+  t.ASSERT_EQ(
+    0,
+    _test_cmd_dev_check_cache(t.sys, t.self.fd, device_id, cache_id, expected),
+    why(t),
+  );
 }
 
 export function test_cmd_dev_check_cache_all(t: Ctx, device_id: number, expected: number): void {
@@ -344,7 +356,7 @@ export function _test_cmd_create_access(
 
 export function test_cmd_create_access(t: Ctx, ioas_id: number, flags: number): number {
   const access = ref(0);
-  t.ASSERT_EQ(0, _test_cmd_create_access(t.sys, t.self.fd, ioas_id, access, flags));
+  t.ASSERT_EQ(0, _test_cmd_create_access(t.sys, t.self.fd, ioas_id, access, flags), why(t));
   return access.v;
 }
 
@@ -354,7 +366,7 @@ export function _test_cmd_destroy_access(sys: SelftestEnv, access_id: number): n
 }
 
 export function test_cmd_destroy_access(t: Ctx, access_id: number): void {
-  t.ASSERT_EQ(0, _test_cmd_destroy_access(t.sys, access_id));
+  t.ASSERT_EQ(0, _test_cmd_destroy_access(t.sys, access_id), why(t));
 }
 
 export function _test_cmd_destroy_access_pages(
@@ -379,7 +391,11 @@ export function test_cmd_destroy_access_pages(
   access_id: number,
   access_pages_id: number,
 ): void {
-  t.ASSERT_EQ(0, _test_cmd_destroy_access_pages(t.sys, t.self.fd, access_id, access_pages_id));
+  t.ASSERT_EQ(
+    0,
+    _test_cmd_destroy_access_pages(t.sys, t.self.fd, access_id, access_pages_id),
+    why(t),
+  );
 }
 
 export function test_err_destroy_access_pages(
@@ -409,7 +425,7 @@ export function _test_cmd_access_replace_ioas(
 }
 
 export function test_cmd_access_replace_ioas(t: Ctx, access_id: number, ioas_id: number): void {
-  t.ASSERT_EQ(0, _test_cmd_access_replace_ioas(t.sys, t.self.fd, access_id, ioas_id));
+  t.ASSERT_EQ(0, _test_cmd_access_replace_ioas(t.sys, t.self.fd, access_id, ioas_id), why(t));
 }
 
 // ---- IOAS --------------------------------------------------------------------------------------
@@ -423,7 +439,7 @@ export function _test_ioctl_destroy(sys: SelftestEnv, fd: number, id: number): n
 }
 
 export function test_ioctl_destroy(t: Ctx, id: number): void {
-  t.ASSERT_EQ(0, _test_ioctl_destroy(t.sys, t.self.fd, id));
+  t.ASSERT_EQ(0, _test_ioctl_destroy(t.sys, t.self.fd, id), why(t));
 }
 
 export function _test_ioctl_ioas_alloc(sys: SelftestEnv, fd: number, id: Ref<number>): number {
@@ -436,7 +452,7 @@ export function _test_ioctl_ioas_alloc(sys: SelftestEnv, fd: number, id: Ref<num
 
 export function test_ioctl_ioas_alloc(t: Ctx): number {
   const id = ref(0);
-  t.ASSERT_EQ(0, _test_ioctl_ioas_alloc(t.sys, t.self.fd, id));
+  t.ASSERT_EQ(0, _test_ioctl_ioas_alloc(t.sys, t.self.fd, id), why(t));
   t.ASSERT_NE(0, id.v);
   return id.v;
 }
@@ -490,7 +506,11 @@ export function test_ioctl_ioas_map_id(
   length: number | bigint,
 ): bigint {
   const iova = ref(0n);
-  t.ASSERT_EQ(0, _test_ioctl_ioas_map(t.sys, t.self.fd, ioas_id, buffer, length, iova, MAP_RW));
+  t.ASSERT_EQ(
+    0,
+    _test_ioctl_ioas_map(t.sys, t.self.fd, ioas_id, buffer, length, iova, MAP_RW),
+    why(t),
+  );
   return iova.v;
 }
 
@@ -511,7 +531,11 @@ export function test_ioctl_ioas_map_fixed_id(
   iova: bigint,
 ): void {
   const r = ref(iova);
-  t.ASSERT_EQ(0, _test_ioctl_ioas_map(t.sys, t.self.fd, ioas_id, buffer, length, r, MAP_FIXED_RW));
+  t.ASSERT_EQ(
+    0,
+    _test_ioctl_ioas_map(t.sys, t.self.fd, ioas_id, buffer, length, r, MAP_FIXED_RW),
+    why(t),
+  );
   t.ASSERT_EQ(iova, r.v);
 }
 
@@ -554,7 +578,7 @@ export function test_ioctl_ioas_unmap_id(
   iova: bigint,
   length: number | bigint,
 ): void {
-  t.ASSERT_EQ(0, _test_ioctl_ioas_unmap(t.sys, t.self.fd, ioas_id, iova, length));
+  t.ASSERT_EQ(0, _test_ioctl_ioas_unmap(t.sys, t.self.fd, ioas_id, iova, length), why(t));
 }
 
 export function test_err_ioctl_ioas_unmap(
@@ -655,7 +679,7 @@ export function _test_ioctl_set_temp_memory_limit(
 }
 
 export function test_ioctl_set_temp_memory_limit(t: Ctx, limit: number): void {
-  t.ASSERT_EQ(0, _test_ioctl_set_temp_memory_limit(t.sys, t.self.fd, limit));
+  t.ASSERT_EQ(0, _test_ioctl_set_temp_memory_limit(t.sys, t.self.fd, limit), why(t));
 }
 
 export function test_ioctl_set_default_memory_limit(t: Ctx): void {
@@ -683,7 +707,7 @@ export function _test_cmd_get_dmabuf(
 
 export function test_cmd_get_dmabuf(t: Ctx, length: number): number {
   const dfd = ref(-1);
-  t.ASSERT_EQ(0, _test_cmd_get_dmabuf(t.sys, t.self.fd, length, dfd));
+  t.ASSERT_EQ(0, _test_cmd_get_dmabuf(t.sys, t.self.fd, length, dfd), why(t));
   return dfd.v;
 }
 
@@ -701,7 +725,7 @@ export function _test_cmd_revoke_dmabuf(
 }
 
 export function test_cmd_revoke_dmabuf(t: Ctx, dmabuf_fd: number, revoked: boolean): void {
-  t.ASSERT_EQ(0, _test_cmd_revoke_dmabuf(t.sys, t.self.fd, dmabuf_fd, revoked));
+  t.ASSERT_EQ(0, _test_cmd_revoke_dmabuf(t.sys, t.self.fd, dmabuf_fd, revoked), why(t));
 }
 
 // ---- memory -------------------------------------------------------------------------------------

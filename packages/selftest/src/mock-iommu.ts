@@ -38,7 +38,16 @@ import {
   type IommufdDriverExtras,
   type IommuUserData,
 } from "@x/iommufd";
-import { E2BIG, EINVAL, ENOMEM, EOPNOTSUPP, type Kernel, KernelWarning, copyFromUser, fail } from "@x/kernel";
+import {
+  E2BIG,
+  EINVAL,
+  ENOMEM,
+  EOPNOTSUPP,
+  type Kernel,
+  KernelWarning,
+  copyFromUser,
+  fail,
+} from "@x/kernel";
 import {
   IOMMU_TEST_DEV_CACHE_DEFAULT,
   MOCK_DEV_CACHE_NUM,

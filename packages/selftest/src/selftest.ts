@@ -64,7 +64,11 @@ import {
   MOCK_MIN_MEMORY_LIMIT,
   iommu_test_cmd,
 } from "./iommufd-test.js";
-import { iommufdTestDmabufGet, iommufdTestDmabufRevoke, registerMockDmabufHook } from "./mock-dmabuf.js";
+import {
+  iommufdTestDmabufGet,
+  iommufdTestDmabufRevoke,
+  registerMockDmabufHook,
+} from "./mock-dmabuf.js";
 import { MockDev, MockDomain, MockIommu, mockDevCreate } from "./mock-iommu.js";
 
 /** A command in flight, with its decoded header. */
@@ -207,7 +211,8 @@ function mdCheckMap(ucmd: TestUcmd): number {
     for (; length; length -= pageSize, iova += pageSize, uptr += pageSize) {
       const { pfn } = userPage(kernel, uptr);
       const expected = (BigInt(pfn) << BigInt(PAGE_SHIFT)) + (uptr % BigInt(PAGE_SIZE));
-      if (iommuIovaToPhys(d, iova) !== expected) fail(EINVAL, `iova 0x${iova.toString(16)} mismatch`);
+      if (iommuIovaToPhys(d, iova) !== expected)
+        fail(EINVAL, `iova 0x${iova.toString(16)} mismatch`);
     }
   });
   return 0;
@@ -283,7 +288,10 @@ const baseOps: ReadonlyArray<readonly [number, TestOp]> = [
  * Load the selftest into a kernel whose iommufd is loaded: IOMMU_TEST_CMD with `baseOps` plus
  * `extraOps` (the access ops), the dma-buf hook and the mock bus. @see iommufd_test_init
  */
-export function iommufdTestInit(kernel: Kernel, extraOps: ReadonlyArray<readonly [number, TestOp]> = []): void {
+export function iommufdTestInit(
+  kernel: Kernel,
+  extraOps: ReadonlyArray<readonly [number, TestOp]> = [],
+): void {
   const module = IommufdModule.of(kernel);
   if (!module) throw new KernelWarning("iommufd_test: iommufd is not loaded");
   const ops = new Map<number, TestOp>([...baseOps, ...extraOps]);

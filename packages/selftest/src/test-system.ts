@@ -78,15 +78,30 @@ export function createSelftestEnv(opts: SelftestEnvOptions): SelftestEnv {
   let buffer: bigint;
   if (opts.hugeAligned) {
     // posix_memalign(HUGEPAGE_SIZE) then a MAP_FIXED shared mapping over it.
-    const area = libc.mmap(0n, size + HUGEPAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    const area = libc.mmap(
+      0n,
+      size + HUGEPAGE_SIZE,
+      PROT_READ | PROT_WRITE,
+      MAP_SHARED | MAP_ANONYMOUS,
+      -1,
+      0,
+    );
     const aligned = (area + BigInt(HUGEPAGE_SIZE - 1)) & ~BigInt(HUGEPAGE_SIZE - 1);
     libc.munmap(area, size + HUGEPAGE_SIZE);
-    buffer = libc.mmap(aligned, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    buffer = libc.mmap(
+      aligned,
+      size,
+      PROT_READ | PROT_WRITE,
+      MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED,
+      -1,
+      0,
+    );
   } else {
     buffer = libc.mmap(0n, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   }
   const { buf: mfd_buffer, mfd } = memfd_mmap(libc, size, PROT_READ | PROT_WRITE, MAP_SHARED);
-  if (buffer === MAP_FAILED || mfd_buffer === MAP_FAILED) throw new Error("selftest env: mmap failed");
+  if (buffer === MAP_FAILED || mfd_buffer === MAP_FAILED)
+    throw new Error("selftest env: mmap failed");
   warmUpIoctlBuffer(libc);
   const task = libc.task;
   return {

@@ -132,6 +132,8 @@ export class VfioPciCoreDevice extends VfioDevice {
     readonly pdev: PciDev,
     /** NULL for a variant driver that did not implement dma-buf export. */
     readonly pciOps: VfioPciDeviceOps | undefined,
+    /** The 2026 close order: dma-bufs become zombies before the function is disabled. */
+    readonly cleanupFirst = false,
   ) {
     super(kernel, devSet, pdev.name);
     this.memoryLock = new RwSem(kernel.lockdep, `vfio_pci.memory_lock/${pdev.name}`);
@@ -315,12 +317,19 @@ export class VfioPciCoreDevice extends VfioDevice {
   }
 
   /**
-   * Baseline order (spec §2.3 #12): disable first — leave runtime PM (which may un-revoke),
-   * stop bus mastering, drop vconfig, reset — then turn every dma-buf into a zombie.
+   * Baseline order (spec §2.3 #12): disable first — leave runtime PM (which un-revokes when
+   * memory is enabled), back to D0, stop bus mastering, drop vconfig, reset — then turn every
+   * dma-buf into a zombie, so importers are still live across the reset. With
+   * `cleanupFirst` (the 2026 fix) the zombies come first, so no importer is live across the
+   * disable and reset.
    * @see vfio_pci_core_close_device
    */
   override closeDevice(): void {
+    if (this.cleanupFirst) vfioPciDmaBufCleanup(this);
+    // Leave low power while still suspended (memory disabled: no un-revoke), then wake to D0.
     this.runtimePmExit();
+    this.pmRuntimeGet();
+    this.setPowerState(PCI_D0);
     const p = this.pdev;
     p.setMaster(false);
     this.needsReset = true;
@@ -334,7 +343,7 @@ export class VfioPciCoreDevice extends VfioDevice {
       }
     }
     p.disableDevice();
-    vfioPciDmaBufCleanup(this);
+    if (!this.cleanupFirst) vfioPciDmaBufCleanup(this);
     vfioPciDevSetTryReset(this.devSet.devices as VfioPciCoreDevice[]);
   }
 

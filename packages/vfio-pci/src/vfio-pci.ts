@@ -20,7 +20,10 @@ export class VfioPciModule {
   private readonly devSets = new Map<PciBus, VfioDeviceSet>();
   private readonly byPdev = new Map<PciDev, VfioPciCoreDevice>();
 
-  private constructor(readonly kernel: Kernel) {
+  private constructor(
+    readonly kernel: Kernel,
+    readonly options: VfioPciOptions,
+  ) {
     kernel.symbols.exportSymbol(VFIO_PCI_DMA_BUF_IOMMUFD_MAP, vfioPciDmaBufIommufdMap, "vfio_pci");
   }
 
@@ -29,9 +32,9 @@ export class VfioPciModule {
   }
 
   /** @internal */
-  static load(kernel: Kernel): VfioPciModule {
+  static load(kernel: Kernel, options: VfioPciOptions): VfioPciModule {
     if (VfioPciModule.byKernel.has(kernel)) throw new KernelWarning("vfio_pci loaded twice");
-    const m = new VfioPciModule(kernel);
+    const m = new VfioPciModule(kernel, options);
     VfioPciModule.byKernel.set(kernel, m);
     return m;
   }
@@ -50,7 +53,7 @@ export class VfioPciModule {
     let set = this.devSets.get(pdev.bus);
     if (!set) this.devSets.set(pdev.bus, (set = new VfioDeviceSet(this.kernel, pdev.bus.name)));
     const ops = opts.pciOps === null ? undefined : (opts.pciOps ?? vfioPciDefaultOps);
-    const vdev = new VfioPciCoreDevice(this.kernel, set, pdev, ops);
+    const vdev = new VfioPciCoreDevice(this.kernel, set, pdev, ops, this.options.closeCleanupFirst);
     vfioRegisterDevice(vdev);
     this.byPdev.set(pdev, vdev);
     return vdev;
@@ -63,7 +66,13 @@ export class VfioPciModule {
   }
 }
 
+/** Build-time choices; the default is the baseline of spec §0. */
+export interface VfioPciOptions {
+  /** The 2026 close-ordering fix: revoke and zombie the dma-bufs before disabling. */
+  readonly closeCleanupFirst?: boolean;
+}
+
 /** Module init: load vfio-pci into `kernel`. */
-export function loadVfioPci(kernel: Kernel): VfioPciModule {
-  return VfioPciModule.load(kernel);
+export function loadVfioPci(kernel: Kernel, options: VfioPciOptions = {}): VfioPciModule {
+  return VfioPciModule.load(kernel, options);
 }

@@ -1,9 +1,10 @@
 import { amdIommuDriver, intelIommuDriver } from "@x/iommu-pgtable";
-import { IommufdClient, iommufdInit } from "@x/iommufd";
+import { IOMMU_IOAS_MAP_READABLE, IommufdClient, iommufdInit } from "@x/iommufd";
 import type { DmaBuf } from "@x/dmabuf";
 import {
   EEXIST,
   EFAULT,
+  EIO,
   ENODEV,
   type File,
   Kernel,
@@ -261,5 +262,59 @@ describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into 
     v.libc.close(fd);
     expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_PCI_HOT_RESET, hr)).toBe(0);
     expect(v.a.pdev.resetCount).toBe(resets + 1);
+  });
+
+  it("DMA to RAM through a user mapping, READ / WRITE permission enforced", () => {
+    const v = vmm();
+    const va = v.libc.malloc(2 * 4096);
+    v.libc.poke(va, bytes("guest ram"));
+    v.iommufd.ioasMap({
+      ioasId: v.ioas,
+      userVa: va,
+      length: 8192n,
+      iova: 0x10000n,
+      flags: IOMMU_IOAS_MAP_READABLE,
+    });
+    expect(new TextDecoder().decode(vfioPciDmaRead(v.a, 0x10000n, 9))).toBe("guest ram");
+    expect(() => vfioPciDmaWrite(v.a, 0x10000n, bytes("no"))).toThrow(KernelError);
+    expect(v.a.dmaFaults.at(-1)).toMatchObject({
+      iova: 0x10000n,
+      write: true,
+      errno: EFAULT,
+      reason: "permission",
+    });
+    v.iommufd.ioasMap({ ioasId: v.ioas, userVa: va, length: 8192n, iova: 0x20000n });
+    vfioPciDmaWrite(v.a, 0x20000n + 4090n, bytes("crossing"));
+    expect(new TextDecoder().decode(v.libc.peek(va + 4090n, 8))).toBe("crossing");
+  });
+
+  it("P2P to a peer that stopped decoding behind vfio's back is an unsupported request (EIO)", () => {
+    const v = vmm();
+    const dfd = exportBar(v, v.B.fd);
+    v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    v.b.pdev.writeConfig(PCI_COMMAND, 2, 0);
+    let err: unknown;
+    try {
+      vfioPciDmaWrite(v.a, IOVA, bytes("lost"));
+    } catch (e) {
+      err = e;
+    }
+    expect(isKernelError(err, EIO)).toBe(true);
+    // Bus mastering off: the device issues nothing.
+    v.a.pdev.setMaster(false);
+    expect(() => vfioPciDmaRead(v.a, 0n, 1)).toThrow(/bus mastering/);
+  });
+
+  it("closing the dma-buf fd after the map changes nothing; the unmap's put releases it", () => {
+    const v = vmm();
+    const dfd = exportBar(v, v.B.fd);
+    const priv = bufOf(v, dfd);
+    const refs = v.b.registrationRefs;
+    v.iommufd.ioasMapFile({ ioasId: v.ioas, fd: dfd, start: 0n, length: BAR, iova: IOVA });
+    v.libc.close(dfd);
+    vfioPciDmaWrite(v.a, IOVA, bytes("still"));
+    expect(priv.state).toBe("live");
+    v.iommufd.ioasUnmap({ ioasId: v.ioas, iova: IOVA, length: BAR });
+    expect([priv.state, v.b.registrationRefs, v.b.dmabufs.size]).toEqual(["freed", refs - 1, 0]);
   });
 });

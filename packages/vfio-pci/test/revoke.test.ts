@@ -8,7 +8,9 @@ import {
   dmaBufPut,
   symDmaBufIommufdMap,
 } from "@x/dmabuf";
-import { EINVAL, ENODEV, EOPNOTSUPP, KernelWarning, isKernelError } from "@x/kernel";
+import { EINVAL, ENODEV, EOPNOTSUPP, Kernel, KernelWarning, Libc, isKernelError } from "@x/kernel";
+import { pciRoot } from "../src/pci.js";
+import { loadVfioPci } from "../src/vfio-pci.js";
 import { describe, expect, it } from "vitest";
 import {
   PCI_COMMAND,
@@ -443,5 +445,35 @@ describe("exporter state machine (spec §2.3, §4.5)", () => {
       true,
       PCI_D3hot,
     ]);
+  });
+
+  it("close order: baseline resets the function with live importers; the 2026 order zombies first", () => {
+    for (const [cleanupFirst, seen] of [
+      [false, ["pci:reset", "vfio-pci:dmabuf zombie"]],
+      [true, ["vfio-pci:dmabuf zombie", "pci:reset"]],
+    ] as const) {
+      const kernel = new Kernel();
+      const libc = new Libc(kernel);
+      const mod = loadVfioPci(kernel, { closeCleanupFirst: cleanupFirst });
+      const m = { kernel, libc, mod, bus: pciRoot(kernel).newBus() };
+      const { priv, fd, imp } = withBuf(m);
+      const events: string[] = [];
+      const off = kernel.trace.on((r) => {
+        if (r.name === "vfio-pci:dmabuf")
+          events.push(`${r.name} ${(r.data as { state: string }).state}`);
+        if (r.name === "pci:reset") events.push(r.name);
+      });
+      m.libc.close(fd);
+      off();
+      expect(events).toEqual(seen);
+      expect([priv.state, imp.notifications]).toEqual(["zombie", 1]);
+    }
+  });
+
+  it("close while in low power: runtime PM is left while suspended, so no un-revoke first", () => {
+    const { m, fd, priv, imp } = withBuf();
+    expect(feature(m, fd, VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY)).toBe(0);
+    m.libc.close(fd);
+    expect([priv.state, imp.notifications]).toEqual(["zombie", 2]);
   });
 });

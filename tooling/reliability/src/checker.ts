@@ -81,8 +81,8 @@ export const hasIommufdChecker = iommufdCheckInvariants !== undefined;
 
 const PAGE_SHIFT = 12n;
 
-/** The state one check gathered: contexts, IOASes and the pages their areas use. */
-interface Gathered {
+/** The iommufd state of a scope: contexts, IOASes and the pages their areas use. */
+export interface Gathered {
   readonly ctxs: Set<IommufdCtx>;
   readonly iopts: IoPagetable[];
   readonly pages: Set<IoptPages>;
@@ -124,13 +124,19 @@ export class Checker {
     }
     for (const vdev of devices) {
       if (vdev.openCount !== 0 || vdev.registrationRefs !== 1) {
-        broken("leak", `${vdev.name}: open ${vdev.openCount}, registration ${vdev.registrationRefs}`);
+        broken(
+          "leak",
+          `${vdev.name}: open ${vdev.openCount}, registration ${vdev.registrationRefs}`,
+        );
       }
     }
     for (const t of this.scope.tasks) {
       const { mm, cred } = t.process;
       if (cred.user.lockedVm || mm.lockedVm || mm.pinnedVm) {
-        broken("leak", `charges left: user ${cred.user.lockedVm}, mm ${mm.lockedVm}/${mm.pinnedVm}`);
+        broken(
+          "leak",
+          `charges left: user ${cred.user.lockedVm}, mm ${mm.lockedVm}/${mm.pinnedVm}`,
+        );
       }
     }
   }
@@ -139,31 +145,15 @@ export class Checker {
     const { kernel, tasks } = this.scope;
     for (const task of [kernel.current, ...tasks]) {
       const held = kernel.lockdep.heldBy(task);
-      if (held.length) broken("lockdep", `task ${task.tid} holds ${held.map((h) => h.key).join(", ")}`);
+      if (held.length)
+        broken("lockdep", `task ${task.tid} holds ${held.map((h) => h.key).join(", ")}`);
     }
   }
 
   private gather(): Gathered {
-    const ctxs = new Set<IommufdCtx>();
-    for (const t of this.scope.tasks) {
-      for (const [, file] of t.process.files.entries()) {
-        if (file.priv instanceof IommufdCtx) ctxs.add(file.priv);
-      }
-    }
-    for (const vdev of this.scope.devices) {
-      if (vdev.binding) ctxs.add(vdev.binding.ctx);
-    }
-    const iopts: IoPagetable[] = [];
-    const pages = new Set<IoptPages>();
-    for (const ctx of ctxs) {
-      this.seenCtxs.add(ctx);
-      for (const obj of ctx.objectsInOrder()) {
-        if (!(obj instanceof IommufdIoas)) continue;
-        iopts.push(obj.iopt);
-        for (const area of obj.iopt.areas()) if (area.pages) pages.add(area.pages);
-      }
-    }
-    return { ctxs, iopts, pages };
+    const g = gatherIommufd(this.scope);
+    for (const ctx of g.ctxs) this.seenCtxs.add(ctx);
+    return g;
   }
 
   private checkIommufd(iopts: readonly IoPagetable[]): void {
@@ -198,7 +188,8 @@ export class Checker {
       add(mmPinned, p.sourceMm, p.lastNpinned);
     }
     for (const [user, n] of users) {
-      if (user.lockedVm !== n) broken("accounting", `uid ${user.uid}: locked_vm ${user.lockedVm}, charged ${n}`);
+      if (user.lockedVm !== n)
+        broken("accounting", `uid ${user.uid}: locked_vm ${user.lockedVm}, charged ${n}`);
     }
     for (const [mm, n] of mmLocked) {
       if (mm.lockedVm !== n) broken("accounting", `mm locked_vm ${mm.lockedVm}, charged ${n}`);
@@ -227,23 +218,36 @@ export class Checker {
           const start = BigInt(iovaPfn) << PAGE_SHIFT;
           const last = ((BigInt(iovaPfn) + BigInt(n)) << PAGE_SHIFT) - 1n;
           if (!coveredByAreas(iopt, start, last)) {
-            broken("iopte", `domain ${domain.id}: IOPTE ${hex(start)}..${hex(last)} outside every area`);
+            broken(
+              "iopte",
+              `domain ${domain.id}: IOPTE ${hex(start)}..${hex(last)} outside every area`,
+            );
           }
           const paddr = BigInt(pfn) << PAGE_SHIFT;
           if (mem.mmioRegionAt(paddr)) {
             if (!(prot & IOMMU_MMIO) || prot & IOMMU_CACHE) {
-              broken("iopte", `domain ${domain.id}: MMIO IOPTE at ${hex(start)} with prot 0x${prot.toString(16)}`);
+              broken(
+                "iopte",
+                `domain ${domain.id}: MMIO IOPTE at ${hex(start)} with prot 0x${prot.toString(16)}`,
+              );
             }
             const end = paddr + (BigInt(n) << PAGE_SHIFT);
             if (!live.some(([s, e]) => paddr >= s && end <= e)) {
-              broken("iopte", `domain ${domain.id}: IOPTE ${hex(start)} -> ${hex(paddr)} is no live dma-buf (stale MMIO)`);
+              broken(
+                "iopte",
+                `domain ${domain.id}: IOPTE ${hex(start)} -> ${hex(paddr)} is no live dma-buf (stale MMIO)`,
+              );
             }
             return;
           }
-          if (prot & IOMMU_MMIO) broken("iopte", `domain ${domain.id}: RAM IOPTE at ${hex(start)} marked MMIO`);
+          if (prot & IOMMU_MMIO)
+            broken("iopte", `domain ${domain.id}: RAM IOPTE at ${hex(start)} marked MMIO`);
           for (let k = 0; k < n; k++) {
             if (!mem.isAllocated(pfn + k) || mem.pinCount(pfn + k) === 0) {
-              broken("iopte", `domain ${domain.id}: IOPTE ${hex(start)} -> pfn ${pfn + k} not pinned`);
+              broken(
+                "iopte",
+                `domain ${domain.id}: IOPTE ${hex(start)} -> pfn ${pfn + k} not pinned`,
+              );
             }
           }
         });
@@ -257,7 +261,8 @@ export class Checker {
   private checkDmaBufs(pages: ReadonlySet<IoptPages>): void {
     const alive = new Set(dmaBufList(this.scope.kernel));
     for (const buf of alive) {
-      if (buf.released || buf.file.refcount === 0) broken("dmabuf", `${buf.expName}: on the list but released`);
+      if (buf.released || buf.file.refcount === 0)
+        broken("dmabuf", `${buf.expName}: on the list but released`);
       this.seenBufs.add(buf);
       const attachments = buf.resv.with(() => buf.attachments);
       for (const a of attachments) {
@@ -270,7 +275,8 @@ export class Checker {
     for (const buf of this.seenBufs) {
       if (alive.has(buf)) continue;
       if (!buf.released) broken("dmabuf", `${buf.expName}: off the list but not released`);
-      if (buf.resv.with(() => buf.attachments.length)) broken("dmabuf", `${buf.expName}: released while attached`);
+      if (buf.resv.with(() => buf.attachments.length))
+        broken("dmabuf", `${buf.expName}: released while attached`);
       const priv = vfioPriv(buf);
       if (priv && !priv.freed) broken("dmabuf", `${buf.expName}: exporter release did not run`);
       this.seenBufs.delete(buf);
@@ -298,13 +304,18 @@ export class Checker {
         if (priv.vdev !== vdev || (st !== "live" && st !== "revoked")) {
           broken("exporter", `${vdev.name}: listed dma-buf in state ${st}`);
         }
-        if (vdev.openCount === 0) broken("exporter", `${vdev.name}: dma-buf listed on a closed device`);
-        if (!enabled && !priv.revoked) broken("exporter", `${vdev.name}: memory decode off, dma-buf live`);
+        if (vdev.openCount === 0)
+          broken("exporter", `${vdev.name}: dma-buf listed on a closed device`);
+        if (!enabled && !priv.revoked)
+          broken("exporter", `${vdev.name}: memory decode off, dma-buf live`);
       }
       const cdevFiles = countCdevFiles(tasks, vdev);
       const want = 1 + cdevFiles + vdev.dmabufs.size;
       if (vdev.registrationRefs !== want) {
-        broken("exporter", `${vdev.name}: ${vdev.registrationRefs} registration refs, expected ${want}`);
+        broken(
+          "exporter",
+          `${vdev.name}: ${vdev.registrationRefs} registration refs, expected ${want}`,
+        );
       }
     }
     for (const buf of dmaBufList(kernel)) {
@@ -312,7 +323,10 @@ export class Checker {
       if (!priv) continue;
       const st = priv.state;
       if ((st === "live" || st === "revoked") !== listed.has(priv)) {
-        broken("exporter", `dma-buf in state ${st} ${listed.has(priv) ? "on" : "off"} its device list`);
+        broken(
+          "exporter",
+          `dma-buf in state ${st} ${listed.has(priv) ? "on" : "off"} its device list`,
+        );
       }
       if (st === "zombie" && !priv.revoked) broken("exporter", "zombie dma-buf not revoked");
     }
@@ -321,12 +335,40 @@ export class Checker {
       const priv = d?.attach ? vfioPriv(d.attach.dmabuf) : undefined;
       if (!d || !priv) continue;
       const importerRevoked = d.phys.len === 0n;
-      if (priv.revoked && !importerRevoked) broken("exporter", "exporter revoked, iommufd pages are not");
+      if (priv.revoked && !importerRevoked)
+        broken("exporter", "exporter revoked, iommufd pages are not");
       if (!importerRevoked && (d.phys.paddr !== priv.paddr[0] || d.phys.len !== priv.len[0])) {
         broken("exporter", "iommufd pages map another range than the exporter's");
       }
     }
   }
+}
+
+/**
+ * The iommufd contexts the scope can reach — through the tasks' descriptors and the devices'
+ * bindings (a bound device keeps its context after the user closed the fd) — with their
+ * IOASes and the pages their areas use.
+ */
+export function gatherIommufd(scope: CheckScope): Gathered {
+  const ctxs = new Set<IommufdCtx>();
+  for (const t of scope.tasks) {
+    for (const [, file] of t.process.files.entries()) {
+      if (file.priv instanceof IommufdCtx) ctxs.add(file.priv);
+    }
+  }
+  for (const vdev of scope.devices) {
+    if (vdev.binding) ctxs.add(vdev.binding.ctx);
+  }
+  const iopts: IoPagetable[] = [];
+  const pages = new Set<IoptPages>();
+  for (const ctx of ctxs) {
+    for (const obj of ctx.objectsInOrder()) {
+      if (!(obj instanceof IommufdIoas)) continue;
+      iopts.push(obj.iopt);
+      for (const area of obj.iopt.areas()) if (area.pages) pages.add(area.pages);
+    }
+  }
+  return { ctxs, iopts, pages };
 }
 
 /** The CPU-physical ranges [start, end) of every LIVE VFIO dma-buf. */
@@ -335,7 +377,8 @@ function liveMmioRanges(devices: readonly VfioPciCoreDevice[]): Array<[bigint, b
   for (const vdev of devices) {
     for (const priv of vdev.dmabufs) {
       if (priv.revoked) continue;
-      for (let i = 0; i < priv.nrRanges; i++) out.push([priv.paddr[i]!, priv.paddr[i]! + priv.len[i]!]);
+      for (let i = 0; i < priv.nrRanges; i++)
+        out.push([priv.paddr[i]!, priv.paddr[i]! + priv.len[i]!]);
     }
   }
   return out;

@@ -24,8 +24,11 @@ export interface ProgramStats {
   errors: number;
 }
 
+/** An extra rule a caller adds to the checker's (tests plant one to exercise shrinking). */
+export type ExtraInvariant = (machine: Machine) => void;
+
 /** Run one program on a fresh machine, checking after every step and after teardown. */
-export function runProgram(ops: readonly Op[], checkEvery = 1): ProgramStats {
+export function runProgram(ops: readonly Op[], extra?: ExtraInvariant): ProgramStats {
   const machine = new Machine();
   const checker = new Checker({
     kernel: machine.kernel,
@@ -37,7 +40,8 @@ export function runProgram(ops: readonly Op[], checkEvery = 1): ProgramStats {
   for (const op of ops) {
     runner.step(op);
     steps++;
-    if (steps % checkEvery === 0) checker.check();
+    checker.check();
+    extra?.(machine);
   }
   runner.teardown();
   checker.checkQuiesced();
@@ -58,6 +62,7 @@ export interface FuzzUapiOptions {
   /** Stop early after this many milliseconds (the budget is then partly spent). */
   readonly timeMs?: number;
   readonly maxLength?: number;
+  readonly extra?: ExtraInvariant;
 }
 
 export interface FuzzUapiResult extends ProgramStats {
@@ -66,9 +71,9 @@ export interface FuzzUapiResult extends ProgramStats {
   failure: Counterexample | undefined;
 }
 
-function property(maxLength: number, stats: FuzzUapiResult) {
+function property(maxLength: number, stats: FuzzUapiResult, extra: ExtraInvariant | undefined) {
   return fc.property(programArb(maxLength), (ops) => {
-    const s = runProgram(ops);
+    const s = runProgram(ops, extra);
     stats.runs++;
     stats.steps += s.steps;
     stats.calls += s.calls;
@@ -80,10 +85,17 @@ function property(maxLength: number, stats: FuzzUapiResult) {
 export function fuzzUapi(opts: FuzzUapiOptions): FuzzUapiResult {
   const maxLength = opts.maxLength ?? DEFAULT_MAX_LENGTH;
   const t0 = performance.now();
-  const stats: FuzzUapiResult = { steps: 0, calls: 0, errors: 0, runs: 0, ms: 0, failure: undefined };
+  const stats: FuzzUapiResult = {
+    steps: 0,
+    calls: 0,
+    errors: 0,
+    runs: 0,
+    ms: 0,
+    failure: undefined,
+  };
   const deadline = opts.timeMs === undefined ? Number.POSITIVE_INFINITY : t0 + opts.timeMs;
   for (let seed = opts.seed; stats.steps < opts.steps && performance.now() < deadline; seed++) {
-    const details = fc.check(property(maxLength, stats), { seed, numRuns: CHUNK_RUNS });
+    const details = fc.check(property(maxLength, stats, opts.extra), { seed, numRuns: CHUNK_RUNS });
     if (details.failed) {
       stats.failure = {
         seed,
@@ -98,10 +110,26 @@ export function fuzzUapi(opts: FuzzUapiOptions): FuzzUapiResult {
   return stats;
 }
 
-/** Re-run a reported counterexample: throws its error again if the bug is still there. */
-export function replayUapi(seed: number, path: string, maxLength = DEFAULT_MAX_LENGTH): void {
-  const stats: FuzzUapiResult = { steps: 0, calls: 0, errors: 0, runs: 0, ms: 0, failure: undefined };
-  fc.assert(property(maxLength, stats), { seed, path, numRuns: CHUNK_RUNS, endOnFailure: true });
+/**
+ * Re-run a reported counterexample (fast-check replays the shrunk case from seed and path):
+ * its error text if it still fails, undefined once the bug is gone.
+ */
+export function replayUapi(
+  seed: number,
+  path: string,
+  opts: { maxLength?: number; extra?: ExtraInvariant } = {},
+): string | undefined {
+  const stats: FuzzUapiResult = {
+    steps: 0,
+    calls: 0,
+    errors: 0,
+    runs: 0,
+    ms: 0,
+    failure: undefined,
+  };
+  const prop = property(opts.maxLength ?? DEFAULT_MAX_LENGTH, stats, opts.extra);
+  const details = fc.check(prop, { seed, path, numRuns: CHUNK_RUNS, endOnFailure: true });
+  return details.failed ? errorText(details.errorInstance) : undefined;
 }
 
 export function errorText(e: unknown): string {

@@ -7,7 +7,7 @@
  */
 import {
   IOMMU_CAP_CACHE_COHERENCY,
-  IOMMU_HW_INFO_TYPE_NONE,
+  IOMMU_HW_INFO_TYPE_INTEL_VTD,
   type IommuDomain,
   PT_DRIVER_ALLOC_FLAGS,
   PtIommuDriver,
@@ -20,7 +20,9 @@ export function ptIommuDriver(kernel: Kernel, name: string): PtIommuDriver {
   return new PtIommuDriver(
     {
       name,
-      hwInfoType: IOMMU_HW_INFO_TYPE_NONE,
+      // A VT-d-like unit: struct iommu_hw_info_vtd (flags, cap_reg, ecap_reg), all zero.
+      hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
+      hwInfoData: () => new Uint8Array(24),
       caps: [IOMMU_CAP_CACHE_COHERENCY],
       allocFlags: PT_DRIVER_ALLOC_FLAGS,
       ptCfg: () => ({ format: x86_64Format, features: 0 }),

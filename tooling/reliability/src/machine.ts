@@ -67,7 +67,10 @@ export class Machine {
     const libc = this.libc;
     this.memfd = check(libc, libc.memfdCreate("guest-ram", 0));
     check(libc, libc.ftruncate(this.memfd, len));
-    this.memfdVa = checkVa(libc, libc.mmap(0n, len, PROT_READ | PROT_WRITE, MAP_SHARED, this.memfd, 0));
+    this.memfdVa = checkVa(
+      libc,
+      libc.mmap(0n, len, PROT_READ | PROT_WRITE, MAP_SHARED, this.memfd, 0),
+    );
     this.anonVa = checkVa(
       libc,
       libc.mmap(0n, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),

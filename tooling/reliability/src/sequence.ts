@@ -49,7 +49,13 @@ export type Op =
       readonly slot: number | null;
       readonly readOnly: boolean;
     }
-  | { readonly k: "mapFile"; readonly ioas: number; readonly off: number; readonly pages: number; readonly slot: number | null }
+  | {
+      readonly k: "mapFile";
+      readonly ioas: number;
+      readonly off: number;
+      readonly pages: number;
+      readonly slot: number | null;
+    }
   | {
       readonly k: "mapDmabuf";
       readonly ioas: number;
@@ -58,19 +64,40 @@ export type Op =
       readonly pages: number;
       readonly slot: number | null;
     }
-  | { readonly k: "copy"; readonly src: number; readonly dst: number; readonly area: number; readonly slot: number | null }
+  | {
+      readonly k: "copy";
+      readonly src: number;
+      readonly dst: number;
+      readonly area: number;
+      readonly slot: number | null;
+    }
   | { readonly k: "unmap"; readonly ioas: number; readonly area: number }
-  | { readonly k: "unmapRange"; readonly ioas: number; readonly slot: number; readonly pages: number }
+  | {
+      readonly k: "unmapRange";
+      readonly ioas: number;
+      readonly slot: number;
+      readonly pages: number;
+    }
   | { readonly k: "unmapAll"; readonly ioas: number }
   | { readonly k: "hugePages"; readonly ioas: number; readonly on: boolean }
-  | { readonly k: "allowIovas"; readonly ioas: number; readonly slot: number; readonly pages: number }
+  | {
+      readonly k: "allowIovas";
+      readonly ioas: number;
+      readonly slot: number;
+      readonly pages: number;
+    }
   | { readonly k: "hwptAlloc"; readonly dev: number; readonly ioas: number }
   | { readonly k: "iommufdReopen" }
   | { readonly k: "devOpen"; readonly dev: number }
   | { readonly k: "devClose"; readonly dev: number }
   | { readonly k: "attach"; readonly dev: number; readonly pt: number }
   | { readonly k: "detach"; readonly dev: number }
-  | { readonly k: "dmabufExport"; readonly dev: number; readonly off: number; readonly pages: number }
+  | {
+      readonly k: "dmabufExport";
+      readonly dev: number;
+      readonly off: number;
+      readonly pages: number;
+    }
   | { readonly k: "dmabufClose"; readonly buf: number }
   | { readonly k: "memory"; readonly dev: number; readonly on: boolean }
   | { readonly k: "power"; readonly dev: number; readonly d3hot: boolean }
@@ -101,7 +128,13 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
   {
     weight: 2,
-    arbitrary: fc.record({ k: fc.constant("mapFile" as const), ioas: idx, off: bufOff, pages: npages, slot }),
+    arbitrary: fc.record({
+      k: fc.constant("mapFile" as const),
+      ioas: idx,
+      off: bufOff,
+      pages: npages,
+      slot,
+    }),
   },
   {
     weight: 3,
@@ -114,7 +147,10 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       slot,
     }),
   },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant("copy" as const), src: idx, dst: idx, area: idx, slot }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ k: fc.constant("copy" as const), src: idx, dst: idx, area: idx, slot }),
+  },
   { weight: 3, arbitrary: fc.record({ k: fc.constant("unmap" as const), ioas: idx, area: idx }) },
   {
     weight: 1,
@@ -126,7 +162,10 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("unmapAll" as const), ioas: idx }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("hugePages" as const), ioas: idx, on: fc.boolean() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant("hugePages" as const), ioas: idx, on: fc.boolean() }),
+  },
   {
     weight: 1,
     arbitrary: fc.record({
@@ -153,7 +192,10 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("dmabufClose" as const), buf: idx }) },
   { weight: 3, arbitrary: fc.record({ k: fc.constant("memory" as const), dev, on: fc.boolean() }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("power" as const), dev, d3hot: fc.boolean() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant("power" as const), dev, d3hot: fc.boolean() }),
+  },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("reset" as const), dev }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("flr" as const), dev }) },
 );
@@ -162,6 +204,11 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
 export function programArb(maxLength: number): fc.Arbitrary<Op[]> {
   return fc.array(opArb, { minLength: 1, maxLength, size: "max" });
 }
+
+/** What `Runner.step` answers for an op that had no target and issued nothing. */
+export const SKIPPED = -1;
+/** Internal marker: a libc call that was not made. */
+const NOT_ISSUED = -2;
 
 /** A call answered with an errno its row does not document. */
 export class UndocumentedErrno extends Error {
@@ -211,8 +258,18 @@ export class Runner {
     this.fd = IommufdClient.open(machine.libc);
   }
 
-  /** Issue one op. */
-  step(op: Op): void {
+  /** The process's /dev/iommu descriptor. */
+  get iommufdFd(): number {
+    return this.fd.fd;
+  }
+
+  /** The bound cdev descriptor of device `i`, or -1. */
+  deviceFd(i: number): number {
+    return this.devFds[i] ?? -1;
+  }
+
+  /** Issue one op: 0 on success, the errno of a failed call, or SKIPPED. */
+  step(op: Op): number {
     switch (op.k) {
       case "ioasAlloc":
         return this.call("IOMMU_IOAS_ALLOC", op, () => {
@@ -234,40 +291,58 @@ export class Runner {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const base = op.memfd ? this.machine.memfdVa : this.machine.anonVa;
         const pages = Math.min(op.pages, BUFFER_PAGES - op.off);
-        return this.mapInto("IOMMU_IOAS_MAP", op, ioasId, BigInt(pages) * PAGE, op.slot, (length, iova) =>
-          this.fd.ioasMap({
-            ioasId,
-            userVa: base + BigInt(op.off) * PAGE,
-            length,
-            ...(iova === undefined ? {} : { iova }),
-            ...(op.readOnly ? { flags: IOMMU_IOAS_MAP_READABLE } : {}),
-          }),
+        return this.mapInto(
+          "IOMMU_IOAS_MAP",
+          op,
+          ioasId,
+          BigInt(pages) * PAGE,
+          op.slot,
+          (length, iova) =>
+            this.fd.ioasMap({
+              ioasId,
+              userVa: base + BigInt(op.off) * PAGE,
+              length,
+              ...(iova === undefined ? {} : { iova }),
+              ...(op.readOnly ? { flags: IOMMU_IOAS_MAP_READABLE } : {}),
+            }),
         );
       }
       case "mapFile": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const pages = Math.min(op.pages, BUFFER_PAGES - op.off);
-        return this.mapInto("IOMMU_IOAS_MAP_FILE", op, ioasId, BigInt(pages) * PAGE, op.slot, (length, iova) =>
-          this.fd.ioasMapFile({
-            ioasId,
-            fd: this.machine.memfd,
-            start: BigInt(op.off) * PAGE,
-            length,
-            ...(iova === undefined ? {} : { iova }),
-          }),
+        return this.mapInto(
+          "IOMMU_IOAS_MAP_FILE",
+          op,
+          ioasId,
+          BigInt(pages) * PAGE,
+          op.slot,
+          (length, iova) =>
+            this.fd.ioasMapFile({
+              ioasId,
+              fd: this.machine.memfd,
+              start: BigInt(op.off) * PAGE,
+              length,
+              ...(iova === undefined ? {} : { iova }),
+            }),
         );
       }
       case "mapDmabuf": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const bufFd = pick(this.bufs, op.buf) ?? -1;
-        return this.mapInto("IOMMU_IOAS_MAP_FILE", op, ioasId, BigInt(op.pages) * PAGE, op.slot, (length, iova) =>
-          this.fd.ioasMapFile({
-            ioasId,
-            fd: bufFd,
-            start: BigInt(op.off) * PAGE,
-            length,
-            ...(iova === undefined ? {} : { iova }),
-          }),
+        return this.mapInto(
+          "IOMMU_IOAS_MAP_FILE",
+          op,
+          ioasId,
+          BigInt(op.pages) * PAGE,
+          op.slot,
+          (length, iova) =>
+            this.fd.ioasMapFile({
+              ioasId,
+              fd: bufFd,
+              start: BigInt(op.off) * PAGE,
+              length,
+              ...(iova === undefined ? {} : { iova }),
+            }),
         );
       }
       case "copy": {
@@ -292,7 +367,12 @@ export class Runner {
       }
       case "unmapRange": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
-        return this.unmap(op, ioasId, IOVA_BASE + BigInt(op.slot) * IOVA_SLOT, BigInt(op.pages) * PAGE);
+        return this.unmap(
+          op,
+          ioasId,
+          IOVA_BASE + BigInt(op.slot) * IOVA_SLOT,
+          BigInt(op.pages) * PAGE,
+        );
       }
       case "unmapAll": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
@@ -309,7 +389,9 @@ export class Runner {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const start = IOVA_BASE + BigInt(op.slot) * IOVA_SLOT;
         const ranges = op.pages ? [{ start, last: start + BigInt(op.pages) * PAGE - 1n }] : [];
-        return this.call("IOMMU_IOAS_ALLOW_IOVAS", op, () => this.fd.ioasAllowIovas(ioasId, ranges));
+        return this.call("IOMMU_IOAS_ALLOW_IOVAS", op, () =>
+          this.fd.ioasAllowIovas(ioasId, ranges),
+        );
       }
       case "hwptAlloc": {
         const devId = this.devIds[op.dev]!;
@@ -330,7 +412,7 @@ export class Runner {
         return this.devOpen(op);
       case "devClose": {
         const dfd = this.devFds[op.dev]!;
-        if (dfd < 0) return;
+        if (dfd < 0) return SKIPPED;
         this.devFds[op.dev] = -1;
         this.devIds[op.dev] = 0;
         return this.sys("CLOSE", op, this.machine.libc.close(dfd));
@@ -339,12 +421,20 @@ export class Runner {
         const dfd = this.devFds[op.dev]!;
         const pt = pick([...this.ioas, ...this.hwpts], op.pt) ?? 0;
         const arg = u32s(16, { 0: 16, 8: pt });
-        return this.sys("VFIO_DEVICE_ATTACH_IOMMUFD_PT", op, this.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, arg));
+        return this.sys(
+          "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+          op,
+          this.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, arg),
+        );
       }
       case "detach": {
         const dfd = this.devFds[op.dev]!;
         const arg = u32s(12, { 0: 12 });
-        return this.sys("VFIO_DEVICE_DETACH_IOMMUFD_PT", op, this.ioctl(dfd, VFIO_DEVICE_DETACH_IOMMUFD_PT, arg));
+        return this.sys(
+          "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+          op,
+          this.ioctl(dfd, VFIO_DEVICE_DETACH_IOMMUFD_PT, arg),
+        );
       }
       case "dmabufExport": {
         const dfd = this.devFds[op.dev]!;
@@ -359,7 +449,7 @@ export class Runner {
         return this.sys("VFIO_DEVICE_FEATURE", op, ret);
       }
       case "dmabufClose": {
-        if (!this.bufs.length) return;
+        if (!this.bufs.length) return SKIPPED;
         const [bufFd] = this.bufs.splice(op.buf % this.bufs.length, 1);
         return this.sys("CLOSE", op, this.machine.libc.close(bufFd!));
       }
@@ -393,12 +483,11 @@ export class Runner {
     this.fd.close();
   }
 
-  private devOpen(op: Op & { k: "devOpen" }): void {
-    if (this.devFds[op.dev]! >= 0) return;
+  private devOpen(op: Op & { k: "devOpen" }): number {
+    if (this.devFds[op.dev]! >= 0) return SKIPPED;
     const libc = this.machine.libc;
     const dfd = libc.open(this.machine.cdev(op.dev), O_RDWR);
-    this.sys("OPEN_VFIO_CDEV", op, dfd);
-    if (dfd < 0) return;
+    if (dfd < 0) return this.sys("OPEN_VFIO_CDEV", op, dfd);
     const bind = u32s(24, { 0: 24, 8: this.fd.fd });
     const ret = this.ioctl(dfd, VFIO_DEVICE_BIND_IOMMUFD, bind);
     if (ret < 0) {
@@ -407,22 +496,24 @@ export class Runner {
     }
     this.devFds[op.dev] = dfd;
     this.devIds[op.dev] = new DataView(bind.buffer).getUint32(12, true);
-    this.calls++;
+    this.calls += 2;
+    return 0;
   }
 
   private ioctl(fd: number, request: number, arg: Uint8Array | number): number {
-    if (fd < 0) {
-      this.machine.libc.errno = 0;
-      return -2;
-    }
+    if (fd < 0) return NOT_ISSUED;
     return this.machine.libc.ioctl(fd, request, arg);
   }
 
-  private cfgWrite(op: Op & { dev: number }, offset: number, value: number): void {
+  private cfgWrite(op: Op & { dev: number }, offset: number, value: number): number {
     const dfd = this.devFds[op.dev]!;
-    if (dfd < 0) return;
+    if (dfd < 0) return SKIPPED;
     const data = new Uint8Array([value & 0xff, (value >> 8) & 0xff]);
-    this.sys("VFIO_CONFIG_WRITE", op, this.machine.libc.pwrite(dfd, data, (7n << 40n) + BigInt(offset)));
+    return this.sys(
+      "VFIO_CONFIG_WRITE",
+      op,
+      this.machine.libc.pwrite(dfd, data, (7n << 40n) + BigInt(offset)),
+    );
   }
 
   private mapInto(
@@ -432,16 +523,16 @@ export class Runner {
     length: bigint,
     fixed: number | null,
     map: (length: bigint, iova: bigint | undefined) => bigint,
-  ): void {
+  ): number {
     const iova = fixed === null ? undefined : IOVA_BASE + BigInt(fixed) * IOVA_SLOT;
-    this.call(call, op, () => {
+    return this.call(call, op, () => {
       const at = map(length, iova);
       this.areas.get(ioasId)?.push({ iova: at, length });
     });
   }
 
-  private unmap(op: Op, ioasId: number, iova: bigint, length: bigint): void {
-    this.call("IOMMU_IOAS_UNMAP", op, () => {
+  private unmap(op: Op, ioasId: number, iova: bigint, length: bigint): number {
+    return this.call("IOMMU_IOAS_UNMAP", op, () => {
       this.fd.ioasUnmap({ ioasId, iova, length });
       const last = iova + length - 1n;
       const list = this.areas.get(ioasId) ?? [];
@@ -452,25 +543,30 @@ export class Runner {
     });
   }
 
-  /** A libc result: -2 means "not issued" (no descriptor yet); -1 is checked against `call`. */
-  private sys(call: SyscallName, op: Op, ret: number): void {
-    if (ret === -2) return;
+  /** A libc result: NOT_ISSUED (no descriptor yet) is SKIPPED; -1 is checked against `call`. */
+  private sys(call: SyscallName, op: Op, ret: number): number {
+    if (ret === NOT_ISSUED) return SKIPPED;
     this.calls++;
-    if (ret >= 0) return;
-    this.failures++;
-    const errno = this.machine.libc.errno;
-    if (this.checkErrnos && !errnoDocumented(call, errno)) throw new UndocumentedErrno(call, errno, op);
+    if (ret >= 0) return 0;
+    return this.failed(call, op, this.machine.libc.errno);
   }
 
   /** A typed-client call: a KernelError is the -1/errno of the C call. */
-  private call(call: SyscallName, op: Op, fn: () => void): void {
+  private call(call: SyscallName, op: Op, fn: () => void): number {
     this.calls++;
     try {
       fn();
+      return 0;
     } catch (e) {
       if (!(e instanceof KernelError)) throw e;
-      this.failures++;
-      if (this.checkErrnos && !errnoDocumented(call, e.errno)) throw new UndocumentedErrno(call, e.errno, op);
+      return this.failed(call, op, e.errno);
     }
+  }
+
+  private failed(call: SyscallName, op: Op, errno: number): number {
+    this.failures++;
+    if (this.checkErrnos && !errnoDocumented(call, errno))
+      throw new UndocumentedErrno(call, errno, op);
+    return errno;
   }
 }

@@ -7,14 +7,7 @@ import { MFD_HUGETLB, MFD_HUGE_1GB } from "@x/kernel";
 import { vfioPciDmaWrite } from "@x/vfio-pci";
 import { type StepDef, expect } from "../scenario.js";
 import { hex } from "../snapshot.js";
-import {
-  GiB,
-  type ProbeSpec,
-  type VmWorld,
-  type VmWorldSpec,
-  gpuSpec,
-  nicSpec,
-} from "../world.js";
+import { GiB, type ProbeSpec, type VmWorld, type VmWorldSpec, gpuSpec, nicSpec } from "../world.js";
 
 /** Guest-physical layout (a q35-like machine). */
 export const GPA = {
@@ -117,13 +110,22 @@ export const bringUp: readonly Step[] = [
   bootIommufd,
   mapRam,
   realize("gpu0", "No HWPT exists yet: QEMU allocates one on the IOAS."),
-  realize("gpu1", "gpu1 sits behind another IOMMU unit: attaching to gpu0's HWPT fails with EINVAL, so QEMU allocates a second HWPT on the same IOAS."),
+  realize(
+    "gpu1",
+    "gpu1 sits behind another IOMMU unit: attaching to gpu0's HWPT fails with EINVAL, so QEMU allocates a second HWPT on the same IOAS.",
+  ),
   realize("nic", "The NIC shares gpu0's IOMMU unit, so it attaches to the existing HWPT."),
   guestEnablesDecode,
 ];
 
 /** `from` writes `text` at the start of `to`'s BAR by P2P DMA; the BAR's memory must hold it. */
-export function p2pWrite(world: VmWorld, from: string, to: string, bar: number, text: string): string {
+export function p2pWrite(
+  world: VmWorld,
+  from: string,
+  to: string,
+  bar: number,
+  text: string,
+): string {
   const target = device(world, to).bars.find((b) => b.index === bar);
   if (!target) throw new Error(`${to} has no BAR${bar}`);
   const data = new TextEncoder().encode(text);

@@ -1,8 +1,30 @@
 /** Every scenario, in the order of spec §6 (the flagship first). */
 import type { ScenarioDef, World } from "../scenario.js";
+import { alignment } from "./alignment.js";
+import { boot } from "./boot.js";
+import { churn } from "./churn.js";
+import { deviceClose } from "./device-close.js";
 import { flagship } from "./flagship.js";
+import { flrOrder } from "./flr-order.js";
+import { forgotRemap } from "./forgot-remap.js";
+import { hotAdd } from "./hot-add.js";
+import { importRevoked } from "./import-revoked.js";
+import { memToggle } from "./mem-toggle.js";
+import { multiRange } from "./multi-range.js";
 
-export const scenarios: readonly ScenarioDef<World>[] = [flagship];
+export const scenarios: readonly ScenarioDef<World>[] = [
+  flagship,
+  boot,
+  memToggle,
+  flrOrder,
+  forgotRemap,
+  importRevoked,
+  hotAdd,
+  multiRange,
+  alignment,
+  deviceClose,
+  churn,
+];
 
 export function scenarioById(id: string): ScenarioDef<World> | undefined {
   return scenarios.find((s) => s.id === id);

@@ -50,14 +50,17 @@ export function renderIoas(root: HTMLElement, snap: Snapshot): void {
     const areas = [...ioas.areas].sort((a, b) => (a.iova < b.iova ? -1 : 1));
     const widths = areas.map((a) => 36 + 7 * Math.log2(Number(a.length)));
     const total = widths.reduce((x, w) => x + w, 0) + GAP * (areas.length + 1);
+    const width = Math.max(total, 200);
     const svg = s("svg", {
-      viewBox: `0 0 ${Math.max(total, 200)} ${H + 34}`,
+      width,
+      height: H + 34,
+      viewBox: `0 0 ${width} ${H + 34}`,
       class: "axis",
       "data-ioas": ioas.id,
       role: "img",
       "aria-label": `IOAS ${ioas.id}`,
     });
-    svg.append(s("line", { x1: 0, y1: H + 4, x2: Math.max(total, 200), y2: H + 4, class: "base" }));
+    svg.append(s("line", { x1: 0, y1: H + 4, x2: width, y2: H + 4, class: "base" }));
     let x = GAP;
     let prevEnd = 0n;
     areas.forEach((a, i) => {
@@ -88,7 +91,14 @@ export function renderIoas(root: HTMLElement, snap: Snapshot): void {
       x += w + GAP;
       prevEnd = a.iova + a.length;
     });
-    root.append(h("div", { class: "ioas" }, h("h3", {}, ioas.label), svg as unknown as Node));
+    root.append(
+      h(
+        "div",
+        { class: "ioas" },
+        h("h3", {}, ioas.label),
+        h("div", { class: "scroll" }, svg as unknown as Node),
+      ),
+    );
   }
 }
 

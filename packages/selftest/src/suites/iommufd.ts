@@ -106,6 +106,7 @@ import {
   type Ctx,
   EXPECT_ERRNO,
   type SelftestEnv,
+  why,
   _test_ioctl_destroy,
   check_refs,
   iommuTestCmd,
@@ -230,7 +231,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       setSize(s.size + 1);
       cmd[s.size] = 0;
       if (rc) EXPECT_ERRNO(t, old_errno, libc.ioctl(self.fd, ioctlNum, cmd));
-      else t.ASSERT_EQ(0, libc.ioctl(self.fd, ioctlNum, cmd));
+      else t.ASSERT_EQ(0, libc.ioctl(self.fd, ioctlNum, cmd), why(t));
     }
     const L = (s: unknown, n: number, last: string) => TEST_LENGTH(s as Struct<never>, n, last);
     L(iommu_destroy, IOMMU_DESTROY, "id");
@@ -290,14 +291,14 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     // Valid id for set
     const ioas_id = test_ioctl_ioas_alloc(t);
     vfio_ioas_cmd.ioas_id = ioas_id;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$), why(t));
     // Same id comes back from get
     vfio_ioas_cmd.op = IOMMU_VFIO_IOAS_GET;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$), why(t));
     t.ASSERT_EQ(ioas_id, vfio_ioas_cmd.ioas_id);
     // Clear works
     vfio_ioas_cmd.op = IOMMU_VFIO_IOAS_CLEAR;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$), why(t));
     vfio_ioas_cmd.op = IOMMU_VFIO_IOAS_GET;
     EXPECT_ERRNO(t, ENODEV, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
   });
@@ -443,7 +444,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     }
     for (let i = 0; i !== 10; i++) test_ioctl_ioas_unmap(t, iovas[i]!, PAGE_SIZE * (i + 1));
     // Avoids a reserved region
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, test_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, test_cmd.$), why(t));
     for (let i = 0; i !== 10; i++) {
       const length = PAGE_SIZE * (i + 1);
       iovas[i] = test_ioctl_ioas_map(t, buffer, length);
@@ -466,7 +467,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       last = BigInt(PAGE_SIZE * 600) - 1n;
     }
     setRange(start, last);
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_ALLOW_IOVAS, allow_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_ALLOW_IOVAS, allow_cmd.$), why(t));
     for (let i = 0; i !== 10; i++) {
       const length = PAGE_SIZE * (i + 1);
       iovas[i] = test_ioctl_ioas_map(t, buffer, length);
@@ -494,12 +495,12 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     // Copy inside a single IOAS
     copy_cmd.src_iova = self.base_iova;
     copy_cmd.dst_iova = self.base_iova + BigInt(PAGE_SIZE);
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$), why(t));
     // Copy between IOAS's
     copy_cmd.src_iova = self.base_iova;
     copy_cmd.dst_iova = 0n;
     copy_cmd.dst_ioas_id = test_ioctl_ioas_alloc(t);
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$), why(t));
   });
 
   TEST_F(iommufd_ioas, "iova_ranges", (self, _v, t) => {
@@ -526,7 +527,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       allowed_iovas: buffer,
     });
     // Range can be read
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$), why(t));
     t.EXPECT_EQ(1, ranges_cmd.num_iovas);
     if (!self.stdev_id) {
       t.EXPECT_EQ(0, range(0).start);
@@ -545,9 +546,9 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     t.EXPECT_EQ(0, range(0).start);
     t.EXPECT_EQ(0, range(0).last);
     // 2 ranges
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, test_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, test_cmd.$), why(t));
     ranges_cmd.num_iovas = BUFFER_SIZE / iommu_iova_range.size;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$), why(t));
     if (!self.stdev_id) {
       t.EXPECT_EQ(2, ranges_cmd.num_iovas);
       t.EXPECT_EQ(0, range(0).start);
@@ -568,7 +569,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       t.EXPECT_EQ(0, range(0).start);
       t.EXPECT_EQ(PAGE_SIZE - 1, range(0).last);
     } else {
-      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$));
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_IOVA_RANGES, ranges_cmd.$), why(t));
       t.EXPECT_EQ(1, ranges_cmd.num_iovas);
       t.EXPECT_EQ(MOCK_APERTURE_START, range(0).start);
       t.EXPECT_EQ(MOCK_APERTURE_LAST, range(0).last);
@@ -600,12 +601,12 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
     );
     access_cmd.uptr = buf + BigInt(PAGE_SIZE);
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$), why(t));
     // Causes a complicated unpin across a huge page boundary
     if (self.stdev_id) test_ioctl_destroy(t, self.stdev_id);
     test_cmd_destroy_access_pages(t, access_cmd.id, access_cmd.out_access_pages_id);
     test_cmd_destroy_access(t, access_cmd.id);
-    t.ASSERT_EQ(0, libc.munmap(buf, buf_size));
+    t.ASSERT_EQ(0, libc.munmap(buf, buf_size), why(t));
   });
 
   TEST_F(iommufd_ioas, "access_pin", (self, _v, t) => {
@@ -629,19 +630,19 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       access_cmd.length = BigInt(npages * PAGE_SIZE);
       // Single map/unmap
       test_ioctl_ioas_map_fixed(t, buffer, BUFFER_SIZE, MOCK_APERTURE_START);
-      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$), why(t));
       test_cmd_destroy_access_pages(t, access_cmd.id, access_cmd.out_access_pages_id);
       // Double user
-      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$), why(t));
       const access_pages_id = access_cmd.out_access_pages_id;
-      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$), why(t));
       test_cmd_destroy_access_pages(t, access_cmd.id, access_cmd.out_access_pages_id);
       test_cmd_destroy_access_pages(t, access_cmd.id, access_pages_id);
       // Add/remove a domain with a user
-      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$), why(t));
       const mock = test_cmd_mock_domain(t, self.ioas_id);
       check_map_cmd.id = mock.hwpt_id;
-      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, check_map_cmd.$));
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, check_map_cmd.$), why(t));
       test_ioctl_destroy(t, mock.stdev_id);
       test_cmd_destroy_access_pages(t, access_cmd.id, access_cmd.out_access_pages_id);
       test_ioctl_ioas_unmap(t, MOCK_APERTURE_START, BUFFER_SIZE);
@@ -677,11 +678,11 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
         const len = Number(access_cmd.length);
         const at = buffer + (access_cmd.iova - iova);
         access_cmd.flags = def_flags;
-        t.ASSERT_EQ(0, libc.ioctl(fd, IOMMU_TEST_CMD, access_cmd.$));
+        t.ASSERT_EQ(0, libc.ioctl(fd, IOMMU_TEST_CMD, access_cmd.$), why(t));
         t.ASSERT_TRUE(memeq(t, at, tmp, len));
         fill(tmp, TMP);
         access_cmd.flags = def_flags | MOCK_ACCESS_RW_WRITE;
-        t.ASSERT_EQ(0, libc.ioctl(fd, IOMMU_TEST_CMD, access_cmd.$));
+        t.ASSERT_EQ(0, libc.ioctl(fd, IOMMU_TEST_CMD, access_cmd.$), why(t));
         t.ASSERT_TRUE(memeq(t, at, tmp, len));
       }
     }
@@ -691,7 +692,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     access_cmd.length = BigInt(BUFFER_SIZE);
     access_cmd.flags = def_flags;
     access_cmd.uptr = tmp2;
-    t.ASSERT_EQ(0, libc.ioctl(fd, IOMMU_TEST_CMD, access_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(fd, IOMMU_TEST_CMD, access_cmd.$), why(t));
     t.ASSERT_TRUE(memeq(t, buffer, tmp2, BUFFER_SIZE));
   }
 
@@ -739,21 +740,21 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       val64: 3,
       object_id: self.ioas_id,
     });
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$), why(t));
     t.ASSERT_EQ(1, cmd.val64);
     cmd.op = IOMMU_OPTION_OP_SET;
     cmd.val64 = 0n;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$), why(t));
     cmd.op = IOMMU_OPTION_OP_GET;
     cmd.val64 = 3n;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$), why(t));
     t.ASSERT_EQ(0, cmd.val64);
     cmd.op = IOMMU_OPTION_OP_SET;
     cmd.val64 = 2n;
     EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
     cmd.op = IOMMU_OPTION_OP_SET;
     cmd.val64 = 1n;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$), why(t));
   });
 
   TEST_F(iommufd_ioas, "dmabuf_simple", (_self, _v, t) => {
@@ -859,10 +860,10 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
         uptr: ptr,
       },
     );
-    t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_TEST_CMD, check_map_cmd.$));
+    t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_TEST_CMD, check_map_cmd.$), why(t));
     if (self.hwpt_ids[1]) {
       check_map_cmd.id = self.hwpt_ids[1];
-      t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_TEST_CMD, check_map_cmd.$));
+      t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_TEST_CMD, check_map_cmd.$), why(t));
     }
   }
 
@@ -875,10 +876,10 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     const buf = libc.mmap(0n, buf_size, PROT_READ | PROT_WRITE, self.mmap_flags, -1, 0);
     t.ASSERT_NE(MAP_FAILED, buf);
     // EFAULT half way through mapping
-    t.ASSERT_EQ(0, libc.munmap(buf + BigInt(buf_size / 2), buf_size / 2));
+    t.ASSERT_EQ(0, libc.munmap(buf + BigInt(buf_size / 2), buf_size / 2), why(t));
     test_err_ioctl_ioas_map(t, EFAULT, buf, buf_size);
     // EFAULT on first page
-    t.ASSERT_EQ(0, libc.munmap(buf, buf_size / 2));
+    t.ASSERT_EQ(0, libc.munmap(buf, buf_size / 2), why(t));
     test_err_ioctl_ioas_map(t, EFAULT, buf, buf_size);
   }
 
@@ -891,7 +892,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     const { buf, mfd: mfd_tmp } = memfd_mmap(libc, buf_size, PROT_READ | PROT_WRITE, MAP_SHARED);
     t.ASSERT_NE(MAP_FAILED, buf);
     test_err_ioctl_ioas_map_file(t, EINVAL, mfd_tmp, 0, buf_size + 1);
-    t.ASSERT_EQ(0, libc.ftruncate(mfd_tmp, 0));
+    t.ASSERT_EQ(0, libc.ftruncate(mfd_tmp, 0), why(t));
     test_err_ioctl_ioas_map_file(t, EINVAL, mfd_tmp, 0, buf_size);
     libc.close(mfd_tmp);
   }
@@ -929,7 +930,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       }
     }
     check_refs(t, buf, buf_size, 0);
-    t.ASSERT_EQ(0, libc.munmap(buf, buf_size));
+    t.ASSERT_EQ(0, libc.munmap(buf, buf_size), why(t));
     if (variant.file) libc.close(mfd);
   });
 
@@ -960,9 +961,9 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       : test_ioctl_ioas_map_id(t, ioas_id, buf, BUFFER_SIZE);
     access_cmd.id = test_cmd_create_access(t, ioas_id, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
     access_cmd.iova = copy_cmd.src_iova;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$), why(t));
     copy_cmd.src_ioas_id = ioas_id;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$), why(t));
     check_mock_iova(t, self, buf, MOCK_APERTURE_START, BUFFER_SIZE);
     // Now replace the ioas with a new one
     const new_ioas_id = test_ioctl_ioas_alloc(t);
@@ -971,13 +972,13 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       : test_ioctl_ioas_map_id(t, new_ioas_id, buf, BUFFER_SIZE);
     test_cmd_access_replace_ioas(t, access_cmd.id, new_ioas_id);
     // Destroy the old ioas and cleanup copied mapping
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_UNMAP, unmap_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_UNMAP, unmap_cmd.$), why(t));
     test_ioctl_destroy(t, ioas_id);
     // Then run the same test again with the new ioas
     access_cmd.iova = copy_cmd.src_iova;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$), why(t));
     copy_cmd.src_ioas_id = new_ioas_id;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_COPY, copy_cmd.$), why(t));
     check_mock_iova(t, self, buf, MOCK_APERTURE_START, BUFFER_SIZE);
     test_cmd_destroy_access_pages(t, access_cmd.id, access_cmd.out_access_pages_id);
     test_cmd_destroy_access(t, access_cmd.id);
@@ -1020,8 +1021,8 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     test_cmd_mock_domain(t, self.ioas_id);
     // Attach it to the vfio compat
     vfio_ioas_cmd.ioas_id = self.ioas_id;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$));
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_SET_IOMMU, variant.version));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_VFIO_IOAS, vfio_ioas_cmd.$), why(t));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_SET_IOMMU, variant.version), why(t));
   });
   FIXTURE_TEARDOWN(vfio_compat_mock_domain, (self, _v, t) => teardown_iommufd(t, self.fd));
   FIXTURE_VARIANT_ADD(vfio_compat_mock_domain, "Ver1v2", { version: VFIO_TYPE1v2_IOMMU });
@@ -1035,7 +1036,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       val64: 3,
       object_id: self.ioas_id,
     });
-    t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
+    t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_OPTION, cmd.$), why(t));
     if (variant.version === VFIO_TYPE1_IOMMU) t.ASSERT_EQ(0, cmd.val64);
     else t.ASSERT_EQ(1, cmd.val64);
   });
@@ -1056,18 +1057,18 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     });
     const pages_iova: bigint[] = [];
     // Simple map/unmap
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_MAP_DMA, map_cmd.$));
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_MAP_DMA, map_cmd.$), why(t));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$), why(t));
     t.ASSERT_EQ(BUFFER_SIZE, unmap_cmd.size);
     // Unmap of empty is success
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$), why(t));
     // UNMAP_FLAG_ALL requires 0 iova/size
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_MAP_DMA, map_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_MAP_DMA, map_cmd.$), why(t));
     unmap_cmd.flags = VFIO_DMA_UNMAP_FLAG_ALL;
     EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
     unmap_cmd.iova = 0n;
     unmap_cmd.size = 0n;
-    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$), why(t));
     t.ASSERT_EQ(BUFFER_SIZE, unmap_cmd.size);
     // Small pages
     for (let i = 0; i !== BUFFER_SIZE / PAGE_SIZE; i++) {
@@ -1075,14 +1076,14 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       map_cmd.iova = pages_iova[i]!;
       map_cmd.vaddr = buffer + BigInt(i * PAGE_SIZE);
       map_cmd.size = BigInt(PAGE_SIZE);
-      t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_MAP_DMA, map_cmd.$));
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_MAP_DMA, map_cmd.$), why(t));
     }
     shuffle(makeRand(3), pages_iova);
     unmap_cmd.flags = 0;
     unmap_cmd.size = BigInt(PAGE_SIZE);
     for (const iova of pages_iova) {
       unmap_cmd.iova = iova;
-      t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
+      t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$), why(t));
     }
   });
 

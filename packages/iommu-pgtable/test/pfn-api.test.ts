@@ -1,0 +1,88 @@
+/** The PAGE_SIZE frame API on a domain: same results and errnos as the byte API. */
+import { KernelWarning, isKernelError } from "@x/kernel";
+import { describe, expect, it } from "vitest";
+import {
+  IOMMU_READ,
+  IOMMU_WRITE,
+  IO_PGTABLE_QUIRK_NO_WARN,
+  IotlbGather,
+  MOCK_IOMMUPT_DEFAULT,
+  armLpaeDomainAlloc,
+  iommuIovaToPhys,
+  iommuMap,
+  iommuReadRuns,
+  iommuptDomainAlloc,
+  mockIommuptDomainAlloc,
+  vtdssFormat,
+} from "../src/index.js";
+
+const RW = IOMMU_READ | IOMMU_WRITE;
+
+function errnoOf(fn: () => void): string {
+  try {
+    fn();
+    return "ok";
+  } catch (e) {
+    if (isKernelError(e)) return e.errnoName;
+    throw e;
+  }
+}
+
+describe("frame API", () => {
+  for (const [name, make] of [
+    ["vtdss", () => iommuptDomainAlloc({ format: vtdssFormat, features: 0, hwMaxVaLg2: 48 })],
+    ["mock default (2 KiB granule)", () => mockIommuptDomainAlloc(MOCK_IOMMUPT_DEFAULT)],
+    [
+      "arm 16K (classic)",
+      () => armLpaeDomainAlloc({ stage: 1, granuleLg2: 14, quirks: IO_PGTABLE_QUIRK_NO_WARN }),
+    ],
+  ] as const) {
+    it(`${name}: map, translate, read runs, unmap`, () => {
+      const d = make();
+      const base = 0x4000; // 64 MiB in frames
+      d.mapPfns(base, 0x1000, 8, RW);
+      d.mapPfns(base + 8, 0x2000, 4, IOMMU_READ);
+      expect(d.iovaToPfn(base + 3)).toBe(0x1003);
+      expect(d.iovaToPfn(base + 12)).toBe(-1);
+      expect(iommuIovaToPhys(d, BigInt(base + 9) << 12n)).toBe(0x2001000n);
+      const runs: number[][] = [];
+      if (d.isIommupt) {
+        d.readPfnRuns(base - 4, 20, (v, p, n, prot) => runs.push([v, p, n, prot]));
+        expect(runs).toEqual([
+          [base, 0x1000, 8, RW],
+          [base + 8, 0x2000, 4, IOMMU_READ],
+        ]);
+      }
+      // The classic core checks alignment to the 16K page first (EINVAL), iommupt does not.
+      expect(errnoOf(() => d.mapPfns(base + 4, 0, 4, RW))).toBe(
+        d.isIommupt ? "EADDRINUSE" : "EEXIST",
+      );
+      expect(errnoOf(() => d.mapPfns(base + 5, 0, 1, RW))).toBe(
+        d.isIommupt ? "EADDRINUSE" : "EINVAL",
+      );
+      expect(errnoOf(() => d.mapPfns(base + 100, 0, 0, RW))).toBe(d.isIommupt ? "EINVAL" : "ok");
+      // Past the end of the u64 space: iommupt's EOVERFLOW; io-pgtable-arm WARNs on the IAS.
+      if (d.isIommupt) expect(errnoOf(() => d.mapPfns(2 ** 52 - 4, 0, 8, RW))).toBe("EOVERFLOW");
+      else expect(() => d.mapPfns(2 ** 52 - 4, 0, 8, RW)).toThrow(KernelWarning);
+      const gather = new IotlbGather();
+      expect(d.unmapPfns(base, 12, gather)).toBe(12);
+      expect(d.iovaToPfn(base)).toBe(-1);
+      expect(d.unmapPfns(base, 12)).toBe(0);
+    });
+  }
+
+  it("mock: a 2 KiB-offset area reads back in bytes through iommuReadRuns", () => {
+    const d = mockIommuptDomainAlloc(MOCK_IOMMUPT_DEFAULT);
+    iommuMap(d, 0x1000800n, 0x5800n, 0x1800n, RW);
+    expect(iommuReadRuns(d, 0x1000000n, 0x3000n)).toEqual([
+      { iova: 0x1000800n, paddr: 0x5800n, length: 0x1800n, prot: RW },
+    ]);
+    expect(iommuReadRuns(d, 0x1000c00n, 0x800n)).toEqual([
+      { iova: 0x1000c00n, paddr: 0x5c00n, length: 0x800n, prot: RW },
+    ]);
+    const frames: number[][] = [];
+    d.readPfnRuns(0x1000, 4, (v, p, n) => frames.push([v, p, n]));
+    expect(frames).toEqual([]);
+    expect(d.iovaToPfn(0x1001)).toBe(0x6);
+  });
+});

@@ -1,0 +1,44 @@
+/**
+ * `pnpm --filter @x/reliability fuzz [-- --seconds N --seed S]`: the uAPI fuzzer with a time
+ * budget instead of a step budget (default 60 s, seed from the clock). Prints the numbers and,
+ * on failure, the shrunk counterexample with the command that replays it; exits 1 then.
+ *
+ *   replay:  pnpm --filter @x/reliability fuzz -- --replay <seed> <path>
+ */
+import { parseArgs } from "node:util";
+import { fuzzUapi, replayUapi } from "./fuzz-uapi.js";
+
+const { values, positionals } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "60" },
+    seed: { type: "string" },
+    replay: { type: "boolean", default: false },
+  },
+  allowPositionals: true,
+});
+
+if (values.replay) {
+  const [seed, path] = positionals;
+  if (seed === undefined || path === undefined) throw new Error("--replay <seed> <path>");
+  const error = replayUapi(Number(seed), path);
+  console.log(
+    error ? `still failing: ${error}` : "replay passed: the counterexample no longer fails",
+  );
+  if (error) process.exitCode = 1;
+} else {
+  const seed = values.seed === undefined ? Date.now() % 2 ** 31 : Number(values.seed);
+  const timeMs = Number(values.seconds) * 1000;
+  const r = fuzzUapi({ seed, steps: Number.POSITIVE_INFINITY, timeMs });
+  console.log(
+    `fuzz: seed ${seed}, ${r.runs} programs, ${r.steps} steps, ${r.calls} calls ` +
+      `(${r.errors} failed with documented errnos) in ${(r.ms / 1000).toFixed(1)} s`,
+  );
+  if (r.failure) {
+    console.log(`FAILURE: ${r.failure.error}`);
+    console.log(`ops: ${JSON.stringify(r.failure.ops)}`);
+    console.log(
+      `replay: pnpm --filter @x/reliability fuzz -- --replay ${r.failure.seed} '${r.failure.path}'`,
+    );
+    process.exitCode = 1;
+  }
+}
