@@ -8,7 +8,7 @@ const root = new URL("../../", import.meta.url).pathname;
 rmSync(join(root, "bench-results"), { recursive: true, force: true });
 const only = process.argv.slice(2);
 let failed = 0;
-for (const dir of ["packages", "apps"]) {
+for (const dir of ["packages", "apps", "tooling"]) {
   if (!existsSync(join(root, dir))) continue;
   for (const pkg of readdirSync(join(root, dir))) {
     const bdir = join(root, dir, pkg, "bench");
