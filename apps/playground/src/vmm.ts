@@ -16,7 +16,8 @@
  *   changes run the unmap → operation → map protocol (spec vfio-dmabuf §4.4) — unless the VMM
  *   was built with `forgetsRemap`, the buggy VMM of scenario 4.
  * - RAM map failures are fatal (VmmFatal, QEMU's hw_error); BAR map failures warn once per
- *   process with QEMU's hint and the VM goes on without P2P to that BAR.
+ *   process with QEMU's hint and the VM goes on without P2P to that BAR (`barMapFatal` gives
+ *   cloud-hypervisor's policy instead: the boot aborts).
  */
 import {
   EINVAL,
@@ -24,15 +25,21 @@ import {
   ENOTTY,
   KernelError,
   type Libc,
+  MAP_FAILED,
+  MAP_SHARED,
   MFD_CLOEXEC,
   O_CLOEXEC,
   O_RDWR,
+  PROT_READ,
+  PROT_WRITE,
   errnoName,
 } from "@x/kernel";
 import {
   IOMMU_HWPT_ALLOC,
   IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_COPY,
   IOMMU_IOAS_IOVA_RANGES,
+  IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FILE,
   IOMMU_IOAS_MAP_FIXED_IOVA,
   IOMMU_IOAS_MAP_READABLE,
@@ -40,7 +47,9 @@ import {
   IOMMU_IOAS_UNMAP,
   iommu_hwpt_alloc,
   iommu_ioas_alloc,
+  iommu_ioas_copy,
   iommu_ioas_iova_ranges,
+  iommu_ioas_map,
   iommu_ioas_map_file,
   iommu_ioas_unmap,
 } from "@x/iommufd";
@@ -123,6 +132,8 @@ export interface VmmOptions {
   readonly name?: string;
   /** The buggy VMM of scenario 4: does not unmap before, nor map after, reset and power changes. */
   readonly forgetsRemap?: boolean;
+  /** cloud-hypervisor's policy (vfio_p2p_dma=on): a BAR that cannot be DMA-mapped aborts the boot. */
+  readonly barMapFatal?: boolean;
   /** Where the VMM's console output goes (the scenario's step log). */
   log(text: string, kind: LogKind): void;
 }
@@ -219,6 +230,48 @@ export class Vmm {
       `ioctl(IOMMU_IOAS_MAP_FILE, fd=${fd} start=${hex(start)} len=${bytes(length)} iova=${hex(iova)})`,
       () => this.libc.ioctl(this.iommufd, IOMMU_IOAS_MAP_FILE, buf),
       quiet,
+    );
+  }
+
+  /** IOMMU_IOAS_ALLOC of another IOAS (boot makes the main one). */
+  allocIoas(): number {
+    const buf = iommu_ioas_alloc.encode({ size: iommu_ioas_alloc.size });
+    this.check(
+      "IOMMU_IOAS_ALLOC",
+      this.sys("ioctl(IOMMU_IOAS_ALLOC)", () => this.libc.ioctl(this.iommufd, IOMMU_IOAS_ALLOC, buf)),
+    );
+    return iommu_ioas_alloc.get(buf, "out_ioas_id");
+  }
+
+  /** IOMMU_IOAS_COPY from the main IOAS into `dstIoas` at a fixed IOVA; 0 or -errno. */
+  copy(dstIoas: number, srcIova: bigint, length: bigint, dstIova: bigint): number {
+    const buf = iommu_ioas_copy.encode({
+      size: iommu_ioas_copy.size,
+      flags: MAP_RW,
+      dst_ioas_id: dstIoas,
+      src_ioas_id: this.ioasId,
+      length,
+      dst_iova: dstIova,
+      src_iova: srcIova,
+    });
+    return this.sys(
+      `ioctl(IOMMU_IOAS_COPY, ${hex(srcIova)} +${bytes(length)} → IOAS ${dstIoas} @${hex(dstIova)})`,
+      () => this.libc.ioctl(this.iommufd, IOMMU_IOAS_COPY, buf),
+    );
+  }
+
+  /** IOMMU_IOAS_MAP of a user VA at a fixed IOVA (QEMU's path for memory without an fd); 0 or -errno. */
+  mapVa(va: bigint, length: bigint, iova: bigint): number {
+    const buf = iommu_ioas_map.encode({
+      size: iommu_ioas_map.size,
+      flags: MAP_RW,
+      ioas_id: this.ioasId,
+      user_va: va,
+      length,
+      iova,
+    });
+    return this.sys(`ioctl(IOMMU_IOAS_MAP, va=${hex(va)} len=${bytes(length)} iova=${hex(iova)})`, () =>
+      this.libc.ioctl(this.iommufd, IOMMU_IOAS_MAP, buf),
     );
   }
 
@@ -388,6 +441,18 @@ export class Vmm {
     for (const bar of dev.bars) bar.dmabufFd = this.exportBar(dev, bar);
   }
 
+  /** QEMU's region mmap of a BAR (for guest CPU access): a VM_PFNMAP mapping of the device fd. */
+  mmapBar(dev: PassthroughDevice, bar: Bar): bigint {
+    const off = BigInt(bar.index) << VFIO_PCI_OFFSET_SHIFT;
+    let va = MAP_FAILED;
+    this.sys(`mmap(${dev.name} BAR${bar.index}, ${bytes(bar.size)})`, () => {
+      va = this.libc.mmap(0n, bar.size, PROT_READ | PROT_WRITE, MAP_SHARED, dev.fd, off);
+      return va === MAP_FAILED ? -1 : 0;
+    });
+    if (va === MAP_FAILED) throw new KernelError(this.libc.errno, `mmap ${dev.name} BAR${bar.index}`);
+    return va;
+  }
+
   /** VFIO_DEVICE_FEATURE(GET | DMA_BUF) over the whole BAR; QEMU warns and goes on when it fails. */
   exportBar(dev: PassthroughDevice, bar: Bar, ranges = [{ offset: 0n, length: bar.size }]): number {
     const buf = encodeDmaBufFeature({
@@ -424,6 +489,11 @@ export class Vmm {
 
   /** QEMU's ram_device rule: a failed BAR map is a once-per-process warning, never fatal. */
   warnBarMapFailed(dev: PassthroughDevice, bar: Bar, ret: number): void {
+    if (this.options.barMapFatal)
+      throw new VmmFatal(
+        `Failed to DMA map ${dev.name} BAR${bar.index} at ${hex(bar.gpa)}: ${errText(-ret)}`,
+        -ret,
+      );
     if (this.p2pWarned) return;
     this.p2pWarned = true;
     this.log(

@@ -5,10 +5,10 @@
  *
  * - DMA probes: a device reads at an IOVA through its attached domain (vfio-pci's DMA master);
  *   the verdict says whether it reached RAM, a BAR, or faulted.
- * - Checks: iommufd's invariant checker when the package offers one, plus the end-to-end
- *   invariants the playground can see from outside — no IOPTE of a revoked dma-buf area in any
- *   domain (I1), every live area fully mapped in every domain of its IOAS (I2), no IOPTE
- *   outside an area.
+ * - Checks: iommufd's invariant checker (I1–I11) and its pin count against the machine's, plus
+ *   the end-to-end invariants the playground reads from the page tables themselves — no IOPTE of
+ *   a revoked dma-buf area in any domain (I1), every live area fully mapped in every domain of
+ *   its IOAS (I2), no IOPTE outside an area.
  * - A snapshot for the views, read from the packages' objects.
  */
 import {
@@ -19,7 +19,9 @@ import {
   type IommufdIoas,
   type IoptPages,
   IommufdModule,
+  checkInvariants,
   iommufdInit,
+  totalNpinned,
 } from "@x/iommufd";
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
 import { Kernel, KernelError, Libc } from "@x/kernel";
@@ -257,6 +259,14 @@ export class VmWorld implements World {
 
   check(): string[] {
     const out: string[] = [];
+    try {
+      const pages = checkInvariants(this.ioases().map((i) => i.iopt));
+      const held = totalNpinned(pages);
+      const pinned = this.kernel.mem.totalPinned();
+      if (held !== pinned) out.push(`pins: iommufd holds ${held} pages, the machine has ${pinned} pinned`);
+    } catch (e) {
+      out.push(e instanceof Error ? e.message : String(e));
+    }
     for (const ioas of this.ioases()) {
       const domains = this.hwpts().flatMap((h) =>
         h.ioas === ioas && h.domain ? [{ id: h.id, d: h.domain }] : [],

@@ -109,10 +109,20 @@ const P32 = 2 ** 32;
 /** Base of the fake physical addresses given to tables in PTE dumps. */
 export const TABLE_PA_BASE = 1n << 40n;
 
+/** The attribute bits of a leaf item (a float `%` would be a slow fmod call). */
+function attrsOf(e: number): number {
+  return e - Math.floor(e / ATTR_SPAN) * ATTR_SPAN;
+}
+
+/** a mod p for an integer a >= 0 below 2^53 and a power of two p. */
+function mod2(a: number, p: number): number {
+  return a - Math.floor(a / p) * p;
+}
+
 /** Count trailing zeros of a non-negative integer < 2^53 (64 for 0). */
 export function ctz53(x: number): number {
   if (x === 0) return 64;
-  const lo = x % P32;
+  const lo = mod2(x, P32);
   if (lo !== 0) return 31 - Math.clz32(lo & -lo);
   const hi = Math.floor(x / P32);
   return 32 + 31 - Math.clz32(hi & -hi);
@@ -147,6 +157,10 @@ export class PtIommu implements FreelistOwner {
   private readonly idxShiftLow = new Int32Array(8);
   private readonly idxMask = new Int32Array(8);
   private readonly signExtend: boolean;
+  /** 0: no range flushes, 1: PT_FEAT_FLUSH_RANGE, 2: PT_FEAT_FLUSH_RANGE_NO_GAPS. */
+  private readonly flushMode: number;
+  /** Gather units (2 KiB) per granule page. */
+  private readonly gatherScale: number;
   /** Granule pages below the current top's reach (non sign-extended tables). */
   private vaLimit = 0;
   private readonly items: number[] = [];
@@ -198,6 +212,12 @@ export class PtIommu implements FreelistOwner {
     }
     this.topItemsLg2 = geo.topItemsLg2 ?? this.items[this.topLevel]!;
     this.signExtend = hasFeature(this.features, PT_FEAT_SIGN_EXTEND);
+    this.flushMode = hasFeature(this.features, PT_FEAT_FLUSH_RANGE_NO_GAPS)
+      ? 2
+      : hasFeature(this.features, PT_FEAT_FLUSH_RANGE)
+        ? 1
+        : 0;
+    this.gatherScale = POW2[this.granuleLg2 - GATHER_UNIT_LG2]!;
     this.topChanged();
     let slabLg2 = 0;
     for (let level = 0; level < this.topLevel; level++)
@@ -302,6 +322,14 @@ export class PtIommu implements FreelistOwner {
     }
   }
 
+  /** Pages of [va, va + n) inside the table's reach from va (0 when va is outside). */
+  private clampToReach(va: number, n: number): number {
+    if (!this.signExtend) return Math.min(n, this.vaLimit - va);
+    const half = POW2[this.currentVaLg2 - 1 - this.granuleLg2]!;
+    if (va < half) return Math.min(n, half - va);
+    return va >= POW2[64 - this.granuleLg2]! - half ? n : 0;
+  }
+
   /** The walkable start page of [va, va + n) with the current top, or -1 (-ERANGE). */
   private walkStart(va: number, n: number): number {
     if (!this.signExtend) return va + n <= this.vaLimit ? va : -1;
@@ -395,8 +423,8 @@ export class PtIommu implements FreelistOwner {
     const nr = this.next[r]!;
     if (nr < 0) return count;
     const big = POW2[nr]!;
-    if (va % big !== oa % big) return count;
-    const toBoundary = big - (va % big);
+    if (mod2(va, big) !== mod2(oa, big)) return count;
+    const toBoundary = big - mod2(va, big);
     if (toBoundary + big > n) return count;
     return toBoundary / POW2[r]!;
   }
@@ -430,7 +458,7 @@ export class PtIommu implements FreelistOwner {
     if (r < 0) return ENXIO;
     // Decision (spec §1.2 UNVERIFIED): a length that is not a whole number of the smallest
     // page while iova and paddr are aligned is refused up front with -EINVAL, nothing mapped.
-    if (flags & MAP_F_LEN_TAIL || n % POW2[this.minPageLg2]! !== 0) return EINVAL;
+    if (flags & MAP_F_LEN_TAIL || mod2(n, POW2[this.minPageLg2]!) !== 0) return EINVAL;
     const leafLevel = this.levelOf[r]!;
     let wva = this.walkStart(va, n);
     if (hasFeature(this.features, PT_FEAT_DYNAMIC_TOP) && (wva < 0 || leafLevel > this.topLevel)) {
@@ -609,21 +637,14 @@ export class PtIommu implements FreelistOwner {
     gather.addFreed(this, ids);
   }
 
+  /** Add [va, va + pages) to the gather per the table's flush feature. @see gather_range_pages */
   private gatherRange(gather: IotlbGather, va: number, pages: number): void {
-    if (pages === 0) return;
-    const k = POW2[this.granuleLg2 - GATHER_UNIT_LG2]!;
-    if (
-      hasFeature(this.features, PT_FEAT_FLUSH_RANGE_NO_GAPS) &&
-      gather.isDisjointUnits(va * k, pages * k)
-    ) {
+    // A queued (DMA-FQ) gather is completed by a flush-all: no range is collected.
+    if (pages === 0 || this.flushMode === 0 || gather.queued) return;
+    const k = this.gatherScale;
+    if (this.flushMode === 2 && gather.isDisjointUnits(va * k, pages * k))
       this.syncGather?.(gather);
-    }
-    if (
-      hasFeature(this.features, PT_FEAT_FLUSH_RANGE) ||
-      hasFeature(this.features, PT_FEAT_FLUSH_RANGE_NO_GAPS)
-    ) {
-      gather.addUnits(va * k, pages * k);
-    }
+    gather.addUnits(va * k, pages * k);
   }
 
   /**
@@ -674,7 +695,7 @@ export class PtIommu implements FreelistOwner {
     const p = base + (va & mk[0]!);
     const e = arr[p]!;
     if (e === 0) return 0;
-    if ((e % ATTR_SPAN) & ATTR_CONTIG_MASK) return -1;
+    if (attrsOf(e) & ATTR_CONTIG_MASK) return -1;
     arr[p] = 0;
     return 1;
   }
@@ -685,8 +706,8 @@ export class PtIommu implements FreelistOwner {
     let p = base + idx;
     const first = arr[p]!;
     if (first > 0) {
-      const c = ((first % ATTR_SPAN) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
-      if (this.va % POW2[this.shift[level]! + c]! !== 0) return EINVAL;
+      const c = (attrsOf(first) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+      if (mod2(this.va, POW2[this.shift[level]! + c]!) !== 0) return EINVAL;
     }
     if (level === 0) {
       const want = Math.min(nItems - idx, this.end - this.va);
@@ -695,7 +716,7 @@ export class PtIommu implements FreelistOwner {
       while (q < stop && arr[q] !== 0) q++;
       let clearEnd = q;
       if (q === stop && q > p) {
-        const c = ((arr[q - 1]! % ATTR_SPAN) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+        const c = (attrsOf(arr[q - 1]!) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
         if (c !== 0) clearEnd = base + (((q - 1 - base) | ((1 << c) - 1)) + 1);
       }
       const cleared = clearEnd - p;
@@ -709,7 +730,7 @@ export class PtIommu implements FreelistOwner {
     while (idx < nItems && this.va < this.end) {
       const e = arr[p]!;
       if (e === 0) return EINVAL;
-      const itemStart = this.va - (this.va % itemPages);
+      const itemStart = this.va - mod2(this.va, itemPages);
       if (e < 0) {
         const covered = this.va === itemStart && this.end - this.va >= itemPages;
         const id = -e - 1;
@@ -723,7 +744,7 @@ export class PtIommu implements FreelistOwner {
         idx++;
         p++;
       } else {
-        const c = ((e % ATTR_SPAN) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+        const c = (attrsOf(e) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
         const step = 1 << c;
         if (step === 1) arr[p] = 0;
         else arr.fill(0, p, p + step);
@@ -754,7 +775,7 @@ export class PtIommu implements FreelistOwner {
       if (e > 0) {
         const pfn = Math.floor(e / ATTR_SPAN);
         if (level === 0) return pfn;
-        return pfn + (wva % POW2[this.shift[level]!]!);
+        return pfn + mod2(wva, POW2[this.shift[level]!]!);
       }
       if (e === 0 || level === 0) return -1;
       const id = -e - 1;
@@ -790,7 +811,7 @@ export class PtIommu implements FreelistOwner {
   /** IOMMU_* prot of the leaf at `va`, or -1 when not mapped. */
   protAt(va: number): number {
     if (!this.findItem(va)) return -1;
-    return (this.foundArr[this.foundPos]! % ATTR_SPAN) & ATTR_PROT_MASK;
+    return attrsOf(this.foundArr[this.foundPos]!) & ATTR_PROT_MASK;
   }
 
   /** Set the dirty bit of the item holding `va` (what a DMA write does). @see set_dirty */
@@ -798,7 +819,7 @@ export class PtIommu implements FreelistOwner {
     if (!this.format.dirtyTracking) return EOPNOTSUPP;
     if (!this.findItem(va)) return ENOENT;
     const e = this.foundArr[this.foundPos]!;
-    if (!((e % ATTR_SPAN) & ATTR_DIRTY)) this.foundArr[this.foundPos] = e + ATTR_DIRTY;
+    if (!(attrsOf(e) & ATTR_DIRTY)) this.foundArr[this.foundPos] = e + ATTR_DIRTY;
     return 0;
   }
 
@@ -824,7 +845,7 @@ export class PtIommu implements FreelistOwner {
   ): void {
     const nItems = level === this.topLevel ? 1 << this.topItemsLg2 : 1 << this.items[level]!;
     const itemPages = POW2[this.shift[level]!]!;
-    const tableStart = tableVa - (tableVa % (itemPages * nItems));
+    const tableStart = tableVa - mod2(tableVa, itemPages * nItems);
     let idx = this.index(level, from);
     let va = from;
     while (idx < nItems && va < to) {
@@ -851,7 +872,7 @@ export class PtIommu implements FreelistOwner {
         va = itemStart + itemPages;
         continue;
       }
-      const c = ((e % ATTR_SPAN) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+      const c = (attrsOf(e) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
       const step = 1 << c;
       const entryIdx = idx & ~(step - 1);
       const endIdx = Math.min(
@@ -886,7 +907,7 @@ export class PtIommu implements FreelistOwner {
     const ok = this.visitLeaves(va, n, (level, arr, entryPos, items, fromPos, toPos, at) => {
       let dirty = false;
       for (let i = 0; i < items; i++) {
-        if ((arr[entryPos + i]! % ATTR_SPAN) & ATTR_DIRTY) {
+        if (attrsOf(arr[entryPos + i]!) & ATTR_DIRTY) {
           dirty = true;
           break;
         }
@@ -899,7 +920,7 @@ export class PtIommu implements FreelistOwner {
       if (!(flags & IOMMU_DIRTY_NO_CLEAR)) {
         for (let i = 0; i < items; i++) {
           const e = arr[entryPos + i]!;
-          if ((e % ATTR_SPAN) & ATTR_DIRTY) arr[entryPos + i] = e - ATTR_DIRTY;
+          if (attrsOf(e) & ATTR_DIRTY) arr[entryPos + i] = e - ATTR_DIRTY;
         }
         gather.addUnits(fullVa * k, pages * k);
       }
@@ -917,6 +938,9 @@ export class PtIommu implements FreelistOwner {
     n: number,
     fn: (va: number, oa: number, pages: number, prot: number) => void,
   ): number {
+    // A range reaching past the table's current reach reads the part inside it.
+    n = this.clampToReach(va, n);
+    if (n <= 0) return 0;
     const wva = this.walkStart(va, n);
     if (wva < 0) return 0;
     const unmaskedBase = va - wva;
@@ -935,10 +959,10 @@ export class PtIommu implements FreelistOwner {
       (level, arr, _e, _i, fromPos, toPos, at) => {
         const sh = this.shift[level]!;
         const first = arr[fromPos]!;
-        const prot = (first % ATTR_SPAN) & ATTR_PROT_MASK;
-        const oa = Math.floor(first / ATTR_SPAN) + (sh === 0 ? 0 : at % POW2[sh]!);
+        const prot = attrsOf(first) & ATTR_PROT_MASK;
+        const oa = Math.floor(first / ATTR_SPAN) + (sh === 0 ? 0 : mod2(at, POW2[sh]!));
         const pages =
-          Math.min(wva + n, (toPos - fromPos) * POW2[sh]! + (at - (at % POW2[sh]!))) - at;
+          Math.min(wva + n, (toPos - fromPos) * POW2[sh]! + (at - mod2(at, POW2[sh]!))) - at;
         total += pages;
         if (runVa >= 0 && runVa + runPages === at && runOa + runPages === oa && runProt === prot) {
           runPages += pages;
@@ -966,7 +990,7 @@ export class PtIommu implements FreelistOwner {
       for (let i = 0; i < nItems; i++) {
         const e = arr[base + i]!;
         if (e <= 0) continue;
-        const c = ((e % ATTR_SPAN) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
+        const c = (attrsOf(e) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
         if (i % (1 << c) !== 0) continue;
         const lg2 = this.granuleLg2 + this.shift[level]! + c;
         counts[lg2] = (counts[lg2] ?? 0) + 1;
@@ -1020,7 +1044,7 @@ export class PtIommu implements FreelistOwner {
     const e = arr[base + i]!;
     if (e === 0) return 0n;
     if (e < 0) return this.format.encodeTable(this.tablePa(-e - 1), level, this.features);
-    const attrs = e % ATTR_SPAN;
+    const attrs = attrsOf(e);
     const c = (attrs & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
     const itemLg2 = this.granuleLg2 + this.shift[level]!;
     const pfn = Math.floor(e / ATTR_SPAN);

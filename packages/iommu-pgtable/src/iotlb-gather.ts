@@ -55,6 +55,7 @@ export class IotlbGather {
 
   /** @see iommu_iotlb_gather_init */
   init(): void {
+    if (this.endUnit < 0 && this.freelistOwner === undefined && this.pgsize === 0n) return;
     this.startUnit = EMPTY_START;
     this.endUnit = -1;
     this.pgsize = 0n;

@@ -8,6 +8,7 @@ import {
   IotlbGather,
   MOCK_IOMMUPT_DEFAULT,
   PT_FEAT_FLUSH_RANGE,
+  PT_FEAT_FLUSH_RANGE_NO_GAPS,
   PT_FEAT_VTDSS_FORCE_WRITEABLE,
   U64_MAX,
   amdIommuDriver,
@@ -191,5 +192,31 @@ describe("gather and deferred table freeing", () => {
     expect(gather.freelist.length).toBe(0);
     expect(gather.start).toBe(U64_MAX);
     expect(gather.end).toBe(0n);
+  });
+
+  it("FLUSH_RANGE_NO_GAPS flushes before gathering a disjoint range; a queued gather takes none", () => {
+    let syncs = 0;
+    const d = iommuptDomainAlloc(
+      { format: vtdssFormat, features: 1 << PT_FEAT_FLUSH_RANGE_NO_GAPS, hwMaxVaLg2: 48 },
+      { ops: { iotlbSync: () => void syncs++ } },
+    );
+    iommuMap(d, 0x10000n, 0n, 0x1000n, RW);
+    iommuMap(d, 0x11000n, 0n, 0x1000n, RW);
+    iommuMap(d, 0x80000n, 0n, 0x1000n, RW);
+    const gather = new IotlbGather();
+    iommuUnmapFast(d, 0x10000n, 0x1000n, gather);
+    iommuUnmapFast(d, 0x11000n, 0x1000n, gather);
+    expect(syncs).toBe(0);
+    iommuUnmapFast(d, 0x80000n, 0x1000n, gather);
+    expect(syncs).toBe(1);
+    expect([gather.start, gather.end]).toEqual([0x80000n, 0x80fffn]);
+    const q = vtd();
+    q.pgsizeBitmap = 0x1000n;
+    iommuMap(q, 0n, 0n, 0x200000n, RW);
+    const queued = new IotlbGather();
+    queued.queued = true;
+    expect(iommuUnmapFast(q, 0n, 0x200000n, queued)).toBe(0x200000n);
+    expect(queued.empty).toBe(true);
+    expect(queued.freelist.length).toBe(1);
   });
 });

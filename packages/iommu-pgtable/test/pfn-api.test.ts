@@ -7,6 +7,8 @@ import {
   IO_PGTABLE_QUIRK_NO_WARN,
   IotlbGather,
   MOCK_IOMMUPT_DEFAULT,
+  PT_FEAT_DYNAMIC_TOP,
+  amdv1Format,
   armLpaeDomainAlloc,
   iommuIovaToPhys,
   iommuMap,
@@ -80,9 +82,37 @@ describe("frame API", () => {
     expect(iommuReadRuns(d, 0x1000c00n, 0x800n)).toEqual([
       { iova: 0x1000c00n, paddr: 0x5c00n, length: 0x800n, prot: RW },
     ]);
+    // A frame counts when its first 2 KiB half is mapped, as batch_from_domain reads it.
     const frames: number[][] = [];
-    d.readPfnRuns(0x1000, 4, (v, p, n) => frames.push([v, p, n]));
-    expect(frames).toEqual([]);
+    expect(d.readPfnRuns(0x1000, 4, (v, p, n) => frames.push([v, p, n]))).toBe(1);
+    expect(frames).toEqual([[0x1001, 0x6, 1]]);
     expect(d.iovaToPfn(0x1001)).toBe(0x6);
+    expect(d.iovaToPfn(0x1000)).toBe(-1);
+    // 2 KiB in the second half of a frame: no frame starts inside it, so a frame-level reader sees nothing...
+    iommuMap(d, 0x2000800n, 0x10800n, 0x800n, RW);
+    expect(d.readPfnRuns(0x2000, 1, () => {})).toBe(0);
+    // ...and the byte reader sees it.
+    expect(d.readRange(0x2000000n, 0x1000n)).toEqual([
+      { iova: 0x2000800n, paddr: 0x10800n, length: 0x800n, prot: RW },
+    ]);
+  });
+
+  it("method forms and mappedBytes; range reads reaching past a growable top read what is inside", () => {
+    const d = iommuptDomainAlloc({
+      format: amdv1Format,
+      features: 1 << PT_FEAT_DYNAMIC_TOP,
+      startingLevel: 2,
+    });
+    d.map(0x100000n, 0x200000n, 0x3000n, RW);
+    expect(d.mappedBytes).toBe(0x3000n);
+    expect(d.iovaToPhys(0x101234n)).toBe(0x201234n);
+    expect(iommuReadRuns(d, 0n, 1n << 40n)).toEqual([
+      { iova: 0x100000n, paddr: 0x200000n, length: 0x3000n, prot: RW },
+    ]);
+    expect(d.readPfnRuns(0, 2 ** 30, () => {})).toBe(3);
+    expect(d.unmap(0x100000n, 0x3000n)).toBe(0x3000n);
+    expect(d.mappedBytes).toBe(0n);
+    d.free();
+    expect(d.pt!.tableCount).toBe(0);
   });
 });

@@ -23,6 +23,7 @@ import {
   EOVERFLOW,
   EPERM,
   KernelWarning,
+  PAGE_SIZE,
   PfnRuns,
   WARN_ON,
   copyFromUser,
@@ -34,7 +35,7 @@ import type { IoPagetable } from "./io-pagetable.js";
 import type { IoptArea } from "./io-pagetable-area.js";
 import { IOMMU_READ, IOMMU_WRITE, domainIovaToPhys } from "./iommu-domain.js";
 import { IOPT_ADDRESS_USER, type IoptPages, IoptPagesAccess } from "./pages.js";
-import { BPAGE_SIZE, PAGE_SIZE } from "./pfn-batch.js";
+import { BPAGE_SIZE } from "./pfn-batch.js";
 import { PfnReader, PfnReaderUser, findDomainArea } from "./pfn-reader.js";
 
 export const IOMMUFD_ACCESS_RW_READ = 0;

@@ -67,5 +67,10 @@ export function accountingSourceOf(
   process: Process,
   accountMode: IoptPagesAccountMode,
 ): AccountingSource {
-  return { accountMode, sourceProcess: process, sourceUser: process.cred.user, sourceMm: process.mm };
+  return {
+    accountMode,
+    sourceProcess: process,
+    sourceUser: process.cred.user,
+    sourceMm: process.mm,
+  };
 }

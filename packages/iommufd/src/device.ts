@@ -23,8 +23,9 @@
  * Decision: every device is alone in its iommu group (what ACS-isolated PCIe functions and the
  * selftest mock devices are), so the group state of the kernel is the device's own.
  *
- * Binding holds a reference on the iommufd file, so the context outlives its bound devices, and
- * the driver holds the DEVICE object (IOMMU_DESTROY of its id is EBUSY) until unbind.
+ * Binding holds a reference on the iommufd file, so the context outlives its bound devices
+ * (except the selftest's mock devices, see `registerTestCmd`), and the driver holds the DEVICE
+ * object (IOMMU_DESTROY of its id is EBUSY) until unbind.
  */
 import { EINVAL, KernelWarning, WARN_ON, fail, type File, type Kernel } from "@x/kernel";
 import {
@@ -91,7 +92,7 @@ export class IommufdDevice extends IommufdObject {
   /** iommufd_device_destroy */
   destroy(): void {
     WARN_ON(this.hwpt !== undefined, "device destroyed while attached");
-    this.ctx.file.put();
+    if (!this.ctx.module.isSelftestMockDev(this.dev)) this.ctx.file.put();
   }
 }
 
@@ -110,7 +111,7 @@ export function iommufdDeviceBind(ctx: IommufdCtx, dev: IommuDevice): IommufdDev
   // iommufd always maps with IOMMU_CACHE, so a non-coherent IOMMU cannot be used.
   if (!dev.iommu.capable(dev, IOMMU_CAP_CACHE_COHERENCY)) fail(EINVAL, "IOMMU not cache coherent");
   const idev = ctx.objectAlloc(new IommufdDevice(ctx, dev));
-  ctx.file.get();
+  if (!ctx.module.isSelftestMockDev(dev)) ctx.file.get();
   idev.users++;
   ctx.objectFinalize(idev);
   return idev;

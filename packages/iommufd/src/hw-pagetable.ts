@@ -39,6 +39,7 @@ import {
   IOMMU_HW_INFO_TYPE_DEFAULT,
   IOMMU_HW_INFO_TYPE_NONE,
   type iommu_hw_info,
+  type iommu_hwpt_invalidate,
   type iommu_hwpt_alloc,
 } from "./uapi.js";
 
@@ -198,6 +199,30 @@ export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fi
       ctx.putObject(ptObj);
     }
   });
+}
+
+// --- IOMMU_HWPT_INVALIDATE ------------------------------------------------------------------
+
+/**
+ * iommufd_hwpt_invalidate. Only nested HWPTs and vIOMMUs take invalidations and neither exists
+ * in this model, so a found object is EINVAL. The struct is written back whatever happened,
+ * with `entry_num` = the entries handled (0).
+ */
+export function iommufdHwptInvalidate(
+  ucmd: IommufdUcmd<(typeof iommu_hwpt_invalidate)["fields"]>,
+): number {
+  const { ctx, cmd } = ucmd;
+  let error: unknown;
+  try {
+    if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
+    if (cmd.entry_num && (!cmd.data_uptr || !cmd.entry_len)) fail(EINVAL, "entries without data");
+    ctx.withObject(cmd.hwpt_id, IOMMUFD_OBJ_ANY, () => fail(EINVAL, "not a nested HWPT or vIOMMU"));
+  } catch (e) {
+    error = e;
+  }
+  cmd.entry_num = 0;
+  ucmdRespond(ucmd);
+  throw error;
 }
 
 // --- IOMMU_GET_HW_INFO -----------------------------------------------------------------------

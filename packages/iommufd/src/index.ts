@@ -15,6 +15,7 @@ export * from "./device.js";
 export * from "./access.js";
 export * from "./access-core.js";
 export * from "./vfio-compat.js";
+export * from "./viommu.js";
 export * from "./client.js";
 export * from "./accounting.js";
 export * from "./iommu-domain.js";

@@ -576,7 +576,8 @@ export class IoPagetable {
 
   /**
    * Unmap whole areas inside [iova, iova + length); an area sticking out is ENOENT. Returns
-   * the bytes unmapped (0 when nothing was there: IOAS_UNMAP turns that into ENOENT itself).
+   * the bytes unmapped. Decision (spec §8 point 4): as in current kernels nothing found is
+   * success with 0 here; IOAS_UNMAP turns 0 into ENOENT itself, VFIO_IOMMU_UNMAP_DMA does not.
    * `progress.unmapped` follows along so a failure part way still tells what went.
    * @see iopt_unmap_iova
    */
@@ -907,7 +908,11 @@ export class IoPagetable {
   }
 }
 
-/** The origin address of page 0 of the pages, for the allocator's alignment hint. */
+/**
+ * The origin address of page 0 of the pages, for the allocator's alignment hint. For DMABUF
+ * it is the offset inside the dma-buf, not the physical address (as merged): automatic IOVAs
+ * keep the offset's alignment up to HPAGE_SIZE; larger IOPTEs need FIXED_IOVA.
+ */
 function originAddr(pages: IoptPages): bigint {
   if (pages.dmabuf) return pages.dmabuf.start;
   if (pages.file) return pages.start;

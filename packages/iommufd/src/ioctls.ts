@@ -2,12 +2,13 @@
  * The ioctl table of /dev/iommu (main.c's iommufd_ioctl_ops) and module load. Kept apart from
  * main.ts so the object files can import the core without an import cycle.
  *
- * Decision: the nesting, vIOMMU, fault-queue and dirty-tracking commands (0x8B-0x8E, 0x90,
- * 0x91, 0x93, 0x94) are outside this model; their slots stay empty, so they answer ENOTTY after
- * the `size` read, as any hole of the table does.
+ * Decision: dirty tracking, fault queues, vEVENTQs and HW queues (0x8B, 0x8C, 0x8E, 0x93, 0x94)
+ * are outside this model; their slots stay empty, so they answer ENOTTY after the `size` read,
+ * as any hole of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC are present and
+ * behave as on a machine whose IOMMU drivers have no nesting or vIOMMU support.
  */
 import type { Kernel } from "@x/kernel";
-import { iommufdGetHwInfo, iommufdHwptAlloc } from "./hw-pagetable.js";
+import { iommufdGetHwInfo, iommufdHwptAlloc, iommufdHwptInvalidate } from "./hw-pagetable.js";
 import {
   iommufdIoasAllocIoctl,
   iommufdIoasAllowIovas,
@@ -23,6 +24,7 @@ import {
   IOMMU_DESTROY,
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_INVALIDATE,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_ALLOW_IOVAS,
   IOMMU_IOAS_COPY,
@@ -31,9 +33,12 @@ import {
   IOMMU_IOAS_MAP_FILE,
   IOMMU_IOAS_UNMAP,
   IOMMU_OPTION,
+  IOMMU_VDEVICE_ALLOC,
   IOMMU_VFIO_IOAS,
+  IOMMU_VIOMMU_ALLOC,
   iommu_hw_info,
   iommu_hwpt_alloc,
+  iommu_hwpt_invalidate,
   iommu_ioas_alloc,
   iommu_ioas_allow_iovas,
   iommu_ioas_copy,
@@ -42,9 +47,12 @@ import {
   iommu_ioas_map_file,
   iommu_ioas_unmap,
   iommu_option,
+  iommu_vdevice_alloc,
   iommu_vfio_ioas,
+  iommu_viommu_alloc,
 } from "./uapi.js";
 import { iommufdVfioIoas, iommufdVfioIoctl } from "./vfio-compat.js";
+import { iommufdVdeviceAllocIoctl, iommufdViommuAllocIoctl } from "./viommu.js";
 
 /**
  * Load iommufd into a kernel: registers /dev/iommu (and, with `vfioContainer`, the VFIO
@@ -68,7 +76,10 @@ export function iommufdInit(
     ioctlOp(IOMMU_VFIO_IOAS, iommu_vfio_ioas, iommufdVfioIoas),
     ioctlOp(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, iommufdHwptAlloc),
     ioctlOp(IOMMU_GET_HW_INFO, iommu_hw_info, iommufdGetHwInfo),
+    ioctlOp(IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate, iommufdHwptInvalidate),
     ioctlOp(IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, iommufdIoasMapFile),
+    ioctlOp(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, iommufdViommuAllocIoctl),
+    ioctlOp(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, iommufdVdeviceAllocIoctl),
   ]);
   return module;
 }

@@ -143,6 +143,12 @@ export function ucmdRespond<S extends FieldSpec>(ucmd: IommufdUcmd<S>): void {
 /** The VFIO type1 container emulation that handles command numbers outside the table. */
 export type CompatIoctl = (ctx: IommufdCtx, cmd: number, arg: bigint) => number;
 
+/** What @x/selftest tells iommufd besides its command handler. */
+export interface SelftestHooks {
+  /** True for devices of the mock bus (they do not pin the iommufd file when bound). */
+  isMockDev?(dev: unknown): boolean;
+}
+
 /** IOMMU_TEST_CMD handler installed by @x/selftest. */
 export type TestCmdHandler = IoctlHandler<(typeof iommu_test_cmd)["fields"]>;
 
@@ -155,6 +161,11 @@ export class IommufdModule {
   /** Indexed by nr - IOMMUFD_CMD_BASE; unset entries are holes (ENOTTY after the size read). */
   private readonly ops: Array<IommufdIoctlOp | undefined> = new Array(IOMMUFD_TABLE_LENGTH);
   private testCmd: TestCmdHandler | undefined;
+  /**
+   * iommufd_selftest_is_mock_dev: devices of the selftest's mock bus are bound from inside the
+   * context (IOMMU_TEST_OP_MOCK_DOMAIN), so they do not hold the iommufd file.
+   */
+  isSelftestMockDev: (dev: unknown) => boolean = () => false;
   /** Contexts not yet released (a bound device or access can keep one alive after close). */
   private readonly live = new Set<IommufdCtx>();
   compat: CompatIoctl | undefined;
@@ -190,11 +201,14 @@ export class IommufdModule {
    * 0x3BA0 is dispatched with the generic size rules (min 68, sizeof 72) to `handler`, which
    * receives the decoded header in `ucmd.cmd` and reads its op's union member from the user
    * buffer (`ucmd.ubuffer`, `ucmd.userSize`) with the same copy/respond helpers; its return
-   * value is the ioctl's (DMABUF_GET returns an fd).
+   * value is the ioctl's (DMABUF_GET returns an fd). `hooks.isMockDev` identifies the mock bus's
+   * devices, which bind without holding the iommufd file (else closing the fd could never
+   * release a context that has mock devices).
    */
-  registerTestCmd(handler: TestCmdHandler): void {
+  registerTestCmd(handler: TestCmdHandler, hooks: SelftestHooks = {}): void {
     if (this.testCmd) throw new KernelWarning("IOMMU_TEST_CMD registered twice");
     this.testCmd = handler;
+    this.isSelftestMockDev = hooks.isMockDev ?? (() => false);
     this.addIoctls([ioctlOp(IOMMU_TEST_CMD_NUM, iommu_test_cmd, (ucmd) => this.testCmd!(ucmd))]);
   }
 

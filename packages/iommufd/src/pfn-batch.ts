@@ -10,7 +10,16 @@
  * Every batch has one kind (P5): CPU_MEMORY or MMIO. Adding a run of the other kind to a
  * non-empty batch is refused like a full batch, so one prot is always right for the whole batch.
  */
-import { EINVAL, ENOMEM, type Kernel, KernelWarning, WARN_ON, type XArray, fail } from "@x/kernel";
+import {
+  EINVAL,
+  ENOMEM,
+  type Kernel,
+  KernelWarning,
+  PAGE_SIZE,
+  WARN_ON,
+  type XArray,
+  fail,
+} from "@x/kernel";
 import type { IoptArea } from "./io-pagetable-area.js";
 import {
   IOMMU_CACHE,
@@ -22,9 +31,8 @@ import {
   iommuUnmapNofail,
 } from "./iommu-domain.js";
 
-export const PAGE_SHIFT = 12;
-export const PAGE_SIZE = 4096;
-export const BPAGE_SIZE = 4096n;
+/** PAGE_SIZE for IOVA / byte arithmetic. */
+export const BPAGE_SIZE = BigInt(PAGE_SIZE);
 
 /** Longest run one entry can hold (npfns is a u32). */
 export const MAX_NPFNS = 0xffffffff;
@@ -164,16 +172,6 @@ export class PfnBatch {
     if (fit === 0 || fit >= n) return 0;
     this.add(pfn, fit, kind);
     return fit + this.addRun(pfn + fit, n - fit, kind);
-  }
-
-  /** batch_remove_pfn_num: undo the last `n` PFNs. */
-  removeLast(n: number): void {
-    const last = this.end - 1;
-    const have = this.npfns[last] ?? 0;
-    if (last < 0 || have < n) throw new KernelWarning("batch underflow");
-    this.npfns[last] = have - n;
-    this.totalPfns -= n;
-    if (have === n) this.end--;
   }
 
   /** Visit runs in order, clipped to PFNs [skip, skip + count) of the batch. */

@@ -99,7 +99,9 @@ export class PfnReaderUser {
     const kernel = pages.kernel;
     let npages = lastIndex - startIndex + 1;
     if (!this.capacity) {
-      // upages / ufolios: 8 bytes per entry from temp memory.
+      // upages / ufolios: 8 bytes per entry from temp memory. Decision: for FILE the kernel's
+      // entries are folios, here they count pages (memfdPinFolios bounds by pages); this only
+      // changes how many pin calls a huge-folio range takes, never which pages get pinned.
       this.capacity = Math.max(1, Math.floor(tempAlloc(kernel, npages * 8, false) / 8));
     }
     npages = Math.min(npages, this.capacity);
@@ -250,6 +252,8 @@ export class PfnReader {
     }
     if (!this.user) {
       // One MMIO run for the rest of the hole; page_offset is applied by batch_to_domain.
+      // Decision (OBSERVATION §3.5): a physical range not page aligned loses its sub-page
+      // part here, as PHYS_PFN does in the kernel; exporters hand out page-aligned BARs.
       const paddr = this.dmabufPaddr + BigInt(start) * BPAGE_SIZE;
       this.batch.add(Number(paddr >> 12n), this.spanLast - start + 1, BATCH_MMIO);
       return;

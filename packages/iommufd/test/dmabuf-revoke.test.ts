@@ -1,5 +1,7 @@
-import { dmaBufPut } from "@x/dmabuf";
+import { dmaBufExport, dmaBufFd, dmaBufPut, getDmaBuf } from "@x/dmabuf";
 import {
+  EADDRINUSE,
+  EBADF,
   EINVAL,
   ENODEV,
   EOPNOTSUPP,
@@ -13,7 +15,7 @@ import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
 import { describe, expect, it } from "vitest";
 import { ioptAccessPinPages, ioptAccessRw } from "../src/access-core.js";
 import { IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
-import { setDmabufPinImporter } from "../src/dmabuf-import.js";
+import { ioptAllocDmabufPages, setDmabufPinImporter } from "../src/dmabuf-import.js";
 import { IOPT_ALLOC_IOVA, IoPagetable } from "../src/io-pagetable.js";
 import { IOMMU_CACHE, IOMMU_MMIO, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
 import { checkInvariants } from "../src/invariants.js";
@@ -120,6 +122,48 @@ describe.each([0, 1, 2])("DMABUF map and revoke with %i domains", (n) => {
 });
 
 describe("DMABUF details", () => {
+  it("a revoke between pages creation and fill: the map succeeds, tracked, nothing mapped", () => {
+    const { kernel, iopt, domains, exp, check } = setup(2);
+    const dmabuf = exp.dmabuf;
+    getDmaBuf(dmabuf);
+    const pages = ioptAllocDmabufPages(kernel, dmabuf, 0n, 0n, 4n * PAGE, true);
+    exp.setRevoked(true);
+    const list = [{ pages, area: undefined, startByte: 0n, length: 4n * PAGE }];
+    const iova = iopt.mapPages(list, 4n * PAGE, 0n, RW, IOPT_ALLOC_IOVA);
+    iopt.freePagesList(list);
+    check();
+    expect(pages.dmabuf?.tracker.length).toBe(2);
+    for (const d of domains) expect(mappedBytes(d)).toBe(0n);
+    expect(iopt.unmapIova(iova, 4n * PAGE)).toBe(4n * PAGE);
+  });
+
+  it("after a revoke no IOPTE of any domain points into the BAR (I1)", () => {
+    const { kernel, iopt, domains, exp } = setup(2);
+    const iopt2 = new IoPagetable(kernel);
+    const d3 = testDomain(kernel);
+    iopt2.tableAddDomain(d3);
+    iopt.mapFilePages(ctx, 0n, exp.fd(), 0n, 16n * PAGE, RW, IOPT_ALLOC_IOVA);
+    iopt2.mapFilePages(ctx, 0n, exp.fd(), 4n * PAGE, 4n * PAGE, RW, IOPT_ALLOC_IOVA);
+    exp.setRevoked(true);
+    for (const d of [...domains, d3]) {
+      for (const r of domainRuns(d)) {
+        expect(r.paddr + r.length <= exp.base || r.paddr >= exp.base + exp.size).toBe(true);
+      }
+    }
+    iopt.unmapAll();
+    iopt2.unmapAll();
+  });
+
+  it("takes domains_rwsem -> iova_rwsem -> pages.mutex in that order", () => {
+    const { kernel, iopt, exp } = setup(1);
+    iopt.mapFilePages(ctx, 0n, exp.fd(), 0n, PAGE, RW, IOPT_ALLOC_IOVA);
+    iopt.tableAddDomain(testDomain(kernel));
+    const l = kernel.lockdep;
+    expect(l.orderRecorded("iopt.domains_rwsem", "iopt.iova_rwsem")).toBe(true);
+    expect(l.orderRecorded("iopt.iova_rwsem", PAGES_DMABUF_MUTEX_CLASS)).toBe(true);
+    iopt.unmapAll();
+  });
+
   it("adds a domain while revoked: tracked, nothing mapped; removal unmaps nothing", () => {
     const { kernel, iopt, exp, check } = setup(1);
     iopt.mapFilePages(ctx, 0n, exp.fd(), 0n, 4n * PAGE, RW, IOPT_ALLOC_IOVA);
@@ -132,6 +176,18 @@ describe("DMABUF details", () => {
     iopt.tableRemoveDomain(d);
     expect(syncCount(d)).toBe(0);
     check();
+    // A copy of the revoked area shares the pages: tracked in the new IOAS, nothing mapped.
+    const iopt2 = new IoPagetable(kernel);
+    const d2 = testDomain(kernel);
+    iopt2.tableAddDomain(d2);
+    const src = iopt.areas()[0];
+    const list = iopt.getPages(src?.iova ?? 0n, 4n * PAGE);
+    iopt2.mapPages(list, 4n * PAGE, 0n, RW, IOPT_ALLOC_IOVA);
+    iopt.freePagesList(list);
+    check(iopt2);
+    expect(mappedBytes(d2)).toBe(0n);
+    expect(src?.pages?.dmabuf?.tracker).toHaveLength(2);
+    iopt2.unmapAll();
     iopt.unmapAll();
   });
 
@@ -185,13 +241,41 @@ describe("DMABUF details", () => {
     expect(iopt.areas()).toHaveLength(0);
   });
 
+  it("refuses a run longer than MAX_NPFNS pages, a bad fd, and a domain that raises alignment", () => {
+    const kernel = new Kernel();
+    const iopt = new IoPagetable(kernel);
+    const big = new TestExporter(kernel, 1n << 45n);
+    const fd = big.fd();
+    expect(
+      errno(() => iopt.mapFilePages(ctx, 0n, fd, 0n, 0xffffffffn * PAGE, RW, IOPT_ALLOC_IOVA)),
+    ).toBe(EINVAL);
+    expect(errno(() => iopt.mapFilePages(ctx, 0n, 999, 0n, PAGE, RW, IOPT_ALLOC_IOVA))).toBe(EBADF);
+    iopt.mapFilePages(ctx, 0n, fd, 100n, PAGE, RW, IOPT_ALLOC_IOVA);
+    const d = testDomain(kernel);
+    expect(errno(() => iopt.tableAddDomain(d))).toBe(EADDRINUSE);
+    expect(iopt.domainList).toHaveLength(0);
+    expect(iopt.reservedRanges()).toHaveLength(0);
+    expect(iopt.areas()[0]?.pages?.dmabuf?.tracker).toHaveLength(0);
+    checkInvariants([iopt]);
+    iopt.unmapAll();
+  });
+
   it("refuses multi-range and foreign buffers with EOPNOTSUPP", () => {
-    const { iopt, exp } = setup(1);
+    const { kernel, iopt, exp } = setup(1);
     exp.nrRanges = 2;
     expect(errno(() => iopt.mapFilePages(ctx, 0n, exp.fd(), 0n, PAGE, RW, IOPT_ALLOC_IOVA))).toBe(
       EOPNOTSUPP,
     );
     expect(attachments(exp)).toBe(0);
+    // A buffer of another exporter, with no vfio-pci loaded to claim it.
+    const ops = { mapDmaBuf: () => null, unmapDmaBuf: () => {}, release: () => {} };
+    const foreign = dmaBufExport(kernel, { expName: "gpu", ops, size: 4n * PAGE, priv: {} });
+    const ffd = dmaBufFd(kernel, foreign, 0);
+    expect(errno(() => iopt.mapFilePages(ctx, 0n, ffd, 0n, PAGE, RW, IOPT_ALLOC_IOVA))).toBe(
+      EOPNOTSUPP,
+    );
+    expect(foreign.resv.with(() => foreign.attachments.length)).toBe(0);
+    expect(iopt.areas()).toHaveLength(0);
   });
 
   it("refuses split, access rw and access pin", () => {

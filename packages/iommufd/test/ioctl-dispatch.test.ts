@@ -5,6 +5,7 @@ import {
   EINVAL,
   ENOENT,
   ENOTTY,
+  EOPNOTSUPP,
   MAP_SHARED,
   PROT_READ,
   PROT_WRITE,
@@ -15,6 +16,7 @@ import {
   IOMMU_DESTROY,
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_INVALIDATE,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_ALLOW_IOVAS,
   IOMMU_IOAS_COPY,
@@ -24,12 +26,15 @@ import {
   IOMMU_IOAS_UNMAP,
   IOMMU_OPTION,
   IOMMU_TEST_CMD,
+  IOMMU_VDEVICE_ALLOC,
   IOMMU_VFIO_IOAS,
+  IOMMU_VIOMMU_ALLOC,
   type Struct,
   _IO,
   iommu_destroy,
   iommu_hw_info,
   iommu_hwpt_alloc,
+  iommu_hwpt_invalidate,
   iommu_ioas_alloc,
   iommu_ioas_allow_iovas,
   iommu_ioas_copy,
@@ -39,7 +44,9 @@ import {
   iommu_ioas_unmap,
   iommu_option,
   iommu_test_cmd,
+  iommu_vdevice_alloc,
   iommu_vfio_ioas,
+  iommu_viommu_alloc,
 } from "../src/index.js";
 import { createSystem, rawIoctl } from "./ioctl-helpers.js";
 
@@ -57,6 +64,9 @@ const IOCTLS: Array<[string, number, Struct<any>]> = [
   ["HWPT_ALLOC", IOMMU_HWPT_ALLOC, iommu_hwpt_alloc],
   ["GET_HW_INFO", IOMMU_GET_HW_INFO, iommu_hw_info],
   ["IOAS_MAP_FILE", IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file],
+  ["HWPT_INVALIDATE", IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate],
+  ["VIOMMU_ALLOC", IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc],
+  ["VDEVICE_ALLOC", IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc],
 ];
 
 function withSize<S extends FieldSpec>(s: Struct<S>, size: number, tail = 0): Uint8Array {
@@ -129,6 +139,32 @@ describe("size rules (kselftest iommufd.cmd_length)", () => {
     expect(longer.errno).toBe(exact.errno);
     expect(longer.ret).toBe(exact.ret);
     expect(longer.buf.subarray(4, s.size)).toEqual(exact.buf.subarray(4, s.size));
+  });
+});
+
+describe("ioctls of features the drivers lack (nesting, vIOMMU)", () => {
+  it("HWPT_INVALIDATE: reserved, entries without data, lookup, then EINVAL; entry_num written back", () => {
+    const sys = createSystem();
+    const id = sys.fd.ioasAlloc();
+    const inv = (v: Record<string, number | bigint>) =>
+      rawIoctl(sys, IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate.encode({ size: 32, ...v }));
+    expect(inv({ __reserved: 1, hwpt_id: 99 }).errno).toBe(EOPNOTSUPP);
+    expect(inv({ entry_num: 2, hwpt_id: 99 }).errno).toBe(EINVAL);
+    expect(inv({ hwpt_id: 99 }).errno).toBe(ENOENT);
+    const r = inv({ hwpt_id: id, entry_num: 3, entry_len: 8, data_uptr: 0x1000n });
+    expect(r.errno).toBe(EINVAL);
+    expect(iommu_hwpt_invalidate.decode(r.buf).entry_num).toBe(0);
+  });
+
+  it("VIOMMU_ALLOC: flags or default type EOPNOTSUPP, unknown device ENOENT; VDEVICE_ALLOC ENOENT", () => {
+    const sys = createSystem();
+    const v = (f: Record<string, number>) =>
+      rawIoctl(sys, IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc.encode({ size: 40, ...f })).errno;
+    expect(v({ type: 1, flags: 1 })).toBe(EOPNOTSUPP);
+    expect(v({ type: 0, dev_id: 5 })).toBe(EOPNOTSUPP);
+    expect(v({ type: 1, dev_id: 5 })).toBe(ENOENT);
+    const d = rawIoctl(sys, IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc.encode({ size: 24, viommu_id: 1 }));
+    expect(d.errno).toBe(ENOENT);
   });
 });
 

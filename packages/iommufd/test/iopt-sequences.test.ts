@@ -41,12 +41,28 @@ type Op =
 
 const io = fc.integer({ min: 0, max: 1 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ k: fc.constant("mapUser" as const), io, first: fc.nat(30), n: fc.integer({ min: 1, max: 12 }) }),
-  fc.record({ k: fc.constant("mapDmabuf" as const), io, first: fc.nat(20), n: fc.integer({ min: 1, max: 12 }) }),
+  fc.record({
+    k: fc.constant("mapUser" as const),
+    io,
+    first: fc.nat(30),
+    n: fc.integer({ min: 1, max: 12 }),
+  }),
+  fc.record({
+    k: fc.constant("mapDmabuf" as const),
+    io,
+    first: fc.nat(20),
+    n: fc.integer({ min: 1, max: 12 }),
+  }),
   fc.record({ k: fc.constant("unmap" as const), io, pick: fc.nat() }),
   fc.record({ k: fc.constant("copy" as const), io, pick: fc.nat() }),
   fc.record({ k: fc.constant("domain" as const), io, which: fc.nat(2) }),
-  fc.record({ k: fc.constant("pin" as const), io, pick: fc.nat(), off: fc.nat(8), n: fc.integer({ min: 1, max: 4 }) }),
+  fc.record({
+    k: fc.constant("pin" as const),
+    io,
+    pick: fc.nat(),
+    off: fc.nat(8),
+    n: fc.integer({ min: 1, max: 4 }),
+  }),
   fc.record({ k: fc.constant("unpin" as const), pick: fc.nat() }),
   fc.record({ k: fc.constant("revoke" as const), on: fc.boolean() }),
   fc.record({ k: fc.constant("limit" as const), bytes: fc.constantFrom(0, 16, 40, 256) }),
@@ -57,7 +73,11 @@ function run(ops: Op[]): void {
   const libc = new Libc(kernel, kernel.newProcess(1000));
   kernel.current = libc.task;
   const iopts = [new IoPagetable(kernel), new IoPagetable(kernel)];
-  const domains: IommuDomain[] = [testDomain(kernel), testDomain(kernel), testDomain(kernel, "mock-huge")];
+  const domains: IommuDomain[] = [
+    testDomain(kernel),
+    testDomain(kernel),
+    testDomain(kernel, "mock-huge"),
+  ];
   const owner = new Map<IommuDomain, IoPagetable>();
   let exp = new TestExporter(kernel, 32n * PAGE);
   const va = libc.mmap(0n, 48 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -78,7 +98,7 @@ function run(ops: Op[]): void {
       },
     }),
   );
-  iopts.forEach((iopt, i) => iopt.addAccess(accesses[i] as IoptAccess));
+  for (const [i, iopt] of iopts.entries()) iopt.addAccess(accesses[i] as IoptAccess);
   const area = (iopt: IoPagetable, pick: number) => {
     const areas = iopt.areas();
     return areas.length ? areas[pick % areas.length] : undefined;
@@ -88,10 +108,25 @@ function run(ops: Op[]): void {
     try {
       switch (op.k) {
         case "mapUser":
-          iopt.mapUserPages(ctx, 0n, va + BigInt(op.first) * PAGE, BigInt(op.n) * PAGE, RW, IOPT_ALLOC_IOVA);
+          iopt.mapUserPages(
+            ctx,
+            0n,
+            va + BigInt(op.first) * PAGE,
+            BigInt(op.n) * PAGE,
+            RW,
+            IOPT_ALLOC_IOVA,
+          );
           break;
         case "mapDmabuf":
-          iopt.mapFilePages(ctx, 0n, exp.fd(), BigInt(op.first) * PAGE, BigInt(op.n) * PAGE, RW, IOPT_ALLOC_IOVA);
+          iopt.mapFilePages(
+            ctx,
+            0n,
+            exp.fd(),
+            BigInt(op.first) * PAGE,
+            BigInt(op.n) * PAGE,
+            RW,
+            IOPT_ALLOC_IOVA,
+          );
           break;
         case "unmap": {
           const a = area(iopt, op.pick);
@@ -155,7 +190,7 @@ function run(ops: Op[]): void {
   for (const p of [...pins]) ioptAccessUnpinPages(p.iopt, p.iova, p.len);
   for (const iopt of iopts) iopt.unmapAll();
   for (const [d, iopt] of owner) iopt.tableRemoveDomain(d);
-  iopts.forEach((iopt, i) => iopt.removeAccess(accesses[i] as IoptAccess));
+  for (const [i, iopt] of iopts.entries()) iopt.removeAccess(accesses[i] as IoptAccess);
   expect(kernel.mem.totalPinned()).toBe(0);
   expect(libc.process.cred.user.lockedVm).toBe(0);
 }

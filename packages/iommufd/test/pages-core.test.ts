@@ -24,7 +24,12 @@ import {
   ioptAccessRw,
   ioptAccessUnpinPages,
 } from "../src/access-core.js";
-import { IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
+import {
+  IOPT_PAGES_ACCOUNT_MM,
+  IOPT_PAGES_ACCOUNT_USER,
+  accountingSourceOf,
+  updatePinnedAccounting,
+} from "../src/accounting.js";
 import { checkInvariants, totalNpinned } from "../src/invariants.js";
 import { IOPT_ALLOC_IOVA, type IoptAccess, IoPagetable } from "../src/io-pagetable.js";
 import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
@@ -195,6 +200,56 @@ describe("huge IOPTEs are never cut", () => {
       });
     },
   );
+});
+
+describe("shared pages", () => {
+  it("unfilling one IOAS keeps pages another IOAS's copy still maps, without cutting leaves", () => {
+    const { kernel, libc, iopt, run, check } = machine(0);
+    run(() => {
+      const fd = libc.memfdCreate("guest", MFD_HUGETLB | MFD_HUGE_2MB);
+      libc.ftruncate(fd, 8n << 20n);
+      const d1 = testDomain(kernel);
+      iopt.tableAddDomain(d1);
+      const iova = iopt.mapFilePages(userCtx, 0n, fd, 0n, 8n << 20n, RW, IOPT_ALLOC_IOVA);
+      expect(domainRuns(d1).every((r) => r.length >= 2n << 20n)).toBe(true);
+      const other = new IoPagetable(kernel);
+      const d2 = testDomain(kernel);
+      other.tableAddDomain(d2);
+      const list = iopt.getPages(iova + (3n << 20n) + 5n * PAGE, 7n * PAGE);
+      other.mapPages(list, 7n * PAGE, 0n, RW, IOPT_ALLOC_IOVA);
+      other.freePagesList(list);
+      check(other);
+      expect(kernel.mem.totalPinned()).toBe(2048);
+      iopt.tableRemoveDomain(d1);
+      expect(mappedBytes(d1)).toBe(0n);
+      expect(kernel.mem.totalPinned()).toBe(7);
+      check(other);
+      iopt.unmapAll();
+      other.unmapAll();
+      expect(kernel.mem.totalPinned()).toBe(0);
+    });
+  });
+
+  it("IOAS_CHANGE_PROCESS moves the charge of FILE pages", () => {
+    const { kernel, libc, iopt, run, check } = machine();
+    const other = kernel.newProcess(2000);
+    run(() => {
+      const fd = libc.memfdCreate("m", 0);
+      libc.ftruncate(fd, 16n * PAGE);
+      iopt.tableAddDomain(testDomain(kernel));
+      iopt.mapFilePages(userCtx, 0n, fd, 0n, 16n * PAGE, RW, IOPT_ALLOC_IOVA);
+      const pages = iopt.areas()[0]?.pages;
+      if (!pages) throw new Error("no pages");
+      expect(libc.process.cred.user.lockedVm).toBe(16);
+      updatePinnedAccounting(accountingSourceOf(other, pages.accountMode), pages.npinned, true);
+      pages.changeSource(other);
+      expect(libc.process.cred.user.lockedVm).toBe(0);
+      expect(other.cred.user.lockedVm).toBe(16);
+      check();
+      iopt.unmapAll();
+      expect(other.cred.user.lockedVm).toBe(0);
+    });
+  });
 });
 
 describe("accounting", () => {

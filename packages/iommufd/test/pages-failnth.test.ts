@@ -43,7 +43,9 @@ function snapshot(w: World): string {
   return JSON.stringify({
     areas: w.iopts.map((i) => i.areas().map((a) => `${a.iova}-${a.lastIova}`)),
     ndomains: w.iopts.map((i) => i.domainList.length),
-    iotes: w.domains.map((d) => domainRuns(d).map((r) => `${r.iova}:${r.paddr}:${r.length}:${r.prot}`)),
+    iotes: w.domains.map((d) =>
+      domainRuns(d).map((r) => `${r.iova}:${r.paddr}:${r.length}:${r.prot}`),
+    ),
     pinned: w.kernel.mem.totalPinned(),
     lockedVm: w.libc.process.cred.user.lockedVm,
     pinnedVm: w.libc.process.mm.pinnedVm,
@@ -93,7 +95,14 @@ function world(limit = 0): World {
 }
 
 function scattered(libc: Libc, npages: number): bigint {
-  const va = libc.mmap(0n, npages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const va = libc.mmap(
+    0n,
+    npages * 4096,
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_ANONYMOUS,
+    -1,
+    0,
+  );
   for (let i = npages - 1; i >= 0; i--) libc.poke(va + BigInt(i) * PAGE, new Uint8Array([i]));
   return va;
 }

@@ -76,10 +76,32 @@ export class File<P = unknown> {
     return this;
   }
 
-  /** fput */
+  /** fput: the last put releases the file, at once or at the end of the current syscall. */
   put(): void {
     if (this.refs === 0) throw new KernelWarning(`fput on released ${this.fops.name} file`);
-    if (--this.refs === 0) this.fops.release?.(this);
+    if (--this.refs !== 0) return;
+    if (taskWork) taskWork.push(this);
+    else this.fops.release?.(this);
+  }
+}
+
+/** Files whose last reference went during the running syscall (task_work), if one runs. */
+let taskWork: File[] | undefined;
+
+/**
+ * Run a system call body with final fputs deferred to its end, as the kernel queues them as
+ * task_work for the return to user space: a driver's release never runs inside the locks of
+ * whoever dropped the last reference. Releases run in the order the references went.
+ */
+export function withDeferredFput<T>(fn: () => T): T {
+  const outer = taskWork;
+  const work: File[] = [];
+  taskWork = work;
+  try {
+    return fn();
+  } finally {
+    taskWork = outer;
+    for (const f of work) f.fops.release?.(f);
   }
 }
 

@@ -1,6 +1,6 @@
 import { EBADF, EINVAL, ENOTTY } from "./errno.js";
 import { KernelError, fail } from "./error.js";
-import { FMODE_READ, FMODE_WRITE, O_CLOEXEC, type File } from "./file.js";
+import { FMODE_READ, FMODE_WRITE, O_CLOEXEC, type File, withDeferredFput } from "./file.js";
 import type { Kernel, Task } from "./kernel.js";
 import { isMemfd, memfdCheckArgs, memfdCreate, MFD_CLOEXEC, vfsTruncate } from "./memfd.js";
 import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "./mm.js";
@@ -12,7 +12,8 @@ import { copyFromUser, copyToUser } from "./uaccess.js";
  * The user-space side of one process: system calls with libc's conventions (a result >= 0,
  * or -1 with `errno` set), run with `kernel.current` switched to the process's task. Each
  * call does the kernel's checks in the kernel's order, and a failed call changes nothing.
- * At every return no lock may be held: lockdep checks the syscall boundary.
+ * At every return no lock may be held: lockdep checks the syscall boundary. Final fputs made
+ * during a call release their files when it returns (task_work).
  */
 export const MAP_FAILED = -1n;
 
@@ -56,7 +57,7 @@ export class Libc {
   private sys<T, E>(onError: E, fn: () => T): T | E {
     try {
       return this.kernel.runAs(this.task, () => {
-        const r = fn();
+        const r = withDeferredFput(fn);
         this.kernel.lockdep.assertNoneHeld();
         return r;
       });

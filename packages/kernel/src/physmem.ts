@@ -35,6 +35,15 @@ const SECTION = 1 << SECTION_SHIFT;
 const FREE = 0;
 const HEAD = 1;
 const SPLIT = 2;
+/** An order-0 frame kept back at boot: never allocated, never freed. */
+const RESERVED = 3;
+
+/**
+ * Decision: the first 1 MiB of RAM is reserved at boot, as on x86, so pfn 0 is never handed
+ * out (iommu_iova_to_phys uses 0 for "no translation"). It has struct pages (pfnValid) but
+ * is in no folio, and it is not counted in allocatedPages().
+ */
+export const RESERVED_LOW_PAGES = 256;
 
 interface Section {
   readonly state: Uint8Array;
@@ -164,11 +173,22 @@ export class PhysMem {
     this.shouldFail = opts.shouldFail ?? (() => false);
     this.levels = ORDERS.map((o) => new FrameLevel(o, Math.floor(this.ramPages / 2 ** o)));
     // Seed the free stacks, lowest address on top: every 1 GiB frame, then the 2 MiB and
-    // 4 KiB frames of a RAM tail too short for a whole frame of the level above.
+    // 4 KiB frames of a RAM tail too short for a whole frame of the level above. The level
+    // whose frames start at pfn 0 is seeded first, then the first 1 MiB is taken from it
+    // (its lowest frames come first), and only then the tails.
     for (let l = this.levels.length - 1; l >= 0; l--) {
       const level = this.levels[l]!;
       const first = l === this.levels.length - 1 ? 0 : this.levels[l + 1]!.count * FANOUT;
       for (let i = level.count - 1; i >= first; i--) level.push(i);
+      if (first === 0 && level.count > 0) this.reserveLow();
+    }
+  }
+
+  private reserveLow(): void {
+    const low = this.levels[0]!;
+    for (let i = Math.min(RESERVED_LOW_PAGES, this.ramPages); i > 0; i--) {
+      const pfn = this.take(0);
+      low.writable(pfn).state[pfn & (SECTION - 1)] = RESERVED;
     }
   }
 

@@ -216,6 +216,40 @@ describe("Libc ioctl", () => {
     expect(libc.errno).toBe(EFAULT);
   });
 
+  it("a final fput inside a syscall releases the file when the call returns (task_work)", () => {
+    const { k, libc } = setup();
+    const lock = new Mutex(k.lockdep, "exporter.lock");
+    const order: string[] = [];
+    const victim = new File(
+      { name: "victim", release: () => lock.with(() => order.push("release")) },
+      null,
+    );
+    k.registerDevice(
+      "/dev/dropper",
+      (_k, flags) =>
+        new File(
+          {
+            name: "dropper",
+            ioctl: () =>
+              lock.with(() => {
+                victim.put(); // the last reference, dropped under the lock its release takes
+                order.push("ioctl done");
+                return 0;
+              }),
+          },
+          null,
+          flags,
+        ),
+    );
+    const fd = libc.open("/dev/dropper", O_RDWR);
+    expect(libc.ioctl(fd, 0)).toBe(0);
+    expect(order).toEqual(["ioctl done", "release"]);
+    // outside a syscall the last put releases at once
+    let now = false;
+    new File({ name: "x", release: () => void (now = true) }, null).put();
+    expect(now).toBe(true);
+  });
+
   it("a lock left held across a syscall is caught at the boundary", () => {
     const { k, libc } = setup();
     const m = new Mutex(k.lockdep, "leaky");

@@ -10,11 +10,10 @@
  *
  * Selftest objects (IOMMUFD_OBJ_SELFTEST, the `stdev_id` of MOCK_DOMAIN) own one mock device
  * bound and attached to the context; destroying one detaches, unbinds and deletes the device.
- * The in-kernel access ops are in access.ts.
+ * The in-kernel access ops are in access.ts, the command plumbing in test-cmd.ts.
  */
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
 import {
-  type FieldSpec,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_SELFTEST,
   type IommufdCtx,
@@ -22,9 +21,6 @@ import {
   type IommufdHwptPaging,
   IommufdModule,
   IommufdObject,
-  type IommufdUcmd,
-  type Struct,
-  type TestCmdHandler,
   getIoas,
   getIommufdDevice,
   iommufdDeviceAttach,
@@ -43,11 +39,7 @@ import {
   KernelWarning,
   PAGE_SHIFT,
   PAGE_SIZE,
-  PfnRuns,
-  copyFromUser,
   fail,
-  pinUserPagesFast,
-  unpinUserPageRuns,
 } from "@x/kernel";
 import {
   IOMMU_TEST_OP_ADD_RESERVED,
@@ -70,24 +62,8 @@ import {
   registerMockDmabufHook,
 } from "./mock-dmabuf.js";
 import { MockDev, MockDomain, MockIommu, mockDevCreate } from "./mock-iommu.js";
-
-/** A command in flight, with its decoded header. */
-export type TestUcmd = Parameters<TestCmdHandler>[0];
-
-/** One op of IOMMU_TEST_CMD; its return value is the ioctl's. */
-export type TestOp = (ucmd: TestUcmd) => number;
-
-/** The op's view of the command: its union member, decoded from the user's bytes. */
-export function ucmdMember<S extends FieldSpec>(ucmd: TestUcmd, member: Struct<S>): IommufdUcmd<S> {
-  const bytes = copyFromUser(ucmd.ctx.kernel, ucmd.ubuffer, Math.min(ucmd.userSize, member.size));
-  return {
-    ctx: ucmd.ctx,
-    ubuffer: ucmd.ubuffer,
-    userSize: ucmd.userSize,
-    struct: member,
-    cmd: member.decode(bytes),
-  };
-}
+import { accessOps } from "./access.js";
+import { type TestOp, type TestUcmd, ucmdMember, userPagePfn, userPagePins } from "./test-cmd.js";
 
 /** struct selftest_obj of type TYPE_IDEV: a mock device bound and attached to the context. */
 export class SelftestObj extends IommufdObject {
@@ -182,19 +158,6 @@ function withMockDomain<R>(ctx: IommufdCtx, id: number, fn: (d: IommuDomain) => 
 }
 
 /**
- * The PFN behind one user page (get_user_pages_fast of one page, which faults it in), with
- * the pin count it had: the pin taken for the look-up is dropped again.
- */
-function userPage(kernel: Kernel, uptr: bigint): { pfn: number; pins: number } {
-  const runs = new PfnRuns(1);
-  pinUserPagesFast(kernel, uptr & ~BigInt(PAGE_SIZE - 1), 1, 0, runs);
-  const pfn = runs.pfn(0);
-  const pins = kernel.mem.pinCount(pfn) - 1;
-  unpinUserPageRuns(kernel, runs, false);
-  return { pfn, pins };
-}
-
-/**
  * MD_CHECK_MAP: every IO page (the domain's smallest page) of [iova, iova + length) translates
  * to the physical address behind `uptr` at the same offset; EINVAL on misalignment or mismatch.
  * @see iommufd_test_md_check_pa
@@ -209,7 +172,7 @@ function mdCheckMap(ucmd: TestUcmd): number {
     if (iova % pageSize || length % pageSize || uptr % pageSize || uptr + length >= 1n << 64n)
       fail(EINVAL, "check_map alignment");
     for (; length; length -= pageSize, iova += pageSize, uptr += pageSize) {
-      const { pfn } = userPage(kernel, uptr);
+      const pfn = userPagePfn(kernel, uptr);
       const expected = (BigInt(pfn) << BigInt(PAGE_SHIFT)) + (uptr % BigInt(PAGE_SIZE));
       if (iommuIovaToPhys(d, iova) !== expected)
         fail(EINVAL, `iova 0x${iova.toString(16)} mismatch`);
@@ -229,7 +192,7 @@ function mdCheckRefs(ucmd: TestUcmd): number {
   const P = BigInt(PAGE_SIZE);
   if (length % P || uptr % P) fail(EINVAL, "check_refs alignment");
   for (; length; length -= P, uptr += P) {
-    const { pfn, pins } = userPage(kernel, uptr);
+    const { pfn, pins } = userPagePins(kernel, uptr);
     if (kernel.mem.folioOrder(pfn) === 0 && pins !== u.cmd.refs)
       fail(EIO, `page 0x${uptr.toString(16)} has ${pins} pins, expected ${u.cmd.refs}`);
   }
@@ -288,13 +251,10 @@ const baseOps: ReadonlyArray<readonly [number, TestOp]> = [
  * Load the selftest into a kernel whose iommufd is loaded: IOMMU_TEST_CMD with `baseOps` plus
  * `extraOps` (the access ops), the dma-buf hook and the mock bus. @see iommufd_test_init
  */
-export function iommufdTestInit(
-  kernel: Kernel,
-  extraOps: ReadonlyArray<readonly [number, TestOp]> = [],
-): void {
+export function iommufdTestInit(kernel: Kernel): void {
   const module = IommufdModule.of(kernel);
   if (!module) throw new KernelWarning("iommufd_test: iommufd is not loaded");
-  const ops = new Map<number, TestOp>([...baseOps, ...extraOps]);
+  const ops = new Map<number, TestOp>([...baseOps, ...accessOps]);
   module.registerTestCmd((ucmd) => {
     const op = ops.get(ucmd.cmd.op);
     if (!op) fail(EOPNOTSUPP, `test op ${ucmd.cmd.op}`);

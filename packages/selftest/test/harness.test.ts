@@ -168,6 +168,12 @@ describe("kselftest harness", () => {
     TEST_F(f, "passes", (_s, _v, t) => t.ASSERT_EQ(0, 0));
     TEST_F(f, "known_bad", (_s, _v, t) => t.ASSERT_EQ(0, 1));
     TEST_F(f, "skips", (_s, _v, t) => t.SKIP("skip through vitest"));
-    registerVitest(harness.instances(), it, new Map([["reg.known_bad", "demonstration"]]));
+    TEST_F(f, "excluded", () => {
+      throw new Error("never run");
+    });
+    registerVitest(harness.instances(), it, {
+      knownFailures: new Map([["reg.known_bad", "demonstration"]]),
+      excluded: new Map([["reg.excluded", "demonstration"]]),
+    });
   });
 });

@@ -10,5 +10,5 @@ import { selftestBinaries } from "../src/suites/index.js";
 const knownFailures = new Map<string, string>([]);
 
 for (const bin of selftestBinaries()) {
-  describe(bin.name, () => registerVitest(bin.harness.instances(), it, knownFailures));
+  describe(bin.name, () => registerVitest(bin.harness.instances(), it, { knownFailures }));
 }

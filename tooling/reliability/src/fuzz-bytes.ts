@@ -17,7 +17,8 @@
  * flags, IOVAs, lengths, user pointers, descriptors), the size word from the boundary sizes
  * (min − 1, min, sizeof, sizeof + 8 with a zero or non-zero tail, random); "mutated" inputs
  * start from a valid struct and change one to three fields or bytes. A failure reports the
- * seed and input index that regenerate it, and the bytes.
+ * seed and input index; `fuzzBytes({ seed, from: index - index % INPUTS_PER_MACHINE,
+ * inputs: index + 1 })` replays it on the same machine history.
  */
 import {
   IOMMU_DESTROY,
@@ -50,7 +51,6 @@ import {
   iommu_test_cmd,
   iommu_vfio_ioas,
 } from "@x/iommufd";
-import { dmaBufList } from "@x/dmabuf";
 import { KernelError, O_RDWR } from "@x/kernel";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
@@ -64,11 +64,12 @@ import {
   VFIO_DEVICE_GET_REGION_INFO,
   VFIO_DEVICE_RESET,
 } from "@x/vfio-pci";
-import { type CheckScope, Checker, gatherIommufd } from "./checker.js";
+import { type CheckScope, Checker } from "./checker.js";
 import { type SyscallName, errnoDocumented } from "./errnos.js";
-import { forEachIopte } from "./iommu.js";
 import { BUFFER_PAGES, Machine, PAGE } from "./machine.js";
 import { type Op, Runner } from "./sequence.js";
+import { snapshot, snapshotDiff } from "./snapshot.js";
+import { errorText } from "./fuzz-uapi.js";
 
 /** The state every byte-fuzz machine starts from. */
 export const BYTES_SETUP: readonly Op[] = [
@@ -278,49 +279,6 @@ function generate(rng: Rng, struct: Struct<any>, aim: Aim, mutate: boolean): Uin
   return buf.subarray(0, Math.max(size, 4));
 }
 
-/**
- * Every observable piece of state, as one comparable string: iommufd objects and their users,
- * each IOAS (areas with revoked marks, allowed and reserved ranges, alignment, domains and the
- * IOPTE frames each maps), pins, accounting, dma-bufs and exporter states, descriptors, devices.
- */
-export function snapshot(scope: CheckScope): string {
-  const { kernel, tasks, devices } = scope;
-  const out: string[] = [];
-  const g = gatherIommufd(scope);
-  for (const ctx of g.ctxs) {
-    out.push(`ctx ${ctx.accountMode} compat=${ctx.vfioIoas?.id ?? 0}`);
-    for (const obj of ctx.objectsInOrder()) out.push(`obj ${obj.id}:${obj.type}:${obj.users}`);
-  }
-  for (const iopt of g.iopts) {
-    const areas = iopt.areas().map((a) => `${a.iova}+${a.length}${a.pages?.dmabuf?.phys.len === 0n ? "R" : ""}`);
-    const allowed = iopt.allowedRanges().map((r) => `${r.start}-${r.last}`);
-    const reserved = iopt.reservedRanges().map((r) => `${r.start}-${r.last}`);
-    out.push(`iopt a=${areas} al=${allowed} rs=${reserved} align=${iopt.iovaAlignment} lp=${iopt.largePagesDisabled}`);
-    for (const d of iopt.domainList) {
-      let frames = 0;
-      forEachIopte(d, (_i, _p, n) => {
-        frames += n;
-      });
-      out.push(`domain ${d.id} ${frames}`);
-    }
-  }
-  out.push(`pinned ${kernel.mem.totalPinned()}`);
-  for (const t of tasks) {
-    const { mm, cred, files } = t.process;
-    out.push(`acct ${cred.user.lockedVm} ${mm.lockedVm} ${mm.pinnedVm}`);
-    out.push(`fds ${[...files.entries()].map(([fd]) => fd)}`);
-  }
-  out.push(`dmabufs ${dmaBufList(kernel).length}`);
-  for (const vdev of devices) {
-    const bufs = [...vdev.dmabufs].map((b) => b.state);
-    out.push(
-      `dev ${vdev.name} open=${vdev.openCount} reg=${vdev.registrationRefs} hwpt=${vdev.binding?.hwpt?.id ?? 0} ` +
-        `bufs=${bufs} mem=${vdev.vconfig ? vdev.memoryEnabled() : "-"} pm=${vdev.pmRuntimeEngaged}`,
-    );
-  }
-  return out.join("\n");
-}
-
 export interface ByteFailure {
   readonly seed: number;
   readonly index: number;
@@ -335,15 +293,23 @@ export interface FuzzBytesResult {
   /** Inputs per ioctl row (coverage). */
   readonly perCall: Record<string, number>;
   ms: number;
-  failure: ByteFailure | undefined;
+  /** Every failing input (the machine is replaced after each), at most MAX_FAILURES. */
+  readonly failures: ByteFailure[];
 }
 
 export interface FuzzBytesOptions {
   readonly seed: number;
+  /** Inputs are numbered [from, inputs); `from` (a multiple of perMachine) replays a failure. */
   readonly inputs: number;
+  readonly from?: number;
   /** Inputs per machine before a fresh one is set up. */
   readonly perMachine?: number;
 }
+
+/** Inputs per machine by default. */
+export const INPUTS_PER_MACHINE = 200;
+/** Failures after which a run stops. */
+const MAX_FAILURES = 20;
 
 interface World {
   readonly machine: Machine;
@@ -352,6 +318,8 @@ interface World {
   readonly checker: Checker;
   /** Descriptor per target kind. */
   readonly fds: Readonly<Record<IoctlTarget["on"], number>>;
+  /** The last input issued, for a leak found when the machine is retired. */
+  last: { call: SyscallName; bytes: Uint8Array } | undefined;
 }
 
 function freshWorld(): World {
@@ -363,7 +331,7 @@ function freshWorld(): World {
   if (unbound < 0) throw new KernelError(machine.libc.errno, "open vfio cdev");
   const scope: CheckScope = { kernel: machine.kernel, tasks: [machine.libc.task], devices: machine.devices };
   const fds = { iommufd: runner.iommufdFd, "vfio-bound": runner.deviceFd(0), "vfio-unbound": unbound };
-  return { machine, runner, scope, checker: new Checker(scope), fds };
+  return { machine, runner, scope, checker: new Checker(scope), fds, last: undefined };
 }
 
 /** Is a state change after this failed input one the spec documents? */
@@ -377,15 +345,18 @@ function changeDocumented(target: IoctlTarget, bytes: Uint8Array): boolean {
 /** Run `inputs` byte inputs from `seed`. */
 export function fuzzBytes(opts: FuzzBytesOptions): FuzzBytesResult {
   const t0 = performance.now();
-  const perMachine = opts.perMachine ?? 200;
-  const res: FuzzBytesResult = { inputs: 0, successes: 0, perCall: {}, ms: 0, failure: undefined };
+  const perMachine = opts.perMachine ?? INPUTS_PER_MACHINE;
+  const from = opts.from ?? 0;
+  const res: FuzzBytesResult = { inputs: 0, successes: 0, perCall: {}, ms: 0, failures: [] };
   let w = freshWorld();
   let validPtr = w.machine.libc.malloc(4096);
-  for (let index = 0; index < opts.inputs; index++) {
-    if (index > 0 && index % perMachine === 0) {
-      w.runner.teardown();
+  let broken = false;
+  for (let index = from; index < opts.inputs && res.failures.length < MAX_FAILURES; index++) {
+    if (broken || (index > from && index % perMachine === 0)) {
+      if (!broken) retire(w, opts.seed, index - 1, res);
       w = freshWorld();
       validPtr = w.machine.libc.malloc(4096);
+      broken = false;
     }
     const rng = new Rng(opts.seed * 1_000_003 + index);
     const target = IOCTL_TARGETS[rng.below(IOCTL_TARGETS.length)]!;
@@ -395,20 +366,16 @@ export function fuzzBytes(opts: FuzzBytesOptions): FuzzBytesResult {
     w.machine.libc.poke(validPtr, randomBytes(rng, 64));
     const bytes = target.struct ? generate(rng, target.struct, aim, rng.below(2) === 0) : new Uint8Array(0);
     res.inputs++;
+    w.last = { call: target.call, bytes };
     res.perCall[target.call] = (res.perCall[target.call] ?? 0) + 1;
     try {
       tryOne(w, target, fd, cmd, bytes, res);
     } catch (e) {
-      res.failure = {
-        seed: opts.seed,
-        index,
-        call: target.call,
-        bytes: Buffer.from(bytes).toString("hex"),
-        error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
-      };
-      break;
+      res.failures.push({ seed: opts.seed, index, call: target.call, bytes: hex(bytes), error: errorText(e) });
+      broken = true;
     }
   }
+  if (!broken) retire(w, opts.seed, opts.inputs - 1, res);
   res.ms = performance.now() - t0;
   return res;
 }
@@ -437,7 +404,7 @@ function tryOne(
     return;
   }
   const after = snapshot(w.scope);
-  if (after !== before) throw new Error(`${target.call} failed (errno ${libc.errno}) but changed state:\n${diff(before, after)}`);
+  if (after !== before) throw new Error(`${target.call} failed (errno ${libc.errno}) but changed state:\n${snapshotDiff(before, after)}`);
 }
 
 /**
@@ -449,18 +416,39 @@ function randomCmd(rng: Rng, on: IoctlTarget["on"]): number {
   return (0x3b << 8) | (on === "iommufd" ? 0x95 + rng.below(0x6b) : 0x60 + rng.below(0x20));
 }
 
+/**
+ * Close every descriptor but the memfd (whose pages are the guest RAM mapping): then nothing
+ * may be left — a leak any successful input caused shows up here.
+ */
+function closeAll(w: World): void {
+  w.runner.teardown();
+  const libc = w.machine.libc;
+  for (const [fd] of [...libc.process.files.entries()]) if (fd !== w.machine.memfd) libc.close(fd);
+  w.checker.checkQuiesced();
+}
+
+/** closeAll, a leak reported against the machine's last input. */
+function retire(w: World, seed: number, lastIndex: number, res: FuzzBytesResult): void {
+  try {
+    closeAll(w);
+  } catch (e) {
+    const last = w.last;
+    res.failures.push({
+      seed,
+      index: lastIndex,
+      call: last?.call ?? "CLOSE",
+      bytes: last ? hex(last.bytes) : "",
+      error: `leak after the machine's last input: ${errorText(e)}`,
+    });
+  }
+}
+
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function randomBytes(rng: Rng, n: number): Uint8Array {
   const b = new Uint8Array(n);
   for (let i = 0; i < n; i++) b[i] = rng.u32() & 0xff;
   return b;
-}
-
-function diff(a: string, b: string): string {
-  const al = a.split("\n");
-  const bl = b.split("\n");
-  const out: string[] = [];
-  for (let i = 0; i < Math.max(al.length, bl.length); i++) {
-    if (al[i] !== bl[i]) out.push(`- ${al[i] ?? ""}\n+ ${bl[i] ?? ""}`);
-  }
-  return out.join("\n");
 }

@@ -402,8 +402,10 @@ export class Runner {
       }
       case "iommufdReopen":
         return this.call("CLOSE", op, () => {
+          // Open the new one first: a failed open leaves the program its old descriptor.
+          const next = IommufdClient.open(this.machine.libc);
           this.fd.close();
-          this.fd = IommufdClient.open(this.machine.libc);
+          this.fd = next;
           this.ioas = [];
           this.hwpts = [];
           this.areas.clear();

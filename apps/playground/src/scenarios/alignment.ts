@@ -1,35 +1,41 @@
 /**
- * §6.10 Alignment edge cases: an IOMMU whose smallest page is 64 KiB makes the IOAS alignment
- * 64 KiB, so QEMU skips a 16 KiB BAR; dma-buf ranges must be page aligned (EINVAL); MAP_FILE
- * refuses an IOVA or a file offset that breaks the IOAS alignment (EINVAL).
+ * §6.10 Alignment edge cases: a BAR smaller than the IOMMU page is skipped by QEMU's listener and
+ * cannot be exported (dma-buf ranges are whole pages: EINVAL); MAP_FILE refuses an IOVA, length
+ * or file offset off the IOAS alignment (EINVAL); and an IOMMU whose smallest page is larger than
+ * the kernel's PAGE_SIZE cannot join the IOAS at all (EINVAL at HWPT_ALLOC, the device fails to
+ * realize).
  */
 import { EINVAL } from "@x/kernel";
 import { type ScenarioDef, expect } from "../scenario.js";
 import { bytes } from "../snapshot.js";
 import { GiB, KiB, MiB, TiB, VmWorld } from "../world.js";
+import { VmmFatal } from "../vmm.js";
 import { bootIommufd, device, mapRam, realize } from "./common.js";
 
-const ALIGN = 64n * KiB;
+const PAGE = 4n * KiB;
 
 export const alignment: ScenarioDef<VmWorld> = {
   id: "alignment",
   number: 10,
-  title: "Alignment: 64 KiB IOMMU pages, a 16 KiB BAR, unaligned ranges",
+  title: "Alignment: a 2 KiB BAR, unaligned ranges, a 64 KiB-page IOMMU",
   summary:
-    "The host IOMMU offers 64 KiB as its smallest page (like a 64 KiB-granule SMMU). The IOAS " +
-    "alignment follows, QEMU's listener skips a BAR that is not a multiple of it, VFIO rejects a " +
-    "dma-buf range that is not page aligned, and iommufd rejects a MAP_FILE whose IOVA or file " +
-    "offset breaks the alignment.",
+    "A NIC's 2 KiB register BAR is below the 4 KiB IOMMU page: QEMU's listener does not DMA-map it " +
+    "and VFIO cannot export it. dma-buf ranges and MAP_FILE arguments must respect page and IOAS " +
+    "alignment (EINVAL). An accelerator behind an IOMMU whose smallest page is 64 KiB cannot be " +
+    "attached on a 4 KiB-page host: iommufd refuses the domain and the device fails to realize.",
   setup: () =>
     new VmWorld({
-      iommus: [{ name: "smmu0", kind: "amd-vi", pgsizeBitmap: ALIGN | (2n * MiB) | GiB }],
+      iommus: [
+        { name: "iommu0", kind: "amd-vi" },
+        { name: "smmu0", kind: "amd-vi", pgsizeBitmap: 64n * KiB | 2n * MiB | GiB },
+      ],
       devices: [
         {
           name: "gpu0",
           vendor: 0x10de,
           device: 0x2330,
           classCode: 0x030200,
-          iommu: "smmu0",
+          iommu: "iommu0",
           bars: [{ index: 0, size: 16n * MiB, gpa: 0xc000_0000n, type: "mem32" }],
         },
         {
@@ -37,8 +43,16 @@ export const alignment: ScenarioDef<VmWorld> = {
           vendor: 0x8086,
           device: 0x1521,
           classCode: 0x020000,
+          iommu: "iommu0",
+          bars: [{ index: 0, size: 2n * KiB, gpa: 0xc100_0000n, type: "mem32" }],
+        },
+        {
+          name: "accel",
+          vendor: 0x1d0f,
+          device: 0xefa1,
+          classCode: 0x120000,
           iommu: "smmu0",
-          bars: [{ index: 0, size: 16n * KiB, gpa: 0xc100_0000n, type: "mem32" }],
+          bars: [{ index: 0, size: MiB, gpa: 0xc200_0000n, type: "mem32" }],
         },
       ],
       probes: [
@@ -50,21 +64,15 @@ export const alignment: ScenarioDef<VmWorld> = {
     bootIommufd,
     mapRam,
     realize("gpu0"),
-    realize("nic"),
+    realize("nic", "The 2 KiB BAR cannot be exported: every dma-buf range is whole pages (EINVAL); QEMU warns and goes on."),
     {
-      name: "The IOAS alignment is the domain's smallest page: 64 KiB",
-      actor: "vmm",
-      run: ({ world, log }) => {
-        expect(world.vmm.iovaAlignment === ALIGN, `alignment is ${world.vmm.iovaAlignment}`);
-        log(`IOAS_IOVA_RANGES out_iova_alignment = ${bytes(world.vmm.iovaAlignment)}`);
-      },
-    },
-    {
-      name: "Guest enables decode: gpu0's BAR is mapped, the NIC's 16 KiB BAR is skipped",
+      name: "Guest enables decode: gpu0's BAR is mapped, the NIC's 2 KiB BAR is skipped",
       actor: "guest",
-      run: ({ world }) => {
+      run: ({ world, log }) => {
+        log(`IOAS alignment (out_iova_alignment) is ${bytes(world.vmm.iovaAlignment)}`);
+        expect(world.vmm.iovaAlignment === PAGE, `alignment is ${world.vmm.iovaAlignment}`);
         for (const d of world.vmm.devices) world.vmm.guestEnableMemory(d);
-        expect(!device(world, "nic").bars[0]!.mapped, "the 16 KiB BAR was mapped");
+        expect(!device(world, "nic").bars[0]!.mapped, "the 2 KiB BAR was mapped");
       },
       expectProbes: { "gpu0→ram": "ram", "gpu0→nic.bar0": "fault" },
     },
@@ -78,15 +86,36 @@ export const alignment: ScenarioDef<VmWorld> = {
       },
     },
     {
-      name: "MAP_FILE at an IOVA or file offset off the 64 KiB alignment: EINVAL",
+      name: "MAP_FILE with an IOVA, length or file offset off the alignment: EINVAL",
       actor: "vmm",
       run: ({ world }) => {
         const ram = world.vmm.ram[0]!;
-        const atIova = world.vmm.mapFile(ram.memfd, 0n, ALIGN, TiB + 0x1000n);
-        expect(atIova === -EINVAL, `unaligned IOVA: expected -EINVAL, got ${atIova}`);
-        const atOffset = world.vmm.mapFile(ram.memfd, 0x800n, ALIGN, TiB);
-        expect(atOffset === -EINVAL, `unaligned offset: expected -EINVAL, got ${atOffset}`);
+        const cases: Array<[string, bigint, bigint, bigint]> = [
+          ["IOVA", 0n, PAGE, TiB + 0x800n],
+          ["length", 0n, PAGE + 0x800n, TiB],
+          ["file offset", 0x800n, PAGE, TiB],
+        ];
+        for (const [what, start, length, iova] of cases) {
+          const ret = world.vmm.mapFile(ram.memfd, start, length, iova);
+          expect(ret === -EINVAL, `unaligned ${what}: expected -EINVAL, got ${ret}`);
+        }
       },
+    },
+    {
+      name: "Hot-plug an accelerator behind a 64 KiB-page IOMMU: iommufd refuses its domain",
+      actor: "vmm",
+      note: "iommufd pins and maps in PAGE_SIZE units; a domain whose smallest page is larger cannot be added to the IOAS.",
+      run: ({ world, log }) => {
+        try {
+          realize("accel").run({ world, log, progress: () => {} });
+        } catch (e) {
+          expect(e instanceof VmmFatal && e.errno === EINVAL, `unexpected ${String(e)}`);
+          log(`realize failed as QEMU's would: ${(e as Error).message}`);
+          return;
+        }
+        throw new Error("the 64 KiB-page domain was accepted");
+      },
+      expectProbes: { "gpu0→ram": "ram" },
     },
   ],
 };

@@ -1,7 +1,8 @@
 /**
  * §6.14 virtio-mem style churn: a hot-pluggable memory region plugged and unplugged block by
- * block (one MAP_FILE / IOAS_UNMAP each) while a GPU BAR stays mapped. Past 65,535 mappings a
- * type1 container would refuse more (dma_entry_limit); iommufd has no entry limit.
+ * block (one MAP_FILE / IOAS_UNMAP each) while the GPU BARs stay mapped. A type1 container counts
+ * its mappings against dma_entry_limit (65,535 by default, reported as DMA_AVAIL, which QEMU's
+ * virtio-mem check reads); iommufd keeps no such count.
  */
 import { KernelError, MFD_HUGETLB, MFD_HUGE_2MB } from "@x/kernel";
 import { type ScenarioDef, expect } from "../scenario.js";
@@ -9,8 +10,8 @@ import { GiB, MiB, VmWorld } from "../world.js";
 import { bringUp, twoGpusAndNic } from "./common.js";
 
 const BLOCK = 2n * MiB;
-/** One more block than type1's default dma_entry_limit allows mappings. */
-const BLOCKS = 65_536;
+/** 8 GiB of 2 MiB blocks: enough churn to matter, small enough for every CI run. */
+const BLOCKS = 4096;
 const REGION = 0x100_0000_0000n;
 const TYPE1_DMA_ENTRY_LIMIT = 65_535;
 
@@ -34,11 +35,12 @@ function unplug(world: ChurnWorld, index: number): void {
 export const churn: ScenarioDef<ChurnWorld> = {
   id: "churn",
   number: 14,
-  title: "virtio-mem churn: 65,536 block mappings next to a mapped BAR",
+  title: "virtio-mem churn: thousands of block mappings next to mapped BARs",
   summary:
-    "A 128 GiB virtio-mem region (2 MiB hugetlb blocks) is plugged block by block — one MAP_FILE " +
-    "each, 65,536 areas, one more than a type1 container's dma_entry_limit allows — then half is " +
-    "unplugged and plugged again, while the GPUs keep mapping each other's BARs.",
+    "An 8 GiB virtio-mem region (2 MiB hugetlb blocks) is plugged block by block — one MAP_FILE " +
+    "and one area each — then half is unplugged and plugged again, then all of it goes in one " +
+    "IOAS_UNMAP, while the GPUs keep reaching each other's BARs. Nothing counts the areas against " +
+    "a limit, unlike type1's dma_entry_limit.",
   long: true,
   setup: () => new ChurnWorld(twoGpusAndNic()),
   steps: [
@@ -50,10 +52,12 @@ export const churn: ScenarioDef<ChurnWorld> = {
         world.memfd = world.vmm.createMemfd("virtio-mem0", BigInt(BLOCKS) * BLOCK, MFD_HUGETLB | MFD_HUGE_2MB);
         for (let i = 0; i < BLOCKS; i++) {
           plug(world, i);
-          if ((i + 1) % 4096 === 0) progress(i + 1, BLOCKS, "blocks plugged");
+          if ((i + 1) % 512 === 0) progress(i + 1, BLOCKS, "blocks plugged");
         }
         world.plugged = BLOCKS;
-        log(`${BLOCKS} areas; a type1 container stops at dma_entry_limit = ${TYPE1_DMA_ENTRY_LIMIT}`);
+        log(
+          `${BLOCKS} areas; a type1 container would report DMA_AVAIL = ${TYPE1_DMA_ENTRY_LIMIT - BLOCKS} left of ${TYPE1_DMA_ENTRY_LIMIT}`,
+        );
       },
       expectProbes: { "gpu0→gpu1.bar2": "mmio" },
     },

@@ -4,13 +4,16 @@ import { alignment } from "./alignment.js";
 import { boot } from "./boot.js";
 import { churn } from "./churn.js";
 import { deviceClose } from "./device-close.js";
+import { failNth } from "./fail-nth.js";
 import { flagship } from "./flagship.js";
 import { flrOrder } from "./flr-order.js";
 import { forgotRemap } from "./forgot-remap.js";
 import { hotAdd } from "./hot-add.js";
+import { hugeGuest } from "./huge-guest.js";
 import { importRevoked } from "./import-revoked.js";
 import { memToggle } from "./mem-toggle.js";
 import { multiRange } from "./multi-range.js";
+import { type1Contrast } from "./type1-contrast.js";
 
 export const scenarios: readonly ScenarioDef<World>[] = [
   flagship,
@@ -21,9 +24,12 @@ export const scenarios: readonly ScenarioDef<World>[] = [
   importRevoked,
   hotAdd,
   multiRange,
+  type1Contrast,
   alignment,
   deviceClose,
+  failNth,
   churn,
+  hugeGuest,
 ];
 
 export function scenarioById(id: string): ScenarioDef<World> | undefined {

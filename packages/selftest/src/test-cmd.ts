@@ -1,0 +1,49 @@
+/**
+ * One IOMMU_TEST_CMD in flight: its decoded header (from iommufd's dispatcher), the op's view of
+ * the union member, and the user-page look-ups several ops make (get_user_pages_fast of one
+ * page, which faults the page in).
+ */
+import type { FieldSpec, IommufdUcmd, Struct, TestCmdHandler } from "@x/iommufd";
+import {
+  type Kernel,
+  PAGE_SIZE,
+  PfnRuns,
+  copyFromUser,
+  pinUserPagesFast,
+  unpinUserPageRuns,
+} from "@x/kernel";
+
+/** A command in flight, with its decoded header. */
+export type TestUcmd = Parameters<TestCmdHandler>[0];
+
+/** One op of IOMMU_TEST_CMD; its return value is the ioctl's. */
+export type TestOp = (ucmd: TestUcmd) => number;
+
+/** The op's view of the command: its union member, decoded from the user's bytes. */
+export function ucmdMember<S extends FieldSpec>(ucmd: TestUcmd, member: Struct<S>): IommufdUcmd<S> {
+  const bytes = copyFromUser(ucmd.ctx.kernel, ucmd.ubuffer, Math.min(ucmd.userSize, member.size));
+  return {
+    ctx: ucmd.ctx,
+    ubuffer: ucmd.ubuffer,
+    userSize: ucmd.userSize,
+    struct: member,
+    cmd: member.decode(bytes),
+  };
+}
+
+/**
+ * The PFN behind the user page holding `uptr` and the pins it had: the look-up's own pin is
+ * dropped again before returning.
+ */
+export function userPagePins(kernel: Kernel, uptr: bigint): { pfn: number; pins: number } {
+  const runs = new PfnRuns(1);
+  pinUserPagesFast(kernel, uptr & ~BigInt(PAGE_SIZE - 1), 1, 0, runs);
+  const pfn = runs.pfn(0);
+  const pins = kernel.mem.pinCount(pfn) - 1;
+  unpinUserPageRuns(kernel, runs, false);
+  return { pfn, pins };
+}
+
+export function userPagePfn(kernel: Kernel, uptr: bigint): number {
+  return userPagePins(kernel, uptr).pfn;
+}

@@ -1,0 +1,41 @@
+/**
+ * Wall time of the public selftest set: every instance of every ported kernel selftest binary
+ * (@x/selftest's `selftestBinaries()`: iommufd, iommufd_fail_nth), run in-process through the
+ * kselftest harness's TAP runner, one fresh machine per instance. Target: < 30 s.
+ * Smoke mode runs every 10th instance and reports its time (not comparable to the target).
+ */
+import { SMOKE, record, report } from "@x/bench";
+import { runTap, selftestBinaries } from "@x/selftest";
+
+const STRIDE = SMOKE ? 10 : 1;
+let total = 0;
+let instances = 0;
+let failed = 0;
+const perBinary: string[] = [];
+const slowest: Array<{ name: string; ms: number }> = [];
+for (const bin of selftestBinaries()) {
+  const chosen = bin.harness.instances().filter((_, i) => i % STRIDE === 0);
+  const summary = runTap(chosen, () => {});
+  total += summary.ms;
+  instances += chosen.length;
+  failed += summary.fail;
+  perBinary.push(`${bin.name} ${(summary.ms / 1000).toFixed(1)} s / ${chosen.length}`);
+  for (const r of summary.results) slowest.push({ name: r.name, ms: r.ms });
+  for (const r of summary.results.filter((x) => x.status === "fail").slice(0, 5)) {
+    console.log(`FAIL ${r.name}: ${r.log.join(" | ").slice(0, 300)}`);
+  }
+}
+slowest.sort((a, b) => b.ms - a.ms);
+console.log("slowest instances:");
+for (const s of slowest.slice(0, 8)) console.log(`  ${s.ms.toFixed(0).padStart(6)} ms  ${s.name}`);
+
+record({
+  pkg: "perf",
+  workload: `public selftest set wall time (${instances} instances${SMOKE ? ", every 10th" : ""})`,
+  value: total / 1000,
+  unit: "s",
+  target: "< 30 s",
+  met: total < 30_000,
+  note: `${perBinary.join("; ")}; ${failed} failed`,
+});
+report();

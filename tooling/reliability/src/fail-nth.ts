@@ -1,0 +1,194 @@
+/**
+ * fail_nth everywhere: the TEST_FAIL_NTH sweep (spec selftests.md §5.3) over any program of
+ * `Op`s. The program runs once with nothing armed; then, on a fresh machine each time, with
+ * the 1st, 2nd, 3rd … injectable point of the user task armed (from the first op on), until a
+ * run no longer reaches its armed point. After every step the cross-package checker runs;
+ * the op the injected failure hit must leave the machine's snapshot as it was (failure leaves
+ * no trace); after every run the program closes its descriptors and the quiesced check demands
+ * that nothing is left (no pin, charge, dma-buf, context or device reference). Errnos are not
+ * judged here (the injected failure surfaces as whatever the site returns), exactly like
+ * iommufd_fail_nth.c; a WARN, any non-KernelError exception or a broken invariant fails.
+ *
+ * @x/selftest's sweep (TEST_FAIL_NTH) is bound to its kselftest harness and fixtures, so this
+ * driver is its own; the semantics (arming, "not consumed" ends the sweep, 400-run cap) match.
+ * The playground app is not a dependency of this package: the sweep runs over `VMM_CORPUS`,
+ * VMM-like programs built from the same public APIs, and over generated fuzz programs.
+ */
+import fc from "fast-check";
+import { Checker } from "./checker.js";
+import { errorText } from "./fuzz-uapi.js";
+import { Machine } from "./machine.js";
+import { type Op, Runner, programArb } from "./sequence.js";
+import { snapshot, snapshotDiff } from "./snapshot.js";
+
+/** The kernel test's safety cap on iterations. */
+export const FAIL_NTH_MAX_ITERATIONS = 400;
+
+export interface SweepResult {
+  readonly name: string;
+  /** Injected failures (runs whose armed point was reached). */
+  points: number;
+  /** How often each site was the one failed. */
+  readonly sites: Record<string, number>;
+  ms: number;
+  failure: { nth: number; site: string | undefined; error: string } | undefined;
+}
+
+/**
+ * Ops whose failure may keep part of their effect, as the kernel documents: UNMAP keeps the
+ * areas removed before the failing one; revoke triggers revoke before the step that fails
+ * (vfio-dmabuf §2.7.1). For these the checker still runs.
+ */
+const TRACE_ALLOWED: ReadonlySet<Op["k"]> = new Set([
+  "unmap",
+  "unmapRange",
+  "unmapAll",
+  "memory",
+  "power",
+  "reset",
+  "flr",
+]);
+
+/**
+ * Run `ops` on a fresh machine with the `nth` point armed (0: nothing). `out` learns whether
+ * the armed point fired and where, even when the run then throws.
+ */
+function runArmed(ops: readonly Op[], nth: number, out: { fired: boolean; site: string | undefined }): void {
+  const machine = new Machine();
+  const runner = new Runner(machine, false);
+  const checker = new Checker({ kernel: machine.kernel, tasks: [machine.libc.task], devices: machine.devices });
+  const fault = machine.libc.task.fault;
+  if (nth) fault.arm(nth);
+  const scope = checker.scope;
+  try {
+    for (const op of ops) {
+      // Until the armed point fires, remember the state: the op it fails in must leave none.
+      const before = fault.read() !== 0 ? snapshot(scope) : undefined;
+      const ret = runner.step(op);
+      if (before !== undefined && fault.read() === 0 && ret > 0 && !TRACE_ALLOWED.has(op.k)) {
+        const after = snapshot(scope);
+        if (after !== before) {
+          throw new Error(`${op.k} failed by injection but left a trace:\n${snapshotDiff(before, after)}`);
+        }
+      }
+      checker.check();
+    }
+  } finally {
+    out.fired = nth !== 0 && fault.read() === 0;
+    out.site = fault.failedSite;
+    fault.disarm();
+  }
+  runner.teardown();
+  checker.checkQuiesced();
+}
+
+/** Sweep every injectable point of `ops`. */
+export function failNthSweep(name: string, ops: readonly Op[], cap = FAIL_NTH_MAX_ITERATIONS): SweepResult {
+  const t0 = performance.now();
+  const res: SweepResult = { name, points: 0, sites: {}, ms: 0, failure: undefined };
+  for (let nth = 0; nth <= cap; nth++) {
+    const out = { fired: false, site: undefined as string | undefined };
+    try {
+      runArmed(ops, nth, out);
+    } catch (e) {
+      res.failure = { nth, site: out.site, error: errorText(e) };
+      break;
+    }
+    if (nth === 0) continue;
+    if (!out.fired) break;
+    res.points++;
+    if (out.site) res.sites[out.site] = (res.sites[out.site] ?? 0) + 1;
+    if (nth === cap) res.failure = { nth, site: out.site, error: `more than ${cap} injectable points` };
+  }
+  res.ms = performance.now() - t0;
+  return res;
+}
+
+const guestRam = (pages: number, slot: number | null): Op => ({
+  k: "map",
+  ioas: 0,
+  memfd: true,
+  off: 0,
+  pages,
+  slot,
+  readOnly: false,
+});
+
+/**
+ * VMM-like programs: QEMU-style boot with memfd RAM and a passed-through GPU whose BAR is
+ * mapped for P2P, the right and the wrong revoke protocols, resets, close with live mappings.
+ */
+export const VMM_CORPUS: Readonly<Record<string, readonly Op[]>> = {
+  boot: [
+    { k: "ioasAlloc" },
+    { k: "devOpen", dev: 0 },
+    { k: "attach", dev: 0, pt: 0 },
+    guestRam(16, 0),
+    { k: "memory", dev: 0, on: true },
+    { k: "dmabufExport", dev: 0, off: 0, pages: 4 },
+    { k: "mapDmabuf", ioas: 0, buf: 0, off: 0, pages: 4, slot: 4 },
+    { k: "devOpen", dev: 1 },
+    { k: "attach", dev: 1, pt: 0 },
+    { k: "unmap", ioas: 0, area: 1 },
+    { k: "unmapAll", ioas: 0 },
+  ],
+  "revoke-right-protocol": [
+    { k: "ioasAlloc" },
+    { k: "devOpen", dev: 0 },
+    { k: "attach", dev: 0, pt: 0 },
+    { k: "memory", dev: 0, on: true },
+    { k: "dmabufExport", dev: 0, off: 0, pages: 2 },
+    { k: "mapDmabuf", ioas: 0, buf: 0, off: 0, pages: 2, slot: 1 },
+    { k: "unmap", ioas: 0, area: 0 },
+    { k: "memory", dev: 0, on: false },
+    { k: "memory", dev: 0, on: true },
+    { k: "mapDmabuf", ioas: 0, buf: 0, off: 0, pages: 2, slot: 1 },
+  ],
+  "revoke-wrong-protocol": [
+    { k: "ioasAlloc" },
+    { k: "devOpen", dev: 0 },
+    { k: "attach", dev: 0, pt: 0 },
+    guestRam(4, 0),
+    { k: "memory", dev: 0, on: true },
+    { k: "dmabufExport", dev: 0, off: 0, pages: 2 },
+    { k: "mapDmabuf", ioas: 0, buf: 0, off: 0, pages: 2, slot: 2 },
+    { k: "flr", dev: 0 },
+    { k: "power", dev: 0, d3hot: true },
+    { k: "power", dev: 0, d3hot: false },
+    { k: "reset", dev: 0 },
+    { k: "mapDmabuf", ioas: 0, buf: 0, off: 0, pages: 2, slot: 3 },
+    { k: "devClose", dev: 0 },
+  ],
+  "two-ioas-copy": [
+    { k: "ioasAlloc" },
+    { k: "ioasAlloc" },
+    { k: "devOpen", dev: 0 },
+    { k: "hwptAlloc", dev: 0, ioas: 1 },
+    { k: "attach", dev: 0, pt: 2 },
+    { k: "map", ioas: 0, memfd: false, off: 0, pages: 8, slot: 0, readOnly: false },
+    { k: "copy", src: 0, dst: 1, area: 0, slot: 3 },
+    { k: "attach", dev: 0, pt: 0 },
+    { k: "mapFile", ioas: 1, off: 8, pages: 4, slot: 6 },
+    { k: "detach", dev: 0 },
+    { k: "destroy", obj: 2 },
+  ],
+  "close-with-mappings": [
+    { k: "ioasAlloc" },
+    { k: "devOpen", dev: 0 },
+    { k: "devOpen", dev: 1 },
+    { k: "attach", dev: 0, pt: 0 },
+    { k: "attach", dev: 1, pt: 0 },
+    guestRam(8, null),
+    { k: "memory", dev: 1, on: true },
+    { k: "dmabufExport", dev: 1, off: 8, pages: 4 },
+    { k: "mapDmabuf", ioas: 0, buf: 0, off: 0, pages: 4, slot: null },
+    { k: "iommufdReopen" },
+    { k: "devClose", dev: 1 },
+    { k: "dmabufClose", buf: 0 },
+  ],
+};
+
+/** `count` generated programs of up to `maxLength` ops from `seed` (the fuzz corpus). */
+export function fuzzCorpus(seed: number, count: number, maxLength = 16): Op[][] {
+  return fc.sample(programArb(maxLength), { seed, numRuns: count });
+}
