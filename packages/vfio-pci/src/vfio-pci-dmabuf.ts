@@ -57,6 +57,8 @@ import { vfioCheckFeature } from "./vfio-main.js";
  * held. Importer `move_notify` callbacks run under both.
  */
 
+/** The largest kmalloc on x86-64 (order MAX_PAGE_ORDER = 10 pages of 4 KiB). */
+const KMALLOC_MAX_SIZE = 4 << 20;
 export type VfioPciDmaBufState = "live" | "revoked" | "zombie" | "dying" | "freed";
 
 /** struct vfio_pci_dma_buf: the exporter's private data behind one dma-buf. */
@@ -290,8 +292,12 @@ export function vfioPciCoreFeatureDmaBuf(
   if (nrRanges === 0 || dmaFlags !== 0) fail(EINVAL, "nr_ranges 0 or flags set");
   if (regionIndex >= VFIO_PCI_ROM_REGION_INDEX) fail(ENODEV, `region ${regionIndex} is not a BAR`);
 
-  // memdup_array_user: the count × size product cannot overflow for a u32 count on 64 bits.
+  // memdup_array_user: the count × size product cannot overflow for a u32 count on 64 bits, but
+  // the copy is one kmalloc, which refuses anything above KMALLOC_MAX_SIZE before reading user
+  // memory.
   if (kernel.shouldFail("memdup_array_user")) fail(ENOMEM, "dma_ranges copy");
+  if (nrRanges * VFIO_REGION_DMA_RANGE_SIZE > KMALLOC_MAX_SIZE)
+    fail(ENOMEM, "dma_ranges too large for kmalloc");
   // OBSERVATION kept: argsz is not checked against nr_ranges; the array is read from user memory
   // after the header whatever argsz says.
   const raw = copyFromUser(

@@ -215,6 +215,20 @@ describe("VFIO_DEVICE_FEATURE_DMA_BUF: ordered checks (spec §1.3)", () => {
     sweepSite(m, vdev, fd, "memdup_array_user", ENOMEM);
   });
 
+  it("#6 ENOMEM for a ranges array larger than one kmalloc, before user memory is read", () => {
+    const m = machine();
+    const { vdev, fd } = gpu(m);
+    const before = snapshot(m, vdev);
+    const huge = encodeDmaBufFeature({
+      regionIndex: 0,
+      openFlags: 0,
+      ranges: WHOLE,
+      nrRanges: 0xffffffff,
+    });
+    expectErr(m, m.libc.ioctl(fd, VFIO_DEVICE_FEATURE, huge), ENOMEM);
+    expect(snapshot(m, vdev)).toEqual(before);
+  });
+
   it("#7 per range: zero length, unaligned offset, unaligned length: EINVAL", () => {
     const m = machine();
     const { fd } = gpu(m);
