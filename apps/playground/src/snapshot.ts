@@ -80,19 +80,14 @@ export function hex(v: bigint): string {
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
 
-/** 4096n → "4 KiB", 3n << 30n → "3 GiB"; non-multiples keep one decimal. */
+/** 4096n → "4 KiB", 3n << 30n → "3 GiB"; other sizes get one decimal in the largest unit. */
 export function bytes(v: bigint | number): string {
-  let n = typeof v === "bigint" ? v : BigInt(v);
+  const n = typeof v === "bigint" ? v : BigInt(v);
   let u = 0;
-  while (u < UNITS.length - 1 && n >= 1024n && n % 1024n === 0n) {
-    n /= 1024n;
-    u++;
-  }
-  if (n >= 1024n && u < UNITS.length - 1) {
-    const f = Number(n) / 1024;
-    return `${f.toFixed(1)} ${UNITS[u + 1]}`;
-  }
-  return `${n} ${UNITS[u]}`;
+  while (u < UNITS.length - 1 && n >= 1024n << BigInt(10 * u)) u++;
+  const unit = 1n << BigInt(10 * u);
+  if (n % unit === 0n) return `${n / unit} ${UNITS[u]}`;
+  return `${(Number(n) / Number(unit)).toFixed(1)} ${UNITS[u]}`;
 }
 
 /** JSON.stringify with bigints as hex strings. */

@@ -81,16 +81,33 @@ export class Type1Container {
       // vaddr_get_pfns: GUP refused; a VM_PFNMAP VMA is resolved page by page (follow_pfn).
       pinned = false;
       runs.clear();
-      for (let i = 0; i < npages; i++) runs.push(this.mm.followPfn(vaddr + BigInt(i) * PAGE, true), 1);
+      for (let i = 0; i < npages; i++)
+        runs.push(this.mm.followPfn(vaddr + BigInt(i) * PAGE, true), 1);
     }
     let off = 0n;
     runs.forEach((pfn, n) => {
-      iommuMap(this.domain, iova + off, BigInt(pfn) * PAGE, BigInt(n) * PAGE, IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE);
+      iommuMap(
+        this.domain,
+        iova + off,
+        BigInt(pfn) * PAGE,
+        BigInt(n) * PAGE,
+        IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE,
+      );
       off += BigInt(n) * PAGE;
     });
     const first = BigInt(runs.pfn(0)) * PAGE;
-    const dev = pinned ? undefined : [...this.host.devices.values()].find((d) => this.host.describePhys(first)?.startsWith(d.spec.name));
-    this.dmas.push({ iova, size, runs, pinned, owner: dev && { dev, resets: dev.pdev.resetCount } });
+    const dev = pinned
+      ? undefined
+      : [...this.host.devices.values()].find((d) =>
+          this.host.describePhys(first)?.startsWith(d.spec.name),
+        );
+    this.dmas.push({
+      iova,
+      size,
+      runs,
+      pinned,
+      owner: dev && { dev, resets: dev.pdev.resetCount },
+    });
     return pinned ? "pinned" : "pfnmap";
   }
 
@@ -124,7 +141,12 @@ export class Type1Container {
     const gone =
       owner && (owner.dev.pdev.resetCount !== owner.resets || owner.dev.vdev.openCount === 0);
     return gone
-      ? { name, iova, verdict: "stale", detail: `${bar} — after its ${owner.dev.vdev.openCount ? "reset" : "close"}` }
+      ? {
+          name,
+          iova,
+          verdict: "stale",
+          detail: `${bar} — after its ${owner.dev.vdev.openCount ? "reset" : "close"}`,
+        }
       : { name, iova, verdict: "mmio", detail: bar };
   }
 }

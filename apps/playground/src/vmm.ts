@@ -238,7 +238,9 @@ export class Vmm {
     const buf = iommu_ioas_alloc.encode({ size: iommu_ioas_alloc.size });
     this.check(
       "IOMMU_IOAS_ALLOC",
-      this.sys("ioctl(IOMMU_IOAS_ALLOC)", () => this.libc.ioctl(this.iommufd, IOMMU_IOAS_ALLOC, buf)),
+      this.sys("ioctl(IOMMU_IOAS_ALLOC)", () =>
+        this.libc.ioctl(this.iommufd, IOMMU_IOAS_ALLOC, buf),
+      ),
     );
     return iommu_ioas_alloc.get(buf, "out_ioas_id");
   }
@@ -270,8 +272,9 @@ export class Vmm {
       length,
       iova,
     });
-    return this.sys(`ioctl(IOMMU_IOAS_MAP, va=${hex(va)} len=${bytes(length)} iova=${hex(iova)})`, () =>
-      this.libc.ioctl(this.iommufd, IOMMU_IOAS_MAP, buf),
+    return this.sys(
+      `ioctl(IOMMU_IOAS_MAP, va=${hex(va)} len=${bytes(length)} iova=${hex(iova)})`,
+      () => this.libc.ioctl(this.iommufd, IOMMU_IOAS_MAP, buf),
     );
   }
 
@@ -449,7 +452,8 @@ export class Vmm {
       va = this.libc.mmap(0n, bar.size, PROT_READ | PROT_WRITE, MAP_SHARED, dev.fd, off);
       return va === MAP_FAILED ? -1 : 0;
     });
-    if (va === MAP_FAILED) throw new KernelError(this.libc.errno, `mmap ${dev.name} BAR${bar.index}`);
+    if (va === MAP_FAILED)
+      throw new KernelError(this.libc.errno, `mmap ${dev.name} BAR${bar.index}`);
     return va;
   }
 
@@ -525,12 +529,7 @@ export class Vmm {
   }
 
   /** The kernel half of a config write: pwrite on the config region, nothing emulated. */
-  kernelConfigWrite(
-    dev: PassthroughDevice,
-    off: number,
-    size: 1 | 2 | 4,
-    value: number,
-  ): void {
+  kernelConfigWrite(dev: PassthroughDevice, off: number, size: 1 | 2 | 4, value: number): void {
     const data = new Uint8Array(size);
     for (let i = 0; i < size; i++) data[i] = (value >>> (8 * i)) & 0xff;
     this.check(

@@ -263,7 +263,8 @@ export class VmWorld implements World {
       const pages = checkInvariants(this.ioases().map((i) => i.iopt));
       const held = totalNpinned(pages);
       const pinned = this.kernel.mem.totalPinned();
-      if (held !== pinned) out.push(`pins: iommufd holds ${held} pages, the machine has ${pinned} pinned`);
+      if (held !== pinned)
+        out.push(`pins: iommufd holds ${held} pages, the machine has ${pinned} pinned`);
     } catch (e) {
       out.push(e instanceof Error ? e.message : String(e));
     }

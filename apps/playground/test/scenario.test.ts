@@ -125,6 +125,8 @@ describe("snapshot helpers", () => {
     expect(bytes(1n << 40n)).toBe("1 TiB");
     expect(bytes(3n << 30n)).toBe("3 GiB");
     expect(bytes(1536n)).toBe("1.5 KiB");
+    expect(bytes((12n << 30n) + (100n << 20n))).toBe("12.1 GiB");
+    expect(bytes(0n)).toBe("0 B");
     expect(toJson({ iova: 0x1000n })).toBe('{"iova":"0x1000"}');
   });
 });

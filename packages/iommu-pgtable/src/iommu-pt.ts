@@ -164,8 +164,6 @@ export class PtIommu implements FreelistOwner {
   /** Granule pages below the current top's reach (non sign-extended tables). */
   private vaLimit = 0;
   private readonly items: number[] = [];
-  /** Legal contiguous counts per level, after the page-size bitmap restriction. */
-  private readonly contig: number[] = [];
   /** best[m]: largest usable page (lg2 granules) <= m, or -1. */
   private readonly best = new Int8Array(66).fill(-1);
   /** next[r]: next larger usable page after r, or -1. */
@@ -257,13 +255,8 @@ export class PtIommu implements FreelistOwner {
    */
   setPgsizeBitmap(bitmap: bigint): void {
     const g = this.granuleLg2;
-    this.best.fill(-1);
-    this.next.fill(-1);
-    this.levelOf.fill(-1);
-    this.contig.length = 0;
-    for (let level = 0; level <= this.format.maxTopLevel; level++) this.contig.push(0);
-    let prev = -1;
-    let min = -1;
+    // Resolve every size to its level first, so a refused bitmap changes nothing.
+    const sizes: [number, number][] = [];
     for (let b = 0; b < 64; b++) {
       if (!(bitmap & (1n << BigInt(b)))) continue;
       const r = b - g;
@@ -275,15 +268,21 @@ export class PtIommu implements FreelistOwner {
         }
       }
       WARN_ON(r < 0 || level < 0, `${this.format.name}: page size 2^${b} not representable`);
+      sizes.push([r, level]);
+    }
+    this.best.fill(-1);
+    this.next.fill(-1);
+    this.levelOf.fill(-1);
+    let prev = -1;
+    for (const [r, level] of sizes) {
       this.levelOf[r] = level;
-      this.contig[level]! |= 1 << (r - this.shift[level]!);
       if (prev >= 0) this.next[prev] = r;
-      else min = r;
       prev = r;
     }
+    const min = sizes.length ? sizes[0]![0] : -1;
     let cur = -1;
     for (let m = 0; m < 66; m++) {
-      if (m < 66 && this.levelOf[m]! >= 0) cur = m;
+      if (this.levelOf[m]! >= 0) cur = m;
       this.best[m] = cur;
     }
     this.minPageLg2 = min;

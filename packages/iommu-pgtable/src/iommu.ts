@@ -148,9 +148,9 @@ export class IommuDomain {
   }
 
   set pgsizeBitmap(bitmap: bigint) {
+    if (this.pt && this.pt.pgsizeBitmap !== bitmap) this.pt.setPgsizeBitmap(bitmap);
     this.bitmap = bitmap;
     this.hasPgsizes = bitmap !== 0n;
-    if (this.pt && this.pt.pgsizeBitmap !== bitmap) this.pt.setPgsizeBitmap(bitmap);
   }
 
   /** Page-number form: granule page of PAGE frame `pfn`, or -1 if not representable. */

@@ -66,6 +66,17 @@ describe("iommu_map errnos (iommupt path)", () => {
     }
   });
 
+  it("a page size the format cannot hold is a WARN and changes nothing", () => {
+    const d = vtd();
+    const before = d.pgsizeBitmap;
+    expect(() => {
+      d.pgsizeBitmap = 0x2000n;
+    }).toThrow(KernelWarning);
+    expect(d.pgsizeBitmap).toBe(before);
+    iommuMap(d, 0x200000n, 0x200000n, 0x200000n, RW);
+    expect(ptDumpText(d.pt!)).toContain("0x0000000000200083");
+  });
+
   it("a map without READ or WRITE is a WARN", () => {
     const d = vtd();
     expect(() => iommuMap(d, 0n, 0n, 0x1000n, 0)).toThrow(KernelWarning);

@@ -551,7 +551,7 @@ export class IoPagetable {
             this.iovaRwsem.upWrite();
             try {
               ioptAreaUnfillDomains(area, pages);
-              this.areaItree.remove(area.node);
+              this.abortArea(area);
               ioptPutPages(pages);
             } finally {
               this.iovaRwsem.downWrite();
@@ -651,6 +651,7 @@ export class IoPagetable {
    * @see iopt_table_enforce_group_resv_regions
    */
   enforceGroupResvRegions(owner: unknown, regions: readonly IommuResvRegion[]): bigint | undefined {
+    if (this.kernel.shouldFail("iommufd:resv_regions")) fail(EINVAL, "injected");
     return this.iovaRwsem.withWrite(() => {
       let swMsi: bigint | undefined;
       let hwMsi = 0;
@@ -883,7 +884,6 @@ export class IoPagetable {
         while (this.accessList.has(id)) id++;
         if (id > 0xffff) fail(EBUSY, "access list full");
         if (this.kernel.shouldFail("iommufd:access_list")) fail(ENOMEM, "access list slot");
-        access.ioptAccessListId = id;
         this.accessList.set(id, access);
         try {
           this.calculateIovaAlignment();
@@ -891,6 +891,7 @@ export class IoPagetable {
           this.accessList.delete(id);
           throw e;
         }
+        access.ioptAccessListId = id;
       }),
     );
   }

@@ -14,12 +14,20 @@ import {
   ENOENT,
   EOPNOTSUPP,
   EOVERFLOW,
+  KernelWarning,
   Mutex,
+  type Process,
   copyFromUser,
   copyToUser,
   fail,
 } from "@x/kernel";
+import {
+  type IoptPagesAccountMode,
+  accountingSourceOf,
+  updatePinnedAccounting,
+} from "./accounting.js";
 import { IOPT_ALLOC_IOVA, IoPagetable, type IoptPagesListElm } from "./io-pagetable.js";
+import { IOPT_ADDRESS_FILE, type IoptPages } from "./pages.js";
 import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "./iommu-domain.js";
 import {
   IOMMUFD_OBJ_IOAS,
@@ -40,6 +48,7 @@ import {
   U64_MAX,
   ULONG_MAX,
   type iommu_ioas_alloc,
+  type iommu_ioas_change_process,
   type iommu_ioas_allow_iovas,
   type iommu_ioas_copy,
   iommu_iova_range,
@@ -298,3 +307,63 @@ export const iommufdIoasOption: IoasOption = (ucmd) => {
     else fail(EINVAL, "HUGE_PAGES value");
   });
 };
+
+// --- IOMMU_IOAS_CHANGE_PROCESS ---------------------------------------------------------------
+
+/**
+ * iommufd_ioas_change_process: move the pinned-page accounting of every mapping of the context
+ * to the calling process (live update hands the guest memory to a new VMM process). Only FILE
+ * mappings can move — a user-VA or DMABUF mapping anywhere is EINVAL with nothing changed. All
+ * pins are charged to the new process first (ENOMEM, nothing changed), then every pages object
+ * returns its old charge and takes the new process as its source.
+ *
+ * Every IOAS's iova_rwsem is held for write meanwhile, taken in id order. Decision: @x/kernel's
+ * RwSem has no down_write_nest_lock, so the same-class acquisitions are trylocks (uncontended in
+ * this synchronous model; a failure would be a WARN).
+ */
+export function iommufdIoasChangeProcess(ucmd: Ucmd<typeof iommu_ioas_change_process>): number {
+  const { ctx, cmd } = ucmd;
+  if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
+  const process = ctx.kernel.current.process;
+  const ioases = [...ctx.objectsInOrder()].filter(
+    (o): o is IommufdIoas => o instanceof IommufdIoas,
+  );
+  const locked: IommufdIoas[] = [];
+  try {
+    for (const ioas of ioases) {
+      if (!ioas.iopt.iovaRwsem.tryDownWrite()) throw new KernelWarning("iova_rwsem contended");
+      locked.push(ioas);
+    }
+    const pagesSet = new Set<IoptPages>();
+    for (const ioas of ioases) {
+      for (const area of ioas.iopt.areas()) {
+        if (area.pages?.type !== IOPT_ADDRESS_FILE) fail(EINVAL, "a mapping is not of a file");
+        pagesSet.add(area.pages);
+      }
+    }
+    chargeAll(process, pagesSet);
+    for (const pages of pagesSet) pages.changeSource(process);
+  } finally {
+    for (const ioas of locked.reverse()) ioas.iopt.iovaRwsem.upWrite();
+  }
+  return 0;
+}
+
+/** Charge every pages' pins to `process`, per accounting mode; all or nothing. */
+function chargeAll(process: Process, pagesSet: Set<IoptPages>): void {
+  const perMode = new Map<IoptPagesAccountMode, number>();
+  for (const p of pagesSet)
+    perMode.set(p.accountMode, (perMode.get(p.accountMode) ?? 0) + p.npinned);
+  const done: Array<[IoptPagesAccountMode, number]> = [];
+  try {
+    for (const [mode, n] of perMode) {
+      if (!n) continue;
+      updatePinnedAccounting(accountingSourceOf(process, mode), n, true);
+      done.push([mode, n]);
+    }
+  } catch (e) {
+    for (const [mode, n] of done)
+      updatePinnedAccounting(accountingSourceOf(process, mode), n, false);
+    throw e;
+  }
+}

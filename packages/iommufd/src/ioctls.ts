@@ -12,6 +12,7 @@ import { iommufdGetHwInfo, iommufdHwptAlloc, iommufdHwptInvalidate } from "./hw-
 import {
   iommufdIoasAllocIoctl,
   iommufdIoasAllowIovas,
+  iommufdIoasChangeProcess,
   iommufdIoasCopy,
   iommufdIoasIovaRanges,
   iommufdIoasMap,
@@ -27,6 +28,7 @@ import {
   IOMMU_HWPT_INVALIDATE,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_ALLOW_IOVAS,
+  IOMMU_IOAS_CHANGE_PROCESS,
   IOMMU_IOAS_COPY,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAP,
@@ -41,6 +43,7 @@ import {
   iommu_hwpt_invalidate,
   iommu_ioas_alloc,
   iommu_ioas_allow_iovas,
+  iommu_ioas_change_process,
   iommu_ioas_copy,
   iommu_ioas_iova_ranges,
   iommu_ioas_map,
@@ -80,6 +83,7 @@ export function iommufdInit(
     ioctlOp(IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, iommufdIoasMapFile),
     ioctlOp(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, iommufdViommuAllocIoctl),
     ioctlOp(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, iommufdVdeviceAllocIoctl),
+    ioctlOp(IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, iommufdIoasChangeProcess),
   ]);
   return module;
 }

@@ -19,6 +19,7 @@ import {
   IOMMU_HWPT_INVALIDATE,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_ALLOW_IOVAS,
+  IOMMU_IOAS_CHANGE_PROCESS,
   IOMMU_IOAS_COPY,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAP,
@@ -37,6 +38,7 @@ import {
   iommu_hwpt_invalidate,
   iommu_ioas_alloc,
   iommu_ioas_allow_iovas,
+  iommu_ioas_change_process,
   iommu_ioas_copy,
   iommu_ioas_iova_ranges,
   iommu_ioas_map,
@@ -67,6 +69,7 @@ const IOCTLS: Array<[string, number, Struct<any>]> = [
   ["HWPT_INVALIDATE", IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate],
   ["VIOMMU_ALLOC", IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc],
   ["VDEVICE_ALLOC", IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc],
+  ["IOAS_CHANGE_PROCESS", IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process],
 ];
 
 function withSize<S extends FieldSpec>(s: Struct<S>, size: number, tail = 0): Uint8Array {
@@ -163,7 +166,11 @@ describe("ioctls of features the drivers lack (nesting, vIOMMU)", () => {
     expect(v({ type: 1, flags: 1 })).toBe(EOPNOTSUPP);
     expect(v({ type: 0, dev_id: 5 })).toBe(EOPNOTSUPP);
     expect(v({ type: 1, dev_id: 5 })).toBe(ENOENT);
-    const d = rawIoctl(sys, IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc.encode({ size: 24, viommu_id: 1 }));
+    const d = rawIoctl(
+      sys,
+      IOMMU_VDEVICE_ALLOC,
+      iommu_vdevice_alloc.encode({ size: 24, viommu_id: 1 }),
+    );
     expect(d.errno).toBe(ENOENT);
   });
 });

@@ -1,8 +1,9 @@
 /**
- * A sparse map from a page index to a non-negative number, stored as 512-entry Float64Array
- * leaves created on first store (the shape of a page-table level or an xarray node). The
- * page cache of a file and the page tables of an mm use it, so only touched ranges cost
- * memory. Empty slots read as -1.
+ * A sparse map from a page index to a number in [0, 2^32 - 1) (a pfn, or a PTE), stored as
+ * 512-entry Uint32Array leaves created on first store (the shape of a page-table level or an
+ * xarray node). The page cache of a file and the page tables of an mm use it, so only
+ * touched ranges cost memory. Empty slots read as -1. 32-bit slots keep the values small
+ * integers for the JIT, so walking millions of entries allocates nothing.
  */
 export const XA_LEAF_SHIFT = 9;
 /** Returned by an `update` callback to end the walk. */
@@ -10,8 +11,15 @@ export const XA_STOP = -2;
 const LEAF = 1 << XA_LEAF_SHIFT;
 const MASK = LEAF - 1;
 
+const MAX_VALUE = 0xffff_fffe;
+
+function checkValue(v: number): void {
+  if (!(Number.isInteger(v) && v >= 0 && v <= MAX_VALUE))
+    throw new RangeError(`xarray value ${v} outside 0..${MAX_VALUE}`);
+}
+
 export class XArray {
-  private readonly leaves = new Map<number, Float64Array>();
+  private readonly leaves = new Map<number, Uint32Array>();
   private n = 0;
 
   /** Number of present entries. */
@@ -25,9 +33,10 @@ export class XArray {
   }
 
   store(index: number, value: number): void {
+    checkValue(value);
     const key = Math.floor(index / LEAF);
     let leaf = this.leaves.get(key);
-    if (!leaf) this.leaves.set(key, (leaf = new Float64Array(LEAF + 1)));
+    if (!leaf) this.leaves.set(key, (leaf = new Uint32Array(LEAF + 1)));
     const slot = index & MASK;
     if (leaf[slot] === 0) {
       this.n++;
@@ -65,7 +74,7 @@ export class XArray {
     while (i < hi) {
       const key = Math.floor(i / LEAF);
       let leaf = this.leaves.get(key);
-      if (!leaf) this.leaves.set(key, (leaf = new Float64Array(LEAF + 1)));
+      if (!leaf) this.leaves.set(key, (leaf = new Uint32Array(LEAF + 1)));
       const stop = Math.min(hi, (key + 1) * LEAF);
       try {
         for (; i < stop; i++) {
@@ -74,6 +83,7 @@ export class XArray {
           const v = fn(i, old);
           if (v === XA_STOP) return;
           if (v === old) continue;
+          if (v >= 0) checkValue(v);
           if (old < 0) {
             this.n++;
             leaf[LEAF]!++;

@@ -66,6 +66,22 @@ describe("lockdep", () => {
     m.unlock();
   });
 
+  it("trylocks are recorded as held but add no order and skip the same-class check", () => {
+    const { k } = setup();
+    const a = new Mutex(k.lockdep, "A");
+    const b = new Mutex(k.lockdep, "B");
+    const b2 = new Mutex(k.lockdep, "B");
+    b.lock();
+    expect(a.tryLock()).toBe(true); // B then A by trylock: no edge B -> A
+    expect(b2.tryLock()).toBe(true); // a second B without a nesting annotation
+    expect(k.lockdep.orderRecorded("B", "A")).toBe(false);
+    b2.unlock();
+    a.unlock();
+    b.unlock();
+    a.with(() => b.with(() => undefined)); // A -> B is still fine
+    expect(k.lockdep.orderRecorded("A", "B")).toBe(true);
+  });
+
   it("assertHeld and assertHeldWrite", () => {
     const { k } = setup();
     const m = new Mutex(k.lockdep, "M");

@@ -44,6 +44,9 @@ describe("folio allocator", () => {
     expect(mem.isAllocated(0)).toBe(false);
     expect(() => mem.pinPages(0, 1)).toThrow(KernelWarning);
     expect(() => mem.readPhys(0n, new Uint8Array(1))).toThrow(KernelWarning);
+    const small = new PhysMem({ ramBytes: 64n << 20n });
+    expect(small.allocFolio(0)).toBe(RESERVED_LOW_PAGES);
+    expect(small.allocFolio(9)).toBe(512);
   });
 
   it("is ENOMEM when RAM is exhausted, and the failure changes nothing", () => {

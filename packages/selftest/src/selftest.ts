@@ -255,11 +255,16 @@ export function iommufdTestInit(kernel: Kernel): void {
   const module = IommufdModule.of(kernel);
   if (!module) throw new KernelWarning("iommufd_test: iommufd is not loaded");
   const ops = new Map<number, TestOp>([...baseOps, ...accessOps]);
-  module.registerTestCmd((ucmd) => {
-    const op = ops.get(ucmd.cmd.op);
-    if (!op) fail(EOPNOTSUPP, `test op ${ucmd.cmd.op}`);
-    return op(ucmd);
-  });
+  module.registerTestCmd(
+    (ucmd) => {
+      const op = ops.get(ucmd.cmd.op);
+      if (!op) fail(EOPNOTSUPP, `test op ${ucmd.cmd.op}`);
+      return op(ucmd);
+    },
+    // Mock devices are bound by a selftest object the context owns, so they hold no reference
+    // on the context's file (iommufd_selftest_is_mock_dev).
+    { isMockDev: (dev) => dev instanceof MockDev },
+  );
   registerMockDmabufHook(kernel);
   MockIommu.of(kernel);
 }

@@ -26,15 +26,24 @@ export function ustruct<S extends FieldSpec>(
   extra = 0,
 ): UStruct<S> {
   const bytes = new Uint8Array(layout.size + extra);
+  const dv = new DataView(bytes.buffer);
   const obj: Record<string, unknown> = { $: bytes };
   for (const name of layout.fieldNames) {
-    const wide = layout.fields[name]![1] === "u64";
-    Object.defineProperty(obj, name, {
-      enumerable: true,
-      get: () => layout.get(bytes, name),
-      set: (v: number | bigint) =>
-        layout.set(bytes, name, (wide ? BigInt.asUintN(64, BigInt(v)) : Number(v)) as never),
-    });
+    const [off, kind] = layout.fields[name]!;
+    // Test loops step fields one by one (`cmd.iova++`): one DataView, no per-access objects.
+    const accessor =
+      kind === "u32"
+        ? { get: () => dv.getUint32(off, true), set: (v: number) => dv.setUint32(off, Number(v), true) }
+        : kind === "u64"
+          ? {
+              get: () => dv.getBigUint64(off, true),
+              set: (v: number | bigint) => dv.setBigUint64(off, BigInt.asUintN(64, BigInt(v)), true),
+            }
+          : {
+              get: () => layout.get(bytes, name),
+              set: (v: number | bigint) => layout.set(bytes, name, Number(v) as never),
+            };
+    Object.defineProperty(obj, name, { enumerable: true, ...accessor });
   }
   for (const [name, v] of Object.entries(init)) if (v !== undefined) obj[name] = v;
   return obj as UStruct<S>;

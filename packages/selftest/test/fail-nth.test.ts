@@ -22,7 +22,7 @@ function toyEnv(leaks: string[] = []) {
 describe("TEST_FAIL_NTH", () => {
   it("runs clean, then fails the 1st, 2nd, 3rd point, and stops when one is not reached", () => {
     const log: string[] = [];
-    const h = new Harness(() => toyEnv());
+    const h = new Harness<SelftestEnv>(() => toyEnv());
     const f = h.FIXTURE("toy", () => ({ n: 0 }));
     h.FIXTURE_SETUP(f, () => log.push("setup"));
     h.FIXTURE_TEARDOWN(f, () => log.push("teardown"));
@@ -43,7 +43,7 @@ describe("TEST_FAIL_NTH", () => {
   });
 
   it("fails when the complete run does not succeed, or when something leaks", () => {
-    const h = new Harness(() => toyEnv(["1 page pins left"]));
+    const h = new Harness<SelftestEnv>(() => toyEnv(["1 page pins left"]));
     const f = h.FIXTURE("leaky", () => ({}));
     TEST_FAIL_NTH(h, f, "leak", (_s, _v, t, nth) => {
       fail_nth_enable(t, nth);
@@ -55,7 +55,7 @@ describe("TEST_FAIL_NTH", () => {
   });
 
   it("caps the sweep", () => {
-    const h = new Harness(() => toyEnv());
+    const h = new Harness<SelftestEnv>(() => toyEnv());
     const f = h.FIXTURE("endless", () => ({}));
     TEST_FAIL_NTH(h, f, "many_points", (_s, _v, t, nth) => {
       fail_nth_enable(t, nth);

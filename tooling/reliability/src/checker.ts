@@ -23,16 +23,16 @@
  * between two checks is verified too; `checkQuiesced` is the teardown check (nothing left).
  */
 import { type DmaBuf, dmaBufList } from "@x/dmabuf";
-import * as iommufd from "@x/iommufd";
 import {
+  checkInvariants,
   IOMMU_CACHE,
   IOMMU_MMIO,
   IOPT_PAGES_ACCOUNT_MM,
   IOPT_PAGES_ACCOUNT_USER,
   type IoPagetable,
-  type IoptPages,
   IommufdCtx,
   IommufdIoas,
+  IoptPages,
 } from "@x/iommufd";
 import type { IommuDomain } from "@x/iommu-pgtable";
 import type { Kernel, MmStruct, Task, UserStruct } from "@x/kernel";
@@ -66,18 +66,6 @@ export interface CheckScope {
   readonly tasks: readonly Task[];
   readonly devices: readonly VfioPciCoreDevice[];
 }
-
-type IommufdChecker = (iopts: readonly IoPagetable[]) => Set<IoptPages>;
-
-/**
- * @x/iommufd's I1–I11 checker, once its index exports it (requests/reliability.md #1); until
- * then these rules are skipped and everything else still runs.
- */
-const iommufdCheckInvariants = (iommufd as unknown as { checkInvariants?: IommufdChecker })
-  .checkInvariants;
-
-/** Whether the iommufd I1–I11 checker is plugged in. */
-export const hasIommufdChecker = iommufdCheckInvariants !== undefined;
 
 const PAGE_SHIFT = 12n;
 
@@ -157,9 +145,8 @@ export class Checker {
   }
 
   private checkIommufd(iopts: readonly IoPagetable[]): void {
-    if (!iommufdCheckInvariants) return;
     try {
-      iommufdCheckInvariants(iopts);
+      checkInvariants(iopts);
     } catch (e) {
       broken("iommufd", e instanceof Error ? e.message : String(e));
     }
@@ -389,7 +376,7 @@ function vfioPriv(buf: DmaBuf): VfioPciDmaBuf | undefined {
 }
 
 function isIoptPages(p: unknown): p is IoptPages {
-  return p instanceof iommufd.IoptPages;
+  return p instanceof IoptPages;
 }
 
 function isRevoked(pages: IoptPages): boolean {

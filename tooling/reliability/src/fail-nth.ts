@@ -53,10 +53,18 @@ const TRACE_ALLOWED: ReadonlySet<Op["k"]> = new Set([
  * Run `ops` on a fresh machine with the `nth` point armed (0: nothing). `out` learns whether
  * the armed point fired and where, even when the run then throws.
  */
-function runArmed(ops: readonly Op[], nth: number, out: { fired: boolean; site: string | undefined }): void {
+function runArmed(
+  ops: readonly Op[],
+  nth: number,
+  out: { fired: boolean; site: string | undefined },
+): void {
   const machine = new Machine();
   const runner = new Runner(machine, false);
-  const checker = new Checker({ kernel: machine.kernel, tasks: [machine.libc.task], devices: machine.devices });
+  const checker = new Checker({
+    kernel: machine.kernel,
+    tasks: [machine.libc.task],
+    devices: machine.devices,
+  });
   const fault = machine.libc.task.fault;
   if (nth) fault.arm(nth);
   const scope = checker.scope;
@@ -68,7 +76,9 @@ function runArmed(ops: readonly Op[], nth: number, out: { fired: boolean; site: 
       if (before !== undefined && fault.read() === 0 && ret > 0 && !TRACE_ALLOWED.has(op.k)) {
         const after = snapshot(scope);
         if (after !== before) {
-          throw new Error(`${op.k} failed by injection but left a trace:\n${snapshotDiff(before, after)}`);
+          throw new Error(
+            `${op.k} failed by injection but left a trace:\n${snapshotDiff(before, after)}`,
+          );
         }
       }
       checker.check();
@@ -83,7 +93,11 @@ function runArmed(ops: readonly Op[], nth: number, out: { fired: boolean; site: 
 }
 
 /** Sweep every injectable point of `ops`. */
-export function failNthSweep(name: string, ops: readonly Op[], cap = FAIL_NTH_MAX_ITERATIONS): SweepResult {
+export function failNthSweep(
+  name: string,
+  ops: readonly Op[],
+  cap = FAIL_NTH_MAX_ITERATIONS,
+): SweepResult {
   const t0 = performance.now();
   const res: SweepResult = { name, points: 0, sites: {}, ms: 0, failure: undefined };
   for (let nth = 0; nth <= cap; nth++) {
@@ -98,7 +112,8 @@ export function failNthSweep(name: string, ops: readonly Op[], cap = FAIL_NTH_MA
     if (!out.fired) break;
     res.points++;
     if (out.site) res.sites[out.site] = (res.sites[out.site] ?? 0) + 1;
-    if (nth === cap) res.failure = { nth, site: out.site, error: `more than ${cap} injectable points` };
+    if (nth === cap)
+      res.failure = { nth, site: out.site, error: `more than ${cap} injectable points` };
   }
   res.ms = performance.now() - t0;
   return res;

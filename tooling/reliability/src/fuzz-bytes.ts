@@ -94,7 +94,13 @@ const vfioStruct = <S extends FieldSpec>(name: string, size: number, fields: S, 
 const vfio_device_bind_iommufd = vfioStruct(
   "vfio_device_bind_iommufd",
   24,
-  { size: [0, "u32"], flags: [4, "u32"], fd: [8, "s32"], out_devid: [12, "u32"], token_uuid_ptr: [16, "u64"] },
+  {
+    size: [0, "u32"],
+    flags: [4, "u32"],
+    fd: [8, "s32"],
+    out_devid: [12, "u32"],
+    token_uuid_ptr: [16, "u64"],
+  },
   16,
 );
 const vfio_device_attach_iommufd_pt = vfioStruct(
@@ -151,10 +157,25 @@ interface IoctlTarget {
 export const IOCTL_TARGETS: readonly IoctlTarget[] = [
   { call: "IOMMU_DESTROY", cmd: IOMMU_DESTROY, struct: iommu_destroy, on: "iommufd" },
   { call: "IOMMU_IOAS_ALLOC", cmd: IOMMU_IOAS_ALLOC, struct: iommu_ioas_alloc, on: "iommufd" },
-  { call: "IOMMU_IOAS_IOVA_RANGES", cmd: IOMMU_IOAS_IOVA_RANGES, struct: iommu_ioas_iova_ranges, on: "iommufd" },
-  { call: "IOMMU_IOAS_ALLOW_IOVAS", cmd: IOMMU_IOAS_ALLOW_IOVAS, struct: iommu_ioas_allow_iovas, on: "iommufd" },
+  {
+    call: "IOMMU_IOAS_IOVA_RANGES",
+    cmd: IOMMU_IOAS_IOVA_RANGES,
+    struct: iommu_ioas_iova_ranges,
+    on: "iommufd",
+  },
+  {
+    call: "IOMMU_IOAS_ALLOW_IOVAS",
+    cmd: IOMMU_IOAS_ALLOW_IOVAS,
+    struct: iommu_ioas_allow_iovas,
+    on: "iommufd",
+  },
   { call: "IOMMU_IOAS_MAP", cmd: IOMMU_IOAS_MAP, struct: iommu_ioas_map, on: "iommufd" },
-  { call: "IOMMU_IOAS_MAP_FILE", cmd: IOMMU_IOAS_MAP_FILE, struct: iommu_ioas_map_file, on: "iommufd" },
+  {
+    call: "IOMMU_IOAS_MAP_FILE",
+    cmd: IOMMU_IOAS_MAP_FILE,
+    struct: iommu_ioas_map_file,
+    on: "iommufd",
+  },
   { call: "IOMMU_IOAS_COPY", cmd: IOMMU_IOAS_COPY, struct: iommu_ioas_copy, on: "iommufd" },
   { call: "IOMMU_IOAS_UNMAP", cmd: IOMMU_IOAS_UNMAP, struct: iommu_ioas_unmap, on: "iommufd" },
   { call: "IOMMU_OPTION", cmd: IOMMU_OPTION, struct: iommu_option, on: "iommufd" },
@@ -164,7 +185,12 @@ export const IOCTL_TARGETS: readonly IoctlTarget[] = [
   { call: "IOMMU_OTHER", cmd: IOMMU_IOAS_CHANGE_PROCESS, struct: iommu_destroy, on: "iommufd" },
   { call: "IOMMU_OTHER", cmd: IOMMU_TEST_CMD, struct: iommu_test_cmd, on: "iommufd" },
   { call: "IOMMU_OTHER", cmd: -1, struct: iommu_ioas_map, on: "iommufd" },
-  { call: "VFIO_DEVICE_BIND_IOMMUFD", cmd: VFIO_DEVICE_BIND_IOMMUFD, struct: vfio_device_bind_iommufd, on: "vfio-unbound" },
+  {
+    call: "VFIO_DEVICE_BIND_IOMMUFD",
+    cmd: VFIO_DEVICE_BIND_IOMMUFD,
+    struct: vfio_device_bind_iommufd,
+    on: "vfio-unbound",
+  },
   {
     call: "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
     cmd: VFIO_DEVICE_ATTACH_IOMMUFD_PT,
@@ -177,10 +203,25 @@ export const IOCTL_TARGETS: readonly IoctlTarget[] = [
     struct: vfio_device_detach_iommufd_pt,
     on: "vfio-bound",
   },
-  { call: "VFIO_DEVICE_FEATURE", cmd: VFIO_DEVICE_FEATURE, struct: vfio_device_feature_dma_buf, on: "vfio-bound" },
+  {
+    call: "VFIO_DEVICE_FEATURE",
+    cmd: VFIO_DEVICE_FEATURE,
+    struct: vfio_device_feature_dma_buf,
+    on: "vfio-bound",
+  },
   { call: "VFIO_DEVICE_RESET", cmd: VFIO_DEVICE_RESET, struct: undefined, on: "vfio-bound" },
-  { call: "VFIO_DEVICE_OTHER", cmd: VFIO_DEVICE_GET_INFO, struct: vfio_device_info, on: "vfio-bound" },
-  { call: "VFIO_DEVICE_OTHER", cmd: VFIO_DEVICE_GET_REGION_INFO, struct: vfio_region_info, on: "vfio-bound" },
+  {
+    call: "VFIO_DEVICE_OTHER",
+    cmd: VFIO_DEVICE_GET_INFO,
+    struct: vfio_device_info,
+    on: "vfio-bound",
+  },
+  {
+    call: "VFIO_DEVICE_OTHER",
+    cmd: VFIO_DEVICE_GET_REGION_INFO,
+    struct: vfio_region_info,
+    on: "vfio-bound",
+  },
   { call: "VFIO_DEVICE_OTHER", cmd: -1, struct: vfio_region_info, on: "vfio-unbound" },
 ];
 
@@ -217,17 +258,46 @@ interface Aim {
   readonly machine: Machine;
 }
 
-function pickValue(rng: Rng, name: string, kind: string, aim: Aim): bigint {
+/**
+ * Decision: MAP_FILE is not aimed at /dev/iommu or VFIO cdev descriptors. Mapping one makes
+ * the pages hold that file while the file (its context, or the device bound to it) holds the
+ * pages' context: a reference cycle nothing breaks, in the kernel as in the model (no file-type
+ * check in iopt_alloc_file_pages). Reported in requests/reliability.md as an observation; aimed
+ * at, it would only make every quiesced check report that same leak.
+ */
+const CYCLE_FILES = new Set(["iommufd", "vfio-device"]);
+
+function pickValue(rng: Rng, struct: string, name: string, kind: string, aim: Aim): bigint {
   const m = aim.machine;
-  const fds = [...m.libc.process.files.entries()].map(([fd]) => BigInt(fd));
+  const fds = [...m.libc.process.files.entries()]
+    .filter(([, file]) => struct !== iommu_ioas_map_file.name || !CYCLE_FILES.has(file.fops.name))
+    .map(([fd]) => BigInt(fd));
   let pool: readonly bigint[];
   if (/fd$/.test(name)) pool = [...fds, -1n, 999n];
   else if (/_id$|^id$|devid/.test(name)) pool = [0n, 1n, 2n, 3n, 4n, 5n, 6n, 0x7fffffffn];
-  else if (/flags|^op$|option_id|type|index/.test(name)) pool = [0n, 1n, 2n, 3n, 4n, 6n, 7n, 8n, 11n, 0x10000n | 11n];
+  else if (/flags|^op$|option_id|type|index/.test(name))
+    pool = [0n, 1n, 2n, 3n, 4n, 6n, 7n, 8n, 11n, 0x10000n | 11n];
   else if (/uptr|user_va|allowed_iovas|_ptr/.test(name)) {
-    pool = [0n, aim.validPtr, m.memfdVa, m.anonVa + PAGE, m.memfdVa + BigInt(BUFFER_PAGES) * PAGE - PAGE, 0x1000n];
+    pool = [
+      0n,
+      aim.validPtr,
+      m.memfdVa,
+      m.anonVa + PAGE,
+      m.memfdVa + BigInt(BUFFER_PAGES) * PAGE - PAGE,
+      0x1000n,
+    ];
   } else if (/iova|start|offset/.test(name)) {
-    pool = [0n, IOVA_BASE, IOVA_BASE + 32n * PAGE, IOVA_BASE + 64n * PAGE, PAGE, 1n, U64_MAX, U64_MAX - PAGE + 1n, 1n << 63n];
+    pool = [
+      0n,
+      IOVA_BASE,
+      IOVA_BASE + 32n * PAGE,
+      IOVA_BASE + 64n * PAGE,
+      PAGE,
+      1n,
+      U64_MAX,
+      U64_MAX - PAGE + 1n,
+      1n << 63n,
+    ];
   } else if (/length|len|num|nr_|val64|size/.test(name)) {
     pool = [0n, 1n, PAGE, 2n * PAGE, 4n * PAGE, 8n * PAGE, 64n * PAGE, U64_MAX];
   } else pool = [0n];
@@ -256,7 +326,14 @@ function writeField(dv: DataView, off: number, kind: string, v: bigint): void {
 /** One input: the bytes, and the size word they claim. */
 // biome-ignore lint/suspicious/noExplicitAny: any structure's field table
 function generate(rng: Rng, struct: Struct<any>, aim: Aim, mutate: boolean): Uint8Array {
-  const sizes = [struct.minSize - 1, struct.minSize, struct.size, struct.size + 8, struct.size + 8, rng.below(96)];
+  const sizes = [
+    struct.minSize - 1,
+    struct.minSize,
+    struct.size,
+    struct.size + 8,
+    struct.size + 8,
+    rng.below(96),
+  ];
   const size = mutate ? struct.size : Math.max(4, rng.of(sizes));
   const buf = new Uint8Array(Math.max(size, struct.size));
   const dv = new DataView(buf.buffer);
@@ -266,9 +343,12 @@ function generate(rng: Rng, struct: Struct<any>, aim: Aim, mutate: boolean): Uin
     if (name === "size") continue;
     // A mutated input keeps most fields valid-looking (zero flags, aimed values).
     if (mutate && rng.below(3) !== 0) {
-      writeField(dv, off, kind, /flags|__reserved|pasid/.test(name) ? 0n : pickValue(rng, name, kind, aim));
+      const v = /flags|__reserved|pasid/.test(name)
+        ? 0n
+        : pickValue(rng, struct.name, name, kind, aim);
+      writeField(dv, off, kind, v);
     } else if (!name.startsWith("__reserved") || rng.below(4) === 0) {
-      writeField(dv, off, kind, pickValue(rng, name, kind, aim));
+      writeField(dv, off, kind, pickValue(rng, struct.name, name, kind, aim));
     }
   }
   if (mutate) {
@@ -329,8 +409,16 @@ function freshWorld(): World {
   // Device 1's cdev is open but not bound: the target of BIND.
   const unbound = machine.libc.open(machine.cdev(1), O_RDWR);
   if (unbound < 0) throw new KernelError(machine.libc.errno, "open vfio cdev");
-  const scope: CheckScope = { kernel: machine.kernel, tasks: [machine.libc.task], devices: machine.devices };
-  const fds = { iommufd: runner.iommufdFd, "vfio-bound": runner.deviceFd(0), "vfio-unbound": unbound };
+  const scope: CheckScope = {
+    kernel: machine.kernel,
+    tasks: [machine.libc.task],
+    devices: machine.devices,
+  };
+  const fds = {
+    iommufd: runner.iommufdFd,
+    "vfio-bound": runner.deviceFd(0),
+    "vfio-unbound": unbound,
+  };
   return { machine, runner, scope, checker: new Checker(scope), fds, last: undefined };
 }
 
@@ -338,8 +426,12 @@ function freshWorld(): World {
 function changeDocumented(target: IoctlTarget, bytes: Uint8Array): boolean {
   if (target.cmd === IOMMU_IOAS_UNMAP) return true;
   if (target.cmd !== VFIO_DEVICE_FEATURE || bytes.length < 8) return false;
-  const feature = new DataView(bytes.buffer, bytes.byteOffset).getUint32(4, true) & VFIO_DEVICE_FEATURE_MASK;
-  return feature === VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY || feature === VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP;
+  const feature =
+    new DataView(bytes.buffer, bytes.byteOffset).getUint32(4, true) & VFIO_DEVICE_FEATURE_MASK;
+  return (
+    feature === VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY ||
+    feature === VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP
+  );
 }
 
 /** Run `inputs` byte inputs from `seed`. */
@@ -364,14 +456,22 @@ export function fuzzBytes(opts: FuzzBytesOptions): FuzzBytesResult {
     const cmd = target.cmd === -1 ? randomCmd(rng, target.on) : target.cmd;
     const aim = { validPtr, machine: w.machine };
     w.machine.libc.poke(validPtr, randomBytes(rng, 64));
-    const bytes = target.struct ? generate(rng, target.struct, aim, rng.below(2) === 0) : new Uint8Array(0);
+    const bytes = target.struct
+      ? generate(rng, target.struct, aim, rng.below(2) === 0)
+      : new Uint8Array(0);
     res.inputs++;
     w.last = { call: target.call, bytes };
     res.perCall[target.call] = (res.perCall[target.call] ?? 0) + 1;
     try {
       tryOne(w, target, fd, cmd, bytes, res);
     } catch (e) {
-      res.failures.push({ seed: opts.seed, index, call: target.call, bytes: hex(bytes), error: errorText(e) });
+      res.failures.push({
+        seed: opts.seed,
+        index,
+        call: target.call,
+        bytes: hex(bytes),
+        error: errorText(e),
+      });
       broken = true;
     }
   }
@@ -404,7 +504,10 @@ function tryOne(
     return;
   }
   const after = snapshot(w.scope);
-  if (after !== before) throw new Error(`${target.call} failed (errno ${libc.errno}) but changed state:\n${snapshotDiff(before, after)}`);
+  if (after !== before)
+    throw new Error(
+      `${target.call} failed (errno ${libc.errno}) but changed state:\n${snapshotDiff(before, after)}`,
+    );
 }
 
 /**

@@ -13,7 +13,6 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { hasIommufdChecker } from "./checker.js";
 import { VMM_CORPUS, failNthSweep, fuzzCorpus } from "./fail-nth.js";
 import { fuzzBytes } from "./fuzz-bytes.js";
 import { fuzzUapi } from "./fuzz-uapi.js";
@@ -34,9 +33,19 @@ const sweeps = [
 const totalMs = performance.now() - t0;
 
 const failures = [
-  ...(uapi.failure ? [`uapi: ${uapi.failure.error} (replay: fuzz -- --replay ${uapi.failure.seed} '${uapi.failure.path}')`] : []),
-  ...bytes.failures.map((f) => `bytes: ${f.call}: ${f.error} (seed ${f.seed} input ${f.index}: ${f.bytes})`),
-  ...sweeps.flatMap((s) => (s.failure ? [`fail_nth ${s.name} #${s.failure.nth} at ${s.failure.site}: ${s.failure.error}`] : [])),
+  ...(uapi.failure
+    ? [
+        `uapi: ${uapi.failure.error} (replay: fuzz -- --replay ${uapi.failure.seed} '${uapi.failure.path}')`,
+      ]
+    : []),
+  ...bytes.failures.map(
+    (f) => `bytes: ${f.call}: ${f.error} (seed ${f.seed} input ${f.index}: ${f.bytes})`,
+  ),
+  ...sweeps.flatMap((s) =>
+    s.failure
+      ? [`fail_nth ${s.name} #${s.failure.nth} at ${s.failure.site}: ${s.failure.error}`]
+      : [],
+  ),
 ];
 const faultPoints = sweeps.reduce((n, s) => n + s.points, 0);
 const sweepMs = sweeps.reduce((n, s) => n + s.ms, 0);
@@ -45,7 +54,6 @@ const report = {
   date: new Date().toISOString(),
   host: { cpus: cpus().length, loadavg: loadavg().map((l) => Math.round(l * 100) / 100) },
   seed,
-  iommufdInvariantChecker: hasIommufdChecker,
   stepsFuzzed: uapi.steps,
   byteInputsTried: bytes.inputs,
   faultPointsInjected: faultPoints,
@@ -59,7 +67,12 @@ const report = {
     ms: Math.round(uapi.ms),
     usPerStep: Math.round((uapi.ms * 1000) / Math.max(1, uapi.steps)),
   },
-  bytes: { inputs: bytes.inputs, successes: bytes.successes, perCall: bytes.perCall, ms: Math.round(bytes.ms) },
+  bytes: {
+    inputs: bytes.inputs,
+    successes: bytes.successes,
+    perCall: bytes.perCall,
+    ms: Math.round(bytes.ms),
+  },
   failNth: {
     sweeps: sweeps.map((s) => ({ name: s.name, points: s.points, ms: Math.round(s.ms) })),
     points: faultPoints,
@@ -76,7 +89,6 @@ console.log(
     `  byte inputs tried     ${bytes.inputs} (${bytes.successes} succeeded), ${(bytes.ms / 1000).toFixed(1)} s`,
     `  fault points injected ${faultPoints} over ${sweeps.length} sweeps, ${(sweepMs / 1000).toFixed(1)} s`,
     `  schedules explored    0 (no race explorer in this package)`,
-    `  iommufd I1-I11        ${hasIommufdChecker ? "checked" : "not exported by @x/iommufd yet: skipped"}`,
     `  failures              ${failures.length}`,
     ...failures.map((f) => `    ${f}`),
     `  total                 ${(totalMs / 1000).toFixed(1)} s`,

@@ -19,10 +19,14 @@ export function snapshot(scope: CheckScope): string {
     for (const obj of ctx.objectsInOrder()) out.push(`obj ${obj.id}:${obj.type}:${obj.users}`);
   }
   for (const iopt of g.iopts) {
-    const areas = iopt.areas().map((a) => `${a.iova}+${a.length}${a.pages?.dmabuf?.phys.len === 0n ? "R" : ""}`);
+    const areas = iopt
+      .areas()
+      .map((a) => `${a.iova}+${a.length}${a.pages?.dmabuf?.phys.len === 0n ? "R" : ""}`);
     const allowed = iopt.allowedRanges().map((r) => `${r.start}-${r.last}`);
     const reserved = iopt.reservedRanges().map((r) => `${r.start}-${r.last}`);
-    out.push(`iopt a=${areas} al=${allowed} rs=${reserved} align=${iopt.iovaAlignment} lp=${iopt.largePagesDisabled}`);
+    out.push(
+      `iopt a=${areas} al=${allowed} rs=${reserved} align=${iopt.iovaAlignment} lp=${iopt.largePagesDisabled}`,
+    );
     for (const d of iopt.domainList) {
       let frames = 0;
       forEachIopte(d, (_i, _p, n) => {

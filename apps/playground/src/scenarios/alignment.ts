@@ -27,7 +27,7 @@ export const alignment: ScenarioDef<VmWorld> = {
     new VmWorld({
       iommus: [
         { name: "iommu0", kind: "amd-vi" },
-        { name: "smmu0", kind: "amd-vi", pgsizeBitmap: 64n * KiB | 2n * MiB | GiB },
+        { name: "smmu0", kind: "amd-vi", pgsizeBitmap: (64n * KiB) | (2n * MiB) | GiB },
       ],
       devices: [
         {
@@ -64,7 +64,10 @@ export const alignment: ScenarioDef<VmWorld> = {
     bootIommufd,
     mapRam,
     realize("gpu0"),
-    realize("nic", "The 2 KiB BAR cannot be exported: every dma-buf range is whole pages (EINVAL); QEMU warns and goes on."),
+    realize(
+      "nic",
+      "The 2 KiB BAR cannot be exported: every dma-buf range is whole pages (EINVAL); QEMU warns and goes on.",
+    ),
     {
       name: "Guest enables decode: gpu0's BAR is mapped, the NIC's 2 KiB BAR is skipped",
       actor: "guest",

@@ -10,8 +10,8 @@ import { GiB, MiB, VmWorld } from "../world.js";
 import { bringUp, twoGpusAndNic } from "./common.js";
 
 const BLOCK = 2n * MiB;
-/** 8 GiB of 2 MiB blocks: enough churn to matter, small enough for every CI run. */
-const BLOCKS = 4096;
+/** 4 GiB of 2 MiB blocks: enough churn to matter, small enough for every CI run. */
+const BLOCKS = 2048;
 const REGION = 0x100_0000_0000n;
 const TYPE1_DMA_ENTRY_LIMIT = 65_535;
 
@@ -37,7 +37,7 @@ export const churn: ScenarioDef<ChurnWorld> = {
   number: 14,
   title: "virtio-mem churn: thousands of block mappings next to mapped BARs",
   summary:
-    "An 8 GiB virtio-mem region (2 MiB hugetlb blocks) is plugged block by block — one MAP_FILE " +
+    "A 4 GiB virtio-mem region (2 MiB hugetlb blocks) is plugged block by block — one MAP_FILE " +
     "and one area each — then half is unplugged and plugged again, then all of it goes in one " +
     "IOAS_UNMAP, while the GPUs keep reaching each other's BARs. Nothing counts the areas against " +
     "a limit, unlike type1's dma_entry_limit.",
@@ -49,10 +49,14 @@ export const churn: ScenarioDef<ChurnWorld> = {
       name: `Plug ${BLOCKS.toLocaleString("en")} blocks of 2 MiB (one MAP_FILE each)`,
       actor: "vmm",
       run: ({ world, log, progress }) => {
-        world.memfd = world.vmm.createMemfd("virtio-mem0", BigInt(BLOCKS) * BLOCK, MFD_HUGETLB | MFD_HUGE_2MB);
+        world.memfd = world.vmm.createMemfd(
+          "virtio-mem0",
+          BigInt(BLOCKS) * BLOCK,
+          MFD_HUGETLB | MFD_HUGE_2MB,
+        );
         for (let i = 0; i < BLOCKS; i++) {
           plug(world, i);
-          if ((i + 1) % 512 === 0) progress(i + 1, BLOCKS, "blocks plugged");
+          if ((i + 1) % 256 === 0) progress(i + 1, BLOCKS, "blocks plugged");
         }
         world.plugged = BLOCKS;
         log(
@@ -80,7 +84,7 @@ export const churn: ScenarioDef<ChurnWorld> = {
       run: ({ world, log }) => {
         const ret = world.vmm.unmap(REGION, BigInt(BLOCKS) * BLOCK);
         if (ret < 0) throw new KernelError(-ret, "unplug region");
-        log(`${BigInt(BLOCKS) * BLOCK / GiB} GiB unplugged, the BARs untouched`);
+        log(`${(BigInt(BLOCKS) * BLOCK) / GiB} GiB unplugged, the BARs untouched`);
       },
       expectProbes: { "gpu0→gpu1.bar2": "mmio" },
     },

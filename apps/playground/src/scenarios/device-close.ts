@@ -27,7 +27,10 @@ export const deviceClose: ScenarioDef<VmWorld> = {
       run: ({ world }) => {
         world.vmm.closeDevice(device(world, "gpu1"));
         const bufs = world.snapshot().dmabufs.filter((b) => b.device === "gpu1");
-        expect(bufs.length === 2 && bufs.every((b) => b.state === "zombie"), "gpu1's dma-bufs are not zombies");
+        expect(
+          bufs.length === 2 && bufs.every((b) => b.state === "zombie"),
+          "gpu1's dma-bufs are not zombies",
+        );
       },
       expectProbes: { "gpu0→gpu1.bar2": "fault", "nic→gpu1.bar2": "fault" },
     },
@@ -38,7 +41,10 @@ export const deviceClose: ScenarioDef<VmWorld> = {
         const dev = device(world, "gpu1");
         world.vmm.reopenDevice(dev);
         world.vmm.guestEnableMemory(dev);
-        const dead = world.snapshot().ioas.flatMap((i) => i.areas).filter((a) => !a.live);
+        const dead = world
+          .snapshot()
+          .ioas.flatMap((i) => i.areas)
+          .filter((a) => !a.live);
         expect(dead.length === 2, `expected the two old areas still dead, found ${dead.length}`);
         log("MAP_FILE of the new dma-bufs failed with EEXIST: the dead areas own the range");
       },

@@ -26,10 +26,14 @@ const CAP = 400;
 function bringUp(world: VmWorld): void {
   const vmm = world.vmm;
   vmm.boot();
-  vmm.addRam("ram", 0n, 64n * MiB, { memfdFlags: MFD_HUGETLB | MFD_HUGE_2MB });
+  vmm.addRam("ram", 0n, 32n * MiB, { memfdFlags: MFD_HUGETLB | MFD_HUGE_2MB });
   for (const name of ["gpu0", "gpu1"]) {
     const d = world.host.device(name);
-    vmm.addDevice(name, d.vdev.cdevPath ?? "", d.spec.bars.map((b) => ({ index: b.index, gpa: b.gpa })));
+    vmm.addDevice(
+      name,
+      d.vdev.cdevPath ?? "",
+      d.spec.bars.map((b) => ({ index: b.index, gpa: b.gpa })),
+    );
   }
   for (const d of vmm.devices) vmm.guestEnableMemory(d);
 }
@@ -59,7 +63,8 @@ function runWithFailure(nth: number): Outcome {
   const pinned = world.kernel.mem.totalPinned();
   if (pinned) problems.push(`${pinned} pages still pinned after exit`);
   for (const [name, d] of world.host.devices)
-    for (const b of d.vdev.dmabufs) problems.push(`${name}: a dma-buf is still ${b.state} after exit`);
+    for (const b of d.vdev.dmabufs)
+      problems.push(`${name}: a dma-buf is still ${b.state} after exit`);
   return { site, error, problems };
 }
 
@@ -83,7 +88,7 @@ export const failNth: ScenarioDef<SweepWorld> = {
     {
       name: "A clean run of the bring-up",
       actor: "vmm",
-      run: ({ world, log }) => {
+      run: ({ log }) => {
         const clean = runWithFailure(0);
         expect(clean.error === undefined, `the clean run failed: ${clean.error}`);
         expect(clean.problems.length === 0, clean.problems.join("; "));
@@ -101,7 +106,10 @@ export const failNth: ScenarioDef<SweepWorld> = {
             break;
           }
           world.sites.set(o.site, (world.sites.get(o.site) ?? 0) + 1);
-          expect(o.problems.length === 0, `failing point ${nth} (${o.site}): ${o.problems.join("; ")}`);
+          expect(
+            o.problems.length === 0,
+            `failing point ${nth} (${o.site}): ${o.problems.join("; ")}`,
+          );
           if (nth % 25 === 0) progress(nth, CAP, `points swept (last: ${o.site})`);
         }
         expect(world.points > 0, `the sweep never ended within ${CAP} points`);

@@ -52,7 +52,10 @@ export const flrOrder: ScenarioDef<VmWorld> = {
       run: ({ world }) => {
         for (const n of ["gpu0", "gpu1"]) world.vmm.guestSetPower(device(world, n), PCI_D3hot);
         const bufs = world.snapshot().dmabufs.filter((b) => b.device.startsWith("gpu"));
-        expect(bufs.every((b) => b.state === "revoked"), "D3hot did not revoke every GPU dma-buf");
+        expect(
+          bufs.every((b) => b.state === "revoked"),
+          "D3hot did not revoke every GPU dma-buf",
+        );
       },
       expectProbes: { "gpu0→gpu1.bar2": "fault", "gpu1→gpu0.bar2": "fault" },
     },

@@ -8,7 +8,11 @@ import { type ScenarioDef, expect } from "../scenario.js";
 import { VmWorld } from "../world.js";
 import { bringUp, device, twoGpusAndNic } from "./common.js";
 
-const gpu1Dead = { "gpu0→gpu1.bar2": "fault", "nic→gpu1.bar2": "fault", "gpu1→gpu0.bar2": "mmio" } as const;
+const gpu1Dead = {
+  "gpu0→gpu1.bar2": "fault",
+  "nic→gpu1.bar2": "fault",
+  "gpu1→gpu0.bar2": "mmio",
+} as const;
 
 export const forgotRemap: ScenarioDef<VmWorld> = {
   id: "forgot-remap",
@@ -35,7 +39,10 @@ export const forgotRemap: ScenarioDef<VmWorld> = {
         const snap = world.snapshot();
         const bufs = snap.dmabufs.filter((b) => b.device === "gpu1");
         const dead = snap.ioas.flatMap((i) => i.areas).filter((a) => !a.live);
-        expect(bufs.every((b) => b.state === "live"), "gpu1's dma-bufs are not live");
+        expect(
+          bufs.every((b) => b.state === "live"),
+          "gpu1's dma-bufs are not live",
+        );
         expect(dead.length === 2, `expected gpu1's two areas dead, found ${dead.length}`);
         log(`${bufs.length} dma-bufs live, ${dead.length} areas dead with no IOPTE`);
       },

@@ -36,7 +36,10 @@ export const hotAdd: ScenarioDef<VmWorld> = {
       actor: "vmm",
       run: ({ world }) => world.vmm.reset(device(world, "gpu0")),
     },
-    realize("gpu1", "Hot-plug: gpu1's IOMMU refuses the existing domain (EINVAL), QEMU allocates a second HWPT, which iommufd fills."),
+    realize(
+      "gpu1",
+      "Hot-plug: gpu1's IOMMU refuses the existing domain (EINVAL), QEMU allocates a second HWPT, which iommufd fills.",
+    ),
     {
       name: "The new domain holds RAM and the NIC's BAR, and nothing of gpu0's dead areas",
       actor: "kernel",
@@ -45,8 +48,16 @@ export const hotAdd: ScenarioDef<VmWorld> = {
         for (const a of areas) {
           const values = Object.values(a.mapped);
           expect(values.length === 2, `${a.label} is not tracked in 2 domains`);
-          if (a.live) expect(values.every((m) => m === a.length), `${a.label} not fully mapped`);
-          else expect(values.every((m) => m === 0n), `dead ${a.label} has IOPTEs`);
+          if (a.live)
+            expect(
+              values.every((m) => m === a.length),
+              `${a.label} not fully mapped`,
+            );
+          else
+            expect(
+              values.every((m) => m === 0n),
+              `dead ${a.label} has IOPTEs`,
+            );
           log(`${a.label}: ${a.live ? "live, mapped in both" : "dead, mapped in neither"}`);
         }
       },

@@ -20,7 +20,10 @@ export const hugeGuest: ScenarioDef<VmWorld> = {
   long: true,
   setup: () =>
     new VmWorld(
-      twoGpusAndNic({ probes: PROBES.filter((p) => !p.name.startsWith("nic")), ramBytes: 2n * TiB }),
+      twoGpusAndNic({
+        probes: PROBES.filter((p) => !p.name.startsWith("nic")),
+        ramBytes: 2n * TiB,
+      }),
     ),
   steps: [
     bootIommufd,
@@ -35,7 +38,10 @@ export const hugeGuest: ScenarioDef<VmWorld> = {
         });
       },
     },
-    realize("gpu0", "The first domain is filled with the whole terabyte: 1,024 folios, 1,024 IOPTEs."),
+    realize(
+      "gpu0",
+      "The first domain is filled with the whole terabyte: 1,024 folios, 1,024 IOPTEs.",
+    ),
     realize("gpu1", "A second IOMMU unit, a second domain, filled the same way."),
     {
       ...guestEnablesDecode,

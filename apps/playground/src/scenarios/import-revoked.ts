@@ -30,7 +30,10 @@ export const importRevoked: ScenarioDef<VmWorld> = {
         const dev = device(world, "gpu1");
         world.vmm.kernelConfigWrite(dev, PCI_COMMAND, 2, dev.command & ~PCI_COMMAND_MEMORY);
         const bufs = world.snapshot().dmabufs.filter((b) => b.device === "gpu1");
-        expect(bufs.every((b) => b.state === "revoked"), "gpu1's dma-bufs are not revoked");
+        expect(
+          bufs.every((b) => b.state === "revoked"),
+          "gpu1's dma-bufs are not revoked",
+        );
       },
     },
     {

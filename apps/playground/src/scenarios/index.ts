@@ -1,8 +1,10 @@
 /** Every scenario, in the order of spec §6 (the flagship first). */
 import type { ScenarioDef, World } from "../scenario.js";
+import { accessCopy } from "./access-copy.js";
 import { alignment } from "./alignment.js";
 import { boot } from "./boot.js";
 import { churn } from "./churn.js";
+import { compatVa } from "./compat-va.js";
 import { deviceClose } from "./device-close.js";
 import { failNth } from "./fail-nth.js";
 import { flagship } from "./flagship.js";
@@ -25,8 +27,10 @@ export const scenarios: readonly ScenarioDef<World>[] = [
   hotAdd,
   multiRange,
   type1Contrast,
+  compatVa,
   alignment,
   deviceClose,
+  accessCopy,
   failNth,
   churn,
   hugeGuest,

@@ -8,7 +8,11 @@ import { type ScenarioDef, expect } from "../scenario.js";
 import { VmWorld } from "../world.js";
 import { bringUp, device, twoGpusAndNic } from "./common.js";
 
-const p2pOff = { "gpu0→gpu1.bar2": "fault", "nic→gpu1.bar2": "fault", "gpu1→gpu0.bar2": "mmio" } as const;
+const p2pOff = {
+  "gpu0→gpu1.bar2": "fault",
+  "nic→gpu1.bar2": "fault",
+  "gpu1→gpu0.bar2": "mmio",
+} as const;
 
 export const memToggle: ScenarioDef<VmWorld> = {
   id: "mem-toggle",
@@ -28,7 +32,10 @@ export const memToggle: ScenarioDef<VmWorld> = {
       run: ({ world }) => {
         const dev = device(world, "gpu1");
         world.vmm.kernelConfigWrite(dev, PCI_COMMAND, 2, dev.command & ~PCI_COMMAND_MEMORY);
-        const dead = world.snapshot().ioas.flatMap((i) => i.areas).filter((a) => !a.live);
+        const dead = world
+          .snapshot()
+          .ioas.flatMap((i) => i.areas)
+          .filter((a) => !a.live);
         expect(dead.length === 2, `expected gpu1's 2 areas dead, found ${dead.length}`);
       },
       expectProbes: p2pOff,

@@ -55,7 +55,10 @@ export const multiRange: ScenarioDef<VmWorld> = {
           const ret = fd < 0 ? fd : world.vmm.mapFile(fd, 0n, p.length, bar.gpa + p.offset);
           if (ret < 0) throw new KernelError(-ret, `piece at ${hex(p.offset)}`);
         }
-        const areas = world.snapshot().ioas.flatMap((i) => i.areas).filter((a) => a.label === "gpu1 BAR0");
+        const areas = world
+          .snapshot()
+          .ioas.flatMap((i) => i.areas)
+          .filter((a) => a.label === "gpu1 BAR0");
         expect(areas.length === 2 && areas.every((a) => a.live), "expected two live pieces");
         log("MSI-X table page range left unmapped between the pieces");
       },

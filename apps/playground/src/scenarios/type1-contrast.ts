@@ -19,7 +19,12 @@ class ContrastWorld extends VmWorld {
     out.push(
       this.type1
         ? this.type1.probe("nic→gpu1.bar0 (type1)", GPA.gpu1Bar0)
-        : { name: "nic→gpu1.bar0 (type1)", iova: GPA.gpu1Bar0, verdict: "fault", detail: "no type1 mapping yet" },
+        : {
+            name: "nic→gpu1.bar0 (type1)",
+            iova: GPA.gpu1Bar0,
+            verdict: "fault",
+            detail: "no type1 mapping yet",
+          },
     );
     return out;
   }
@@ -68,8 +73,12 @@ export const type1Contrast: ScenarioDef<ContrastWorld> = {
         world.barVa = va;
         world.type1 = new Type1Container(world.kernel, world.libc.process.mm, world.host, "iommu0");
         const type1 = world.type1;
-        const how = world.kernel.runAs(world.libc.task, () => type1.mapDma(va, GPA.gpu1Bar0, bar.size));
-        log(`type1 mapped ${dev.name} BAR0 by ${how === "pfnmap" ? "scraping PFNs from the VMA" : "pinning"}`);
+        const how = world.kernel.runAs(world.libc.task, () =>
+          type1.mapDma(va, GPA.gpu1Bar0, bar.size),
+        );
+        log(
+          `type1 mapped ${dev.name} BAR0 by ${how === "pfnmap" ? "scraping PFNs from the VMA" : "pinning"}`,
+        );
       },
       expectProbes: { [IOMMUFD]: "mmio", [TYPE1]: "mmio" },
     },
@@ -86,7 +95,8 @@ export const type1Contrast: ScenarioDef<ContrastWorld> = {
       run: ({ world }) => {
         const dev = device(world, "gpu1");
         const bar = dev.bars.find((b) => b.index === 0)!;
-        if (world.libc.munmap(world.barVa, bar.size) < 0) throw new Error("munmap of the BAR failed");
+        if (world.libc.munmap(world.barVa, bar.size) < 0)
+          throw new Error("munmap of the BAR failed");
         world.vmm.closeDevice(dev);
       },
       expectProbes: { [IOMMUFD]: "fault", [TYPE1]: "stale" },

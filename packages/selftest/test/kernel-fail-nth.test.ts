@@ -1,0 +1,3 @@
+import { registerFixtures } from "./kernel-suites.js";
+
+registerFixtures("basic_fail_nth");

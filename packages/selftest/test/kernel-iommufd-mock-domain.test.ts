@@ -1,0 +1,3 @@
+import { registerFixtures } from "./kernel-suites.js";
+
+registerFixtures("iommufd_mock_domain");

@@ -1,0 +1,3 @@
+import { registerFixtures } from "./kernel-suites.js";
+
+registerFixtures("iommufd", "vfio_compat_mock_domain");
