@@ -577,10 +577,6 @@ export class Vmm {
     );
   }
 
-  guestDisableMemory(dev: PassthroughDevice): void {
-    this.guestConfigWrite(dev, PCI_COMMAND, 2, dev.command & ~PCI_COMMAND_MEMORY);
-  }
-
   /**
    * vfio_pci_pre_reset → VFIO_DEVICE_RESET → vfio_pci_post_reset. Pre-reset clears IO|MEM|MASTER
    * first (which unmaps the BARs) and only then forces D0; `d0-first` is the order QEMU had

@@ -404,8 +404,3 @@ export class VmWorld implements World {
     return { ioas, domains, dmabufs: this.dmabufViews(), devices, notes };
   }
 }
-
-/** `IommufdModule.of` for scenarios that load extra iommufd users. */
-export function iommufdOf(kernel: Kernel): IommufdModule | undefined {
-  return IommufdModule.of(kernel);
-}

@@ -81,7 +81,9 @@ describe("hardware-like drivers", () => {
     expect(iommuTranslate(d, hi + 4n, IOMMU_WRITE)).toBe(0x5004n);
     expect(() => iommuTranslate(d, 0x8000_0000_0000n - 0x1000n, IOMMU_READ)).toThrow(IommuFault);
     expect(errnoOf(() => iommuMap(d, 0x7fff_ffff_f000n, 0n, 0x2000n, IOMMU_READ))).toBe("ERANGE");
-    expect(iommuReadRuns(d, hi, 0x2000n)).toEqual([{ iova: hi, paddr: 0x5000n, length: 0x1000n, prot: IOMMU_READ | IOMMU_WRITE }]);
+    expect(iommuReadRuns(d, hi, 0x2000n)).toEqual([
+      { iova: hi, paddr: 0x5000n, length: 0x1000n, prot: IOMMU_READ | IOMMU_WRITE },
+    ]);
     // A read running off the end of the lower half stops at it.
     iommuMap(d, 0x7fff_ffff_f000n, 0x6000n, 0x1000n, IOMMU_READ);
     expect(iommuReadRuns(d, 0x7fff_ffff_e000n, 0x10000n)).toEqual([

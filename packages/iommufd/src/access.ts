@@ -112,6 +112,8 @@ function accessChangeIoas(access: IommufdAccess, next: IommufdIoas | undefined):
         access.ioasLock.lock();
       }
     }
+    // The access sits in both lists now; remove it from the old one by its old slot
+    // (iopt_remove_access takes the id for this reason).
     access.ioptAccessListId = oldListId;
     cur.iopt.removeAccess(access);
     access.ioptAccessListId = newListId;

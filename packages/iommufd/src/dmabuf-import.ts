@@ -44,6 +44,7 @@ declare module "@x/kernel" {
 
 interface DmabufImportOptions {
   pin: boolean;
+  trackLate: boolean;
   /** The dummy struct device iommufd attaches with (iommufd_global_device). */
   readonly device: object;
 }
@@ -52,13 +53,28 @@ const options = new WeakMap<Kernel, DmabufImportOptions>();
 
 function importOptions(kernel: Kernel): DmabufImportOptions {
   let o = options.get(kernel);
-  if (!o) options.set(kernel, (o = { pin: false, device: { name: "iommufd" } }));
+  if (!o) options.set(kernel, (o = { pin: false, trackLate: false, device: { name: "iommufd" } }));
   return o;
 }
 
 /** Act as a pinning importer (dma_buf_pin at map, the 2026 behaviour). Default off. */
 export function setDmabufPinImporter(kernel: Kernel, pin: boolean): void {
   importOptions(kernel).pin = pin;
+}
+
+/**
+ * A deliberate fault for the race explorer (@x/reliability); never on in the model. On, a fill
+ * tracks its (area, domain) pairs in a second pages.mutex section after the one that mapped
+ * them, so a revoke that runs between the two misses the new mapping and leaves a stale MMIO
+ * IOPTE (I1) — the bug the single critical section of P4 avoids.
+ */
+export function setTrackerMutant(kernel: Kernel, on: boolean): void {
+  importOptions(kernel).trackLate = on;
+}
+
+/** Is the tracker mutant on (see setTrackerMutant)? */
+export function trackerMutant(kernel: Kernel): boolean {
+  return importOptions(kernel).trackLate;
 }
 
 /** @see iommufd_global_device */

@@ -120,8 +120,12 @@ export function iommufdHwptPagingAlloc(
   let attached = false;
   try {
     const domainFlags = flags & ~IOMMU_HWPT_FAULT_ID_VALID;
+    const driver = driverOf(dev);
+    // Decision: a driver reads HWPT data when its domainAllocPaging declares the third
+    // parameter; the others refuse data like the kernel's drivers do (EOPNOTSUPP).
+    if (userData && driver.domainAllocPaging.length < 3) fail(EOPNOTSUPP, "driver takes no data");
     hwpt.domain = userData
-      ? driverOf(dev).domainAllocPaging(dev, domainFlags, userData)
+      ? driver.domainAllocPaging(dev, domainFlags, userData)
       : dev.iommu.domainAllocPaging(dev, domainFlags);
     if (idev.enforceCacheCoherency) hwpt.enforceCacheCoherency = true;
     if (immediateAttach) {

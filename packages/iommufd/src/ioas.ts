@@ -4,9 +4,9 @@
  * in the kernel's order (flags/reserved -> overflow -> R/W -> object lookups -> io_pagetable) so
  * that the first failing check decides the errno; the io_pagetable does the work.
  *
- * MAP_FILE resolves its fd here (P7/P8 of the DMABUF series): after the length/overflow checks
- * the fd is tried as a dma-buf first, and any fd that is not one takes the file path (EBADF when
- * it is no open file at all).
+ * MAP_FILE passes the fd down: `IoPagetable.mapFilePages` (iopt_map_file_pages, P7/P8 of the
+ * DMABUF series) checks length 0 (EINVAL) and start + length overflow (EOVERFLOW) first, then
+ * tries the fd as a dma-buf and otherwise as a file (EBADF when it is no open file at all).
  */
 import {
   EINVAL,

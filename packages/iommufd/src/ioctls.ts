@@ -20,7 +20,7 @@ import {
   iommufdIoasOption,
   iommufdIoasUnmap,
 } from "./ioas.js";
-import { IommufdModule, destroyOp, ioctlOp, iommufdOption } from "./main.js";
+import { IommufdModule, ioctlOp, iommufdDestroy, iommufdOption } from "./main.js";
 import {
   IOMMU_DESTROY,
   IOMMU_GET_HW_INFO,
@@ -38,6 +38,7 @@ import {
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VFIO_IOAS,
   IOMMU_VIOMMU_ALLOC,
+  iommu_destroy,
   iommu_hw_info,
   iommu_hwpt_alloc,
   iommu_hwpt_invalidate,
@@ -68,7 +69,7 @@ export function iommufdInit(
   const module = new IommufdModule(kernel, options);
   module.compat = iommufdVfioIoctl;
   module.addIoctls([
-    destroyOp(IOMMU_DESTROY),
+    ioctlOp(IOMMU_DESTROY, iommu_destroy, iommufdDestroy),
     ioctlOp(IOMMU_IOAS_ALLOC, iommu_ioas_alloc, iommufdIoasAllocIoctl),
     ioctlOp(IOMMU_IOAS_ALLOW_IOVAS, iommu_ioas_allow_iovas, iommufdIoasAllowIovas),
     ioctlOp(IOMMU_IOAS_COPY, iommu_ioas_copy, iommufdIoasCopy),

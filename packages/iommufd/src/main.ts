@@ -44,14 +44,14 @@ import {
   type Decoded,
   type FieldSpec,
   IOMMUFD_CMD_BASE,
-  IOMMUFD_CMD_TEST,
   IOMMU_OPTION_HUGE_PAGES,
   IOMMU_OPTION_OP_GET,
   IOMMU_OPTION_OP_SET,
   IOMMU_OPTION_RLIMIT_MODE,
+  IOMMU_TEST_CMD,
   type Struct,
   _IOC_NR,
-  iommu_destroy,
+  type iommu_destroy,
   iommu_option,
   iommu_test_cmd,
 } from "./uapi.js";
@@ -209,7 +209,7 @@ export class IommufdModule {
     if (this.testCmd) throw new KernelWarning("IOMMU_TEST_CMD registered twice");
     this.testCmd = handler;
     this.isSelftestMockDev = hooks.isMockDev ?? (() => false);
-    this.addIoctls([ioctlOp(IOMMU_TEST_CMD_NUM, iommu_test_cmd, (ucmd) => this.testCmd!(ucmd))]);
+    this.addIoctls([ioctlOp(IOMMU_TEST_CMD, iommu_test_cmd, (ucmd) => this.testCmd!(ucmd))]);
   }
 
   /** The live contexts of this kernel, for inspection and invariant checks. */
@@ -255,8 +255,6 @@ export class IommufdModule {
     return file;
   }
 }
-
-const IOMMU_TEST_CMD_NUM = (0x3b << 8) | IOMMUFD_CMD_TEST;
 
 /** The handle the IOAS module sets so contexts can clear the compat IOAS it points to. */
 export interface CompatIoasHolder {
@@ -475,7 +473,8 @@ export function copyStructFromUser(
 
 // --- IOMMU_DESTROY and IOMMU_OPTION (global part) -------------------------------------------
 
-function iommufdDestroy(ucmd: IommufdUcmd<(typeof iommu_destroy)["fields"]>): number {
+/** IOMMU_DESTROY */
+export function iommufdDestroy(ucmd: IommufdUcmd<(typeof iommu_destroy)["fields"]>): number {
   ucmd.ctx.objectRemove(ucmd.cmd.id);
   return 0;
 }
@@ -521,9 +520,6 @@ export function iommufdOption(
     return 0;
   };
 }
-
-export const destroyOp = (num: number): IommufdIoctlOp =>
-  ioctlOp(num, iommu_destroy, iommufdDestroy);
 
 // --- a small min-heap over plain arrays -----------------------------------------------------
 

@@ -56,6 +56,7 @@ import {
   dmabufUntrackAllDomains,
   dmabufUntrackDomain,
   ioptReleaseDmabuf,
+  trackerMutant,
 } from "./dmabuf-import.js";
 import { doubleSpanAt, IntervalNode, IntervalTree, U64_MAX } from "./interval-tree.js";
 import type { IoptArea } from "./io-pagetable-area.js";
@@ -430,13 +431,15 @@ export function ioptAreaFillDomains(area: IoptArea, pages: IoptPages): void {
   const domains = iopt.domainList;
   const first = domains[0];
   if (!first) return;
+  const track = pages.dmabuf !== undefined;
+  const late = track && trackerMutant(pages.kernel);
   pages.mutex.lock();
   try {
-    if (pages.dmabuf) dmabufTrackAllDomains(area, pages, domains);
+    if (track && !late) dmabufTrackAllDomains(area, pages, domains);
     try {
       if (!pages.revoked) fillAllDomains(area, pages, domains);
     } catch (e) {
-      if (pages.dmabuf) dmabufUntrackAllDomains(area, pages);
+      if (track && !late) dmabufUntrackAllDomains(area, pages);
       throw e;
     }
     area.storageDomain = first;
@@ -444,6 +447,8 @@ export function ioptAreaFillDomains(area: IoptArea, pages: IoptPages): void {
   } finally {
     pages.mutex.unlock();
   }
+  // The tracker mutant (a deliberate fault): track in a second section.
+  if (late) pages.mutex.with(() => dmabufTrackAllDomains(area, pages, domains));
 }
 
 function fillAllDomains(area: IoptArea, pages: IoptPages, domains: readonly IoptDomain[]): void {
@@ -511,12 +516,14 @@ export function ioptAreaUnfillDomains(area: IoptArea, pages: IoptPages): void {
  * track and fill in one pages.mutex section; the first domain becomes the storage domain.
  */
 export function ioptAreaAddDomain(area: IoptArea, pages: IoptPages, domain: IoptDomain): void {
+  const track = pages.dmabuf !== undefined;
+  const late = track && trackerMutant(pages.kernel);
   pages.mutex.with(() => {
-    if (pages.dmabuf) dmabufTrackDomain(pages, area, domain);
+    if (track && !late) dmabufTrackDomain(pages, area, domain);
     try {
       ioptAreaFillDomain(area, domain);
     } catch (e) {
-      if (pages.dmabuf) dmabufUntrackDomain(pages, area, domain);
+      if (track && !late) dmabufUntrackDomain(pages, area, domain);
       throw e;
     }
     if (!area.storageDomain) {
@@ -524,6 +531,8 @@ export function ioptAreaAddDomain(area: IoptArea, pages: IoptPages, domain: Iopt
       pages.domainsItree.insert(area.pagesNode);
     }
   });
+  // The tracker mutant (a deliberate fault): track in a second section.
+  if (late) pages.mutex.with(() => dmabufTrackDomain(pages, area, domain));
 }
 
 /**

@@ -237,6 +237,18 @@ describe("IOMMU_HWPT_ALLOC", () => {
     expect(sys.iommu.domains.at(-1)!.freed).toBe(true);
   });
 
+  it("HWPT data to a driver that takes none is EOPNOTSUPP, nothing allocated", () => {
+    const { sys, ioas, idev } = setup();
+    const before = snapshot(sys);
+    const data = new Uint8Array(8);
+    expect(
+      errnoOf(() =>
+        sys.fd.hwptAlloc({ devId: idev.id, ptId: ioas, dataType: IOMMU_HWPT_DATA_SELFTEST, data }),
+      ),
+    ).toBe(EOPNOTSUPP);
+    expect(snapshot(sys)).toBe(before);
+  });
+
   it("a size of 24 (pre-data callers) works and copies back 24 bytes", () => {
     const { sys, ioas, idev } = setup();
     const bytes = new Uint8Array(32).fill(0x77);

@@ -10,6 +10,10 @@ import { KernelWarning } from "./error.js";
  * The model is synchronous: a lock held by another task cannot be waited for. Such contention
  * is reported to `onContended` (the race explorer schedules around it); with no handler it is a
  * deadlock and throws.
+ *
+ * Lock boundaries (before a task takes a lock, after it released one) are where the kernel may
+ * preempt it in ways another path can observe; `onBoundary` sees each of them (the race
+ * explorer runs other paths there). Unset, they cost one branch.
  */
 export class LockdepError extends KernelWarning {}
 
@@ -30,6 +34,7 @@ export class Lockdep {
   /** Order of first observation of each edge, for reports. */
   readonly edges: Array<[string, string]> = [];
   onContended: ((lock: LockBase, task: LockTask) => void) | undefined;
+  onBoundary: ((kind: "acquire" | "release", lock: LockBase, task: LockTask) => void) | undefined;
 
   constructor(readonly current: () => LockTask) {}
 
@@ -129,6 +134,11 @@ export class Lockdep {
       throw new LockdepError(`locks still held: ${list.map((h) => h.key).join(", ")}`);
   }
 
+  /** @internal called by the lock types before an acquisition and after a release. */
+  boundary(kind: "acquire" | "release", lock: LockBase): void {
+    if (this.onBoundary) this.onBoundary(kind, lock, this.current());
+  }
+
   contended(lock: LockBase): void {
     const task = this.current();
     if (this.onContended) this.onContended(lock, task);
@@ -165,6 +175,7 @@ export class Mutex extends LockBase {
 
   /** mutex_lock / mutex_lock_nested(subclass) */
   lock(subclass = 0): void {
+    this.lockdep.boundary("acquire", this);
     while (this.owner !== undefined && this.owner !== this.lockdep.current().tid)
       this.lockdep.contended(this);
     this.lockdep.acquire(this, false, subclass, subclass !== 0);
@@ -172,6 +183,7 @@ export class Mutex extends LockBase {
   }
 
   tryLock(): boolean {
+    this.lockdep.boundary("acquire", this);
     if (this.owner !== undefined) return false;
     this.lockdep.acquire(this, false, 0, false, true);
     this.owner = this.lockdep.current().tid;
@@ -181,6 +193,7 @@ export class Mutex extends LockBase {
   unlock(): void {
     this.lockdep.release(this);
     this.owner = undefined;
+    this.lockdep.boundary("release", this);
   }
 
   /** Run `fn` with the mutex held (guard(mutex) in the kernel). */
@@ -200,6 +213,7 @@ export class RwSem extends LockBase {
   private readonly readers = new Map<number, number>();
 
   downRead(): void {
+    this.lockdep.boundary("acquire", this);
     while (this.writer !== undefined) this.lockdep.contended(this);
     this.lockdep.acquire(this, true, 0, false);
     const tid = this.lockdep.current().tid;
@@ -213,15 +227,18 @@ export class RwSem extends LockBase {
     this.lockdep.release(this);
     if (n === 1) this.readers.delete(tid);
     else this.readers.set(tid, n - 1);
+    this.lockdep.boundary("release", this);
   }
 
   downWrite(): void {
+    this.lockdep.boundary("acquire", this);
     while (this.writer !== undefined || this.readers.size !== 0) this.lockdep.contended(this);
     this.lockdep.acquire(this, false, 0, false);
     this.writer = this.lockdep.current().tid;
   }
 
   tryDownWrite(): boolean {
+    this.lockdep.boundary("acquire", this);
     if (this.writer !== undefined || this.readers.size !== 0) return false;
     this.lockdep.acquire(this, false, 0, false, true);
     this.writer = this.lockdep.current().tid;
@@ -233,6 +250,7 @@ export class RwSem extends LockBase {
       throw new LockdepError(`${this.className}: up_write by non-owner`);
     this.lockdep.release(this);
     this.writer = undefined;
+    this.lockdep.boundary("release", this);
   }
 
   /** Held for write by the current task (lockdep_assert_held_write). */
@@ -281,6 +299,7 @@ export class WwMutex extends LockBase {
   /** ww_mutex_lock: returns 0, or -EALREADY when `ctx` already holds this lock. */
   lock(ctx?: WwAcquireCtx): number {
     if (ctx && this.ctx === ctx) return -114;
+    this.lockdep.boundary("acquire", this);
     while (this.owner !== undefined) this.lockdep.contended(this);
     this.lockdep.acquire(this, false, 0, ctx !== undefined && ctx.held.size > 0);
     this.owner = this.lockdep.current().tid;
@@ -292,6 +311,7 @@ export class WwMutex extends LockBase {
   }
 
   tryLock(): boolean {
+    this.lockdep.boundary("acquire", this);
     if (this.owner !== undefined) return false;
     this.lockdep.acquire(this, false, 0, false, true);
     this.owner = this.lockdep.current().tid;
@@ -303,6 +323,7 @@ export class WwMutex extends LockBase {
     this.owner = undefined;
     this.ctx?.held.delete(this);
     this.ctx = undefined;
+    this.lockdep.boundary("release", this);
   }
 
   with<T>(fn: () => T): T {

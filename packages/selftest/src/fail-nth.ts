@@ -89,6 +89,7 @@ export function TEST_FAIL_NTH<Self, Variant>(
       nth.runs.push(test_result);
     }
     t.ASSERT_EQ(0, test_result);
+    t.TH_LOG(`${nth.runs.length - 1} injection points swept`);
     // Check the complete run too, then leave a fresh fixture for the harness's own teardown.
     teardown(self, variant, t);
     checkClean(t, nth.iteration);

@@ -33,11 +33,15 @@ export function ustruct<S extends FieldSpec>(
     // Test loops step fields one by one (`cmd.iova++`): one DataView, no per-access objects.
     const accessor =
       kind === "u32"
-        ? { get: () => dv.getUint32(off, true), set: (v: number) => dv.setUint32(off, Number(v), true) }
+        ? {
+            get: () => dv.getUint32(off, true),
+            set: (v: number) => dv.setUint32(off, Number(v), true),
+          }
         : kind === "u64"
           ? {
               get: () => dv.getBigUint64(off, true),
-              set: (v: number | bigint) => dv.setBigUint64(off, BigInt.asUintN(64, BigInt(v)), true),
+              set: (v: number | bigint) =>
+                dv.setBigUint64(off, BigInt.asUintN(64, BigInt(v)), true),
             }
           : {
               get: () => layout.get(bytes, name),

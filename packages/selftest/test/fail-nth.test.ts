@@ -65,6 +65,8 @@ describe("TEST_FAIL_NTH", () => {
     });
     const r = h.instances()[0]!.run();
     expect(r.status).toBe("fail");
-    expect(r.log.join("\n")).toContain(`Expected ${FAIL_NTH_MAX_ITERATIONS} > ${FAIL_NTH_MAX_ITERATIONS}`);
+    expect(r.log.join("\n")).toContain(
+      `Expected ${FAIL_NTH_MAX_ITERATIONS} > ${FAIL_NTH_MAX_ITERATIONS}`,
+    );
   });
 });

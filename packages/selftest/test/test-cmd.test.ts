@@ -53,7 +53,11 @@ FIXTURE_SETUP(test_cmd, (self, _v, t) => {
 
 TEST_F(test_cmd, "framing", (self, _v, t) => {
   const { libc } = t.sys;
-  const cmd = ustruct(iommu_test_cmd.memory_limit, { op: IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT, limit: 64 }, 8);
+  const cmd = ustruct(
+    iommu_test_cmd.memory_limit,
+    { op: IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT, limit: 64 },
+    8,
+  );
   cmd.size = 67;
   EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, IOMMU_TEST_CMD, cmd.$));
   cmd.size = 73;

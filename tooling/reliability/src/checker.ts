@@ -19,8 +19,10 @@
  *   importer revoked, same physical range otherwise);
  * - `lockdep`: no task of the scope holds a lock between system calls.
  *
- * A `Checker` remembers the buffers and contexts it has seen, so a release that happened
- * between two checks is verified too; `checkQuiesced` is the teardown check (nothing left).
+ * A `Checker` remembers the buffers it has seen, so a release that happened between two checks
+ * is verified too; `checkQuiesced` is the teardown check (nothing left). Contexts come from
+ * iommufd's own list (`IommufdModule.contexts()`), so one kept alive only by an access or a
+ * bound device after the user closed its fd is still checked.
  */
 import { type DmaBuf, dmaBufList } from "@x/dmabuf";
 import {
@@ -32,6 +34,7 @@ import {
   type IoPagetable,
   IommufdCtx,
   IommufdIoas,
+  IommufdModule,
   IoptPages,
 } from "@x/iommufd";
 import type { IommuDomain } from "@x/iommu-pgtable";
@@ -78,7 +81,6 @@ export interface Gathered {
 
 export class Checker {
   private readonly seenBufs = new Set<DmaBuf>();
-  private readonly seenCtxs = new Set<IommufdCtx>();
   /** Checks run so far (for reports). */
   checks = 0;
 
@@ -88,7 +90,7 @@ export class Checker {
   check(): void {
     this.checks++;
     this.checkLockdep();
-    const g = this.gather();
+    const g = gatherIommufd(this.scope);
     this.checkIommufd(g.iopts);
     this.checkPins(g.pages);
     this.checkAccounting(g.pages);
@@ -107,9 +109,8 @@ export class Checker {
     if (kernel.mem.totalPinned() !== 0) broken("leak", `${kernel.mem.totalPinned()} pages pinned`);
     const bufs = dmaBufList(kernel);
     if (bufs.length) broken("leak", `${bufs.length} dma-bufs alive`);
-    for (const ctx of this.seenCtxs) {
-      if (!ctx.file.released) broken("leak", "an iommufd context outlived its descriptors");
-    }
+    const ctxs = [...(IommufdModule.of(kernel)?.contexts() ?? [])];
+    if (ctxs.length) broken("leak", `${ctxs.length} iommufd contexts outlived their descriptors`);
     for (const vdev of devices) {
       if (vdev.openCount !== 0 || vdev.registrationRefs !== 1) {
         broken(
@@ -136,12 +137,6 @@ export class Checker {
       if (held.length)
         broken("lockdep", `task ${task.tid} holds ${held.map((h) => h.key).join(", ")}`);
     }
-  }
-
-  private gather(): Gathered {
-    const g = gatherIommufd(this.scope);
-    for (const ctx of g.ctxs) this.seenCtxs.add(ctx);
-    return g;
   }
 
   private checkIommufd(iopts: readonly IoPagetable[]): void {
@@ -331,21 +326,9 @@ export class Checker {
   }
 }
 
-/**
- * The iommufd contexts the scope can reach — through the tasks' descriptors and the devices'
- * bindings (a bound device keeps its context after the user closed the fd) — with their
- * IOASes and the pages their areas use.
- */
+/** Every live iommufd context of the machine, with its IOASes and the pages their areas use. */
 export function gatherIommufd(scope: CheckScope): Gathered {
-  const ctxs = new Set<IommufdCtx>();
-  for (const t of scope.tasks) {
-    for (const [, file] of t.process.files.entries()) {
-      if (file.priv instanceof IommufdCtx) ctxs.add(file.priv);
-    }
-  }
-  for (const vdev of scope.devices) {
-    if (vdev.binding) ctxs.add(vdev.binding.ctx);
-  }
+  const ctxs = new Set<IommufdCtx>(IommufdModule.of(scope.kernel)?.contexts() ?? []);
   const iopts: IoPagetable[] = [];
   const pages = new Set<IoptPages>();
   for (const ctx of ctxs) {

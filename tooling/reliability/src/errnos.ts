@@ -64,6 +64,12 @@ export const DOCUMENTED_ERRNOS = {
   IOMMU_VFIO_IOAS: [...DISPATCH, EOPNOTSUPP, ENOENT, ENODEV],
   IOMMU_HWPT_ALLOC: [...DISPATCH, EOPNOTSUPP, ENOENT],
   IOMMU_GET_HW_INFO: [...DISPATCH, EOPNOTSUPP, ENOENT],
+  /**
+   * The selftest access ops (CREATE_ACCESS, ACCESS_PAGES, DESTROY_ACCESS_PAGES, ACCESS_RW):
+   * not an access fd (EBADFD), unknown item (ENOENT), range not mapped or DMABUF (EINVAL,
+   * I10), write to read-only (EPERM), length above the mock's limit (ENOMEM).
+   */
+  IOMMU_TEST_CMD: [...DISPATCH, ...IOPT_MAP, EBADF, EBADFD, EBUSY, EMFILE],
   /** Other numbers on /dev/iommu: holes, empty slots (CHANGE_PROCESS), TEST_CMD unregistered. */
   IOMMU_OTHER: [...DISPATCH, ENOENT, ENODEV, EPERM, EBUSY, EOPNOTSUPP],
   ...VFIO_DEVICE_ROWS,

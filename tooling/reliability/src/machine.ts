@@ -1,6 +1,7 @@
 /**
  * The machine every reliability tool runs on: a fresh Kernel with iommufd and vfio-pci loaded,
- * two PCI functions (a 1 MiB 64-bit BAR, PM, PCIe FLR) behind two different IOMMUs, bound to
+ * the selftest module (IOMMU_TEST_CMD: in-kernel accesses), two PCI functions (a 1 MiB 64-bit
+ * BAR, PM, PCIe FLR) behind two different IOMMUs, bound to
  * vfio-pci, and one unprivileged user process (no CAP_IPC_LOCK, so pins are charged) owning a
  * memfd and an anonymous buffer it maps into IOASes. Built only from the packages' public
  * APIs, exactly as a VMM sets itself up.
@@ -22,6 +23,7 @@ import {
   PROT_WRITE,
 } from "@x/kernel";
 import { type VfioPciCoreDevice, type VfioPciModule, loadVfioPci, pciRoot } from "@x/vfio-pci";
+import { iommufdTestInit } from "@x/selftest";
 import { ptIommuDriver } from "./iommu.js";
 
 /** Pages of each user buffer (memfd and anonymous). */
@@ -48,6 +50,8 @@ export class Machine {
     const kernel = new Kernel({ ramBytes: 1n << 32n });
     this.kernel = kernel;
     this.iommufd = iommufdInit(kernel);
+    // CONFIG_IOMMUFD_TEST: IOMMU_TEST_CMD, for the in-kernel access ops (pin, rw) it offers.
+    iommufdTestInit(kernel);
     setDmabufReadbackKind(kernel, "mmio");
     this.vfio = loadVfioPci(kernel);
     const bus = pciRoot(kernel).newBus();

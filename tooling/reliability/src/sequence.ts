@@ -11,7 +11,25 @@
  * and propagates.
  */
 import fc from "fast-check";
-import { IOMMU_IOAS_MAP_READABLE, IommufdClient } from "@x/iommufd";
+import {
+  type Decoded,
+  type FieldSpec,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_TEST_CMD,
+  IommufdClient,
+  type Struct,
+} from "@x/iommufd";
+import {
+  IOMMU_TEST_CMD_SIZE,
+  IOMMU_TEST_OP_ACCESS_PAGES,
+  IOMMU_TEST_OP_ACCESS_RW,
+  IOMMU_TEST_OP_CREATE_ACCESS,
+  IOMMU_TEST_OP_DESTROY_ACCESS_PAGES,
+  MOCK_ACCESS_RW_WRITE,
+  MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+  MOCK_FLAGS_ACCESS_WRITE,
+  iommu_test_cmd,
+} from "@x/selftest";
 import { KernelError, O_RDWR } from "@x/kernel";
 import {
   PCI_COMMAND,
@@ -102,7 +120,18 @@ export type Op =
   | { readonly k: "memory"; readonly dev: number; readonly on: boolean }
   | { readonly k: "power"; readonly dev: number; readonly d3hot: boolean }
   | { readonly k: "reset"; readonly dev: number }
-  | { readonly k: "flr"; readonly dev: number };
+  | { readonly k: "flr"; readonly dev: number }
+  | { readonly k: "accessCreate"; readonly ioas: number; readonly pin: boolean }
+  | {
+      readonly k: "accessPages";
+      readonly access: number;
+      readonly area: number;
+      readonly pages: number;
+      readonly write: boolean;
+    }
+  | { readonly k: "accessUnpin"; readonly access: number; readonly item: number }
+  | { readonly k: "accessRw"; readonly access: number; readonly area: number; readonly write: boolean }
+  | { readonly k: "accessClose"; readonly access: number };
 
 const idx = fc.nat({ max: 7 });
 const dev = fc.nat({ max: NUM_DEVICES - 1 });
@@ -198,6 +227,23 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("reset" as const), dev }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("flr" as const), dev }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant("accessCreate" as const), ioas: idx, pin: fc.boolean() }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      k: fc.constant("accessPages" as const),
+      access: idx,
+      area: idx,
+      pages: fc.integer({ min: 1, max: 4 }),
+      write: fc.boolean(),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("accessUnpin" as const), access: idx, item: idx }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant("accessRw" as const), access: idx, area: idx, write: fc.boolean() }),
+  },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("accessClose" as const), access: idx }) },
 );
 
 /** A program of up to `maxLength` ops. */
@@ -227,6 +273,22 @@ function pick<T>(list: readonly T[], i: number): T | undefined {
   return list.length ? list[i % list.length] : undefined;
 }
 
+/** Bytes ACCESS_RW moves. */
+const RW_BYTES = 64;
+
+/** A struct iommu_test_cmd through one union member, header filled in. */
+function testCmd<S extends FieldSpec>(
+  member: Struct<S>,
+  op: number,
+  id: number,
+  values: Partial<Decoded<S>>,
+): Uint8Array {
+  const cmd = new Uint8Array(IOMMU_TEST_CMD_SIZE);
+  member.encode(values, cmd);
+  iommu_test_cmd.header.encode({ size: IOMMU_TEST_CMD_SIZE, op, id }, cmd);
+  return cmd;
+}
+
 function u32s(size: number, fields: Record<number, number>): Uint8Array {
   const b = new Uint8Array(size);
   const v = new DataView(b.buffer);
@@ -247,6 +309,10 @@ export class Runner {
   /** out_devid of each device's BIND (0 while unbound). */
   private readonly devIds: number[] = new Array(NUM_DEVICES).fill(0);
   private readonly bufs: number[] = [];
+  /** In-kernel accesses (selftest access fds): the IOAS each sits on and its pinned items. */
+  private readonly accesses: Array<{ fd: number; ioas: number; items: number[] }> = [];
+  /** A user buffer ACCESS_RW reads into and writes from. */
+  private rwBuf = 0n;
   /** Calls made and calls that failed (with a documented errno). */
   calls = 0;
   failures = 0;
@@ -471,12 +537,66 @@ export class Runner {
         const cap = this.machine.devices[op.dev]!.pdev.pcieCap;
         return this.cfgWrite(op, cap + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR);
       }
+      case "accessCreate": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        const cmd = testCmd(iommu_test_cmd.create_access, IOMMU_TEST_OP_CREATE_ACCESS, ioasId, {
+          flags: op.pin ? MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES : 0,
+        });
+        const ret = this.testIoctl(cmd);
+        if (ret >= 0) {
+          const fd = iommu_test_cmd.create_access.decode(cmd).out_access_fd;
+          this.accesses.push({ fd, ioas: ioasId, items: [] });
+        }
+        return this.sys("IOMMU_TEST_CMD", op, ret);
+      }
+      case "accessPages": {
+        const a = pick(this.accesses, op.access);
+        if (!a) return SKIPPED;
+        const area = pick(this.areas.get(a.ioas) ?? [], op.area) ?? { iova: IOVA_BASE, length: PAGE };
+        const length = BigInt(op.pages) * PAGE < area.length ? BigInt(op.pages) * PAGE : area.length;
+        const cmd = testCmd(iommu_test_cmd.access_pages, IOMMU_TEST_OP_ACCESS_PAGES, a.fd, {
+          flags: op.write ? MOCK_FLAGS_ACCESS_WRITE : 0,
+          iova: area.iova,
+          length,
+        });
+        const ret = this.testIoctl(cmd);
+        if (ret >= 0) a.items.push(iommu_test_cmd.access_pages.decode(cmd).out_access_pages_id);
+        return this.sys("IOMMU_TEST_CMD", op, ret);
+      }
+      case "accessUnpin": {
+        const a = pick(this.accesses, op.access);
+        if (!a || !a.items.length) return SKIPPED;
+        const [item] = a.items.splice(op.item % a.items.length, 1);
+        const cmd = testCmd(iommu_test_cmd.destroy_access_pages, IOMMU_TEST_OP_DESTROY_ACCESS_PAGES, a.fd, {
+          access_pages_id: item!,
+        });
+        return this.sys("IOMMU_TEST_CMD", op, this.testIoctl(cmd));
+      }
+      case "accessRw": {
+        const a = pick(this.accesses, op.access);
+        if (!a) return SKIPPED;
+        const area = pick(this.areas.get(a.ioas) ?? [], op.area) ?? { iova: IOVA_BASE, length: PAGE };
+        if (!this.rwBuf) this.rwBuf = this.machine.libc.malloc(RW_BYTES);
+        const cmd = testCmd(iommu_test_cmd.access_rw, IOMMU_TEST_OP_ACCESS_RW, a.fd, {
+          iova: area.iova,
+          length: BigInt(RW_BYTES),
+          uptr: this.rwBuf,
+          flags: op.write ? MOCK_ACCESS_RW_WRITE : 0,
+        });
+        return this.sys("IOMMU_TEST_CMD", op, this.testIoctl(cmd));
+      }
+      case "accessClose": {
+        if (!this.accesses.length) return SKIPPED;
+        const [a] = this.accesses.splice(op.access % this.accesses.length, 1);
+        return this.sys("CLOSE", op, this.machine.libc.close(a!.fd));
+      }
     }
   }
 
   /** Close every descriptor the program holds (then nothing may remain). */
   teardown(): void {
     const libc = this.machine.libc;
+    for (const a of this.accesses.splice(0)) libc.close(a.fd);
     for (const bufFd of this.bufs.splice(0)) libc.close(bufFd);
     this.devFds.forEach((dfd, i) => {
       if (dfd >= 0) libc.close(dfd);
@@ -500,6 +620,10 @@ export class Runner {
     this.devIds[op.dev] = new DataView(bind.buffer).getUint32(12, true);
     this.calls += 2;
     return 0;
+  }
+
+  private testIoctl(cmd: Uint8Array): number {
+    return this.machine.libc.ioctl(this.fd.fd, IOMMU_TEST_CMD, cmd);
   }
 
   private ioctl(fd: number, request: number, arg: Uint8Array | number): number {

@@ -49,6 +49,14 @@ describe("checker", () => {
     expect(violation(() => w.checker.check())).toBe("iopte");
   });
 
+  it("runs @x/iommufd's I1-I11: a lost DMABUF tracker entry is I2", () => {
+    const w = world();
+    const { ioas } = firstIoas(w);
+    const pages = ioas.iopt.areas().find((a) => a.pages?.dmabuf)!.pages!;
+    pages.dmabuf!.tracker.pop();
+    expect(violation(() => w.checker.check())).toBe("iommufd");
+  });
+
   it("catches an accounting drift", () => {
     const w = world();
     w.machine.libc.process.cred.user.lockedVm += 1;

@@ -1,5 +1,6 @@
 import { IOMMU_IOAS_ALLOC, iommu_ioas_alloc } from "@x/iommufd";
-import { EBADF, EEXIST, EINVAL, ENOTTY } from "@x/kernel";
+import { EBADF, EEXIST, EINVAL, ENOMEM, ENOTTY } from "@x/kernel";
+import { VFIO_DEVICE_FEATURE } from "@x/vfio-pci";
 import { describe, expect, it } from "vitest";
 import { DOCUMENTED_ERRNOS, errnoDocumented } from "../src/errnos.js";
 import { IOCTL_TARGETS, fuzzBytes } from "../src/fuzz-bytes.js";
@@ -41,5 +42,15 @@ describe("byte fuzzing", () => {
     expect(libc.ioctl(w.runner.iommufdFd, IOMMU_IOAS_ALLOC, good)).toBe(0);
     expect(snapshot(scope)).not.toBe(a);
     expect(errnoDocumented("IOMMU_IOAS_ALLOC", EINVAL)).toBe(true);
+  });
+
+  it("regression B1: DMA_BUF with nr_ranges 0xffffffff is ENOMEM, not a crash", () => {
+    const w = world([{ k: "ioasAlloc" }, { k: "devOpen", dev: 0 }]);
+    const hex = "280000000b000100020000000300000000000000ffffffff00001400000000000080000000000000";
+    const bytes = Uint8Array.from(hex.match(/../g)!, (h) => Number.parseInt(h, 16));
+    const before = snapshot(w.checker.scope);
+    expect(w.machine.libc.ioctl(w.runner.deviceFd(0), VFIO_DEVICE_FEATURE, bytes)).toBe(-1);
+    expect(w.machine.libc.errno).toBe(ENOMEM);
+    expect(snapshot(w.checker.scope)).toBe(before);
   });
 });

@@ -80,5 +80,16 @@ export const flrOrder: ScenarioDef<VmWorld> = {
       },
       expectProbes: { "gpu0→gpu1.bar2": "mmio", "gpu1→gpu0.bar2": "mmio" },
     },
+    {
+      name: "The guest issues an FLR itself (PCIe DEVCTL.BCR_FLR); QEMU wraps it the same way",
+      actor: "guest",
+      note: "vfio-pci traps the DEVCTL write and resets the function, revoking around it; QEMU clears COMMAND first and restores it after, so the BARs are unmapped across the FLR and mapped again.",
+      run: ({ world }) => {
+        const { records } = world.kernel.trace.record(() => world.vmm.guestFlr(device(world, "gpu1")));
+        const flr = records.some((e) => e.name === "pci:reset" && (e.data as { method?: string }).method === "flr");
+        expect(flr, "no function-level reset happened");
+      },
+      expectProbes: { "gpu0→gpu1.bar2": "mmio", "nic→gpu1.bar2": "mmio" },
+    },
   ],
 };

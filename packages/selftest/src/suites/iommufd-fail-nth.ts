@@ -1,6 +1,8 @@
 /**
  * Port of tools/testing/selftests/iommu/iommufd_fail_nth.c, the cases of spec/selftests.md §5
- * that stay inside IOAS / domains / accesses: basic, map_domain, access_rw, access_pin_domain.
+ * that stay inside IOAS / domains / accesses: basic, map_domain, access_rw, access_pin_domain,
+ * then map_file_domain, map_two_domains and access_pin. (`device` needs vIOMMU, fault queues and
+ * HW queues, which the model does not have.)
  * BUFFER_SIZE is 2 MiB in this binary (the env factory's choice).
  */
 import {
@@ -36,6 +38,7 @@ import {
   _test_ioctl_destroy,
   _test_ioctl_ioas_alloc,
   _test_ioctl_ioas_map,
+  _test_ioctl_ioas_map_file,
   _test_ioctl_ioas_unmap,
   _test_ioctl_set_temp_memory_limit,
   iommuTestCmd,
@@ -66,7 +69,9 @@ export function iommufdFailNthSuite(createEnv: () => SelftestEnv) {
   TEST_FAIL_NTH(harness, basic_fail_nth, "basic", (self, _v, t, nth) => {
     const { libc, buffer, BUFFER_SIZE } = t.sys;
     const NRANGES = 10;
+    // struct iommu_iova_range ranges[10]: stack memory, present before injection starts.
     const ranges = libc.malloc(NRANGES * iommu_iova_range.size);
+    libc.poke(ranges, new Uint8Array(NRANGES * iommu_iova_range.size));
     const ioas_id = ref(0);
     const iova = ref(0n);
 
@@ -142,8 +147,11 @@ export function iommufdFailNthSuite(createEnv: () => SelftestEnv) {
 
   TEST_FAIL_NTH(harness, basic_fail_nth, "access_rw", (self, _v, t, nth) => {
     const { libc, buffer } = t.sys;
-    const tmp_big = libc.malloc(8 * 4096); // uint64_t tmp_big[4096]
-    const tmp = libc.malloc(2 * 32); // uint16_t tmp[32]
+    // uint64_t tmp_big[4096], uint16_t tmp[32]: stack memory, present before injection starts.
+    const tmp_big = libc.malloc(8 * 4096);
+    const tmp = libc.malloc(2 * 32);
+    libc.poke(tmp_big, new Uint8Array(8 * 4096));
+    libc.poke(tmp, new Uint8Array(2 * 32));
     const ioas_id = ref(0);
     const iova = ref(0n);
     const access = ref(0);
@@ -241,6 +249,98 @@ export function iommufdFailNthSuite(createEnv: () => SelftestEnv) {
     if (_test_cmd_destroy_access(t.sys, self.access_id)) return -1;
     self.access_id = 0;
     if (_test_ioctl_destroy(t.sys, self.fd, ids.v.stdev_id)) return -1;
+    return 0;
+  });
+
+  // ---- Beyond the set of spec §5: the other cases of the same file that stay in scope ---------
+
+  // iopt_area_fill_domains() and iopt_area_fill_domain() for a memfd
+  TEST_FAIL_NTH(harness, basic_fail_nth, "map_file_domain", (self, _v, t, nth) => {
+    const { libc, mfd } = t.sys;
+    const ioas_id = ref(0);
+    const ids = mockIds();
+    const iova = ref(0n);
+
+    self.fd = libc.open("/dev/iommu", O_RDWR);
+    if (self.fd === -1) return -1;
+    if (_test_ioctl_ioas_alloc(t.sys, self.fd, ioas_id)) return -1;
+    if (_test_ioctl_set_temp_memory_limit(t.sys, self.fd, 32)) return -1;
+
+    fail_nth_enable(t, nth);
+
+    if (_test_cmd_mock_domain(t.sys, self.fd, ioas_id.v, ids)) return -1;
+    if (_test_ioctl_ioas_map_file(t.sys, self.fd, ioas_id.v, mfd, 0, 262144, iova, MAP_RW))
+      return -1;
+    if (_test_ioctl_destroy(t.sys, self.fd, ids.v.stdev_id)) return -1;
+    if (_test_cmd_mock_domain(t.sys, self.fd, ioas_id.v, ids)) return -1;
+    return 0;
+  });
+
+  TEST_FAIL_NTH(harness, basic_fail_nth, "map_two_domains", (self, _v, t, nth) => {
+    const { libc, buffer } = t.sys;
+    const ioas_id = ref(0);
+    const ids = mockIds();
+    const ids2 = mockIds();
+    const iova = ref(0n);
+
+    self.fd = libc.open("/dev/iommu", O_RDWR);
+    if (self.fd === -1) return -1;
+    if (_test_ioctl_ioas_alloc(t.sys, self.fd, ioas_id)) return -1;
+    if (_test_ioctl_set_temp_memory_limit(t.sys, self.fd, 32)) return -1;
+    if (_test_cmd_mock_domain(t.sys, self.fd, ioas_id.v, ids)) return -1;
+
+    fail_nth_enable(t, nth);
+
+    if (_test_cmd_mock_domain(t.sys, self.fd, ioas_id.v, ids2)) return -1;
+    if (_test_ioctl_ioas_map(t.sys, self.fd, ioas_id.v, buffer, 262144, iova, MAP_RW)) return -1;
+    if (_test_ioctl_destroy(t.sys, self.fd, ids.v.stdev_id)) return -1;
+    if (_test_ioctl_destroy(t.sys, self.fd, ids2.v.stdev_id)) return -1;
+    if (_test_cmd_mock_domain(t.sys, self.fd, ioas_id.v, ids)) return -1;
+    if (_test_cmd_mock_domain(t.sys, self.fd, ioas_id.v, ids2)) return -1;
+    return 0;
+  });
+
+  // pages.c access functions
+  TEST_FAIL_NTH(harness, basic_fail_nth, "access_pin", (self, _v, t, nth) => {
+    const { libc, buffer, BUFFER_SIZE } = t.sys;
+    const ioas_id = ref(0);
+    const iova = ref(0n);
+    const access = ref(0);
+
+    self.fd = libc.open("/dev/iommu", O_RDWR);
+    if (self.fd === -1) return -1;
+    if (_test_ioctl_ioas_alloc(t.sys, self.fd, ioas_id)) return -1;
+    if (_test_ioctl_set_temp_memory_limit(t.sys, self.fd, 32)) return -1;
+    if (_test_ioctl_ioas_map(t.sys, self.fd, ioas_id.v, buffer, BUFFER_SIZE, iova, MAP_RW))
+      return -1;
+    if (
+      _test_cmd_create_access(
+        t.sys,
+        self.fd,
+        ioas_id.v,
+        access,
+        MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+      )
+    )
+      return -1;
+    self.access_id = access.v;
+
+    fail_nth_enable(t, nth);
+
+    let access_pages_id: number;
+    {
+      const access_cmd = iommuTestCmd(
+        iommu_test_cmd.access_pages,
+        IOMMU_TEST_OP_ACCESS_PAGES,
+        self.access_id,
+        { iova: iova.v, length: BUFFER_SIZE, uptr: buffer },
+      );
+      if (libc.ioctl(self.fd, IOMMU_TEST_CMD, access_cmd.$)) return -1;
+      access_pages_id = access_cmd.out_access_pages_id;
+    }
+    if (_test_cmd_destroy_access_pages(t.sys, self.fd, self.access_id, access_pages_id)) return -1;
+    if (_test_cmd_destroy_access(t.sys, self.access_id)) return -1;
+    self.access_id = 0;
     return 0;
   });
 

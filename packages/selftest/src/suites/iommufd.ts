@@ -8,6 +8,8 @@
  */
 import {
   E2BIG,
+  ENOSPC,
+  EOPNOTSUPP,
   MAP_ANONYMOUS,
   MAP_FAILED,
   MAP_HUGETLB,
@@ -28,6 +30,11 @@ import {
 } from "@x/kernel";
 import {
   IOMMUFD_CMD_BASE,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_OPTION_RLIMIT_MODE,
+  VFIO_API_VERSION,
+  VFIO_CHECK_EXTENSION,
+  VFIO_GET_API_VERSION,
   IOMMUFD_TYPE,
   IOMMU_DESTROY,
   IOMMU_GET_HW_INFO,
@@ -94,6 +101,7 @@ import {
   IOMMU_TEST_OP_ACCESS_RW,
   IOMMU_TEST_OP_ADD_RESERVED,
   IOMMU_TEST_OP_MD_CHECK_MAP,
+  MOCK_ACCESS_RW_SLOW_PATH,
   MOCK_ACCESS_RW_WRITE,
   MOCK_APERTURE_LAST,
   MOCK_APERTURE_START,
@@ -108,6 +116,15 @@ import {
   type SelftestEnv,
   why,
   _test_ioctl_destroy,
+  _test_ioctl_ioas_unmap,
+  ref,
+  test_cmd_hwpt_alloc,
+  test_cmd_revoke_dmabuf,
+  test_err_destroy_access_pages,
+  test_err_hwpt_alloc,
+  test_err_mock_domain,
+  test_ioctl_ioas_map_fixed_file,
+  test_ioctl_ioas_unmap_id,
   check_refs,
   iommuTestCmd,
   memfd_mmap,
@@ -1172,7 +1189,12 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
   TEST_F(iommufd_ioas, "ioas_area_auto_destroy", (self, _v, t) => {
     // Can allocate and automatically free an IOAS table with many areas
     for (let i = 0n; i !== 10n; i++)
-      test_ioctl_ioas_map_fixed(t, t.sys.buffer, t.sys.PAGE_SIZE, self.base_iova + i * BigInt(t.sys.PAGE_SIZE));
+      test_ioctl_ioas_map_fixed(
+        t,
+        t.sys.buffer,
+        t.sys.PAGE_SIZE,
+        self.base_iova + i * BigInt(t.sys.PAGE_SIZE),
+      );
   });
 
   TEST_F(iommufd_ioas, "unmap_fully_contained_areas", (self, _v, t) => {
@@ -1180,24 +1202,42 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     const P = BigInt(PAGE_SIZE);
     // Give no_domain some space to rewind base_iova
     self.base_iova += 4n * P;
-    for (let i = 0n; i !== 4n; i++) test_ioctl_ioas_map_fixed(t, buffer, 8 * PAGE_SIZE, self.base_iova + i * 16n * P);
+    for (let i = 0n; i !== 4n; i++)
+      test_ioctl_ioas_map_fixed(t, buffer, 8 * PAGE_SIZE, self.base_iova + i * 16n * P);
     // Unmap not fully contained area doesn't work
     test_err_ioctl_ioas_unmap(t, ENOENT, self.base_iova - 4n * P, 8 * PAGE_SIZE);
-    test_err_ioctl_ioas_unmap(t, ENOENT, self.base_iova + 3n * 16n * P + 8n * P - 4n * P, 8 * PAGE_SIZE);
+    test_err_ioctl_ioas_unmap(
+      t,
+      ENOENT,
+      self.base_iova + 3n * 16n * P + 8n * P - 4n * P,
+      8 * PAGE_SIZE,
+    );
     // Unmap fully contained areas works
     const unmap_len = ref(0n);
     t.ASSERT_EQ(
       0,
-      _test_ioctl_ioas_unmap(t.sys, self.fd, self.ioas_id, self.base_iova - 4n * P, 3n * 16n * P + 8n * P + 4n * P, unmap_len),
+      _test_ioctl_ioas_unmap(
+        t.sys,
+        self.fd,
+        self.ioas_id,
+        self.base_iova - 4n * P,
+        3n * 16n * P + 8n * P + 4n * P,
+        unmap_len,
+      ),
       why(t),
     );
     t.ASSERT_EQ(32n * P, unmap_len.v);
   });
 
   TEST_F(iommufd_ioas, "reserved_overflow", (self, _v, t) => {
-    const test_cmd = iommuTestCmd(iommu_test_cmd.add_reserved, IOMMU_TEST_OP_ADD_RESERVED, self.ioas_id, {
-      start: 6,
-    });
+    const test_cmd = iommuTestCmd(
+      iommu_test_cmd.add_reserved,
+      IOMMU_TEST_OP_ADD_RESERVED,
+      self.ioas_id,
+      {
+        start: 6,
+      },
+    );
     // PAGE_SIZE is 4096 in the model.
     test_cmd.length = 0xffffffffffff8001n;
     const map_len = 0x5000;
@@ -1208,10 +1248,15 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
   TEST_F(iommufd_ioas, "area_allowed", (self, _v, t) => {
     const { libc, PAGE_SIZE } = t.sys;
     const P = BigInt(PAGE_SIZE);
-    const test_cmd = iommuTestCmd(iommu_test_cmd.add_reserved, IOMMU_TEST_OP_ADD_RESERVED, self.ioas_id, {
-      start: PAGE_SIZE * 4,
-      length: PAGE_SIZE * 100,
-    });
+    const test_cmd = iommuTestCmd(
+      iommu_test_cmd.add_reserved,
+      IOMMU_TEST_OP_ADD_RESERVED,
+      self.ioas_id,
+      {
+        start: PAGE_SIZE * 4,
+        length: PAGE_SIZE * 100,
+      },
+    );
     const rangesVa = libc.malloc(iommu_iova_range.size);
     const allow_cmd = ustruct(iommu_ioas_allow_iovas, {
       size: iommu_ioas_allow_iovas.size,
@@ -1238,18 +1283,32 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
 
   TEST_F(iommufd_ioas, "access_pin_unmap", (self, _v, t) => {
     const { buffer, BUFFER_SIZE } = t.sys;
-    const access_pages_cmd = iommuTestCmd(iommu_test_cmd.access_pages, IOMMU_TEST_OP_ACCESS_PAGES, 0, {
-      iova: MOCK_APERTURE_START,
-      length: BUFFER_SIZE,
-      uptr: buffer,
-    });
-    access_pages_cmd.id = test_cmd_create_access(t, self.ioas_id, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
+    const access_pages_cmd = iommuTestCmd(
+      iommu_test_cmd.access_pages,
+      IOMMU_TEST_OP_ACCESS_PAGES,
+      0,
+      {
+        iova: MOCK_APERTURE_START,
+        length: BUFFER_SIZE,
+        uptr: buffer,
+      },
+    );
+    access_pages_cmd.id = test_cmd_create_access(
+      t,
+      self.ioas_id,
+      MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+    );
     test_ioctl_ioas_map_fixed(t, buffer, BUFFER_SIZE, MOCK_APERTURE_START);
     t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_TEST_CMD, access_pages_cmd.$), why(t));
     // Trigger the unmap op
     test_ioctl_ioas_unmap(t, MOCK_APERTURE_START, BUFFER_SIZE);
     // kernel removed the item for us
-    test_err_destroy_access_pages(t, ENOENT, access_pages_cmd.id, access_pages_cmd.out_access_pages_id);
+    test_err_destroy_access_pages(
+      t,
+      ENOENT,
+      access_pages_cmd.id,
+      access_pages_cmd.out_access_pages_id,
+    );
   });
 
   TEST_F(iommufd_ioas, "access_rw", (self, _v, t) => {
@@ -1306,13 +1365,24 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     test_ioctl_ioas_map_fixed(t, buffer, PAGE_SIZE, MOCK_APERTURE_START);
     t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$), why(t));
     // Misalignment is rejected at map time
-    test_err_ioctl_ioas_map_fixed(t, EINVAL, buffer + BigInt(MOCK_PAGE_SIZE), PAGE_SIZE, MOCK_APERTURE_START + P);
+    test_err_ioctl_ioas_map_fixed(
+      t,
+      EINVAL,
+      buffer + BigInt(MOCK_PAGE_SIZE),
+      PAGE_SIZE,
+      MOCK_APERTURE_START + P,
+    );
     t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$), why(t));
     // Reduce alignment
     cmd.val64 = 1n;
     t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$), why(t));
     // Confirm misalignment is rejected during alignment upgrade
-    test_ioctl_ioas_map_fixed(t, buffer + BigInt(MOCK_PAGE_SIZE), PAGE_SIZE, MOCK_APERTURE_START + P);
+    test_ioctl_ioas_map_fixed(
+      t,
+      buffer + BigInt(MOCK_PAGE_SIZE),
+      PAGE_SIZE,
+      MOCK_APERTURE_START + P,
+    );
     cmd.val64 = 0n;
     EXPECT_ERRNO(t, EADDRINUSE, libc.ioctl(self.fd, IOMMU_OPTION, cmd.$));
     test_ioctl_ioas_unmap(t, MOCK_APERTURE_START + P, PAGE_SIZE);
@@ -1427,7 +1497,9 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       size: buf_size,
       iova: MOCK_APERTURE_START,
     });
-    const unmap_cmd = ustruct(vfio_iommu_type1_dma_unmap, { argsz: vfio_iommu_type1_dma_unmap.size });
+    const unmap_cmd = ustruct(vfio_iommu_type1_dma_unmap, {
+      argsz: vfio_iommu_type1_dma_unmap.size,
+    });
     const NPAGES = 16;
     // Test huge pages and splitting
     const buf = libc.mmap(
@@ -1442,7 +1514,10 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     map_cmd.vaddr = buf;
     t.ASSERT_EQ(0, libc.ioctl(self.fd, VFIO_IOMMU_MAP_DMA, map_cmd.$), why(t));
     const piece = BigInt(buf_size / NPAGES);
-    const pages_iova = Array.from({ length: NPAGES }, (_, i) => MOCK_APERTURE_START + BigInt(i) * piece);
+    const pages_iova = Array.from(
+      { length: NPAGES },
+      (_, i) => MOCK_APERTURE_START + BigInt(i) * piece,
+    );
     shuffle(makeRand(5), pages_iova);
     // type1 mode can cut up larger mappings, type1v2 always fails
     for (const iova of pages_iova) {
