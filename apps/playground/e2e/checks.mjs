@@ -111,6 +111,24 @@ export const checks = [
     },
   },
   {
+    title: "type1 contrast: after the close the type1 DMA is stale while iommufd's faults",
+    slug: "type1",
+    async run({ page, base, resultsDir }) {
+      await open(page, base, "#scenario=type1-contrast&step=8");
+      const type1 = await page.getAttribute(
+        'tr[data-probe="nic→gpu1.bar0 (type1)"]',
+        "data-verdict",
+      );
+      const iommufd = await page.getAttribute(
+        'tr[data-probe="nic→gpu1.bar0 (iommufd)"]',
+        "data-verdict",
+      );
+      assert(type1 === "stale", `type1 verdict is ${type1}, expected stale`);
+      assert(iommufd === "fault", `iommufd verdict is ${iommufd}, expected fault`);
+      await page.screenshot({ path: join(resultsDir, "type1-contrast.png"), fullPage: true });
+    },
+  },
+  {
     title: "every scenario runs to the end in the browser without a failed check",
     slug: "all",
     async run({ page, base }) {

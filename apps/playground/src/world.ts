@@ -18,13 +18,13 @@ import {
   type IommufdHwptPaging,
   type IommufdIoas,
   type IoptPages,
-  IommufdModule,
+  type IommufdModule,
   checkInvariants,
   iommufdInit,
   totalNpinned,
 } from "@x/iommufd";
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
-import { Kernel, KernelError, Libc } from "@x/kernel";
+import { EFAULT, Kernel, KernelError, Libc } from "@x/kernel";
 import {
   type PciBarSpec,
   type PciBus,
@@ -307,8 +307,12 @@ export class VmWorld implements World {
     try {
       vfioPciDmaRead(from, iova, 8);
     } catch (e) {
-      if (e instanceof KernelError)
-        return { name: p.name, iova, verdict: "fault", detail: e.context ?? e.message };
+      if (e instanceof KernelError) {
+        // vfio-pci says "DMA read at <iova>: <reason>"; the reason is what matters here.
+        const reason = (e.context ?? "").split(": ").slice(1).join(": ") || e.errnoName;
+        const kind = e.errno === EFAULT ? "IOMMU fault" : "no completion";
+        return { name: p.name, iova, verdict: "fault", detail: `${kind}: ${reason}` };
+      }
       throw e;
     }
     const domain = from.binding?.hwpt?.domain;

@@ -54,6 +54,24 @@ import {
   iommu_iova_range,
   iommu_option,
   iommu_vfio_ioas,
+  VFIO_CHECK_EXTENSION,
+  VFIO_DMA_MAP_FLAG_READ,
+  VFIO_DMA_MAP_FLAG_WRITE,
+  VFIO_DMA_UNMAP_FLAG_ALL,
+  VFIO_GET_API_VERSION,
+  VFIO_IOMMU_GET_INFO,
+  VFIO_IOMMU_MAP_DMA,
+  VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+  VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
+  VFIO_IOMMU_UNMAP_DMA,
+  VFIO_SET_IOMMU,
+  vfio_info_cap_header,
+  vfio_iommu_type1_dma_map,
+  vfio_iommu_type1_dma_unmap,
+  vfio_iommu_type1_info,
+  vfio_iommu_type1_info_cap_iova_range,
+  vfio_iommu_type1_info_dma_avail,
+  vfio_iova_range,
 } from "./uapi.js";
 
 export interface IovaRange {
@@ -321,5 +339,84 @@ export class IommufdClient {
 
   ioasChangeProcess(): void {
     this.call(IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, {});
+  }
+
+  // --- VFIO type1 container ioctls on the same fd (vfio_compat) ----------------------------
+
+  private value(request: number, arg: number): number {
+    const ret = this.libc.ioctl(this.fd, request, arg);
+    if (ret < 0) throw new KernelError(this.libc.errno, `ioctl 0x${request.toString(16)}`);
+    return ret;
+  }
+
+  vfioGetApiVersion(): number {
+    return this.value(VFIO_GET_API_VERSION, 0);
+  }
+
+  vfioCheckExtension(ext: number): number {
+    return this.value(VFIO_CHECK_EXTENSION, ext);
+  }
+
+  vfioSetIommu(type: number): void {
+    this.value(VFIO_SET_IOMMU, type);
+  }
+
+  /** VFIO_IOMMU_MAP_DMA (READ|WRITE by default) at a fixed IOVA of the compat IOAS. */
+  vfioMapDma(a: { vaddr: bigint; iova: bigint; size: bigint; flags?: number }): void {
+    this.vfioCall(VFIO_IOMMU_MAP_DMA, vfio_iommu_type1_dma_map, {
+      argsz: vfio_iommu_type1_dma_map.size,
+      flags: a.flags ?? VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+      vaddr: a.vaddr,
+      iova: a.iova,
+      size: a.size,
+    });
+  }
+
+  /** VFIO_IOMMU_UNMAP_DMA; returns the bytes unmapped. `all` is VFIO_DMA_UNMAP_FLAG_ALL. */
+  vfioUnmapDma(a: { iova: bigint; size: bigint; all?: boolean }): bigint {
+    return this.vfioCall(VFIO_IOMMU_UNMAP_DMA, vfio_iommu_type1_dma_unmap, {
+      argsz: vfio_iommu_type1_dma_unmap.size,
+      flags: a.all ? VFIO_DMA_UNMAP_FLAG_ALL : 0,
+      iova: a.iova,
+      size: a.size,
+    }).size;
+  }
+
+  /** VFIO_IOMMU_GET_INFO: page sizes and the usable IOVA ranges of the compat IOAS. */
+  vfioIommuGetInfo(): { iovaPgsizes: bigint; ranges: IovaRange[]; dmaAvail: number } {
+    const head = vfio_iommu_type1_info;
+    const probe = this.vfioCall(VFIO_IOMMU_GET_INFO, head, { argsz: head.size });
+    const buf = new Uint8Array(probe.argsz);
+    buf.set(head.encode({ argsz: probe.argsz }));
+    if (this.libc.ioctl(this.fd, VFIO_IOMMU_GET_INFO, buf) < 0)
+      throw new KernelError(this.libc.errno, "vfio_iommu_type1_info");
+    const info = head.decode(buf);
+    const ranges: IovaRange[] = [];
+    let dmaAvail = 0;
+    for (let at = info.cap_offset; at; ) {
+      const cap = vfio_info_cap_header.decode(buf.subarray(at, at + vfio_info_cap_header.size));
+      if (cap.id === VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL) {
+        dmaAvail = vfio_iommu_type1_info_dma_avail.decode(buf.subarray(at)).avail;
+      } else if (cap.id === VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE) {
+        const c = vfio_iommu_type1_info_cap_iova_range.decode(buf.subarray(at));
+        for (let i = 0; i < c.nr_iovas; i++) {
+          const off = at + vfio_iommu_type1_info_cap_iova_range.size + i * vfio_iova_range.size;
+          const r = vfio_iova_range.decode(buf.subarray(off, off + vfio_iova_range.size));
+          ranges.push({ start: r.start, last: r.end });
+        }
+      }
+      at = cap.next;
+    }
+    return { iovaPgsizes: info.iova_pgsizes, ranges, dmaAvail };
+  }
+
+  private vfioCall<S extends FieldSpec>(
+    request: number,
+    struct: Struct<S>,
+    values: Partial<Decoded<S>>,
+  ): Decoded<S> {
+    const buf = struct.encode(values);
+    if (this.libc.ioctl(this.fd, request, buf) < 0) throw new KernelError(this.libc.errno, struct.name);
+    return struct.decode(buf);
   }
 }

@@ -159,9 +159,10 @@ export function iommufdHwPagetablePut(ctx: IommufdCtx, hwpt: IommufdHwptPaging):
 // --- IOMMU_HWPT_ALLOC ------------------------------------------------------------------------
 
 /**
- * iommufd_hwpt_alloc. Decision: only paging HWPTs on an IOAS are modelled (no nesting, vIOMMU or
- * fault objects exist), so a `pt_id` naming anything else is EINVAL, as for a type the kernel
- * does not accept there; FAULT_ID_VALID then fails its fault lookup with ENOENT.
+ * iommufd_hwpt_alloc. Decision: only paging HWPTs on an IOAS are modelled. A paging HWPT as
+ * `pt_id` asks for a nested HWPT, which no driver here can make (no domain_alloc_nested):
+ * EOPNOTSUPP; other object types are EINVAL as in the kernel; FAULT_ID_VALID fails its fault
+ * lookup with ENOENT (no fault objects exist).
  */
 export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fields"]>): number {
   const { ctx, cmd } = ucmd;
@@ -182,6 +183,7 @@ export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fi
       return fail(EINVAL, `pt_id ${cmd.pt_id}`);
     }
     try {
+      if (ptObj.type === IOMMUFD_OBJ_HWPT_PAGING) fail(EOPNOTSUPP, "no nested domains");
       if (ptObj.type !== IOMMUFD_OBJ_IOAS) fail(EINVAL, "pt_id is not an IOAS");
       const ioas = ptObj as IommufdIoas;
       // ioas.mutex stays held until the new HWPT is published or aborted.

@@ -284,3 +284,20 @@ describe("iommufdVfioCompatIoasId (vfio group attach without an IOAS)", () => {
     expect(sys.fd.ioasAlloc()).toBe(id + 1);
   });
 });
+
+describe("typed layer for the container ioctls", () => {
+  it("drives a type1 VMM session end to end", () => {
+    const { sys } = compat(VFIO_TYPE1v2_IOMMU);
+    const fd = sys.fd;
+    expect(fd.vfioGetApiVersion()).toBe(0);
+    expect(fd.vfioCheckExtension(VFIO_TYPE1v2_IOMMU)).toBe(1);
+    const info = fd.vfioIommuGetInfo();
+    expect(info.ranges).toEqual([{ start: MOCK_APERTURE[0], last: MOCK_APERTURE[1] }]);
+    expect(info.dmaAvail).toBe(U32_MAX);
+    expect(info.iovaPgsizes & PAGE).toBe(PAGE);
+    const buf = anonBuffer(sys.libc, 4n * PAGE);
+    fd.vfioMapDma({ vaddr: buf, iova: MOCK_APERTURE[0], size: 4n * PAGE });
+    expect(errnoOf(() => fd.vfioMapDma({ vaddr: buf, iova: MOCK_APERTURE[0], size: PAGE }))).toBe(17);
+    expect(fd.vfioUnmapDma({ iova: 0n, size: 0n, all: true })).toBe(4n * PAGE);
+  });
+});

@@ -176,6 +176,7 @@ describe("IOMMU_HWPT_ALLOC", () => {
     ["unknown device", ENOENT, { dev_id: 99, pt_id: 99 }],
     ["unknown pt_id is EINVAL", EINVAL, { pt_id: 99 }],
     ["pt_id of a device", EINVAL, { pt_id: -1 }],
+    ["pt_id of a paging HWPT (nesting)", EOPNOTSUPP, { pt_id: -2 }],
     [
       "dirty tracking without the capability",
       EOPNOTSUPP,
@@ -192,6 +193,7 @@ describe("IOMMU_HWPT_ALLOC", () => {
     const before = snapshot(sys);
     const v = { size: 48, dev_id: idev.id, pt_id: ioas, ...values };
     if (v.pt_id === -1) v.pt_id = idev.id;
+    if (v.pt_id === -2) v.pt_id = idev.hwpt!.id;
     const r = rawIoctl(sys, IOMMU_HWPT_ALLOC, iommu_hwpt_alloc.encode(v));
     expect(r.errno).toBe(errno);
     expect(snapshot(sys)).toBe(before);

@@ -9,6 +9,11 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   IOMMUFD_ACCESS_RW_WRITE,
+  VFIO_DMA_UNMAP_FLAG_ALL,
+  VFIO_IOMMU_MAP_DMA,
+  VFIO_IOMMU_UNMAP_DMA,
+  vfio_iommu_type1_dma_map,
+  vfio_iommu_type1_dma_unmap,
   IOMMUFD_OBJ_IOAS,
   type IommufdAccess,
   type IommufdDevice,
@@ -87,7 +92,10 @@ type Step =
   | { op: "accessReplace"; who: number; ioas: number }
   | { op: "accessDestroy"; who: number }
   | { op: "mapDmabuf"; ioas: number; page: number; npages: number }
-  | { op: "revoke"; on: boolean };
+  | { op: "revoke"; on: boolean }
+  | { op: "compatSet"; ioas: number }
+  | { op: "dmaMap"; page: number; npages: number; at: number }
+  | { op: "dmaUnmap"; at: number; npages: number; all: boolean };
 
 const idx = fc.nat({ max: 5 });
 const step: fc.Arbitrary<Step> = fc.oneof(
@@ -148,6 +156,19 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     npages: fc.integer({ min: 1, max: 4 }),
   }),
   fc.record({ op: fc.constant("revoke" as const), on: fc.boolean() }),
+  fc.record({ op: fc.constant("compatSet" as const), ioas: idx }),
+  fc.record({
+    op: fc.constant("dmaMap" as const),
+    page: fc.nat({ max: 15 }),
+    npages: fc.integer({ min: 1, max: 8 }),
+    at: fc.nat({ max: 40 }),
+  }),
+  fc.record({
+    op: fc.constant("dmaUnmap" as const),
+    at: fc.nat({ max: 40 }),
+    npages: fc.integer({ min: 1, max: 8 }),
+    all: fc.boolean(),
+  }),
 );
 
 function ioases(w: World): IommufdIoas[] {
@@ -294,6 +315,32 @@ function run(w: World, s: Step): void {
     case "revoke":
       w.exporter.setRevoked(s.on);
       return;
+    case "compatSet":
+      fd.vfioIoasSet(ioasId(w, s.ioas));
+      return;
+    case "dmaMap": {
+      const map = vfio_iommu_type1_dma_map.encode({
+        argsz: 32,
+        flags: 3,
+        vaddr: w.buf + BigInt(s.page) * PAGE,
+        iova: base + BigInt(s.at) * PAGE,
+        size: BigInt(s.npages) * PAGE,
+      });
+      if (w.sys.libc.ioctl(fd.fd, VFIO_IOMMU_MAP_DMA, map) < 0)
+        throw new KernelError(w.sys.libc.errno);
+      return;
+    }
+    case "dmaUnmap": {
+      const unmap = vfio_iommu_type1_dma_unmap.encode({
+        argsz: 24,
+        flags: s.all ? VFIO_DMA_UNMAP_FLAG_ALL : 0,
+        iova: s.all ? 0n : base + BigInt(s.at) * PAGE,
+        size: s.all ? 0n : BigInt(s.npages) * PAGE,
+      });
+      if (w.sys.libc.ioctl(fd.fd, VFIO_IOMMU_UNMAP_DMA, unmap) < 0)
+        throw new KernelError(w.sys.libc.errno);
+      return;
+    }
   }
 }
 
@@ -326,7 +373,7 @@ describe("random ioctl sequences", () => {
             if (!(e instanceof KernelError)) throw e;
             // UNMAP may stop part way; a replace that failed after the driver unpinned keeps
             // the access where it was but its pins are gone (as in the kernel).
-            if (!["unmap", "unmapAll", "accessReplace"].includes(s.op))
+            if (!["unmap", "unmapAll", "accessReplace", "dmaUnmap"].includes(s.op))
               expect(snapshot(sys)).toBe(before);
           }
           checkAll(w);

@@ -3,6 +3,7 @@ import {
   EBADF,
   EBUSY,
   EEXIST,
+  EFAULT,
   EINVAL,
   EMSGSIZE,
   ENOENT,
@@ -12,6 +13,9 @@ import {
   EPERM,
   KernelError,
   Libc,
+  MAP_SHARED,
+  PROT_READ,
+  PROT_WRITE,
 } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
@@ -198,6 +202,7 @@ describe("IOMMU_IOAS_IOVA_RANGES / ALLOW_IOVAS errnos", () => {
   errnoTable(IOMMU_IOAS_IOVA_RANGES, iommu_ioas_iova_ranges, (f) => ({ ioas_id: f.ioas }), [
     ["__reserved", EOPNOTSUPP, () => ({ __reserved: 1, ioas_id: 99 })],
     ["unknown IOAS", ENOENT, () => ({ ioas_id: 99 })],
+    ["array pointer faults", EFAULT, () => ({ num_iovas: 1, allowed_iovas: 8n })],
   ]);
   errnoTable(IOMMU_IOAS_ALLOW_IOVAS, iommu_ioas_allow_iovas, (f) => ({ ioas_id: f.ioas }), [
     ["__reserved", EOPNOTSUPP, () => ({ __reserved: 1, ioas_id: 99 })],
@@ -333,6 +338,30 @@ describe("IOMMU_OPTION", () => {
     expect(errnoOf(() => fd.option({ optionId: 1, op: 0, objectId: id, val64: 2n }))).toBe(EINVAL);
     fd.setHugePages(id, true);
     expect(fd.getHugePages(id)).toBe(true);
+  });
+});
+
+describe("copy-back faults", () => {
+  it("IOAS_MAP whose IOVA cannot be copied back is EFAULT and the mapping stays, as in the kernel", () => {
+    const f = fixture();
+    const { libc } = f.sys;
+    const mfd = libc.memfdCreate("ro", 0);
+    libc.ftruncate(mfd, 4096);
+    const rw = libc.mmap(0n, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    const ro = libc.mmap(0n, 4096, PROT_READ, MAP_SHARED, mfd, 0);
+    libc.poke(
+      rw,
+      iommu_ioas_map.encode({
+        size: 40,
+        flags: R | W,
+        ioas_id: f.ioas,
+        user_va: f.buf,
+        length: PAGE,
+      }),
+    );
+    expect(libc.ioctl(f.sys.fd.fd, IOMMU_IOAS_MAP, ro)).toBe(-1);
+    expect(libc.errno).toBe(EFAULT);
+    expect(f.sys.fd.unmapAll(f.ioas)).toBe(2n * PAGE);
   });
 });
 

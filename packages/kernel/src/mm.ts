@@ -7,19 +7,6 @@ import { RwSem, type Lockdep } from "./lockdep.js";
 import type { TraceBus } from "./trace.js";
 import { XA_STOP, XArray } from "./xarray.js";
 
-declare module "./trace.js" {
-  interface TraceEvents {
-    "mm:mmap": { addr: bigint; len: bigint; prot: number; flags: number; file: string };
-    "mm:munmap": { addr: bigint; len: bigint };
-    "mm:fork": { vmas: number; sharedPages: number; copiedPages: number };
-    "mm:exit": { vmas: number };
-    "gup:pin": { addr: bigint; npages: number; pinned: number; gupFlags: number; runs: number };
-    "gup:unpin": { npages: number; runs: number };
-    "memfd:create": { name: string; order: number };
-    "memfd:pin": { start: bigint; end: bigint; npages: number };
-  }
-}
-
 /**
  * An address space (struct mm_struct): VMAs sorted by address, one sparse page table for the
  * private (copy-on-write) pages, and the pin/lock counters the DMA stack charges.
@@ -89,6 +76,19 @@ export const DEFAULT_MAX_MAP_COUNT = 65530;
 const PAGE = BigInt(PAGE_SIZE);
 const SHIFT = BigInt(PAGE_SHIFT);
 const EXCL = 1;
+
+declare module "./trace.js" {
+  interface TraceEvents {
+    "mm:mmap": { addr: bigint; len: bigint; prot: number; flags: number; file: string };
+    "mm:munmap": { addr: bigint; len: bigint };
+    "mm:fork": { vmas: number; sharedPages: number; copiedPages: number };
+    "mm:exit": { vmas: number };
+    "gup:pin": { addr: bigint; npages: number; pinned: number; gupFlags: number; runs: number };
+    "gup:unpin": { npages: number; runs: number };
+    "memfd:create": { name: string; order: number };
+    "memfd:pin": { start: bigint; end: bigint; npages: number };
+  }
+}
 
 /** The page number whose PTE maps `vpn`: itself, or the first page of its huge page. */
 function pteKey(vma: Vma, vpn: number): number {

@@ -226,6 +226,23 @@ describe("pin_user_pages", () => {
     unpinUserPageRuns(k, runs, false);
   });
 
+  it("a pinned page outlives munmap and exit until its last unpin", () => {
+    const { k, libc } = setup();
+    const va = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
+    libc.poke(va, new Uint8Array([7]));
+    const runs = new PfnRuns();
+    pinUserPages(k, libc.process.mm, va, 1, LT, runs);
+    libc.munmap(va, 4096n);
+    expect(k.mem.isAllocated(runs.pfn(0))).toBe(true);
+    const out = new Uint8Array(1);
+    k.mem.readPhys(BigInt(runs.pfn(0)) * 4096n, out);
+    expect(out[0]).toBe(7); // the device still sees the data
+    libc.exit();
+    expect(k.mem.allocatedPages()).toBe(1);
+    unpinUserPageRuns(k, runs, true);
+    expect(k.mem.allocatedPages()).toBe(0);
+  });
+
   it("pins beyond EOF of a shared memfd mapping are EFAULT", () => {
     const { k, libc } = setup();
     const fd = libc.memfdCreate("f", 0);

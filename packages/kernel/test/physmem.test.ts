@@ -240,7 +240,7 @@ describe("pins", () => {
           const mem = new PhysMem({ ramBytes: GiB });
           const heads = [
             mem.allocFolio(9),
-            ...Array.from({ length: 1500 }, () => mem.allocFolio(0)),
+            ...Array.from({ length: 600 }, () => mem.allocFolio(0)),
           ];
           const base = Math.min(...heads);
           const span = heads.length - 1 + 512;
@@ -275,7 +275,7 @@ describe("pins", () => {
           }
         },
       ),
-      { numRuns: 40 },
+      { numRuns: 30 },
     );
   });
 });

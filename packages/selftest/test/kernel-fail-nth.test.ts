@@ -1,3 +1,3 @@
-import { registerFixtures } from "./kernel-suites.js";
+import { registerInstances } from "./kernel-suites.js";
 
-registerFixtures("basic_fail_nth");
+registerInstances((i) => i.fixture === "basic_fail_nth");

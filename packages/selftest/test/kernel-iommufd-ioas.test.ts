@@ -1,3 +1,3 @@
-import { registerFixtures } from "./kernel-suites.js";
+import { RW_TESTS, registerInstances } from "./kernel-suites.js";
 
-registerFixtures("iommufd_ioas");
+registerInstances((i) => i.fixture === "iommufd_ioas" && !RW_TESTS.includes(i.test));

@@ -1,3 +1,5 @@
-import { registerFixtures } from "./kernel-suites.js";
+import { registerInstances } from "./kernel-suites.js";
 
-registerFixtures("iommufd", "vfio_compat_mock_domain");
+registerInstances((i) =>
+  ["iommufd", "vfio_compat_mock_domain", "iommufd_mock_domain"].includes(i.fixture),
+);

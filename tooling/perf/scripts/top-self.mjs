@@ -26,9 +26,12 @@ for (const [frame, us] of self) {
   const key = `${functionName || "(anonymous)"} ${where}`;
   byFn.set(key, (byFn.get(key) ?? 0) + us);
 }
-console.log(`total ${(total / 1000).toFixed(0)} ms sampled`);
+// Percentages are of the busy samples: on a shared machine "(idle)" is time spent waiting.
+const idle = byFn.get("(idle) ") ?? 0;
+const busy = total - idle;
+console.log(`total ${(total / 1000).toFixed(0)} ms sampled, ${(busy / 1000).toFixed(0)} ms busy`);
 for (const [key, us] of [...byFn].sort((a, b) => b[1] - a[1]).slice(0, count)) {
   console.log(
-    `${(us / 1000).toFixed(1).padStart(9)} ms ${((100 * us) / total).toFixed(1).padStart(5)}%  ${key}`,
+    `${(us / 1000).toFixed(1).padStart(9)} ms ${((100 * us) / busy).toFixed(1).padStart(5)}%  ${key}`,
   );
 }

@@ -32,7 +32,7 @@ import {
   IOPT_PAGES_ACCOUNT_MM,
   IOPT_PAGES_ACCOUNT_USER,
   type IoPagetable,
-  IommufdCtx,
+  type IommufdCtx,
   IommufdIoas,
   IommufdModule,
   IoptPages,

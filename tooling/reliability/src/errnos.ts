@@ -14,6 +14,7 @@
 import {
   E2BIG,
   EADDRINUSE,
+  EBADE,
   EAGAIN,
   EBADF,
   EBUSY,
@@ -67,9 +68,10 @@ export const DOCUMENTED_ERRNOS = {
   /**
    * The selftest access ops (CREATE_ACCESS, ACCESS_PAGES, DESTROY_ACCESS_PAGES, ACCESS_RW):
    * not an access fd (EBADFD), unknown item (ENOENT), range not mapped or DMABUF (EINVAL,
-   * I10), write to read-only (EPERM), length above the mock's limit (ENOMEM).
+   * I10), write to read-only (EPERM), length above the mock's limit (ENOMEM), pinned pages
+   * not those behind `uptr` (EBADE).
    */
-  IOMMU_TEST_CMD: [...DISPATCH, ...IOPT_MAP, EBADF, EBADFD, EBUSY, EMFILE],
+  IOMMU_TEST_CMD: [...DISPATCH, ...IOPT_MAP, EBADF, EBADFD, EBUSY, EMFILE, EBADE],
   /** Other numbers on /dev/iommu: holes, empty slots (CHANGE_PROCESS), TEST_CMD unregistered. */
   IOMMU_OTHER: [...DISPATCH, ENOENT, ENODEV, EPERM, EBUSY, EOPNOTSUPP],
   ...VFIO_DEVICE_ROWS,

@@ -130,7 +130,12 @@ export type Op =
       readonly write: boolean;
     }
   | { readonly k: "accessUnpin"; readonly access: number; readonly item: number }
-  | { readonly k: "accessRw"; readonly access: number; readonly area: number; readonly write: boolean }
+  | {
+      readonly k: "accessRw";
+      readonly access: number;
+      readonly area: number;
+      readonly write: boolean;
+    }
   | { readonly k: "accessClose"; readonly access: number };
 
 const idx = fc.nat({ max: 7 });
@@ -227,7 +232,10 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("reset" as const), dev }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("flr" as const), dev }) },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant("accessCreate" as const), ioas: idx, pin: fc.boolean() }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ k: fc.constant("accessCreate" as const), ioas: idx, pin: fc.boolean() }),
+  },
   {
     weight: 3,
     arbitrary: fc.record({
@@ -238,10 +246,18 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       write: fc.boolean(),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("accessUnpin" as const), access: idx, item: idx }) },
   {
     weight: 1,
-    arbitrary: fc.record({ k: fc.constant("accessRw" as const), access: idx, area: idx, write: fc.boolean() }),
+    arbitrary: fc.record({ k: fc.constant("accessUnpin" as const), access: idx, item: idx }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant("accessRw" as const),
+      access: idx,
+      area: idx,
+      write: fc.boolean(),
+    }),
   },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("accessClose" as const), access: idx }) },
 );
@@ -552,8 +568,12 @@ export class Runner {
       case "accessPages": {
         const a = pick(this.accesses, op.access);
         if (!a) return SKIPPED;
-        const area = pick(this.areas.get(a.ioas) ?? [], op.area) ?? { iova: IOVA_BASE, length: PAGE };
-        const length = BigInt(op.pages) * PAGE < area.length ? BigInt(op.pages) * PAGE : area.length;
+        const area = pick(this.areas.get(a.ioas) ?? [], op.area) ?? {
+          iova: IOVA_BASE,
+          length: PAGE,
+        };
+        const length =
+          BigInt(op.pages) * PAGE < area.length ? BigInt(op.pages) * PAGE : area.length;
         const cmd = testCmd(iommu_test_cmd.access_pages, IOMMU_TEST_OP_ACCESS_PAGES, a.fd, {
           flags: op.write ? MOCK_FLAGS_ACCESS_WRITE : 0,
           iova: area.iova,
@@ -567,15 +587,23 @@ export class Runner {
         const a = pick(this.accesses, op.access);
         if (!a || !a.items.length) return SKIPPED;
         const [item] = a.items.splice(op.item % a.items.length, 1);
-        const cmd = testCmd(iommu_test_cmd.destroy_access_pages, IOMMU_TEST_OP_DESTROY_ACCESS_PAGES, a.fd, {
-          access_pages_id: item!,
-        });
+        const cmd = testCmd(
+          iommu_test_cmd.destroy_access_pages,
+          IOMMU_TEST_OP_DESTROY_ACCESS_PAGES,
+          a.fd,
+          {
+            access_pages_id: item!,
+          },
+        );
         return this.sys("IOMMU_TEST_CMD", op, this.testIoctl(cmd));
       }
       case "accessRw": {
         const a = pick(this.accesses, op.access);
         if (!a) return SKIPPED;
-        const area = pick(this.areas.get(a.ioas) ?? [], op.area) ?? { iova: IOVA_BASE, length: PAGE };
+        const area = pick(this.areas.get(a.ioas) ?? [], op.area) ?? {
+          iova: IOVA_BASE,
+          length: PAGE,
+        };
         if (!this.rwBuf) this.rwBuf = this.machine.libc.malloc(RW_BYTES);
         const cmd = testCmd(iommu_test_cmd.access_rw, IOMMU_TEST_OP_ACCESS_RW, a.fd, {
           iova: area.iova,

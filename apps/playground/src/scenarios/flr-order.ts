@@ -85,8 +85,12 @@ export const flrOrder: ScenarioDef<VmWorld> = {
       actor: "guest",
       note: "vfio-pci traps the DEVCTL write and resets the function, revoking around it; QEMU clears COMMAND first and restores it after, so the BARs are unmapped across the FLR and mapped again.",
       run: ({ world }) => {
-        const { records } = world.kernel.trace.record(() => world.vmm.guestFlr(device(world, "gpu1")));
-        const flr = records.some((e) => e.name === "pci:reset" && (e.data as { method?: string }).method === "flr");
+        const { records } = world.kernel.trace.record(() =>
+          world.vmm.guestFlr(device(world, "gpu1")),
+        );
+        const flr = records.some(
+          (e) => e.name === "pci:reset" && (e.data as { method?: string }).method === "flr",
+        );
         expect(flr, "no function-level reset happened");
       },
       expectProbes: { "gpu0→gpu1.bar2": "mmio", "nic→gpu1.bar2": "mmio" },

@@ -83,9 +83,12 @@ export function renderIoas(root: HTMLElement, snap: Snapshot): void {
       g.append(s("rect", { x, y: 8, width: w, height: H - 8, rx: 3 }));
       g.append(s("text", { x: x + 4, y: 26, class: "label" }, a.label));
       g.append(s("text", { x: x + 4, y: 42, class: "sub" }, bytes(a.length)));
-      g.append(
-        s("text", { x: x + 4, y: 56, class: "sub" }, a.live ? `IOPTEs ${bytes(mapped)}` : "dead"),
-      );
+      const domains = Object.values(a.mapped);
+      const full = domains.filter((m) => m === a.length).length;
+      const status = a.live
+        ? `in ${full}/${domains.length} domains`
+        : `dead · ${bytes(mapped)} IOPTEs`;
+      g.append(s("text", { x: x + 4, y: 56, class: "sub" }, status));
       g.append(s("text", { x, y: H + 18, class: "tick" }, hex(a.iova)));
       svg.append(g);
       x += w + GAP;

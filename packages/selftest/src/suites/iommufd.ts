@@ -684,11 +684,11 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     const access_cmd = iommuTestCmd(iommu_test_cmd.access_rw, IOMMU_TEST_OP_ACCESS_RW, access_id, {
       uptr: tmp,
     });
+    // buffer16[i] = rand() / tmp[i] = rand(): little-endian u16 words (the model is x86-64).
     const fill = (va: bigint, len: number) => {
-      const bytes = new Uint8Array(len);
-      const dv = new DataView(bytes.buffer);
-      for (let i = 0; i + 1 < len; i += 2) dv.setUint16(i, rand() & 0xffff, true);
-      libc.poke(va, bytes);
+      const words = new Uint16Array(len >> 1);
+      for (let i = 0; i < words.length; i++) words[i] = rand();
+      libc.poke(va, new Uint8Array(words.buffer));
     };
     fill(buffer, BUFFER_SIZE);
     const P = BigInt(PAGE_SIZE);

@@ -1,3 +1,0 @@
-import { registerFixtures } from "./kernel-suites.js";
-
-registerFixtures("iommufd_mock_domain");

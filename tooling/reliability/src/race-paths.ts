@@ -1,0 +1,359 @@
+/**
+ * The concurrent kernel paths the race explorer interleaves, and the machine they race on.
+ *
+ * `raceSetup(opts)` builds a `Machine` (two PCI functions behind two IOMMUs, bound to
+ * vfio-pci) as a VMM would through the public APIs: one /dev/iommu, IOAS 1 with device 0
+ * attached (one domain), a dma-buf over 4 pages of device 0's BAR (memory decode on) mapped at
+ * DMABUF_IOVA, 4 pages of the memfd mapped at MEMFD_IOVA; optionally device 1 attached too
+ * (`secondDomain`) or attached to a second IOAS (`secondIoas`, the target of a copy), and the
+ * tracker mutant. Every path is one system call (or one in-kernel access call) issued on its
+ * own task of the same process, with the descriptors set up here.
+ *
+ * After a schedule `check` runs the whole reliability checker (I1–I11 through @x/iommufd's
+ * `checkInvariants`, lockdep clean, pins, IOPTEs vs live MMIO, exporter states) and
+ * `fingerprint` summarises what the paths change: areas, fills, tracker sizes, revoked flags,
+ * pins, exporter states.
+ */
+import {
+  IOMMUFD_ACCESS_RW_WRITE,
+  IommufdClient,
+  type IommufdAccess,
+  iommufdAccessAttach,
+  iommufdAccessCreate,
+  iommufdAccessPinPages,
+  iommufdAccessUnpinPages,
+  iommufdCtxFromFile,
+  setTrackerMutant,
+} from "@x/iommufd";
+import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
+import { KernelError, Libc, Mutex, O_RDWR, type Task } from "@x/kernel";
+import {
+  PCI_COMMAND,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_MEMORY,
+  PCI_EXP_DEVCTL,
+  PCI_EXP_DEVCTL_BCR_FLR,
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+  VFIO_DEVICE_BIND_IOMMUFD,
+  VFIO_DEVICE_DETACH_IOMMUFD_PT,
+  VFIO_DEVICE_FEATURE,
+  encodeDmaBufFeature,
+} from "@x/vfio-pci";
+import { Checker, gatherIommufd } from "./checker.js";
+import { Machine, PAGE } from "./machine.js";
+import type { RaceMachine, RacePath } from "./race-explorer.js";
+
+export const DMABUF_IOVA = 1n << 20n;
+export const DMABUF2_IOVA = 3n << 20n;
+export const MEMFD_IOVA = 2n << 20n;
+export const AREA_PAGES = 4n;
+const AREA_LEN = AREA_PAGES * PAGE;
+/** File offset of VFIO's config-space region (index 7, 40-bit region offsets). */
+const CONFIG_REGION = 7n << 40n;
+
+export interface RaceSetupOptions {
+  /** Device 1 attached to IOAS 1 too: two domains. */
+  readonly secondDomain?: boolean;
+  /** A second IOAS with device 1 attached (destination of copies). */
+  readonly secondIoas?: boolean;
+  /** The deliberate fault of @x/iommufd: tracker updated outside the fill's section. */
+  readonly trackerMutant?: boolean;
+}
+
+export class RaceMachineImpl implements RaceMachine {
+  readonly machine = new Machine();
+  readonly kernel = this.machine.kernel;
+  readonly fd: IommufdClient;
+  readonly ioas: number;
+  readonly ioas2: number;
+  readonly devFds: number[] = [];
+  readonly dmabufFd: number;
+  /** Every paging domain the machine's IOMMUs allocated (one being added is not in an IOAS yet). */
+  readonly domains: IommuDomain[] = [];
+
+  constructor(opts: RaceSetupOptions) {
+    const { machine } = this;
+    for (const vdev of machine.devices) {
+      const iommu = vdev.pdev.iommuDev?.iommu;
+      if (!iommu) continue;
+      const alloc = iommu.domainAllocPaging.bind(iommu);
+      iommu.domainAllocPaging = (dev, flags) => {
+        const d = alloc(dev, flags);
+        this.domains.push(d);
+        return d;
+      };
+    }
+    const libc = machine.libc;
+    this.fd = IommufdClient.open(libc);
+    this.ioas = this.fd.ioasAlloc();
+    this.ioas2 = opts.secondIoas ? this.fd.ioasAlloc() : 0;
+    for (let i = 0; i < machine.devices.length; i++) {
+      const dfd = ok(libc, libc.open(machine.cdev(i), O_RDWR));
+      ok(libc, libc.ioctl(dfd, VFIO_DEVICE_BIND_IOMMUFD, u32s(24, { 0: 24, 8: this.fd.fd })));
+      this.devFds.push(dfd);
+    }
+    this.attach(libc, 0, this.ioas);
+    if (opts.secondDomain) this.attach(libc, 1, this.ioas);
+    if (opts.secondIoas) this.attach(libc, 1, this.ioas2);
+    configWrite(libc, this.devFd(0), PCI_COMMAND, PCI_COMMAND_MASTER | PCI_COMMAND_MEMORY);
+    const feature = encodeDmaBufFeature({
+      regionIndex: 0,
+      openFlags: O_RDWR,
+      ranges: [{ offset: 0n, length: 2n * AREA_LEN }],
+    });
+    this.dmabufFd = ok(libc, libc.ioctl(this.devFd(0), VFIO_DEVICE_FEATURE, feature));
+    const fd = this.dmabufFd;
+    this.fd.ioasMapFile({ ioasId: this.ioas, fd, start: 0n, length: AREA_LEN, iova: DMABUF_IOVA });
+    this.fd.ioasMap({
+      ioasId: this.ioas,
+      userVa: machine.memfdVa,
+      length: AREA_LEN,
+      iova: MEMFD_IOVA,
+    });
+    if (opts.trackerMutant) setTrackerMutant(this.kernel, true);
+  }
+
+  devFd(i: number): number {
+    const dfd = this.devFds[i];
+    if (dfd === undefined) throw new Error(`no device ${i}`);
+    return dfd;
+  }
+
+  attach(libc: Libc, dev: number, ptId: number): void {
+    ok(
+      libc,
+      libc.ioctl(this.devFd(dev), VFIO_DEVICE_ATTACH_IOMMUFD_PT, u32s(16, { 0: 16, 8: ptId })),
+    );
+  }
+
+  newTask(): Task {
+    return this.kernel.newTask(this.machine.libc.process);
+  }
+
+  private scope(tasks: readonly Task[]) {
+    return {
+      kernel: this.kernel,
+      tasks: [this.machine.libc.task, ...tasks],
+      devices: this.machine.devices,
+    };
+  }
+
+  check(tasks: readonly Task[]): void {
+    new Checker(this.scope(tasks)).check();
+  }
+
+  fingerprint(): string {
+    const g = gatherIommufd(this.scope([]));
+    const parts: string[] = [String(this.kernel.mem.totalPinned())];
+    for (const iopt of g.iopts) {
+      parts.push(`d${iopt.domainList.length}`);
+      for (const area of iopt.areas()) parts.push(`${area.iova}:${area.length}:${area.storageDomain ? 1 : 0}`);
+    }
+    for (const d of this.domains) {
+      if (d.freed) continue;
+      parts.push([DMABUF_IOVA, DMABUF2_IOVA, MEMFD_IOVA].map((iova) => (iommuIovaToPhys(d, iova) ? 1 : 0)).join(""));
+    }
+    for (const p of g.pages) {
+      parts.push(`p${p.npinned}:${p.dmabuf ? `${p.dmabuf.tracker.length}:${p.dmabuf.phys.len}` : ""}`);
+    }
+    for (const vdev of this.machine.devices) {
+      for (const buf of vdev.dmabufs) parts.push(buf.revoked ? "R" : "L");
+    }
+    return parts.join(" ");
+  }
+}
+
+function u32s(size: number, fields: Record<number, number>): Uint8Array {
+  const b = new Uint8Array(size);
+  const v = new DataView(b.buffer);
+  for (const [off, val] of Object.entries(fields)) v.setUint32(Number(off), val >>> 0, true);
+  return b;
+}
+
+function ok(libc: Libc, ret: number): number {
+  if (ret < 0) throw new KernelError(libc.errno, "race set-up");
+  return ret;
+}
+
+function configWrite(libc: Libc, dfd: number, offset: number, value: number): void {
+  const data = new Uint8Array([value & 0xff, (value >> 8) & 0xff]);
+  ok(libc, libc.pwrite(dfd, data, CONFIG_REGION + BigInt(offset)));
+}
+
+/** A fresh machine for each schedule. */
+export function raceSetup(opts: RaceSetupOptions = {}): () => RaceMachineImpl {
+  return () => new RaceMachineImpl(opts);
+}
+
+/**
+ * The path's own Libc, with its ioctl scratch buffer already faulted in (so the path itself
+ * never takes mmap_lock for it).
+ */
+function pathLibc(m: RaceMachineImpl, task: Task): { libc: Libc; fd: IommufdClient } {
+  const libc = new Libc(m.kernel, task);
+  libc.ioctl(m.fd.fd, 0, new Uint8Array(Number(PAGE)));
+  return { libc, fd: new IommufdClient(libc, m.fd.fd) };
+}
+
+type Path = RacePath<RaceMachineImpl>;
+
+function path(name: string, prepare: Path["prepare"]): Path {
+  return { name, prepare };
+}
+
+/** VFIO revoke: a config write clearing COMMAND.MEMORY on device 0 (move(true)). */
+export const revokePath = path("revoke", (m, task) => {
+  const { libc } = pathLibc(m, task);
+  return () => configWrite(libc, m.devFd(0), PCI_COMMAND, PCI_COMMAND_MASTER);
+});
+
+/** VFIO revoke by function-level reset of device 0 (revoke, reset, un-revoke in one call). */
+export const flrPath = path("flr", (m, task) => {
+  const { libc } = pathLibc(m, task);
+  const cap = m.machine.devices[0]?.pdev.pcieCap ?? 0;
+  return () => configWrite(libc, m.devFd(0), cap + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR);
+});
+
+/** IOMMU_IOAS_MAP_FILE of the second half of the dma-buf at DMABUF2_IOVA. */
+export const mapPath = path("map", (m, task) => {
+  const { fd } = pathLibc(m, task);
+  return () => {
+    fd.ioasMapFile({
+      ioasId: m.ioas,
+      fd: m.dmabufFd,
+      start: AREA_LEN,
+      length: AREA_LEN,
+      iova: DMABUF2_IOVA,
+    });
+  };
+});
+
+/** IOMMU_IOAS_MAP_FILE of the dma-buf over the IOVA the unmap path frees (DMABUF_IOVA). */
+export const remapPath = path("remap", (m, task) => {
+  const { fd } = pathLibc(m, task);
+  return () => {
+    fd.ioasMapFile({
+      ioasId: m.ioas,
+      fd: m.dmabufFd,
+      start: 0n,
+      length: AREA_LEN,
+      iova: DMABUF_IOVA,
+    });
+  };
+});
+
+/** Domain add: attach device 1 to IOAS 1 (iopt_table_add_domain fills every area). */
+export const domainAddPath = path("domain-add", (m, task) => {
+  const { libc } = pathLibc(m, task);
+  return () => m.attach(libc, 1, m.ioas);
+});
+
+/** Domain remove: detach device 1 (set up attached with `secondDomain`). */
+export const domainRemovePath = path("domain-remove", (m, task) => {
+  const { libc } = pathLibc(m, task);
+  return () => {
+    ok(libc, libc.ioctl(m.devFd(1), VFIO_DEVICE_DETACH_IOMMUFD_PT, u32s(12, { 0: 12 })));
+  };
+});
+
+/** IOMMU_IOAS_UNMAP of the dma-buf area. */
+export const unmapPath = path("unmap", (m, task) => {
+  const { fd } = pathLibc(m, task);
+  return () => {
+    fd.ioasUnmap({ ioasId: m.ioas, iova: DMABUF_IOVA, length: AREA_LEN });
+  };
+});
+
+/** IOMMU_IOAS_UNMAP of the memfd area (ends any access pin over it). */
+export const unmapMemfdPath = path("unmap-memfd", (m, task) => {
+  const { fd } = pathLibc(m, task);
+  return () => {
+    fd.ioasUnmap({ ioasId: m.ioas, iova: MEMFD_IOVA, length: AREA_LEN });
+  };
+});
+
+/** IOMMU_IOAS_COPY of the dma-buf area into the second IOAS (set up with `secondIoas`). */
+export const copyPath = path("copy", (m, task) => {
+  const { fd } = pathLibc(m, task);
+  return () => {
+    fd.ioasCopy({
+      dstIoasId: m.ioas2,
+      srcIoasId: m.ioas,
+      srcIova: DMABUF_IOVA,
+      length: AREA_LEN,
+      dstIova: DMABUF_IOVA,
+    });
+  };
+});
+
+/**
+ * An in-kernel access (an mdev-like driver) pinning 2 pages of the memfd area. Like the
+ * kernel's drivers (and the selftest's mock access), it holds its own lock across a pin and
+ * its record of it, and its unmap callback takes that lock to unpin what it recorded.
+ */
+export const accessPinPath = path("access-pin", (m, task) => {
+  const file = m.machine.libc.process.files.lookup(m.fd.fd);
+  const ctx = iommufdCtxFromFile(m.kernel, file);
+  const lock = new Mutex(m.kernel.lockdep, "race_access_driver.lock");
+  const pinned: Array<[bigint, bigint]> = [];
+  const holder: { access?: IommufdAccess } = {};
+  const access = iommufdAccessCreate(ctx, {
+    needsPinPages: true,
+    unmap(iova, length) {
+      const last = iova + length - 1n;
+      lock.with(() => {
+        for (let i = pinned.length - 1; i >= 0; i--) {
+          const [at, len] = pinned[i] as [bigint, bigint];
+          if (at > last || at + len - 1n < iova || !holder.access) continue;
+          iommufdAccessUnpinPages(holder.access, at, len);
+          pinned.splice(i, 1);
+        }
+      });
+    },
+  });
+  holder.access = access;
+  iommufdAccessAttach(access, m.ioas);
+  return () =>
+    lock.with(() => {
+      iommufdAccessPinPages(access, MEMFD_IOVA, 2n * PAGE, IOMMUFD_ACCESS_RW_WRITE);
+      pinned.push([MEMFD_IOVA, 2n * PAGE]);
+    });
+});
+
+/** A named set of racing paths on a setup. */
+export interface RaceScenario {
+  readonly name: string;
+  readonly setup: () => RaceMachineImpl;
+  readonly paths: readonly Path[];
+}
+
+/** The standard scenarios: every revoke race the design argues about, and the others. */
+export function standardRaceScenarios(opts: { trackerMutant?: boolean } = {}): RaceScenario[] {
+  const mutant = opts.trackerMutant ? { trackerMutant: true } : {};
+  return [
+    { name: "revoke×map", setup: raceSetup(mutant), paths: [revokePath, mapPath] },
+    { name: "revoke×domain-add", setup: raceSetup(mutant), paths: [revokePath, domainAddPath] },
+    { name: "flr×domain-add", setup: raceSetup(mutant), paths: [flrPath, domainAddPath] },
+    {
+      name: "revoke×domain-remove",
+      setup: raceSetup({ ...mutant, secondDomain: true }),
+      paths: [revokePath, domainRemovePath],
+    },
+    { name: "map×unmap", setup: raceSetup(mutant), paths: [remapPath, unmapPath] },
+    {
+      name: "copy×revoke",
+      setup: raceSetup({ ...mutant, secondIoas: true }),
+      paths: [copyPath, revokePath],
+    },
+    {
+      name: "access-pin×unmap",
+      setup: raceSetup(mutant),
+      paths: [accessPinPath, unmapMemfdPath],
+    },
+    {
+      name: "revoke×map×domain-add",
+      setup: raceSetup(mutant),
+      paths: [revokePath, mapPath, domainAddPath],
+    },
+  ];
+}

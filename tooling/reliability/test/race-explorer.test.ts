@@ -1,0 +1,177 @@
+import { Kernel, Mutex, type Task } from "@x/kernel";
+import { describe, expect, it } from "vitest";
+import {
+  type RaceMachine,
+  type RacePath,
+  type Schedule,
+  exploreRaces,
+  formatSchedule,
+  replaySchedule,
+} from "../src/race-explorer.js";
+
+/** A tiny machine: two locks L -> M and a counter that must end at `expected`. */
+class Toy implements RaceMachine {
+  static made: Toy[] = [];
+  readonly kernel = new Kernel({ ramBytes: 1n << 24n });
+  readonly L = new Mutex(this.kernel.lockdep, "L");
+  readonly M = new Mutex(this.kernel.lockdep, "M");
+  value = 0;
+  expected = 0;
+  constructor() {
+    Toy.made.push(this);
+  }
+  newTask(): Task {
+    return this.kernel.newTask(this.kernel.current.process);
+  }
+  check(tasks: readonly Task[]): void {
+    for (const t of tasks) {
+      if (this.kernel.lockdep.heldBy(t).length) throw new Error(`task ${t.tid} holds a lock`);
+    }
+    if (this.value !== this.expected) throw new Error(`value ${this.value}, want ${this.expected}`);
+  }
+  fingerprint(): string {
+    return String(this.value);
+  }
+}
+
+type P = RacePath<Toy>;
+const toy = (name: string, add: number, body: (m: Toy) => void): P => ({
+  name,
+  prepare: (m) => {
+    m.expected += add;
+    return () => body(m);
+  },
+});
+/** L { M { value += 1 } } : 4 boundaries, two of them with L held. */
+const nested = toy("nested", 1, (m) => m.L.with(() => m.M.with(() => m.value++)));
+/** L { value += 10 } */
+const add10 = toy("add10", 10, (m) => m.L.with(() => (m.value += 10)));
+const add100 = toy("add100", 100, (m) => m.L.with(() => (m.value += 100)));
+/** A lost update: read under L, write back under L in a second section. */
+const racyInc = toy("racy-inc", 1, (m) => {
+  const v = m.L.with(() => m.value);
+  m.L.with(() => (m.value = v + 1));
+});
+
+function all(paths: readonly P[], reduce: boolean): { schedules: string[]; pruned: number } {
+  const schedules: string[] = [];
+  const r = exploreRaces({
+    setup: () => new Toy(),
+    paths,
+    reduce,
+    onSchedule: (s) => schedules.push(formatSchedule(s)),
+  });
+  expect(r.exhaustive).toBe(true);
+  expect(r.schedules).toBe(schedules.length);
+  return { schedules, pruned: r.pruned };
+}
+
+describe("race explorer: enumeration", () => {
+  it("2 paths: every boundary of each path hosts the other, plus both serial orders", () => {
+    const { schedules, pruned } = all([nested, add10], false);
+    expect(schedules.sort()).toEqual([
+      "add10 ; nested",
+      "add10 ; nested@add10#0(acquire L)",
+      "add10 ; nested@add10#1(release L)",
+      "nested ; add10",
+      "nested ; add10@nested#0(acquire L)",
+      "nested ; add10@nested#3(release L)",
+    ]);
+    // add10 inside nested's L section (at M's boundaries) would wait for L: pruned, not failed.
+    expect(pruned).toBe(2);
+  });
+
+  it("reduction 1 offers a path only at boundaries of lock classes it takes", () => {
+    const { schedules, pruned } = all([nested, add10], true);
+    expect(schedules).toHaveLength(6);
+    expect(pruned).toBe(0);
+  });
+
+  it("3 paths: recursive hosting, all serial orders, no schedule twice", () => {
+    const { schedules } = all([add10, add100, nested], false);
+    expect(new Set(schedules).size).toBe(schedules.length);
+    for (const order of [
+      "add10 ; add100 ; nested",
+      "add10 ; nested ; add100",
+      "add100 ; add10 ; nested",
+      "add100 ; nested ; add10",
+      "nested ; add10 ; add100",
+      "nested ; add100 ; add10",
+    ])
+      expect(schedules).toContain(order);
+    // A path hosted by a hosted path (three deep).
+    expect(schedules.some((s) => /add100@add10#\d.*nested@add100#/.test(s))).toBe(true);
+    expect(schedules.length).toBeGreaterThanOrEqual(40);
+  });
+
+  it("the budget bounds the search and says it was not exhaustive", () => {
+    const r = exploreRaces({ setup: () => new Toy(), paths: [add10, add100, nested], budget: 5 });
+    expect(r.schedules + r.pruned).toBe(5);
+    expect(r.exhaustive).toBe(false);
+  });
+});
+
+describe("race explorer: failures", () => {
+  it("finds the lost update, with a schedule that replays it; serial orders pass", () => {
+    for (const reduce of [true, false]) {
+      const r = exploreRaces({ setup: () => new Toy(), paths: [racyInc, add10], reduce });
+      expect(r.failures.length).toBeGreaterThan(0);
+      const f = r.failures[0] as { schedule: Schedule; error: string };
+      expect(f.error).toMatch(/value 1, want 11/);
+      expect(f.schedule[1]?.at?.host).toBe("racy-inc");
+      expect(replaySchedule(() => new Toy(), [racyInc, add10], f.schedule).error).toBe(f.error);
+      expect(
+        replaySchedule(() => new Toy(), [racyInc, add10], [{ path: "racy-inc" }, { path: "add10" }]),
+      ).toEqual({ infeasible: false });
+    }
+  });
+
+  it("an infeasible schedule is pruned and replays as infeasible, never as a failure", () => {
+    const schedule: Schedule = [
+      { path: "nested" },
+      { path: "add10", at: { host: "nested", boundary: 1, kind: "acquire", lock: "M" } },
+    ];
+    expect(replaySchedule(() => new Toy(), [nested, add10], schedule)).toEqual({ infeasible: true });
+  });
+
+  it("a non-kernel exception in a path is a failure with its schedule", () => {
+    const broken = toy("broken", 0, (m) => m.L.with(() => {
+      throw new TypeError("boom");
+    }));
+    const r = exploreRaces({ setup: () => new Toy(), paths: [broken, add10] });
+    expect(r.failures.length).toBe(r.schedules);
+    expect(r.failures[0]?.error).toMatch(/TypeError: boom/);
+  });
+});
+
+describe("race explorer: synchronous callers see no difference", () => {
+  it("hooks are removed after every schedule, feasible or pruned", () => {
+    Toy.made = [];
+    exploreRaces({ setup: () => new Toy(), paths: [nested, add10], reduce: false });
+    expect(Toy.made.length).toBe(8);
+    for (const m of Toy.made) {
+      expect(m.kernel.lockdep.onBoundary).toBeUndefined();
+      expect(m.kernel.lockdep.onContended).toBeUndefined();
+    }
+  });
+
+  it("a serial schedule gives what plain calls give", () => {
+    const plain = new Toy();
+    nested.prepare(plain, plain.newTask())();
+    add10.prepare(plain, plain.newTask())();
+    let seen = -1;
+    exploreRaces({
+      setup: () => {
+        const t = new Toy();
+        Toy.made = [t];
+        return t;
+      },
+      paths: [nested, add10],
+      budget: 3,
+      onSchedule: () => {
+        seen = Toy.made[0]?.value ?? -2;
+      },
+    });
+    expect(seen).toBe(plain.value);
+  });
+});
