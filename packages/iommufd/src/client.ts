@@ -416,7 +416,8 @@ export class IommufdClient {
     values: Partial<Decoded<S>>,
   ): Decoded<S> {
     const buf = struct.encode(values);
-    if (this.libc.ioctl(this.fd, request, buf) < 0) throw new KernelError(this.libc.errno, struct.name);
+    if (this.libc.ioctl(this.fd, request, buf) < 0)
+      throw new KernelError(this.libc.errno, struct.name);
     return struct.decode(buf);
   }
 }

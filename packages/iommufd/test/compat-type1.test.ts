@@ -297,7 +297,9 @@ describe("typed layer for the container ioctls", () => {
     expect(info.iovaPgsizes & PAGE).toBe(PAGE);
     const buf = anonBuffer(sys.libc, 4n * PAGE);
     fd.vfioMapDma({ vaddr: buf, iova: MOCK_APERTURE[0], size: 4n * PAGE });
-    expect(errnoOf(() => fd.vfioMapDma({ vaddr: buf, iova: MOCK_APERTURE[0], size: PAGE }))).toBe(17);
+    expect(errnoOf(() => fd.vfioMapDma({ vaddr: buf, iova: MOCK_APERTURE[0], size: PAGE }))).toBe(
+      17,
+    );
     expect(fd.vfioUnmapDma({ iova: 0n, size: 0n, all: true })).toBe(4n * PAGE);
   });
 });

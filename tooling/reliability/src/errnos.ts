@@ -14,7 +14,6 @@
 import {
   E2BIG,
   EADDRINUSE,
-  EBADE,
   EAGAIN,
   EBADF,
   EBUSY,
@@ -35,6 +34,7 @@ import {
   EPERM,
 } from "@x/kernel";
 import { EBADFD } from "@x/iommufd";
+import { EBADE } from "@x/selftest";
 
 const DISPATCH = [EFAULT, ENOTTY, EINVAL, E2BIG, ENOMEM];
 /** The io_pagetable's map checks (iopt_map_common / iopt_map_pages). */

@@ -365,8 +365,7 @@ export function raceExplorerSummary(budget?: number): RaceExplorerSummary {
     if (!first) mutantCaught = false;
     else mutantSchedules.push(`${s.name}: ${formatSchedule(first.schedule)}`);
   }
-  const sum = (k: "schedules" | "pruned" | "failures") =>
-    scenarios.reduce((n, s) => n + s[k], 0);
+  const sum = (k: "schedules" | "pruned" | "failures") => scenarios.reduce((n, s) => n + s[k], 0);
   return {
     scenarios,
     schedules: sum("schedules"),

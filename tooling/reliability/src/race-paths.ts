@@ -147,14 +147,21 @@ export class RaceMachineImpl implements RaceMachine {
     const parts: string[] = [String(this.kernel.mem.totalPinned())];
     for (const iopt of g.iopts) {
       parts.push(`d${iopt.domainList.length}`);
-      for (const area of iopt.areas()) parts.push(`${area.iova}:${area.length}:${area.storageDomain ? 1 : 0}`);
+      for (const area of iopt.areas())
+        parts.push(`${area.iova}:${area.length}:${area.storageDomain ? 1 : 0}`);
     }
     for (const d of this.domains) {
       if (d.freed) continue;
-      parts.push([DMABUF_IOVA, DMABUF2_IOVA, MEMFD_IOVA].map((iova) => (iommuIovaToPhys(d, iova) ? 1 : 0)).join(""));
+      parts.push(
+        [DMABUF_IOVA, DMABUF2_IOVA, MEMFD_IOVA]
+          .map((iova) => (iommuIovaToPhys(d, iova) ? 1 : 0))
+          .join(""),
+      );
     }
     for (const p of g.pages) {
-      parts.push(`p${p.npinned}:${p.dmabuf ? `${p.dmabuf.tracker.length}:${p.dmabuf.phys.len}` : ""}`);
+      parts.push(
+        `p${p.npinned}:${p.dmabuf ? `${p.dmabuf.tracker.length}:${p.dmabuf.phys.len}` : ""}`,
+      );
     }
     for (const vdev of this.machine.devices) {
       for (const buf of vdev.dmabufs) parts.push(buf.revoked ? "R" : "L");
@@ -291,7 +298,7 @@ export const copyPath = path("copy", (m, task) => {
  * kernel's drivers (and the selftest's mock access), it holds its own lock across a pin and
  * its record of it, and its unmap callback takes that lock to unpin what it recorded.
  */
-export const accessPinPath = path("access-pin", (m, task) => {
+export const accessPinPath = path("access-pin", (m) => {
   const file = m.machine.libc.process.files.lookup(m.fd.fd);
   const ctx = iommufdCtxFromFile(m.kernel, file);
   const lock = new Mutex(m.kernel.lockdep, "race_access_driver.lock");

@@ -121,7 +121,11 @@ describe("race explorer: failures", () => {
       expect(f.schedule[1]?.at?.host).toBe("racy-inc");
       expect(replaySchedule(() => new Toy(), [racyInc, add10], f.schedule).error).toBe(f.error);
       expect(
-        replaySchedule(() => new Toy(), [racyInc, add10], [{ path: "racy-inc" }, { path: "add10" }]),
+        replaySchedule(
+          () => new Toy(),
+          [racyInc, add10],
+          [{ path: "racy-inc" }, { path: "add10" }],
+        ),
       ).toEqual({ infeasible: false });
     }
   });
@@ -131,13 +135,17 @@ describe("race explorer: failures", () => {
       { path: "nested" },
       { path: "add10", at: { host: "nested", boundary: 1, kind: "acquire", lock: "M" } },
     ];
-    expect(replaySchedule(() => new Toy(), [nested, add10], schedule)).toEqual({ infeasible: true });
+    expect(replaySchedule(() => new Toy(), [nested, add10], schedule)).toEqual({
+      infeasible: true,
+    });
   });
 
   it("a non-kernel exception in a path is a failure with its schedule", () => {
-    const broken = toy("broken", 0, (m) => m.L.with(() => {
-      throw new TypeError("boom");
-    }));
+    const broken = toy("broken", 0, (m) =>
+      m.L.with(() => {
+        throw new TypeError("boom");
+      }),
+    );
     const r = exploreRaces({ setup: () => new Toy(), paths: [broken, add10] });
     expect(r.failures.length).toBe(r.schedules);
     expect(r.failures[0]?.error).toMatch(/TypeError: boom/);

@@ -44,16 +44,16 @@ export function renderIoas(root: HTMLElement, snap: Snapshot): void {
     root.append(h("p", { class: "empty" }, "No IOAS yet."));
     return;
   }
-  const GAP = 26;
+  const GAP = 18;
   const H = 64;
   for (const ioas of snap.ioas) {
     const areas = [...ioas.areas].sort((a, b) => (a.iova < b.iova ? -1 : 1));
-    const widths = areas.map((a) => 36 + 7 * Math.log2(Number(a.length)));
+    const widths = areas.map((a) => 20 + 4 * Math.log2(Number(a.length)));
     const total = widths.reduce((x, w) => x + w, 0) + GAP * (areas.length + 1);
     const width = Math.max(total, 200);
+    // Shrinks to fit down to 80 %, scrolls beyond that.
     const svg = s("svg", {
-      width,
-      height: H + 34,
+      style: `width: 100%; max-width: ${width}px; min-width: ${Math.round(width * 0.8)}px`,
       viewBox: `0 0 ${width} ${H + 34}`,
       class: "axis",
       "data-ioas": ioas.id,
