@@ -1,6 +1,6 @@
 /**
  * The scenario engine. A scenario is a script of named steps, each an action by one actor (the
- * guest, the VMM, a device, the host kernel or an administrator) on a freshly built machine (the
+ * guest, the VMM, a device or the host kernel) on a freshly built machine (the
  * world). After every step the engine runs the world's invariant checkers and its DMA probes,
  * takes a snapshot for the views, and keeps the trace events the kernel emitted during the step.
  * Runs are deterministic, so "open at step 7" is "rebuild the world and run steps 0..7".
@@ -12,7 +12,7 @@
 import { type Kernel, type TraceRecord, isKernelError, errnoName } from "@x/kernel";
 import type { Snapshot } from "./snapshot.js";
 
-export type Actor = "guest" | "vmm" | "device" | "kernel" | "admin";
+export type Actor = "guest" | "vmm" | "device" | "kernel";
 
 /** Where a probing DMA ended: RAM, a device BAR, nowhere (IOMMU fault), or a BAR it no longer owns. */
 export type ProbeVerdict = "ram" | "mmio" | "fault" | "stale";

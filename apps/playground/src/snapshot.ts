@@ -38,7 +38,7 @@ export interface DomainView {
   readonly mappedBytes: bigint;
 }
 
-export type DmabufState = "live" | "revoked" | "zombie" | "dying" | "closed";
+export type DmabufState = "live" | "revoked" | "zombie" | "dying";
 
 export interface DmabufView {
   readonly device: string;

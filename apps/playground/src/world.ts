@@ -336,7 +336,8 @@ export class VmWorld implements World {
       }
     const out: DmabufView[] = [];
     for (const [buf, where] of this.seen) {
-      if (buf.state === "freed") continue;
+      const state = buf.state;
+      if (state === "freed") continue;
       const vbar = this.vmm.devices
         .find((d) => d.name === where.device)
         ?.bars.find((b) => b.index === where.bar);
@@ -347,7 +348,7 @@ export class VmWorld implements World {
         device: where.device,
         bar: where.bar,
         size: buf.size,
-        state: buf.state === "dying" ? "dying" : buf.state,
+        state,
         iova: mapped ? vbar?.gpa : undefined,
       });
     }

@@ -8,6 +8,12 @@
  * Nodes may overlap (accesses, areas of several IOASes sharing one iopt_pages). The tree is a
  * treap ordered by (start, insertion sequence) and augmented with the largest `last` of each
  * subtree, so "first node overlapping [a, b] after node n" costs O(log n) plus the overlaps.
+ *
+ * Every bound is also kept as a double, and comparisons look at the doubles first: bigint
+ * compares are calls into the runtime, double compares are one instruction. Rounding to double
+ * is monotonic, so a strict order between the doubles is the exact order of the bigints; equal
+ * doubles below 2^53 are equal bigints, and only equal doubles at or above 2^53 (rounded) need
+ * the bigint compare. Page-index trees and IOVAs below 8 PiB never reach it.
  */
 
 export const U64_MAX = (1n << 64n) - 1n;
@@ -29,11 +35,14 @@ function nextPrio(): number {
 
 /** struct interval_tree_node: `[start, last]` inclusive, owned by `owner`. */
 export class IntervalNode<T> {
-  start = 0n;
-  last = 0n;
+  private s = 0n;
+  private l = 0n;
+  /** @internal `start` as a double (rounded at or above 2^53). */ startN = 0;
+  /** @internal `last` as a double. */ lastN = 0;
   /** @internal */ left: IntervalNode<T> | null = null;
   /** @internal */ right: IntervalNode<T> | null = null;
   /** @internal */ maxLast = 0n;
+  /** @internal `maxLast` as a double. */ maxLastN = 0;
   /** @internal */ prio = 0;
   /** @internal */ seq = 0;
   /** The tree the node is in, or undefined (RB_EMPTY_NODE). */
@@ -41,20 +50,56 @@ export class IntervalNode<T> {
 
   constructor(readonly owner: T) {}
 
+  get start(): bigint {
+    return this.s;
+  }
+
+  set start(v: bigint) {
+    this.s = v;
+    this.startN = Number(v);
+  }
+
+  get last(): bigint {
+    return this.l;
+  }
+
+  set last(v: bigint) {
+    this.l = v;
+    this.lastN = Number(v);
+  }
+
   get inTree(): boolean {
     return this.tree !== undefined;
   }
 }
 
+const EXACT = 2 ** 53;
+
+/** `a < b` for a bound held both as a double (`an`) and exactly (`a`). */
+function lt(an: number, a: bigint, bn: number, b: bigint): boolean {
+  return an < bn || (an === bn && an >= EXACT && a < b);
+}
+
 function before<T>(a: IntervalNode<T>, b: IntervalNode<T>): boolean {
-  return a.start < b.start || (a.start === b.start && a.seq < b.seq);
+  if (a.startN !== b.startN) return a.startN < b.startN;
+  if (a.startN < EXACT || a.start === b.start) return a.seq < b.seq;
+  return a.start < b.start;
 }
 
 function fix<T>(n: IntervalNode<T>): void {
   let m = n.last;
-  if (n.left && n.left.maxLast > m) m = n.left.maxLast;
-  if (n.right && n.right.maxLast > m) m = n.right.maxLast;
+  let mn = n.lastN;
+  const { left, right } = n;
+  if (left && lt(mn, m, left.maxLastN, left.maxLast)) {
+    m = left.maxLast;
+    mn = left.maxLastN;
+  }
+  if (right && lt(mn, m, right.maxLastN, right.maxLast)) {
+    m = right.maxLast;
+    mn = right.maxLastN;
+  }
   n.maxLast = m;
+  n.maxLastN = mn;
 }
 
 function insertAt<T>(root: IntervalNode<T> | null, n: IntervalNode<T>): IntervalNode<T> {
@@ -110,22 +155,41 @@ function removeAt<T>(root: IntervalNode<T> | null, n: IntervalNode<T>): Interval
 function search<T>(
   n: IntervalNode<T> | null,
   lo: bigint,
+  loN: number,
   hi: bigint,
+  hiN: number,
   after: IntervalNode<T> | undefined,
 ): IntervalNode<T> | undefined {
   while (n) {
-    if (n.maxLast < lo) return undefined;
+    if (lt(n.maxLastN, n.maxLast, loN, lo)) return undefined;
     if (after && !before(after, n)) {
       n = n.right;
       continue;
     }
-    const l = search(n.left, lo, hi, after);
+    const l = search(n.left, lo, loN, hi, hiN, after);
     if (l) return l;
-    if (n.start > hi) return undefined;
-    if (n.last >= lo) return n;
+    if (lt(hiN, hi, n.startN, n.start)) return undefined;
+    if (!lt(n.lastN, n.last, loN, lo)) return n;
     n = n.right;
   }
   return undefined;
+}
+
+/** Push the owner of every node of `n`'s subtree overlapping [lo, hi], in (start, seq) order. */
+function collect<T>(
+  n: IntervalNode<T> | null,
+  lo: bigint,
+  loN: number,
+  hi: bigint,
+  hiN: number,
+  out: T[],
+): void {
+  while (n && !lt(n.maxLastN, n.maxLast, loN, lo)) {
+    collect(n.left, lo, loN, hi, hiN, out);
+    if (lt(hiN, hi, n.startN, n.start)) return;
+    if (!lt(n.lastN, n.last, loN, lo)) out.push(n.owner);
+    n = n.right;
+  }
 }
 
 export class IntervalTree<T> {
@@ -147,6 +211,7 @@ export class IntervalTree<T> {
     node.prio = nextPrio();
     node.seq = ++seqCounter;
     node.maxLast = node.last;
+    node.maxLastN = node.lastN;
     node.tree = this;
     this.root = insertAt(this.root, node);
     this.count++;
@@ -163,20 +228,21 @@ export class IntervalTree<T> {
 
   /** interval_tree_iter_first */
   iterFirst(start: bigint, last: bigint): IntervalNode<T> | undefined {
-    return search(this.root, start, last, undefined);
+    return search(this.root, start, Number(start), last, Number(last), undefined);
   }
 
   /** interval_tree_iter_next: the next node after `node` overlapping [start, last]. */
   iterNext(node: IntervalNode<T>, start: bigint, last: bigint): IntervalNode<T> | undefined {
-    return search(this.root, start, last, node);
+    return search(this.root, start, Number(start), last, Number(last), node);
   }
 
-  /** Owners of every node overlapping [start, last], in start order (a snapshot). */
+  /**
+   * Owners of every node overlapping [start, last], in start order (a snapshot): the
+   * iterFirst/iterNext sequence, collected in one in-order pass.
+   */
   overlapping(start = 0n, last = U64_MAX): T[] {
     const out: T[] = [];
-    for (let n = this.iterFirst(start, last); n; n = this.iterNext(n, start, last)) {
-      out.push(n.owner);
-    }
+    collect(this.root, start, Number(start), last, Number(last), out);
     return out;
   }
 }

@@ -15,7 +15,6 @@ import {
   ENODEV,
   ENOTTY,
   EOPNOTSUPP,
-  type Kernel,
   PAGE_SIZE,
   copyFromUser,
   copyToUser,
@@ -118,14 +117,10 @@ export function iommufdVfioIoas(ucmd: IommufdUcmd<(typeof iommu_vfio_ioas)["fiel
   }
 }
 
-function readStruct(kernel: Kernel, arg: bigint, len: number): Uint8Array {
-  return copyFromUser(kernel, arg, len);
-}
-
 /** VFIO_IOMMU_MAP_DMA: always a fixed IOVA; READ/WRITE are the only flags. */
 function vfioMapDma(ctx: IommufdCtx, arg: bigint): number {
   const minsz = vfio_iommu_type1_dma_map.size;
-  const map = vfio_iommu_type1_dma_map.decode(readStruct(ctx.kernel, arg, minsz));
+  const map = vfio_iommu_type1_dma_map.decode(copyFromUser(ctx.kernel, arg, minsz));
   if (map.argsz < minsz || map.flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE))
     fail(EINVAL, "argsz/flags");
   let prot = IOMMU_CACHE;
@@ -144,29 +139,26 @@ function vfioMapDma(ctx: IommufdCtx, arg: bigint): number {
  */
 function vfioUnmapDma(ctx: IommufdCtx, arg: bigint): number {
   const minsz = vfio_iommu_type1_dma_unmap.size;
-  const raw = readStruct(ctx.kernel, arg, minsz);
+  const raw = copyFromUser(ctx.kernel, arg, minsz);
   const unmap = vfio_iommu_type1_dma_unmap.decode(raw);
   if (unmap.argsz < minsz || unmap.flags & ~VFIO_DMA_UNMAP_FLAG_ALL) fail(EINVAL, "argsz/flags");
   return withCompatIoas(ctx, (ioas) => {
     const iopt = ioas.iopt;
-    let error: unknown;
-    let unmapped = 0n;
-    if (unmap.flags & VFIO_DMA_UNMAP_FLAG_ALL) {
-      if (unmap.iova !== 0n || unmap.size !== 0n) fail(EINVAL, "UNMAP_ALL with a range");
-      unmapped = iopt.unmapAll();
-    } else {
-      if (iopt.largePagesDisabled) {
-        const last = BigInt.asUintN(64, unmap.iova + unmap.size - 1n);
-        iopt.cutIova(unmap.iova ? [last, unmap.iova - 1n] : [last]);
-      }
-      const progress = { unmapped: 0n };
-      try {
-        iopt.unmapIova(unmap.iova, unmap.size, progress);
-      } catch (e) {
-        error = e;
-      }
-      unmapped = progress.unmapped;
+    const all = (unmap.flags & VFIO_DMA_UNMAP_FLAG_ALL) !== 0;
+    if (all && (unmap.iova !== 0n || unmap.size !== 0n)) fail(EINVAL, "UNMAP_ALL with a range");
+    if (!all && iopt.largePagesDisabled) {
+      const last = BigInt.asUintN(64, unmap.iova + unmap.size - 1n);
+      iopt.cutIova(unmap.iova ? [last, unmap.iova - 1n] : [last]);
     }
+    const progress = { unmapped: 0n };
+    let error: unknown;
+    try {
+      if (all) iopt.unmapAll(progress);
+      else iopt.unmapIova(unmap.iova, unmap.size, progress);
+    } catch (e) {
+      error = e;
+    }
+    const unmapped = progress.unmapped;
     unmap.size = unmapped;
     copyToUser(ctx.kernel, arg, vfio_iommu_type1_dma_unmap.encode(unmap));
     if (error) throw error;
@@ -267,7 +259,7 @@ const CAP_FILLS: readonly CapFill[] = [fillCapDmaAvail, fillCapIova];
  */
 function vfioIommuGetInfo(ctx: IommufdCtx, arg: bigint): number {
   const s = vfio_iommu_type1_info;
-  const info = s.decode(readStruct(ctx.kernel, arg, s.minSize));
+  const info = s.decode(copyFromUser(ctx.kernel, arg, s.minSize));
   if (info.argsz < s.minSize) fail(EINVAL, "argsz");
   const copyBack = Math.min(info.argsz, s.size);
   return withCompatIoas(ctx, (ioas) => {

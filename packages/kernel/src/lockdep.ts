@@ -30,7 +30,11 @@ interface Held {
 export class Lockdep {
   /** class key -> classes acquired while it was held */
   private readonly after = new Map<string, Set<string>>();
+  /** Held locks per task id, innermost last; a task's list is kept (empty) between uses. */
   private readonly held = new Map<number, Held[]>();
+  /** The last task looked up and its list: nearly every lock operation is the same task's. */
+  private lastTask: LockTask | undefined;
+  private lastList: Held[] = [];
   /** Order of first observation of each edge, for reports. */
   readonly edges: Array<[string, string]> = [];
   onContended: ((lock: LockBase, task: LockTask) => void) | undefined;
@@ -40,6 +44,15 @@ export class Lockdep {
 
   heldBy(task: LockTask = this.current()): readonly Held[] {
     return this.held.get(task.tid) ?? [];
+  }
+
+  private listOf(task: LockTask): Held[] {
+    if (task === this.lastTask) return this.lastList;
+    let list = this.held.get(task.tid);
+    if (!list) this.held.set(task.tid, (list = []));
+    this.lastTask = task;
+    this.lastList = list;
+    return list;
   }
 
   /** Has the edge a -> b (directly or transitively) been recorded? */
@@ -66,18 +79,29 @@ export class Lockdep {
    * same-class check and no new dependency; locks taken after it still depend on it.
    */
   acquire(lock: LockBase, read: boolean, subclass: number, nestOk: boolean, trylock = false): void {
-    const task = this.current();
-    const list = this.held.get(task.tid) ?? [];
-    const key = subclass ? `${lock.className}/${subclass}` : lock.className;
-    if (trylock) {
-      list.push({ lock, key, read });
-      this.held.set(task.tid, list);
-      return;
-    }
+    const list = this.listOf(this.current());
+    const held = lock.heldRecord(read, subclass);
+    if (!trylock) this.checkOrder(lock, held.key, nestOk, list);
+    list.push(held);
+  }
+
+  /**
+   * might_lock / might_lock_read: the checks and dependencies of taking `lock` now, without
+   * taking it, for paths that take it only sometimes (a user copy faults only on a missing
+   * page). Boundaries before and after, like a take and release.
+   */
+  mightLock(lock: LockBase): void {
+    this.boundary("acquire", lock);
+    this.checkOrder(lock, lock.className, false, this.listOf(this.current()));
+    this.boundary("release", lock);
+  }
+
+  /** Same-lock, same-class and order checks of acquiring `key`; records the new edges. */
+  private checkOrder(lock: LockBase, key: string, nestOk: boolean, list: Held[]): void {
     for (const h of list) {
       if (h.lock === lock) {
         throw new LockdepError(
-          `recursive locking: ${lock.className} already held by task ${task.tid}`,
+          `recursive locking: ${lock.className} already held by task ${this.current().tid}`,
         );
       }
       if (h.key === key && !nestOk) {
@@ -106,21 +130,21 @@ export class Lockdep {
         this.edges.push([h.key, key]);
       }
     }
-    list.push({ lock, key, read });
-    this.held.set(task.tid, list);
   }
 
   /** @internal */
   release(lock: LockBase): void {
     const task = this.current();
-    const list = this.held.get(task.tid) ?? [];
-    const i = list.findLastIndex((h) => h.lock === lock);
+    const list = this.listOf(task);
+    let i = list.length - 1;
+    while (i >= 0 && list[i]!.lock !== lock) i--;
     if (i < 0)
       throw new LockdepError(
         `${lock.className} released by task ${task.tid}, which does not hold it`,
       );
-    list.splice(i, 1);
-    if (list.length === 0) this.held.delete(task.tid);
+    // Locks are nearly always released innermost first.
+    if (i === list.length - 1) list.pop();
+    else list.splice(i, 1);
   }
 
   holds(lock: LockBase, task: LockTask = this.current()): boolean {
@@ -150,10 +174,24 @@ export class Lockdep {
 }
 
 export abstract class LockBase {
+  /** Held-lock records by `subclass * 2 + read`, made once (they never change). */
+  private readonly records: Array<Held | undefined> = [];
+
   constructor(
     readonly lockdep: Lockdep,
     readonly className: string,
   ) {}
+
+  /** @internal the record lockdep keeps while this lock is held; its class key names the subclass. */
+  heldRecord(read: boolean, subclass: number): Held {
+    const i = subclass * 2 + (read ? 1 : 0);
+    let h = this.records[i];
+    if (!h) {
+      const key = subclass ? `${this.className}/${subclass}` : this.className;
+      this.records[i] = h = { lock: this, key, read };
+    }
+    return h;
+  }
 
   /** lockdep_assert_held */
   assertHeld(): void {
@@ -210,36 +248,48 @@ export class Mutex extends LockBase {
 /** struct rw_semaphore */
 export class RwSem extends LockBase {
   private writer: number | undefined;
+  /** Read holds: one task's count in fields (the usual case), further readers in the map. */
+  private reader = -1;
+  private readDepth = 0;
   private readonly readers = new Map<number, number>();
+
+  private get readHeld(): boolean {
+    return this.readDepth !== 0 || this.readers.size !== 0;
+  }
 
   downRead(): void {
     this.lockdep.boundary("acquire", this);
     while (this.writer !== undefined) this.lockdep.contended(this);
     this.lockdep.acquire(this, true, 0, false);
     const tid = this.lockdep.current().tid;
-    this.readers.set(tid, (this.readers.get(tid) ?? 0) + 1);
+    if (this.readDepth === 0 || this.reader === tid) {
+      this.reader = tid;
+      this.readDepth++;
+    } else this.readers.set(tid, (this.readers.get(tid) ?? 0) + 1);
   }
 
   upRead(): void {
     const tid = this.lockdep.current().tid;
-    const n = this.readers.get(tid) ?? 0;
+    const inFields = this.readDepth !== 0 && this.reader === tid;
+    const n = inFields ? this.readDepth : (this.readers.get(tid) ?? 0);
     if (n === 0) throw new LockdepError(`${this.className}: up_read without down_read`);
     this.lockdep.release(this);
-    if (n === 1) this.readers.delete(tid);
+    if (inFields) this.readDepth--;
+    else if (n === 1) this.readers.delete(tid);
     else this.readers.set(tid, n - 1);
     this.lockdep.boundary("release", this);
   }
 
   downWrite(): void {
     this.lockdep.boundary("acquire", this);
-    while (this.writer !== undefined || this.readers.size !== 0) this.lockdep.contended(this);
+    while (this.writer !== undefined || this.readHeld) this.lockdep.contended(this);
     this.lockdep.acquire(this, false, 0, false);
     this.writer = this.lockdep.current().tid;
   }
 
   tryDownWrite(): boolean {
     this.lockdep.boundary("acquire", this);
-    if (this.writer !== undefined || this.readers.size !== 0) return false;
+    if (this.writer !== undefined || this.readHeld) return false;
     this.lockdep.acquire(this, false, 0, false, true);
     this.writer = this.lockdep.current().tid;
     return true;

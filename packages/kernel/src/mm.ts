@@ -606,6 +606,30 @@ export class MmStruct {
     return head < 0 ? -1 : head + (pgoff % 2 ** vma.mapping!.order);
   }
 
+  /**
+   * The pfn an access to page `vpn` reaches without a fault — the PTE present and, for a write,
+   * private and writable (exclusive) — or -1 when it needs `fault` (which may fail). Reads
+   * only, so it needs no mmap_lock: the hardware walk behind copy_{from,to}_user.
+   * @internal
+   */
+  presentPfn(vpn: number, write: boolean): number {
+    const vma = this.findVma(vpn);
+    if (!vma || !(vma.flags & (write ? VM_WRITE : VM_READ))) return -1;
+    if (vma.flags & VM_PFNMAP) return vma.pfnBase >= 0 ? vma.pfnBase + (vpn - vma.start) : -1;
+    if (vma.isCow) {
+      const key = pteKey(vma, vpn);
+      const pte = this.pt.load(key);
+      if (pte >= 0) return !write || pte & EXCL ? Math.floor(pte / 2) + (vpn - key) : -1;
+      if (write) return -1;
+    }
+    // A shared file page, or a read of a private file page not copied yet: the page cache.
+    const inode = vma.mapping;
+    const pgoff = vma.pgoff + (vpn - vma.start);
+    if (!inode || BigInt(pgoff) << SHIFT >= inode.size) return -1;
+    const head = inode.findFolio(pgoff);
+    return head < 0 ? -1 : head + (pgoff % 2 ** inode.order);
+  }
+
   /** Whether a private PTE (anonymous or COW copy) maps page `vpn`. */
   hasPrivatePte(vpn: number): boolean {
     return this.privatePte(vpn).pte >= 0;

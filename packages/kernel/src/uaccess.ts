@@ -5,40 +5,60 @@ import type { MmStruct } from "./mm.js";
 import { PAGE_SHIFT, PAGE_SIZE } from "./physmem.js";
 
 /**
- * copy_from_user / copy_to_user against the current task's address space. Every page is
- * faulted in (and for a write made private and writable) before the first byte moves, so a
- * copy that would fault part-way is EFAULT with nothing copied.
+ * copy_from_user / copy_to_user against the current task's address space. As on hardware, pages
+ * whose PTEs are present (and, for a write, private and writable) are reached without
+ * mmap_lock; only a copy that misses takes it and faults its pages, with `might_fault`'s lockdep
+ * check of mmap_lock made on every copy either way. Every page is resolved before the first
+ * byte moves, so a copy that would fault part-way is EFAULT with nothing copied.
  */
-function userPages(mm: MmStruct, uaddr: bigint, len: number, write: boolean): number[] {
+
+const SHIFT = BigInt(PAGE_SHIFT);
+
+/**
+ * The pfns of the copy in progress, reused from copy to copy. Safe to share: between filling it
+ * and the last byte moved no lock boundary passes, so no other path can run in between.
+ */
+let pfns = new Float64Array(8);
+
+/** Resolve the pages of a copy into `pfns[0..n)` and return n. */
+function userPages(mm: MmStruct, uaddr: bigint, len: number, write: boolean): number {
   if (uaddr < 0n) fail(EFAULT, "negative user address");
-  const pfns: number[] = [];
-  if (len === 0) return pfns;
-  const first = Number(uaddr >> BigInt(PAGE_SHIFT));
-  const last = Number((uaddr + BigInt(len) - 1n) >> BigInt(PAGE_SHIFT));
+  if (len === 0) return 0;
+  const first = Number(uaddr >> SHIFT);
+  const n = Number((uaddr + BigInt(len) - 1n) >> SHIFT) - first + 1;
+  if (pfns.length < n) pfns = new Float64Array(Math.max(n, pfns.length * 2));
+  mm.mmapLock.lockdep.mightLock(mm.mmapLock);
+  let i = 0;
+  while (i < n && (pfns[i] = mm.presentPfn(first + i, write)) >= 0) i++;
+  if (i === n) return n;
+  // A miss: fault every page under mmap_lock. Other paths may run at its release, so the
+  // result is kept aside until the lock is dropped.
+  const faulted: number[] = [];
   try {
     mm.mmapLock.withRead(() => {
-      for (let vpn = first; vpn <= last; vpn++) pfns.push(mm.fault(vpn, write, false));
+      for (let vpn = first; vpn < first + n; vpn++) faulted.push(mm.fault(vpn, write, false));
     });
   } catch (e) {
     if (isKernelError(e)) fail(EFAULT, `user access at ${uaddr}+${len}: ${e.message}`);
     throw e;
   }
-  return pfns;
+  pfns.set(faulted);
+  return n;
 }
 
-/** Walk a copy page by page: (pfn, offset in the page, position in the buffer, length). */
+/** Walk the `n` resolved pages of a copy: (pfn, offset in the page, position in the buffer, length). */
 function eachChunk(
-  pfns: number[],
+  n: number,
   uaddr: bigint,
   len: number,
-  fn: (pfn: number, off: number, pos: number, n: number) => void,
+  fn: (pfn: number, off: number, pos: number, count: number) => void,
 ): void {
   let pos = 0;
   let off = Number(uaddr & BigInt(PAGE_SIZE - 1));
-  for (const pfn of pfns) {
-    const n = Math.min(PAGE_SIZE - off, len - pos);
-    fn(pfn, off, pos, n);
-    pos += n;
+  for (let i = 0; i < n; i++) {
+    const count = Math.min(PAGE_SIZE - off, len - pos);
+    fn(pfns[i]!, off, pos, count);
+    pos += count;
     off = 0;
   }
 }
@@ -51,8 +71,8 @@ export function copyFromUser(
   mm: MmStruct = kernel.current.process.mm,
 ): Uint8Array {
   const out = new Uint8Array(len);
-  const pfns = userPages(mm, uaddr, len, false);
-  eachChunk(pfns, uaddr, len, (pfn, off, pos, n) => kernel.mem.readPfn(pfn, off, out, pos, n));
+  const n = userPages(mm, uaddr, len, false);
+  eachChunk(n, uaddr, len, (pfn, off, pos, count) => kernel.mem.readPfn(pfn, off, out, pos, count));
   return out;
 }
 
@@ -63,8 +83,8 @@ export function copyToUser(
   data: Uint8Array,
   mm: MmStruct = kernel.current.process.mm,
 ): void {
-  const pfns = userPages(mm, uaddr, data.length, true);
-  eachChunk(pfns, uaddr, data.length, (pfn, off, pos, n) =>
-    kernel.mem.writePfn(pfn, off, data, pos, n),
+  const n = userPages(mm, uaddr, data.length, true);
+  eachChunk(n, uaddr, data.length, (pfn, off, pos, count) =>
+    kernel.mem.writePfn(pfn, off, data, pos, count),
   );
 }

@@ -206,6 +206,8 @@ function accessPages(ucmd: TestUcmd): number {
           checkPages(kernel, uptr, pfns);
         }
         if (kernel.shouldFail("iommufd_test_access_item")) fail(ENOMEM, "access item");
+        // Decision: a failed copy-back gives the item id back (the kernel keeps next_id
+        // advanced), so that a failed call changes nothing, as the model's rules ask.
         const item = { iova, length, id: staccess.nextId++ };
         u.cmd.out_access_pages_id = item.id;
         try {

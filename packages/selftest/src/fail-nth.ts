@@ -10,8 +10,9 @@
  * 400 runs is a failure (the kernel test's safety cap).
  *
  * The kernel test relies on splats (WARN, KASAN) and on the teardown's pin check. Here a WARN
- * is an exception (it fails the instance) and, after every teardown, `checkInvariants()` of the
- * env must report nothing: no page left pinned, no object, attachment or mapping left behind.
+ * is an exception (it fails the instance) and `checkInvariants()` of the env must report
+ * nothing after every run: before its teardown (the io_pagetable invariants of the state the
+ * failure left) and after it (no page left pinned, no object, attachment or mapping left).
  * The last, complete run is checked the same way; the fixture is then set up once more so the
  * harness's own teardown still runs exactly once on a valid fixture.
  */
@@ -58,11 +59,18 @@ function fail_nth_next(t: TestMetadata<unknown, unknown, SelftestEnv>, nth: Fail
   return true;
 }
 
-/** After the run armed with `iteration` (0: the clean run): nothing may be left behind. */
-function checkClean(t: TestMetadata<unknown, unknown, SelftestEnv>, iteration: number): void {
-  const leaks = t.sys.checkInvariants();
-  for (const v of leaks) t.TH_LOG(`after fail-nth ${iteration}: ${v}`);
-  t.EXPECT_EQ(0, leaks.length, "leaks after the run");
+/**
+ * After the run armed with `iteration` (0: the clean run), before its teardown (the state the
+ * failure left must be consistent) and after it (nothing may be left behind).
+ */
+function checkClean(
+  t: TestMetadata<unknown, unknown, SelftestEnv>,
+  iteration: number,
+  when: string,
+): void {
+  const broken = t.sys.checkInvariants();
+  for (const v of broken) t.TH_LOG(`fail-nth ${iteration}, ${when}: ${v}`);
+  t.EXPECT_EQ(0, broken.length, `invariants ${when}`);
 }
 
 /**
@@ -80,19 +88,21 @@ export function TEST_FAIL_NTH<Self, Variant>(
   h.TEST_F(f, name, (self, variant, t) => {
     const nth: FailNthState = { iteration: 0, runs: [] };
     t.ASSERT_EQ(0, body(self, variant, t, nth));
+    checkClean(t, 0, "before teardown");
     let test_result = 0;
     while (fail_nth_next(t, nth)) {
       teardown(self, variant, t);
-      checkClean(t, nth.iteration - 1);
+      checkClean(t, nth.iteration - 1, "after teardown");
       setup(self, variant, t);
       test_result = body(self, variant, t, nth);
       nth.runs.push(test_result);
+      checkClean(t, nth.iteration, "before teardown");
     }
     t.ASSERT_EQ(0, test_result);
     t.TH_LOG(`${nth.runs.length - 1} injection points swept`);
     // Check the complete run too, then leave a fresh fixture for the harness's own teardown.
     teardown(self, variant, t);
-    checkClean(t, nth.iteration);
+    checkClean(t, nth.iteration, "after teardown");
     setup(self, variant, t);
   });
 }

@@ -8,7 +8,14 @@
  * and its shared mapping `mfd_buffer`, the task's fail-nth file and the post-run leak checks.
  */
 import { dmaBufList } from "@x/dmabuf";
-import { IOMMU_DESTROY, iommu_destroy, iommufdInit } from "@x/iommufd";
+import {
+  IOMMU_DESTROY,
+  IommufdIoas,
+  IommufdModule,
+  checkInvariants,
+  iommu_destroy,
+  iommufdInit,
+} from "@x/iommufd";
 import {
   Kernel,
   Libc,
@@ -52,11 +59,25 @@ export interface SelftestEnvOptions {
 }
 
 /**
- * Every leak the fail_nth sweep looks for once all descriptors of the test are closed: pinned
- * pages, mock devices and domains still alive, dma-buf attachments, locks held.
+ * What the fail_nth sweep checks after every run, one message per violation. While contexts
+ * are open: iommufd's io_pagetable invariants (I1..I11) over every IOAS. Once all descriptors
+ * of the test are closed: no pinned page, no mock device or domain, no dma-buf attachment, no
+ * lock held.
  */
-export function leakReport(kernel: Kernel): string[] {
+export function selftestInvariants(kernel: Kernel): string[] {
   const out: string[] = [];
+  const contexts = [...(IommufdModule.of(kernel)?.contexts() ?? [])];
+  if (contexts.length) {
+    const iopts = contexts.flatMap((ctx) =>
+      [...ctx.objectsInOrder()].flatMap((o) => (o instanceof IommufdIoas ? [o.iopt] : [])),
+    );
+    try {
+      checkInvariants(iopts);
+    } catch (e) {
+      out.push(e instanceof Error ? e.message : String(e));
+    }
+    return out;
+  }
   const pinned = kernel.mem.totalPinned();
   if (pinned) out.push(`${pinned} page pins left`);
   const mock = MockIommu.of(kernel);
@@ -116,7 +137,7 @@ export function createSelftestEnv(opts: SelftestEnvOptions): SelftestEnv {
       write: (n) => (n ? task.fault.arm(n) : task.fault.disarm()),
       read: () => task.fault.read(),
     },
-    checkInvariants: () => leakReport(kernel),
+    checkInvariants: () => selftestInvariants(kernel),
   };
 }
 

@@ -131,7 +131,9 @@ const guestRam = (pages: number, slot: number | null): Op => ({
 
 /**
  * VMM-like programs: QEMU-style boot with memfd RAM and a passed-through GPU whose BAR is
- * mapped for P2P, the right and the wrong revoke protocols, resets, close with live mappings.
+ * mapped for P2P, the right and the wrong revoke protocols, resets, an mdev-like in-kernel
+ * access pinning guest RAM (and refused on the BAR, I10) while RAM is unmapped under it, close
+ * with live mappings.
  */
 export const VMM_CORPUS: Readonly<Record<string, readonly Op[]>> = {
   boot: [
@@ -186,6 +188,21 @@ export const VMM_CORPUS: Readonly<Record<string, readonly Op[]>> = {
     { k: "mapFile", ioas: 1, off: 8, pages: 4, slot: 6 },
     { k: "detach", dev: 0 },
     { k: "destroy", obj: 2 },
+  ],
+  "access-pin-and-unmap": [
+    { k: "ioasAlloc" },
+    { k: "devOpen", dev: 0 },
+    { k: "attach", dev: 0, pt: 0 },
+    guestRam(8, 0),
+    { k: "accessCreate", ioas: 0, pin: true },
+    { k: "accessPages", access: 0, area: 0, pages: 4, write: true },
+    { k: "accessRw", access: 0, area: 0, write: true },
+    { k: "memory", dev: 0, on: true },
+    { k: "dmabufExport", dev: 0, off: 0, pages: 2 },
+    { k: "mapDmabuf", ioas: 0, buf: 0, off: 0, pages: 2, slot: 4 },
+    { k: "accessPages", access: 0, area: 1, pages: 2, write: false },
+    { k: "unmap", ioas: 0, area: 0 },
+    { k: "accessClose", access: 0 },
   ],
   "close-with-mappings": [
     { k: "ioasAlloc" },

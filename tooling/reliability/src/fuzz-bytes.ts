@@ -35,7 +35,6 @@ import {
   IOMMU_OPTION,
   IOMMU_TEST_CMD,
   IOMMU_VFIO_IOAS,
-  type FieldSpec,
   Struct,
   iommu_destroy,
   iommu_hw_info,
@@ -87,11 +86,8 @@ export const BYTES_SETUP: readonly Op[] = [
   { k: "devClose", dev: 1 },
 ];
 
-const vfioStruct = <S extends FieldSpec>(name: string, size: number, fields: S, min = size) =>
-  new Struct(name, size, fields, min);
-
 /** VFIO structs (argsz instead of size; vfio.h layouts). */
-const vfio_device_bind_iommufd = vfioStruct(
+const vfio_device_bind_iommufd = new Struct(
   "vfio_device_bind_iommufd",
   24,
   {
@@ -103,20 +99,20 @@ const vfio_device_bind_iommufd = vfioStruct(
   },
   16,
 );
-const vfio_device_attach_iommufd_pt = vfioStruct(
+const vfio_device_attach_iommufd_pt = new Struct(
   "vfio_device_attach_iommufd_pt",
   16,
   { size: [0, "u32"], flags: [4, "u32"], pt_id: [8, "u32"], pasid: [12, "u32"] },
   12,
 );
-const vfio_device_detach_iommufd_pt = vfioStruct(
+const vfio_device_detach_iommufd_pt = new Struct(
   "vfio_device_detach_iommufd_pt",
   12,
   { size: [0, "u32"], flags: [4, "u32"], pasid: [8, "u32"] },
   8,
 );
 /** VFIO_DEVICE_FEATURE with the DMA_BUF payload and one range. */
-const vfio_device_feature_dma_buf = vfioStruct(
+const vfio_device_feature_dma_buf = new Struct(
   "vfio_device_feature",
   40,
   {
@@ -131,13 +127,13 @@ const vfio_device_feature_dma_buf = vfioStruct(
   },
   8,
 );
-const vfio_device_info = vfioStruct(
+const vfio_device_info = new Struct(
   "vfio_device_info",
   24,
   { size: [0, "u32"], flags: [4, "u32"], num_regions: [8, "u32"], num_irqs: [12, "u32"] },
   16,
 );
-const vfio_region_info = vfioStruct(
+const vfio_region_info = new Struct(
   "vfio_region_info",
   32,
   { size: [0, "u32"], flags: [4, "u32"], index: [8, "u32"], cap_offset: [12, "u32"] },

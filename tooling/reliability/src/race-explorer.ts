@@ -21,7 +21,8 @@
  * discipline — shared state is touched only under the lock that protects it):
  * 1. Lock classes: B is only offered at a boundary of a lock whose class B itself takes (learned
  *    from a solo run of B on a fresh machine). Between two such boundaries A touches only state
- *    B cannot touch, so any other insertion point is equivalent to the next offered one.
+ *    B cannot touch, so any other insertion point is equivalent to an offered one (or, inside
+ *    a section of a lock B takes, infeasible).
  * 2. Unchanged state: an acquire boundary right after a release boundary where paths were
  *    offered is skipped when the state fingerprint (the machine's `fingerprint()`, the locks
  *    the running task holds, the paths still to start) is the same: between the two, A held
@@ -30,6 +31,14 @@
  *    and its release may *read* what B writes (a check in one section, an act in the next —
  *    the lost update) even when it changes nothing, so both its ends stay decision points.
  * With `reduce: false` every boundary is a decision point (the tests compare both).
+ *
+ * Coverage: a started path runs whole inside one gap of its host, so the schedules are the
+ * interleavings in which each path's critical sections all fall between two consecutive
+ * boundaries of the path hosting it. Interleavings that spread one path's sections over
+ * several gaps of another (both half-done at once, each holding a different lock) are not
+ * generated. For the races here that loses nothing the invariants can see: a revoke touches
+ * iommufd state in its one pages.mutex section only, so which gap of the fill that section
+ * falls into is the whole question, and each gap is tried.
  *
  * After every feasible schedule the machine must be quiescent and correct: the setup's `check`
  * (invariants I1–I11, lockdep, and the rest of the reliability checker) runs, and any
@@ -152,6 +161,11 @@ function runOnce<M extends RaceMachine>(
     }
   };
 
+  const stateKey = (top: Running, candidates: readonly number[]): string => {
+    const held = kernel.lockdep.heldBy(top.task).map((h) => h.key);
+    return `${m.fingerprint()}|${held.join(",")}|${candidates.join(",")}`;
+  };
+
   const onBoundary = (kind: "acquire" | "release", lock: LockBase, task: { tid: number }) => {
     const top = stack[stack.length - 1];
     if (aborting || !top || top.task.tid !== task.tid) return;
@@ -160,9 +174,10 @@ function runOnce<M extends RaceMachine>(
     if (classes) candidates = candidates.filter((q) => classes[q]?.has(lock.className));
     if (candidates.length === 0) return;
     if (opts.reduce !== false) {
-      const held = kernel.lockdep.heldBy(top.task).map((h) => h.key);
-      const key = `${m.fingerprint()}|${held.join(",")}|${candidates.join(",")}`;
+      // The key is only ever compared from an acquire with the release just before it.
       const last = top.lastOffered;
+      const needed = kind === "release" || last?.kind === "release";
+      const key = needed ? stateKey(top, candidates) : "";
       if (kind === "acquire" && last?.kind === "release" && last.key === key) return;
       top.lastOffered = { kind, key };
     }

@@ -585,7 +585,7 @@ export class Runner {
       }
       case "accessUnpin": {
         const a = pick(this.accesses, op.access);
-        if (!a || !a.items.length) return SKIPPED;
+        if (!a?.items.length) return SKIPPED;
         const [item] = a.items.splice(op.item % a.items.length, 1);
         const cmd = testCmd(
           iommu_test_cmd.destroy_access_pages,

@@ -238,7 +238,7 @@ export function renderSteps<W extends World>(
   root.replaceChildren();
   def.steps.forEach((st, i) => {
     const r = records[i];
-    const state = r ? (r.ok ? "ok" : "bad") : i === records.length ? "next" : "todo";
+    const state = r ? (r.ok ? "ok" : "bad") : i === records.length ? "next" : "pending";
     const li = h(
       "li",
       { class: `step ${state}`, "data-step": i + 1, "data-state": state, title: st.note ?? "" },

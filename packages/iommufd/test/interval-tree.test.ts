@@ -1,0 +1,91 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { IntervalNode, IntervalTree, U64_MAX } from "../src/interval-tree.js";
+
+// Bounds bunched where doubles round (around 2^53 and at the top of u64) and where they do not,
+// so equal starts, equal doubles of different bigints and exact ties all occur.
+const TWO53 = 1n << 53n;
+const bound = fc.oneof(
+  fc.bigInt({ min: 0n, max: 64n }),
+  fc.bigInt({ min: TWO53 - 8n, max: TWO53 + 8n }),
+  fc.bigInt({ min: (TWO53 << 1n) - 8n, max: (TWO53 << 1n) + 8n }),
+  fc.bigInt({ min: U64_MAX - 4100n, max: U64_MAX }),
+);
+
+function build(ranges: Array<[bigint, bigint]>) {
+  const tree = new IntervalTree<number>();
+  const nodes = ranges.map(([a, b], i) => {
+    const n = new IntervalNode(i);
+    n.start = a < b ? a : b;
+    n.last = a < b ? b : a;
+    tree.insert(n);
+    return n;
+  });
+  return { tree, nodes };
+}
+
+/** Brute force: overlapping owners in (start, insertion) order. */
+function expected(nodes: IntervalNode<number>[], live: Set<number>, lo: bigint, hi: bigint) {
+  return nodes
+    .filter((n) => live.has(n.owner) && n.start <= hi && n.last >= lo)
+    .sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : a.owner - b.owner))
+    .map((n) => n.owner);
+}
+
+describe("interval tree with bounds compared as doubles first", () => {
+  it("one-pass overlapping() equals brute force and the iterFirst/iterNext walk", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(bound, bound), { maxLength: 60 }),
+        fc.array(fc.nat(), { maxLength: 30 }),
+        fc.array(fc.tuple(bound, bound), { minLength: 1, maxLength: 8 }),
+        (ranges, removals, queries) => {
+          const { tree, nodes } = build(ranges);
+          const live = new Set(nodes.map((n) => n.owner));
+          for (const r of removals) {
+            const n = nodes[r % Math.max(1, nodes.length)];
+            if (n?.inTree) {
+              tree.remove(n);
+              live.delete(n.owner);
+            }
+          }
+          for (const [a, b] of queries) {
+            const lo = a < b ? a : b;
+            const hi = a < b ? b : a;
+            const got = tree.overlapping(lo, hi);
+            expect(got).toEqual(expected(nodes, live, lo, hi));
+            const walked: number[] = [];
+            for (let n = tree.iterFirst(lo, hi); n; n = tree.iterNext(n, lo, hi)) {
+              walked.push(n.owner);
+            }
+            expect(walked).toEqual(got);
+          }
+          expect(tree.size).toBe(live.size);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("tells apart bounds that round to the same double", () => {
+    // 2^53 + 1 rounds to 2^53: only the bigint compare separates them.
+    const { tree } = build([
+      [TWO53 + 1n, TWO53 + 1n],
+      [TWO53, TWO53],
+      [TWO53 - 1n, TWO53 - 1n],
+    ]);
+    expect(tree.overlapping(TWO53 + 1n, TWO53 + 1n)).toEqual([0]);
+    expect(tree.overlapping(TWO53, TWO53)).toEqual([1]);
+    expect(tree.overlapping(TWO53 - 1n, TWO53)).toEqual([2, 1]);
+    expect(tree.overlapping(TWO53 + 2n, U64_MAX)).toEqual([]);
+    expect(tree.overlapping()).toEqual([2, 1, 0]);
+    // A bound changed after construction keeps its double in step.
+    const n = new IntervalNode(7);
+    n.start = U64_MAX;
+    n.last = U64_MAX;
+    n.start = U64_MAX - 1n;
+    tree.insert(n);
+    expect(tree.overlapping(U64_MAX - 1n, U64_MAX - 1n)).toEqual([7]);
+    expect(tree.iterFirst(U64_MAX - 2n, U64_MAX - 2n)).toBeUndefined();
+  });
+});
