@@ -87,6 +87,30 @@ describe("race explorer: enumeration", () => {
     expect(pruned).toBe(0);
   });
 
+  it("reduction 2 merges an unchanged release→acquire gap, never a read-only section", () => {
+    const twice = toy("twice", 2, (m) => {
+      m.L.with(() => m.value++);
+      m.L.with(() => m.value++);
+    });
+    const hostedBy = (host: string, paths: readonly P[], reduce: boolean) =>
+      all(paths, reduce)
+        .schedules.filter((s) => s.includes(`@${host}#`))
+        .sort();
+    expect(hostedBy("twice", [twice, add10], false)).toHaveLength(4);
+    // The acquire at #2 follows the release at #1 with nothing changed in between.
+    expect(hostedBy("twice", [twice, add10], true)).toEqual([
+      "twice ; add10@twice#0(acquire L)",
+      "twice ; add10@twice#1(release L)",
+      "twice ; add10@twice#3(release L)",
+    ]);
+    // racy-inc's first section changes nothing but reads: both its ends (#0, #1) stay.
+    expect(hostedBy("racy-inc", [racyInc, add10], true).map((s) => s.split("#")[1])).toEqual([
+      "0(acquire L)",
+      "1(release L)",
+      "3(release L)",
+    ]);
+  });
+
   it("3 paths: recursive hosting, all serial orders, no schedule twice", () => {
     const { schedules } = all([add10, add100, nested], false);
     expect(new Set(schedules).size).toBe(schedules.length);
