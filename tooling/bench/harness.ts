@@ -63,30 +63,17 @@ export function record(row: BenchRow): void {
   rows.push(row);
 }
 
-function fmt(n: number | undefined): string {
-  if (n === undefined) return "";
-  if (n >= 100) return n.toFixed(0);
-  if (n >= 1) return n.toFixed(2);
-  return n.toPrecision(3);
-}
-
-/** Print the rows recorded so far and append them to bench-results/results.json. */
+/**
+ * Append the rows recorded so far to bench-results/results.jsonl and print one line each; the
+ * runner (run.mjs) prints the combined table of every package at the end.
+ */
 export function report(): BenchRow[] {
-  const header = ["package", "workload", "value", "baseline", "ratio", "target", "met"];
-  const table = rows.map((r) => [
-    r.pkg,
-    r.workload,
-    `${fmt(r.value)} ${r.unit}`,
-    fmt(r.baseline),
-    r.ratio === undefined ? "" : `${fmt(r.ratio)}x`,
-    r.target,
-    r.met ? "yes" : "NO",
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ");
-  console.log(line(header));
-  console.log(widths.map((w) => "-".repeat(w)).join("-|-"));
-  for (const row of table) console.log(line(row));
+  for (const r of rows) {
+    const ratio = r.ratio === undefined ? "" : ` (${r.ratio.toPrecision(3)}x)`;
+    console.log(
+      `${r.met ? "met " : "MISS"} ${r.workload}: ${r.value.toPrecision(4)} ${r.unit}${ratio}, target ${r.target}`,
+    );
+  }
   const dir = new URL("../../bench-results/", import.meta.url);
   mkdirSync(dir, { recursive: true });
   appendFileSync(

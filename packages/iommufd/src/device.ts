@@ -226,7 +226,7 @@ function autoGetDomain(
         hwpt.users--;
       }
     }
-    const hwpt = iommufdHwptPagingAlloc(ctx, ioas, idev, 0, false, undefined);
+    const hwpt = iommufdHwptPagingAlloc(ctx, ioas, idev, 0, undefined);
     let release: IommufdHwptPaging | undefined;
     try {
       release = act(idev, hwpt);

@@ -10,13 +10,7 @@
  */
 import { EINVAL, ENOENT, EOPNOTSUPP, KernelWarning, WARN_ON, copyToUser, fail } from "@x/kernel";
 import { IOMMU_CAP_DIRTY_TRACKING, type IommuDomain, iommuDomainFree } from "@x/iommu-pgtable";
-import {
-  type IommuUserData,
-  type IommufdDevice,
-  driverOf,
-  iommufdHwPagetableAttach,
-  iommufdHwPagetableDetach,
-} from "./device.js";
+import { type IommuUserData, type IommufdDevice, driverOf } from "./device.js";
 import type { IommufdIoas } from "./ioas.js";
 import {
   IOMMUFD_OBJ_ANY,
@@ -96,15 +90,14 @@ export class IommufdHwptPaging extends IommufdObject {
 
 /**
  * iommufd_hwpt_paging_alloc: allocate the object (reserved, not yet visible), the driver's
- * domain and add it to the IOAS. Called with ioas.mutex held. With `immediateAttach` the device
- * is attached before the domain is filled (for drivers that finish a domain only at attach).
+ * domain and add it to the IOAS (which fills it). Called with ioas.mutex held. The kernel's
+ * immediate_attach mode (for drivers that finish a domain only at attach) has no driver here.
  */
 export function iommufdHwptPagingAlloc(
   ctx: IommufdCtx,
   ioas: IommufdIoas,
   idev: IommufdDevice,
   flags: number,
-  immediateAttach: boolean,
   userData: IommuUserData | undefined,
 ): IommufdHwptPaging {
   ioas.mutex.assertHeld();
@@ -117,7 +110,6 @@ export function iommufdHwptPagingAlloc(
   const hwpt = ctx.objectAlloc(new IommufdHwptPaging(ctx, ioas));
   ioas.users++;
   hwpt.nestParent = (flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0;
-  let attached = false;
   try {
     const domainFlags = flags & ~IOMMU_HWPT_FAULT_ID_VALID;
     const driver = driverOf(dev);
@@ -128,16 +120,11 @@ export function iommufdHwptPagingAlloc(
       ? driver.domainAllocPaging(dev, domainFlags, userData)
       : dev.iommu.domainAllocPaging(dev, domainFlags);
     if (idev.enforceCacheCoherency) hwpt.enforceCacheCoherency = true;
-    if (immediateAttach) {
-      iommufdHwPagetableAttach(hwpt, idev);
-      attached = true;
-    }
     ioas.iopt.tableAddDomain(hwpt.domain);
     hwpt.inIoas = true;
     ioas.hwptList.push(hwpt);
     return hwpt;
   } catch (e) {
-    if (attached) iommufdHwPagetableDetach(idev);
     ctx.objectAbortAndDestroy(hwpt);
     throw e;
   }
@@ -188,7 +175,7 @@ export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fi
       const ioas = ptObj as IommufdIoas;
       // ioas.mutex stays held until the new HWPT is published or aborted.
       return ioas.mutex.with(() => {
-        const hwpt = iommufdHwptPagingAlloc(ctx, ioas, idev, cmd.flags, false, userData);
+        const hwpt = iommufdHwptPagingAlloc(ctx, ioas, idev, cmd.flags, userData);
         try {
           // No fault objects exist in this model, so a fault id never resolves.
           if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) fail(ENOENT, `fault ${cmd.fault_id}`);
