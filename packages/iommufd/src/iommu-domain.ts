@@ -25,7 +25,8 @@ const PAGE_MASK = 0xfffn;
 /** Frames above this do not fit the PFN-level calls (they take numbers < 2^52). */
 const PFN_LIMIT = 2 ** 52;
 
-function pageRange(iova: bigint, paddr: bigint, size: bigint): boolean {
+/** Whole pages the PFN-level calls can take: page-aligned and below PFN_LIMIT. */
+export function pageRange(iova: bigint, paddr: bigint, size: bigint): boolean {
   return ((iova | paddr | size) & PAGE_MASK) === 0n && (iova + size) >> 12n < BigInt(PFN_LIMIT);
 }
 

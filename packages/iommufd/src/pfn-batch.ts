@@ -29,6 +29,7 @@ import {
   domainMap,
   domainReadRange,
   iommuUnmapNofail,
+  pageRange,
 } from "./iommu-domain.js";
 
 /** PAGE_SIZE for IOVA / byte arithmetic. */
@@ -237,16 +238,21 @@ function iommuMapSmall(
   size: bigint,
   prot: number,
 ): void {
-  const start = iova;
-  const end = iova + size;
+  let mapped = 0; // pages this call has mapped, unmapped again on failure
   try {
-    while (iova < end) {
-      domainMap(domain, iova, paddr, BPAGE_SIZE, prot);
-      iova += BPAGE_SIZE;
-      paddr += BPAGE_SIZE;
+    if (pageRange(iova, paddr, size)) {
+      // Whole pages (the usual case): the same calls in page numbers, no bigint per page.
+      const iovaPfn = Number(iova >> 12n);
+      const pfn = Number(paddr >> 12n);
+      const n = Number(size >> 12n);
+      for (; mapped < n; mapped++) domain.mapPfns(iovaPfn + mapped, pfn + mapped, 1, prot);
+    } else {
+      for (let off = 0n; off < size; off += BPAGE_SIZE, mapped++) {
+        domainMap(domain, iova + off, paddr + off, BPAGE_SIZE, prot);
+      }
     }
   } catch (e) {
-    if (iova !== start) iommuUnmapNofail(domain, start, iova - start);
+    if (mapped) iommuUnmapNofail(domain, iova, BigInt(mapped) * BPAGE_SIZE);
     throw e;
   }
 }

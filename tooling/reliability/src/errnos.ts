@@ -81,6 +81,7 @@ export const DOCUMENTED_ERRNOS = {
   VFIO_CONFIG_WRITE: [EINVAL, EFAULT, EIO, EAGAIN, EBUSY, ENOMEM],
   OPEN_VFIO_CDEV: [ENODEV, ENOMEM, EMFILE, EBUSY],
   CLOSE: [EBADF],
+  SETRLIMIT: [EINVAL, EPERM],
 } as const satisfies Record<string, readonly number[]>;
 
 export type SyscallName = keyof typeof DOCUMENTED_ERRNOS;

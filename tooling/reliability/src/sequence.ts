@@ -30,7 +30,7 @@ import {
   MOCK_FLAGS_ACCESS_WRITE,
   iommu_test_cmd,
 } from "@x/selftest";
-import { KernelError, O_RDWR } from "@x/kernel";
+import { KernelError, O_RDWR, RLIMIT_MEMLOCK } from "@x/kernel";
 import {
   PCI_COMMAND,
   PCI_COMMAND_MASTER,
@@ -136,7 +136,9 @@ export type Op =
       readonly area: number;
       readonly write: boolean;
     }
-  | { readonly k: "accessClose"; readonly access: number };
+  | { readonly k: "accessClose"; readonly access: number }
+  | { readonly k: "rlimitMode"; readonly mm: boolean }
+  | { readonly k: "memlock"; readonly pages: number };
 
 const idx = fc.nat({ max: 7 });
 const dev = fc.nat({ max: NUM_DEVICES - 1 });
@@ -260,6 +262,11 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("accessClose" as const), access: idx }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("rlimitMode" as const), mm: fc.boolean() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant("memlock" as const), pages: fc.constantFrom(0, 4, 16, 2048) }),
+  },
 );
 
 /** A program of up to `maxLength` ops. */
@@ -289,6 +296,7 @@ function pick<T>(list: readonly T[], i: number): T | undefined {
   return list.length ? list[i % list.length] : undefined;
 }
 
+const PAGE_BYTES = Number(PAGE);
 /** Bytes ACCESS_RW moves. */
 const RW_BYTES = 64;
 
@@ -613,6 +621,12 @@ export class Runner {
         });
         return this.sys("IOMMU_TEST_CMD", op, this.testIoctl(cmd));
       }
+      case "rlimitMode":
+        // Accepted only while the context has no object (EBUSY otherwise).
+        return this.call("IOMMU_OPTION", op, () => this.fd.setRlimitModeMm(op.mm));
+      case "memlock":
+        // RLIMIT_MEMLOCK in pages: small values make pinning hit the limit (ENOMEM).
+        return this.sys("SETRLIMIT", op, this.machine.libc.setrlimit(RLIMIT_MEMLOCK, op.pages * PAGE_BYTES));
       case "accessClose": {
         if (!this.accesses.length) return SKIPPED;
         const [a] = this.accesses.splice(op.access % this.accesses.length, 1);
