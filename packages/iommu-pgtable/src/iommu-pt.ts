@@ -615,6 +615,8 @@ export class PtIommu implements FreelistOwner {
   /** Gather table `id` and every table below it into `out`; true if a leaf was seen and `check`. */
   collectTables(id: number, level: number, check: boolean, out: number[]): boolean {
     out.push(id);
+    // A leaf table holds no table pointers: only a leaf check needs its entries.
+    if (level === 0 && !check) return false;
     const arr = this.alloc.chunk(id);
     const base = this.alloc.offset(id);
     const n = 1 << this.items[level]!;

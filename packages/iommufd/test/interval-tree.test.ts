@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { IntervalNode, IntervalTree, U64_MAX } from "../src/interval-tree.js";
+import { IntervalNode, IntervalTree, U64_MAX, bigMin } from "../src/interval-tree.js";
 
 // Bounds bunched where doubles round (around 2^53 and at the top of u64) and where they do not,
 // so equal starts, equal doubles of different bigints and exact ties all occur.
@@ -16,8 +16,8 @@ function build(ranges: Array<[bigint, bigint]>) {
   const tree = new IntervalTree<number>();
   const nodes = ranges.map(([a, b], i) => {
     const n = new IntervalNode(i);
-    n.start = a < b ? a : b;
-    n.last = a < b ? b : a;
+    n.start = bigMin(a, b);
+    n.last = a + b - n.start;
     tree.insert(n);
     return n;
   });
@@ -50,8 +50,8 @@ describe("interval tree with bounds compared as doubles first", () => {
             }
           }
           for (const [a, b] of queries) {
-            const lo = a < b ? a : b;
-            const hi = a < b ? b : a;
+            const lo = bigMin(a, b);
+            const hi = a + b - lo;
             const got = tree.overlapping(lo, hi);
             expect(got).toEqual(expected(nodes, live, lo, hi));
             const walked: number[] = [];

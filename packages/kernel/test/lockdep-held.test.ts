@@ -30,7 +30,12 @@ describe("lockdep held lists and rwsem readers", () => {
     const s = new RwSem(k.lockdep, "s");
     const tasks = [k.current, k.newTask(k.current.process), k.newTask(k.current.process)];
     const as = (i: number, fn: () => void) => k.runAs(tasks[i]!, fn);
-    const writable = () => as(2, () => s.tryDownWrite() && (s.upWrite(), true));
+    const writable = () =>
+      k.runAs(tasks[2]!, () => {
+        const ok = s.tryDownWrite();
+        if (ok) s.upWrite();
+        return ok;
+      });
     as(0, () => s.downRead());
     as(1, () => s.downRead());
     expect(() => as(1, () => s.downRead())).toThrow(/recursive locking/);

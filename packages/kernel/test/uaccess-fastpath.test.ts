@@ -30,7 +30,11 @@ describe("user copies: present PTEs without mmap_lock, misses through the fault 
     const va = libc.mmap(0n, 8192n, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     const withRead = vi.spyOn(mm.mmapLock, "withRead");
     // First touch: a miss, faulted under the lock.
-    copyToUser(k, va + 4090n, Uint8Array.from({ length: 12 }, (_, i) => i + 1));
+    copyToUser(
+      k,
+      va + 4090n,
+      Uint8Array.from({ length: 12 }, (_, i) => i + 1),
+    );
     expect(withRead).toHaveBeenCalledTimes(1);
     expect(mm.residentPrivatePages).toBe(2);
     // Both pages present and exclusive: no lock, same bytes.
@@ -42,7 +46,7 @@ describe("user copies: present PTEs without mmap_lock, misses through the fault 
   });
 
   it("a write to a page shared with a fork child faults (COW) instead of writing through", () => {
-    const { k, libc, mm } = machine();
+    const { libc, mm } = machine();
     const va = libc.mmap(0n, 4096n, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     libc.poke(va, new Uint8Array([1]));
     const child = libc.fork();

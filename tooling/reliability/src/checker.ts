@@ -81,14 +81,11 @@ export interface Gathered {
 
 export class Checker {
   private readonly seenBufs = new Set<DmaBuf>();
-  /** Checks run so far (for reports). */
-  checks = 0;
 
   constructor(readonly scope: CheckScope) {}
 
   /** Run every rule; throws InvariantViolation on the first broken one. */
   check(): void {
-    this.checks++;
     this.checkLockdep();
     const g = gatherIommufd(this.scope);
     this.checkIommufd(g.iopts);

@@ -4,8 +4,8 @@
  * prints the numbers and writes them to bench-results/reliability.json. Exits 1 on any
  * failure, printing what replays it.
  *
- * Budgets (environment): RELIABILITY_STEPS (100000), RELIABILITY_INPUTS (10000),
- * RELIABILITY_FUZZ_SWEEPS (10 generated programs), RELIABILITY_SEED (20261125).
+ * Budgets (environment): RELIABILITY_STEPS (100000), RELIABILITY_INPUTS (20000),
+ * RELIABILITY_FUZZ_SWEEPS (30 generated programs), RELIABILITY_SEED (20261125).
  * Schedules explored is 0: the race explorer is not part of this run (it is being written
  * separately, with yielding paths inside @x/iommufd).
  */
@@ -20,8 +20,8 @@ import { fuzzUapi } from "./fuzz-uapi.js";
 const env = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
 const seed = env("RELIABILITY_SEED", 20261125);
 const steps = env("RELIABILITY_STEPS", 100_000);
-const inputs = env("RELIABILITY_INPUTS", 10_000);
-const fuzzSweeps = env("RELIABILITY_FUZZ_SWEEPS", 10);
+const inputs = env("RELIABILITY_INPUTS", 20_000);
+const fuzzSweeps = env("RELIABILITY_FUZZ_SWEEPS", 30);
 
 const t0 = performance.now();
 const uapi = fuzzUapi({ seed, steps });

@@ -265,7 +265,10 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ k: fc.constant("rlimitMode" as const), mm: fc.boolean() }) },
   {
     weight: 1,
-    arbitrary: fc.record({ k: fc.constant("memlock" as const), pages: fc.constantFrom(0, 4, 16, 2048) }),
+    arbitrary: fc.record({
+      k: fc.constant("memlock" as const),
+      pages: fc.constantFrom(0, 4, 16, 2048),
+    }),
   },
 );
 
@@ -626,7 +629,11 @@ export class Runner {
         return this.call("IOMMU_OPTION", op, () => this.fd.setRlimitModeMm(op.mm));
       case "memlock":
         // RLIMIT_MEMLOCK in pages: small values make pinning hit the limit (ENOMEM).
-        return this.sys("SETRLIMIT", op, this.machine.libc.setrlimit(RLIMIT_MEMLOCK, op.pages * PAGE_BYTES));
+        return this.sys(
+          "SETRLIMIT",
+          op,
+          this.machine.libc.setrlimit(RLIMIT_MEMLOCK, op.pages * PAGE_BYTES),
+        );
       case "accessClose": {
         if (!this.accesses.length) return SKIPPED;
         const [a] = this.accesses.splice(op.access % this.accesses.length, 1);
