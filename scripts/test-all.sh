@@ -11,7 +11,7 @@ step() { echo "== $*"; }
 step install
 pnpm install --frozen-lockfile || exit 1
 step lint
-pnpm lint || rc=1
+NO_COLOR=1 pnpm lint --colors=off --max-diagnostics=50 || rc=1
 step build + typecheck
 pnpm turbo run build typecheck --output-logs=errors-only || rc=1
 step packaging
@@ -22,6 +22,8 @@ if [ -f apps/playground/e2e/run.mjs ] && [ "${SKIP_E2E:-0}" != 1 ]; then
   step browser tests
   PW_JSON="$PWD/.ci-out/e2e.json" pnpm --filter playground e2e || rc=1
 fi
+step reliability report: fuzzing, fault injection, race exploration
+pnpm reliability || rc=1
 if [ -f tooling/bench/run.mjs ]; then
   step benchmarks, smoke mode
   BENCH_SMOKE=1 pnpm bench || rc=1

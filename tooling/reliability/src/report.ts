@@ -1,13 +1,12 @@
 /**
  * `pnpm reliability`: the CI reliability run. Seeded uAPI fuzzing (100 000 steps), byte
- * fuzzing of every ioctl, and fail_nth sweeps over the VMM corpus and generated programs;
- * prints the numbers and writes them to bench-results/reliability.json. Exits 1 on any
+ * fuzzing of every ioctl, fail_nth sweeps over the VMM corpus and generated programs, and the
+ * race explorer over the standard concurrent paths (plus the tracker mutant, which it must
+ * catch); prints the numbers and writes them to bench-results/reliability.json. Exits 1 on any
  * failure, printing what replays it.
  *
  * Budgets (environment): RELIABILITY_STEPS (100000), RELIABILITY_INPUTS (20000),
  * RELIABILITY_FUZZ_SWEEPS (30 generated programs), RELIABILITY_SEED (20261125).
- * Schedules explored is 0: the race explorer is not part of this run (it is being written
- * separately, with yielding paths inside @x/iommufd).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
@@ -16,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { VMM_CORPUS, failNthSweep, fuzzCorpus } from "./fail-nth.js";
 import { fuzzBytes } from "./fuzz-bytes.js";
 import { fuzzUapi } from "./fuzz-uapi.js";
+import { raceExplorerSummary } from "./race-explorer.js";
 
 const env = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
 const seed = env("RELIABILITY_SEED", 20261125);
@@ -30,6 +30,9 @@ const sweeps = [
   ...Object.entries(VMM_CORPUS).map(([name, ops]) => failNthSweep(name, ops)),
   ...fuzzCorpus(seed, fuzzSweeps).map((ops, i) => failNthSweep(`fuzz-${i}`, ops)),
 ];
+const raceT0 = performance.now();
+const races = raceExplorerSummary();
+const raceMs = performance.now() - raceT0;
 const totalMs = performance.now() - t0;
 
 const failures = [
@@ -46,6 +49,10 @@ const failures = [
       ? [`fail_nth ${s.name} #${s.failure.nth} at ${s.failure.site}: ${s.failure.error}`]
       : [],
   ),
+  ...races.scenarios.flatMap((r) =>
+    r.failures ? [`races ${r.name}: ${r.failures} failing schedules`] : [],
+  ),
+  ...(races.mutantCaught ? [] : ["races: the tracker mutant was not caught"]),
 ];
 const faultPoints = sweeps.reduce((n, s) => n + s.points, 0);
 const sweepMs = sweeps.reduce((n, s) => n + s.ms, 0);
@@ -57,7 +64,7 @@ const report = {
   stepsFuzzed: uapi.steps,
   byteInputsTried: bytes.inputs,
   faultPointsInjected: faultPoints,
-  schedulesExplored: 0,
+  schedulesExplored: races.schedules,
   failures: failures.length,
   uapi: {
     programs: uapi.runs,
@@ -78,6 +85,7 @@ const report = {
     points: faultPoints,
     ms: Math.round(sweepMs),
   },
+  races: { ...races, ms: Math.round(raceMs) },
   totalMs: Math.round(totalMs),
   failureDetails: failures,
 };
@@ -88,7 +96,7 @@ console.log(
     `  steps fuzzed          ${uapi.steps} in ${uapi.runs} programs, ${(uapi.ms / 1000).toFixed(1)} s (${report.uapi.usPerStep} µs/step)`,
     `  byte inputs tried     ${bytes.inputs} (${bytes.successes} succeeded), ${(bytes.ms / 1000).toFixed(1)} s`,
     `  fault points injected ${faultPoints} over ${sweeps.length} sweeps, ${(sweepMs / 1000).toFixed(1)} s`,
-    `  schedules explored    0 (race explorer not part of this run)`,
+    `  schedules explored    ${races.schedules} (${races.pruned} pruned) over ${races.scenarios.length} scenarios, ${(raceMs / 1000).toFixed(1)} s; tracker mutant ${races.mutantCaught ? "caught" : "NOT caught"}`,
     `  failures              ${failures.length}`,
     ...failures.map((f) => `    ${f}`),
     `  total                 ${(totalMs / 1000).toFixed(1)} s`,
