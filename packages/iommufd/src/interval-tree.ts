@@ -9,11 +9,10 @@
  * treap ordered by (start, insertion sequence) and augmented with the largest `last` of each
  * subtree, so "first node overlapping [a, b] after node n" costs O(log n) plus the overlaps.
  *
- * Every bound is also kept as a double, and comparisons look at the doubles first: bigint
- * compares are calls into the runtime, double compares are one instruction. Rounding to double
- * is monotonic, so a strict order between the doubles is the exact order of the bigints; equal
- * doubles below 2^53 are equal bigints, and only equal doubles at or above 2^53 (rounded) need
- * the bigint compare. Page-index trees and IOVAs below 8 PiB never reach it.
+ * Comparisons never touch the bigints: every bound is also kept split as (hi, lo) = (bits 31
+ * and up, bits 0-30), two exact numbers compared hi first. Below 2^62 both are small integers
+ * V8 stores inside the node, so a visited node costs no pointer chase to a bigint or a boxed
+ * double and no runtime call to compare.
  */
 
 export const U64_MAX = (1n << 64n) - 1n;
@@ -21,6 +20,26 @@ export const U64_MAX = (1n << 64n) - 1n;
 /** The smaller of two bigints (Math.min is for numbers). */
 export function bigMin(a: bigint, b: bigint): bigint {
   return a < b ? a : b;
+}
+
+/** Bounds are compared as (v >> 31, v & (2^31 - 1)): small integers below 2^62. */
+const LO_BITS = 31n;
+const LO_MASK = (1n << LO_BITS) - 1n;
+const LO_RANGE = 2 ** 31;
+
+/** The low half of the last `splitHi` (a second return value without an allocation). */
+let splitLo = 0;
+
+/** `v >> 31`, leaving `v & (2^31 - 1)` in `splitLo`; without bigint arithmetic below 2^53. */
+function splitHi(v: bigint): number {
+  const n = Number(v);
+  if (n < 2 ** 53) {
+    const hi = Math.floor(n / LO_RANGE);
+    splitLo = n - hi * LO_RANGE;
+    return hi;
+  }
+  splitLo = Number(v & LO_MASK);
+  return Number(v >> LO_BITS);
 }
 
 let seqCounter = 0;
@@ -35,14 +54,22 @@ function nextPrio(): number {
 
 /** struct interval_tree_node: `[start, last]` inclusive, owned by `owner`. */
 export class IntervalNode<T> {
+  // The fields a query reads come first, so a visited node touches as few cache lines as it can.
+  /** @internal the largest `last` of the subtree, split as (hi, lo) */ maxHi = 0;
+  /** @internal */ maxLo = 0;
+  /** @internal the left subtree's largest `last` ((-1, 0) when empty): pruned without a visit */
+  lmaxHi = -1;
+  /** @internal */ lmaxLo = 0;
+  /** @internal the right subtree's largest `last`, likewise */ rmaxHi = -1;
+  /** @internal */ rmaxLo = 0;
+  /** @internal */ left: IntervalNode<T> | null = null;
+  /** @internal `start` split as (hi, lo) */ startHi = 0;
+  /** @internal */ startLo = 0;
+  /** @internal `last` split as (hi, lo) */ lastHi = 0;
+  /** @internal */ lastLo = 0;
+  /** @internal */ right: IntervalNode<T> | null = null;
   private s = 0n;
   private l = 0n;
-  /** @internal `start` as a double (rounded at or above 2^53). */ startN = 0;
-  /** @internal `last` as a double. */ lastN = 0;
-  /** @internal */ left: IntervalNode<T> | null = null;
-  /** @internal */ right: IntervalNode<T> | null = null;
-  /** @internal */ maxLast = 0n;
-  /** @internal `maxLast` as a double. */ maxLastN = 0;
   /** @internal */ prio = 0;
   /** @internal */ seq = 0;
   /** The tree the node is in, or undefined (RB_EMPTY_NODE). */
@@ -56,7 +83,8 @@ export class IntervalNode<T> {
 
   set start(v: bigint) {
     this.s = v;
-    this.startN = Number(v);
+    this.startHi = splitHi(v);
+    this.startLo = splitLo;
   }
 
   get last(): bigint {
@@ -65,7 +93,8 @@ export class IntervalNode<T> {
 
   set last(v: bigint) {
     this.l = v;
-    this.lastN = Number(v);
+    this.lastHi = splitHi(v);
+    this.lastLo = splitLo;
   }
 
   get inTree(): boolean {
@@ -73,33 +102,35 @@ export class IntervalNode<T> {
   }
 }
 
-const EXACT = 2 ** 53;
-
-/** `a < b` for a bound held both as a double (`an`) and exactly (`a`). */
-function lt(an: number, a: bigint, bn: number, b: bigint): boolean {
-  return an < bn || (an === bn && an >= EXACT && a < b);
+/** `(aHi, aLo) < (bHi, bLo)`: the exact order of the bounds they split. */
+function lt(aHi: number, aLo: number, bHi: number, bLo: number): boolean {
+  return aHi < bHi || (aHi === bHi && aLo < bLo);
 }
 
 function before<T>(a: IntervalNode<T>, b: IntervalNode<T>): boolean {
-  if (a.startN !== b.startN) return a.startN < b.startN;
-  if (a.startN < EXACT || a.start === b.start) return a.seq < b.seq;
-  return a.start < b.start;
+  if (a.startHi !== b.startHi) return a.startHi < b.startHi;
+  if (a.startLo !== b.startLo) return a.startLo < b.startLo;
+  return a.seq < b.seq;
 }
 
 function fix<T>(n: IntervalNode<T>): void {
-  let m = n.last;
-  let mn = n.lastN;
   const { left, right } = n;
-  if (left && lt(mn, m, left.maxLastN, left.maxLast)) {
-    m = left.maxLast;
-    mn = left.maxLastN;
+  n.lmaxHi = left ? left.maxHi : -1;
+  n.lmaxLo = left ? left.maxLo : 0;
+  n.rmaxHi = right ? right.maxHi : -1;
+  n.rmaxLo = right ? right.maxLo : 0;
+  let hi = n.lastHi;
+  let lo = n.lastLo;
+  if (lt(hi, lo, n.lmaxHi, n.lmaxLo)) {
+    hi = n.lmaxHi;
+    lo = n.lmaxLo;
   }
-  if (right && lt(mn, m, right.maxLastN, right.maxLast)) {
-    m = right.maxLast;
-    mn = right.maxLastN;
+  if (lt(hi, lo, n.rmaxHi, n.rmaxLo)) {
+    hi = n.rmaxHi;
+    lo = n.rmaxLo;
   }
-  n.maxLast = m;
-  n.maxLastN = mn;
+  n.maxHi = hi;
+  n.maxLo = lo;
 }
 
 function insertAt<T>(root: IntervalNode<T> | null, n: IntervalNode<T>): IntervalNode<T> {
@@ -154,42 +185,58 @@ function removeAt<T>(root: IntervalNode<T> | null, n: IntervalNode<T>): Interval
 /** The first node in (start, seq) order overlapping [lo, hi] and ordered after `after`. */
 function search<T>(
   n: IntervalNode<T> | null,
-  lo: bigint,
-  loN: number,
-  hi: bigint,
-  hiN: number,
+  q: Query,
   after: IntervalNode<T> | undefined,
 ): IntervalNode<T> | undefined {
   while (n) {
-    if (lt(n.maxLastN, n.maxLast, loN, lo)) return undefined;
+    if (lt(n.maxHi, n.maxLo, q.loHi, q.loLo)) return undefined;
     if (after && !before(after, n)) {
       n = n.right;
       continue;
     }
-    const l = search(n.left, lo, loN, hi, hiN, after);
+    const l = search(n.left, q, after);
     if (l) return l;
-    if (lt(hiN, hi, n.startN, n.start)) return undefined;
-    if (!lt(n.lastN, n.last, loN, lo)) return n;
+    if (lt(q.hiHi, q.hiLo, n.startHi, n.startLo)) return undefined;
+    if (!lt(n.lastHi, n.lastLo, q.loHi, q.loLo)) return n;
     n = n.right;
   }
   return undefined;
 }
 
-/** Push the owner of every node of `n`'s subtree overlapping [lo, hi], in (start, seq) order. */
+/**
+ * Push the owner of every node of `n`'s subtree overlapping [lo, hi], in (start, seq) order.
+ * The subtree reaches `lo` (its largest `last` is at least lo); children that do not are
+ * skipped on the parent's copy of their maximum, without touching them.
+ */
 function collect<T>(
-  n: IntervalNode<T> | null,
-  lo: bigint,
-  loN: number,
-  hi: bigint,
-  hiN: number,
+  n: IntervalNode<T>,
+  loHi: number,
+  loLo: number,
+  hiHi: number,
+  hiLo: number,
   out: T[],
 ): void {
-  while (n && !lt(n.maxLastN, n.maxLast, loN, lo)) {
-    collect(n.left, lo, loN, hi, hiN, out);
-    if (lt(hiN, hi, n.startN, n.start)) return;
-    if (!lt(n.lastN, n.last, loN, lo)) out.push(n.owner);
-    n = n.right;
+  for (;;) {
+    if (!lt(n.lmaxHi, n.lmaxLo, loHi, loLo)) collect(n.left!, loHi, loLo, hiHi, hiLo, out);
+    if (lt(hiHi, hiLo, n.startHi, n.startLo)) return;
+    if (!lt(n.lastHi, n.lastLo, loHi, loLo)) out.push(n.owner);
+    if (lt(n.rmaxHi, n.rmaxLo, loHi, loLo)) return;
+    n = n.right!;
   }
+}
+
+/** A query window [lo, hi], split. */
+interface Query {
+  loHi: number;
+  loLo: number;
+  hiHi: number;
+  hiLo: number;
+}
+
+function query(lo: bigint, hi: bigint): Query {
+  const loHi = splitHi(lo);
+  const loLo = splitLo;
+  return { loHi, loLo, hiHi: splitHi(hi), hiLo: splitLo };
 }
 
 export class IntervalTree<T> {
@@ -210,8 +257,9 @@ export class IntervalTree<T> {
     node.left = node.right = null;
     node.prio = nextPrio();
     node.seq = ++seqCounter;
-    node.maxLast = node.last;
-    node.maxLastN = node.lastN;
+    node.maxHi = node.lastHi;
+    node.maxLo = node.lastLo;
+    node.lmaxHi = node.rmaxHi = -1;
     node.tree = this;
     this.root = insertAt(this.root, node);
     this.count++;
@@ -228,12 +276,12 @@ export class IntervalTree<T> {
 
   /** interval_tree_iter_first */
   iterFirst(start: bigint, last: bigint): IntervalNode<T> | undefined {
-    return search(this.root, start, Number(start), last, Number(last), undefined);
+    return search(this.root, query(start, last), undefined);
   }
 
   /** interval_tree_iter_next: the next node after `node` overlapping [start, last]. */
   iterNext(node: IntervalNode<T>, start: bigint, last: bigint): IntervalNode<T> | undefined {
-    return search(this.root, start, Number(start), last, Number(last), node);
+    return search(this.root, query(start, last), node);
   }
 
   /**
@@ -242,7 +290,12 @@ export class IntervalTree<T> {
    */
   overlapping(start = 0n, last = U64_MAX): T[] {
     const out: T[] = [];
-    collect(this.root, start, Number(start), last, Number(last), out);
+    const loHi = splitHi(start);
+    const loLo = splitLo;
+    const root = this.root;
+    if (root && !lt(root.maxHi, root.maxLo, loHi, loLo)) {
+      collect(root, loHi, loLo, splitHi(last), splitLo, out);
+    }
     return out;
   }
 }

@@ -2,11 +2,14 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { IntervalNode, IntervalTree, U64_MAX, bigMin } from "../src/interval-tree.js";
 
-// Bounds bunched where doubles round (around 2^53 and at the top of u64) and where they do not,
-// so equal starts, equal doubles of different bigints and exact ties all occur.
+// Bounds bunched where the (hi, lo) split carries (2^31, 2^62), where doubles round (2^53) and
+// at the top of u64, so equal starts, equal halves and exact ties all occur.
 const TWO53 = 1n << 53n;
+const near = (v: bigint) => fc.bigInt({ min: v - 8n, max: v + 8n });
 const bound = fc.oneof(
   fc.bigInt({ min: 0n, max: 64n }),
+  near(1n << 31n),
+  near(1n << 62n),
   fc.bigInt({ min: TWO53 - 8n, max: TWO53 + 8n }),
   fc.bigInt({ min: (TWO53 << 1n) - 8n, max: (TWO53 << 1n) + 8n }),
   fc.bigInt({ min: U64_MAX - 4100n, max: U64_MAX }),
@@ -32,7 +35,7 @@ function expected(nodes: IntervalNode<number>[], live: Set<number>, lo: bigint, 
     .map((n) => n.owner);
 }
 
-describe("interval tree with bounds compared as doubles first", () => {
+describe("interval tree with bounds compared as split numbers", () => {
   it("one-pass overlapping() equals brute force and the iterFirst/iterNext walk", () => {
     fc.assert(
       fc.property(

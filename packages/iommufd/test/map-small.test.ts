@@ -5,14 +5,10 @@
 import type { IommuDomain } from "@x/iommu-pgtable";
 import { Kernel, KernelError, Libc, MFD_HUGETLB, MFD_HUGE_2MB } from "@x/kernel";
 import { describe, expect, it, vi } from "vitest";
-import { IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
 import { checkInvariants, totalNpinned } from "../src/invariants.js";
 import { IoPagetable } from "../src/io-pagetable.js";
-import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
-import { domainRuns, testDomain } from "./pages-helpers.js";
+import { domainRuns, testDomain, RW, ctx } from "./pages-helpers.js";
 
-const RW = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE;
-const ctx = { accountMode: IOPT_PAGES_ACCOUNT_USER } as const;
 const MIB = 1n << 20n;
 // 4 MiB of 2 MiB folios at an IOVA whose second half needs new page tables of its own.
 const IOVA = (1n << 30n) - 2n * MIB;
