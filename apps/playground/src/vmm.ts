@@ -52,6 +52,7 @@ import {
   iommu_ioas_map,
   iommu_ioas_map_file,
   iommu_ioas_unmap,
+  U64_MAX,
 } from "@x/iommufd";
 import {
   PCI_CAPABILITY_LIST,
@@ -80,7 +81,6 @@ import type { LogKind } from "./scenario.js";
 import { bytes, hex } from "./snapshot.js";
 
 const MAP_RW = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
-const U64_MAX = (1n << 64n) - 1n;
 
 /** QEMU's hw_error / realize failure: the VM cannot go on. */
 export class VmmFatal extends Error {
@@ -189,14 +189,7 @@ export class Vmm {
       "open /dev/iommu",
       this.sys('open("/dev/iommu", O_RDWR)', () => this.libc.open("/dev/iommu", O_RDWR)),
     );
-    const buf = iommu_ioas_alloc.encode({ size: iommu_ioas_alloc.size });
-    this.check(
-      "IOMMU_IOAS_ALLOC",
-      this.sys("ioctl(IOMMU_IOAS_ALLOC)", () =>
-        this.libc.ioctl(this.iommufd, IOMMU_IOAS_ALLOC, buf),
-      ),
-    );
-    this.ioasId = iommu_ioas_alloc.get(buf, "out_ioas_id");
+    this.ioasId = this.allocIoas();
     this.readIovaRanges();
     this.log(`IOAS ${this.ioasId} ready`);
   }
@@ -233,7 +226,7 @@ export class Vmm {
     );
   }
 
-  /** IOMMU_IOAS_ALLOC of another IOAS (boot makes the main one). */
+  /** IOMMU_IOAS_ALLOC: the main IOAS at boot, another one later. */
   allocIoas(): number {
     const buf = iommu_ioas_alloc.encode({ size: iommu_ioas_alloc.size });
     this.check(

@@ -251,6 +251,20 @@ export interface PtDriverStats {
   syncMaps: number;
 }
 
+/** The IOTLB flush hooks of a hardware-like driver: they only count, into `stats`. */
+export function countingFlushOps(
+  stats: Pick<PtDriverStats, "iotlbSyncs" | "flushAll">,
+): Pick<IommuDomainOps, "iotlbSync" | "flushIotlbAll"> {
+  return {
+    iotlbSync: () => {
+      stats.iotlbSyncs++;
+    },
+    flushIotlbAll: () => {
+      stats.flushAll++;
+    },
+  };
+}
+
 /** A hardware-like IOMMU driver over one iommupt format. */
 export class PtIommuDriver implements IommuDriver {
   readonly name: string;
@@ -262,14 +276,8 @@ export class PtIommuDriver implements IommuDriver {
     private readonly faults?: FaultSource,
   ) {
     this.name = desc.name;
-    const stats = this.stats;
     this.ops = {
-      iotlbSync: () => {
-        stats.iotlbSyncs++;
-      },
-      flushIotlbAll: () => {
-        stats.flushAll++;
-      },
+      ...countingFlushOps(this.stats),
       setDirtyTracking: (domain, enable) => {
         if (!domain.pt?.format.dirtyTracking) fail(EOPNOTSUPP);
         domain.dirtyTracking = enable;

@@ -18,6 +18,7 @@ import {
   type IommuHwInfo,
   PT_DRIVER_ALLOC_FLAGS,
   PtIommuDriver,
+  countingFlushOps,
 } from "./iommu-driver.js";
 import {
   IOMMU_CAP_CACHE_COHERENCY,
@@ -107,15 +108,7 @@ export class ArmSmmuV3Driver implements IommuDriver {
     private readonly granuleLg2: 12 | 14 | 16 = 12,
     private readonly faults?: FaultSource,
   ) {
-    const stats = this.stats;
-    this.ops = {
-      iotlbSync: () => {
-        stats.iotlbSyncs++;
-      },
-      flushIotlbAll: () => {
-        stats.flushAll++;
-      },
-    };
+    this.ops = countingFlushOps(this.stats);
   }
 
   capable(_dev: IommuDevice, cap: number): boolean {

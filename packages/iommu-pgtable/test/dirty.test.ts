@@ -1,10 +1,6 @@
-/** set_dirty / read_and_clear_dirty with and without IOMMU_DIRTY_NO_CLEAR. */
-import { isKernelError } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   IOMMU_DIRTY_NO_CLEAR,
-  IOMMU_READ,
-  IOMMU_WRITE,
   type IommuDomain,
   IotlbGather,
   PT_FEAT_FLUSH_RANGE,
@@ -17,8 +13,7 @@ import {
   vtdssFormat,
   x86_64Format,
 } from "../src/index.js";
-
-const RW = IOMMU_READ | IOMMU_WRITE;
+import { errnoOf, RW } from "./helpers.js";
 
 function read(
   d: IommuDomain,
@@ -33,16 +28,6 @@ function read(
     gather,
   });
   return out;
-}
-
-function errnoOf(fn: () => void): string {
-  try {
-    fn();
-    return "ok";
-  } catch (e) {
-    if (isKernelError(e)) return e.errnoName;
-    throw e;
-  }
 }
 
 describe("dirty tracking", () => {

@@ -24,21 +24,10 @@ import {
   ptDumpText,
   vtdssFormat,
 } from "../src/index.js";
-
-const RW = IOMMU_READ | IOMMU_WRITE;
+import { errnoOf, RW } from "./helpers.js";
 
 function vtd(features = 1 << PT_FEAT_FLUSH_RANGE) {
   return iommuptDomainAlloc({ format: vtdssFormat, features, hwMaxVaLg2: 48 });
-}
-
-function errnoOf(fn: () => void): string {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errnoName;
-    throw e;
-  }
-  return "ok";
 }
 
 describe("iommu_map errnos (iommupt path)", () => {

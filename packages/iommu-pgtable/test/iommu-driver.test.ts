@@ -1,5 +1,5 @@
 /** Drivers, devices, attach, and DMA translation with faults and dirty bits. */
-import { Kernel, isKernelError } from "@x/kernel";
+import { Kernel } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   ArmSmmuV3Driver,
@@ -33,16 +33,7 @@ import {
   mockIommuptDomainAlloc,
   x86FirstStageIommuDriver,
 } from "../src/index.js";
-
-function errnoOf(fn: () => void): string {
-  try {
-    fn();
-    return "ok";
-  } catch (e) {
-    if (isKernelError(e)) return e.errnoName;
-    throw e;
-  }
-}
+import { errnoOf } from "./helpers.js";
 
 describe("hardware-like drivers", () => {
   it("report hw_info, capabilities and refuse what they cannot do", () => {

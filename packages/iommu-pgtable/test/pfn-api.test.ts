@@ -1,9 +1,8 @@
 /** The PAGE_SIZE frame API on a domain: same results and errnos as the byte API. */
-import { KernelWarning, isKernelError } from "@x/kernel";
+import { KernelWarning } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   IOMMU_READ,
-  IOMMU_WRITE,
   IO_PGTABLE_QUIRK_NO_WARN,
   IotlbGather,
   MOCK_IOMMUPT_DEFAULT,
@@ -17,18 +16,7 @@ import {
   mockIommuptDomainAlloc,
   vtdssFormat,
 } from "../src/index.js";
-
-const RW = IOMMU_READ | IOMMU_WRITE;
-
-function errnoOf(fn: () => void): string {
-  try {
-    fn();
-    return "ok";
-  } catch (e) {
-    if (isKernelError(e)) return e.errnoName;
-    throw e;
-  }
-}
+import { errnoOf, RW } from "./helpers.js";
 
 describe("frame API", () => {
   for (const [name, make] of [

@@ -20,7 +20,13 @@ import {
   iommufdIoasOption,
   iommufdIoasUnmap,
 } from "./ioas.js";
-import { IommufdModule, ioctlOp, iommufdDestroy, iommufdOption } from "./main.js";
+import {
+  type IommufdIoctlOp,
+  IommufdModule,
+  ioctlOp,
+  iommufdDestroy,
+  iommufdOption,
+} from "./main.js";
 import {
   IOMMU_DESTROY,
   IOMMU_GET_HW_INFO,
@@ -59,6 +65,29 @@ import { iommufdVfioIoas, iommufdVfioIoctl } from "./vfio-compat.js";
 import { iommufdVdeviceAllocIoctl, iommufdViommuAllocIoctl } from "./viommu.js";
 
 /**
+ * The /dev/iommu ioctl table (@see iommufd_ioctl_ops): number, structure and handler of each
+ * command. Exported so tests and tools iterate the very table the kernel dispatches from.
+ */
+export const IOMMUFD_IOCTL_OPS: readonly IommufdIoctlOp[] = [
+  ioctlOp(IOMMU_DESTROY, iommu_destroy, iommufdDestroy),
+  ioctlOp(IOMMU_IOAS_ALLOC, iommu_ioas_alloc, iommufdIoasAllocIoctl),
+  ioctlOp(IOMMU_IOAS_ALLOW_IOVAS, iommu_ioas_allow_iovas, iommufdIoasAllowIovas),
+  ioctlOp(IOMMU_IOAS_COPY, iommu_ioas_copy, iommufdIoasCopy),
+  ioctlOp(IOMMU_IOAS_IOVA_RANGES, iommu_ioas_iova_ranges, iommufdIoasIovaRanges),
+  ioctlOp(IOMMU_IOAS_MAP, iommu_ioas_map, iommufdIoasMap),
+  ioctlOp(IOMMU_IOAS_UNMAP, iommu_ioas_unmap, iommufdIoasUnmap),
+  ioctlOp(IOMMU_OPTION, iommu_option, iommufdOption(iommufdIoasOption)),
+  ioctlOp(IOMMU_VFIO_IOAS, iommu_vfio_ioas, iommufdVfioIoas),
+  ioctlOp(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, iommufdHwptAlloc),
+  ioctlOp(IOMMU_GET_HW_INFO, iommu_hw_info, iommufdGetHwInfo),
+  ioctlOp(IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate, iommufdHwptInvalidate),
+  ioctlOp(IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, iommufdIoasMapFile),
+  ioctlOp(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, iommufdViommuAllocIoctl),
+  ioctlOp(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, iommufdVdeviceAllocIoctl),
+  ioctlOp(IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, iommufdIoasChangeProcess),
+];
+
+/**
  * Load iommufd into a kernel: registers /dev/iommu (and, with `vfioContainer`, the VFIO
  * container node /dev/vfio/vfio served by the compat layer) and fills the ioctl table.
  */
@@ -68,23 +97,6 @@ export function iommufdInit(
 ): IommufdModule {
   const module = new IommufdModule(kernel, options);
   module.compat = iommufdVfioIoctl;
-  module.addIoctls([
-    ioctlOp(IOMMU_DESTROY, iommu_destroy, iommufdDestroy),
-    ioctlOp(IOMMU_IOAS_ALLOC, iommu_ioas_alloc, iommufdIoasAllocIoctl),
-    ioctlOp(IOMMU_IOAS_ALLOW_IOVAS, iommu_ioas_allow_iovas, iommufdIoasAllowIovas),
-    ioctlOp(IOMMU_IOAS_COPY, iommu_ioas_copy, iommufdIoasCopy),
-    ioctlOp(IOMMU_IOAS_IOVA_RANGES, iommu_ioas_iova_ranges, iommufdIoasIovaRanges),
-    ioctlOp(IOMMU_IOAS_MAP, iommu_ioas_map, iommufdIoasMap),
-    ioctlOp(IOMMU_IOAS_UNMAP, iommu_ioas_unmap, iommufdIoasUnmap),
-    ioctlOp(IOMMU_OPTION, iommu_option, iommufdOption(iommufdIoasOption)),
-    ioctlOp(IOMMU_VFIO_IOAS, iommu_vfio_ioas, iommufdVfioIoas),
-    ioctlOp(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, iommufdHwptAlloc),
-    ioctlOp(IOMMU_GET_HW_INFO, iommu_hw_info, iommufdGetHwInfo),
-    ioctlOp(IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate, iommufdHwptInvalidate),
-    ioctlOp(IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, iommufdIoasMapFile),
-    ioctlOp(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, iommufdViommuAllocIoctl),
-    ioctlOp(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, iommufdVdeviceAllocIoctl),
-    ioctlOp(IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, iommufdIoasChangeProcess),
-  ]);
+  module.addIoctls(IOMMUFD_IOCTL_OPS);
   return module;
 }

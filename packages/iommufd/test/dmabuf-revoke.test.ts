@@ -9,33 +9,27 @@ import {
   LockdepError,
   Mutex,
   PfnRuns,
-  isKernelError,
 } from "@x/kernel";
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
 import { describe, expect, it } from "vitest";
 import { ioptAccessPinPages, ioptAccessRw } from "../src/access-core.js";
-import { IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
 import { ioptAllocDmabufPages, setDmabufPinImporter } from "../src/dmabuf-import.js";
 import { IOPT_ALLOC_IOVA, IoPagetable } from "../src/io-pagetable.js";
-import { IOMMU_CACHE, IOMMU_MMIO, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
+import { IOMMU_MMIO, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
 import { checkInvariants } from "../src/invariants.js";
 import { PAGES_DMABUF_MUTEX_CLASS } from "../src/pages.js";
 import { setDmabufReadbackKind } from "../src/pfn-reader.js";
-import { TestExporter, domainRuns, mappedBytes, syncCount, testDomain } from "./pages-helpers.js";
-
-const RW = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE;
-const ctx = { accountMode: IOPT_PAGES_ACCOUNT_USER } as const;
-const PAGE = 4096n;
-
-function errno(fn: () => unknown): number {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errno;
-    throw e;
-  }
-  return 0;
-}
+import {
+  TestExporter,
+  domainRuns,
+  mappedBytes,
+  syncCount,
+  testDomain,
+  RW,
+  PAGE,
+  ctx,
+  errno,
+} from "./pages-helpers.js";
 
 function setup(ndomains: number, size = 16n * PAGE) {
   const kernel = new Kernel();

@@ -175,6 +175,11 @@ function ioases(w: World): IommufdIoas[] {
   return [...w.sys.ctx.objectsInOrder()].filter((o): o is IommufdIoas => o instanceof IommufdIoas);
 }
 
+/** The element a drawn index stands for (indices wrap), or undefined on an empty list. */
+function pick<T>(list: readonly T[], i: number): T | undefined {
+  return list[i % Math.max(1, list.length)];
+}
+
 function ioasId(w: World, i: number): number {
   const list = ioases(w);
   return list.length ? list[i % list.length]!.id : 99;
@@ -200,9 +205,10 @@ function run(w: World, s: Step): void {
       });
       return;
     case "mapFile":
+    case "mapDmabuf":
       fd.ioasMapFile({
         ioasId: ioasId(w, s.ioas),
-        fd: w.mfd,
+        fd: s.op === "mapFile" ? w.mfd : w.dfd,
         start: BigInt(s.page) * PAGE,
         length: BigInt(s.npages) * PAGE,
       });
@@ -218,8 +224,8 @@ function run(w: World, s: Step): void {
       fd.unmapAll(ioasId(w, s.ioas));
       return;
     case "copy": {
-      const src = ioases(w)[s.src % Math.max(1, ioases(w).length)];
-      const area = src?.iopt.areas()[s.at % Math.max(1, src.iopt.areas().length)];
+      const src = pick(ioases(w), s.src);
+      const area = src && pick(src.iopt.areas(), s.at);
       fd.ioasCopy({
         srcIoasId: src?.id ?? 99,
         dstIoasId: ioasId(w, s.dst),
@@ -244,7 +250,7 @@ function run(w: World, s: Step): void {
       return;
     }
     case "detach": {
-      const idev = w.devices[s.dev % Math.max(1, w.devices.length)];
+      const idev = pick(w.devices, s.dev);
       if (!idev) return;
       w.devices.splice(w.devices.indexOf(idev), 1);
       iommufdDeviceDetach(idev);
@@ -266,7 +272,7 @@ function run(w: World, s: Step): void {
       return;
     }
     case "pin": {
-      const p = w.pinners[s.who % Math.max(1, w.pinners.length)];
+      const p = pick(w.pinners, s.who);
       if (!p) return;
       const iova = base + BigInt(s.at) * PAGE;
       const len = BigInt(s.npages) * PAGE;
@@ -275,13 +281,13 @@ function run(w: World, s: Step): void {
       return;
     }
     case "unpin": {
-      const p = w.pinners[s.who % Math.max(1, w.pinners.length)];
+      const p = pick(w.pinners, s.who);
       const pin = p?.pins.pop();
       if (p && pin) iommufdAccessUnpinPages(p.access, pin[0], pin[1]);
       return;
     }
     case "rw": {
-      const p = w.pinners[s.who % Math.max(1, w.pinners.length)];
+      const p = pick(w.pinners, s.who);
       if (!p) return;
       const data = new Uint8Array(s.len).fill(0x5a);
       iommufdAccessRw(
@@ -293,25 +299,17 @@ function run(w: World, s: Step): void {
       return;
     }
     case "accessReplace": {
-      const p = w.pinners[s.who % Math.max(1, w.pinners.length)];
+      const p = pick(w.pinners, s.who);
       if (p) iommufdAccessReplace(p.access, ioasId(w, s.ioas));
       return;
     }
     case "accessDestroy": {
-      const p = w.pinners[s.who % Math.max(1, w.pinners.length)];
+      const p = pick(w.pinners, s.who);
       if (!p) return;
       w.pinners.splice(w.pinners.indexOf(p), 1);
       iommufdAccessDestroy(p.access);
       return;
     }
-    case "mapDmabuf":
-      fd.ioasMapFile({
-        ioasId: ioasId(w, s.ioas),
-        fd: w.dfd,
-        start: BigInt(s.page) * PAGE,
-        length: BigInt(s.npages) * PAGE,
-      });
-      return;
     case "revoke":
       w.exporter.setRevoked(s.on);
       return;

@@ -10,26 +10,11 @@ import {
   MAP_PRIVATE,
   PROT_READ,
   PROT_WRITE,
-  isKernelError,
 } from "@x/kernel";
 import { describe, expect, it } from "vitest";
-import { IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
-import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
+import { IOMMU_READ } from "../src/iommu-domain.js";
 import { IOPT_ALLOC_IOVA, IoPagetable } from "../src/io-pagetable.js";
-import { mappedBytes, testDomain } from "./pages-helpers.js";
-
-const RW = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE;
-const ctx = { accountMode: IOPT_PAGES_ACCOUNT_USER } as const;
-
-function errno(fn: () => unknown): number {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errno;
-    throw e;
-  }
-  return 0;
-}
+import { mappedBytes, testDomain, RW, ctx, errno } from "./pages-helpers.js";
 
 function setup() {
   const kernel = new Kernel();

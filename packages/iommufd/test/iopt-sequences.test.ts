@@ -17,16 +17,10 @@ import {
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ioptAccessPinPages, ioptAccessUnpinPages } from "../src/access-core.js";
-import { IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
 import { checkInvariants, totalNpinned } from "../src/invariants.js";
 import { IOPT_ALLOC_IOVA, IoPagetable, type IoptAccess } from "../src/io-pagetable.js";
-import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
 import { setTempMemoryLimit } from "../src/pfn-batch.js";
-import { TestExporter, testDomain } from "./pages-helpers.js";
-
-const RW = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE;
-const PAGE = 4096n;
-const ctx = { accountMode: IOPT_PAGES_ACCOUNT_USER } as const;
+import { TestExporter, testDomain, RW, PAGE, ctx } from "./pages-helpers.js";
 
 type Op =
   | { k: "mapUser"; io: number; first: number; n: number }

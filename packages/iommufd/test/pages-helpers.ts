@@ -1,7 +1,7 @@
 /**
  * Test fixtures for the io_pagetable / pages tests: real paging domains of @x/iommu-pgtable
- * (an unmap cutting a huge IOPTE or hitting a hole is a WARN in iommu_unmap_nofail) and a
- * minimal revocable dma-buf exporter.
+ * (an unmap cutting a huge IOPTE or hitting a hole is a WARN in iommu_unmap_nofail), a
+ * minimal revocable dma-buf exporter, and the protection, context and errno helper they share.
  */
 import {
   type DmaBuf,
@@ -25,7 +25,34 @@ import {
   iommuptDomainAlloc,
   mockIommuptDomainAlloc,
 } from "@x/iommu-pgtable";
-import { ENODEV, EOPNOTSUPP, type Kernel, type MmioRegion, O_CLOEXEC, fail } from "@x/kernel";
+import {
+  ENODEV,
+  EOPNOTSUPP,
+  type Kernel,
+  type MmioRegion,
+  O_CLOEXEC,
+  fail,
+  isKernelError,
+} from "@x/kernel";
+import { IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
+import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
+
+/** The protection of an ordinary read-write, cache-coherent mapping. */
+export const RW = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE;
+export const PAGE = 4096n;
+/** A mapping context whose pins are charged to the calling user (RLIMIT_MEMLOCK). */
+export const ctx = { accountMode: IOPT_PAGES_ACCOUNT_USER } as const;
+
+/** The errno of the KernelError `fn` throws, 0 when it returns. */
+export function errno(fn: () => unknown): number {
+  try {
+    fn();
+  } catch (e) {
+    if (isKernelError(e)) return e.errno;
+    throw e;
+  }
+  return 0;
+}
 
 const unmapCounts = new WeakMap<IommuDomain, { syncs: number }>();
 

@@ -31,39 +31,33 @@ function arrayBuffersMiB(): number {
   return process.memoryUsage().arrayBuffers / 2 ** 20;
 }
 
+/** Long-term, writable pin of the whole mapping at `va` on a fresh machine. */
+function pinAll(
+  k: Kernel,
+  libc: Libc,
+  va: bigint,
+  bytes: bigint,
+): { k: Kernel; runs: PfnRuns; pinned: number } {
+  const runs = new PfnRuns();
+  const npages = Number(bytes >> 12n);
+  const pinned = pinUserPages(k, libc.process.mm, va, npages, FOLL_LONGTERM | FOLL_WRITE, runs);
+  return { k, runs, pinned };
+}
+
 /** Fresh machine, memfd of `bytes` in 1 GiB folios, mapped and pinned whole. */
 function hugeMemfdPinned(bytes: bigint): { k: Kernel; runs: PfnRuns; pinned: number } {
   const k = new Kernel({ ramBytes: bytes + 4n * GiB });
   const libc = new Libc(k);
   const fd = libc.memfdCreate("guest-ram", MFD_HUGETLB | MFD_HUGE_1GB);
   if (libc.ftruncate(fd, bytes) !== 0) throw new Error(`ftruncate errno ${libc.errno}`);
-  const va = libc.mmap(0n, bytes, RW, MAP_SHARED, fd, 0);
-  const runs = new PfnRuns();
-  const pinned = pinUserPages(
-    k,
-    libc.process.mm,
-    va,
-    Number(bytes >> 12n),
-    FOLL_LONGTERM | FOLL_WRITE,
-    runs,
-  );
-  return { k, runs, pinned };
+  return pinAll(k, libc, libc.mmap(0n, bytes, RW, MAP_SHARED, fd, 0), bytes);
 }
 
+/** Fresh machine, anonymous memory of `bytes` faulted in by the pin. */
 function anonFaultedPinned(bytes: bigint): { k: Kernel; runs: PfnRuns; pinned: number } {
   const k = new Kernel({ ramBytes: bytes + 4n * GiB });
   const libc = new Libc(k);
-  const va = libc.mmap(0n, bytes, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  const runs = new PfnRuns();
-  const pinned = pinUserPages(
-    k,
-    libc.process.mm,
-    va,
-    Number(bytes >> 12n),
-    FOLL_LONGTERM | FOLL_WRITE,
-    runs,
-  );
-  return { k, runs, pinned };
+  return pinAll(k, libc, libc.mmap(0n, bytes, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), bytes);
 }
 
 // 1 TiB in 1 GiB folios

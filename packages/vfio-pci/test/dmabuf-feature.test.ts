@@ -55,6 +55,21 @@ function snapshot(m: Machine, vdev: ReturnType<typeof gpu>["vdev"]) {
   };
 }
 
+/** VFIO_DEVICE_FEATURE with a DMA_BUF payload over the whole BAR 0; `argsz` overrides the size. */
+function featureWhole(m: Machine, fd: number, flags: number, argsz?: number): number {
+  return m.libc.ioctl(
+    fd,
+    VFIO_DEVICE_FEATURE,
+    encodeDmaBufFeature({
+      flags,
+      regionIndex: 0,
+      openFlags: 0,
+      ranges: WHOLE,
+      ...(argsz === undefined ? {} : { argsz }),
+    }),
+  );
+}
+
 function expectErr(m: Machine, ret: number, errno: number) {
   expect(ret).toBe(-1);
   expect(m.libc.errno).toBe(errno);
@@ -106,18 +121,7 @@ describe("VFIO_DEVICE_FEATURE_DMA_BUF: ordered checks (spec §1.3)", () => {
   it("core validation before the handler: argsz < 8, unknown flags, GET|SET, unknown feature", () => {
     const m = machine();
     const { fd } = gpu(m);
-    const f = (flags: number, argsz?: number) =>
-      m.libc.ioctl(
-        fd,
-        VFIO_DEVICE_FEATURE,
-        encodeDmaBufFeature({
-          flags,
-          regionIndex: 0,
-          openFlags: 0,
-          ranges: WHOLE,
-          ...(argsz === undefined ? {} : { argsz }),
-        }),
-      );
+    const f = (flags: number, argsz?: number) => featureWhole(m, fd, flags, argsz);
     expectErr(m, f(GET, 7), EINVAL);
     expectErr(m, f(GET | (1 << 19)), EINVAL);
     expectErr(m, f(GET | VFIO_DEVICE_FEATURE_SET), EINVAL);
@@ -131,18 +135,7 @@ describe("VFIO_DEVICE_FEATURE_DMA_BUF: ordered checks (spec §1.3)", () => {
     const m = machine();
     const { vdev, fd } = gpu(m);
     const before = snapshot(m, vdev);
-    const f = (flags: number, argsz?: number) =>
-      m.libc.ioctl(
-        fd,
-        VFIO_DEVICE_FEATURE,
-        encodeDmaBufFeature({
-          flags,
-          regionIndex: 0,
-          openFlags: 0,
-          ranges: WHOLE,
-          ...(argsz === undefined ? {} : { argsz }),
-        }),
-      );
+    const f = (flags: number, argsz?: number) => featureWhole(m, fd, flags, argsz);
     expectErr(m, f(VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_BUF), EINVAL);
     expect(f(GET | VFIO_DEVICE_FEATURE_PROBE)).toBe(0);
     expectErr(m, f(VFIO_DEVICE_FEATURE_DMA_BUF), EINVAL);

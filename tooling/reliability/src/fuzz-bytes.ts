@@ -49,6 +49,7 @@ import {
   iommu_option,
   iommu_test_cmd,
   iommu_vfio_ioas,
+  U64_MAX,
 } from "@x/iommufd";
 import { KernelError, O_RDWR } from "@x/kernel";
 import {
@@ -245,7 +246,6 @@ class Rng {
   }
 }
 
-const U64_MAX = (1n << 64n) - 1n;
 const IOVA_BASE = 1n << 20n;
 
 /** What the fuzzing process knows to aim with: its buffers and descriptors. */

@@ -81,18 +81,15 @@ function property(maxLength: number, stats: FuzzUapiResult, extra: ExtraInvarian
   });
 }
 
+function emptyStats(): FuzzUapiResult {
+  return { steps: 0, calls: 0, errors: 0, runs: 0, ms: 0, failure: undefined };
+}
+
 /** Fuzz until `steps` ops ran (or `timeMs` passed, or a counterexample was found). */
 export function fuzzUapi(opts: FuzzUapiOptions): FuzzUapiResult {
   const maxLength = opts.maxLength ?? DEFAULT_MAX_LENGTH;
   const t0 = performance.now();
-  const stats: FuzzUapiResult = {
-    steps: 0,
-    calls: 0,
-    errors: 0,
-    runs: 0,
-    ms: 0,
-    failure: undefined,
-  };
+  const stats = emptyStats();
   const deadline = opts.timeMs === undefined ? Number.POSITIVE_INFINITY : t0 + opts.timeMs;
   for (let seed = opts.seed; stats.steps < opts.steps && performance.now() < deadline; seed++) {
     const details = fc.check(property(maxLength, stats, opts.extra), { seed, numRuns: CHUNK_RUNS });
@@ -119,14 +116,7 @@ export function replayUapi(
   path: string,
   opts: { maxLength?: number; extra?: ExtraInvariant } = {},
 ): string | undefined {
-  const stats: FuzzUapiResult = {
-    steps: 0,
-    calls: 0,
-    errors: 0,
-    runs: 0,
-    ms: 0,
-    failure: undefined,
-  };
+  const stats = emptyStats();
   const prop = property(opts.maxLength ?? DEFAULT_MAX_LENGTH, stats, opts.extra);
   const details = fc.check(prop, { seed, path, numRuns: CHUNK_RUNS, endOnFailure: true });
   return details.failed ? errorText(details.errorInstance) : undefined;

@@ -579,10 +579,7 @@ export class Runner {
       case "accessPages": {
         const a = pick(this.accesses, op.access);
         if (!a) return SKIPPED;
-        const area = pick(this.areas.get(a.ioas) ?? [], op.area) ?? {
-          iova: IOVA_BASE,
-          length: PAGE,
-        };
+        const area = this.accessArea(a.ioas, op.area);
         const length =
           BigInt(op.pages) * PAGE < area.length ? BigInt(op.pages) * PAGE : area.length;
         const cmd = testCmd(iommu_test_cmd.access_pages, IOMMU_TEST_OP_ACCESS_PAGES, a.fd, {
@@ -611,10 +608,7 @@ export class Runner {
       case "accessRw": {
         const a = pick(this.accesses, op.access);
         if (!a) return SKIPPED;
-        const area = pick(this.areas.get(a.ioas) ?? [], op.area) ?? {
-          iova: IOVA_BASE,
-          length: PAGE,
-        };
+        const area = this.accessArea(a.ioas, op.area);
         if (!this.rwBuf) this.rwBuf = this.machine.libc.malloc(RW_BYTES);
         const cmd = testCmd(iommu_test_cmd.access_rw, IOMMU_TEST_OP_ACCESS_RW, a.fd, {
           iova: area.iova,
@@ -669,6 +663,11 @@ export class Runner {
     this.devIds[op.dev] = new DataView(bind.buffer).getUint32(12, true);
     this.calls += 2;
     return 0;
+  }
+
+  /** The area an access op aims at: one of its IOAS's areas, else the first page of the base. */
+  private accessArea(ioas: number, i: number): Area {
+    return pick(this.areas.get(ioas) ?? [], i) ?? { iova: IOVA_BASE, length: PAGE };
   }
 
   private testIoctl(cmd: Uint8Array): number {

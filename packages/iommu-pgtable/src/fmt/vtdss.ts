@@ -17,6 +17,7 @@ import {
   genmask,
   hasFeature,
 } from "../pt-format.js";
+import { x86RadixShape } from "./x86-64.js";
 
 export const PT_FEAT_VTDSS_FORCE_COHERENCE = PT_FEAT_FMT_START;
 export const PT_FEAT_VTDSS_FORCE_WRITEABLE = PT_FEAT_FMT_START + 1;
@@ -31,12 +32,7 @@ export const VTDSS_FMT_OA = genmask(51, 12);
 
 export const vtdssFormat: PtFormat = {
   name: "vtdss",
-  granuleLg2: 12,
-  maxTopLevel: 4,
-  maxVaLg2: 57,
-  maxOaLg2: 52,
-  numItemsLg2: () => 9,
-  contigMask: (level) => (level <= 2 ? 1 : 0),
+  ...x86RadixShape,
   dirtyTracking: true,
   init(cfg: PtFormatInit) {
     const va = cfg.hwMaxVaLg2 ?? 48;

@@ -28,14 +28,22 @@ export const X86_64_FMT_PS = bit(7);
 export const X86_64_FMT_OA = genmask(51, 12);
 export const X86_64_FMT_XD = bit(63);
 
-export const x86_64Format: PtFormat = {
-  name: "x86_64",
+/**
+ * The radix shape x86 page tables share (also VT-d second stage): 4 KiB granule, 512 items a
+ * table, up to five levels over a 57-bit VA and a 52-bit OA, single-item leaves at levels 0-2.
+ */
+export const x86RadixShape = {
   granuleLg2: 12,
   maxTopLevel: 4,
   maxVaLg2: 57,
   maxOaLg2: 52,
   numItemsLg2: () => 9,
-  contigMask: (level) => (level <= 2 ? 1 : 0),
+  contigMask: (level: number) => (level <= 2 ? 1 : 0),
+} satisfies Partial<PtFormat>;
+
+export const x86_64Format: PtFormat = {
+  name: "x86_64",
+  ...x86RadixShape,
   dirtyTracking: false,
   init(cfg: PtFormatInit) {
     const va = cfg.hwMaxVaLg2 ?? 48;

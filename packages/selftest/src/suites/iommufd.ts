@@ -157,6 +157,16 @@ import {
 import { ustruct } from "../ustruct.js";
 
 /** ffs(): 1-based index of the lowest set bit, 0 for 0. */
+/** The test context of a forked child: same fixture, the child's libc, its own log. */
+function childCtx(t: Ctx, child: Ctx["sys"]["libc"]): Ctx {
+  return new (t.constructor as typeof TestMetadata)(
+    `${t.name} (child)`,
+    { ...t.sys, libc: child },
+    t.self,
+    t.variant,
+  );
+}
+
 function ffs(x: number): number {
   return x === 0 ? 0 : 31 - Math.clz32(x & -x) + 1;
 }
@@ -731,12 +741,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     // parent is done; the model runs both sides in this order, so the pipe and eventfd of the C
     // test reduce to "the child has mapped" before the parent goes on and "the child exits" after.
     const child = t.sys.libc.fork();
-    const childT: Ctx = new (t.constructor as typeof TestMetadata)(
-      `${t.name} (child)`,
-      { ...t.sys, libc: child },
-      t.self,
-      t.variant,
-    );
+    const childT = childCtx(t, child);
     try {
       test_ioctl_ioas_map_fixed(childT, t.sys.buffer, t.sys.BUFFER_SIZE, MOCK_APERTURE_START);
     } catch {
@@ -1324,12 +1329,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     const access_id = test_cmd_create_access(t, self.ioas_id, 0);
     // Create a mapping with a different mm
     const child = t.sys.libc.fork();
-    const childT: Ctx = new (t.constructor as typeof TestMetadata)(
-      `${t.name} (child)`,
-      { ...t.sys, libc: child },
-      t.self,
-      t.variant,
-    );
+    const childT = childCtx(t, child);
     try {
       test_ioctl_ioas_map_fixed(childT, t.sys.buffer, t.sys.BUFFER_SIZE, MOCK_APERTURE_START);
     } catch {
