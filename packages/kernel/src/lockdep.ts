@@ -1,3 +1,4 @@
+import { EALREADY } from "./errno.js";
 import { KernelWarning } from "./error.js";
 
 /**
@@ -203,20 +204,20 @@ export abstract class LockBase {
   }
 }
 
-/** struct mutex */
-export class Mutex extends LockBase {
-  private owner: number | undefined;
+/** The single-owner part shared by Mutex and WwMutex. */
+abstract class OwnedLock extends LockBase {
+  protected owner: number | undefined;
 
   get locked(): boolean {
     return this.owner !== undefined;
   }
 
-  /** mutex_lock / mutex_lock_nested(subclass) */
-  lock(subclass = 0): void {
+  /** Wait for the lock (a held lock of the same task goes to lockdep as recursion), then own it. */
+  protected take(subclass: number, nestOk: boolean): void {
     this.lockdep.boundary("acquire", this);
     while (this.owner !== undefined && this.owner !== this.lockdep.current().tid)
       this.lockdep.contended(this);
-    this.lockdep.acquire(this, false, subclass, subclass !== 0);
+    this.lockdep.acquire(this, false, subclass, nestOk);
     this.owner = this.lockdep.current().tid;
   }
 
@@ -231,7 +232,19 @@ export class Mutex extends LockBase {
   unlock(): void {
     this.lockdep.release(this);
     this.owner = undefined;
+    this.released();
     this.lockdep.boundary("release", this);
+  }
+
+  /** What a lock type forgets on unlock besides its owner. */
+  protected released(): void {}
+}
+
+/** struct mutex */
+export class Mutex extends OwnedLock {
+  /** mutex_lock / mutex_lock_nested(subclass) */
+  lock(subclass = 0): void {
+    this.take(subclass, subclass !== 0);
   }
 
   /** Run `fn` with the mutex held (guard(mutex) in the kernel). */
@@ -338,21 +351,13 @@ export class WwAcquireCtx {
  * struct ww_mutex, as used by dma_resv. Several instances of one class may be held together
  * only under one acquire context; locking one the context already holds is EALREADY.
  */
-export class WwMutex extends LockBase {
-  private owner: number | undefined;
+export class WwMutex extends OwnedLock {
   private ctx: WwAcquireCtx | undefined;
-
-  get locked(): boolean {
-    return this.owner !== undefined;
-  }
 
   /** ww_mutex_lock: returns 0, or -EALREADY when `ctx` already holds this lock. */
   lock(ctx?: WwAcquireCtx): number {
-    if (ctx && this.ctx === ctx) return -114;
-    this.lockdep.boundary("acquire", this);
-    while (this.owner !== undefined) this.lockdep.contended(this);
-    this.lockdep.acquire(this, false, 0, ctx !== undefined && ctx.held.size > 0);
-    this.owner = this.lockdep.current().tid;
+    if (ctx && this.ctx === ctx) return -EALREADY;
+    this.take(0, ctx !== undefined && ctx.held.size > 0);
     if (ctx) {
       this.ctx = ctx;
       ctx.held.add(this);
@@ -360,20 +365,9 @@ export class WwMutex extends LockBase {
     return 0;
   }
 
-  tryLock(): boolean {
-    this.lockdep.boundary("acquire", this);
-    if (this.owner !== undefined) return false;
-    this.lockdep.acquire(this, false, 0, false, true);
-    this.owner = this.lockdep.current().tid;
-    return true;
-  }
-
-  unlock(): void {
-    this.lockdep.release(this);
-    this.owner = undefined;
+  protected override released(): void {
     this.ctx?.held.delete(this);
     this.ctx = undefined;
-    this.lockdep.boundary("release", this);
   }
 
   with<T>(fn: () => T): T {
