@@ -1,4 +1,4 @@
-import { ENOSPC, EINVAL, EOVERFLOW, EADDRINUSE, Kernel, isKernelError } from "@x/kernel";
+import { ENOSPC, EINVAL, EOVERFLOW, EADDRINUSE, Kernel } from "@x/kernel";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
@@ -9,23 +9,8 @@ import {
   forEachSpan,
   bigMin,
 } from "../src/interval-tree.js";
-import { IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
 import { IOPT_ALLOC_IOVA, IoPagetable } from "../src/io-pagetable.js";
-import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
-import { TestExporter } from "./pages-helpers.js";
-
-const RW = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE;
-const ctx = { accountMode: IOPT_PAGES_ACCOUNT_USER } as const;
-
-function errno(fn: () => unknown): number {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errno;
-    throw e;
-  }
-  return 0;
-}
+import { RW, TestExporter, ctx, errno } from "./pages-helpers.js";
 
 describe("interval tree", () => {
   it("finds exactly the overlapping nodes, in order, with u64 bounds", () => {

@@ -14,7 +14,6 @@ import {
   PROT_WRITE,
   PfnRuns,
   RLIMIT_MEMLOCK,
-  isKernelError,
 } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
@@ -26,13 +25,12 @@ import {
 } from "../src/access-core.js";
 import {
   IOPT_PAGES_ACCOUNT_MM,
-  IOPT_PAGES_ACCOUNT_USER,
   accountingSourceOf,
   updatePinnedAccounting,
 } from "../src/accounting.js";
 import { checkInvariants, totalNpinned } from "../src/invariants.js";
 import { IOPT_ALLOC_IOVA, type IoptAccess, IoPagetable } from "../src/io-pagetable.js";
-import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
+import { IOMMU_READ } from "../src/iommu-domain.js";
 import {
   BATCH_CPU_MEMORY,
   BATCH_MMIO,
@@ -40,21 +38,7 @@ import {
   PfnBatch,
   setTempMemoryLimit,
 } from "../src/pfn-batch.js";
-import { domainRuns, mappedBytes, testDomain } from "./pages-helpers.js";
-
-const RW = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE;
-const PAGE = 4096n;
-const userCtx = { accountMode: IOPT_PAGES_ACCOUNT_USER } as const;
-
-function errno(fn: () => unknown): number {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errno;
-    throw e;
-  }
-  return 0;
-}
+import { PAGE, RW, ctx, domainRuns, errno, mappedBytes, testDomain } from "./pages-helpers.js";
 
 /** A machine with an unprivileged user process (accounting applies). */
 function machine(uid = 1000) {
@@ -136,7 +120,7 @@ describe.each([0, 16])("USER pages with temp memory limit %i", (limit) => {
       const d1 = testDomain(kernel);
       iopt.tableAddDomain(d1);
       const va = scattered(40);
-      const iova = iopt.mapUserPages(userCtx, 0n, va, 40n * PAGE, RW, IOPT_ALLOC_IOVA);
+      const iova = iopt.mapUserPages(ctx, 0n, va, 40n * PAGE, RW, IOPT_ALLOC_IOVA);
       check();
       expect(kernel.mem.totalPinned()).toBe(40);
       const acc = access(iopt);
@@ -180,7 +164,7 @@ describe("huge IOPTEs are never cut", () => {
         expect(libc.ftruncate(fd, 2n * size)).toBe(0);
         const d = testDomain(kernel);
         iopt.tableAddDomain(d);
-        const iova = iopt.mapFilePages(userCtx, size, fd, 0n, 2n * size, RW, 0);
+        const iova = iopt.mapFilePages(ctx, size, fd, 0n, 2n * size, RW, 0);
         const runs = domainRuns(d);
         expect(runs.every((r) => r.length >= size)).toBe(true);
         const acc = access(iopt);
@@ -210,7 +194,7 @@ describe("shared pages", () => {
       libc.ftruncate(fd, 8n << 20n);
       const d1 = testDomain(kernel);
       iopt.tableAddDomain(d1);
-      const iova = iopt.mapFilePages(userCtx, 0n, fd, 0n, 8n << 20n, RW, IOPT_ALLOC_IOVA);
+      const iova = iopt.mapFilePages(ctx, 0n, fd, 0n, 8n << 20n, RW, IOPT_ALLOC_IOVA);
       expect(domainRuns(d1).every((r) => r.length >= 2n << 20n)).toBe(true);
       const other = new IoPagetable(kernel);
       const d2 = testDomain(kernel);
@@ -237,7 +221,7 @@ describe("shared pages", () => {
       const fd = libc.memfdCreate("m", 0);
       libc.ftruncate(fd, 16n * PAGE);
       iopt.tableAddDomain(testDomain(kernel));
-      iopt.mapFilePages(userCtx, 0n, fd, 0n, 16n * PAGE, RW, IOPT_ALLOC_IOVA);
+      iopt.mapFilePages(ctx, 0n, fd, 0n, 16n * PAGE, RW, IOPT_ALLOC_IOVA);
       const pages = iopt.areas()[0]?.pages;
       if (!pages) throw new Error("no pages");
       expect(libc.process.cred.user.lockedVm).toBe(16);
@@ -261,11 +245,11 @@ describe("accounting", () => {
       const d = testDomain(kernel);
       iopt.tableAddDomain(d);
       const va = scattered(12);
-      iopt.mapUserPages(userCtx, 0n, va, 8n * PAGE, RW, IOPT_ALLOC_IOVA);
+      iopt.mapUserPages(ctx, 0n, va, 8n * PAGE, RW, IOPT_ALLOC_IOVA);
       expect(user.lockedVm).toBe(8);
       expect(libc.process.mm.pinnedVm).toBe(8);
       expect(
-        errno(() => iopt.mapUserPages(userCtx, 0n, va + 8n * PAGE, 4n * PAGE, RW, IOPT_ALLOC_IOVA)),
+        errno(() => iopt.mapUserPages(ctx, 0n, va + 8n * PAGE, 4n * PAGE, RW, IOPT_ALLOC_IOVA)),
       ).toBe(ENOMEM);
       expect(user.lockedVm).toBe(8);
       expect(iopt.areas()).toHaveLength(1);
@@ -307,7 +291,7 @@ describe("accesses", () => {
     const { kernel, iopt, run, scattered, check } = machine();
     run(() => {
       const va = scattered(8);
-      const iova = iopt.mapUserPages(userCtx, 0n, va, 8n * PAGE, RW, IOPT_ALLOC_IOVA);
+      const iova = iopt.mapUserPages(ctx, 0n, va, 8n * PAGE, RW, IOPT_ALLOC_IOVA);
       const seen: bigint[] = [];
       const acc = access(iopt, (i, len) => {
         seen.push(i, len);
@@ -329,14 +313,14 @@ describe("accesses", () => {
     const { libc, iopt, run, scattered } = machine();
     run(() => {
       const va = scattered(4);
-      const iova = iopt.mapUserPages(userCtx, 0n, va + 100n, 3n * PAGE, RW, IOPT_ALLOC_IOVA);
+      const iova = iopt.mapUserPages(ctx, 0n, va + 100n, 3n * PAGE, RW, IOPT_ALLOC_IOVA);
       const data = new Uint8Array(5000).map((_, i) => i & 0xff);
       ioptAccessRw(iopt, iova + 10n, data, IOMMUFD_ACCESS_RW_WRITE);
       expect(libc.peek(va + 110n, 5000)).toEqual(data);
       const back = new Uint8Array(5000);
       ioptAccessRw(iopt, iova + 10n, back, __IOMMUFD_ACCESS_RW_SLOW_PATH);
       expect(back).toEqual(data);
-      const ro = iopt.mapUserPages(userCtx, 0n, va, PAGE, IOMMU_READ, IOPT_ALLOC_IOVA);
+      const ro = iopt.mapUserPages(ctx, 0n, va, PAGE, IOMMU_READ, IOPT_ALLOC_IOVA);
       expect(errno(() => ioptAccessRw(iopt, ro, new Uint8Array(4), IOMMUFD_ACCESS_RW_WRITE))).toBe(
         EPERM,
       );
@@ -358,7 +342,7 @@ describe("accesses", () => {
         0,
       );
       libc.munmap(va + 2n * PAGE, 2 * 4096);
-      const iova = iopt.mapUserPages(userCtx, 0n, va, 4n * PAGE, RW, IOPT_ALLOC_IOVA);
+      const iova = iopt.mapUserPages(ctx, 0n, va, 4n * PAGE, RW, IOPT_ALLOC_IOVA);
       iopt.addAccess(access(iopt));
       expect(errno(() => ioptAccessPinPages(iopt, iova, 4n * PAGE, new PfnRuns(), 0))).toBe(EFAULT);
       expect(kernel.mem.totalPinned()).toBe(0);
@@ -379,7 +363,7 @@ describe("vfio compat split", () => {
       iopt.disableLargePages();
       const d = testDomain(kernel);
       iopt.tableAddDomain(d);
-      iopt.mapUserPages(userCtx, 0x100000n, va, 8n * PAGE, RW, 0);
+      iopt.mapUserPages(ctx, 0x100000n, va, 8n * PAGE, RW, 0);
       iopt.cutIova([0x100000n + 2n * PAGE - 1n, 0x100000n + 4n * PAGE - 1n]);
       expect(iopt.areas()).toHaveLength(3);
       check();
