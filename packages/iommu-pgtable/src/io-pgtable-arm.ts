@@ -96,9 +96,7 @@ function armMapPages(
       return { mapped: 0n, errno: EEXIST };
     }
     if (e < 0) {
-      const ids: number[] = [];
-      pt.collectTables(-e - 1, level - 1, false, ids);
-      arr[base + idx + i] = 0;
+      const ids = pt.detachTable(arr, base + idx + i, level);
       domain.ops.flushIotlbAll?.(domain);
       pt.releaseTables(ids);
     }
@@ -170,9 +168,7 @@ function armUnmapPages(
           break;
         }
         if (x < 0) {
-          const ids: number[] = [];
-          pt.collectTables(-x - 1, l - 1, false, ids);
-          arr[base + idx + i] = 0;
+          const ids = pt.detachTable(arr, base + idx + i, l);
           domain.ops.flushIotlbAll?.(domain);
           pt.releaseTables(ids);
         }

@@ -22,6 +22,13 @@
  * `v += inc` loop; the hardware image (all items identical for AMDv1) is rebuilt by the format
  * encoder on dump.
  *
+ * Walk cache: the level-0 table the last single-page walk reached (below 2^31 pages) is kept
+ * with its key (the page number above the level-0 index), so runs of one-page map / unmap /
+ * iova_to_phys calls in the same table skip the upper levels. Tables are only ever added under
+ * a cached path, so the cache goes stale only when a table pointer is removed (unmap of a fully
+ * covered table, a table replaced by a leaf, a new top, destroy): each of those drops it, before
+ * anything else can walk.
+ *
  * Locking: callers hold the IOVA range exclusively (iommufd's iova_rwsem / domains_rwsem);
  * the table itself takes no lock, as in the kernel.
  *
@@ -174,6 +181,20 @@ export class PtIommu implements FreelistOwner {
   private minPageLg2 = 0;
   /** pgsize bitmap currently honoured (bytes). */
   pgsizeBitmap = 0n;
+  /** Granule pages of output address space (an output range must end at or below it). */
+  private readonly oaPages: number;
+  private readonly dynamicTop: boolean;
+  /** The last prot checkProt accepted (-1: none); checkProt depends on prot and features only. */
+  private protChecked = -1;
+
+  /* The walk cache (see the top of the file): leafKey = page >>> leafShift, -1 when empty. */
+  private leafKey = -1;
+  private readonly leafShift: number;
+  private leafArr: Float64Array = new Float64Array(0);
+  private leafBase = 0;
+  /** Where walkToLeafTable stopped above level 0: the item (0 or a leaf) and its level. */
+  private stopItem = 0;
+  private stopLevel = 0;
 
   /* Walk state: one walk at a time, as the caller holds the range lock. */
   private va = 0;
@@ -216,6 +237,10 @@ export class PtIommu implements FreelistOwner {
         ? 1
         : 0;
     this.gatherScale = POW2[this.granuleLg2 - GATHER_UNIT_LG2]!;
+    this.oaPages = POW2[this.maxOaLg2 - this.granuleLg2]!;
+    this.dynamicTop = hasFeature(this.features, PT_FEAT_DYNAMIC_TOP);
+    // Without a level 1 the key is the page itself, still naming one level-0 table.
+    this.leafShift = this.idxShiftLow[1]!;
     this.topChanged();
     let slabLg2 = 0;
     for (let level = 0; level < this.topLevel; level++)
@@ -310,6 +335,7 @@ export class PtIommu implements FreelistOwner {
   /** Recompute what depends on the top level. */
   private topChanged(): void {
     const top = this.topLevel;
+    this.leafKey = -1;
     this.currentVaLg2 = Math.min(
       this.maxVaLg2,
       this.granuleLg2 + this.shift[top]! + this.topItemsLg2,
@@ -444,12 +470,14 @@ export class PtIommu implements FreelistOwner {
     this.mappedPages = 0;
     // The kernel WARNs and returns -EINVAL; here a WARN is thrown (KernelWarning).
     WARN_ON(!(prot & (IOMMU_READ | IOMMU_WRITE)), "iommupt: map without READ or WRITE");
-    const g = this.granuleLg2;
     // Decision: the kernel tests only paddr against the OA width; the model also refuses an
     // output range running past it (-ERANGE), since such an OA cannot be stored.
-    if (oa + n > POW2[this.maxOaLg2 - g]!) return ERANGE;
-    const protErr = this.format.checkProt(prot, this.features);
-    if (protErr) return protErr;
+    if (oa + n > this.oaPages) return ERANGE;
+    if (prot !== this.protChecked) {
+      const protErr = this.format.checkProt(prot, this.features);
+      if (protErr) return protErr;
+      this.protChecked = prot;
+    }
     if (n === 0 && !(flags & MAP_F_SUBGRANULE)) return EINVAL;
     if (flags & MAP_F_OVERFLOW) return EOVERFLOW;
     if (flags & MAP_F_SUBGRANULE) return ENXIO;
@@ -457,26 +485,31 @@ export class PtIommu implements FreelistOwner {
     if (r < 0) return ENXIO;
     // Decision (spec §1.2 UNVERIFIED): a length that is not a whole number of the smallest
     // page while iova and paddr are aligned is refused up front with -EINVAL, nothing mapped.
-    if (flags & MAP_F_LEN_TAIL || mod2(n, POW2[this.minPageLg2]!) !== 0) return EINVAL;
+    // (One page with r >= 0 means the smallest page is one granule: it always passes.)
+    if (flags & MAP_F_LEN_TAIL || (n !== 1 && mod2(n, POW2[this.minPageLg2]!) !== 0)) return EINVAL;
     const leafLevel = this.levelOf[r]!;
     let wva = this.walkStart(va, n);
-    if (hasFeature(this.features, PT_FEAT_DYNAMIC_TOP) && (wva < 0 || leafLevel > this.topLevel)) {
+    if (this.dynamicTop && (wva < 0 || leafLevel > this.topLevel)) {
       const err = this.increaseTop(va, n, leafLevel);
       if (err) return err;
       wva = this.walkStart(va, n);
     }
     if (wva < 0) return ERANGE;
-    this.attrs = (prot & ATTR_PROT_MASK) | ATTR_PRESENT;
+    const attrs = (prot & ATTR_PROT_MASK) | ATTR_PRESENT;
+    if (n === 1 && r === 0) {
+      // One page into existing tables: installed (0) or the slot is busy (EADDRINUSE).
+      const err = this.mapOne(wva, oa * ATTR_SPAN + attrs);
+      if (err >= 0) {
+        this.mappedPages = err === 0 ? 1 : 0;
+        return err;
+      }
+    }
+    this.attrs = attrs;
     this.va = wva;
     this.oa = oa;
     this.end = wva + n;
     this.gather = gather;
-    let err: number;
-    if (n === 1 && r === 0 && (err = this.mapOne()) >= 0) {
-      // fast path took it (0) or found the slot busy (EADDRINUSE)
-    } else {
-      err = this.mapLevel(this.topLevel, this.topArr, this.topBase);
-    }
+    const err = this.mapLevel(this.topLevel, this.topArr, this.topBase);
     this.gather = undefined;
     this.mappedPages = this.oa - oa;
     return err;
@@ -485,30 +518,60 @@ export class PtIommu implements FreelistOwner {
   /** Pages installed by the last mapRange (also on error). */
   mappedPages = 0;
 
-  /** One granule page into existing tables; -1 to fall back to the full walk. */
-  private mapOne(): number {
-    const va = this.va;
-    if (va >= P31) return -1;
+  /**
+   * Item `item` for walkable page `wva` into an existing level-0 table: 0, EADDRINUSE, or -1
+   * to fall back to the full walk (a table is missing or a larger leaf is in the way).
+   */
+  private mapOne(wva: number, item: number): number {
+    if (!this.walkToLeafTable(wva)) return -1;
+    const arr = this.leafArr;
+    const p = this.leafBase + this.leafIndex(wva);
+    if (arr[p] !== 0) return EADDRINUSE;
+    arr[p] = item;
+    return 0;
+  }
+
+  /**
+   * Walk to the level-0 table holding walkable page `wva`, through the walk cache: true with
+   * the table in leafArr/leafBase, false when the walk ends above level 0 (the item there, 0 or
+   * a leaf, in stopItem / stopLevel).
+   */
+  private walkToLeafTable(wva: number): boolean {
+    const low = wva < P31;
+    if (low && wva >>> this.leafShift === this.leafKey) return true;
     const shl = this.idxShiftLow;
     const mk = this.idxMask;
     const chunks = this.alloc.chunks;
     const cs = this.alloc.chunkLg2;
+    const cm = (1 << cs) - 1;
     const ts = this.alloc.itemsLg2;
     let arr = this.topArr;
     let base = this.topBase;
     for (let level = this.topLevel; level > 0; level--) {
-      const e = arr[base + ((va >>> shl[level]!) & mk[level]!)]!;
-      if (e >= 0) return -1;
+      const e = arr[base + (low ? (wva >>> shl[level]!) & mk[level]! : this.index(level, wva))]!;
+      if (e >= 0) {
+        this.stopItem = e;
+        this.stopLevel = level;
+        return false;
+      }
       const id = -e - 1;
       arr = chunks[id >>> cs]!;
-      base = (id & ((1 << cs) - 1)) << ts;
+      base = (id & cm) << ts;
     }
-    const p = base + (va & mk[0]!);
-    if (arr[p] !== 0) return EADDRINUSE;
-    arr[p] = this.oa * ATTR_SPAN + this.attrs;
-    this.va++;
-    this.oa++;
-    return 0;
+    this.leafArr = arr;
+    this.leafBase = base;
+    this.leafKey = low ? wva >>> this.leafShift : -1;
+    return true;
+  }
+
+  /** Level-0 index of walkable page `wva`. */
+  private leafIndex(wva: number): number {
+    return wva < P31 ? wva & this.idxMask[0]! : this.index(0, wva);
+  }
+
+  /** A table pointer is about to be removed: the walk cache may name a table below it. */
+  private dropWalkCache(): void {
+    this.leafKey = -1;
   }
 
   private mapLevel(level: number, arr: Float64Array, base: number): number {
@@ -606,6 +669,7 @@ export class PtIommu implements FreelistOwner {
       if (e > 0) return EADDRINUSE;
       const ids: number[] = [];
       if (this.collectTables(-e - 1, level - 1, true, ids)) return EADDRINUSE;
+      this.dropWalkCache();
       arr[p + j] = 0;
       this.queueFreed(ids, itemVa + j * itemPages, itemPages);
     }
@@ -629,6 +693,18 @@ export class PtIommu implements FreelistOwner {
       }
     }
     return false;
+  }
+
+  /**
+   * Unlink the table pointed to by item arr[p] of a level-`level` table; returns it and every
+   * table below it, still allocated (the caller releases them after its flush).
+   */
+  detachTable(arr: Float64Array, p: number, level: number): number[] {
+    const ids: number[] = [];
+    this.collectTables(-arr[p]! - 1, level - 1, false, ids);
+    this.dropWalkCache();
+    arr[p] = 0;
+    return ids;
   }
 
   /** Put freed tables of a walk range on the current gather. @see gather_range_pages */
@@ -676,24 +752,10 @@ export class PtIommu implements FreelistOwner {
   }
 
   /** One granule page held by a single level-0 item: pages unmapped (0/1), -1 otherwise. */
-  private unmapOne(va: number): number {
-    if (va >= P31) return -1;
-    const shl = this.idxShiftLow;
-    const mk = this.idxMask;
-    const chunks = this.alloc.chunks;
-    const cs = this.alloc.chunkLg2;
-    const ts = this.alloc.itemsLg2;
-    let arr = this.topArr;
-    let base = this.topBase;
-    for (let level = this.topLevel; level > 0; level--) {
-      const e = arr[base + ((va >>> shl[level]!) & mk[level]!)]!;
-      if (e === 0) return 0;
-      if (e > 0) return -1;
-      const id = -e - 1;
-      arr = chunks[id >>> cs]!;
-      base = (id & ((1 << cs) - 1)) << ts;
-    }
-    const p = base + (va & mk[0]!);
+  private unmapOne(wva: number): number {
+    if (!this.walkToLeafTable(wva)) return this.stopItem === 0 ? 0 : -1;
+    const arr = this.leafArr;
+    const p = this.leafBase + this.leafIndex(wva);
     const e = arr[p]!;
     if (e === 0) return 0;
     if (attrsOf(e) & ATTR_CONTIG_MASK) return -1;
@@ -738,6 +800,7 @@ export class PtIommu implements FreelistOwner {
         const err = this.unmapLevel(level - 1, this.alloc.chunk(id), this.alloc.offset(id));
         if (err) return err;
         if (covered) {
+          this.dropWalkCache();
           arr[p] = 0;
           this.freed.push(id);
         }
@@ -762,27 +825,14 @@ export class PtIommu implements FreelistOwner {
   iovaToPhys(va: number): number {
     const wva = !this.signExtend && va < this.vaLimit ? va : this.walkStart(va, 1);
     if (wva < 0) return -1;
-    const low = wva < P31;
-    const shl = this.idxShiftLow;
-    const mk = this.idxMask;
-    const chunks = this.alloc.chunks;
-    const cs = this.alloc.chunkLg2;
-    const cm = (1 << cs) - 1;
-    const ts = this.alloc.itemsLg2;
-    let arr = this.topArr;
-    let base = this.topBase;
-    for (let level = this.topLevel; ; level--) {
-      const e = arr[base + (low ? (wva >>> shl[level]!) & mk[level]! : this.index(level, wva))]!;
-      if (e > 0) {
-        const pfn = Math.floor(e / ATTR_SPAN);
-        if (level === 0) return pfn;
-        return pfn + mod2(wva, POW2[this.shift[level]!]!);
-      }
-      if (e === 0 || level === 0) return -1;
-      const id = -e - 1;
-      arr = chunks[id >>> cs]!;
-      base = (id & cm) << ts;
+    if (this.walkToLeafTable(wva)) {
+      // Each item of a contiguous entry holds its own output page.
+      const e = this.leafArr[this.leafBase + this.leafIndex(wva)]!;
+      return e > 0 ? Math.floor(e / ATTR_SPAN) : -1;
     }
+    const e = this.stopItem;
+    if (e === 0) return -1;
+    return Math.floor(e / ATTR_SPAN) + mod2(wva, POW2[this.shift[this.stopLevel]!]!);
   }
 
   /** Find the leaf item holding `va` (left in foundArr/foundPos); false when unmapped. */
@@ -1068,6 +1118,7 @@ export class PtIommu implements FreelistOwner {
 
   /** Free every table, the top included. @see deinit */
   destroy(): void {
+    this.dropWalkCache();
     const ids: number[] = [];
     if (this.topId >= 0) this.collectTables(this.topId, this.topLevel, false, ids);
     else {

@@ -173,14 +173,19 @@ export class IommuDomain {
       return;
     }
     checkPaging(this);
-    const va = this.toGranule(iovaPfn);
-    const oa = this.toGranule(pfn);
-    const n = this.toGranule(npages);
-    const flags =
-      (iovaPfn + npages > 2 ** 52 ? MAP_F_OVERFLOW : 0) |
-      (va < 0 || oa < 0 || n < 0 ? MAP_F_SUBGRANULE : 0);
+    let va = iovaPfn;
+    let flags = iovaPfn + npages > 2 ** 52 ? MAP_F_OVERFLOW : 0;
+    let err: number;
     const gather = this.mapGather;
-    const err = pt.mapRange(va, oa, n, prot, gather, flags);
+    if (this.pageToGranule === 0) {
+      err = pt.mapRange(iovaPfn, pfn, npages, prot, gather, flags);
+    } else {
+      va = this.toGranule(iovaPfn);
+      const oa = this.toGranule(pfn);
+      const n = this.toGranule(npages);
+      if (va < 0 || oa < 0 || n < 0) flags |= MAP_F_SUBGRANULE;
+      err = pt.mapRange(va, oa, n, prot, gather, flags);
+    }
     finishMap(this, pt, err, va, gather);
     if (this.ops.iotlbSyncMap)
       this.ops.iotlbSyncMap(this, BigInt(iovaPfn) << 12n, BigInt(npages) << 12n);
@@ -198,14 +203,19 @@ export class IommuDomain {
       if (!gather) iommuIotlbSync(this, g);
       return Number(bytes >> 12n);
     }
-    if (!isPaging(this)) return 0;
-    const va = this.toGranule(iovaPfn);
-    const n = this.toGranule(npages);
-    if (va < 0 || n < 0 || iovaPfn + npages > 2 ** 52) return 0;
-    const g = gather ?? this.mapGather;
-    const pages = pt.unmapRange(va, n, g);
-    if (!gather) iommuIotlbSync(this, g);
+    if (!isPaging(this) || iovaPfn + npages > 2 ** 52) return 0;
     const s = this.pageToGranule;
+    const g = gather ?? this.mapGather;
+    let pages: number;
+    if (s === 0) {
+      pages = pt.unmapRange(iovaPfn, npages, g);
+    } else {
+      const va = this.toGranule(iovaPfn);
+      const n = this.toGranule(npages);
+      if (va < 0 || n < 0) return 0;
+      pages = pt.unmapRange(va, n, g);
+    }
+    if (!gather) iommuIotlbSync(this, g);
     return s === 0 ? pages : s > 0 ? pages / (1 << s) : pages * (1 << -s);
   }
 
