@@ -51,9 +51,11 @@ import {
   IOMMU_TEST_CMD,
   type Struct,
   _IOC_NR,
+  getU32,
   type iommu_destroy,
   iommu_option,
   iommu_test_cmd,
+  setU64,
 } from "./uapi.js";
 import {
   IOPT_PAGES_ACCOUNT_MM,
@@ -448,8 +450,7 @@ export class IommufdCtx implements CompatIoasHolder {
 
 /** get_user of the leading u32 `size`. */
 function readU32(kernel: Kernel, uaddr: bigint): number {
-  const b = copyFromUser(kernel, uaddr, 4);
-  return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
+  return getU32(copyFromUser(kernel, uaddr, 4), 0);
 }
 
 /**
@@ -462,12 +463,14 @@ export function copyStructFromUser(
   usize: number,
   ksize: number,
 ): Uint8Array {
-  const kbuf = new Uint8Array(ksize);
   if (usize > ksize) {
     const tail = copyFromUser(kernel, uaddr + BigInt(ksize), usize - ksize);
     if (tail.some((b) => b !== 0)) fail(E2BIG, "non-zero bytes past the kernel struct");
   }
-  kbuf.set(copyFromUser(kernel, uaddr, Math.min(usize, ksize)));
+  // The copy is already a fresh kernel buffer when the user supplied the whole struct.
+  if (usize >= ksize) return copyFromUser(kernel, uaddr, ksize);
+  const kbuf = new Uint8Array(ksize);
+  kbuf.set(copyFromUser(kernel, uaddr, usize));
   return kbuf;
 }
 
@@ -515,7 +518,7 @@ export function iommufdOption(
         fail(EOPNOTSUPP, `option ${cmd.option_id}`);
     }
     const out = new Uint8Array(8);
-    new DataView(out.buffer).setBigUint64(0, cmd.val64, true);
+    setU64(out, 0, cmd.val64);
     copyToUser(ucmd.ctx.kernel, ucmd.ubuffer + BigInt(iommu_option.offsetOf("val64")), out);
     return 0;
   };
