@@ -62,12 +62,8 @@ export const IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV = 3;
 export const IOMMU_HW_INFO_TYPE_AMD = 4;
 export const IOMMU_HW_INFO_TYPE_SELFTEST = 0xfeedbeef;
 
-/** The CPU page size of the modelled machine. */
-export const PAGE_SHIFT = 12;
-export const PAGE_SIZE = 1 << PAGE_SHIFT;
-
-/** Largest u64. */
-export const U64_MAX = (1n << 64n) - 1n;
+/** The machine's page size and the u64 top come from the kernel; re-exported for drivers. */
+export { PAGE_SHIFT, PAGE_SIZE, U64_MAX } from "@x/kernel";
 
 /** A DMA direction as the device issues it. */
 export type DmaAccess = typeof IOMMU_READ | typeof IOMMU_WRITE;

@@ -29,8 +29,9 @@ import {
   copyFromUser,
   copyToUser,
   fail,
+  U64_MAX,
 } from "@x/kernel";
-import { U64_MAX, doubleSpanAt } from "./interval-tree.js";
+import { doubleSpanAt } from "./interval-tree.js";
 import type { IoPagetable } from "./io-pagetable.js";
 import type { IoptArea } from "./io-pagetable-area.js";
 import { IOMMU_READ, IOMMU_WRITE, domainIovaToPhys } from "./iommu-domain.js";

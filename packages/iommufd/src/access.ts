@@ -34,12 +34,12 @@ import {
   PAGE_SIZE,
   WARN_ON,
   fail,
+  U64_MAX,
 } from "@x/kernel";
 import { ioptAccessPinPages, ioptAccessRw, ioptAccessUnpinPages } from "./access-core.js";
 import type { IoptAccess } from "./io-pagetable.js";
 import { type IommufdIoas, getIoas } from "./ioas.js";
 import { IOMMUFD_OBJ_ACCESS, type IommufdCtx, IommufdObject } from "./main.js";
-import { U64_MAX } from "./uapi.js";
 
 /** struct iommufd_access_ops */
 export interface IommufdAccessOps {

@@ -9,7 +9,7 @@
  *   const ioasId = fd.ioasAlloc();
  *   const iova = fd.ioasMapFile({ ioasId, fd: memfd, start: 0n, length: 1n << 21n });
  */
-import { EMSGSIZE, KernelError, type Libc, O_RDWR } from "@x/kernel";
+import { EMSGSIZE, KernelError, type Libc, O_RDWR, U64_MAX } from "@x/kernel";
 import {
   type Decoded,
   type FieldSpec,
@@ -39,7 +39,6 @@ import {
   IOMMU_VFIO_IOAS_GET,
   IOMMU_VFIO_IOAS_SET,
   type Struct,
-  U64_MAX,
   iommu_destroy,
   iommu_hw_info,
   iommu_hwpt_alloc,

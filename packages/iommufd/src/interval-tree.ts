@@ -15,7 +15,7 @@
  * double and no runtime call to compare.
  */
 
-export const U64_MAX = (1n << 64n) - 1n;
+import { U64_MAX } from "@x/kernel";
 
 /** The smaller of two bigints (Math.min is for numbers). */
 export function bigMin(a: bigint, b: bigint): bigint {

@@ -55,6 +55,7 @@ import {
   WARN_ON,
   fail,
   isKernelError,
+  U64_MAX,
 } from "@x/kernel";
 import {
   IOPT_PAGES_ACCOUNT_MM,
@@ -62,7 +63,7 @@ import {
   type IoptPagesAccountMode,
 } from "./accounting.js";
 import { ioptAllocDmabufPages } from "./dmabuf-import.js";
-import { IntervalNode, IntervalTree, U64_MAX, doubleSpanAt, forEachSpan } from "./interval-tree.js";
+import { IntervalNode, IntervalTree, doubleSpanAt, forEachSpan } from "./interval-tree.js";
 import { IoptArea } from "./io-pagetable-area.js";
 import { IOMMU_WRITE, type IoptDomain, domainMinPageSize } from "./iommu-domain.js";
 import {

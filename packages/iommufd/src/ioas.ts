@@ -20,6 +20,7 @@ import {
   copyFromUser,
   copyToUser,
   fail,
+  U64_MAX,
 } from "@x/kernel";
 import {
   type IoptPagesAccountMode,
@@ -45,7 +46,6 @@ import {
   IOMMU_OPTION_OP_GET,
   IOMMU_OPTION_OP_SET,
   type Struct,
-  U64_MAX,
   ULONG_MAX,
   type iommu_ioas_alloc,
   type iommu_ioas_change_process,

@@ -39,6 +39,7 @@ import {
   copyFromUser,
   copyToUser,
   fail,
+  EBADFD,
 } from "@x/kernel";
 import {
   type Decoded,
@@ -82,9 +83,6 @@ export const IOMMUFD_TABLE_LENGTH = 0x94 - 0x80 + 1;
 
 /** Highest id xa_alloc may hand out (xa_limit_31b). */
 export const IOMMUFD_MAX_ID = 0x7fff_ffff;
-
-/** EBADFD (asm-generic/errno.h), which @x/kernel's errno table lacks: iommufd_ctx_from_file of a foreign file. */
-export const EBADFD = 77;
 
 /** Base of every iommufd object. Subclasses set `type` and release their resources in `destroy`. */
 export abstract class IommufdObject {

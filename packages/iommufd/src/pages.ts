@@ -42,6 +42,7 @@ import {
   WARN_ON,
   XArray,
   fail,
+  U64_MAX,
 } from "@x/kernel";
 import {
   IOPT_PAGES_ACCOUNT_NONE,
@@ -58,7 +59,7 @@ import {
   ioptReleaseDmabuf,
   trackerMutant,
 } from "./dmabuf-import.js";
-import { doubleSpanAt, IntervalNode, IntervalTree, U64_MAX } from "./interval-tree.js";
+import { doubleSpanAt, IntervalNode, IntervalTree } from "./interval-tree.js";
 import type { IoptArea } from "./io-pagetable-area.js";
 import { type IoptDomain, iommuUnmapNofail } from "./iommu-domain.js";
 import {

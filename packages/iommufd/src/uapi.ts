@@ -9,6 +9,8 @@
  * both entry layers. Tables are data: an older layout can be swapped in by defining another.
  */
 
+import { U64_MAX } from "@x/kernel";
+
 /** Field kinds. `u8x3` is a `__u8[3]` read as one little-endian 24-bit number (zero = all zero). */
 export type FieldKind = "u8" | "u16" | "u32" | "s32" | "u64" | "u8x3";
 
@@ -29,7 +31,7 @@ const KIND_BYTES: Readonly<Record<FieldKind, number>> = {
 };
 
 export const U32_MAX = 0xffff_ffff;
-export const U64_MAX = 0xffff_ffff_ffff_ffffn;
+export { U64_MAX };
 /** `ULONG_MAX` of the modelled 64-bit kernel. */
 export const ULONG_MAX = U64_MAX;
 

@@ -19,6 +19,7 @@ import {
   copyFromUser,
   copyToUser,
   fail,
+  U64_MAX,
 } from "@x/kernel";
 import { type IommufdIoas, getIoas, iommufdIoasAlloc } from "./ioas.js";
 import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "./iommu-domain.js";
@@ -28,7 +29,6 @@ import {
   IOMMU_VFIO_IOAS_GET,
   IOMMU_VFIO_IOAS_SET,
   U32_MAX,
-  U64_MAX,
   VFIO_API_VERSION,
   VFIO_CHECK_EXTENSION,
   VFIO_DMA_CC_IOMMU,

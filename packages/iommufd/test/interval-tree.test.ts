@@ -1,6 +1,7 @@
+import { U64_MAX } from "@x/kernel";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { IntervalNode, IntervalTree, U64_MAX, bigMin } from "../src/interval-tree.js";
+import { IntervalNode, IntervalTree, bigMin } from "../src/interval-tree.js";
 
 // Bounds bunched where the (hi, lo) split carries (2^31, 2^62), where doubles round (2^53) and
 // at the top of u64, so equal starts, equal halves and exact ties all occur.

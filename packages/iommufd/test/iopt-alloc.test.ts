@@ -1,10 +1,9 @@
-import { ENOSPC, EINVAL, EOVERFLOW, EADDRINUSE, Kernel } from "@x/kernel";
+import { ENOSPC, EINVAL, EOVERFLOW, EADDRINUSE, Kernel, U64_MAX } from "@x/kernel";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   IntervalNode,
   IntervalTree,
-  U64_MAX,
   forEachDoubleSpan,
   forEachSpan,
   bigMin,

@@ -31,9 +31,11 @@ export const EROFS = 30;
 export const ERANGE = 34;
 export const EDEADLK = 35;
 export const ENOSYS = 38;
+export const EBADE = 52;
 export const ENODATA = 61;
 export const EBADMSG = 74;
 export const EOVERFLOW = 75;
+export const EBADFD = 77;
 export const EMSGSIZE = 90;
 export const EOPNOTSUPP = 95;
 export const EADDRINUSE = 98;
@@ -72,9 +74,11 @@ export const ERRNO_NAMES: Readonly<Record<number, string>> = {
   [ERANGE]: "ERANGE",
   [EDEADLK]: "EDEADLK",
   [ENOSYS]: "ENOSYS",
+  [EBADE]: "EBADE",
   [ENODATA]: "ENODATA",
   [EBADMSG]: "EBADMSG",
   [EOVERFLOW]: "EOVERFLOW",
+  [EBADFD]: "EBADFD",
   [EMSGSIZE]: "EMSGSIZE",
   [EOPNOTSUPP]: "EOPNOTSUPP",
   [EADDRINUSE]: "EADDRINUSE",

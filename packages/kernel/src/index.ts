@@ -6,6 +6,7 @@ export * from "./gup.js";
 export * from "./kernel.js";
 export * from "./libc.js";
 export * from "./locked-vm.js";
+export * from "./limits.js";
 export * from "./lockdep.js";
 export * from "./memfd.js";
 export * from "./mm.js";

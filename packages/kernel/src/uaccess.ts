@@ -1,4 +1,4 @@
-import { EFAULT } from "./errno.js";
+import { EFAULT, ENOMEM } from "./errno.js";
 import { fail, isKernelError } from "./error.js";
 import type { Kernel } from "./kernel.js";
 import type { MmStruct } from "./mm.js";
@@ -74,6 +74,24 @@ export function copyFromUser(
   const n = userPages(mm, uaddr, len, false);
   eachChunk(n, uaddr, len, (pfn, off, pos, count) => kernel.mem.readPfn(pfn, off, out, pos, count));
   return out;
+}
+
+/** The largest kmalloc on x86-64 (order MAX_PAGE_ORDER = 10 pages of 4 KiB). */
+export const KMALLOC_MAX_SIZE = 4 << 20;
+
+/**
+ * memdup_array_user: one kmalloc of n × size bytes filled from user memory. An injected
+ * failure or an array larger than one kmalloc is ENOMEM before any user memory is read.
+ */
+export function memdupArrayUser(
+  kernel: Kernel,
+  uaddr: bigint,
+  n: number,
+  size: number,
+): Uint8Array {
+  if (kernel.shouldFail("memdup_array_user")) fail(ENOMEM, "memdup_array_user");
+  if (n * size > KMALLOC_MAX_SIZE) fail(ENOMEM, `memdup_array_user of ${n} x ${size} bytes`);
+  return copyFromUser(kernel, uaddr, n * size);
 }
 
 /** copy_to_user on `mm` (the current task's by default). EFAULT with nothing written. */

@@ -16,7 +16,6 @@
  * @see drivers/iommu/iommufd/selftest.c (iommufd_test_create_access and friends)
  */
 import {
-  EBADFD,
   type IommufdAccess,
   __IOMMUFD_ACCESS_RW_SLOW_PATH,
   IOMMUFD_ACCESS_RW_WRITE,
@@ -43,9 +42,10 @@ import {
   copyFromUser,
   copyToUser,
   fail,
+  EBADFD,
+  EBADE,
 } from "@x/kernel";
 import {
-  EBADE,
   IOMMU_TEST_OP_ACCESS_PAGES,
   IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
   IOMMU_TEST_OP_ACCESS_RW,

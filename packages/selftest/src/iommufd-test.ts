@@ -59,9 +59,6 @@ export const MOCK_DEV_CACHE_NUM = 4;
 export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad;
 export const MOCK_PASID_WIDTH = 20;
 
-/** EBADE (asm-generic/errno.h), which @x/kernel's errno table lacks: ACCESS_PAGES page mismatch. */
-export const EBADE = 52;
-
 /** ACCESS_PAGES / ACCESS_RW refuse lengths above this (ENOMEM). */
 export const MOCK_ACCESS_MAX_LENGTH = 16 * 1024 * 1024;
 /** SET_TEMP_MEMORY_LIMIT refuses values below this (EINVAL). */

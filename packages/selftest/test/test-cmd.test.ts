@@ -2,11 +2,10 @@
  * IOMMU_TEST_CMD itself: framing, op errnos in the kernel's order, and no trace on failure.
  * Written with the package's own harness and helpers.
  */
-import { E2BIG, EINVAL, EIO, ENOENT, ENOMEM, EOPNOTSUPP, O_RDWR } from "@x/kernel";
-import { EBADFD, IOMMU_HWPT_ALLOC, iommu_hwpt_alloc } from "@x/iommufd";
+import { E2BIG, EBADE, EBADFD, EINVAL, EIO, ENOENT, ENOMEM, EOPNOTSUPP, O_RDWR } from "@x/kernel";
+import { IOMMU_HWPT_ALLOC, iommu_hwpt_alloc } from "@x/iommufd";
 import { it } from "vitest";
 import {
-  EBADE,
   EXPECT_ERRNO,
   IOMMU_TEST_CMD,
   IOMMU_TEST_DEV_CACHE_DEFAULT,

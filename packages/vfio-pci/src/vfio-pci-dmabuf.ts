@@ -19,6 +19,8 @@ import {
   PAGE_SIZE,
   copyFromUser,
   fail,
+  U64_MAX,
+  memdupArrayUser,
 } from "@x/kernel";
 import {
   PCI_P2PDMA_MAP_BUS_ADDR,
@@ -57,8 +59,6 @@ import { vfioCheckFeature } from "./vfio-main.js";
  * held. Importer `move_notify` callbacks run under both.
  */
 
-/** The largest kmalloc on x86-64 (order MAX_PAGE_ORDER = 10 pages of 4 KiB). */
-const KMALLOC_MAX_SIZE = 4 << 20;
 export type VfioPciDmaBufState = "live" | "revoked" | "zombie" | "dying" | "freed";
 
 /** struct vfio_pci_dma_buf: the exporter's private data behind one dma-buf. */
@@ -229,7 +229,6 @@ export function vfioPciDmaBufIommufdMap(attach: DmaBufAttachment): PhysVec {
   return { paddr: priv.paddr[0]!, len: priv.len[0]! };
 }
 
-const U64_MAX = (1n << 64n) - 1n;
 const PAGE = BigInt(PAGE_SIZE);
 
 /**
@@ -292,18 +291,13 @@ export function vfioPciCoreFeatureDmaBuf(
   if (nrRanges === 0 || dmaFlags !== 0) fail(EINVAL, "nr_ranges 0 or flags set");
   if (regionIndex >= VFIO_PCI_ROM_REGION_INDEX) fail(ENODEV, `region ${regionIndex} is not a BAR`);
 
-  // memdup_array_user: the count × size product cannot overflow for a u32 count on 64 bits, but
-  // the copy is one kmalloc, which refuses anything above KMALLOC_MAX_SIZE before reading user
-  // memory.
-  if (kernel.shouldFail("memdup_array_user")) fail(ENOMEM, "dma_ranges copy");
-  if (nrRanges * VFIO_REGION_DMA_RANGE_SIZE > KMALLOC_MAX_SIZE)
-    fail(ENOMEM, "dma_ranges too large for kmalloc");
   // OBSERVATION kept: argsz is not checked against nr_ranges; the array is read from user memory
   // after the header whatever argsz says.
-  const raw = copyFromUser(
+  const raw = memdupArrayUser(
     kernel,
     arg + BigInt(VFIO_DEVICE_FEATURE_DMA_BUF_SIZE),
-    nrRanges * VFIO_REGION_DMA_RANGE_SIZE,
+    nrRanges,
+    VFIO_REGION_DMA_RANGE_SIZE,
   );
   const rv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const offsets = new BigUint64Array(nrRanges);

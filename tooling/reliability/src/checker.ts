@@ -38,7 +38,13 @@ import {
   IoptPages,
 } from "@x/iommufd";
 import type { IommuDomain } from "@x/iommu-pgtable";
-import type { Kernel, MmStruct, Task, UserStruct } from "@x/kernel";
+import {
+  PAGE_SHIFT as KERNEL_PAGE_SHIFT,
+  type Kernel,
+  type MmStruct,
+  type Task,
+  type UserStruct,
+} from "@x/kernel";
 import {
   type VfioPciCoreDevice,
   type VfioPciDmaBuf,
@@ -70,7 +76,7 @@ export interface CheckScope {
   readonly devices: readonly VfioPciCoreDevice[];
 }
 
-const PAGE_SHIFT = 12n;
+const PAGE_SHIFT = BigInt(KERNEL_PAGE_SHIFT);
 
 /** The iommufd state of a scope: contexts, IOASes and the pages their areas use. */
 export interface Gathered {

@@ -32,9 +32,9 @@ import {
   EOPNOTSUPP,
   EOVERFLOW,
   EPERM,
+  EBADE,
+  EBADFD,
 } from "@x/kernel";
-import { EBADFD } from "@x/iommufd";
-import { EBADE } from "@x/selftest";
 
 const DISPATCH = [EFAULT, ENOTTY, EINVAL, E2BIG, ENOMEM];
 /** The io_pagetable's map checks (iopt_map_common / iopt_map_pages). */
