@@ -24,6 +24,7 @@ export * from "./io-pagetable-area.js";
 export * from "./pages.js";
 export * from "./dmabuf-import.js";
 export * from "./invariants.js";
+export { IOVA_BITMAP_MAX_PAGES, IovaBitmap, type IovaBitmapFn } from "./iova-bitmap.js";
 export { IntervalTree, IntervalNode } from "./interval-tree.js";
 export {
   BATCH_CPU_MEMORY,

@@ -1,0 +1,256 @@
+/**
+ * The IOVA bitmap: a user-space bitmap in which bit i stands for the page_size bytes at
+ * `iova + i * page_size`, filled by dirty-tracking walks through a pinned window.
+ *
+ * The user buffer is addressed as bytes (bit i lives in byte i / 8, bit i % 8, so a
+ * little-endian u64 array reads the same). It is never written through uaccess: a window of
+ * its pages is pinned with pin_user_pages_fast(FOLL_WRITE) and bits are ORed straight into
+ * those physical pages. One window holds at most PAGE_SIZE / sizeof(struct page *) = 512
+ * pages (2 MiB of bitmap, 64 GiB of IOVA at 4 KiB per bit); `forEach` calls its function
+ * once per window and moves on. A window starts at a byte of the bitmap: a buffer that is not
+ * page aligned gets one extra page and its first bit sits `pgoff` bytes into the first page.
+ *
+ * A range given to `set` that reaches past the pinned pages is remembered (set-ahead) and
+ * recorded when the walk advances, before the next window's function runs. Bits are only
+ * ever set, never cleared: the caller zeroes the buffer.
+ *
+ * Decision (as iova_bitmap_get): a pin that pins nothing — a hole, a read-only or PFNMAP
+ * mapping, no memory — is -EFAULT whatever GUP's reason; a pin that stops early is accepted
+ * and the window simply covers the pages it got.
+ *
+ * @see drivers/iommu/iommufd/iova_bitmap.c, include/linux/iova_bitmap.h
+ */
+import {
+  EFAULT,
+  FOLL_WRITE,
+  type Kernel,
+  PAGE_SIZE,
+  PfnRuns,
+  fail,
+  isKernelError,
+  pinUserPagesFast,
+  unpinUserPageRuns,
+} from "@x/kernel";
+
+/** Bits in one bitmap index (the bitmap is a u8 array). */
+const BITS_PER_INDEX = 8n;
+const BITS_PER_PAGE = PAGE_SIZE * 8;
+/** Pages one window may pin: a page of struct page pointers. */
+export const IOVA_BITMAP_MAX_PAGES = PAGE_SIZE / 8;
+
+/** A window's function: (bitmap, iova, length) of the window; may throw an errno. */
+export type IovaBitmapFn = (bitmap: IovaBitmap, iova: bigint, length: bigint) => void;
+
+/** @see struct iova_bitmap (with its struct iova_bitmap_map `mapped`) */
+export class IovaBitmap {
+  /** First IOVA of the pinned window (bit 0 of the byte at `pgoff` of the first page). */
+  private mappedIova: bigint;
+  /** __ffs(page_size): log2 bytes per bit. */
+  private readonly pgshift: bigint;
+  /** Byte offset of the window's first byte in its first page. */
+  private pgoff = 0;
+  /** Pages pinned for the window, and their pfns. */
+  private npages = 0;
+  private readonly pages = new Float64Array(IOVA_BITMAP_MAX_PAGES);
+  private readonly pinned = new PfnRuns();
+  /** Bitmap byte the window starts at, and the bytes of the whole bitmap. */
+  private mappedBaseIndex = 0n;
+  private readonly mappedTotalIndex: bigint;
+  /** Bytes of IOVA recorded past the window, to set when the walk advances. */
+  private setAheadLength = 0n;
+  private freed = false;
+
+  private constructor(
+    private readonly kernel: Kernel,
+    /** Start and length of the IOVA range the whole bitmap describes. */
+    readonly iova: bigint,
+    readonly length: bigint,
+    pageSize: bigint,
+    /** User address of the bitmap. */
+    readonly data: bigint,
+  ) {
+    this.pgshift = BigInt((pageSize & -pageSize).toString(2).length - 1);
+    this.mappedTotalIndex = this.offsetToIndex(length - 1n) + 1n;
+    this.mappedIova = iova;
+  }
+
+  /**
+   * iova_bitmap_alloc: a bitmap over [iova, iova + length) with one bit per `pageSize` (the
+   * lowest set bit of it counts) at user address `data`. Nothing is pinned until `forEach`.
+   */
+  static alloc(
+    kernel: Kernel,
+    iova: bigint,
+    length: bigint,
+    pageSize: bigint,
+    data: bigint,
+  ): IovaBitmap {
+    if (length <= 0n || pageSize <= 0n) throw new RangeError("iova_bitmap: empty range or page");
+    return new IovaBitmap(kernel, iova, length, pageSize, data);
+  }
+
+  /** @see iova_bitmap_offset_to_index */
+  private offsetToIndex(offset: bigint): bigint {
+    return offset / (BITS_PER_INDEX << this.pgshift);
+  }
+
+  /** @see iova_bitmap_index_to_offset */
+  private indexToOffset(index: bigint): bigint {
+    return (index * BITS_PER_INDEX) << this.pgshift;
+  }
+
+  /** @see iova_bitmap_mapped_iova */
+  private windowIova(): bigint {
+    return this.iova + this.indexToOffset(this.mappedBaseIndex);
+  }
+
+  /** @see iova_bitmap_mapped_remaining: bitmap bytes the pinned pages still cover. */
+  private mappedRemaining(): bigint {
+    // With nothing pinned and pgoff > 0 the kernel's unsigned byte count wraps to "all".
+    const bytes = BigInt(this.npages * PAGE_SIZE - this.pgoff);
+    const remaining = this.mappedTotalIndex - this.mappedBaseIndex;
+    return bytes < 0n || remaining < bytes ? remaining : bytes;
+  }
+
+  /** @see iova_bitmap_mapped_length: IOVA bytes of the window, capped at the range's end. */
+  private mappedLength(): bigint {
+    const maxIova = this.iova + this.length - 1n;
+    const start = this.windowIova();
+    let remaining = this.indexToOffset(this.mappedRemaining());
+    if (start + remaining - 1n > maxIova) remaining -= start + remaining - 1n - maxIova;
+    return remaining;
+  }
+
+  private done(): boolean {
+    return this.mappedBaseIndex >= this.mappedTotalIndex;
+  }
+
+  /** @see iova_bitmap_get: pin the window that starts at mappedBaseIndex. */
+  private get(): void {
+    const bytes = this.mappedTotalIndex - this.mappedBaseIndex;
+    const addr = this.data + this.mappedBaseIndex;
+    const pgoff = Number(addr & BigInt(PAGE_SIZE - 1));
+    const want = (bytes + BigInt(PAGE_SIZE - 1)) / BigInt(PAGE_SIZE) + (pgoff ? 1n : 0n);
+    const npages = want < IOVA_BITMAP_MAX_PAGES ? Number(want) : IOVA_BITMAP_MAX_PAGES;
+    this.pinned.clear();
+    let got: number;
+    try {
+      got = pinUserPagesFast(this.kernel, addr, npages, FOLL_WRITE, this.pinned);
+    } catch (e) {
+      if (!isKernelError(e)) throw e;
+      got = 0;
+    }
+    if (got <= 0) fail(EFAULT, "iova_bitmap: user bitmap cannot be pinned");
+    let i = 0;
+    this.pinned.forEach((pfn, n) => {
+      for (let k = 0; k < n; k++) this.pages[i++] = pfn + k;
+    });
+    this.npages = got;
+    this.mappedIova = this.windowIova();
+    this.pgoff = pgoff;
+  }
+
+  /** @see iova_bitmap_put */
+  private put(): void {
+    if (this.npages === 0) return;
+    unpinUserPageRuns(this.kernel, this.pinned, true);
+    this.pinned.clear();
+    this.npages = 0;
+  }
+
+  /** @see iova_bitmap_set_ahead */
+  private setAhead(length: bigint): void {
+    try {
+      while (length > 0n && !this.done()) {
+        // Measured before the pin, with nothing pinned, as the kernel does.
+        let len = this.mappedLength();
+        const at = this.windowIova();
+        this.get();
+        if (length < len) len = length;
+        this.set(at, len);
+        length -= len;
+        this.mappedBaseIndex += this.offsetToIndex(len - 1n) + 1n;
+        this.put();
+      }
+    } finally {
+      this.setAheadLength = 0n;
+    }
+  }
+
+  /** @see iova_bitmap_advance */
+  private advance(): void {
+    this.mappedBaseIndex += this.offsetToIndex(this.mappedLength() - 1n) + 1n;
+    this.put();
+    if (this.setAheadLength) this.setAhead(this.setAheadLength);
+    if (this.done()) return;
+    this.get();
+  }
+
+  /**
+   * iova_bitmap_for_each: pin each window in turn and call `fn(bitmap, iova, length)` for it.
+   * An errno from pinning or from `fn` ends the walk and is thrown; the pages of the window
+   * stay pinned until `free`, as in the kernel.
+   */
+  forEach(fn: IovaBitmapFn): void {
+    this.get();
+    while (!this.done()) {
+      fn(this, this.windowIova(), this.mappedLength());
+      this.advance();
+    }
+  }
+
+  /**
+   * iova_bitmap_set: set the bits of [iova, iova + length) (absolute IOVAs inside the current
+   * window); what lies past the pinned pages is set when the walk advances.
+   */
+  set(iova: bigint, length: bigint): void {
+    const base = BigInt(this.pgoff) * 8n;
+    let cur = ((iova - this.mappedIova) >> this.pgshift) + base;
+    const last = ((iova + length - 1n - this.mappedIova) >> this.pgshift) + base;
+    const lastPage = this.npages - 1;
+    const mem = this.kernel.mem;
+    const scratch = new Uint8Array(PAGE_SIZE);
+    do {
+      const pageIdx = Number(cur / BigInt(BITS_PER_PAGE));
+      const offset = Number(cur % BigInt(BITS_PER_PAGE));
+      const left = last - cur + 1n;
+      const nbits = left < BigInt(BITS_PER_PAGE - offset) ? Number(left) : BITS_PER_PAGE - offset;
+      if (pageIdx > lastPage) {
+        this.setAheadLength = left << this.pgshift;
+        break;
+      }
+      setBits(mem, this.pages[pageIdx]!, offset, nbits, scratch);
+      cur += BigInt(nbits);
+    } while (cur <= last);
+  }
+
+  /** @see iova_bitmap_free: unpin the window. */
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    this.put();
+  }
+}
+
+/** bitmap_set on one physical page: OR `nbits` ones from bit `offset`. */
+function setBits(
+  mem: Kernel["mem"],
+  pfn: number,
+  offset: number,
+  nbits: number,
+  scratch: Uint8Array,
+): void {
+  const first = offset >>> 3;
+  const end = offset + nbits;
+  const lastByte = (end - 1) >>> 3;
+  const n = lastByte - first + 1;
+  mem.readPfn(pfn, first, scratch, 0, n);
+  for (let b = offset; b < end; ) {
+    const byte = b >>> 3;
+    const bitInByte = b & 7;
+    const take = Math.min(8 - bitInByte, end - b);
+    scratch[byte - first]! |= ((1 << take) - 1) << bitInByte;
+    b += take;
+  }
+  mem.writePfn(pfn, first, scratch, 0, n);
+}

@@ -1,0 +1,176 @@
+import {
+  EFAULT,
+  Kernel,
+  Libc,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  PAGE_SIZE,
+  PROT_READ,
+  PROT_WRITE,
+  isKernelError,
+} from "@x/kernel";
+import { describe, expect, it } from "vitest";
+import { IOVA_BITMAP_MAX_PAGES, IovaBitmap } from "../src/index.js";
+
+function setup(bytes: number, prot = PROT_READ | PROT_WRITE) {
+  const kernel = new Kernel();
+  const libc = new Libc(kernel);
+  const pages = Math.ceil(bytes / PAGE_SIZE) + 2;
+  const base = libc.mmap(0n, pages * PAGE_SIZE, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  expect(base).toBeGreaterThan(0n);
+  return { kernel, libc, base };
+}
+
+/** Indexes of the set bits in `bytes`. */
+function setBits(bytes: Uint8Array): number[] {
+  const out: number[] = [];
+  bytes.forEach((b, i) => {
+    for (let k = 0; k < 8; k++) if (b & (1 << k)) out.push(i * 8 + k);
+  });
+  return out;
+}
+
+function run(
+  kernel: Kernel,
+  iova: bigint,
+  length: bigint,
+  pageSize: bigint,
+  data: bigint,
+  fn: (b: IovaBitmap, iova: bigint, len: bigint) => void,
+): Array<[bigint, bigint]> {
+  const windows: Array<[bigint, bigint]> = [];
+  const bitmap = IovaBitmap.alloc(kernel, iova, length, pageSize, data);
+  try {
+    kernel.runAs(kernel.current, () =>
+      bitmap.forEach((b, wIova, wLen) => {
+        windows.push([wIova, wLen]);
+        fn(b, wIova, wLen);
+      }),
+    );
+  } finally {
+    bitmap.free();
+  }
+  expect(kernel.mem.totalPinned()).toBe(0);
+  return windows;
+}
+
+describe("iova_bitmap", () => {
+  it.each([
+    [4096n, 12],
+    [2048n, 11],
+    [1n << 21n, 21],
+    [0x3000n, 12], // page_size counts by its lowest set bit (__ffs)
+  ])("page size %s: bit i is iova + i << pgshift", (pageSize, shift) => {
+    const { kernel, libc, base } = setup(64);
+    const iova = 1n << 32n;
+    const unit = 1n << BigInt(shift);
+    run(kernel, iova, 256n * unit, pageSize, base, (b) => {
+      b.set(iova, 1n); // bit 0
+      b.set(iova + 9n * unit + 1n, unit); // one byte into page 9, ends in page 10
+      b.set(iova + 100n * unit, 3n * unit); // 100..102
+    });
+    expect(setBits(libc.peek(base, 32))).toEqual([0, 9, 10, 100, 101, 102]);
+  });
+
+  it("sets bits, never clears them", () => {
+    const { kernel, libc, base } = setup(16);
+    libc.poke(base, new Uint8Array([0xff, 0x00, 0x81]));
+    run(kernel, 0n, 64n * 4096n, 4096n, base, (b) => b.set(8n * 4096n, 4096n));
+    expect(Array.from(libc.peek(base, 3))).toEqual([0xff, 0x01, 0x81]);
+  });
+
+  it("a bitmap not at a page start: the window begins pgoff bytes into its first page", () => {
+    const { kernel, libc, base } = setup(PAGE_SIZE * 2);
+    const data = base + 4093n; // the bytes of bits 0..23 straddle two pages
+    run(kernel, 0n, 1024n * 4096n, 4096n, data, (b) => {
+      b.set(0n, 4096n);
+      b.set(23n * 4096n, 4096n);
+      b.set(24n * 4096n, 16n * 4096n);
+    });
+    const bits = setBits(libc.peek(data, 8));
+    expect(bits).toEqual([0, 23, ...Array.from({ length: 16 }, (_, i) => 24 + i)]);
+  });
+
+  it("a bitmap larger than one window is walked window by window", () => {
+    // 513 pages of bitmap at 4 KiB per bit: the first window is 512 pages (64 GiB of IOVA).
+    const bytes = (IOVA_BITMAP_MAX_PAGES + 1) * PAGE_SIZE;
+    const { kernel, libc, base } = setup(bytes);
+    const pageSize = 4096n;
+    const perWindow = BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE * 8) * pageSize;
+    const length = BigInt(bytes * 8) * pageSize;
+    const seen: bigint[] = [];
+    const windows = run(kernel, 0n, length, pageSize, base, (b, wIova, wLen) => {
+      seen.push(wIova);
+      b.set(wIova, pageSize); // first bit of the window
+      b.set(wIova + wLen - pageSize, pageSize); // last bit of the window
+    });
+    expect(windows).toEqual([
+      [0n, perWindow],
+      [perWindow, length - perWindow],
+    ]);
+    const firstPageBits = setBits(libc.peek(base, 1));
+    expect(firstPageBits).toEqual([0]);
+    const lastByte = libc.peek(base + BigInt(bytes) - 1n, 1)[0]!;
+    expect(lastByte & 0x80).toBe(0x80);
+    const boundary = base + BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE);
+    expect(Array.from(libc.peek(boundary - 1n, 2))).toEqual([0x80, 0x01]);
+  });
+
+  it("a record past the window is carried into the next window (set ahead)", () => {
+    const bytes = (IOVA_BITMAP_MAX_PAGES + 1) * PAGE_SIZE;
+    const { kernel, libc, base } = setup(bytes + PAGE_SIZE);
+    const data = base + 8n; // unaligned: the first window has 513 pages, 8 bytes short
+    const pageSize = 4096n;
+    const length = BigInt(bytes * 8) * pageSize;
+    let calls = 0;
+    const windows = run(kernel, 0n, length, pageSize, data, (b, wIova, wLen) => {
+      calls++;
+      // 24 pages from 8 pages before the end of the first window.
+      if (calls === 1) b.set(wIova + wLen - 8n * pageSize, 24n * pageSize);
+    });
+    expect(windows.length).toBe(2);
+    const firstEnd = windows[0]![1] / pageSize; // bits in the first window
+    const around = libc.peek(data + firstEnd / 8n - 1n, 3);
+    expect(Array.from(around)).toEqual([0xff, 0xff, 0xff]);
+    expect(Array.from(libc.peek(data + firstEnd / 8n + 2n, 1))).toEqual([0]);
+  });
+
+  it("EFAULT when the bitmap cannot be pinned for write; nothing stays pinned", () => {
+    const { kernel, base } = setup(64, PROT_READ);
+    const bitmap = IovaBitmap.alloc(kernel, 0n, 1n << 20n, 4096n, base);
+    let err: unknown;
+    kernel.runAs(kernel.current, () => {
+      try {
+        bitmap.forEach(() => {
+          throw new Error("not reached");
+        });
+      } catch (e) {
+        err = e;
+      }
+    });
+    expect(isKernelError(err, EFAULT)).toBe(true);
+    bitmap.free();
+    expect(kernel.mem.totalPinned()).toBe(0);
+  });
+
+  it("a bitmap whose later pages are unmapped: the first window covers what was pinned", () => {
+    const { kernel, libc, base } = setup(PAGE_SIZE * 3);
+    libc.munmap(base + BigInt(PAGE_SIZE), PAGE_SIZE);
+    const length = BigInt(PAGE_SIZE * 8 * 3) * 4096n;
+    const bitmap = IovaBitmap.alloc(kernel, 0n, length, 4096n, base);
+    const windows: Array<[bigint, bigint]> = [];
+    let err: unknown;
+    kernel.runAs(kernel.current, () => {
+      try {
+        bitmap.forEach((_b, i, l) => windows.push([i, l]));
+      } catch (e) {
+        err = e;
+      }
+    });
+    bitmap.free();
+    // The first window is the one page pinned; the next pin starts in the hole.
+    expect(windows).toEqual([[0n, BigInt(PAGE_SIZE * 8) * 4096n]]);
+    expect(isKernelError(err, EFAULT)).toBe(true);
+    expect(kernel.mem.totalPinned()).toBe(0);
+  });
+});
