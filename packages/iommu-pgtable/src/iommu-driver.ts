@@ -16,6 +16,7 @@
  */
 import { EINVAL, ENOMEM, EOPNOTSUPP, fail } from "@x/kernel";
 import {
+  type IommuDirtyOps,
   type IommuDomainGeometry,
   type IommuDomainOps,
   IommuDomain,
@@ -182,8 +183,8 @@ export function iommuDeviceDma(
   if (at !== iova + length) return fault(dev.name, at, access, "not-present", dev);
   if (access === IOMMU_WRITE && domain.dirtyTracking && fmt.dirtyTracking) {
     const g = BigInt(pt.granuleLg2);
-    const last = Number((iova + length - 1n) >> g);
-    for (let va = Number(iova >> g); va <= last; va++) pt.setDirty(va);
+    const first = iova >> g;
+    pt.setDirtyRange(Number(first), Number(((iova + length - 1n) >> g) - first) + 1);
   }
   return runs;
 }
@@ -199,6 +200,7 @@ export function iommuptDomainAlloc(
     priv?: unknown;
     /** Drive the table through ops.mapPages / unmapPages (io-pgtable style). */
     classic?: boolean;
+    dirtyOps?: IommuDirtyOps;
   } = {},
 ): IommuDomain {
   if (cfg.shouldFail?.(PT_ALLOC_SITE)) fail(ENOMEM, "page table top");
@@ -225,6 +227,7 @@ export function iommuptDomainAlloc(
     pt,
     priv: opts.priv,
     classic: opts.classic ?? false,
+    ...(opts.dirtyOps ? { dirtyOps: opts.dirtyOps } : {}),
   });
 }
 
@@ -270,19 +273,19 @@ export class PtIommuDriver implements IommuDriver {
   readonly name: string;
   readonly stats: PtDriverStats = { iotlbSyncs: 0, flushAll: 0, syncMaps: 0 };
   private readonly ops: IommuDomainOps;
+  /** The hardware's dirty-tracking ops: the iommupt walk plus turning the D-bit updates on. */
+  private readonly dirtyOps: IommuDirtyOps = {
+    setDirtyTracking: (domain, enable) => {
+      domain.dirtyTracking = enable;
+    },
+  };
 
   constructor(
     readonly desc: PtDriverDesc,
     private readonly faults?: FaultSource,
   ) {
     this.name = desc.name;
-    this.ops = {
-      ...countingFlushOps(this.stats),
-      setDirtyTracking: (domain, enable) => {
-        if (!domain.pt?.format.dirtyTracking) fail(EOPNOTSUPP);
-        domain.dirtyTracking = enable;
-      },
-    };
+    this.ops = countingFlushOps(this.stats);
   }
 
   capable(_dev: IommuDevice, cap: number): boolean {
@@ -307,13 +310,24 @@ export class PtIommuDriver implements IommuDriver {
       ...this.desc.ptCfg(flags),
       ...(faults ? { shouldFail: (site: string) => faults.shouldFail(site) } : {}),
     };
-    const domain = iommuptDomainAlloc(cfg, { ops: this.ops, priv: this });
+    const dirty = (flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING) !== 0;
+    const domain = iommuptDomainAlloc(cfg, {
+      ops: this.ops,
+      priv: this,
+      ...(dirty ? { dirtyOps: this.dirtyOps } : {}),
+    });
     if (this.desc.pgsizeBitmap) domain.pgsizeBitmap = this.desc.pgsizeBitmap(domain.pgsizeBitmap);
     return domain;
   }
 
+  /**
+   * A dirty-tracking domain needs the unit's dirty support (VT-d SSADS, AMD HDSup): -EINVAL,
+   * as paging_domain_compatible / amd_iommu_attach_device refuse it.
+   */
   attachDev(domain: IommuDomain, _dev: IommuDevice): void {
     if (domain.priv !== this) fail(EINVAL, `${this.name}: domain of another IOMMU`);
+    if (domain.dirtyOps && !this.desc.caps.includes(IOMMU_CAP_DIRTY_TRACKING))
+      fail(EINVAL, `${this.name}: no dirty tracking on this unit`);
   }
 }
 

@@ -34,14 +34,32 @@ import {
 import { armLpaeDomainAlloc } from "./io-pgtable-arm.js";
 import { PT_FEAT_DYNAMIC_TOP, PT_FEAT_FLUSH_RANGE, PT_FEAT_SIGN_EXTEND } from "./pt-format.js";
 
-/** AMD-Vi with v1 host page tables: AMDv1, dynamic top from level 2, range flushes. */
-export function amdIommuDriver(faults?: FaultSource): PtIommuDriver {
+/** What the modelled hardware unit can do beyond translation. */
+export interface IommuHwFeatures {
+  /**
+   * Hardware dirty bits: AMD HDSup (amd_iommu_hd_support), VT-d SSADS (ssads_supported).
+   * Without it IOMMU_CAP_DIRTY_TRACKING is false, a dirty-tracking allocation is -EOPNOTSUPP
+   * and attaching a dirty-tracking domain is -EINVAL. Default: present.
+   */
+  readonly dirtyTracking?: boolean;
+}
+
+function dirtyCaps(hw: IommuHwFeatures): number[] {
+  return hw.dirtyTracking === false ? [] : [IOMMU_CAP_DIRTY_TRACKING];
+}
+
+/**
+ * AMD-Vi with v1 host page tables: AMDv1, dynamic top from level 2, range flushes. Dirty bit:
+ * AMDv1 D (bit 6), turned on per domain through the DTE HAD bits.
+ * @see drivers/iommu/amd/iommu.c (amd_iommu_domain_alloc_paging_flags, amd_iommu_set_dirty_tracking)
+ */
+export function amdIommuDriver(faults?: FaultSource, hw: IommuHwFeatures = {}): PtIommuDriver {
   return new PtIommuDriver(
     {
       name: "amd-iommu",
       hwInfoType: IOMMU_HW_INFO_TYPE_AMD,
       hwInfoData: () => new Uint8Array(16),
-      caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_DEFERRED_FLUSH, IOMMU_CAP_DIRTY_TRACKING],
+      caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_DEFERRED_FLUSH, ...dirtyCaps(hw)],
       allocFlags: PT_DRIVER_ALLOC_FLAGS,
       ptCfg: () => ({
         format: amdv1Format,
@@ -53,8 +71,12 @@ export function amdIommuDriver(faults?: FaultSource): PtIommuDriver {
   );
 }
 
-/** Intel VT-d second stage, 4-level (48-bit); nesting parents get FORCE_WRITEABLE. */
-export function intelIommuDriver(faults?: FaultSource): PtIommuDriver {
+/**
+ * Intel VT-d second stage, 4-level (48-bit); nesting parents get FORCE_WRITEABLE. Dirty bit:
+ * second-stage D (bit 9), written by the hardware only with SSADE set in the PASID entry.
+ * @see drivers/iommu/intel/iommu.c (intel_iommu_domain_alloc_paging_flags, device_set_dirty_tracking)
+ */
+export function intelIommuDriver(faults?: FaultSource, hw: IommuHwFeatures = {}): PtIommuDriver {
   return new PtIommuDriver(
     {
       name: "intel-iommu",
@@ -64,7 +86,7 @@ export function intelIommuDriver(faults?: FaultSource): PtIommuDriver {
         IOMMU_CAP_CACHE_COHERENCY,
         IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
         IOMMU_CAP_DEFERRED_FLUSH,
-        IOMMU_CAP_DIRTY_TRACKING,
+        ...dirtyCaps(hw),
       ],
       allocFlags: PT_DRIVER_ALLOC_FLAGS,
       ptCfg: (flags) => ({
@@ -79,7 +101,10 @@ export function intelIommuDriver(faults?: FaultSource): PtIommuDriver {
   );
 }
 
-/** VT-d first stage / AMD v2 style: the x86-64 4-level table, sign-extended, no dirty ops. */
+/**
+ * VT-d first stage / AMD v2 style: the x86-64 4-level table, sign-extended. No dirty tracking:
+ * the first-stage allocation takes IOMMU_HWPT_ALLOC_PASID only (-EOPNOTSUPP otherwise).
+ */
 export function x86FirstStageIommuDriver(faults?: FaultSource): PtIommuDriver {
   return new PtIommuDriver(
     {
@@ -98,7 +123,13 @@ export function x86FirstStageIommuDriver(faults?: FaultSource): PtIommuDriver {
   );
 }
 
-/** ARM SMMUv3 with io-pgtable-arm: stage 1 (stage 2 for nesting parents), classic core path. */
+/**
+ * ARM SMMUv3 with io-pgtable-arm: stage 1 (stage 2 for nesting parents), classic core path.
+ * Decision: no dirty tracking. The kernel offers it only on SMMUs with HTTU dirty-state
+ * updates (ARM_SMMU_FEAT_HD) through io-pgtable-arm's DBM bit on stage-1 leaves; the model's
+ * LPAE leaves carry no DBM/AP-dirty state, so the capability is false and a dirty-tracking
+ * allocation is -EOPNOTSUPP, as on an SMMU without HD.
+ */
 export class ArmSmmuV3Driver implements IommuDriver {
   readonly name = "arm-smmu-v3";
   readonly stats = { iotlbSyncs: 0, flushAll: 0 };

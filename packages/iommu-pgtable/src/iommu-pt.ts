@@ -875,6 +875,21 @@ export class PtIommu implements FreelistOwner {
   }
 
   /**
+   * A device write over [va, va + n): set the dirty bit of every item it goes through, in one
+   * walk (holes are skipped; the caller checked the range translates).
+   */
+  setDirtyRange(va: number, n: number): number {
+    if (!this.format.dirtyTracking) return EOPNOTSUPP;
+    const ok = this.visitLeaves(va, n, (_level, arr, _entryPos, _items, fromPos, toPos) => {
+      for (let p = fromPos; p < toPos; p++) {
+        const e = arr[p]!;
+        if (!(attrsOf(e) & ATTR_DIRTY)) arr[p] = e + ATTR_DIRTY;
+      }
+    });
+    return ok ? 0 : ERANGE;
+  }
+
+  /**
    * Visit every leaf entry overlapping [va, va + n) (full 64-bit granule pages), in IOVA order,
    * skipping holes. Returns false if the range is outside the table.
    */

@@ -79,9 +79,18 @@ export interface IommuDomainOps {
   /** After a successful map, for IOMMUs that cache non-present entries. May throw. */
   iotlbSyncMap?(domain: IommuDomain, iova: bigint, size: bigint): void;
   flushIotlbAll?(domain: IommuDomain): void;
-  /** Turn hardware dirty tracking on/off (throws an errno). */
-  setDirtyTracking?(domain: IommuDomain, enable: boolean): void;
-  /** Override of the generic read_and_clear_dirty (e.g. the mock's extra checks). */
+  /** Called once when the domain is freed. */
+  free?(domain: IommuDomain): void;
+}
+
+/**
+ * A domain's dirty-tracking ops; only domains allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING
+ * have them (domain->dirty_ops). @see struct iommu_dirty_ops
+ */
+export interface IommuDirtyOps {
+  /** Start/stop the hardware setting dirty bits on device writes (throws an errno). */
+  setDirtyTracking(domain: IommuDomain, enable: boolean): void;
+  /** Report (and unless IOMMU_DIRTY_NO_CLEAR, clear) dirty IOVA; absent = the iommupt walk. */
   readAndClearDirty?(
     domain: IommuDomain,
     iova: bigint,
@@ -89,8 +98,6 @@ export interface IommuDomainOps {
     flags: number,
     dirty: IommuDirtyBitmap,
   ): void;
-  /** Called once when the domain is freed. */
-  free?(domain: IommuDomain): void;
 }
 
 let nextDomainId = 1;
@@ -108,6 +115,8 @@ export class IommuDomain {
   readonly isIommupt: boolean;
   /** Driver-private data (the driver's own domain struct). */
   priv: unknown;
+  /** domain->dirty_ops: set when allocated for dirty tracking, else undefined. */
+  readonly dirtyOps: IommuDirtyOps | undefined;
   /** Hardware dirty tracking enabled: device writes set dirty bits (set_dirty_tracking). */
   dirtyTracking = false;
   /** pgsize_bitmap (see the accessor). */
@@ -129,8 +138,10 @@ export class IommuDomain {
     /** The table is driven through ops.mapPages / unmapPages (io-pgtable style). */
     classic?: boolean;
     priv?: unknown;
+    dirtyOps?: IommuDirtyOps;
   }) {
     this.type = init.type ?? IOMMU_DOMAIN_UNMANAGED;
+    this.dirtyOps = init.dirtyOps;
     this.geometry = init.geometry;
     this.ops = init.ops;
     this.pt = init.pt;
@@ -625,7 +636,11 @@ export function iommuReadRuns(domain: IommuDomain, iova: bigint, length: bigint)
   return out;
 }
 
-/** read_and_clear_dirty through the domain (generic iommupt, or the driver's override). */
+/**
+ * dirty_ops->read_and_clear_dirty: the driver's own, or iommupt's walk (IOMMU_PT_DIRTY_OPS).
+ * Cleared ranges are added to `dirty.gather`; the caller syncs it (iommu_iotlb_sync) before it
+ * trusts new dirty bits, as iopt_read_and_clear_dirty_data does.
+ */
 export function iommuReadAndClearDirty(
   domain: IommuDomain,
   iova: bigint,
@@ -633,8 +648,8 @@ export function iommuReadAndClearDirty(
   flags: number,
   dirty: IommuDirtyBitmap,
 ): void {
-  if (domain.ops.readAndClearDirty) {
-    domain.ops.readAndClearDirty(domain, iova, size, flags, dirty);
+  if (domain.dirtyOps?.readAndClearDirty) {
+    domain.dirtyOps.readAndClearDirty(domain, iova, size, flags, dirty);
     return;
   }
   const pt = domain.pt;

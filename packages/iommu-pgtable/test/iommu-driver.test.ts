@@ -120,7 +120,7 @@ describe("device DMA", () => {
     const dirty = { bitmap: { set: (a: bigint) => seen.push(a) }, gather: new IotlbGather() };
     iommuReadAndClearDirty(d, 0x100000n, 0x4000n, IOMMU_DIRTY_NO_CLEAR, dirty);
     expect(seen).toEqual([]);
-    d.ops.setDirtyTracking!(d, true);
+    d.dirtyOps!.setDirtyTracking(d, true);
     iommuDeviceDma(dev, 0x101000n, 0x1001n, IOMMU_WRITE);
     iommuReadAndClearDirty(d, 0x100000n, 0x4000n, 0, dirty);
     expect(seen).toEqual([0x101000n, 0x102000n]);
