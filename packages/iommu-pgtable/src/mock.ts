@@ -21,7 +21,7 @@ import {
   amdv1Format,
   amdv1MockFormat,
 } from "./fmt/amdv1.js";
-import type { IommuDomain, IommuDomainOps } from "./iommu.js";
+import type { IommuDirtyOps, IommuDomain, IommuDomainOps } from "./iommu.js";
 import { type FaultSource, iommuptDomainAlloc } from "./iommu-driver.js";
 import { PAGE_SIZE } from "./iommu-types.js";
 import { PT_FEAT_DYNAMIC_TOP } from "./pt-format.js";
@@ -39,11 +39,20 @@ export const MOCK_IOMMUPT_AMDV1 = 2;
 /** A mock paging domain of `pagetableType` (-EOPNOTSUPP for an unknown type). */
 export function mockIommuptDomainAlloc(
   pagetableType: number,
-  opts: { faults?: FaultSource; ops?: IommuDomainOps; priv?: unknown } = {},
+  opts: {
+    faults?: FaultSource;
+    ops?: IommuDomainOps;
+    priv?: unknown;
+    dirtyOps?: IommuDirtyOps;
+  } = {},
 ): IommuDomain {
   const faults = opts.faults;
   const shouldFail = faults ? { shouldFail: (site: string) => faults.shouldFail(site) } : {};
-  const common = { ops: opts.ops ?? {}, priv: opts.priv };
+  const common = {
+    ops: opts.ops ?? {},
+    priv: opts.priv,
+    ...(opts.dirtyOps ? { dirtyOps: opts.dirtyOps } : {}),
+  };
   switch (pagetableType) {
     case MOCK_IOMMUPT_DEFAULT:
       return iommuptDomainAlloc(

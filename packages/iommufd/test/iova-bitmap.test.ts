@@ -162,7 +162,9 @@ describe("iova_bitmap", () => {
     let err: unknown;
     kernel.runAs(kernel.current, () => {
       try {
-        bitmap.forEach((_b, i, l) => windows.push([i, l]));
+        bitmap.forEach((_b, i, l) => {
+          windows.push([i, l]);
+        });
       } catch (e) {
         err = e;
       }

@@ -115,6 +115,9 @@ export class MockDomain {
       faults: registry.kernel,
       priv: this,
       ops: { free: () => this.freed() },
+      // mock_domain_alloc_user: dirty_ops only for IOMMU_HWPT_ALLOC_DIRTY_TRACKING; reading
+      // and clearing is iommupt's own walk (IOMMU_PT_DIRTY_OPS).
+      ...(dirty ? { dirtyOps: { setDirtyTracking: mockDomainSetDirtyTracking } } : {}),
     });
     registry.domains.add(this);
   }
@@ -137,6 +140,15 @@ export class MockDomain {
       n += run.length;
     return n;
   }
+}
+
+/**
+ * MOCK_DIRTY_TRACK lives in the domain's `dirtyTracking`: enabling needs dirty_ops (-EINVAL).
+ * @see mock_domain_set_dirty_tracking
+ */
+function mockDomainSetDirtyTracking(domain: IommuDomain, enable: boolean): void {
+  if (enable && !domain.dirtyOps) fail(EINVAL, "no dirty ops");
+  domain.dirtyTracking = enable;
 }
 
 /**
@@ -220,9 +232,8 @@ export class MockIommuDriver implements IommuDriver, IommufdDriverExtras {
 
   /** @see mock_domain_nop_attach: only mock domains, no dirty domain on a NO_DIRTY device. */
   attachDev(domain: IommuDomain, dev: IommuDevice): void {
-    const mock = MockDomain.of(domain, this.registry);
-    if (!mock) fail(EINVAL, "not a mock domain");
-    if (mock.dirty && mockDev(dev).flags & MOCK_FLAGS_DEVICE_NO_DIRTY)
+    if (!MockDomain.of(domain, this.registry)) fail(EINVAL, "not a mock domain");
+    if (domain.dirtyOps && mockDev(dev).flags & MOCK_FLAGS_DEVICE_NO_DIRTY)
       fail(EINVAL, "dirty domain on a NO_DIRTY device");
   }
 }

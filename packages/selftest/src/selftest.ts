@@ -39,6 +39,7 @@ import {
   KernelWarning,
   PAGE_SHIFT,
   PAGE_SIZE,
+  copyFromUser,
   fail,
 } from "@x/kernel";
 import {
@@ -46,6 +47,7 @@ import {
   IOMMU_TEST_OP_DEV_CHECK_CACHE,
   IOMMU_TEST_OP_DMABUF_GET,
   IOMMU_TEST_OP_DMABUF_REVOKE,
+  IOMMU_TEST_OP_DIRTY,
   IOMMU_TEST_OP_MD_CHECK_MAP,
   IOMMU_TEST_OP_MD_CHECK_REFS,
   IOMMU_TEST_OP_MOCK_DOMAIN,
@@ -199,6 +201,38 @@ function mdCheckRefs(ucmd: TestUcmd): number {
   return 0;
 }
 
+/**
+ * DIRTY: for each bit set in the user's bitmap over [iova, iova + length) at `page_size` per
+ * bit, set the D bit of the IOPTE mapping that page (a hole is skipped by set_dirty but still
+ * counted); the number of bits is returned in out_nr_dirty. EINVAL for a zero or misaligned
+ * range, a null bitmap, or a domain not tracking dirty pages. @see iommufd_test_dirty
+ */
+function testDirty(ucmd: TestUcmd): number {
+  const u = ucmdMember(ucmd, iommu_test_cmd.dirty);
+  const { iova, length, page_size: pageSize, uptr } = u.cmd;
+  if (!pageSize || !length || iova % pageSize || length % pageSize || !uptr)
+    fail(EINVAL, "dirty: range");
+  withMockDomain(ucmd.ctx, u.cmd.id, (d) => {
+    const pt = d.pt;
+    if (!d.dirtyTracking || !pt?.format.dirtyTracking) fail(EINVAL, "dirty: not tracking");
+    const max = length / pageSize;
+    const bits = copyFromUser(ucmd.ctx.kernel, uptr, Number((max + 7n) / 8n));
+    const g = BigInt(pt.granuleLg2);
+    let count = 0;
+    bits.forEach((byte, i) => {
+      for (let k = 0; byte && k < 8; k++) {
+        const bit = BigInt(i * 8 + k);
+        if (!(byte & (1 << k)) || bit >= max) continue;
+        pt.setDirty(Number((iova + bit * pageSize) >> g));
+        count++;
+      }
+    });
+    u.cmd.out_nr_dirty = count;
+    ucmdRespond(u);
+  });
+  return 0;
+}
+
 /** SET_TEMP_MEMORY_LIMIT: the global limit of iommufd's temporary batch memory. */
 function setMemoryLimit(ucmd: TestUcmd): number {
   const u = ucmdMember(ucmd, iommu_test_cmd.memory_limit);
@@ -242,6 +276,7 @@ const baseOps: ReadonlyArray<readonly [number, TestOp]> = [
   [IOMMU_TEST_OP_MD_CHECK_MAP, mdCheckMap],
   [IOMMU_TEST_OP_MD_CHECK_REFS, mdCheckRefs],
   [IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT, setMemoryLimit],
+  [IOMMU_TEST_OP_DIRTY, testDirty],
   [IOMMU_TEST_OP_DEV_CHECK_CACHE, devCheckCache],
   [IOMMU_TEST_OP_DMABUF_GET, dmabufGet],
   [IOMMU_TEST_OP_DMABUF_REVOKE, dmabufRevoke],

@@ -2,7 +2,23 @@
  * IOMMU_TEST_CMD itself: framing, op errnos in the kernel's order, and no trace on failure.
  * Written with the package's own harness and helpers.
  */
-import { E2BIG, EBADE, EBADFD, EINVAL, EIO, ENOENT, ENOMEM, EOPNOTSUPP, O_RDWR } from "@x/kernel";
+import {
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IotlbGather,
+  iommuReadAndClearDirty,
+} from "@x/iommu-pgtable";
+import {
+  E2BIG,
+  EBADE,
+  EBADFD,
+  EFAULT,
+  EINVAL,
+  EIO,
+  ENOENT,
+  ENOMEM,
+  EOPNOTSUPP,
+  O_RDWR,
+} from "@x/kernel";
 import { IOMMU_HWPT_ALLOC, iommu_hwpt_alloc } from "@x/iommufd";
 import { it } from "vitest";
 import {
@@ -11,11 +27,13 @@ import {
   IOMMU_TEST_DEV_CACHE_DEFAULT,
   IOMMU_TEST_OP_ACCESS_PAGES,
   IOMMU_TEST_OP_DEV_CHECK_CACHE,
+  IOMMU_TEST_OP_DIRTY,
   IOMMU_TEST_OP_MD_CHECK_MAP,
   IOMMU_TEST_OP_MD_CHECK_REFS,
   IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
   MOCK_APERTURE_START,
   MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+  MOCK_FLAGS_DEVICE_NO_DIRTY,
   MOCK_FLAGS_DEVICE_PASID,
   MOCK_IOMMUPT_HUGE,
   MOCK_PAGE_SIZE,
@@ -31,8 +49,10 @@ import {
   test_cmd_create_access,
   test_cmd_get_dmabuf,
   test_cmd_mock_domain,
+  test_cmd_hwpt_alloc,
   test_cmd_mock_domain_flags,
   test_err_mock_domain,
+  test_err_mock_domain_flags,
   test_ioctl_ioas_alloc,
   test_ioctl_ioas_map_fixed,
   ustruct,
@@ -141,6 +161,58 @@ TEST_F(test_cmd, "md_check_map_and_refs", (self, _v, t) => {
   EXPECT_ERRNO(t, EIO, libc.ioctl(self.fd, IOMMU_TEST_CMD, refs.$));
   refs.uptr += 8n;
   EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, IOMMU_TEST_CMD, refs.$));
+});
+
+TEST_F(test_cmd, "dirty_op_and_mock_dirty_ops", (self, _v, t) => {
+  const { libc, buffer, PAGE_SIZE } = t.sys;
+  const { idev_id } = test_cmd_mock_domain(t, self.ioas_id);
+  const mock = MockIommu.of(libc.kernel);
+  const plainId = test_cmd_hwpt_alloc(t, idev_id, self.ioas_id, 0);
+  const before = new Set(mock.domains);
+  const hwptId = test_cmd_hwpt_alloc(t, idev_id, self.ioas_id, IOMMU_HWPT_ALLOC_DIRTY_TRACKING);
+  const dom = [...mock.domains].find((d) => !before.has(d))!.domain;
+  t.ASSERT_TRUE(dom.dirtyOps !== undefined);
+  t.ASSERT_EQ(2, [...mock.domains].filter((d) => d.domain.dirtyOps === undefined).length);
+  // A NO_DIRTY device can't take the dirty-tracking domain.
+  test_err_mock_domain_flags(t, EINVAL, hwptId, MOCK_FLAGS_DEVICE_NO_DIRTY);
+  test_ioctl_ioas_map_fixed(t, buffer, PAGE_SIZE * 4, MOCK_APERTURE_START);
+  const bitmap = libc.malloc(8);
+  libc.poke(bitmap, new Uint8Array([0b01010101]));
+  const cmd = iommuTestCmd(iommu_test_cmd.dirty, IOMMU_TEST_OP_DIRTY, hwptId, {
+    iova: MOCK_APERTURE_START,
+    length: BigInt(MOCK_PAGE_SIZE * 8),
+    page_size: BigInt(MOCK_PAGE_SIZE),
+    uptr: bitmap,
+  });
+  // Not tracking yet; a domain without dirty ops is never tracking.
+  EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, IOMMU_TEST_CMD, cmd.$));
+  cmd.id = plainId;
+  EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, IOMMU_TEST_CMD, cmd.$));
+  cmd.id = hwptId;
+  dom.dirtyOps!.setDirtyTracking(dom, true);
+  t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, cmd.$), why(t));
+  t.ASSERT_EQ(4, cmd.out_nr_dirty);
+  const seen: bigint[] = [];
+  iommuReadAndClearDirty(dom, MOCK_APERTURE_START, BigInt(MOCK_PAGE_SIZE * 8), 0, {
+    bitmap: { set: (iova) => seen.push((iova - MOCK_APERTURE_START) / BigInt(MOCK_PAGE_SIZE)) },
+    gather: new IotlbGather(),
+  });
+  t.ASSERT_EQ(4, seen.length);
+  seen.forEach((page, i) => {
+    t.ASSERT_EQ(BigInt(i * 2), page);
+  });
+  for (const bad of [{ page_size: 0n }, { length: 0n }, { iova: 1n }, { uptr: 0n }]) {
+    const c = iommuTestCmd(iommu_test_cmd.dirty, IOMMU_TEST_OP_DIRTY, hwptId, {
+      iova: MOCK_APERTURE_START,
+      length: BigInt(MOCK_PAGE_SIZE * 8),
+      page_size: BigInt(MOCK_PAGE_SIZE),
+      uptr: bitmap,
+      ...bad,
+    });
+    EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, IOMMU_TEST_CMD, c.$));
+  }
+  cmd.uptr = 8n;
+  EXPECT_ERRNO(t, EFAULT, libc.ioctl(self.fd, IOMMU_TEST_CMD, cmd.$));
 });
 
 TEST_F(test_cmd, "huge_pagetable", (self, _v, t) => {
