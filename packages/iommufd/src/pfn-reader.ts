@@ -22,10 +22,8 @@
  */
 import {
   EFAULT,
-  EINVAL,
   FOLL_LONGTERM,
   FOLL_WRITE,
-  type Kernel,
   KernelWarning,
   PfnRuns,
   WARN_ON,
@@ -43,26 +41,16 @@ import {
   PfnBatch,
   batchFromDomain,
   batchFromXarray,
+  batchUnpin,
   tempAlloc,
 } from "./pfn-batch.js";
-import { type IoptPages, batchUnpin } from "./pages.js";
+import { iommufdOptions } from "./main.js";
+import type { IoptPages } from "./pages.js";
 
 declare module "@x/kernel" {
   interface TraceEvents {
     "iommufd:dmabuf_cpu_kind_readback": { startIndex: number; lastIndex: number };
   }
-}
-
-export type DmabufReadbackKind = "cpu" | "mmio";
-const readbackKinds = new WeakMap<Kernel, DmabufReadbackKind>();
-
-/** The kind domain read-backs of DMABUF pages get: "cpu" (as merged, default) or "mmio". */
-export function dmabufReadbackKind(kernel: Kernel): DmabufReadbackKind {
-  return readbackKinds.get(kernel) ?? "cpu";
-}
-
-export function setDmabufReadbackKind(kernel: Kernel, kind: DmabufReadbackKind): void {
-  readbackKinds.set(kernel, kind);
 }
 
 /** The area of `pages` filled into a domain that covers `index`. @see iopt_pages_find_domain_area */
@@ -118,7 +106,7 @@ export class PfnReaderUser {
       const flags = FOLL_LONGTERM | (pages.writable ? FOLL_WRITE : 0);
       got = pinUserPages(kernel, mm, uptr, npages, flags, this.runs);
     }
-    if (WARN_ON(got <= 0, "origin pinned nothing")) fail(EFAULT);
+    WARN_ON(got <= 0, "origin pinned nothing");
     pages.npinned += got;
     this.upagesStart = startIndex;
     this.upagesEnd = startIndex + got;
@@ -186,7 +174,7 @@ export class PfnReader {
     this.batchEndIndex = startIndex;
     const dmabuf = pages.dmabuf;
     if (dmabuf) {
-      if (WARN_ON(dmabuf.phys.len === 0n, "pfn_reader on revoked DMABUF")) fail(EINVAL);
+      WARN_ON(dmabuf.phys.len === 0n, "pfn_reader on revoked DMABUF");
       this.dmabufPaddr = dmabuf.phys.paddr + dmabuf.start;
       this.user = undefined;
     } else {
@@ -239,7 +227,7 @@ export class PfnReader {
       const last = Math.min(area.lastIndex, this.spanLast);
       let kind: BatchKind = BATCH_CPU_MEMORY;
       if (pages.dmabuf) {
-        if (dmabufReadbackKind(pages.kernel) === "mmio") kind = BATCH_MMIO;
+        if (iommufdOptions(pages.kernel).dmabufReadbackKind === "mmio") kind = BATCH_MMIO;
         else {
           pages.kernel.trace.emit("iommufd:dmabuf_cpu_kind_readback", {
             startIndex: start,
@@ -270,7 +258,7 @@ export class PfnReader {
     while (this.batchEndIndex !== this.lastIndex + 1) {
       const before = this.batch.totalPfns;
       this.fillSpan();
-      if (WARN_ON(this.batch.totalPfns === 0, "pfn_reader made no progress")) fail(EINVAL);
+      WARN_ON(this.batch.totalPfns === 0, "pfn_reader made no progress");
       this.batchEndIndex = this.batchStartIndex + this.batch.totalPfns;
       if (this.batchEndIndex === this.spanLast + 1 && this.batchEndIndex <= this.lastIndex) {
         this.loadSpan(this.batchEndIndex);
