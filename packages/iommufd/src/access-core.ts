@@ -9,8 +9,7 @@
  * io_pagetable's unmap asks accesses to unpin (IoptAccess.notifyUnmap) before it proceeds.
  *
  * DMABUF pages refuse both: rw with EINVAL (P2), pin with EINVAL as the 2026 fix does
- * (Decision: spec §8 point 2 — the merged series lets a pin reach GUP on MMIO; the model
- * follows the fix).
+ * (Decision: the merged series lets a pin reach GUP on MMIO; the model follows the fix.)
  *
  * The ioctl layer (the iommufd_access object) holds its ioas_lock, checks the access is
  * attached (ENOENT) and calls `ioptAccessPinPages` / `ioptAccessUnpinPages` / `ioptAccessRw`.

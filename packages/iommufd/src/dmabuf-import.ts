@@ -14,8 +14,8 @@
  * their own tracker. Idempotent and permanent: a later notify (the exporter's un-revoke) finds
  * it revoked and does nothing; the areas stay, dead, until user space unmaps them.
  *
- * Decision (spec §7 "dma_buf_pin"): the baseline is the series as merged, which does not pin.
- * `setDmabufPinImporter(kernel, true)` gives the 2026 behaviour: dma_buf_pin right after taking
+ * Decision: the baseline is the series as merged, which does not pin (no dma_buf_pin).
+ * `setDmabufPinImporter(kernel, true)` (@x/iommufd/testing) gives the 2026 behaviour: dma_buf_pin right after taking
  * the reservation lock, before the private map; unpin on a failed map and at release.
  */
 import {

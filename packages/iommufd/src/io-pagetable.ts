@@ -576,7 +576,7 @@ export class IoPagetable {
 
   /**
    * Unmap whole areas inside [iova, iova + length); an area sticking out is ENOENT. Returns
-   * the bytes unmapped. Decision (spec §8 point 4): as in current kernels nothing found is
+   * the bytes unmapped. Decision: as in current kernels nothing found is
    * success with 0 here; IOAS_UNMAP turns 0 into ENOENT itself, VFIO_IOMMU_UNMAP_DMA does not.
    * `progress.unmapped` follows along so a failure part way still tells what went.
    * @see iopt_unmap_iova

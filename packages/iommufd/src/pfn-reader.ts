@@ -13,11 +13,11 @@
  * caller unmaps what it mapped. `updatePinned` charges the accounting; `destroy` asserts the
  * charge matches.
  *
- * Decision (spec §8 point 1, OBSERVATION §2.4): the kernel as merged reads domain-held PFNs of
+ * Decision: the kernel as merged reads domain-held PFNs of
  * a DMABUF area back with CPU_MEMORY kind, so a second domain (or an IOAS_COPY destination)
  * gets IOMMU_CACHE and no IOMMU_MMIO. The model reproduces that by default and emits the trace
  * event "iommufd:dmabuf_cpu_kind_readback" each time it happens; the per-machine option
- * `setDmabufReadbackKind(kernel, "mmio")` reads them back as MMIO instead (the corrected
+ * `setDmabufReadbackKind(kernel, "mmio")` (@x/iommufd/testing) reads them back as MMIO instead (the corrected
  * behaviour). Both are tested.
  */
 import {
@@ -240,7 +240,7 @@ export class PfnReader {
     }
     if (!this.user) {
       // One MMIO run for the rest of the hole; page_offset is applied by batch_to_domain.
-      // Decision (OBSERVATION §3.5): a physical range not page aligned loses its sub-page
+      // Decision: a physical range not page aligned loses its sub-page
       // part here, as PHYS_PFN does in the kernel; exporters hand out page-aligned BARs.
       const paddr = this.dmabufPaddr + BigInt(start) * BPAGE_SIZE;
       this.batch.add(Number(paddr >> 12n), this.spanLast - start + 1, BATCH_MMIO);
