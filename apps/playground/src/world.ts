@@ -19,10 +19,9 @@ import {
   type IommufdIoas,
   type IoptPages,
   type IommufdModule,
-  checkInvariants,
   iommufdInit,
-  totalNpinned,
 } from "@x/iommufd";
+import { checkInvariants, totalNpinned } from "@x/iommufd/testing";
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
 import { EFAULT, Kernel, KernelError, Libc } from "@x/kernel";
 import {

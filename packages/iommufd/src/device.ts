@@ -32,12 +32,10 @@ import {
   IOMMU_CAP_CACHE_COHERENCY,
   IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
   type IommuDevice,
-  type IommuDomain,
-  type IommuDriver,
   iommuAttachDevice,
   iommuDetachDevice,
 } from "@x/iommu-pgtable";
-import type { IommuResvRegion } from "./io-pagetable.js";
+import { driverOf } from "./iommu-priv.js";
 import type { IommufdIoas } from "./ioas.js";
 import {
   type IommufdHwptPaging,
@@ -53,27 +51,6 @@ import {
   IommufdModule,
   IommufdObject,
 } from "./main.js";
-
-/** Driver-specific HWPT data (struct iommu_user_data): a user buffer the driver reads. */
-export interface IommuUserData {
-  readonly type: number;
-  readonly uptr: bigint;
-  readonly len: number;
-}
-
-/**
- * The optional driver entry points iommufd uses beyond @x/iommu-pgtable's `IommuDriver`:
- * reserved regions (iommu_get_resv_regions) and HWPT data for domain allocation
- * (domain_alloc_paging_flags' user_data). A driver without them has no reserved regions.
- */
-export interface IommufdDriverExtras {
-  getResvRegions?(dev: IommuDevice): readonly IommuResvRegion[];
-  domainAllocPaging(dev: IommuDevice, flags: number, userData?: IommuUserData): IommuDomain;
-}
-
-export function driverOf(dev: IommuDevice): IommuDriver & IommufdDriverExtras {
-  return dev.iommu as IommuDriver & IommufdDriverExtras;
-}
 
 export class IommufdDevice extends IommufdObject {
   readonly type = IOMMUFD_OBJ_DEVICE;

@@ -14,8 +14,8 @@
  * their own tracker. Idempotent and permanent: a later notify (the exporter's un-revoke) finds
  * it revoked and does nothing; the areas stay, dead, until user space unmaps them.
  *
- * Decision (spec §7 "dma_buf_pin"): the baseline is the series as merged, which does not pin.
- * `setDmabufPinImporter(kernel, true)` gives the 2026 behaviour: dma_buf_pin right after taking
+ * Decision: the baseline is the series as merged, which does not pin (no dma_buf_pin).
+ * `setDmabufPinImporter(kernel, true)` (@x/iommufd/testing) gives the 2026 behaviour: dma_buf_pin right after taking
  * the reservation lock, before the private map; unpin on a failed map and at release.
  */
 import {
@@ -26,13 +26,11 @@ import {
   dmaBufDynamicAttach,
   dmaBufIommufdMap,
   dmaBufPin,
-  dmaBufPut,
   dmaBufUnpin,
 } from "@x/dmabuf";
-import { EINVAL, ENOMEM, type Kernel, KernelWarning, WARN_ON, fail } from "@x/kernel";
+import { EINVAL, type Kernel, KernelWarning, fail } from "@x/kernel";
 import { IOPT_PAGES_ACCOUNT_NONE } from "./accounting.js";
-import type { IoptArea } from "./io-pagetable-area.js";
-import type { IoptDomain } from "./iommu-domain.js";
+import { iommufdGlobalDevice, iommufdOptions } from "./main.js";
 import { IOPT_ADDRESS_DMABUF, IoptPages, ioptAreaUnmapDomainRange, ioptPutPages } from "./pages.js";
 import { BPAGE_SIZE, MAX_NPFNS } from "./pfn-batch.js";
 
@@ -40,46 +38,6 @@ declare module "@x/kernel" {
   interface TraceEvents {
     "iommufd:dmabuf_revoke": { npairs: number; alreadyRevoked: boolean };
   }
-}
-
-interface DmabufImportOptions {
-  pin: boolean;
-  trackLate: boolean;
-  /** The dummy struct device iommufd attaches with (iommufd_global_device). */
-  readonly device: object;
-}
-
-const options = new WeakMap<Kernel, DmabufImportOptions>();
-
-function importOptions(kernel: Kernel): DmabufImportOptions {
-  let o = options.get(kernel);
-  if (!o) options.set(kernel, (o = { pin: false, trackLate: false, device: { name: "iommufd" } }));
-  return o;
-}
-
-/** Act as a pinning importer (dma_buf_pin at map, the 2026 behaviour). Default off. */
-export function setDmabufPinImporter(kernel: Kernel, pin: boolean): void {
-  importOptions(kernel).pin = pin;
-}
-
-/**
- * A deliberate fault for the race explorer (@x/reliability); never on in the model. On, a fill
- * tracks its (area, domain) pairs in a second pages.mutex section after the one that mapped
- * them, so a revoke that runs between the two misses the new mapping and leaves a stale MMIO
- * IOPTE (I1) — the bug the single critical section of P4 avoids.
- */
-export function setTrackerMutant(kernel: Kernel, on: boolean): void {
-  importOptions(kernel).trackLate = on;
-}
-
-/** Is the tracker mutant on (see setTrackerMutant)? */
-export function trackerMutant(kernel: Kernel): boolean {
-  return importOptions(kernel).trackLate;
-}
-
-/** @see iommufd_global_device */
-export function iommufdGlobalDevice(kernel: Kernel): object {
-  return importOptions(kernel).device;
 }
 
 /**
@@ -111,17 +69,17 @@ const revokeOps: DmaBufAttachOps = { allowPeer2peer: true, moveNotify: ioptRevok
 function ioptMapDmabuf(kernel: Kernel, pages: IoptPages, dmabuf: DmaBuf): void {
   const state = pages.dmabuf;
   if (!state) throw new KernelWarning("iopt_map_dmabuf on non-DMABUF pages");
-  const opts = importOptions(kernel);
-  const attach = dmaBufDynamicAttach(kernel, dmabuf, opts.device, revokeOps, pages);
+  const pin = iommufdOptions(kernel).dmabufPinImporter;
+  const attach = dmaBufDynamicAttach(kernel, dmabuf, iommufdGlobalDevice(kernel), revokeOps, pages);
   try {
     dmabuf.resv.with(() => {
       // Teach lockdep resv -> pages.mutex now, not first on a revoke.
       pages.mutex.with(() => {});
-      if (opts.pin) dmaBufPin(attach);
+      if (pin) dmaBufPin(attach);
       try {
         state.phys = dmaBufIommufdMap(kernel, attach);
       } catch (e) {
-        if (opts.pin) dmaBufUnpin(attach);
+        if (pin) dmaBufUnpin(attach);
         throw e;
       }
     });
@@ -129,7 +87,7 @@ function ioptMapDmabuf(kernel: Kernel, pages: IoptPages, dmabuf: DmaBuf): void {
     dmaBufDetach(dmabuf, attach);
     throw e;
   }
-  state.pinned = opts.pin;
+  state.pinned = pin;
   state.attach = attach;
 }
 
@@ -166,62 +124,4 @@ export function ioptAllocDmabufPages(
     throw e;
   }
   return pages;
-}
-
-/** Release of DMABUF pages: unpin (option), detach, drop the dma-buf reference. */
-export function ioptReleaseDmabuf(pages: IoptPages): void {
-  const state = pages.dmabuf;
-  const attach = state?.attach;
-  if (!state || !attach) return;
-  WARN_ON(state.tracker.length !== 0, "release: DMABUF tracker not empty");
-  const dmabuf = attach.dmabuf;
-  if (state.pinned) dmabuf.resv.with(() => dmaBufUnpin(attach));
-  dmaBufDetach(dmabuf, attach);
-  state.attach = undefined;
-  dmaBufPut(dmabuf);
-}
-
-/** @see iopt_dmabuf_track_domain */
-export function dmabufTrackDomain(pages: IoptPages, area: IoptArea, domain: IoptDomain): void {
-  pages.mutex.assertHeld();
-  const state = pages.dmabuf;
-  if (WARN_ON(!state, "track on non-DMABUF pages") || !state) fail(EINVAL);
-  for (const t of state.tracker) {
-    if (WARN_ON(t.area === area && t.domain === domain, "pair already tracked")) fail(EINVAL);
-  }
-  if (pages.kernel.shouldFail("iommufd:dmabuf_track")) fail(ENOMEM, "tracker entry");
-  state.tracker.push({ area, domain });
-}
-
-/** @see iopt_dmabuf_track_all_domains */
-export function dmabufTrackAllDomains(
-  area: IoptArea,
-  pages: IoptPages,
-  domains: readonly IoptDomain[],
-): void {
-  try {
-    for (const domain of domains) dmabufTrackDomain(pages, area, domain);
-  } catch (e) {
-    dmabufUntrackAllDomains(area, pages);
-    throw e;
-  }
-}
-
-/** @see iopt_dmabuf_untrack_domain */
-export function dmabufUntrackDomain(pages: IoptPages, area: IoptArea, domain: IoptDomain): void {
-  pages.mutex.assertHeld();
-  const tracker = pages.dmabuf?.tracker ?? [];
-  const i = tracker.findIndex((t) => t.area === area && t.domain === domain);
-  if (WARN_ON(i < 0, "untrack of an untracked pair")) return;
-  tracker.splice(i, 1);
-}
-
-/** @see iopt_dmabuf_untrack_all_domains */
-export function dmabufUntrackAllDomains(area: IoptArea, pages: IoptPages): void {
-  pages.mutex.assertHeld();
-  const tracker = pages.dmabuf?.tracker;
-  if (!tracker) return;
-  let w = 0;
-  for (const t of tracker) if (t.area !== area) tracker[w++] = t;
-  tracker.length = w;
 }

@@ -10,7 +10,8 @@
  */
 import { EINVAL, ENOENT, EOPNOTSUPP, KernelWarning, WARN_ON, copyToUser, fail } from "@x/kernel";
 import { IOMMU_CAP_DIRTY_TRACKING, type IommuDomain, iommuDomainFree } from "@x/iommu-pgtable";
-import { type IommuUserData, type IommufdDevice, driverOf } from "./device.js";
+import type { IommufdDevice } from "./device.js";
+import { type IommuUserData, driverOf } from "./iommu-priv.js";
 import type { IommufdIoas } from "./ioas.js";
 import {
   IOMMUFD_OBJ_ANY,

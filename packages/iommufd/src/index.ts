@@ -3,35 +3,233 @@
  *
  * Entry points: `iommufdInit(kernel)` loads the module (registers /dev/iommu); user space then
  * talks to it through bytes (`libc.ioctl(fd, IOMMU_*, buf)`, layouts in uapi.ts) or the typed
- * `IommufdClient`; drivers bind devices through device.ts; @x/selftest adds IOMMU_TEST_CMD
- * through `IommufdModule.registerTestCmd`.
+ * `IommufdClient`; drivers bind devices through device.ts and pin through access.ts.
+ *
+ * What this entry names: the whole uAPI (uapi.ts, the counterpart of
+ * include/uapi/linux/iommufd.h and the VFIO type1 part of include/uapi/linux/vfio.h), and of
+ * the rest what the other packages, the playground, the tooling and this package's tests use.
+ *
+ * `@x/iommufd/testing` (src/testing.ts) is the CONFIG_IOMMUFD_TEST side: the option switches,
+ * the IOMMU_TEST_CMD handler types and the invariant checker. `IommufdModule.registerTestCmd`
+ * stays a method of the module because it fills the module's own ioctl table.
  */
-export * from "./uapi.js";
-export * from "./main.js";
-export * from "./ioctls.js";
-export * from "./ioas.js";
-export * from "./hw-pagetable.js";
-export * from "./device.js";
-export * from "./access.js";
-export * from "./access-core.js";
-export * from "./vfio-compat.js";
-export * from "./viommu.js";
-export * from "./client.js";
-export * from "./accounting.js";
-export * from "./iommu-domain.js";
-export * from "./io-pagetable.js";
-export * from "./io-pagetable-area.js";
-export * from "./pages.js";
-export * from "./dmabuf-import.js";
-export * from "./invariants.js";
-export { IOVA_BITMAP_MAX_PAGES, IovaBitmap, type IovaBitmapFn } from "./iova-bitmap.js";
-export { IntervalTree, IntervalNode } from "./interval-tree.js";
 export {
-  BATCH_CPU_MEMORY,
-  BATCH_MMIO,
-  MAX_NPFNS,
-  TEMP_MEMORY_LIMIT_DEFAULT,
-  setTempMemoryLimit,
-  tempMemoryLimit,
-} from "./pfn-batch.js";
-export { dmabufReadbackKind, setDmabufReadbackKind } from "./pfn-reader.js";
+  __IOMMUFD_ACCESS_RW_SLOW_PATH,
+  IOMMUFD_ACCESS_RW_WRITE,
+} from "./access-core.js";
+export {
+  IommufdAccess,
+  iommufdAccessAttach,
+  iommufdAccessCreate,
+  iommufdAccessDestroy,
+  iommufdAccessDetach,
+  iommufdAccessPinPages,
+  iommufdAccessReplace,
+  iommufdAccessRw,
+  iommufdAccessUnpinPages,
+} from "./access.js";
+export {
+  IOPT_PAGES_ACCOUNT_MM,
+  IOPT_PAGES_ACCOUNT_USER,
+} from "./accounting.js";
+export { IommufdClient } from "./client.js";
+export {
+  getIommufdDevice,
+  iommufdCtxFromFile,
+  IommufdDevice,
+  iommufdDeviceAttach,
+  iommufdDeviceBind,
+  iommufdDeviceDetach,
+  iommufdDeviceReplace,
+  iommufdDeviceUnbind,
+} from "./device.js";
+export { IommufdHwptPaging } from "./hw-pagetable.js";
+export {
+  IntervalNode,
+  IntervalTree,
+} from "./interval-tree.js";
+export {
+  type IommuResvRegion,
+  IoPagetable,
+} from "./io-pagetable.js";
+export {
+  getIoas,
+  IommufdIoas,
+} from "./ioas.js";
+export {
+  IOMMUFD_IOCTL_OPS,
+  iommufdInit,
+} from "./ioctls.js";
+export {
+  IOMMU_CACHE,
+  IOMMU_MMIO,
+  IOMMU_READ,
+  IOMMU_WRITE,
+} from "./iommu-domain.js";
+export type {
+  IommufdDriverExtras,
+  IommuUserData,
+} from "./iommu-priv.js";
+export {
+  IOMMUFD_OBJ_HWPT_PAGING,
+  IOMMUFD_OBJ_IOAS,
+  IOMMUFD_OBJ_SELFTEST,
+  IommufdCtx,
+  IommufdModule,
+  IommufdObject,
+  type IommufdUcmd,
+  ucmdRespond,
+} from "./main.js";
+export { IoptPages } from "./pages.js";
+export {
+  _IO,
+  _IOC_NR,
+  _IOC_NRBITS,
+  _IOC_TYPEBITS,
+  type Decoded,
+  type FieldKind,
+  type FieldSpec,
+  getU32,
+  iommu_destroy,
+  IOMMU_DESTROY,
+  iommu_fault_alloc,
+  IOMMU_FAULT_QUEUE_ALLOC,
+  IOMMU_GET_HW_INFO,
+  IOMMU_HW_CAP_DIRTY_TRACKING,
+  IOMMU_HW_CAP_PCI_PASID_EXEC,
+  IOMMU_HW_CAP_PCI_PASID_PRIV,
+  iommu_hw_info,
+  IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+  IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
+  IOMMU_HW_INFO_TYPE_DEFAULT,
+  IOMMU_HW_INFO_TYPE_INTEL_VTD,
+  IOMMU_HW_INFO_TYPE_NONE,
+  IOMMU_HW_INFO_TYPE_SELFTEST,
+  IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV,
+  iommu_hw_queue_alloc,
+  IOMMU_HW_QUEUE_ALLOC,
+  iommu_hwpt_alloc,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_ALLOC_PASID,
+  IOMMU_HWPT_DATA_ARM_SMMUV3,
+  IOMMU_HWPT_DATA_NONE,
+  IOMMU_HWPT_DATA_SELFTEST,
+  IOMMU_HWPT_DATA_VTD_S1,
+  IOMMU_HWPT_FAULT_ID_VALID,
+  iommu_hwpt_get_dirty_bitmap,
+  IOMMU_HWPT_GET_DIRTY_BITMAP,
+  iommu_hwpt_invalidate,
+  IOMMU_HWPT_INVALIDATE,
+  iommu_hwpt_set_dirty_tracking,
+  IOMMU_HWPT_SET_DIRTY_TRACKING,
+  iommu_ioas_alloc,
+  IOMMU_IOAS_ALLOC,
+  iommu_ioas_allow_iovas,
+  IOMMU_IOAS_ALLOW_IOVAS,
+  iommu_ioas_change_process,
+  IOMMU_IOAS_CHANGE_PROCESS,
+  iommu_ioas_copy,
+  IOMMU_IOAS_COPY,
+  iommu_ioas_iova_ranges,
+  IOMMU_IOAS_IOVA_RANGES,
+  iommu_ioas_map,
+  IOMMU_IOAS_MAP,
+  iommu_ioas_map_file,
+  IOMMU_IOAS_MAP_FILE,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_FLAGS_MASK,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  iommu_ioas_unmap,
+  IOMMU_IOAS_UNMAP,
+  iommu_iova_range,
+  iommu_option,
+  IOMMU_OPTION,
+  IOMMU_OPTION_HUGE_PAGES,
+  IOMMU_OPTION_OP_GET,
+  IOMMU_OPTION_OP_SET,
+  IOMMU_OPTION_RLIMIT_MODE,
+  iommu_test_cmd,
+  IOMMU_TEST_CMD,
+  iommu_vdevice_alloc,
+  IOMMU_VDEVICE_ALLOC,
+  iommu_veventq_alloc,
+  IOMMU_VEVENTQ_ALLOC,
+  iommu_vfio_ioas,
+  IOMMU_VFIO_IOAS,
+  IOMMU_VFIO_IOAS_CLEAR,
+  IOMMU_VFIO_IOAS_GET,
+  IOMMU_VFIO_IOAS_SET,
+  iommu_viommu_alloc,
+  IOMMU_VIOMMU_ALLOC,
+  IOMMUFD_CMD_BASE,
+  IOMMUFD_CMD_DESTROY,
+  IOMMUFD_CMD_FAULT_QUEUE_ALLOC,
+  IOMMUFD_CMD_GET_HW_INFO,
+  IOMMUFD_CMD_HW_QUEUE_ALLOC,
+  IOMMUFD_CMD_HWPT_ALLOC,
+  IOMMUFD_CMD_HWPT_GET_DIRTY_BITMAP,
+  IOMMUFD_CMD_HWPT_INVALIDATE,
+  IOMMUFD_CMD_HWPT_SET_DIRTY_TRACKING,
+  IOMMUFD_CMD_IOAS_ALLOC,
+  IOMMUFD_CMD_IOAS_ALLOW_IOVAS,
+  IOMMUFD_CMD_IOAS_CHANGE_PROCESS,
+  IOMMUFD_CMD_IOAS_COPY,
+  IOMMUFD_CMD_IOAS_IOVA_RANGES,
+  IOMMUFD_CMD_IOAS_MAP,
+  IOMMUFD_CMD_IOAS_MAP_FILE,
+  IOMMUFD_CMD_IOAS_UNMAP,
+  IOMMUFD_CMD_OPTION,
+  IOMMUFD_CMD_TEST,
+  IOMMUFD_CMD_VDEVICE_ALLOC,
+  IOMMUFD_CMD_VEVENTQ_ALLOC,
+  IOMMUFD_CMD_VFIO_IOAS,
+  IOMMUFD_CMD_VIOMMU_ALLOC,
+  IOMMUFD_TYPE,
+  setU64,
+  Struct,
+  U32_MAX,
+  U64_MAX,
+  ULONG_MAX,
+  VFIO_API_VERSION,
+  VFIO_BASE,
+  VFIO_CHECK_EXTENSION,
+  VFIO_DMA_CC_IOMMU,
+  VFIO_DMA_MAP_FLAG_READ,
+  VFIO_DMA_MAP_FLAG_VADDR,
+  VFIO_DMA_MAP_FLAG_WRITE,
+  VFIO_DMA_UNMAP_FLAG_ALL,
+  VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
+  VFIO_DMA_UNMAP_FLAG_VADDR,
+  VFIO_EEH,
+  VFIO_GET_API_VERSION,
+  vfio_info_cap_header,
+  VFIO_IOMMU_DIRTY_PAGES,
+  VFIO_IOMMU_GET_INFO,
+  VFIO_IOMMU_INFO_CAPS,
+  VFIO_IOMMU_INFO_PGSIZES,
+  VFIO_IOMMU_MAP_DMA,
+  vfio_iommu_type1_dma_map,
+  vfio_iommu_type1_dma_unmap,
+  vfio_iommu_type1_info,
+  vfio_iommu_type1_info_cap_iova_range,
+  VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+  VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION,
+  vfio_iommu_type1_info_dma_avail,
+  VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
+  VFIO_IOMMU_UNMAP_DMA,
+  vfio_iova_range,
+  VFIO_NOIOMMU_IOMMU,
+  VFIO_SET_IOMMU,
+  VFIO_SPAPR_TCE_IOMMU,
+  VFIO_SPAPR_TCE_v2_IOMMU,
+  VFIO_TYPE,
+  VFIO_TYPE1_IOMMU,
+  VFIO_TYPE1_NESTING_IOMMU,
+  VFIO_TYPE1v2_IOMMU,
+  VFIO_UNMAP_ALL,
+  VFIO_UPDATE_VADDR,
+} from "./uapi.js";
+export { iommufdVfioCompatIoasId } from "./vfio-compat.js";

@@ -63,6 +63,11 @@ import {
   IOPT_PAGES_ACCOUNT_USER,
   type IoptPagesAccountMode,
 } from "./accounting.js";
+import {
+  IOMMUFD_DEFAULT_OPTIONS,
+  type IommufdOptions,
+  defaultIommufdOptions,
+} from "./iommufd-options.js";
 
 /** Object types (enum iommufd_object_type; kernel-internal numbering by position). */
 export const IOMMUFD_OBJ_ANY = 0;
@@ -169,6 +174,10 @@ export class IommufdModule {
   /** Contexts not yet released (a bound device or access can keep one alive after close). */
   private readonly live = new Set<IommufdCtx>();
   compat: CompatIoctl | undefined;
+  /** The module's choices, set through @x/iommufd/testing. */
+  readonly options: IommufdOptions = defaultIommufdOptions();
+  /** The struct device of the /dev/iommu misc device (iommu_misc_dev.this_device). */
+  readonly miscDevice: object = { name: "iommu" };
 
   constructor(
     readonly kernel: Kernel,
@@ -254,6 +263,22 @@ export class IommufdModule {
     this.live.add(ctx);
     return file;
   }
+}
+
+/** The options of the iommufd loaded into `kernel`; the defaults when none is. */
+export function iommufdOptions(kernel: Kernel): Readonly<IommufdOptions> {
+  return IommufdModule.of(kernel)?.options ?? IOMMUFD_DEFAULT_OPTIONS;
+}
+
+/** The device an io_pagetable used without a loaded module attaches dma-bufs with. */
+const unloadedDevice: object = Object.freeze({ name: "iommu" });
+
+/**
+ * The dummy struct device DMABUF attachments are made with: /dev/iommu's own device.
+ * @see iommufd_global_device
+ */
+export function iommufdGlobalDevice(kernel: Kernel): object {
+  return IommufdModule.of(kernel)?.miscDevice ?? unloadedDevice;
 }
 
 /** The handle the IOAS module sets so contexts can clear the compat IOAS it points to. */
@@ -440,7 +465,7 @@ export class IommufdCtx implements CompatIoasHolder {
         this.removeAndDestroy(obj);
         destroyed++;
       }
-      if (WARN_ON(destroyed === 0, "iommufd release: objects still referenced")) break;
+      WARN_ON(destroyed === 0, "iommufd release: objects still referenced");
     }
     this.module.forget(this);
   }

@@ -25,8 +25,13 @@
  * for DMABUF pages, whose mutex has its own lockdep class ("iopt_pages.mutex/dmabuf") because
  * they never take mmap_lock under it.
  */
-import type { DmaBufAttachment } from "@x/dmabuf";
-import type { PhysVec } from "@x/dmabuf";
+import {
+  type DmaBufAttachment,
+  type PhysVec,
+  dmaBufDetach,
+  dmaBufPut,
+  dmaBufUnpin,
+} from "@x/dmabuf";
 import {
   CAP_IPC_LOCK,
   EINVAL,
@@ -51,21 +56,15 @@ import {
   accountingShouldFail,
   updatePinnedAccounting,
 } from "./accounting.js";
-import {
-  dmabufTrackAllDomains,
-  dmabufTrackDomain,
-  dmabufUntrackAllDomains,
-  dmabufUntrackDomain,
-  ioptReleaseDmabuf,
-  trackerMutant,
-} from "./dmabuf-import.js";
 import { doubleSpanAt, IntervalNode, IntervalTree } from "./interval-tree.js";
 import type { IoptArea } from "./io-pagetable-area.js";
 import { type IoptDomain, iommuUnmapNofail } from "./iommu-domain.js";
+import { iommufdOptions } from "./main.js";
 import {
   BPAGE_SIZE,
   PfnBatch,
   batchFromDomain,
+  batchUnpin,
   batchFromDomainContinue,
   batchToDomain,
 } from "./pfn-batch.js";
@@ -219,7 +218,7 @@ export class IoptPages {
 
   /** Return what unpinning gave back. @see update_unpinned */
   updateUnpinned(): void {
-    if (WARN_ON(this.npinned > this.lastNpinned, "update_unpinned with new pins")) return;
+    WARN_ON(this.npinned > this.lastNpinned, "update_unpinned with new pins");
     if (this.npinned === this.lastNpinned) return;
     updatePinnedAccounting(this, this.lastNpinned - this.npinned, false);
     this.lastNpinned = this.npinned;
@@ -263,6 +262,19 @@ export function ioptPutPages(pages: IoptPages): void {
   if (--pages.refs === 0) ioptReleasePages(pages);
 }
 
+/** Release of DMABUF pages: unpin (option), detach, drop the dma-buf reference. */
+export function ioptReleaseDmabuf(pages: IoptPages): void {
+  const state = pages.dmabuf;
+  const attach = state?.attach;
+  if (!state || !attach) return;
+  WARN_ON(state.tracker.length !== 0, "release: DMABUF tracker not empty");
+  const dmabuf = attach.dmabuf;
+  if (state.pinned) dmabuf.resv.with(() => dmaBufUnpin(attach));
+  dmaBufDetach(dmabuf, attach);
+  state.attach = undefined;
+  dmaBufPut(dmabuf);
+}
+
 /** @see iopt_release_pages */
 function ioptReleasePages(pages: IoptPages): void {
   WARN_ON(!pages.accessItree.isEmpty, "release: accesses remain");
@@ -277,11 +289,49 @@ function ioptReleasePages(pages: IoptPages): void {
   }
 }
 
-/** Unpin `npages` batch PFNs starting `first` PFNs in. @see batch_unpin */
-export function batchUnpin(pages: IoptPages, batch: PfnBatch, first: number, npages: number): void {
-  const mem = pages.kernel.mem;
-  batch.forEachRun(first, npages, (pfn, n) => mem.unpinPages(pfn, n));
-  pages.subNpinned(npages);
+/** @see iopt_dmabuf_track_domain */
+export function dmabufTrackDomain(pages: IoptPages, area: IoptArea, domain: IoptDomain): void {
+  pages.mutex.assertHeld();
+  WARN_ON(!pages.dmabuf, "track on non-DMABUF pages");
+  const tracker = pages.dmabuf!.tracker;
+  for (const t of tracker) {
+    WARN_ON(t.area === area && t.domain === domain, "pair already tracked");
+  }
+  if (pages.kernel.shouldFail("iommufd:dmabuf_track")) fail(ENOMEM, "tracker entry");
+  tracker.push({ area, domain });
+}
+
+/** @see iopt_dmabuf_track_all_domains */
+export function dmabufTrackAllDomains(
+  area: IoptArea,
+  pages: IoptPages,
+  domains: readonly IoptDomain[],
+): void {
+  try {
+    for (const domain of domains) dmabufTrackDomain(pages, area, domain);
+  } catch (e) {
+    dmabufUntrackAllDomains(area, pages);
+    throw e;
+  }
+}
+
+/** @see iopt_dmabuf_untrack_domain */
+export function dmabufUntrackDomain(pages: IoptPages, area: IoptArea, domain: IoptDomain): void {
+  pages.mutex.assertHeld();
+  const tracker = pages.dmabuf?.tracker ?? [];
+  const i = tracker.findIndex((t) => t.area === area && t.domain === domain);
+  WARN_ON(i < 0, "untrack of an untracked pair");
+  tracker.splice(i, 1);
+}
+
+/** @see iopt_dmabuf_untrack_all_domains */
+export function dmabufUntrackAllDomains(area: IoptArea, pages: IoptPages): void {
+  pages.mutex.assertHeld();
+  const tracker = pages.dmabuf?.tracker;
+  if (!tracker) return;
+  let w = 0;
+  for (const t of tracker) if (t.area !== area) tracker[w++] = t;
+  tracker.length = w;
 }
 
 /** @see iopt_area_unmap_domain_range */
@@ -353,7 +403,7 @@ function ioptAreaUnfillDomainTo(
 ): void {
   pages.mutex.assertHeld();
   if (pages.dmabuf) {
-    if (WARN_ON(pages.revoked, "unfill of a revoked DMABUF area")) return;
+    WARN_ON(pages.revoked, "unfill of a revoked DMABUF area");
     ioptAreaUnmapDomainRange(area, domain, area.index, lastIndex);
     return;
   }
@@ -433,7 +483,7 @@ export function ioptAreaFillDomains(area: IoptArea, pages: IoptPages): void {
   const first = domains[0];
   if (!first) return;
   const track = pages.dmabuf !== undefined;
-  const late = track && trackerMutant(pages.kernel);
+  const late = track && iommufdOptions(pages.kernel).trackerMutant;
   pages.mutex.lock();
   try {
     if (track && !late) dmabufTrackAllDomains(area, pages, domains);
@@ -518,7 +568,7 @@ export function ioptAreaUnfillDomains(area: IoptArea, pages: IoptPages): void {
  */
 export function ioptAreaAddDomain(area: IoptArea, pages: IoptPages, domain: IoptDomain): void {
   const track = pages.dmabuf !== undefined;
-  const late = track && trackerMutant(pages.kernel);
+  const late = track && iommufdOptions(pages.kernel).trackerMutant;
   pages.mutex.with(() => {
     if (track && !late) dmabufTrackDomain(pages, area, domain);
     try {

@@ -21,6 +21,8 @@ import {
   fail,
 } from "@x/kernel";
 import type { IoptArea } from "./io-pagetable-area.js";
+import { iommufdOptions } from "./main.js";
+import type { IoptPages } from "./pages.js";
 import {
   IOMMU_CACHE,
   IOMMU_MMIO,
@@ -47,31 +49,15 @@ const RUN_BYTES = 12;
 /** BATCH_BACKUP_SIZE u64s on the stack of no-fail paths. */
 const BATCH_BACKUP_BYTES = 32 * 8;
 
-/** The default TEMP_MEMORY_LIMIT. */
-export const TEMP_MEMORY_LIMIT_DEFAULT = 65536;
-const tempLimits = new WeakMap<Kernel, number>();
-
-/** The temp memory limit in bytes of this machine (iommufd_test_memory_limit). */
-export function tempMemoryLimit(kernel: Kernel): number {
-  return tempLimits.get(kernel) ?? TEMP_MEMORY_LIMIT_DEFAULT;
-}
-
-/** IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT: 0 restores the default. */
-export function setTempMemoryLimit(kernel: Kernel, bytes: number): void {
-  if (!Number.isInteger(bytes) || bytes < 0) throw new RangeError(`bad limit ${bytes}`);
-  if (bytes === 0) tempLimits.delete(kernel);
-  else tempLimits.set(kernel, bytes);
-}
-
 /**
  * temp_kmalloc(): how many bytes of temporary memory a request of `bytes` gets. Without a
  * backup this is an injectable allocation (ENOMEM); with one it cannot fail.
  */
 export function tempAlloc(kernel: Kernel, bytes: number, withBackup: boolean): number {
-  if (WARN_ON(bytes === 0, "temp_kmalloc of 0 bytes")) return 0;
+  WARN_ON(bytes === 0, "temp_kmalloc of 0 bytes");
   if (withBackup && bytes < BATCH_BACKUP_BYTES) return bytes;
   if (!withBackup && kernel.shouldFail("iommufd:temp_kmalloc")) fail(ENOMEM, "temp memory");
-  return Math.min(bytes, tempMemoryLimit(kernel));
+  return Math.min(bytes, iommufdOptions(kernel).tempMemoryLimit);
 }
 
 export class PfnBatch {
@@ -319,4 +305,11 @@ export function batchFromXarray(batch: PfnBatch, xa: XArray, start: number, last
     if (pfn < 0) throw new KernelWarning(`pinned_pfns has no entry at ${i}`);
     if (!batch.add(pfn, 1)) return;
   }
+}
+
+/** Unpin `npages` batch PFNs starting `first` PFNs in. @see batch_unpin */
+export function batchUnpin(pages: IoptPages, batch: PfnBatch, first: number, npages: number): void {
+  const mem = pages.kernel.mem;
+  batch.forEachRun(first, npages, (pfn, n) => mem.unpinPages(pfn, n));
+  pages.subNpinned(npages);
 }

@@ -13,19 +13,17 @@
  * caller unmaps what it mapped. `updatePinned` charges the accounting; `destroy` asserts the
  * charge matches.
  *
- * Decision (spec §8 point 1, OBSERVATION §2.4): the kernel as merged reads domain-held PFNs of
+ * Decision: the kernel as merged reads domain-held PFNs of
  * a DMABUF area back with CPU_MEMORY kind, so a second domain (or an IOAS_COPY destination)
  * gets IOMMU_CACHE and no IOMMU_MMIO. The model reproduces that by default and emits the trace
  * event "iommufd:dmabuf_cpu_kind_readback" each time it happens; the per-machine option
- * `setDmabufReadbackKind(kernel, "mmio")` reads them back as MMIO instead (the corrected
+ * `setDmabufReadbackKind(kernel, "mmio")` (@x/iommufd/testing) reads them back as MMIO instead (the corrected
  * behaviour). Both are tested.
  */
 import {
   EFAULT,
-  EINVAL,
   FOLL_LONGTERM,
   FOLL_WRITE,
-  type Kernel,
   KernelWarning,
   PfnRuns,
   WARN_ON,
@@ -43,26 +41,16 @@ import {
   PfnBatch,
   batchFromDomain,
   batchFromXarray,
+  batchUnpin,
   tempAlloc,
 } from "./pfn-batch.js";
-import { type IoptPages, batchUnpin } from "./pages.js";
+import { iommufdOptions } from "./main.js";
+import type { IoptPages } from "./pages.js";
 
 declare module "@x/kernel" {
   interface TraceEvents {
     "iommufd:dmabuf_cpu_kind_readback": { startIndex: number; lastIndex: number };
   }
-}
-
-export type DmabufReadbackKind = "cpu" | "mmio";
-const readbackKinds = new WeakMap<Kernel, DmabufReadbackKind>();
-
-/** The kind domain read-backs of DMABUF pages get: "cpu" (as merged, default) or "mmio". */
-export function dmabufReadbackKind(kernel: Kernel): DmabufReadbackKind {
-  return readbackKinds.get(kernel) ?? "cpu";
-}
-
-export function setDmabufReadbackKind(kernel: Kernel, kind: DmabufReadbackKind): void {
-  readbackKinds.set(kernel, kind);
 }
 
 /** The area of `pages` filled into a domain that covers `index`. @see iopt_pages_find_domain_area */
@@ -118,7 +106,7 @@ export class PfnReaderUser {
       const flags = FOLL_LONGTERM | (pages.writable ? FOLL_WRITE : 0);
       got = pinUserPages(kernel, mm, uptr, npages, flags, this.runs);
     }
-    if (WARN_ON(got <= 0, "origin pinned nothing")) fail(EFAULT);
+    WARN_ON(got <= 0, "origin pinned nothing");
     pages.npinned += got;
     this.upagesStart = startIndex;
     this.upagesEnd = startIndex + got;
@@ -186,7 +174,7 @@ export class PfnReader {
     this.batchEndIndex = startIndex;
     const dmabuf = pages.dmabuf;
     if (dmabuf) {
-      if (WARN_ON(dmabuf.phys.len === 0n, "pfn_reader on revoked DMABUF")) fail(EINVAL);
+      WARN_ON(dmabuf.phys.len === 0n, "pfn_reader on revoked DMABUF");
       this.dmabufPaddr = dmabuf.phys.paddr + dmabuf.start;
       this.user = undefined;
     } else {
@@ -239,7 +227,7 @@ export class PfnReader {
       const last = Math.min(area.lastIndex, this.spanLast);
       let kind: BatchKind = BATCH_CPU_MEMORY;
       if (pages.dmabuf) {
-        if (dmabufReadbackKind(pages.kernel) === "mmio") kind = BATCH_MMIO;
+        if (iommufdOptions(pages.kernel).dmabufReadbackKind === "mmio") kind = BATCH_MMIO;
         else {
           pages.kernel.trace.emit("iommufd:dmabuf_cpu_kind_readback", {
             startIndex: start,
@@ -252,7 +240,7 @@ export class PfnReader {
     }
     if (!this.user) {
       // One MMIO run for the rest of the hole; page_offset is applied by batch_to_domain.
-      // Decision (OBSERVATION §3.5): a physical range not page aligned loses its sub-page
+      // Decision: a physical range not page aligned loses its sub-page
       // part here, as PHYS_PFN does in the kernel; exporters hand out page-aligned BARs.
       const paddr = this.dmabufPaddr + BigInt(start) * BPAGE_SIZE;
       this.batch.add(Number(paddr >> 12n), this.spanLast - start + 1, BATCH_MMIO);
@@ -270,7 +258,7 @@ export class PfnReader {
     while (this.batchEndIndex !== this.lastIndex + 1) {
       const before = this.batch.totalPfns;
       this.fillSpan();
-      if (WARN_ON(this.batch.totalPfns === 0, "pfn_reader made no progress")) fail(EINVAL);
+      WARN_ON(this.batch.totalPfns === 0, "pfn_reader made no progress");
       this.batchEndIndex = this.batchStartIndex + this.batch.totalPfns;
       if (this.batchEndIndex === this.spanLast + 1 && this.batchEndIndex <= this.lastIndex) {
         this.loadSpan(this.batchEndIndex);

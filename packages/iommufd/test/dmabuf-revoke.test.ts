@@ -13,12 +13,13 @@ import {
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
 import { describe, expect, it } from "vitest";
 import { ioptAccessPinPages, ioptAccessRw } from "../src/access-core.js";
-import { ioptAllocDmabufPages, setDmabufPinImporter } from "../src/dmabuf-import.js";
+import { ioptAllocDmabufPages } from "../src/dmabuf-import.js";
+import { setDmabufPinImporter } from "../src/testing.js";
 import { IOPT_ALLOC_IOVA, IoPagetable } from "../src/io-pagetable.js";
 import { IOMMU_MMIO, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
-import { checkInvariants } from "../src/invariants.js";
+import { checkInvariants } from "../src/testing.js";
 import { PAGES_DMABUF_MUTEX_CLASS } from "../src/pages.js";
-import { setDmabufReadbackKind } from "../src/pfn-reader.js";
+import { setDmabufReadbackKind } from "../src/testing.js";
 import {
   TestExporter,
   domainRuns,
@@ -30,9 +31,11 @@ import {
   ctx,
   errno,
 } from "./pages-helpers.js";
+import { iommufdInit } from "../src/ioctls.js";
 
 function setup(ndomains: number, size = 16n * PAGE) {
   const kernel = new Kernel();
+  iommufdInit(kernel);
   const iopt = new IoPagetable(kernel);
   const domains = Array.from({ length: ndomains }, () => testDomain(kernel));
   for (const d of domains) iopt.tableAddDomain(d);
@@ -318,6 +321,7 @@ describe("DMABUF details", () => {
   it("pins the buffer as a pinning importer only with the option", () => {
     for (const pin of [false, true]) {
       const kernel = new Kernel();
+      iommufdInit(kernel);
       setDmabufPinImporter(kernel, pin);
       const iopt = new IoPagetable(kernel);
       const exp = new TestExporter(kernel, 4n * PAGE, true);

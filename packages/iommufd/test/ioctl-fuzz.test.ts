@@ -18,7 +18,6 @@ import {
   type IommufdAccess,
   type IommufdDevice,
   IommufdIoas,
-  checkInvariants,
   iommufdAccessAttach,
   iommufdAccessCreate,
   iommufdAccessDestroy,
@@ -30,8 +29,8 @@ import {
   iommufdDeviceBind,
   iommufdDeviceDetach,
   iommufdDeviceUnbind,
-  totalNpinned,
 } from "../src/index.js";
+import { checkInvariants, totalNpinned } from "../src/testing.js";
 import {
   MOCK_APERTURE,
   PAGE,

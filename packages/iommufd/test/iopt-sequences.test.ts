@@ -17,10 +17,11 @@ import {
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ioptAccessPinPages, ioptAccessUnpinPages } from "../src/access-core.js";
-import { checkInvariants, totalNpinned } from "../src/invariants.js";
+import { checkInvariants, totalNpinned } from "../src/testing.js";
 import { IOPT_ALLOC_IOVA, IoPagetable, type IoptAccess } from "../src/io-pagetable.js";
-import { setTempMemoryLimit } from "../src/pfn-batch.js";
+import { setTempMemoryLimit } from "../src/testing.js";
 import { TestExporter, testDomain, RW, PAGE, ctx } from "./pages-helpers.js";
+import { iommufdInit } from "../src/ioctls.js";
 
 type Op =
   | { k: "mapUser"; io: number; first: number; n: number }
@@ -64,6 +65,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 
 function run(ops: Op[]): void {
   const kernel = new Kernel();
+  iommufdInit(kernel);
   const libc = new Libc(kernel, kernel.newProcess(1000));
   kernel.current = libc.task;
   const iopts = [new IoPagetable(kernel), new IoPagetable(kernel)];

@@ -10,7 +10,7 @@ import {
   isKernelError,
 } from "@x/kernel";
 import { describe, expect, it } from "vitest";
-import { IOVA_BITMAP_MAX_PAGES, IovaBitmap } from "../src/index.js";
+import { IOVA_BITMAP_MAX_PAGES, IovaBitmap } from "../src/iova-bitmap.js";
 
 function setup(bytes: number, prot = PROT_READ | PROT_WRITE) {
   const kernel = new Kernel();

@@ -5,7 +5,7 @@
 import type { IommuDomain } from "@x/iommu-pgtable";
 import { Kernel, KernelError, Libc, MFD_HUGETLB, MFD_HUGE_2MB } from "@x/kernel";
 import { describe, expect, it, vi } from "vitest";
-import { checkInvariants, totalNpinned } from "../src/invariants.js";
+import { checkInvariants, totalNpinned } from "../src/testing.js";
 import { IoPagetable } from "../src/io-pagetable.js";
 import { domainRuns, testDomain, RW, ctx } from "./pages-helpers.js";
 

@@ -28,21 +28,18 @@ import {
   accountingSourceOf,
   updatePinnedAccounting,
 } from "../src/accounting.js";
-import { checkInvariants, totalNpinned } from "../src/invariants.js";
+import { checkInvariants, totalNpinned } from "../src/testing.js";
 import { IOPT_ALLOC_IOVA, type IoptAccess, IoPagetable } from "../src/io-pagetable.js";
 import { IOMMU_READ } from "../src/iommu-domain.js";
-import {
-  BATCH_CPU_MEMORY,
-  BATCH_MMIO,
-  MAX_NPFNS,
-  PfnBatch,
-  setTempMemoryLimit,
-} from "../src/pfn-batch.js";
+import { BATCH_CPU_MEMORY, BATCH_MMIO, MAX_NPFNS, PfnBatch } from "../src/pfn-batch.js";
+import { setTempMemoryLimit } from "../src/testing.js";
 import { PAGE, RW, ctx, domainRuns, errno, mappedBytes, testDomain } from "./pages-helpers.js";
+import { iommufdInit } from "../src/ioctls.js";
 
 /** A machine with an unprivileged user process (accounting applies). */
 function machine(uid = 1000) {
   const kernel = new Kernel();
+  iommufdInit(kernel);
   const libc = new Libc(kernel, kernel.newProcess(uid));
   const iopt = new IoPagetable(kernel);
   const run = <T>(fn: () => T): T => kernel.runAs(libc.task, fn);
@@ -100,6 +97,7 @@ describe("pfn_batch", () => {
 
   it("takes its capacity from the temp memory limit and splits runs at MAX_NPFNS", () => {
     const kernel = new Kernel();
+    iommufdInit(kernel);
     setTempMemoryLimit(kernel, 16);
     const tiny = PfnBatch.create(kernel, 1000);
     expect(tiny.arraySize).toBe(1);

@@ -18,10 +18,11 @@ import {
 } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import { ioptAccessPinPages, ioptAccessUnpinPages } from "../src/access-core.js";
-import { checkInvariants, totalNpinned } from "../src/invariants.js";
+import { checkInvariants, totalNpinned } from "../src/testing.js";
 import { IOPT_ALLOC_IOVA, IoPagetable, type IoptAccess } from "../src/io-pagetable.js";
-import { setTempMemoryLimit } from "../src/pfn-batch.js";
+import { setTempMemoryLimit } from "../src/testing.js";
 import { TestExporter, domainRuns, testDomain, RW, PAGE, ctx } from "./pages-helpers.js";
+import { iommufdInit } from "../src/ioctls.js";
 
 interface World {
   kernel: Kernel;
@@ -79,6 +80,7 @@ function sweep(w: World, op: () => void, undo: () => void): number {
 
 function world(limit = 0): World {
   const kernel = new Kernel();
+  iommufdInit(kernel);
   if (limit) setTempMemoryLimit(kernel, limit);
   const libc = new Libc(kernel, kernel.newProcess(1000));
   kernel.current = libc.task;

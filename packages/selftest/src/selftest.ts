@@ -28,9 +28,9 @@ import {
   iommufdDeviceDetach,
   iommufdDeviceReplace,
   iommufdDeviceUnbind,
-  setTempMemoryLimit,
   ucmdRespond,
 } from "@x/iommufd";
+import { setTempMemoryLimit } from "@x/iommufd/testing";
 import {
   EINVAL,
   EIO,

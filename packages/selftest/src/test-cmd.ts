@@ -3,7 +3,8 @@
  * the union member, and the user-page look-ups several ops make (get_user_pages_fast of one
  * page, which faults the page in).
  */
-import type { FieldSpec, IommufdUcmd, Struct, TestCmdHandler } from "@x/iommufd";
+import type { FieldSpec, IommufdUcmd, Struct } from "@x/iommufd";
+import type { TestCmdHandler } from "@x/iommufd/testing";
 import {
   type Kernel,
   PAGE_SIZE,

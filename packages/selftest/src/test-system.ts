@@ -8,14 +8,8 @@
  * and its shared mapping `mfd_buffer`, the task's fail-nth file and the post-run leak checks.
  */
 import { dmaBufList } from "@x/dmabuf";
-import {
-  IOMMU_DESTROY,
-  IommufdIoas,
-  IommufdModule,
-  checkInvariants,
-  iommu_destroy,
-  iommufdInit,
-} from "@x/iommufd";
+import { IOMMU_DESTROY, IommufdIoas, IommufdModule, iommu_destroy, iommufdInit } from "@x/iommufd";
+import { checkInvariants } from "@x/iommufd/testing";
 import {
   Kernel,
   Libc,

@@ -26,7 +26,6 @@
  */
 import { type DmaBuf, dmaBufList } from "@x/dmabuf";
 import {
-  checkInvariants,
   IOMMU_CACHE,
   IOMMU_MMIO,
   IOPT_PAGES_ACCOUNT_MM,
@@ -37,6 +36,7 @@ import {
   IommufdModule,
   IoptPages,
 } from "@x/iommufd";
+import { checkInvariants } from "@x/iommufd/testing";
 import type { IommuDomain } from "@x/iommu-pgtable";
 import {
   PAGE_SHIFT as KERNEL_PAGE_SHIFT,

@@ -10,7 +10,8 @@
  * (`setDmabufReadbackKind(kernel, "mmio")`), so the checker's "MMIO attributes on MMIO" rule
  * holds for every IOPTE; the merged kernel's CPU-kind readback is @x/iommufd's own test.
  */
-import { type IommufdModule, iommufdInit, setDmabufReadbackKind } from "@x/iommufd";
+import { type IommufdModule, iommufdInit } from "@x/iommufd";
+import { setDmabufReadbackKind } from "@x/iommufd/testing";
 import {
   CAP_SYS_RESOURCE,
   Kernel,

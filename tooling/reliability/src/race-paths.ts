@@ -23,8 +23,8 @@ import {
   iommufdAccessPinPages,
   iommufdAccessUnpinPages,
   iommufdCtxFromFile,
-  setTrackerMutant,
 } from "@x/iommufd";
+import { setTrackerMutant } from "@x/iommufd/testing";
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
 import { KernelError, Libc, Mutex, O_RDWR, type Task } from "@x/kernel";
 import {
