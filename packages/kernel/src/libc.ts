@@ -282,7 +282,11 @@ export class Libc {
    * (EFAULT past TASK_SIZE before the file is asked; a fault copying out comes after the
    * file gave its data, as in the kernel). Bytes read or -1.
    */
-  read(fd: number, buf: Uint8Array | bigint, count = buf instanceof Uint8Array ? buf.length : 0): number {
+  read(
+    fd: number,
+    buf: Uint8Array | bigint,
+    count = buf instanceof Uint8Array ? buf.length : 0,
+  ): number {
     return this.sys(-1, () => {
       const file = this.file(fd);
       if (!(file.fMode & FMODE_READ)) fail(EBADF, "not open for reading");
@@ -302,15 +306,20 @@ export class Libc {
    * Decision: the whole user buffer is copied before the file sees it, so a fault inside the
    * buffer is EFAULT even where a file would have used fewer bytes.
    */
-  write(fd: number, data: Uint8Array | bigint, count = data instanceof Uint8Array ? data.length : 0): number {
+  write(
+    fd: number,
+    data: Uint8Array | bigint,
+    count = data instanceof Uint8Array ? data.length : 0,
+  ): number {
     return this.sys(-1, () => {
       const file = this.file(fd);
       if (!(file.fMode & FMODE_WRITE)) fail(EBADF, "not open for writing");
       if (!file.fops.write) fail(EINVAL, `${file.fops.name} cannot be written`);
-      const bytes =
-        typeof data === "bigint"
-          ? (accessOk(data, count), copyFromUser(this.kernel, data, count))
-          : data.subarray(0, count);
+      let bytes: Uint8Array;
+      if (typeof data === "bigint") {
+        accessOk(data, count);
+        bytes = copyFromUser(this.kernel, data, count);
+      } else bytes = data.subarray(0, count);
       const n = file.fops.write(file, bytes, file.fPos);
       file.fPos += BigInt(n);
       return n;
