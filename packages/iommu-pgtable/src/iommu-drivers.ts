@@ -32,13 +32,35 @@ import {
   IOMMU_HWPT_ALLOC_PASID,
 } from "./iommu-types.js";
 import { armLpaeDomainAlloc } from "./io-pgtable-arm.js";
+import {
+  type AmdUnityMap,
+  type FirmwareResvRegion,
+  type IommuResvRegion,
+  type IortRmr,
+  amdResvRegions,
+  armSmmuResvRegions,
+  intelResvRegions,
+} from "./iommu-resv.js";
 import { PT_FEAT_DYNAMIC_TOP, PT_FEAT_FLUSH_RANGE, PT_FEAT_SIGN_EXTEND } from "./pt-format.js";
 
+/** What the IVRS table and the IOMMU's features say about reserved ranges. */
+export interface AmdIommuFirmware {
+  readonly unityMaps?: readonly AmdUnityMap[];
+  /** FEATURE_HT_RANGE_IGNORE in EFR2: the HyperTransport range is not reserved. */
+  readonly htRangeIgnore?: boolean;
+}
+
+/** What the DMAR table says about reserved ranges. */
+export interface IntelIommuFirmware {
+  readonly rmrrs?: readonly FirmwareResvRegion[];
+}
+
 /** AMD-Vi with v1 host page tables: AMDv1, dynamic top from level 2, range flushes. */
-export function amdIommuDriver(faults?: FaultSource): PtIommuDriver {
+export function amdIommuDriver(faults?: FaultSource, fw: AmdIommuFirmware = {}): PtIommuDriver {
   return new PtIommuDriver(
     {
       name: "amd-iommu",
+      resvRegions: (dev) => amdResvRegions(dev, fw.unityMaps ?? [], fw.htRangeIgnore ?? false),
       hwInfoType: IOMMU_HW_INFO_TYPE_AMD,
       hwInfoData: () => new Uint8Array(16),
       caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_DEFERRED_FLUSH, IOMMU_CAP_DIRTY_TRACKING],
@@ -54,10 +76,11 @@ export function amdIommuDriver(faults?: FaultSource): PtIommuDriver {
 }
 
 /** Intel VT-d second stage, 4-level (48-bit); nesting parents get FORCE_WRITEABLE. */
-export function intelIommuDriver(faults?: FaultSource): PtIommuDriver {
+export function intelIommuDriver(faults?: FaultSource, fw: IntelIommuFirmware = {}): PtIommuDriver {
   return new PtIommuDriver(
     {
       name: "intel-iommu",
+      resvRegions: (dev) => intelResvRegions(dev, fw.rmrrs ?? []),
       hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
       hwInfoData: () => new Uint8Array(24),
       caps: [
@@ -80,10 +103,14 @@ export function intelIommuDriver(faults?: FaultSource): PtIommuDriver {
 }
 
 /** VT-d first stage / AMD v2 style: the x86-64 4-level table, sign-extended, no dirty ops. */
-export function x86FirstStageIommuDriver(faults?: FaultSource): PtIommuDriver {
+export function x86FirstStageIommuDriver(
+  faults?: FaultSource,
+  fw: IntelIommuFirmware = {},
+): PtIommuDriver {
   return new PtIommuDriver(
     {
       name: "intel-iommu-fs",
+      resvRegions: (dev) => intelResvRegions(dev, fw.rmrrs ?? []),
       hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
       hwInfoData: () => new Uint8Array(24),
       caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_DEFERRED_FLUSH],
@@ -107,8 +134,14 @@ export class ArmSmmuV3Driver implements IommuDriver {
   constructor(
     private readonly granuleLg2: 12 | 14 | 16 = 12,
     private readonly faults?: FaultSource,
+    /** IORT RMRs. */
+    private readonly rmrs: readonly IortRmr[] = [],
   ) {
     this.ops = countingFlushOps(this.stats);
+  }
+
+  getResvRegions(dev: IommuDevice): readonly IommuResvRegion[] {
+    return armSmmuResvRegions(dev, this.rmrs);
   }
 
   capable(_dev: IommuDevice, cap: number): boolean {
