@@ -5,6 +5,7 @@ export * from "./pt-format.js";
 export * from "./iommu-pt.js";
 export * from "./iommu.js";
 export * from "./iommu-driver.js";
+export * from "./iommu-resv.js";
 export * from "./fmt/amdv1.js";
 export * from "./fmt/x86-64.js";
 export * from "./fmt/vtdss.js";

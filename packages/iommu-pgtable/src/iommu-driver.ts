@@ -34,6 +34,7 @@ import {
   type DmaAccess,
   U64_MAX,
 } from "./iommu-types.js";
+import type { IommuResvRegion } from "./iommu-resv.js";
 import { PT_FEAT_DYNAMIC_TOP, PT_FEAT_SIGN_EXTEND, hasFeature } from "./pt-format.js";
 
 /** Something that can fail an allocation on purpose: a `Kernel` fits. */
@@ -56,6 +57,8 @@ export interface IommuDriver {
   domainAllocPaging(dev: IommuDevice, flags: number): IommuDomain;
   /** Refuse (throw -EINVAL) a domain this device cannot use. */
   attachDev?(domain: IommuDomain, dev: IommuDevice): void;
+  /** The device's reserved regions; none without it. @see iommu_get_resv_regions */
+  getResvRegions?(dev: IommuDevice): readonly IommuResvRegion[];
 }
 
 /** Why a DMA did not translate. */
@@ -89,6 +92,8 @@ export class IommuDevice {
   constructor(
     readonly name: string,
     readonly iommu: IommuDriver,
+    /** PCI class code (pdev->class: base, sub-class, prog-if), 0 when not a PCI device. */
+    readonly pciClass = 0,
   ) {}
 
   recordFault(fault: IommuFault): void {
@@ -245,6 +250,8 @@ export interface PtDriverDesc {
   ptCfg(flags: number): Omit<PtIommuCfg, "shouldFail">;
   /** Reduce the format's natural page sizes (e.g. to what the hardware advertises). */
   pgsizeBitmap?(natural: bigint): bigint;
+  /** The driver's get_resv_regions. */
+  resvRegions?(dev: IommuDevice): IommuResvRegion[];
 }
 
 /** Counters a hardware-like driver keeps (what a TLB model would observe). */
@@ -294,6 +301,10 @@ export class PtIommuDriver implements IommuDriver {
 
   hwInfo(dev: IommuDevice): IommuHwInfo {
     return { type: this.desc.hwInfoType, data: this.desc.hwInfoData?.(dev) ?? new Uint8Array(0) };
+  }
+
+  getResvRegions(dev: IommuDevice): readonly IommuResvRegion[] {
+    return this.desc.resvRegions?.(dev) ?? [];
   }
 
   domainAllocPaging(_dev: IommuDevice, flags: number): IommuDomain {

@@ -32,6 +32,15 @@ import {
   IOMMU_HWPT_ALLOC_PASID,
 } from "./iommu-types.js";
 import { armLpaeDomainAlloc } from "./io-pgtable-arm.js";
+import {
+  type AmdUnityMap,
+  type FirmwareResvRegion,
+  type IommuResvRegion,
+  type IortRmr,
+  amdResvRegions,
+  armSmmuResvRegions,
+  intelResvRegions,
+} from "./iommu-resv.js";
 import { PT_FEAT_DYNAMIC_TOP, PT_FEAT_FLUSH_RANGE, PT_FEAT_SIGN_EXTEND } from "./pt-format.js";
 
 /** What the modelled hardware unit can do beyond translation. */
@@ -48,18 +57,31 @@ function dirtyCaps(hw: IommuHwFeatures): number[] {
   return hw.dirtyTracking === false ? [] : [IOMMU_CAP_DIRTY_TRACKING];
 }
 
+/** An AMD-Vi unit: its features and what the IVRS table says about reserved ranges. */
+export interface AmdIommuFirmware extends IommuHwFeatures {
+  readonly unityMaps?: readonly AmdUnityMap[];
+  /** FEATURE_HT_RANGE_IGNORE in EFR2: the HyperTransport range is not reserved. */
+  readonly htRangeIgnore?: boolean;
+}
+
+/** A VT-d unit: its features and what the DMAR table says about reserved ranges. */
+export interface IntelIommuFirmware extends IommuHwFeatures {
+  readonly rmrrs?: readonly FirmwareResvRegion[];
+}
+
 /**
  * AMD-Vi with v1 host page tables: AMDv1, dynamic top from level 2, range flushes. Dirty bit:
  * AMDv1 D (bit 6), turned on per domain through the DTE HAD bits.
  * @see drivers/iommu/amd/iommu.c (amd_iommu_domain_alloc_paging_flags, amd_iommu_set_dirty_tracking)
  */
-export function amdIommuDriver(faults?: FaultSource, hw: IommuHwFeatures = {}): PtIommuDriver {
+export function amdIommuDriver(faults?: FaultSource, fw: AmdIommuFirmware = {}): PtIommuDriver {
   return new PtIommuDriver(
     {
       name: "amd-iommu",
+      resvRegions: (dev) => amdResvRegions(dev, fw.unityMaps ?? [], fw.htRangeIgnore ?? false),
       hwInfoType: IOMMU_HW_INFO_TYPE_AMD,
       hwInfoData: () => new Uint8Array(16),
-      caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_DEFERRED_FLUSH, ...dirtyCaps(hw)],
+      caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_DEFERRED_FLUSH, ...dirtyCaps(fw)],
       allocFlags: PT_DRIVER_ALLOC_FLAGS,
       ptCfg: () => ({
         format: amdv1Format,
@@ -76,17 +98,18 @@ export function amdIommuDriver(faults?: FaultSource, hw: IommuHwFeatures = {}): 
  * second-stage D (bit 9), written by the hardware only with SSADE set in the PASID entry.
  * @see drivers/iommu/intel/iommu.c (intel_iommu_domain_alloc_paging_flags, device_set_dirty_tracking)
  */
-export function intelIommuDriver(faults?: FaultSource, hw: IommuHwFeatures = {}): PtIommuDriver {
+export function intelIommuDriver(faults?: FaultSource, fw: IntelIommuFirmware = {}): PtIommuDriver {
   return new PtIommuDriver(
     {
       name: "intel-iommu",
+      resvRegions: (dev) => intelResvRegions(dev, fw.rmrrs ?? []),
       hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
       hwInfoData: () => new Uint8Array(24),
       caps: [
         IOMMU_CAP_CACHE_COHERENCY,
         IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
         IOMMU_CAP_DEFERRED_FLUSH,
-        ...dirtyCaps(hw),
+        ...dirtyCaps(fw),
       ],
       allocFlags: PT_DRIVER_ALLOC_FLAGS,
       ptCfg: (flags) => ({
@@ -105,10 +128,14 @@ export function intelIommuDriver(faults?: FaultSource, hw: IommuHwFeatures = {})
  * VT-d first stage / AMD v2 style: the x86-64 4-level table, sign-extended. No dirty tracking:
  * the first-stage allocation takes IOMMU_HWPT_ALLOC_PASID only (-EOPNOTSUPP otherwise).
  */
-export function x86FirstStageIommuDriver(faults?: FaultSource): PtIommuDriver {
+export function x86FirstStageIommuDriver(
+  faults?: FaultSource,
+  fw: IntelIommuFirmware = {},
+): PtIommuDriver {
   return new PtIommuDriver(
     {
       name: "intel-iommu-fs",
+      resvRegions: (dev) => intelResvRegions(dev, fw.rmrrs ?? []),
       hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
       hwInfoData: () => new Uint8Array(24),
       caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_DEFERRED_FLUSH],
@@ -138,8 +165,14 @@ export class ArmSmmuV3Driver implements IommuDriver {
   constructor(
     private readonly granuleLg2: 12 | 14 | 16 = 12,
     private readonly faults?: FaultSource,
+    /** IORT RMRs. */
+    private readonly rmrs: readonly IortRmr[] = [],
   ) {
     this.ops = countingFlushOps(this.stats);
+  }
+
+  getResvRegions(dev: IommuDevice): readonly IommuResvRegion[] {
+    return armSmmuResvRegions(dev, this.rmrs);
   }
 
   capable(_dev: IommuDevice, cap: number): boolean {

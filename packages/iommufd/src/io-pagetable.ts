@@ -57,6 +57,12 @@ import {
   U64_MAX,
 } from "@x/kernel";
 import {
+  IOMMU_RESV_DIRECT_RELAXABLE,
+  IOMMU_RESV_MSI,
+  IOMMU_RESV_SW_MSI,
+  type IommuResvRegion,
+} from "@x/iommu-pgtable";
+import {
   IOPT_PAGES_ACCOUNT_MM,
   IOPT_PAGES_ACCOUNT_USER,
   type IoptPagesAccountMode,
@@ -107,18 +113,15 @@ export interface IoptPagesListElm {
   readonly length: bigint;
 }
 
-/** struct iommu_resv_region types. */
-export const IOMMU_RESV_DIRECT = 0;
-export const IOMMU_RESV_DIRECT_RELAXABLE = 1;
-export const IOMMU_RESV_RESERVED = 2;
-export const IOMMU_RESV_MSI = 3;
-export const IOMMU_RESV_SW_MSI = 4;
-
-export interface IommuResvRegion {
-  readonly start: bigint;
-  readonly length: bigint;
-  readonly type: number;
-}
+// The region types are the IOMMU core's; iommufd's users keep importing them from here.
+export {
+  IOMMU_RESV_DIRECT,
+  IOMMU_RESV_DIRECT_RELAXABLE,
+  IOMMU_RESV_MSI,
+  IOMMU_RESV_RESERVED,
+  IOMMU_RESV_SW_MSI,
+  type IommuResvRegion,
+} from "@x/iommu-pgtable";
 
 /** struct iopt_reserved */
 class IoptReserved {

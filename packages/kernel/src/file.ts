@@ -6,7 +6,10 @@ export const O_RDONLY = 0o0;
 export const O_WRONLY = 0o1;
 export const O_RDWR = 0o2;
 export const O_ACCMODE = 0o3;
+export const O_APPEND = 0o2000;
 export const O_NONBLOCK = 0o4000;
+export const O_DIRECT = 0o40000;
+export const O_NOATIME = 0o1000000;
 export const O_CLOEXEC = 0o2000000;
 
 /** lseek whence values. */
@@ -36,6 +39,8 @@ export interface FileOperations {
   read?(file: File, len: number, pos: bigint): Uint8Array;
   /** pwrite: bytes written at `pos`. */
   write?(file: File, data: Uint8Array, pos: bigint): number;
+  /** The POLL* events ready now; without it a file is always readable and writable. */
+  poll?(file: File): number;
 }
 
 /**

@@ -1,6 +1,8 @@
 export * from "./errno.js";
 export * from "./error.js";
+export * from "./eventfd.js";
 export * from "./fault.js";
+export * from "./fcntl.js";
 export * from "./file.js";
 export * from "./gup.js";
 export * from "./kernel.js";
@@ -9,6 +11,7 @@ export * from "./locked-vm.js";
 export * from "./limits.js";
 export * from "./lockdep.js";
 export * from "./memfd.js";
+export * from "./memfd-seals.js";
 export * from "./mm.js";
 export * from "./pfn-runs.js";
 export * from "./physmem.js";

@@ -1,12 +1,40 @@
-import { EBADF, EINVAL, ENOTTY } from "./errno.js";
+import { EBADF, EFAULT, EINVAL, ENOTTY } from "./errno.js";
 import { KernelError, fail } from "./error.js";
-import { FMODE_READ, FMODE_WRITE, O_CLOEXEC, type File, withDeferredFput } from "./file.js";
+import {
+  EFD_CLOEXEC,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+  POLLOUT,
+  TaskWouldSleepForever,
+  eventfdCheckFlags,
+  eventfdFileCreate,
+} from "./eventfd.js";
+import { F_ADD_SEALS, F_GET_SEALS, F_SETFL } from "./fcntl.js";
+import {
+  FMODE_READ,
+  FMODE_WRITE,
+  O_APPEND,
+  O_CLOEXEC,
+  O_DIRECT,
+  O_NOATIME,
+  O_NONBLOCK,
+  type File,
+  withDeferredFput,
+} from "./file.js";
 import type { Kernel, Task } from "./kernel.js";
 import { isMemfd, memfdCheckArgs, memfdCreate, MFD_CLOEXEC, vfsTruncate } from "./memfd.js";
-import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "./mm.js";
+import { memfdFcntl } from "./memfd-seals.js";
+import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, TASK_SIZE } from "./mm.js";
 import { PAGE_SIZE } from "./physmem.js";
 import type { Process } from "./process.js";
 import { copyFromUser, copyToUser } from "./uaccess.js";
+
+/** access_ok: the range lies below TASK_SIZE, else EFAULT. */
+function accessOk(addr: bigint, len: number): void {
+  if (addr < 0n || addr > TASK_SIZE || BigInt(len) > TASK_SIZE - addr) fail(EFAULT, "access_ok");
+}
 
 /**
  * The user-space side of one process: system calls with libc's conventions (a result >= 0,
@@ -25,6 +53,18 @@ export const F_DUPFD_CLOEXEC = 1030;
 export const FD_CLOEXEC = 1;
 
 const ARENA_CHUNK = 1n << 20n;
+
+/** The f_flags F_SETFL may change (fs/fcntl.c SETFL_MASK). */
+const SETFL_MASK = O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME;
+/** What poll reports for a file without a poll method (DEFAULT_POLLMASK). */
+const DEFAULT_POLLMASK = POLLIN | POLLOUT | 0x40 | 0x100;
+
+/** struct pollfd; `revents` is written by `Libc.poll`. */
+export interface PollFd {
+  fd: number;
+  events: number;
+  revents: number;
+}
 
 export class Libc {
   /** errno of the last failed call (left alone by successful ones, as in C). */
@@ -98,15 +138,21 @@ export class Libc {
     return this.sys(-1, () => this.process.files.dup(fd));
   }
 
-  /** fcntl for descriptor flags and duplication. */
+  /**
+   * fcntl(2): descriptor flags, duplication, file status flags and memfd seals. EBADF first,
+   * then the command's own checks; an unknown command is EINVAL.
+   * Decision: no file of the model supports O_DIRECT, so F_SETFL with it is EINVAL.
+   */
   fcntl(fd: number, cmd: number, arg = 0): number {
     return this.sys(-1, () => {
       const files = this.process.files;
       switch (cmd) {
         case F_DUPFD:
-          return files.dup(fd, arg);
         case F_DUPFD_CLOEXEC:
-          return files.dup(fd, arg, O_CLOEXEC);
+          this.file(fd);
+          // f_dupfd: the unsigned long argument against RLIMIT_NOFILE.
+          if (arg < 0 || arg >= files.maxFds) fail(EINVAL, "F_DUPFD beyond RLIMIT_NOFILE");
+          return files.dup(fd, arg, cmd === F_DUPFD_CLOEXEC ? O_CLOEXEC : 0);
         case F_GETFD:
           return files.cloexec(fd) ? FD_CLOEXEC : 0;
         case F_SETFD:
@@ -114,6 +160,15 @@ export class Libc {
           return 0;
         case F_GETFL:
           return this.file(fd).fFlags;
+        case F_SETFL: {
+          const file = this.file(fd);
+          if (arg & O_DIRECT) fail(EINVAL, `${file.fops.name} cannot do O_DIRECT`);
+          file.fFlags = (arg & SETFL_MASK) | (file.fFlags & ~SETFL_MASK);
+          return 0;
+        }
+        case F_ADD_SEALS:
+        case F_GET_SEALS:
+          return memfdFcntl(this.file(fd), cmd, arg);
         default:
           this.file(fd);
           return fail(EINVAL, `fcntl cmd ${cmd}`);
@@ -208,6 +263,93 @@ export class Libc {
       if (!isMemfd(file) || !(file.fMode & FMODE_WRITE)) fail(EINVAL, "not a writable memfd");
       vfsTruncate(file, len);
       return 0;
+    });
+  }
+
+  /** eventfd2(2): EINVAL for unknown flags, then EMFILE, then the file. */
+  eventfd(initval: number, flags: number): number {
+    return this.sys(-1, () => {
+      eventfdCheckFlags(flags);
+      const files = this.process.files;
+      files.peekUnused();
+      const file = eventfdFileCreate(this.kernel, initval, flags);
+      return files.install(file, flags & EFD_CLOEXEC);
+    });
+  }
+
+  /**
+   * read(2) at the file position, into `buf`: a Uint8Array, or a user address with `count`
+   * (EFAULT past TASK_SIZE before the file is asked; a fault copying out comes after the
+   * file gave its data, as in the kernel). Bytes read or -1.
+   */
+  read(
+    fd: number,
+    buf: Uint8Array | bigint,
+    count = buf instanceof Uint8Array ? buf.length : 0,
+  ): number {
+    return this.sys(-1, () => {
+      const file = this.file(fd);
+      if (!(file.fMode & FMODE_READ)) fail(EBADF, "not open for reading");
+      if (!file.fops.read) fail(EINVAL, `${file.fops.name} cannot be read`);
+      if (typeof buf === "bigint") accessOk(buf, count);
+      const data = file.fops.read(file, count, file.fPos).subarray(0, count);
+      if (typeof buf === "bigint") copyToUser(this.kernel, buf, data);
+      else buf.set(data);
+      file.fPos += BigInt(data.length);
+      return data.length;
+    });
+  }
+
+  /**
+   * write(2) at the file position, of `data`: a Uint8Array, or a user address with `count`
+   * whose bytes are copied in first (EFAULT). Bytes written or -1.
+   * Decision: the whole user buffer is copied before the file sees it, so a fault inside the
+   * buffer is EFAULT even where a file would have used fewer bytes.
+   */
+  write(
+    fd: number,
+    data: Uint8Array | bigint,
+    count = data instanceof Uint8Array ? data.length : 0,
+  ): number {
+    return this.sys(-1, () => {
+      const file = this.file(fd);
+      if (!(file.fMode & FMODE_WRITE)) fail(EBADF, "not open for writing");
+      if (!file.fops.write) fail(EINVAL, `${file.fops.name} cannot be written`);
+      let bytes: Uint8Array;
+      if (typeof data === "bigint") {
+        accessOk(data, count);
+        bytes = copyFromUser(this.kernel, data, count);
+      } else bytes = data.subarray(0, count);
+      const n = file.fops.write(file, bytes, file.fPos);
+      file.fPos += BigInt(n);
+      return n;
+    });
+  }
+
+  /**
+   * poll(2) over `fds`, setting each `revents`: POLLNVAL for a closed descriptor, nothing for
+   * a negative one, else the file's ready events within `events` | POLLERR | POLLHUP. Returns
+   * how many have events. With none ready a positive timeout expires (nothing can change
+   * while this task waits, the model having no other runnable work) and returns 0; a negative
+   * one throws TaskWouldSleepForever. EINVAL for more entries than RLIMIT_NOFILE.
+   */
+  poll(fds: PollFd[], timeoutMs: number): number {
+    return this.sys(-1, () => {
+      if (fds.length > this.process.files.maxFds) fail(EINVAL, "nfds beyond RLIMIT_NOFILE");
+      let ready = 0;
+      for (const p of fds) {
+        p.revents = 0;
+        if (p.fd < 0) continue;
+        if (!this.process.files.isOpen(p.fd)) p.revents = POLLNVAL;
+        else {
+          const file = this.file(p.fd);
+          const mask = file.fops.poll ? file.fops.poll(file) : DEFAULT_POLLMASK;
+          p.revents = mask & ((p.events & 0xffff) | POLLERR | POLLHUP);
+        }
+        if (p.revents) ready++;
+      }
+      if (ready === 0 && timeoutMs < 0) throw new TaskWouldSleepForever("poll with no timeout");
+      return ready;
     });
   }
 

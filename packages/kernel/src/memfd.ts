@@ -1,8 +1,16 @@
-import { EFBIG, EINVAL, ENODEV, ENOMEM } from "./errno.js";
+import { EFBIG, EINVAL, ENODEV, ENOMEM, EPERM } from "./errno.js";
 import { fail } from "./error.js";
+import {
+  F_SEAL_FUTURE_WRITE,
+  F_SEAL_EXEC,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
+} from "./fcntl.js";
 import { File, type FileOperations, O_RDWR } from "./file.js";
 import type { Kernel } from "./kernel.js";
-import type { Vma } from "./mm.js";
+import { VM_MAYWRITE, VM_SHARED, VM_WRITE, type VmOperations, type Vma } from "./mm.js";
 import { PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PUD_ORDER, type PhysMem } from "./physmem.js";
 import type { PfnRuns } from "./pfn-runs.js";
 import { XArray } from "./xarray.js";
@@ -32,9 +40,15 @@ export const MFD_NAME_MAX_LEN = 255 - 6;
 /** MAX_LFS_FILESIZE on 64-bit. */
 export const MAX_LFS_FILESIZE = (1n << 63n) - 1n;
 
-/** The inode of a shmem or hugetlbfs file: its size and page cache. */
+/** The inode of a shmem or hugetlbfs file: its size, page cache, mode and seals. */
 export class ShmemInode {
   size = 0n;
+  /** F_SEAL_* bits; a new inode refuses seals until memfd_create(MFD_ALLOW_SEALING). */
+  seals = F_SEAL_SEAL;
+  /** Permission bits (S_IRWXUGO at creation). */
+  mode = 0o777;
+  /** Shared mappings that may write (i_mmap_writable), counted by the VMAs' open/close. */
+  mmapWritable = 0;
   /** folio index -> head pfn */
   private readonly cache = new XArray();
 
@@ -79,15 +93,31 @@ export class ShmemInode {
     return head;
   }
 
+  /** A cached page is pinned: memfd_wait_for_pins would give up. */
+  hasPinnedPages(): boolean {
+    let pinned = false;
+    this.cache.forEachInRange(0, Number.MAX_SAFE_INTEGER, (_i, head) => {
+      if (this.mem.pinCount(head) > 0) pinned = true;
+    });
+    return pinned;
+  }
+
   /**
-   * Change the size: folios wholly past the new EOF leave the cache, and a partial last page
-   * is zeroed beyond EOF. hugetlbfs sizes must be multiples of the huge page size (EINVAL).
+   * Change the size (shmem_setattr / hugetlbfs_setattr): EFBIG past MAX_LFS_FILESIZE, EINVAL
+   * for a hugetlbfs size that is not a multiple of the huge page size, EPERM against
+   * F_SEAL_SHRINK / F_SEAL_GROW. Folios wholly past the new EOF leave the cache, and a partial
+   * last page is zeroed beyond EOF.
    */
   setSize(size: bigint): void {
     if (size < 0n) fail(EINVAL, "negative size");
     if (size > MAX_LFS_FILESIZE) fail(EFBIG, "size beyond MAX_LFS_FILESIZE");
     if (this.hugetlb && size % this.folioBytes !== 0n)
       fail(EINVAL, "hugetlbfs size not a multiple of the huge page size");
+    if (
+      (size < this.size && this.seals & F_SEAL_SHRINK) ||
+      (size > this.size && this.seals & F_SEAL_GROW)
+    )
+      fail(EPERM, "size change against a seal");
     if (size < this.size) {
       const keep = Number((size + this.folioBytes - 1n) / this.folioBytes);
       const end = Number((this.size + this.folioBytes - 1n) / this.folioBytes);
@@ -109,25 +139,113 @@ export class ShmemInode {
   }
 }
 
+/** Keeps i_mmap_writable: a shared VMA that may write counts while it exists. */
+const sharedWritableVmOps: VmOperations = {
+  open(vma) {
+    vma.mapping!.mmapWritable++;
+  },
+  close(vma) {
+    vma.mapping!.mmapWritable--;
+  },
+};
+
+/**
+ * shmem_mmap / hugetlbfs_file_mmap after memfd_check_seals_mmap: a write seal refuses a new
+ * shared writable mapping (EPERM) and takes VM_MAYWRITE from a shared read-only one.
+ */
 function memfdMmap(file: File, vma: Vma): void {
   const inode = shmemInode(file)!;
+  if (inode.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE) && vma.flags & VM_SHARED) {
+    if (vma.flags & VM_WRITE) fail(EPERM, "shared writable mapping of a write-sealed memfd");
+    vma.flags &= ~VM_MAYWRITE;
+  }
   if (inode.hugetlb) {
     const mask = 2 ** inode.order - 1;
     // hugetlbfs_file_mmap: the offset must be huge-page aligned.
     if (vma.pgoff & mask) fail(EINVAL, "hugetlb mmap offset not aligned");
   }
   vma.mapping = inode;
+  if (vma.flags & VM_SHARED && vma.flags & VM_MAYWRITE) {
+    vma.ops = sharedWritableVmOps;
+    inode.mmapWritable++;
+  }
+}
+
+/** shmem_file_read_iter / hugetlbfs_read_iter: up to EOF; holes read as zeroes. */
+function shmemRead(file: File, len: number, pos: bigint): Uint8Array {
+  const inode = shmemInode(file)!;
+  if (pos >= inode.size) return new Uint8Array(0);
+  const avail = inode.size - pos;
+  const n = BigInt(len) < avail ? len : Number(avail);
+  const out = new Uint8Array(n);
+  const folioPages = 2 ** inode.order;
+  for (let done = 0; done < n; ) {
+    const at = pos + BigInt(done);
+    const pgoff = Number(at >> BigInt(PAGE_SHIFT));
+    const off = Number(at & BigInt(PAGE_SIZE - 1));
+    const chunk = Math.min(n - done, PAGE_SIZE - off);
+    const head = inode.findFolio(pgoff);
+    if (head >= 0) inode.mem.readPfn(head + (pgoff % folioPages), off, out, done, chunk);
+    done += chunk;
+  }
+  return out;
+}
+
+/**
+ * shmem_file_write_iter, one page at a time as generic_perform_write calls shmem_write_begin:
+ * a write seal is EPERM, and F_SEAL_GROW stops the write at the page that would pass EOF.
+ * Bytes written before a failure are returned; a failure on the first page is thrown.
+ */
+function shmemWrite(file: File, data: Uint8Array, pos: bigint): number {
+  const inode = shmemInode(file)!;
+  if (data.length === 0) return 0;
+  if (pos >= MAX_LFS_FILESIZE) fail(EFBIG, "write at MAX_LFS_FILESIZE");
+  let done = 0;
+  try {
+    while (done < data.length) {
+      const at = pos + BigInt(done);
+      const pgoff = Number(at >> BigInt(PAGE_SHIFT));
+      const off = Number(at & BigInt(PAGE_SIZE - 1));
+      const chunk = Math.min(data.length - done, PAGE_SIZE - off);
+      const end = at + BigInt(chunk);
+      if (inode.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) fail(EPERM, "memfd write-sealed");
+      if (inode.seals & F_SEAL_GROW && end > inode.size) fail(EPERM, "write past EOF, F_SEAL_GROW");
+      const oldSize = inode.size;
+      if (end > oldSize) inode.size = end;
+      let head: number;
+      try {
+        head = inode.getFolio(pgoff, "shmem_write_begin");
+      } catch (e) {
+        inode.size = oldSize;
+        throw e;
+      }
+      inode.mem.writePfn(head, off, data, done, chunk);
+      done += chunk;
+    }
+  } catch (e) {
+    if (done > 0) return done;
+    throw e;
+  }
+  return done;
 }
 
 const shmemFops: FileOperations = {
   name: "shmem",
   mmap: memfdMmap,
+  read: shmemRead,
+  write: shmemWrite,
   release(file) {
     shmemInode(file)!.evictAll();
   },
 };
 
-const hugetlbFops: FileOperations = { ...shmemFops, name: "hugetlbfs" };
+/** hugetlbfs files can be read but have no write method (EINVAL). */
+const hugetlbFops: FileOperations = {
+  name: "hugetlbfs",
+  mmap: memfdMmap,
+  read: shmemRead,
+  release: shmemFops.release!,
+};
 
 /** The inode behind a shmem/hugetlbfs file, or undefined for any other file. */
 export function shmemInode(file: File): ShmemInode | undefined {
@@ -180,12 +298,21 @@ export function shmemFileSetup(
 
 /**
  * memfd_create without the descriptor: a shmem file, or with MFD_HUGETLB a hugetlbfs file
- * whose page size comes from MFD_HUGE_2MB / MFD_HUGE_1GB (default 2 MiB).
+ * whose page size comes from MFD_HUGE_2MB / MFD_HUGE_1GB (default 2 MiB). MFD_NOEXEC_SEAL
+ * drops the exec bits and seals F_SEAL_EXEC; MFD_ALLOW_SEALING lifts the initial F_SEAL_SEAL.
+ *
+ * Decision: vm.memfd_noexec is 0, so neither MFD_EXEC nor MFD_NOEXEC_SEAL means MFD_EXEC.
  */
 export function memfdCreate(kernel: Kernel, name: string, flags: number): File {
   memfdCheckArgs(name, flags);
   const order = flags & MFD_HUGETLB ? hugetlbOrder(flags) : 0;
   const file = shmemFileSetup(kernel, `memfd:${name}`, 0n, order);
+  const inode = shmemInode(file)!;
+  if (flags & MFD_NOEXEC_SEAL) {
+    inode.mode &= ~0o111;
+    inode.seals |= F_SEAL_EXEC;
+  }
+  if (flags & MFD_ALLOW_SEALING) inode.seals &= ~F_SEAL_SEAL;
   kernel.trace.emit("memfd:create", { name, order });
   return file;
 }
