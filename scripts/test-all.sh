@@ -12,6 +12,10 @@ step install
 pnpm install --frozen-lockfile || exit 1
 step lint
 NO_COLOR=1 pnpm lint --colors=off --max-diagnostics=50 || rc=1
+step architecture
+pnpm arch || rc=1
+step unused code
+pnpm knip || rc=1
 step build + typecheck
 pnpm turbo run build typecheck --output-logs=errors-only || rc=1
 step packaging

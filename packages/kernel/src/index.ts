@@ -10,6 +10,7 @@ export * from "./libc.js";
 export * from "./locked-vm.js";
 export * from "./limits.js";
 export * from "./lockdep.js";
+export * from "./lockdep-order.js";
 export * from "./memfd.js";
 export * from "./memfd-seals.js";
 export * from "./mm.js";

@@ -3,6 +3,7 @@ import { KernelWarning, fail } from "./error.js";
 import { FaultInjector } from "./fault.js";
 import { File, type FileOperations } from "./file.js";
 import { Lockdep } from "./lockdep.js";
+import type { LockOrder } from "./lockdep-order.js";
 import { MmStruct } from "./mm.js";
 import { PhysMem } from "./physmem.js";
 import {
@@ -31,6 +32,8 @@ export class Task {
 export interface KernelOptions {
   /** Bytes of RAM (sparse: only touched memory costs). Default 2 TiB. */
   readonly ramBytes?: bigint | number;
+  /** The lock order lockdep enforces; default the stack's, null for the recorded graph alone. */
+  readonly lockOrder?: LockOrder | null;
 }
 
 /**
@@ -52,7 +55,7 @@ export class Kernel {
       ramBytes: opts.ramBytes ?? 2n << 40n,
       shouldFail: (site) => this.shouldFail(site),
     });
-    this.lockdep = new Lockdep(() => this.current);
+    this.lockdep = new Lockdep(() => this.current, opts.lockOrder);
     this.current = this.newTask(this.newProcess(0));
   }
 

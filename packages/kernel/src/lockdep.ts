@@ -1,11 +1,14 @@
 import { EALREADY } from "./errno.js";
 import { KernelWarning } from "./error.js";
+import { type LockOrder, STACK_LOCK_ORDER } from "./lockdep-order.js";
 
 /**
  * Locks with lockdep. Each lock belongs to a class (a name, like a lock_class_key); acquiring
  * class B while holding class A records the edge A -> B, and an acquisition that would close a
  * cycle in that graph is an order inversion and throws at once — on the first run that takes
- * the locks in the wrong order, without needing the deadlock to happen. Recursive acquisition,
+ * the locks in the wrong order, without needing the deadlock to happen. Each new edge is also
+ * checked against the stack's declared lock order (lockdep-order.ts): an edge against the table,
+ * or with a class missing from it, throws even if the reverse was never taken. Recursive acquisition,
  * release by a task that does not hold the lock, and `assertHeld` failures throw too.
  *
  * The model is synchronous: a lock held by another task cannot be waited for. Such contention
@@ -41,7 +44,11 @@ export class Lockdep {
   onContended: ((lock: LockBase, task: LockTask) => void) | undefined;
   onBoundary: ((kind: "acquire" | "release", lock: LockBase, task: LockTask) => void) | undefined;
 
-  constructor(readonly current: () => LockTask) {}
+  /** `order` null: the recorded graph alone (for classes of a test's own). */
+  constructor(
+    readonly current: () => LockTask,
+    readonly order: LockOrder | null = STACK_LOCK_ORDER,
+  ) {}
 
   heldBy(task: LockTask = this.current()): readonly Held[] {
     return this.held.get(task.tid) ?? [];
@@ -116,6 +123,8 @@ export class Lockdep {
       // A recorded edge h -> key means no path key -> h can exist (it would have been refused
       // when added), so only new edges need the graph search.
       if (this.after.get(h.key)?.has(key)) continue;
+      const violation = this.order?.violation(h.key, key);
+      if (violation) throw new LockdepError(violation);
       if (this.reaches(key, h.key)) {
         throw new LockdepError(
           `possible circular locking: acquiring ${key} while holding ${h.key}, but ${key} -> ${h.key} was recorded`,

@@ -4,7 +4,7 @@ import { Kernel, type LockBase, Mutex, RwSem, WwAcquireCtx, WwMutex } from "../s
 type Seen = Array<[string, string, number]>;
 
 function setup(): { k: Kernel; seen: Seen } {
-  const k = new Kernel({ ramBytes: 1n << 30n });
+  const k = new Kernel({ ramBytes: 1n << 30n, lockOrder: null });
   const seen: Seen = [];
   k.lockdep.onBoundary = (kind, lock: LockBase, task) =>
     seen.push([kind, lock.className, task.tid]);
@@ -75,7 +75,7 @@ describe("lockdep lock boundaries (preemption points for the race explorer)", ()
   });
 
   it("unset, nothing changes: the same locking works and records the same order", () => {
-    const k = new Kernel({ ramBytes: 1n << 30n });
+    const k = new Kernel({ ramBytes: 1n << 30n, lockOrder: null });
     expect(k.lockdep.onBoundary).toBeUndefined();
     const a = new Mutex(k.lockdep, "a");
     const b = new Mutex(k.lockdep, "b");

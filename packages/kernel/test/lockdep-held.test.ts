@@ -3,7 +3,7 @@ import { Kernel, LockdepError, Mutex, RwSem } from "../src/index.js";
 
 describe("lockdep held lists and rwsem readers", () => {
   it("releases out of order as well as innermost first, per task", () => {
-    const k = new Kernel({ ramBytes: 1n << 30n });
+    const k = new Kernel({ ramBytes: 1n << 30n, lockOrder: null });
     const a = new Mutex(k.lockdep, "a");
     const b = new Mutex(k.lockdep, "b");
     const c = new Mutex(k.lockdep, "c");
@@ -26,7 +26,7 @@ describe("lockdep held lists and rwsem readers", () => {
   });
 
   it("counts read holds of several tasks, released in any order", () => {
-    const k = new Kernel({ ramBytes: 1n << 30n });
+    const k = new Kernel({ ramBytes: 1n << 30n, lockOrder: null });
     const s = new RwSem(k.lockdep, "s");
     const tasks = [k.current, k.newTask(k.current.process), k.newTask(k.current.process)];
     const as = (i: number, fn: () => void) => k.runAs(tasks[i]!, fn);

@@ -66,7 +66,7 @@ export interface RacePath<M extends RaceMachine> {
 }
 
 /** Where a path was started: at the top level, or at a boundary of a running host path. */
-export interface ScheduleStep {
+interface ScheduleStep {
   readonly path: string;
   readonly at?: {
     readonly host: string;
@@ -80,7 +80,7 @@ export interface ScheduleStep {
 /** A replayable schedule: paths in the order they were started, each with its place. */
 export type Schedule = readonly ScheduleStep[];
 
-export interface RaceFailure {
+interface RaceFailure {
   readonly schedule: Schedule;
   readonly error: string;
 }
@@ -330,7 +330,7 @@ export function formatSchedule(schedule: Schedule): string {
     .join(" ; ");
 }
 
-export interface RaceScenarioSummary {
+interface RaceScenarioSummary {
   readonly name: string;
   readonly schedules: number;
   readonly pruned: number;

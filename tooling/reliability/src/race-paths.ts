@@ -43,10 +43,10 @@ import { Checker, gatherIommufd } from "./checker.js";
 import { Machine, PAGE } from "./machine.js";
 import type { RaceMachine, RacePath } from "./race-explorer.js";
 
-export const DMABUF_IOVA = 1n << 20n;
-export const DMABUF2_IOVA = 3n << 20n;
-export const MEMFD_IOVA = 2n << 20n;
-export const AREA_PAGES = 4n;
+const DMABUF_IOVA = 1n << 20n;
+const DMABUF2_IOVA = 3n << 20n;
+const MEMFD_IOVA = 2n << 20n;
+const AREA_PAGES = 4n;
 const AREA_LEN = AREA_PAGES * PAGE;
 /** File offset of VFIO's config-space region (index 7, 40-bit region offsets). */
 const CONFIG_REGION = 7n << 40n;
@@ -215,7 +215,7 @@ export const revokePath = path("revoke", (m, task) => {
 });
 
 /** VFIO revoke by function-level reset of device 0 (revoke, reset, un-revoke in one call). */
-export const flrPath = path("flr", (m, task) => {
+const flrPath = path("flr", (m, task) => {
   const { libc } = pathLibc(m, task);
   const cap = m.machine.devices[0]?.pdev.pcieCap ?? 0;
   return () => configWrite(libc, m.devFd(0), cap + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR);
@@ -236,7 +236,7 @@ export const mapPath = path("map", (m, task) => {
 });
 
 /** IOMMU_IOAS_MAP_FILE of the dma-buf over the IOVA the unmap path frees (DMABUF_IOVA). */
-export const remapPath = path("remap", (m, task) => {
+const remapPath = path("remap", (m, task) => {
   const { fd } = pathLibc(m, task);
   return () => {
     fd.ioasMapFile({
@@ -256,7 +256,7 @@ export const domainAddPath = path("domain-add", (m, task) => {
 });
 
 /** Domain remove: detach device 1 (set up attached with `secondDomain`). */
-export const domainRemovePath = path("domain-remove", (m, task) => {
+const domainRemovePath = path("domain-remove", (m, task) => {
   const { libc } = pathLibc(m, task);
   return () => {
     ok(libc, libc.ioctl(m.devFd(1), VFIO_DEVICE_DETACH_IOMMUFD_PT, u32s(12, { 0: 12 })));
@@ -264,7 +264,7 @@ export const domainRemovePath = path("domain-remove", (m, task) => {
 });
 
 /** IOMMU_IOAS_UNMAP of the dma-buf area. */
-export const unmapPath = path("unmap", (m, task) => {
+const unmapPath = path("unmap", (m, task) => {
   const { fd } = pathLibc(m, task);
   return () => {
     fd.ioasUnmap({ ioasId: m.ioas, iova: DMABUF_IOVA, length: AREA_LEN });
@@ -280,7 +280,7 @@ export const unmapMemfdPath = path("unmap-memfd", (m, task) => {
 });
 
 /** IOMMU_IOAS_COPY of the dma-buf area into the second IOAS (set up with `secondIoas`). */
-export const copyPath = path("copy", (m, task) => {
+const copyPath = path("copy", (m, task) => {
   const { fd } = pathLibc(m, task);
   return () => {
     fd.ioasCopy({

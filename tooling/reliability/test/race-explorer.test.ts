@@ -12,7 +12,7 @@ import {
 /** A tiny machine: two locks L -> M and a counter that must end at `expected`. */
 class Toy implements RaceMachine {
   static made: Toy[] = [];
-  readonly kernel = new Kernel({ ramBytes: 1n << 24n });
+  readonly kernel = new Kernel({ ramBytes: 1n << 24n, lockOrder: null });
   readonly L = new Mutex(this.kernel.lockdep, "L");
   readonly M = new Mutex(this.kernel.lockdep, "M");
   value = 0;
