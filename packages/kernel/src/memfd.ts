@@ -10,7 +10,8 @@ import {
 } from "./fcntl.js";
 import { File, type FileOperations, O_RDWR } from "./file.js";
 import type { Kernel } from "./kernel.js";
-import { VM_MAYWRITE, VM_SHARED, VM_WRITE, type VmOperations, type Vma } from "./mm.js";
+import { VM_MAYWRITE, VM_SHARED, VM_WRITE } from "./mm-flags.js";
+import type { VmOperations, Vma } from "./mm.js";
 import { PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PUD_ORDER, type PhysMem } from "./physmem.js";
 import type { PfnRuns } from "./pfn-runs.js";
 import { XArray } from "./xarray.js";

@@ -6,6 +6,21 @@ import { PAGE_SHIFT, PAGE_SIZE, type PhysMem } from "./physmem.js";
 import { RwSem, type Lockdep } from "./lockdep.js";
 import type { TraceBus } from "./trace.js";
 import { XA_STOP, XArray } from "./xarray.js";
+import {
+  VM_READ,
+  VM_WRITE,
+  VM_EXEC,
+  VM_SHARED,
+  VM_MAYREAD,
+  VM_MAYWRITE,
+  VM_MAYEXEC,
+  VM_MAYSHARE,
+  VM_PFNMAP,
+  VM_IO,
+  VM_DONTEXPAND,
+  VM_HUGETLB,
+  VM_DONTDUMP,
+} from "./mm-flags.js";
 
 /**
  * An address space (struct mm_struct): VMAs sorted by address, one sparse page table for the
@@ -52,19 +67,21 @@ export const MAP_HUGE_SHIFT = 26;
 export const MAP_HUGE_2MB = 21 << MAP_HUGE_SHIFT;
 export const MAP_HUGE_1GB = 30 << MAP_HUGE_SHIFT;
 
-export const VM_READ = 0x1;
-export const VM_WRITE = 0x2;
-export const VM_EXEC = 0x4;
-export const VM_SHARED = 0x8;
-export const VM_MAYREAD = 0x10;
-export const VM_MAYWRITE = 0x20;
-export const VM_MAYEXEC = 0x40;
-export const VM_MAYSHARE = 0x80;
-export const VM_PFNMAP = 0x400;
-export const VM_IO = 0x4000;
-export const VM_DONTEXPAND = 0x40000;
-export const VM_HUGETLB = 0x400000;
-export const VM_DONTDUMP = 0x4000000;
+export {
+  VM_READ,
+  VM_WRITE,
+  VM_EXEC,
+  VM_SHARED,
+  VM_MAYREAD,
+  VM_MAYWRITE,
+  VM_MAYEXEC,
+  VM_MAYSHARE,
+  VM_PFNMAP,
+  VM_IO,
+  VM_DONTEXPAND,
+  VM_HUGETLB,
+  VM_DONTDUMP,
+} from "./mm-flags.js";
 
 /** x86-64 TASK_SIZE_MAX with 4-level paging. */
 export const TASK_SIZE = (1n << 47n) - BigInt(PAGE_SIZE);
