@@ -9,7 +9,7 @@ import {
   fail,
 } from "@x/kernel";
 import { type IommuDriver, IommuDevice } from "@x/iommu-pgtable";
-import { P2pdmaProvider } from "./p2pdma.js";
+import type { P2pdmaProvider } from "./pci-p2pdma.js";
 import {
   IORESOURCE_IO,
   IORESOURCE_MEM,
@@ -390,7 +390,7 @@ export class PciDev {
         (b.prefetchable ? IORESOURCE_PREFETCH : 0) |
         (is64 ? IORESOURCE_MEM_64 : 0);
       this.resources.push({ flags, start: region.base, len: b.size, region });
-      this.p2pProviders.push(new P2pdmaProvider(this, b.busOffset ?? 0n));
+      this.p2pProviders.push({ owner: this, busOffset: b.busOffset ?? 0n });
       this.config[off] =
         (is64 ? PCI_BASE_ADDRESS_MEM_TYPE_64 : 0) |
         (b.prefetchable ? PCI_BASE_ADDRESS_MEM_PREFETCH : 0);

@@ -22,12 +22,12 @@ import {
   U64_MAX,
   memdupArrayUser,
 } from "@x/kernel";
+import { pciP2pdmaMapType } from "./p2pdma.js";
 import {
   PCI_P2PDMA_MAP_BUS_ADDR,
   PCI_P2PDMA_MAP_THRU_HOST_BRIDGE,
   type P2pdmaProvider,
-  pciP2pdmaMapType,
-} from "./p2pdma.js";
+} from "./pci-p2pdma.js";
 import type { VfioPciCoreDevice } from "./vfio-pci-core.js";
 import {
   VFIO_DEVICE_FEATURE_DMA_BUF_SIZE,
