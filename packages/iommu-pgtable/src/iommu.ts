@@ -20,7 +20,7 @@
  *
  * @see drivers/iommu/iommu.c
  */
-import { EINVAL, ENODEV, EOPNOTSUPP, EOVERFLOW, WARN_ON, fail } from "@x/kernel";
+import { EINVAL, EOPNOTSUPP, EOVERFLOW, WARN_ON, fail } from "@x/kernel";
 import { IotlbGather } from "./iotlb-gather.js";
 import {
   IOMMU_DOMAIN_BLOCKED,
@@ -477,7 +477,7 @@ function classicMap(
   prot: number,
 ): void {
   const mapPages = domain.ops.mapPages;
-  if (WARN_ON(!mapPages, "iommu_map: driver has no map_pages")) fail(ENODEV);
+  WARN_ON(!mapPages, "iommu_map: driver has no map_pages");
   const min = minPagesz(domain);
   if ((iova | paddr | size) & (min - 1n))
     fail(EINVAL, "unaligned iova/pa/size for the minimum page size");
@@ -509,7 +509,7 @@ function classicUnmap(
   gather: IotlbGather,
 ): bigint {
   const unmapPages = domain.ops.unmapPages;
-  if (WARN_ON(!unmapPages, "iommu_unmap: driver has no unmap_pages")) return 0n;
+  WARN_ON(!unmapPages, "iommu_unmap: driver has no unmap_pages");
   const min = minPagesz(domain);
   if ((iova | size) & (min - 1n)) return 0n;
   let unmapped = 0n;
@@ -671,7 +671,7 @@ export function iommuptSetDirty(domain: IommuDomain, iova: bigint): void {
 
 /** iommu_domain_free: the driver's free hook and the page table's memory. */
 export function iommuDomainFree(domain: IommuDomain): void {
-  if (WARN_ON(domain.freed, "iommu_domain_free twice")) return;
+  WARN_ON(domain.freed, "iommu_domain_free twice");
   domain.freed = true;
   domain.ops.free?.(domain);
   domain.pt?.destroy();

@@ -265,7 +265,7 @@ export function ioptAreaRemoveAccess(area: IoptArea, start: number, last: number
   if (!pages) throw new KernelWarning("access removal on an area without pages");
   pages.mutex.with(() => {
     const access = getExactAccess(pages, start, last);
-    if (WARN_ON(!access, "no such access range") || !access) return;
+    if (!access) throw new KernelWarning("no such access range");
     WARN_ON(area.numAccesses === 0 || access.users === 0, "access counts");
     area.numAccesses--;
     access.users--;
@@ -319,9 +319,9 @@ export function ioptAccessPinPages(
 
 /** @see iommufd_access_unpin_pages */
 export function ioptAccessUnpinPages(iopt: IoPagetable, iova: bigint, length: bigint): void {
-  if (WARN_ON(length === 0n, "unpin of 0 bytes")) return;
+  WARN_ON(length === 0n, "unpin of 0 bytes");
   const lastIova = iova + length - 1n;
-  if (WARN_ON(lastIova > U64_MAX, "unpin overflow")) return;
+  WARN_ON(lastIova > U64_MAX, "unpin overflow");
   iopt.iovaRwsem.withRead(() => {
     const complete = forEachContigArea(iopt, iova, lastIova, (area, cur, last) =>
       ioptAreaRemoveAccess(area, iovaToIndex(area, cur), iovaToIndex(area, last)),
@@ -367,7 +367,7 @@ function pagesRwSlow(
         reader.unpinBatch();
         reader.next();
       }
-      if (WARN_ON(done !== data.length, "rw left bytes over")) fail(EINVAL);
+      WARN_ON(done !== data.length, "rw left bytes over");
     } finally {
       reader.destroy();
     }

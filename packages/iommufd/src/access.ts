@@ -169,7 +169,7 @@ export function iommufdAccessReplace(access: IommufdAccess, ioasId: number): voi
 /** iommufd_access_detach */
 export function iommufdAccessDetach(access: IommufdAccess): void {
   access.ioasLock.with(() => {
-    if (WARN_ON(!access.ioas, "detach of a detached access")) return;
+    WARN_ON(!access.ioas, "detach of a detached access");
     accessChangeIoas(access, undefined);
   });
 }
@@ -198,7 +198,7 @@ export function iommufdAccessPinPages(
   length: bigint,
   flags: number,
 ): PfnRuns {
-  if (WARN_ON(!access.ops.needsPinPages || !access.ops.unmap, "access cannot pin")) fail(EINVAL);
+  WARN_ON(!access.ops.needsPinPages || !access.ops.unmap, "access cannot pin");
   checkAccessRange(iova, length);
   return withAttachedIoas(access, (ioas) => {
     const out = new PfnRuns();
@@ -209,11 +209,11 @@ export function iommufdAccessPinPages(
 
 /** iommufd_access_unpin_pages: undo one earlier pin of exactly this range. */
 export function iommufdAccessUnpinPages(access: IommufdAccess, iova: bigint, length: bigint): void {
-  if (WARN_ON(length === 0n, "unpin of 0 bytes")) return;
-  if (WARN_ON(iova + length - 1n > U64_MAX, "unpin range wraps")) return;
+  WARN_ON(length === 0n, "unpin of 0 bytes");
+  WARN_ON(iova + length - 1n > U64_MAX, "unpin range wraps");
   access.ioasLock.with(() => {
     const ioas = access.ioasUnpin;
-    if (WARN_ON(!ioas, "unpin while detached") || !ioas) return;
+    if (!ioas) throw new KernelWarning("unpin while detached");
     ioptAccessUnpinPages(ioas.iopt, iova, length);
   });
 }

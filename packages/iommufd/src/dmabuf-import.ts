@@ -185,9 +185,9 @@ export function ioptReleaseDmabuf(pages: IoptPages): void {
 export function dmabufTrackDomain(pages: IoptPages, area: IoptArea, domain: IoptDomain): void {
   pages.mutex.assertHeld();
   const state = pages.dmabuf;
-  if (WARN_ON(!state, "track on non-DMABUF pages") || !state) fail(EINVAL);
+  if (!state) throw new KernelWarning("track on non-DMABUF pages");
   for (const t of state.tracker) {
-    if (WARN_ON(t.area === area && t.domain === domain, "pair already tracked")) fail(EINVAL);
+    WARN_ON(t.area === area && t.domain === domain, "pair already tracked");
   }
   if (pages.kernel.shouldFail("iommufd:dmabuf_track")) fail(ENOMEM, "tracker entry");
   state.tracker.push({ area, domain });
@@ -212,7 +212,7 @@ export function dmabufUntrackDomain(pages: IoptPages, area: IoptArea, domain: Io
   pages.mutex.assertHeld();
   const tracker = pages.dmabuf?.tracker ?? [];
   const i = tracker.findIndex((t) => t.area === area && t.domain === domain);
-  if (WARN_ON(i < 0, "untrack of an untracked pair")) return;
+  WARN_ON(i < 0, "untrack of an untracked pair");
   tracker.splice(i, 1);
 }
 

@@ -40,7 +40,6 @@ import { type DmaBuf, dmaBufGet, dmaBufPut } from "@x/dmabuf";
 import {
   EADDRINUSE,
   EBUSY,
-  EDEADLK,
   EEXIST,
   EINVAL,
   ENOENT,
@@ -296,7 +295,7 @@ export class IoPagetable {
     area.node.last = last;
     area.pagesNode.start = startByte / BPAGE_SIZE;
     area.pagesNode.last = (startByte + length - 1n) / BPAGE_SIZE;
-    if (WARN_ON(area.pagesNode.last >= BigInt(pages.npages), "area beyond pages")) fail(EOVERFLOW);
+    WARN_ON(area.pagesNode.last >= BigInt(pages.npages), "area beyond pages");
     area.iopt = this;
     this.areaItree.insert(area.node);
   }
@@ -324,7 +323,7 @@ export class IoPagetable {
         const first = list[0];
         if (!first?.pages) throw new KernelWarning("empty pages list");
         iova = this.allocIova(first.startByte + originAddr(first.pages), length);
-        if (WARN_ON(!this.checkIovaOk(iova, length), "allocator chose a bad IOVA")) fail(EINVAL);
+        WARN_ON(!this.checkIovaOk(iova, length), "allocator chose a bad IOVA");
       } else {
         this.checkIova(iova, length);
       }
@@ -565,7 +564,7 @@ export class IoPagetable {
       if (!retry) break;
       this.notifyUnmap(retry.iova, retry.length);
       tries++;
-      if (WARN_ON(tries > 100, "accesses do not respond to unmap")) fail(EDEADLK);
+      WARN_ON(tries > 100, "accesses do not respond to unmap");
     }
     return unmapped;
   }
@@ -667,8 +666,8 @@ export class IoPagetable {
           }
           this.reserveIovaLocked(r.start, r.start + r.length - 1n, owner);
         }
-        if (WARN_ON(nSwMsi > 0 && hwMsi > 0, "SW and HW MSI regions")) fail(EINVAL);
-        if (WARN_ON(nSwMsi > 1, "several SW MSI regions")) fail(EINVAL);
+        WARN_ON(nSwMsi > 0 && hwMsi > 0, "SW and HW MSI regions");
+        WARN_ON(nSwMsi > 1, "several SW MSI regions");
       } catch (e) {
         this.removeReservedLocked(owner);
         throw e;
@@ -688,9 +687,7 @@ export class IoPagetable {
       }
     }
     for (const access of this.accessList.values()) {
-      if (WARN_ON(access.iovaAlignment > align, "access alignment above domains'")) {
-        fail(EADDRINUSE);
-      }
+      WARN_ON(access.iovaAlignment > align, "access alignment above domains'");
     }
   }
 
@@ -714,7 +711,7 @@ export class IoPagetable {
   tableAddDomain(domain: IoptDomain): void {
     this.domainsRwsem.withWrite(() =>
       this.iovaRwsem.withWrite(() => {
-        if (WARN_ON(this.domainList.includes(domain), "domain added twice")) fail(EEXIST);
+        WARN_ON(this.domainList.includes(domain), "domain added twice");
         let align = domainMinPageSize(domain);
         if (this.iovaAlignment > align) align = this.iovaAlignment;
         if (align > BPAGE_SIZE) fail(EINVAL, "domain page size above PAGE_SIZE");
@@ -763,7 +760,7 @@ export class IoPagetable {
     this.domainsRwsem.withWrite(() =>
       this.iovaRwsem.withWrite(() => {
         const index = this.domainList.indexOf(domain);
-        if (WARN_ON(index < 0, "removing a domain that is not attached")) return;
+        WARN_ON(index < 0, "removing a domain that is not attached");
         const tail = this.domainList.pop() as IoptDomain;
         if (index !== this.domainList.length) this.domainList[index] = tail;
         this.unfillDomain(domain);

@@ -440,7 +440,7 @@ export class IommufdCtx implements CompatIoasHolder {
         this.removeAndDestroy(obj);
         destroyed++;
       }
-      if (WARN_ON(destroyed === 0, "iommufd release: objects still referenced")) break;
+      WARN_ON(destroyed === 0, "iommufd release: objects still referenced");
     }
     this.module.forget(this);
   }

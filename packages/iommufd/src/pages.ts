@@ -219,7 +219,7 @@ export class IoptPages {
 
   /** Return what unpinning gave back. @see update_unpinned */
   updateUnpinned(): void {
-    if (WARN_ON(this.npinned > this.lastNpinned, "update_unpinned with new pins")) return;
+    WARN_ON(this.npinned > this.lastNpinned, "update_unpinned with new pins");
     if (this.npinned === this.lastNpinned) return;
     updatePinnedAccounting(this, this.lastNpinned - this.npinned, false);
     this.lastNpinned = this.npinned;
@@ -353,7 +353,7 @@ function ioptAreaUnfillDomainTo(
 ): void {
   pages.mutex.assertHeld();
   if (pages.dmabuf) {
-    if (WARN_ON(pages.revoked, "unfill of a revoked DMABUF area")) return;
+    WARN_ON(pages.revoked, "unfill of a revoked DMABUF area");
     ioptAreaUnmapDomainRange(area, domain, area.index, lastIndex);
     return;
   }

@@ -68,7 +68,7 @@ export function setTempMemoryLimit(kernel: Kernel, bytes: number): void {
  * backup this is an injectable allocation (ENOMEM); with one it cannot fail.
  */
 export function tempAlloc(kernel: Kernel, bytes: number, withBackup: boolean): number {
-  if (WARN_ON(bytes === 0, "temp_kmalloc of 0 bytes")) return 0;
+  WARN_ON(bytes === 0, "temp_kmalloc of 0 bytes");
   if (withBackup && bytes < BATCH_BACKUP_BYTES) return bytes;
   if (!withBackup && kernel.shouldFail("iommufd:temp_kmalloc")) fail(ENOMEM, "temp memory");
   return Math.min(bytes, tempMemoryLimit(kernel));

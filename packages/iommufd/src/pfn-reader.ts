@@ -22,7 +22,6 @@
  */
 import {
   EFAULT,
-  EINVAL,
   FOLL_LONGTERM,
   FOLL_WRITE,
   type Kernel,
@@ -118,7 +117,7 @@ export class PfnReaderUser {
       const flags = FOLL_LONGTERM | (pages.writable ? FOLL_WRITE : 0);
       got = pinUserPages(kernel, mm, uptr, npages, flags, this.runs);
     }
-    if (WARN_ON(got <= 0, "origin pinned nothing")) fail(EFAULT);
+    WARN_ON(got <= 0, "origin pinned nothing");
     pages.npinned += got;
     this.upagesStart = startIndex;
     this.upagesEnd = startIndex + got;
@@ -186,7 +185,7 @@ export class PfnReader {
     this.batchEndIndex = startIndex;
     const dmabuf = pages.dmabuf;
     if (dmabuf) {
-      if (WARN_ON(dmabuf.phys.len === 0n, "pfn_reader on revoked DMABUF")) fail(EINVAL);
+      WARN_ON(dmabuf.phys.len === 0n, "pfn_reader on revoked DMABUF");
       this.dmabufPaddr = dmabuf.phys.paddr + dmabuf.start;
       this.user = undefined;
     } else {
@@ -270,7 +269,7 @@ export class PfnReader {
     while (this.batchEndIndex !== this.lastIndex + 1) {
       const before = this.batch.totalPfns;
       this.fillSpan();
-      if (WARN_ON(this.batch.totalPfns === 0, "pfn_reader made no progress")) fail(EINVAL);
+      WARN_ON(this.batch.totalPfns === 0, "pfn_reader made no progress");
       this.batchEndIndex = this.batchStartIndex + this.batch.totalPfns;
       if (this.batchEndIndex === this.spanLast + 1 && this.batchEndIndex <= this.lastIndex) {
         this.loadSpan(this.batchEndIndex);
