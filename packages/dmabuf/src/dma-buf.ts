@@ -260,7 +260,7 @@ function dmaBufMmapInternal(file: File, vma: Vma): void {
 }
 
 /** The file operations of every dma-buf (dma_buf_fops); identity marks a dma-buf file. */
-export const dmaBufFops: FileOperations = {
+const dmaBufFops: FileOperations = {
   name: "dmabuf",
   release: dmaBufFileRelease,
   llseek: dmaBufLlseek,

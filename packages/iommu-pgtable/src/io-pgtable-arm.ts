@@ -23,7 +23,7 @@ import type { IotlbGather } from "./iotlb-gather.js";
 /** IO_PGTABLE_QUIRK_NO_WARN: report EEXIST / holes without a WARN. */
 export const IO_PGTABLE_QUIRK_NO_WARN = 1 << 9;
 
-export interface ArmLpaeCfg {
+interface ArmLpaeCfg {
   readonly stage: 1 | 2;
   readonly granuleLg2: 12 | 14 | 16;
   /** Input (IOVA) and output address sizes. */

@@ -87,7 +87,7 @@ export const MAP_F_SUBGRANULE = 1 << 1;
 export const MAP_F_LEN_TAIL = 1 << 2;
 
 /** One leaf entry seen by a range visit. */
-export type PtLeafVisitor = (
+type PtLeafVisitor = (
   level: number,
   arr: Float64Array,
   /** Item index (in `arr`) of the entry's first item. */

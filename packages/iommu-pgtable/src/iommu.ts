@@ -41,14 +41,14 @@ export interface IommuDomainGeometry {
 }
 
 /** Where read_and_clear_dirty reports. @see struct iommu_dirty_bitmap */
-export interface IommuDirtyBitmap {
+interface IommuDirtyBitmap {
   /** Receives each dirty IOVA range (bytes); absent = only clear. @see iova_bitmap_set */
   readonly bitmap?: { set(iova: bigint, length: bigint): void };
   readonly gather: IotlbGather;
 }
 
 /** A classic map_pages result: bytes installed, and 0 or an errno. */
-export interface MapPagesResult {
+interface MapPagesResult {
   mapped: bigint;
   errno: number;
 }
@@ -351,7 +351,7 @@ function finishMap(
 }
 
 /** @see iommu_map_nosync */
-export function iommuMapNosync(
+function iommuMapNosync(
   domain: IommuDomain,
   iova: bigint,
   paddr: bigint,
@@ -392,7 +392,7 @@ export function iommuMap(
 }
 
 /** One scatterlist entry: `length` bytes at `paddr`; a P2P bus address is not IOMMU-mapped. */
-export interface ScatterEntry {
+interface ScatterEntry {
   readonly paddr: bigint;
   readonly length: bigint;
   /** sg_dma_is_bus_address(): already a DMA address (P2P through a switch), skipped. */
@@ -563,11 +563,6 @@ export function iommuIotlbSync(domain: IommuDomain, gather: IotlbGather): void {
   domain.ops.iotlbSync?.(domain, gather);
   gather.releaseFreelist();
   gather.init();
-}
-
-/** @see iommu_flush_iotlb_all */
-export function iommuFlushIotlbAll(domain: IommuDomain): void {
-  domain.ops.flushIotlbAll?.(domain);
 }
 
 /** iommu_iova_to_phys: the output address (with the in-page offset), 0n when unmapped. */

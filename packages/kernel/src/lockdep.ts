@@ -18,7 +18,7 @@ import { KernelWarning } from "./error.js";
  */
 export class LockdepError extends KernelWarning {}
 
-export interface LockTask {
+interface LockTask {
   readonly tid: number;
 }
 

@@ -34,32 +34,31 @@ import { XA_STOP, XArray } from "./xarray.js";
  * before mmap_lock (pinning and VFIO-compatible accounting run under it), and a driver's mmap
  * callback runs under mmap_lock.
  */
-export const PROT_NONE = 0x0;
 export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
-export const PROT_EXEC = 0x4;
+const PROT_EXEC = 0x4;
 
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
-export const MAP_SHARED_VALIDATE = 0x03;
-export const MAP_TYPE = 0x0f;
+const MAP_SHARED_VALIDATE = 0x03;
+const MAP_TYPE = 0x0f;
 export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_POPULATE = 0x8000;
 export const MAP_HUGETLB = 0x40000;
 export const MAP_FIXED_NOREPLACE = 0x100000;
-export const MAP_HUGE_SHIFT = 26;
+const MAP_HUGE_SHIFT = 26;
 export const MAP_HUGE_2MB = 21 << MAP_HUGE_SHIFT;
 export const MAP_HUGE_1GB = 30 << MAP_HUGE_SHIFT;
 
 export const VM_READ = 0x1;
 export const VM_WRITE = 0x2;
-export const VM_EXEC = 0x4;
+const VM_EXEC = 0x4;
 export const VM_SHARED = 0x8;
-export const VM_MAYREAD = 0x10;
-export const VM_MAYWRITE = 0x20;
-export const VM_MAYEXEC = 0x40;
-export const VM_MAYSHARE = 0x80;
+const VM_MAYREAD = 0x10;
+const VM_MAYWRITE = 0x20;
+const VM_MAYEXEC = 0x40;
+const VM_MAYSHARE = 0x80;
 export const VM_PFNMAP = 0x400;
 export const VM_IO = 0x4000;
 export const VM_DONTEXPAND = 0x40000;
@@ -70,8 +69,8 @@ export const VM_DONTDUMP = 0x4000000;
 export const TASK_SIZE = (1n << 47n) - BigInt(PAGE_SIZE);
 /** Where top-down mmap placement starts. */
 export const MMAP_BASE = 0x7f00_0000_0000n;
-export const MMAP_MIN_ADDR = 0x10000n;
-export const DEFAULT_MAX_MAP_COUNT = 65530;
+const MMAP_MIN_ADDR = 0x10000n;
+const DEFAULT_MAX_MAP_COUNT = 65530;
 
 const PAGE = BigInt(PAGE_SIZE);
 const SHIFT = BigInt(PAGE_SHIFT);
@@ -98,7 +97,7 @@ function pteKey(vma: Vma, vpn: number): number {
 }
 
 /** A driver's VMA callbacks (vm_operations_struct). */
-export interface VmOperations {
+interface VmOperations {
   /** A pfn for page `pgoff` of the mapping, or throw (SIGBUS -> EFAULT for the accessor). */
   fault?(vma: Vma, pgoff: number): number;
   open?(vma: Vma): void;
@@ -163,14 +162,14 @@ export class Vma {
 }
 
 /** Context an mm needs from its machine. */
-export interface MmHost {
+interface MmHost {
   readonly mem: PhysMem;
   readonly lockdep: Lockdep;
   readonly trace: TraceBus;
   shouldFail(site: string): boolean;
 }
 
-export interface MmapRequest {
+interface MmapRequest {
   readonly addr: bigint;
   readonly len: bigint;
   readonly prot: number;

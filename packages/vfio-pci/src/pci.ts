@@ -123,7 +123,7 @@ export interface PciDevSpec {
 }
 
 /** struct resource, reduced to what the model reads. */
-export interface PciResource {
+interface PciResource {
   readonly flags: number;
   readonly start: bigint;
   readonly len: bigint;
@@ -155,7 +155,7 @@ function isPow2(n: bigint): boolean {
 }
 
 /** Per-kernel PCI state: buses, the I/O port allocator and the owner of each BAR region. */
-export class PciRoot {
+class PciRoot {
   readonly buses: PciBus[] = [];
   private nextIoPort = 0x1000;
   private readonly regionOwners = new Map<MmioRegion, { dev: PciDev; bar: number }>();

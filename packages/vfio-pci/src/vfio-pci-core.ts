@@ -609,7 +609,7 @@ function owned(vdev: VfioPciCoreDevice, ctx: unknown): boolean {
  * open devices whose memory is enabled and unlock.
  * @see vfio_pci_dev_set_hot_reset
  */
-export function vfioPciDevSetHotReset(devices: VfioPciCoreDevice[], ctx: unknown): void {
+function vfioPciDevSetHotReset(devices: VfioPciCoreDevice[], ctx: unknown): void {
   const first = devices[0];
   if (!first) fail(EINVAL, "empty dev_set");
   first.devSet.lock.with(() => {

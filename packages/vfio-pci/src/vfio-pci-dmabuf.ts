@@ -59,7 +59,7 @@ import { vfioCheckFeature } from "./vfio-main.js";
  * held. Importer `move_notify` callbacks run under both.
  */
 
-export type VfioPciDmaBufState = "live" | "revoked" | "zombie" | "dying" | "freed";
+type VfioPciDmaBufState = "live" | "revoked" | "zombie" | "dying" | "freed";
 
 /** struct vfio_pci_dma_buf: the exporter's private data behind one dma-buf. */
 export class VfioPciDmaBuf {
@@ -236,7 +236,7 @@ const PAGE = BigInt(PAGE_SIZE);
  * when start + offset (+ length) wraps, EINVAL past the end of the BAR.
  * @see vfio_pci_core_get_dmabuf_phys
  */
-export function vfioPciCoreGetDmabufPhys(
+function vfioPciCoreGetDmabufPhys(
   vdev: VfioPciCoreDevice,
   regionIndex: number,
   offsets: BigUint64Array,
