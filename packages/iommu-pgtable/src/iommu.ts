@@ -403,7 +403,7 @@ interface ScatterEntry {
  * iommu_map_sg: map the entries at consecutive IOVAs from `iova`, physically contiguous
  * neighbours as one run, bus-address entries skipped; one iotlb_sync_map over the total.
  * Returns the bytes mapped; on failure unmaps everything it mapped and throws the errno.
- * Decision: the 2026 shape is taken to be the 2023 one (spec §1.2, UNVERIFIED in detail).
+ * Decision: the 2026 shape is taken to be the 2023 one (not checked in detail).
  */
 export function iommuMapSg(
   domain: IommuDomain,
