@@ -1,12 +1,20 @@
-import { EOPNOTSUPP, type Kernel, KernelError, fail, isKernelError } from "@x/kernel";
+import {
+  EOPNOTSUPP,
+  type Kernel,
+  KernelError,
+  type SymbolKey,
+  defineSymbol,
+  fail,
+  isKernelError,
+} from "@x/kernel";
 import type { DmaBufAttachment } from "./dma-buf.js";
 
 /**
  * The private interconnect between the VFIO PCI exporter and the iommufd importer.
  *
  * iommufd cannot import vfio-pci (vfio-pci already depends on iommufd), so the exporter
- * publishes its map function in the kernel's symbol table under a well-known name and iommufd
- * looks it up by name at map time, holding the symbol only for the call. This file owns the
+ * publishes its map function in the kernel's symbol table under a well-known key and iommufd
+ * looks it up by that key at map time, holding the symbol only for the call. This file owns the
  * contract both sides code against:
  *
  * - `DmaBufIommufdMap(attach): PhysVec`. Convention: the kernel's
@@ -21,7 +29,7 @@ import type { DmaBufAttachment } from "./dma-buf.js";
  *
  * The iommufd selftest exporter publishes the same signature under its own name and is asked
  * first, as iommufd asks its built-in test hook before vfio-pci: an EOPNOTSUPP from it means
- * "not mine" and the next name is tried.
+ * "not mine" and the next symbol is tried.
  */
 
 /** One physical range (struct phys_vec). */
@@ -33,46 +41,53 @@ export interface PhysVec {
 /** @see vfio_pci_dma_buf_iommufd_map */
 export type DmaBufIommufdMap = (attach: DmaBufAttachment) => PhysVec;
 
-/** The name vfio-pci exports its `DmaBufIommufdMap` under. */
-export const VFIO_PCI_DMA_BUF_IOMMUFD_MAP = "vfio_pci_dma_buf_iommufd_map";
+/** The symbol vfio-pci exports its `DmaBufIommufdMap` under. */
+export const VFIO_PCI_DMA_BUF_IOMMUFD_MAP: SymbolKey<DmaBufIommufdMap> = defineSymbol(
+  "vfio_pci_dma_buf_iommufd_map",
+);
 
-/** The name the iommufd selftest exporter exports its `DmaBufIommufdMap` under. */
-export const IOMMUFD_TEST_DMA_BUF_IOMMUFD_MAP = "iommufd_test_dma_buf_iommufd_map";
+/** The symbol the iommufd selftest exporter exports its `DmaBufIommufdMap` under. */
+export const IOMMUFD_TEST_DMA_BUF_IOMMUFD_MAP: SymbolKey<DmaBufIommufdMap> = defineSymbol(
+  "iommufd_test_dma_buf_iommufd_map",
+);
 
 /**
- * Call the map function published under `name`, holding the symbol for the duration of the
+ * Call the map function published under `sym`, holding the symbol for the duration of the
  * call. No such symbol (module not loaded, or built without it) → EOPNOTSUPP.
  * @see sym_vfio_pci_dma_buf_iommufd_map
  */
 export function symDmaBufIommufdMap(
   kernel: Kernel,
   attach: DmaBufAttachment,
-  name: string = VFIO_PCI_DMA_BUF_IOMMUFD_MAP,
+  sym: SymbolKey<DmaBufIommufdMap> = VFIO_PCI_DMA_BUF_IOMMUFD_MAP,
 ): PhysVec {
   attach.dmabuf.resv.assertHeld();
-  const fn = kernel.symbols.symbolGet<DmaBufIommufdMap>(name);
-  if (!fn) fail(EOPNOTSUPP, `${name} is not available`);
+  const fn = kernel.symbols.symbolGet(sym);
+  if (!fn) fail(EOPNOTSUPP, `${sym.name} is not available`);
   try {
     return fn(attach);
   } finally {
-    kernel.symbols.symbolPut(name);
+    kernel.symbols.symbolPut(sym);
   }
 }
 
 /**
- * Ask each name in turn (by default the selftest exporter, then vfio-pci); an EOPNOTSUPP from
+ * Ask each symbol in turn (by default the selftest exporter, then vfio-pci); an EOPNOTSUPP from
  * one ("not my buffer" or "not loaded") passes the attachment to the next, and the last
  * answer stands. This is the importer's whole resolution step.
  */
 export function dmaBufIommufdMap(
   kernel: Kernel,
   attach: DmaBufAttachment,
-  names: readonly string[] = [IOMMUFD_TEST_DMA_BUF_IOMMUFD_MAP, VFIO_PCI_DMA_BUF_IOMMUFD_MAP],
+  syms: readonly SymbolKey<DmaBufIommufdMap>[] = [
+    IOMMUFD_TEST_DMA_BUF_IOMMUFD_MAP,
+    VFIO_PCI_DMA_BUF_IOMMUFD_MAP,
+  ],
 ): PhysVec {
   let last = new KernelError(EOPNOTSUPP, "no dma-buf iommufd map provider");
-  for (const name of names) {
+  for (const sym of syms) {
     try {
-      return symDmaBufIommufdMap(kernel, attach, name);
+      return symDmaBufIommufdMap(kernel, attach, sym);
     } catch (e) {
       if (!isKernelError(e, EOPNOTSUPP)) throw e;
       last = e;

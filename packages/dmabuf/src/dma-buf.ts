@@ -260,7 +260,7 @@ function dmaBufMmapInternal(file: File, vma: Vma): void {
 }
 
 /** The file operations of every dma-buf (dma_buf_fops); identity marks a dma-buf file. */
-export const dmaBufFops: FileOperations = {
+const dmaBufFops: FileOperations = {
   name: "dmabuf",
   release: dmaBufFileRelease,
   llseek: dmaBufLlseek,
@@ -280,10 +280,8 @@ export function dmaBufExport(kernel: Kernel, info: DmaBufExportInfo): DmaBuf {
   const ops = info.ops as Partial<DmaBufOps> | undefined;
   const incomplete =
     info.priv === undefined || info.priv === null || !ops?.mapDmaBuf || !ops.unmapDmaBuf;
-  if (WARN_ON(incomplete || !ops?.release, "dma_buf_export: priv or a mandatory op is missing"))
-    fail(EINVAL);
-  if (WARN_ON(!ops?.pin !== !ops?.unpin, "dma_buf_export: pin and unpin come as a pair"))
-    fail(EINVAL);
+  WARN_ON(incomplete || !ops?.release, "dma_buf_export: priv or a mandatory op is missing");
+  WARN_ON(!ops?.pin !== !ops?.unpin, "dma_buf_export: pin and unpin come as a pair");
   // try_module_get on the owner, then the anon file, then the object: each can fail, and all
   // fail before anything is created.
   if (kernel.shouldFail("try_module_get")) fail(ENOENT, `module ${info.owner ?? info.expName}`);
@@ -323,7 +321,7 @@ export function getDmaBuf(dmabuf: DmaBuf): void {
 
 /** Drop a reference; the last one releases the buffer. @see dma_buf_put */
 export function dmaBufPut(dmabuf: DmaBuf): void {
-  if (WARN_ON(!dmabuf?.file, "dma_buf_put of nothing")) return;
+  WARN_ON(!dmabuf?.file, "dma_buf_put of nothing");
   dmabuf.file.put();
 }
 
@@ -339,14 +337,8 @@ export function dmaBufDynamicAttach(
   importerOps?: DmaBufAttachOps,
   importerPriv?: unknown,
 ): DmaBufAttachment {
-  if (WARN_ON(!dmabuf || !dev, "dma_buf_attach: no buffer or device")) fail(EINVAL);
-  if (
-    WARN_ON(
-      importerOps !== undefined && !importerOps.moveNotify,
-      "importer ops without move_notify",
-    )
-  )
-    fail(EINVAL);
+  WARN_ON(!dmabuf || !dev, "dma_buf_attach: no buffer or device");
+  WARN_ON(importerOps !== undefined && !importerOps.moveNotify, "importer ops without move_notify");
   assertResvNotHeld(dmabuf, "dma_buf_attach");
   if (kernel.shouldFail("dma_buf_dynamic_attach")) fail(ENOMEM, "dma-buf attachment");
   const attach = new DmaBufAttachment(dmabuf, dev, importerOps, importerPriv);
@@ -362,8 +354,7 @@ export function dmaBufAttach(kernel: Kernel, dmabuf: DmaBuf, dev: DmaBufDevice):
 
 /** Unlink and forget an attachment; the importer has unmapped and unpinned. @see dma_buf_detach */
 export function dmaBufDetach(dmabuf: DmaBuf, attach: DmaBufAttachment): void {
-  if (WARN_ON(!dmabuf || !attach || attach.dmabuf !== dmabuf, "dma_buf_detach: bad arguments"))
-    return;
+  WARN_ON(!dmabuf || !attach || attach.dmabuf !== dmabuf, "dma_buf_detach: bad arguments");
   assertResvNotHeld(dmabuf, "dma_buf_detach");
   dmabuf.unlink(attach);
   dmabuf.ops.detach?.(dmabuf, attach);
@@ -398,7 +389,7 @@ function pinOnMap(attach: DmaBufAttachment): boolean {
  * for kernel fences after mapping always finds none. @see dma_buf_map_attachment
  */
 export function dmaBufMapAttachment(attach: DmaBufAttachment, dir: DmaDataDirection): SgTable {
-  if (WARN_ON(!attach?.dmabuf, "dma_buf_map_attachment: no attachment")) fail(EINVAL);
+  WARN_ON(!attach?.dmabuf, "dma_buf_map_attachment: no attachment");
   const { dmabuf } = attach;
   dmabuf.resv.assertHeld();
   const pin = pinOnMap(attach);
@@ -419,7 +410,7 @@ export function dmaBufUnmapAttachment(
   sgt: SgTable,
   dir: DmaDataDirection,
 ): void {
-  if (WARN_ON(!attach?.dmabuf || !sgt, "dma_buf_unmap_attachment: bad arguments")) return;
+  WARN_ON(!attach?.dmabuf || !sgt, "dma_buf_unmap_attachment: bad arguments");
   const { dmabuf } = attach;
   dmabuf.resv.assertHeld();
   dmabuf.ops.unmapDmaBuf(attach, sgt, dir);
@@ -431,7 +422,7 @@ export function dmaBufMapAttachmentUnlocked(
   attach: DmaBufAttachment,
   dir: DmaDataDirection,
 ): SgTable {
-  if (WARN_ON(!attach?.dmabuf, "dma_buf_map_attachment_unlocked: no attachment")) fail(EINVAL);
+  WARN_ON(!attach?.dmabuf, "dma_buf_map_attachment_unlocked: no attachment");
   return attach.dmabuf.resv.with(() => dmaBufMapAttachment(attach, dir));
 }
 
@@ -441,7 +432,7 @@ export function dmaBufUnmapAttachmentUnlocked(
   sgt: SgTable,
   dir: DmaDataDirection,
 ): void {
-  if (WARN_ON(!attach?.dmabuf || !sgt, "dma_buf_unmap_attachment_unlocked: bad arguments")) return;
+  WARN_ON(!attach?.dmabuf || !sgt, "dma_buf_unmap_attachment_unlocked: bad arguments");
   attach.dmabuf.resv.with(() => dmaBufUnmapAttachment(attach, sgt, dir));
 }
 

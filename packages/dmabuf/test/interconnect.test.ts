@@ -1,4 +1,12 @@
-import { ENODEV, EOPNOTSUPP, Kernel, KernelError, LockdepError, fail } from "@x/kernel";
+import {
+  ENODEV,
+  EOPNOTSUPP,
+  Kernel,
+  KernelError,
+  LockdepError,
+  type SymbolKey,
+  fail,
+} from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   type DmaBuf,
@@ -21,7 +29,7 @@ interface Region {
 }
 
 /** A provider of the contract: owns the buffers made with its ops table, checks in order. */
-function provider(kernel: Kernel, name: string, ops: DmaBufOps) {
+function provider(kernel: Kernel, sym: SymbolKey<DmaBufIommufdMap>, ops: DmaBufOps) {
   const map: DmaBufIommufdMap = (attach) => {
     attach.dmabuf.resv.assertHeld();
     if (attach.dmabuf.ops !== ops) fail(EOPNOTSUPP, "not my dma-buf");
@@ -31,9 +39,9 @@ function provider(kernel: Kernel, name: string, ops: DmaBufOps) {
     if (!only || more.length) fail(EOPNOTSUPP, "more than one range");
     return { ...only };
   };
-  kernel.symbols.exportSymbol(name, map, name);
+  kernel.symbols.exportSymbol(sym, map, sym.name);
   return (region: Region): DmaBuf =>
-    dmaBufExport(kernel, { expName: name, ops, size: 0x4000n, priv: region });
+    dmaBufExport(kernel, { expName: sym.name, ops, size: 0x4000n, priv: region });
 }
 
 function bar(paddr = 0x80_0000_0000n): Region {
@@ -44,11 +52,13 @@ function attachTo(kernel: Kernel, dmabuf: DmaBuf): DmaBufAttachment {
   return dmaBufDynamicAttach(kernel, dmabuf, dev, importerOps());
 }
 
-function mapLocked(kernel: Kernel, attach: DmaBufAttachment, name?: string): PhysVec {
+function mapLocked(
+  kernel: Kernel,
+  attach: DmaBufAttachment,
+  sym?: SymbolKey<DmaBufIommufdMap>,
+): PhysVec {
   return attach.dmabuf.resv.with(() =>
-    name === undefined
-      ? dmaBufIommufdMap(kernel, attach)
-      : symDmaBufIommufdMap(kernel, attach, name),
+    sym === undefined ? dmaBufIommufdMap(kernel, attach) : symDmaBufIommufdMap(kernel, attach, sym),
   );
 }
 

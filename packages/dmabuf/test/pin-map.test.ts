@@ -9,15 +9,14 @@ import {
   dmaBufDynamicAttach,
   dmaBufMapAttachment,
   dmaBufMapAttachmentUnlocked,
-  dmaBufMoveNotifyEnabled,
   dmaBufPin,
-  dmaBufSetMoveNotify,
   dmaBufUnmapAttachment,
   dmaBufUnmapAttachmentUnlocked,
   dmaBufUnpin,
   dmaBufExport,
   dmaBufPut,
 } from "../src/index.js";
+import { dmaBufMoveNotifyEnabled, dmaBufSetMoveNotify } from "@x/dmabuf/testing";
 import { dev, exporterOps, importerOps, pinOps, setup } from "./helpers.js";
 
 function withPin(moveNotify = false) {

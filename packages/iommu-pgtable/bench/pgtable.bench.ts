@@ -1,5 +1,5 @@
 /**
- * Page-table benchmarks B1–B4 of spec §7, each against a baseline measured in the same run.
+ * Page-table benchmarks B1–B4 (see the README), each against a baseline measured in the same run.
  * Timing is best-of-N wall time around the measured part only (setup excluded).
  */
 import { SMOKE, record, report } from "@x/bench";

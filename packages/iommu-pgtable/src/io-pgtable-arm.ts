@@ -11,7 +11,7 @@
  *
  * @see drivers/iommu/io-pgtable-arm.c
  */
-import { EEXIST, EINVAL, ENOMEM, ERANGE, WARN_ON } from "@x/kernel";
+import { EEXIST, EINVAL, ENOMEM, WARN_ON } from "@x/kernel";
 import { armLpaeFormat, armLpaePgsizeBitmap } from "./fmt/arm-lpae.js";
 import { type IommuDomain, type IommuDomainOps, iommuIotlbSync } from "./iommu.js";
 import { iommuptDomainAlloc } from "./iommu-driver.js";
@@ -23,7 +23,7 @@ import type { IotlbGather } from "./iotlb-gather.js";
 /** IO_PGTABLE_QUIRK_NO_WARN: report EEXIST / holes without a WARN. */
 export const IO_PGTABLE_QUIRK_NO_WARN = 1 << 9;
 
-export interface ArmLpaeCfg {
+interface ArmLpaeCfg {
   readonly stage: 1 | 2;
   readonly granuleLg2: 12 | 14 | 16;
   /** Input (IOVA) and output address sizes. */
@@ -54,21 +54,13 @@ function armMapPages(
   const pt = domain.pt!;
   const noWarn = (quirks & IO_PGTABLE_QUIRK_NO_WARN) !== 0;
   const level = levelOfSize(pt, pgsize);
-  if (
-    WARN_ON(
-      pgsize === 0n || (pgsize & domain.pgsizeBitmap) !== pgsize || level < 0,
-      "arm_lpae_map: bad pgsize",
-    )
-  ) {
-    return { mapped: 0n, errno: EINVAL };
-  }
+  WARN_ON(
+    pgsize === 0n || (pgsize & domain.pgsizeBitmap) !== pgsize || level < 0,
+    "arm_lpae_map: bad pgsize",
+  );
   const g = BigInt(pt.granuleLg2);
   const va = pt.checkRange(Number(iova >> g), 1, pt.maxVaLg2);
-  if (
-    WARN_ON(va < 0 || paddr >> BigInt(pt.maxOaLg2) !== 0n, "arm_lpae_map: address out of range")
-  ) {
-    return { mapped: 0n, errno: ERANGE };
-  }
+  WARN_ON(va < 0 || paddr >> BigInt(pt.maxOaLg2) !== 0n, "arm_lpae_map: address out of range");
   if (!(prot & (IOMMU_READ | IOMMU_WRITE))) return { mapped: 0n, errno: EINVAL };
   let arr = pt.topArr;
   let base = pt.topBase;
@@ -138,17 +130,13 @@ function armUnmapPages(
   const pt = domain.pt!;
   const noWarn = (quirks & IO_PGTABLE_QUIRK_NO_WARN) !== 0;
   const level = levelOfSize(pt, pgsize);
-  if (
-    WARN_ON(
-      pgsize === 0n || (pgsize & domain.pgsizeBitmap) !== pgsize || level < 0 || pgcount === 0n,
-      "arm_lpae_unmap: bad pgsize",
-    )
-  ) {
-    return 0n;
-  }
+  WARN_ON(
+    pgsize === 0n || (pgsize & domain.pgsizeBitmap) !== pgsize || level < 0 || pgcount === 0n,
+    "arm_lpae_unmap: bad pgsize",
+  );
   const g = BigInt(pt.granuleLg2);
   const va = pt.checkRange(Number(iova >> g), 1, pt.maxVaLg2);
-  if (WARN_ON(va < 0, "arm_lpae_unmap: iova out of range")) return 0n;
+  WARN_ON(va < 0, "arm_lpae_unmap: iova out of range");
   let arr = pt.topArr;
   let base = pt.topBase;
   for (let l = pt.topLevel; ; l--) {

@@ -62,7 +62,7 @@ export interface IommuDriver {
 }
 
 /** Why a DMA did not translate. */
-export type IommuFaultReason = "blocked" | "not-present" | "permission";
+type IommuFaultReason = "blocked" | "not-present" | "permission";
 
 /** An IOMMU translation fault as the hardware would report it. */
 export class IommuFault extends Error {
@@ -255,7 +255,7 @@ export interface PtDriverDesc {
 }
 
 /** Counters a hardware-like driver keeps (what a TLB model would observe). */
-export interface PtDriverStats {
+interface PtDriverStats {
   iotlbSyncs: number;
   flushAll: number;
   syncMaps: number;

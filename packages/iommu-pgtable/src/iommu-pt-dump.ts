@@ -3,9 +3,9 @@
  * item as the hardware would hold it (table pointers carry the model's table addresses,
  * TABLE_PA_BASE + id × table size), depth first from the top.
  */
-import type { PtIommu, PtLevelOccupancy } from "./iommu-pt.js";
+import type { PtIommu } from "./iommu-pt.js";
 
-export interface PteImage {
+interface PteImage {
   readonly level: number;
   /** Physical address of the table holding the item. */
   readonly tablePa: bigint;
@@ -35,9 +35,4 @@ export function ptDumpText(pt: PtIommu): string {
         `L${e.level} ${hex(e.tablePa, 12)}[${String(e.index).padStart(4)}] = ${hex(e.pte, 16)}`,
     )
     .join("\n");
-}
-
-/** Tables and leaves per level (what the playground draws). */
-export function ptOccupancy(pt: PtIommu): PtLevelOccupancy[] {
-  return pt.occupancy();
 }

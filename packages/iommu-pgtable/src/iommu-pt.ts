@@ -87,7 +87,7 @@ export const MAP_F_SUBGRANULE = 1 << 1;
 export const MAP_F_LEN_TAIL = 1 << 2;
 
 /** One leaf entry seen by a range visit. */
-export type PtLeafVisitor = (
+type PtLeafVisitor = (
   level: number,
   arr: Float64Array,
   /** Item index (in `arr`) of the entry's first item. */
@@ -483,7 +483,7 @@ export class PtIommu implements FreelistOwner {
     if (flags & MAP_F_SUBGRANULE) return ENXIO;
     const r = n === 1 ? this.best[0]! : this.computeBestPgsize(va, oa, n);
     if (r < 0) return ENXIO;
-    // Decision (spec §1.2 UNVERIFIED): a length that is not a whole number of the smallest
+    // Decision (not checked against a running kernel): a length that is not a whole number of the smallest
     // page while iova and paddr are aligned is refused up front with -EINVAL, nothing mapped.
     // (One page with r >= 0 means the smallest page is one granule: it always passes.)
     if (flags & MAP_F_LEN_TAIL || (n !== 1 && mod2(n, POW2[this.minPageLg2]!) !== 0)) return EINVAL;

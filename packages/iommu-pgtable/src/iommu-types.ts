@@ -15,34 +15,20 @@ export const IOMMU_NOEXEC = 1 << 3;
 /** Device memory (MSI doorbells, BARs). */
 export const IOMMU_MMIO = 1 << 4;
 export const IOMMU_PRIV = 1 << 5;
-export const IOMMU_SYS_CACHE_ONLY = 1 << 6;
 
 /** Domain type bits. */
 export const __IOMMU_DOMAIN_PAGING = 1 << 0;
-export const __IOMMU_DOMAIN_DMA_API = 1 << 1;
-export const __IOMMU_DOMAIN_PT = 1 << 2;
-export const __IOMMU_DOMAIN_DMA_FQ = 1 << 3;
-export const __IOMMU_DOMAIN_SVA = 1 << 4;
-export const __IOMMU_DOMAIN_PLATFORM = 1 << 5;
-export const __IOMMU_DOMAIN_NESTED = 1 << 6;
+const __IOMMU_DOMAIN_PT = 1 << 2;
 
 export const IOMMU_DOMAIN_BLOCKED = 0;
 export const IOMMU_DOMAIN_IDENTITY = __IOMMU_DOMAIN_PT;
 export const IOMMU_DOMAIN_UNMANAGED = __IOMMU_DOMAIN_PAGING;
-export const IOMMU_DOMAIN_DMA = __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API;
-export const IOMMU_DOMAIN_DMA_FQ =
-  __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API | __IOMMU_DOMAIN_DMA_FQ;
-export const IOMMU_DOMAIN_SVA = __IOMMU_DOMAIN_SVA;
-export const IOMMU_DOMAIN_PLATFORM = __IOMMU_DOMAIN_PLATFORM;
-export const IOMMU_DOMAIN_NESTED = __IOMMU_DOMAIN_NESTED;
 
 /** read_and_clear_dirty flag: report dirty bits but leave them set. */
 export const IOMMU_DIRTY_NO_CLEAR = 1 << 0;
 
 /** enum iommu_cap */
 export const IOMMU_CAP_CACHE_COHERENCY = 0;
-export const IOMMU_CAP_NOEXEC = 1;
-export const IOMMU_CAP_PRE_BOOT_PROTECTION = 2;
 export const IOMMU_CAP_ENFORCE_CACHE_COHERENCY = 3;
 export const IOMMU_CAP_DEFERRED_FLUSH = 4;
 export const IOMMU_CAP_DIRTY_TRACKING = 5;
@@ -50,15 +36,11 @@ export const IOMMU_CAP_DIRTY_TRACKING = 5;
 /** Allocation flags of domain_alloc_paging_flags (the uAPI IOMMU_HWPT_ALLOC_* values). */
 export const IOMMU_HWPT_ALLOC_NEST_PARENT = 1 << 0;
 export const IOMMU_HWPT_ALLOC_DIRTY_TRACKING = 1 << 1;
-export const IOMMU_HWPT_FAULT_ID_VALID = 1 << 2;
 export const IOMMU_HWPT_ALLOC_PASID = 1 << 3;
 
 /** enum iommu_hw_info_type */
-export const IOMMU_HW_INFO_TYPE_NONE = 0;
-export const IOMMU_HW_INFO_TYPE_DEFAULT = 0;
 export const IOMMU_HW_INFO_TYPE_INTEL_VTD = 1;
 export const IOMMU_HW_INFO_TYPE_ARM_SMMUV3 = 2;
-export const IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV = 3;
 export const IOMMU_HW_INFO_TYPE_AMD = 4;
 export const IOMMU_HW_INFO_TYPE_SELFTEST = 0xfeedbeef;
 

@@ -20,7 +20,7 @@
  *
  * @see drivers/iommu/iommu.c
  */
-import { EINVAL, ENODEV, EOPNOTSUPP, EOVERFLOW, WARN_ON, fail } from "@x/kernel";
+import { EINVAL, EOPNOTSUPP, EOVERFLOW, WARN_ON, fail } from "@x/kernel";
 import { IotlbGather } from "./iotlb-gather.js";
 import {
   IOMMU_DOMAIN_BLOCKED,
@@ -41,14 +41,14 @@ export interface IommuDomainGeometry {
 }
 
 /** Where read_and_clear_dirty reports. @see struct iommu_dirty_bitmap */
-export interface IommuDirtyBitmap {
+interface IommuDirtyBitmap {
   /** Receives each dirty IOVA range (bytes); absent = only clear. @see iova_bitmap_set */
   readonly bitmap?: { set(iova: bigint, length: bigint): void };
   readonly gather: IotlbGather;
 }
 
 /** A classic map_pages result: bytes installed, and 0 or an errno. */
-export interface MapPagesResult {
+interface MapPagesResult {
   mapped: bigint;
   errno: number;
 }
@@ -362,7 +362,7 @@ function finishMap(
 }
 
 /** @see iommu_map_nosync */
-export function iommuMapNosync(
+function iommuMapNosync(
   domain: IommuDomain,
   iova: bigint,
   paddr: bigint,
@@ -403,7 +403,7 @@ export function iommuMap(
 }
 
 /** One scatterlist entry: `length` bytes at `paddr`; a P2P bus address is not IOMMU-mapped. */
-export interface ScatterEntry {
+interface ScatterEntry {
   readonly paddr: bigint;
   readonly length: bigint;
   /** sg_dma_is_bus_address(): already a DMA address (P2P through a switch), skipped. */
@@ -414,7 +414,7 @@ export interface ScatterEntry {
  * iommu_map_sg: map the entries at consecutive IOVAs from `iova`, physically contiguous
  * neighbours as one run, bus-address entries skipped; one iotlb_sync_map over the total.
  * Returns the bytes mapped; on failure unmaps everything it mapped and throws the errno.
- * Decision: the 2026 shape is taken to be the 2023 one (spec §1.2, UNVERIFIED in detail).
+ * Decision: the 2026 shape is taken to be the 2023 one (not checked in detail).
  */
 export function iommuMapSg(
   domain: IommuDomain,
@@ -488,7 +488,7 @@ function classicMap(
   prot: number,
 ): void {
   const mapPages = domain.ops.mapPages;
-  if (WARN_ON(!mapPages, "iommu_map: driver has no map_pages")) fail(ENODEV);
+  WARN_ON(!mapPages, "iommu_map: driver has no map_pages");
   const min = minPagesz(domain);
   if ((iova | paddr | size) & (min - 1n))
     fail(EINVAL, "unaligned iova/pa/size for the minimum page size");
@@ -520,7 +520,7 @@ function classicUnmap(
   gather: IotlbGather,
 ): bigint {
   const unmapPages = domain.ops.unmapPages;
-  if (WARN_ON(!unmapPages, "iommu_unmap: driver has no unmap_pages")) return 0n;
+  WARN_ON(!unmapPages, "iommu_unmap: driver has no unmap_pages");
   const min = minPagesz(domain);
   if ((iova | size) & (min - 1n)) return 0n;
   let unmapped = 0n;
@@ -574,11 +574,6 @@ export function iommuIotlbSync(domain: IommuDomain, gather: IotlbGather): void {
   domain.ops.iotlbSync?.(domain, gather);
   gather.releaseFreelist();
   gather.init();
-}
-
-/** @see iommu_flush_iotlb_all */
-export function iommuFlushIotlbAll(domain: IommuDomain): void {
-  domain.ops.flushIotlbAll?.(domain);
 }
 
 /** iommu_iova_to_phys: the output address (with the in-page offset), 0n when unmapped. */
@@ -686,7 +681,7 @@ export function iommuptSetDirty(domain: IommuDomain, iova: bigint): void {
 
 /** iommu_domain_free: the driver's free hook and the page table's memory. */
 export function iommuDomainFree(domain: IommuDomain): void {
-  if (WARN_ON(domain.freed, "iommu_domain_free twice")) return;
+  WARN_ON(domain.freed, "iommu_domain_free twice");
   domain.freed = true;
   domain.ops.free?.(domain);
   domain.pt?.destroy();

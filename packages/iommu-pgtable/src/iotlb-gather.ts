@@ -109,8 +109,3 @@ export class IotlbGather {
     this.freelistOwner = undefined;
   }
 }
-
-/** @see iommu_iotlb_gather_init — a fresh gather. */
-export function iommuIotlbGatherInit(): IotlbGather {
-  return new IotlbGather();
-}

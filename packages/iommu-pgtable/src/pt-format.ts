@@ -12,8 +12,6 @@
  */
 
 /** PT_FEAT_* bit numbers (generic ones; format ones start at PT_FEAT_FMT_START). */
-export const PT_FEAT_DMA_INCOHERENT = 0;
-export const PT_FEAT_FULL_VA = 1;
 export const PT_FEAT_DYNAMIC_TOP = 2;
 export const PT_FEAT_SIGN_EXTEND = 3;
 export const PT_FEAT_FLUSH_RANGE = 4;

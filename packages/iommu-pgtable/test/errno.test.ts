@@ -1,5 +1,5 @@
 /** Bad input and injected faults: the kernel's errno, and nothing changed. */
-import { Kernel, KernelWarning, isKernelError } from "@x/kernel";
+import { Kernel, KernelWarning, isKernelError, U64_MAX } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   IOMMU_READ,
@@ -10,7 +10,6 @@ import {
   PT_FEAT_FLUSH_RANGE,
   PT_FEAT_FLUSH_RANGE_NO_GAPS,
   PT_FEAT_VTDSS_FORCE_WRITEABLE,
-  U64_MAX,
   amdIommuDriver,
   armLpaeDomainAlloc,
   iommuIotlbSync,

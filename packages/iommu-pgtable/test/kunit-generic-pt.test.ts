@@ -3,6 +3,7 @@
  * format — bit helpers, best page size vs brute force, table pointers and radix, max VA,
  * possible sizes, entry OAs at the extremes, prot round trips.
  */
+import { U64_MAX } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   AMDV1PT_FMT_OA,
@@ -13,7 +14,6 @@ import {
   IOMMU_READ,
   IOMMU_WRITE,
   TABLE_PA_BASE,
-  U64_MAX,
   armLpaeDomainAlloc,
   ctz53,
   fls53,

@@ -263,9 +263,8 @@ export function ioptAreaRemoveAccess(area: IoptArea, start: number, last: number
   const pages = area.pages;
   if (!pages) throw new KernelWarning("access removal on an area without pages");
   pages.mutex.with(() => {
-    const found = getExactAccess(pages, start, last);
-    WARN_ON(!found, "no such access range");
-    const access = found!;
+    const access = getExactAccess(pages, start, last);
+    if (!access) throw new KernelWarning("no such access range");
     WARN_ON(area.numAccesses === 0 || access.users === 0, "access counts");
     area.numAccesses--;
     access.users--;

@@ -213,8 +213,8 @@ export function iommufdAccessUnpinPages(access: IommufdAccess, iova: bigint, len
   WARN_ON(iova + length - 1n > U64_MAX, "unpin range wraps");
   access.ioasLock.with(() => {
     const ioas = access.ioasUnpin;
-    WARN_ON(!ioas, "unpin while detached");
-    ioptAccessUnpinPages(ioas!.iopt, iova, length);
+    if (!ioas) throw new KernelWarning("unpin while detached");
+    ioptAccessUnpinPages(ioas.iopt, iova, length);
   });
 }
 

@@ -53,10 +53,12 @@ export class KernelWarning extends Error {
 }
 
 /**
- * WARN_ON: returns the condition like the kernel macro so it can guard an early return, but a
- * true condition throws, because in this model a WARN is always a bug to surface.
+ * WARN_ON. The kernel's macro (include/asm-generic/bug.h) prints a backtrace, taints and then
+ * returns the condition, so callers write `if (WARN_ON(x)) return -EINVAL;` to limp on. In this
+ * model a WARN is always a bug to surface, so a true condition throws `KernelWarning` and the
+ * recovery branch could never run. The function therefore returns nothing: a WARN is a plain
+ * statement, and the compiler rejects `if (WARN_ON(...))` with its dead recovery code.
  */
-export function WARN_ON(condition: boolean, message = "WARN_ON"): boolean {
+export function WARN_ON(condition: boolean, message = "WARN_ON"): void {
   if (condition) throw new KernelWarning(message);
-  return false;
 }

@@ -18,7 +18,7 @@ import { SymbolTable } from "./symbols.js";
 import { TraceBus } from "./trace.js";
 
 /** What a device node does when opened: build the driver's File (misc/cdev open). */
-export type DeviceOpen = (kernel: Kernel, flags: number) => File;
+type DeviceOpen = (kernel: Kernel, flags: number) => File;
 
 /** A task: the unit lockdep and fail-nth are per; it runs in a process. */
 export class Task {

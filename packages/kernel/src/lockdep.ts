@@ -21,7 +21,7 @@ import { type LockOrder, STACK_LOCK_ORDER } from "./lockdep-order.js";
  */
 export class LockdepError extends KernelWarning {}
 
-export interface LockTask {
+interface LockTask {
   readonly tid: number;
 }
 

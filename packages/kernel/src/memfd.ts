@@ -30,16 +30,16 @@ export const MFD_CLOEXEC = 0x1;
 export const MFD_ALLOW_SEALING = 0x2;
 export const MFD_HUGETLB = 0x4;
 export const MFD_NOEXEC_SEAL = 0x8;
-export const MFD_EXEC = 0x10;
-export const MFD_HUGE_SHIFT = 26;
-export const MFD_HUGE_MASK = 0x3f;
+const MFD_EXEC = 0x10;
+const MFD_HUGE_SHIFT = 26;
+const MFD_HUGE_MASK = 0x3f;
 export const MFD_HUGE_2MB = 21 << MFD_HUGE_SHIFT;
 export const MFD_HUGE_1GB = 30 << MFD_HUGE_SHIFT;
 const MFD_ALL_FLAGS = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB | MFD_NOEXEC_SEAL | MFD_EXEC;
 /** NAME_MAX minus the "memfd:" prefix. */
-export const MFD_NAME_MAX_LEN = 255 - 6;
+const MFD_NAME_MAX_LEN = 255 - 6;
 /** MAX_LFS_FILESIZE on 64-bit. */
-export const MAX_LFS_FILESIZE = (1n << 63n) - 1n;
+const MAX_LFS_FILESIZE = (1n << 63n) - 1n;
 
 /** The inode of a shmem or hugetlbfs file: its size, page cache, mode and seals. */
 export class ShmemInode {

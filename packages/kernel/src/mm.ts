@@ -49,21 +49,20 @@ import {
  * before mmap_lock (pinning and VFIO-compatible accounting run under it), and a driver's mmap
  * callback runs under mmap_lock.
  */
-export const PROT_NONE = 0x0;
 export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
-export const PROT_EXEC = 0x4;
+const PROT_EXEC = 0x4;
 
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
-export const MAP_SHARED_VALIDATE = 0x03;
-export const MAP_TYPE = 0x0f;
+const MAP_SHARED_VALIDATE = 0x03;
+const MAP_TYPE = 0x0f;
 export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_POPULATE = 0x8000;
 export const MAP_HUGETLB = 0x40000;
 export const MAP_FIXED_NOREPLACE = 0x100000;
-export const MAP_HUGE_SHIFT = 26;
+const MAP_HUGE_SHIFT = 26;
 export const MAP_HUGE_2MB = 21 << MAP_HUGE_SHIFT;
 export const MAP_HUGE_1GB = 30 << MAP_HUGE_SHIFT;
 
@@ -87,8 +86,8 @@ export {
 export const TASK_SIZE = (1n << 47n) - BigInt(PAGE_SIZE);
 /** Where top-down mmap placement starts. */
 export const MMAP_BASE = 0x7f00_0000_0000n;
-export const MMAP_MIN_ADDR = 0x10000n;
-export const DEFAULT_MAX_MAP_COUNT = 65530;
+const MMAP_MIN_ADDR = 0x10000n;
+const DEFAULT_MAX_MAP_COUNT = 65530;
 
 const PAGE = BigInt(PAGE_SIZE);
 const SHIFT = BigInt(PAGE_SHIFT);
@@ -180,14 +179,14 @@ export class Vma {
 }
 
 /** Context an mm needs from its machine. */
-export interface MmHost {
+interface MmHost {
   readonly mem: PhysMem;
   readonly lockdep: Lockdep;
   readonly trace: TraceBus;
   shouldFail(site: string): boolean;
 }
 
-export interface MmapRequest {
+interface MmapRequest {
   readonly addr: bigint;
   readonly len: bigint;
   readonly prot: number;

@@ -145,7 +145,7 @@ export interface PhysMemOptions {
 }
 
 const GiB = 1n << 30n;
-export const MAX_RAM = 8n << 40n;
+const MAX_RAM = 8n << 40n;
 
 export class PhysMem {
   readonly ramPages: number;

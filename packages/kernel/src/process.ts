@@ -4,7 +4,7 @@ import type { MmStruct } from "./mm.js";
 /** RLIMIT_* values used by the model (resource numbers as in asm-generic/resource.h). */
 export const RLIMIT_NOFILE = 7;
 export const RLIMIT_MEMLOCK = 8;
-export const RLIM_INFINITY = Number.MAX_SAFE_INTEGER;
+const RLIM_INFINITY = Number.MAX_SAFE_INTEGER;
 
 /** The capabilities the DMA stack checks. */
 export const CAP_SYS_ADMIN = 21;
@@ -19,7 +19,7 @@ export class UserStruct {
   constructor(readonly uid: number) {}
 }
 
-export interface Cred {
+interface Cred {
   readonly uid: number;
   readonly user: UserStruct;
   readonly caps: Set<number>;

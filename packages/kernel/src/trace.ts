@@ -17,7 +17,7 @@ export interface TraceRecord<K extends TraceName = TraceName> {
   readonly data: TraceEvents[K];
 }
 
-export type TraceListener = (record: TraceRecord) => void;
+type TraceListener = (record: TraceRecord) => void;
 
 export class TraceBus {
   private readonly listeners = new Set<TraceListener>();

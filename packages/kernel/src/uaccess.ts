@@ -77,7 +77,7 @@ export function copyFromUser(
 }
 
 /** The largest kmalloc on x86-64 (order MAX_PAGE_ORDER = 10 pages of 4 KiB). */
-export const KMALLOC_MAX_SIZE = 4 << 20;
+const KMALLOC_MAX_SIZE = 4 << 20;
 
 /**
  * memdup_array_user: one kmalloc of n × size bytes filled from user memory. An injected

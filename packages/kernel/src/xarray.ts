@@ -5,7 +5,7 @@
  * touched ranges cost memory. Empty slots read as -1. 32-bit slots keep the values small
  * integers for the JIT, so walking millions of entries allocates nothing.
  */
-export const XA_LEAF_SHIFT = 9;
+const XA_LEAF_SHIFT = 9;
 /** Returned by an `update` callback to end the walk. */
 export const XA_STOP = -2;
 const LEAF = 1 << XA_LEAF_SHIFT;

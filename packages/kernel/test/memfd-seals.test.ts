@@ -1,3 +1,4 @@
+import { shmemInode } from "../src/memfd.js";
 import { describe, expect, it } from "vitest";
 import {
   EBADF,
@@ -37,7 +38,6 @@ import {
   PROT_WRITE,
   memfdPinFolios,
   PfnRuns,
-  shmemInode,
 } from "../src/index.js";
 
 function setup(): { k: Kernel; libc: Libc } {

@@ -57,7 +57,7 @@ import {
 } from "./iommufd-test.js";
 
 /** IOMMU_HW_INFO_SELFTEST_REGVAL: the `test_reg` of struct iommu_test_hw_info. */
-export const IOMMU_HW_INFO_SELFTEST_REGVAL = 0xdeadbeef;
+const IOMMU_HW_INFO_SELFTEST_REGVAL = 0xdeadbeef;
 
 /** struct iommu_hwpt_selftest: { u32 iotlb; u32 pagetable_type }; iotlb is the last needed. */
 const HWPT_SELFTEST_SIZE = 8;

@@ -1,23 +1,10 @@
 import { PciDev } from "./pci.js";
-
-/**
- * struct p2pdma_provider: what a peer needs to reach one memory BAR. `busOffset` is the PCI bus
- * address minus the CPU physical address; a peer behind the same switch uses the bus address,
- * traffic through the host bridge uses the CPU physical address.
- * @see pcim_p2pdma_provider
- */
-export class P2pdmaProvider {
-  constructor(
-    readonly owner: PciDev,
-    readonly busOffset: bigint,
-  ) {}
-}
-
-/** enum pci_p2pdma_map_type */
-export const PCI_P2PDMA_MAP_UNKNOWN = 0;
-export const PCI_P2PDMA_MAP_NOT_SUPPORTED = 1;
-export const PCI_P2PDMA_MAP_BUS_ADDR = 2;
-export const PCI_P2PDMA_MAP_THRU_HOST_BRIDGE = 3;
+import {
+  PCI_P2PDMA_MAP_BUS_ADDR,
+  PCI_P2PDMA_MAP_NOT_SUPPORTED,
+  PCI_P2PDMA_MAP_THRU_HOST_BRIDGE,
+  type P2pdmaProvider,
+} from "./pci-p2pdma.js";
 
 /**
  * How `client` reaches the provider's BAR. Decision (the model has no switch topology): a PCI

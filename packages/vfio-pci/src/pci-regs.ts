@@ -14,20 +14,16 @@ export const PCI_STATUS = 0x06;
 export const PCI_STATUS_CAP_LIST = 0x10;
 export const PCI_REVISION_ID = 0x08;
 export const PCI_CLASS_PROG = 0x09;
-export const PCI_CLASS_DEVICE = 0x0a;
 export const PCI_HEADER_TYPE = 0x0e;
 export const PCI_BASE_ADDRESS_0 = 0x10;
 export const PCI_BASE_ADDRESS_5 = 0x24;
 export const PCI_BASE_ADDRESS_SPACE_IO = 0x01;
 export const PCI_BASE_ADDRESS_MEM_TYPE_64 = 0x04;
 export const PCI_BASE_ADDRESS_MEM_PREFETCH = 0x08;
-export const PCI_BASE_ADDRESS_MEM_MASK = ~0xf;
-export const PCI_BASE_ADDRESS_IO_MASK = ~0x3;
 export const PCI_SUBSYSTEM_VENDOR_ID = 0x2c;
 export const PCI_SUBSYSTEM_ID = 0x2e;
 export const PCI_ROM_ADDRESS = 0x30;
 export const PCI_ROM_ADDRESS_ENABLE = 0x01;
-export const PCI_ROM_ADDRESS_MASK = ~0x7ff;
 export const PCI_CAPABILITY_LIST = 0x34;
 export const PCI_INTERRUPT_LINE = 0x3c;
 export const PCI_INTERRUPT_PIN = 0x3d;
@@ -53,8 +49,6 @@ export const PCI_PM_SIZEOF = 8;
 
 /** Power states (pci_power_t). */
 export const PCI_D0 = 0;
-export const PCI_D1 = 1;
-export const PCI_D2 = 2;
 export const PCI_D3hot = 3;
 
 /** PCI Express capability. */
@@ -63,7 +57,6 @@ export const PCI_EXP_DEVCAP = 4;
 export const PCI_EXP_DEVCAP_FLR = 0x10000000;
 export const PCI_EXP_DEVCTL = 8;
 export const PCI_EXP_DEVCTL_BCR_FLR = 0x8000;
-export const PCI_EXP_DEVSTA = 10;
 export const PCI_EXP_SIZEOF = 0x3c;
 
 /** Advanced Features capability (conventional PCI FLR). */
@@ -73,8 +66,6 @@ export const PCI_AF_CAP_TP = 0x01;
 export const PCI_AF_CAP_FLR = 0x02;
 export const PCI_AF_CTRL = 4;
 export const PCI_AF_CTRL_FLR = 0x01;
-export const PCI_AF_STATUS = 5;
-export const PCI_AF_STATUS_TP = 0x01;
 export const PCI_AF_SIZEOF = 6;
 
 /** struct resource flags the model uses (include/linux/ioport.h). */

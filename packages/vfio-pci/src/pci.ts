@@ -9,7 +9,7 @@ import {
   fail,
 } from "@x/kernel";
 import { type IommuDriver, IommuDevice } from "@x/iommu-pgtable";
-import { P2pdmaProvider } from "./p2pdma.js";
+import type { P2pdmaProvider } from "./pci-p2pdma.js";
 import {
   IORESOURCE_IO,
   IORESOURCE_MEM,
@@ -123,7 +123,7 @@ export interface PciDevSpec {
 }
 
 /** struct resource, reduced to what the model reads. */
-export interface PciResource {
+interface PciResource {
   readonly flags: number;
   readonly start: bigint;
   readonly len: bigint;
@@ -155,7 +155,7 @@ function isPow2(n: bigint): boolean {
 }
 
 /** Per-kernel PCI state: buses, the I/O port allocator and the owner of each BAR region. */
-export class PciRoot {
+class PciRoot {
   readonly buses: PciBus[] = [];
   private nextIoPort = 0x1000;
   private readonly regionOwners = new Map<MmioRegion, { dev: PciDev; bar: number }>();
@@ -390,7 +390,7 @@ export class PciDev {
         (b.prefetchable ? IORESOURCE_PREFETCH : 0) |
         (is64 ? IORESOURCE_MEM_64 : 0);
       this.resources.push({ flags, start: region.base, len: b.size, region });
-      this.p2pProviders.push(new P2pdmaProvider(this, b.busOffset ?? 0n));
+      this.p2pProviders.push({ owner: this, busOffset: b.busOffset ?? 0n });
       this.config[off] =
         (is64 ? PCI_BASE_ADDRESS_MEM_TYPE_64 : 0) |
         (b.prefetchable ? PCI_BASE_ADDRESS_MEM_PREFETCH : 0);

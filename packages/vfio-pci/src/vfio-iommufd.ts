@@ -58,7 +58,7 @@ export class VfioIommufdBinding {
 }
 
 /** The function as iommufd sees it; ENODEV without an IOMMU in front of it. */
-export function pciIommuDevice(pdev: PciDev): IommuDevice {
+function pciIommuDevice(pdev: PciDev): IommuDevice {
   if (!pdev.iommuDev) fail(ENODEV, `${pdev.name} has no IOMMU`);
   return pdev.iommuDev;
 }

@@ -145,7 +145,7 @@ export abstract class VfioDevice {
 }
 
 /** struct vfio_device_file: one per open of the cdev. */
-export class VfioDeviceFile {
+class VfioDeviceFile {
   accessGranted = false;
   constructor(readonly device: VfioDevice) {}
 }

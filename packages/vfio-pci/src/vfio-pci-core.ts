@@ -95,7 +95,7 @@ const PAGES_PER_REGION = 2 ** Number(VFIO_PCI_OFFSET_SHIFT - BigInt(PAGE_SHIFT))
  * Runtime PM: LOW_POWER_ENTRY engages it and the function is runtime-suspended (D3hot) whenever no
  * ioctl is running; each ioctl resumes it around the call like `vfio_device_pm_runtime_get/put`.
  * A resume with a wake-up fd registered signals it and leaves the engaged state, without
- * un-revoking (spec §2.3 #7). Decision (spec §2.7 #4, UNVERIFIED): a config access while engaged
+ * un-revoking. Decision (not checked against a running kernel): a config access while engaged
  * resumes the function too, so a COMMAND write with MEMORY set un-revokes (the memory-enable
  * predicate ignores the engaged state) and the function then sleeps again with live buffers.
  *
@@ -317,7 +317,7 @@ export class VfioPciCoreDevice extends VfioDevice {
   }
 
   /**
-   * Baseline order (spec §2.3 #12): disable first — leave runtime PM (which un-revokes when
+   * Baseline order: disable first — leave runtime PM (which un-revokes when
    * memory is enabled), back to D0, stop bus mastering, drop vconfig, reset — then turn every
    * dma-buf into a zombie, so importers are still live across the reset. With
    * `cleanupFirst` (the 2026 fix) the zombies come first, so no importer is live across the
@@ -609,7 +609,7 @@ function owned(vdev: VfioPciCoreDevice, ctx: unknown): boolean {
  * open devices whose memory is enabled and unlock.
  * @see vfio_pci_dev_set_hot_reset
  */
-export function vfioPciDevSetHotReset(devices: VfioPciCoreDevice[], ctx: unknown): void {
+function vfioPciDevSetHotReset(devices: VfioPciCoreDevice[], ctx: unknown): void {
   const first = devices[0];
   if (!first) fail(EINVAL, "empty dev_set");
   first.devSet.lock.with(() => {

@@ -22,12 +22,12 @@ import {
   U64_MAX,
   memdupArrayUser,
 } from "@x/kernel";
+import { pciP2pdmaMapType } from "./p2pdma.js";
 import {
   PCI_P2PDMA_MAP_BUS_ADDR,
   PCI_P2PDMA_MAP_THRU_HOST_BRIDGE,
   type P2pdmaProvider,
-  pciP2pdmaMapType,
-} from "./p2pdma.js";
+} from "./pci-p2pdma.js";
 import type { VfioPciCoreDevice } from "./vfio-pci-core.js";
 import {
   VFIO_DEVICE_FEATURE_DMA_BUF_SIZE,
@@ -59,7 +59,7 @@ import { vfioCheckFeature } from "./vfio-main.js";
  * held. Importer `move_notify` callbacks run under both.
  */
 
-export type VfioPciDmaBufState = "live" | "revoked" | "zombie" | "dying" | "freed";
+type VfioPciDmaBufState = "live" | "revoked" | "zombie" | "dying" | "freed";
 
 /** struct vfio_pci_dma_buf: the exporter's private data behind one dma-buf. */
 export class VfioPciDmaBuf {
@@ -236,7 +236,7 @@ const PAGE = BigInt(PAGE_SIZE);
  * when start + offset (+ length) wraps, EINVAL past the end of the BAR.
  * @see vfio_pci_core_get_dmabuf_phys
  */
-export function vfioPciCoreGetDmabufPhys(
+function vfioPciCoreGetDmabufPhys(
   vdev: VfioPciCoreDevice,
   regionIndex: number,
   offsets: BigUint64Array,

@@ -66,7 +66,7 @@ export class VfioPciModule {
   }
 }
 
-/** Build-time choices; the default is the baseline of spec §0. */
+/** Build-time choices; the default is the baseline close ordering. */
 export interface VfioPciOptions {
   /** The 2026 close-ordering fix: revoke and zombie the dma-bufs before disabling. */
   readonly closeCleanupFirst?: boolean;

@@ -3,16 +3,13 @@
  * struct layouts. Every VFIO ioctl is `_IO(';', 100 + k)`: the size travels in `argsz`.
  */
 
-export const VFIO_TYPE = 0x3b;
-export const VFIO_BASE = 100;
+const VFIO_TYPE = 0x3b;
+const VFIO_BASE = 100;
 const vfioIo = (k: number): number => (VFIO_TYPE << 8) | (VFIO_BASE + k);
 
 export const VFIO_DEVICE_GET_INFO = vfioIo(7);
 export const VFIO_DEVICE_GET_REGION_INFO = vfioIo(8);
-export const VFIO_DEVICE_GET_IRQ_INFO = vfioIo(9);
-export const VFIO_DEVICE_SET_IRQS = vfioIo(10);
 export const VFIO_DEVICE_RESET = vfioIo(11);
-export const VFIO_DEVICE_GET_PCI_HOT_RESET_INFO = vfioIo(12);
 export const VFIO_DEVICE_PCI_HOT_RESET = vfioIo(13);
 export const VFIO_DEVICE_FEATURE = vfioIo(17);
 export const VFIO_DEVICE_BIND_IOMMUFD = vfioIo(18);
@@ -24,8 +21,6 @@ export const VFIO_DEVICE_INFO_SIZE = 24;
 export const VFIO_DEVICE_INFO_MINSZ = 16;
 export const VFIO_DEVICE_FLAGS_RESET = 1 << 0;
 export const VFIO_DEVICE_FLAGS_PCI = 1 << 1;
-export const VFIO_DEVICE_FLAGS_CAPS = 1 << 7;
-export const VFIO_DEVICE_FLAGS_CDEV = 1 << 9;
 
 /** struct vfio_region_info: argsz, flags, index, cap_offset, u64 size @16, u64 offset @24. */
 export const VFIO_REGION_INFO_SIZE = 32;
@@ -33,8 +28,6 @@ export const VFIO_REGION_INFO_FLAG_READ = 1 << 0;
 export const VFIO_REGION_INFO_FLAG_WRITE = 1 << 1;
 export const VFIO_REGION_INFO_FLAG_MMAP = 1 << 2;
 
-export const VFIO_PCI_BAR0_REGION_INDEX = 0;
-export const VFIO_PCI_BAR5_REGION_INDEX = 5;
 export const VFIO_PCI_ROM_REGION_INDEX = 6;
 export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
 export const VFIO_PCI_VGA_REGION_INDEX = 8;
@@ -54,7 +47,6 @@ export const VFIO_DEVICE_FEATURE_GET = 1 << 16;
 export const VFIO_DEVICE_FEATURE_SET = 1 << 17;
 export const VFIO_DEVICE_FEATURE_PROBE = 1 << 18;
 
-export const VFIO_DEVICE_FEATURE_PCI_VF_TOKEN = 0;
 export const VFIO_DEVICE_FEATURE_MIGRATION = 1;
 export const VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE = 2;
 export const VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY = 3;
@@ -64,7 +56,6 @@ export const VFIO_DEVICE_FEATURE_DMA_LOGGING_START = 6;
 export const VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP = 7;
 export const VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT = 8;
 export const VFIO_DEVICE_FEATURE_MIG_DATA_SIZE = 9;
-export const VFIO_DEVICE_FEATURE_BUS_MASTER = 10;
 export const VFIO_DEVICE_FEATURE_DMA_BUF = 11;
 
 /** struct vfio_device_low_power_entry_with_wakeup: s32 wakeup_eventfd, u32 reserved. */

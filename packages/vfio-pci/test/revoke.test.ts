@@ -80,7 +80,7 @@ function feature(
   return m.libc.ioctl(fd, VFIO_DEVICE_FEATURE, b);
 }
 
-describe("exporter state machine (spec §2.3, §4.5)", () => {
+describe("exporter state machine", () => {
   it("created while MEM is off: revoked, attach ENODEV, MEM on un-revokes with one notification", () => {
     const m = machine();
     const { fd } = gpu(m);

@@ -29,13 +29,12 @@ import {
 export const PT_FEAT_AMDV1_ENCRYPT_TABLES = PT_FEAT_FMT_START;
 export const PT_FEAT_AMDV1_FORCE_COHERENCE = PT_FEAT_FMT_START + 1;
 
-export const AMDV1PT_FMT_PR = bit(0);
-export const AMDV1PT_FMT_D = bit(6);
-export const AMDV1PT_FMT_NEXT_LEVEL = genmask(11, 9);
+const AMDV1PT_FMT_PR = bit(0);
+const AMDV1PT_FMT_D = bit(6);
 export const AMDV1PT_FMT_OA = genmask(51, 12);
-export const AMDV1PT_FMT_FC = bit(60);
-export const AMDV1PT_FMT_IR = bit(61);
-export const AMDV1PT_FMT_IW = bit(62);
+const AMDV1PT_FMT_FC = bit(60);
+const AMDV1PT_FMT_IR = bit(61);
+const AMDV1PT_FMT_IW = bit(62);
 const NL_SHIFT = 9n;
 const OA_SHIFT = 12n;
 const AMDV1PT_FMT_NL_SIZE = 7n;

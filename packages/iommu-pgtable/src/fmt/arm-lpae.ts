@@ -19,33 +19,29 @@ import {
 } from "../iommu-types.js";
 import { type PtFormat, type PtFormatInit, type PtLeafImage, bit, genmask } from "../pt-format.js";
 
-export const ARM_LPAE_PTE_TYPE_BLOCK = 1n;
-export const ARM_LPAE_PTE_TYPE_TABLE = 3n;
-export const ARM_LPAE_PTE_TYPE_PAGE = 3n;
-export const ARM_LPAE_PTE_NSTABLE = bit(63);
-export const ARM_LPAE_PTE_XN = 3n << 53n;
-export const ARM_LPAE_PTE_DBM = bit(51);
-export const ARM_LPAE_PTE_AF = bit(10);
-export const ARM_LPAE_PTE_SH_OS = 2n << 8n;
-export const ARM_LPAE_PTE_SH_IS = 3n << 8n;
-export const ARM_LPAE_PTE_NS = bit(5);
-export const ARM_LPAE_PTE_nG = bit(11);
-export const ARM_LPAE_PTE_AP_UNPRIV = 1n << 6n;
-export const ARM_LPAE_PTE_AP_RDONLY = 2n << 6n;
-export const ARM_LPAE_PTE_ATTRINDX_SHIFT = 2n;
-export const ARM_LPAE_PTE_HAP_READ = 1n << 6n;
-export const ARM_LPAE_PTE_HAP_WRITE = 2n << 6n;
-export const ARM_LPAE_PTE_MEMATTR_OIWB = 0xfn << 2n;
-export const ARM_LPAE_PTE_MEMATTR_NC = 0x5n << 2n;
-export const ARM_LPAE_PTE_MEMATTR_DEV = 0x1n << 2n;
-export const ARM_LPAE_MAIR_ATTR_IDX_NC = 0n;
-export const ARM_LPAE_MAIR_ATTR_IDX_CACHE = 1n;
-export const ARM_LPAE_MAIR_ATTR_IDX_DEV = 2n;
+const ARM_LPAE_PTE_TYPE_BLOCK = 1n;
+const ARM_LPAE_PTE_TYPE_TABLE = 3n;
+const ARM_LPAE_PTE_TYPE_PAGE = 3n;
+const ARM_LPAE_PTE_XN = 3n << 53n;
+const ARM_LPAE_PTE_AF = bit(10);
+const ARM_LPAE_PTE_SH_OS = 2n << 8n;
+const ARM_LPAE_PTE_SH_IS = 3n << 8n;
+const ARM_LPAE_PTE_nG = bit(11);
+const ARM_LPAE_PTE_AP_UNPRIV = 1n << 6n;
+const ARM_LPAE_PTE_AP_RDONLY = 2n << 6n;
+const ARM_LPAE_PTE_ATTRINDX_SHIFT = 2n;
+const ARM_LPAE_PTE_HAP_READ = 1n << 6n;
+const ARM_LPAE_PTE_HAP_WRITE = 2n << 6n;
+const ARM_LPAE_PTE_MEMATTR_OIWB = 0xfn << 2n;
+const ARM_LPAE_PTE_MEMATTR_NC = 0x5n << 2n;
+const ARM_LPAE_PTE_MEMATTR_DEV = 0x1n << 2n;
+const ARM_LPAE_MAIR_ATTR_IDX_CACHE = 1n;
+const ARM_LPAE_MAIR_ATTR_IDX_DEV = 2n;
 const ARM_LPAE_PTE_ADDR_MASK = genmask(47, 12);
 /** Concatenated stage-2 top tables allowed. */
-export const ARM_LPAE_S2_MAX_CONCAT_PAGES = 16;
+const ARM_LPAE_S2_MAX_CONCAT_PAGES = 16;
 
-export interface ArmLpaeParams {
+interface ArmLpaeParams {
   readonly stage: 1 | 2;
   /** 12 (4K), 14 (16K) or 16 (64K). */
   readonly granuleLg2: 12 | 14 | 16;

@@ -22,13 +22,12 @@ import { x86RadixShape } from "./x86-64.js";
 export const PT_FEAT_VTDSS_FORCE_COHERENCE = PT_FEAT_FMT_START;
 export const PT_FEAT_VTDSS_FORCE_WRITEABLE = PT_FEAT_FMT_START + 1;
 
-export const VTDSS_FMT_R = bit(0);
-export const VTDSS_FMT_W = bit(1);
-export const VTDSS_FMT_PS = bit(7);
-export const VTDSS_FMT_A = bit(8);
-export const VTDSS_FMT_D = bit(9);
-export const VTDSS_FMT_SNP = bit(11);
-export const VTDSS_FMT_OA = genmask(51, 12);
+const VTDSS_FMT_R = bit(0);
+const VTDSS_FMT_W = bit(1);
+const VTDSS_FMT_PS = bit(7);
+const VTDSS_FMT_D = bit(9);
+const VTDSS_FMT_SNP = bit(11);
+const VTDSS_FMT_OA = genmask(51, 12);
 
 export const vtdssFormat: PtFormat = {
   name: "vtdss",

@@ -8,25 +8,15 @@
  */
 import { EINVAL } from "@x/kernel";
 import { IOMMU_WRITE } from "../iommu-types.js";
-import {
-  PT_FEAT_FMT_START,
-  type PtFormat,
-  type PtFormatInit,
-  type PtLeafImage,
-  bit,
-  genmask,
-} from "../pt-format.js";
+import { type PtFormat, type PtFormatInit, type PtLeafImage, bit, genmask } from "../pt-format.js";
 
-export const PT_FEAT_X86_64_AMD_ENCRYPT_TABLES = PT_FEAT_FMT_START;
-
-export const X86_64_FMT_P = bit(0);
-export const X86_64_FMT_RW = bit(1);
-export const X86_64_FMT_U = bit(2);
-export const X86_64_FMT_A = bit(5);
-export const X86_64_FMT_D = bit(6);
-export const X86_64_FMT_PS = bit(7);
-export const X86_64_FMT_OA = genmask(51, 12);
-export const X86_64_FMT_XD = bit(63);
+const X86_64_FMT_P = bit(0);
+const X86_64_FMT_RW = bit(1);
+const X86_64_FMT_U = bit(2);
+const X86_64_FMT_A = bit(5);
+const X86_64_FMT_D = bit(6);
+const X86_64_FMT_PS = bit(7);
+const X86_64_FMT_OA = genmask(51, 12);
 
 /**
  * The radix shape x86 page tables share (also VT-d second stage): 4 KiB granule, 512 items a

@@ -252,7 +252,7 @@ export function iommufdFailNthSuite(createEnv: () => SelftestEnv) {
     return 0;
   });
 
-  // ---- Beyond the set of spec §5: the other cases of the same file that stay in scope ---------
+  // ---- The other cases of the same file that stay in scope ---------------------------------------
 
   // iopt_area_fill_domains() and iopt_area_fill_domain() for a memfd
   TEST_FAIL_NTH(harness, basic_fail_nth, "map_file_domain", (self, _v, t, nth) => {

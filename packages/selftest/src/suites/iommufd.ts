@@ -1111,7 +1111,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     }
   });
 
-  // ---- Beyond the set of spec §4: more tests of the same file, same names ----------------------
+  // ---- More tests of the same file, same names ------------------------------------------------
 
   TEST_F(iommufd, "cmd_ex_fail", (self, _v, t) => {
     const { libc } = t.sys;
