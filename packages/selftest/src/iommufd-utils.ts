@@ -755,7 +755,7 @@ export function memfd_mmap(
 
 // ---- dirty tracking --------------------------------------------------------------------------
 
-export function _test_cmd_set_dirty_tracking(
+function _test_cmd_set_dirty_tracking(
   sys: SelftestEnv,
   fd: number,
   hwpt_id: number,
@@ -773,7 +773,7 @@ export function test_cmd_set_dirty_tracking(t: Ctx, hwpt_id: number, enabled: bo
   t.ASSERT_EQ(0, _test_cmd_set_dirty_tracking(t.sys, t.self.fd, hwpt_id, enabled), why(t));
 }
 
-export function _test_cmd_get_dirty_bitmap(
+function _test_cmd_get_dirty_bitmap(
   sys: SelftestEnv,
   fd: number,
   hwpt_id: number,
@@ -795,7 +795,7 @@ export function _test_cmd_get_dirty_bitmap(
   return sys.libc.ioctl(fd, IOMMU_HWPT_GET_DIRTY_BITMAP, cmd.$);
 }
 
-export function test_cmd_get_dirty_bitmap(
+function test_cmd_get_dirty_bitmap(
   t: Ctx,
   hwpt_id: number,
   length: number | bigint,
@@ -812,7 +812,7 @@ export function test_cmd_get_dirty_bitmap(
 }
 
 /** IOMMU_TEST_OP_DIRTY; as in C a failed ioctl returns 1 (`-ret`), not an errno. */
-export function _test_cmd_mock_domain_set_dirty(
+function _test_cmd_mock_domain_set_dirty(
   sys: SelftestEnv,
   fd: number,
   hwpt_id: number,
@@ -834,7 +834,7 @@ export function _test_cmd_mock_domain_set_dirty(
   return 0;
 }
 
-export function test_cmd_mock_domain_set_dirty(
+function test_cmd_mock_domain_set_dirty(
   t: Ctx,
   hwpt_id: number,
   length: number | bigint,
