@@ -47,7 +47,7 @@ function haveReadAndClear(domain: IoptDomain): boolean {
  * alignment to the IOAS's iova_alignment, then a page_size of 0, then alignment to page_size.
  * A length of 0 wraps like the kernel's unsigned arithmetic. @see iommufd_check_iova_range
  */
-export function iommufdCheckIovaRange(iopt: IoPagetable, req: IoptDirtyBitmapRequest): void {
+function iommufdCheckIovaRange(iopt: IoPagetable, req: IoptDirtyBitmapRequest): void {
   const mask = iopt.iovaAlignment - 1n;
   const lastIova = req.iova + ((req.length - 1n) & U64_MAX);
   if (lastIova > U64_MAX) fail(EOVERFLOW, "iova + length - 1");
