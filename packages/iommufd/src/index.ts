@@ -45,6 +45,19 @@ export {
 } from "./device.js";
 export { IommufdHwptPaging } from "./hw-pagetable.js";
 export {
+  IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX,
+  type IommufdHwpt,
+  IommufdHwptNested,
+} from "./hw-pagetable-nested.js";
+export {
+  type IommufdViommuDriver,
+  type IommufdViommuOps,
+  IommufdVdevice,
+  IommufdViommu,
+  iommufdViommuFindDev,
+  iommufdViommuGetVdevId,
+} from "./viommu.js";
+export {
   IntervalNode,
   IntervalTree,
 } from "./interval-tree.js";
@@ -66,11 +79,15 @@ export {
   IOMMU_READ,
   IOMMU_WRITE,
 } from "./iommu-domain.js";
-export type {
-  IommufdDriverExtras,
-  IommuUserData,
+export {
+  type IommufdDriverExtras,
+  type IommuUserData,
+  type IommuUserDataArray,
+  iommuCopyStructFromUser,
+  iommuCopyStructFromUserArray,
 } from "./iommu-priv.js";
 export {
+  IOMMUFD_OBJ_HWPT_NESTED,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_IOAS,
   IOMMUFD_OBJ_SELFTEST,

@@ -4,11 +4,12 @@
  *
  * Decision: dirty tracking, fault queues, vEVENTQs and HW queues (0x8B, 0x8C, 0x8E, 0x93, 0x94)
  * are outside this model; their slots stay empty, so they answer ENOTTY after the `size` read,
- * as any hole of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC are present and
- * behave as on a machine whose IOMMU drivers have no nesting or vIOMMU support.
+ * as any hole of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC work with the
+ * drivers that offer nesting and vIOMMUs (the selftest's mock); others answer EOPNOTSUPP.
  */
 import type { Kernel } from "@x/kernel";
-import { iommufdGetHwInfo, iommufdHwptAlloc, iommufdHwptInvalidate } from "./hw-pagetable.js";
+import { iommufdGetHwInfo, iommufdHwptAlloc } from "./hw-pagetable.js";
+import { iommufdHwptInvalidate } from "./hw-pagetable-nested.js";
 import {
   iommufdIoasAllocIoctl,
   iommufdIoasAllowIovas,

@@ -293,6 +293,8 @@ export class IommufdCtx implements CompatIoasHolder {
   file!: File<IommufdCtx>;
   /** id -> object, or null while reserved (XA_ZERO_ENTRY). */
   private readonly objects = new Map<number, IommufdObject | null>();
+  /** Ids of destroyed objects kept reserved until release (iommufd_object_tombstone_user). */
+  private readonly tombstones = new Set<number>();
   /** Freed ids (all below `nextId`) as a min-heap: the lowest free id is its top, else nextId. */
   private readonly freeIds: number[] = [];
   private nextId = 1;
@@ -407,6 +409,18 @@ export class IommufdCtx implements CompatIoasHolder {
     this.removeAndDestroy(obj);
   }
 
+  /**
+   * iommufd_object_tombstone_user: destroy a published object but keep its id reserved, so the
+   * id answers ENOENT and is not handed out again until the context is released.
+   */
+  objectTombstone(obj: IommufdObject): void {
+    WARN_ON(this.objects.get(obj.id) !== obj, "tombstone of an unpublished object");
+    obj.users = 0;
+    this.objects.set(obj.id, null);
+    this.tombstones.add(obj.id);
+    obj.destroy();
+  }
+
   private removeAndDestroy(obj: IommufdObject): void {
     obj.users = 0;
     this.objects.delete(obj.id);
@@ -460,7 +474,12 @@ export class IommufdCtx implements CompatIoasHolder {
     this.released = true;
     while (this.objects.size) {
       let destroyed = 0;
-      for (const obj of [...this.objects.values()]) {
+      for (const [id, obj] of [...this.objects]) {
+        if (obj === null && this.tombstones.delete(id)) {
+          this.objects.delete(id);
+          destroyed++;
+          continue;
+        }
         if (obj?.users !== 1) continue;
         this.removeAndDestroy(obj);
         destroyed++;
