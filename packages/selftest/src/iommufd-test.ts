@@ -54,6 +54,18 @@ export const MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES = 1 << 0;
 export const MOCK_FLAGS_DEVICE_NO_DIRTY = 1 << 0;
 export const MOCK_FLAGS_DEVICE_PASID = 1 << 2;
 
+export const MOCK_NESTED_DOMAIN_IOTLB_ID_MAX = 3;
+export const MOCK_NESTED_DOMAIN_IOTLB_NUM = 4;
+export const IOMMU_TEST_IOTLB_DEFAULT = 0xbadbeef;
+/** struct iommu_hwpt_invalidate_selftest's type, its flag, and a type no driver knows. */
+export const IOMMU_HWPT_INVALIDATE_DATA_SELFTEST = 0xdeadbeef;
+export const IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID = 0xdadbeef;
+export const IOMMU_TEST_INVALIDATE_FLAG_ALL = 1 << 0;
+export const IOMMU_VIOMMU_TYPE_SELFTEST = 0xdeadbeef;
+/** struct iommu_viommu_invalidate_selftest's type, and a type no driver knows. */
+export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST = 0xdeadbeef;
+export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID = 0xdadbeef;
+
 export const MOCK_DEV_CACHE_ID_MAX = 3;
 export const MOCK_DEV_CACHE_NUM = 4;
 export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad;
@@ -123,6 +135,8 @@ export const iommu_test_cmd = {
     out_nr_dirty: u32(52),
   }),
   access_replace_ioas: member("access_replace_ioas", { ioas_id: u32(16) }),
+  // The C member `check_iotlb.id` is named iotlb_id here: `id` is the header field.
+  check_iotlb: member("check_iotlb", { iotlb_id: u32(16), iotlb: u32(20) }),
   // The C member `check_dev_cache.id` is named cache_id here: `id` is the header field.
   check_dev_cache: member("check_dev_cache", { cache_id: u32(16), cache: u32(20) }),
   dmabuf_get: member("dmabuf_get", { length: u32(16), open_flags: u32(20) }),

@@ -14,10 +14,12 @@
  */
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
 import {
+  IOMMUFD_OBJ_HWPT_NESTED,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_SELFTEST,
   type IommufdCtx,
   type IommufdDevice,
+  type IommufdHwptNested,
   type IommufdHwptPaging,
   IommufdModule,
   IommufdObject,
@@ -48,6 +50,7 @@ import {
   IOMMU_TEST_OP_DMABUF_GET,
   IOMMU_TEST_OP_DMABUF_REVOKE,
   IOMMU_TEST_OP_DIRTY,
+  IOMMU_TEST_OP_MD_CHECK_IOTLB,
   IOMMU_TEST_OP_MD_CHECK_MAP,
   IOMMU_TEST_OP_MD_CHECK_REFS,
   IOMMU_TEST_OP_MOCK_DOMAIN,
@@ -56,6 +59,7 @@ import {
   IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
   MOCK_DEV_CACHE_ID_MAX,
   MOCK_MIN_MEMORY_LIMIT,
+  MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
   iommu_test_cmd,
 } from "./iommufd-test.js";
 import {
@@ -64,6 +68,7 @@ import {
   registerMockDmabufHook,
 } from "./mock-dmabuf.js";
 import { MockDev, MockDomain, MockIommu, mockDevCreate } from "./mock-iommu.js";
+import { MockNestedDomain } from "./mock-viommu.js";
 import { accessOps } from "./access.js";
 import { type TestOp, type TestUcmd, ucmdMember, userPagePfn, userPagePins } from "./test-cmd.js";
 
@@ -233,6 +238,23 @@ function testDirty(ucmd: TestUcmd): number {
   return 0;
 }
 
+/**
+ * MD_CHECK_IOTLB: IOTLB word `iotlb_id` of a mock nested HWPT holds `iotlb` (ENOENT unless a
+ * nested HWPT, EINVAL for another driver's domain, a bad index or a mismatch).
+ * @see iommufd_test_md_check_iotlb
+ */
+function mdCheckIotlb(ucmd: TestUcmd): number {
+  const u = ucmdMember(ucmd, iommu_test_cmd.check_iotlb);
+  ucmd.ctx.withObject<IommufdHwptNested, void>(u.cmd.id, IOMMUFD_OBJ_HWPT_NESTED, (hwpt) => {
+    const nested = MockNestedDomain.of(hwpt.domain!);
+    if (!nested) fail(EINVAL, "not a mock nested domain");
+    const id = u.cmd.iotlb_id;
+    if (id > MOCK_NESTED_DOMAIN_IOTLB_ID_MAX || nested.iotlb[id] !== u.cmd.iotlb)
+      fail(EINVAL, `iotlb ${id} mismatch`);
+  });
+  return 0;
+}
+
 /** SET_TEMP_MEMORY_LIMIT: the global limit of iommufd's temporary batch memory. */
 function setMemoryLimit(ucmd: TestUcmd): number {
   const u = ucmdMember(ucmd, iommu_test_cmd.memory_limit);
@@ -278,6 +300,7 @@ const baseOps: ReadonlyArray<readonly [number, TestOp]> = [
   [IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT, setMemoryLimit],
   [IOMMU_TEST_OP_DIRTY, testDirty],
   [IOMMU_TEST_OP_DEV_CHECK_CACHE, devCheckCache],
+  [IOMMU_TEST_OP_MD_CHECK_IOTLB, mdCheckIotlb],
   [IOMMU_TEST_OP_DMABUF_GET, dmabufGet],
   [IOMMU_TEST_OP_DMABUF_REVOKE, dmabufRevoke],
 ];
