@@ -142,3 +142,31 @@ export const iommu_test_cmd = {
   dmabuf_get: member("dmabuf_get", { length: u32(16), open_flags: u32(20) }),
   dmabuf_revoke: member("dmabuf_revoke", { dmabuf_fd: s32(16), revoked: u32(20) }),
 } as const;
+
+/** struct iommu_hwpt_selftest: the mock's HWPT data (`iotlb` ends its first version). */
+export const iommu_hwpt_selftest = new Struct("iommu_hwpt_selftest", 8, {
+  iotlb: u32(0),
+  pagetable_type: u32(4),
+});
+
+/** struct iommu_hwpt_invalidate_selftest: one entry of a nested HWPT invalidation. */
+export const iommu_hwpt_invalidate_selftest = new Struct("iommu_hwpt_invalidate_selftest", 8, {
+  flags: u32(0),
+  iotlb_id: u32(4),
+});
+
+/** struct iommu_viommu_selftest: the mock vIOMMU's data. */
+export const iommu_viommu_selftest = new Struct("iommu_viommu_selftest", 24, {
+  in_data: u32(0),
+  out_data: u32(4),
+  out_mmap_offset: u64(8),
+  out_mmap_length: u64(16),
+});
+
+/** struct iommu_viommu_invalidate_selftest: one entry of a vIOMMU invalidation. */
+export const iommu_viommu_invalidate_selftest = new Struct(
+  "iommu_viommu_invalidate_selftest",
+  12,
+  { flags: u32(0), vdev_id: u32(4), cache_id: u32(8) },
+);
+

@@ -1,0 +1,386 @@
+/**
+ * Port of the `iommufd_viommu` fixture of tools/testing/selftests/iommu/iommufd.c: a mock
+ * device, a nest-parent HWPT, a mock vIOMMU on it and a nested HWPT made through the vIOMMU;
+ * the tests allocate vIOMMUs and vDEVICEs, invalidate device caches through the vIOMMU and
+ * check object lifetimes. Variants no_viommu (nothing set up) and mock_viommu.
+ */
+import {
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_DATA_SELFTEST,
+} from "@x/iommufd";
+import { EBUSY, EINVAL, ENOENT, EOPNOTSUPP, O_RDWR } from "@x/kernel";
+import type { kselftest } from "../harness.js";
+import {
+  IOMMU_TEST_DEV_CACHE_DEFAULT,
+  IOMMU_TEST_INVALIDATE_FLAG_ALL,
+  IOMMU_TEST_IOTLB_DEFAULT,
+  IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+  IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID,
+  IOMMU_VIOMMU_TYPE_SELFTEST,
+  MOCK_DEV_CACHE_ID_MAX,
+  iommu_hwpt_selftest,
+  iommu_viommu_invalidate_selftest,
+} from "../iommufd-test.js";
+import {
+  _test_ioctl_destroy,
+  type Ctx,
+  EXPECT_ERRNO,
+  type SelftestEnv,
+  ref,
+  teardown_iommufd,
+  test_cmd_dev_check_cache,
+  test_cmd_dev_check_cache_all,
+  test_cmd_hwpt_alloc,
+  test_cmd_mock_domain,
+  test_ioctl_destroy,
+  test_ioctl_ioas_alloc,
+  test_ioctl_set_default_memory_limit,
+} from "../iommufd-utils.js";
+import {
+  test_cmd_hwpt_alloc_nested,
+  test_cmd_vdevice_alloc,
+  test_cmd_viommu_alloc,
+  test_cmd_viommu_invalidate,
+  test_err_viommu_alloc,
+  test_err_viommu_invalidate,
+} from "../iommufd-utils-viommu.js";
+
+type Kselftest = ReturnType<typeof kselftest<SelftestEnv>>;
+
+/** A C struct array on the test's stack: zeroed user memory, `n` elements of `size` bytes. */
+function userArray(t: Ctx, size: number, n: number): bigint {
+  const va = t.sys.libc.malloc(size * n);
+  t.sys.libc.poke(va, new Uint8Array(size * n));
+  return va;
+}
+
+/** `struct iommu_hwpt_selftest data = { .iotlb = IOMMU_TEST_IOTLB_DEFAULT }` in user memory. */
+export function hwptSelftestData(t: Ctx): bigint {
+  const va = userArray(t, iommu_hwpt_selftest.size, 1);
+  const bytes = new Uint8Array(iommu_hwpt_selftest.size);
+  iommu_hwpt_selftest.set(bytes, "iotlb", IOMMU_TEST_IOTLB_DEFAULT);
+  t.sys.libc.poke(va, bytes);
+  return va;
+}
+
+/** Add the `iommufd_viommu` fixture and its tests to the iommufd.c harness. */
+export function registerIommufdViommu(k: Kselftest): void {
+  const { FIXTURE, FIXTURE_SETUP, FIXTURE_TEARDOWN, FIXTURE_VARIANT, FIXTURE_VARIANT_ADD, TEST_F } =
+    k;
+
+  const iommufd_viommu = FIXTURE(
+    "iommufd_viommu",
+    () => ({
+      fd: -1,
+      ioas_id: 0,
+      stdev_id: 0,
+      hwpt_id: 0,
+      nested_hwpt_id: 0,
+      device_id: 0,
+      viommu_id: 0,
+    }),
+    FIXTURE_VARIANT<{ viommu: number }>(),
+  );
+  FIXTURE_SETUP(iommufd_viommu, (self, variant, t) => {
+    self.fd = t.sys.libc.open("/dev/iommu", O_RDWR);
+    t.ASSERT_NE(-1, self.fd);
+    self.ioas_id = test_ioctl_ioas_alloc(t);
+    test_ioctl_set_default_memory_limit(t);
+    if (variant.viommu) {
+      const data = hwptSelftestData(t);
+      const ids = test_cmd_mock_domain(t, self.ioas_id);
+      self.stdev_id = ids.stdev_id;
+      self.device_id = ids.idev_id;
+      // Allocate a nesting parent hwpt
+      self.hwpt_id = test_cmd_hwpt_alloc(
+        t,
+        self.device_id,
+        self.ioas_id,
+        IOMMU_HWPT_ALLOC_NEST_PARENT,
+      );
+      // Allocate a vIOMMU taking refcount of the parent hwpt
+      self.viommu_id = test_cmd_viommu_alloc(
+        t,
+        self.device_id,
+        self.hwpt_id,
+        IOMMU_VIOMMU_TYPE_SELFTEST,
+        0n,
+        0,
+      );
+      // Allocate a regular nested hwpt
+      self.nested_hwpt_id = test_cmd_hwpt_alloc_nested(
+        t,
+        self.device_id,
+        self.viommu_id,
+        0,
+        IOMMU_HWPT_DATA_SELFTEST,
+        data,
+        iommu_hwpt_selftest.size,
+      );
+    }
+  });
+  FIXTURE_TEARDOWN(iommufd_viommu, (self, _v, t) => teardown_iommufd(t, self.fd));
+  FIXTURE_VARIANT_ADD(iommufd_viommu, "no_viommu", { viommu: 0 });
+  FIXTURE_VARIANT_ADD(iommufd_viommu, "mock_viommu", { viommu: 1 });
+
+  TEST_F(iommufd_viommu, "viommu_auto_destroy", () => {});
+
+  TEST_F(iommufd_viommu, "viommu_negative_tests", (self, _v, t) => {
+    const device_id = self.device_id;
+    const ioas_id = self.ioas_id;
+    if (self.device_id) {
+      // Negative test -- invalid hwpt (hwpt_id=0)
+      test_err_viommu_alloc(t, ENOENT, device_id, 0, IOMMU_VIOMMU_TYPE_SELFTEST, 0n, 0);
+      // Negative test -- not a nesting parent hwpt
+      const hwpt_id = test_cmd_hwpt_alloc(t, device_id, ioas_id, 0);
+      test_err_viommu_alloc(t, EINVAL, device_id, hwpt_id, IOMMU_VIOMMU_TYPE_SELFTEST, 0n, 0);
+      test_ioctl_destroy(t, hwpt_id);
+      // Negative test -- unsupported viommu type
+      test_err_viommu_alloc(t, EOPNOTSUPP, device_id, self.hwpt_id, 0xdead, 0n, 0);
+      EXPECT_ERRNO(t, EBUSY, _test_ioctl_destroy(t.sys, self.fd, self.hwpt_id));
+      EXPECT_ERRNO(t, EBUSY, _test_ioctl_destroy(t.sys, self.fd, self.viommu_id));
+    } else {
+      test_err_viommu_alloc(
+        t,
+        ENOENT,
+        self.device_id,
+        self.hwpt_id,
+        IOMMU_VIOMMU_TYPE_SELFTEST,
+        0n,
+        0,
+      );
+    }
+  });
+
+  TEST_F(iommufd_viommu, "vdevice_cache", (self, _v, t) => {
+    const S = iommu_viommu_invalidate_selftest;
+    const inv_reqs = userArray(t, S.size, 2);
+    const viommu_id = self.viommu_id;
+    const dev_id = self.device_id;
+    const num_inv = ref(0);
+    /** inv_reqs[i].field = v */
+    const set = (i: number, field: "flags" | "vdev_id" | "cache_id", v: number) => {
+      const bytes = t.sys.libc.peek(inv_reqs + BigInt(i * S.size), S.size);
+      S.set(bytes, field, v);
+      t.sys.libc.poke(inv_reqs + BigInt(i * S.size), bytes);
+    };
+
+    if (!dev_id) t.SKIP("Skipping test for variant no_viommu");
+
+    const vdev_id = test_cmd_vdevice_alloc(t, viommu_id, dev_id, 0x99);
+
+    test_cmd_dev_check_cache_all(t, dev_id, IOMMU_TEST_DEV_CACHE_DEFAULT);
+
+    // Check data_type by passing zero-length array
+    num_inv.v = 0;
+    test_cmd_viommu_invalidate(t, viommu_id, inv_reqs, S.size, num_inv);
+    t.ASSERT_EQ(0, num_inv.v);
+
+    // Negative test: Invalid data_type
+    num_inv.v = 1;
+    test_err_viommu_invalidate(
+      t,
+      EINVAL,
+      viommu_id,
+      inv_reqs,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID,
+      S.size,
+      num_inv,
+    );
+    t.ASSERT_EQ(0, num_inv.v);
+
+    // Negative test: structure size sanity
+    num_inv.v = 1;
+    test_err_viommu_invalidate(
+      t,
+      EINVAL,
+      viommu_id,
+      inv_reqs,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      S.size + 1,
+      num_inv,
+    );
+    t.ASSERT_EQ(0, num_inv.v);
+
+    num_inv.v = 1;
+    test_err_viommu_invalidate(
+      t,
+      EINVAL,
+      viommu_id,
+      inv_reqs,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      1,
+      num_inv,
+    );
+    t.ASSERT_EQ(0, num_inv.v);
+
+    // Negative test: invalid flag is passed
+    num_inv.v = 1;
+    set(0, "flags", 0xffffffff);
+    set(0, "vdev_id", 0x99);
+    test_err_viommu_invalidate(
+      t,
+      EOPNOTSUPP,
+      viommu_id,
+      inv_reqs,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
+    t.ASSERT_EQ(0, num_inv.v);
+
+    // Negative test: invalid data_uptr when array is not empty
+    num_inv.v = 1;
+    set(0, "flags", 0);
+    set(0, "vdev_id", 0x99);
+    test_err_viommu_invalidate(
+      t,
+      EINVAL,
+      viommu_id,
+      0n,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
+    t.ASSERT_EQ(0, num_inv.v);
+
+    // Negative test: invalid entry_len when array is not empty
+    num_inv.v = 1;
+    set(0, "flags", 0);
+    set(0, "vdev_id", 0x99);
+    test_err_viommu_invalidate(
+      t,
+      EINVAL,
+      viommu_id,
+      inv_reqs,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      0,
+      num_inv,
+    );
+    t.ASSERT_EQ(0, num_inv.v);
+
+    // Negative test: invalid cache_id
+    num_inv.v = 1;
+    set(0, "flags", 0);
+    set(0, "vdev_id", 0x99);
+    set(0, "cache_id", MOCK_DEV_CACHE_ID_MAX + 1);
+    test_err_viommu_invalidate(
+      t,
+      EINVAL,
+      viommu_id,
+      inv_reqs,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
+    t.ASSERT_EQ(0, num_inv.v);
+
+    // Negative test: invalid vdev_id
+    num_inv.v = 1;
+    set(0, "flags", 0);
+    set(0, "vdev_id", 0x9);
+    set(0, "cache_id", 0);
+    test_err_viommu_invalidate(
+      t,
+      EINVAL,
+      viommu_id,
+      inv_reqs,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
+    t.ASSERT_EQ(0, num_inv.v);
+
+    // Invalidate the 1st cache entry but fail the 2nd request due to invalid flags
+    // configuration in the 2nd request.
+    num_inv.v = 2;
+    set(0, "flags", 0);
+    set(0, "vdev_id", 0x99);
+    set(0, "cache_id", 0);
+    set(1, "flags", 0xffffffff);
+    set(1, "vdev_id", 0x99);
+    set(1, "cache_id", 1);
+    test_err_viommu_invalidate(
+      t,
+      EOPNOTSUPP,
+      viommu_id,
+      inv_reqs,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
+    t.ASSERT_EQ(1, num_inv.v);
+    test_cmd_dev_check_cache(t, dev_id, 0, 0);
+    test_cmd_dev_check_cache(t, dev_id, 1, IOMMU_TEST_DEV_CACHE_DEFAULT);
+    test_cmd_dev_check_cache(t, dev_id, 2, IOMMU_TEST_DEV_CACHE_DEFAULT);
+    test_cmd_dev_check_cache(t, dev_id, 3, IOMMU_TEST_DEV_CACHE_DEFAULT);
+
+    // Invalidate the 1st cache entry but fail the 2nd request due to invalid cache_id
+    // configuration in the 2nd request.
+    num_inv.v = 2;
+    set(0, "flags", 0);
+    set(0, "vdev_id", 0x99);
+    set(0, "cache_id", 0);
+    set(1, "flags", 0);
+    set(1, "vdev_id", 0x99);
+    set(1, "cache_id", MOCK_DEV_CACHE_ID_MAX + 1);
+    test_err_viommu_invalidate(
+      t,
+      EINVAL,
+      viommu_id,
+      inv_reqs,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
+    t.ASSERT_EQ(1, num_inv.v);
+    test_cmd_dev_check_cache(t, dev_id, 0, 0);
+    test_cmd_dev_check_cache(t, dev_id, 1, IOMMU_TEST_DEV_CACHE_DEFAULT);
+    test_cmd_dev_check_cache(t, dev_id, 2, IOMMU_TEST_DEV_CACHE_DEFAULT);
+    test_cmd_dev_check_cache(t, dev_id, 3, IOMMU_TEST_DEV_CACHE_DEFAULT);
+
+    // Invalidate the 2nd cache entry and verify
+    num_inv.v = 1;
+    set(0, "flags", 0);
+    set(0, "vdev_id", 0x99);
+    set(0, "cache_id", 1);
+    test_cmd_viommu_invalidate(t, viommu_id, inv_reqs, S.size, num_inv);
+    t.ASSERT_EQ(1, num_inv.v);
+    test_cmd_dev_check_cache(t, dev_id, 0, 0);
+    test_cmd_dev_check_cache(t, dev_id, 1, 0);
+    test_cmd_dev_check_cache(t, dev_id, 2, IOMMU_TEST_DEV_CACHE_DEFAULT);
+    test_cmd_dev_check_cache(t, dev_id, 3, IOMMU_TEST_DEV_CACHE_DEFAULT);
+
+    // Invalidate the 3rd and 4th cache entries and verify
+    num_inv.v = 2;
+    set(0, "flags", 0);
+    set(0, "vdev_id", 0x99);
+    set(0, "cache_id", 2);
+    set(1, "flags", 0);
+    set(1, "vdev_id", 0x99);
+    set(1, "cache_id", 3);
+    test_cmd_viommu_invalidate(t, viommu_id, inv_reqs, S.size, num_inv);
+    t.ASSERT_EQ(2, num_inv.v);
+    test_cmd_dev_check_cache_all(t, dev_id, 0);
+
+    // Invalidate all cache entries for nested_dev_id[1] and verify
+    num_inv.v = 1;
+    set(0, "vdev_id", 0x99);
+    set(0, "flags", IOMMU_TEST_INVALIDATE_FLAG_ALL);
+    test_cmd_viommu_invalidate(t, viommu_id, inv_reqs, S.size, num_inv);
+    t.ASSERT_EQ(1, num_inv.v);
+    test_cmd_dev_check_cache_all(t, dev_id, 0);
+    test_ioctl_destroy(t, vdev_id);
+  });
+
+  TEST_F(iommufd_viommu, "vdevice_tombstone", (self, _v, t) => {
+    const viommu_id = self.viommu_id;
+    const dev_id = self.device_id;
+
+    if (!dev_id) t.SKIP("Skipping test for variant no_viommu");
+
+    const vdev_id = test_cmd_vdevice_alloc(t, viommu_id, dev_id, 0x99);
+    test_ioctl_destroy(t, self.stdev_id);
+    EXPECT_ERRNO(t, ENOENT, _test_ioctl_destroy(t.sys, self.fd, vdev_id));
+  });
+}
