@@ -43,6 +43,12 @@ export {
   iommufdDeviceReplace,
   iommufdDeviceUnbind,
 } from "./device.js";
+export {
+  IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
+  IOMMU_VEVENTQ_MAX_DEPTH,
+  IommufdVeventq,
+  iommufdViommuReportEvent,
+} from "./eventq.js";
 export { IommufdHwptPaging } from "./hw-pagetable.js";
 export {
   IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX,

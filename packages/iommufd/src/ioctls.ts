@@ -2,13 +2,14 @@
  * The ioctl table of /dev/iommu (main.c's iommufd_ioctl_ops) and module load. Kept apart from
  * main.ts so the object files can import the core without an import cycle.
  *
- * Decision: dirty tracking, fault queues, vEVENTQs and HW queues (0x8B, 0x8C, 0x8E, 0x93, 0x94)
- * are outside this model; their slots stay empty, so they answer ENOTTY after the `size` read,
- * as any hole of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC work with the
+ * Decision: dirty tracking, fault queues and HW queues (0x8B, 0x8C, 0x8E, 0x94) are outside
+ * this model; their slots stay empty, so they answer ENOTTY after the `size` read, as any hole
+ * of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC work with the
  * drivers that offer nesting and vIOMMUs (the selftest's mock); others answer EOPNOTSUPP.
  */
 import type { Kernel } from "@x/kernel";
 import { iommufdGetHwInfo, iommufdHwptAlloc } from "./hw-pagetable.js";
+import { iommufdVeventqAlloc } from "./eventq.js";
 import { iommufdHwptInvalidate } from "./hw-pagetable-nested.js";
 import {
   iommufdIoasAllocIoctl,
@@ -43,6 +44,7 @@ import {
   IOMMU_IOAS_UNMAP,
   IOMMU_OPTION,
   IOMMU_VDEVICE_ALLOC,
+  IOMMU_VEVENTQ_ALLOC,
   IOMMU_VFIO_IOAS,
   IOMMU_VIOMMU_ALLOC,
   iommu_destroy,
@@ -59,6 +61,7 @@ import {
   iommu_ioas_unmap,
   iommu_option,
   iommu_vdevice_alloc,
+  iommu_veventq_alloc,
   iommu_vfio_ioas,
   iommu_viommu_alloc,
 } from "./uapi.js";
@@ -86,6 +89,7 @@ export const IOMMUFD_IOCTL_OPS: readonly IommufdIoctlOp[] = [
   ioctlOp(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, iommufdViommuAllocIoctl),
   ioctlOp(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, iommufdVdeviceAllocIoctl),
   ioctlOp(IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, iommufdIoasChangeProcess),
+  ioctlOp(IOMMU_VEVENTQ_ALLOC, iommu_veventq_alloc, iommufdVeventqAlloc),
 ];
 
 /**

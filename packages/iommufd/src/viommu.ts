@@ -14,6 +14,7 @@
 import { EEXIST, EINVAL, ENOENT, EOPNOTSUPP, KernelWarning, fail } from "@x/kernel";
 import type { IommuDomain } from "@x/iommu-pgtable";
 import { type IommufdDevice, getIommufdDevice } from "./device.js";
+import type { IommufdVeventq } from "./eventq.js";
 import type { IommufdHwptPaging } from "./hw-pagetable.js";
 import { type IommuUserData, type IommuUserDataArray, driverOf } from "./iommu-priv.js";
 import {
@@ -52,6 +53,8 @@ export class IommufdViommu extends IommufdObject {
   readonly type = IOMMUFD_OBJ_VIOMMU;
   /** virt_id -> vDEVICE (viommu->vdevs). */
   readonly vdevs = new Map<bigint, IommufdVdevice>();
+  /** At most one vEVENTQ per event type. */
+  readonly veventqs: IommufdVeventq[] = [];
   ops: IommufdViommuOps | undefined;
   /** Driver-private state (the driver's part of the allocation). */
   priv: unknown;

@@ -62,6 +62,8 @@ export const IOMMU_HWPT_INVALIDATE_DATA_SELFTEST = 0xdeadbeef;
 export const IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID = 0xdadbeef;
 export const IOMMU_TEST_INVALIDATE_FLAG_ALL = 1 << 0;
 export const IOMMU_VIOMMU_TYPE_SELFTEST = 0xdeadbeef;
+/** The mock vIOMMU's event type; its payload is struct iommu_viommu_event_selftest. */
+export const IOMMU_VEVENTQ_TYPE_SELFTEST = 0xbeefbeef;
 /** struct iommu_viommu_invalidate_selftest's type, and a type no driver knows. */
 export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST = 0xdeadbeef;
 export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID = 0xdadbeef;
@@ -137,6 +139,7 @@ export const iommu_test_cmd = {
   access_replace_ioas: member("access_replace_ioas", { ioas_id: u32(16) }),
   // The C member `check_iotlb.id` is named iotlb_id here: `id` is the header field.
   check_iotlb: member("check_iotlb", { iotlb_id: u32(16), iotlb: u32(20) }),
+  trigger_vevent: member("trigger_vevent", { dev_id: u32(16) }),
   // The C member `check_dev_cache.id` is named cache_id here: `id` is the header field.
   check_dev_cache: member("check_dev_cache", { cache_id: u32(16), cache: u32(20) }),
   dmabuf_get: member("dmabuf_get", { length: u32(16), open_flags: u32(20) }),
@@ -169,4 +172,15 @@ export const iommu_viommu_invalidate_selftest = new Struct(
   12,
   { flags: u32(0), vdev_id: u32(4), cache_id: u32(8) },
 );
+
+/** struct iommufd_vevent_header, ahead of every vEVENTQ record. */
+export const iommufd_vevent_header = new Struct("iommufd_vevent_header", 8, {
+  flags: u32(0),
+  sequence: u32(4),
+});
+
+/** struct iommu_viommu_event_selftest: the mock vIOMMU's event payload. */
+export const iommu_viommu_event_selftest = new Struct("iommu_viommu_event_selftest", 4, {
+  virt_id: u32(0),
+});
 

@@ -25,6 +25,7 @@ import {
   IommufdObject,
   getIoas,
   getIommufdDevice,
+  iommufdViommuReportEvent,
   iommufdDeviceAttach,
   iommufdDeviceBind,
   iommufdDeviceDetach,
@@ -36,6 +37,7 @@ import { setTempMemoryLimit } from "@x/iommufd/testing";
 import {
   EINVAL,
   EIO,
+  ENOENT,
   EOPNOTSUPP,
   type Kernel,
   KernelWarning,
@@ -51,6 +53,8 @@ import {
   IOMMU_TEST_OP_DMABUF_REVOKE,
   IOMMU_TEST_OP_DIRTY,
   IOMMU_TEST_OP_MD_CHECK_IOTLB,
+  IOMMU_TEST_OP_TRIGGER_VEVENT,
+  IOMMU_VEVENTQ_TYPE_SELFTEST,
   IOMMU_TEST_OP_MD_CHECK_MAP,
   IOMMU_TEST_OP_MD_CHECK_REFS,
   IOMMU_TEST_OP_MOCK_DOMAIN,
@@ -255,6 +259,27 @@ function mdCheckIotlb(ucmd: TestUcmd): number {
   return 0;
 }
 
+/**
+ * TRIGGER_VEVENT: the mock device reports one event with its virt_id to the vIOMMU whose nested
+ * domain it is attached to (ENOENT if none, or with virt_id 0); EOPNOTSUPP without a vEVENTQ
+ * of the mock type. @see iommufd_test_trigger_vevent
+ */
+function triggerVevent(ucmd: TestUcmd): number {
+  const u = ucmdMember(ucmd, iommu_test_cmd.trigger_vevent);
+  const idev = getIommufdDevice(ucmd.ctx, u.cmd.dev_id);
+  try {
+    const mdev = idev.dev;
+    if (!(mdev instanceof MockDev) || !mdev.viommu || !mdev.vdevId)
+      fail(ENOENT, "device not behind a vIOMMU");
+    const event = new Uint8Array(4);
+    new DataView(event.buffer).setUint32(0, Number(mdev.vdevId & 0xffff_ffffn), true);
+    iommufdViommuReportEvent(mdev.viommu, IOMMU_VEVENTQ_TYPE_SELFTEST, event);
+  } finally {
+    ucmd.ctx.putObject(idev);
+  }
+  return 0;
+}
+
 /** SET_TEMP_MEMORY_LIMIT: the global limit of iommufd's temporary batch memory. */
 function setMemoryLimit(ucmd: TestUcmd): number {
   const u = ucmdMember(ucmd, iommu_test_cmd.memory_limit);
@@ -301,6 +326,7 @@ const baseOps: ReadonlyArray<readonly [number, TestOp]> = [
   [IOMMU_TEST_OP_DIRTY, testDirty],
   [IOMMU_TEST_OP_DEV_CHECK_CACHE, devCheckCache],
   [IOMMU_TEST_OP_MD_CHECK_IOTLB, mdCheckIotlb],
+  [IOMMU_TEST_OP_TRIGGER_VEVENT, triggerVevent],
   [IOMMU_TEST_OP_DMABUF_GET, dmabufGet],
   [IOMMU_TEST_OP_DMABUF_REVOKE, dmabufRevoke],
 ];

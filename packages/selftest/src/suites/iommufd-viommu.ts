@@ -8,18 +8,20 @@ import {
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_DATA_SELFTEST,
 } from "@x/iommufd";
-import { EBUSY, EINVAL, ENOENT, EOPNOTSUPP, O_RDWR } from "@x/kernel";
+import { EBUSY, EEXIST, EINVAL, ENOENT, EOPNOTSUPP, EOVERFLOW, O_RDWR } from "@x/kernel";
 import type { kselftest } from "../harness.js";
 import {
   IOMMU_TEST_DEV_CACHE_DEFAULT,
   IOMMU_TEST_INVALIDATE_FLAG_ALL,
   IOMMU_TEST_IOTLB_DEFAULT,
+  IOMMU_VEVENTQ_TYPE_SELFTEST,
   IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
   IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID,
   IOMMU_VIOMMU_TYPE_SELFTEST,
   MOCK_DEV_CACHE_ID_MAX,
   iommu_hwpt_selftest,
   iommu_viommu_invalidate_selftest,
+  iommufd_vevent_header,
 } from "../iommufd-test.js";
 import {
   _test_ioctl_destroy,
@@ -32,15 +34,23 @@ import {
   test_cmd_dev_check_cache_all,
   test_cmd_hwpt_alloc,
   test_cmd_mock_domain,
+  test_cmd_mock_domain_replace,
+  test_err_mock_domain_replace,
   test_ioctl_destroy,
   test_ioctl_ioas_alloc,
   test_ioctl_set_default_memory_limit,
 } from "../iommufd-utils.js";
 import {
   test_cmd_hwpt_alloc_nested,
+  test_cmd_read_vevents,
+  test_cmd_trigger_vevents,
   test_cmd_vdevice_alloc,
+  test_cmd_veventq_alloc,
   test_cmd_viommu_alloc,
   test_cmd_viommu_invalidate,
+  test_err_read_vevents,
+  test_err_vdevice_alloc,
+  test_err_veventq_alloc,
   test_err_viommu_alloc,
   test_err_viommu_invalidate,
 } from "../iommufd-utils-viommu.js";
@@ -149,6 +159,79 @@ export function registerIommufdViommu(k: Kselftest): void {
         0n,
         0,
       );
+    }
+  });
+
+  TEST_F(iommufd_viommu, "vdevice_alloc", (self, _v, t) => {
+    const { libc } = t.sys;
+    const viommu_id = self.viommu_id;
+    const dev_id = self.device_id;
+    let vdev_id = 0;
+    const prev_seq = ref(-1);
+    const hdr_size = iommufd_vevent_header.size;
+    const vbuf = new Uint8Array(64);
+
+    if (dev_id) {
+      // Must allocate vdevice before attaching to a nested hwpt
+      test_err_mock_domain_replace(t, ENOENT, self.stdev_id, self.nested_hwpt_id);
+
+      // Test depth lower and upper bounds (mirrors kernel cap)
+      const VEVENTQ_MAX_DEPTH = 1 << 19;
+      test_err_veventq_alloc(t, EINVAL, viommu_id, IOMMU_VEVENTQ_TYPE_SELFTEST, 0);
+      test_err_veventq_alloc(
+        t,
+        EINVAL,
+        viommu_id,
+        IOMMU_VEVENTQ_TYPE_SELFTEST,
+        VEVENTQ_MAX_DEPTH + 1,
+      );
+      let q = test_cmd_veventq_alloc(t, viommu_id, IOMMU_VEVENTQ_TYPE_SELFTEST, VEVENTQ_MAX_DEPTH);
+      libc.close(q.veventq_fd);
+      test_ioctl_destroy(t, q.veventq_id);
+
+      // Allocate a vEVENTQ with veventq_depth=2
+      q = test_cmd_veventq_alloc(t, viommu_id, IOMMU_VEVENTQ_TYPE_SELFTEST, 2);
+      const { veventq_id, veventq_fd } = q;
+      test_err_veventq_alloc(t, EEXIST, viommu_id, IOMMU_VEVENTQ_TYPE_SELFTEST, 2);
+
+      // Invalid read counts on an empty vEVENTQ
+      t.ASSERT_EQ(-1, libc.read(veventq_fd, vbuf, 0));
+      t.ASSERT_EQ(EINVAL, libc.errno);
+      t.ASSERT_EQ(-1, libc.read(veventq_fd, vbuf, hdr_size - 1));
+      t.ASSERT_EQ(EINVAL, libc.errno);
+
+      // Set vdev_id to 0x99, unset it, and set to 0x88
+      vdev_id = test_cmd_vdevice_alloc(t, viommu_id, dev_id, 0x99);
+      test_cmd_mock_domain_replace(t, self.stdev_id, self.nested_hwpt_id);
+      test_cmd_trigger_vevents(t, dev_id, 1);
+
+      // Invalid read counts on a non-empty vEVENTQ
+      t.ASSERT_EQ(-1, libc.read(veventq_fd, vbuf, 0));
+      t.ASSERT_EQ(EINVAL, libc.errno);
+      // header fits but the event's payload doesn't
+      t.ASSERT_EQ(-1, libc.read(veventq_fd, vbuf, hdr_size));
+      t.ASSERT_EQ(EINVAL, libc.errno);
+
+      test_cmd_read_vevents(t, veventq_fd, 1, 0x99, prev_seq);
+      test_err_vdevice_alloc(t, EEXIST, viommu_id, dev_id, 0x99);
+      test_cmd_mock_domain_replace(t, self.stdev_id, self.ioas_id);
+      test_ioctl_destroy(t, vdev_id);
+
+      // Try again with 0x88
+      vdev_id = test_cmd_vdevice_alloc(t, viommu_id, dev_id, 0x88);
+      test_cmd_mock_domain_replace(t, self.stdev_id, self.nested_hwpt_id);
+      // Trigger an overflow with three events
+      test_cmd_trigger_vevents(t, dev_id, 3);
+      test_err_read_vevents(t, EOVERFLOW, veventq_fd, 3, 0x88, prev_seq);
+      // Overflow must be gone after the previous reads
+      test_cmd_trigger_vevents(t, dev_id, 1);
+      test_cmd_read_vevents(t, veventq_fd, 1, 0x88, prev_seq);
+      libc.close(veventq_fd);
+      test_cmd_mock_domain_replace(t, self.stdev_id, self.ioas_id);
+      test_ioctl_destroy(t, vdev_id);
+      test_ioctl_destroy(t, veventq_id);
+    } else {
+      test_err_vdevice_alloc(t, ENOENT, viommu_id, dev_id, 0x99);
     }
   });
 
