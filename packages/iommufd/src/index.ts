@@ -51,6 +51,12 @@ export {
 } from "./eventq.js";
 export { IommufdHwptPaging } from "./hw-pagetable.js";
 export {
+  IOMMU_HW_QUEUE_TYPE_DEFAULT,
+  IommufdHwQueue,
+  iommufdHwQueueDepend,
+  iommufdHwQueueUndepend,
+} from "./hw-queue.js";
+export {
   IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX,
   type IommufdHwpt,
   IommufdHwptNested,

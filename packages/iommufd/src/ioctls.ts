@@ -2,15 +2,15 @@
  * The ioctl table of /dev/iommu (main.c's iommufd_ioctl_ops) and module load. Kept apart from
  * main.ts so the object files can import the core without an import cycle.
  *
- * Decision: dirty tracking, fault queues and HW queues (0x8B, 0x8C, 0x8E, 0x94) are outside
- * this model; their slots stay empty, so they answer ENOTTY after the `size` read, as any hole
- * of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC work with the
+ * Decision: dirty tracking and fault queues (0x8B, 0x8C, 0x8E) are outside this model; their
+ * slots stay empty, so they answer ENOTTY after the `size` read, as any hole of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC work with the
  * drivers that offer nesting and vIOMMUs (the selftest's mock); others answer EOPNOTSUPP.
  */
 import type { Kernel } from "@x/kernel";
 import { iommufdGetHwInfo, iommufdHwptAlloc } from "./hw-pagetable.js";
 import { iommufdVeventqAlloc } from "./eventq.js";
 import { iommufdHwptInvalidate } from "./hw-pagetable-nested.js";
+import { iommufdHwQueueAllocIoctl } from "./hw-queue.js";
 import {
   iommufdIoasAllocIoctl,
   iommufdIoasAllowIovas,
@@ -34,6 +34,7 @@ import {
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_INVALIDATE,
+  IOMMU_HW_QUEUE_ALLOC,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_ALLOW_IOVAS,
   IOMMU_IOAS_CHANGE_PROCESS,
@@ -51,6 +52,7 @@ import {
   iommu_hw_info,
   iommu_hwpt_alloc,
   iommu_hwpt_invalidate,
+  iommu_hw_queue_alloc,
   iommu_ioas_alloc,
   iommu_ioas_allow_iovas,
   iommu_ioas_change_process,
@@ -90,6 +92,7 @@ export const IOMMUFD_IOCTL_OPS: readonly IommufdIoctlOp[] = [
   ioctlOp(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, iommufdVdeviceAllocIoctl),
   ioctlOp(IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, iommufdIoasChangeProcess),
   ioctlOp(IOMMU_VEVENTQ_ALLOC, iommu_veventq_alloc, iommufdVeventqAlloc),
+  ioctlOp(IOMMU_HW_QUEUE_ALLOC, iommu_hw_queue_alloc, iommufdHwQueueAllocIoctl),
 ];
 
 /**

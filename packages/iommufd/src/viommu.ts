@@ -16,6 +16,7 @@ import type { IommuDomain } from "@x/iommu-pgtable";
 import { type IommufdDevice, getIommufdDevice } from "./device.js";
 import type { IommufdVeventq } from "./eventq.js";
 import type { IommufdHwptPaging } from "./hw-pagetable.js";
+import type { IommufdHwQueue } from "./hw-queue.js";
 import { type IommuUserData, type IommuUserDataArray, driverOf } from "./iommu-priv.js";
 import {
   IOMMUFD_OBJ_DEVICE,
@@ -39,6 +40,10 @@ export interface IommufdViommuOps {
   allocDomainNested?(flags: number, userData: IommuUserData): IommuDomain;
   /** Handle invalidation entries; `array.entryNum` = the count handled. @see cache_invalidate */
   cacheInvalidate?(array: IommuUserDataArray): void;
+  /** Non-zero when the vIOMMU offers HW queues of `type`. @see get_hw_queue_size */
+  getHwQueueSize?(type: number): number;
+  /** Bring up `queue` at `index` over the physical address `basePa`. @see hw_queue_init_phys */
+  hwQueueInitPhys?(queue: IommufdHwQueue, index: number, basePa: bigint): void;
 }
 
 /** The vIOMMU entry points of a driver (iommu_ops' get_viommu_size and viommu_init). */

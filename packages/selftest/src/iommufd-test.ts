@@ -64,6 +64,9 @@ export const IOMMU_TEST_INVALIDATE_FLAG_ALL = 1 << 0;
 export const IOMMU_VIOMMU_TYPE_SELFTEST = 0xdeadbeef;
 /** The mock vIOMMU's event type; its payload is struct iommu_viommu_event_selftest. */
 export const IOMMU_VEVENTQ_TYPE_SELFTEST = 0xbeefbeef;
+export const IOMMU_HW_QUEUE_TYPE_SELFTEST = 0xdeadbeef;
+/** The mock vIOMMU's HW queue slots. */
+export const IOMMU_TEST_HW_QUEUE_MAX = 2;
 /** struct iommu_viommu_invalidate_selftest's type, and a type no driver knows. */
 export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST = 0xdeadbeef;
 export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID = 0xdadbeef;

@@ -7,12 +7,14 @@
 import {
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_INVALIDATE,
+  IOMMU_HW_QUEUE_ALLOC,
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VEVENTQ_ALLOC,
   IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
   IOMMU_VIOMMU_ALLOC,
   iommu_hwpt_alloc,
   iommu_hwpt_invalidate,
+  iommu_hw_queue_alloc,
   iommu_vdevice_alloc,
   iommu_veventq_alloc,
   iommu_viommu_alloc,
@@ -474,6 +476,63 @@ export function test_err_read_vevents(
     t,
     e,
     _test_cmd_read_vevents(t.sys, t.self.fd, event_fd, nvevents, virt_id, prev_seq),
+  );
+}
+
+export function _test_cmd_hw_queue_alloc(
+  sys: SelftestEnv,
+  fd: number,
+  viommu_id: number,
+  type: number,
+  idx: number,
+  base_addr: bigint,
+  length: bigint | number,
+  hw_queue_id: Ref<number> | undefined,
+): number {
+  const cmd = ustruct(iommu_hw_queue_alloc, {
+    size: iommu_hw_queue_alloc.size,
+    viommu_id,
+    type,
+    index: idx,
+    nesting_parent_iova: base_addr,
+    length,
+  });
+  const rc = sys.libc.ioctl(fd, IOMMU_HW_QUEUE_ALLOC, cmd.$);
+  if (rc) return rc;
+  if (hw_queue_id) hw_queue_id.v = cmd.out_hw_queue_id;
+  return 0;
+}
+
+export function test_cmd_hw_queue_alloc(
+  t: Ctx,
+  viommu_id: number,
+  type: number,
+  idx: number,
+  base_addr: bigint,
+  len: bigint | number,
+): number {
+  const id = ref(0);
+  t.ASSERT_EQ(
+    0,
+    _test_cmd_hw_queue_alloc(t.sys, t.self.fd, viommu_id, type, idx, base_addr, len, id),
+    why(t),
+  );
+  return id.v;
+}
+
+export function test_err_hw_queue_alloc(
+  t: Ctx,
+  e: number,
+  viommu_id: number,
+  type: number,
+  idx: number,
+  base_addr: bigint,
+  len: bigint | number,
+): void {
+  EXPECT_ERRNO(
+    t,
+    e,
+    _test_cmd_hw_queue_alloc(t.sys, t.self.fd, viommu_id, type, idx, base_addr, len, ref(0)),
   );
 }
 

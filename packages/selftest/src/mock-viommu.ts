@@ -13,19 +13,26 @@ import {
   IOMMU_DOMAIN_NESTED,
   IOMMU_HWPT_ALLOC_PASID,
   IommuDomain,
+  iommuIovaToPhys,
 } from "@x/iommu-pgtable";
 import {
   IOMMU_HWPT_DATA_SELFTEST,
   type IommuUserData,
   type IommuUserDataArray,
+  type IommufdHwQueue,
   type IommufdViommu,
   type IommufdViommuOps,
+  iommufdHwQueueDepend,
+  iommufdHwQueueUndepend,
   iommuCopyStructFromUser,
   iommuCopyStructFromUserArray,
   iommufdViommuFindDev,
 } from "@x/iommufd";
 import {
+  EEXIST,
+  EFAULT,
   EINVAL,
+  EIO,
   ENOMEM,
   EOPNOTSUPP,
   type Kernel,
@@ -35,6 +42,8 @@ import {
 } from "@x/kernel";
 import {
   IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+  IOMMU_HW_QUEUE_TYPE_SELFTEST,
+  IOMMU_TEST_HW_QUEUE_MAX,
   IOMMU_TEST_INVALIDATE_FLAG_ALL,
   IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
   IOMMU_VIOMMU_TYPE_SELFTEST,
@@ -225,12 +234,41 @@ export function mockViommuInit(
     cfg.fill(0, 8);
     copyToUser(kernel, data.uptr, cfg.subarray(0, Math.min(data.len, VIOMMU_SELFTEST_SIZE)));
   }
+  const hwQueues: Array<IommufdHwQueue | undefined> = new Array(IOMMU_TEST_HW_QUEUE_MAX);
   const ops: IommufdViommuOps = {
     allocDomainNested: (flags, userData) => {
       if (flags & ~IOMMU_HWPT_ALLOC_PASID) fail(EOPNOTSUPP, "nested flags");
       return mockDomainAllocNested(kernel, viommu.hwpt.domain!, viommu, userData);
     },
     cacheInvalidate: (array) => mockViommuCacheInvalidate(kernel, viommu, array),
+    getHwQueueSize: (type) => (type === IOMMU_HW_QUEUE_TYPE_SELFTEST ? 1 : 0),
+    hwQueueInitPhys: (queue, index, basePa) => mockHwQueueInitPhys(viommu, hwQueues, queue, index, basePa),
   };
   viommu.ops = ops;
 }
+
+/**
+ * mock_hw_queue_init_phys: slots fill in index order (EINVAL past the last, EEXIST for a used
+ * one, EIO when the one below is empty); the base must be where the nest parent maps the queue
+ * (EFAULT); a queue depends on the one below it.
+ */
+function mockHwQueueInitPhys(
+  viommu: IommufdViommu,
+  hwQueues: Array<IommufdHwQueue | undefined>,
+  queue: IommufdHwQueue,
+  index: number,
+  basePa: bigint,
+): void {
+  if (index >= IOMMU_TEST_HW_QUEUE_MAX) fail(EINVAL, "hw queue index");
+  if (hwQueues[index]) fail(EEXIST, "hw queue slot in use");
+  const prev = index > 0 ? hwQueues[index - 1] : undefined;
+  if (index > 0 && !prev) fail(EIO, "hw queue below is missing");
+  if (basePa !== iommuIovaToPhys(viommu.hwpt.domain!, queue.baseAddr)) fail(EFAULT, "base_pa");
+  if (prev) iommufdHwQueueDepend(queue, prev);
+  hwQueues[index] = queue;
+  queue.driverDestroy = () => {
+    hwQueues[index] = undefined;
+    if (prev) iommufdHwQueueUndepend(prev);
+  };
+}
+

@@ -7,17 +7,22 @@
 import {
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_DATA_SELFTEST,
+  IOMMU_HW_QUEUE_TYPE_DEFAULT,
+  U64_MAX,
 } from "@x/iommufd";
-import { EBUSY, EEXIST, EINVAL, ENOENT, EOPNOTSUPP, EOVERFLOW, O_RDWR } from "@x/kernel";
+import { EBUSY, EEXIST, EINVAL, EIO, ENOENT, EOPNOTSUPP, EOVERFLOW, O_RDWR } from "@x/kernel";
 import type { kselftest } from "../harness.js";
 import {
+  IOMMU_HW_QUEUE_TYPE_SELFTEST,
   IOMMU_TEST_DEV_CACHE_DEFAULT,
+  IOMMU_TEST_HW_QUEUE_MAX,
   IOMMU_TEST_INVALIDATE_FLAG_ALL,
   IOMMU_TEST_IOTLB_DEFAULT,
   IOMMU_VEVENTQ_TYPE_SELFTEST,
   IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
   IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID,
   IOMMU_VIOMMU_TYPE_SELFTEST,
+  MOCK_APERTURE_START,
   MOCK_DEV_CACHE_ID_MAX,
   iommu_hwpt_selftest,
   iommu_viommu_invalidate_selftest,
@@ -36,11 +41,15 @@ import {
   test_cmd_mock_domain,
   test_cmd_mock_domain_replace,
   test_err_mock_domain_replace,
+  test_err_ioctl_ioas_unmap,
   test_ioctl_destroy,
   test_ioctl_ioas_alloc,
+  test_ioctl_ioas_map,
+  test_ioctl_ioas_unmap,
   test_ioctl_set_default_memory_limit,
 } from "../iommufd-utils.js";
 import {
+  test_cmd_hw_queue_alloc,
   test_cmd_hwpt_alloc_nested,
   test_cmd_read_vevents,
   test_cmd_trigger_vevents,
@@ -48,6 +57,7 @@ import {
   test_cmd_veventq_alloc,
   test_cmd_viommu_alloc,
   test_cmd_viommu_invalidate,
+  test_err_hw_queue_alloc,
   test_err_read_vevents,
   test_err_vdevice_alloc,
   test_err_veventq_alloc,
@@ -454,6 +464,75 @@ export function registerIommufdViommu(k: Kselftest): void {
     t.ASSERT_EQ(1, num_inv.v);
     test_cmd_dev_check_cache_all(t, dev_id, 0);
     test_ioctl_destroy(t, vdev_id);
+  });
+
+  TEST_F(iommufd_viommu, "hw_queue", (self, _v, t) => {
+    const { buffer, PAGE_SIZE } = t.sys;
+    const P = BigInt(PAGE_SIZE);
+    let iova = MOCK_APERTURE_START;
+    const viommu_id = self.viommu_id;
+    const hw_queue_id: number[] = [0, 0];
+
+    if (!viommu_id) t.SKIP("Skipping test for variant no_viommu");
+
+    // Fail IOMMU_HW_QUEUE_TYPE_DEFAULT
+    test_err_hw_queue_alloc(t, EOPNOTSUPP, viommu_id, IOMMU_HW_QUEUE_TYPE_DEFAULT, 0, iova, P);
+    // Fail queue addr and length
+    test_err_hw_queue_alloc(t, EINVAL, viommu_id, IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, iova, 0);
+    test_err_hw_queue_alloc(
+      t,
+      EOVERFLOW,
+      viommu_id,
+      IOMMU_HW_QUEUE_TYPE_SELFTEST,
+      0,
+      U64_MAX,
+      P,
+    );
+    // Fail missing iova
+    test_err_hw_queue_alloc(t, ENOENT, viommu_id, IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, iova, P);
+
+    // Map iova
+    iova = test_ioctl_ioas_map(t, buffer, P);
+    const iova2 = test_ioctl_ioas_map(t, buffer + P, P);
+
+    // Fail index=1 and =MAX; must start from index=0
+    test_err_hw_queue_alloc(t, EIO, viommu_id, IOMMU_HW_QUEUE_TYPE_SELFTEST, 1, iova, P);
+    test_err_hw_queue_alloc(
+      t,
+      EINVAL,
+      viommu_id,
+      IOMMU_HW_QUEUE_TYPE_SELFTEST,
+      IOMMU_TEST_HW_QUEUE_MAX,
+      iova,
+      P,
+    );
+
+    // Allocate index=0, declare ownership of the iova
+    hw_queue_id[0] = test_cmd_hw_queue_alloc(t, viommu_id, IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, iova, P);
+    // Fail duplicated index
+    test_err_hw_queue_alloc(t, EEXIST, viommu_id, IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, iova, P);
+    // Fail unmap, due to iova ownership
+    test_err_ioctl_ioas_unmap(t, EBUSY, iova, P);
+    // The 2nd page is not pinned, so it can be unmmap
+    test_ioctl_ioas_unmap(t, iova2, P);
+
+    // Allocate index=1, with an unaligned case
+    hw_queue_id[1] = test_cmd_hw_queue_alloc(
+      t,
+      viommu_id,
+      IOMMU_HW_QUEUE_TYPE_SELFTEST,
+      1,
+      iova + P / 2n,
+      P / 2n,
+    );
+    // Fail to destroy, due to dependency
+    EXPECT_ERRNO(t, EBUSY, _test_ioctl_destroy(t.sys, self.fd, hw_queue_id[0]!));
+
+    // Destroy in descending order
+    test_ioctl_destroy(t, hw_queue_id[1]!);
+    test_ioctl_destroy(t, hw_queue_id[0]!);
+    // Now it can unmap the first page
+    test_ioctl_ioas_unmap(t, iova, P);
   });
 
   TEST_F(iommufd_viommu, "vdevice_tombstone", (self, _v, t) => {
