@@ -143,6 +143,13 @@ export const iommu_test_cmd = {
   // The C member `check_iotlb.id` is named iotlb_id here: `id` is the header field.
   check_iotlb: member("check_iotlb", { iotlb_id: u32(16), iotlb: u32(20) }),
   trigger_vevent: member("trigger_vevent", { dev_id: u32(16) }),
+  trigger_iopf: member("trigger_iopf", {
+    dev_id: u32(16),
+    pasid: u32(20),
+    grpid: u32(24),
+    perm: u32(28),
+    addr: u64(32),
+  }),
   // The C member `check_dev_cache.id` is named cache_id here: `id` is the header field.
   check_dev_cache: member("check_dev_cache", { cache_id: u32(16), cache: u32(20) }),
   dmabuf_get: member("dmabuf_get", { length: u32(16), open_flags: u32(20) }),

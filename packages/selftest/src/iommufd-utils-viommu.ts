@@ -6,12 +6,14 @@
  */
 import {
   IOMMU_HWPT_ALLOC,
+  IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_HWPT_INVALIDATE,
   IOMMU_HW_QUEUE_ALLOC,
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VEVENTQ_ALLOC,
   IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
   IOMMU_VIOMMU_ALLOC,
+  iommu_fault_alloc,
   iommu_hwpt_alloc,
   iommu_hwpt_invalidate,
   iommu_hw_queue_alloc,
@@ -19,10 +21,11 @@ import {
   iommu_veventq_alloc,
   iommu_viommu_alloc,
 } from "@x/iommufd";
-import { EFAULT, EINVAL, EOVERFLOW, POLLIN } from "@x/kernel";
+import { EFAULT, EINVAL, EIO, EOVERFLOW, POLLIN } from "@x/kernel";
 import {
   IOMMU_TEST_CMD,
   IOMMU_TEST_OP_MD_CHECK_IOTLB,
+  IOMMU_TEST_OP_TRIGGER_IOPF,
   IOMMU_TEST_OP_TRIGGER_VEVENT,
   IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
   MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
@@ -103,6 +106,25 @@ export function test_err_hwpt_alloc_nested(
     e,
     _test_cmd_hwpt_alloc_data(t.sys, t.self.fd, device_id, pt_id, 0, flags, ref(0), data_type, data, data_len),
   );
+}
+
+export function test_cmd_hwpt_alloc_iopf(
+  t: Ctx,
+  device_id: number,
+  pt_id: number,
+  fault_id: number,
+  flags: number,
+  data_type: number,
+  data: bigint,
+  data_len: number,
+): number {
+  const hwpt = ref(0);
+  t.ASSERT_EQ(
+    0,
+    _test_cmd_hwpt_alloc_data(t.sys, t.self.fd, device_id, pt_id, fault_id, flags, hwpt, data_type, data, data_len),
+    why(t),
+  );
+  return hwpt.v;
 }
 
 export function test_err_hwpt_alloc_iopf(
@@ -534,5 +556,54 @@ export function test_err_hw_queue_alloc(
     e,
     _test_cmd_hw_queue_alloc(t.sys, t.self.fd, viommu_id, type, idx, base_addr, len, ref(0)),
   );
+}
+
+/** _test_ioctl_fault_alloc: IOMMU_FAULT_QUEUE_ALLOC; the new object id and its fd. */
+export function test_ioctl_fault_alloc(t: Ctx): { fault_id: number; fault_fd: number } {
+  const cmd = ustruct(iommu_fault_alloc, { size: iommu_fault_alloc.size });
+  t.ASSERT_EQ(0, t.sys.libc.ioctl(t.self.fd, IOMMU_FAULT_QUEUE_ALLOC, cmd.$), why(t));
+  t.ASSERT_NE(0, cmd.out_fault_id);
+  t.ASSERT_NE(0, cmd.out_fault_fd);
+  return { fault_id: cmd.out_fault_id, fault_fd: cmd.out_fault_fd };
+}
+
+/** sizeof(struct iommu_hwpt_pgfault) and the offset of its `cookie`. */
+const PGFAULT_SIZE = 48;
+const PGFAULT_COOKIE = 36;
+const IOMMU_PGFAULT_PERM_READ = 1 << 0;
+const IOMMU_PGFAULT_PERM_WRITE = 1 << 1;
+
+/**
+ * _test_cmd_trigger_iopf: TRIGGER_IOPF (grpid 2, read/write at 0xdeadbeaf), read the fault
+ * record from `fault_fd` and answer it with IOMMUFD_PAGE_RESP_SUCCESS (0). -EIO when the read
+ * or write moves no bytes.
+ */
+export function _test_cmd_trigger_iopf(
+  sys: SelftestEnv,
+  fd: number,
+  device_id: number,
+  pasid: number,
+  fault_fd: number,
+): number {
+  const { libc } = sys;
+  const cmd = iommuTestCmd(iommu_test_cmd.trigger_iopf, IOMMU_TEST_OP_TRIGGER_IOPF, 0, {
+    dev_id: device_id,
+    pasid,
+    grpid: 0x2,
+    perm: IOMMU_PGFAULT_PERM_READ | IOMMU_PGFAULT_PERM_WRITE,
+    addr: 0xdeadbeafn,
+  });
+  const ret = libc.ioctl(fd, IOMMU_TEST_CMD, cmd.$);
+  if (ret) return ret;
+  const fault = new Uint8Array(PGFAULT_SIZE);
+  if (libc.read(fault_fd, fault, PGFAULT_SIZE) <= 0) return -EIO;
+  const response = new Uint8Array(8);
+  response.set(fault.subarray(PGFAULT_COOKIE, PGFAULT_COOKIE + 4), 0);
+  if (libc.write(fault_fd, response, response.length) <= 0) return -EIO;
+  return 0;
+}
+
+export function test_cmd_trigger_iopf(t: Ctx, device_id: number, fault_fd: number): void {
+  t.ASSERT_EQ(0, _test_cmd_trigger_iopf(t.sys, t.self.fd, device_id, 0x1, fault_fd), why(t));
 }
 

@@ -37,6 +37,9 @@ import {
   EOPNOTSUPP,
   type Kernel,
   KernelWarning,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  PMD_ORDER,
   copyToUser,
   fail,
 } from "@x/kernel";
@@ -212,15 +215,17 @@ function mockViommuCacheInvalidate(
 }
 
 /**
- * mock_viommu_init: the ops, and with user data the echo of `in_data` into `out_data`.
- * Decision: the region the kernel's mock offers for mmap of the iommufd file is not modelled
- * (iommufd has no mmap here), so `out_mmap_offset` and `out_mmap_length` are left 0.
+ * mock_viommu_init: the ops; with user data, two zeroed pages offered for mmap of the iommufd
+ * file holding `in_data` in their first word, and `out_data` = `in_data`, `out_mmap_offset` and
+ * `out_mmap_length` written back. Decision: the machine allocates folios of order 0, 9 or 18,
+ * so the mock's order-1 block is the start of an order-9 folio.
  */
 export function mockViommuInit(
   kernel: Kernel,
   viommu: IommufdViommu,
   data: IommuUserData | undefined,
 ): void {
+  let region: { pfn: number; offset: bigint } | undefined;
   if (data) {
     const cfg = iommuCopyStructFromUser(
       kernel,
@@ -229,10 +234,22 @@ export function mockViommuInit(
       VIOMMU_SELFTEST_SIZE,
       VIOMMU_SELFTEST_MIN,
     );
-    // copy_struct_to_user: out_data = in_data, then the (zero) mmap fields, within data_len.
-    cfg.copyWithin(4, 0, 4);
-    cfg.fill(0, 8);
-    copyToUser(kernel, data.uptr, cfg.subarray(0, Math.min(data.len, VIOMMU_SELFTEST_SIZE)));
+    const pfn = kernel.mem.allocFolio(PMD_ORDER, "mock_viommu_pages");
+    const length = BigInt(2 * PAGE_SIZE);
+    const offset = viommu.ctx.allocMmap(viommu, pfn, length);
+    region = { pfn, offset };
+    try {
+      kernel.mem.writePhys(BigInt(pfn) << BigInt(PAGE_SHIFT), cfg.subarray(0, 4));
+      const dv = new DataView(cfg.buffer);
+      dv.setUint32(4, dv.getUint32(0, true), true);
+      dv.setBigUint64(8, offset, true);
+      dv.setBigUint64(16, length, true);
+      copyToUser(kernel, data.uptr, cfg.subarray(0, Math.min(data.len, VIOMMU_SELFTEST_SIZE)));
+    } catch (e) {
+      viommu.ctx.destroyMmap(offset);
+      kernel.mem.folioPut(pfn);
+      throw e;
+    }
   }
   const hwQueues: Array<IommufdHwQueue | undefined> = new Array(IOMMU_TEST_HW_QUEUE_MAX);
   const ops: IommufdViommuOps = {
@@ -243,6 +260,11 @@ export function mockViommuInit(
     cacheInvalidate: (array) => mockViommuCacheInvalidate(kernel, viommu, array),
     getHwQueueSize: (type) => (type === IOMMU_HW_QUEUE_TYPE_SELFTEST ? 1 : 0),
     hwQueueInitPhys: (queue, index, basePa) => mockHwQueueInitPhys(viommu, hwQueues, queue, index, basePa),
+    destroy: () => {
+      if (!region) return;
+      viommu.ctx.destroyMmap(region.offset);
+      kernel.mem.folioPut(region.pfn);
+    },
   };
   viommu.ops = ops;
 }

@@ -7,10 +7,25 @@
 import {
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_DATA_SELFTEST,
+  IOMMU_HWPT_FAULT_ID_VALID,
   IOMMU_HW_QUEUE_TYPE_DEFAULT,
   U64_MAX,
 } from "@x/iommufd";
-import { EBUSY, EEXIST, EINVAL, EIO, ENOENT, EOPNOTSUPP, EOVERFLOW, O_RDWR } from "@x/kernel";
+import {
+  EBUSY,
+  EEXIST,
+  EINVAL,
+  EIO,
+  ENOENT,
+  ENXIO,
+  EOPNOTSUPP,
+  EOVERFLOW,
+  MAP_FAILED,
+  MAP_SHARED,
+  O_RDWR,
+  PROT_READ,
+  PROT_WRITE,
+} from "@x/kernel";
 import type { kselftest } from "../harness.js";
 import {
   IOMMU_HW_QUEUE_TYPE_SELFTEST,
@@ -26,6 +41,7 @@ import {
   MOCK_DEV_CACHE_ID_MAX,
   iommu_hwpt_selftest,
   iommu_viommu_invalidate_selftest,
+  iommu_viommu_selftest,
   iommufd_vevent_header,
 } from "../iommufd-test.js";
 import {
@@ -50,19 +66,23 @@ import {
 } from "../iommufd-utils.js";
 import {
   test_cmd_hw_queue_alloc,
+  test_cmd_hwpt_alloc_iopf,
   test_cmd_hwpt_alloc_nested,
   test_cmd_read_vevents,
+  test_cmd_trigger_iopf,
   test_cmd_trigger_vevents,
   test_cmd_vdevice_alloc,
   test_cmd_veventq_alloc,
   test_cmd_viommu_alloc,
   test_cmd_viommu_invalidate,
   test_err_hw_queue_alloc,
+  test_err_hwpt_alloc_iopf,
   test_err_read_vevents,
   test_err_vdevice_alloc,
   test_err_veventq_alloc,
   test_err_viommu_alloc,
   test_err_viommu_invalidate,
+  test_ioctl_fault_alloc,
 } from "../iommufd-utils-viommu.js";
 
 type Kselftest = ReturnType<typeof kselftest<SelftestEnv>>;
@@ -170,6 +190,118 @@ export function registerIommufdViommu(k: Kselftest): void {
         0,
       );
     }
+  });
+
+  TEST_F(iommufd_viommu, "viommu_alloc_nested_iopf", (self, _v, t) => {
+    const data = hwptSelftestData(t);
+    const viommu_id = self.viommu_id;
+    const dev_id = self.device_id;
+
+    if (!dev_id) t.SKIP("Skipping test for variant no_viommu");
+
+    const { fault_id, fault_fd } = test_ioctl_fault_alloc(t);
+    test_err_hwpt_alloc_iopf(
+      t,
+      ENOENT,
+      dev_id,
+      viommu_id,
+      0xffff_ffff,
+      IOMMU_HWPT_FAULT_ID_VALID,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      iommu_hwpt_selftest.size,
+    );
+    test_err_hwpt_alloc_iopf(
+      t,
+      EOPNOTSUPP,
+      dev_id,
+      viommu_id,
+      fault_id,
+      (IOMMU_HWPT_FAULT_ID_VALID | (1 << 31)) >>> 0,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      iommu_hwpt_selftest.size,
+    );
+    const iopf_hwpt_id = test_cmd_hwpt_alloc_iopf(
+      t,
+      dev_id,
+      viommu_id,
+      fault_id,
+      IOMMU_HWPT_FAULT_ID_VALID,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      iommu_hwpt_selftest.size,
+    );
+
+    // Must allocate vdevice before attaching to a nested hwpt
+    test_err_mock_domain_replace(t, ENOENT, self.stdev_id, iopf_hwpt_id);
+    test_cmd_vdevice_alloc(t, viommu_id, dev_id, 0x99);
+    test_cmd_mock_domain_replace(t, self.stdev_id, iopf_hwpt_id);
+    EXPECT_ERRNO(t, EBUSY, _test_ioctl_destroy(t.sys, self.fd, iopf_hwpt_id));
+    test_cmd_trigger_iopf(t, dev_id, fault_fd);
+
+    test_cmd_mock_domain_replace(t, self.stdev_id, self.ioas_id);
+    test_ioctl_destroy(t, iopf_hwpt_id);
+    t.sys.libc.close(fault_fd);
+    test_ioctl_destroy(t, fault_id);
+  });
+
+  TEST_F(iommufd_viommu, "viommu_alloc_with_data", (self, _v, t) => {
+    const { libc, PAGE_SIZE } = t.sys;
+    const V = iommu_viommu_selftest;
+    const data = userArray(t, V.size, 1);
+    const field = (name: "in_data" | "out_data" | "out_mmap_offset" | "out_mmap_length") =>
+      V.get(libc.peek(data, V.size), name);
+    const init = new Uint8Array(V.size);
+    V.set(init, "in_data", 0xbeef);
+    libc.poke(data, init);
+    /** test_err_mmap(): (long)mmap(NULL, length, RW, MAP_SHARED, self->fd, offset) fails. */
+    const test_err_mmap = (e: number, length: bigint, offset: bigint) =>
+      EXPECT_ERRNO(
+        t,
+        e,
+        BigInt.asIntN(
+          64,
+          libc.mmap(0n, length, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, offset),
+        ),
+      );
+
+    if (!self.device_id) t.SKIP("Skipping test for variant no_viommu");
+
+    self.viommu_id = test_cmd_viommu_alloc(
+      t,
+      self.device_id,
+      self.hwpt_id,
+      IOMMU_VIOMMU_TYPE_SELFTEST,
+      data,
+      V.size,
+    );
+    t.ASSERT_EQ(field("out_data"), field("in_data"));
+    const out_mmap_length = field("out_mmap_length") as bigint;
+    const out_mmap_offset = field("out_mmap_offset") as bigint;
+    const P = BigInt(PAGE_SIZE);
+
+    // Negative mmap tests -- offset and length cannot be changed
+    test_err_mmap(ENXIO, out_mmap_length, out_mmap_offset + P);
+    test_err_mmap(ENXIO, out_mmap_length, out_mmap_offset + P * 2n);
+    test_err_mmap(ENXIO, out_mmap_length / 2n, out_mmap_offset);
+    test_err_mmap(ENXIO, out_mmap_length * 2n, out_mmap_offset);
+
+    // Now do a correct mmap for a loopback test
+    const test = libc.mmap(
+      0n,
+      out_mmap_length,
+      PROT_READ | PROT_WRITE,
+      MAP_SHARED,
+      self.fd,
+      out_mmap_offset,
+    );
+    t.ASSERT_NE(MAP_FAILED, test);
+    t.ASSERT_EQ(field("in_data"), new DataView(libc.peek(test, 4).buffer).getUint32(0, true));
+
+    // The owner of the mmap region should be blocked
+    EXPECT_ERRNO(t, EBUSY, _test_ioctl_destroy(t.sys, self.fd, self.viommu_id));
+    libc.munmap(test, out_mmap_length);
   });
 
   TEST_F(iommufd_viommu, "vdevice_alloc", (self, _v, t) => {

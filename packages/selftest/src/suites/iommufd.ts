@@ -155,6 +155,7 @@ import {
   test_ioctl_set_temp_memory_limit,
 } from "../iommufd-utils.js";
 import { ustruct } from "../ustruct.js";
+import { alloc_hwpt_nested } from "./iommufd-nested.js";
 import { registerIommufdViommu } from "./iommufd-viommu.js";
 
 /** ffs(): 1-based index of the lowest set bit, 0 for 0. */
@@ -409,6 +410,8 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       test_ioctl_destroy(t, self.ioas_id);
     }
   });
+
+  TEST_F(iommufd_ioas, "alloc_hwpt_nested", (self, _v, t) => alloc_hwpt_nested(self, t));
 
   TEST_F(iommufd_ioas, "ioas_area_destroy", (self, _v, t) => {
     // Adding an area does not change ability to destroy
