@@ -38,7 +38,6 @@ import {
 import { driverOf } from "./iommu-priv.js";
 import type { IommufdIoas } from "./ioas.js";
 import {
-  type IommufdHwptPaging,
   iommufdHwPagetablePut,
   iommufdHwptPagingAlloc,
 } from "./hw-pagetable.js";

@@ -28,7 +28,11 @@ import {
   type IommufdUcmd,
   ucmdRespond,
 } from "./main.js";
-import { IOMMU_HWPT_ALLOC_PASID, IOMMU_HWPT_FAULT_ID_VALID, type iommu_hwpt_invalidate } from "./uapi.js";
+import {
+  IOMMU_HWPT_ALLOC_PASID,
+  IOMMU_HWPT_FAULT_ID_VALID,
+  type iommu_hwpt_invalidate,
+} from "./uapi.js";
 import type { IommufdViommu } from "./viommu.js";
 
 /** The only flags a nested HWPT takes. */
@@ -101,7 +105,12 @@ export function iommufdHwptNestedAlloc(
   parent.users++;
   try {
     hwpt.domain = checkNestedDomain(
-      driver.domainAllocNested(idev.dev, parent.domain!, flags & ~IOMMU_HWPT_FAULT_ID_VALID, userData),
+      driver.domainAllocNested(
+        idev.dev,
+        parent.domain!,
+        flags & ~IOMMU_HWPT_FAULT_ID_VALID,
+        userData,
+      ),
     );
     hwpt.domain.owner = driver;
     return hwpt;

@@ -10,7 +10,16 @@
  *
  * @see drivers/iommu/iommufd/viommu.c (iommufd_hw_queue_alloc_ioctl), driver.c
  */
-import { EFAULT, EINVAL, EOPNOTSUPP, EOVERFLOW, PAGE_SIZE, PfnRuns, U64_MAX, fail } from "@x/kernel";
+import {
+  EFAULT,
+  EINVAL,
+  EOPNOTSUPP,
+  EOVERFLOW,
+  PAGE_SIZE,
+  PfnRuns,
+  U64_MAX,
+  fail,
+} from "@x/kernel";
 import { ioptAccessPinPages, ioptAccessUnpinPages } from "./access-core.js";
 import { type IommufdAccess, iommufdAccessCreateInternal } from "./access.js";
 import {

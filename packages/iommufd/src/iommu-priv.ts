@@ -56,7 +56,13 @@ export function iommuCopyStructFromUserArray(
 ): Uint8Array {
   if (index >= array.entryNum) fail(EINVAL, "index past the array");
   const uptr = array.uptr + BigInt(array.entryLen) * BigInt(index);
-  return iommuCopyStructFromUser(kernel, { type: array.type, uptr, len: array.entryLen }, type, size, minLen);
+  return iommuCopyStructFromUser(
+    kernel,
+    { type: array.type, uptr, len: array.entryLen },
+    type,
+    size,
+    minLen,
+  );
 }
 
 /**

@@ -51,7 +51,11 @@ export interface IommufdViommuDriver {
   /** Non-zero when the driver offers vIOMMUs of `type` for `dev`. @see get_viommu_size */
   getViommuSize?(dev: IommufdDevice["dev"], type: number): number;
   /** Set `viommu.ops` and consume the user data (errors abort the allocation). */
-  viommuInit?(viommu: IommufdViommu, parent: IommuDomain, userData: IommuUserData | undefined): void;
+  viommuInit?(
+    viommu: IommufdViommu,
+    parent: IommuDomain,
+    userData: IommuUserData | undefined,
+  ): void;
 }
 
 export class IommufdViommu extends IommufdObject {
@@ -112,23 +116,29 @@ export function iommufdViommuAllocIoctl(
     const driver = driverOf(idev.dev) as ReturnType<typeof driverOf> & IommufdViommuDriver;
     if (!driver.getViommuSize || !driver.viommuInit || !driver.getViommuSize(idev.dev, cmd.type))
       fail(EOPNOTSUPP, "no vIOMMU of this type");
-    return ctx.withObject<IommufdHwptPaging, number>(cmd.hwpt_id, IOMMUFD_OBJ_HWPT_PAGING, (hwpt) => {
-      if (!hwpt.nestParent) fail(EINVAL, "not a nest parent");
-      const viommu = ctx.objectAlloc(new IommufdViommu(ctx, cmd.type, hwpt, idev.dev.iommu));
-      hwpt.users++;
-      try {
-        const data = cmd.data_len ? { type: cmd.type, uptr: cmd.data_uptr, len: cmd.data_len } : undefined;
-        driver.viommuInit!(viommu, hwpt.domain!, data);
-        if (!viommu.ops) throw new KernelWarning("viommu_init set no ops");
-        cmd.out_viommu_id = viommu.id;
-        ucmdRespond(ucmd);
-      } catch (e) {
-        ctx.objectAbortAndDestroy(viommu);
-        throw e;
-      }
-      ctx.objectFinalize(viommu);
-      return 0;
-    });
+    return ctx.withObject<IommufdHwptPaging, number>(
+      cmd.hwpt_id,
+      IOMMUFD_OBJ_HWPT_PAGING,
+      (hwpt) => {
+        if (!hwpt.nestParent) fail(EINVAL, "not a nest parent");
+        const viommu = ctx.objectAlloc(new IommufdViommu(ctx, cmd.type, hwpt, idev.dev.iommu));
+        hwpt.users++;
+        try {
+          const data = cmd.data_len
+            ? { type: cmd.type, uptr: cmd.data_uptr, len: cmd.data_len }
+            : undefined;
+          driver.viommuInit!(viommu, hwpt.domain!, data);
+          if (!viommu.ops) throw new KernelWarning("viommu_init set no ops");
+          cmd.out_viommu_id = viommu.id;
+          ucmdRespond(ucmd);
+        } catch (e) {
+          ctx.objectAbortAndDestroy(viommu);
+          throw e;
+        }
+        ctx.objectFinalize(viommu);
+        return 0;
+      },
+    );
   });
 }
 
@@ -173,6 +183,9 @@ export function iommufdViommuGetVdevId(viommu: IommufdViommu, dev: unknown): big
 }
 
 /** The vDEVICE at `virtId`, if any. @see iommufd_viommu_find_dev */
-export function iommufdViommuFindDev(viommu: IommufdViommu, virtId: bigint): IommufdDevice | undefined {
+export function iommufdViommuFindDev(
+  viommu: IommufdViommu,
+  virtId: bigint,
+): IommufdDevice | undefined {
   return viommu.vdevs.get(virtId)?.idev;
 }

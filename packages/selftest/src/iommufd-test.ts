@@ -177,11 +177,11 @@ export const iommu_viommu_selftest = new Struct("iommu_viommu_selftest", 24, {
 });
 
 /** struct iommu_viommu_invalidate_selftest: one entry of a vIOMMU invalidation. */
-export const iommu_viommu_invalidate_selftest = new Struct(
-  "iommu_viommu_invalidate_selftest",
-  12,
-  { flags: u32(0), vdev_id: u32(4), cache_id: u32(8) },
-);
+export const iommu_viommu_invalidate_selftest = new Struct("iommu_viommu_invalidate_selftest", 12, {
+  flags: u32(0),
+  vdev_id: u32(4),
+  cache_id: u32(8),
+});
 
 /** struct iommufd_vevent_header, ahead of every vEVENTQ record. */
 export const iommufd_vevent_header = new Struct("iommufd_vevent_header", 8, {
@@ -193,4 +193,3 @@ export const iommufd_vevent_header = new Struct("iommufd_vevent_header", 8, {
 export const iommu_viommu_event_selftest = new Struct("iommu_viommu_event_selftest", 4, {
   virt_id: u32(0),
 });
-

@@ -85,7 +85,18 @@ export function test_cmd_hwpt_alloc_nested(
   const hwpt = ref(0);
   t.ASSERT_EQ(
     0,
-    _test_cmd_hwpt_alloc_data(t.sys, t.self.fd, device_id, pt_id, 0, flags, hwpt, data_type, data, data_len),
+    _test_cmd_hwpt_alloc_data(
+      t.sys,
+      t.self.fd,
+      device_id,
+      pt_id,
+      0,
+      flags,
+      hwpt,
+      data_type,
+      data,
+      data_len,
+    ),
     why(t),
   );
   return hwpt.v;
@@ -104,7 +115,18 @@ export function test_err_hwpt_alloc_nested(
   EXPECT_ERRNO(
     t,
     e,
-    _test_cmd_hwpt_alloc_data(t.sys, t.self.fd, device_id, pt_id, 0, flags, ref(0), data_type, data, data_len),
+    _test_cmd_hwpt_alloc_data(
+      t.sys,
+      t.self.fd,
+      device_id,
+      pt_id,
+      0,
+      flags,
+      ref(0),
+      data_type,
+      data,
+      data_len,
+    ),
   );
 }
 
@@ -121,7 +143,18 @@ export function test_cmd_hwpt_alloc_iopf(
   const hwpt = ref(0);
   t.ASSERT_EQ(
     0,
-    _test_cmd_hwpt_alloc_data(t.sys, t.self.fd, device_id, pt_id, fault_id, flags, hwpt, data_type, data, data_len),
+    _test_cmd_hwpt_alloc_data(
+      t.sys,
+      t.self.fd,
+      device_id,
+      pt_id,
+      fault_id,
+      flags,
+      hwpt,
+      data_type,
+      data,
+      data_len,
+    ),
     why(t),
   );
   return hwpt.v;
@@ -141,7 +174,18 @@ export function test_err_hwpt_alloc_iopf(
   EXPECT_ERRNO(
     t,
     e,
-    _test_cmd_hwpt_alloc_data(t.sys, t.self.fd, device_id, pt_id, fault_id, flags, ref(0), data_type, data, data_len),
+    _test_cmd_hwpt_alloc_data(
+      t.sys,
+      t.self.fd,
+      device_id,
+      pt_id,
+      fault_id,
+      flags,
+      ref(0),
+      data_type,
+      data,
+      data_len,
+    ),
   );
 }
 
@@ -342,7 +386,11 @@ export function test_cmd_vdevice_alloc(
   virt_id: bigint | number,
 ): number {
   const id = ref(0);
-  t.ASSERT_EQ(0, _test_cmd_vdevice_alloc(t.sys, t.self.fd, viommu_id, idev_id, virt_id, id), why(t));
+  t.ASSERT_EQ(
+    0,
+    _test_cmd_vdevice_alloc(t.sys, t.self.fd, viommu_id, idev_id, virt_id, id),
+    why(t),
+  );
   return id.v;
 }
 
@@ -353,7 +401,11 @@ export function test_err_vdevice_alloc(
   idev_id: number,
   virt_id: bigint | number,
 ): void {
-  EXPECT_ERRNO(t, e, _test_cmd_vdevice_alloc(t.sys, t.self.fd, viommu_id, idev_id, virt_id, ref(0)));
+  EXPECT_ERRNO(
+    t,
+    e,
+    _test_cmd_vdevice_alloc(t.sys, t.self.fd, viommu_id, idev_id, virt_id, ref(0)),
+  );
 }
 
 export function _test_cmd_veventq_alloc(
@@ -458,7 +510,7 @@ export function _test_cmd_read_vevents(
     const flags = H.get(hdr, "flags") as number;
     const sequence = H.get(hdr, "sequence") as number;
     // __u32 minus int: the difference is taken as an unsigned 32-bit value.
-    if (flags & IOMMU_VEVENTQ_FLAG_LOST_EVENTS || ((sequence - prev_seq.v) >>> 0) > 1) {
+    if (flags & IOMMU_VEVENTQ_FLAG_LOST_EVENTS || (sequence - prev_seq.v) >>> 0 > 1) {
       prev_seq.v = sequence;
       libc.errno = EOVERFLOW;
       return -1;
@@ -606,4 +658,3 @@ export function _test_cmd_trigger_iopf(
 export function test_cmd_trigger_iopf(t: Ctx, device_id: number, fault_fd: number): void {
   t.ASSERT_EQ(0, _test_cmd_trigger_iopf(t.sys, t.self.fd, device_id, 0x1, fault_fd), why(t));
 }
-

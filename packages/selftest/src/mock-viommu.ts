@@ -189,7 +189,12 @@ function mockViommuCacheInvalidate(
   if (!array.entryNum && array.type === IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST) return;
   let cmds: Uint8Array[];
   try {
-    cmds = copyFullUserArray(kernel, array, IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST, VIOMMU_INVALIDATE_SIZE);
+    cmds = copyFullUserArray(
+      kernel,
+      array,
+      IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      VIOMMU_INVALIDATE_SIZE,
+    );
   } catch (e) {
     array.entryNum = 0;
     throw e;
@@ -259,7 +264,8 @@ export function mockViommuInit(
     },
     cacheInvalidate: (array) => mockViommuCacheInvalidate(kernel, viommu, array),
     getHwQueueSize: (type) => (type === IOMMU_HW_QUEUE_TYPE_SELFTEST ? 1 : 0),
-    hwQueueInitPhys: (queue, index, basePa) => mockHwQueueInitPhys(viommu, hwQueues, queue, index, basePa),
+    hwQueueInitPhys: (queue, index, basePa) =>
+      mockHwQueueInitPhys(viommu, hwQueues, queue, index, basePa),
     destroy: () => {
       if (!region) return;
       viommu.ctx.destroyMmap(region.offset);
@@ -293,4 +299,3 @@ function mockHwQueueInitPhys(
     if (prev) iommufdHwQueueUndepend(prev);
   };
 }
-

@@ -87,89 +87,279 @@ export function alloc_hwpt_nested(self: IoasSelf, t: Ctx): void {
       IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_FAULT_ID_VALID,
     );
 
-    parent_hwpt_id = test_cmd_hwpt_alloc(t, self.device_id, self.ioas_id, IOMMU_HWPT_ALLOC_NEST_PARENT);
+    parent_hwpt_id = test_cmd_hwpt_alloc(
+      t,
+      self.device_id,
+      self.ioas_id,
+      IOMMU_HWPT_ALLOC_NEST_PARENT,
+    );
     const parent_hwpt_id_not_work = test_cmd_hwpt_alloc(t, self.device_id, self.ioas_id, 0);
 
     // Negative nested tests
-    test_err_hwpt_alloc_nested(t, EINVAL, self.device_id, parent_hwpt_id, 0, IOMMU_HWPT_DATA_NONE, data, sizeof_data);
-    test_err_hwpt_alloc_nested(t, EOPNOTSUPP, self.device_id, parent_hwpt_id, 0, IOMMU_HWPT_DATA_SELFTEST + 1, data, sizeof_data);
-    test_err_hwpt_alloc_nested(t, EINVAL, self.device_id, parent_hwpt_id, 0, IOMMU_HWPT_DATA_SELFTEST, data, min_data_len - 1);
-    test_err_hwpt_alloc_nested(t, EFAULT, self.device_id, parent_hwpt_id, 0, IOMMU_HWPT_DATA_SELFTEST, 0n, sizeof_data);
-    test_err_hwpt_alloc_nested(t, EOPNOTSUPP, self.device_id, parent_hwpt_id, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_SELFTEST, data, sizeof_data);
-    test_err_hwpt_alloc_nested(t, EINVAL, self.device_id, parent_hwpt_id_not_work, 0, IOMMU_HWPT_DATA_SELFTEST, data, sizeof_data);
+    test_err_hwpt_alloc_nested(
+      t,
+      EINVAL,
+      self.device_id,
+      parent_hwpt_id,
+      0,
+      IOMMU_HWPT_DATA_NONE,
+      data,
+      sizeof_data,
+    );
+    test_err_hwpt_alloc_nested(
+      t,
+      EOPNOTSUPP,
+      self.device_id,
+      parent_hwpt_id,
+      0,
+      IOMMU_HWPT_DATA_SELFTEST + 1,
+      data,
+      sizeof_data,
+    );
+    test_err_hwpt_alloc_nested(
+      t,
+      EINVAL,
+      self.device_id,
+      parent_hwpt_id,
+      0,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      min_data_len - 1,
+    );
+    test_err_hwpt_alloc_nested(
+      t,
+      EFAULT,
+      self.device_id,
+      parent_hwpt_id,
+      0,
+      IOMMU_HWPT_DATA_SELFTEST,
+      0n,
+      sizeof_data,
+    );
+    test_err_hwpt_alloc_nested(
+      t,
+      EOPNOTSUPP,
+      self.device_id,
+      parent_hwpt_id,
+      IOMMU_HWPT_ALLOC_NEST_PARENT,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      sizeof_data,
+    );
+    test_err_hwpt_alloc_nested(
+      t,
+      EINVAL,
+      self.device_id,
+      parent_hwpt_id_not_work,
+      0,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      sizeof_data,
+    );
 
     // Allocate two nested hwpts sharing one common parent hwpt
     const { fault_id, fault_fd } = test_ioctl_fault_alloc(t);
-    nested_hwpt_id[0] = test_cmd_hwpt_alloc_nested(t, self.device_id, parent_hwpt_id, 0, IOMMU_HWPT_DATA_SELFTEST, data, sizeof_data);
-    nested_hwpt_id[1] = test_cmd_hwpt_alloc_nested(t, self.device_id, parent_hwpt_id, 0, IOMMU_HWPT_DATA_SELFTEST, data, sizeof_data);
-    test_err_hwpt_alloc_iopf(t, ENOENT, self.device_id, parent_hwpt_id, UINT32_MAX, IOMMU_HWPT_FAULT_ID_VALID, IOMMU_HWPT_DATA_SELFTEST, data, sizeof_data);
-    const iopf_hwpt_id = test_cmd_hwpt_alloc_iopf(t, self.device_id, parent_hwpt_id, fault_id, IOMMU_HWPT_FAULT_ID_VALID, IOMMU_HWPT_DATA_SELFTEST, data, sizeof_data);
+    nested_hwpt_id[0] = test_cmd_hwpt_alloc_nested(
+      t,
+      self.device_id,
+      parent_hwpt_id,
+      0,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      sizeof_data,
+    );
+    nested_hwpt_id[1] = test_cmd_hwpt_alloc_nested(
+      t,
+      self.device_id,
+      parent_hwpt_id,
+      0,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      sizeof_data,
+    );
+    test_err_hwpt_alloc_iopf(
+      t,
+      ENOENT,
+      self.device_id,
+      parent_hwpt_id,
+      UINT32_MAX,
+      IOMMU_HWPT_FAULT_ID_VALID,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      sizeof_data,
+    );
+    const iopf_hwpt_id = test_cmd_hwpt_alloc_iopf(
+      t,
+      self.device_id,
+      parent_hwpt_id,
+      fault_id,
+      IOMMU_HWPT_FAULT_ID_VALID,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      sizeof_data,
+    );
     test_cmd_hwpt_check_iotlb_all(t, nested_hwpt_id[0]!, IOMMU_TEST_IOTLB_DEFAULT);
     test_cmd_hwpt_check_iotlb_all(t, nested_hwpt_id[1]!, IOMMU_TEST_IOTLB_DEFAULT);
 
     // Negative test: a nested hwpt on top of a nested hwpt
-    test_err_hwpt_alloc_nested(t, EINVAL, self.device_id, nested_hwpt_id[0]!, 0, IOMMU_HWPT_DATA_SELFTEST, data, sizeof_data);
+    test_err_hwpt_alloc_nested(
+      t,
+      EINVAL,
+      self.device_id,
+      nested_hwpt_id[0]!,
+      0,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      sizeof_data,
+    );
     // Negative test: parent hwpt now cannot be freed
     EXPECT_ERRNO(t, EBUSY, _test_ioctl_destroy(t.sys, self.fd, parent_hwpt_id));
 
     // hwpt_invalidate does not support a parent hwpt
     num_inv.v = 1;
-    test_err_hwpt_invalidate(t, EINVAL, parent_hwpt_id, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EINVAL,
+      parent_hwpt_id,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     // Check data_type by passing zero-length array
     num_inv.v = 0;
-    test_cmd_hwpt_invalidate(t, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_cmd_hwpt_invalidate(
+      t,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     // Negative test: Invalid data_type
     num_inv.v = 1;
-    test_err_hwpt_invalidate(t, EINVAL, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID, S.size, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EINVAL,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     // Negative test: structure size sanity
     num_inv.v = 1;
-    test_err_hwpt_invalidate(t, EINVAL, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size + 1, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EINVAL,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size + 1,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     num_inv.v = 1;
-    test_err_hwpt_invalidate(t, EINVAL, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, 1, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EINVAL,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      1,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     // Negative test: entry_len is bounded by PAGE_SIZE
     num_inv.v = 1;
-    test_err_hwpt_invalidate(t, EINVAL, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, PAGE_SIZE + 1, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EINVAL,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      PAGE_SIZE + 1,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     // Negative test: entry_num is bounded
     const IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX = 1 << 19;
     num_inv.v = IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX + 1;
-    test_err_hwpt_invalidate(t, EINVAL, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EINVAL,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     // Negative test: invalid flag is passed
     num_inv.v = 1;
     set(0, "flags", 0xffffffff);
-    test_err_hwpt_invalidate(t, EOPNOTSUPP, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EOPNOTSUPP,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     // Negative test: invalid data_uptr when array is not empty
     num_inv.v = 1;
     set(0, "flags", 0);
-    test_err_hwpt_invalidate(t, EINVAL, nested_hwpt_id[0]!, 0n, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EINVAL,
+      nested_hwpt_id[0]!,
+      0n,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     // Negative test: invalid entry_len when array is not empty
     num_inv.v = 1;
     set(0, "flags", 0);
-    test_err_hwpt_invalidate(t, EINVAL, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, 0, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EINVAL,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      0,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     // Negative test: invalid iotlb_id
     num_inv.v = 1;
     set(0, "flags", 0);
     set(0, "iotlb_id", MOCK_NESTED_DOMAIN_IOTLB_ID_MAX + 1);
-    test_err_hwpt_invalidate(t, EINVAL, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EINVAL,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(0, num_inv.v);
 
     // Invalidate the 1st iotlb entry but fail the 2nd request due to invalid flags
@@ -179,7 +369,15 @@ export function alloc_hwpt_nested(self: IoasSelf, t: Ctx): void {
     set(0, "iotlb_id", 0);
     set(1, "flags", 0xffffffff);
     set(1, "iotlb_id", 1);
-    test_err_hwpt_invalidate(t, EOPNOTSUPP, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EOPNOTSUPP,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(1, num_inv.v);
     test_cmd_hwpt_check_iotlb(t, nested_hwpt_id[0]!, 0, 0);
     test_cmd_hwpt_check_iotlb(t, nested_hwpt_id[0]!, 1, IOMMU_TEST_IOTLB_DEFAULT);
@@ -193,7 +391,15 @@ export function alloc_hwpt_nested(self: IoasSelf, t: Ctx): void {
     set(0, "iotlb_id", 0);
     set(1, "flags", 0);
     set(1, "iotlb_id", MOCK_NESTED_DOMAIN_IOTLB_ID_MAX + 1);
-    test_err_hwpt_invalidate(t, EINVAL, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_err_hwpt_invalidate(
+      t,
+      EINVAL,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(1, num_inv.v);
     test_cmd_hwpt_check_iotlb(t, nested_hwpt_id[0]!, 0, 0);
     test_cmd_hwpt_check_iotlb(t, nested_hwpt_id[0]!, 1, IOMMU_TEST_IOTLB_DEFAULT);
@@ -204,7 +410,14 @@ export function alloc_hwpt_nested(self: IoasSelf, t: Ctx): void {
     num_inv.v = 1;
     set(0, "flags", 0);
     set(0, "iotlb_id", 1);
-    test_cmd_hwpt_invalidate(t, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_cmd_hwpt_invalidate(
+      t,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(1, num_inv.v);
     test_cmd_hwpt_check_iotlb(t, nested_hwpt_id[0]!, 0, 0);
     test_cmd_hwpt_check_iotlb(t, nested_hwpt_id[0]!, 1, 0);
@@ -217,14 +430,28 @@ export function alloc_hwpt_nested(self: IoasSelf, t: Ctx): void {
     set(0, "iotlb_id", 2);
     set(1, "flags", 0);
     set(1, "iotlb_id", 3);
-    test_cmd_hwpt_invalidate(t, nested_hwpt_id[0]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_cmd_hwpt_invalidate(
+      t,
+      nested_hwpt_id[0]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(2, num_inv.v);
     test_cmd_hwpt_check_iotlb_all(t, nested_hwpt_id[0]!, 0);
 
     // Invalidate all iotlb entries for nested_hwpt_id[1] and verify
     num_inv.v = 1;
     set(0, "flags", IOMMU_TEST_INVALIDATE_FLAG_ALL);
-    test_cmd_hwpt_invalidate(t, nested_hwpt_id[1]!, inv_reqs, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.size, num_inv);
+    test_cmd_hwpt_invalidate(
+      t,
+      nested_hwpt_id[1]!,
+      inv_reqs,
+      IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+      S.size,
+      num_inv,
+    );
     t.ASSERT_EQ(1, num_inv.v);
     test_cmd_hwpt_check_iotlb_all(t, nested_hwpt_id[1]!, 0);
 
@@ -256,8 +483,26 @@ export function alloc_hwpt_nested(self: IoasSelf, t: Ctx): void {
     test_ioctl_destroy(t, fault_id);
   } else {
     test_err_hwpt_alloc(t, ENOENT, self.device_id, self.ioas_id, 0);
-    test_err_hwpt_alloc_nested(t, ENOENT, self.device_id, parent_hwpt_id, 0, IOMMU_HWPT_DATA_SELFTEST, data, sizeof_data);
-    test_err_hwpt_alloc_nested(t, ENOENT, self.device_id, parent_hwpt_id, 0, IOMMU_HWPT_DATA_SELFTEST, data, sizeof_data);
+    test_err_hwpt_alloc_nested(
+      t,
+      ENOENT,
+      self.device_id,
+      parent_hwpt_id,
+      0,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      sizeof_data,
+    );
+    test_err_hwpt_alloc_nested(
+      t,
+      ENOENT,
+      self.device_id,
+      parent_hwpt_id,
+      0,
+      IOMMU_HWPT_DATA_SELFTEST,
+      data,
+      sizeof_data,
+    );
     test_err_mock_domain_replace(t, ENOENT, self.stdev_id, nested_hwpt_id[0]!);
     test_err_mock_domain_replace(t, ENOENT, self.stdev_id, nested_hwpt_id[1]!);
   }

@@ -611,15 +611,7 @@ export function registerIommufdViommu(k: Kselftest): void {
     test_err_hw_queue_alloc(t, EOPNOTSUPP, viommu_id, IOMMU_HW_QUEUE_TYPE_DEFAULT, 0, iova, P);
     // Fail queue addr and length
     test_err_hw_queue_alloc(t, EINVAL, viommu_id, IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, iova, 0);
-    test_err_hw_queue_alloc(
-      t,
-      EOVERFLOW,
-      viommu_id,
-      IOMMU_HW_QUEUE_TYPE_SELFTEST,
-      0,
-      U64_MAX,
-      P,
-    );
+    test_err_hw_queue_alloc(t, EOVERFLOW, viommu_id, IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, U64_MAX, P);
     // Fail missing iova
     test_err_hw_queue_alloc(t, ENOENT, viommu_id, IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, iova, P);
 
@@ -640,7 +632,14 @@ export function registerIommufdViommu(k: Kselftest): void {
     );
 
     // Allocate index=0, declare ownership of the iova
-    hw_queue_id[0] = test_cmd_hw_queue_alloc(t, viommu_id, IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, iova, P);
+    hw_queue_id[0] = test_cmd_hw_queue_alloc(
+      t,
+      viommu_id,
+      IOMMU_HW_QUEUE_TYPE_SELFTEST,
+      0,
+      iova,
+      P,
+    );
     // Fail duplicated index
     test_err_hw_queue_alloc(t, EEXIST, viommu_id, IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, iova, P);
     // Fail unmap, due to iova ownership
