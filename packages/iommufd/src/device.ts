@@ -37,10 +37,7 @@ import {
 } from "@x/iommu-pgtable";
 import { driverOf } from "./iommu-priv.js";
 import type { IommufdIoas } from "./ioas.js";
-import {
-  iommufdHwPagetablePut,
-  iommufdHwptPagingAlloc,
-} from "./hw-pagetable.js";
+import { iommufdHwPagetablePut, iommufdHwptPagingAlloc } from "./hw-pagetable.js";
 import { type IommufdHwpt, findHwptPaging } from "./hw-pagetable-nested.js";
 import type { IommufdVdevice } from "./viommu.js";
 import {
