@@ -35,7 +35,7 @@ import {
 import type { iommu_veventq_alloc } from "./uapi.js";
 import type { IommufdViommu } from "./viommu.js";
 
-export const IOMMU_VEVENTQ_TYPE_DEFAULT = 0;
+const IOMMU_VEVENTQ_TYPE_DEFAULT = 0;
 export const IOMMU_VEVENTQ_FLAG_LOST_EVENTS = 1 << 0;
 /** The deepest queue VEVENTQ_ALLOC accepts (the selftest's VEVENTQ_MAX_DEPTH). */
 export const IOMMU_VEVENTQ_MAX_DEPTH = 1 << 19;

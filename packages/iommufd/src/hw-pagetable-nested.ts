@@ -36,7 +36,7 @@ import {
 import type { IommufdViommu } from "./viommu.js";
 
 /** The only flags a nested HWPT takes. */
-export const HWPT_NESTED_VALID_FLAGS = IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID;
+const HWPT_NESTED_VALID_FLAGS = IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID;
 
 /**
  * The largest entry_num IOMMU_HWPT_INVALIDATE takes: the selftest's

@@ -45,7 +45,7 @@ import {
 import { ustruct } from "./ustruct.js";
 
 /** _test_cmd_hwpt_alloc with a fault id and driver data (the C helper's full form). */
-export function _test_cmd_hwpt_alloc_data(
+function _test_cmd_hwpt_alloc_data(
   sys: SelftestEnv,
   fd: number,
   device_id: number,
@@ -209,7 +209,7 @@ export function test_cmd_hwpt_check_iotlb_all(t: Ctx, hwpt_id: number, expected:
 }
 
 /** _test_cmd_hwpt_invalidate: `nreqs` goes in as entry_num and comes back as the handled count. */
-export function _test_cmd_hwpt_invalidate(
+function _test_cmd_hwpt_invalidate(
   sys: SelftestEnv,
   fd: number,
   hwpt_id: number,
@@ -300,7 +300,7 @@ export function test_err_viommu_invalidate(
   );
 }
 
-export function _test_cmd_viommu_alloc(
+function _test_cmd_viommu_alloc(
   sys: SelftestEnv,
   fd: number,
   device_id: number,
@@ -359,7 +359,7 @@ export function test_err_viommu_alloc(
   );
 }
 
-export function _test_cmd_vdevice_alloc(
+function _test_cmd_vdevice_alloc(
   sys: SelftestEnv,
   fd: number,
   viommu_id: number,
@@ -408,7 +408,7 @@ export function test_err_vdevice_alloc(
   );
 }
 
-export function _test_cmd_veventq_alloc(
+function _test_cmd_veventq_alloc(
   sys: SelftestEnv,
   fd: number,
   viommu_id: number,
@@ -464,7 +464,7 @@ export function test_err_veventq_alloc(
  * _test_cmd_trigger_vevents: TRIGGER_VEVENT `nvevents` times. Decision: a failing ioctl is the
  * helper's failure (the later upstream form; an older copy tested the result inverted).
  */
-export function _test_cmd_trigger_vevents(
+function _test_cmd_trigger_vevents(
   sys: SelftestEnv,
   fd: number,
   dev_id: number,
@@ -486,7 +486,7 @@ export function test_cmd_trigger_vevents(t: Ctx, dev_id: number, nvevents: numbe
  * a sequence jump is EOVERFLOW, a payload with another virt_id EINVAL (the payload looked at
  * is the first record's, as in the C helper).
  */
-export function _test_cmd_read_vevents(
+function _test_cmd_read_vevents(
   sys: SelftestEnv,
   _fd: number,
   event_fd: number,
@@ -553,7 +553,7 @@ export function test_err_read_vevents(
   );
 }
 
-export function _test_cmd_hw_queue_alloc(
+function _test_cmd_hw_queue_alloc(
   sys: SelftestEnv,
   fd: number,
   viommu_id: number,
@@ -630,7 +630,7 @@ const IOMMU_PGFAULT_PERM_WRITE = 1 << 1;
  * record from `fault_fd` and answer it with IOMMUFD_PAGE_RESP_SUCCESS (0). -EIO when the read
  * or write moves no bytes.
  */
-export function _test_cmd_trigger_iopf(
+function _test_cmd_trigger_iopf(
   sys: SelftestEnv,
   fd: number,
   device_id: number,
