@@ -42,6 +42,7 @@ import {
   O_RDWR,
   PAGE_SIZE,
 } from "@x/kernel";
+import { IOMMU_DOMAIN_NESTED, IOMMU_READ, IommuFault, iommuDeviceDma } from "@x/iommu-pgtable";
 import { describe, expect, it } from "vitest";
 import {
   IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
@@ -49,6 +50,7 @@ import {
   IOMMU_TEST_CMD,
   IOMMU_TEST_IOTLB_DEFAULT,
   IOMMU_TEST_OP_MOCK_DOMAIN,
+  IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
   IOMMU_VEVENTQ_TYPE_SELFTEST,
   IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
   IOMMU_VIOMMU_TYPE_SELFTEST,
@@ -127,7 +129,18 @@ function world() {
   );
   const nested = hwpt(parent, 0, true);
   const vnested = hwpt(viommu, 0, true);
-  const ids = { ioas, dev, parent, plain, viommu, nested, vnested, data, iova };
+  const ids = {
+    ioas,
+    dev,
+    stdev: mock.out_stdev_id,
+    parent,
+    plain,
+    viommu,
+    nested,
+    vnested,
+    data,
+    iova,
+  };
   const kernel = libc.kernel;
   const ctx = [...IommufdModule.of(kernel)!.contexts()][0]!;
   const registry = MockIommu.of(kernel);
@@ -141,7 +154,7 @@ function world() {
       kernel.mem.totalPinned(),
       libc.process.files.peekUnused(),
     ]);
-  return { call, ids, snapshot };
+  return { call, ids, snapshot, env, fd, registry };
 }
 
 type Row = readonly [string, number, (ids: Ids) => Init];
@@ -415,5 +428,31 @@ describe("nested HWPT lifetimes", () => {
       }).errno,
     ).toBe(EEXIST);
     expect(w.snapshot()).toBe(before);
+  });
+});
+
+describe("DMA through a nested domain", () => {
+  it("is the nest parent's stage-2 translation, faulting where stage 2 does", () => {
+    const w = world();
+    const { ids, env } = w;
+    const { libc } = env;
+    const [mdev] = [...w.registry.devices];
+    const replace = (pt: number) => {
+      const c = ustruct(iommu_test_cmd.mock_domain_replace, {
+        size: iommu_test_cmd.mock_domain_replace.size,
+        op: IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
+        id: ids.stdev,
+        pt_id: pt,
+      });
+      expect(libc.ioctl(w.fd, IOMMU_TEST_CMD, c.$)).toBe(0);
+    };
+    const unmapped = ids.iova + 64n * BigInt(PAGE_SIZE);
+    replace(ids.parent);
+    const viaParent = iommuDeviceDma(mdev!, ids.iova, BigInt(PAGE_SIZE), IOMMU_READ);
+    replace(ids.nested);
+    expect(mdev!.domain?.type).toBe(IOMMU_DOMAIN_NESTED);
+    expect(iommuDeviceDma(mdev!, ids.iova, BigInt(PAGE_SIZE), IOMMU_READ)).toEqual(viaParent);
+    expect(() => iommuDeviceDma(mdev!, unmapped, 8n, IOMMU_READ)).toThrow(IommuFault);
+    replace(ids.ioas);
   });
 });
