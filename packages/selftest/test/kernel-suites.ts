@@ -3,8 +3,8 @@ import { type Instance, registerVitest } from "../src/harness.js";
 import { selftestBinaries } from "../src/suites/index.js";
 
 /**
- * Instances that fail because of a dependency's behaviour, each reported in
- * .lead/requests/selftest.md, with the reason (registered with `it.fails`).
+ * Instances that fail because a kernel feature they use is not modelled yet, with the reason
+ * (registered with `it.fails`).
  */
 export const knownFailures = new Map<string, string>(
   [
