@@ -27,6 +27,7 @@ import { PT_ALLOC_SITE, PtIommu, type PtIommuCfg } from "./iommu-pt.js";
 import {
   IOMMU_CAP_DIRTY_TRACKING,
   IOMMU_DOMAIN_BLOCKED,
+  IOMMU_DOMAIN_NESTED,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_ALLOC_PASID,
@@ -169,7 +170,11 @@ export function iommuDeviceDma(
   access: DmaAccess,
 ): IommuPhysRun[] {
   if (length <= 0n || iova + length - 1n > U64_MAX) fail(EINVAL, "bad DMA range");
-  const domain = dev.domain;
+  let domain = dev.domain;
+  // Decision: a nested domain's stage 1 lives in the driver; one without a stage-1 table of
+  // its own (the selftest mock's, whose "stage 1" is only its IOTLB words) passes input
+  // addresses unchanged to the nest-parent stage 2, which does the translation and faults.
+  if (domain?.type === IOMMU_DOMAIN_NESTED) domain = domain.parent;
   if (!domain || domain.type === IOMMU_DOMAIN_BLOCKED)
     return fault(dev.name, iova, access, "blocked", dev);
   const pt = domain.pt;

@@ -19,10 +19,13 @@ export const IOMMU_PRIV = 1 << 5;
 /** Domain type bits. */
 export const __IOMMU_DOMAIN_PAGING = 1 << 0;
 const __IOMMU_DOMAIN_PT = 1 << 2;
+const __IOMMU_DOMAIN_NESTED = 1 << 6;
 
 export const IOMMU_DOMAIN_BLOCKED = 0;
 export const IOMMU_DOMAIN_IDENTITY = __IOMMU_DOMAIN_PT;
 export const IOMMU_DOMAIN_UNMANAGED = __IOMMU_DOMAIN_PAGING;
+/** A user (guest) stage-1 table translated through a nest-parent stage-2 domain. */
+export const IOMMU_DOMAIN_NESTED = __IOMMU_DOMAIN_NESTED;
 
 /** read_and_clear_dirty flag: report dirty bits but leave them set. */
 export const IOMMU_DIRTY_NO_CLEAR = 1 << 0;

@@ -128,9 +128,18 @@ export class IommuDomain {
   /** log2 of the pages of PAGE_SIZE per granule, as a shift (positive = granule smaller). */
   private readonly pageToGranule: number;
   freed = false;
+  /**
+   * IOMMU_DOMAIN_NESTED: the nest-parent (stage-2) domain the hardware walks after stage 1.
+   * The kernel keeps it in the driver's nested domain (the mock's and SMMUv3's vIOMMU
+   * s2_parent, VT-d's s2_domain); here it is on the domain so the DMA walk can reach it.
+   */
+  readonly parent: IommuDomain | undefined;
+  /** The driver ops that made the domain (domain->owner), set by the allocating core. */
+  owner: unknown;
 
   constructor(init: {
     type?: number;
+    parent?: IommuDomain;
     geometry: IommuDomainGeometry;
     pgsizeBitmap: bigint;
     ops: IommuDomainOps;
@@ -141,6 +150,7 @@ export class IommuDomain {
     dirtyOps?: IommuDirtyOps;
   }) {
     this.type = init.type ?? IOMMU_DOMAIN_UNMANAGED;
+    this.parent = init.parent;
     this.dirtyOps = init.dirtyOps;
     this.geometry = init.geometry;
     this.ops = init.ops;

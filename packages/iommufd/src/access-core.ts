@@ -271,6 +271,7 @@ export function ioptAccessPinPages(
   length: bigint,
   out: PfnRuns,
   flags: number,
+  lockArea = false,
 ): void {
   const lastIova = checkRange(iova, length);
   iopt.iovaRwsem.withRead(() => {
@@ -285,25 +286,38 @@ export function ioptAccessPinPages(
         if (area.preventAccess || !aligned) fail(EINVAL, "access to an area being unmapped");
         if (!checkAreaProt(area, flags)) fail(EPERM, "area protection");
         ioptAreaAddAccess(area, index, lastIndex, out, flags);
+        if (lockArea) area.numLocks++;
         done.push([area, index, lastIndex]);
       });
       if (!complete) fail(ENOENT, "hole in the range");
     } catch (e) {
-      for (const [area, index, lastIndex] of done) ioptAreaRemoveAccess(area, index, lastIndex);
+      for (const [area, index, lastIndex] of done) {
+        ioptAreaRemoveAccess(area, index, lastIndex);
+        if (lockArea) area.numLocks--;
+      }
       throw e;
     }
   });
 }
 
-/** @see iommufd_access_unpin_pages */
-export function ioptAccessUnpinPages(iopt: IoPagetable, iova: bigint, length: bigint): void {
+/** @see iommufd_access_unpin_pages; `unlockArea` undoes a pin made with `lockArea`. */
+export function ioptAccessUnpinPages(
+  iopt: IoPagetable,
+  iova: bigint,
+  length: bigint,
+  unlockArea = false,
+): void {
   WARN_ON(length === 0n, "unpin of 0 bytes");
   const lastIova = iova + length - 1n;
   WARN_ON(lastIova > U64_MAX, "unpin overflow");
   iopt.iovaRwsem.withRead(() => {
-    const complete = ioptForEachContigArea(iopt, iova, lastIova, (area, cur, last) =>
-      ioptAreaRemoveAccess(area, iovaToIndex(area, cur), iovaToIndex(area, last)),
-    );
+    const complete = ioptForEachContigArea(iopt, iova, lastIova, (area, cur, last) => {
+      ioptAreaRemoveAccess(area, iovaToIndex(area, cur), iovaToIndex(area, last));
+      if (unlockArea) {
+        WARN_ON(area.numLocks === 0, "unlock of an area that is not locked");
+        area.numLocks--;
+      }
+    });
     WARN_ON(!complete, "unpin of a range that is not mapped");
   });
 }

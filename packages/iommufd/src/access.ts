@@ -62,6 +62,8 @@ export class IommufdAccess extends IommufdObject implements IoptAccess {
   constructor(
     readonly ctx: IommufdCtx,
     readonly ops: IommufdAccessOps,
+    /** iommufd's own access: not in the object table, holds no file reference. */
+    readonly internal = false,
   ) {
     super();
     this.iovaAlignment = ops.needsPinPages ? BigInt(PAGE_SIZE) : 1n;
@@ -76,7 +78,7 @@ export class IommufdAccess extends IommufdObject implements IoptAccess {
   /** iommufd_access_destroy_object */
   destroy(): void {
     if (this.ioas) this.ioasLock.with(() => accessChangeIoas(this, undefined));
-    this.ctx.file.put();
+    if (!this.internal) this.ctx.file.put();
   }
 }
 
@@ -132,6 +134,16 @@ export function iommufdAccessCreate(ctx: IommufdCtx, ops: IommufdAccessOps): Iom
   access.users++;
   ctx.file.get();
   ctx.objectFinalize(access);
+  return access;
+}
+
+/**
+ * iommufd_access_create_internal + iommufd_access_attach_internal: an access iommufd itself
+ * pins `ioas` with (a HW queue's memory); `iommufdAccessDestroy`'s counterpart is `destroy()`.
+ */
+export function iommufdAccessCreateInternal(ctx: IommufdCtx, ioas: IommufdIoas): IommufdAccess {
+  const access = new IommufdAccess(ctx, { needsPinPages: true }, true);
+  access.ioasLock.with(() => accessChangeIoas(access, ioas));
   return access;
 }
 

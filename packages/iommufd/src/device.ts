@@ -37,14 +37,13 @@ import {
 } from "@x/iommu-pgtable";
 import { driverOf } from "./iommu-priv.js";
 import type { IommufdIoas } from "./ioas.js";
-import {
-  type IommufdHwptPaging,
-  iommufdHwPagetablePut,
-  iommufdHwptPagingAlloc,
-} from "./hw-pagetable.js";
+import { iommufdHwPagetablePut, iommufdHwptPagingAlloc } from "./hw-pagetable.js";
+import { type IommufdHwpt, findHwptPaging } from "./hw-pagetable-nested.js";
+import type { IommufdVdevice } from "./viommu.js";
 import {
   IOMMUFD_OBJ_ANY,
   IOMMUFD_OBJ_DEVICE,
+  IOMMUFD_OBJ_HWPT_NESTED,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_IOAS,
   type IommufdCtx,
@@ -56,7 +55,11 @@ export class IommufdDevice extends IommufdObject {
   readonly type = IOMMUFD_OBJ_DEVICE;
   readonly enforceCacheCoherency: boolean;
   /** The HWPT the device is attached to (igroup->hwpt; one device per group here). */
-  hwpt: IommufdHwptPaging | undefined;
+  hwpt: IommufdHwpt | undefined;
+  /** Its vDEVICE, at most one (idev->vdev). */
+  vdev: IommufdVdevice | undefined;
+  /** Being unbound: no new vDEVICE may be made for it (idev->destroying). */
+  destroying = false;
 
   constructor(
     readonly ctx: IommufdCtx,
@@ -94,9 +97,19 @@ export function iommufdDeviceBind(ctx: IommufdCtx, dev: IommuDevice): IommufdDev
   return idev;
 }
 
-/** iommufd_device_unbind: the driver's reference goes and the object is destroyed. */
+/**
+ * iommufd_device_unbind: the device's vDEVICE is destroyed (its id left a tombstone), then the
+ * driver's reference goes and the object is destroyed.
+ */
 export function iommufdDeviceUnbind(idev: IommufdDevice): void {
+  iommufdDeviceRemoveVdev(idev);
   idev.ctx.objectDestroyUser(idev);
+}
+
+/** iommufd_device_remove_vdev: from here on no vDEVICE can be made for the device. */
+function iommufdDeviceRemoveVdev(idev: IommufdDevice): void {
+  idev.destroying = true;
+  if (idev.vdev) idev.ctx.objectTombstone(idev.vdev);
 }
 
 /** iommufd_get_device: ENOENT unless `id` is a DEVICE of `ctx`. */
@@ -114,14 +127,15 @@ function enforceResvRegions(ioas: IommufdIoas, idev: IommufdDevice): void {
  * iommufd_hw_pagetable_attach: reserve the device's regions in the IOAS, attach the domain and
  * take a reference on the HWPT. EINVAL when already attached or the driver refuses the domain.
  */
-export function iommufdHwPagetableAttach(hwpt: IommufdHwptPaging, idev: IommufdDevice): void {
+export function iommufdHwPagetableAttach(hwpt: IommufdHwpt, idev: IommufdDevice): void {
   if (idev.hwpt) fail(EINVAL, "device already attached");
+  const ioas = findHwptPaging(hwpt).ioas;
   hwptEnforceCacheCoherency(hwpt, idev);
-  enforceResvRegions(hwpt.ioas, idev);
+  enforceResvRegions(ioas, idev);
   try {
     iommuAttachDevice(idev.dev, hwpt.domain!);
   } catch (e) {
-    hwpt.ioas.iopt.removeReservedIova(idev);
+    ioas.iopt.removeReservedIova(idev);
     throw e;
   }
   idev.hwpt = hwpt;
@@ -133,21 +147,21 @@ export function iommufdHwPagetableAttach(hwpt: IommufdHwptPaging, idev: IommufdD
  * coherency once a device whose driver reports IOMMU_CAP_ENFORCE_CACHE_COHERENCY uses it, and
  * then for good.
  */
-function hwptEnforceCacheCoherency(hwpt: IommufdHwptPaging, idev: IommufdDevice): void {
-  if (idev.enforceCacheCoherency) hwpt.enforceCacheCoherency = true;
+function hwptEnforceCacheCoherency(hwpt: IommufdHwpt, idev: IommufdDevice): void {
+  if (idev.enforceCacheCoherency) findHwptPaging(hwpt).enforceCacheCoherency = true;
 }
 
 /** iommufd_hw_pagetable_detach: returns the HWPT whose reference the caller must put. */
-export function iommufdHwPagetableDetach(idev: IommufdDevice): IommufdHwptPaging {
+export function iommufdHwPagetableDetach(idev: IommufdDevice): IommufdHwpt {
   const hwpt = idev.hwpt;
   if (!hwpt) throw new KernelWarning("detach of a device that is not attached");
   iommuDetachDevice(idev.dev);
   idev.hwpt = undefined;
-  hwpt.ioas.iopt.removeReservedIova(idev);
+  findHwptPaging(hwpt).ioas.iopt.removeReservedIova(idev);
   return hwpt;
 }
 
-type DoAttach = (idev: IommufdDevice, hwpt: IommufdHwptPaging) => IommufdHwptPaging | undefined;
+type DoAttach = (idev: IommufdDevice, hwpt: IommufdHwpt) => IommufdHwpt | undefined;
 
 /** iommufd_device_do_attach: no HWPT to release afterwards. */
 const doAttach: DoAttach = (idev, hwpt) => {
@@ -163,16 +177,18 @@ const doReplace: DoAttach = (idev, hwpt) => {
   const old = idev.hwpt;
   if (!old) fail(EINVAL, "device not attached");
   if (hwpt === old) return undefined;
-  const moveIoas = hwpt.ioas !== old.ioas;
-  if (moveIoas) enforceResvRegions(hwpt.ioas, idev);
+  const ioas = findHwptPaging(hwpt).ioas;
+  const oldIoas = findHwptPaging(old).ioas;
+  const moveIoas = ioas !== oldIoas;
+  if (moveIoas) enforceResvRegions(ioas, idev);
   try {
     hwptEnforceCacheCoherency(hwpt, idev);
     iommuAttachDevice(idev.dev, hwpt.domain!);
   } catch (e) {
-    if (moveIoas) hwpt.ioas.iopt.removeReservedIova(idev);
+    if (moveIoas) ioas.iopt.removeReservedIova(idev);
     throw e;
   }
-  if (moveIoas) old.ioas.iopt.removeReservedIova(idev);
+  if (moveIoas) oldIoas.iopt.removeReservedIova(idev);
   idev.hwpt = hwpt;
   hwpt.users++;
   return old;
@@ -187,7 +203,7 @@ function autoGetDomain(
   idev: IommufdDevice,
   ioas: IommufdIoas,
   act: DoAttach,
-): { hwptId: number; release: IommufdHwptPaging | undefined } {
+): { hwptId: number; release: IommufdHwpt | undefined } {
   const ctx = idev.ctx;
   return ioas.mutex.with(() => {
     for (const hwpt of ioas.hwptList) {
@@ -204,7 +220,7 @@ function autoGetDomain(
       }
     }
     const hwpt = iommufdHwptPagingAlloc(ctx, ioas, idev, 0, undefined);
-    let release: IommufdHwptPaging | undefined;
+    let release: IommufdHwpt | undefined;
     try {
       release = act(idev, hwpt);
     } catch (e) {
@@ -221,11 +237,12 @@ function autoGetDomain(
 function deviceChangePt(idev: IommufdDevice, ptId: number, act: DoAttach): number {
   const ctx = idev.ctx;
   const ptObj = ctx.getObject(ptId, IOMMUFD_OBJ_ANY);
-  let result: { hwptId: number; release: IommufdHwptPaging | undefined };
+  let result: { hwptId: number; release: IommufdHwpt | undefined };
   try {
     switch (ptObj.type) {
-      case IOMMUFD_OBJ_HWPT_PAGING: {
-        const hwpt = ptObj as IommufdHwptPaging;
+      case IOMMUFD_OBJ_HWPT_PAGING:
+      case IOMMUFD_OBJ_HWPT_NESTED: {
+        const hwpt = ptObj as IommufdHwpt;
         result = { hwptId: hwpt.id, release: act(idev, hwpt) };
         break;
       }

@@ -17,10 +17,17 @@ import { ioptReadAndClearDirtyData, ioptSetDirtyTracking } from "./io-pagetable-
 import { type IommuUserData, driverOf } from "./iommu-priv.js";
 import type { IommufdIoas } from "./ioas.js";
 import {
+  type IommufdHwpt,
+  iommufdHwptNestedAlloc,
+  iommufdViommuAllocHwptNested,
+} from "./hw-pagetable-nested.js";
+import type { IommufdViommu } from "./viommu.js";
+import {
   IOMMUFD_OBJ_ANY,
   IOMMUFD_OBJ_DEVICE,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_IOAS,
+  IOMMUFD_OBJ_VIOMMU,
   type IommufdCtx,
   IommufdObject,
   type IommufdUcmd,
@@ -127,6 +134,7 @@ export function iommufdHwptPagingAlloc(
     hwpt.domain = userData
       ? driver.domainAllocPaging(dev, domainFlags, userData)
       : dev.iommu.domainAllocPaging(dev, domainFlags);
+    hwpt.domain.owner = driver;
     if (idev.enforceCacheCoherency) hwpt.enforceCacheCoherency = true;
     ioas.iopt.tableAddDomain(hwpt.domain);
     hwpt.inIoas = true;
@@ -142,8 +150,8 @@ export function iommufdHwptPagingAlloc(
  * iommufd_hw_pagetable_put: a device's reference on its HWPT goes; an automatic domain is
  * destroyed with its last reference.
  */
-export function iommufdHwPagetablePut(ctx: IommufdCtx, hwpt: IommufdHwptPaging): void {
-  if (hwpt.autoDomain && hwpt.users === 2) {
+export function iommufdHwPagetablePut(ctx: IommufdCtx, hwpt: IommufdHwpt): void {
+  if (hwpt.type === IOMMUFD_OBJ_HWPT_PAGING && hwpt.autoDomain && hwpt.users === 2) {
     hwpt.users--;
     ctx.objectRemove(hwpt.id);
     return;
@@ -154,22 +162,16 @@ export function iommufdHwPagetablePut(ctx: IommufdCtx, hwpt: IommufdHwptPaging):
 // --- IOMMU_HWPT_ALLOC ------------------------------------------------------------------------
 
 /**
- * iommufd_hwpt_alloc. Decision: only paging HWPTs on an IOAS are modelled. A paging HWPT as
- * `pt_id` asks for a nested HWPT, which no driver here can make (no domain_alloc_nested):
- * EOPNOTSUPP; other object types are EINVAL as in the kernel; FAULT_ID_VALID fails its fault
- * lookup with ENOENT (no fault objects exist).
+ * iommufd_hwpt_alloc: `pt_id` chooses the kind — an IOAS gives a paging HWPT, a paging HWPT
+ * (a nest parent) or a vIOMMU a nested one; anything else, or no object, is EINVAL. With
+ * FAULT_ID_VALID the fault object is looked up last (ENOENT: no fault queues are modelled).
  */
 export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fields"]>): number {
   const { ctx, cmd } = ucmd;
-  if (cmd.flags & ~HWPT_PAGING_VALID_FLAGS || cmd.__reserved) fail(EOPNOTSUPP, "flags/__reserved");
-  if (!cmd.data_len && cmd.data_type !== IOMMU_HWPT_DATA_NONE)
-    fail(EINVAL, "data type without data");
-  if (cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT && cmd.data_type !== IOMMU_HWPT_DATA_NONE)
-    fail(EINVAL, "nest parent with data");
-  const userData: IommuUserData | undefined =
-    cmd.data_type === IOMMU_HWPT_DATA_NONE
-      ? undefined
-      : { type: cmd.data_type, uptr: cmd.data_uptr, len: cmd.data_len };
+  if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
+  if ((cmd.data_type === IOMMU_HWPT_DATA_NONE) !== (cmd.data_len === 0))
+    fail(EINVAL, "data type and length disagree");
+  const userData: IommuUserData = { type: cmd.data_type, uptr: cmd.data_uptr, len: cmd.data_len };
   return ctx.withObject<IommufdDevice, number>(cmd.dev_id, IOMMUFD_OBJ_DEVICE, (idev) => {
     let ptObj: IommufdObject;
     try {
@@ -178,52 +180,50 @@ export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fi
       return fail(EINVAL, `pt_id ${cmd.pt_id}`);
     }
     try {
-      if (ptObj.type === IOMMUFD_OBJ_HWPT_PAGING) fail(EOPNOTSUPP, "no nested domains");
-      if (ptObj.type !== IOMMUFD_OBJ_IOAS) fail(EINVAL, "pt_id is not an IOAS");
-      const ioas = ptObj as IommufdIoas;
-      // ioas.mutex stays held until the new HWPT is published or aborted.
-      return ioas.mutex.with(() => {
-        const hwpt = iommufdHwptPagingAlloc(ctx, ioas, idev, cmd.flags, userData);
-        try {
-          // No fault objects exist in this model, so a fault id never resolves.
-          if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) fail(ENOENT, `fault ${cmd.fault_id}`);
-          cmd.out_hwpt_id = hwpt.id;
-          ucmdRespond(ucmd);
-        } catch (e) {
-          ctx.objectAbortAndDestroy(hwpt);
-          throw e;
-        }
-        ctx.objectFinalize(hwpt);
-        return 0;
-      });
+      if (ptObj.type === IOMMUFD_OBJ_IOAS) {
+        const ioas = ptObj as IommufdIoas;
+        // ioas.mutex stays held until the new HWPT is published or aborted.
+        return ioas.mutex.with(() =>
+          hwptPublish(
+            ucmd,
+            iommufdHwptPagingAlloc(ctx, ioas, idev, cmd.flags, cmd.data_len ? userData : undefined),
+          ),
+        );
+      }
+      if (ptObj.type === IOMMUFD_OBJ_HWPT_PAGING)
+        return hwptPublish(
+          ucmd,
+          iommufdHwptNestedAlloc(ctx, ptObj as IommufdHwptPaging, idev, cmd.flags, userData),
+        );
+      if (ptObj.type === IOMMUFD_OBJ_VIOMMU) {
+        const viommu = ptObj as IommufdViommu;
+        if (viommu.iommuDev !== idev.dev.iommu) fail(EINVAL, "vIOMMU of another IOMMU");
+        return hwptPublish(ucmd, iommufdViommuAllocHwptNested(ctx, viommu, cmd.flags, userData));
+      }
+      return fail(EINVAL, "pt_id is not an IOAS, nest parent or vIOMMU");
     } finally {
       ctx.putObject(ptObj);
     }
   });
 }
 
-// --- IOMMU_HWPT_INVALIDATE ------------------------------------------------------------------
-
-/**
- * iommufd_hwpt_invalidate. Only nested HWPTs and vIOMMUs take invalidations and neither exists
- * in this model, so a found object is EINVAL. The struct is written back whatever happened,
- * with `entry_num` = the entries handled (0).
- */
-export function iommufdHwptInvalidate(
-  ucmd: IommufdUcmd<(typeof iommu_hwpt_invalidate)["fields"]>,
+/** The common tail of iommufd_hwpt_alloc: fault lookup, the id back to user space, finalize. */
+function hwptPublish(
+  ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fields"]>,
+  hwpt: IommufdObject,
 ): number {
   const { ctx, cmd } = ucmd;
-  let error: unknown;
   try {
-    if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
-    if (cmd.entry_num && (!cmd.data_uptr || !cmd.entry_len)) fail(EINVAL, "entries without data");
-    ctx.withObject(cmd.hwpt_id, IOMMUFD_OBJ_ANY, () => fail(EINVAL, "not a nested HWPT or vIOMMU"));
+    // No fault objects exist in this model, so a fault id never resolves.
+    if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) fail(ENOENT, `fault ${cmd.fault_id}`);
+    cmd.out_hwpt_id = hwpt.id;
+    ucmdRespond(ucmd);
   } catch (e) {
-    error = e;
+    ctx.objectAbortAndDestroy(hwpt);
+    throw e;
   }
-  cmd.entry_num = 0;
-  ucmdRespond(ucmd);
-  throw error;
+  ctx.objectFinalize(hwpt);
+  return 0;
 }
 
 // --- IOMMU_GET_HW_INFO -----------------------------------------------------------------------

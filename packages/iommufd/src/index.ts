@@ -43,7 +43,32 @@ export {
   iommufdDeviceReplace,
   iommufdDeviceUnbind,
 } from "./device.js";
+export {
+  IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
+  IOMMU_VEVENTQ_MAX_DEPTH,
+  IommufdVeventq,
+  iommufdViommuReportEvent,
+} from "./eventq.js";
 export { IommufdHwptPaging } from "./hw-pagetable.js";
+export {
+  IOMMU_HW_QUEUE_TYPE_DEFAULT,
+  IommufdHwQueue,
+  iommufdHwQueueDepend,
+  iommufdHwQueueUndepend,
+} from "./hw-queue.js";
+export {
+  IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX,
+  type IommufdHwpt,
+  IommufdHwptNested,
+} from "./hw-pagetable-nested.js";
+export {
+  type IommufdViommuDriver,
+  type IommufdViommuOps,
+  IommufdVdevice,
+  IommufdViommu,
+  iommufdViommuFindDev,
+  iommufdViommuGetVdevId,
+} from "./viommu.js";
 export {
   IntervalNode,
   IntervalTree,
@@ -63,11 +88,15 @@ export {
   IOMMU_READ,
   IOMMU_WRITE,
 } from "./iommu-domain.js";
-export type {
-  IommufdDriverExtras,
-  IommuUserData,
+export {
+  type IommufdDriverExtras,
+  type IommuUserData,
+  type IommuUserDataArray,
+  iommuCopyStructFromUser,
+  iommuCopyStructFromUserArray,
 } from "./iommu-priv.js";
 export {
+  IOMMUFD_OBJ_HWPT_NESTED,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_IOAS,
   IOMMUFD_OBJ_SELFTEST,

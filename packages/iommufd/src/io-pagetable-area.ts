@@ -29,6 +29,8 @@ export class IoptArea {
   iommuProt = 0;
   preventAccess = false;
   numAccesses = 0;
+  /** Pins that forbid unmapping the area (an object such as a HW queue relies on it). */
+  numLocks = 0;
 
   /** iopt_area_iova */
   get iova(): bigint {

@@ -533,6 +533,7 @@ export class IoPagetable {
             const area = this.areaItree.iterFirst(start, last)?.owner;
             if (!area) return undefined;
             if (!area.pages) fail(EBUSY, "area being mapped or unmapped");
+            if (area.numLocks) fail(EBUSY, "area locked by an object");
             if (area.iova < start || area.lastIova > last) fail(ENOENT, "would split an area");
             if (area.numAccesses) {
               start = area.iova;

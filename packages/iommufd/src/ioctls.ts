@@ -2,18 +2,21 @@
  * The ioctl table of /dev/iommu (main.c's iommufd_ioctl_ops) and module load. Kept apart from
  * main.ts so the object files can import the core without an import cycle.
  *
- * Decision: fault queues, vEVENTQs and HW queues (0x8E, 0x93, 0x94) are outside this model; their slots stay empty, so they answer ENOTTY after the `size` read,
- * as any hole of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC are present and
- * behave as on a machine whose IOMMU drivers have no nesting or vIOMMU support.
+ * Decision: fault queues (0x8E) are outside this model; the slot stays empty, so it answers
+ * ENOTTY after the `size` read, as any hole of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and
+ * VDEVICE_ALLOC work with the drivers that offer nesting and vIOMMUs (the selftest's mock);
+ * others answer EOPNOTSUPP.
  */
 import type { Kernel } from "@x/kernel";
 import {
   iommufdGetHwInfo,
   iommufdHwptAlloc,
   iommufdHwptGetDirtyBitmap,
-  iommufdHwptInvalidate,
   iommufdHwptSetDirtyTracking,
 } from "./hw-pagetable.js";
+import { iommufdVeventqAlloc } from "./eventq.js";
+import { iommufdHwptInvalidate } from "./hw-pagetable-nested.js";
+import { iommufdHwQueueAllocIoctl } from "./hw-queue.js";
 import {
   iommufdIoasAllocIoctl,
   iommufdIoasAllowIovas,
@@ -39,6 +42,7 @@ import {
   IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_INVALIDATE,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
+  IOMMU_HW_QUEUE_ALLOC,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_ALLOW_IOVAS,
   IOMMU_IOAS_CHANGE_PROCESS,
@@ -49,6 +53,7 @@ import {
   IOMMU_IOAS_UNMAP,
   IOMMU_OPTION,
   IOMMU_VDEVICE_ALLOC,
+  IOMMU_VEVENTQ_ALLOC,
   IOMMU_VFIO_IOAS,
   IOMMU_VIOMMU_ALLOC,
   iommu_destroy,
@@ -57,6 +62,7 @@ import {
   iommu_hwpt_get_dirty_bitmap,
   iommu_hwpt_invalidate,
   iommu_hwpt_set_dirty_tracking,
+  iommu_hw_queue_alloc,
   iommu_ioas_alloc,
   iommu_ioas_allow_iovas,
   iommu_ioas_change_process,
@@ -67,6 +73,7 @@ import {
   iommu_ioas_unmap,
   iommu_option,
   iommu_vdevice_alloc,
+  iommu_veventq_alloc,
   iommu_vfio_ioas,
   iommu_viommu_alloc,
 } from "./uapi.js";
@@ -100,6 +107,8 @@ export const IOMMUFD_IOCTL_OPS: readonly IommufdIoctlOp[] = [
   ioctlOp(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, iommufdViommuAllocIoctl),
   ioctlOp(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, iommufdVdeviceAllocIoctl),
   ioctlOp(IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, iommufdIoasChangeProcess),
+  ioctlOp(IOMMU_VEVENTQ_ALLOC, iommu_veventq_alloc, iommufdVeventqAlloc),
+  ioctlOp(IOMMU_HW_QUEUE_ALLOC, iommu_hw_queue_alloc, iommufdHwQueueAllocIoctl),
 ];
 
 /**

@@ -4,12 +4,64 @@
  * dev_iommu_ops). Both the device attach path and HWPT allocation use them.
  */
 import type { IommuDevice, IommuDomain, IommuDriver, IommuResvRegion } from "@x/iommu-pgtable";
+import { EINVAL, type Kernel, copyFromUser, fail } from "@x/kernel";
 
 /** Driver-specific HWPT data (struct iommu_user_data): a user buffer the driver reads. */
 export interface IommuUserData {
   readonly type: number;
   readonly uptr: bigint;
   readonly len: number;
+}
+
+/** A user array of driver-specific entries (struct iommu_user_data_array); the driver writes
+ * back into `entryNum` how many entries it handled. */
+export interface IommuUserDataArray {
+  readonly type: number;
+  readonly uptr: bigint;
+  readonly entryLen: number;
+  entryNum: number;
+}
+
+/**
+ * Read one driver structure of `size` bytes whose first version ended at `minLen`: EINVAL for
+ * another type or a length outside [minLen, size], else the bytes zero-extended (EFAULT).
+ * @see __iommu_copy_struct_from_user
+ */
+export function iommuCopyStructFromUser(
+  kernel: Kernel,
+  data: IommuUserData,
+  type: number,
+  size: number,
+  minLen: number,
+): Uint8Array {
+  if (data.type !== type) fail(EINVAL, "user data type");
+  if (data.len < minLen || size < data.len) fail(EINVAL, "user data length");
+  const out = new Uint8Array(size);
+  out.set(copyFromUser(kernel, data.uptr, data.len));
+  return out;
+}
+
+/**
+ * Entry `index` of a user array, with the rules of `iommuCopyStructFromUser`.
+ * @see __iommu_copy_struct_from_user_array
+ */
+export function iommuCopyStructFromUserArray(
+  kernel: Kernel,
+  array: IommuUserDataArray,
+  type: number,
+  index: number,
+  size: number,
+  minLen: number,
+): Uint8Array {
+  if (index >= array.entryNum) fail(EINVAL, "index past the array");
+  const uptr = array.uptr + BigInt(array.entryLen) * BigInt(index);
+  return iommuCopyStructFromUser(
+    kernel,
+    { type: array.type, uptr, len: array.entryLen },
+    type,
+    size,
+    minLen,
+  );
 }
 
 /**
@@ -20,6 +72,20 @@ export interface IommuUserData {
 export interface IommufdDriverExtras {
   getResvRegions?(dev: IommuDevice): readonly IommuResvRegion[];
   domainAllocPaging(dev: IommuDevice, flags: number, userData?: IommuUserData): IommuDomain;
+  /** A nested (IOMMU_DOMAIN_NESTED) domain over the nest-parent `parent`. @see domain_alloc_nested */
+  domainAllocNested?(
+    dev: IommuDevice,
+    parent: IommuDomain,
+    flags: number,
+    userData: IommuUserData,
+  ): IommuDomain;
+  /**
+   * The nested domain's cache_invalidate_user: handle the entries, set `array.entryNum` to the
+   * count handled, throw the errno of the first one that failed. Decision: the kernel keeps it
+   * in the domain's ops; @x/iommu-pgtable's domain ops carry no uAPI types, so the driver gives
+   * it here, for its own nested domains.
+   */
+  cacheInvalidateUser?(domain: IommuDomain, array: IommuUserDataArray): void;
 }
 
 /** @see dev_iommu_ops */

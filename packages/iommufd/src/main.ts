@@ -35,11 +35,17 @@ import {
   type Kernel,
   KernelWarning,
   O_RDWR,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  VM_EXEC,
+  VM_SHARED,
+  type Vma,
   WARN_ON,
   copyFromUser,
   copyToUser,
   fail,
   EBADFD,
+  ENXIO,
 } from "@x/kernel";
 import {
   type Decoded,
@@ -249,6 +255,7 @@ export class IommufdModule {
   private readonly fops: FileOperations = {
     name: "iommufd",
     ioctl: (file, cmd, arg) => (file as File<IommufdCtx>).priv.ioctl(cmd, arg),
+    mmap: (file, vma) => (file as File<IommufdCtx>).priv.mmap(vma),
     release: (file) => (file as File<IommufdCtx>).priv.release(),
   };
 
@@ -281,6 +288,15 @@ export function iommufdGlobalDevice(kernel: Kernel): object {
   return IommufdModule.of(kernel)?.miscDevice ?? unloadedDevice;
 }
 
+/** A region of physical memory a driver offers for mmap of the iommufd file (struct iommufd_mmap). */
+interface IommufdMmap {
+  readonly owner: IommufdObject;
+  /** The file offset in pages (vm_pgoff) user space must pass, and the region's size. */
+  readonly pgoff: number;
+  readonly length: bigint;
+  readonly pfn: number;
+}
+
 /** The handle the IOAS module sets so contexts can clear the compat IOAS it points to. */
 export interface CompatIoasHolder {
   vfioIoas: IommufdObject | undefined;
@@ -293,6 +309,8 @@ export class IommufdCtx implements CompatIoasHolder {
   file!: File<IommufdCtx>;
   /** id -> object, or null while reserved (XA_ZERO_ENTRY). */
   private readonly objects = new Map<number, IommufdObject | null>();
+  /** Ids of destroyed objects kept reserved until release (iommufd_object_tombstone_user). */
+  private readonly tombstones = new Set<number>();
   /** Freed ids (all below `nextId`) as a min-heap: the lowest free id is its top, else nextId. */
   private readonly freeIds: number[] = [];
   private nextId = 1;
@@ -300,6 +318,8 @@ export class IommufdCtx implements CompatIoasHolder {
   accountMode: IoptPagesAccountMode;
   /** The IOAS the VFIO compat ioctls operate on. */
   vfioIoas: IommufdObject | undefined;
+  /** Regions offered for mmap, by file page offset (ictx->mt_mmap). */
+  private readonly mmaps = new Map<number, IommufdMmap>();
   private released = false;
 
   constructor(
@@ -407,6 +427,18 @@ export class IommufdCtx implements CompatIoasHolder {
     this.removeAndDestroy(obj);
   }
 
+  /**
+   * iommufd_object_tombstone_user: destroy a published object but keep its id reserved, so the
+   * id answers ENOENT and is not handed out again until the context is released.
+   */
+  objectTombstone(obj: IommufdObject): void {
+    WARN_ON(this.objects.get(obj.id) !== obj, "tombstone of an unpublished object");
+    obj.users = 0;
+    this.objects.set(obj.id, null);
+    this.tombstones.add(obj.id);
+    obj.destroy();
+  }
+
   private removeAndDestroy(obj: IommufdObject): void {
     obj.users = 0;
     this.objects.delete(obj.id);
@@ -425,6 +457,51 @@ export class IommufdCtx implements CompatIoasHolder {
 
   private freeId(id: number): void {
     heapPush(this.freeIds, id);
+  }
+
+  // --- mmap regions -------------------------------------------------------------------------
+
+  /**
+   * _iommufd_alloc_mmap: offer `length` bytes of physical memory at `pfn` for mmap on behalf of
+   * `owner`; returns the file offset user space must map it at: the lowest free page-aligned
+   * range from PAGE_SIZE on.
+   */
+  allocMmap(owner: IommufdObject, pfn: number, length: bigint): bigint {
+    const pages = Number(length >> BigInt(PAGE_SHIFT));
+    let pgoff = 1;
+    for (const m of [...this.mmaps.values()].sort((a, b) => a.pgoff - b.pgoff)) {
+      if (pgoff + pages <= m.pgoff) break;
+      pgoff = Math.max(pgoff, m.pgoff + Number(m.length >> BigInt(PAGE_SHIFT)));
+    }
+    this.mmaps.set(pgoff, { owner, pgoff, length, pfn });
+    return BigInt(pgoff) << BigInt(PAGE_SHIFT);
+  }
+
+  /** _iommufd_destroy_mmap: withdraw the region at `offset`. */
+  destroyMmap(offset: bigint): void {
+    WARN_ON(!this.mmaps.delete(Number(offset >> BigInt(PAGE_SHIFT))), "no mmap region there");
+  }
+
+  /**
+   * iommufd_fops_mmap: only exactly a registered region, shared and not executable; the
+   * mapping holds a reference on the region's owner (its IOMMU_DESTROY is EBUSY) until unmapped.
+   */
+  mmap(vma: Vma): void {
+    const length = BigInt(vma.npages) << BigInt(PAGE_SHIFT);
+    if (length % BigInt(PAGE_SIZE)) fail(EINVAL, "length not page aligned");
+    if (!(vma.flags & VM_SHARED)) fail(EINVAL, "not a shared mapping");
+    if (vma.flags & VM_EXEC) fail(EPERM, "executable mapping");
+    const at = vma.pgoff;
+    const immap = [...this.mmaps.values()].find(
+      (m) => at >= m.pgoff && BigInt(at - m.pgoff) << BigInt(PAGE_SHIFT) < m.length,
+    );
+    if (!immap) fail(ENXIO, "no mmap region at this offset");
+    if (at !== immap.pgoff || length !== immap.length) fail(ENXIO, "not the whole region");
+    vma.pgoff = 0;
+    vma.remapPfnRange(immap.pfn);
+    const owner = immap.owner;
+    vma.ops = { open: () => void owner.users++, close: () => void owner.users-- };
+    owner.users++;
   }
 
   // --- file operations ----------------------------------------------------------------------
@@ -460,7 +537,12 @@ export class IommufdCtx implements CompatIoasHolder {
     this.released = true;
     while (this.objects.size) {
       let destroyed = 0;
-      for (const obj of [...this.objects.values()]) {
+      for (const [id, obj] of [...this.objects]) {
+        if (obj === null && this.tombstones.delete(id)) {
+          this.objects.delete(id);
+          destroyed++;
+          continue;
+        }
         if (obj?.users !== 1) continue;
         this.removeAndDestroy(obj);
         destroyed++;

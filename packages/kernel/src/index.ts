@@ -133,6 +133,7 @@ export {
 export {
   VM_DONTDUMP,
   VM_DONTEXPAND,
+  VM_EXEC,
   VM_HUGETLB,
   VM_IO,
   VM_PFNMAP,

@@ -54,6 +54,23 @@ export const MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES = 1 << 0;
 export const MOCK_FLAGS_DEVICE_NO_DIRTY = 1 << 0;
 export const MOCK_FLAGS_DEVICE_PASID = 1 << 2;
 
+export const MOCK_NESTED_DOMAIN_IOTLB_ID_MAX = 3;
+export const MOCK_NESTED_DOMAIN_IOTLB_NUM = 4;
+export const IOMMU_TEST_IOTLB_DEFAULT = 0xbadbeef;
+/** struct iommu_hwpt_invalidate_selftest's type, its flag, and a type no driver knows. */
+export const IOMMU_HWPT_INVALIDATE_DATA_SELFTEST = 0xdeadbeef;
+export const IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID = 0xdadbeef;
+export const IOMMU_TEST_INVALIDATE_FLAG_ALL = 1 << 0;
+export const IOMMU_VIOMMU_TYPE_SELFTEST = 0xdeadbeef;
+/** The mock vIOMMU's event type; its payload is struct iommu_viommu_event_selftest. */
+export const IOMMU_VEVENTQ_TYPE_SELFTEST = 0xbeefbeef;
+export const IOMMU_HW_QUEUE_TYPE_SELFTEST = 0xdeadbeef;
+/** The mock vIOMMU's HW queue slots. */
+export const IOMMU_TEST_HW_QUEUE_MAX = 2;
+/** struct iommu_viommu_invalidate_selftest's type, and a type no driver knows. */
+export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST = 0xdeadbeef;
+export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID = 0xdadbeef;
+
 export const MOCK_DEV_CACHE_ID_MAX = 3;
 export const MOCK_DEV_CACHE_NUM = 4;
 export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad;
@@ -123,8 +140,56 @@ export const iommu_test_cmd = {
     out_nr_dirty: u64(56),
   }),
   access_replace_ioas: member("access_replace_ioas", { ioas_id: u32(16) }),
+  // The C member `check_iotlb.id` is named iotlb_id here: `id` is the header field.
+  check_iotlb: member("check_iotlb", { iotlb_id: u32(16), iotlb: u32(20) }),
+  trigger_vevent: member("trigger_vevent", { dev_id: u32(16) }),
+  trigger_iopf: member("trigger_iopf", {
+    dev_id: u32(16),
+    pasid: u32(20),
+    grpid: u32(24),
+    perm: u32(28),
+    addr: u64(32),
+  }),
   // The C member `check_dev_cache.id` is named cache_id here: `id` is the header field.
   check_dev_cache: member("check_dev_cache", { cache_id: u32(16), cache: u32(20) }),
   dmabuf_get: member("dmabuf_get", { length: u32(16), open_flags: u32(20) }),
   dmabuf_revoke: member("dmabuf_revoke", { dmabuf_fd: s32(16), revoked: u32(20) }),
 } as const;
+
+/** struct iommu_hwpt_selftest: the mock's HWPT data (`iotlb` ends its first version). */
+export const iommu_hwpt_selftest = new Struct("iommu_hwpt_selftest", 8, {
+  iotlb: u32(0),
+  pagetable_type: u32(4),
+});
+
+/** struct iommu_hwpt_invalidate_selftest: one entry of a nested HWPT invalidation. */
+export const iommu_hwpt_invalidate_selftest = new Struct("iommu_hwpt_invalidate_selftest", 8, {
+  flags: u32(0),
+  iotlb_id: u32(4),
+});
+
+/** struct iommu_viommu_selftest: the mock vIOMMU's data. */
+export const iommu_viommu_selftest = new Struct("iommu_viommu_selftest", 24, {
+  in_data: u32(0),
+  out_data: u32(4),
+  out_mmap_offset: u64(8),
+  out_mmap_length: u64(16),
+});
+
+/** struct iommu_viommu_invalidate_selftest: one entry of a vIOMMU invalidation. */
+export const iommu_viommu_invalidate_selftest = new Struct("iommu_viommu_invalidate_selftest", 12, {
+  flags: u32(0),
+  vdev_id: u32(4),
+  cache_id: u32(8),
+});
+
+/** struct iommufd_vevent_header, ahead of every vEVENTQ record. */
+export const iommufd_vevent_header = new Struct("iommufd_vevent_header", 8, {
+  flags: u32(0),
+  sequence: u32(4),
+});
+
+/** struct iommu_viommu_event_selftest: the mock vIOMMU's event payload. */
+export const iommu_viommu_event_selftest = new Struct("iommu_viommu_event_selftest", 4, {
+  virt_id: u32(0),
+});

@@ -36,7 +36,11 @@ import {
   IOMMU_HWPT_DATA_NONE,
   IOMMU_HWPT_DATA_SELFTEST,
   type IommufdDriverExtras,
+  type IommufdViommu,
+  type IommufdViommuDriver,
   type IommuUserData,
+  type IommuUserDataArray,
+  iommufdViommuGetVdevId,
 } from "@x/iommufd";
 import {
   E2BIG,
@@ -49,12 +53,19 @@ import {
   fail,
 } from "@x/kernel";
 import {
+  IOMMU_VIOMMU_TYPE_SELFTEST,
   IOMMU_TEST_DEV_CACHE_DEFAULT,
   MOCK_DEV_CACHE_NUM,
   MOCK_FLAGS_DEVICE_NO_DIRTY,
   MOCK_FLAGS_DEVICE_PASID,
   MOCK_PASID_WIDTH,
 } from "./iommufd-test.js";
+import {
+  MockNestedDomain,
+  mockDomainAllocNested,
+  mockDomainCacheInvalidateUser,
+  mockViommuInit,
+} from "./mock-viommu.js";
 
 /** IOMMU_HW_INFO_SELFTEST_REGVAL: the `test_reg` of struct iommu_test_hw_info. */
 const IOMMU_HW_INFO_SELFTEST_REGVAL = 0xdeadbeef;
@@ -172,6 +183,9 @@ export class MockDev extends IommuDevice {
   readonly maxPasids: number;
   /** The device cache slots DEV_CHECK_CACHE reads. */
   readonly cache = new Uint32Array(MOCK_DEV_CACHE_NUM).fill(IOMMU_TEST_DEV_CACHE_DEFAULT);
+  /** Attached to a nested domain of a vIOMMU: that vIOMMU and the device's virt_id on it. */
+  viommu: IommufdViommu | undefined;
+  vdevId = 0n;
   private destroyed = false;
 
   constructor(
@@ -198,7 +212,7 @@ function mockDev(dev: IommuDevice): MockDev {
 }
 
 /** The mock IOMMU's driver ops (mock_ops). */
-export class MockIommuDriver implements IommuDriver, IommufdDriverExtras {
+export class MockIommuDriver implements IommuDriver, IommufdDriverExtras, IommufdViommuDriver {
   readonly name = "iommufd_mock";
 
   constructor(readonly registry: MockIommu) {}
@@ -230,11 +244,48 @@ export class MockIommuDriver implements IommuDriver, IommufdDriverExtras {
     return new MockDomain(this.registry, ptType, dirty).domain;
   }
 
-  /** @see mock_domain_nop_attach: only mock domains, no dirty domain on a NO_DIRTY device. */
+  /**
+   * @see mock_domain_nop_attach: only mock domains, no dirty domain on a NO_DIRTY device; a
+   * nested domain of a vIOMMU needs the device's vDEVICE there (ENOENT), whose virt_id the
+   * device then reports events with.
+   */
   attachDev(domain: IommuDomain, dev: IommuDevice): void {
-    if (!MockDomain.of(domain, this.registry)) fail(EINVAL, "not a mock domain");
-    if (domain.dirtyOps && mockDev(dev).flags & MOCK_FLAGS_DEVICE_NO_DIRTY)
+    const nested = MockNestedDomain.of(domain);
+    if (!nested && !MockDomain.of(domain, this.registry)) fail(EINVAL, "not a mock domain");
+    const mdev = mockDev(dev);
+    if (domain.dirtyOps && mdev.flags & MOCK_FLAGS_DEVICE_NO_DIRTY)
       fail(EINVAL, "dirty domain on a NO_DIRTY device");
+    const viommu = nested?.viommu;
+    const vdevId = viommu ? iommufdViommuGetVdevId(viommu, dev) : 0n;
+    mdev.viommu = viommu;
+    mdev.vdevId = vdevId;
+  }
+
+  /** @see mock_domain_alloc_nested */
+  domainAllocNested(
+    _dev: IommuDevice,
+    parent: IommuDomain,
+    flags: number,
+    data: IommuUserData,
+  ): IommuDomain {
+    if (flags & ~IOMMU_HWPT_ALLOC_PASID) fail(EOPNOTSUPP, "nested flags");
+    if (!MockDomain.of(parent, this.registry)) fail(EINVAL, "parent is not a mock paging domain");
+    return mockDomainAllocNested(this.registry.kernel, parent, undefined, data);
+  }
+
+  /** @see mock_domain_cache_invalidate_user */
+  cacheInvalidateUser(domain: IommuDomain, array: IommuUserDataArray): void {
+    mockDomainCacheInvalidateUser(this.registry.kernel, domain, array);
+  }
+
+  /** Only IOMMU_VIOMMU_TYPE_SELFTEST. @see mock_get_viommu_size */
+  getViommuSize(_dev: IommuDevice, type: number): number {
+    return type === IOMMU_VIOMMU_TYPE_SELFTEST ? 1 : 0;
+  }
+
+  /** @see mock_viommu_init */
+  viommuInit(viommu: IommufdViommu, _parent: IommuDomain, data: IommuUserData | undefined): void {
+    mockViommuInit(this.registry.kernel, viommu, data);
   }
 }
 

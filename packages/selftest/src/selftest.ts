@@ -14,15 +14,18 @@
  */
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
 import {
+  IOMMUFD_OBJ_HWPT_NESTED,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_SELFTEST,
   type IommufdCtx,
   type IommufdDevice,
+  type IommufdHwptNested,
   type IommufdHwptPaging,
   IommufdModule,
   IommufdObject,
   getIoas,
   getIommufdDevice,
+  iommufdViommuReportEvent,
   iommufdDeviceAttach,
   iommufdDeviceBind,
   iommufdDeviceDetach,
@@ -34,6 +37,7 @@ import { setTempMemoryLimit } from "@x/iommufd/testing";
 import {
   EINVAL,
   EIO,
+  ENOENT,
   EOPNOTSUPP,
   type Kernel,
   KernelWarning,
@@ -48,6 +52,9 @@ import {
   IOMMU_TEST_OP_DMABUF_GET,
   IOMMU_TEST_OP_DMABUF_REVOKE,
   IOMMU_TEST_OP_DIRTY,
+  IOMMU_TEST_OP_MD_CHECK_IOTLB,
+  IOMMU_TEST_OP_TRIGGER_VEVENT,
+  IOMMU_VEVENTQ_TYPE_SELFTEST,
   IOMMU_TEST_OP_MD_CHECK_MAP,
   IOMMU_TEST_OP_MD_CHECK_REFS,
   IOMMU_TEST_OP_MOCK_DOMAIN,
@@ -56,6 +63,7 @@ import {
   IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
   MOCK_DEV_CACHE_ID_MAX,
   MOCK_MIN_MEMORY_LIMIT,
+  MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
   iommu_test_cmd,
 } from "./iommufd-test.js";
 import {
@@ -64,6 +72,7 @@ import {
   registerMockDmabufHook,
 } from "./mock-dmabuf.js";
 import { MockDev, MockDomain, MockIommu, mockDevCreate } from "./mock-iommu.js";
+import { MockNestedDomain } from "./mock-viommu.js";
 import { accessOps } from "./access.js";
 import { type TestOp, type TestUcmd, ucmdMember, userPagePfn, userPagePins } from "./test-cmd.js";
 
@@ -233,6 +242,44 @@ function testDirty(ucmd: TestUcmd): number {
   return 0;
 }
 
+/**
+ * MD_CHECK_IOTLB: IOTLB word `iotlb_id` of a mock nested HWPT holds `iotlb` (ENOENT unless a
+ * nested HWPT, EINVAL for another driver's domain, a bad index or a mismatch).
+ * @see iommufd_test_md_check_iotlb
+ */
+function mdCheckIotlb(ucmd: TestUcmd): number {
+  const u = ucmdMember(ucmd, iommu_test_cmd.check_iotlb);
+  ucmd.ctx.withObject<IommufdHwptNested, void>(u.cmd.id, IOMMUFD_OBJ_HWPT_NESTED, (hwpt) => {
+    const nested = MockNestedDomain.of(hwpt.domain!);
+    if (!nested) fail(EINVAL, "not a mock nested domain");
+    const id = u.cmd.iotlb_id;
+    if (id > MOCK_NESTED_DOMAIN_IOTLB_ID_MAX || nested.iotlb[id] !== u.cmd.iotlb)
+      fail(EINVAL, `iotlb ${id} mismatch`);
+  });
+  return 0;
+}
+
+/**
+ * TRIGGER_VEVENT: the mock device reports one event with its virt_id to the vIOMMU whose nested
+ * domain it is attached to (ENOENT if none, or with virt_id 0); EOPNOTSUPP without a vEVENTQ
+ * of the mock type. @see iommufd_test_trigger_vevent
+ */
+function triggerVevent(ucmd: TestUcmd): number {
+  const u = ucmdMember(ucmd, iommu_test_cmd.trigger_vevent);
+  const idev = getIommufdDevice(ucmd.ctx, u.cmd.dev_id);
+  try {
+    const mdev = idev.dev;
+    if (!(mdev instanceof MockDev) || !mdev.viommu || !mdev.vdevId)
+      fail(ENOENT, "device not behind a vIOMMU");
+    const event = new Uint8Array(4);
+    new DataView(event.buffer).setUint32(0, Number(mdev.vdevId & 0xffff_ffffn), true);
+    iommufdViommuReportEvent(mdev.viommu, IOMMU_VEVENTQ_TYPE_SELFTEST, event);
+  } finally {
+    ucmd.ctx.putObject(idev);
+  }
+  return 0;
+}
+
 /** SET_TEMP_MEMORY_LIMIT: the global limit of iommufd's temporary batch memory. */
 function setMemoryLimit(ucmd: TestUcmd): number {
   const u = ucmdMember(ucmd, iommu_test_cmd.memory_limit);
@@ -278,6 +325,8 @@ const baseOps: ReadonlyArray<readonly [number, TestOp]> = [
   [IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT, setMemoryLimit],
   [IOMMU_TEST_OP_DIRTY, testDirty],
   [IOMMU_TEST_OP_DEV_CHECK_CACHE, devCheckCache],
+  [IOMMU_TEST_OP_MD_CHECK_IOTLB, mdCheckIotlb],
+  [IOMMU_TEST_OP_TRIGGER_VEVENT, triggerVevent],
   [IOMMU_TEST_OP_DMABUF_GET, dmabufGet],
   [IOMMU_TEST_OP_DMABUF_REVOKE, dmabufRevoke],
 ];

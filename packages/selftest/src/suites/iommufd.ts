@@ -156,6 +156,8 @@ import {
 } from "../iommufd-utils.js";
 import { ustruct } from "../ustruct.js";
 import { iommufdDirtyTrackingFixture } from "./iommufd-dirty-tracking.js";
+import { alloc_hwpt_nested } from "./iommufd-nested.js";
+import { registerIommufdViommu } from "./iommufd-viommu.js";
 
 /** ffs(): 1-based index of the lowest set bit, 0 for 0. */
 /** The test context of a forked child: same fixture, the child's libc, its own log. */
@@ -409,6 +411,8 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       test_ioctl_destroy(t, self.ioas_id);
     }
   });
+
+  TEST_F(iommufd_ioas, "alloc_hwpt_nested", (self, _v, t) => alloc_hwpt_nested(self, t));
 
   TEST_F(iommufd_ioas, "ioas_area_destroy", (self, _v, t) => {
     // Adding an area does not change ability to destroy
@@ -1532,6 +1536,8 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       else EXPECT_ERRNO(t, ENOENT, libc.ioctl(self.fd, VFIO_IOMMU_UNMAP_DMA, unmap_cmd.$));
     }
   });
+
+  registerIommufdViommu(k);
 
   return harness;
 }
