@@ -955,7 +955,18 @@ export class PtIommu implements FreelistOwner {
   /**
    * Report dirty leaves in [va, va + n) through `record(va, pages)` and, unless
    * IOMMU_DIRTY_NO_CLEAR, clear their dirty bits and add the range to `gather`.
-   * @see read_and_clear_dirty
+   *
+   * How much a dirty leaf reports is record_dirty's arithmetic, kept as is: a single item
+   * reports the whole item, but a contiguous entry reports from the walk's position up to
+   * `min(log2_set_mod_max(index, num_contig_lg2), end_index)` items — the index of the entry's
+   * LAST item, not one past it — so a contiguous entry reports one item fewer than it spans
+   * (none when the walk enters at its last item). The iommufd selftest relies on this: with
+   * IOMMU_OPTION_HUGE_PAGES = 0 the DEFAULT mock (2 KiB granule) gets every 4 KiB PAGE_SIZE
+   * map as one 2-item contiguous leaf (map_pages takes pt_compute_best_pgsize over the domain
+   * bitmap, which holds 4 KiB, not the pgsize the core passes), and a set_dirty on its first
+   * item then reads back as that one 2 KiB bit (iommufd_dirty_tracking.get_dirty_bitmap).
+   * @see read_and_clear_dirty, record_dirty in drivers/iommu/generic_pt/iommu_pt.h;
+   *      log2_set_mod_max_t in drivers/iommu/generic_pt/pt_log2.h
    */
   readAndClearDirty(
     va: number,
@@ -980,15 +991,16 @@ export class PtIommu implements FreelistOwner {
       }
       if (!dirty) return;
       const itemPages = POW2[this.shift[level]!]!;
-      const pages = (toPos - fromPos) * itemPages;
+      const lastPos = items === 1 ? toPos : Math.min(entryPos + items - 1, toPos);
+      const pages = (lastPos - fromPos) * itemPages;
       const fullVa = at + unmaskedBase;
-      record?.(fullVa, pages);
+      if (pages !== 0) record?.(fullVa, pages);
       if (!(flags & IOMMU_DIRTY_NO_CLEAR)) {
         for (let i = 0; i < items; i++) {
           const e = arr[entryPos + i]!;
           if (attrsOf(e) & ATTR_DIRTY) arr[entryPos + i] = e - ATTR_DIRTY;
         }
-        gather.addUnits(fullVa * k, pages * k);
+        if (pages !== 0) gather.addUnits(fullVa * k, pages * k);
       }
     });
     WARN_ON(!ok, "iommupt: dirty range check changed under the walk");

@@ -3,12 +3,15 @@ import {
   IOMMU_DIRTY_NO_CLEAR,
   type IommuDomain,
   IotlbGather,
+  MOCK_APERTURE_START,
+  MOCK_IOMMUPT_DEFAULT,
   PT_FEAT_FLUSH_RANGE,
   amdv1Format,
   iommuMap,
   iommuReadAndClearDirty,
   iommuptDomainAlloc,
   iommuptSetDirty,
+  mockIommuptDomainAlloc,
   ptImage,
   vtdssFormat,
   x86_64Format,
@@ -31,7 +34,7 @@ function read(
 }
 
 describe("dirty tracking", () => {
-  it("AMDv1: one dirty item marks the whole contiguous entry; NO_CLEAR keeps it", () => {
+  it("AMDv1: one dirty item dirties the contiguous entry, reported up to its last item; NO_CLEAR keeps it", () => {
     const d = iommuptDomainAlloc({
       format: amdv1Format,
       features: 1 << PT_FEAT_FLUSH_RANGE,
@@ -42,11 +45,12 @@ describe("dirty tracking", () => {
     iommuptSetDirty(d, 0x103456n);
     const dirtyItems = ptImage(d.pt!).filter((e) => e.level === 0 && e.pte & (1n << 6n));
     expect(dirtyItems.map((e) => e.index)).toEqual([259]);
-    expect(read(d, 0n, 0x400000n, IOMMU_DIRTY_NO_CLEAR)).toEqual(["100000+10000"]);
+    // record_dirty stops at log2_set_mod_max(index) = item 15, so 15 of the 16 items.
+    expect(read(d, 0n, 0x400000n, IOMMU_DIRTY_NO_CLEAR)).toEqual(["100000+f000"]);
     const gather = new IotlbGather();
-    expect(read(d, 0n, 0x400000n, 0, gather)).toEqual(["100000+10000"]);
+    expect(read(d, 0n, 0x400000n, 0, gather)).toEqual(["100000+f000"]);
     expect(gather.start).toBe(0x100000n);
-    expect(gather.end).toBe(0x10ffffn);
+    expect(gather.end).toBe(0x10efffn);
     expect(read(d, 0n, 0x400000n)).toEqual([]);
   });
 
@@ -58,6 +62,26 @@ describe("dirty tracking", () => {
     // Clearing from inside still cleans the whole entry.
     read(d, 0x108000n, 0x1000n);
     expect(read(d, 0n, 0x400000n)).toEqual([]);
+  });
+
+  it("mock DEFAULT: a 4 KiB map is a 2-item leaf whose dirtiness reads back as its first 2 KiB", () => {
+    const d = mockIommuptDomainAlloc(MOCK_IOMMUPT_DEFAULT);
+    const at = MOCK_APERTURE_START;
+    // What iommufd's batch_iommu_map_small feeds with HUGE_PAGES = 0: PAGE_SIZE at a time.
+    for (let i = 0n; i < 4n; i++)
+      iommuMap(d, at + i * 0x1000n, 0x400000n + i * 0x1000n, 0x1000n, RW);
+    const leaves = ptImage(d.pt!).filter((e) => e.level === 0);
+    expect(leaves.length).toBe(8);
+    iommuptSetDirty(d, at);
+    iommuptSetDirty(d, at + 0x1800n); // the second item of the second page
+    expect(read(d, at, 0x4000n, IOMMU_DIRTY_NO_CLEAR)).toEqual([
+      `${at.toString(16)}+800`,
+      `${(at + 0x1000n).toString(16)}+800`,
+    ]);
+    // A walk entering at an entry's last item reports nothing, yet still cleans the entry.
+    expect(read(d, at + 0x800n, 0x800n)).toEqual([]);
+    expect(read(d, at, 0x4000n)).toEqual([`${(at + 0x1000n).toString(16)}+800`]);
+    expect(read(d, at, 0x4000n)).toEqual([]);
   });
 
   it("VT-d: D bit 9 per leaf; set_dirty on a hole is ENOENT", () => {

@@ -755,7 +755,7 @@ export function memfd_mmap(
 
 // ---- dirty tracking --------------------------------------------------------------------------
 
-function _test_cmd_set_dirty_tracking(
+export function _test_cmd_set_dirty_tracking(
   sys: SelftestEnv,
   fd: number,
   hwpt_id: number,
@@ -773,7 +773,7 @@ export function test_cmd_set_dirty_tracking(t: Ctx, hwpt_id: number, enabled: bo
   t.ASSERT_EQ(0, _test_cmd_set_dirty_tracking(t.sys, t.self.fd, hwpt_id, enabled), why(t));
 }
 
-function _test_cmd_get_dirty_bitmap(
+export function _test_cmd_get_dirty_bitmap(
   sys: SelftestEnv,
   fd: number,
   hwpt_id: number,
@@ -812,7 +812,7 @@ function test_cmd_get_dirty_bitmap(
 }
 
 /** IOMMU_TEST_OP_DIRTY; as in C a failed ioctl returns 1 (`-ret`), not an errno. */
-function _test_cmd_mock_domain_set_dirty(
+export function _test_cmd_mock_domain_set_dirty(
   sys: SelftestEnv,
   fd: number,
   hwpt_id: number,

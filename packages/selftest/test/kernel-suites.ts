@@ -6,15 +6,8 @@ import { selftestBinaries } from "../src/suites/index.js";
  * Instances that fail because a kernel feature they use is not modelled yet, with the reason
  * (registered with `it.fails`).
  */
-export const knownFailures = new Map<string, string>([
-  ...["8k", "16k", "64k", "128k", "320k", "64M", "128M"].flatMap((size) =>
-    ["get_dirty_bitmap", "get_dirty_bitmap_no_clear"].map((test): [string, string] => [
-      `iommufd_dirty_tracking.domain_dirty${size}.${test}`,
-      "the DEFAULT mock table maps a 4 KiB page as one contiguous 2 x 2 KiB leaf, so a set_dirty " +
-        "on one 2 KiB item reports its neighbour too; selftest.c's table keeps 2 KiB leaves",
-    ]),
-  ),
-  ...[
+export const knownFailures = new Map<string, string>(
+  [
     "iommufd_ioas.mock_domain.alloc_hwpt_nested",
     "iommufd_ioas.two_mock_domain.alloc_hwpt_nested",
     "iommufd_ioas.mock_domain_limit.alloc_hwpt_nested",
@@ -23,7 +16,7 @@ export const knownFailures = new Map<string, string>([
     name,
     "IOMMU_FAULT_QUEUE_ALLOC is not in @x/iommufd yet (ENOTTY)",
   ]),
-]);
+);
 
 /** The tests that copy bytes through an access, page boundary by page boundary (the slow ones). */
 export const RW_TESTS = ["access_rw", "access_rw_unaligned", "fork_present", "fork_gone"];

@@ -73,6 +73,16 @@ export const DOCUMENTED_ERRNOS = {
   /** Pinning the queue's IOVA range: holes (ENOENT), protection (EPERM), contiguity (EFAULT). */
   IOMMU_HW_QUEUE_ALLOC: [...DISPATCH, EOPNOTSUPP, EOVERFLOW, ENOENT, EPERM, EEXIST, EIO],
   /**
+   * hw_pagetable.c: unknown flags or no dirty ops (EOPNOTSUPP), not a paging HWPT (ENOENT),
+   * the driver's refusal (EINVAL).
+   */
+  IOMMU_HWPT_SET_DIRTY_TRACKING: [...DISPATCH, EOPNOTSUPP, ENOENT],
+  /**
+   * Unknown flags or a reserved word, no dirty ops (EOPNOTSUPP), not a paging HWPT (ENOENT),
+   * iommufd_check_iova_range (EOVERFLOW, EINVAL), the bitmap's pages not writable (EFAULT).
+   */
+  IOMMU_HWPT_GET_DIRTY_BITMAP: [...DISPATCH, EOPNOTSUPP, ENOENT, EOVERFLOW],
+  /**
    * The selftest access ops (CREATE_ACCESS, ACCESS_PAGES, DESTROY_ACCESS_PAGES, ACCESS_RW):
    * not an access fd (EBADFD), unknown item (ENOENT), range not mapped or DMABUF (EINVAL,
    * I10), write to read-only (EPERM), length above the mock's limit (ENOMEM), pinned pages

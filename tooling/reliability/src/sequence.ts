@@ -14,6 +14,8 @@ import fc from "fast-check";
 import {
   type Decoded,
   type FieldSpec,
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_TEST_CMD,
   IommufdClient,
@@ -104,7 +106,21 @@ export type Op =
       readonly slot: number;
       readonly pages: number;
     }
-  | { readonly k: "hwptAlloc"; readonly dev: number; readonly ioas: number }
+  | {
+      readonly k: "hwptAlloc";
+      readonly dev: number;
+      readonly ioas: number;
+      /** IOMMU_HWPT_ALLOC_DIRTY_TRACKING. */
+      readonly dirty?: boolean;
+    }
+  | { readonly k: "dirtyTracking"; readonly hwpt: number; readonly on: boolean }
+  | {
+      readonly k: "dirtyBitmap";
+      readonly hwpt: number;
+      readonly slot: number;
+      readonly pages: number;
+      readonly noClear: boolean;
+    }
   | { readonly k: "iommufdReopen" }
   | { readonly k: "devOpen"; readonly dev: number }
   | { readonly k: "devClose"; readonly dev: number }
@@ -211,7 +227,29 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       pages: fc.integer({ min: 0, max: 64 }),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("hwptAlloc" as const), dev, ioas: idx }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant("hwptAlloc" as const),
+      dev,
+      ioas: idx,
+      dirty: fc.boolean(),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant("dirtyTracking" as const), hwpt: idx, on: fc.boolean() }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant("dirtyBitmap" as const),
+      hwpt: idx,
+      slot: fc.nat({ max: IOVA_SLOTS - 1 }),
+      pages: fc.integer({ min: 1, max: 64 }),
+      noClear: fc.boolean(),
+    }),
+  },
   { weight: 1, arbitrary: fc.constant({ k: "iommufdReopen" } as const) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant("devOpen" as const), dev }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("devClose" as const), dev }) },
@@ -489,9 +527,31 @@ export class Runner {
       case "hwptAlloc": {
         const devId = this.devIds[op.dev]!;
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        const flags = op.dirty ? IOMMU_HWPT_ALLOC_DIRTY_TRACKING : 0;
         return this.call("IOMMU_HWPT_ALLOC", op, () => {
-          this.hwpts.push(this.fd.hwptAlloc({ devId, ptId: ioasId }));
+          this.hwpts.push(this.fd.hwptAlloc({ devId, ptId: ioasId, flags }));
         });
+      }
+      case "dirtyTracking": {
+        const hwptId = pick(this.hwpts, op.hwpt) ?? 0;
+        return this.call("IOMMU_HWPT_SET_DIRTY_TRACKING", op, () =>
+          this.fd.hwptSetDirtyTracking(hwptId, op.on),
+        );
+      }
+      case "dirtyBitmap": {
+        // One bit per page over `pages` pages from a slot; the bitmap is the process's memory.
+        const hwptId = pick(this.hwpts, op.hwpt) ?? 0;
+        const data = this.machine.libc.malloc(Math.ceil(op.pages / 8));
+        return this.call("IOMMU_HWPT_GET_DIRTY_BITMAP", op, () =>
+          this.fd.hwptGetDirtyBitmap({
+            hwptId,
+            iova: IOVA_BASE + BigInt(op.slot) * IOVA_SLOT,
+            length: BigInt(op.pages) * PAGE,
+            pageSize: PAGE,
+            data,
+            flags: op.noClear ? IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR : 0,
+          }),
+        );
       }
       case "iommufdReopen":
         return this.call("CLOSE", op, () => {
