@@ -1,5 +1,5 @@
 /**
- * Port of tools/testing/selftests/iommu/iommufd.c: the tests of spec/selftests.md §4 (IOAS,
+ * Port of tools/testing/selftests/iommu/iommufd.c: the tests of the IOAS (
  * map/unmap/copy, IOVA allocation, reserved and allowed ranges, mock domains, accesses, DMABUF,
  * the ABI framing checks and the VFIO compat checks), step by step under the kernel's names.
  *
@@ -8,6 +8,9 @@
  */
 import {
   E2BIG,
+  EFD_CLOEXEC,
+  O_CLOEXEC,
+  POLLIN,
   ENOSPC,
   EOPNOTSUPP,
   MAP_ANONYMOUS,
@@ -93,7 +96,7 @@ import {
   vfio_iommu_type1_dma_unmap,
   vfio_iommu_type1_info,
 } from "@x/iommufd";
-import { type TestMetadata, kselftest } from "../harness.js";
+import { kselftest } from "../harness.js";
 import {
   IOMMU_TEST_CMD,
   IOMMU_TEST_DEV_CACHE_DEFAULT,
@@ -154,19 +157,10 @@ import {
   test_ioctl_set_default_memory_limit,
   test_ioctl_set_temp_memory_limit,
 } from "../iommufd-utils.js";
+import { fork, waitpid } from "../test-fork.js";
 import { ustruct } from "../ustruct.js";
 
 /** ffs(): 1-based index of the lowest set bit, 0 for 0. */
-/** The test context of a forked child: same fixture, the child's libc, its own log. */
-function childCtx(t: Ctx, child: Ctx["sys"]["libc"]): Ctx {
-  return new (t.constructor as typeof TestMetadata)(
-    `${t.name} (child)`,
-    { ...t.sys, libc: child },
-    t.self,
-    t.variant,
-  );
-}
-
 function ffs(x: number): number {
   return x === 0 ? 0 : 31 - Math.clz32(x & -x) + 1;
 }
@@ -736,22 +730,39 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
   });
 
   TEST_F(iommufd_ioas, "fork_present", (self, _v, t) => {
+    const { libc, buffer, BUFFER_SIZE } = t.sys;
+    const pipefds: [number, number] = [-1, -1];
+    const one = new Uint8Array(8);
+    new DataView(one.buffer).setBigUint64(0, 1n, true);
+    const tmp = new Uint8Array(8);
     const access_id = test_cmd_create_access(t, self.ioas_id, 0);
-    // Create a mapping with a different mm. The child maps and then waits on a pipe until the
-    // parent is done; the model runs both sides in this order, so the pipe and eventfd of the C
-    // test reduce to "the child has mapped" before the parent goes on and "the child exits" after.
-    const child = t.sys.libc.fork();
-    const childT = childCtx(t, child);
-    try {
-      test_ioctl_ioas_map_fixed(childT, t.sys.buffer, t.sys.BUFFER_SIZE, MOCK_APERTURE_START);
-    } catch {
-      // The child's ASSERT only ends the child; its status is not collected by the parent.
-    }
-    for (const line of childT.log) t.TH_LOG(line);
+    t.ASSERT_EQ(0, libc.pipe2(pipefds, O_CLOEXEC));
+    const efd = libc.eventfd(0, EFD_CLOEXEC);
+    t.ASSERT_NE(-1, efd);
+
+    // Create a mapping with a different mm
+    const child = fork(t, function* (c) {
+      const cl = c.sys.libc;
+      const iova = new Uint8Array(8);
+      cl.close(pipefds[1]);
+      test_ioctl_ioas_map_fixed(c, buffer, BUFFER_SIZE, MOCK_APERTURE_START);
+      if (cl.write(efd, one) !== one.length) return 100;
+      // Sleeps in read() until the parent closes its end of the pipe.
+      yield () => cl.poll([{ fd: pipefds[0], events: POLLIN, revents: 0 }], 0) > 0;
+      if (cl.read(pipefds[0], iova, 1) !== 1) return 100;
+      return 0;
+    });
+    libc.close(pipefds[0]);
+    t.ASSERT_NE(-1, child.pid);
+    t.ASSERT_EQ(8, libc.read(efd, tmp));
+
     // Read pages from the remote process
     test_cmd_mock_domain(t, self.ioas_id);
     check_access_rw(t, self.fd, access_id, MOCK_APERTURE_START, 0);
-    child.exit();
+
+    t.ASSERT_EQ(0, libc.close(pipefds[1]));
+    t.ASSERT_EQ(child.pid, waitpid(t, child));
+
     test_cmd_destroy_access(t, access_id);
   });
 
@@ -1327,22 +1338,22 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
 
   TEST_F(iommufd_ioas, "fork_gone", (self, _v, t) => {
     const access_id = test_cmd_create_access(t, self.ioas_id, 0);
+
     // Create a mapping with a different mm
-    const child = t.sys.libc.fork();
-    const childT = childCtx(t, child);
-    try {
-      test_ioctl_ioas_map_fixed(childT, t.sys.buffer, t.sys.BUFFER_SIZE, MOCK_APERTURE_START);
-    } catch {
-      // The child's ASSERT only ends the child.
-    }
-    for (const line of childT.log) t.TH_LOG(line);
-    child.exit();
+    const child = fork(t, (c) => {
+      test_ioctl_ioas_map_fixed(c, c.sys.buffer, c.sys.BUFFER_SIZE, MOCK_APERTURE_START);
+      return 0;
+    });
+    t.ASSERT_NE(-1, child.pid);
+    t.ASSERT_EQ(child.pid, waitpid(t, child));
+
     if (self.stdev_id) {
-      // Everything was pinned within the fork, so this copies from one domain to another.
+      // The child's map pinned the pages into the existing domain; the new one is filled
+      // from it.
       test_cmd_mock_domain(t, self.ioas_id);
       check_access_rw(t, self.fd, access_id, MOCK_APERTURE_START, 0);
     } else {
-      // Otherwise the pages would have to be pinned now, which cannot happen: the mm is gone.
+      // Otherwise the pages would have to be pinned now, from the exited mm: EFAULT.
       test_err_mock_domain(t, EFAULT, self.ioas_id);
     }
     test_cmd_destroy_access(t, access_id);
