@@ -49,6 +49,8 @@ export class IommufdHwptPaging extends IommufdObject {
   domain: IommuDomain | undefined;
   autoDomain = false;
   nestParent = false;
+  /** hwpt->pasid_compat: allocated with IOMMU_HWPT_ALLOC_PASID (see device.ts). */
+  pasidCompat = false;
   enforceCacheCoherency = false;
   /** In `ioas.hwptList` and in the io_pagetable's domains. */
   inIoas = false;
@@ -111,6 +113,7 @@ export function iommufdHwptPagingAlloc(
   const hwpt = ctx.objectAlloc(new IommufdHwptPaging(ctx, ioas));
   ioas.users++;
   hwpt.nestParent = (flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0;
+  hwpt.pasidCompat = (flags & IOMMU_HWPT_ALLOC_PASID) !== 0;
   try {
     const domainFlags = flags & ~IOMMU_HWPT_FAULT_ID_VALID;
     const driver = driverOf(dev);
@@ -249,8 +252,9 @@ export function iommufdGetHwInfo(ucmd: IommufdUcmd<(typeof iommu_hw_info)["field
     cmd.out_capabilities = iommu.capable(dev, IOMMU_CAP_DIRTY_TRACKING)
       ? IOMMU_HW_CAP_DIRTY_TRACKING
       : 0n;
-    // No PASID support is modelled: max_pasids is 0.
-    cmd.out_max_pasid_log2 = 0;
+    // max_pasids is non-zero only when PASID is supported and enabled. Decision: no device of
+    // the model enables the PCI PASID capability, so PCI_PASID_EXEC/PRIV are never reported.
+    cmd.out_max_pasid_log2 = dev.maxPasids ? 31 - Math.clz32(dev.maxPasids) : 0;
     ucmdRespond(ucmd);
     return 0;
   });

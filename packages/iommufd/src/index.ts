@@ -71,6 +71,8 @@ export type {
   IommuUserData,
 } from "./iommu-priv.js";
 export {
+  IOMMUFD_OBJ_ANY,
+  IOMMUFD_OBJ_HWPT_NESTED,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_IOAS,
   IOMMUFD_OBJ_SELFTEST,

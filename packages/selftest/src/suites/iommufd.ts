@@ -33,6 +33,8 @@ import {
 } from "@x/kernel";
 import {
   IOMMUFD_CMD_BASE,
+  IOMMU_HW_INFO_TYPE_DEFAULT,
+  IOMMU_HW_INFO_TYPE_SELFTEST,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_OPTION_RLIMIT_MODE,
   VFIO_API_VERSION,
@@ -111,6 +113,7 @@ import {
   MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
   MOCK_FLAGS_DEVICE_PASID,
   MOCK_PAGE_SIZE,
+  MOCK_PASID_WIDTH,
   iommu_test_cmd,
 } from "../iommufd-test.js";
 import {
@@ -157,6 +160,11 @@ import {
   test_ioctl_set_default_memory_limit,
   test_ioctl_set_temp_memory_limit,
 } from "../iommufd-utils.js";
+import {
+  test_cmd_get_hw_info,
+  test_cmd_get_hw_info_pasid,
+  test_err_get_hw_info,
+} from "../iommufd-utils-pasid.js";
 import { fork, waitpid } from "../test-fork.js";
 import { ustruct } from "../ustruct.js";
 
@@ -407,6 +415,89 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     test_ioctl_ioas_map_fixed(t, t.sys.buffer, t.sys.PAGE_SIZE, self.base_iova);
     if (self.stdev_id) EXPECT_ERRNO(t, EBUSY, _test_ioctl_destroy(t.sys, self.fd, self.ioas_id));
     else test_ioctl_destroy(t, self.ioas_id);
+  });
+
+  TEST_F(iommufd_ioas, "hwpt_attach", (self, _v, t) => {
+    // Create a device attached directly to a hwpt
+    if (self.stdev_id) test_cmd_mock_domain(t, self.hwpt_id);
+    else test_err_mock_domain(t, ENOENT, self.hwpt_id);
+  });
+
+  TEST_F(iommufd_ioas, "get_hw_info", (self, variant, t) => {
+    const { libc } = t.sys;
+    // The C buffers are uninitialised stack: start them as garbage, not zeroes.
+    const stackBuffer = (len: number) => {
+      const va = libc.malloc(len);
+      libc.poke(va, new Uint8Array(len).fill(0xaa));
+      return va;
+    };
+    const buffer_exact = { va: stackBuffer(8), len: 8 };
+    const buffer_larger = { va: stackBuffer(16), len: 16 };
+    const buffer_smaller = { va: stackBuffer(4), len: 4 };
+    if (self.device_id) {
+      // Provide a zero-size user_buffer
+      test_cmd_get_hw_info(t, self.device_id, IOMMU_HW_INFO_TYPE_DEFAULT, 0n, 0);
+      // Provide a user_buffer with exact size
+      test_cmd_get_hw_info(
+        t,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_DEFAULT,
+        buffer_exact.va,
+        buffer_exact.len,
+      );
+      // Request for a wrong data_type, and a correct one
+      test_err_get_hw_info(
+        t,
+        EOPNOTSUPP,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_SELFTEST + 1,
+        buffer_exact.va,
+        buffer_exact.len,
+      );
+      test_cmd_get_hw_info(
+        t,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_SELFTEST,
+        buffer_exact.va,
+        buffer_exact.len,
+      );
+      // A larger buffer: the kernel zeroes the bytes past its struct.
+      test_cmd_get_hw_info(
+        t,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_DEFAULT,
+        buffer_larger.va,
+        buffer_larger.len,
+      );
+      // A smaller buffer: the fields that fit are still written.
+      test_cmd_get_hw_info(
+        t,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_DEFAULT,
+        buffer_smaller.va,
+        buffer_smaller.len,
+      );
+      t.ASSERT_EQ(0, test_cmd_get_hw_info_pasid(t, self.device_id));
+      if (variant.pasid_capable)
+        t.ASSERT_EQ(MOCK_PASID_WIDTH, test_cmd_get_hw_info_pasid(t, self.device_pasid_id));
+    } else {
+      test_err_get_hw_info(
+        t,
+        ENOENT,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_DEFAULT,
+        buffer_exact.va,
+        buffer_exact.len,
+      );
+      test_err_get_hw_info(
+        t,
+        ENOENT,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_DEFAULT,
+        buffer_larger.va,
+        buffer_larger.len,
+      );
+    }
   });
 
   TEST_F(iommufd_ioas, "area", (self, _v, t) => {
