@@ -146,17 +146,23 @@ function hwptAttachDevice(hwpt: IommufdHwptPaging, idev: IommufdDevice, pasid: n
   else iommuAttachDevicePasid(hwpt.domain!, idev.dev, pasid);
 }
 
-/** iommufd_hwpt_detach_device */
+/** iommufd_hwpt_detach_device: detach, then answer the attachment's page requests INVALID. */
 function hwptDetachDevice(hwpt: IommufdHwptPaging, idev: IommufdDevice, pasid: number): void {
   if (pasid === IOMMU_NO_PASID) iommuDetachDevice(idev.dev);
   else iommuDetachDevicePasid(hwpt.domain!, idev.dev, pasid);
+  hwpt.fault?.autoResponse(idev, pasid);
 }
 
-/** iommufd_hwpt_replace_device: the compat rule, then the core's replace in one step. */
+/**
+ * iommufd_hwpt_replace_device: the compat rule, then the core's replace in one step; after it
+ * the old attachment's page requests are answered INVALID from the queue of `hwpt`, the new
+ * HWPT, which is the queue device.c passes.
+ */
 function hwptReplaceDevice(idev: IommufdDevice, pasid: number, hwpt: IommufdHwptPaging): void {
   hwptPasidCompat(hwpt, idev, pasid);
   if (pasid === IOMMU_NO_PASID) iommuAttachDevice(idev.dev, hwpt.domain!);
   else iommuReplaceDevicePasid(hwpt.domain!, idev.dev, pasid);
+  hwpt.fault?.autoResponse(idev, pasid);
 }
 
 /**

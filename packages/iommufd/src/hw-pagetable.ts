@@ -8,14 +8,16 @@
  * automatic domain made by device attach to an IOAS (`autoDomain`, reused by later compatible
  * attaches and destroyed with its last device). Also here: IOMMU_GET_HW_INFO.
  */
-import { EINVAL, ENOENT, EOPNOTSUPP, KernelWarning, WARN_ON, copyToUser, fail } from "@x/kernel";
+import { EINVAL, EOPNOTSUPP, KernelWarning, WARN_ON, copyToUser, fail } from "@x/kernel";
 import { IOMMU_CAP_DIRTY_TRACKING, type IommuDomain, iommuDomainFree } from "@x/iommu-pgtable";
 import type { IommufdDevice } from "./device.js";
+import type { IommufdFault } from "./eventq-fault.js";
 import { type IommuUserData, driverOf } from "./iommu-priv.js";
 import type { IommufdIoas } from "./ioas.js";
 import {
   IOMMUFD_OBJ_ANY,
   IOMMUFD_OBJ_DEVICE,
+  IOMMUFD_OBJ_FAULT,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_IOAS,
   type IommufdCtx,
@@ -49,6 +51,8 @@ export class IommufdHwptPaging extends IommufdObject {
   domain: IommuDomain | undefined;
   autoDomain = false;
   nestParent = false;
+  /** hwpt->fault: where page requests of attached devices go (IOMMU_HWPT_FAULT_ID_VALID). */
+  fault: IommufdFault | undefined;
   /** hwpt->pasid_compat: allocated with IOMMU_HWPT_ALLOC_PASID (see device.ts). */
   pasidCompat = false;
   enforceCacheCoherency = false;
@@ -85,6 +89,8 @@ export class IommufdHwptPaging extends IommufdObject {
   }
 
   private release(): void {
+    if (this.fault) this.fault.users--;
+    this.fault = undefined;
     if (this.domain) iommuDomainFree(this.domain);
     this.domain = undefined;
     this.ioas.users--;
@@ -152,8 +158,8 @@ export function iommufdHwPagetablePut(ctx: IommufdCtx, hwpt: IommufdHwptPaging):
 /**
  * iommufd_hwpt_alloc. Decision: only paging HWPTs on an IOAS are modelled. A paging HWPT as
  * `pt_id` asks for a nested HWPT, which no driver here can make (no domain_alloc_nested):
- * EOPNOTSUPP; other object types are EINVAL as in the kernel; FAULT_ID_VALID fails its fault
- * lookup with ENOENT (no fault objects exist).
+ * EOPNOTSUPP; other object types are EINVAL as in the kernel. With FAULT_ID_VALID the HWPT
+ * sends page requests to that FAULT object (ENOENT without one).
  */
 export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fields"]>): number {
   const { ctx, cmd } = ucmd;
@@ -181,8 +187,12 @@ export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fi
       return ioas.mutex.with(() => {
         const hwpt = iommufdHwptPagingAlloc(ctx, ioas, idev, cmd.flags, userData);
         try {
-          // No fault objects exist in this model, so a fault id never resolves.
-          if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) fail(ENOENT, `fault ${cmd.fault_id}`);
+          if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) {
+            const fault = ctx.getObject<IommufdFault>(cmd.fault_id, IOMMUFD_OBJ_FAULT);
+            hwpt.fault = fault;
+            fault.users++;
+            ctx.putObject(fault);
+          }
           cmd.out_hwpt_id = hwpt.id;
           ucmdRespond(ucmd);
         } catch (e) {

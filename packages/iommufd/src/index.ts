@@ -43,6 +43,15 @@ export {
   iommufdDeviceReplace,
   iommufdDeviceUnbind,
 } from "./device.js";
+export {
+  IOMMUFD_PAGE_RESP_INVALID,
+  IOMMUFD_PAGE_RESP_SUCCESS,
+  IOMMU_HWPT_PAGE_RESPONSE_SIZE,
+  IOMMU_HWPT_PGFAULT_SIZE,
+  IOMMU_PGFAULT_FLAGS_LAST_PAGE,
+  IOMMU_PGFAULT_FLAGS_PASID_VALID,
+  iommufdReportDeviceFault,
+} from "./eventq-fault.js";
 export { IommufdHwptPaging } from "./hw-pagetable.js";
 export {
   IntervalNode,

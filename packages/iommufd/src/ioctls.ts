@@ -2,12 +2,13 @@
  * The ioctl table of /dev/iommu (main.c's iommufd_ioctl_ops) and module load. Kept apart from
  * main.ts so the object files can import the core without an import cycle.
  *
- * Decision: dirty tracking, fault queues, vEVENTQs and HW queues (0x8B, 0x8C, 0x8E, 0x93, 0x94)
- * are outside this model; their slots stay empty, so they answer ENOTTY after the `size` read,
+ * Decision: dirty tracking, vEVENTQs and HW queues (0x8B, 0x8C, 0x93, 0x94) are outside this
+ * model; their slots stay empty, so they answer ENOTTY after the `size` read,
  * as any hole of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC are present and
  * behave as on a machine whose IOMMU drivers have no nesting or vIOMMU support.
  */
 import type { Kernel } from "@x/kernel";
+import { iommufdFaultAlloc } from "./eventq-fault.js";
 import { iommufdGetHwInfo, iommufdHwptAlloc, iommufdHwptInvalidate } from "./hw-pagetable.js";
 import {
   iommufdIoasAllocIoctl,
@@ -29,6 +30,7 @@ import {
 } from "./main.js";
 import {
   IOMMU_DESTROY,
+  IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_INVALIDATE,
@@ -45,6 +47,7 @@ import {
   IOMMU_VFIO_IOAS,
   IOMMU_VIOMMU_ALLOC,
   iommu_destroy,
+  iommu_fault_alloc,
   iommu_hw_info,
   iommu_hwpt_alloc,
   iommu_hwpt_invalidate,
@@ -81,6 +84,7 @@ export const IOMMUFD_IOCTL_OPS: readonly IommufdIoctlOp[] = [
   ioctlOp(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, iommufdHwptAlloc),
   ioctlOp(IOMMU_GET_HW_INFO, iommu_hw_info, iommufdGetHwInfo),
   ioctlOp(IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate, iommufdHwptInvalidate),
+  ioctlOp(IOMMU_FAULT_QUEUE_ALLOC, iommu_fault_alloc, iommufdFaultAlloc),
   ioctlOp(IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, iommufdIoasMapFile),
   ioctlOp(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, iommufdViommuAllocIoctl),
   ioctlOp(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, iommufdVdeviceAllocIoctl),

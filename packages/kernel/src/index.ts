@@ -20,6 +20,7 @@ export {
   EFAULT,
   EINVAL,
   EPIPE,
+  ESPIPE,
   EIO,
   EMFILE,
   EMSGSIZE,

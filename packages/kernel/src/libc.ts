@@ -299,7 +299,7 @@ export class Libc {
       const data = file.fops.read(file, count, file.fPos).subarray(0, count);
       if (typeof buf === "bigint") copyToUser(this.kernel, buf, data);
       else buf.set(data);
-      file.fPos += BigInt(data.length);
+      if (!file.fops.keepsPos) file.fPos += BigInt(data.length);
       return data.length;
     });
   }
@@ -325,7 +325,7 @@ export class Libc {
         bytes = copyFromUser(this.kernel, data, count);
       } else bytes = data.subarray(0, count);
       const n = file.fops.write(file, bytes, file.fPos);
-      file.fPos += BigInt(n);
+      if (!file.fops.keepsPos) file.fPos += BigInt(n);
       return n;
     });
   }
