@@ -65,6 +65,7 @@ import {
 } from "./mock-dmabuf.js";
 import { MockDev, MockDomain, MockIommu, mockDevCreate } from "./mock-iommu.js";
 import { accessOps } from "./access.js";
+import { iopfOps } from "./selftest-iopf.js";
 import { pasidOps } from "./selftest-pasid.js";
 import {
   type TestOp,
@@ -284,12 +285,12 @@ const baseOps: ReadonlyArray<readonly [number, TestOp]> = [
 
 /**
  * Load the selftest into a kernel whose iommufd is loaded: IOMMU_TEST_CMD with `baseOps` plus
- * the access and PASID ops, the dma-buf hook and the mock bus. @see iommufd_test_init
+ * the access, PASID and IOPF ops, the dma-buf hook and the mock bus. @see iommufd_test_init
  */
 export function iommufdTestInit(kernel: Kernel): void {
   const module = IommufdModule.of(kernel);
   if (!module) throw new KernelWarning("iommufd_test: iommufd is not loaded");
-  const ops = new Map<number, TestOp>([...baseOps, ...accessOps, ...pasidOps]);
+  const ops = new Map<number, TestOp>([...baseOps, ...accessOps, ...pasidOps, ...iopfOps]);
   module.registerTestCmd(
     (ucmd) => {
       const op = ops.get(ucmd.cmd.op);

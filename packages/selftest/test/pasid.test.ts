@@ -3,10 +3,17 @@
  * kernel checks (iommufd's device.c, then the iommu core, then the mock driver) and no trace
  * of it afterwards.
  */
-import { IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_PASID } from "@x/iommufd";
-import { EBUSY, EINVAL, ENOENT, ENOMEM, O_RDWR } from "@x/kernel";
+import {
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_ALLOC_PASID,
+  IOMMU_HWPT_FAULT_ID_VALID,
+  iommu_hwpt_alloc,
+} from "@x/iommufd";
+import { EBUSY, EINVAL, EIO, ENOENT, ENOMEM, O_RDWR } from "@x/kernel";
 import { it } from "vitest";
 import {
+  EXPECT_ERRNO,
   MOCK_FLAGS_DEVICE_PASID,
   MOCK_PASID_WIDTH,
   MockIommu,
@@ -17,10 +24,17 @@ import {
   test_cmd_mock_domain_replace,
   test_err_mock_domain_replace,
   test_ioctl_ioas_alloc,
+  ustruct,
   why,
 } from "../src/index.js";
 import {
+  _test_cmd_trigger_iopf,
+  test_cmd_trigger_iopf_pasid,
+  test_ioctl_fault_alloc,
+} from "../src/iommufd-utils-fault.js";
+import {
   _test_cmd_pasid_attach,
+  _test_cmd_pasid_detach,
   _test_cmd_pasid_replace,
   test_cmd_pasid_attach,
   test_cmd_pasid_check_hwpt,
@@ -131,6 +145,30 @@ TEST_F(pasid, "pasid_1024_replace_rolls_back", (self, _v, t) => {
   test_cmd_pasid_attach(t, 1024, self.s2);
   test_cmd_pasid_detach(t, 1024);
   test_err_pasid_attach(t, EINVAL, 1024, self.parent);
+});
+
+TEST_F(pasid, "iopf_on_a_pasid", (self, _v, t) => {
+  const { libc } = t.sys;
+  const { fault_id, fault_fd } = test_ioctl_fault_alloc(t);
+  const devId = test_cmd_mock_domain_flags(t, self.s2, MOCK_FLAGS_DEVICE_PASID);
+  const cmd = ustruct(iommu_hwpt_alloc, {
+    size: iommu_hwpt_alloc.size,
+    flags: IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID,
+    dev_id: devId.idev_id,
+    pt_id: self.ioas_id,
+    fault_id,
+  });
+  t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_HWPT_ALLOC, cmd.$), why(t));
+  const iopf = cmd.out_hwpt_id;
+  const stdev = devId.stdev_id;
+  t.ASSERT_EQ(0, _test_cmd_pasid_attach(t.sys, self.fd, stdev, 2048, iopf), why(t));
+  test_cmd_trigger_iopf_pasid(t, devId.idev_id, 2048, fault_fd);
+  // Nothing is attached at PASID 100: the request is dropped and there is nothing to read.
+  t.ASSERT_EQ(-EIO, _test_cmd_trigger_iopf(t.sys, self.fd, devId.idev_id, 100, fault_fd));
+  // An unknown device: ENOENT from the op itself.
+  EXPECT_ERRNO(t, ENOENT, _test_cmd_trigger_iopf(t.sys, self.fd, self.ioas_id, 2048, fault_fd));
+  t.ASSERT_EQ(0, _test_cmd_pasid_detach(t.sys, self.fd, stdev, 2048), why(t));
+  t.ASSERT_EQ(0, libc.close(fault_fd));
 });
 
 registerVitest(harness.instances(), it);
