@@ -1450,6 +1450,18 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     test_cmd_destroy_access(t, access_id);
   });
 
+  TEST_F(iommufd_ioas, "ioas_iova_alloc", (_self, variant, t) => {
+    const { buffer, PAGE_SIZE } = t.sys;
+    for (let length = 1; length !== PAGE_SIZE * 2; length++) {
+      if (variant.mock_domains && length % MOCK_PAGE_SIZE) {
+        test_err_ioctl_ioas_map(t, EINVAL, buffer, length);
+      } else {
+        const iova = test_ioctl_ioas_map(t, buffer, length);
+        test_ioctl_ioas_unmap(t, iova, length);
+      }
+    }
+  });
+
   TEST_F(iommufd_ioas, "ioas_align_change", (self, variant, t) => {
     const { libc, buffer, PAGE_SIZE } = t.sys;
     const P = BigInt(PAGE_SIZE);
