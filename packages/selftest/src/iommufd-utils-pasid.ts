@@ -112,7 +112,7 @@ export function test_cmd_pasid_check_hwpt(
 }
 
 /** What `_test_cmd_get_hw_info` hands back through its out-pointers. */
-export interface HwInfoOut {
+interface HwInfoOut {
   capabilities?: Ref<bigint>;
   max_pasid?: Ref<number>;
 }
