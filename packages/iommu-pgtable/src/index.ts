@@ -34,6 +34,13 @@ export {
   iommuptDomainAlloc,
 } from "./iommu-driver.js";
 export {
+  IOMMU_NO_PASID,
+  iommuAttachDevicePasid,
+  iommuDetachDevicePasid,
+  iommuPasidDomain,
+  iommuReplaceDevicePasid,
+} from "./iommu-pasid.js";
+export {
   ArmSmmuV3Driver,
   amdIommuDriver,
   intelIommuDriver,

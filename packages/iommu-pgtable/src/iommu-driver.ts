@@ -60,6 +60,17 @@ export interface IommuDriver {
   attachDev?(domain: IommuDomain, dev: IommuDevice): void;
   /** The device's reserved regions; none without it. @see iommu_get_resv_regions */
   getResvRegions?(dev: IommuDevice): readonly IommuResvRegion[];
+  /**
+   * Point `pasid` of `dev` at `domain` (undefined: the blocked domain) in place of `old`; a
+   * throw leaves `old` in place. Without it PASID attach is EOPNOTSUPP.
+   * @see struct iommu_domain_ops set_dev_pasid
+   */
+  setDevPasid?(
+    domain: IommuDomain | undefined,
+    dev: IommuDevice,
+    pasid: number,
+    old: IommuDomain | undefined,
+  ): void;
 }
 
 /** Why a DMA did not translate. */
@@ -87,6 +98,10 @@ const FAULT_LOG_MAX = 64;
 export class IommuDevice {
   /** The attached domain; undefined = blocked. */
   domain: IommuDomain | undefined;
+  /** dev->iommu->max_pasids: PASIDs below it can be attached; 0 = no PASID support. */
+  maxPasids = 0;
+  /** group->pasid_array for PASIDs other than IOMMU_NO_PASID (see iommu-pasid.ts). */
+  readonly pasidArray = new Map<number, IommuDomain>();
   readonly faults: IommuFault[] = [];
   faultCount = 0;
 

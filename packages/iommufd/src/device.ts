@@ -9,6 +9,7 @@
  *   let ptId = iommufdDeviceAttach(idev, ioasOrHwptId)    // returns the HWPT id actually used
  *   ptId = iommufdDeviceReplace(idev, otherId)            // atomic move (EINVAL if not attached)
  *   iommufdDeviceDetach(idev)                             // back to blocked DMA
+ *   iommufdDeviceAttach(idev, hwptId, pasid)              // the same for one PASID of the device
  *   iommufdDeviceUnbind(idev)                             // detach first; frees the id
  *
  * `dev` is @x/iommu-pgtable's `IommuDevice` (a device and its `IommuDriver`). Attaching to an
@@ -27,13 +28,17 @@
  * (except the selftest's mock devices, see `registerTestCmd`), and the driver holds the DEVICE
  * object (IOMMU_DESTROY of its id is EBUSY) until unbind.
  */
-import { EINVAL, KernelWarning, WARN_ON, fail, type File, type Kernel } from "@x/kernel";
+import { EBUSY, EINVAL, KernelWarning, WARN_ON, fail, type File, type Kernel } from "@x/kernel";
 import {
   IOMMU_CAP_CACHE_COHERENCY,
   IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
+  IOMMU_NO_PASID,
   type IommuDevice,
   iommuAttachDevice,
+  iommuAttachDevicePasid,
   iommuDetachDevice,
+  iommuDetachDevicePasid,
+  iommuReplaceDevicePasid,
 } from "@x/iommu-pgtable";
 import { driverOf } from "./iommu-priv.js";
 import type { IommufdIoas } from "./ioas.js";
@@ -54,12 +59,20 @@ import {
 export class IommufdDevice extends IommufdObject {
   readonly type = IOMMUFD_OBJ_DEVICE;
   readonly enforceCacheCoherency: boolean;
-  /** The HWPT the device is attached to (igroup->hwpt; one device per group here). */
-  hwpt: IommufdHwpt | undefined;
+  /**
+   * igroup->pasid_attach: the HWPT of the RID (IOMMU_NO_PASID) and of each attached PASID
+   * (one device per group here, so each entry holds just this device).
+   */
+  readonly pasidAttach = new Map<number, IommufdHwpt>();
   /** Its vDEVICE, at most one (idev->vdev). */
   vdev: IommufdVdevice | undefined;
   /** Being unbound: no new vDEVICE may be made for it (idev->destroying). */
   destroying = false;
+
+  /** The HWPT the RID is attached to (igroup->hwpt; one device per group here). */
+  get hwpt(): IommufdHwpt | undefined {
+    return this.pasidAttach.get(IOMMU_NO_PASID);
+  }
 
   constructor(
     readonly ctx: IommufdCtx,
@@ -71,7 +84,7 @@ export class IommufdDevice extends IommufdObject {
 
   /** iommufd_device_destroy */
   destroy(): void {
-    WARN_ON(this.hwpt !== undefined, "device destroyed while attached");
+    WARN_ON(this.pasidAttach.size !== 0, "device destroyed while attached");
     if (!this.ctx.module.isSelftestMockDev(this.dev)) this.ctx.file.put();
   }
 }
@@ -124,21 +137,67 @@ function enforceResvRegions(ioas: IommufdIoas, idev: IommufdDevice): void {
 }
 
 /**
- * iommufd_hw_pagetable_attach: reserve the device's regions in the IOAS, attach the domain and
- * take a reference on the HWPT. EINVAL when already attached or the driver refuses the domain.
+ * iommufd_hwpt_pasid_compat: a HWPT allocated without IOMMU_HWPT_ALLOC_PASID may take the RID
+ * only while no PASID is attached, and a PASID may be attached only to such a HWPT while the
+ * RID's HWPT is one too (the PASID table hangs off the RID's entry). EINVAL otherwise.
  */
-export function iommufdHwPagetableAttach(hwpt: IommufdHwpt, idev: IommufdDevice): void {
-  if (idev.hwpt) fail(EINVAL, "device already attached");
-  const ioas = findHwptPaging(hwpt).ioas;
+function hwptPasidCompat(hwpt: IommufdHwpt, idev: IommufdDevice, pasid: number): void {
+  if (pasid === IOMMU_NO_PASID) {
+    const pasidAttached = [...idev.pasidAttach.keys()].some((p) => p !== IOMMU_NO_PASID);
+    if (!hwpt.pasidCompat && pasidAttached)
+      fail(EINVAL, "HWPT without PASID support while a PASID is attached");
+    return;
+  }
+  if (!hwpt.pasidCompat) fail(EINVAL, "HWPT allocated without IOMMU_HWPT_ALLOC_PASID");
+  if (idev.hwpt && !idev.hwpt.pasidCompat) fail(EINVAL, "the RID's HWPT has no PASID support");
+}
+
+/** iommufd_hwpt_attach_device: the compat rule, then the iommu core's attach. */
+function hwptAttachDevice(hwpt: IommufdHwpt, idev: IommufdDevice, pasid: number): void {
+  hwptPasidCompat(hwpt, idev, pasid);
+  if (pasid === IOMMU_NO_PASID) iommuAttachDevice(idev.dev, hwpt.domain!);
+  else iommuAttachDevicePasid(hwpt.domain!, idev.dev, pasid);
+}
+
+/** iommufd_hwpt_detach_device: detach, then answer the attachment's page requests INVALID. */
+function hwptDetachDevice(hwpt: IommufdHwpt, idev: IommufdDevice, pasid: number): void {
+  if (pasid === IOMMU_NO_PASID) iommuDetachDevice(idev.dev);
+  else iommuDetachDevicePasid(hwpt.domain!, idev.dev, pasid);
+  hwpt.fault?.autoResponse(idev, pasid);
+}
+
+/**
+ * iommufd_hwpt_replace_device: the compat rule, then the core's replace in one step; after it
+ * the old attachment's page requests are answered INVALID from the queue of `hwpt`, the new
+ * HWPT, which is the queue device.c passes.
+ */
+function hwptReplaceDevice(idev: IommufdDevice, pasid: number, hwpt: IommufdHwpt): void {
+  hwptPasidCompat(hwpt, idev, pasid);
+  if (pasid === IOMMU_NO_PASID) iommuAttachDevice(idev.dev, hwpt.domain!);
+  else iommuReplaceDevicePasid(hwpt.domain!, idev.dev, pasid);
+  hwpt.fault?.autoResponse(idev, pasid);
+}
+
+/**
+ * iommufd_hw_pagetable_attach: EBUSY when `pasid` of the device is attached already; for the
+ * RID, reserve the device's regions in the IOAS; attach and take a reference on the HWPT.
+ */
+export function iommufdHwPagetableAttach(
+  hwpt: IommufdHwpt,
+  idev: IommufdDevice,
+  pasid: number = IOMMU_NO_PASID,
+): void {
+  if (idev.pasidAttach.has(pasid)) fail(EBUSY, `pasid ${pasid} of the device already attached`);
+  const attachResv = pasid === IOMMU_NO_PASID;
   hwptEnforceCacheCoherency(hwpt, idev);
-  enforceResvRegions(ioas, idev);
+  if (attachResv) enforceResvRegions(findHwptPaging(hwpt).ioas, idev);
   try {
-    iommuAttachDevice(idev.dev, hwpt.domain!);
+    hwptAttachDevice(hwpt, idev, pasid);
   } catch (e) {
-    ioas.iopt.removeReservedIova(idev);
+    if (attachResv) findHwptPaging(hwpt).ioas.iopt.removeReservedIova(idev);
     throw e;
   }
-  idev.hwpt = hwpt;
+  idev.pasidAttach.set(pasid, hwpt);
   hwpt.users++;
 }
 
@@ -151,45 +210,51 @@ function hwptEnforceCacheCoherency(hwpt: IommufdHwpt, idev: IommufdDevice): void
   if (idev.enforceCacheCoherency) findHwptPaging(hwpt).enforceCacheCoherency = true;
 }
 
-/** iommufd_hw_pagetable_detach: returns the HWPT whose reference the caller must put. */
-export function iommufdHwPagetableDetach(idev: IommufdDevice): IommufdHwpt {
-  const hwpt = idev.hwpt;
-  if (!hwpt) throw new KernelWarning("detach of a device that is not attached");
-  iommuDetachDevice(idev.dev);
-  idev.hwpt = undefined;
-  findHwptPaging(hwpt).ioas.iopt.removeReservedIova(idev);
+/**
+ * iommufd_hw_pagetable_detach: returns the HWPT whose reference the caller must put, or
+ * undefined when nothing is attached at `pasid`.
+ */
+export function iommufdHwPagetableDetach(
+  idev: IommufdDevice,
+  pasid: number = IOMMU_NO_PASID,
+): IommufdHwpt | undefined {
+  const hwpt = idev.pasidAttach.get(pasid);
+  if (!hwpt) return undefined;
+  hwptDetachDevice(hwpt, idev, pasid);
+  idev.pasidAttach.delete(pasid);
+  if (pasid === IOMMU_NO_PASID) findHwptPaging(hwpt).ioas.iopt.removeReservedIova(idev);
   return hwpt;
 }
 
-type DoAttach = (idev: IommufdDevice, hwpt: IommufdHwpt) => IommufdHwpt | undefined;
+type DoAttach = (idev: IommufdDevice, pasid: number, hwpt: IommufdHwpt) => IommufdHwpt | undefined;
 
 /** iommufd_device_do_attach: no HWPT to release afterwards. */
-const doAttach: DoAttach = (idev, hwpt) => {
-  iommufdHwPagetableAttach(hwpt, idev);
+const doAttach: DoAttach = (idev, pasid, hwpt) => {
+  iommufdHwPagetableAttach(hwpt, idev, pasid);
   return undefined;
 };
 
 /**
- * iommufd_device_do_replace: switch to `hwpt` in one step (the device never passes through
- * blocking); returns the old HWPT, whose reference the caller puts.
+ * iommufd_device_do_replace: switch `pasid` to `hwpt` in one step (the device never passes
+ * through blocking); EINVAL when it is not attached. Returns the old HWPT, whose reference the
+ * caller puts.
  */
-const doReplace: DoAttach = (idev, hwpt) => {
-  const old = idev.hwpt;
-  if (!old) fail(EINVAL, "device not attached");
+const doReplace: DoAttach = (idev, pasid, hwpt) => {
+  const old = idev.pasidAttach.get(pasid);
+  if (!old) fail(EINVAL, `pasid ${pasid} of the device not attached`);
   if (hwpt === old) return undefined;
-  const ioas = findHwptPaging(hwpt).ioas;
-  const oldIoas = findHwptPaging(old).ioas;
-  const moveIoas = ioas !== oldIoas;
-  if (moveIoas) enforceResvRegions(ioas, idev);
+  const moveIoas =
+    pasid === IOMMU_NO_PASID && findHwptPaging(hwpt).ioas !== findHwptPaging(old).ioas;
+  if (moveIoas) enforceResvRegions(findHwptPaging(hwpt).ioas, idev);
   try {
     hwptEnforceCacheCoherency(hwpt, idev);
-    iommuAttachDevice(idev.dev, hwpt.domain!);
+    hwptReplaceDevice(idev, pasid, hwpt);
   } catch (e) {
-    if (moveIoas) ioas.iopt.removeReservedIova(idev);
+    if (moveIoas) findHwptPaging(hwpt).ioas.iopt.removeReservedIova(idev);
     throw e;
   }
-  if (moveIoas) oldIoas.iopt.removeReservedIova(idev);
-  idev.hwpt = hwpt;
+  if (moveIoas) findHwptPaging(old).ioas.iopt.removeReservedIova(idev);
+  idev.pasidAttach.set(pasid, hwpt);
   hwpt.users++;
   return old;
 };
@@ -201,6 +266,7 @@ const doReplace: DoAttach = (idev, hwpt) => {
  */
 function autoGetDomain(
   idev: IommufdDevice,
+  pasid: number,
   ioas: IommufdIoas,
   act: DoAttach,
 ): { hwptId: number; release: IommufdHwpt | undefined } {
@@ -210,7 +276,7 @@ function autoGetDomain(
       if (!hwpt.autoDomain || hwpt.users === 0) continue;
       hwpt.users++;
       try {
-        const release = act(idev, hwpt);
+        const release = act(idev, pasid, hwpt);
         return { hwptId: hwpt.id, release };
       } catch (e) {
         if (e instanceof Error && "errno" in e && e.errno === EINVAL) continue;
@@ -222,7 +288,7 @@ function autoGetDomain(
     const hwpt = iommufdHwptPagingAlloc(ctx, ioas, idev, 0, undefined);
     let release: IommufdHwpt | undefined;
     try {
-      release = act(idev, hwpt);
+      release = act(idev, pasid, hwpt);
     } catch (e) {
       ctx.objectAbortAndDestroy(hwpt);
       throw e;
@@ -234,7 +300,7 @@ function autoGetDomain(
 }
 
 /** iommufd_device_change_pt: resolve `ptId` and attach or replace; returns the HWPT id used. */
-function deviceChangePt(idev: IommufdDevice, ptId: number, act: DoAttach): number {
+function deviceChangePt(idev: IommufdDevice, pasid: number, ptId: number, act: DoAttach): number {
   const ctx = idev.ctx;
   const ptObj = ctx.getObject(ptId, IOMMUFD_OBJ_ANY);
   let result: { hwptId: number; release: IommufdHwpt | undefined };
@@ -243,11 +309,11 @@ function deviceChangePt(idev: IommufdDevice, ptId: number, act: DoAttach): numbe
       case IOMMUFD_OBJ_HWPT_PAGING:
       case IOMMUFD_OBJ_HWPT_NESTED: {
         const hwpt = ptObj as IommufdHwpt;
-        result = { hwptId: hwpt.id, release: act(idev, hwpt) };
+        result = { hwptId: hwpt.id, release: act(idev, pasid, hwpt) };
         break;
       }
       case IOMMUFD_OBJ_IOAS:
-        result = autoGetDomain(idev, ptObj as IommufdIoas, act);
+        result = autoGetDomain(idev, pasid, ptObj as IommufdIoas, act);
         break;
       default:
         return fail(EINVAL, `object ${ptId} cannot be attached to`);
@@ -260,18 +326,32 @@ function deviceChangePt(idev: IommufdDevice, ptId: number, act: DoAttach): numbe
   return result.hwptId;
 }
 
-/** iommufd_device_attach: returns the id of the HWPT the device is now attached to. */
-export function iommufdDeviceAttach(idev: IommufdDevice, ptId: number): number {
-  return deviceChangePt(idev, ptId, doAttach);
+/**
+ * iommufd_device_attach: attach the RID, or `pasid`, to `ptId`; returns the id of the HWPT
+ * now used. (The kernel passes the PASID second; here it is last and defaults to the RID.)
+ */
+export function iommufdDeviceAttach(
+  idev: IommufdDevice,
+  ptId: number,
+  pasid: number = IOMMU_NO_PASID,
+): number {
+  return deviceChangePt(idev, pasid, ptId, doAttach);
 }
 
-/** iommufd_device_replace: like attach, for a device that is attached already. */
-export function iommufdDeviceReplace(idev: IommufdDevice, ptId: number): number {
-  return deviceChangePt(idev, ptId, doReplace);
+/** iommufd_device_replace: like attach, for a RID or PASID that is attached already. */
+export function iommufdDeviceReplace(
+  idev: IommufdDevice,
+  ptId: number,
+  pasid: number = IOMMU_NO_PASID,
+): number {
+  return deviceChangePt(idev, pasid, ptId, doReplace);
 }
 
-/** iommufd_device_detach: back to blocked DMA; an automatic domain left unused is destroyed. */
-export function iommufdDeviceDetach(idev: IommufdDevice): void {
-  const hwpt = iommufdHwPagetableDetach(idev);
-  iommufdHwPagetablePut(idev.ctx, hwpt);
+/**
+ * iommufd_device_detach: back to blocked DMA, nothing when `pasid` is not attached; an
+ * automatic domain left unused is destroyed.
+ */
+export function iommufdDeviceDetach(idev: IommufdDevice, pasid: number = IOMMU_NO_PASID): void {
+  const hwpt = iommufdHwPagetableDetach(idev, pasid);
+  if (hwpt) iommufdHwPagetablePut(idev.ctx, hwpt);
 }

@@ -12,6 +12,7 @@
 import { EINVAL, EOPNOTSUPP, fail } from "@x/kernel";
 import { IOMMU_DOMAIN_NESTED, type IommuDomain, iommuDomainFree } from "@x/iommu-pgtable";
 import type { IommufdDevice } from "./device.js";
+import type { IommufdFault } from "./eventq-fault.js";
 import type { IommufdHwptPaging } from "./hw-pagetable.js";
 import {
   type IommuUserData,
@@ -49,6 +50,10 @@ export class IommufdHwptNested extends IommufdObject {
   domain: IommuDomain | undefined;
   /** Made through a vIOMMU: the reference held is the vIOMMU's, not the parent's. */
   viommu: IommufdViommu | undefined;
+  /** hwpt->fault: where page requests of attached devices go (IOMMU_HWPT_FAULT_ID_VALID). */
+  fault: IommufdFault | undefined;
+  /** hwpt->pasid_compat: allocated with IOMMU_HWPT_ALLOC_PASID (see device.ts). */
+  pasidCompat = false;
 
   constructor(
     readonly ctx: IommufdCtx,
@@ -60,6 +65,8 @@ export class IommufdHwptNested extends IommufdObject {
 
   /** iommufd_hwpt_nested_destroy */
   destroy(): void {
+    if (this.fault) this.fault.users--;
+    this.fault = undefined;
     if (this.domain) iommuDomainFree(this.domain);
     this.domain = undefined;
     if (this.viommu) this.viommu.users--;
@@ -102,6 +109,7 @@ export function iommufdHwptNestedAlloc(
   if (parent.autoDomain || !parent.nestParent || parent.domain?.owner !== driver)
     fail(EINVAL, "parent is not a nest parent of this driver");
   const hwpt = ctx.objectAlloc(new IommufdHwptNested(ctx, parent));
+  hwpt.pasidCompat = (flags & IOMMU_HWPT_ALLOC_PASID) !== 0;
   parent.users++;
   try {
     hwpt.domain = checkNestedDomain(
@@ -136,6 +144,7 @@ export function iommufdViommuAllocHwptNested(
   if (!ops?.allocDomainNested) fail(EOPNOTSUPP, "vIOMMU makes no nested domains");
   const hwpt = ctx.objectAlloc(new IommufdHwptNested(ctx, viommu.hwpt));
   hwpt.viommu = viommu;
+  hwpt.pasidCompat = (flags & IOMMU_HWPT_ALLOC_PASID) !== 0;
   viommu.users++;
   try {
     hwpt.domain = checkNestedDomain(

@@ -10,10 +10,11 @@
  * dirty-tracking ioctls of a paging HWPT (IOMMU_HWPT_SET_DIRTY_TRACKING,
  * IOMMU_HWPT_GET_DIRTY_BITMAP).
  */
-import { EINVAL, ENOENT, EOPNOTSUPP, KernelWarning, WARN_ON, copyToUser, fail } from "@x/kernel";
+import { EINVAL, EOPNOTSUPP, KernelWarning, WARN_ON, copyToUser, fail } from "@x/kernel";
 import { IOMMU_CAP_DIRTY_TRACKING, type IommuDomain, iommuDomainFree } from "@x/iommu-pgtable";
 import type { IommufdDevice } from "./device.js";
 import { ioptReadAndClearDirtyData, ioptSetDirtyTracking } from "./io-pagetable-dirty.js";
+import type { IommufdFault } from "./eventq-fault.js";
 import { type IommuUserData, driverOf } from "./iommu-priv.js";
 import type { IommufdIoas } from "./ioas.js";
 import {
@@ -25,6 +26,7 @@ import type { IommufdViommu } from "./viommu.js";
 import {
   IOMMUFD_OBJ_ANY,
   IOMMUFD_OBJ_DEVICE,
+  IOMMUFD_OBJ_FAULT,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_IOAS,
   IOMMUFD_OBJ_VIOMMU,
@@ -63,6 +65,10 @@ export class IommufdHwptPaging extends IommufdObject {
   domain: IommuDomain | undefined;
   autoDomain = false;
   nestParent = false;
+  /** hwpt->fault: where page requests of attached devices go (IOMMU_HWPT_FAULT_ID_VALID). */
+  fault: IommufdFault | undefined;
+  /** hwpt->pasid_compat: allocated with IOMMU_HWPT_ALLOC_PASID (see device.ts). */
+  pasidCompat = false;
   enforceCacheCoherency = false;
   /** In `ioas.hwptList` and in the io_pagetable's domains. */
   inIoas = false;
@@ -97,6 +103,8 @@ export class IommufdHwptPaging extends IommufdObject {
   }
 
   private release(): void {
+    if (this.fault) this.fault.users--;
+    this.fault = undefined;
     if (this.domain) iommuDomainFree(this.domain);
     this.domain = undefined;
     this.ioas.users--;
@@ -125,6 +133,7 @@ export function iommufdHwptPagingAlloc(
   const hwpt = ctx.objectAlloc(new IommufdHwptPaging(ctx, ioas));
   ioas.users++;
   hwpt.nestParent = (flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0;
+  hwpt.pasidCompat = (flags & IOMMU_HWPT_ALLOC_PASID) !== 0;
   try {
     const domainFlags = flags & ~IOMMU_HWPT_FAULT_ID_VALID;
     const driver = driverOf(dev);
@@ -164,7 +173,8 @@ export function iommufdHwPagetablePut(ctx: IommufdCtx, hwpt: IommufdHwpt): void 
 /**
  * iommufd_hwpt_alloc: `pt_id` chooses the kind — an IOAS gives a paging HWPT, a paging HWPT
  * (a nest parent) or a vIOMMU a nested one; anything else, or no object, is EINVAL. With
- * FAULT_ID_VALID the fault object is looked up last (ENOENT: no fault queues are modelled).
+ * FAULT_ID_VALID the HWPT sends page requests to that FAULT object, looked up last (ENOENT
+ * without one).
  */
 export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fields"]>): number {
   const { ctx, cmd } = ucmd;
@@ -210,12 +220,16 @@ export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fi
 /** The common tail of iommufd_hwpt_alloc: fault lookup, the id back to user space, finalize. */
 function hwptPublish(
   ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fields"]>,
-  hwpt: IommufdObject,
+  hwpt: IommufdHwpt,
 ): number {
   const { ctx, cmd } = ucmd;
   try {
-    // No fault objects exist in this model, so a fault id never resolves.
-    if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) fail(ENOENT, `fault ${cmd.fault_id}`);
+    if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) {
+      const fault = ctx.getObject<IommufdFault>(cmd.fault_id, IOMMUFD_OBJ_FAULT);
+      hwpt.fault = fault;
+      fault.users++;
+      ctx.putObject(fault);
+    }
     cmd.out_hwpt_id = hwpt.id;
     ucmdRespond(ucmd);
   } catch (e) {
@@ -256,8 +270,9 @@ export function iommufdGetHwInfo(ucmd: IommufdUcmd<(typeof iommu_hw_info)["field
     cmd.out_capabilities = iommu.capable(dev, IOMMU_CAP_DIRTY_TRACKING)
       ? IOMMU_HW_CAP_DIRTY_TRACKING
       : 0n;
-    // No PASID support is modelled: max_pasids is 0.
-    cmd.out_max_pasid_log2 = 0;
+    // max_pasids is non-zero only when PASID is supported and enabled. Decision: no device of
+    // the model enables the PCI PASID capability, so PCI_PASID_EXEC/PRIV are never reported.
+    cmd.out_max_pasid_log2 = dev.maxPasids ? 31 - Math.clz32(dev.maxPasids) : 0;
     ucmdRespond(ucmd);
     return 0;
   });

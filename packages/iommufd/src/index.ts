@@ -49,6 +49,15 @@ export {
   IommufdVeventq,
   iommufdViommuReportEvent,
 } from "./eventq.js";
+export {
+  IOMMUFD_PAGE_RESP_INVALID,
+  IOMMUFD_PAGE_RESP_SUCCESS,
+  IOMMU_HWPT_PAGE_RESPONSE_SIZE,
+  IOMMU_HWPT_PGFAULT_SIZE,
+  IOMMU_PGFAULT_FLAGS_LAST_PAGE,
+  IOMMU_PGFAULT_FLAGS_PASID_VALID,
+  iommufdReportDeviceFault,
+} from "./eventq-fault.js";
 export { IommufdHwptPaging } from "./hw-pagetable.js";
 export {
   IOMMU_HW_QUEUE_TYPE_DEFAULT,
@@ -96,6 +105,7 @@ export {
   iommuCopyStructFromUserArray,
 } from "./iommu-priv.js";
 export {
+  IOMMUFD_OBJ_ANY,
   IOMMUFD_OBJ_HWPT_NESTED,
   IOMMUFD_OBJ_HWPT_PAGING,
   IOMMUFD_OBJ_IOAS,

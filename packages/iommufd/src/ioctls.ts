@@ -2,12 +2,11 @@
  * The ioctl table of /dev/iommu (main.c's iommufd_ioctl_ops) and module load. Kept apart from
  * main.ts so the object files can import the core without an import cycle.
  *
- * Decision: fault queues (0x8E) are outside this model; the slot stays empty, so it answers
- * ENOTTY after the `size` read, as any hole of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and
- * VDEVICE_ALLOC work with the drivers that offer nesting and vIOMMUs (the selftest's mock);
- * others answer EOPNOTSUPP.
+ * HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC work with the drivers that offer nesting and
+ * vIOMMUs (the selftest's mock); others answer EOPNOTSUPP.
  */
 import type { Kernel } from "@x/kernel";
+import { iommufdFaultAlloc } from "./eventq-fault.js";
 import {
   iommufdGetHwInfo,
   iommufdHwptAlloc,
@@ -37,6 +36,7 @@ import {
 } from "./main.js";
 import {
   IOMMU_DESTROY,
+  IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_GET_DIRTY_BITMAP,
@@ -57,6 +57,7 @@ import {
   IOMMU_VFIO_IOAS,
   IOMMU_VIOMMU_ALLOC,
   iommu_destroy,
+  iommu_fault_alloc,
   iommu_hw_info,
   iommu_hwpt_alloc,
   iommu_hwpt_get_dirty_bitmap,
@@ -103,6 +104,7 @@ export const IOMMUFD_IOCTL_OPS: readonly IommufdIoctlOp[] = [
   ),
   ioctlOp(IOMMU_HWPT_GET_DIRTY_BITMAP, iommu_hwpt_get_dirty_bitmap, iommufdHwptGetDirtyBitmap),
   ioctlOp(IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate, iommufdHwptInvalidate),
+  ioctlOp(IOMMU_FAULT_QUEUE_ALLOC, iommu_fault_alloc, iommufdFaultAlloc),
   ioctlOp(IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, iommufdIoasMapFile),
   ioctlOp(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, iommufdViommuAllocIoctl),
   ioctlOp(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, iommufdVdeviceAllocIoctl),

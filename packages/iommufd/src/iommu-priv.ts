@@ -86,6 +86,11 @@ export interface IommufdDriverExtras {
    * it here, for its own nested domains.
    */
   cacheInvalidateUser?(domain: IommuDomain, array: IommuUserDataArray): void;
+  /**
+   * ops->user_pasid_table: the guest owns the PASID table, so a page request for a PASID with
+   * no attachment of its own goes to the nested domain attached to the RID.
+   */
+  readonly userPasidTable?: boolean;
 }
 
 /** @see dev_iommu_ops */

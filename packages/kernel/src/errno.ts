@@ -10,6 +10,7 @@ export const EIO = 5;
 export const ENXIO = 6;
 export const E2BIG = 7;
 export const EBADF = 9;
+export const ECHILD = 10;
 export const EAGAIN = 11;
 export const ENOMEM = 12;
 export const EACCES = 13;
@@ -26,8 +27,9 @@ export const EMFILE = 24;
 export const ENOTTY = 25;
 export const EFBIG = 27;
 export const ENOSPC = 28;
-const ESPIPE = 29;
+export const ESPIPE = 29;
 const EROFS = 30;
+export const EPIPE = 32;
 export const ERANGE = 34;
 export const EDEADLK = 35;
 const ENOSYS = 38;
@@ -49,6 +51,7 @@ export const ERRNO_NAMES: Readonly<Record<number, string>> = {
   [EPERM]: "EPERM",
   [ENOENT]: "ENOENT",
   [ESRCH]: "ESRCH",
+  [ECHILD]: "ECHILD",
   [EINTR]: "EINTR",
   [EIO]: "EIO",
   [ENXIO]: "ENXIO",
@@ -72,6 +75,7 @@ export const ERRNO_NAMES: Readonly<Record<number, string>> = {
   [ENOSPC]: "ENOSPC",
   [ESPIPE]: "ESPIPE",
   [EROFS]: "EROFS",
+  [EPIPE]: "EPIPE",
   [ERANGE]: "ERANGE",
   [EDEADLK]: "EDEADLK",
   [ENOSYS]: "ENOSYS",

@@ -41,6 +41,8 @@ export interface FileOperations {
   write?(file: File, data: Uint8Array, pos: bigint): number;
   /** The POLL* events ready now; without it a file is always readable and writable. */
   poll?(file: File): number;
+  /** read/write leave the position alone (the driver never advances *ppos). */
+  readonly keepsPos?: boolean;
 }
 
 /**

@@ -10,6 +10,7 @@ export {
   EACCES,
   EADDRINUSE,
   EAGAIN,
+  ECHILD,
   EBADE,
   EBADF,
   EBADFD,
@@ -18,6 +19,8 @@ export {
   EEXIST,
   EFAULT,
   EINVAL,
+  EPIPE,
+  ESPIPE,
   EIO,
   EMFILE,
   EMSGSIZE,
@@ -83,6 +86,7 @@ export {
   F_SETFD,
   Libc,
   MAP_FAILED,
+  SIGABRT,
 } from "./libc.js";
 export { U64_MAX } from "./limits.js";
 export {

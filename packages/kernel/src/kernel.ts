@@ -88,13 +88,19 @@ export class Kernel {
     const cred = { ...parent.cred, caps: new Set(parent.cred.caps) };
     const child = new Process(this.nextTid, cred, mm, parent.files.clone());
     for (const [r, v] of parent.rlimits) child.setRlimit(r, v);
+    parent.children.add(child);
     return this.newTask(child);
   }
 
-  /** do_exit for a whole process: close its descriptors and tear down its address space. */
-  exit(process: Process): void {
+  /**
+   * do_exit for a whole process: close its descriptors and tear down its address space. It
+   * stays a zombie until its parent reaps it, with a wait status made of the exit `code`, or
+   * of `signal` when a signal killed it.
+   */
+  exit(process: Process, code = 0, signal = 0): void {
     if (process.exited) throw new KernelWarning(`process ${process.pid} exited twice`);
     process.exited = true;
+    process.exitStatus = signal ? signal & 0x7f : (code & 0xff) << 8;
     process.files.closeAll();
     process.mm.exit();
   }

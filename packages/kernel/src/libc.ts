@@ -1,4 +1,4 @@
-import { EBADF, EFAULT, EINVAL, ENOTTY } from "./errno.js";
+import { EBADF, ECHILD, EFAULT, EINVAL, ENOTTY } from "./errno.js";
 import { KernelError, fail } from "./error.js";
 import {
   EFD_CLOEXEC,
@@ -26,6 +26,7 @@ import {
 import type { Kernel, Task } from "./kernel.js";
 import { isMemfd, memfdCheckArgs, memfdCreate, MFD_CLOEXEC, vfsTruncate } from "./memfd.js";
 import { memfdFcntl } from "./memfd-seals.js";
+import { createPipeFiles, pipe2CheckFlags } from "./pipe.js";
 import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, TASK_SIZE } from "./mm.js";
 import { PAGE_SIZE } from "./physmem.js";
 import type { Process } from "./process.js";
@@ -51,6 +52,9 @@ export const F_SETFD = 2;
 export const F_GETFL = 3;
 export const F_DUPFD_CLOEXEC = 1030;
 export const FD_CLOEXEC = 1;
+
+/** Signal numbers (include/uapi/asm-generic/signal.h). */
+export const SIGABRT = 6;
 
 const ARENA_CHUNK = 1n << 20n;
 
@@ -295,7 +299,7 @@ export class Libc {
       const data = file.fops.read(file, count, file.fPos).subarray(0, count);
       if (typeof buf === "bigint") copyToUser(this.kernel, buf, data);
       else buf.set(data);
-      file.fPos += BigInt(data.length);
+      if (!file.fops.keepsPos) file.fPos += BigInt(data.length);
       return data.length;
     });
   }
@@ -321,7 +325,7 @@ export class Libc {
         bytes = copyFromUser(this.kernel, data, count);
       } else bytes = data.subarray(0, count);
       const n = file.fops.write(file, bytes, file.fPos);
-      file.fPos += BigInt(n);
+      if (!file.fops.keepsPos) file.fPos += BigInt(n);
       return n;
     });
   }
@@ -401,9 +405,58 @@ export class Libc {
     }
   }
 
-  /** exit(2): close every descriptor and unmap everything. */
-  exit(): void {
-    this.raw(() => this.kernel.exit(this.process));
+  /** exit(2): close every descriptor and unmap everything; `code` is the wait status's exit code. */
+  exit(code = 0): void {
+    this.raw(() => this.kernel.exit(this.process, code));
+  }
+
+  /** abort(3): the process dies of SIGABRT (no handler is modelled). */
+  abort(): void {
+    this.raw(() => this.kernel.exit(this.process, 0, SIGABRT));
+  }
+
+  /**
+   * waitpid(2) for one child, no options: reaps it and returns its pid, storing the wait
+   * status in `wstatus.value`. ECHILD when `pid` is not an unreaped child of this process. A
+   * child still running would make the caller sleep until it exits; with no scheduler to run
+   * it, that throws TaskWouldSleepForever (see eventfd.ts), and callers run the child first.
+   * @see kernel_wait4
+   */
+  waitpid(pid: number, wstatus?: { value: number }): number {
+    return this.sys(-1, () => {
+      const child = [...this.process.children].find((c) => c.pid === pid);
+      if (!child) return fail(ECHILD, `no child ${pid}`);
+      if (!child.exited) throw new TaskWouldSleepForever(`waitpid for running child ${pid}`);
+      this.process.children.delete(child);
+      if (wstatus) wstatus.value = child.exitStatus;
+      return pid;
+    });
+  }
+
+  /** pipe2(2): EINVAL for unknown flags, then two descriptors (EMFILE), read end first. */
+  pipe2(pipefd: [number, number], flags: number): number {
+    return this.sys(-1, () => {
+      pipe2CheckFlags(flags);
+      const files = this.process.files;
+      const [r, w] = createPipeFiles(flags);
+      let rfd: number;
+      try {
+        rfd = files.install(r, flags & O_CLOEXEC);
+      } catch (e) {
+        r.put();
+        w.put();
+        throw e;
+      }
+      try {
+        pipefd[1] = files.install(w, flags & O_CLOEXEC);
+      } catch (e) {
+        files.close(rfd);
+        w.put();
+        throw e;
+      }
+      pipefd[0] = rfd;
+      return 0;
+    });
   }
 
   /**

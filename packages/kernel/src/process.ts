@@ -34,6 +34,10 @@ export class Process {
     [RLIMIT_MEMLOCK, 8 << 20],
   ]);
   exited = false;
+  /** The wait status once exited (exit code << 8, as WEXITSTATUS reads it), until reaped. */
+  exitStatus = 0;
+  /** Children not yet reaped by waitpid. */
+  readonly children = new Set<Process>();
 
   constructor(
     readonly pid: number,

@@ -15,6 +15,11 @@
  *
  * Any other exception (a KernelWarning standing for a kernel WARN, a TypeError) fails the
  * instance like a kernel splat would.
+ *
+ * A process a test forks (test-fork.ts) gets its own handle on the same result and the same
+ * teardown-once flag, as the C harness keeps `_metadata` and `no_teardown` in shared memory:
+ * its failures fail the instance, and its failing ASSERT runs the teardown unless another
+ * process of the test already did.
  */
 
 /** Thrown by ASSERT_* and caught by the runner: the phase stops here. */
@@ -83,20 +88,93 @@ function holds(rel: Rel, a: Scalar, b: Scalar): boolean {
  * The per-instance handle (the C `_metadata`), carrying the instance's `self`, `variant` and
  * system so helpers written like the kernel's macros need only this one argument.
  */
+/**
+ * What the C harness keeps in shared memory for one instance: the result (`_metadata`'s
+ * exit_code) and `no_teardown`, so a process the test forks reports into the same result and
+ * the fixture teardown runs once among all of them.
+ */
+interface SharedResult<Ctx> {
+  passed: boolean;
+  readonly log: string[];
+  noTeardown: boolean;
+  /** Runs the fixture teardown in the context of the process that calls it. */
+  teardown?(ctx: Ctx): void;
+}
+
 export class TestMetadata<Self = unknown, Variant = unknown, Sys = unknown> {
-  /** False once any ASSERT/EXPECT failed or the instance threw. */
-  passed = true;
   skipped = false;
   skipReason = "";
-  /** Diagnostics in the order they were produced (TH_LOG lines and failed checks). */
-  readonly log: string[] = [];
+  private readonly shared: SharedResult<TestMetadata<Self, Variant, Sys>>;
 
   constructor(
     readonly name: string,
     readonly sys: Sys,
     readonly self: Self,
     readonly variant: Variant,
-  ) {}
+    shared?: SharedResult<TestMetadata<Self, Variant, Sys>>,
+  ) {
+    this.shared = shared ?? { passed: true, log: [], noTeardown: true };
+  }
+
+  /** False once any ASSERT/EXPECT failed or the instance threw, in this or a forked process. */
+  get passed(): boolean {
+    return this.shared.passed;
+  }
+  set passed(v: boolean) {
+    this.shared.passed = v;
+  }
+
+  /** Diagnostics in the order they were produced (TH_LOG lines and failed checks). */
+  get log(): string[] {
+    return this.shared.log;
+  }
+
+  /**
+   * The handle of a process the test forked: the child's own system view (its libc) and its
+   * own copy of `self`, reporting into this instance's result.
+   */
+  forkChild(sys: Sys): TestMetadata<Self, Variant, Sys> {
+    const self =
+      this.self !== null && typeof this.self === "object"
+        ? (Object.assign(Object.create(Object.getPrototypeOf(this.self)), this.self) as Self)
+        : this.self;
+    return new TestMetadata(`${this.name} (child)`, sys, self, this.variant, this.shared);
+  }
+
+  /**
+   * Runs part of a forked child's body; false when it stopped the child. An ASSERT in a child
+   * runs the fixture teardown there, unless some process of the test already ran it (__bail
+   * calls teardown_fn before abort()); an exception fails the instance.
+   */
+  childStep(step: () => void): boolean {
+    try {
+      step();
+      return true;
+    } catch (e) {
+      if (e instanceof AssertAbort) this.teardownOnce();
+      else if (e instanceof SkipSignal) {
+        this.skipped = true;
+        this.skipReason = e.reason;
+      } else {
+        this.passed = false;
+        this.log.push(`${this.name}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      }
+      return false;
+    }
+  }
+
+  /** The fixture teardown, run by whichever process of the test gets here first. */
+  teardownOnce(): void {
+    if (this.shared.noTeardown) return;
+    this.shared.noTeardown = true;
+    this.shared.teardown?.(this);
+  }
+
+  /** Arms the teardown once setup completed (`*no_teardown = false` in the C wrapper). */
+  armTeardown(teardown: (ctx: TestMetadata<Self, Variant, Sys>) => void): void {
+    this.shared.teardown = teardown;
+    this.shared.noTeardown = false;
+  }
 
   /** TH_LOG: a diagnostic line, printed as a TAP comment. */
   TH_LOG(msg: string): void {
@@ -319,8 +397,9 @@ export class Harness<Sys> {
     const t0 = performance.now();
     const t = new TestMetadata(name, this.createSystem(), f.init(), variant);
     if (phase(t, f.setup) && !t.skipped && t.passed) {
+      t.armTeardown((ctx) => phase(ctx, f.teardown));
       phase(t, body);
-      phase(t, f.teardown);
+      t.teardownOnce();
     }
     const status: Status = !t.passed ? "fail" : t.skipped ? "skip" : "pass";
     return { name, status, log: t.log, skipReason: t.skipReason, ms: performance.now() - t0 };

@@ -149,6 +149,29 @@ export {
   why,
 } from "./iommufd-utils.js";
 export {
+  _test_cmd_get_hw_info,
+  _test_cmd_pasid_attach,
+  _test_cmd_pasid_detach,
+  _test_cmd_pasid_replace,
+  test_cmd_get_hw_info,
+  test_cmd_get_hw_info_pasid,
+  test_cmd_pasid_attach,
+  test_cmd_pasid_check_hwpt,
+  test_cmd_pasid_detach,
+  test_cmd_pasid_replace,
+  test_err_get_hw_info,
+  test_err_pasid_attach,
+  test_err_pasid_replace,
+} from "./iommufd-utils-pasid.js";
+export {
+  _test_cmd_trigger_iopf,
+  _test_ioctl_fault_alloc,
+  test_cmd_trigger_iopf,
+  test_cmd_trigger_iopf_pasid,
+  test_ioctl_fault_alloc,
+} from "./iommufd-utils-fault.js";
+export { fork, waitpid } from "./test-fork.js";
+export {
   iommufdTestDmaBufIommufdMap,
   iommufdTestDmabufGet,
   iommufdTestDmabufRevoke,

@@ -75,6 +75,14 @@ export const MOCK_DEV_CACHE_ID_MAX = 3;
 export const MOCK_DEV_CACHE_NUM = 4;
 export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad;
 export const MOCK_PASID_WIDTH = 20;
+/** The `test_reg` of struct iommu_test_hw_info { u32 flags; u32 test_reg } (8 bytes). */
+export const IOMMU_HW_INFO_SELFTEST_REGVAL = 0xdeadbeef;
+/** enum iommufd_page_fault_perm */
+export const IOMMU_PGFAULT_PERM_READ = 1 << 0;
+export const IOMMU_PGFAULT_PERM_WRITE = 1 << 1;
+export const IOMMU_TEST_HW_INFO_SIZE = 8;
+/** The PASID whose every second attach the mock driver fails (ENOMEM). */
+export const IOMMU_TEST_PASID_RESERVED = 1024;
 
 /** ACCESS_PAGES / ACCESS_RW refuse lengths above this (ENOMEM). */
 export const MOCK_ACCESS_MAX_LENGTH = 16 * 1024 * 1024;
@@ -154,6 +162,10 @@ export const iommu_test_cmd = {
   check_dev_cache: member("check_dev_cache", { cache_id: u32(16), cache: u32(20) }),
   dmabuf_get: member("dmabuf_get", { length: u32(16), open_flags: u32(20) }),
   dmabuf_revoke: member("dmabuf_revoke", { dmabuf_fd: s32(16), revoked: u32(20) }),
+  /** Also PASID_REPLACE's member. */
+  pasid_attach: member("pasid_attach", { pasid: u32(16), pt_id: u32(20) }),
+  pasid_detach: member("pasid_detach", { pasid: u32(16) }),
+  pasid_check: member("pasid_check", { pasid: u32(16), hwpt_id: u32(20) }),
 } as const;
 
 /** struct iommu_hwpt_selftest: the mock's HWPT data (`iotlb` ends its first version). */

@@ -59,6 +59,8 @@ import {
   MOCK_FLAGS_DEVICE_NO_DIRTY,
   MOCK_FLAGS_DEVICE_PASID,
   MOCK_PASID_WIDTH,
+  IOMMU_TEST_PASID_RESERVED,
+  IOMMU_HW_INFO_SELFTEST_REGVAL,
 } from "./iommufd-test.js";
 import {
   MockNestedDomain,
@@ -66,9 +68,6 @@ import {
   mockDomainCacheInvalidateUser,
   mockViommuInit,
 } from "./mock-viommu.js";
-
-/** IOMMU_HW_INFO_SELFTEST_REGVAL: the `test_reg` of struct iommu_test_hw_info. */
-const IOMMU_HW_INFO_SELFTEST_REGVAL = 0xdeadbeef;
 
 /** struct iommu_hwpt_selftest: { u32 iotlb; u32 pagetable_type }; iotlb is the last needed. */
 const HWPT_SELFTEST_SIZE = 8;
@@ -179,13 +178,13 @@ function readHwptSelftest(kernel: Kernel, data: IommuUserData): number {
 
 /** struct mock_dev: a device on the mock bus, behind the mock IOMMU. */
 export class MockDev extends IommuDevice {
-  /** dev->iommu->max_pasids. */
-  readonly maxPasids: number;
   /** The device cache slots DEV_CHECK_CACHE reads. */
   readonly cache = new Uint32Array(MOCK_DEV_CACHE_NUM).fill(IOMMU_TEST_DEV_CACHE_DEFAULT);
   /** Attached to a nested domain of a vIOMMU: that vIOMMU and the device's virt_id on it. */
   viommu: IommufdViommu | undefined;
   vdevId = 0n;
+  /** mdev->pasid_1024_fake_error: the next set_dev_pasid of PASID 1024 fails. */
+  pasid1024FakeError = false;
   private destroyed = false;
 
   constructor(
@@ -194,7 +193,10 @@ export class MockDev extends IommuDevice {
     readonly flags: number,
   ) {
     super(`mock_dev${id}`, registry.driver);
-    this.maxPasids = flags & MOCK_FLAGS_DEVICE_PASID ? 2 ** MOCK_PASID_WIDTH : 0;
+    // "pasid-num-bits" is MOCK_PASID_WIDTH with MOCK_FLAGS_DEVICE_PASID, else 0, and
+    // max_pasids = min(the mock IOMMU's 1 << MOCK_PASID_WIDTH, 1 << bits).
+    // @see dev_iommu_get_max_pasids
+    this.maxPasids = flags & MOCK_FLAGS_DEVICE_PASID ? 2 ** MOCK_PASID_WIDTH : 1;
   }
 
   /** mock_dev_destroy */
@@ -214,6 +216,8 @@ function mockDev(dev: IommuDevice): MockDev {
 /** The mock IOMMU's driver ops (mock_ops). */
 export class MockIommuDriver implements IommuDriver, IommufdDriverExtras, IommufdViommuDriver {
   readonly name = "iommufd_mock";
+  /** mock_ops.user_pasid_table: page requests of an unattached PASID go to the RID's nested HWPT. */
+  readonly userPasidTable = true;
 
   constructor(readonly registry: MockIommu) {}
 
@@ -242,6 +246,28 @@ export class MockIommuDriver implements IommuDriver, IommufdDriverExtras, Iommuf
     const ptType = data ? readHwptSelftest(kernel, data) : MOCK_IOMMUPT_DEFAULT;
     if (kernel.shouldFail("mock_domain_alloc")) fail(ENOMEM, "mock domain");
     return new MockDomain(this.registry, ptType, dirty).domain;
+  }
+
+  /**
+   * Every PASID attach succeeds except that of IOMMU_TEST_PASID_RESERVED, which fails (ENOMEM)
+   * every second time so the core's rollback can be tested; blocking it resets the count.
+   * Only mock domains are accepted (the core's domain owner check, EINVAL).
+   * @see mock_domain_set_dev_pasid_nop
+   */
+  setDevPasid(
+    domain: IommuDomain | undefined,
+    dev: IommuDevice,
+    pasid: number,
+    _old: IommuDomain | undefined,
+  ): void {
+    const mdev = mockDev(dev);
+    if (domain && !MockDomain.of(domain, this.registry)) fail(EINVAL, "not a mock domain");
+    if (pasid !== IOMMU_TEST_PASID_RESERVED) return;
+    if (!domain) mdev.pasid1024FakeError = false;
+    else if (mdev.pasid1024FakeError) {
+      mdev.pasid1024FakeError = false;
+      fail(ENOMEM, "pasid 1024: the faked failure");
+    } else mdev.pasid1024FakeError = true;
   }
 
   /**

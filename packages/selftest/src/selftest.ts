@@ -74,7 +74,16 @@ import {
 import { MockDev, MockDomain, MockIommu, mockDevCreate } from "./mock-iommu.js";
 import { MockNestedDomain } from "./mock-viommu.js";
 import { accessOps } from "./access.js";
-import { type TestOp, type TestUcmd, ucmdMember, userPagePfn, userPagePins } from "./test-cmd.js";
+import { iopfOps } from "./selftest-iopf.js";
+import { pasidOps } from "./selftest-pasid.js";
+import {
+  type TestOp,
+  type TestUcmd,
+  ucmdMember,
+  userPagePfn,
+  userPagePins,
+  withSelftestObj,
+} from "./test-cmd.js";
 
 /** struct selftest_obj of type TYPE_IDEV: a mock device bound and attached to the context. */
 export class SelftestObj extends IommufdObject {
@@ -86,7 +95,7 @@ export class SelftestObj extends IommufdObject {
     super();
   }
 
-  /** @see selftest_object_destroy */
+  /** Detaches the RID only: a PASID still attached is the test's bug (a WARN on unbind). */
   destroy(): void {
     const { idev, mdev } = this;
     if (!idev || !mdev) throw new KernelWarning("selftest object destroyed half-built");
@@ -127,14 +136,6 @@ function mockDomain(ucmd: TestUcmd, withFlags: boolean): number {
   }
   ctx.objectFinalize(sobj);
   return 0;
-}
-
-/** iommufd_test_get_selftest_obj: ENOENT, or EINVAL for a selftest object without a device. */
-function withSelftestObj<R>(ctx: IommufdCtx, id: number, fn: (sobj: SelftestObj) => R): R {
-  return ctx.withObject<SelftestObj, R>(id, IOMMUFD_OBJ_SELFTEST, (sobj) => {
-    if (!sobj.idev) fail(EINVAL, "selftest object has no device");
-    return fn(sobj);
-  });
 }
 
 /** MOCK_DOMAIN_REPLACE: the HWPT id now used is written back to `pt_id`. */
@@ -333,12 +334,12 @@ const baseOps: ReadonlyArray<readonly [number, TestOp]> = [
 
 /**
  * Load the selftest into a kernel whose iommufd is loaded: IOMMU_TEST_CMD with `baseOps` plus
- * `extraOps` (the access ops), the dma-buf hook and the mock bus. @see iommufd_test_init
+ * the access, PASID and IOPF ops, the dma-buf hook and the mock bus. @see iommufd_test_init
  */
 export function iommufdTestInit(kernel: Kernel): void {
   const module = IommufdModule.of(kernel);
   if (!module) throw new KernelWarning("iommufd_test: iommufd is not loaded");
-  const ops = new Map<number, TestOp>([...baseOps, ...accessOps]);
+  const ops = new Map<number, TestOp>([...baseOps, ...accessOps, ...pasidOps, ...iopfOps]);
   module.registerTestCmd(
     (ucmd) => {
       const op = ops.get(ucmd.cmd.op);

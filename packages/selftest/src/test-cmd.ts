@@ -3,16 +3,25 @@
  * the union member, and the user-page look-ups several ops make (get_user_pages_fast of one
  * page, which faults the page in).
  */
-import type { FieldSpec, IommufdUcmd, Struct } from "@x/iommufd";
+import {
+  type FieldSpec,
+  IOMMUFD_OBJ_SELFTEST,
+  type IommufdCtx,
+  type IommufdUcmd,
+  type Struct,
+} from "@x/iommufd";
 import type { TestCmdHandler } from "@x/iommufd/testing";
 import {
+  EINVAL,
   type Kernel,
   PAGE_SIZE,
+  fail,
   PfnRuns,
   copyFromUser,
   pinUserPagesFast,
   unpinUserPageRuns,
 } from "@x/kernel";
+import type { SelftestObj } from "./selftest.js";
 
 /** A command in flight, with its decoded header. */
 export type TestUcmd = Parameters<TestCmdHandler>[0];
@@ -47,4 +56,12 @@ export function userPagePins(kernel: Kernel, uptr: bigint): { pfn: number; pins:
 
 export function userPagePfn(kernel: Kernel, uptr: bigint): number {
   return userPagePins(kernel, uptr).pfn;
+}
+
+/** iommufd_test_get_selftest_obj: ENOENT, or EINVAL for a selftest object without a device. */
+export function withSelftestObj<R>(ctx: IommufdCtx, id: number, fn: (sobj: SelftestObj) => R): R {
+  return ctx.withObject<SelftestObj, R>(id, IOMMUFD_OBJ_SELFTEST, (sobj) => {
+    if (!sobj.idev) fail(EINVAL, "selftest object has no device");
+    return fn(sobj);
+  });
 }

@@ -18,6 +18,8 @@ import type { PciDev } from "./pci.js";
  */
 export class VfioIommufdBinding {
   private attached = false;
+  /** vdev->pasids: the PASIDs attached through this binding. */
+  private readonly pasids = new Set<number>();
 
   constructor(
     readonly ctx: IommufdCtx,
@@ -50,8 +52,29 @@ export class VfioIommufdBinding {
     this.attached = false;
   }
 
-  /** @see vfio_iommufd_physical_unbind */
+  /**
+   * Attach `pasid`, or replace when this binding attached it already; the HWPT id used.
+   * @see vfio_iommufd_physical_pasid_attach_ioas
+   */
+  pasidAttach(pasid: number, ptId: number): number {
+    if (this.pasids.has(pasid)) return iommufdDeviceReplace(this.idev, ptId, pasid);
+    const out = iommufdDeviceAttach(this.idev, ptId, pasid);
+    this.pasids.add(pasid);
+    return out;
+  }
+
+  /** Nothing when this binding did not attach `pasid`. @see vfio_iommufd_physical_pasid_detach_ioas */
+  pasidDetach(pasid: number): void {
+    if (!this.pasids.delete(pasid)) return;
+    iommufdDeviceDetach(this.idev, pasid);
+  }
+
+  /**
+   * Decision: PASIDs still attached are detached with the RID, so the DEVICE object is never
+   * destroyed with an attachment. @see vfio_iommufd_physical_unbind
+   */
   unbind(): void {
+    for (const pasid of [...this.pasids]) this.pasidDetach(pasid);
     this.detach();
     iommufdDeviceUnbind(this.idev);
   }

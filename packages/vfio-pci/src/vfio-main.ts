@@ -4,7 +4,6 @@ import {
   ENODEV,
   ENOMEM,
   ENOTTY,
-  EOPNOTSUPP,
   type File,
   type FileOperations,
   type Kernel,
@@ -343,25 +342,45 @@ function vfioDfClose(df: VfioDeviceFile): void {
   }
 }
 
+/** offsetofend(struct vfio_device_attach_iommufd_pt, pasid): argsz with VFIO_DEVICE_ATTACH_PASID. */
+const VFIO_DEVICE_ATTACH_IOMMUFD_PT_PASID_SZ = 16;
+/** offsetofend(struct vfio_device_detach_iommufd_pt, pasid) */
+const VFIO_DEVICE_DETACH_IOMMUFD_PT_PASID_SZ = 12;
+
+/**
+ * The PASID of an ATTACH/DETACH_IOMMUFD_PT with its PASID flag, read only then: the struct
+ * must reach past `pasid` (EINVAL) and the extra bytes are copied in (EFAULT).
+ */
+function readPtPasid(kernel: Kernel, arg: bigint, argsz: number, minsz: number, xend: number) {
+  if (argsz < xend) fail(EINVAL, "argsz does not reach pasid");
+  const extra = copyFromUser(kernel, arg + BigInt(minsz), xend - minsz);
+  return new DataView(extra.buffer).getUint32(xend - minsz - 4, true);
+}
+
 /** @see vfio_df_ioctl_attach_pt */
 function vfioDfIoctlAttachPt(df: VfioDeviceFile, arg: bigint): number {
   const kernel = df.device.kernel;
-  const a = new DataView(copyFromUser(kernel, arg, VFIO_DEVICE_ATTACH_IOMMUFD_PT_MINSZ).buffer);
+  const minsz = VFIO_DEVICE_ATTACH_IOMMUFD_PT_MINSZ;
+  const a = new DataView(copyFromUser(kernel, arg, minsz).buffer);
   const argsz = a.getUint32(0, true);
   const flags = a.getUint32(4, true);
   const ptId = a.getUint32(8, true);
-  if (argsz < VFIO_DEVICE_ATTACH_IOMMUFD_PT_MINSZ || flags & ~VFIO_DEVICE_ATTACH_PASID)
-    fail(EINVAL, "argsz or flags");
-  if (flags & VFIO_DEVICE_ATTACH_PASID) fail(EOPNOTSUPP, "PASID attach not supported");
+  if (argsz < minsz) fail(EINVAL, "argsz");
+  if (flags & ~VFIO_DEVICE_ATTACH_PASID) fail(EINVAL, "flags");
+  const withPasid = (flags & VFIO_DEVICE_ATTACH_PASID) !== 0;
+  const pasid = withPasid
+    ? readPtPasid(kernel, arg, argsz, minsz, VFIO_DEVICE_ATTACH_IOMMUFD_PT_PASID_SZ)
+    : undefined;
   const binding = df.device.binding!;
   return df.device.devSet.lock.with(() => {
-    const out = binding.attach(ptId);
+    const out = pasid === undefined ? binding.attach(ptId) : binding.pasidAttach(pasid, ptId);
     try {
       const buf = new Uint8Array(4);
       new DataView(buf.buffer).setUint32(0, out, true);
       copyToUser(kernel, arg + 8n, buf);
     } catch (e) {
-      binding.detach();
+      if (pasid === undefined) binding.detach();
+      else binding.pasidDetach(pasid);
       throw e;
     }
     return 0;
@@ -371,13 +390,20 @@ function vfioDfIoctlAttachPt(df: VfioDeviceFile, arg: bigint): number {
 /** @see vfio_df_ioctl_detach_pt */
 function vfioDfIoctlDetachPt(df: VfioDeviceFile, arg: bigint): number {
   const kernel = df.device.kernel;
-  const d = new DataView(copyFromUser(kernel, arg, VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ).buffer);
+  const minsz = VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ;
+  const d = new DataView(copyFromUser(kernel, arg, minsz).buffer);
   const argsz = d.getUint32(0, true);
   const flags = d.getUint32(4, true);
-  if (argsz < VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ || flags & ~VFIO_DEVICE_DETACH_PASID)
-    fail(EINVAL, "argsz or flags");
-  if (flags & VFIO_DEVICE_DETACH_PASID) fail(EOPNOTSUPP, "PASID detach not supported");
-  df.device.devSet.lock.with(() => df.device.binding!.detach());
+  if (argsz < minsz) fail(EINVAL, "argsz");
+  if (flags & ~VFIO_DEVICE_DETACH_PASID) fail(EINVAL, "flags");
+  const pasid =
+    flags & VFIO_DEVICE_DETACH_PASID
+      ? readPtPasid(kernel, arg, argsz, minsz, VFIO_DEVICE_DETACH_IOMMUFD_PT_PASID_SZ)
+      : undefined;
+  const binding = df.device.binding!;
+  df.device.devSet.lock.with(() =>
+    pasid === undefined ? binding.detach() : binding.pasidDetach(pasid),
+  );
   return 0;
 }
 

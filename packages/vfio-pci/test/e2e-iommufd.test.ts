@@ -1,11 +1,18 @@
 import { amdIommuDriver, intelIommuDriver } from "@x/iommu-pgtable";
-import { IOMMU_IOAS_MAP_READABLE, IommufdClient, iommufdInit } from "@x/iommufd";
+import {
+  IOMMU_HWPT_ALLOC_PASID,
+  IOMMU_IOAS_MAP_READABLE,
+  IommufdClient,
+  iommufdInit,
+} from "@x/iommufd";
 import type { DmaBuf } from "@x/dmabuf";
 import {
   EEXIST,
   EFAULT,
+  EINVAL,
   EIO,
   ENODEV,
+  EOPNOTSUPP,
   type File,
   Kernel,
   KernelError,
@@ -19,8 +26,10 @@ import { vfioPciDmaRead, vfioPciDmaWrite } from "../src/pci-dma.js";
 import { PCI_COMMAND } from "../src/pci-regs.js";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+  VFIO_DEVICE_ATTACH_PASID,
   VFIO_DEVICE_BIND_IOMMUFD,
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
+  VFIO_DEVICE_DETACH_PASID,
   VFIO_DEVICE_FEATURE,
   VFIO_DEVICE_PCI_HOT_RESET,
   VFIO_DEVICE_RESET,
@@ -316,5 +325,52 @@ describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into 
     expect(priv.state).toBe("live");
     v.iommufd.ioasUnmap({ ioasId: v.ioas, iova: IOVA, length: BAR });
     expect([priv.state, v.b.registrationRefs, v.b.dmabufs.size]).toEqual(["freed", refs - 1, 0]);
+  });
+});
+
+describe("ATTACH / DETACH_IOMMUFD_PT with VFIO_DEVICE_ATTACH_PASID (drivers/vfio/device_cdev.c)", () => {
+  /** struct vfio_device_attach_iommufd_pt { argsz, flags, pt_id, pasid } */
+  const attachPt = (argsz: number, flags: number, ptId: number, pasid: number) => {
+    const b = new Uint8Array(16);
+    const d = new DataView(b.buffer);
+    d.setUint32(0, argsz, true);
+    d.setUint32(4, flags, true);
+    d.setUint32(8, ptId, true);
+    d.setUint32(12, pasid, true);
+    return b;
+  };
+  /** struct vfio_device_detach_iommufd_pt { argsz, flags, pasid } */
+  const detachPt = (argsz: number, flags: number, pasid: number) => {
+    const b = new Uint8Array(12);
+    const d = new DataView(b.buffer);
+    d.setUint32(0, argsz, true);
+    d.setUint32(4, flags, true);
+    d.setUint32(8, pasid, true);
+    return b;
+  };
+
+  it("argsz and flags first; then iommufd's PASID rules; the model's IOMMU drivers have no set_dev_pasid", () => {
+    const v = vmm();
+    const errno = (cmd: number, arg: Uint8Array) =>
+      v.libc.ioctl(v.A.fd, cmd, arg) < 0 ? v.libc.errno : 0;
+    const ATTACH = VFIO_DEVICE_ATTACH_IOMMUFD_PT;
+    const DETACH = VFIO_DEVICE_DETACH_IOMMUFD_PT;
+    // The pasid is read only with the flag, so the struct must then reach past it.
+    expect(errno(ATTACH, attachPt(12, VFIO_DEVICE_ATTACH_PASID, v.ioas, 5))).toBe(EINVAL);
+    expect(errno(ATTACH, attachPt(16, 2, v.ioas, 5))).toBe(EINVAL);
+    expect(errno(DETACH, detachPt(8, VFIO_DEVICE_DETACH_PASID, 5))).toBe(EINVAL);
+    expect(errno(DETACH, detachPt(12, 2, 5))).toBe(EINVAL);
+    // An IOAS gives an automatic domain, which is not PASID-compatible.
+    expect(errno(ATTACH, attachPt(16, VFIO_DEVICE_ATTACH_PASID, v.ioas, 5))).toBe(EINVAL);
+    const devId = v.a.binding!.devid;
+    const s2 = v.iommufd.hwptAlloc({ devId, ptId: v.ioas, flags: IOMMU_HWPT_ALLOC_PASID });
+    // The RID is still on the automatic domain, which is not PASID-compatible either.
+    expect(errno(ATTACH, attachPt(16, VFIO_DEVICE_ATTACH_PASID, s2, 5))).toBe(EINVAL);
+    expect(errno(ATTACH, attachPt(12, 0, s2, 0))).toBe(0);
+    // Past iommufd's rules the iommu core asks the driver, which cannot attach a PASID.
+    expect(errno(ATTACH, attachPt(16, VFIO_DEVICE_ATTACH_PASID, s2, 5))).toBe(EOPNOTSUPP);
+    // Detaching a PASID that was never attached does nothing.
+    expect(errno(DETACH, detachPt(12, VFIO_DEVICE_DETACH_PASID, 5))).toBe(0);
+    expect(v.a.binding!.hwpt?.id).toBe(s2);
   });
 });

@@ -10,7 +10,7 @@
  * iommufd_fail_nth.c; a WARN, any non-KernelError exception or a broken invariant fails.
  *
  * @x/selftest's sweep (TEST_FAIL_NTH) is bound to its kselftest harness and fixtures, so this
- * driver is its own; the semantics (arming, "not consumed" ends the sweep, 400-run cap) match.
+ * driver is its own; the semantics (arming, "not consumed" ends the sweep, the 1000-iteration cap) match.
  * The playground app is not a dependency of this package: the sweep runs over `VMM_CORPUS`,
  * VMM-like programs built from the same public APIs, and over generated fuzz programs.
  */
@@ -21,8 +21,8 @@ import { Machine } from "./machine.js";
 import { type Op, Runner, programArb } from "./sequence.js";
 import { snapshot, snapshotDiff } from "./snapshot.js";
 
-/** The kernel test's safety cap on iterations. */
-export const FAIL_NTH_MAX_ITERATIONS = 400;
+/** The cap fail_nth_next() in iommufd_fail_nth.c asserts (iteration below 1000). */
+export const FAIL_NTH_MAX_ITERATIONS = 1000;
 
 export interface SweepResult {
   readonly name: string;

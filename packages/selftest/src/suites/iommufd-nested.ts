@@ -37,12 +37,11 @@ import {
   test_cmd_hwpt_check_iotlb,
   test_cmd_hwpt_check_iotlb_all,
   test_cmd_hwpt_invalidate,
-  test_cmd_trigger_iopf,
   test_err_hwpt_alloc_iopf,
   test_err_hwpt_alloc_nested,
   test_err_hwpt_invalidate,
-  test_ioctl_fault_alloc,
 } from "../iommufd-utils-viommu.js";
+import { test_cmd_trigger_iopf, test_ioctl_fault_alloc } from "../iommufd-utils-fault.js";
 import { hwptSelftestData } from "./iommufd-viommu.js";
 
 /** The `iommufd_ioas` fields the test reads. */

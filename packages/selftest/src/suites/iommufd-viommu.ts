@@ -69,7 +69,6 @@ import {
   test_cmd_hwpt_alloc_iopf,
   test_cmd_hwpt_alloc_nested,
   test_cmd_read_vevents,
-  test_cmd_trigger_iopf,
   test_cmd_trigger_vevents,
   test_cmd_vdevice_alloc,
   test_cmd_veventq_alloc,
@@ -82,8 +81,8 @@ import {
   test_err_veventq_alloc,
   test_err_viommu_alloc,
   test_err_viommu_invalidate,
-  test_ioctl_fault_alloc,
 } from "../iommufd-utils-viommu.js";
+import { test_cmd_trigger_iopf, test_ioctl_fault_alloc } from "../iommufd-utils-fault.js";
 
 type Kselftest = ReturnType<typeof kselftest<SelftestEnv>>;
 

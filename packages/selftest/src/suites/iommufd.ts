@@ -1,5 +1,5 @@
 /**
- * Port of tools/testing/selftests/iommu/iommufd.c: the tests of spec/selftests.md §4 (IOAS,
+ * Port of tools/testing/selftests/iommu/iommufd.c: the tests of the IOAS (
  * map/unmap/copy, IOVA allocation, reserved and allowed ranges, mock domains, accesses, DMABUF,
  * the ABI framing checks and the VFIO compat checks), step by step under the kernel's names.
  *
@@ -8,6 +8,9 @@
  */
 import {
   E2BIG,
+  EFD_CLOEXEC,
+  O_CLOEXEC,
+  POLLIN,
   ENOSPC,
   EOPNOTSUPP,
   MAP_ANONYMOUS,
@@ -30,6 +33,8 @@ import {
 } from "@x/kernel";
 import {
   IOMMUFD_CMD_BASE,
+  IOMMU_HW_INFO_TYPE_DEFAULT,
+  IOMMU_HW_INFO_TYPE_SELFTEST,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_OPTION_RLIMIT_MODE,
   VFIO_API_VERSION,
@@ -93,7 +98,7 @@ import {
   vfio_iommu_type1_dma_unmap,
   vfio_iommu_type1_info,
 } from "@x/iommufd";
-import { type TestMetadata, kselftest } from "../harness.js";
+import { kselftest } from "../harness.js";
 import {
   IOMMU_TEST_CMD,
   IOMMU_TEST_DEV_CACHE_DEFAULT,
@@ -108,6 +113,7 @@ import {
   MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
   MOCK_FLAGS_DEVICE_PASID,
   MOCK_PAGE_SIZE,
+  MOCK_PASID_WIDTH,
   iommu_test_cmd,
 } from "../iommufd-test.js";
 import {
@@ -154,22 +160,18 @@ import {
   test_ioctl_set_default_memory_limit,
   test_ioctl_set_temp_memory_limit,
 } from "../iommufd-utils.js";
+import {
+  test_cmd_get_hw_info,
+  test_cmd_get_hw_info_pasid,
+  test_err_get_hw_info,
+} from "../iommufd-utils-pasid.js";
+import { fork, waitpid } from "../test-fork.js";
 import { ustruct } from "../ustruct.js";
 import { iommufdDirtyTrackingFixture } from "./iommufd-dirty-tracking.js";
 import { alloc_hwpt_nested } from "./iommufd-nested.js";
 import { registerIommufdViommu } from "./iommufd-viommu.js";
 
 /** ffs(): 1-based index of the lowest set bit, 0 for 0. */
-/** The test context of a forked child: same fixture, the child's libc, its own log. */
-function childCtx(t: Ctx, child: Ctx["sys"]["libc"]): Ctx {
-  return new (t.constructor as typeof TestMetadata)(
-    `${t.name} (child)`,
-    { ...t.sys, libc: child },
-    t.self,
-    t.variant,
-  );
-}
-
 function ffs(x: number): number {
   return x === 0 ? 0 : 31 - Math.clz32(x & -x) + 1;
 }
@@ -419,6 +421,89 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     test_ioctl_ioas_map_fixed(t, t.sys.buffer, t.sys.PAGE_SIZE, self.base_iova);
     if (self.stdev_id) EXPECT_ERRNO(t, EBUSY, _test_ioctl_destroy(t.sys, self.fd, self.ioas_id));
     else test_ioctl_destroy(t, self.ioas_id);
+  });
+
+  TEST_F(iommufd_ioas, "hwpt_attach", (self, _v, t) => {
+    // Create a device attached directly to a hwpt
+    if (self.stdev_id) test_cmd_mock_domain(t, self.hwpt_id);
+    else test_err_mock_domain(t, ENOENT, self.hwpt_id);
+  });
+
+  TEST_F(iommufd_ioas, "get_hw_info", (self, variant, t) => {
+    const { libc } = t.sys;
+    // The C buffers are uninitialised stack: start them as garbage, not zeroes.
+    const stackBuffer = (len: number) => {
+      const va = libc.malloc(len);
+      libc.poke(va, new Uint8Array(len).fill(0xaa));
+      return va;
+    };
+    const buffer_exact = { va: stackBuffer(8), len: 8 };
+    const buffer_larger = { va: stackBuffer(16), len: 16 };
+    const buffer_smaller = { va: stackBuffer(4), len: 4 };
+    if (self.device_id) {
+      // Provide a zero-size user_buffer
+      test_cmd_get_hw_info(t, self.device_id, IOMMU_HW_INFO_TYPE_DEFAULT, 0n, 0);
+      // Provide a user_buffer with exact size
+      test_cmd_get_hw_info(
+        t,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_DEFAULT,
+        buffer_exact.va,
+        buffer_exact.len,
+      );
+      // Request for a wrong data_type, and a correct one
+      test_err_get_hw_info(
+        t,
+        EOPNOTSUPP,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_SELFTEST + 1,
+        buffer_exact.va,
+        buffer_exact.len,
+      );
+      test_cmd_get_hw_info(
+        t,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_SELFTEST,
+        buffer_exact.va,
+        buffer_exact.len,
+      );
+      // A larger buffer: the kernel zeroes the bytes past its struct.
+      test_cmd_get_hw_info(
+        t,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_DEFAULT,
+        buffer_larger.va,
+        buffer_larger.len,
+      );
+      // A smaller buffer: the fields that fit are still written.
+      test_cmd_get_hw_info(
+        t,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_DEFAULT,
+        buffer_smaller.va,
+        buffer_smaller.len,
+      );
+      t.ASSERT_EQ(0, test_cmd_get_hw_info_pasid(t, self.device_id));
+      if (variant.pasid_capable)
+        t.ASSERT_EQ(MOCK_PASID_WIDTH, test_cmd_get_hw_info_pasid(t, self.device_pasid_id));
+    } else {
+      test_err_get_hw_info(
+        t,
+        ENOENT,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_DEFAULT,
+        buffer_exact.va,
+        buffer_exact.len,
+      );
+      test_err_get_hw_info(
+        t,
+        ENOENT,
+        self.device_id,
+        IOMMU_HW_INFO_TYPE_DEFAULT,
+        buffer_larger.va,
+        buffer_larger.len,
+      );
+    }
   });
 
   TEST_F(iommufd_ioas, "area", (self, _v, t) => {
@@ -742,22 +827,39 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
   });
 
   TEST_F(iommufd_ioas, "fork_present", (self, _v, t) => {
+    const { libc, buffer, BUFFER_SIZE } = t.sys;
+    const pipefds: [number, number] = [-1, -1];
+    const one = new Uint8Array(8);
+    new DataView(one.buffer).setBigUint64(0, 1n, true);
+    const tmp = new Uint8Array(8);
     const access_id = test_cmd_create_access(t, self.ioas_id, 0);
-    // Create a mapping with a different mm. The child maps and then waits on a pipe until the
-    // parent is done; the model runs both sides in this order, so the pipe and eventfd of the C
-    // test reduce to "the child has mapped" before the parent goes on and "the child exits" after.
-    const child = t.sys.libc.fork();
-    const childT = childCtx(t, child);
-    try {
-      test_ioctl_ioas_map_fixed(childT, t.sys.buffer, t.sys.BUFFER_SIZE, MOCK_APERTURE_START);
-    } catch {
-      // The child's ASSERT only ends the child; its status is not collected by the parent.
-    }
-    for (const line of childT.log) t.TH_LOG(line);
+    t.ASSERT_EQ(0, libc.pipe2(pipefds, O_CLOEXEC));
+    const efd = libc.eventfd(0, EFD_CLOEXEC);
+    t.ASSERT_NE(-1, efd);
+
+    // Create a mapping with a different mm
+    const child = fork(t, function* (c) {
+      const cl = c.sys.libc;
+      const iova = new Uint8Array(8);
+      cl.close(pipefds[1]);
+      test_ioctl_ioas_map_fixed(c, buffer, BUFFER_SIZE, MOCK_APERTURE_START);
+      if (cl.write(efd, one) !== one.length) return 100;
+      // Sleeps in read() until the parent closes its end of the pipe.
+      yield () => cl.poll([{ fd: pipefds[0], events: POLLIN, revents: 0 }], 0) > 0;
+      if (cl.read(pipefds[0], iova, 1) !== 1) return 100;
+      return 0;
+    });
+    libc.close(pipefds[0]);
+    t.ASSERT_NE(-1, child.pid);
+    t.ASSERT_EQ(8, libc.read(efd, tmp));
+
     // Read pages from the remote process
     test_cmd_mock_domain(t, self.ioas_id);
     check_access_rw(t, self.fd, access_id, MOCK_APERTURE_START, 0);
-    child.exit();
+
+    t.ASSERT_EQ(0, libc.close(pipefds[1]));
+    t.ASSERT_EQ(child.pid, waitpid(t, child));
+
     test_cmd_destroy_access(t, access_id);
   });
 
@@ -1333,25 +1435,37 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
 
   TEST_F(iommufd_ioas, "fork_gone", (self, _v, t) => {
     const access_id = test_cmd_create_access(t, self.ioas_id, 0);
+
     // Create a mapping with a different mm
-    const child = t.sys.libc.fork();
-    const childT = childCtx(t, child);
-    try {
-      test_ioctl_ioas_map_fixed(childT, t.sys.buffer, t.sys.BUFFER_SIZE, MOCK_APERTURE_START);
-    } catch {
-      // The child's ASSERT only ends the child.
-    }
-    for (const line of childT.log) t.TH_LOG(line);
-    child.exit();
+    const child = fork(t, (c) => {
+      test_ioctl_ioas_map_fixed(c, c.sys.buffer, c.sys.BUFFER_SIZE, MOCK_APERTURE_START);
+      return 0;
+    });
+    t.ASSERT_NE(-1, child.pid);
+    t.ASSERT_EQ(child.pid, waitpid(t, child));
+
     if (self.stdev_id) {
-      // Everything was pinned within the fork, so this copies from one domain to another.
+      // The child's map pinned the pages into the existing domain; the new one is filled
+      // from it.
       test_cmd_mock_domain(t, self.ioas_id);
       check_access_rw(t, self.fd, access_id, MOCK_APERTURE_START, 0);
     } else {
-      // Otherwise the pages would have to be pinned now, which cannot happen: the mm is gone.
+      // Otherwise the pages would have to be pinned now, from the exited mm: EFAULT.
       test_err_mock_domain(t, EFAULT, self.ioas_id);
     }
     test_cmd_destroy_access(t, access_id);
+  });
+
+  TEST_F(iommufd_ioas, "ioas_iova_alloc", (_self, variant, t) => {
+    const { buffer, PAGE_SIZE } = t.sys;
+    for (let length = 1; length !== PAGE_SIZE * 2; length++) {
+      if (variant.mock_domains && length % MOCK_PAGE_SIZE) {
+        test_err_ioctl_ioas_map(t, EINVAL, buffer, length);
+      } else {
+        const iova = test_ioctl_ioas_map(t, buffer, length);
+        test_ioctl_ioas_unmap(t, iova, length);
+      }
+    }
   });
 
   TEST_F(iommufd_ioas, "ioas_align_change", (self, variant, t) => {
