@@ -17,6 +17,7 @@ export {
   EDEADLK,
   EEXIST,
   EFAULT,
+  EFBIG,
   EINVAL,
   EIO,
   EMFILE,
