@@ -298,6 +298,8 @@ export class VmmOps {
         );
       }
       case "setIrqs":
+        if (op.action === "unmaskFd" && this.aliasesTrigger(machine.devices[op.dev]!, op))
+          return SKIP;
         return this.ioctl(
           "VFIO_DEVICE_SET_IRQS",
           op,
@@ -348,6 +350,17 @@ export class VmmOps {
   checkReleased(): void {
     const held = this.created.filter((c) => c.refcount !== 0).length;
     if (held) throw new Error(`[leak] ${held} eventfd contexts referenced after teardown`);
+  }
+
+  /**
+   * Decision: the INTx unmask (resample) eventfd is never the trigger eventfd itself. The model
+   * runs the virqfd's thread (vfio_send_intx_eventfd) inside the eventfd wake-up, where the
+   * kernel schedules it as work; with one eventfd for both, an asserted line would recurse
+   * without end in the model. QEMU always passes two eventfds.
+   */
+  private aliasesTrigger(vdev: VfioPciCoreDevice, op: VmmOp & { k: "setIrqs" }): boolean {
+    const trigger = vdev.irqCtx.get(VFIO_PCI_INTX_IRQ_INDEX)?.trigger;
+    return op.efds.slice(0, op.count).some((i) => i >= 0 && this.efd(i)?.ctx === trigger);
   }
 
   private efd(i: number): Eventfd | undefined {
