@@ -269,7 +269,10 @@ describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into 
     expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, info)).toBe(0);
     const after = decodeHotResetInfo(info);
     expect(after.flags).toBe(VFIO_PCI_HOT_RESET_FLAG_DEV_ID);
-    expect(after.devices.map((d) => d.devid)).toEqual([v.a.binding!.devid, VFIO_PCI_DEVID_NOT_OWNED]);
+    expect(after.devices.map((d) => d.devid)).toEqual([
+      v.a.binding!.devid,
+      VFIO_PCI_DEVID_NOT_OWNED,
+    ]);
   });
 
   it("hot reset needs every device of the set bound to the caller's iommufd (vfio_pci_dev_set_hot_reset)", () => {
