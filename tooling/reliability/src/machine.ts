@@ -34,8 +34,8 @@ export const PAGE = 4096n;
 export const BAR_SIZE = 1n << 20n;
 export const NUM_DEVICES = 2;
 /** Interrupts of each function: an INTx pin, 4 MSI vectors, 16 MSI-X vectors in BAR 2. */
-export const MSI_VECTORS = 4;
-export const MSIX_VECTORS = 16;
+const MSI_VECTORS = 4;
+const MSIX_VECTORS = 16;
 const MSIX_BAR_SIZE = 0x2000n;
 /** The unprivileged user the fuzzers run as. */
 export const FUZZ_UID = 1000;
