@@ -18,6 +18,7 @@ export {
   EDEADLK,
   EEXIST,
   EFAULT,
+  EFBIG,
   EINVAL,
   EPIPE,
   ESPIPE,

@@ -781,17 +781,26 @@ export class PciDev {
    * method; otherwise save config, reset, restore. The power state ends in D0.
    */
   tryResetFunction(): void {
-    const method = this.resetMethod();
     if (this.deviceLock.locked) fail(EAGAIN, `${this.name} locked`);
     this.deviceLock.lock();
     try {
-      if (!method) fail(ENOTTY, `${this.name} has no reset method`);
+      if (!this.resetMethod()) fail(ENOTTY, `${this.name} has no reset method`);
       const saved = this.saveState();
-      this.hwReset();
+      this.resetFunctionLocked();
       this.restoreState(saved);
-      this.kernel.trace.emit("pci:reset", { dev: this.name, method });
     } finally {
       this.deviceLock.unlock();
     }
+  }
+
+  /**
+   * __pci_reset_function_locked: the reset alone, config left at its power-on values (the
+   * caller holds the device lock and restores what it wants). ENOTTY without a method.
+   */
+  resetFunctionLocked(): void {
+    const method = this.resetMethod();
+    if (!method) fail(ENOTTY, `${this.name} has no reset method`);
+    this.hwReset();
+    this.kernel.trace.emit("pci:reset", { dev: this.name, method });
   }
 }

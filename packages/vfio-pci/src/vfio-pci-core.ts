@@ -83,7 +83,6 @@ import {
   VFIO_LOW_POWER_ENTRY_WITH_WAKEUP_SIZE,
   VFIO_PCI_CONFIG_REGION_INDEX,
   VFIO_PCI_DEVID_NOT_OWNED,
-  VFIO_PCI_DEVID_OWNED,
   VFIO_PCI_HOT_RESET_FLAG_DEV_ID,
   VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED,
   VFIO_PCI_HOT_RESET_MINSZ,
@@ -145,6 +144,8 @@ export class VfioPciCoreDevice extends VfioDevice {
   wakeSignals = 0;
   runtimeSuspended = false;
   private pmSave: PciSavedState | undefined;
+  /** Config saved at open, put back by close (vdev->pci_saved_state). */
+  private pciSavedState: PciSavedState | undefined;
   private runtimeSave: PciSavedState | undefined;
   /** BAR mmaps of the device, and how often they were zapped. */
   readonly barVmas = new Set<Vma>();
@@ -358,6 +359,7 @@ export class VfioPciCoreDevice extends VfioDevice {
       }
       this.resetWorks = false;
     }
+    this.pciSavedState = p.saveState();
     this.pci23 = p.intxMaskSupported;
     // With INTx masking available, DisINTx starts clear.
     if (this.pci23 && p.command & PCI_COMMAND_INTX_DISABLE)
@@ -396,14 +398,23 @@ export class VfioPciCoreDevice extends VfioDevice {
     vfioPciIrqsDisable(this);
     this.needsReset = true;
     this.vconfig = undefined;
+    // COMMAND is written whole: decode and bus mastering off, DisINTx on, so the function
+    // raises nothing while it resets; the reset is the locked one (no save / restore of its
+    // own), then the config saved at open comes back.
+    p.writeConfig(PCI_COMMAND, 2, PCI_COMMAND_INTX_DISABLE);
     if (this.resetWorks && !p.deviceLock.locked) {
+      p.deviceLock.lock();
       try {
-        p.tryResetFunction();
+        p.resetFunctionLocked();
         this.needsReset = false;
       } catch (e) {
         if (!isKernelError(e)) throw e;
+      } finally {
+        p.deviceLock.unlock();
       }
     }
+    if (this.pciSavedState) p.restoreState(this.pciSavedState);
+    this.pciSavedState = undefined;
     p.disableDevice();
     if (!this.cleanupFirst) vfioPciDmaBufCleanup(this);
     vfioPciDevSetTryReset(this.devSet.devices as VfioPciCoreDevice[]);
@@ -535,8 +546,8 @@ export class VfioPciCoreDevice extends VfioDevice {
 
   /**
    * The functions a hot reset of this device's bus affects, by iommufd device id as the cdev
-   * form reports them: the caller's own devid when bound to the caller's iommufd, OWNED (0) for
-   * a function nobody has open, NOT_OWNED (-1) otherwise, which also clears DEV_ID_OWNED. Too
+   * form reports them: the devid of each function bound to the caller's iommufd, NOT_OWNED (-1)
+   * for any other (unopened, unbound or bound elsewhere), which also clears DEV_ID_OWNED. Too
    * small a buffer is ENOSPC with `count` filled in the header.
    * @see vfio_pci_ioctl_get_pci_hot_reset_info
    */
@@ -559,9 +570,9 @@ export class VfioPciCoreDevice extends VfioDevice {
     this.devSet.lock.with(() => {
       pdevs.forEach((p, i) => {
         const vdev = (this.devSet.devices as VfioPciCoreDevice[]).find((d) => d.pdev === p);
-        let devid = VFIO_PCI_DEVID_NOT_OWNED;
-        if (vdev?.binding && vdev.binding.ctx === ctx) devid = vdev.binding.devid;
-        else if (vdev && vdev.openCount === 0) devid = VFIO_PCI_DEVID_OWNED;
+        // OWNED (group held, no devid) cannot arise with one function per group: see owned().
+        const devid =
+          vdev?.binding && owned(vdev, ctx) ? vdev.binding.devid : VFIO_PCI_DEVID_NOT_OWNED;
         if (devid === VFIO_PCI_DEVID_NOT_OWNED) hdr.flags &= ~VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED;
         const [, bus, dev, fn] = /^[0-9a-f]+:([0-9a-f]+):([0-9a-f]+)\.([0-7])$/.exec(p.name) ?? [];
         vfio_pci_dependent_device.encode(
@@ -765,12 +776,14 @@ export class VfioPciCoreDevice extends VfioDevice {
 }
 
 /**
- * Every device of the set can be reset by this caller: opened ones must be bound to the
- * caller's iommufd. Decision: an unopened device has no other user and counts as owned.
- * @see vfio_device_owned
+ * Whether the caller's iommufd owns `vdev`: bound to that context. The kernel also counts a
+ * device whose iommu group the context holds through another device (-ENOENT from
+ * vfio_iommufd_get_dev_id); every function here is alone in its group, so an unbound device,
+ * opened or not, is never owned.
+ * @see vfio_iommufd_get_dev_id
  */
 function owned(vdev: VfioPciCoreDevice, ctx: unknown): boolean {
-  return vdev.openCount === 0 || vdev.binding?.ctx === ctx;
+  return vdev.binding?.ctx === ctx;
 }
 
 /**

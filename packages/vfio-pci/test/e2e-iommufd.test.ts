@@ -31,7 +31,14 @@ import {
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
   VFIO_DEVICE_DETACH_PASID,
   VFIO_DEVICE_FEATURE,
+  VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
   VFIO_DEVICE_PCI_HOT_RESET,
+  VFIO_PCI_DEVID_NOT_OWNED,
+  VFIO_PCI_DEVID_OWNED,
+  VFIO_PCI_HOT_RESET_FLAG_DEV_ID,
+  VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED,
+  decodeHotResetInfo,
+  vfio_pci_hot_reset_info,
   VFIO_DEVICE_RESET,
   encodeDmaBufFeature,
 } from "../src/vfio-uapi.js";
@@ -256,7 +263,28 @@ describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into 
     expect(c.openCount).toBe(1);
   });
 
-  it("hot reset needs every opened device of the set bound to the caller's iommufd", () => {
+  it("hot reset info: both functions bound to the caller's iommufd report their devids and DEV_ID_OWNED", () => {
+    const v = vmm();
+    const info = new Uint8Array(12 + 2 * 8);
+    vfio_pci_hot_reset_info.encode({ argsz: info.length }, info);
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, info)).toBe(0);
+    const got = decodeHotResetInfo(info);
+    expect(got.flags).toBe(VFIO_PCI_HOT_RESET_FLAG_DEV_ID | VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED);
+    const ids = got.devices.map((d) => d.devid);
+    expect(ids).toEqual([v.a.binding!.devid, v.b.binding!.devid]);
+    expect(ids).not.toContain(VFIO_PCI_DEVID_OWNED);
+    // B closed: NOT_OWNED, and the set is no longer the caller's.
+    v.libc.close(v.B.fd);
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, info)).toBe(0);
+    const after = decodeHotResetInfo(info);
+    expect(after.flags).toBe(VFIO_PCI_HOT_RESET_FLAG_DEV_ID);
+    expect(after.devices.map((d) => d.devid)).toEqual([
+      v.a.binding!.devid,
+      VFIO_PCI_DEVID_NOT_OWNED,
+    ]);
+  });
+
+  it("hot reset needs every device of the set bound to the caller's iommufd (vfio_pci_dev_set_hot_reset)", () => {
     const v = vmm();
     const other = IommufdClient.open(v.libc);
     v.libc.close(v.B.fd);
@@ -269,6 +297,13 @@ describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into 
     expect(v.libc.errno).toBe(22);
     expect(v.a.pdev.resetCount).toBe(resets);
     v.libc.close(fd);
+    // Unopened, B is still not the caller's: vfio_iommufd_get_dev_id finds neither a binding
+    // to this iommufd nor its iommu group held by it (each function is alone in its group).
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_PCI_HOT_RESET, hr)).toBe(-1);
+    expect(v.libc.errno).toBe(22);
+    expect(v.a.pdev.resetCount).toBe(resets);
+    const again = v.libc.open(v.b.cdevPath!, O_RDWR);
+    expect(bind(v.libc, again, v.iommufd.fd).ret).toBe(0);
     expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_PCI_HOT_RESET, hr)).toBe(0);
     expect(v.a.pdev.resetCount).toBe(resets + 1);
   });

@@ -19,7 +19,6 @@ import {
   VFIO_DEVICE_GET_REGION_INFO,
   VFIO_DEVICE_SET_IRQS,
   VFIO_PCI_DEVID_NOT_OWNED,
-  VFIO_PCI_DEVID_OWNED,
   VFIO_PCI_HOT_RESET_FLAG_DEV_ID,
   VFIO_IRQ_INFO_AUTOMASKED,
   VFIO_IRQ_INFO_EVENTFD,
@@ -332,6 +331,30 @@ describe("INTx", () => {
     expect(drain(m, e)).toBe(1);
   });
 
+  it("close quiets the function (COMMAND = INTX_DISABLE) for its reset, then restores the config saved at open", () => {
+    const m = machine();
+    const { vdev, fd } = nic(m);
+    const atOpen = vdev.pdev.command;
+    expect(atOpen & PCI_COMMAND_INTX_DISABLE).toBe(0);
+    const writes: number[] = [];
+    const orig = vdev.pdev.writeConfig.bind(vdev.pdev);
+    vdev.pdev.writeConfig = (off, size, v) => {
+      if (off === PCI_COMMAND) writes.push(v);
+      orig(off, size, v);
+    };
+    // The user's DisINTx reaches the hardware while INTx is unused (__vfio_pci_intx_mask).
+    cfgWrite(m, fd, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_INTX_DISABLE);
+    expect(vdev.pdev.command & PCI_COMMAND_INTX_DISABLE).toBeTruthy();
+    const resets = vdev.pdev.resetCount;
+    writes.length = 0;
+    expect(m.libc.close(fd)).toBe(0);
+    // vfio_pci_core_disable writes the whole word before __pci_reset_function_locked.
+    expect(writes).toContain(PCI_COMMAND_INTX_DISABLE);
+    expect(vdev.pdev.resetCount).toBe(resets + 1);
+    // pci_restore_state of the open-time state, then pci_disable_device: the user's bits gone.
+    expect(vdev.pdev.command).toBe(atOpen & ~PCI_COMMAND_MASTER);
+  });
+
   it("MSI while INTx is enabled is EINVAL; disable with count 0 then MSI works", () => {
     const m = machine();
     const { vdev, fd } = nic(m);
@@ -536,7 +559,7 @@ describe("MSI-X BAR region info", () => {
 });
 
 describe("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO (cdev form)", () => {
-  it("ENOSPC with the count, then devids: an unopened peer is OWNED, an unbound opener NOT_OWNED", () => {
+  it("ENOSPC with the count, then devids: an unbound opener and an unopened peer are NOT_OWNED", () => {
     const m = machine();
     const { fd } = nic(m);
     m.mod.probe(m.bus.addDevice(GPU));
@@ -548,11 +571,12 @@ describe("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO (cdev form)", () => {
     vfio_pci_hot_reset_info.encode({ argsz: full.length }, full);
     expect(m.libc.ioctl(fd, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, full)).toBe(0);
     const info = decodeHotResetInfo(full);
-    // The opener here holds no iommufd binding, so it is not the caller's: OWNED is cleared.
+    // Neither function is bound to an iommufd, and each is alone in its iommu group, so
+    // vfio_iommufd_get_dev_id answers -ENODEV for both: NOT_OWNED, and DEV_ID_OWNED cleared.
     expect(info.flags).toBe(VFIO_PCI_HOT_RESET_FLAG_DEV_ID);
     expect(info.devices.map((d) => d.devid)).toEqual([
       VFIO_PCI_DEVID_NOT_OWNED,
-      VFIO_PCI_DEVID_OWNED,
+      VFIO_PCI_DEVID_NOT_OWNED,
     ]);
     expect(info.devices.map((d) => [d.bus, d.devfn])).toEqual([
       [1, 0],

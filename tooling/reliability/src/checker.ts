@@ -51,6 +51,9 @@ import {
   vfioDeviceFops,
   vfioDeviceFromFile,
   vfioPciDmaBufOps,
+  VFIO_PCI_INTX_IRQ_INDEX,
+  VFIO_PCI_MSIX_IRQ_INDEX,
+  VFIO_PCI_MSI_IRQ_INDEX,
 } from "@x/vfio-pci";
 import { forEachIopte } from "./iommu.js";
 
@@ -100,6 +103,7 @@ export class Checker {
     this.checkIoptes(g.iopts);
     this.checkDmaBufs(g.pages);
     this.checkExporter(g.pages);
+    for (const vdev of this.scope.devices) checkIrqs(vdev);
   }
 
   /**
@@ -121,6 +125,15 @@ export class Checker {
           `${vdev.name}: open ${vdev.openCount}, registration ${vdev.registrationRefs}`,
         );
       }
+      const host = vdev.pdev.hostIrq;
+      const irqs =
+        vdev.irqCtx.size +
+        (vdev.errTrigger ? 1 : 0) +
+        (vdev.reqTrigger ? 1 : 0) +
+        (host.intxHandler ? 1 : 0) +
+        host.vectors.filter((v) => v !== undefined).length;
+      if (irqs || host.msiType)
+        broken("leak", `${vdev.name}: ${irqs} interrupt contexts, vectors or handlers`);
     }
     for (const t of this.scope.tasks) {
       const { mm, cred } = t.process;
@@ -345,6 +358,33 @@ export function gatherIommufd(scope: CheckScope): Gathered {
 }
 
 /** The CPU-physical ranges [start, end) of every LIVE VFIO dma-buf. */
+/**
+ * A device's interrupt state is one mode: INTx owns the line's handler and context 0, MSI /
+ * MSI-X own the allocated vectors (a handler on each signalled one), none owns nothing; every
+ * trigger and unmask eventfd the device holds is a live reference.
+ * @see vfio_pci_set_irqs_ioctl
+ */
+function checkIrqs(vdev: VfioPciCoreDevice): void {
+  const host = vdev.pdev.hostIrq;
+  const mode = vdev.irqType;
+  const name = vdev.name;
+  if (mode === VFIO_PCI_INTX_IRQ_INDEX) {
+    if (!host.intxHandler || host.msiType) broken("irq", `${name}: INTx without its handler`);
+  } else if (mode === VFIO_PCI_MSI_IRQ_INDEX || mode === VFIO_PCI_MSIX_IRQ_INDEX) {
+    if (!host.msiType || host.intxHandler) broken("irq", `${name}: MSI mode without vectors`);
+  } else if (vdev.irqCtx.size || host.intxHandler || host.msiType) {
+    broken("irq", `${name}: interrupt contexts with no mode enabled`);
+  }
+  for (const [nr, ctx] of vdev.irqCtx) {
+    if (ctx.trigger && ctx.trigger.refcount < 1)
+      broken("irq", `${name}: vector ${nr} trigger released`);
+    if (ctx.trigger && mode !== VFIO_PCI_INTX_IRQ_INDEX && !host.handlers[nr])
+      broken("irq", `${name}: vector ${nr} signalled without a handler`);
+  }
+  for (const t of [vdev.errTrigger, vdev.reqTrigger])
+    if (t && t.refcount < 1) broken("irq", `${name}: ERR / REQ trigger released`);
+}
+
 function liveMmioRanges(devices: readonly VfioPciCoreDevice[]): Array<[bigint, bigint]> {
   const out: Array<[bigint, bigint]> = [];
   for (const vdev of devices) {

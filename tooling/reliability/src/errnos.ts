@@ -34,6 +34,9 @@ import {
   EPERM,
   EBADE,
   EBADFD,
+  EFBIG,
+  ENOTCONN,
+  ERANGE,
 } from "@x/kernel";
 
 const DISPATCH = [EFAULT, ENOTTY, EINVAL, E2BIG, ENOMEM];
@@ -47,6 +50,32 @@ const VFIO_DEVICE_ROWS = {
   VFIO_DEVICE_DETACH_IOMMUFD_PT: [EINVAL, EFAULT, EOPNOTSUPP],
   VFIO_DEVICE_FEATURE: [EINVAL, E2BIG, EFAULT, ENOTTY, EOPNOTSUPP, ENOMEM, ENODEV, EMFILE, EBADF],
   VFIO_DEVICE_RESET: [EINVAL, EAGAIN, EBUSY, ENOMEM, ENOTTY],
+  /** vfio_pci_ioctl_get_irq_info: the struct (EFAULT), argsz or index (EINVAL). */
+  VFIO_DEVICE_GET_IRQ_INFO: [EFAULT, EINVAL],
+  /**
+   * vfio_pci_ioctl_set_irqs: header and data checks (EINVAL), the data copy (EFAULT,
+   * ENOMEM), no handler for the index / action (ENOTTY), an eventfd that is none (EBADF,
+   * EINVAL), an unmask eventfd already set (EBUSY), vectors or IRQs the host cannot give
+   * (ENOMEM, ENOSPC, ERANGE, ENODEV, ENOTCONN for an unconnected INTx line).
+   */
+  VFIO_DEVICE_SET_IRQS: [
+    EINVAL,
+    EFAULT,
+    ENOMEM,
+    ENOTTY,
+    EBADF,
+    EBUSY,
+    ENOSPC,
+    ERANGE,
+    ENODEV,
+    ENOTCONN,
+  ],
+  /** vfio_pci_ioctl_get_pci_hot_reset_info: too small an array is ENOSPC with count set. */
+  VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: [EFAULT, EINVAL, ENODEV, ENOSPC, ENOMEM, EAGAIN, EPERM],
+  /** vfio_pci_ioctl_pci_hot_reset / vfio_pci_dev_set_hot_reset (cdev form: count must be 0). */
+  VFIO_DEVICE_PCI_HOT_RESET: [EFAULT, EINVAL, ENODEV, EBUSY, ENOMEM, ENOTTY, EIO],
+  /** vfio_get_region_info: argsz or index (EINVAL), the cap chain (ENOMEM), copies (EFAULT). */
+  VFIO_DEVICE_GET_REGION_INFO: [EFAULT, EINVAL, ENOMEM],
 } as const;
 
 /** System call → errnos it may set. Keys name the call as the fuzzers issue it. */
@@ -99,6 +128,21 @@ export const DOCUMENTED_ERRNOS = {
   OPEN_VFIO_CDEV: [ENODEV, ENOMEM, EMFILE, EBUSY],
   CLOSE: [EBADF],
   SETRLIMIT: [EINVAL, EPERM],
+  /** eventfd2: flags (EINVAL), descriptors (EMFILE), the context and file (ENOMEM). */
+  EVENTFD: [EINVAL, EMFILE, ENOMEM],
+  /** eventfd_write: short buffer or ULLONG_MAX (EINVAL), would overflow (EAGAIN). */
+  EVENTFD_WRITE: [EINVAL, EAGAIN, EBADF],
+  /** eventfd_read: short buffer (EINVAL), count 0 on a non-blocking eventfd (EAGAIN). */
+  EVENTFD_READ: [EINVAL, EAGAIN, EBADF],
+  MEMFD_CREATE: [EINVAL, EMFILE, ENOMEM],
+  /** memfd_add_seals: not writable or F_SEAL_SEAL (EPERM), bits (EINVAL), mapped (EBUSY). */
+  FCNTL_SEALS: [EBADF, EINVAL, EPERM, EBUSY],
+  /** ftruncate on a memfd: a size seal (EPERM), the size limit (EFBIG, EINVAL). */
+  FTRUNCATE: [EBADF, EINVAL, EPERM, EFBIG, ENOMEM],
+  /** pwrite on a memfd: a write seal or F_SEAL_GROW past EOF (EPERM). */
+  WRITE: [EBADF, EINVAL, EPERM, EFBIG, EFAULT, ENOMEM, ENOSPC],
+  /** shared mmap of a memfd: writable against a write seal (EPERM). */
+  MMAP: [EBADF, EINVAL, EPERM, ENOMEM, ENODEV],
 } as const satisfies Record<string, readonly number[]>;
 
 export type SyscallName = keyof typeof DOCUMENTED_ERRNOS;

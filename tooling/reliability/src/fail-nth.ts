@@ -36,8 +36,11 @@ export interface SweepResult {
 
 /**
  * Ops whose failure may keep part of their effect, as the kernel documents: UNMAP keeps the
- * areas removed before the failing one; revoke triggers revoke before the step that fails
- * (vfio-dmabuf §2.7.1). For these the checker still runs.
+ * areas removed before the failing one; revoke triggers (hot reset among them) revoke before
+ * the step that fails (drivers/vfio/pci/vfio_pci_core.c); SET_IRQS on an MSI / MSI-X block already enabled
+ * re-points vector by vector and, on a failure, leaves every vector from `start` up to the
+ * failing one de-assigned (vfio_msi_set_block in drivers/vfio/pci/vfio_pci_intrs.c). For
+ * these the checker still runs.
  */
 const TRACE_ALLOWED: ReadonlySet<Op["k"]> = new Set([
   "unmap",
@@ -47,6 +50,8 @@ const TRACE_ALLOWED: ReadonlySet<Op["k"]> = new Set([
   "power",
   "reset",
   "flr",
+  "hotReset",
+  "setIrqs",
 ]);
 
 /**
@@ -217,6 +222,42 @@ export const VMM_CORPUS: Readonly<Record<string, readonly Op[]>> = {
     { k: "iommufdReopen" },
     { k: "devClose", dev: 1 },
     { k: "dmabufClose", buf: 0 },
+  ],
+  /**
+   * QEMU's interrupt bring-up (hw/vfio/pci.c): a sealed memfd as guest RAM, INTx with a
+   * resample (unmask) eventfd, then INTx off and MSI-X on (first one vector, then grown),
+   * MSI, ERR and REQ, interrupts raised and read, hot reset info and a hot reset, close.
+   */
+  "irq-bring-up": [
+    { k: "ioasAlloc" },
+    { k: "devOpen", dev: 0 },
+    { k: "attach", dev: 0, pt: 0 },
+    { k: "sealedCreate" },
+    { k: "addSeals", mfd: 0, seals: 0x2 | 0x4 },
+    { k: "mapSealed", ioas: 0, mfd: 0, pages: 2 },
+    { k: "mapMsi", ioas: 0, pages: 1 },
+    { k: "memory", dev: 0, on: true },
+    { k: "eventfdCreate", semaphore: false },
+    { k: "eventfdCreate", semaphore: false },
+    { k: "irqInfo", dev: 0, index: 0 },
+    { k: "setIrqs", dev: 0, index: 0, action: "trigger", start: 0, count: 1, efds: [0, -1, -1] },
+    { k: "setIrqs", dev: 0, index: 0, action: "unmaskFd", start: 0, count: 1, efds: [1, -1, -1] },
+    { k: "raise", dev: 0, vector: null },
+    { k: "eventfdRead", efd: 0 },
+    { k: "setIrqs", dev: 0, index: 0, action: "disable", start: 0, count: 0, efds: [] },
+    { k: "setIrqs", dev: 0, index: 2, action: "trigger", start: 0, count: 1, efds: [0, -1, -1] },
+    { k: "setIrqs", dev: 0, index: 2, action: "trigger", start: 0, count: 3, efds: [0, 1, 0] },
+    { k: "raise", dev: 0, vector: 1 },
+    { k: "eventfdRead", efd: 1 },
+    { k: "setIrqs", dev: 0, index: 3, action: "trigger", start: 0, count: 1, efds: [1, -1, -1] },
+    { k: "setIrqs", dev: 0, index: 4, action: "trigger", start: 0, count: 1, efds: [0, -1, -1] },
+    { k: "hotResetInfo", dev: 0, room: 2 },
+    { k: "hotReset", dev: 0, count: 0 },
+    { k: "setIrqs", dev: 0, index: 2, action: "disable", start: 0, count: 0, efds: [] },
+    { k: "setIrqs", dev: 0, index: 1, action: "trigger", start: 0, count: 2, efds: [1, 0, -1] },
+    { k: "raise", dev: 0, vector: 0 },
+    { k: "eventfdClose", efd: 0 },
+    { k: "devClose", dev: 0 },
   ],
 };
 

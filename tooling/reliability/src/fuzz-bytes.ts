@@ -11,7 +11,10 @@
  *
  * Documented exceptions to "unchanged on error": IOAS_UNMAP keeps the whole areas it removed
  * before the failing one (spec uapi §4), and LOW_POWER_ENTRY on an engaged device revokes
- * before answering EINVAL (vfio-dmabuf §2.7.2); for those the checker runs instead.
+ * before answering EINVAL (vfio-dmabuf §2.7.2); SET_IRQS on an enabled MSI / MSI-X block
+ * leaves the vectors from `start` to the failing one de-assigned (vfio_msi_set_block), and a
+ * hot reset that fails has revoked first (vfio_pci_dev_set_hot_reset); for those the checker
+ * runs instead.
  *
  * Inputs come from a seeded generator: each field is drawn from a pool that fits its name (ids,
  * flags, IOVAs, lengths, user pointers, descriptors), the size word from the boundary sizes
@@ -75,8 +78,12 @@ import {
   VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP,
   VFIO_DEVICE_FEATURE_MASK,
   VFIO_DEVICE_GET_INFO,
+  VFIO_DEVICE_GET_IRQ_INFO,
+  VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
   VFIO_DEVICE_GET_REGION_INFO,
+  VFIO_DEVICE_PCI_HOT_RESET,
   VFIO_DEVICE_RESET,
+  VFIO_DEVICE_SET_IRQS,
 } from "@x/vfio-pci";
 import { type CheckScope, Checker } from "./checker.js";
 import { type SyscallName, errnoDocumented } from "./errnos.js";
@@ -99,6 +106,8 @@ export const BYTES_SETUP: readonly Op[] = [
   { k: "dmabufExport", dev: 0, off: 0, pages: 4 },
   { k: "mapDmabuf", ioas: 0, buf: 0, off: 0, pages: 4, slot: 4 },
   { k: "devClose", dev: 1 },
+  { k: "eventfdCreate", semaphore: false },
+  { k: "setIrqs", dev: 0, index: 2, action: "trigger", start: 0, count: 1, efds: [0, -1, -1] },
 ];
 
 /** VFIO structs (argsz instead of size; vfio.h layouts). */
@@ -153,6 +162,40 @@ const vfio_region_info = new Struct(
   32,
   { size: [0, "u32"], flags: [4, "u32"], index: [8, "u32"], cap_offset: [12, "u32"] },
   16,
+);
+
+/** GET_IRQ_INFO, SET_IRQS with two eventfd slots, and the hot reset pair (vfio.h layouts). */
+const vfio_irq_info = new Struct(
+  "vfio_irq_info",
+  16,
+  { size: [0, "u32"], flags: [4, "u32"], index: [8, "u32"], count: [12, "u32"] },
+  16,
+);
+const vfio_irq_set = new Struct(
+  "vfio_irq_set",
+  28,
+  {
+    size: [0, "u32"],
+    flags: [4, "u32"],
+    index: [8, "u32"],
+    start: [12, "u32"],
+    count: [16, "u32"],
+    data_fd: [20, "s32"],
+    data_next_fd: [24, "s32"],
+  },
+  20,
+);
+const vfio_pci_hot_reset_info = new Struct(
+  "vfio_pci_hot_reset_info",
+  28,
+  { size: [0, "u32"], flags: [4, "u32"], count: [8, "u32"] },
+  12,
+);
+const vfio_pci_hot_reset = new Struct(
+  "vfio_pci_hot_reset",
+  16,
+  { size: [0, "u32"], flags: [4, "u32"], count: [8, "u32"], group_fd: [12, "s32"] },
+  12,
 );
 
 /** One fuzzed ioctl: its struct, and which descriptor it goes to. */
@@ -270,9 +313,33 @@ export const IOCTL_TARGETS: readonly IoctlTarget[] = [
     on: "vfio-bound",
   },
   {
-    call: "VFIO_DEVICE_OTHER",
+    call: "VFIO_DEVICE_GET_REGION_INFO",
     cmd: VFIO_DEVICE_GET_REGION_INFO,
     struct: vfio_region_info,
+    on: "vfio-bound",
+  },
+  {
+    call: "VFIO_DEVICE_GET_IRQ_INFO",
+    cmd: VFIO_DEVICE_GET_IRQ_INFO,
+    struct: vfio_irq_info,
+    on: "vfio-bound",
+  },
+  {
+    call: "VFIO_DEVICE_SET_IRQS",
+    cmd: VFIO_DEVICE_SET_IRQS,
+    struct: vfio_irq_set,
+    on: "vfio-bound",
+  },
+  {
+    call: "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO",
+    cmd: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
+    struct: vfio_pci_hot_reset_info,
+    on: "vfio-bound",
+  },
+  {
+    call: "VFIO_DEVICE_PCI_HOT_RESET",
+    cmd: VFIO_DEVICE_PCI_HOT_RESET,
+    struct: vfio_pci_hot_reset,
     on: "vfio-bound",
   },
   { call: "VFIO_DEVICE_OTHER", cmd: -1, struct: vfio_region_info, on: "vfio-unbound" },
@@ -484,7 +551,13 @@ function freshWorld(): World {
 
 /** Is a state change after this failed input one the spec documents? */
 function changeDocumented(target: IoctlTarget, bytes: Uint8Array): boolean {
-  if (target.cmd === IOMMU_IOAS_UNMAP) return true;
+  // SET_IRQS: vfio_msi_set_block's partial unwind; hot reset: revoked before the reset fails.
+  if (
+    target.cmd === IOMMU_IOAS_UNMAP ||
+    target.cmd === VFIO_DEVICE_SET_IRQS ||
+    target.cmd === VFIO_DEVICE_PCI_HOT_RESET
+  )
+    return true;
   if (target.cmd !== VFIO_DEVICE_FEATURE || bytes.length < 8) return false;
   const feature =
     new DataView(bytes.buffer, bytes.byteOffset).getUint32(4, true) & VFIO_DEVICE_FEATURE_MASK;

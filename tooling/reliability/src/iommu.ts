@@ -2,7 +2,8 @@
  * The IOMMUs in front of the fuzzed PCI functions: hardware-like drivers of @x/iommu-pgtable
  * over x86-64 second-stage tables. Each machine has two instances; a domain of one is refused
  * by devices behind the other (EINVAL at attach), so an IOAS gets two domains when both devices
- * attach to it. Table allocations are injectable failure points (kernel.shouldFail).
+ * attach to it. Each reports VT-d's reserved regions (the MSI range). Table allocations are
+ * injectable failure points (kernel.shouldFail).
  * The checker walks the tables directly (`forEachIopte`): every IOPTE, with its prot.
  */
 import {
@@ -10,7 +11,10 @@ import {
   IOMMU_HW_INFO_TYPE_INTEL_VTD,
   type IommuDomain,
   PT_DRIVER_ALLOC_FLAGS,
+  IOMMU_RESV_MSI,
   PtIommuDriver,
+  X86_MSI_RANGE_END,
+  X86_MSI_RANGE_START,
   x86_64Format,
 } from "@x/iommu-pgtable";
 import type { Kernel } from "@x/kernel";
@@ -26,6 +30,14 @@ export function ptIommuDriver(kernel: Kernel, name: string): PtIommuDriver {
       caps: [IOMMU_CAP_CACHE_COHERENCY],
       allocFlags: PT_DRIVER_ALLOC_FLAGS,
       ptCfg: () => ({ format: x86_64Format, features: 0 }),
+      // VT-d's reserved regions without RMRRs (intel_iommu_get_resv_regions): the interrupt range.
+      resvRegions: () => [
+        {
+          start: X86_MSI_RANGE_START,
+          length: X86_MSI_RANGE_END - X86_MSI_RANGE_START + 1n,
+          type: IOMMU_RESV_MSI,
+        },
+      ],
     },
     kernel,
   );

@@ -1,7 +1,7 @@
 /**
  * The machine every reliability tool runs on: a fresh Kernel with iommufd and vfio-pci loaded,
  * the selftest module (IOMMU_TEST_CMD: in-kernel accesses), two PCI functions (a 1 MiB 64-bit
- * BAR, PM, PCIe FLR) behind two different IOMMUs, bound to
+ * BAR, PM, PCIe FLR, INTx, MSI and MSI-X) behind two different IOMMUs, bound to
  * vfio-pci, and one unprivileged user process (no CAP_IPC_LOCK, so pins are charged) owning a
  * memfd and an anonymous buffer it maps into IOASes. Built only from the packages' public
  * APIs, exactly as a VMM sets itself up.
@@ -33,6 +33,10 @@ export const PAGE = 4096n;
 /** Size of BAR 0 of each function. */
 export const BAR_SIZE = 1n << 20n;
 export const NUM_DEVICES = 2;
+/** Interrupts of each function: an INTx pin, 4 MSI vectors, 16 MSI-X vectors in BAR 2. */
+const MSI_VECTORS = 4;
+const MSIX_VECTORS = 16;
+const MSIX_BAR_SIZE = 0x2000n;
 /** The unprivileged user the fuzzers run as. */
 export const FUZZ_UID = 1000;
 
@@ -60,9 +64,15 @@ export class Machine {
       const pdev = bus.addDevice({
         vendor: 0x10de,
         device: 0x2330 + i,
-        bars: [{ type: "mem64", size: BAR_SIZE, prefetchable: true }],
+        bars: [
+          { type: "mem64", size: BAR_SIZE, prefetchable: true },
+          undefined,
+          { type: "mem64", size: MSIX_BAR_SIZE },
+        ],
         pm: true,
         pcie: { flr: true },
+        msi: { vectors: MSI_VECTORS, is64: true, maskbit: true },
+        msix: { vectors: MSIX_VECTORS, tableBar: 2, tableOffset: 0, pbaBar: 2, pbaOffset: 0x1000 },
         iommu: ptIommuDriver(kernel, `iommu${i}`),
       });
       this.devices.push(this.vfio.probe(pdev));

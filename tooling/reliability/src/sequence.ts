@@ -47,8 +47,10 @@ import {
   VFIO_DEVICE_RESET,
   encodeDmaBufFeature,
 } from "@x/vfio-pci";
+import { X86_MSI_RANGE_START } from "@x/iommu-pgtable";
 import { type SyscallName, errnoDocumented } from "./errnos.js";
 import { BUFFER_PAGES, type Machine, NUM_DEVICES, PAGE } from "./machine.js";
+import { type VmmOp, VmmOps, vmmOpArbs } from "./vmm-ops.js";
 
 /** Fixed IOVAs are slots of this size from IOVA_BASE, so maps collide often. */
 const IOVA_SLOT = 16n * PAGE;
@@ -154,7 +156,12 @@ export type Op =
     }
   | { readonly k: "accessClose"; readonly access: number }
   | { readonly k: "rlimitMode"; readonly mm: boolean }
-  | { readonly k: "memlock"; readonly pages: number };
+  | { readonly k: "memlock"; readonly pages: number }
+  /** Guest RAM mapped over the MSI window the IOMMUs reserve (EINVAL once a device attached). */
+  | { readonly k: "mapMsi"; readonly ioas: number; readonly pages: number }
+  /** A sealable memfd mapped by MAP_FILE (its pins then refuse F_SEAL_WRITE, EBUSY). */
+  | { readonly k: "mapSealed"; readonly ioas: number; readonly mfd: number; readonly pages: number }
+  | VmmOp;
 
 const idx = fc.nat({ max: 7 });
 const dev = fc.nat({ max: NUM_DEVICES - 1 });
@@ -308,6 +315,20 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       pages: fc.constantFrom(0, 4, 16, 2048),
     }),
   },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant("mapMsi" as const), ioas: idx, pages: npages }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant("mapSealed" as const),
+      ioas: idx,
+      mfd: idx,
+      pages: fc.integer({ min: 1, max: 4 }),
+    }),
+  },
+  ...vmmOpArbs,
 );
 
 /** A program of up to `maxLength` ops. */
@@ -378,6 +399,8 @@ export class Runner {
   private readonly accesses: Array<{ fd: number; ioas: number; items: number[] }> = [];
   /** A user buffer ACCESS_RW reads into and writes from. */
   private rwBuf = 0n;
+  /** Eventfds, sealable memfds and interrupts (vmm-ops.ts). */
+  private readonly vmm: VmmOps;
   /** Calls made and calls that failed (with a documented errno). */
   calls = 0;
   failures = 0;
@@ -387,6 +410,11 @@ export class Runner {
     readonly checkErrnos = true,
   ) {
     this.fd = IommufdClient.open(machine.libc);
+    this.vmm = new VmmOps({
+      machine,
+      deviceFd: (i) => this.deviceFd(i),
+      sys: (call, op, ret) => this.sys(call, op, ret),
+    });
   }
 
   /** The process's /dev/iommu descriptor. */
@@ -693,12 +721,40 @@ export class Runner {
         const [a] = this.accesses.splice(op.access % this.accesses.length, 1);
         return this.sys("CLOSE", op, this.machine.libc.close(a!.fd));
       }
+      case "mapMsi": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        const length = BigInt(op.pages) * PAGE;
+        return this.mapInto("IOMMU_IOAS_MAP", op, ioasId, length, null, () =>
+          this.fd.ioasMap({
+            ioasId,
+            userVa: this.machine.memfdVa,
+            length,
+            iova: X86_MSI_RANGE_START,
+          }),
+        );
+      }
+      case "mapSealed": {
+        const ioasId = pick(this.ioas, op.ioas) ?? 0;
+        const fd = this.vmm.memfd(op.mfd);
+        if (fd < 0) return SKIPPED;
+        return this.mapInto(
+          "IOMMU_IOAS_MAP_FILE",
+          op,
+          ioasId,
+          BigInt(op.pages) * PAGE,
+          null,
+          (length) => this.fd.ioasMapFile({ ioasId, fd, start: 0n, length }),
+        );
+      }
+      default:
+        return this.vmm.step(op);
     }
   }
 
   /** Close every descriptor the program holds (then nothing may remain). */
   teardown(): void {
     const libc = this.machine.libc;
+    this.vmm.teardown();
     for (const a of this.accesses.splice(0)) libc.close(a.fd);
     for (const bufFd of this.bufs.splice(0)) libc.close(bufFd);
     this.devFds.forEach((dfd, i) => {
@@ -706,6 +762,7 @@ export class Runner {
       this.devFds[i] = -1;
     });
     this.fd.close();
+    this.vmm.checkReleased();
   }
 
   private devOpen(op: Op & { k: "devOpen" }): number {

@@ -3,7 +3,7 @@
  * their users, each IOAS (areas with revoked marks, allowed and reserved ranges, alignment,
  * large-page mode, domains and the IOPTE frames each maps), pins, accounting, descriptors,
  * dma-bufs, and each VFIO device (open count, registration references, attached HWPT, exporter
- * states, memory decode, runtime PM). Memory faulted into the user's address space is left
+ * states, memory decode, runtime PM, interrupt mode, contexts and vectors). Memory faulted into the user's address space is left
  * out: a failed pin in the kernel does not undo the page faults it took either.
  */
 import { dmaBufList } from "@x/dmabuf";
@@ -47,6 +47,13 @@ export function snapshot(scope: CheckScope): string {
     out.push(
       `dev ${vdev.name} open=${vdev.openCount} reg=${vdev.registrationRefs} hwpt=${vdev.binding?.hwpt?.id ?? 0} ` +
         `bufs=${bufs} mem=${vdev.vconfig ? vdev.memoryEnabled() : "-"} pm=${vdev.pmRuntimeEngaged}`,
+    );
+    const ctxs = [...vdev.irqCtx].map(
+      ([nr, c]) => `${nr}${c.trigger ? "t" : ""}${c.unmask ? "u" : ""}`,
+    );
+    out.push(
+      `irq ${vdev.name} type=${vdev.irqType} ctx=${ctxs} err=${!!vdev.errTrigger} req=${!!vdev.reqTrigger} ` +
+        `vectors=${vdev.pdev.hostIrq.vectors.filter((v) => v !== undefined).length}`,
     );
   }
   return out.join("\n");
