@@ -11,6 +11,7 @@ import {
   type IommuDomain,
   type IommuResvRegion,
   IOMMU_CAP_CACHE_COHERENCY,
+  IOMMU_CAP_DIRTY_TRACKING,
   IOMMU_RESV_MSI,
   IOMMU_RESV_RESERVED,
   IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
@@ -56,10 +57,23 @@ function resvRegions(kind: IommuKind): IommuResvRegion[] {
   return kind === "amd-vi" ? [X86_MSI_WINDOW, AMD_HT_WINDOW] : [X86_MSI_WINDOW];
 }
 
+/** IOMMU_HW_INFO_TYPE_AMD (include/uapi/linux/iommufd.h): AMD reports its feature registers. */
+const IOMMU_HW_INFO_TYPE_AMD = 4;
+/** FEATURE_HDSUP (drivers/iommu/amd/amd_iommu_types.h): host dirty-bit support. */
+const FEATURE_HDSUP = 1n << 52n;
+
+/** struct iommu_hw_info_amd: the EFR and EFR2 registers. @see amd_iommufd_hw_info */
+function amdHwInfo(): Uint8Array {
+  const data = new Uint8Array(16);
+  new DataView(data.buffer).setBigUint64(0, FEATURE_HDSUP, true);
+  return data;
+}
+
 function describe(kind: IommuKind, opts: HwIommuOptions): PtDriverDesc {
   const restrict = opts.pgsizeBitmap;
   const common = {
-    caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_ENFORCE_CACHE_COHERENCY],
+    // Both units track dirty pages in their IOPTEs (VT-d SSADS, AMD HDSup).
+    caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_ENFORCE_CACHE_COHERENCY, IOMMU_CAP_DIRTY_TRACKING],
     allocFlags: PT_DRIVER_ALLOC_FLAGS,
     resvRegions: () => resvRegions(kind),
     ...(restrict === undefined ? {} : { pgsizeBitmap: (natural: bigint) => natural & restrict }),
@@ -67,7 +81,8 @@ function describe(kind: IommuKind, opts: HwIommuOptions): PtDriverDesc {
   return kind === "amd-vi"
     ? {
         name: "amd-vi",
-        hwInfoType: 0,
+        hwInfoType: IOMMU_HW_INFO_TYPE_AMD,
+        hwInfoData: amdHwInfo,
         ...common,
         ptCfg: () => ({
           format: amdv1Format,

@@ -472,7 +472,7 @@ export class Vmm {
   }
 
   /** The memory listener's region_add for one BAR: MAP_FILE its dma-buf at its GPA. */
-  private mapBar(dev: PassthroughDevice, bar: Bar): void {
+  mapBar(dev: PassthroughDevice, bar: Bar): void {
     if (bar.mapped) return;
     const align = this.iovaAlignment;
     if (bar.gpa % align !== 0n || bar.size % align !== 0n) {
@@ -501,7 +501,7 @@ export class Vmm {
   }
 
   /** region_del for one BAR. */
-  private unmapBar(bar: Bar): void {
+  unmapBar(bar: Bar): void {
     if (!bar.mapped) return;
     this.unmap(bar.gpa, bar.size);
     bar.mapped = false;
