@@ -48,10 +48,7 @@ export {
   IntervalNode,
   IntervalTree,
 } from "./interval-tree.js";
-export {
-  type IommuResvRegion,
-  IoPagetable,
-} from "./io-pagetable.js";
+export { IoPagetable } from "./io-pagetable.js";
 export {
   getIoas,
   IommufdIoas,

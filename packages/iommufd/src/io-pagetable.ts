@@ -113,16 +113,6 @@ export interface IoptPagesListElm {
   readonly length: bigint;
 }
 
-// The region types are the IOMMU core's; iommufd's users keep importing them from here.
-export {
-  IOMMU_RESV_DIRECT,
-  IOMMU_RESV_DIRECT_RELAXABLE,
-  IOMMU_RESV_MSI,
-  IOMMU_RESV_RESERVED,
-  IOMMU_RESV_SW_MSI,
-  type IommuResvRegion,
-} from "@x/iommu-pgtable";
-
 /** struct iopt_reserved */
 class IoptReserved {
   readonly node = new IntervalNode<IoptReserved>(this);

@@ -3,8 +3,7 @@
  * `IommuDriver`, and the lookup of those ops from a device (drivers/iommu/iommu-priv.h's
  * dev_iommu_ops). Both the device attach path and HWPT allocation use them.
  */
-import type { IommuDevice, IommuDomain, IommuDriver } from "@x/iommu-pgtable";
-import type { IommuResvRegion } from "./io-pagetable.js";
+import type { IommuDevice, IommuDomain, IommuDriver, IommuResvRegion } from "@x/iommu-pgtable";
 
 /** Driver-specific HWPT data (struct iommu_user_data): a user buffer the driver reads. */
 export interface IommuUserData {

@@ -27,8 +27,8 @@ import {
   PROT_WRITE,
   fail,
 } from "@x/kernel";
+import type { IommuResvRegion } from "@x/iommu-pgtable";
 import {
-  type IommuResvRegion,
   type IommufdCtx,
   IommufdClient,
   type IommufdDevice,

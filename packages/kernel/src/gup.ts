@@ -1,7 +1,8 @@
 import { EFAULT, EINVAL, EOVERFLOW } from "./errno.js";
 import { fail, isKernelError } from "./error.js";
 import type { Kernel } from "./kernel.js";
-import { type MmStruct, TASK_SIZE, VM_IO, VM_PFNMAP, VM_READ, VM_WRITE, type Vma } from "./mm.js";
+import { type MmStruct, TASK_SIZE, type Vma } from "./mm.js";
+import { VM_IO, VM_PFNMAP, VM_READ, VM_WRITE } from "./mm-flags.js";
 import { PAGE_SHIFT } from "./physmem.js";
 import type { PfnRuns } from "./pfn-runs.js";
 

@@ -127,14 +127,16 @@ export {
   MmStruct,
   PROT_READ,
   PROT_WRITE,
+  Vma,
+} from "./mm.js";
+export {
   VM_DONTDUMP,
   VM_DONTEXPAND,
   VM_HUGETLB,
   VM_IO,
   VM_PFNMAP,
   VM_SHARED,
-  Vma,
-} from "./mm.js";
+} from "./mm-flags.js";
 export { PfnRuns } from "./pfn-runs.js";
 export {
   MmioRegion,

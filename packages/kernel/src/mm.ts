@@ -66,22 +66,6 @@ const MAP_HUGE_SHIFT = 26;
 export const MAP_HUGE_2MB = 21 << MAP_HUGE_SHIFT;
 export const MAP_HUGE_1GB = 30 << MAP_HUGE_SHIFT;
 
-export {
-  VM_READ,
-  VM_WRITE,
-  VM_EXEC,
-  VM_SHARED,
-  VM_MAYREAD,
-  VM_MAYWRITE,
-  VM_MAYEXEC,
-  VM_MAYSHARE,
-  VM_PFNMAP,
-  VM_IO,
-  VM_DONTEXPAND,
-  VM_HUGETLB,
-  VM_DONTDUMP,
-} from "./mm-flags.js";
-
 /** x86-64 TASK_SIZE_MAX with 4-level paging. */
 export const TASK_SIZE = (1n << 47n) - BigInt(PAGE_SIZE);
 /** Where top-down mmap placement starts. */
