@@ -90,8 +90,10 @@ import {
   VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED,
   VFIO_PCI_HOT_RESET_INFO_HDR,
   VFIO_REGION_INFO_CAP_MSIX_MAPPABLE,
+  type MmapArea,
   decodeHotResetDevices,
   regionInfoCapIds,
+  sparseMmapAreas,
   vfio_device_info,
   vfio_region_info,
 } from "./vfio-uapi.js";
@@ -108,6 +110,10 @@ const PCI_EXP_DEVCAP_FLR = 1 << 28;
 const PCI_PM_CTRL_NO_SOFT_RESET = 0x0008;
 const PCI_INTERRUPT_PIN = 0x3d;
 const PCI_MSIX_FLAGS = 2;
+const PCI_MSIX_FLAGS_QSIZE = 0x07ff;
+const PCI_MSIX_TABLE = 4;
+const PCI_MSIX_TABLE_BIR = 0x7;
+const PCI_MSIX_ENTRY_SIZE = 16;
 const PCI_MSIX_FLAGS_ENABLE = 0x8000;
 const PCI_MSIX_FLAGS_MASKALL = 0x4000;
 
@@ -127,6 +133,8 @@ export interface QemuRegion {
   readonly size: bigint;
   readonly offset: bigint;
   readonly caps: readonly number[];
+  /** The SPARSE_MMAP capability's areas, when the region has one. */
+  readonly sparse: readonly MmapArea[] | undefined;
 }
 
 /** What QEMU's VFIOPCIDevice holds for one function. */
@@ -145,6 +153,8 @@ export interface QemuVfioDevice {
   aer: boolean;
   pin: number;
   msixCap: number;
+  /** Where the MSI-X table lives: BAR, offset, and its size in bytes. */
+  msixTable: { bar: number; offset: bigint; size: bigint } | undefined;
   get fd(): number;
 }
 
@@ -345,6 +355,7 @@ export class QemuMachine {
       aer: false,
       pin: 0,
       msixCap: 0,
+      msixTable: undefined,
       get fd() {
         return pv.fd;
       },
@@ -546,6 +557,7 @@ export class QemuMachine {
         size: info.size,
         offset: info.offset,
         caps: regionInfoCapIds(buf),
+        sparse: sparseMmapAreas(buf),
       };
       dev.regions.set(index, region);
       return region;
@@ -603,7 +615,17 @@ export class QemuMachine {
     if (n !== len) throw new VmmFatal(`${dev.name}: short config read`, EINVAL);
     dev.pin = space[PCI_INTERRUPT_PIN] ?? 0;
     dev.msixCap = this.findCap(dev, PCI_CAP_ID_MSIX);
-    if (dev.msixCap) vfioMsixEarlySetup(this.sys, dev);
+    if (dev.msixCap) {
+      const table = this.configRead(dev, dev.msixCap + PCI_MSIX_TABLE, 4);
+      const entries =
+        (this.configRead(dev, dev.msixCap + PCI_MSIX_FLAGS, 2) & PCI_MSIX_FLAGS_QSIZE) + 1;
+      dev.msixTable = {
+        bar: table & PCI_MSIX_TABLE_BIR,
+        offset: BigInt(table & ~PCI_MSIX_TABLE_BIR) & 0xffff_ffffn,
+        size: BigInt(entries * PCI_MSIX_ENTRY_SIZE),
+      };
+      vfioMsixEarlySetup(this.sys, dev);
+    }
     const exp = this.findCap(dev, PCI_CAP_ID_EXP);
     dev.hasFlr =
       exp !== 0 && (this.configRead(dev, exp + PCI_EXP_DEVCAP, 4) & PCI_EXP_DEVCAP_FLR) !== 0;
@@ -616,10 +638,36 @@ export class QemuMachine {
   }
 
   /**
-   * vfio_region_mmap: reserve an aligned range, map the BAR over it MAP_SHARED|MAP_FIXED from
-   * the device fd at the region offset, then export the mmap'd ranges as one dma-buf — one range
-   * per mmap area. An mmap failure warns (slow path); a dma-buf failure warns (no P2P).
-   * @see vfio_region_mmap (hw/vfio/region.c)
+   * The mmap areas of a BAR: the SPARSE_MMAP areas when the kernel lists them (empty ones
+   * dropped), else the whole region; without MSIX_MAPPABLE on the MSI-X table's BAR, the table's
+   * pages are carved out. @see vfio_region_setup (hw/vfio/region.c)
+   * @see vfio_pci_fixup_msix_region (hw/vfio/pci.c)
+   */
+  mmapAreas(dev: QemuVfioDevice, index: number, region: QemuRegion): MmapArea[] {
+    if (region.sparse)
+      return region.sparse
+        .filter((a) => a.size > 0n)
+        .sort((a, b) => (a.offset < b.offset ? -1 : 1));
+    const whole = [{ offset: 0n, size: region.size }];
+    const t = dev.msixTable;
+    if (!t || t.bar !== index || region.caps.includes(VFIO_REGION_INFO_CAP_MSIX_MAPPABLE))
+      return whole;
+    const page = BigInt(PAGE_SIZE);
+    const start = t.offset & ~(page - 1n);
+    const end = (t.offset + t.size + page - 1n) & ~(page - 1n);
+    if (start === 0n) return end >= region.size ? [] : [{ offset: end, size: region.size - end }];
+    if (end >= region.size) return [{ offset: 0n, size: start }];
+    return [
+      { offset: 0n, size: start },
+      { offset: end, size: region.size - end },
+    ];
+  }
+
+  /**
+   * vfio_region_mmap: reserve an aligned range, map each area over it MAP_SHARED|MAP_FIXED from
+   * the device fd at the region offset (the gaps are unmapped), then export the areas as one
+   * dma-buf with a range per area. An mmap failure warns (slow path); a dma-buf failure warns
+   * (no P2P). @see vfio_region_mmap (hw/vfio/region.c)
    * @see vfio_region_create_dma_buf (hw/vfio/region.c)
    */
   barsRegister(dev: QemuVfioDevice, placements: readonly { index: number; gpa: bigint }[]): void {
@@ -627,6 +675,8 @@ export class QemuMachine {
     for (const p of placements) {
       const region = dev.regions.get(p.index);
       if (!region?.size || !(region.flags & VFIO_REGION_INFO_FLAG_MMAP)) continue;
+      const areas = this.mmapAreas(dev, p.index, region);
+      if (!areas.length) continue;
       const size = region.size;
       const align = size < 1n << 30n ? size : 1n << 30n;
       let base = MAP_FAILED;
@@ -642,29 +692,41 @@ export class QemuMachine {
       if (aligned > base) this.libc.munmap(base, aligned - base);
       const tail = base + size + align - (aligned + size);
       if (tail > 0n) this.libc.munmap(aligned + size, tail);
-      let va = MAP_FAILED;
-      const ret = sys.call(
-        `mmap(${hex(aligned)}, ${bytes(size)}, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_FIXED, ${dev.name}, ${hex(region.offset)})`,
-        () => {
-          va = this.libc.mmap(
-            aligned,
-            size,
-            PROT_READ | PROT_WRITE,
-            MAP_SHARED | MAP_FIXED,
-            dev.fd,
-            region.offset,
-          );
-          return va === MAP_FAILED ? -1 : 0;
-        },
-      );
-      if (ret < 0) {
+      let cursor = 0n;
+      let ok = true;
+      for (const a of areas) {
+        if (a.offset > cursor) this.libc.munmap(aligned + cursor, a.offset - cursor);
+        const at = aligned + a.offset;
+        const ret = sys.call(
+          `mmap(${hex(at)}, ${bytes(a.size)}, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_FIXED, ${dev.name}, ${hex(region.offset + a.offset)})`,
+          () =>
+            this.libc.mmap(
+              at,
+              a.size,
+              PROT_READ | PROT_WRITE,
+              MAP_SHARED | MAP_FIXED,
+              dev.fd,
+              region.offset + a.offset,
+            ) === MAP_FAILED
+              ? -1
+              : 0,
+        );
+        if (ret < 0) ok = false;
+        cursor = a.offset + a.size;
+      }
+      if (cursor < size) this.libc.munmap(aligned + cursor, size - cursor);
+      if (!ok) {
         this.libc.munmap(aligned, size);
         sys.log(`Failed to mmap ${dev.name} BAR ${p.index}. Performance may be slow`, "warn");
         continue;
       }
-      dev.mmaps.set(p.index, { va, size });
-      const bar: Bar = { index: p.index, size, gpa: p.gpa, dmabufFd: -1, mapped: false };
-      bar.dmabufFd = this.createDmaBuf(dev, p.index, [{ offset: 0n, length: size }]);
+      dev.mmaps.set(p.index, { va: aligned, size });
+      const bar: Bar = { index: p.index, size, gpa: p.gpa, dmabufFd: -1, mapped: false, areas };
+      bar.dmabufFd = this.createDmaBuf(
+        dev,
+        p.index,
+        areas.map((a) => ({ offset: a.offset, length: a.size })),
+      );
       dev.pv.bars.push(bar);
     }
   }

@@ -111,6 +111,31 @@ export function decodeHotResetDevices(buf: Uint8Array, count: number): Dependent
   return out;
 }
 
+/** An mmap-able piece of a region, as VFIO_REGION_INFO_CAP_SPARSE_MMAP lists them. */
+export interface MmapArea {
+  readonly offset: bigint;
+  readonly size: bigint;
+}
+
+/** The areas of a region-info reply's SPARSE_MMAP capability, or undefined without one. */
+export function sparseMmapAreas(buf: Uint8Array): MmapArea[] | undefined {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (let off = v.getUint32(12, true), n = 0; off && off + 16 <= buf.length && n < 16; n++) {
+    if (v.getUint16(off, true) === VFIO_REGION_INFO_CAP_SPARSE_MMAP) {
+      const nr = v.getUint32(off + 8, true);
+      const areas: MmapArea[] = [];
+      for (let i = 0; i < nr && off + 32 + 16 * i <= buf.length; i++)
+        areas.push({
+          offset: v.getBigUint64(off + 16 + 16 * i, true),
+          size: v.getBigUint64(off + 24 + 16 * i, true),
+        });
+      return areas;
+    }
+    off = v.getUint32(off + 4, true);
+  }
+  return undefined;
+}
+
 /** The capability ids chained from `cap_offset` in a region-info reply. */
 export function regionInfoCapIds(buf: Uint8Array): number[] {
   const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
