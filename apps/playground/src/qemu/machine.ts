@@ -73,10 +73,12 @@ import { VmmFatal } from "../vmm.js";
 import type { HostDevice } from "../world.js";
 import {
   type IrqState,
+  eventNotifierTestAndClear,
   getIrqInfo,
   newIrqState,
   vfioDisableInterrupts,
   vfioIntxEnable,
+  vfioIntxEoi,
   vfioMsixEarlySetup,
   vfioRegisterNotifiers,
   vfioUnregisterNotifiers,
@@ -763,6 +765,33 @@ export class QemuMachine {
   /** vfio_pci_register_err_notifier / vfio_pci_register_req_notifier. */
   registerNotifiers(dev: QemuVfioDevice): void {
     vfioRegisterNotifiers(this.sys, dev, dev.aer);
+  }
+
+  /**
+   * vfio_mmap_set_enabled: the BAR mmap subregions toggled, so the listener removes (UNMAP) or
+   * adds (MAP_FILE of the dma-buf) each BAR's section while memory decode is on.
+   */
+  mmapSetEnabled(dev: QemuVfioDevice, enabled: boolean): void {
+    if (!(dev.pv.command & PCI_COMMAND_MEMORY)) return;
+    for (const bar of dev.pv.bars) enabled ? this.vmm.mapBar(dev.pv, bar) : this.vmm.unmapBar(bar);
+  }
+
+  /**
+   * vfio_intx_interrupt (no KVM irqfd): drain the eventfd, assert the guest's line, and take the
+   * BAR mmaps away so guest BAR accesses trap and act as EOI; returns whether one was pending.
+   */
+  intxInterrupt(dev: QemuVfioDevice): boolean {
+    if (eventNotifierTestAndClear(this.sys, dev.irq.intxFd) === 0n) return false;
+    dev.irq.intxPending = true;
+    this.sys.log(`${dev.name}: INTx pending, guest INT${"ABCD"[dev.pin - 1] ?? "?"}# asserted`);
+    this.mmapSetEnabled(dev, false);
+    return true;
+  }
+
+  /** vfio_pci_intx_eoi then, when the mmap timeout fires with nothing pending, vfio_intx_mmap_enable. */
+  intxEoiAndRemap(dev: QemuVfioDevice): void {
+    vfioIntxEoi(this.sys, dev);
+    if (!dev.irq.intxPending) this.mmapSetEnabled(dev, true);
   }
 
   // --- guest config writes ----------------------------------------------------------------
