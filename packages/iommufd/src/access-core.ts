@@ -32,7 +32,7 @@ import {
 } from "@x/kernel";
 import { doubleSpanAt } from "./interval-tree.js";
 import type { IoPagetable } from "./io-pagetable.js";
-import type { IoptArea } from "./io-pagetable-area.js";
+import { type IoptArea, ioptForEachContigArea } from "./io-pagetable-area.js";
 import { IOMMU_READ, IOMMU_WRITE, domainIovaToPhys } from "./iommu-domain.js";
 import { IOPT_ADDRESS_USER, type IoptPages, IoptPagesAccess } from "./pages.js";
 import { BPAGE_SIZE } from "./pfn-batch.js";
@@ -53,27 +53,6 @@ function iovaToIndex(area: IoptArea, iova: bigint): number {
 function checkAreaProt(area: IoptArea, flags: number): boolean {
   if (flags & IOMMUFD_ACCESS_RW_WRITE) return (area.iommuProt & IOMMU_WRITE) !== 0;
   return (area.iommuProt & IOMMU_READ) !== 0;
-}
-
-/**
- * Walk the areas covering [iova, last] without a gap (iopt_for_each_contig_area). `fn` gets
- * each area with the part of the range in it; returns whether the walk reached `last`.
- */
-function forEachContigArea(
-  iopt: IoPagetable,
-  iova: bigint,
-  last: bigint,
-  fn: (area: IoptArea, cur: bigint, areaLast: bigint, isLast: boolean) => void,
-): boolean {
-  let cur = iova;
-  for (;;) {
-    const area = iopt.areaItree.iterFirst(cur, cur)?.owner;
-    if (!area?.pages) return false;
-    const isLast = last <= area.lastIova;
-    fn(area, cur, isLast ? last : area.lastIova, isLast);
-    if (isLast) return true;
-    cur = area.lastIova + 1n;
-  }
 }
 
 /** The exact access node for [start, last] if one exists. @see iopt_pages_get_exact_access */
@@ -297,7 +276,7 @@ export function ioptAccessPinPages(
   iopt.iovaRwsem.withRead(() => {
     const done: Array<[IoptArea, number, number]> = [];
     try {
-      const complete = forEachContigArea(iopt, iova, lastIova, (area, cur, last, isLast) => {
+      const complete = ioptForEachContigArea(iopt, iova, lastIova, (area, cur, last, isLast) => {
         const index = iovaToIndex(area, cur);
         const lastIndex = iovaToIndex(area, last);
         const aligned =
@@ -322,7 +301,7 @@ export function ioptAccessUnpinPages(iopt: IoPagetable, iova: bigint, length: bi
   const lastIova = iova + length - 1n;
   WARN_ON(lastIova > U64_MAX, "unpin overflow");
   iopt.iovaRwsem.withRead(() => {
-    const complete = forEachContigArea(iopt, iova, lastIova, (area, cur, last) =>
+    const complete = ioptForEachContigArea(iopt, iova, lastIova, (area, cur, last) =>
       ioptAreaRemoveAccess(area, iovaToIndex(area, cur), iovaToIndex(area, last)),
     );
     WARN_ON(!complete, "unpin of a range that is not mapped");
@@ -407,7 +386,7 @@ export function ioptAccessRw(
   const lastIova = checkRange(iova, BigInt(data.length));
   iopt.iovaRwsem.withRead(() => {
     let off = 0;
-    const complete = forEachContigArea(iopt, iova, lastIova, (area, cur, last) => {
+    const complete = ioptForEachContigArea(iopt, iova, lastIova, (area, cur, last) => {
       const bytes = Number(last - cur + 1n);
       if (area.preventAccess) fail(EINVAL, "area being unmapped");
       if (!checkAreaProt(area, flags)) fail(EPERM, "area protection");

@@ -17,6 +17,9 @@ import {
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_DATA_NONE,
+  IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+  IOMMU_HWPT_GET_DIRTY_BITMAP,
+  IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_ALLOW_IOVAS,
@@ -42,6 +45,8 @@ import {
   iommu_destroy,
   iommu_hw_info,
   iommu_hwpt_alloc,
+  iommu_hwpt_get_dirty_bitmap,
+  iommu_hwpt_set_dirty_tracking,
   iommu_ioas_alloc,
   iommu_ioas_allow_iovas,
   iommu_ioas_change_process,
@@ -334,6 +339,37 @@ export class IommufdClient {
       data_type: a.inType ?? 0,
     });
     return { info: out, data: len ? this.libc.peek(uptr, len) : new Uint8Array(0) };
+  }
+
+  /** HWPT_SET_DIRTY_TRACKING: start (clearing stale dirty bits first) or stop tracking. */
+  hwptSetDirtyTracking(hwptId: number, enable: boolean): void {
+    this.call(IOMMU_HWPT_SET_DIRTY_TRACKING, iommu_hwpt_set_dirty_tracking, {
+      flags: enable ? IOMMU_HWPT_DIRTY_TRACKING_ENABLE : 0,
+      hwpt_id: hwptId,
+    });
+  }
+
+  /**
+   * HWPT_GET_DIRTY_BITMAP: OR the dirty bits of [iova, iova + length) into the user bitmap at
+   * `data` (bit i = `iova + i * pageSize`); `flags` IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR keeps
+   * the bits in the IOPTEs.
+   */
+  hwptGetDirtyBitmap(a: {
+    hwptId: number;
+    iova: bigint;
+    length: bigint;
+    pageSize: bigint;
+    data: bigint;
+    flags?: number;
+  }): void {
+    this.call(IOMMU_HWPT_GET_DIRTY_BITMAP, iommu_hwpt_get_dirty_bitmap, {
+      hwpt_id: a.hwptId,
+      flags: a.flags ?? 0,
+      iova: a.iova,
+      length: a.length,
+      page_size: a.pageSize,
+      data: a.data,
+    });
   }
 
   ioasChangeProcess(): void {

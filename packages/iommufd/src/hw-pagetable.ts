@@ -6,11 +6,14 @@
  *
  * Two ways to get one: IOMMU_HWPT_ALLOC (a user-owned HWPT, destroyed by IOMMU_DESTROY) and an
  * automatic domain made by device attach to an IOAS (`autoDomain`, reused by later compatible
- * attaches and destroyed with its last device). Also here: IOMMU_GET_HW_INFO.
+ * attaches and destroyed with its last device). Also here: IOMMU_GET_HW_INFO and the two
+ * dirty-tracking ioctls of a paging HWPT (IOMMU_HWPT_SET_DIRTY_TRACKING,
+ * IOMMU_HWPT_GET_DIRTY_BITMAP).
  */
 import { EINVAL, ENOENT, EOPNOTSUPP, KernelWarning, WARN_ON, copyToUser, fail } from "@x/kernel";
 import { IOMMU_CAP_DIRTY_TRACKING, type IommuDomain, iommuDomainFree } from "@x/iommu-pgtable";
 import type { IommufdDevice } from "./device.js";
+import { ioptReadAndClearDirtyData, ioptSetDirtyTracking } from "./io-pagetable-dirty.js";
 import { type IommuUserData, driverOf } from "./iommu-priv.js";
 import type { IommufdIoas } from "./ioas.js";
 import {
@@ -28,14 +31,18 @@ import {
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_ALLOC_PASID,
   IOMMU_HWPT_DATA_NONE,
+  IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
   IOMMU_HWPT_FAULT_ID_VALID,
+  IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
   IOMMU_HW_CAP_DIRTY_TRACKING,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
   IOMMU_HW_INFO_TYPE_DEFAULT,
   IOMMU_HW_INFO_TYPE_NONE,
   type iommu_hw_info,
-  type iommu_hwpt_invalidate,
   type iommu_hwpt_alloc,
+  type iommu_hwpt_get_dirty_bitmap,
+  type iommu_hwpt_invalidate,
+  type iommu_hwpt_set_dirty_tracking,
 } from "./uapi.js";
 
 const HWPT_PAGING_VALID_FLAGS =
@@ -252,6 +259,42 @@ export function iommufdGetHwInfo(ucmd: IommufdUcmd<(typeof iommu_hw_info)["field
     // No PASID support is modelled: max_pasids is 0.
     cmd.out_max_pasid_log2 = 0;
     ucmdRespond(ucmd);
+    return 0;
+  });
+}
+
+// --- IOMMU_HWPT_SET_DIRTY_TRACKING / IOMMU_HWPT_GET_DIRTY_BITMAP ---------------------------
+
+/**
+ * iommufd_hwpt_set_dirty_tracking: unknown flags are EOPNOTSUPP (`__reserved` is not looked
+ * at), then the id must name a paging HWPT (anything else is ENOENT, as the typed lookup of
+ * iommufd_get_hwpt_paging), then iopt_set_dirty_tracking.
+ */
+export function iommufdHwptSetDirtyTracking(
+  ucmd: IommufdUcmd<(typeof iommu_hwpt_set_dirty_tracking)["fields"]>,
+): number {
+  const { ctx, cmd } = ucmd;
+  if (cmd.flags & ~IOMMU_HWPT_DIRTY_TRACKING_ENABLE) fail(EOPNOTSUPP, "flags");
+  return ctx.withObject<IommufdHwptPaging, number>(cmd.hwpt_id, IOMMUFD_OBJ_HWPT_PAGING, (hwpt) => {
+    const enable = (cmd.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE) !== 0;
+    ioptSetDirtyTracking(hwpt.ioas.iopt, hwpt.domain!, enable);
+    return 0;
+  });
+}
+
+/**
+ * iommufd_hwpt_get_dirty_bitmap: unknown flags or a non-zero `__reserved` are EOPNOTSUPP, then
+ * the paging HWPT lookup (ENOENT), then iopt_read_and_clear_dirty_data. NO_CLEAR is passed to
+ * the walk as IOMMU_DIRTY_NO_CLEAR (the same bit).
+ */
+export function iommufdHwptGetDirtyBitmap(
+  ucmd: IommufdUcmd<(typeof iommu_hwpt_get_dirty_bitmap)["fields"]>,
+): number {
+  const { ctx, cmd } = ucmd;
+  if (cmd.flags & ~IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR || cmd.__reserved)
+    fail(EOPNOTSUPP, "flags/__reserved");
+  return ctx.withObject<IommufdHwptPaging, number>(cmd.hwpt_id, IOMMUFD_OBJ_HWPT_PAGING, (hwpt) => {
+    ioptReadAndClearDirtyData(hwpt.ioas.iopt, hwpt.domain!, cmd.flags, cmd);
     return 0;
   });
 }

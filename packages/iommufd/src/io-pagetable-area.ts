@@ -72,3 +72,26 @@ export class IoptArea {
     return this.iova - BigInt(this.pageOffset) + BigInt(index - this.index + 1) * BPAGE_SIZE - 1n;
   }
 }
+
+/**
+ * Walk the areas covering [iova, last] without a gap: `fn` gets each area with the part of the
+ * range in it; returns whether the walk reached `last` (false at a hole or an area still being
+ * built). Caller holds iova_rwsem.
+ * @see iopt_for_each_contig_area, iopt_area_contig_done
+ */
+export function ioptForEachContigArea(
+  iopt: IoPagetable,
+  iova: bigint,
+  last: bigint,
+  fn: (area: IoptArea, cur: bigint, areaLast: bigint, isLast: boolean) => void,
+): boolean {
+  let cur = iova;
+  for (;;) {
+    const area = iopt.areaItree.iterFirst(cur, cur)?.owner;
+    if (!area?.pages) return false;
+    const isLast = last <= area.lastIova;
+    fn(area, cur, isLast ? last : area.lastIova, isLast);
+    if (isLast) return true;
+    cur = area.lastIova + 1n;
+  }
+}

@@ -2,13 +2,18 @@
  * The ioctl table of /dev/iommu (main.c's iommufd_ioctl_ops) and module load. Kept apart from
  * main.ts so the object files can import the core without an import cycle.
  *
- * Decision: dirty tracking, fault queues, vEVENTQs and HW queues (0x8B, 0x8C, 0x8E, 0x93, 0x94)
- * are outside this model; their slots stay empty, so they answer ENOTTY after the `size` read,
+ * Decision: fault queues, vEVENTQs and HW queues (0x8E, 0x93, 0x94) are outside this model; their slots stay empty, so they answer ENOTTY after the `size` read,
  * as any hole of the table does. HWPT_INVALIDATE, VIOMMU_ALLOC and VDEVICE_ALLOC are present and
  * behave as on a machine whose IOMMU drivers have no nesting or vIOMMU support.
  */
 import type { Kernel } from "@x/kernel";
-import { iommufdGetHwInfo, iommufdHwptAlloc, iommufdHwptInvalidate } from "./hw-pagetable.js";
+import {
+  iommufdGetHwInfo,
+  iommufdHwptAlloc,
+  iommufdHwptGetDirtyBitmap,
+  iommufdHwptInvalidate,
+  iommufdHwptSetDirtyTracking,
+} from "./hw-pagetable.js";
 import {
   iommufdIoasAllocIoctl,
   iommufdIoasAllowIovas,
@@ -31,7 +36,9 @@ import {
   IOMMU_DESTROY,
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_INVALIDATE,
+  IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_ALLOW_IOVAS,
   IOMMU_IOAS_CHANGE_PROCESS,
@@ -47,7 +54,9 @@ import {
   iommu_destroy,
   iommu_hw_info,
   iommu_hwpt_alloc,
+  iommu_hwpt_get_dirty_bitmap,
   iommu_hwpt_invalidate,
+  iommu_hwpt_set_dirty_tracking,
   iommu_ioas_alloc,
   iommu_ioas_allow_iovas,
   iommu_ioas_change_process,
@@ -80,6 +89,12 @@ export const IOMMUFD_IOCTL_OPS: readonly IommufdIoctlOp[] = [
   ioctlOp(IOMMU_VFIO_IOAS, iommu_vfio_ioas, iommufdVfioIoas),
   ioctlOp(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, iommufdHwptAlloc),
   ioctlOp(IOMMU_GET_HW_INFO, iommu_hw_info, iommufdGetHwInfo),
+  ioctlOp(
+    IOMMU_HWPT_SET_DIRTY_TRACKING,
+    iommu_hwpt_set_dirty_tracking,
+    iommufdHwptSetDirtyTracking,
+  ),
+  ioctlOp(IOMMU_HWPT_GET_DIRTY_BITMAP, iommu_hwpt_get_dirty_bitmap, iommufdHwptGetDirtyBitmap),
   ioctlOp(IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate, iommufdHwptInvalidate),
   ioctlOp(IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, iommufdIoasMapFile),
   ioctlOp(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, iommufdViommuAllocIoctl),

@@ -22,10 +22,12 @@
  */
 import {
   EFAULT,
+  ENOMEM,
   FOLL_WRITE,
   type Kernel,
   PAGE_SIZE,
   PfnRuns,
+  U64_MAX,
   fail,
   isKernelError,
   pinUserPagesFast,
@@ -70,7 +72,8 @@ export class IovaBitmap {
     readonly data: bigint,
   ) {
     this.pgshift = BigInt((pageSize & -pageSize).toString(2).length - 1);
-    this.mappedTotalIndex = this.offsetToIndex(length - 1n) + 1n;
+    // size_t arithmetic: a length of 0 wraps to a range reaching the end of the IOVA space.
+    this.mappedTotalIndex = this.offsetToIndex((length - 1n) & U64_MAX) + 1n;
     this.mappedIova = iova;
   }
 
@@ -85,7 +88,8 @@ export class IovaBitmap {
     pageSize: bigint,
     data: bigint,
   ): IovaBitmap {
-    if (length <= 0n || pageSize <= 0n) throw new RangeError("iova_bitmap: empty range or page");
+    if (pageSize <= 0n) throw new RangeError("iova_bitmap: page size 0");
+    if (kernel.shouldFail("iommufd:iova_bitmap_alloc")) fail(ENOMEM, "iova_bitmap");
     return new IovaBitmap(kernel, iova, length, pageSize, data);
   }
 
@@ -114,7 +118,7 @@ export class IovaBitmap {
 
   /** @see iova_bitmap_mapped_length: IOVA bytes of the window, capped at the range's end. */
   private mappedLength(): bigint {
-    const maxIova = this.iova + this.length - 1n;
+    const maxIova = (this.iova + this.length - 1n) & U64_MAX;
     const start = this.windowIova();
     let remaining = this.indexToOffset(this.mappedRemaining());
     if (start + remaining - 1n > maxIova) remaining -= start + remaining - 1n - maxIova;

@@ -302,6 +302,9 @@ export const IOMMU_HWPT_ALLOC_DIRTY_TRACKING = 1 << 1;
 export const IOMMU_HWPT_FAULT_ID_VALID = 1 << 2;
 export const IOMMU_HWPT_ALLOC_PASID = 1 << 3;
 
+export const IOMMU_HWPT_DIRTY_TRACKING_ENABLE = 1 << 0;
+export const IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR = 1 << 0;
+
 export const IOMMU_HWPT_DATA_NONE = 0;
 export const IOMMU_HWPT_DATA_VTD_S1 = 1;
 export const IOMMU_HWPT_DATA_ARM_SMMUV3 = 2;

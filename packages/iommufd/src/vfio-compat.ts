@@ -36,6 +36,7 @@ import {
   VFIO_DMA_MAP_FLAG_WRITE,
   VFIO_DMA_UNMAP_FLAG_ALL,
   VFIO_GET_API_VERSION,
+  VFIO_IOMMU_DIRTY_PAGES,
   VFIO_IOMMU_GET_INFO,
   VFIO_IOMMU_INFO_CAPS,
   VFIO_IOMMU_INFO_PGSIZES,
@@ -304,6 +305,9 @@ export function iommufdVfioIoctl(ctx: IommufdCtx, cmd: number, arg: bigint): num
       return vfioMapDma(ctx, arg);
     case VFIO_IOMMU_UNMAP_DMA:
       return vfioUnmapDma(ctx, arg);
+    // Type1 dirty logging is not emulated: a VMM migrates through IOMMU_HWPT_GET_DIRTY_BITMAP
+    // on the iommufd itself, so GET_INFO offers no migration capability either.
+    case VFIO_IOMMU_DIRTY_PAGES:
     default:
       return fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
   }

@@ -9,6 +9,7 @@ import {
   VFIO_DMA_MAP_FLAG_READ,
   VFIO_DMA_MAP_FLAG_WRITE,
   VFIO_DMA_UNMAP_FLAG_ALL,
+  VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
   VFIO_GET_API_VERSION,
   VFIO_IOMMU_DIRTY_PAGES,
   VFIO_IOMMU_GET_INFO,
@@ -16,6 +17,7 @@ import {
   VFIO_IOMMU_INFO_PGSIZES,
   VFIO_IOMMU_MAP_DMA,
   VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+  VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION,
   VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
   VFIO_IOMMU_UNMAP_DMA,
   VFIO_SET_IOMMU,
@@ -92,6 +94,37 @@ describe("container queries", () => {
       expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, ext!).ret).toBe(want);
     expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU).errno).toBe(ENODEV);
     expect(ioctlValue(sys, VFIO_IOMMU_DIRTY_PAGES, 0).errno).toBe(ENOTTY);
+  });
+
+  it("type1 dirty logging is absent (vfio_compat.c): DIRTY_PAGES ENOTTY, GET_DIRTY_BITMAP unmap EINVAL, no migration cap", () => {
+    const { sys } = compat(VFIO_TYPE1v2_IOMMU);
+    const buf = anonBuffer(sys.libc, PAGE);
+    expect(mapDma(sys, buf, MOCK_APERTURE[0], PAGE).ret).toBe(0);
+    // struct vfio_iommu_type1_dirty_bitmap {argsz, flags = VFIO_IOMMU_DIRTY_PAGES_FLAG_START (1)}
+    const start = new Uint8Array(8);
+    new DataView(start.buffer).setUint32(0, 8, true);
+    new DataView(start.buffer).setUint32(4, 1, true);
+    expect(rawIoctl(sys, VFIO_IOMMU_DIRTY_PAGES, start).errno).toBe(ENOTTY);
+    const unmap = vfio_iommu_type1_dma_unmap.encode({
+      argsz: 24,
+      flags: VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
+      iova: MOCK_APERTURE[0],
+      size: PAGE,
+    });
+    expect(rawIoctl(sys, VFIO_IOMMU_UNMAP_DMA, unmap).errno).toBe(EINVAL);
+    const need = 68;
+    const full = new Uint8Array(need);
+    full.set(vfio_iommu_type1_info.encode({ argsz: need }));
+    const r = rawIoctl(sys, VFIO_IOMMU_GET_INFO, full);
+    expect(r.ret).toBe(0);
+    const ids: number[] = [];
+    for (let off = vfio_iommu_type1_info.decode(r.buf).cap_offset; off; ) {
+      const hdr = vfio_info_cap_header.decode(r.buf.subarray(off, off + 8));
+      ids.push(hdr.id);
+      off = hdr.next;
+    }
+    expect(ids).not.toContain(VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION);
+    expect(ids).toHaveLength(2);
   });
 
   it("DMA_CC_IOMMU answers for the domains of the compat IOAS", () => {

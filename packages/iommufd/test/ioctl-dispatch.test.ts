@@ -58,7 +58,7 @@ describe("dispatch (kselftest iommufd.cmd_fail)", () => {
 
   it.each([
     ["just below the table", _IO(0x3b, 0x7f)],
-    ["a hole in the table", _IO(0x3b, 0x8b)],
+    ["a hole in the table", _IO(0x3b, 0x8e)],
     ["after the table", _IO(0x3b, 0x95)],
     ["the test command before registration", IOMMU_TEST_CMD],
     ["the right nr with direction and size bits", (3 << 30) | (8 << 16) | 0x3b80],

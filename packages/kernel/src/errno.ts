@@ -39,6 +39,7 @@ export const EBADFD = 77;
 export const EMSGSIZE = 90;
 export const EOPNOTSUPP = 95;
 export const EADDRINUSE = 98;
+export const ENOTCONN = 107;
 const ETIMEDOUT = 110;
 export const EALREADY = 114;
 const ERESTARTSYS = 512;
@@ -81,6 +82,7 @@ export const ERRNO_NAMES: Readonly<Record<number, string>> = {
   [EBADFD]: "EBADFD",
   [EMSGSIZE]: "EMSGSIZE",
   [EOPNOTSUPP]: "EOPNOTSUPP",
+  [ENOTCONN]: "ENOTCONN",
   [EADDRINUSE]: "EADDRINUSE",
   [ETIMEDOUT]: "ETIMEDOUT",
   [EALREADY]: "EALREADY",

@@ -41,9 +41,17 @@ export class TaskWouldSleepForever extends Error {
   }
 }
 
+/**
+ * A wait-queue entry on an eventfd (wait_queue_entry_t with its wake function): called with
+ * the poll key, POLLIN when the count is raised and POLLHUP when the file is released.
+ */
+export type EventfdWaiter = (events: number) => void;
+
 /** struct eventfd_ctx */
 export class EventfdCtx {
   private refs = 1;
+  /** ctx->wqh: who is woken by a write, a signal or the release. */
+  readonly waiters = new Set<EventfdWaiter>();
   /** The counter, a u64. */
   count: bigint;
 
@@ -73,8 +81,13 @@ export class EventfdCtx {
   }
 }
 
-/** @see eventfd_ctx_do_read */
-function eventfdCtxDoRead(ctx: EventfdCtx): bigint {
+/** wake_up_locked_poll(&ctx->wqh, events) */
+function eventfdWake(ctx: EventfdCtx, events: number): void {
+  for (const w of [...ctx.waiters]) w(events);
+}
+
+/** @see eventfd_ctx_do_read: take the count as a read would (a waker consuming the event). */
+export function eventfdCtxDoRead(ctx: EventfdCtx): bigint {
   const n = ctx.flags & EFD_SEMAPHORE && ctx.count !== 0n ? 1n : ctx.count;
   ctx.count -= n;
   return n;
@@ -86,7 +99,9 @@ function ctxOf(file: File): EventfdCtx {
 
 const eventfdFops: FileOperations = {
   name: "[eventfd]",
+  /** @see eventfd_release: waiters see POLLHUP before the context reference goes. */
   release(file) {
+    eventfdWake(ctxOf(file), POLLHUP);
     ctxOf(file).put();
   },
   /** @see eventfd_read: the count is taken before the copy out, so EFAULT loses it. */
@@ -112,6 +127,7 @@ const eventfdFops: FileOperations = {
       throw new TaskWouldSleepForever("eventfd write that would overflow the count");
     }
     ctx.count += v;
+    eventfdWake(ctx, POLLIN);
     return 8;
   },
   poll(file) {
@@ -164,4 +180,20 @@ export function eventfdCtxFdget(files: { lookup(fd: number): File }, fd: number)
 export function eventfdSignal(ctx: EventfdCtx): void {
   if (ctx.refcount === 0) throw new KernelWarning("eventfd_signal on a released context");
   if (ctx.count < U64_MAX) ctx.count++;
+  eventfdWake(ctx, POLLIN);
+}
+
+/**
+ * vfs_poll with a poll table that queues `waiter` on the context (what irqfd and VFIO's
+ * virqfd do): the current events, and `waiter` is called on every later wake-up until
+ * `eventfdRemoveWait`.
+ */
+export function eventfdPollWait(ctx: EventfdCtx, waiter: EventfdWaiter): number {
+  ctx.waiters.add(waiter);
+  return eventfdPoll(ctx);
+}
+
+/** remove_wait_queue */
+export function eventfdRemoveWait(ctx: EventfdCtx, waiter: EventfdWaiter): void {
+  ctx.waiters.delete(waiter);
 }

@@ -25,6 +25,7 @@ export {
   ENOENT,
   ENOMEM,
   ENOSPC,
+  ENOTCONN,
   ENOTTY,
   ENXIO,
   EOPNOTSUPP,
@@ -189,7 +190,11 @@ export {
   POLLOUT,
   POLLPRI,
   TaskWouldSleepForever,
+  type EventfdWaiter,
+  eventfdCtxDoRead,
   eventfdCtxFdget,
+  eventfdPollWait,
+  eventfdRemoveWait,
   eventfdSignal,
 } from "./eventfd.js";
 export {

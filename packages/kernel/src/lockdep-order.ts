@@ -6,7 +6,8 @@
  *
  * The order is the kernel's, as documented and taken by:
  * - drivers/vfio/vfio_main.c, drivers/vfio/pci/vfio_pci_core.c: the device set's lock is the
- *   outermost; memory_lock is taken inside the fault handler (under mmap_lock) and around
+ *   outermost; close releases the ERR / REQ eventfds under igate, and SET_IRQS holds igate
+ *   while MSI vectors are allocated under memory_lock (vfio_pci_intrs.c); memory_lock is taken inside the fault handler (under mmap_lock) and around
  *   BAR revocation, which takes the dma-buf's reservation lock (vfio_pci_dmabuf.c);
  * - drivers/iommu/iommufd/io_pagetable.c (the locking notes at the top, and iopt_map_pages):
  *   domains_rwsem, then iova_rwsem, then the iopt_pages mutex;
@@ -20,6 +21,7 @@
  */
 const STACK_CLASSES = [
   "vfio_device_set.lock",
+  "vfio_pci.igate",
   "selftest_access.lock",
   "race_access_driver.lock",
   "iommufd_ioas.mutex",

@@ -14,7 +14,13 @@ import {
   type FieldSpec,
   type Struct,
   IOMMU_DESTROY,
+  IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_DATA_SELFTEST,
+  IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+  IOMMU_HWPT_GET_DIRTY_BITMAP,
+  IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
+  IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FILE,
@@ -23,7 +29,10 @@ import {
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
   iommu_destroy,
+  iommu_hw_info,
   iommu_hwpt_alloc,
+  iommu_hwpt_get_dirty_bitmap,
+  iommu_hwpt_set_dirty_tracking,
   iommu_ioas_alloc,
   iommu_ioas_map,
   iommu_ioas_map_file,
@@ -38,6 +47,7 @@ import {
   IOMMU_TEST_OP_CREATE_ACCESS,
   IOMMU_TEST_OP_DESTROY_ACCESS_PAGES,
   IOMMU_TEST_OP_DEV_CHECK_CACHE,
+  IOMMU_TEST_OP_DIRTY,
   IOMMU_TEST_OP_DMABUF_GET,
   IOMMU_TEST_OP_DMABUF_REVOKE,
   IOMMU_TEST_OP_MD_CHECK_REFS,
@@ -741,4 +751,186 @@ export function memfd_mmap(
   if (mfd < 0) return { buf: MAP_FAILED, mfd };
   if (libc.ftruncate(mfd, length)) return { buf: MAP_FAILED, mfd };
   return { buf: libc.mmap(0n, length, prot, flags, mfd, 0), mfd };
+}
+
+// ---- dirty tracking --------------------------------------------------------------------------
+
+function _test_cmd_set_dirty_tracking(
+  sys: SelftestEnv,
+  fd: number,
+  hwpt_id: number,
+  enabled: boolean,
+): number {
+  const cmd = ustruct(iommu_hwpt_set_dirty_tracking, {
+    size: iommu_hwpt_set_dirty_tracking.size,
+    flags: enabled ? IOMMU_HWPT_DIRTY_TRACKING_ENABLE : 0,
+    hwpt_id,
+  });
+  return sys.libc.ioctl(fd, IOMMU_HWPT_SET_DIRTY_TRACKING, cmd.$) ? -sys.libc.errno : 0;
+}
+
+export function test_cmd_set_dirty_tracking(t: Ctx, hwpt_id: number, enabled: boolean): void {
+  t.ASSERT_EQ(0, _test_cmd_set_dirty_tracking(t.sys, t.self.fd, hwpt_id, enabled), why(t));
+}
+
+function _test_cmd_get_dirty_bitmap(
+  sys: SelftestEnv,
+  fd: number,
+  hwpt_id: number,
+  length: number | bigint,
+  iova: bigint,
+  page_size: number | bigint,
+  bitmap: bigint,
+  flags: number,
+): number {
+  const cmd = ustruct(iommu_hwpt_get_dirty_bitmap, {
+    size: iommu_hwpt_get_dirty_bitmap.size,
+    hwpt_id,
+    flags,
+    iova,
+    length,
+    page_size,
+    data: bitmap,
+  });
+  return sys.libc.ioctl(fd, IOMMU_HWPT_GET_DIRTY_BITMAP, cmd.$);
+}
+
+function test_cmd_get_dirty_bitmap(
+  t: Ctx,
+  hwpt_id: number,
+  length: number | bigint,
+  iova: bigint,
+  page_size: number | bigint,
+  bitmap: bigint,
+  flags: number,
+): void {
+  t.ASSERT_EQ(
+    0,
+    _test_cmd_get_dirty_bitmap(t.sys, t.self.fd, hwpt_id, length, iova, page_size, bitmap, flags),
+    why(t),
+  );
+}
+
+/** IOMMU_TEST_OP_DIRTY; as in C a failed ioctl returns 1 (`-ret`), not an errno. */
+function _test_cmd_mock_domain_set_dirty(
+  sys: SelftestEnv,
+  fd: number,
+  hwpt_id: number,
+  length: number | bigint,
+  iova: bigint,
+  page_size: number | bigint,
+  bitmap: bigint,
+  dirty: Ref<bigint>,
+): number {
+  const cmd = iommuTestCmd(iommu_test_cmd.dirty, IOMMU_TEST_OP_DIRTY, hwpt_id, {
+    iova,
+    length,
+    page_size,
+    uptr: bitmap,
+  });
+  const ret = sys.libc.ioctl(fd, IOMMU_TEST_CMD, cmd.$);
+  if (ret) return -ret;
+  dirty.v = cmd.out_nr_dirty;
+  return 0;
+}
+
+function test_cmd_mock_domain_set_dirty(
+  t: Ctx,
+  hwpt_id: number,
+  length: number | bigint,
+  iova: bigint,
+  page_size: number | bigint,
+  bitmap: bigint,
+  nr: Ref<bigint>,
+): void {
+  t.ASSERT_EQ(
+    0,
+    _test_cmd_mock_domain_set_dirty(t.sys, t.self.fd, hwpt_id, length, iova, page_size, bitmap, nr),
+    why(t),
+  );
+}
+
+/**
+ * Mark every `pteset`-th bit dirty through the mock, then read the bitmap twice: the first read
+ * must report whole PTEs, the second only what NO_CLEAR left. set_bit / test_bit address the
+ * bitmap bytewise (little endian), so a misaligned pointer works as in C.
+ */
+export function test_mock_dirty_bitmaps(
+  t: Ctx,
+  hwpt_id: number,
+  length: number | bigint,
+  iova: bigint,
+  page_size: number,
+  pte_page_size: number,
+  bitmap: bigint,
+  nbits: number,
+  flags: number,
+): void {
+  const { libc } = t.sys;
+  const npte = pte_page_size / page_size;
+  const pteset = 2 * npte;
+  const nr = Math.floor(nbits / pteset) || 1;
+  const bytes = Math.ceil(nbits / 8);
+  const out_dirty = ref(0n);
+
+  // Mark all even bits as dirty in the mock domain
+  const bits = new Uint8Array(bytes);
+  for (let i = 0; i < nbits; i += pteset) bits[i >> 3]! |= 1 << (i & 7);
+  libc.poke(bitmap, bits);
+  test_cmd_mock_domain_set_dirty(t, hwpt_id, length, iova, page_size, bitmap, out_dirty);
+  t.ASSERT_EQ(nr, Number(out_dirty.v));
+
+  // Expect all even bits as dirty in the user bitmap
+  libc.poke(bitmap, new Uint8Array(bytes));
+  test_cmd_get_dirty_bitmap(t, hwpt_id, length, iova, page_size, bitmap, flags);
+  let got = libc.peek(bitmap, bytes);
+  const test_bit = (n: number) => (got[n >> 3]! >> (n & 7)) & 1;
+  for (let i = 0; i < nbits; i += pteset) {
+    for (let j = 0; j < pteset; j++) t.ASSERT_EQ(j < npte ? 1 : 0, test_bit(i + j));
+    t.ASSERT_EQ(i % pteset ? 0 : 1, test_bit(i));
+  }
+
+  libc.poke(bitmap, new Uint8Array(bytes));
+  test_cmd_get_dirty_bitmap(t, hwpt_id, length, iova, page_size, bitmap, flags);
+  got = libc.peek(bitmap, bytes);
+  // It as read already -- expect all zeroes
+  for (let i = 0; i < nbits; i += pteset)
+    for (let j = 0; j < pteset; j++)
+      t.ASSERT_EQ(
+        j < npte && flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR ? 1 : 0,
+        test_bit(i + j),
+      );
+}
+
+/** GET_HW_INFO (type DEFAULT, no data): the capabilities word. */
+export function test_cmd_get_hw_capabilities(t: Ctx, device_id: number): bigint {
+  const cmd = ustruct(iommu_hw_info, { size: iommu_hw_info.size, dev_id: device_id });
+  t.ASSERT_EQ(0, t.sys.libc.ioctl(t.self.fd, IOMMU_GET_HW_INFO, cmd.$), why(t));
+  return cmd.out_capabilities;
+}
+
+/** HWPT_ALLOC with selftest data `{ iotlb 0, pagetable_type }` choosing the mock table. */
+export function test_cmd_hwpt_alloc_iommupt(
+  t: Ctx,
+  device_id: number,
+  pt_id: number,
+  flags: number,
+  pagetable_type: number,
+): number {
+  const { libc } = t.sys;
+  const data = new Uint8Array(8);
+  new DataView(data.buffer).setUint32(4, pagetable_type, true);
+  const uptr = libc.malloc(8);
+  libc.poke(uptr, data);
+  const cmd = ustruct(iommu_hwpt_alloc, {
+    size: iommu_hwpt_alloc.size,
+    flags,
+    dev_id: device_id,
+    pt_id,
+    data_type: IOMMU_HWPT_DATA_SELFTEST,
+    data_len: 8,
+    data_uptr: uptr,
+  });
+  t.ASSERT_EQ(0, libc.ioctl(t.self.fd, IOMMU_HWPT_ALLOC, cmd.$), why(t));
+  return cmd.out_hwpt_id;
 }

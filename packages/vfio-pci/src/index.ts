@@ -1,6 +1,7 @@
 /**
  * @x/vfio-pci: PCI functions and their config space, the VFIO device cdev bound to iommufd,
- * and the vfio-pci DMA_BUF exporter with its revoke state machine. The close-ordering switch
+ * the vfio-pci DMA_BUF exporter with its revoke state machine, and the device's interrupts
+ * (INTx / MSI / MSI-X / ERR / REQ to eventfds, with the device-side hooks that raise them). The close-ordering switch
  * of `loadVfioPci` (`VfioPciOptions.closeCleanupFirst`) is a test knob and is typed in
  * `@x/vfio-pci/testing`.
  */
@@ -8,6 +9,13 @@ export {
   vfioPciDmaRead,
   vfioPciDmaWrite,
 } from "./pci-dma.js";
+export {
+  IRQ_NOTCONNECTED,
+  pciIntxAssert,
+  pciIntxDeassert,
+  pciMsiRaise,
+} from "./pci-irq.js";
+export { vfioPciAerErrDetected } from "./vfio-pci-intrs.js";
 export {
   PCI_CAPABILITY_LIST,
   PCI_CAP_ID_EXP,
@@ -52,10 +60,46 @@ export {
   VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP,
   VFIO_DEVICE_FEATURE_MASK,
   VFIO_DEVICE_GET_INFO,
+  VFIO_DEVICE_GET_IRQ_INFO,
+  VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
   VFIO_DEVICE_GET_REGION_INFO,
+  VFIO_DEVICE_PCI_HOT_RESET,
   VFIO_DEVICE_RESET,
+  VFIO_DEVICE_SET_IRQS,
+  VFIO_IRQ_INFO_AUTOMASKED,
+  VFIO_IRQ_INFO_EVENTFD,
+  VFIO_IRQ_INFO_MASKABLE,
+  VFIO_IRQ_INFO_NORESIZE,
+  VFIO_IRQ_SET_ACTION_MASK,
+  VFIO_IRQ_SET_ACTION_TRIGGER,
+  VFIO_IRQ_SET_ACTION_UNMASK,
+  VFIO_IRQ_SET_DATA_BOOL,
+  VFIO_IRQ_SET_DATA_EVENTFD,
+  VFIO_IRQ_SET_DATA_NONE,
   VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_DEVID_NOT_OWNED,
+  VFIO_PCI_DEVID_OWNED,
+  VFIO_PCI_HOT_RESET_FLAG_DEV_ID,
+  VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED,
+  VFIO_PCI_ERR_IRQ_INDEX,
+  VFIO_PCI_INTX_IRQ_INDEX,
+  VFIO_PCI_MSIX_IRQ_INDEX,
+  VFIO_PCI_MSI_IRQ_INDEX,
   VFIO_PCI_OFFSET_SHIFT,
+  VFIO_PCI_REQ_IRQ_INDEX,
+  VFIO_REGION_INFO_CAP_MSIX_MAPPABLE,
+  VFIO_REGION_INFO_FLAG_CAPS,
   VFIO_REGION_INFO_SIZE,
+  type VfioInfoCap,
+  decodeHotResetInfo,
+  decodeInfoCaps,
   encodeDmaBufFeature,
+  encodeIrqSet,
+  vfio_info_cap_header,
+  vfio_irq_info,
+  vfio_irq_set,
+  vfio_pci_dependent_device,
+  vfio_pci_hot_reset,
+  vfio_pci_hot_reset_info,
+  vfio_region_info,
 } from "./vfio-uapi.js";

@@ -11,6 +11,7 @@ export const PCI_COMMAND_MEMORY = 0x2;
 export const PCI_COMMAND_MASTER = 0x4;
 export const PCI_COMMAND_INTX_DISABLE = 0x400;
 export const PCI_STATUS = 0x06;
+export const PCI_STATUS_INTERRUPT = 0x08;
 export const PCI_STATUS_CAP_LIST = 0x10;
 export const PCI_REVISION_ID = 0x08;
 export const PCI_CLASS_PROG = 0x09;
@@ -36,7 +37,9 @@ export const PCI_STD_NUM_BARS = 6;
 export const PCI_ROM_RESOURCE = 6;
 
 export const PCI_CAP_ID_PM = 0x01;
+export const PCI_CAP_ID_MSI = 0x05;
 export const PCI_CAP_ID_EXP = 0x10;
+export const PCI_CAP_ID_MSIX = 0x11;
 export const PCI_CAP_ID_AF = 0x13;
 export const PCI_CAP_LIST_NEXT = 1;
 
@@ -46,6 +49,35 @@ export const PCI_PM_CTRL = 4;
 export const PCI_PM_CTRL_STATE_MASK = 0x3;
 export const PCI_PM_CTRL_NO_SOFT_RESET = 0x8;
 export const PCI_PM_SIZEOF = 8;
+
+/** MSI capability. */
+export const PCI_MSI_FLAGS = 2;
+export const PCI_MSI_FLAGS_ENABLE = 0x0001;
+export const PCI_MSI_FLAGS_QMASK = 0x000e;
+export const PCI_MSI_FLAGS_QSIZE = 0x0070;
+export const PCI_MSI_FLAGS_64BIT = 0x0080;
+export const PCI_MSI_FLAGS_MASKBIT = 0x0100;
+export const PCI_MSI_ADDRESS_LO = 4;
+export const PCI_MSI_ADDRESS_HI = 8;
+export const PCI_MSI_DATA_32 = 8;
+export const PCI_MSI_MASK_32 = 12;
+export const PCI_MSI_DATA_64 = 12;
+export const PCI_MSI_MASK_64 = 16;
+
+/** MSI-X capability and its table entries. */
+export const PCI_MSIX_FLAGS = 2;
+export const PCI_MSIX_FLAGS_QSIZE = 0x07ff;
+export const PCI_MSIX_FLAGS_MASKALL = 0x4000;
+export const PCI_MSIX_FLAGS_ENABLE = 0x8000;
+export const PCI_MSIX_TABLE = 4;
+export const PCI_MSIX_PBA = 8;
+export const PCI_CAP_MSIX_SIZEOF = 12;
+export const PCI_MSIX_ENTRY_SIZE = 16;
+export const PCI_MSIX_ENTRY_LOWER_ADDR = 0;
+export const PCI_MSIX_ENTRY_UPPER_ADDR = 4;
+export const PCI_MSIX_ENTRY_DATA = 8;
+export const PCI_MSIX_ENTRY_VECTOR_CTRL = 12;
+export const PCI_MSIX_ENTRY_CTRL_MASKBIT = 0x1;
 
 /** Power states (pci_power_t). */
 export const PCI_D0 = 0;

@@ -10,6 +10,7 @@ import {
 } from "@x/kernel";
 import { type IommuDriver, IommuDevice } from "@x/iommu-pgtable";
 import type { P2pdmaProvider } from "./pci-p2pdma.js";
+import { PciHostIrq, intxDeliver, pciMsixTableReset, pciRestoreMsiState } from "./pci-irq.js";
 import {
   IORESOURCE_IO,
   IORESOURCE_MEM,
@@ -29,7 +30,10 @@ import {
   PCI_CAPABILITY_LIST,
   PCI_CAP_ID_AF,
   PCI_CAP_ID_EXP,
+  PCI_CAP_ID_MSI,
+  PCI_CAP_ID_MSIX,
   PCI_CAP_ID_PM,
+  PCI_CAP_MSIX_SIZEOF,
   PCI_CAP_LIST_NEXT,
   PCI_CFG_SPACE_EXP_SIZE,
   PCI_CFG_SPACE_SIZE,
@@ -51,6 +55,23 @@ import {
   PCI_HEADER_TYPE,
   PCI_INTERRUPT_LINE,
   PCI_INTERRUPT_PIN,
+  PCI_MSIX_ENTRY_SIZE,
+  PCI_MSIX_FLAGS,
+  PCI_MSIX_FLAGS_ENABLE,
+  PCI_MSIX_FLAGS_MASKALL,
+  PCI_MSIX_PBA,
+  PCI_MSIX_TABLE,
+  PCI_MSI_ADDRESS_HI,
+  PCI_MSI_ADDRESS_LO,
+  PCI_MSI_DATA_32,
+  PCI_MSI_DATA_64,
+  PCI_MSI_FLAGS,
+  PCI_MSI_FLAGS_64BIT,
+  PCI_MSI_FLAGS_ENABLE,
+  PCI_MSI_FLAGS_MASKBIT,
+  PCI_MSI_FLAGS_QSIZE,
+  PCI_MSI_MASK_32,
+  PCI_MSI_MASK_64,
   PCI_PM_CTRL,
   PCI_PM_CTRL_NO_SOFT_RESET,
   PCI_PM_CTRL_STATE_MASK,
@@ -119,7 +140,32 @@ export interface PciDevSpec {
   readonly noCommandMemory?: boolean;
   /** The IOMMU in front of the function; without one it cannot be bound to iommufd. */
   readonly iommu?: IommuDriver;
+  /** INTx pin 1..4 (INTA..INTD), 0 for none; INTA by default. */
   readonly interruptPin?: number;
+  /**
+   * pdev->irq: the host IRQ the pin is routed to; 0 when firmware routed it nowhere usable,
+   * IRQ_NOTCONNECTED (pci-irq.ts) when it is not connected. Default: a line from the pin and slot.
+   */
+  readonly irq?: number;
+  /** The function ignores COMMAND.INTX_DISABLE (no PCI 2.3 masking, pci_intx_mask_supported). */
+  readonly intxMaskBroken?: boolean;
+  /** MSI capability: vectors requested (Multiple Message Capable), 64-bit address, per-vector mask. */
+  readonly msi?: {
+    readonly vectors: 1 | 2 | 4 | 8 | 16 | 32;
+    readonly is64?: boolean;
+    readonly maskbit?: boolean;
+  };
+  /**
+   * MSI-X capability: table size and where table and PBA live (memory BAR index and offset,
+   * 8-byte aligned). The PBA defaults to right after the table in the same BAR.
+   */
+  readonly msix?: {
+    readonly vectors: number;
+    readonly tableBar: number;
+    readonly tableOffset: number;
+    readonly pbaBar?: number;
+    readonly pbaOffset?: number;
+  };
 }
 
 /** struct resource, reduced to what the model reads. */
@@ -138,13 +184,22 @@ export interface PciSavedState {
   readonly config: Uint8Array;
 }
 
+/** Length of an MSI capability: flags, address (lo / hi), data, and mask + pending. */
+function msiCapSize(msi: NonNullable<PciDevSpec["msi"]>): number {
+  return 10 + (msi.is64 ? 4 : 0) + (msi.maskbit ? 10 : 0);
+}
+
 /** Config-space bytes the hardware lets software change outside BARs and capabilities. */
-function headerWriteMask(wmask: Uint8Array, noCommandMemory: boolean): void {
+function headerWriteMask(
+  wmask: Uint8Array,
+  noCommandMemory: boolean,
+  intxMaskSupported: boolean,
+): void {
   const cmd =
     PCI_COMMAND_IO |
     (noCommandMemory ? 0 : PCI_COMMAND_MEMORY) |
     PCI_COMMAND_MASTER |
-    PCI_COMMAND_INTX_DISABLE;
+    (intxMaskSupported ? PCI_COMMAND_INTX_DISABLE : 0);
   wmask[PCI_COMMAND] = cmd & 0xff;
   wmask[PCI_COMMAND + 1] = cmd >> 8;
   wmask[PCI_INTERRUPT_LINE] = 0xff;
@@ -158,6 +213,15 @@ function isPow2(n: bigint): boolean {
 class PciRoot {
   readonly buses: PciBus[] = [];
   private nextIoPort = 0x1000;
+  /** Linux IRQ numbers handed to MSI vectors, above the legacy and IO-APIC lines. */
+  private nextIrq = 64;
+  /**
+   * MSI vectors the host can still hand out (the interrupt domain's free vectors); tests
+   * lower it to see a partial allocation.
+   */
+  msiVectorsFree = 200;
+  /** The host's MSI domain can add MSI-X vectors while enabled (pci_msix_can_alloc_dyn). */
+  msixCanAllocDyn = true;
   private readonly regionOwners = new Map<MmioRegion, { dev: PciDev; bar: number }>();
 
   constructor(readonly kernel: Kernel) {}
@@ -167,6 +231,22 @@ class PciRoot {
     const base = (this.nextIoPort + size - 1) & ~(size - 1);
     this.nextIoPort = base + size;
     return base;
+  }
+
+  /** @internal */
+  irqVectorsLeft(): number {
+    return this.msiVectorsFree;
+  }
+
+  /** @internal One MSI vector's Linux IRQ. */
+  allocIrq(): number {
+    this.msiVectorsFree--;
+    return this.nextIrq++;
+  }
+
+  /** @internal */
+  freeIrqs(n: number): void {
+    this.msiVectorsFree += n;
   }
 
   /** @internal */
@@ -262,7 +342,22 @@ export class PciDev {
   readonly pmCap: number;
   readonly pcieCap: number;
   readonly afCap: number;
+  readonly msiCap: number;
+  readonly msixCap: number;
+  /** Where the MSI-X table and PBA live (BAR index, offset); meaningful with msixCap. */
+  readonly msixTableBar: number = 0;
+  readonly msixTableOffset: number = 0;
+  readonly msixPbaBar: number = 0;
+  readonly msixPbaOffset: number = 0;
   readonly noCommandMemory: boolean;
+  /** pdev->irq */
+  readonly irq: number;
+  /** COMMAND.INTX_DISABLE is implemented (PCI 2.3 INTx masking). */
+  readonly intxMaskSupported: boolean;
+  /** The device drives its INTx line. */
+  intxAsserted = false;
+  /** The host's interrupt state for this function. */
+  readonly hostIrq = new PciHostIrq();
   /** The device lock pci_dev_trylock takes around a reset. */
   readonly deviceLock: Mutex;
   /** Bumped by every hardware reset, for tests and the trace. */
@@ -295,8 +390,12 @@ export class PciDev {
     this.config[PCI_HEADER_TYPE] = 0;
     cfg.setUint16(PCI_SUBSYSTEM_VENDOR_ID, spec.subsystemVendor ?? spec.vendor, true);
     cfg.setUint16(PCI_SUBSYSTEM_ID, spec.subsystem ?? 0, true);
-    this.config[PCI_INTERRUPT_PIN] = spec.interruptPin ?? 1;
-    headerWriteMask(this.wmask, this.noCommandMemory);
+    const pin = spec.interruptPin ?? 1;
+    if (pin < 0 || pin > 4) throw new KernelWarning(`${name}: bad interrupt pin ${pin}`);
+    this.config[PCI_INTERRUPT_PIN] = pin;
+    this.irq = spec.irq ?? (pin ? 16 + ((bus.devices.length + pin - 1) % 4) : 0);
+    this.intxMaskSupported = !spec.intxMaskBroken;
+    headerWriteMask(this.wmask, this.noCommandMemory, this.intxMaskSupported);
     this.setupBars(spec);
 
     let next = PCI_STD_HEADER_SIZEOF;
@@ -316,6 +415,8 @@ export class PciDev {
       this.config[this.pmCap + PCI_PM_CTRL] = nsr ? PCI_PM_CTRL_NO_SOFT_RESET : 0;
       this.wmask[this.pmCap + PCI_PM_CTRL] = PCI_PM_CTRL_STATE_MASK;
     }
+    this.msiCap = spec.msi ? addCap(PCI_CAP_ID_MSI, msiCapSize(spec.msi)) : 0;
+    if (spec.msi) this.setupMsi(spec.msi);
     this.pcieCap = spec.pcie ? addCap(PCI_CAP_ID_EXP, PCI_EXP_SIZEOF) : 0;
     if (this.pcieCap) {
       cfg.setUint16(this.pcieCap + PCI_EXP_FLAGS, 0x0002, true);
@@ -325,6 +426,15 @@ export class PciDev {
       this.wmask[this.pcieCap + PCI_EXP_DEVCTL] = 0xff;
       this.wmask[this.pcieCap + PCI_EXP_DEVCTL + 1] = 0x7f;
     }
+    this.msixCap = spec.msix ? addCap(PCI_CAP_ID_MSIX, PCI_CAP_MSIX_SIZEOF) : 0;
+    if (spec.msix) {
+      const m = spec.msix;
+      this.msixTableBar = m.tableBar;
+      this.msixTableOffset = m.tableOffset;
+      this.msixPbaBar = m.pbaBar ?? m.tableBar;
+      this.msixPbaOffset = m.pbaOffset ?? m.tableOffset + m.vectors * PCI_MSIX_ENTRY_SIZE;
+      this.setupMsix(m.vectors);
+    }
     this.afCap = spec.af ? addCap(PCI_CAP_ID_AF, PCI_AF_SIZEOF) : 0;
     if (this.afCap) {
       const af = typeof spec.af === "object" ? spec.af : { flr: true, tp: true };
@@ -332,7 +442,7 @@ export class PciDev {
       this.config[this.afCap + PCI_AF_CAP] =
         (af.flr ? PCI_AF_CAP_FLR : 0) | (af.tp ? PCI_AF_CAP_TP : 0);
     }
-    if (this.pmCap || this.pcieCap || this.afCap) {
+    if (this.pmCap || this.msiCap || this.pcieCap || this.msixCap || this.afCap) {
       cfg.setUint16(PCI_STATUS, PCI_STATUS_CAP_LIST, true);
     } else {
       this.config[PCI_CAPABILITY_LIST] = 0;
@@ -340,6 +450,54 @@ export class PciDev {
     this.initial = this.config.slice();
     // Firmware assigned addresses: BAR registers hold their regions' bases.
     this.programBars();
+    if (this.msixCap) pciMsixTableReset(this);
+  }
+
+  /** MSI: Message Control with MMC and the address / data / mask registers' write masks. */
+  private setupMsi(msi: NonNullable<PciDevSpec["msi"]>): void {
+    const cap = this.msiCap;
+    const flags =
+      (Math.log2(msi.vectors) << 1) |
+      (msi.is64 ? PCI_MSI_FLAGS_64BIT : 0) |
+      (msi.maskbit ? PCI_MSI_FLAGS_MASKBIT : 0);
+    new DataView(this.config.buffer).setUint16(cap + PCI_MSI_FLAGS, flags, true);
+    this.wmask[cap + PCI_MSI_FLAGS] = PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE;
+    const w = new DataView(this.wmask.buffer);
+    w.setUint32(cap + PCI_MSI_ADDRESS_LO, 0xfffffffc, true);
+    if (msi.is64) w.setUint32(cap + PCI_MSI_ADDRESS_HI, 0xffffffff, true);
+    w.setUint16(cap + (msi.is64 ? PCI_MSI_DATA_64 : PCI_MSI_DATA_32), 0xffff, true);
+    if (msi.maskbit)
+      w.setUint32(
+        cap + (msi.is64 ? PCI_MSI_MASK_64 : PCI_MSI_MASK_32),
+        msi.vectors === 32 ? 0xffffffff : (1 << msi.vectors) - 1,
+        true,
+      );
+  }
+
+  /** MSI-X: table size, Table / PBA BIR and offsets, ENABLE and function mask writable. */
+  private setupMsix(vectors: number): void {
+    const cap = this.msixCap;
+    const inBar = (bar: number, off: number, len: number): boolean => {
+      const r = this.resources[bar];
+      return (
+        r !== undefined &&
+        (r.flags & IORESOURCE_MEM) !== 0 &&
+        off % 8 === 0 &&
+        BigInt(off + len) <= r.len
+      );
+    };
+    if (
+      vectors < 1 ||
+      vectors > 2048 ||
+      !inBar(this.msixTableBar, this.msixTableOffset, vectors * PCI_MSIX_ENTRY_SIZE) ||
+      !inBar(this.msixPbaBar, this.msixPbaOffset, Math.ceil(vectors / 64) * 8)
+    )
+      throw new KernelWarning(`${this.name}: bad MSI-X table or PBA placement`);
+    const cfg = new DataView(this.config.buffer);
+    cfg.setUint16(cap + PCI_MSIX_FLAGS, vectors - 1, true);
+    cfg.setUint32(cap + PCI_MSIX_TABLE, (this.msixTableOffset | this.msixTableBar) >>> 0, true);
+    cfg.setUint32(cap + PCI_MSIX_PBA, (this.msixPbaOffset | this.msixPbaBar) >>> 0, true);
+    this.wmask[cap + PCI_MSIX_FLAGS + 1] = (PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL) >> 8;
   }
 
   private setupBars(spec: PciDevSpec): void {
@@ -445,6 +603,8 @@ export class PciDev {
     if (id === PCI_CAP_ID_PM) return this.pmCap;
     if (id === PCI_CAP_ID_EXP) return this.pcieCap;
     if (id === PCI_CAP_ID_AF) return this.afCap;
+    if (id === PCI_CAP_ID_MSI) return this.msiCap;
+    if (id === PCI_CAP_ID_MSIX) return this.msixCap;
     return 0;
   }
 
@@ -500,6 +660,7 @@ export class PciDev {
     this.checkAccess(off, size);
     const pmcsr = this.pmCap + PCI_PM_CTRL;
     const oldState = this.powerState;
+    const oldCmd = this.command;
     let flr = false;
     for (let i = 0; i < size; i++) {
       const at = off + i;
@@ -518,6 +679,9 @@ export class PciDev {
     if (this.pmCap && off <= pmcsr && pmcsr < off + size)
       this.powerTransition(oldState, this.powerState);
     if (flr) this.hwReset();
+    // A level interrupt held back by INTX_DISABLE fires once the bit is cleared.
+    if (oldCmd & PCI_COMMAND_INTX_DISABLE && !(this.command & PCI_COMMAND_INTX_DISABLE))
+      intxDeliver(this);
   }
 
   private checkAccess(off: number, size: number): void {
@@ -540,6 +704,9 @@ export class PciDev {
   /** A conventional / function-level reset of the hardware: config back to power-on values. */
   hwReset(): void {
     this.config.set(this.initial);
+    // The reset function stops driving its interrupt.
+    this.intxAsserted = false;
+    if (this.msixCap) pciMsixTableReset(this);
     this.resetCount++;
   }
 
@@ -559,6 +726,7 @@ export class PciDev {
       const at = this.pmCap + PCI_PM_CTRL;
       this.config[at] = (this.config[at]! & ~PCI_PM_CTRL_STATE_MASK) | PCI_D0;
     }
+    pciRestoreMsiState(this);
   }
 
   /** pci_enable_device: decode of every assigned resource turned on. */

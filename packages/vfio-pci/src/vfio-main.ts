@@ -15,6 +15,7 @@ import {
   copyToUser,
   fail,
 } from "@x/kernel";
+import { U32_MAX } from "@x/iommufd";
 import type { VfioIommufdBinding } from "./vfio-iommufd.js";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
@@ -39,6 +40,12 @@ import {
   VFIO_DEVICE_FEATURE_MINSZ,
   VFIO_DEVICE_FEATURE_PROBE,
   VFIO_DEVICE_FEATURE_SET,
+  VFIO_IRQ_SET_ACTION_TYPE_MASK,
+  VFIO_IRQ_SET_DATA_BOOL,
+  VFIO_IRQ_SET_DATA_EVENTFD,
+  VFIO_IRQ_SET_DATA_NONE,
+  VFIO_IRQ_SET_DATA_TYPE_MASK,
+  vfio_irq_set,
 } from "./vfio-uapi.js";
 
 /**
@@ -51,7 +58,8 @@ import {
  *
  * Registration: `register` holds the initial reference; each cdev fd and each exporter object
  * holds one more; `unregister` drops the initial one and is refused (EBUSY-like WARN in the
- * model, the kernel waits) while others remain. `tryGetRegistration` fails once unregistering.
+ * model, the kernel waits) while others remain, after asking the driver's `request` op to get the
+ * user to release the device. `tryGetRegistration` fails once unregistering.
  *
  * Lock order: dev_set.lock → memory_lock (vfio-pci) → dma-buf reservation lock.
  */
@@ -96,6 +104,9 @@ export abstract class VfioDevice {
   /** Bind to the iommufd context behind `file` (the driver's bind_iommufd op). */
   abstract bindIommufd(file: File): VfioIommufdBinding;
 
+  /** The device is being unregistered while open: ask its user to release it (the request op). */
+  request(_count: number): void {}
+
   /** Wake the device for an ioctl or access (vfio_device_pm_runtime_get); no-op by default. */
   pmRuntimeGet(): void {}
 
@@ -134,8 +145,11 @@ export abstract class VfioDevice {
    * holders (open fds ask the user to close); the model refuses while any remain.
    */
   unregister(): void {
-    if (this.refs !== 1)
+    if (this.refs !== 1) {
+      // The kernel asks the user through the request op, then waits; the model cannot wait.
+      this.request(0);
       throw new KernelWarning(`${this.name}: unregister with ${this.refs - 1} users left`);
+    }
     this.refs = 0;
     if (this.cdevPath) this.kernel.unregisterDevice(this.cdevPath);
     this.cdevPath = undefined;
@@ -203,6 +217,49 @@ function vfioIoctlDeviceFeature(device: VfioDevice, arg: bigint): number {
         argsz - VFIO_DEVICE_FEATURE_MINSZ,
       );
   }
+}
+
+/**
+ * The SET_IRQS header checks of the VFIO core, in order; the size of the data array that
+ * follows the header (0 for DATA_NONE). `max` is the index's IRQ count.
+ * @see vfio_set_irqs_validate_and_prepare
+ */
+export function vfioSetIrqsValidateAndPrepare(
+  hdr: {
+    readonly argsz: number;
+    readonly flags: number;
+    readonly index: number;
+    readonly start: number;
+    readonly count: number;
+  },
+  max: number,
+  numIrqs: number,
+): number {
+  const minsz = vfio_irq_set.size;
+  if (
+    hdr.argsz < minsz ||
+    hdr.index >= numIrqs ||
+    hdr.count >= U32_MAX - hdr.start ||
+    (hdr.flags & ~(VFIO_IRQ_SET_DATA_TYPE_MASK | VFIO_IRQ_SET_ACTION_TYPE_MASK)) !== 0
+  )
+    fail(EINVAL, "argsz, index, count or flags");
+  if (hdr.start >= max || hdr.start + hdr.count > max) fail(EINVAL, "start / count past the IRQs");
+  let size: number;
+  switch (hdr.flags & VFIO_IRQ_SET_DATA_TYPE_MASK) {
+    case VFIO_IRQ_SET_DATA_NONE:
+      size = 0;
+      break;
+    case VFIO_IRQ_SET_DATA_BOOL:
+      size = 1;
+      break;
+    case VFIO_IRQ_SET_DATA_EVENTFD:
+      size = 4;
+      break;
+    default:
+      return fail(EINVAL, "not exactly one data type");
+  }
+  if (size && hdr.argsz - minsz < hdr.count * size) fail(EINVAL, "argsz too small for data");
+  return hdr.count * size;
 }
 
 /** copy_struct_from_user: the first `ksize` bytes; E2BIG for a non-zero tail beyond them. */

@@ -21,6 +21,19 @@ import {
   PCI_EXP_DEVCTL_BCR_FLR,
   PCI_EXP_SIZEOF,
   PCI_INTERRUPT_LINE,
+  PCI_INTERRUPT_PIN,
+  PCI_MSI_ADDRESS_HI,
+  PCI_MSI_ADDRESS_LO,
+  PCI_MSI_DATA_32,
+  PCI_MSI_DATA_64,
+  PCI_MSI_FLAGS,
+  PCI_MSI_FLAGS_64BIT,
+  PCI_MSI_FLAGS_ENABLE,
+  PCI_MSI_FLAGS_MASKBIT,
+  PCI_MSI_FLAGS_QMASK,
+  PCI_MSI_FLAGS_QSIZE,
+  PCI_MSI_MASK_32,
+  PCI_MSI_MASK_64,
   PCI_PM_CTRL,
   PCI_PM_CTRL_STATE_MASK,
   PCI_PM_SIZEOF,
@@ -30,8 +43,11 @@ import {
   PCI_STD_HEADER_SIZEOF,
   PCI_STD_NUM_BARS,
 } from "./pci-regs.js";
+import { IRQ_NOTCONNECTED } from "./pci-irq.js";
 import type { VfioPciCoreDevice } from "./vfio-pci-core.js";
 import { vfioPciDmaBufMove } from "./vfio-pci-dmabuf.js";
+import { vfioPciIntxMask, vfioPciIntxUnmask } from "./vfio-pci-intrs.js";
+import { VFIO_PCI_MSI_IRQ_INDEX } from "./vfio-uapi.js";
 
 /**
  * Config-space virtualisation (vconfig) for the config region. A user access is split into
@@ -46,12 +62,19 @@ import { vfioPciDmaBufMove } from "./vfio-pci-dmabuf.js";
  * - PCIe capability: DEVCTL.BCR_FLR is virtual, always reads 0, and resets the function when
  *   DEVCAP.FLR is set; other DEVCTL bits pass through.
  * - AF capability: AF_CTRL.FLR likewise, honoured when AF_CAP has both FLR and TP.
+ * - MSI capability: Message Control, address and data are virtual (the host programs its own
+ *   messages); Multiple Message Capable reads as the vectors enabled through SET_IRQS, and a
+ *   write of Message Control keeps ENABLE only while MSI is enabled through SET_IRQS and clamps
+ *   Multiple Message Enable to them, then goes to the device; the mask bits are the device's.
+ * - MSI-X capability: read from the device, writes ignored (MSI-X is enabled by SET_IRQS only).
+ * - INTERRUPT_PIN reads 0 when the pin is not connected; COMMAND.INTX_DISABLE masks and
+ *   unmasks INTx (vfio_basic_config_write's INTx emulation).
  *
- * Decision: bytes outside the header and the three capabilities read from the device and
+ * Decision: bytes outside the header and the capabilities above read from the device and
  * ignore writes.
  */
 
-type Handler = "header" | "pm" | "exp" | "af" | "raw";
+type Handler = "header" | "pm" | "exp" | "af" | "msi" | "raw";
 
 function le(buf: Uint8Array, off: number, size: number): number {
   let v = 0;
@@ -70,7 +93,35 @@ function handlerFor(vdev: VfioPciCoreDevice, pos: number): { h: Handler; base: n
   if (p.pcieCap && pos >= p.pcieCap && pos < p.pcieCap + PCI_EXP_SIZEOF)
     return { h: "exp", base: p.pcieCap };
   if (p.afCap && pos >= p.afCap && pos < p.afCap + PCI_AF_SIZEOF) return { h: "af", base: p.afCap };
+  if (p.msiCap && pos >= p.msiCap && pos < p.msiCap + msiCapLen(vdev))
+    return { h: "msi", base: p.msiCap };
   return { h: "raw", base: 0 };
+}
+
+function msiFlags(vdev: VfioPciCoreDevice): number {
+  return vdev.pdev.readConfig(vdev.pdev.msiCap + PCI_MSI_FLAGS, 2);
+}
+
+/** @see vfio_msi_cap_len */
+function msiCapLen(vdev: VfioPciCoreDevice): number {
+  const flags = msiFlags(vdev);
+  return 10 + (flags & PCI_MSI_FLAGS_64BIT ? 4 : 0) + (flags & PCI_MSI_FLAGS_MASKBIT ? 10 : 0);
+}
+
+/** MSI permission bits by offset in the capability. @see vfio_msi_cap_len, init_pci_cap_msi_perm */
+function msiPerm(vdev: VfioPciCoreDevice): (rel: number) => readonly [number, number] {
+  const flags = msiFlags(vdev);
+  const is64 = (flags & PCI_MSI_FLAGS_64BIT) !== 0;
+  const data = is64 ? PCI_MSI_DATA_64 : PCI_MSI_DATA_32;
+  const mask = is64 ? PCI_MSI_MASK_64 : PCI_MSI_MASK_32;
+  return (rel) => {
+    if (rel === PCI_MSI_FLAGS || rel === PCI_MSI_FLAGS + 1) return ALL;
+    if (rel >= PCI_MSI_ADDRESS_LO && rel < PCI_MSI_ADDRESS_LO + 4) return ALL;
+    if (is64 && rel >= PCI_MSI_ADDRESS_HI && rel < PCI_MSI_ADDRESS_HI + 4) return ALL;
+    if (rel >= data && rel < data + 2) return ALL;
+    if (flags & PCI_MSI_FLAGS_MASKBIT && rel >= mask && rel < mask + 4) return [0, 0xff];
+    return NONE;
+  };
 }
 
 function isBar(off: number): boolean {
@@ -88,6 +139,7 @@ export function vfioConfigInit(vdev: VfioPciCoreDevice): Uint8Array {
     vdev.rbar[i] = le(p.config, PCI_BASE_ADDRESS_0 + 4 * i, 4);
   vdev.rbar[PCI_ROM_RESOURCE] = le(p.config, PCI_ROM_ADDRESS, 4);
   if (p.noCommandMemory) v[PCI_COMMAND] = v[PCI_COMMAND]! | PCI_COMMAND_MEMORY;
+  if (p.irq === IRQ_NOTCONNECTED) v[PCI_INTERRUPT_PIN] = 0;
   vdev.barDirty = true;
   return v;
 }
@@ -158,8 +210,24 @@ function readChunk(
       let virt = 0;
       if (at === PCI_COMMAND + 1) virt = PCI_COMMAND_INTX_DISABLE >> 8;
       if (at === PCI_COMMAND && p.noCommandMemory) virt = PCI_COMMAND_MEMORY;
-      if (at === PCI_INTERRUPT_LINE) virt = 0xff;
+      if (at === PCI_INTERRUPT_LINE || at === PCI_INTERRUPT_PIN) virt = 0xff;
       out[i] = (out[i]! & ~virt) | (vconfig[at]! & virt);
+    }
+    return le(out, 0, size);
+  }
+  if (h === "msi") {
+    // A read covering Message Control shows the vectors enabled, not the device's capability.
+    const at = base + PCI_MSI_FLAGS;
+    if (pos <= at && pos + size >= at) {
+      const flags = (le(vconfig, at, 2) & ~PCI_MSI_FLAGS_QMASK) | (vdev.msiQmax << 1);
+      putLe(vconfig, at, 2, flags);
+    }
+    const perm = msiPerm(vdev);
+    const out = new Uint8Array(4);
+    putLe(out, 0, size, phys);
+    for (let i = 0; i < size; i++) {
+      const virt = perm(pos + i - base)[0];
+      out[i] = (out[i]! & ~virt) | (vconfig[pos + i]! & virt);
     }
     return le(out, 0, size);
   }
@@ -205,6 +273,7 @@ function defaultWrite(
 }
 
 const NONE = [0, 0] as const;
+const ALL = [0xff, 0xff] as const;
 
 function headerPerm(at: number): readonly [number, number] {
   if (at === PCI_COMMAND) return [0, 0xff];
@@ -231,6 +300,13 @@ function writeChunk(
       }
       if (pos === PCI_COMMAND) vfioCommandWrite(vdev, vconfig, size, val);
       else defaultWrite(vdev, vconfig, pos, size, val, headerPerm);
+      if (pos === PCI_COMMAND || pos === PCI_COMMAND + 1) vfioIntxDisableEmulate(vdev, vconfig);
+      return;
+    }
+    case "msi": {
+      const perm = msiPerm(vdev);
+      defaultWrite(vdev, vconfig, pos, size, val, (at) => perm(at - base));
+      vfioMsiFlagsFixup(vdev, vconfig, base, pos - base, size);
       return;
     }
     case "pm": {
@@ -310,6 +386,40 @@ function vfioCommandWrite(
   } finally {
     vdev.memoryLock.upWrite();
   }
+}
+
+/** The user's INTX_DISABLE masks or unmasks INTx. @see vfio_basic_config_write */
+function vfioIntxDisableEmulate(vdev: VfioPciCoreDevice, vconfig: Uint8Array): void {
+  const virtIntxDisable = (le(vconfig, PCI_COMMAND, 2) & PCI_COMMAND_INTX_DISABLE) !== 0;
+  if (virtIntxDisable && !vdev.virqDisabled) {
+    vdev.virqDisabled = true;
+    vfioPciIntxMask(vdev);
+  } else if (!virtIntxDisable && vdev.virqDisabled) {
+    vdev.virqDisabled = false;
+    vfioPciIntxUnmask(vdev);
+  }
+}
+
+/**
+ * After a write covering Message Control: ENABLE only while MSI is on through SET_IRQS,
+ * Multiple Message Enable at most the vectors enabled; the result is written to the device.
+ * @see vfio_msi_config_write
+ */
+function vfioMsiFlagsFixup(
+  vdev: VfioPciCoreDevice,
+  vconfig: Uint8Array,
+  base: number,
+  offset: number,
+  count: number,
+): void {
+  if (!(offset <= PCI_MSI_FLAGS && offset + count >= PCI_MSI_FLAGS)) return;
+  const at = base + PCI_MSI_FLAGS;
+  let flags = le(vconfig, at, 2);
+  if (vdev.irqType !== VFIO_PCI_MSI_IRQ_INDEX) flags &= ~PCI_MSI_FLAGS_ENABLE;
+  if ((flags & PCI_MSI_FLAGS_QSIZE) >> 4 > vdev.msiQmax)
+    flags = (flags & ~PCI_MSI_FLAGS_QSIZE) | (vdev.msiQmax << 4);
+  putLe(vconfig, at, 2, flags);
+  vdev.pdev.writeConfig(at, 2, flags);
 }
 
 function chunkSize(pos: number, count: number): 1 | 2 | 4 {

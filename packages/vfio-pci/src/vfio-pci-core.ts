@@ -6,9 +6,12 @@ import {
   EIO,
   ENODEV,
   ENOMEM,
+  ENOSPC,
   ENOTTY,
+  type EventfdCtx,
   type File,
   type Kernel,
+  Mutex,
   PAGE_SHIFT,
   PAGE_SIZE,
   RwSem,
@@ -25,14 +28,25 @@ import {
 } from "@x/kernel";
 import type { PciDev, PciSavedState } from "./pci.js";
 import type { DmaFault } from "./pci-dma.js";
+import { pciMsixTableSize } from "./pci-irq.js";
 import {
   IORESOURCE_IO,
   IORESOURCE_MEM,
   PCI_D0,
   PCI_D3hot,
+  PCI_COMMAND,
+  PCI_COMMAND_INTX_DISABLE,
   PCI_ROM_RESOURCE,
   PCI_STD_NUM_BARS,
 } from "./pci-regs.js";
+import {
+  type VfioPciIrqCtx,
+  vfioPciCoreRequest,
+  vfioPciIoctlGetIrqInfo,
+  vfioPciIoctlSetIrqs,
+  vfioPciIrqsDisable,
+  vfioPciReleaseNotifiers,
+} from "./vfio-pci-intrs.js";
 import {
   vfioConfigInit,
   vfioConfigRead,
@@ -58,13 +72,20 @@ import {
   VFIO_DEVICE_FLAGS_PCI,
   VFIO_DEVICE_FLAGS_RESET,
   VFIO_DEVICE_GET_INFO,
+  VFIO_DEVICE_GET_IRQ_INFO,
+  VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
   VFIO_DEVICE_GET_REGION_INFO,
+  VFIO_DEVICE_SET_IRQS,
   VFIO_DEVICE_INFO_MINSZ,
   VFIO_DEVICE_INFO_SIZE,
   VFIO_DEVICE_PCI_HOT_RESET,
   VFIO_DEVICE_RESET,
   VFIO_LOW_POWER_ENTRY_WITH_WAKEUP_SIZE,
   VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_DEVID_NOT_OWNED,
+  VFIO_PCI_DEVID_OWNED,
+  VFIO_PCI_HOT_RESET_FLAG_DEV_ID,
+  VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED,
   VFIO_PCI_HOT_RESET_MINSZ,
   VFIO_PCI_NUM_IRQS,
   VFIO_PCI_NUM_REGIONS,
@@ -72,10 +93,15 @@ import {
   VFIO_PCI_OFFSET_SHIFT,
   VFIO_PCI_ROM_REGION_INDEX,
   VFIO_PCI_VGA_REGION_INDEX,
+  VFIO_REGION_INFO_CAP_MSIX_MAPPABLE,
+  VFIO_REGION_INFO_FLAG_CAPS,
   VFIO_REGION_INFO_FLAG_MMAP,
   VFIO_REGION_INFO_FLAG_READ,
   VFIO_REGION_INFO_FLAG_WRITE,
-  VFIO_REGION_INFO_SIZE,
+  vfio_info_cap_header,
+  vfio_pci_dependent_device,
+  vfio_pci_hot_reset_info,
+  vfio_region_info,
 } from "./vfio-uapi.js";
 
 const VM_PFNMAP_FLAGS = VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP;
@@ -126,6 +152,28 @@ export class VfioPciCoreDevice extends VfioDevice {
   /** IOMMU faults and failed transactions of this function as a DMA master (pci-dma.ts). */
   readonly dmaFaults: DmaFault[] = [];
 
+  // Interrupt state (vfio-pci-intrs.ts).
+  /** Serialises SET_IRQS and INTx masking from config space. */
+  readonly igate: Mutex;
+  /** INTx, MSI or MSI-X index while enabled; VFIO_PCI_NUM_IRQS for none. */
+  irqType = VFIO_PCI_NUM_IRQS;
+  /** Per-vector contexts: INTx uses 0, MSI / MSI-X one per signalled vector. */
+  readonly irqCtx = new Map<number, VfioPciIrqCtx>();
+  errTrigger: EventfdCtx | undefined;
+  reqTrigger: EventfdCtx | undefined;
+  /** The user's COMMAND.INTX_DISABLE. */
+  virqDisabled = false;
+  /** INTx masked through COMMAND.INTX_DISABLE (else at the interrupt controller). */
+  pci23 = false;
+  /** MSI-X vectors can be added while enabled (no NORESIZE). */
+  hasDynMsix = false;
+  /** log2 of the MSI vectors enabled, shown in the virtual Multiple Message Capable. */
+  msiQmax = 0;
+  /** The BAR holding the MSI-X table (0xff: none), and the table's byte range in it. */
+  msixBar = 0xff;
+  msixOffset = 0;
+  msixSize = 0;
+
   constructor(
     kernel: Kernel,
     devSet: VfioDeviceSet,
@@ -137,6 +185,7 @@ export class VfioPciCoreDevice extends VfioDevice {
   ) {
     super(kernel, devSet, pdev.name);
     this.memoryLock = new RwSem(kernel.lockdep, `vfio_pci.memory_lock/${pdev.name}`);
+    this.igate = new Mutex(kernel.lockdep, "vfio_pci.igate");
   }
 
   // --- memory enable, zap and power -------------------------------------------------------
@@ -309,11 +358,23 @@ export class VfioPciCoreDevice extends VfioDevice {
       }
       this.resetWorks = false;
     }
+    this.pci23 = p.intxMaskSupported;
+    // With INTx masking available, DisINTx starts clear.
+    if (this.pci23 && p.command & PCI_COMMAND_INTX_DISABLE)
+      p.writeConfig(PCI_COMMAND, 2, p.command & ~PCI_COMMAND_INTX_DISABLE);
     if (this.kernel.shouldFail("vfio_config_init")) {
       p.disableDevice();
       fail(ENOMEM, "vconfig");
     }
     this.vconfig = vfioConfigInit(this);
+    if (p.msixCap) {
+      this.msixBar = p.msixTableBar;
+      this.msixOffset = p.msixTableOffset;
+      this.msixSize = pciMsixTableSize(p);
+      this.hasDynMsix = p.bus.root.msixCanAllocDyn;
+    } else {
+      this.msixBar = 0xff;
+    }
   }
 
   /**
@@ -332,6 +393,7 @@ export class VfioPciCoreDevice extends VfioDevice {
     this.setPowerState(PCI_D0);
     const p = this.pdev;
     p.setMaster(false);
+    vfioPciIrqsDisable(this);
     this.needsReset = true;
     this.vconfig = undefined;
     if (this.resetWorks && !p.deviceLock.locked) {
@@ -345,6 +407,12 @@ export class VfioPciCoreDevice extends VfioDevice {
     p.disableDevice();
     if (!this.cleanupFirst) vfioPciDmaBufCleanup(this);
     vfioPciDevSetTryReset(this.devSet.devices as VfioPciCoreDevice[]);
+    vfioPciReleaseNotifiers(this);
+  }
+
+  /** @see vfio_pci_core_request */
+  override request(count: number): void {
+    vfioPciCoreRequest(this, count);
   }
 
   // --- ioctls -------------------------------------------------------------------------------
@@ -355,13 +423,19 @@ export class VfioPciCoreDevice extends VfioDevice {
         return this.ioctlGetInfo(arg);
       case VFIO_DEVICE_GET_REGION_INFO:
         return this.ioctlGetRegionInfo(arg);
+      case VFIO_DEVICE_GET_IRQ_INFO:
+        return vfioPciIoctlGetIrqInfo(this, arg);
+      case VFIO_DEVICE_SET_IRQS:
+        return vfioPciIoctlSetIrqs(this, arg);
+      case VFIO_DEVICE_GET_PCI_HOT_RESET_INFO:
+        return this.ioctlGetPciHotResetInfo(arg);
       case VFIO_DEVICE_RESET:
         if (!this.resetWorks) fail(EINVAL, "device cannot be reset");
         return this.resetRevoking(true);
       case VFIO_DEVICE_PCI_HOT_RESET:
         return this.ioctlPciHotReset(arg);
       default:
-        // Decision: IRQ, hot-reset-info and ioeventfd ioctls are not modelled.
+        // Decision: VFIO_DEVICE_IOEVENTFD is not modelled.
         return fail(ENOTTY, `ioctl ${cmd.toString(16)}`);
     }
   }
@@ -388,37 +462,122 @@ export class VfioPciCoreDevice extends VfioDevice {
     return (r.flags & IORESOURCE_MEM) !== 0 && r.len >= BigInt(PAGE_SIZE);
   }
 
-  /** @see vfio_pci_ioctl_get_region_info */
-  private ioctlGetRegionInfo(arg: bigint): number {
-    const info = new DataView(
-      copyFromUser(this.kernel, arg, VFIO_REGION_INFO_SIZE).buffer.slice(0),
-    );
-    if (info.getUint32(0, true) < VFIO_REGION_INFO_SIZE) fail(EINVAL, "argsz");
-    const index = info.getUint32(8, true);
-    let flags = 0;
-    let size = 0n;
+  /**
+   * The region's info and its capabilities (a BAR holding the MSI-X table reports it as
+   * mappable). @see vfio_pci_ioctl_get_region_info
+   */
+  private regionInfoCaps(index: number): {
+    flags: number;
+    size: bigint;
+    caps: Array<{ id: number; version: number }>;
+  } {
+    const caps: Array<{ id: number; version: number }> = [];
     if (index < PCI_STD_NUM_BARS) {
-      size = this.pdev.resource(index).len;
-      if (size)
-        flags =
-          VFIO_REGION_INFO_FLAG_READ |
-          VFIO_REGION_INFO_FLAG_WRITE |
-          (this.barMmapSupported(index) ? VFIO_REGION_INFO_FLAG_MMAP : 0);
-    } else if (index === VFIO_PCI_ROM_REGION_INDEX) {
-      size = this.pdev.resource(PCI_ROM_RESOURCE).len;
-      if (size) flags = VFIO_REGION_INFO_FLAG_READ;
-    } else if (index === VFIO_PCI_CONFIG_REGION_INDEX) {
-      size = BigInt(this.pdev.cfgSize);
-      flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
-    } else {
-      // No VGA and no device-specific regions in the model.
-      fail(EINVAL, `region ${index}`);
+      const size = this.pdev.resource(index).len;
+      if (!size) return { flags: 0, size, caps };
+      let flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+      if (this.barMmapSupported(index)) {
+        flags |= VFIO_REGION_INFO_FLAG_MMAP;
+        if (index === this.msixBar) {
+          if (this.kernel.shouldFail("vfio_info_cap_add")) fail(ENOMEM, "region info caps");
+          caps.push({ id: VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, version: 1 });
+        }
+      }
+      return { flags, size, caps };
     }
-    info.setUint32(4, flags, true);
-    info.setUint32(12, 0, true);
-    info.setBigUint64(16, size, true);
-    info.setBigUint64(24, BigInt(index) << VFIO_PCI_OFFSET_SHIFT, true);
-    copyToUser(this.kernel, arg, new Uint8Array(info.buffer));
+    if (index === VFIO_PCI_ROM_REGION_INDEX) {
+      const size = this.pdev.resource(PCI_ROM_RESOURCE).len;
+      return { flags: size ? VFIO_REGION_INFO_FLAG_READ : 0, size, caps };
+    }
+    if (index === VFIO_PCI_CONFIG_REGION_INDEX)
+      return {
+        flags: VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE,
+        size: BigInt(this.pdev.cfgSize),
+        caps,
+      };
+    // No VGA and no device-specific regions in the model.
+    return fail(EINVAL, `region ${index}`);
+  }
+
+  /**
+   * The core's half: argsz checked, capabilities chained after the 32-byte struct, or, when
+   * argsz has no room for them, argsz raised to what is needed with cap_offset 0 (success).
+   * @see vfio_get_region_info
+   */
+  private ioctlGetRegionInfo(arg: bigint): number {
+    const minsz = vfio_region_info.size;
+    const info = vfio_region_info.decode(copyFromUser(this.kernel, arg, minsz));
+    if (info.argsz < minsz) fail(EINVAL, "argsz");
+    const { flags, size, caps } = this.regionInfoCaps(info.index);
+    info.flags = flags;
+    info.size = size;
+    info.offset = BigInt(info.index) << VFIO_PCI_OFFSET_SHIFT;
+    info.cap_offset = 0;
+    if (caps.length) {
+      const capsSize = caps.length * vfio_info_cap_header.size;
+      info.flags |= VFIO_REGION_INFO_FLAG_CAPS;
+      if (info.argsz < minsz + capsSize) {
+        info.argsz = minsz + capsSize;
+      } else {
+        const buf = new Uint8Array(capsSize);
+        caps.forEach((c, i) => {
+          const at = i * vfio_info_cap_header.size;
+          const next = i + 1 < caps.length ? minsz + at + vfio_info_cap_header.size : 0;
+          vfio_info_cap_header.encode({ ...c, next }, buf.subarray(at));
+        });
+        copyToUser(this.kernel, arg + BigInt(minsz), buf);
+        info.cap_offset = minsz;
+      }
+    }
+    copyToUser(this.kernel, arg, vfio_region_info.encode(info));
+    return 0;
+  }
+
+  /**
+   * The functions a hot reset of this device's bus affects, by iommufd device id as the cdev
+   * form reports them: the caller's own devid when bound to the caller's iommufd, OWNED (0) for
+   * a function nobody has open, NOT_OWNED (-1) otherwise, which also clears DEV_ID_OWNED. Too
+   * small a buffer is ENOSPC with `count` filled in the header.
+   * @see vfio_pci_ioctl_get_pci_hot_reset_info
+   */
+  private ioctlGetPciHotResetInfo(arg: bigint): number {
+    const minsz = vfio_pci_hot_reset_info.size;
+    const hdr = vfio_pci_hot_reset_info.decode(copyFromUser(this.kernel, arg, minsz));
+    if (hdr.argsz < minsz) fail(EINVAL, "argsz");
+    hdr.flags = 0;
+    if (!this.pdev.bus.busResetPossible) fail(ENODEV, "no slot or bus reset");
+    const pdevs = this.pdev.bus.devices;
+    if (hdr.argsz < minsz + pdevs.length * vfio_pci_dependent_device.size) {
+      hdr.count = pdevs.length;
+      copyToUser(this.kernel, arg, vfio_pci_hot_reset_info.encode(hdr));
+      return fail(ENOSPC, `${pdevs.length} devices affected`);
+    }
+    if (this.kernel.shouldFail("hot_reset_info devices")) fail(ENOMEM, "devices");
+    const ctx = this.binding?.ctx;
+    hdr.flags = VFIO_PCI_HOT_RESET_FLAG_DEV_ID | VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED;
+    const out = new Uint8Array(pdevs.length * vfio_pci_dependent_device.size);
+    this.devSet.lock.with(() => {
+      pdevs.forEach((p, i) => {
+        const vdev = (this.devSet.devices as VfioPciCoreDevice[]).find((d) => d.pdev === p);
+        let devid = VFIO_PCI_DEVID_NOT_OWNED;
+        if (vdev?.binding && vdev.binding.ctx === ctx) devid = vdev.binding.devid;
+        else if (vdev && vdev.openCount === 0) devid = VFIO_PCI_DEVID_OWNED;
+        if (devid === VFIO_PCI_DEVID_NOT_OWNED) hdr.flags &= ~VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED;
+        const [, bus, dev, fn] = /^[0-9a-f]+:([0-9a-f]+):([0-9a-f]+)\.([0-7])$/.exec(p.name) ?? [];
+        vfio_pci_dependent_device.encode(
+          {
+            devid,
+            segment: 0,
+            bus: Number.parseInt(bus ?? "0", 16),
+            devfn: (Number.parseInt(dev ?? "0", 16) << 3) | Number(fn ?? 0),
+          },
+          out.subarray(i * 8),
+        );
+      });
+    });
+    copyToUser(this.kernel, arg + BigInt(minsz), out);
+    hdr.count = pdevs.length;
+    copyToUser(this.kernel, arg, vfio_pci_hot_reset_info.encode(hdr));
     return 0;
   }
 
@@ -541,14 +700,26 @@ export class VfioPciCoreDevice extends VfioDevice {
       if (write) io.set(data!.subarray(0, n), Number(off));
       return write ? data!.subarray(0, n) : io.slice(Number(off), Number(off) + n);
     }
+    // The MSI-X table is not reachable this way: reads see all-ones, writes are dropped.
+    const xStart = bar === this.msixBar ? BigInt(this.msixOffset) : 0n;
+    const xEnd = bar === this.msixBar ? xStart + BigInt(this.msixSize) : 0n;
+    const end = off + BigInt(n);
+    const lo = off > xStart ? off : xStart;
+    const hi = end < xEnd ? end : xEnd;
     return this.memoryLock.withRead(() => {
       if (!this.memoryEnabled()) fail(EIO, "memory decode disabled");
       if (write) {
-        this.kernel.mem.writePhys(r.start + off, data!.subarray(0, n));
-        return data!.subarray(0, n);
+        const d = data!.subarray(0, n);
+        if (lo >= hi) this.kernel.mem.writePhys(r.start + off, d);
+        else {
+          if (lo > off) this.kernel.mem.writePhys(r.start + off, d.subarray(0, Number(lo - off)));
+          if (end > hi) this.kernel.mem.writePhys(r.start + hi, d.subarray(Number(hi - off)));
+        }
+        return d;
       }
       const out = new Uint8Array(n);
       this.kernel.mem.readPhys(r.start + off, out);
+      if (lo < hi) out.fill(0xff, Number(lo - off), Number(hi - off));
       return out;
     });
   }

@@ -155,6 +155,7 @@ import {
   test_ioctl_set_temp_memory_limit,
 } from "../iommufd-utils.js";
 import { ustruct } from "../ustruct.js";
+import { iommufdDirtyTrackingFixture } from "./iommufd-dirty-tracking.js";
 
 /** ffs(): 1-based index of the lowest set bit, 0 for 0. */
 /** The test context of a forked child: same fixture, the child's libc, its own log. */
@@ -209,6 +210,7 @@ function shuffle(rand: () => number, array: bigint[]): void {
  * globals for every instance.
  */
 export function iommufdSuite(createEnv: () => SelftestEnv) {
+  const k = kselftest(createEnv);
   const {
     harness,
     FIXTURE,
@@ -217,7 +219,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     FIXTURE_VARIANT,
     FIXTURE_VARIANT_ADD,
     TEST_F,
-  } = kselftest(createEnv);
+  } = k;
 
   // ---- FIXTURE(iommufd) -------------------------------------------------------------------
 
@@ -1485,6 +1487,8 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       test_ioctl_destroy(t, hwpt0);
     }
   });
+
+  iommufdDirtyTrackingFixture(k);
 
   TEST_F(vfio_compat_mock_domain, "simple_close", () => {});
 
