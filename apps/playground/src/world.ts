@@ -28,6 +28,7 @@ import {
   type PciBarSpec,
   type PciBus,
   type PciDev,
+  type PciDevSpec,
   type VfioPciCoreDevice,
   type VfioPciDmaBuf,
   type VfioPciModule,
@@ -74,6 +75,8 @@ export interface DeviceSpec {
   readonly flr?: boolean;
   /** Alone on its own bus (a secondary-bus reset then affects no other function). */
   readonly ownBus?: boolean;
+  /** An MSI-X capability: table size and where the table lives. */
+  readonly msix?: PciDevSpec["msix"];
 }
 
 export interface IommuSpec extends HwIommuOptions {
@@ -168,6 +171,7 @@ export class Host {
       bars,
       pm: true,
       pcie: { flr: spec.flr ?? true },
+      ...(spec.msix ? { msix: spec.msix } : {}),
       iommu: unit.driver,
     });
     const vdev = this.vfio.probe(pdev);

@@ -13,6 +13,7 @@ import {
   VFIO_IRQ_INFO_NORESIZE,
   VFIO_IRQ_SET_ACTION_TRIGGER,
   VFIO_IRQ_SET_ACTION_UNMASK,
+  VFIO_IRQ_SET_DATA_BOOL,
   VFIO_IRQ_SET_DATA_EVENTFD,
   VFIO_IRQ_SET_DATA_NONE,
   VFIO_PCI_ERR_IRQ_INDEX,
@@ -21,7 +22,7 @@ import {
   VFIO_PCI_REQ_IRQ_INDEX,
   encodeIrqSet,
   vfio_irq_info,
-} from "./vfio-uapi.js";
+} from "@x/vfio-pci";
 
 const INDEX_NAMES = ["INTX", "MSI", "MSIX", "ERR", "REQ"];
 
@@ -59,7 +60,12 @@ export interface IrqDevice {
 }
 
 function flagsText(flags: number): string {
-  const data = flags & VFIO_IRQ_SET_DATA_EVENTFD ? "EVENTFD" : flags & 2 ? "BOOL" : "NONE";
+  const data =
+    flags & VFIO_IRQ_SET_DATA_EVENTFD
+      ? "EVENTFD"
+      : flags & VFIO_IRQ_SET_DATA_BOOL
+        ? "BOOL"
+        : "NONE";
   const action =
     flags & VFIO_IRQ_SET_ACTION_TRIGGER
       ? "TRIGGER"
@@ -70,7 +76,7 @@ function flagsText(flags: number): string {
 }
 
 /** VFIO_DEVICE_SET_IRQS; returns the ioctl's result or -errno. */
-export function setIrqs(
+function setIrqs(
   sys: QemuSys,
   dev: IrqDevice,
   index: number,
@@ -79,7 +85,7 @@ export function setIrqs(
   count: number,
   fds: readonly number[] = [],
 ): number {
-  const buf = encodeIrqSet(flags, index, start, count, fds);
+  const buf = encodeIrqSet({ flags, index, start, count, data: fds });
   const what = `ioctl(${dev.name}, VFIO_DEVICE_SET_IRQS, ${INDEX_NAMES[index]} ${flagsText(flags)} start=${start} count=${count}${fds.length ? ` fds=[${fds.join(",")}]` : ""})`;
   return sys.call(what, () => sys.libc.ioctl(dev.fd, VFIO_DEVICE_SET_IRQS, buf));
 }
@@ -149,7 +155,7 @@ export function vfioIntxEnable(sys: QemuSys, dev: IrqDevice, fatal = true): void
 }
 
 /** vfio_intx_disable: SET_IRQS(INTX, NONE|TRIGGER, 0, 0), result ignored, eventfd closed. */
-export function vfioIntxDisable(sys: QemuSys, dev: IrqDevice): void {
+function vfioIntxDisable(sys: QemuSys, dev: IrqDevice): void {
   if (dev.irq.intxFd < 0) return;
   setIrqs(
     sys,
@@ -241,7 +247,7 @@ export function vfioMsixVectorUse(sys: QemuSys, dev: IrqDevice, nr: number): voi
 }
 
 /** vfio_msix_disable: SET_IRQS(MSIX, NONE|TRIGGER, 0, 0) always, eventfds closed, INTx back. */
-export function vfioMsixDisable(sys: QemuSys, dev: IrqDevice, intxBack: boolean): void {
+function vfioMsixDisable(sys: QemuSys, dev: IrqDevice, intxBack: boolean): void {
   if (!dev.irq.msixEnabled) return;
   setIrqs(
     sys,

@@ -11,6 +11,7 @@
 import {
   EINVAL,
   EMSGSIZE,
+  EPERM,
   ENOSPC,
   ENOTTY,
   F_ADD_SEALS,
@@ -60,12 +61,26 @@ import {
   VFIO_DEVICE_BIND_IOMMUFD,
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
   VFIO_DEVICE_FEATURE,
+  VFIO_DEVICE_FLAGS_PCI,
+  VFIO_DEVICE_FLAGS_RESET,
   VFIO_DEVICE_GET_INFO,
+  VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
   VFIO_DEVICE_GET_REGION_INFO,
+  VFIO_DEVICE_INFO_SIZE,
+  VFIO_DEVICE_PCI_HOT_RESET,
   VFIO_DEVICE_RESET,
   VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_DEVID_OWNED,
+  VFIO_PCI_ERR_IRQ_INDEX,
+  VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED,
   VFIO_PCI_OFFSET_SHIFT,
+  VFIO_REGION_INFO_CAP_MSIX_MAPPABLE,
+  VFIO_REGION_INFO_FLAG_MMAP,
+  decodeHotResetInfo,
+  decodeInfoCaps,
   encodeDmaBufFeature,
+  vfio_pci_hot_reset_info,
+  vfio_region_info,
 } from "@x/vfio-pci";
 import { bytes, hex } from "../snapshot.js";
 import type { Bar, PassthroughDevice, Vmm } from "../vmm.js";
@@ -84,25 +99,8 @@ import {
   vfioUnregisterNotifiers,
 } from "./interrupts.js";
 import { type Log, QemuSys } from "./sys.js";
-import {
-  VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
-  VFIO_DEVICE_PCI_HOT_RESET,
-  VFIO_PCI_DEVID_OWNED,
-  VFIO_PCI_ERR_IRQ_INDEX,
-  VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED,
-  VFIO_PCI_HOT_RESET_INFO_HDR,
-  VFIO_REGION_INFO_CAP_MSIX_MAPPABLE,
-  type MmapArea,
-  decodeHotResetDevices,
-  regionInfoCapIds,
-  sparseMmapAreas,
-  vfio_device_info,
-  vfio_region_info,
-} from "./vfio-uapi.js";
+import { type MmapArea, sparseMmapAreas } from "./vfio-uapi.js";
 
-const VFIO_DEVICE_FLAGS_RESET = 1 << 0;
-const VFIO_DEVICE_FLAGS_PCI = 1 << 1;
-const VFIO_REGION_INFO_FLAG_MMAP = 1 << 2;
 const PCI_BASE_ADDRESS_0 = 0x10;
 const PCI_COMMAND_INTX_DISABLE = 0x400;
 const PCI_CAP_ID_MSIX = 0x11;
@@ -520,13 +518,19 @@ export class QemuMachine {
 
   /** VFIO_DEVICE_GET_INFO: a PCI device with the regions and IRQs QEMU needs, or fatal. */
   getDeviceInfo(dev: QemuVfioDevice): void {
-    const buf = vfio_device_info.encode({ argsz: vfio_device_info.size });
+    const buf = new Uint8Array(VFIO_DEVICE_INFO_SIZE);
+    const v = new DataView(buf.buffer);
+    v.setUint32(0, VFIO_DEVICE_INFO_SIZE, true);
     this.sys.must(
-      `ioctl(${dev.name}, VFIO_DEVICE_GET_INFO, argsz=24)`,
+      `ioctl(${dev.name}, VFIO_DEVICE_GET_INFO, argsz=${VFIO_DEVICE_INFO_SIZE})`,
       () => this.libc.ioctl(dev.fd, VFIO_DEVICE_GET_INFO, buf),
       "vfio_device_get_info (hw/vfio/device.c)",
     );
-    const info = vfio_device_info.decode(buf);
+    const info = {
+      flags: v.getUint32(4, true),
+      num_regions: v.getUint32(8, true),
+      num_irqs: v.getUint32(12, true),
+    };
     if (!(info.flags & VFIO_DEVICE_FLAGS_PCI) || info.num_regions < 8 || info.num_irqs < 3)
       throw new VmmFatal(`${dev.name}: not a usable vfio-pci device`, EINVAL);
     dev.resetWorks = (info.flags & VFIO_DEVICE_FLAGS_RESET) !== 0;
@@ -558,8 +562,8 @@ export class QemuMachine {
         flags: info.flags,
         size: info.size,
         offset: info.offset,
-        caps: regionInfoCapIds(buf),
-        sparse: sparseMmapAreas(buf),
+        caps: decodeInfoCaps(buf, info.cap_offset).map((c) => c.id),
+        sparse: sparseMmapAreas(buf, info.cap_offset),
       };
       dev.regions.set(index, region);
       return region;
@@ -854,18 +858,17 @@ export class QemuMachine {
    */
   hotResetOne(dev: QemuVfioDevice): number {
     const sys = this.sys;
-    const hdr = new Uint8Array(VFIO_PCI_HOT_RESET_INFO_HDR);
-    new DataView(hdr.buffer).setUint32(0, VFIO_PCI_HOT_RESET_INFO_HDR, true);
+    const hdr = vfio_pci_hot_reset_info.encode({ argsz: vfio_pci_hot_reset_info.size });
     let ret = sys.call(
       `ioctl(${dev.name}, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, argsz=12)`,
       () => this.libc.ioctl(dev.fd, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, hdr),
       { [ENOSPC]: "count now holds the number of affected functions: QEMU asks again" },
     );
     if (ret < 0 && ret !== -ENOSPC) return ret;
-    const count = new DataView(hdr.buffer).getUint32(8, true);
-    const argsz = VFIO_PCI_HOT_RESET_INFO_HDR + 8 * count;
+    const count = vfio_pci_hot_reset_info.get(hdr, "count");
+    const argsz = vfio_pci_hot_reset_info.size + 8 * count;
     const info = new Uint8Array(argsz);
-    new DataView(info.buffer).setUint32(0, argsz, true);
+    vfio_pci_hot_reset_info.encode({ argsz }, info);
     ret = sys.call(`ioctl(${dev.name}, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, argsz=${argsz})`, () =>
       this.libc.ioctl(dev.fd, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, info),
     );
@@ -873,9 +876,9 @@ export class QemuMachine {
       sys.log(`${dev.name}: hot reset info failed`, "warn");
       return ret;
     }
-    const flags = new DataView(info.buffer).getUint32(4, true);
-    if (!(flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED)) return -1;
-    for (const d of decodeHotResetDevices(info, count)) {
+    const reply = decodeHotResetInfo(info);
+    if (!(reply.flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED)) return -EPERM;
+    for (const d of reply.devices) {
       if (d.devid === dev.pv.devId || d.devid === VFIO_PCI_DEVID_OWNED) continue;
       if (this.devices.some((o) => o.pv.devId === d.devid)) {
         sys.log(`${dev.name}: hot reset would reset another device of this VM`, "tolerated");

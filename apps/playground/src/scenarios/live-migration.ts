@@ -27,7 +27,7 @@ import {
   realizeRest,
 } from "./qemu.js";
 
-const RAM_SIZE = 64n * MiB;
+const RAM_SIZE = 16n * MiB;
 const PAGES = Number(RAM_SIZE / BigInt(PAGE_SIZE));
 /** Pre-copy stops once a round leaves no more than this many dirty pages. */
 const STOP_COPY_PAGES = 16;
