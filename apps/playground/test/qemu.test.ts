@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { VFIO_REGION_INFO_CAP_MSIX_MAPPABLE } from "@x/vfio-pci";
 import { main } from "../src/demo.js";
+import type { QemuWorld } from "../src/qemu/qemu-world.js";
 import { ScenarioRun, type StepRecord } from "../src/scenario.js";
 import { scenarioById } from "../src/scenarios/index.js";
 
@@ -61,6 +63,53 @@ describe("the qemu scenarios", () => {
       expect(last?.dmabufs).toEqual([]);
       expect(last?.devices.every((d) => !d.open)).toBe(true);
     }
+  });
+});
+
+describe("QEMU's BAR areas", () => {
+  it("without MSIX_MAPPABLE the table page is carved out; the two-range dma-buf is EOPNOTSUPP to map, and QEMU warns", () => {
+    const def = scenarioById("qemu");
+    if (!def) throw new Error("no qemu scenario");
+    const r = new ScenarioRun(def);
+    const realized = r.runTo(def.steps.findIndex((s) => s.name.startsWith("gpu0: GET_INFO")));
+    expect(realized.every((x) => x.ok)).toBe(true);
+    const world = r.world as QemuWorld;
+    const gpu = world.dev("gpu0");
+    const bar0 = gpu.regions.get(0);
+    if (!bar0) throw new Error("no BAR0 region");
+    expect(bar0.caps).toContain(VFIO_REGION_INFO_CAP_MSIX_MAPPABLE);
+    expect(world.qemu.mmapAreas(gpu, 0, bar0)).toEqual([{ offset: 0n, size: bar0.size }]);
+    // An older kernel without the capability: vfio_pci_fixup_msix_region splits the BAR.
+    const areas = world.qemu.mmapAreas(gpu, 0, { ...bar0, caps: [] });
+    expect(areas).toEqual([
+      { offset: 0n, size: 0x1_0000n },
+      { offset: 0x1_1000n, size: bar0.size - 0x1_1000n },
+    ]);
+    const fd = world.qemu.createDmaBuf(
+      gpu,
+      0,
+      areas.map((a) => ({ offset: a.offset, length: a.size })),
+    );
+    expect(fd).toBeGreaterThanOrEqual(0);
+    const bar = {
+      index: 0,
+      size: bar0.size,
+      gpa: 0xc000_0000n,
+      dmabufFd: fd,
+      mapped: false,
+      areas,
+    };
+    world.vmm.mapBar(gpu.pv, bar);
+    expect(bar.mapped).toBe(false);
+    expect(world.vmm.p2pWarned).toBe(true);
+    // The VMM's console still writes into the last step's log.
+    const log = r.records.at(-1)?.lines.map((l) => l.text) ?? [];
+    expect(log).toContainEqual(
+      expect.stringMatching(
+        /IOMMU_IOAS_MAP_FILE, fd=\d+ start=0x0 len=64 KiB iova=0xc0000000\) = -1 EOPNOTSUPP/,
+      ),
+    );
+    expect(world.check()).toEqual([]);
   });
 });
 
