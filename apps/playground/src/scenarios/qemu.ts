@@ -8,6 +8,7 @@
  * Every errno QEMU expects is logged as tolerated; anything QEMU treats as fatal fails the step.
  */
 import { X86_MSI_RANGE_END, X86_MSI_RANGE_START } from "@x/iommu-pgtable";
+import { PAGE_SIZE } from "@x/kernel";
 import {
   PCI_COMMAND_MASTER,
   PCI_COMMAND_MEMORY,
@@ -16,6 +17,7 @@ import {
   pciMsiRaise,
   vfioPciDmaWrite,
 } from "@x/vfio-pci";
+import { iommufdQueryDirtyBitmap, iommufdSetDirtyPageTracking } from "../qemu/dirty.js";
 import type { RamKind } from "../qemu/machine.js";
 import { QemuWorld } from "../qemu/qemu-world.js";
 import {
@@ -292,6 +294,34 @@ function qemuSteps(kind: RamKind, twoIommus: boolean): Step[] {
       expectProbes: p2pLive,
     },
     {
+      name: "Dirty logging as migration does it: tracking on every HWPT, nic0 writes RAM, the bitmap",
+      actor: "vmm",
+      note: "vfio_container_set_dirty_page_tracking and vfio_container_query_dirty_bitmap (hw/vfio/container-base.c) → iommufd_backend_set_dirty_tracking / iommufd_backend_get_dirty_bitmap (backends/iommufd.c): every HWPT was allocated with DIRTY_TRACKING, their bitmaps add up in one buffer.",
+      run: ({ world, log, round }) => {
+        const q = world.qemu;
+        iommufdSetDirtyPageTracking(q, true);
+        iommufdQueryDirtyBitmap(q, GPA.ram, GPA.ramSize);
+        const pages = [0x300, 0x301, 0x4000];
+        for (const p of pages)
+          vfioPciDmaWrite(
+            world.host.device("nic0").vdev,
+            BigInt(p * PAGE_SIZE),
+            new TextEncoder().encode(`rx page ${p}`),
+          );
+        const dirty = iommufdQueryDirtyBitmap(q, GPA.ram, GPA.ramSize);
+        round("nic0 writes", dirty.length);
+        expect(
+          dirty.length === pages.length && pages.every((p) => dirty.includes(p)),
+          `dirty pages ${dirty.join(",")}, expected ${pages.join(",")}`,
+        );
+        const again = iommufdQueryDirtyBitmap(q, GPA.ram, GPA.ramSize);
+        expect(again.length === 0, `${again.length} pages still dirty after read-and-clear`);
+        iommufdSetDirtyPageTracking(q, false);
+        log(`the bitmap named exactly the ${pages.length} pages nic0 wrote, then none`);
+      },
+      expectProbes: p2pLive,
+    },
+    {
       name: "gpu0 reset (FLR): pre-reset unmaps, VFIO_DEVICE_RESET, post-reset; the guest maps again",
       actor: "vmm",
       note: "vfio_pci_reset (hw/vfio/pci.c): vfio_pci_pre_reset disables the interrupts and clears COMMAND (the kernel revokes, the listener unmaps), the function has FLR so VFIO_DEVICE_RESET, vfio_pci_post_reset re-enables INTx and zeroes the BAR registers; the guest's COMMAND write maps the BARs again.",
@@ -366,7 +396,8 @@ function qemuScenario(id: string, kind: RamKind, twoIommus: boolean): ScenarioDe
       "QEMU's own system calls in QEMU's order: the memory backend, the iommufd backend and its CPR probe, " +
       "cdev bind, IOAS and autodomains, the IOVA ranges with the MSI hole, the listener's RAM maps, the " +
       "device realize (info, regions, BAR mmaps and dma-bufs, interrupts), the guest's COMMAND and MSI-X " +
-      "writes, an interrupt through an eventfd, P2P, an FLR and a bus reset with unmap → reset → map, and " +
+      "writes, interrupts through eventfds, P2P, dirty logging over both HWPTs, an FLR and a bus reset with " +
+      "unmap → reset → map, and " +
       "the teardown that leaves nothing behind.",
     setup: () => new QemuWorld(spec(twoIommus)),
     steps: qemuSteps(kind, twoIommus),
