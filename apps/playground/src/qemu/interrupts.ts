@@ -56,6 +56,8 @@ export function newIrqState(): IrqState {
 export interface IrqDevice {
   readonly name: string;
   readonly fd: number;
+  /** The interrupt pin QEMU read from config space; 0 for none. */
+  readonly pin: number;
   readonly irq: IrqState;
 }
 
@@ -246,8 +248,11 @@ export function vfioMsixVectorUse(sys: QemuSys, dev: IrqDevice, nr: number): voi
   if (ret < 0) sys.log(`vfio: failed to set up MSI-X vector ${nr}: ${errnoName(-ret)}`, "warn");
 }
 
-/** vfio_msix_disable: SET_IRQS(MSIX, NONE|TRIGGER, 0, 0) always, eventfds closed, INTx back. */
-function vfioMsixDisable(sys: QemuSys, dev: IrqDevice, intxBack: boolean): void {
+/**
+ * vfio_msix_disable: SET_IRQS(MSIX, NONE|TRIGGER, 0, 0) always, eventfds closed, then INTx is
+ * enabled again when the function has a pin (a failure there warns).
+ */
+function vfioMsixDisable(sys: QemuSys, dev: IrqDevice): void {
   if (!dev.irq.msixEnabled) return;
   setIrqs(
     sys,
@@ -260,12 +265,15 @@ function vfioMsixDisable(sys: QemuSys, dev: IrqDevice, intxBack: boolean): void 
   for (const fd of dev.irq.msixFds) closeFd(sys, fd);
   dev.irq.msixFds = [];
   dev.irq.msixEnabled = false;
-  if (intxBack) vfioIntxEnable(sys, dev, false);
+  if (dev.pin) vfioIntxEnable(sys, dev, false);
 }
 
-/** vfio_disable_interrupts: whichever of MSI-X and INTx is on goes off. */
+/**
+ * vfio_disable_interrupts: MSI-X off first — which puts the function back on INTx — then INTx
+ * off, so both leave.
+ */
 export function vfioDisableInterrupts(sys: QemuSys, dev: IrqDevice): void {
-  vfioMsixDisable(sys, dev, false);
+  vfioMsixDisable(sys, dev);
   vfioIntxDisable(sys, dev);
 }
 

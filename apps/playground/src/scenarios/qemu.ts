@@ -396,7 +396,7 @@ function qemuScenario(id: string, kind: RamKind, twoIommus: boolean): ScenarioDe
       "QEMU's own system calls in QEMU's order: the memory backend, the iommufd backend and its CPR probe, " +
       "cdev bind, IOAS and autodomains, the IOVA ranges with the MSI hole, the listener's RAM maps, the " +
       "device realize (info, regions, BAR mmaps and dma-bufs, interrupts), the guest's COMMAND and MSI-X " +
-      "writes, interrupts through eventfds, P2P, dirty logging over both HWPTs, an FLR and a bus reset with " +
+      "writes, interrupts through eventfds, P2P, dirty logging over every HWPT, an FLR and a bus reset with " +
       "unmap → reset → map, and " +
       "the teardown that leaves nothing behind.",
     setup: () => new QemuWorld(spec(twoIommus)),
