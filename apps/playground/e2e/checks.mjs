@@ -129,6 +129,24 @@ export const checks = [
     },
   },
   {
+    title: "live migration: the pre-copy step draws its dirty pages per round, shrinking",
+    slug: "dirty-rounds",
+    async run({ page, base, resultsDir }) {
+      await open(page, base, "#scenario=live-migration&step=10");
+      await atStep(page, 10);
+      await page.waitForSelector(".rounds .round", { timeout: 60_000 });
+      const dirty = await page.$$eval(".rounds .round", (els) =>
+        els.map((e) => Number(e.getAttribute("data-dirty"))),
+      );
+      assert(dirty.length >= 3, `expected several rounds, got ${dirty.length}`);
+      for (let i = 1; i < dirty.length; i++)
+        assert(dirty[i] < dirty[i - 1], `round ${i + 1} has ${dirty[i]} ≥ ${dirty[i - 1]}`);
+      const width = await page.$eval(".rounds .round-bar", (e) => e.getBoundingClientRect().width);
+      assert(width > 0, "the first round's bar is not drawn");
+      await page.screenshot({ path: join(resultsDir, "live-migration.png"), fullPage: true });
+    },
+  },
+  {
     title: "every scenario runs to the end in the browser without a failed check",
     slug: "all",
     async run({ page, base }) {

@@ -41,6 +41,7 @@ const green = paint(32);
 const red = paint(31);
 const yellow = paint(33);
 const dim = paint(2);
+const cyan = paint(36);
 const bold = paint(1);
 
 function printList(): void {
@@ -66,8 +67,21 @@ function printStep(r: StepRecord, total: number, trace: boolean): void {
           ? red(text)
           : l.kind === "ioctl"
             ? dim(text)
-            : text,
+            : l.kind === "tolerated"
+              ? cyan(`${text}  [tolerated]`)
+              : text,
     );
+  }
+  if (r.rounds.length) {
+    const most = Math.max(1, ...r.rounds.map((x) => x.dirtyPages));
+    for (const x of r.rounds) {
+      const bar = "█".repeat(
+        Math.max(x.dirtyPages ? 1 : 0, Math.round((x.dirtyPages / most) * 40)),
+      );
+      console.log(
+        `         ${x.label.padEnd(14)} ${String(x.dirtyPages).padStart(6)} dirty pages ${bar}`,
+      );
+    }
   }
   if (trace) for (const e of r.events) console.log(dim(`         ⤷ ${eventLine(e.name, e.data)}`));
   for (const p of r.probes) {

@@ -9,7 +9,11 @@
  */
 import {
   type IommuDomain,
+  type IommuResvRegion,
   IOMMU_CAP_CACHE_COHERENCY,
+  IOMMU_CAP_DIRTY_TRACKING,
+  IOMMU_RESV_MSI,
+  IOMMU_RESV_RESERVED,
   IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
   PT_DRIVER_ALLOC_FLAGS,
   PT_FEAT_DYNAMIC_TOP,
@@ -18,6 +22,8 @@ import {
   amdv1Format,
   iommuReadRuns,
   vtdssFormat,
+  X86_MSI_RANGE_END,
+  X86_MSI_RANGE_START,
 } from "@x/iommu-pgtable";
 import type { Kernel } from "@x/kernel";
 
@@ -28,17 +34,55 @@ export interface HwIommuOptions {
   readonly pgsizeBitmap?: bigint;
 }
 
+/** The interrupt window every x86 IOMMU reserves: DMA there is an MSI write, never memory. */
+const X86_MSI_WINDOW: IommuResvRegion = {
+  start: X86_MSI_RANGE_START,
+  length: X86_MSI_RANGE_END - X86_MSI_RANGE_START + 1n,
+  type: IOMMU_RESV_MSI,
+};
+
+/** AMD's HyperTransport window, reserved unless the IVRS says it is ignored. */
+const AMD_HT_WINDOW: IommuResvRegion = {
+  start: 0xfd_0000_0000n,
+  length: 0x3_0000_0000n,
+  type: IOMMU_RESV_RESERVED,
+};
+
+/**
+ * Reserved regions as the two drivers report them (no RMRR or unity map on these hosts).
+ * @see intel_iommu_get_resv_regions
+ * @see amd_iommu_get_resv_regions
+ */
+function resvRegions(kind: IommuKind): IommuResvRegion[] {
+  return kind === "amd-vi" ? [X86_MSI_WINDOW, AMD_HT_WINDOW] : [X86_MSI_WINDOW];
+}
+
+/** IOMMU_HW_INFO_TYPE_AMD (include/uapi/linux/iommufd.h): AMD reports its feature registers. */
+const IOMMU_HW_INFO_TYPE_AMD = 4;
+/** FEATURE_HDSUP (drivers/iommu/amd/amd_iommu_types.h): host dirty-bit support. */
+const FEATURE_HDSUP = 1n << 52n;
+
+/** struct iommu_hw_info_amd: the EFR and EFR2 registers. @see amd_iommufd_hw_info */
+function amdHwInfo(): Uint8Array {
+  const data = new Uint8Array(16);
+  new DataView(data.buffer).setBigUint64(0, FEATURE_HDSUP, true);
+  return data;
+}
+
 function describe(kind: IommuKind, opts: HwIommuOptions): PtDriverDesc {
   const restrict = opts.pgsizeBitmap;
   const common = {
-    caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_ENFORCE_CACHE_COHERENCY],
+    // Both units track dirty pages in their IOPTEs (VT-d SSADS, AMD HDSup).
+    caps: [IOMMU_CAP_CACHE_COHERENCY, IOMMU_CAP_ENFORCE_CACHE_COHERENCY, IOMMU_CAP_DIRTY_TRACKING],
     allocFlags: PT_DRIVER_ALLOC_FLAGS,
+    resvRegions: () => resvRegions(kind),
     ...(restrict === undefined ? {} : { pgsizeBitmap: (natural: bigint) => natural & restrict }),
   };
   return kind === "amd-vi"
     ? {
         name: "amd-vi",
-        hwInfoType: 0,
+        hwInfoType: IOMMU_HW_INFO_TYPE_AMD,
+        hwInfoData: amdHwInfo,
         ...common,
         ptCfg: () => ({
           format: amdv1Format,

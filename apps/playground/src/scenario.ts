@@ -26,7 +26,11 @@ export interface ProbeResult {
   readonly detail: string;
 }
 
-export type LogKind = "info" | "ioctl" | "warn" | "error";
+/**
+ * `tolerated` marks an errno the VMM expects and goes on from (QEMU's EMSGSIZE probe of the IOVA
+ * ranges, EINVAL from an incompatible domain, ENOSPC from the hot-reset probe...).
+ */
+export type LogKind = "info" | "ioctl" | "tolerated" | "warn" | "error";
 
 export interface LogLine {
   readonly kind: LogKind;
@@ -45,9 +49,17 @@ export interface World {
   attachLog?(log: (text: string, kind: LogKind) => void): void;
 }
 
+/** One pre-copy round of a migration: the pages found dirty and sent again. */
+export interface DirtyRound {
+  readonly label: string;
+  readonly dirtyPages: number;
+}
+
 export interface StepContext<W extends World> {
   readonly world: W;
   log(text: string, kind?: LogKind): void;
+  /** Record a migration round's dirty-page count on the step (the views chart them). */
+  round(label: string, dirtyPages: number): void;
   /** Long actions report progress (the 1 TiB guest); the CLI draws it, the page ignores it. */
   progress(done: number, total: number, label: string): void;
 }
@@ -81,6 +93,8 @@ export interface StepRecord {
   readonly actor: Actor;
   readonly note: string | undefined;
   readonly lines: readonly LogLine[];
+  /** Migration rounds the step recorded, in order (empty for most steps). */
+  readonly rounds: readonly DirtyRound[];
   readonly events: readonly TraceRecord[];
   readonly violations: readonly string[];
   readonly probes: readonly ProbeResult[];
@@ -159,9 +173,11 @@ export class ScenarioRun<W extends World = World> {
     const def = this.def.steps[this.records.length];
     if (!def) throw new Error(`scenario ${this.def.id} has no step ${this.records.length}`);
     const lines: LogLine[] = [];
+    const rounds: DirtyRound[] = [];
     const ctx: StepContext<W> = {
       world: this.world,
       log: (text, kind = "info") => lines.push({ kind, text }),
+      round: (label, dirtyPages) => rounds.push({ label, dirtyPages }),
       progress: (done, total, label) => this.options.onProgress?.(done, total, label),
     };
     this.world.attachLog?.(ctx.log);
@@ -191,6 +207,7 @@ export class ScenarioRun<W extends World = World> {
       actor: def.actor,
       note: def.note,
       lines,
+      rounds,
       events,
       violations,
       probes,

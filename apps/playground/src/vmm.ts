@@ -109,6 +109,11 @@ export interface Bar {
   dmabufFd: number;
   /** Whether the IOAS currently has an area for it (that the VMM knows of). */
   mapped: boolean;
+  /**
+   * The mmap'd pieces of the BAR when it is not mapped whole (a sparse BAR): the listener maps
+   * each as its own section, at its BAR offset in the dma-buf.
+   */
+  readonly areas?: readonly { readonly offset: bigint; readonly size: bigint }[];
 }
 
 export interface PassthroughDevice {
@@ -472,16 +477,21 @@ export class Vmm {
   }
 
   /** The memory listener's region_add for one BAR: MAP_FILE its dma-buf at its GPA. */
-  private mapBar(dev: PassthroughDevice, bar: Bar): void {
+  mapBar(dev: PassthroughDevice, bar: Bar): void {
     if (bar.mapped) return;
     const align = this.iovaAlignment;
     if (bar.gpa % align !== 0n || bar.size % align !== 0n) {
       this.log(`${dev.name} BAR${bar.index}: not aligned to ${bytes(align)}, not DMA mapped`);
       return;
     }
-    const ret = bar.dmabufFd < 0 ? -EINVAL : this.mapFile(bar.dmabufFd, 0n, bar.size, bar.gpa);
-    if (ret < 0) this.warnBarMapFailed(dev, bar, ret);
-    else bar.mapped = true;
+    for (const a of bar.areas ?? [{ offset: 0n, size: bar.size }]) {
+      const ret =
+        bar.dmabufFd < 0
+          ? -EINVAL
+          : this.mapFile(bar.dmabufFd, a.offset, a.size, bar.gpa + a.offset);
+      if (ret < 0) this.warnBarMapFailed(dev, bar, ret);
+      else bar.mapped = true;
+    }
   }
 
   /** QEMU's ram_device rule: a failed BAR map is a once-per-process warning, never fatal. */
@@ -501,7 +511,7 @@ export class Vmm {
   }
 
   /** region_del for one BAR. */
-  private unmapBar(bar: Bar): void {
+  unmapBar(bar: Bar): void {
     if (!bar.mapped) return;
     this.unmap(bar.gpa, bar.size);
     bar.mapped = false;

@@ -28,6 +28,7 @@ import {
   type PciBarSpec,
   type PciBus,
   type PciDev,
+  type PciDevSpec,
   type VfioPciCoreDevice,
   type VfioPciDmaBuf,
   type VfioPciModule,
@@ -70,6 +71,12 @@ export interface DeviceSpec {
   /** The IOMMU unit in front of it. */
   readonly iommu: string;
   readonly bars: readonly BarSpec[];
+  /** PCIe FLR (DEVCAP.FLR); on unless false. Without it QEMU resets the function another way. */
+  readonly flr?: boolean;
+  /** Alone on its own bus (a secondary-bus reset then affects no other function). */
+  readonly ownBus?: boolean;
+  /** An MSI-X capability: table size and where the table lives. */
+  readonly msix?: PciDevSpec["msix"];
 }
 
 export interface IommuSpec extends HwIommuOptions {
@@ -156,13 +163,15 @@ export class Host {
     const bars: Array<PciBarSpec | undefined> = [];
     for (const b of spec.bars)
       bars[b.index] = { type: b.type ?? "mem64", size: b.size, prefetchable: b.type === "mem64" };
-    const pdev = this.bus.addDevice({
+    const bus = spec.ownBus ? pciRoot(this.kernel).newBus() : this.bus;
+    const pdev = bus.addDevice({
       vendor: spec.vendor,
       device: spec.device,
       classCode: spec.classCode,
       bars,
       pm: true,
-      pcie: { flr: true },
+      pcie: { flr: spec.flr ?? true },
+      ...(spec.msix ? { msix: spec.msix } : {}),
       iommu: unit.driver,
     });
     const vdev = this.vfio.probe(pdev);
@@ -254,6 +263,25 @@ export class VmWorld implements World {
       for (const b of d.bars)
         if (iova >= b.gpa && iova < b.gpa + b.size) return `${d.name} BAR${b.index}`;
     return hex(iova);
+  }
+
+  /**
+   * What a VMM that exited should have left behind: nothing. Pinned pages, live dma-bufs,
+   * open or bound devices and iommufd objects, each as a message; empty when all are gone.
+   */
+  leftovers(): string[] {
+    const out: string[] = [];
+    const pinned = this.kernel.mem.totalPinned();
+    if (pinned) out.push(`${pinned} pages still pinned`);
+    for (const [name, d] of this.host.devices) {
+      if (d.vdev.openCount) out.push(`${name} still open`);
+      if (d.vdev.binding) out.push(`${name} still bound to an iommufd`);
+      const bufs = d.vdev.dmabufs.size;
+      if (bufs) out.push(`${name} still has ${bufs} dma-buf(s)`);
+    }
+    const objs = this.ctx() ? [...(this.ctx()?.objectsInOrder() ?? [])].length : 0;
+    if (objs) out.push(`${objs} iommufd object(s) left`);
+    return out;
   }
 
   check(): string[] {

@@ -108,9 +108,10 @@ export const alignment: ScenarioDef<VmWorld> = {
       name: "Hot-plug an accelerator behind a 64 KiB-page IOMMU: iommufd refuses its domain",
       actor: "vmm",
       note: "iommufd pins and maps in PAGE_SIZE units; a domain whose smallest page is larger cannot be added to the IOAS.",
-      run: ({ world, log }) => {
+      run: (ctx) => {
+        const { log } = ctx;
         try {
-          realize("accel").run({ world, log, progress: () => {} });
+          realize("accel").run(ctx);
         } catch (e) {
           expect(e instanceof VmmFatal && e.errno === EINVAL, `unexpected ${String(e)}`);
           log(`realize failed as QEMU's would: ${(e as Error).message}`);

@@ -13,8 +13,10 @@ import { forgotRemap } from "./forgot-remap.js";
 import { hotAdd } from "./hot-add.js";
 import { hugeGuest } from "./huge-guest.js";
 import { importRevoked } from "./import-revoked.js";
+import { liveMigration } from "./live-migration.js";
 import { memToggle } from "./mem-toggle.js";
 import { multiRange } from "./multi-range.js";
+import { qemu, qemuAnon, qemuAnonTwoIommus, qemuTwoIommus } from "./qemu.js";
 import { type1Contrast } from "./type1-contrast.js";
 
 export const scenarios: readonly ScenarioDef<World>[] = [
@@ -34,6 +36,11 @@ export const scenarios: readonly ScenarioDef<World>[] = [
   failNth,
   churn,
   hugeGuest,
+  qemu,
+  qemuAnon,
+  qemuTwoIommus,
+  qemuAnonTwoIommus,
+  liveMigration,
 ];
 
 export function scenarioById(id: string): ScenarioDef<World> | undefined {

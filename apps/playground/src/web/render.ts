@@ -3,7 +3,7 @@
  * data-* attributes (state, kind, verdict, mapped bytes) so the browser tests read the same facts a
  * person sees.
  */
-import type { ProbeResult, ScenarioDef, StepRecord, World } from "../scenario.js";
+import type { DirtyRound, ProbeResult, ScenarioDef, StepRecord, World } from "../scenario.js";
 import { type AreaView, type Snapshot, bytes, hex } from "../snapshot.js";
 
 type Attrs = Record<string, string | number | boolean | undefined>;
@@ -250,6 +250,28 @@ export function renderSteps<W extends World>(
   });
 }
 
+/** The dirty pages of each migration round as a bar chart, one row per round. */
+function renderRounds(rounds: readonly DirtyRound[]): HTMLElement {
+  const most = Math.max(1, ...rounds.map((x) => x.dirtyPages));
+  return h(
+    "div",
+    { class: "rounds" },
+    h("h4", {}, "Dirty pages per round"),
+    ...rounds.map((x, i) =>
+      h(
+        "div",
+        { class: "round", "data-round": i + 1, "data-dirty": x.dirtyPages },
+        h("span", { class: "round-label" }, x.label),
+        h("span", {
+          class: "round-bar",
+          style: `width: ${Math.max(x.dirtyPages ? 1 : 0, Math.round((x.dirtyPages / most) * 100))}%`,
+        }),
+        h("span", { class: "round-count" }, String(x.dirtyPages)),
+      ),
+    ),
+  );
+}
+
 export function renderDetail(root: HTMLElement, r: StepRecord | undefined): void {
   root.replaceChildren();
   if (!r) return;
@@ -258,6 +280,7 @@ export function renderDetail(root: HTMLElement, r: StepRecord | undefined): void
   root.append(
     h("pre", { class: "log" }, ...r.lines.map((l) => h("div", { class: l.kind }, l.text))),
   );
+  if (r.rounds.length) root.append(renderRounds(r.rounds));
   const problems = [...r.violations, ...r.probeMismatches];
   root.append(
     problems.length
