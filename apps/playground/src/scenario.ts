@@ -95,6 +95,8 @@ export interface StepRecord {
 
 export interface RunOptions {
   onProgress?: (done: number, total: number, label: string) => void;
+  /** Called with a step's index before its action runs. */
+  onStepStart?: (index: number) => void;
   /** Called with each finished step. */
   onStep?: (record: StepRecord) => void;
 }
@@ -165,6 +167,7 @@ export class ScenarioRun<W extends World = World> {
       progress: (done, total, label) => this.options.onProgress?.(done, total, label),
     };
     this.world.attachLog?.(ctx.log);
+    this.options.onStepStart?.(this.records.length);
     const t0 = performance.now();
     let error: string | undefined;
     const { records: events } = this.world.kernel.trace.record(() => {
