@@ -65,7 +65,7 @@ export interface StepDef<W extends World> {
 export interface ScenarioDef<W extends World = World> {
   /** Short id used by the CLI and the URL (`#scenario=flagship`). */
   readonly id: string;
-  /** Number in spec §6 (0 for the flagship, which combines several). */
+  /** The scenario's number in the list (0 for the flagship, which combines several). */
   readonly number: number;
   readonly title: string;
   readonly summary: string;

@@ -3,9 +3,8 @@ import { type Instance, registerVitest } from "../src/harness.js";
 import { selftestBinaries } from "../src/suites/index.js";
 
 /**
- * Instances that fail because of a dependency's behaviour, each reported in
- * .lead/requests/selftest.md, with the reason (registered with `it.fails`). Empty: every
- * ported instance passes.
+ * Instances that fail because of a dependency's behaviour, each with the reason (registered
+ * with `it.fails`). Empty: every ported instance passes.
  */
 export const knownFailures = new Map<string, string>([]);
 

@@ -1,5 +1,5 @@
 /**
- * fail_nth everywhere: the TEST_FAIL_NTH sweep (spec selftests.md §5.3) over any program of
+ * fail_nth everywhere: the TEST_FAIL_NTH sweep (tools/testing/selftests/iommu/iommufd_fail_nth.c) over any program of
  * `Op`s. The program runs once with nothing armed; then, on a fresh machine each time, with
  * the 1st, 2nd, 3rd … injectable point of the user task armed (from the first op on), until a
  * run no longer reaches its armed point. After every step the cross-package checker runs;
@@ -37,7 +37,7 @@ export interface SweepResult {
 /**
  * Ops whose failure may keep part of their effect, as the kernel documents: UNMAP keeps the
  * areas removed before the failing one; revoke triggers revoke before the step that fails
- * (vfio-dmabuf §2.7.1). For these the checker still runs.
+ * (vfio_pci_dmabuf.c revokes before the runtime-PM step). For these the checker still runs.
  */
 const TRACE_ALLOWED: ReadonlySet<Op["k"]> = new Set([
   "unmap",

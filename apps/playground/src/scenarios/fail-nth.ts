@@ -1,5 +1,5 @@
 /**
- * §6.13 Fault-injection sweep, iommufd_fail_nth style: the bring-up of §6.1 is run again and
+ * Scenario 13: Fault-injection sweep, iommufd_fail_nth style: the bring-up of scenario 1 (boot) is run again and
  * again with the N-th injectable point of the VMM's task failing (N = 1, 2, … until a run no
  * longer reaches the armed point). After every failing run the model must be whole — invariants
  * hold, no domain half-filled — and after the process exits nothing may stay pinned or alive.
@@ -83,7 +83,7 @@ export const failNth: ScenarioDef<SweepWorld> = {
   number: 13,
   title: "Fault injection: fail every allocation of the bring-up in turn",
   summary:
-    "The bring-up of §6.1 (IOAS, RAM, two GPUs with their own domains, BAR dma-bufs mapped) is " +
+    "The bring-up of the boot scenario (IOAS, RAM, two GPUs with their own domains, BAR dma-bufs mapped) is " +
     "replayed with the 1st, 2nd, 3rd … injectable allocation of the VMM's task failing, until a run " +
     "passes every point. Each failing run must leave the model consistent (invariants, every live " +
     "area fully mapped in every domain) and, once the process exits, nothing pinned or attached.",

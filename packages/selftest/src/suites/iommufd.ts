@@ -1,5 +1,5 @@
 /**
- * Port of tools/testing/selftests/iommu/iommufd.c: the tests of spec/selftests.md §4 (IOAS,
+ * Port of tools/testing/selftests/iommu/iommufd.c: its tests of the IOAS,
  * map/unmap/copy, IOVA allocation, reserved and allowed ranges, mock domains, accesses, DMABUF,
  * the ABI framing checks and the VFIO compat checks), step by step under the kernel's names.
  *
