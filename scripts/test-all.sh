@@ -12,6 +12,8 @@ step install
 pnpm install --frozen-lockfile || exit 1
 step lint
 NO_COLOR=1 pnpm lint --colors=off --max-diagnostics=50 || rc=1
+step links
+NO_COLOR=1 pnpm links || rc=1
 step architecture
 pnpm arch || rc=1
 step unused code

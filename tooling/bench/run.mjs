@@ -3,10 +3,12 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 
 const root = new URL("../../", import.meta.url).pathname;
 rmSync(join(root, "bench-results"), { recursive: true, force: true });
-const only = process.argv.slice(2);
+// Positionals keep the benches whose "<package>/<file>" contains one of them.
+const { positionals: only } = parseArgs({ allowPositionals: true });
 let failed = 0;
 for (const dir of ["packages", "apps", "tooling"]) {
   if (!existsSync(join(root, dir))) continue;

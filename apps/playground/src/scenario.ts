@@ -77,7 +77,7 @@ export interface StepDef<W extends World> {
 export interface ScenarioDef<W extends World = World> {
   /** Short id used by the CLI and the URL (`#scenario=flagship`). */
   readonly id: string;
-  /** Number in spec §6 (0 for the flagship, which combines several). */
+  /** The scenario's number in the list (0 for the flagship, which combines several). */
   readonly number: number;
   readonly title: string;
   readonly summary: string;
@@ -109,6 +109,8 @@ export interface StepRecord {
 
 export interface RunOptions {
   onProgress?: (done: number, total: number, label: string) => void;
+  /** Called with a step's index before its action runs. */
+  onStepStart?: (index: number) => void;
   /** Called with each finished step. */
   onStep?: (record: StepRecord) => void;
 }
@@ -181,6 +183,7 @@ export class ScenarioRun<W extends World = World> {
       progress: (done, total, label) => this.options.onProgress?.(done, total, label),
     };
     this.world.attachLog?.(ctx.log);
+    this.options.onStepStart?.(this.records.length);
     const t0 = performance.now();
     let error: string | undefined;
     const { records: events } = this.world.kernel.trace.record(() => {

@@ -13,7 +13,7 @@
  *   the memory listener's region_add / region_del.
  * - Guest config writes go to the kernel first (pwrite on the config region), then the emulated
  *   view is updated; a MEM 1→0 write unmaps the BARs, 0→1 maps them again. Reset, FLR and power
- *   changes run the unmap → operation → map protocol (spec vfio-dmabuf §4.4) — unless the VMM
+ *   changes run the unmap → operation → map protocol (drivers/vfio/pci/vfio_pci_core.c, vfio_pci_dmabuf.c) — unless the VMM
  *   was built with `forgetsRemap`, the buggy VMM of scenario 4.
  * - RAM map failures are fatal (VmmFatal, QEMU's hw_error); BAR map failures warn once per
  *   process with QEMU's hint and the VM goes on without P2P to that BAR (`barMapFatal` gives

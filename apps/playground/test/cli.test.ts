@@ -27,7 +27,9 @@ describe("pnpm demo", () => {
     expect(text).toContain("IOMMU_IOAS_MAP_FILE");
     expect(text).toMatch(/\[ ?9\/12\] vmm +The VMM's bug/);
     expect(text).toContain("→ fault");
-    expect(out.at(-1)).toMatch(/flagship: 12 steps, all checks hold/);
+    expect(out.at(-1)).toMatch(
+      /flagship: 12 steps, all checks hold — \d+ areas? \(\d+ dead\), 2 domains, .* mapped$/,
+    );
   });
 
   it("--json prints the step records with bigints as hex", () => {
@@ -37,6 +39,20 @@ describe("pnpm demo", () => {
     expect(doc.scenario).toBe("boot");
     expect(doc.ok).toBe(true);
     expect(doc.steps[1].snapshot.ioas[0].areas[0].iova).toBe("0x0");
+  });
+
+  it("several scenarios with --json print one array", () => {
+    const { out } = capture();
+    expect(main(["boot", "mem-toggle", "--json"])).toBe(0);
+    const docs = JSON.parse(out.join("\n"));
+    expect(docs.map((d: { scenario: string }) => d.scenario)).toEqual(["boot", "mem-toggle"]);
+  });
+
+  it("-h prints the usage, which says what --json prints", () => {
+    const { out } = capture();
+    expect(main(["-h"])).toBe(0);
+    expect(out[0]).toMatch(/^usage: pnpm -s demo /);
+    expect(out[0]).toContain("array of them for several or --all");
   });
 
   it("--trace adds the kernel's events", () => {

@@ -57,7 +57,7 @@ describe("ScenarioRun", () => {
     const run = new ScenarioRun(def);
     const [bad, after] = run.runTo();
     expect(bad?.ok).toBe(false);
-    expect(bad?.error).toMatch(/EINVAL: boom/);
+    expect(bad?.error).toMatch(/EINVAL \(22\): boom/);
     expect(bad?.lines.at(-1)?.kind).toBe("error");
     expect(after?.ok).toBe(true);
     expect(run.ok).toBe(false);
@@ -113,7 +113,7 @@ describe("ScenarioRun", () => {
 
 describe("expectErrno", () => {
   it("returns the message on the expected errno, rethrows others, fails on success", () => {
-    expect(expectErrno(() => fail(ENODEV, "revoked"), ENODEV, "map")).toBe("ENODEV: revoked");
+    expect(expectErrno(() => fail(ENODEV, "revoked"), ENODEV, "map")).toBe("ENODEV (19): revoked");
     expect(() => expectErrno(() => fail(EINVAL), ENODEV, "map")).toThrow(/EINVAL/);
     expect(() => expectErrno(() => 0, ENODEV, "map")).toThrow(/map: expected ENODEV, it succeeded/);
   });

@@ -59,7 +59,7 @@ function check(cond: boolean, what: string): void {
 }
 
 /**
- * The spec's §6.4 reference radix: 4 levels of Float64Array(512) tables, 32-bit index math, no
+ * A reference radix: 4 levels of Float64Array(512) tables, 32-bit index math, no
  * checks, no accounting — the floor a per-page call can reach on this machine in this run.
  */
 class Radix {

@@ -8,8 +8,8 @@
  * - HUGE: the same table with pgsize_bitmap = MOCK_HUGE_PAGE_SIZE | PAGE_SIZE (1 MiB | 4 KiB)
  *   and its natural aperture. Decision: the constant (512 × 2 KiB = 1 MiB) is what counts;
  *   the commit text's "2M" is not followed.
- * Decision: DEFAULT's bitmap is the computed one (2 KiB..128 GiB, UNVERIFIED at runtime in the
- * spec); tests pin it.
+ * Decision: DEFAULT's bitmap is the computed one (2 KiB..128 GiB, not checked against a running
+ * kernel); tests pin it.
  * - AMDV1: the real AMDv1 format with DYNAMIC_TOP, ENCRYPT_TABLES and FORCE_COHERENCE.
  *
  * @see drivers/iommu/iommufd/selftest.c, drivers/iommu/iommufd/iommufd_test.h

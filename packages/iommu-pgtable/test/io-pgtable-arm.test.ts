@@ -23,7 +23,7 @@ const SZ_2M = 0x200000n;
 const SZ_1G = 0x40000000n;
 
 describe("iommu_pgsize", () => {
-  it("cuts the spec's worked example into 4K, 2M, 2M, 4K", () => {
+  it("cuts a worked example into 4K, 2M, 2M, 4K", () => {
     const bitmap = SZ_4K | SZ_2M | SZ_1G;
     let iova = 0x1ff000n;
     let paddr = 0x3ff000n;

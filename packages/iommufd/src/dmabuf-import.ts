@@ -104,8 +104,10 @@ export function ioptAllocDmabufPages(
   length: bigint,
   writable: boolean,
 ): IoptPages {
-  if (start + length - 1n >= dmabuf.size) fail(EINVAL, "beyond the dma-buf");
-  if (length / BPAGE_SIZE >= BigInt(MAX_NPFNS)) fail(EINVAL, "longer than one batch run");
+  if (start + length - 1n >= dmabuf.size)
+    fail(EINVAL, "range beyond the end of the dma-buf", { start, length, size: dmabuf.size });
+  if (length / BPAGE_SIZE >= BigInt(MAX_NPFNS))
+    fail(EINVAL, "dma-buf range longer than one batch run", { length });
   const pages = new IoptPages(kernel, startByte, length, writable);
   pages.setDmabufClass();
   pages.accountMode = IOPT_PAGES_ACCOUNT_NONE;

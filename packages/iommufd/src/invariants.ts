@@ -1,5 +1,5 @@
 /**
- * The invariant checker (I1–I11), callable at any quiescent point (no iommufd
+ * The invariant checker (I1–I11, described in the repository's docs/invariants.md), callable at any quiescent point (no iommufd
  * lock held, no operation in flight). It throws a KernelWarning naming the broken invariant.
  *
  * It inspects io_pagetables and every iopt_pages their areas reference, so pages shared by

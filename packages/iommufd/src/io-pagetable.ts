@@ -228,7 +228,8 @@ export class IoPagetable {
       if (low < align) align = low;
     }
     if (align >= HPAGE_SIZE) align = HPAGE_SIZE;
-    if (align < this.iovaAlignment) fail(EINVAL, "alignment below iova_alignment");
+    if (align < this.iovaAlignment)
+      fail(EINVAL, "alignment below iova_alignment", { align, iova_alignment: this.iovaAlignment });
 
     const lo = BPAGE_SIZE;
     const hi = ULONG_MAX - BPAGE_SIZE;
@@ -261,10 +262,15 @@ export class IoPagetable {
 
   /** Validate a fixed IOVA. @see iopt_check_iova */
   private checkIova(iova: bigint, length: bigint): void {
-    if (iova & (this.iovaAlignment - 1n)) fail(EINVAL, "iova not aligned");
+    if (iova & (this.iovaAlignment - 1n))
+      fail(EINVAL, "iova not aligned to iova_alignment", {
+        iova,
+        iova_alignment: this.iovaAlignment,
+      });
     const last = iova + length - 1n;
     if (last > ULONG_MAX) fail(EOVERFLOW, "iova + length");
-    if (this.reservedItree.iterFirst(iova, last)) fail(EINVAL, "iova reserved");
+    if (this.reservedItree.iterFirst(iova, last))
+      fail(EINVAL, "range overlaps a reserved region", { iova, length });
     if (this.areaItree.iterFirst(iova, last)) fail(EEXIST, "iova in use");
   }
 
@@ -281,7 +287,11 @@ export class IoPagetable {
     if (prot & IOMMU_WRITE && !pages.writable) fail(EPERM, "write to read-only pages");
     area.iommuProt = prot;
     area.pageOffset = Number(startByte % BPAGE_SIZE);
-    if (BigInt(area.pageOffset) & (this.iovaAlignment - 1n)) fail(EINVAL, "page offset alignment");
+    if (BigInt(area.pageOffset) & (this.iovaAlignment - 1n))
+      fail(EINVAL, "offset in the first page not aligned to iova_alignment", {
+        offset: BigInt(area.pageOffset),
+        iova_alignment: this.iovaAlignment,
+      });
     const last = iova + length - 1n;
     if (last > ULONG_MAX) fail(EOVERFLOW, "area end");
     area.node.start = iova;
@@ -311,7 +321,11 @@ export class IoPagetable {
       elm.area = new IoptArea();
     }
     return this.iovaRwsem.withWrite(() => {
-      if (length & (this.iovaAlignment - 1n) || length === 0n) fail(EINVAL, "length alignment");
+      if (length & (this.iovaAlignment - 1n) || length === 0n)
+        fail(EINVAL, length ? "length not aligned to iova_alignment" : "length 0", {
+          length,
+          iova_alignment: this.iovaAlignment,
+        });
       if (flags & IOPT_ALLOC_IOVA) {
         const first = list[0];
         if (!first?.pages) throw new KernelWarning("empty pages list");
@@ -456,8 +470,8 @@ export class IoPagetable {
     prot: number,
     flags: number,
   ): bigint {
-    if (length === 0n) fail(EINVAL, "length 0");
-    if (start + length - 1n > ULONG_MAX) fail(EOVERFLOW, "start + length");
+    if (length === 0n) fail(EINVAL, "MAP_FILE length 0");
+    if (start + length - 1n > ULONG_MAX) fail(EOVERFLOW, "start + length", { start, length });
     const startByte = start % BPAGE_SIZE;
     const writable = (prot & IOMMU_WRITE) !== 0;
     let dmabuf: DmaBuf | undefined;

@@ -117,7 +117,7 @@ function checkMapFlags(flags: number): void {
 
 function checkReadWrite(flags: number): void {
   if (!(flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE)))
-    fail(EINVAL, "neither readable nor writeable");
+    fail(EINVAL, "map flags: neither READABLE nor WRITEABLE", { flags: `0x${flags.toString(16)}` });
 }
 
 // --- IOMMU_IOAS_ALLOC ------------------------------------------------------------------------

@@ -60,7 +60,9 @@ export function iommuUnmapNofail(domain: IoptDomain, iova: bigint, size: bigint)
     ret = iommuUnmap(domain, iova, size);
   }
   if (ret !== size) {
-    throw new KernelWarning(`iommu_unmap_nofail: unmapped ${ret} of ${size} at ${iova}`);
+    throw new KernelWarning(
+      `iommu_unmap_nofail: unmapped 0x${ret.toString(16)} of 0x${size.toString(16)} at 0x${iova.toString(16)}`,
+    );
   }
 }
 

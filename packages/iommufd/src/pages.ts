@@ -143,7 +143,8 @@ export class IoptPages {
     length: bigint,
     writable: boolean,
   ) {
-    if (length === 0n || length > U64_MAX - BPAGE_SIZE) fail(EINVAL, "pages length");
+    if (length === 0n || length > U64_MAX - BPAGE_SIZE)
+      fail(EINVAL, length ? "pages length too large" : "pages length 0", { length });
     if (kernel.shouldFail("iommufd:alloc_pages")) fail(ENOMEM, "iopt_pages");
     this.mutex = new Mutex(kernel.lockdep, PAGES_MUTEX_CLASS);
     const process = kernel.current.process;

@@ -38,7 +38,7 @@ import {
   vfio_iommu_type1_info,
 } from "../src/index.js";
 
-describe("ioctl numbers (uapi.md §1)", () => {
+describe("ioctl numbers (include/uapi/linux/iommufd.h)", () => {
   it.each([
     [IOMMU_DESTROY, 0x3b80],
     [IOMMU_IOAS_ALLOC, 0x3b81],
@@ -63,7 +63,7 @@ describe("ioctl numbers (uapi.md §1)", () => {
   ])("0x%s", (num, want) => expect(num).toBe(want));
 });
 
-describe("structure sizes and minimum sizes (uapi.md §2-3)", () => {
+describe("structure sizes and minimum sizes (include/uapi/linux/iommufd.h)", () => {
   it.each([
     [iommu_destroy, 8, 8],
     [iommu_ioas_alloc, 12, 12],

@@ -1,43 +1,96 @@
 import { errnoName } from "./errno.js";
 
+/** Values that explain a failure: bigints (IOVAs, addresses, lengths) print in hex. */
+export type FailDetails = Readonly<Record<string, bigint | number | string | boolean | undefined>>;
+
+const hex = (v: bigint) => (v < 0n ? `-0x${(-v).toString(16)}` : `0x${v.toString(16)}`);
+
+/**
+ * "EINVAL (22): iova not aligned: iova=0x1000 alignment=0x2000" — the errno's name and number,
+ * the reason, then each detail as name=value (bigints in hex, undefined ones left out).
+ */
+function formatKernelError(errno: number, reason?: string, details?: FailDetails): string {
+  let text = `${errnoName(errno)} (${errno})`;
+  if (reason) text += `: ${reason}`;
+  const pairs = Object.entries(details ?? {})
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${typeof v === "bigint" ? hex(v) : String(v)}`);
+  return pairs.length ? `${text}: ${pairs.join(" ")}` : text;
+}
+
+/** Owners (an armed fault injector, a running fuzzer) that turned stack capture off. */
+const stacklessOwners = new Set<object>();
+
+/**
+ * Turn JS stack capture for KernelErrors off (`quiet`) or back on for `owner`; while any owner
+ * has it off, new KernelErrors carry no stack. Fail-nth sweeps and fuzzers raise thousands of
+ * expected errnos, and a stack costs microseconds each.
+ */
+export function setErrorStacksQuiet(owner: object, quiet: boolean): void {
+  if (quiet) stacklessOwners.add(owner);
+  else stacklessOwners.delete(owner);
+}
+
+/** Run `fn` with KernelError stacks off (a fuzzer's whole run). */
+export function withoutErrorStacks<T>(fn: () => T): T {
+  const owner = {};
+  setErrorStacksQuiet(owner, true);
+  try {
+    return fn();
+  } finally {
+    setErrorStacksQuiet(owner, false);
+  }
+}
+
 /**
  * An errno crossing a function boundary. Kernel functions that return -errno in C throw this;
  * the user-space facade turns it into `-1` with `errno` set.
  */
 export class KernelError extends Error {
   /**
-   * Decision: an errno is ordinary control flow here (fail-nth sweeps raise thousands), and
-   * capturing a stack costs several microseconds, so KernelErrors carry no stack unless this
-   * is set (or KERNEL_ERROR_STACKS=1 is in the environment). The message names the errno and
-   * the reason.
+   * Decision: an error that reaches a person should say where it came from, so KernelErrors
+   * capture a stack by default. KERNEL_ERROR_STACKS=0 in the environment, or setting this to
+   * false, turns capture off everywhere; sweeps and fuzzers turn it off for their own run with
+   * `setErrorStacksQuiet` / `withoutErrorStacks`.
    */
   static captureStacks =
     (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env
-      ?.KERNEL_ERROR_STACKS === "1";
+      ?.KERNEL_ERROR_STACKS !== "0";
 
   readonly errno: number;
   readonly errnoName: string;
+  /** The reason given at the throw site. */
   readonly context: string | undefined;
+  readonly details: FailDetails | undefined;
 
-  constructor(errno: number, context?: string) {
-    const name = errnoName(errno);
+  constructor(errno: number, context?: string, details?: FailDetails) {
     const limit = Error.stackTraceLimit;
-    if (!KernelError.captureStacks) Error.stackTraceLimit = 0;
+    if (!KernelError.captureStacks || stacklessOwners.size) Error.stackTraceLimit = 0;
     try {
-      super(context ? `${name}: ${context}` : name);
+      super(formatKernelError(errno, context, details));
     } finally {
       Error.stackTraceLimit = limit;
     }
     this.name = "KernelError";
     this.errno = errno;
-    this.errnoName = name;
+    this.errnoName = errnoName(errno);
     this.context = context;
+    this.details = details;
+  }
+
+  /** What node prints for an uncaught one: the message and, when captured, where it came from. */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.stack?.includes("\n") ? this.stack : `${this.name}: ${this.message}`;
   }
 }
 
-/** Throw `errno` as a KernelError. Typed `never` so callers can `return fail(EINVAL)`. */
-export function fail(errno: number, context?: string): never {
-  throw new KernelError(errno, context);
+/**
+ * Throw `errno` as a KernelError, with the reason and the values that explain it
+ * (`fail(EINVAL, "iova not aligned", { iova, alignment })`). Typed `never` so callers can
+ * `return fail(EINVAL)`.
+ */
+export function fail(errno: number, context?: string, details?: FailDetails): never {
+  throw new KernelError(errno, context, details);
 }
 
 export function isKernelError(e: unknown, errno?: number): e is KernelError {

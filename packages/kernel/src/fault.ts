@@ -4,8 +4,11 @@
  * so a sweep knows when a run went past every point. Every allocation-equivalent in the model
  * calls `shouldFail(site)`; the sites reached while armed (from `arm` to `disarm`) are
  * recorded for reports. Decision: nothing is recorded while disarmed, so a long unarmed run
- * (millions of page faults) does not grow a log.
+ * (millions of page faults) does not grow a log. While armed, KernelErrors carry no JS stack:
+ * a sweep raises an expected errno on every run.
  */
+import { setErrorStacksQuiet } from "./error.js";
+
 export class FaultInjector {
   /** Remaining count before the armed failure; 0 = disarmed or already fired. */
   private nth = 0;
@@ -22,6 +25,7 @@ export class FaultInjector {
     this.recording = true;
     this.sitesHit.length = 0;
     this.failedSite = undefined;
+    setErrorStacksQuiet(this, true);
   }
 
   /** Like reading fail-nth: 0 once the armed failure was consumed (or nothing is armed). */
@@ -32,6 +36,7 @@ export class FaultInjector {
   disarm(): void {
     this.nth = 0;
     this.recording = false;
+    setErrorStacksQuiet(this, false);
   }
 
   shouldFail(site: string): boolean {

@@ -40,11 +40,13 @@ export {
   errnoName,
 } from "./errno.js";
 export {
+  type FailDetails,
   KernelError,
   KernelWarning,
   WARN_ON,
   fail,
   isKernelError,
+  withoutErrorStacks,
 } from "./error.js";
 export { FaultInjector } from "./fault.js";
 export {

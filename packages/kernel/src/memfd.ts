@@ -352,9 +352,10 @@ export function memfdPinFolios(
   out: PfnRuns,
   maxPages: number,
 ): { npages: number; offset: number } {
-  if (start < 0n || start > end || maxPages <= 0) fail(EINVAL, "bad memfd pin range");
+  if (start < 0n || start > end || maxPages <= 0)
+    fail(EINVAL, "bad memfd pin range", { start, end, maxPages });
   const inode = inodeOrEinval(file);
-  if (end >= inode.size) fail(EINVAL, "memfd pin range past EOF");
+  if (end >= inode.size) fail(EINVAL, "memfd pin range past EOF", { end, size: inode.size });
   const mem = kernel.mem;
   const first = Number(start >> BigInt(PAGE_SHIFT));
   const last = Number(end >> BigInt(PAGE_SHIFT));

@@ -502,14 +502,15 @@ export class PhysMem {
   }
 
   private checkRange(paddr: bigint, len: number): void {
-    if (paddr < 0n) fail(EFAULT, `physical address ${paddr}`);
+    if (paddr < 0n) fail(EFAULT, "negative physical address", { paddr });
     const end = paddr + BigInt(len);
     if (paddr < this.ramBytes) {
       if (end > this.ramBytes) fail(EFAULT, "access runs past the end of RAM");
       return;
     }
     const r = this.mmioRegionAt(paddr);
-    if (!r || end > r.base + r.size) fail(EFAULT, `no MMIO region covers ${paddr}+${len}`);
+    if (!r || end > r.base + r.size)
+      fail(EFAULT, "no MMIO region covers the range", { paddr, len });
   }
 
   /** Read physical memory (DMA or CPU); zeroes where nothing was written. */

@@ -39,7 +39,7 @@ function userPages(mm: MmStruct, uaddr: bigint, len: number, write: boolean): nu
       for (let vpn = first; vpn < first + n; vpn++) faulted.push(mm.fault(vpn, write, false));
     });
   } catch (e) {
-    if (isKernelError(e)) fail(EFAULT, `user access at ${uaddr}+${len}: ${e.message}`);
+    if (isKernelError(e)) fail(EFAULT, `user access: ${e.message}`, { uaddr, len });
     throw e;
   }
   pfns.set(faulted);

@@ -1,3 +1,4 @@
+import { inspect } from "node:util";
 import { describe, expect, it } from "vitest";
 import {
   CAP_IPC_LOCK,
@@ -7,6 +8,7 @@ import {
   EINVAL,
   EMFILE,
   ENOENT,
+  ENOMEM,
   ERRNO_NAMES,
   FMODE_READ,
   FMODE_WRITE,
@@ -27,6 +29,7 @@ import {
   errnoName,
   fail,
   isKernelError,
+  withoutErrorStacks,
 } from "../src/index.js";
 import { expectErrno } from "./helpers.js";
 
@@ -46,12 +49,42 @@ describe("errno and errors", () => {
       22,
       "EINVAL",
       "why",
-      "EINVAL: why",
+      "EINVAL (22): why",
     ]);
     expect(isKernelError(e, EINVAL)).toBe(true);
     expect(isKernelError(e, EBADF)).toBe(false);
     expect(isKernelError(new Error("x"))).toBe(false);
     expectErrno(() => fail(EBADF), EBADF);
+  });
+
+  it("a KernelError's message names the errno, its number, the reason and the values in hex", () => {
+    const e = new KernelError(EINVAL, "iova not aligned", { iova: 0x1000n, alignment: 0x2000n });
+    expect(e.message).toBe("EINVAL (22): iova not aligned: iova=0x1000 alignment=0x2000");
+    expect(new KernelError(EBADF).message).toBe("EBADF (9)");
+    expect(new KernelError(EBADF, undefined, { fd: 7, path: undefined }).message).toBe(
+      "EBADF (9): fd=7",
+    );
+    expectErrno(() => fail(EINVAL, "length", { length: 0n }), EINVAL);
+  });
+
+  it("a KernelError carries a stack by default and prints it when inspected", () => {
+    const e = new KernelError(ENOENT, "iommu_ioas_unmap", { iova: 0x10000n });
+    expect(e.stack).toMatch(/support\.test\.ts/);
+    const shown = inspect(e);
+    expect(shown.split("\n")[0]).toBe("KernelError: ENOENT (2): iommu_ioas_unmap: iova=0x10000");
+    expect(shown).toMatch(/\n +at .*support\.test\.ts/);
+  });
+
+  it("no stacks while a fault injector is armed or inside withoutErrorStacks", () => {
+    const fault = new FaultInjector();
+    fault.arm(3);
+    const armed = new KernelError(ENOMEM, "injected");
+    fault.disarm();
+    expect(armed.stack).not.toContain("\n");
+    expect(inspect(armed)).toBe("KernelError: ENOMEM (12): injected");
+    const quiet = withoutErrorStacks(() => new KernelError(ENOMEM));
+    expect(quiet.stack).not.toContain("\n");
+    expect(new KernelError(ENOMEM).stack).toContain("\n");
   });
 
   it("WARN_ON throws a KernelWarning when the condition holds", () => {

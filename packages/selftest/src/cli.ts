@@ -1,39 +1,33 @@
+#!/usr/bin/env node
 /**
- * Run the ported iommufd selftests and print kselftest TAP, then pass / fail / skip counts and
- * the wall time. Exit status 1 when an instance failed.
- *
- *   node --conditions=@x/source --import tsx packages/selftest/src/cli.ts [-l] [filter…]
- *
- * A filter keeps the instances whose name (fixture.variant.test) contains it; `-l` lists the
- * instance names without running them.
+ * `iommufd-selftest [-h] [-l] [filter...]`: the ported iommufd selftests as one kselftest TAP
+ * stream; see selftest-cli.ts for the options and the exit status.
  */
-import { runTap } from "./harness.js";
+import { writeSync } from "node:fs";
+import { selftestMain } from "./selftest-cli.js";
 import { selftestBinaries } from "./suites/index.js";
 
-function main(argv: readonly string[]): number {
-  const list = argv.includes("-l");
-  const filters = argv.filter((a) => a !== "-l");
-  const keep = (name: string) => filters.length === 0 || filters.some((f) => name.includes(f));
-  const t0 = performance.now();
-  let pass = 0;
-  let fail = 0;
-  let skip = 0;
-  for (const bin of selftestBinaries()) {
-    const instances = bin.harness.instances();
-    if (list) {
-      for (const i of instances) if (keep(i.name)) console.log(i.name);
-      continue;
+/**
+ * Writes go straight to fd 1, so a reader that went away (`| head`) is seen at the write that
+ * fails, and ends the run quietly as SIGPIPE ends a C binary (process.stdout would report it
+ * only after the whole synchronous run, as an 'error' event with a stack).
+ */
+function writeLine(line: string): void {
+  const buf = Buffer.from(`${line}\n`);
+  for (let off = 0; off < buf.length; ) {
+    try {
+      off += writeSync(1, buf, off);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EPIPE") process.exit(process.exitCode ?? 0);
+      if (code !== "EAGAIN") throw e;
     }
-    console.log(`# selftests: iommu: ${bin.name}`);
-    const sum = runTap(instances, (line) => console.log(line), keep);
-    pass += sum.pass;
-    fail += sum.fail;
-    skip += sum.skip;
   }
-  if (list) return 0;
-  const seconds = (performance.now() - t0) / 1000;
-  console.log(`# all: pass:${pass} fail:${fail} skip:${skip} in ${seconds.toFixed(2)} s`);
-  return fail ? 1 : 0;
 }
 
-process.exitCode = main(process.argv.slice(2));
+// `pnpm selftest -- -l` hands the script its `--` too; what follows it is still options.
+const argv = process.argv.slice(2);
+process.exitCode = selftestMain(argv[0] === "--" ? argv.slice(1) : argv, selftestBinaries(), {
+  out: writeLine,
+  err: (line) => console.error(line),
+});

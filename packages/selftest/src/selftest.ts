@@ -5,7 +5,7 @@
  * the loaded iommufd (the generic size rules apply: below 68 bytes EINVAL, non-zero bytes past
  * 72 E2BIG), publishes the selftest dma-buf's interconnect hook and creates the mock bus.
  * The handler reads the op's union member from the user's struct, runs the op and copies the
- * struct back for ops with outputs. Unknown ops are EOPNOTSUPP. Decision (spec: UNVERIFIED):
+ * struct back for ops with outputs. Unknown ops are EOPNOTSUPP. Decision (not checked against a running kernel):
  * `__reserved` is not checked, as no check exists in the kernel's dispatcher.
  *
  * Selftest objects (IOMMUFD_OBJ_SELFTEST, the `stdev_id` of MOCK_DOMAIN) own one mock device

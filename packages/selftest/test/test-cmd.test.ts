@@ -86,7 +86,7 @@ TEST_F(test_cmd, "framing", (self, _v, t) => {
   t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, cmd.$), why(t));
   cmd.size = 68;
   t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, cmd.$), why(t));
-  // Decision (UNVERIFIED in the spec): __reserved is not checked by the test dispatcher.
+  // Decision (not checked against a running kernel): __reserved is not checked by the test dispatcher.
   cmd.__reserved = 1;
   t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_TEST_CMD, cmd.$), why(t));
   cmd.__reserved = 0;

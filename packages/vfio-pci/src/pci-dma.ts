@@ -38,7 +38,10 @@ function dmaFail(
 ): never {
   vdev.dmaFaults.push({ iova, write, errno, reason });
   vdev.kernel.trace.emit("vfio-pci:dma-fault", { dev: vdev.name, iova, write, reason });
-  throw new KernelError(errno, `DMA ${write ? "write" : "read"} at ${iova}: ${reason}`);
+  throw new KernelError(
+    errno,
+    `DMA ${write ? "write" : "read"} at 0x${iova.toString(16)}: ${reason}`,
+  );
 }
 
 /** The physical runs of [iova, iova + len), every one checked; nothing moved yet. */

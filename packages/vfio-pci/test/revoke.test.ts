@@ -432,7 +432,7 @@ describe("exporter state machine", () => {
     expect([priv.state, priv.revoked, vdev.dmabufs.size]).toEqual(["freed", false, 0]);
   });
 
-  it("UNVERIFIED §2.7 #4 decided: a COMMAND write while low power is engaged wakes the device and un-revokes", () => {
+  it("decided: a COMMAND write while low power is engaged wakes the device and un-revokes", () => {
     const { m, vdev, fd, priv, imp } = withBuf();
     expect(feature(m, fd, VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY)).toBe(0);
     expect(vdev.pdev.powerState).toBe(PCI_D3hot);

@@ -2,8 +2,9 @@
 // profile for its loader thread, so pass them all):
 //   node tooling/perf/scripts/top-self.mjs <file.cpuprofile>... [count]
 import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
 
-const args = process.argv.slice(2);
+const { positionals: args } = parseArgs({ allowPositionals: true });
 const count = /^\d+$/.test(args.at(-1) ?? "") ? Number(args.pop()) : 25;
 if (!args.length) throw new Error("usage: top-self.mjs <file.cpuprofile>... [count]");
 const self = new Map();

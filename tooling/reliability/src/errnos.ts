@@ -1,6 +1,6 @@
 /**
- * The errnos each system call may fail with, as spec/uapi.md §3–§8 and spec/vfio-dmabuf.md §1–§2
- * document them. A fuzzer outcome outside its call's row is a failure: the model answered
+ * The errnos each system call may fail with, as include/uapi/linux/iommufd.h, drivers/iommu/iommufd/ and
+ * drivers/vfio/pci/vfio_pci_dmabuf.c give them. A fuzzer outcome outside its call's row is a failure: the model answered
  * with an errno the kernel never gives for that call.
  *
  * Every /dev/iommu ioctl may also fail in the dispatcher (EFAULT reading `size`, ENOTTY for a
@@ -8,7 +8,7 @@
  * is allocated (ENOMEM); those are added to each iommufd row.
  *
  * Decision: EFAULT is allowed wherever a call reads or writes a user pointer (the struct, an
- * embedded pointer, pinned user memory); EOVERFLOW wherever the spec lists an IOVA or length
+ * embedded pointer, pinned user memory); EOVERFLOW wherever the kernel has an IOVA or length
  * overflow check on the path (including the io_pagetable checks MAP and COPY share).
  */
 import {
@@ -43,7 +43,7 @@ const DISPATCH = [EFAULT, ENOTTY, EINVAL, E2BIG, ENOMEM];
 /** The io_pagetable's map checks (iopt_map_common / iopt_map_pages). */
 const IOPT_MAP = [EOPNOTSUPP, EOVERFLOW, EINVAL, ENOENT, EEXIST, ENOSPC, EPERM, EFAULT, ENOMEM];
 
-/** The VFIO device cdev ioctls (vfio-dmabuf.md §1, uapi.md §8). */
+/** The VFIO device cdev ioctls (drivers/vfio/vfio_main.c, drivers/vfio/pci/vfio_pci_core.c). */
 const VFIO_DEVICE_ROWS = {
   VFIO_DEVICE_BIND_IOMMUFD: [EINVAL, E2BIG, EFAULT, EBADF, EBADFD, EBUSY, ENOMEM, ENODEV],
   VFIO_DEVICE_ATTACH_IOMMUFD_PT: [EINVAL, EFAULT, EOPNOTSUPP, ENOENT, EADDRINUSE, EBUSY, ENOMEM],

@@ -1,5 +1,5 @@
 /**
- * fail_nth everywhere: the TEST_FAIL_NTH sweep (spec selftests.md §5.3) over any program of
+ * fail_nth everywhere: the TEST_FAIL_NTH sweep (tools/testing/selftests/iommu/iommufd_fail_nth.c) over any program of
  * `Op`s. The program runs once with nothing armed; then, on a fresh machine each time, with
  * the 1st, 2nd, 3rd … injectable point of the user task armed (from the first op on), until a
  * run no longer reaches its armed point. After every step the cross-package checker runs;

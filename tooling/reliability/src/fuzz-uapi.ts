@@ -8,6 +8,7 @@
  * seeds seed, seed + 1, … until the step budget or the time limit is spent; each chunk is an
  * independent, replayable fast-check run.
  */
+import { withoutErrorStacks } from "@x/kernel";
 import fc from "fast-check";
 import { Checker } from "./checker.js";
 import { Machine } from "./machine.js";
@@ -85,8 +86,15 @@ function emptyStats(): FuzzUapiResult {
   return { steps: 0, calls: 0, errors: 0, runs: 0, ms: 0, failure: undefined };
 }
 
-/** Fuzz until `steps` ops ran (or `timeMs` passed, or a counterexample was found). */
+/**
+ * Fuzz until `steps` ops ran (or `timeMs` passed, or a counterexample was found). Most calls
+ * fail with an errno by design, so KernelErrors carry no stack meanwhile.
+ */
 export function fuzzUapi(opts: FuzzUapiOptions): FuzzUapiResult {
+  return withoutErrorStacks(() => fuzzUapiRun(opts));
+}
+
+function fuzzUapiRun(opts: FuzzUapiOptions): FuzzUapiResult {
   const maxLength = opts.maxLength ?? DEFAULT_MAX_LENGTH;
   const t0 = performance.now();
   const stats = emptyStats();

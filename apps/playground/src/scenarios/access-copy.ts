@@ -1,5 +1,5 @@
 /**
- * §6.12 In-kernel accesses and IOAS_COPY on a dma-buf area: an mdev-like access can read and
+ * Scenario 12: In-kernel accesses and IOAS_COPY on a dma-buf area: an mdev-like access can read and
  * write guest RAM through the IOAS, but is refused on MMIO (rw: EINVAL, pin: EINVAL); copying the
  * BAR's area into a second IOAS is allowed, the copy shares the pages, and one revoke kills both.
  */

@@ -1,5 +1,5 @@
 /**
- * §6.10 Alignment edge cases: a BAR smaller than the IOMMU page is skipped by QEMU's listener and
+ * Scenario 10: Alignment edge cases: a BAR smaller than the IOMMU page is skipped by QEMU's listener and
  * cannot be exported (dma-buf ranges are whole pages: EINVAL); MAP_FILE refuses an IOVA, length
  * or file offset off the IOAS alignment (EINVAL); and an IOMMU whose smallest page is larger than
  * the kernel's PAGE_SIZE cannot join the IOAS at all (EINVAL at HWPT_ALLOC, the device fails to

@@ -1,4 +1,4 @@
-/** §6.1 Boot with two GPUs and memfd RAM, the QEMU way; both domains hold RAM and every BAR. */
+/** Scenario 1: Boot with two GPUs and memfd RAM, the QEMU way; both domains hold RAM and every BAR. */
 import { type ScenarioDef, expect } from "../scenario.js";
 import { bytes } from "../snapshot.js";
 import { VmWorld } from "../world.js";

@@ -1,5 +1,5 @@
 /**
- * §6.14 virtio-mem style churn: a hot-pluggable memory region plugged and unplugged block by
+ * Scenario 14: virtio-mem style churn: a hot-pluggable memory region plugged and unplugged block by
  * block (one MAP_FILE / IOAS_UNMAP each) while the GPU BARs stay mapped. A type1 container counts
  * its mappings against dma_entry_limit (65,535 by default, reported as DMA_AVAIL, which QEMU's
  * virtio-mem check reads); iommufd keeps no such count.

@@ -1,5 +1,5 @@
 /**
- * §6.9 A BAR mapped by VA — the way type1 "supports" P2P — on iommufd: native IOMMU_IOAS_MAP and
+ * Scenario 9: A BAR mapped by VA — the way type1 "supports" P2P — on iommufd: native IOMMU_IOAS_MAP and
  * the VFIO compatibility container's VFIO_IOMMU_MAP_DMA both fail with EFAULT (GUP refuses
  * VM_PFNMAP; "native iommufd will never support this"). QEMU warns and boots without P2P to the
  * BAR; cloud-hypervisor's default policy makes the same failure fatal.

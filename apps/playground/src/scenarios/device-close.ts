@@ -1,5 +1,5 @@
 /**
- * §6.11 Device close and process exit: the exporter's cleanup turns every dma-buf of the device
+ * Scenario 11: Device close and process exit: the exporter's cleanup turns every dma-buf of the device
  * into a zombie (permanently revoked), the IOAS keeps the dead areas until they are unmapped,
  * a reopened device needs new dma-bufs, and tearing everything down leaks nothing.
  */

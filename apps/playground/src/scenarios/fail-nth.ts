@@ -1,5 +1,5 @@
 /**
- * §6.13 Fault-injection sweep, iommufd_fail_nth style: the bring-up of §6.1 is run again and
+ * Scenario 13: Fault-injection sweep, iommufd_fail_nth style: the bring-up of scenario 1 (boot) is run again and
  * again with the N-th injectable point of the VMM's task failing (N = 1, 2, … until a run no
  * longer reaches the armed point). After every failing run the model must be whole — invariants
  * hold, no domain half-filled — and after the process exits nothing may stay pinned or alive.
@@ -40,6 +40,8 @@ function bringUp(world: VmWorld): void {
 
 interface Outcome {
   readonly site: string | undefined;
+  /** Injectable points the run reached. */
+  readonly reached: number;
   readonly error: string | undefined;
   readonly problems: string[];
 }
@@ -56,6 +58,7 @@ function runWithFailure(nth: number): Outcome {
     error = e instanceof Error ? e.message : String(e);
   }
   const site = fault.read() === 0 ? fault.failedSite : undefined;
+  const reached = fault.sitesHit.length;
   fault.disarm();
   const problems = world.check();
   // Process exit: every descriptor closed, in table order, as the kernel does.
@@ -65,11 +68,13 @@ function runWithFailure(nth: number): Outcome {
   for (const [name, d] of world.host.devices)
     for (const b of d.vdev.dmabufs)
       problems.push(`${name}: a dma-buf is still ${b.state} after exit`);
-  return { site, error, problems };
+  return { site, reached, error, problems };
 }
 
 class SweepWorld extends VmWorld {
   points = 0;
+  /** Points the clean run reached: the sweep's expected length, for its progress. */
+  cleanPoints = 0;
   readonly sites = new Map<string, number>();
 }
 
@@ -78,7 +83,7 @@ export const failNth: ScenarioDef<SweepWorld> = {
   number: 13,
   title: "Fault injection: fail every allocation of the bring-up in turn",
   summary:
-    "The bring-up of §6.1 (IOAS, RAM, two GPUs with their own domains, BAR dma-bufs mapped) is " +
+    "The bring-up of the boot scenario (IOAS, RAM, two GPUs with their own domains, BAR dma-bufs mapped) is " +
     "replayed with the 1st, 2nd, 3rd … injectable allocation of the VMM's task failing, until a run " +
     "passes every point. Each failing run must leave the model consistent (invariants, every live " +
     "area fully mapped in every domain) and, once the process exits, nothing pinned or attached.",
@@ -88,11 +93,14 @@ export const failNth: ScenarioDef<SweepWorld> = {
     {
       name: "A clean run of the bring-up",
       actor: "vmm",
-      run: ({ log }) => {
+      run: ({ world, log }) => {
         const clean = runWithFailure(0);
+        world.cleanPoints = clean.reached;
         expect(clean.error === undefined, `the clean run failed: ${clean.error}`);
         expect(clean.problems.length === 0, clean.problems.join("; "));
-        log("clean run: booted, nothing left behind at exit");
+        log(
+          `clean run: booted through ${clean.reached} injectable points, nothing left behind at exit`,
+        );
       },
     },
     {
@@ -110,7 +118,8 @@ export const failNth: ScenarioDef<SweepWorld> = {
             o.problems.length === 0,
             `failing point ${nth} (${o.site}): ${o.problems.join("; ")}`,
           );
-          if (nth % 25 === 0) progress(nth, CAP, `points swept (last: ${o.site})`);
+          const total = Math.max(world.cleanPoints, nth);
+          if (nth % 25 === 0) progress(nth, total, `points swept (last: ${o.site})`);
         }
         expect(world.points > 0, `the sweep never ended within ${CAP} points`);
         progress(world.points, world.points, "points swept");

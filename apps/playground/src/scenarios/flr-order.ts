@@ -1,5 +1,5 @@
 /**
- * §6.3 FLR via the VMM and QEMU's pre-reset ordering. Clearing COMMAND before forcing D0 keeps
+ * Scenario 3: FLR via the VMM and QEMU's pre-reset ordering. Clearing COMMAND before forcing D0 keeps
  * the BARs revoked through the reset; the pre-2025 order (D0 first) lets a device in D3hot decode
  * memory again for a moment — the dma-bufs come back LIVE right before the reset.
  */

@@ -1,5 +1,5 @@
 /**
- * §6.4 A buggy VMM that forgets to remap (cloud-hypervisor #8895's situation): the reset revokes,
+ * Scenario 4: A buggy VMM that forgets to remap (cloud-hypervisor #8895's situation): the reset revokes,
  * the VMM never unmaps, DMA to the range faults, MAP_FILE at the same IOVA is EEXIST, and the
  * exporter's un-revoke does not bring anything back — only IOAS_UNMAP + MAP_FILE does.
  */

@@ -1,5 +1,5 @@
 /**
- * §6.6 Hot-add a device behind an incompatible IOMMU after a BAR was revoked: the new domain is
+ * Scenario 6: Hot-add a device behind an incompatible IOMMU after a BAR was revoked: the new domain is
  * filled with every live area and skips the dead one; after the VMM unmaps and maps the dead BAR
  * again, both domains get it.
  */

@@ -1,5 +1,5 @@
 /**
- * §6.5 Import while revoked: a dma-buf whose device has memory decode off cannot be mapped
+ * Scenario 5: Import while revoked: a dma-buf whose device has memory decode off cannot be mapped
  * (ENODEV, nothing created). OpenVMM's fix orders the kernel's COMMAND.MEMORY enable before the
  * IOAS import.
  */

@@ -1,4 +1,4 @@
-/** Every scenario, in the order of spec §6 (the flagship first). */
+/** Every scenario, in the order of their numbers (the flagship, number 0, first). */
 import type { ScenarioDef, World } from "../scenario.js";
 import { accessCopy } from "./access-copy.js";
 import { alignment } from "./alignment.js";

@@ -1,5 +1,5 @@
 /**
- * §6.2 Guest BAR sizing / memory-decode toggle: MEM 1→0 reaches vfio first (revoke: iommufd
+ * Scenario 2: Guest BAR sizing / memory-decode toggle: MEM 1→0 reaches vfio first (revoke: iommufd
  * unmaps every domain, the area is dead), then QEMU's listener unmaps the area; MEM 0→1
  * un-revokes and the listener maps the dma-buf again. No step leaves a stale IOPTE.
  */

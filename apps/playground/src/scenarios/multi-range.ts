@@ -1,5 +1,5 @@
 /**
- * §6.7 Multi-range dma-bufs (QEMU's sparse BAR): creation succeeds, MAP_FILE refuses more than
+ * Scenario 7: Multi-range dma-bufs (QEMU's sparse BAR): creation succeeds, MAP_FILE refuses more than
  * one range (EOPNOTSUPP) and QEMU downgrades it to its once-only P2P warning; alioth exports one
  * single-range dma-buf per piece, and those map.
  */

@@ -1,5 +1,5 @@
 /**
- * §6.8 The type1 contrast. One BAR (gpu1's BAR0), reached two ways by the NIC: through a legacy
+ * Scenario 8: The type1 contrast. One BAR (gpu1's BAR0), reached two ways by the NIC: through a legacy
  * type1 container that mapped the BAR's mmap by scraping PFNs, and through iommufd with the
  * BAR's dma-buf. A reset and then a close of gpu1: iommufd's revoke makes the NIC's DMA fault;
  * the type1 mapping keeps reaching the old MMIO — the use-after-free, made visible.

@@ -90,7 +90,7 @@ function openAt(id: string, steps: number): void {
 }
 
 for (const d of scenarios)
-  ui.select.append(h("option", { value: d.id }, `${d.number ? `§6.${d.number} ` : ""}${d.title}`));
+  ui.select.append(h("option", { value: d.id }, `${d.number ? `#${d.number} ` : ""}${d.title}`));
 
 ui.select.addEventListener("change", () => openAt(ui.select.value, 0));
 ui.step.addEventListener("click", () => {

@@ -1,6 +1,5 @@
 /**
- * Port of tools/testing/selftests/iommu/iommufd_fail_nth.c, the cases of spec/selftests.md §5
- * that stay inside IOAS / domains / accesses: basic, map_domain, access_rw, access_pin_domain,
+ * Port of tools/testing/selftests/iommu/iommufd_fail_nth.c, the cases that stay inside IOAS / domains / accesses: basic, map_domain, access_rw, access_pin_domain,
  * then map_file_domain, map_two_domains and access_pin. (`device` needs vIOMMU, fault queues and
  * HW queues, which the model does not have.)
  * BUFFER_SIZE is 2 MiB in this binary (the env factory's choice).

@@ -1,7 +1,9 @@
 /**
- * Port of tools/testing/selftests/iommu/iommufd.c: the tests of the IOAS (
- * map/unmap/copy, IOVA allocation, reserved and allowed ranges, mock domains, accesses, DMABUF,
- * the ABI framing checks and the VFIO compat checks), step by step under the kernel's names.
+ * Port of tools/testing/selftests/iommu/iommufd.c: its tests of the IOAS, map/unmap/copy, IOVA
+ * allocation, reserved and allowed ranges, mock domains, accesses, DMABUF, the ABI framing checks
+ * and the VFIO compat checks, step by step under the kernel's names; the dirty-tracking,
+ * nesting and vIOMMU fixtures live in their own files and are registered here in the kernel's
+ * order.
  *
  * The binary's globals (`buffer`, `mfd`, `mfd_buffer`, BUFFER_SIZE = 16 pages) come from the
  * env factory, which runs once per instance on a fresh machine.
