@@ -15,6 +15,12 @@ export interface BenchRow {
   /** Baseline measured in the same run (same unit), when the target is a ratio. */
   readonly baseline?: number;
   readonly ratio?: number;
+  /**
+   * Which way the ratio improves, for the regression check against tooling/bench/baseline.json:
+   * "lower" (the default) when it is the workload over its reference, "higher" for speed-ups
+   * (the reference over the workload).
+   */
+  readonly better?: "lower" | "higher";
   readonly target: string;
   readonly met: boolean;
   readonly note?: string;

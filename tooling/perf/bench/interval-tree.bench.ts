@@ -128,6 +128,7 @@ for (const phase of ["insert", "query", "remove"] as const) {
     unit: "ns/op",
     baseline,
     ratio: baseline / value,
+    better: "higher",
     target: ">= 2x faster than @flatten-js",
     met: baseline / value >= 2,
     note: `CPU time; ${phase === "query" ? `${a.hits} overlaps found by both` : "same keys in both trees"}`,
