@@ -46,6 +46,31 @@ export async function nsPerOp(
   return out;
 }
 
+/**
+ * CPU ns per call of each function: `rounds` rounds, each running every function `batch` times
+ * in turn and keeping each one's fastest round. Process CPU time, not wall time, so a loaded
+ * machine's preemption is not counted (tinybench's wall-clock mean is dominated by it at a
+ * load of several processes per core); interleaved, so the functions see the same conditions.
+ * The first round warms up and is dropped.
+ */
+export function cpuNsPerOp(
+  fns: Record<string, () => void>,
+  batch: number,
+  rounds = SMOKE ? 2 : 8,
+): Record<string, number> {
+  const best: Record<string, number> = {};
+  for (let r = 0; r <= rounds; r++) {
+    for (const [name, fn] of Object.entries(fns)) {
+      const c0 = process.cpuUsage();
+      for (let i = 0; i < batch; i++) fn();
+      const c = process.cpuUsage(c0);
+      const ns = ((c.user + c.system) * 1e3) / batch;
+      if (r > 0) best[name] = Math.min(best[name] ?? Number.POSITIVE_INFINITY, ns);
+    }
+  }
+  return best;
+}
+
 /** Wall time of one run of `fn` in ms (best of `repeat`). */
 export function timeOnce(fn: () => void, repeat = SMOKE ? 1 : 3): number {
   let best = Number.POSITIVE_INFINITY;

@@ -78,7 +78,9 @@ const SEQ_HI = 13; // the insertion sequence, split like a bound (a tie-break be
 const SEQ_LO = 14;
 const STRIDE = 16;
 const NIL = -1;
-const FIRST_SLOTS = 4;
+const FIRST_SLOTS = 1; // 64 bytes: V8 keeps a typed array this small on its heap
+/** The store of every tree that never held a node (never written: the first insert grows). */
+const EMPTY = new Int32Array(0);
 
 /** struct interval_tree_node: `[start, last]` inclusive, owned by `owner`. */
 export class IntervalNode<T> {
@@ -269,7 +271,7 @@ function collect<T>(
 }
 
 export class IntervalTree<T> {
-  private f = new Int32Array(0);
+  private f = EMPTY;
   /** The node at each slot (offset / STRIDE). */
   private nodes: (IntervalNode<T> | undefined)[] = [];
   private free = NIL;
