@@ -1,9 +1,10 @@
 /**
- * io_pagetable / iopt_pages benchmarks (issues 6 and 7), timing only the measured call:
+ * io_pagetable / iopt_pages benchmarks, timing only the measured call (process CPU time after a
+ * full GC, best of REPEAT: on the shared machine wall time mostly measures other processes):
  *   1. 1 TiB memfd in 1 GiB folios mapped into 4 attached AMDv1 domains: target < 1 s.
  *   2. 16 GiB of 4 KiB anonymous pages mapped into one domain, against the page-table-only
- *      cost of the same mapping (domain.mapPfns of the same PFN runs): iommufd bookkeeping
- *      (the call less the simulated GUP, measured in the same run) ≤ 3×.
+ *      cost of the same mapping (domain.mapPfns of the same PFN runs): the whole call ≤ 5×, and
+ *      iommufd's bookkeeping (the call less the simulated GUP, measured in the same run) ≤ 1.5×.
  *   3. Revoke of a 256 GiB BAR dma-buf mapped with 1 GiB IOPTEs in 8 domains: target < 1 ms;
  *      and a 1 GiB BAR revoked from 4 KiB IOPTEs vs the same BAR from 1 GiB IOPTEs (ratio,
  *      reported).
@@ -47,13 +48,16 @@ function amdDomain(pgsizeBitmap?: bigint): IommuDomain {
   );
 }
 
+/** CPU milliseconds of the fastest of `n` runs of `measure`, each after `setup` and a full GC. */
 function best(n: number, setup: () => () => void, measure: () => void): number {
   let t = Number.POSITIVE_INFINITY;
   for (let i = 0; i < n; i++) {
     const teardown = setup();
-    const t0 = performance.now();
+    (globalThis as { gc?: () => void }).gc?.();
+    const c0 = process.cpuUsage();
     measure();
-    t = Math.min(t, performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    t = Math.min(t, (c.user + c.system) / 1000);
     teardown();
   }
   return t;
@@ -164,8 +168,8 @@ function best(n: number, setup: () => () => void, measure: () => void): number {
     unit: "ms",
     baseline: base,
     ratio: ms / base,
-    target: "reported (whole call, GUP included)",
-    met: true,
+    target: "<= 5x page-table-only (whole call, GUP included)",
+    met: ms / base <= 5,
     note: `${runs.length} PFN runs`,
   });
   record({
@@ -189,8 +193,8 @@ function best(n: number, setup: () => () => void, measure: () => void): number {
     unit: "ms",
     baseline: base,
     ratio: bookkeeping / base,
-    target: "≤ 3x page-table-only",
-    met: bookkeeping / base <= 3,
+    target: "<= 1.5x page-table-only",
+    met: bookkeeping / base <= 1.5,
   });
 }
 

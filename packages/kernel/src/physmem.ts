@@ -45,6 +45,11 @@ const RESERVED = 3;
  */
 export const RESERVED_LOW_PAGES = 256;
 
+/** The WARN of an unpin below zero. */
+function unpinWarning(what: string, n: number, pins: number): KernelWarning {
+  return new KernelWarning(`${what}: unpinning ${n} pages of a folio with ${pins} pins`);
+}
+
 interface Section {
   readonly state: Uint8Array;
   readonly ref: Int32Array;
@@ -390,41 +395,34 @@ export class PhysMem {
   private adjustPins(pfn: number, npages: number, sign: 1 | -1, what: string): void {
     if (!Number.isInteger(npages) || npages < 0)
       throw new KernelWarning(`${what}: bad count ${npages}`);
-    const freed: Array<[number, number]> = [];
-    let done = 0;
+    const freed: number[] = [];
+    this.adjusted = 0;
     try {
-      this.forEachFolio(pfn, npages, what, (s, slot, n, l, idx) => {
-        if (sign < 0 && s.pin[slot]! < n)
-          throw new KernelWarning(
-            `${what}: unpinning ${n} pages of a folio with ${s.pin[slot]} pins`,
-          );
-        s.pin[slot]! += sign * n;
-        s.ref[slot]! += sign * n;
-        if (s.ref[slot] === 0) freed.push([l, idx]);
-        done += n;
-      });
+      this.adjustRun(pfn, npages, sign, what, freed);
     } catch (e) {
       // A WARN part-way: put back what was changed, so every count is as it was.
-      this.forEachFolio(pfn, done, what, (s, slot, n) => {
-        s.pin[slot]! -= sign * n;
-        s.ref[slot]! -= sign * n;
-      });
+      this.adjustRun(pfn, this.adjusted, -sign as 1 | -1, what, undefined);
       throw e;
     }
     this.pinned += sign * npages;
-    for (const [l, idx] of freed) this.freeFolio(l, idx, 0);
+    for (let i = 0; i < freed.length; i += 2) this.freeFolio(freed[i]!, freed[i + 1]!, 0);
   }
 
+  /** Pages adjustRun has counted so far (what to put back after a WARN). */
+  private adjusted = 0;
+
   /**
-   * Visit each folio a run of pages touches, with the number of the run's pages inside it;
-   * WARN on a page outside any allocated folio. Order-0 stretches are walked straight
-   * through the section arrays, one 2 MiB frame per lookup.
+   * Add `sign` per page to the pin and reference counts of each folio a run of pages touches;
+   * WARN on a page outside any allocated folio. Order-0 stretches are walked straight through
+   * the section arrays, one 2 MiB frame per lookup. Folios reaching no reference are listed in
+   * `freed` as (level, index) pairs.
    */
-  private forEachFolio(
+  private adjustRun(
     pfn: number,
     npages: number,
+    sign: 1 | -1,
     what: string,
-    fn: (s: Section, slot: number, n: number, l: number, idx: number) => void,
+    freed: number[] | undefined,
   ): void {
     const end = pfn + npages;
     let p = pfn;
@@ -433,21 +431,48 @@ export class PhysMem {
       if (f.l !== 0) {
         const size = 2 ** ORDERS[f.l]!;
         const n = Math.min(end, (f.idx + 1) * size) - p;
-        fn(this.levels[f.l]!.section(f.idx)!, f.idx & (SECTION - 1), n, f.l, f.idx);
+        const s = this.levels[f.l]!.section(f.idx)!;
+        this.adjustFolio(s, f.idx & (SECTION - 1), n, sign, what, freed, f.l, f.idx);
         p += n;
         continue;
       }
       // Every frame of this 2 MiB stretch is an order-0 frame in the same section.
       const stop = Math.min(end, (Math.floor(p / FANOUT) + 1) * FANOUT);
-      const s = this.levels[0]!.section(p)!;
+      const { state, pin, ref } = this.levels[0]!.section(p)!;
       for (let q = p; q < stop; q++) {
         const slot = q & (SECTION - 1);
-        if (s.state[slot] !== HEAD)
+        if (state[slot] !== HEAD) {
+          this.adjusted += q - p;
           throw new KernelWarning(`${what}: pfn ${q} is not in an allocated folio`);
-        fn(s, slot, 1, 0, q);
+        }
+        if (sign < 0 && pin[slot]! < 1) {
+          this.adjusted += q - p;
+          throw unpinWarning(what, 1, pin[slot]!);
+        }
+        pin[slot]! += sign;
+        if ((ref[slot]! += sign) === 0) freed?.push(0, q);
       }
+      this.adjusted += stop - p;
       p = stop;
     }
+  }
+
+  /** `n` pages of one (large) folio gain (sign 1) or lose (sign -1) a pin and a reference each. */
+  private adjustFolio(
+    s: Section,
+    slot: number,
+    n: number,
+    sign: 1 | -1,
+    what: string,
+    freed: number[] | undefined,
+    l: number,
+    idx: number,
+  ): void {
+    if (sign < 0 && s.pin[slot]! < n) throw unpinWarning(what, n, s.pin[slot]!);
+    s.pin[slot]! += sign * n;
+    s.ref[slot]! += sign * n;
+    if (s.ref[slot] === 0) freed?.push(l, idx);
+    this.adjusted += n;
   }
 
   /**
