@@ -11,7 +11,7 @@ export interface BenchRow {
   readonly workload: string;
   /** Measured value in `unit`. */
   readonly value: number;
-  readonly unit: "ns/op" | "µs" | "ms" | "s" | "MiB" | "x";
+  readonly unit: "ns/op" | "µs" | "ms" | "s" | "MiB" | "B/page" | "x";
   /** Baseline measured in the same run (same unit), when the target is a ratio. */
   readonly baseline?: number;
   readonly ratio?: number;
