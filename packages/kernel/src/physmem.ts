@@ -286,24 +286,30 @@ export class PhysMem {
     if (--up.writable(parent).used![parent & (SECTION - 1)]! === 0) up.empty.add(parent);
   }
 
-  /** Level and frame of the allocated folio holding `pfn`, or undefined for a free page. */
-  private locate(pfn: number): { l: number; idx: number } | undefined {
-    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.ramPages) return undefined;
+  /** The level of the allocated folio holding `pfn`, or -1 when it is in none. */
+  private levelOfPfn(pfn: number): number {
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.ramPages) return -1;
     for (let l = this.levels.length - 1; l >= 0; l--) {
       const level = this.levels[l]!;
       const idx = Math.floor(pfn / 2 ** level.order);
       if (idx >= level.count) continue;
       const st = level.state(idx);
-      if (st === HEAD) return { l, idx };
-      if (st === FREE) return undefined;
+      if (st === HEAD) return l;
+      if (st === FREE) return -1;
     }
-    return undefined;
+    return -1;
   }
 
   private folioOf(pfn: number, what: string): { l: number; idx: number } {
-    const f = this.locate(pfn);
-    if (!f) throw new KernelWarning(`${what}: pfn ${pfn} is not in an allocated folio`);
-    return f;
+    const l = this.checkAllocated(pfn, what);
+    return { l, idx: Math.floor(pfn / 2 ** this.levels[l]!.order) };
+  }
+
+  /** folioOf's check alone: the folio's level, and no object made (per byte-copy hot path). */
+  private checkAllocated(pfn: number, what: string): number {
+    const l = this.levelOfPfn(pfn);
+    if (l < 0) throw new KernelWarning(`${what}: pfn ${pfn} is not in an allocated folio`);
+    return l;
   }
 
   /** RAM has struct pages; MMIO and holes do not (pfn_valid). */
@@ -313,7 +319,7 @@ export class PhysMem {
 
   /** Whether `pfn` lies in an allocated folio. */
   isAllocated(pfn: number): boolean {
-    return this.locate(pfn) !== undefined;
+    return this.levelOfPfn(pfn) >= 0;
   }
 
   /** page_folio: the head pfn of the folio holding `pfn` (WARN on a free page). */
@@ -518,7 +524,7 @@ export class PhysMem {
   private pageAt(pfn: number, write: boolean): Uint8Array | undefined {
     if (pfn < this.ramPages) {
       if (write) return this.pageForWrite(pfn);
-      this.folioOf(pfn, "read of RAM");
+      this.checkAllocated(pfn, "read of RAM");
       return this.contents.get(pfn);
     }
     const r = this.mmioRegionAt(BigInt(pfn) << BigInt(PAGE_SHIFT));
@@ -547,7 +553,7 @@ export class PhysMem {
     this.checkRange(paddr, data.length);
     // Validate every page before the first byte lands.
     this.eachPage(paddr, data.length, (pfn) => {
-      if (pfn < this.ramPages) this.folioOf(pfn, "write to RAM");
+      if (pfn < this.ramPages) this.checkAllocated(pfn, "write to RAM");
     });
     this.eachPage(paddr, data.length, (pfn, off, pos, n) => this.writePfn(pfn, off, data, pos, n));
   }
