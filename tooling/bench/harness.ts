@@ -11,10 +11,16 @@ export interface BenchRow {
   readonly workload: string;
   /** Measured value in `unit`. */
   readonly value: number;
-  readonly unit: "ns/op" | "µs" | "ms" | "s" | "MiB" | "x";
+  readonly unit: "ns/op" | "µs" | "ms" | "s" | "MiB" | "B/page" | "x";
   /** Baseline measured in the same run (same unit), when the target is a ratio. */
   readonly baseline?: number;
   readonly ratio?: number;
+  /**
+   * Which way the ratio improves, for the regression check against tooling/bench/baseline.json:
+   * "lower" (the default) when it is the workload over its reference, "higher" for speed-ups
+   * (the reference over the workload).
+   */
+  readonly better?: "lower" | "higher";
   readonly target: string;
   readonly met: boolean;
   readonly note?: string;
@@ -38,6 +44,31 @@ export async function nsPerOp(
     out[t.name] = r.latency.mean * 1e6;
   }
   return out;
+}
+
+/**
+ * CPU ns per call of each function: `rounds` rounds, each running every function `batch` times
+ * in turn and keeping each one's fastest round. Process CPU time, not wall time, so a loaded
+ * machine's preemption is not counted (tinybench's wall-clock mean is dominated by it at a
+ * load of several processes per core); interleaved, so the functions see the same conditions.
+ * The first round warms up and is dropped.
+ */
+export function cpuNsPerOp(
+  fns: Record<string, () => void>,
+  batch: number,
+  rounds = SMOKE ? 2 : 8,
+): Record<string, number> {
+  const best: Record<string, number> = {};
+  for (let r = 0; r <= rounds; r++) {
+    for (const [name, fn] of Object.entries(fns)) {
+      const c0 = process.cpuUsage();
+      for (let i = 0; i < batch; i++) fn();
+      const c = process.cpuUsage(c0);
+      const ns = ((c.user + c.system) * 1e3) / batch;
+      if (r > 0) best[name] = Math.min(best[name] ?? Number.POSITIVE_INFINITY, ns);
+    }
+  }
+  return best;
 }
 
 /** Wall time of one run of `fn` in ms (best of `repeat`). */

@@ -242,6 +242,7 @@ class Radix {
     unit: "ns/op",
     baseline: (refMs * 1e6) / N,
     ratio: refMs / mapMs,
+    better: "higher",
     target: ">= 100x faster",
     met: refMs / mapMs >= 100,
   });

@@ -1,9 +1,10 @@
 /**
- * io_pagetable / iopt_pages benchmarks (issues 6 and 7), timing only the measured call:
+ * io_pagetable / iopt_pages benchmarks, timing only the measured call (process CPU time after a
+ * full GC, best of REPEAT: on the shared machine wall time mostly measures other processes):
  *   1. 1 TiB memfd in 1 GiB folios mapped into 4 attached AMDv1 domains: target < 1 s.
  *   2. 16 GiB of 4 KiB anonymous pages mapped into one domain, against the page-table-only
- *      cost of the same mapping (domain.mapPfns of the same PFN runs): iommufd bookkeeping
- *      (the call less the simulated GUP, measured in the same run) ≤ 3×.
+ *      cost of the same mapping (domain.mapPfns of the same PFN runs): the whole call ≤ 5×, and
+ *      iommufd's bookkeeping (the call less the simulated GUP, measured in the same run) ≤ 1.5×.
  *   3. Revoke of a 256 GiB BAR dma-buf mapped with 1 GiB IOPTEs in 8 domains: target < 1 ms;
  *      and a 1 GiB BAR revoked from 4 KiB IOPTEs vs the same BAR from 1 GiB IOPTEs (ratio,
  *      reported).
@@ -47,16 +48,39 @@ function amdDomain(pgsizeBitmap?: bigint): IommuDomain {
   );
 }
 
+/** CPU milliseconds of the fastest of `n` runs of `measure`, each after `setup` and a full GC. */
 function best(n: number, setup: () => () => void, measure: () => void): number {
   let t = Number.POSITIVE_INFINITY;
   for (let i = 0; i < n; i++) {
     const teardown = setup();
-    const t0 = performance.now();
+    (globalThis as { gc?: () => void }).gc?.();
+    const c0 = process.cpuUsage();
     measure();
-    t = Math.min(t, performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    t = Math.min(t, (c.user + c.system) / 1000);
     teardown();
   }
   return t;
+}
+
+/** Fault `npages` from `va` in through GUP (pinned, then unpinned); their PFN runs. */
+function faultIn(kernel: Kernel, libc: Libc, va: bigint, npages: number): PfnRuns {
+  const runs = new PfnRuns();
+  kernel.runAs(libc.task, () => {
+    let done = 0;
+    while (done < npages) {
+      done += pinUserPages(
+        kernel,
+        libc.process.mm,
+        va + BigInt(done) * 4096n,
+        npages - done,
+        0,
+        runs,
+      );
+    }
+    unpinUserPageRuns(kernel, runs, false);
+  });
+  return runs;
 }
 
 // 1. 1 TiB memfd in 1 GiB folios into 4 domains.
@@ -99,21 +123,7 @@ function best(n: number, setup: () => () => void, measure: () => void): number {
   iopt.tableAddDomain(domain);
   const IOVA = 1n << 40n;
   // Fault the memory in once so both measurements see resident pages.
-  const runs = new PfnRuns();
-  kernel.runAs(libc.task, () => {
-    let done = 0;
-    while (done < npages) {
-      done += pinUserPages(
-        kernel,
-        libc.process.mm,
-        va + BigInt(done) * 4096n,
-        npages - done,
-        0,
-        runs,
-      );
-    }
-    unpinUserPageRuns(kernel, runs, false);
-  });
+  const runs = faultIn(kernel, libc, va, npages);
   const ms = best(
     REPEAT,
     () => () => iopt.unmapIova(IOVA, size),
@@ -164,8 +174,8 @@ function best(n: number, setup: () => () => void, measure: () => void): number {
     unit: "ms",
     baseline: base,
     ratio: ms / base,
-    target: "reported (whole call, GUP included)",
-    met: true,
+    target: "<= 5x page-table-only (whole call, GUP included)",
+    met: ms / base <= 5,
     note: `${runs.length} PFN runs`,
   });
   record({
@@ -189,8 +199,8 @@ function best(n: number, setup: () => () => void, measure: () => void): number {
     unit: "ms",
     baseline: base,
     ratio: bookkeeping / base,
-    target: "≤ 3x page-table-only",
-    met: bookkeeping / base <= 3,
+    target: "<= 1.5x page-table-only",
+    met: bookkeeping / base <= 1.5,
   });
 }
 
@@ -238,6 +248,76 @@ function revokeMs(bar: bigint, pgsizeBitmap: bigint | undefined): number {
     ratio: tiny / huge,
     target: "reported",
     met: true,
+  });
+}
+
+// 4. Linear growth.
+/**
+ * CPU ns per page of mapping `size` of resident 4 KiB anonymous pages, and the bytes per page
+ * the first map adds (memory faulted in beforehand: the frames' own state, like struct page,
+ * exists for every page of RAM whether mapped or not).
+ */
+function mapAtSize(size: bigint): { ns: number; bytes: number } {
+  const npages = Number(size >> 12n);
+  const kernel = new Kernel({ ramBytes: size + 4n * GiB });
+  const libc = new Libc(kernel);
+  const va = libc.mmap(0n, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const iopt = new IoPagetable(kernel);
+  iopt.tableAddDomain(amdDomain(0x1000n));
+  const IOVA = 1n << 40n;
+  const map = () => kernel.runAs(libc.task, () => iopt.mapUserPages(ctx, IOVA, va, size, RW, 0));
+  faultIn(kernel, libc, va, npages);
+  const used = () => {
+    (globalThis as { gc?: () => void }).gc?.();
+    const m = process.memoryUsage();
+    return m.heapUsed + m.arrayBuffers;
+  };
+  const before = used();
+  map();
+  const bytes = (used() - before) / npages;
+  iopt.unmapIova(IOVA, size);
+  const ms = best(REPEAT, () => () => iopt.unmapIova(IOVA, size), map);
+  return { ns: (ms * 1e6) / npages, bytes };
+}
+
+{
+  const mapSizes = SMOKE ? [GiB / 4n, GiB] : [GiB, 16n * GiB, 64n * GiB];
+  // The smallest of each once first, so no size is measured with the code still cold.
+  mapAtSize(mapSizes[0]!);
+  const maps = mapSizes.map(mapAtSize);
+  const revokeSizes = SMOKE ? [GiB / 4n, GiB] : [GiB, 4n * GiB, 16n * GiB];
+  revokeMs(revokeSizes[0]!, 0x1000n);
+  const revokes = revokeSizes.map((bar) => (revokeMs(bar, 0x1000n) * 1e6) / Number(bar >> 12n));
+  const sizes = (list: bigint[], per: number[]) =>
+    list.map((b, i) => `${Number(b) / Number(GiB)} GiB ${per[i]!.toFixed(2)}`).join(", ");
+  for (const [what, list, per] of [
+    ["map of 4 KiB anonymous pages, one domain", mapSizes, maps.map((m) => m.ns)],
+    ["revoke of a BAR in 4 KiB IOPTEs, 8 domains", revokeSizes, revokes],
+  ] as const) {
+    const first = per[0]!;
+    const last = per[per.length - 1]!;
+    const ratio = Math.max(...per) / Math.min(...per);
+    record({
+      pkg: "iommufd",
+      workload: `linear growth: ${what}, ns/page at ${Number(list[list.length - 1]!) / Number(GiB)} GiB vs ${Number(list[0]!) / Number(GiB)} GiB`,
+      value: last,
+      unit: "ns/op",
+      baseline: first,
+      ratio,
+      target: "<= 1.5x between sizes (largest / smallest per-page cost)",
+      met: ratio <= 1.5,
+      note: `ns per page: ${sizes(list as bigint[], per as number[])}`,
+    });
+  }
+  const bytes = maps[maps.length - 1]!.bytes;
+  record({
+    pkg: "iommufd",
+    workload: `memory per mapped 4 KiB page (${Number(mapSizes[mapSizes.length - 1]!) / Number(GiB)} GiB mapped, one domain)`,
+    value: bytes,
+    unit: "B/page",
+    target: "<= 32 bytes",
+    met: bytes <= 32,
+    note: "JS heap + typed arrays after the first map less before it (IOPTE tables, pages, areas); the memory faulted in beforehand",
   });
 }
 

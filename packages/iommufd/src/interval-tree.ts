@@ -9,10 +9,9 @@
  * treap ordered by (start, insertion sequence) and augmented with the largest `last` of each
  * subtree, so "first node overlapping [a, b] after node n" costs O(log n) plus the overlaps.
  *
- * Comparisons never touch the bigints: every bound is also kept split as (hi, lo) = (bits 31
- * and up, bits 0-30), two exact numbers compared hi first. Below 2^62 both are small integers
- * V8 stores inside the node, so a visited node costs no pointer chase to a bigint or a boxed
- * double and no runtime call to compare.
+ * Comparisons never touch the bigints: every bound is also kept split as (hi, lo) = (bits 32
+ * and up, bits 0-31), two exact int32 (each less 2^31) compared hi first, held with the links in a typed
+ * array per tree, so a visited node costs no pointer chase and no runtime call to compare.
  */
 
 import { U64_MAX } from "@x/kernel";
@@ -22,24 +21,29 @@ export function bigMin(a: bigint, b: bigint): bigint {
   return a < b ? a : b;
 }
 
-/** Bounds are compared as (v >> 31, v & (2^31 - 1)): small integers below 2^62. */
-const LO_BITS = 31n;
-const LO_MASK = (1n << LO_BITS) - 1n;
-const LO_RANGE = 2 ** 31;
+/**
+ * Bounds are compared as (v >> 32, v & (2^32 - 1)), each half stored less 2^31 so it fits an
+ * int32 and keeps its order.
+ */
+const HALF = 2 ** 32;
+const BIAS = 2 ** 31;
 
 /** The low half of the last `splitHi` (a second return value without an allocation). */
 let splitLo = 0;
 
-/** `v >> 31`, leaving `v & (2^31 - 1)` in `splitLo`; without bigint arithmetic below 2^53. */
+/** `splitHi` of a number below 2^53. */
+function splitNumber(n: number): number {
+  const hi = Math.floor(n / HALF);
+  splitLo = n - hi * HALF - BIAS;
+  return hi - BIAS;
+}
+
+/** `(v >> 32) - 2^31`, leaving `(v & (2^32 - 1)) - 2^31` in `splitLo`; bigint only above 2^53. */
 function splitHi(v: bigint): number {
   const n = Number(v);
-  if (n < 2 ** 53) {
-    const hi = Math.floor(n / LO_RANGE);
-    splitLo = n - hi * LO_RANGE;
-    return hi;
-  }
-  splitLo = Number(v & LO_MASK);
-  return Number(v >> LO_BITS);
+  if (n < 2 ** 53) return splitNumber(n);
+  splitLo = Number(v & 0xffff_ffffn) - BIAS;
+  return Number(v >> 32n) - BIAS;
 }
 
 let seqCounter = 0;
@@ -49,29 +53,44 @@ function nextPrio(): number {
   prioState ^= prioState << 13;
   prioState ^= prioState >>> 17;
   prioState ^= prioState << 5;
-  return prioState >>> 0;
+  return prioState;
 }
+
+/**
+ * Each tree keeps its nodes in one Int32Array, STRIDE words (64 bytes) a node, and links them
+ * by offset into it: a query walks contiguous memory and reads no object but the owners it
+ * returns. The fields a query reads come first.
+ */
+const LMAX_HI = 0; // the left subtree's largest `last`: a child that cannot overlap is pruned unvisited
+const LMAX_LO = 1;
+const RMAX_HI = 2; // the right subtree's largest `last`, likewise
+const RMAX_LO = 3;
+const START_HI = 4;
+const START_LO = 5;
+const LAST_HI = 6;
+const LAST_LO = 7;
+const LEFT = 8; // offset of the left child, NIL for none; the next free slot on the free list
+const RIGHT = 9;
+const MAX_HI = 10; // the largest `last` of the subtree
+const MAX_LO = 11;
+const PRIO = 12;
+const SEQ_HI = 13; // the insertion sequence, split like a bound (a tie-break between equal starts)
+const SEQ_LO = 14;
+const STRIDE = 16;
+const NIL = -1;
+const FIRST_SLOTS = 1; // 64 bytes: V8 keeps a typed array this small on its heap
+/** The store of every tree that never held a node (never written: the first insert grows). */
+const EMPTY = new Int32Array(0);
 
 /** struct interval_tree_node: `[start, last]` inclusive, owned by `owner`. */
 export class IntervalNode<T> {
-  // The fields a query reads come first, so a visited node touches as few cache lines as it can.
-  /** @internal the largest `last` of the subtree, split as (hi, lo) */ maxHi = 0;
-  /** @internal */ maxLo = 0;
-  /** @internal the left subtree's largest `last` ((-1, 0) when empty): pruned without a visit */
-  lmaxHi = -1;
-  /** @internal */ lmaxLo = 0;
-  /** @internal the right subtree's largest `last`, likewise */ rmaxHi = -1;
-  /** @internal */ rmaxLo = 0;
-  /** @internal */ left: IntervalNode<T> | null = null;
-  /** @internal `start` split as (hi, lo) */ startHi = 0;
-  /** @internal */ startLo = 0;
-  /** @internal `last` split as (hi, lo) */ lastHi = 0;
-  /** @internal */ lastLo = 0;
-  /** @internal */ right: IntervalNode<T> | null = null;
   private s = 0n;
   private l = 0n;
-  /** @internal */ prio = 0;
-  /** @internal */ seq = 0;
+  private startHi = 0;
+  private startLo = 0;
+  private lastHi = 0;
+  private lastLo = 0;
+  /** @internal offset of the node in its tree's store */ at = NIL;
   /** The tree the node is in, or undefined (RB_EMPTY_NODE). */
   tree: IntervalTree<T> | undefined;
 
@@ -85,6 +104,7 @@ export class IntervalNode<T> {
     this.s = v;
     this.startHi = splitHi(v);
     this.startLo = splitLo;
+    this.tree?.rewrite(this);
   }
 
   get last(): bigint {
@@ -95,10 +115,19 @@ export class IntervalNode<T> {
     this.l = v;
     this.lastHi = splitHi(v);
     this.lastLo = splitLo;
+    this.tree?.rewrite(this);
   }
 
   get inTree(): boolean {
     return this.tree !== undefined;
+  }
+
+  /** @internal copy the split bounds into the store at `at` */
+  store(f: Int32Array, at: number): void {
+    f[at + START_HI] = this.startHi;
+    f[at + START_LO] = this.startLo;
+    f[at + LAST_HI] = this.lastHi;
+    f[at + LAST_LO] = this.lastLo;
   }
 }
 
@@ -107,100 +136,110 @@ function lt(aHi: number, aLo: number, bHi: number, bLo: number): boolean {
   return aHi < bHi || (aHi === bHi && aLo < bLo);
 }
 
-function before<T>(a: IntervalNode<T>, b: IntervalNode<T>): boolean {
-  if (a.startHi !== b.startHi) return a.startHi < b.startHi;
-  if (a.startLo !== b.startLo) return a.startLo < b.startLo;
-  return a.seq < b.seq;
+/** Node `a` sorts before node `b`: by start, then insertion sequence. */
+function before(f: Int32Array, a: number, b: number): boolean {
+  if (f[a + START_HI] !== f[b + START_HI]) return f[a + START_HI]! < f[b + START_HI]!;
+  if (f[a + START_LO] !== f[b + START_LO]) return f[a + START_LO]! < f[b + START_LO]!;
+  return lt(f[a + SEQ_HI]!, f[a + SEQ_LO]!, f[b + SEQ_HI]!, f[b + SEQ_LO]!);
 }
 
-function fix<T>(n: IntervalNode<T>): void {
-  const { left, right } = n;
-  n.lmaxHi = left ? left.maxHi : -1;
-  n.lmaxLo = left ? left.maxLo : 0;
-  n.rmaxHi = right ? right.maxHi : -1;
-  n.rmaxLo = right ? right.maxLo : 0;
-  let hi = n.lastHi;
-  let lo = n.lastLo;
-  if (lt(hi, lo, n.lmaxHi, n.lmaxLo)) {
-    hi = n.lmaxHi;
-    lo = n.lmaxLo;
+function fix(f: Int32Array, n: number): void {
+  const left = f[n + LEFT]!;
+  const right = f[n + RIGHT]!;
+  let hi = f[n + LAST_HI]!;
+  let lo = f[n + LAST_LO]!;
+  if (left !== NIL) {
+    const lHi = (f[n + LMAX_HI] = f[left + MAX_HI]!);
+    const lLo = (f[n + LMAX_LO] = f[left + MAX_LO]!);
+    if (lt(hi, lo, lHi, lLo)) {
+      hi = lHi;
+      lo = lLo;
+    }
   }
-  if (lt(hi, lo, n.rmaxHi, n.rmaxLo)) {
-    hi = n.rmaxHi;
-    lo = n.rmaxLo;
+  if (right !== NIL) {
+    const rHi = (f[n + RMAX_HI] = f[right + MAX_HI]!);
+    const rLo = (f[n + RMAX_LO] = f[right + MAX_LO]!);
+    if (lt(hi, lo, rHi, rLo)) {
+      hi = rHi;
+      lo = rLo;
+    }
   }
-  n.maxHi = hi;
-  n.maxLo = lo;
+  f[n + MAX_HI] = hi;
+  f[n + MAX_LO] = lo;
 }
 
-function insertAt<T>(root: IntervalNode<T> | null, n: IntervalNode<T>): IntervalNode<T> {
-  if (!root) return n;
-  if (before(n, root)) {
-    root.left = insertAt(root.left, n);
-    if (root.left.prio > root.prio) {
-      const l = root.left;
-      root.left = l.right;
-      fix(root);
-      l.right = root;
-      fix(l);
+function insertAt(f: Int32Array, root: number, n: number): number {
+  if (root === NIL) return n;
+  if (before(f, n, root)) {
+    const l = insertAt(f, f[root + LEFT]!, n);
+    f[root + LEFT] = l;
+    if (f[l + PRIO]! > f[root + PRIO]!) {
+      f[root + LEFT] = f[l + RIGHT]!;
+      fix(f, root);
+      f[l + RIGHT] = root;
+      fix(f, l);
       return l;
     }
   } else {
-    root.right = insertAt(root.right, n);
-    if (root.right.prio > root.prio) {
-      const r = root.right;
-      root.right = r.left;
-      fix(root);
-      r.left = root;
-      fix(r);
+    const r = insertAt(f, f[root + RIGHT]!, n);
+    f[root + RIGHT] = r;
+    if (f[r + PRIO]! > f[root + PRIO]!) {
+      f[root + RIGHT] = f[r + LEFT]!;
+      fix(f, root);
+      f[r + LEFT] = root;
+      fix(f, r);
       return r;
     }
   }
-  fix(root);
+  fix(f, root);
   return root;
 }
 
-function merge<T>(a: IntervalNode<T> | null, b: IntervalNode<T> | null): IntervalNode<T> | null {
-  if (!a) return b;
-  if (!b) return a;
-  if (a.prio > b.prio) {
-    a.right = merge(a.right, b);
-    fix(a);
+function merge(f: Int32Array, a: number, b: number): number {
+  if (a === NIL) return b;
+  if (b === NIL) return a;
+  if (f[a + PRIO]! > f[b + PRIO]!) {
+    f[a + RIGHT] = merge(f, f[a + RIGHT]!, b);
+    fix(f, a);
     return a;
   }
-  b.left = merge(a, b.left);
-  fix(b);
+  f[b + LEFT] = merge(f, a, f[b + LEFT]!);
+  fix(f, b);
   return b;
 }
 
-function removeAt<T>(root: IntervalNode<T> | null, n: IntervalNode<T>): IntervalNode<T> | null {
-  if (!root) return null;
-  if (root === n) return merge(n.left, n.right);
-  if (before(n, root)) root.left = removeAt(root.left, n);
-  else root.right = removeAt(root.right, n);
-  fix(root);
+function removeAt(f: Int32Array, root: number, n: number): number {
+  if (root === NIL) return NIL;
+  if (root === n) return merge(f, f[n + LEFT]!, f[n + RIGHT]!);
+  if (before(f, n, root)) f[root + LEFT] = removeAt(f, f[root + LEFT]!, n);
+  else f[root + RIGHT] = removeAt(f, f[root + RIGHT]!, n);
+  fix(f, root);
   return root;
 }
 
-/** The first node in (start, seq) order overlapping [lo, hi] and ordered after `after`. */
-function search<T>(
-  n: IntervalNode<T> | null,
-  q: Query,
-  after: IntervalNode<T> | undefined,
-): IntervalNode<T> | undefined {
-  while (n) {
-    if (lt(n.maxHi, n.maxLo, q.loHi, q.loLo)) return undefined;
-    if (after && !before(after, n)) {
-      n = n.right;
+/** The first node in (start, seq) order overlapping [lo, hi] and ordered after `after` (or NIL). */
+function search(
+  f: Int32Array,
+  n: number,
+  loHi: number,
+  loLo: number,
+  hiHi: number,
+  hiLo: number,
+  after: number,
+): number {
+  while (n !== NIL) {
+    if (lt(f[n + MAX_HI]!, f[n + MAX_LO]!, loHi, loLo)) return NIL;
+    if (after !== NIL && !before(f, after, n)) {
+      n = f[n + RIGHT]!;
       continue;
     }
-    const l = search(n.left, q, after);
-    if (l) return l;
-    if (lt(q.hiHi, q.hiLo, n.startHi, n.startLo)) return undefined;
-    if (!lt(n.lastHi, n.lastLo, q.loHi, q.loLo)) return n;
-    n = n.right;
+    const l = search(f, f[n + LEFT]!, loHi, loLo, hiHi, hiLo, after);
+    if (l !== NIL) return l;
+    if (lt(hiHi, hiLo, f[n + START_HI]!, f[n + START_LO]!)) return NIL;
+    if (!lt(f[n + LAST_HI]!, f[n + LAST_LO]!, loHi, loLo)) return n;
+    n = f[n + RIGHT]!;
   }
-  return undefined;
+  return NIL;
 }
 
 /**
@@ -209,7 +248,9 @@ function search<T>(
  * skipped on the parent's copy of their maximum, without touching them.
  */
 function collect<T>(
-  n: IntervalNode<T>,
+  f: Int32Array,
+  nodes: readonly (IntervalNode<T> | undefined)[],
+  n: number,
   loHi: number,
   loLo: number,
   hiHi: number,
@@ -217,30 +258,24 @@ function collect<T>(
   out: T[],
 ): void {
   for (;;) {
-    if (!lt(n.lmaxHi, n.lmaxLo, loHi, loLo)) collect(n.left!, loHi, loLo, hiHi, hiLo, out);
-    if (lt(hiHi, hiLo, n.startHi, n.startLo)) return;
-    if (!lt(n.lastHi, n.lastLo, loHi, loLo)) out.push(n.owner);
-    if (lt(n.rmaxHi, n.rmaxLo, loHi, loLo)) return;
-    n = n.right!;
+    const left = f[n + LEFT]!;
+    if (left !== NIL && !lt(f[n + LMAX_HI]!, f[n + LMAX_LO]!, loHi, loLo)) {
+      collect(f, nodes, left, loHi, loLo, hiHi, hiLo, out);
+    }
+    if (lt(hiHi, hiLo, f[n + START_HI]!, f[n + START_LO]!)) return;
+    if (!lt(f[n + LAST_HI]!, f[n + LAST_LO]!, loHi, loLo)) out.push(nodes[n / STRIDE]!.owner);
+    const right = f[n + RIGHT]!;
+    if (right === NIL || lt(f[n + RMAX_HI]!, f[n + RMAX_LO]!, loHi, loLo)) return;
+    n = right;
   }
 }
 
-/** A query window [lo, hi], split. */
-interface Query {
-  loHi: number;
-  loLo: number;
-  hiHi: number;
-  hiLo: number;
-}
-
-function query(lo: bigint, hi: bigint): Query {
-  const loHi = splitHi(lo);
-  const loLo = splitLo;
-  return { loHi, loLo, hiHi: splitHi(hi), hiLo: splitLo };
-}
-
 export class IntervalTree<T> {
-  private root: IntervalNode<T> | null = null;
+  private f = EMPTY;
+  /** The node at each slot (offset / STRIDE). */
+  private nodes: (IntervalNode<T> | undefined)[] = [];
+  private free = NIL;
+  private root = NIL;
   private count = 0;
 
   get size(): number {
@@ -248,40 +283,77 @@ export class IntervalTree<T> {
   }
 
   get isEmpty(): boolean {
-    return this.root === null;
+    return this.root === NIL;
   }
 
   /** interval_tree_insert: the node's start/last must be set. */
   insert(node: IntervalNode<T>): void {
     if (node.tree) throw new Error("interval node inserted twice");
-    node.left = node.right = null;
-    node.prio = nextPrio();
-    node.seq = ++seqCounter;
-    node.maxHi = node.lastHi;
-    node.maxLo = node.lastLo;
-    node.lmaxHi = node.rmaxHi = -1;
+    if (this.free === NIL) this.grow();
+    const f = this.f;
+    const n = this.free;
+    this.free = f[n + LEFT]!;
+    node.store(f, n);
+    f[n + LEFT] = f[n + RIGHT] = NIL;
+    f[n + PRIO] = nextPrio();
+    f[n + SEQ_HI] = splitNumber(++seqCounter);
+    f[n + SEQ_LO] = splitLo;
+    f[n + MAX_HI] = f[n + LAST_HI]!;
+    f[n + MAX_LO] = f[n + LAST_LO]!;
+    this.nodes[n / STRIDE] = node;
+    node.at = n;
     node.tree = this;
-    this.root = insertAt(this.root, node);
+    this.root = insertAt(f, this.root, n);
     this.count++;
   }
 
   /** interval_tree_remove */
   remove(node: IntervalNode<T>): void {
     if (node.tree !== this) throw new Error("interval node is not in this tree");
-    this.root = removeAt(this.root, node);
-    node.left = node.right = null;
+    const f = this.f;
+    const n = node.at;
+    this.root = removeAt(f, this.root, n);
+    f[n + LEFT] = this.free;
+    this.free = n;
+    this.nodes[n / STRIDE] = undefined;
+    node.at = NIL;
     node.tree = undefined;
     this.count--;
   }
 
+  /** @internal a node in this tree changed its bounds: the store follows */
+  rewrite(node: IntervalNode<T>): void {
+    node.store(this.f, node.at);
+  }
+
+  /** Double the store, threading the new slots onto the free list. */
+  private grow(): void {
+    const slots = Math.max(FIRST_SLOTS, (this.f.length / STRIDE) * 2);
+    const f = new Int32Array(slots * STRIDE);
+    f.set(this.f);
+    for (let n = slots * STRIDE - STRIDE; n >= this.f.length; n -= STRIDE) {
+      f[n + LEFT] = this.free;
+      this.free = n;
+    }
+    this.f = f;
+  }
+
   /** interval_tree_iter_first */
   iterFirst(start: bigint, last: bigint): IntervalNode<T> | undefined {
-    return search(this.root, query(start, last), undefined);
+    return this.find(start, last, NIL);
   }
 
   /** interval_tree_iter_next: the next node after `node` overlapping [start, last]. */
   iterNext(node: IntervalNode<T>, start: bigint, last: bigint): IntervalNode<T> | undefined {
-    return search(this.root, query(start, last), node);
+    return this.find(start, last, node.at);
+  }
+
+  private find(start: bigint, last: bigint, after: number): IntervalNode<T> | undefined {
+    const loHi = splitHi(start);
+    const loLo = splitLo;
+    const hiHi = splitHi(last);
+    const n = search(this.f, this.root, loHi, loLo, hiHi, splitLo, after);
+    return n === NIL ? undefined : this.nodes[n / STRIDE];
   }
 
   /**
@@ -289,12 +361,13 @@ export class IntervalTree<T> {
    * iterFirst/iterNext sequence, collected in one in-order pass.
    */
   overlapping(start = 0n, last = U64_MAX): T[] {
-    const out: T[] = [];
+    const f = this.f;
+    const root = this.root;
     const loHi = splitHi(start);
     const loLo = splitLo;
-    const root = this.root;
-    if (root && !lt(root.maxHi, root.maxLo, loHi, loLo)) {
-      collect(root, loHi, loLo, splitHi(last), splitLo, out);
+    const out: T[] = [];
+    if (root !== NIL && !lt(f[root + MAX_HI]!, f[root + MAX_LO]!, loHi, loLo)) {
+      collect(f, this.nodes, root, loHi, loLo, splitHi(last), splitLo, out);
     }
     return out;
   }

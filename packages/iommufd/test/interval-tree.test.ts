@@ -92,4 +92,41 @@ describe("interval tree with bounds compared as split numbers", () => {
     expect(tree.overlapping(U64_MAX - 1n, U64_MAX - 1n)).toEqual([7]);
     expect(tree.iterFirst(U64_MAX - 2n, U64_MAX - 2n)).toBeUndefined();
   });
+
+  it("reuses the slots of removed nodes: remove / re-insert sequences equal brute force", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(bound, bound), { minLength: 1, maxLength: 40 }),
+        fc.array(fc.nat(), { maxLength: 120 }),
+        fc.tuple(bound, bound),
+        (ranges, toggles, [a, b]) => {
+          const { tree, nodes } = build(ranges);
+          const live = new Set(nodes.map((n) => n.owner));
+          for (const t of toggles) {
+            const n = nodes[t % nodes.length]!;
+            if (n.inTree) {
+              tree.remove(n);
+              live.delete(n.owner);
+            } else {
+              tree.insert(n);
+              live.add(n.owner);
+            }
+          }
+          const lo = bigMin(a, b);
+          const hi = a + b - lo;
+          // A re-inserted node sorts after the nodes of equal start inserted before it.
+          const order = nodes
+            .filter((n) => live.has(n.owner) && n.start <= hi && n.last >= lo)
+            .map((n) => n.owner);
+          const got = tree.overlapping(lo, hi);
+          expect([...got].sort((x, y) => x - y)).toEqual(order.sort((x, y) => x - y));
+          for (let i = 1; i < got.length; i++) {
+            expect(nodes[got[i - 1]!]!.start <= nodes[got[i]!]!.start).toBe(true);
+          }
+          expect(tree.size).toBe(live.size);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
 });

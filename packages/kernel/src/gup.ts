@@ -54,13 +54,10 @@ export function pinUserPages(
   const pinned = mm.mmapLock.withRead(() =>
     pinLocked(kernel, mm, Number(first), npages, gupFlags, out),
   );
-  kernel.trace.emit("gup:pin", {
-    addr: start,
-    npages,
-    pinned,
-    gupFlags,
-    runs: out.length,
-  });
+  // Guarded: the record is built only when someone listens (this runs on every IOAS_MAP).
+  if (kernel.trace.active) {
+    kernel.trace.emit("gup:pin", { addr: start, npages, pinned, gupFlags, runs: out.length });
+  }
   return pinned;
 }
 
@@ -145,5 +142,7 @@ export function unpinUserPageRuns(kernel: Kernel, runs: PfnRuns, _dirty: boolean
   runs.forEach((pfn, n) => {
     kernel.mem.unpinPages(pfn, n);
   });
-  kernel.trace.emit("gup:unpin", { npages: runs.totalPages, runs: runs.length });
+  if (kernel.trace.active) {
+    kernel.trace.emit("gup:unpin", { npages: runs.totalPages, runs: runs.length });
+  }
 }

@@ -76,6 +76,9 @@ const DEFAULT_MAX_MAP_COUNT = 65530;
 const PAGE = BigInt(PAGE_SIZE);
 const SHIFT = BigInt(PAGE_SHIFT);
 const EXCL = 1;
+/** Page-table entries read per batch by presentAnonRun, into `ptes` (one xarray leaf). */
+const PTE_BATCH = 512;
+const ptes = new Float64Array(PTE_BATCH);
 
 declare module "./trace.js" {
   interface TraceEvents {
@@ -495,20 +498,52 @@ export class MmStruct {
    * @internal
    */
   faultAnonRun(vpn: number, n: number, emit: (pfn: number, count: number) => void): number {
+    const done = this.presentAnonRun(vpn, n, emit);
+    if (done === n) return done;
     const mem = this.host.mem;
-    let done = 0;
-    this.pt.update(vpn, vpn + n, (_v, pte) => {
+    let faulted = 0;
+    this.pt.update(vpn + done, vpn + n, (_v, pte) => {
       if (pte < 0) {
         const pfn = mem.allocFolio(0, "do_anonymous_page");
         emit(pfn, 1);
-        done++;
+        faulted++;
         return pfn * 2 + EXCL;
       }
       if (!(pte & EXCL)) return XA_STOP;
       emit(Math.floor(pte / 2), 1);
-      done++;
+      faulted++;
       return pte;
     });
+    return done + faulted;
+  }
+
+  /**
+   * The pages from `vpn` (up to `n`) that are present and exclusive — the usual state of memory
+   * pinned again — read from the page table in batches and handed to `emit` as physically
+   * contiguous runs. Returns how many; the caller faults from the first that is not.
+   */
+  private presentAnonRun(
+    vpn: number,
+    n: number,
+    emit: (pfn: number, count: number) => void,
+  ): number {
+    let done = 0;
+    while (done < n) {
+      const m = Math.min(PTE_BATCH, n - done);
+      this.pt.loadRange(vpn + done, m, ptes);
+      let i = 0;
+      while (i < m) {
+        const pte = ptes[i]!;
+        if (pte < 0 || !(pte & EXCL)) break;
+        // pfn * 2 + EXCL: the next page of the run is 2 more, with the same EXCL bit.
+        let j = i + 1;
+        while (j < m && ptes[j] === ptes[j - 1]! + 2) j++;
+        emit(Math.floor(pte / 2), j - i);
+        i = j;
+      }
+      done += i;
+      if (i < m) break;
+    }
     return done;
   }
 

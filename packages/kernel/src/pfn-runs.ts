@@ -9,7 +9,9 @@ export class PfnRuns {
   private n = 0;
   private total = 0;
 
-  constructor(capacity = 16) {
+  // 8 runs: 64 bytes an array, small enough for V8 to keep on its heap (no backing store to
+  // allocate and track per list); a longer list grows.
+  constructor(capacity = 8) {
     this.pfns = new Float64Array(capacity);
     this.counts = new Float64Array(capacity);
   }

@@ -45,6 +45,11 @@ const RESERVED = 3;
  */
 export const RESERVED_LOW_PAGES = 256;
 
+/** The WARN of an unpin below zero. */
+function unpinWarning(what: string, n: number, pins: number): KernelWarning {
+  return new KernelWarning(`${what}: unpinning ${n} pages of a folio with ${pins} pins`);
+}
+
 interface Section {
   readonly state: Uint8Array;
   readonly ref: Int32Array;
@@ -281,24 +286,30 @@ export class PhysMem {
     if (--up.writable(parent).used![parent & (SECTION - 1)]! === 0) up.empty.add(parent);
   }
 
-  /** Level and frame of the allocated folio holding `pfn`, or undefined for a free page. */
-  private locate(pfn: number): { l: number; idx: number } | undefined {
-    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.ramPages) return undefined;
+  /** The level of the allocated folio holding `pfn`, or -1 when it is in none. */
+  private levelOfPfn(pfn: number): number {
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.ramPages) return -1;
     for (let l = this.levels.length - 1; l >= 0; l--) {
       const level = this.levels[l]!;
       const idx = Math.floor(pfn / 2 ** level.order);
       if (idx >= level.count) continue;
       const st = level.state(idx);
-      if (st === HEAD) return { l, idx };
-      if (st === FREE) return undefined;
+      if (st === HEAD) return l;
+      if (st === FREE) return -1;
     }
-    return undefined;
+    return -1;
   }
 
   private folioOf(pfn: number, what: string): { l: number; idx: number } {
-    const f = this.locate(pfn);
-    if (!f) throw new KernelWarning(`${what}: pfn ${pfn} is not in an allocated folio`);
-    return f;
+    const l = this.checkAllocated(pfn, what);
+    return { l, idx: Math.floor(pfn / 2 ** this.levels[l]!.order) };
+  }
+
+  /** folioOf's check alone: the folio's level, and no object made (per byte-copy hot path). */
+  private checkAllocated(pfn: number, what: string): number {
+    const l = this.levelOfPfn(pfn);
+    if (l < 0) throw new KernelWarning(`${what}: pfn ${pfn} is not in an allocated folio`);
+    return l;
   }
 
   /** RAM has struct pages; MMIO and holes do not (pfn_valid). */
@@ -308,7 +319,7 @@ export class PhysMem {
 
   /** Whether `pfn` lies in an allocated folio. */
   isAllocated(pfn: number): boolean {
-    return this.locate(pfn) !== undefined;
+    return this.levelOfPfn(pfn) >= 0;
   }
 
   /** page_folio: the head pfn of the folio holding `pfn` (WARN on a free page). */
@@ -390,41 +401,34 @@ export class PhysMem {
   private adjustPins(pfn: number, npages: number, sign: 1 | -1, what: string): void {
     if (!Number.isInteger(npages) || npages < 0)
       throw new KernelWarning(`${what}: bad count ${npages}`);
-    const freed: Array<[number, number]> = [];
-    let done = 0;
+    const freed: number[] = [];
+    this.adjusted = 0;
     try {
-      this.forEachFolio(pfn, npages, what, (s, slot, n, l, idx) => {
-        if (sign < 0 && s.pin[slot]! < n)
-          throw new KernelWarning(
-            `${what}: unpinning ${n} pages of a folio with ${s.pin[slot]} pins`,
-          );
-        s.pin[slot]! += sign * n;
-        s.ref[slot]! += sign * n;
-        if (s.ref[slot] === 0) freed.push([l, idx]);
-        done += n;
-      });
+      this.adjustRun(pfn, npages, sign, what, freed);
     } catch (e) {
       // A WARN part-way: put back what was changed, so every count is as it was.
-      this.forEachFolio(pfn, done, what, (s, slot, n) => {
-        s.pin[slot]! -= sign * n;
-        s.ref[slot]! -= sign * n;
-      });
+      this.adjustRun(pfn, this.adjusted, -sign as 1 | -1, what, undefined);
       throw e;
     }
     this.pinned += sign * npages;
-    for (const [l, idx] of freed) this.freeFolio(l, idx, 0);
+    for (let i = 0; i < freed.length; i += 2) this.freeFolio(freed[i]!, freed[i + 1]!, 0);
   }
 
+  /** Pages adjustRun has counted so far (what to put back after a WARN). */
+  private adjusted = 0;
+
   /**
-   * Visit each folio a run of pages touches, with the number of the run's pages inside it;
-   * WARN on a page outside any allocated folio. Order-0 stretches are walked straight
-   * through the section arrays, one 2 MiB frame per lookup.
+   * Add `sign` per page to the pin and reference counts of each folio a run of pages touches;
+   * WARN on a page outside any allocated folio. Order-0 stretches are walked straight through
+   * the section arrays, one 2 MiB frame per lookup. Folios reaching no reference are listed in
+   * `freed` as (level, index) pairs.
    */
-  private forEachFolio(
+  private adjustRun(
     pfn: number,
     npages: number,
+    sign: 1 | -1,
     what: string,
-    fn: (s: Section, slot: number, n: number, l: number, idx: number) => void,
+    freed: number[] | undefined,
   ): void {
     const end = pfn + npages;
     let p = pfn;
@@ -433,21 +437,48 @@ export class PhysMem {
       if (f.l !== 0) {
         const size = 2 ** ORDERS[f.l]!;
         const n = Math.min(end, (f.idx + 1) * size) - p;
-        fn(this.levels[f.l]!.section(f.idx)!, f.idx & (SECTION - 1), n, f.l, f.idx);
+        const s = this.levels[f.l]!.section(f.idx)!;
+        this.adjustFolio(s, f.idx & (SECTION - 1), n, sign, what, freed, f.l, f.idx);
         p += n;
         continue;
       }
       // Every frame of this 2 MiB stretch is an order-0 frame in the same section.
       const stop = Math.min(end, (Math.floor(p / FANOUT) + 1) * FANOUT);
-      const s = this.levels[0]!.section(p)!;
+      const { state, pin, ref } = this.levels[0]!.section(p)!;
       for (let q = p; q < stop; q++) {
         const slot = q & (SECTION - 1);
-        if (s.state[slot] !== HEAD)
+        if (state[slot] !== HEAD) {
+          this.adjusted += q - p;
           throw new KernelWarning(`${what}: pfn ${q} is not in an allocated folio`);
-        fn(s, slot, 1, 0, q);
+        }
+        if (sign < 0 && pin[slot]! < 1) {
+          this.adjusted += q - p;
+          throw unpinWarning(what, 1, pin[slot]!);
+        }
+        pin[slot]! += sign;
+        if ((ref[slot]! += sign) === 0) freed?.push(0, q);
       }
+      this.adjusted += stop - p;
       p = stop;
     }
+  }
+
+  /** `n` pages of one (large) folio gain (sign 1) or lose (sign -1) a pin and a reference each. */
+  private adjustFolio(
+    s: Section,
+    slot: number,
+    n: number,
+    sign: 1 | -1,
+    what: string,
+    freed: number[] | undefined,
+    l: number,
+    idx: number,
+  ): void {
+    if (sign < 0 && s.pin[slot]! < n) throw unpinWarning(what, n, s.pin[slot]!);
+    s.pin[slot]! += sign * n;
+    s.ref[slot]! += sign * n;
+    if (s.ref[slot] === 0) freed?.push(l, idx);
+    this.adjusted += n;
   }
 
   /**
@@ -493,7 +524,7 @@ export class PhysMem {
   private pageAt(pfn: number, write: boolean): Uint8Array | undefined {
     if (pfn < this.ramPages) {
       if (write) return this.pageForWrite(pfn);
-      this.folioOf(pfn, "read of RAM");
+      this.checkAllocated(pfn, "read of RAM");
       return this.contents.get(pfn);
     }
     const r = this.mmioRegionAt(BigInt(pfn) << BigInt(PAGE_SHIFT));
@@ -523,7 +554,7 @@ export class PhysMem {
     this.checkRange(paddr, data.length);
     // Validate every page before the first byte lands.
     this.eachPage(paddr, data.length, (pfn) => {
-      if (pfn < this.ramPages) this.folioOf(pfn, "write to RAM");
+      if (pfn < this.ramPages) this.checkAllocated(pfn, "write to RAM");
     });
     this.eachPage(paddr, data.length, (pfn, off, pos, n) => this.writePfn(pfn, off, data, pos, n));
   }

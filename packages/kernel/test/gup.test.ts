@@ -69,6 +69,45 @@ describe("pin_user_pages", () => {
     expect(k.mem.totalPinned()).toBe(0);
   });
 
+  it("re-pins present pages as physical runs across page-table leaves, then faults from the first shared one", () => {
+    const { k, libc } = setup();
+    const n = 1100; // more than two 512-entry page-table leaves
+    const va = libc.mmap(0n, BigInt(n) * 4096n, RW, ANON, -1, 0);
+    // Odd pages first, then even: physically interleaved, so runs break at every page.
+    for (const parity of [1, 0]) {
+      for (let i = parity; i < n; i += 2)
+        libc.poke(va + BigInt(i) * 4096n, new Uint8Array([i % 251]));
+    }
+    const child = libc.process.mm.fork();
+    // The parent writes pages [0, 600) again: exclusive copies; [600, n) stay shared with the child.
+    for (let i = 0; i < 600; i++) libc.poke(va + BigInt(i) * 4096n + 1n, new Uint8Array([1]));
+    const runs = new PfnRuns();
+    expect(pinUserPagesFast(k, va, n, LT, runs)).toBe(n);
+    expect(runs.totalPages).toBe(n);
+    expect(k.mem.totalPinned()).toBe(n);
+    const seen = new Uint8Array(1);
+    for (let i = 0; i < n; i++) {
+      const pfn = runs.pfnAtPage(i);
+      expect(k.mem.pinCount(pfn)).toBe(1);
+      k.mem.readPhys(BigInt(pfn) * 4096n, seen);
+      expect(seen[0]).toBe(i % 251);
+      // the pinned page is the one the process sees, not the child's
+      expect(libc.process.mm.presentPfn(Number(va >> 12n) + i, true)).toBe(pfn);
+    }
+    // Pinned again while present and exclusive: the same pages and runs, one more pin each.
+    const again = new PfnRuns();
+    expect(pinUserPagesFast(k, va, n, LT, again)).toBe(n);
+    expect(again.length).toBe(runs.length);
+    for (let i = 0; i < again.length; i++) {
+      expect([again.pfn(i), again.npages(i)]).toEqual([runs.pfn(i), runs.npages(i)]);
+    }
+    expect(k.mem.pinCount(runs.pfn(0))).toBe(2);
+    unpinUserPageRuns(k, again, true);
+    unpinUserPageRuns(k, runs, true);
+    expect(k.mem.totalPinned()).toBe(0);
+    child.exit();
+  });
+
   it("returns fewer pages when the range runs into a hole, EFAULT when the first page is one", () => {
     const { k, libc } = setup();
     const va = libc.mmap(0n, 8n * 4096n, RW, ANON, -1, 0);
