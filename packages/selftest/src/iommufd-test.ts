@@ -115,12 +115,12 @@ export const iommu_test_cmd = {
   access_rw: member("access_rw", { iova: u64(16), length: u64(24), uptr: u64(32), flags: u32(40) }),
   memory_limit: member("memory_limit", { limit: u32(16) }),
   dirty: member("dirty", {
-    iova: u64(16),
-    length: u64(24),
-    page_size: u64(32),
-    uptr: u64(40),
-    flags: u32(48),
-    out_nr_dirty: u32(52),
+    flags: u32(16),
+    iova: u64(24),
+    length: u64(32),
+    page_size: u64(40),
+    uptr: u64(48),
+    out_nr_dirty: u64(56),
   }),
   access_replace_ioas: member("access_replace_ioas", { ioas_id: u32(16) }),
   // The C member `check_dev_cache.id` is named cache_id here: `id` is the header field.

@@ -227,7 +227,7 @@ function testDirty(ucmd: TestUcmd): number {
         count++;
       }
     });
-    u.cmd.out_nr_dirty = count;
+    u.cmd.out_nr_dirty = BigInt(count);
     ucmdRespond(u);
   });
   return 0;
