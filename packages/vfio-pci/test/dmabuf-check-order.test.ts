@@ -28,7 +28,6 @@ import { describe, expect, it } from "vitest";
 import {
   VFIO_DEVICE_FEATURE,
   VFIO_DEVICE_FEATURE_DMA_BUF,
-  VFIO_DEVICE_FEATURE_GET,
   VFIO_DEVICE_FEATURE_SET,
   encodeDmaBufFeature,
 } from "../src/vfio-uapi.js";
