@@ -32,7 +32,7 @@ export function runProgram(ops: readonly Op[], extra?: ExtraInvariant): ProgramS
   const machine = new Machine();
   const checker = new Checker({
     kernel: machine.kernel,
-    tasks: [machine.libc.task],
+    tasks: machine.tasks,
     devices: machine.devices,
   });
   const runner = new Runner(machine);

@@ -8,7 +8,8 @@
  * allocated, the areas it mapped, the dma-buf fds it holds), taken modulo the count, so every
  * generated sequence is meaningful and shrinks well. A call that fails must fail with an errno
  * its row of DOCUMENTED_ERRNOS allows; anything thrown other than a KernelError is a model bug
- * and propagates.
+ * and propagates. The `die` op kills the process mid-program: the machine must then be
+ * quiesced (checkQuiesced), and a fresh process carries on.
  */
 import fc from "fast-check";
 import {
@@ -45,6 +46,7 @@ import {
   VFIO_DEVICE_RESET,
   encodeDmaBufFeature,
 } from "@x/vfio-pci";
+import { Checker } from "./checker.js";
 import { type SyscallName, errnoDocumented } from "./errnos.js";
 import { BUFFER_PAGES, type Machine, NUM_DEVICES, PAGE } from "./machine.js";
 
@@ -138,7 +140,8 @@ export type Op =
     }
   | { readonly k: "accessClose"; readonly access: number }
   | { readonly k: "rlimitMode"; readonly mm: boolean }
-  | { readonly k: "memlock"; readonly pages: number };
+  | { readonly k: "memlock"; readonly pages: number }
+  | { readonly k: "die" };
 
 const idx = fc.nat({ max: 7 });
 const dev = fc.nat({ max: NUM_DEVICES - 1 });
@@ -270,6 +273,7 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       pages: fc.constantFrom(0, 4, 16, 2048),
     }),
   },
+  { weight: 1, arbitrary: fc.constant({ k: "die" } as const) },
 );
 
 /** A program of up to `maxLength` ops. */
@@ -633,7 +637,35 @@ export class Runner {
         const [a] = this.accesses.splice(op.access % this.accesses.length, 1);
         return this.sys("CLOSE", op, this.machine.libc.close(a!.fd));
       }
+      case "die":
+        this.die();
+        return 0;
     }
+  }
+
+  /**
+   * The process is killed where it stands: exit must leave nothing behind (no pin, charge,
+   * dma-buf, context or device reference), then the program goes on as a new process that
+   * knows nothing of the old one's descriptors and objects.
+   */
+  private die(): void {
+    const { machine } = this;
+    machine.libc.exit();
+    new Checker({
+      kernel: machine.kernel,
+      tasks: machine.tasks,
+      devices: machine.devices,
+    }).checkQuiesced();
+    machine.spawn();
+    this.fd = IommufdClient.open(machine.libc);
+    this.ioas = [];
+    this.hwpts = [];
+    this.areas.clear();
+    this.devFds.fill(-1);
+    this.devIds.fill(0);
+    this.bufs.length = 0;
+    this.accesses.length = 0;
+    this.rwBuf = 0n;
   }
 
   /** Close every descriptor the program holds (then nothing may remain). */

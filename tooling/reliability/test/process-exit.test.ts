@@ -44,4 +44,22 @@ describe("process death", () => {
     v.setInt32(8, iommufd.fd, true);
     expect(next.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, bind)).toBe(0);
   });
+
+  it("the fuzzer's die op: quiesced check, then a new process carries on with the same devices", () => {
+    const w = world([
+      ...VMM_STATE,
+      { k: "accessCreate", ioas: 0, pin: true },
+      { k: "accessPages", access: 0, area: 0, pages: 2, write: false },
+    ]);
+    const first = w.machine.libc;
+    expect(w.runner.step({ k: "die" })).toBe(0);
+    expect(first.process.exited).toBe(true);
+    expect(w.machine.libc).not.toBe(first);
+    expect(w.machine.tasks).toHaveLength(2);
+    for (const op of VMM_STATE) expect(w.runner.step(op)).toBe(0);
+    w.checker.check();
+    expect(w.runner.step({ k: "die" })).toBe(0);
+    w.runner.teardown();
+    w.checker.checkQuiesced();
+  });
 });
