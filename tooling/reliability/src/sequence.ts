@@ -15,9 +15,12 @@ import fc from "fast-check";
 import {
   type Decoded,
   type FieldSpec,
+  IOMMUFD_OBJ_IOAS,
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_TEST_CMD,
+  type IoPagetable,
   IommufdClient,
+  type IommufdIoas,
   type Struct,
 } from "@x/iommufd";
 import {
@@ -31,7 +34,7 @@ import {
   MOCK_FLAGS_ACCESS_WRITE,
   iommu_test_cmd,
 } from "@x/selftest";
-import { KernelError, O_RDWR, RLIMIT_MEMLOCK } from "@x/kernel";
+import { KernelError, O_RDWR, RLIMIT_MEMLOCK, U64_MAX } from "@x/kernel";
 import {
   PCI_COMMAND,
   PCI_COMMAND_MASTER,
@@ -46,7 +49,7 @@ import {
   VFIO_DEVICE_RESET,
   encodeDmaBufFeature,
 } from "@x/vfio-pci";
-import { Checker } from "./checker.js";
+import { Checker, type CopiedRange } from "./checker.js";
 import { type SyscallName, errnoDocumented } from "./errnos.js";
 import { BUFFER_PAGES, type Machine, NUM_DEVICES, PAGE } from "./machine.js";
 
@@ -344,6 +347,8 @@ export class Runner {
   private readonly accesses: Array<{ fd: number; ioas: number; items: number[] }> = [];
   /** A user buffer ACCESS_RW reads into and writes from. */
   private rwBuf = 0n;
+  /** Ranges IOAS_COPY mapped, with the IOAS ids of both ends, while both are mapped. */
+  private copied: Array<CopiedRange & { readonly srcId: number; readonly dstId: number }> = [];
   /** Calls made and calls that failed (with a documented errno). */
   calls = 0;
   failures = 0;
@@ -365,6 +370,11 @@ export class Runner {
     return this.devFds[i] ?? -1;
   }
 
+  /** The ranges IOAS_COPY mapped whose both ends are still mapped (for the checker). */
+  copies(): Iterable<CopiedRange> {
+    return this.copied;
+  }
+
   /** Issue one op: 0 on success, the errno of a failed call, or SKIPPED. */
   step(op: Op): number {
     switch (op.k) {
@@ -379,6 +389,7 @@ export class Runner {
         const id = pick(all, op.obj) ?? 0;
         return this.call("IOMMU_DESTROY", op, () => {
           this.fd.destroy(id);
+          this.forgetCopies(id, 0n, U64_MAX);
           this.ioas = this.ioas.filter((x) => x !== id);
           this.hwpts = this.hwpts.filter((x) => x !== id);
           this.areas.delete(id);
@@ -446,15 +457,25 @@ export class Runner {
         const src = pick(this.ioas, op.src) ?? 0;
         const dst = pick(this.ioas, op.dst) ?? 0;
         const area = pick(this.areas.get(src) ?? [], op.area) ?? { iova: 0n, length: PAGE };
-        return this.mapInto("IOMMU_IOAS_COPY", op, dst, area.length, op.slot, (length, dstIova) =>
-          this.fd.ioasCopy({
+        return this.mapInto("IOMMU_IOAS_COPY", op, dst, area.length, op.slot, (length, at) => {
+          const dstIova = this.fd.ioasCopy({
             dstIoasId: dst,
             srcIoasId: src,
             srcIova: area.iova,
             length,
-            ...(dstIova === undefined ? {} : { dstIova }),
-          }),
-        );
+            ...(at === undefined ? {} : { dstIova: at }),
+          });
+          this.copied.push({
+            src: this.ioptOf(src),
+            srcId: src,
+            srcIova: area.iova,
+            dst: this.ioptOf(dst),
+            dstId: dst,
+            dstIova,
+            length,
+          });
+          return dstIova;
+        });
       }
       case "unmap": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
@@ -475,6 +496,7 @@ export class Runner {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         return this.call("IOMMU_IOAS_UNMAP", op, () => {
           this.fd.unmapAll(ioasId);
+          this.forgetCopies(ioasId, 0n, U64_MAX);
           this.areas.set(ioasId, []);
         });
       }
@@ -503,6 +525,7 @@ export class Runner {
           const next = IommufdClient.open(this.machine.libc);
           this.fd.close();
           this.fd = next;
+          this.copied = [];
           this.ioas = [];
           this.hwpts = [];
           this.areas.clear();
@@ -658,6 +681,7 @@ export class Runner {
     }).checkQuiesced();
     machine.spawn();
     this.fd = IommufdClient.open(machine.libc);
+    this.copied = [];
     this.ioas = [];
     this.hwpts = [];
     this.areas.clear();
@@ -695,6 +719,21 @@ export class Runner {
     this.devIds[op.dev] = new DataView(bind.buffer).getUint32(12, true);
     this.calls += 2;
     return 0;
+  }
+
+  private ioptOf(ioasId: number): IoPagetable {
+    const { iommufd, libc } = this.machine;
+    const ctx = iommufd.ctxFromFile(libc.process.files.lookup(this.fd.fd));
+    return ctx.withObject(ioasId, IOMMUFD_OBJ_IOAS, (o) => (o as IommufdIoas).iopt);
+  }
+
+  /** Drop the copies with an end in [iova, last] of `ioasId` (that end was unmapped). */
+  private forgetCopies(ioasId: number, iova: bigint, last: bigint): void {
+    const hit = (id: number, at: bigint, len: bigint) =>
+      id === ioasId && at <= last && at + len - 1n >= iova;
+    this.copied = this.copied.filter(
+      (c) => !hit(c.srcId, c.srcIova, c.length) && !hit(c.dstId, c.dstIova, c.length),
+    );
   }
 
   /** The area an access op aims at: one of its IOAS's areas, else the first page of the base. */
@@ -741,6 +780,7 @@ export class Runner {
     return this.call("IOMMU_IOAS_UNMAP", op, () => {
       this.fd.ioasUnmap({ ioasId, iova, length });
       const last = iova + length - 1n;
+      this.forgetCopies(ioasId, iova, last);
       const list = this.areas.get(ioasId) ?? [];
       this.areas.set(
         ioasId,

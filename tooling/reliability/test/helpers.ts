@@ -27,6 +27,7 @@ export function world(ops: readonly Op[] = VMM_STATE): World {
     kernel: machine.kernel,
     tasks: machine.tasks,
     devices: machine.devices,
+    copies: () => runner.copies(),
   });
   for (const op of ops) runner.step(op);
   return { machine, runner, checker };
