@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * Mutation testing of the five core packages with StrykerJS (`pnpm mutate`). Not part of CI:
  * a full run takes hours on two cores. Incremental: results are kept in
@@ -13,7 +12,6 @@ if (pkg !== undefined && !CORE.includes(pkg)) throw new Error(`MUTATE_PKG: one o
 const pkgs = pkg ? [pkg] : CORE;
 const suffix = pkg ? `-${pkg}` : "";
 
-/** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   packageManager: "pnpm",
   plugins: ["@stryker-mutator/vitest-runner"],

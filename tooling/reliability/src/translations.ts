@@ -13,7 +13,7 @@ const PAGE_SHIFT = BigInt(KERNEL_PAGE_SHIFT);
 const PAGE = 1n << PAGE_SHIFT;
 
 /** The frame page `index` of `pages` stands for, or -1 when its source has none now. */
-export function sourcePfn(pages: IoptPages, index: number): number {
+function sourcePfn(pages: IoptPages, index: number): number {
   const held = pages.pinnedPfns.load(index);
   if (held >= 0) return held;
   const d = pages.dmabuf;
