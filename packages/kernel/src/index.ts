@@ -119,6 +119,8 @@ export {
   isMemfd,
   memfdCreate,
   memfdPinFolios,
+  type ShmemInode,
+  shmemInode,
   vfsTruncate,
 } from "./memfd.js";
 export {

@@ -1,7 +1,7 @@
 import { ENOENT, ENOMEM } from "./errno.js";
 import { KernelWarning, fail } from "./error.js";
 import { FaultInjector } from "./fault.js";
-import { File, type FileOperations } from "./file.js";
+import { File, type FileOperations, withDeferredFput } from "./file.js";
 import { Lockdep } from "./lockdep.js";
 import type { LockOrder } from "./lockdep-order.js";
 import { MmStruct } from "./mm.js";
@@ -93,16 +93,22 @@ export class Kernel {
   }
 
   /**
-   * do_exit for a whole process: close its descriptors and tear down its address space. It
-   * stays a zombie until its parent reaps it, with a wait status made of the exit `code`, or
-   * of `signal` when a signal killed it.
+   * do_exit for a whole process: exit_mm tears the address space down, then exit_files closes
+   * the descriptors. A file whose last reference goes in either step (a VMA's vm_file, a
+   * descriptor) is released only after both, as the final fput runs ____fput from task_work
+   * (exit_task_work): a driver's release never runs under mmap_lock. The process stays a zombie
+   * until its parent reaps it, with a wait status made of the exit `code`, or of `signal` when a
+   * signal killed it.
+   * @see do_exit
    */
   exit(process: Process, code = 0, signal = 0): void {
     if (process.exited) throw new KernelWarning(`process ${process.pid} exited twice`);
     process.exited = true;
     process.exitStatus = signal ? signal & 0x7f : (code & 0xff) << 8;
-    process.files.closeAll();
-    process.mm.exit();
+    withDeferredFput(() => {
+      process.mm.exit();
+      process.files.closeAll();
+    });
   }
 
   newTask(process: Process): Task {

@@ -11,6 +11,12 @@
  *   RAM targets are pinned and cacheable, MMIO targets carry IOMMU_MMIO and belong to a live
  *   VFIO dma-buf (no stale MMIO PTE); a domain maps exactly the frames of its IOAS's
  *   non-revoked areas and belongs to one IOAS only;
+ * - `translation`: every IOPTE run points at the frames its area's source gives (the access's
+ *   pinned PFNs, the user's pages, the memfd's folios, the dma-buf's range plus the slice
+ *   start), with the area's read/write permission and MMIO exactly for dma-buf areas
+ *   (translations.ts);
+ * - `pinned`: a frame is pinned once per pages object holding it, and a pages object pins each
+ *   index it holds once; `shared`: a range IOAS_COPY made still uses the source's pages objects;
  * - `dmabuf`: a buffer on the machine's list is alive; a buffer that left it was released
  *   exactly once and never while attached; every iommufd attachment belongs to live pages;
  * - `exporter`: VFIO dma-buf states match their device (LIVE/REVOKED on the list of an open
@@ -56,6 +62,7 @@ import {
   VFIO_PCI_MSI_IRQ_INDEX,
 } from "@x/vfio-pci";
 import { forEachIopte } from "./iommu.js";
+import { ioptRunProblem, pinProblem } from "./translations.js";
 
 /** A broken rule: `rule` is one of the names in the file comment. */
 export class InvariantViolation extends Error {
@@ -72,11 +79,24 @@ function broken(rule: string, detail: string): never {
   throw new InvariantViolation(rule, detail);
 }
 
-/** What one check looks at: the machine, the user tasks, the VFIO devices. */
+/** A range IOAS_COPY mapped: while both ends are mapped, they use the same pages objects. */
+export interface CopiedRange {
+  readonly src: IoPagetable;
+  readonly srcIova: bigint;
+  readonly dst: IoPagetable;
+  readonly dstIova: bigint;
+  readonly length: bigint;
+}
+
+/**
+ * What one check looks at: the machine, the user tasks, the VFIO devices, and the ranges the
+ * program copied (the kernel keeps no record of a copy, so the program's own is used).
+ */
 export interface CheckScope {
   readonly kernel: Kernel;
   readonly tasks: readonly Task[];
   readonly devices: readonly VfioPciCoreDevice[];
+  readonly copies?: () => Iterable<CopiedRange>;
 }
 
 const PAGE_SHIFT = BigInt(KERNEL_PAGE_SHIFT);
@@ -101,6 +121,7 @@ export class Checker {
     this.checkPins(g.pages);
     this.checkAccounting(g.pages);
     this.checkIoptes(g.iopts);
+    this.checkTranslations(g.iopts, g.pages);
     this.checkDmaBufs(g.pages);
     this.checkExporter(g.pages);
     for (const vdev of this.scope.devices) checkIrqs(vdev);
@@ -253,6 +274,31 @@ export class Checker {
           broken("iopte", `domain ${domain.id} maps ${mapped} frames, its areas need ${expected}`);
         }
       }
+    }
+  }
+
+  private checkTranslations(iopts: readonly IoPagetable[], pages: ReadonlySet<IoptPages>): void {
+    for (const iopt of iopts) {
+      for (const domain of iopt.domainList) {
+        forEachIopte(domain, (iovaPfn, pfn, n, prot) => {
+          const problem = ioptRunProblem(iopt, iovaPfn, pfn, n, prot);
+          if (problem) broken("translation", `domain ${domain.id}: ${problem}`);
+        });
+      }
+    }
+    const mem = this.scope.kernel.mem;
+    const pinned = pinProblem(pages, (pfn) => mem.pinCount(pfn));
+    if (pinned) broken("pinned", pinned);
+    for (const c of this.scope.copies?.() ?? []) {
+      const src = c.src.areas(c.srcIova, c.srcIova + c.length - 1n);
+      const dst = c.dst.areas(c.dstIova, c.dstIova + c.length - 1n);
+      if (!src.length || src.length !== dst.length) continue;
+      src.forEach((s, i) => {
+        const d = dst[i]!;
+        if (d.pages !== s.pages || d.index !== s.index || d.lastIndex !== s.lastIndex) {
+          broken("shared", `copy at 0x${d.iova.toString(16)} does not use its source's pages`);
+        }
+      });
     }
   }
 

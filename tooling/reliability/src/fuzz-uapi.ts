@@ -31,12 +31,13 @@ export type ExtraInvariant = (machine: Machine) => void;
 /** Run one program on a fresh machine, checking after every step and after teardown. */
 export function runProgram(ops: readonly Op[], extra?: ExtraInvariant): ProgramStats {
   const machine = new Machine();
+  const runner = new Runner(machine);
   const checker = new Checker({
     kernel: machine.kernel,
-    tasks: [machine.libc.task],
+    tasks: machine.tasks,
     devices: machine.devices,
+    copies: () => runner.copies(),
   });
-  const runner = new Runner(machine);
   let steps = 0;
   for (const op of ops) {
     runner.step(op);

@@ -3,7 +3,8 @@
  * the selftest module (IOMMU_TEST_CMD: in-kernel accesses), two PCI functions (a 1 MiB 64-bit
  * BAR, PM, PCIe FLR, INTx, MSI and MSI-X) behind two different IOMMUs, bound to
  * vfio-pci, and one unprivileged user process (no CAP_IPC_LOCK, so pins are charged) owning a
- * memfd and an anonymous buffer it maps into IOASes. Built only from the packages' public
+ * memfd and an anonymous buffer it maps into IOASes; when that process dies, `spawn` starts the
+ * next one. Built only from the packages' public
  * APIs, exactly as a VMM sets itself up.
  *
  * Decision: DMABUF areas read back from a storage domain are given MMIO attributes
@@ -22,6 +23,7 @@ import {
   MAP_SHARED,
   PROT_READ,
   PROT_WRITE,
+  type Task,
 } from "@x/kernel";
 import { type VfioPciCoreDevice, type VfioPciModule, loadVfioPci, pciRoot } from "@x/vfio-pci";
 import { iommufdTestInit } from "@x/selftest";
@@ -45,11 +47,13 @@ export class Machine {
   readonly iommufd: IommufdModule;
   readonly vfio: VfioPciModule;
   readonly devices: VfioPciCoreDevice[] = [];
-  /** The user process (its own task: fail-nth arming counts only its system calls). */
-  readonly libc: Libc;
-  readonly memfd: number;
-  readonly memfdVa: bigint;
-  readonly anonVa: bigint;
+  /** The live user process (its own task: fail-nth arming counts only its system calls). */
+  libc!: Libc;
+  memfd!: number;
+  memfdVa!: bigint;
+  anonVa!: bigint;
+  /** The task of every user process the machine has run, the live one last. */
+  readonly tasks: Task[] = [];
 
   constructor() {
     const kernel = new Kernel({ ramBytes: 1n << 32n });
@@ -77,9 +81,16 @@ export class Machine {
       });
       this.devices.push(this.vfio.probe(pdev));
     }
-    this.libc = new Libc(kernel, kernel.newProcess(FUZZ_UID, [CAP_SYS_RESOURCE]));
+    this.spawn();
+  }
+
+  /** Start a user process with its memfd and anonymous buffer (again, after one died). */
+  spawn(): void {
+    const { kernel } = this;
+    const libc = new Libc(kernel, kernel.newProcess(FUZZ_UID, [CAP_SYS_RESOURCE]));
     const len = BigInt(BUFFER_PAGES) * PAGE;
-    const libc = this.libc;
+    this.libc = libc;
+    this.tasks.push(libc.task);
     this.memfd = check(libc, libc.memfdCreate("guest-ram", 0));
     check(libc, libc.ftruncate(this.memfd, len));
     this.memfdVa = checkVa(

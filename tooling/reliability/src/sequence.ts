@@ -8,7 +8,8 @@
  * allocated, the areas it mapped, the dma-buf fds it holds), taken modulo the count, so every
  * generated sequence is meaningful and shrinks well. A call that fails must fail with an errno
  * its row of DOCUMENTED_ERRNOS allows; anything thrown other than a KernelError is a model bug
- * and propagates.
+ * and propagates. The `die` op kills the process mid-program: the machine must then be
+ * quiesced (checkQuiesced), and a fresh process carries on.
  */
 import fc from "fast-check";
 import {
@@ -16,9 +17,12 @@ import {
   type FieldSpec,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
+  IOMMUFD_OBJ_IOAS,
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_TEST_CMD,
+  type IoPagetable,
   IommufdClient,
+  type IommufdIoas,
   type Struct,
 } from "@x/iommufd";
 import {
@@ -32,7 +36,7 @@ import {
   MOCK_FLAGS_ACCESS_WRITE,
   iommu_test_cmd,
 } from "@x/selftest";
-import { KernelError, O_RDWR, RLIMIT_MEMLOCK } from "@x/kernel";
+import { KernelError, O_RDWR, RLIMIT_MEMLOCK, U64_MAX } from "@x/kernel";
 import {
   PCI_COMMAND,
   PCI_COMMAND_MASTER,
@@ -48,6 +52,7 @@ import {
   encodeDmaBufFeature,
 } from "@x/vfio-pci";
 import { X86_MSI_RANGE_START } from "@x/iommu-pgtable";
+import { Checker, type CopiedRange } from "./checker.js";
 import { type SyscallName, errnoDocumented } from "./errnos.js";
 import { BUFFER_PAGES, type Machine, NUM_DEVICES, PAGE } from "./machine.js";
 import { type VmmOp, VmmOps, vmmOpArbs } from "./vmm-ops.js";
@@ -161,6 +166,7 @@ export type Op =
   | { readonly k: "mapMsi"; readonly ioas: number; readonly pages: number }
   /** A sealable memfd mapped by MAP_FILE (its pins then refuse F_SEAL_WRITE, EBUSY). */
   | { readonly k: "mapSealed"; readonly ioas: number; readonly mfd: number; readonly pages: number }
+  | { readonly k: "die" }
   | VmmOp;
 
 const idx = fc.nat({ max: 7 });
@@ -328,6 +334,7 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       pages: fc.integer({ min: 1, max: 4 }),
     }),
   },
+  { weight: 1, arbitrary: fc.constant({ k: "die" } as const) },
   ...vmmOpArbs,
 );
 
@@ -401,6 +408,8 @@ export class Runner {
   private rwBuf = 0n;
   /** Eventfds, sealable memfds and interrupts (vmm-ops.ts). */
   private readonly vmm: VmmOps;
+  /** Ranges IOAS_COPY mapped, with the IOAS ids of both ends, while both are mapped. */
+  private copied: Array<CopiedRange & { readonly srcId: number; readonly dstId: number }> = [];
   /** Calls made and calls that failed (with a documented errno). */
   calls = 0;
   failures = 0;
@@ -427,6 +436,11 @@ export class Runner {
     return this.devFds[i] ?? -1;
   }
 
+  /** The ranges IOAS_COPY mapped whose both ends are still mapped (for the checker). */
+  copies(): Iterable<CopiedRange> {
+    return this.copied;
+  }
+
   /** Issue one op: 0 on success, the errno of a failed call, or SKIPPED. */
   step(op: Op): number {
     switch (op.k) {
@@ -441,6 +455,7 @@ export class Runner {
         const id = pick(all, op.obj) ?? 0;
         return this.call("IOMMU_DESTROY", op, () => {
           this.fd.destroy(id);
+          this.forgetCopies(id, 0n, U64_MAX);
           this.ioas = this.ioas.filter((x) => x !== id);
           this.hwpts = this.hwpts.filter((x) => x !== id);
           this.areas.delete(id);
@@ -508,15 +523,25 @@ export class Runner {
         const src = pick(this.ioas, op.src) ?? 0;
         const dst = pick(this.ioas, op.dst) ?? 0;
         const area = pick(this.areas.get(src) ?? [], op.area) ?? { iova: 0n, length: PAGE };
-        return this.mapInto("IOMMU_IOAS_COPY", op, dst, area.length, op.slot, (length, dstIova) =>
-          this.fd.ioasCopy({
+        return this.mapInto("IOMMU_IOAS_COPY", op, dst, area.length, op.slot, (length, at) => {
+          const dstIova = this.fd.ioasCopy({
             dstIoasId: dst,
             srcIoasId: src,
             srcIova: area.iova,
             length,
-            ...(dstIova === undefined ? {} : { dstIova }),
-          }),
-        );
+            ...(at === undefined ? {} : { dstIova: at }),
+          });
+          this.copied.push({
+            src: this.ioptOf(src),
+            srcId: src,
+            srcIova: area.iova,
+            dst: this.ioptOf(dst),
+            dstId: dst,
+            dstIova,
+            length,
+          });
+          return dstIova;
+        });
       }
       case "unmap": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
@@ -537,6 +562,7 @@ export class Runner {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         return this.call("IOMMU_IOAS_UNMAP", op, () => {
           this.fd.unmapAll(ioasId);
+          this.forgetCopies(ioasId, 0n, U64_MAX);
           this.areas.set(ioasId, []);
         });
       }
@@ -587,6 +613,7 @@ export class Runner {
           const next = IommufdClient.open(this.machine.libc);
           this.fd.close();
           this.fd = next;
+          this.copied = [];
           this.ioas = [];
           this.hwpts = [];
           this.areas.clear();
@@ -721,6 +748,9 @@ export class Runner {
         const [a] = this.accesses.splice(op.access % this.accesses.length, 1);
         return this.sys("CLOSE", op, this.machine.libc.close(a!.fd));
       }
+      case "die":
+        this.die();
+        return 0;
       case "mapMsi": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const length = BigInt(op.pages) * PAGE;
@@ -749,6 +779,33 @@ export class Runner {
       default:
         return this.vmm.step(op);
     }
+  }
+
+  /**
+   * The process is killed where it stands: exit must leave nothing behind (no pin, charge,
+   * dma-buf, context or device reference), then the program goes on as a new process that
+   * knows nothing of the old one's descriptors and objects.
+   */
+  private die(): void {
+    const { machine } = this;
+    machine.libc.exit();
+    new Checker({
+      kernel: machine.kernel,
+      tasks: machine.tasks,
+      devices: machine.devices,
+    }).checkQuiesced();
+    machine.spawn();
+    this.fd = IommufdClient.open(machine.libc);
+    this.copied = [];
+    this.vmm.forget();
+    this.ioas = [];
+    this.hwpts = [];
+    this.areas.clear();
+    this.devFds.fill(-1);
+    this.devIds.fill(0);
+    this.bufs.length = 0;
+    this.accesses.length = 0;
+    this.rwBuf = 0n;
   }
 
   /** Close every descriptor the program holds (then nothing may remain). */
@@ -780,6 +837,21 @@ export class Runner {
     this.devIds[op.dev] = new DataView(bind.buffer).getUint32(12, true);
     this.calls += 2;
     return 0;
+  }
+
+  private ioptOf(ioasId: number): IoPagetable {
+    const { iommufd, libc } = this.machine;
+    const ctx = iommufd.ctxFromFile(libc.process.files.lookup(this.fd.fd));
+    return ctx.withObject(ioasId, IOMMUFD_OBJ_IOAS, (o) => (o as IommufdIoas).iopt);
+  }
+
+  /** Drop the copies with an end in [iova, last] of `ioasId` (that end was unmapped). */
+  private forgetCopies(ioasId: number, iova: bigint, last: bigint): void {
+    const hit = (id: number, at: bigint, len: bigint) =>
+      id === ioasId && at <= last && at + len - 1n >= iova;
+    this.copied = this.copied.filter(
+      (c) => !hit(c.srcId, c.srcIova, c.length) && !hit(c.dstId, c.dstIova, c.length),
+    );
   }
 
   /** The area an access op aims at: one of its IOAS's areas, else the first page of the base. */
@@ -826,6 +898,7 @@ export class Runner {
     return this.call("IOMMU_IOAS_UNMAP", op, () => {
       this.fd.ioasUnmap({ ioasId, iova, length });
       const last = iova + length - 1n;
+      this.forgetCopies(ioasId, iova, last);
       const list = this.areas.get(ioasId) ?? [];
       this.areas.set(
         ioasId,

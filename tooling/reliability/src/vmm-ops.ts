@@ -346,6 +346,13 @@ export class VmmOps {
     for (const fd of this.memfds.splice(0)) libc.close(fd);
   }
 
+  /** The process died: its exit closed and unmapped all of these already. */
+  forget(): void {
+    this.maps.length = 0;
+    this.efds.length = 0;
+    this.memfds.length = 0;
+  }
+
   /** After every descriptor is closed: no eventfd context may still be referenced. */
   checkReleased(): void {
     const held = this.created.filter((c) => c.refcount !== 0).length;

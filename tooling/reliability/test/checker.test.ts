@@ -1,7 +1,14 @@
-import { IOMMU_READ, iommuIovaToPhys, iommuMap } from "@x/iommu-pgtable";
+import { IOMMU_READ, iommuIovaToPhys, iommuMap, iommuUnmap } from "@x/iommu-pgtable";
+import {
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_UNMAP,
+  IommufdIoas,
+  iommu_ioas_map,
+  iommu_ioas_unmap,
+} from "@x/iommufd";
 import { describe, expect, it } from "vitest";
 import { InvariantViolation } from "../src/checker.js";
-import { firstIoas, world } from "./helpers.js";
+import { VMM_STATE, type World, firstIoas, world } from "./helpers.js";
 
 function violation(fn: () => void): string {
   try {
@@ -88,4 +95,84 @@ describe("checker", () => {
     w2.runner.teardown();
     expect(violation(() => w2.checker.checkQuiesced())).toBe("leak");
   });
+
+  it("catches an IOPTE pointing at another pinned frame of its own area (wrong target)", () => {
+    const w = world();
+    const { ioas } = firstIoas(w);
+    const domain = ioas.iopt.domainList[0]!;
+    const area = ioas.iopt.areas().find((a) => !a.pages?.dmabuf)!;
+    const [a, b] = [area.iova, area.iova + 4096n];
+    const [pa, pb] = [iommuIovaToPhys(domain, a), iommuIovaToPhys(domain, b)];
+    iommuUnmap(domain, a, 8192n);
+    iommuMap(domain, a, pb, 4096n, area.iommuProt);
+    iommuMap(domain, b, pa, 4096n, area.iommuProt);
+    expect(violation(() => w.checker.check())).toBe("translation");
+  });
+
+  it("catches a frame pinned twice while another of the same pages lost its pin", () => {
+    const w = world([
+      ...VMM_STATE,
+      { k: "ioasAlloc" },
+      { k: "map", ioas: 1, memfd: true, off: 8, pages: 2, slot: 0, readOnly: false },
+      { k: "accessCreate", ioas: 1, pin: true },
+      { k: "accessPages", access: 0, area: 0, pages: 2, write: false },
+    ]);
+    w.checker.check();
+    const pages = [...w.machine.iommufd.contexts()]
+      .flatMap((c) => [...c.objectsInOrder()])
+      .flatMap((o) => (o instanceof IommufdIoas ? o.iopt.areas() : []))
+      .find((a) => a.pages?.pinnedPfns.count === 2)!.pages!;
+    const [x, y] = [pages.pinnedPfns.load(0), pages.pinnedPfns.load(1)];
+    // The totals still agree (pins rule); frame x is now pinned twice, frame y not at all.
+    w.machine.kernel.mem.pinPages(x, 1);
+    w.machine.kernel.mem.unpinPages(y, 1);
+    expect(violation(() => w.checker.check())).toBe("pinned");
+  });
+
+  it("catches a copy that got pages objects of its own instead of the source's", () => {
+    const w = world([
+      ...VMM_STATE,
+      { k: "ioasAlloc" },
+      { k: "devOpen", dev: 1 },
+      { k: "attach", dev: 1, pt: 1 },
+      { k: "copy", src: 0, dst: 1, area: 0, slot: 8 },
+    ]);
+    w.checker.check();
+    const [copy] = [...w.runner.copies()];
+    expect(copy).toBeDefined();
+    // What a COPY that pins afresh would leave: the same memory, mapped again at the copy's IOVA.
+    const dst = [...w.machine.devices[1]!.binding!.ctx.objectsInOrder()].find(
+      (o) => o instanceof IommufdIoas && o.iopt === copy!.dst,
+    )!;
+    ioctl(
+      w,
+      IOMMU_IOAS_UNMAP,
+      iommu_ioas_unmap.encode({
+        size: 24,
+        ioas_id: dst.id,
+        iova: copy!.dstIova,
+        length: copy!.length,
+      }),
+    );
+    ioctl(
+      w,
+      IOMMU_IOAS_MAP,
+      iommu_ioas_map.encode({
+        size: 40,
+        flags: 7,
+        ioas_id: dst.id,
+        user_va: w.machine.memfdVa,
+        length: copy!.length,
+        iova: copy!.dstIova,
+      }),
+    );
+    expect(violation(() => w.checker.check())).toBe("shared");
+  });
 });
+
+function ioctl(w: World, cmd: number, bytes: Uint8Array): void {
+  const libc = w.machine.libc;
+  const va = libc.malloc(bytes.length);
+  libc.poke(va, bytes);
+  if (libc.ioctl(w.runner.iommufdFd, cmd, va) < 0) throw new Error(`ioctl errno ${libc.errno}`);
+}

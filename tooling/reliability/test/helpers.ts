@@ -25,8 +25,9 @@ export function world(ops: readonly Op[] = VMM_STATE): World {
   const runner = new Runner(machine);
   const checker = new Checker({
     kernel: machine.kernel,
-    tasks: [machine.libc.task],
+    tasks: machine.tasks,
     devices: machine.devices,
+    copies: () => runner.copies(),
   });
   for (const op of ops) runner.step(op);
   return { machine, runner, checker };

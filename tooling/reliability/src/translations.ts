@@ -1,0 +1,110 @@
+/**
+ * What an IOPTE must translate to, derived from the mapping's source and not from any domain:
+ * page `index` of an iopt_pages is the frame the in-kernel access pinned (the xarray), else
+ * the page of the user's mm at `uptr`, the memfd's page-cache folio at `start`, or the
+ * dma-buf's physical range plus the slice start (drivers/iommu/iommufd/pages.c: the pfn
+ * reader's sources). The checker compares every IOPTE run with it in one walk per domain, and
+ * counts pins per frame against the pages objects that hold them.
+ */
+import { IOMMU_MMIO, IOMMU_READ, IOMMU_WRITE, type IoPagetable, type IoptPages } from "@x/iommufd";
+import { PAGE_SHIFT as KERNEL_PAGE_SHIFT, shmemInode } from "@x/kernel";
+
+const PAGE_SHIFT = BigInt(KERNEL_PAGE_SHIFT);
+const PAGE = 1n << PAGE_SHIFT;
+
+/** The frame page `index` of `pages` stands for, or -1 when its source has none now. */
+function sourcePfn(pages: IoptPages, index: number): number {
+  const held = pages.pinnedPfns.load(index);
+  if (held >= 0) return held;
+  const d = pages.dmabuf;
+  if (d) return Number((d.phys.paddr + d.start + BigInt(index) * PAGE) >> PAGE_SHIFT);
+  if (pages.file) {
+    const inode = shmemInode(pages.file);
+    if (!inode) return -1;
+    const pg = Number(pages.start >> PAGE_SHIFT) + index;
+    const head = inode.findFolio(pg);
+    return head < 0 ? -1 : head + (pg % 2 ** inode.order);
+  }
+  return pages.sourceMm.lookup(Number(pages.uptr >> PAGE_SHIFT) + index);
+}
+
+/**
+ * Check one IOPTE run of a domain of `iopt` (frames [iovaPfn, iovaPfn + n) -> pfn.., `prot`):
+ * each frame points where its area's source says, with the area's read/write permission and
+ * MMIO exactly for dma-buf areas. Returns the first problem, or undefined.
+ */
+export function ioptRunProblem(
+  iopt: IoPagetable,
+  iovaPfn: number,
+  pfn: number,
+  n: number,
+  prot: number,
+): string | undefined {
+  const start = BigInt(iovaPfn) << PAGE_SHIFT;
+  const last = (BigInt(iovaPfn + n) << PAGE_SHIFT) - 1n;
+  for (const area of iopt.areas(start, last)) {
+    const pages = area.pages;
+    if (!pages) continue;
+    const rw = IOMMU_READ | IOMMU_WRITE;
+    if ((prot & rw) !== (area.iommuProt & rw))
+      return `IOPTE at 0x${start.toString(16)} has prot 0x${prot.toString(16)}, area 0x${area.iommuProt.toString(16)}`;
+    if (!(prot & IOMMU_MMIO) !== !pages.dmabuf)
+      return `IOPTE at 0x${start.toString(16)}: MMIO kind does not match a ${pages.dmabuf ? "dma-buf" : "memory"} area`;
+    const from = area.iova > start ? area.iova >> PAGE_SHIFT : BigInt(iovaPfn);
+    const to = (area.lastIova < last ? area.lastIova : last) >> PAGE_SHIFT;
+    for (let f = Number(from); f <= Number(to); f++) {
+      const iova = BigInt(f) << PAGE_SHIFT;
+      const index = Number(area.startByte(iova > area.iova ? iova : area.iova) >> PAGE_SHIFT);
+      const want = sourcePfn(pages, index);
+      const got = pfn + (f - iovaPfn);
+      if (want >= 0 && want !== got)
+        return `IOVA 0x${iova.toString(16)} -> pfn ${got}, its source is pfn ${want}`;
+    }
+  }
+  return undefined;
+}
+
+/** The page indexes `pages` holds pinned: its filled areas and its accesses, merged. */
+function pinnedIndexRuns(pages: IoptPages): Array<[number, number]> {
+  const spans: Array<[number, number]> = [];
+  for (const area of pages.domainsItree.overlapping()) spans.push([area.index, area.lastIndex]);
+  for (const a of pages.accessItree.overlapping())
+    spans.push([Number(a.node.start), Number(a.node.last)]);
+  spans.sort((x, y) => x[0] - y[0]);
+  const out: Array<[number, number]> = [];
+  for (const [s, l] of spans) {
+    const prev = out[out.length - 1];
+    if (prev && s <= prev[1] + 1) prev[1] = Math.max(prev[1], l);
+    else out.push([s, l]);
+  }
+  return out;
+}
+
+/**
+ * Pins per frame: every pages object pins each index it holds exactly once (npinned is the
+ * size of that set), so a frame's pin count is the number of pages objects holding it.
+ * Returns the first problem, or undefined. DMABUF pages pin nothing.
+ */
+export function pinProblem(
+  all: Iterable<IoptPages>,
+  pinCount: (pfn: number) => number,
+): string | undefined {
+  const holders = new Map<number, number>();
+  for (const pages of all) {
+    if (pages.dmabuf) continue;
+    let held = 0;
+    for (const [s, l] of pinnedIndexRuns(pages)) {
+      held += l - s + 1;
+      for (let i = s; i <= l; i++) {
+        const pfn = sourcePfn(pages, i);
+        if (pfn >= 0) holders.set(pfn, (holders.get(pfn) ?? 0) + 1);
+      }
+    }
+    if (held !== pages.npinned) return `pages pin ${pages.npinned} frames for ${held} held indexes`;
+  }
+  for (const [pfn, n] of holders) {
+    const c = pinCount(pfn);
+    if (c !== n) return `pfn ${pfn} pinned ${c} times for ${n} pages objects`;
+  }
+  return undefined;
+}
