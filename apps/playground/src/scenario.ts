@@ -12,7 +12,7 @@
 import { type Kernel, type TraceRecord, isKernelError, errnoName } from "@x/kernel";
 import type { Snapshot } from "./snapshot.js";
 
-export type Actor = "guest" | "vmm" | "device" | "kernel";
+type Actor = "guest" | "vmm" | "device" | "kernel";
 
 /** Where a probing DMA ended: RAM, a device BAR, nowhere (IOMMU fault), or a BAR it no longer owns. */
 export type ProbeVerdict = "ram" | "mmio" | "fault" | "stale";
@@ -32,7 +32,7 @@ export interface ProbeResult {
  */
 export type LogKind = "info" | "ioctl" | "tolerated" | "warn" | "error";
 
-export interface LogLine {
+interface LogLine {
   readonly kind: LogKind;
   readonly text: string;
 }
@@ -55,7 +55,7 @@ export interface DirtyRound {
   readonly dirtyPages: number;
 }
 
-export interface StepContext<W extends World> {
+interface StepContext<W extends World> {
   readonly world: W;
   log(text: string, kind?: LogKind): void;
   /** Record a migration round's dirty-page count on the step (the views chart them). */
@@ -116,7 +116,7 @@ export interface RunOptions {
 }
 
 /** A failed expectation inside a step's action. */
-export class ScenarioAssertion extends Error {
+class ScenarioAssertion extends Error {
   constructor(message: string) {
     super(message);
     this.name = "ScenarioAssertion";

@@ -4,7 +4,7 @@
  * (bigints as hex strings).
  */
 
-export type AreaKind = "ram" | "mmio";
+type AreaKind = "ram" | "mmio";
 
 export interface AreaView {
   readonly iova: bigint;
@@ -23,7 +23,7 @@ export interface IoasView {
   readonly areas: readonly AreaView[];
 }
 
-export interface LevelView {
+interface LevelView {
   readonly level: number;
   readonly tables: number;
   /** Leaf IOPTEs at this level, by page size in bytes. */
@@ -38,7 +38,7 @@ export interface DomainView {
   readonly mappedBytes: bigint;
 }
 
-export type DmabufState = "live" | "revoked" | "zombie" | "dying";
+type DmabufState = "live" | "revoked" | "zombie" | "dying";
 
 export interface DmabufView {
   readonly device: string;

@@ -55,7 +55,7 @@ export const MiB = 1n << 20n;
 export const GiB = 1n << 30n;
 export const TiB = 1n << 40n;
 
-export interface BarSpec {
+interface BarSpec {
   readonly index: number;
   readonly size: bigint;
   /** Where the guest firmware places it. */
@@ -79,7 +79,7 @@ export interface DeviceSpec {
   readonly msix?: PciDevSpec["msix"];
 }
 
-export interface IommuSpec extends HwIommuOptions {
+interface IommuSpec extends HwIommuOptions {
   readonly name: string;
   readonly kind: IommuKind;
 }

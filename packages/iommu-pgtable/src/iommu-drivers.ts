@@ -44,7 +44,7 @@ import {
 import { PT_FEAT_DYNAMIC_TOP, PT_FEAT_FLUSH_RANGE, PT_FEAT_SIGN_EXTEND } from "./pt-format.js";
 
 /** What the modelled hardware unit can do beyond translation. */
-export interface IommuHwFeatures {
+interface IommuHwFeatures {
   /**
    * Hardware dirty bits: AMD HDSup (amd_iommu_hd_support), VT-d SSADS (ssads_supported).
    * Without it IOMMU_CAP_DIRTY_TRACKING is false, a dirty-tracking allocation is -EOPNOTSUPP

@@ -37,16 +37,16 @@ export interface FirmwareResvRegion {
 export const X86_MSI_RANGE_START = 0xfee0_0000n;
 export const X86_MSI_RANGE_END = 0xfeef_ffffn;
 /** AMD HyperTransport reserved range, HT_RANGE_START..END. */
-export const AMD_HT_RANGE_START = 0xfd_0000_0000n;
-export const AMD_HT_RANGE_END = 0xff_ffff_ffffn;
+const AMD_HT_RANGE_START = 0xfd_0000_0000n;
+const AMD_HT_RANGE_END = 0xff_ffff_ffffn;
 /** Where ARM SMMU drivers put the software MSI window: MSI_IOVA_BASE, MSI_IOVA_LENGTH. */
 export const MSI_IOVA_BASE = 0x800_0000n;
 export const MSI_IOVA_LENGTH = 0x10_0000n;
 
 /** PCI class codes (pdev->class >> 8 / >> 16) the VT-d driver looks at. */
-export const PCI_CLASS_SERIAL_USB = 0x0c03;
-export const PCI_CLASS_BRIDGE_ISA = 0x0601;
-export const PCI_BASE_CLASS_DISPLAY = 0x03;
+const PCI_CLASS_SERIAL_USB = 0x0c03;
+const PCI_CLASS_BRIDGE_ISA = 0x0601;
+const PCI_BASE_CLASS_DISPLAY = 0x03;
 
 function inScope(r: FirmwareResvRegion, dev: string): boolean {
   return r.devices.includes(dev);

@@ -23,6 +23,7 @@ const __IOMMU_DOMAIN_NESTED = 1 << 6;
 
 export const IOMMU_DOMAIN_BLOCKED = 0;
 export const IOMMU_DOMAIN_IDENTITY = __IOMMU_DOMAIN_PT;
+/** @alias include/linux/iommu.h defines it as __IOMMU_DOMAIN_PAGING, a name of its own. */
 export const IOMMU_DOMAIN_UNMANAGED = __IOMMU_DOMAIN_PAGING;
 /** A user (guest) stage-1 table translated through a nest-parent stage-2 domain. */
 export const IOMMU_DOMAIN_NESTED = __IOMMU_DOMAIN_NESTED;

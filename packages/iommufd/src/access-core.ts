@@ -38,9 +38,7 @@ import { IOPT_ADDRESS_USER, type IoptPages, IoptPagesAccess } from "./pages.js";
 import { BPAGE_SIZE } from "./pfn-batch.js";
 import { PfnReader, PfnReaderUser, findDomainArea } from "./pfn-reader.js";
 
-export const IOMMUFD_ACCESS_RW_READ = 0;
 export const IOMMUFD_ACCESS_RW_WRITE = 1 << 0;
-export const IOMMUFD_ACCESS_RW_KTHREAD = 1 << 1;
 /** Selftest-only: force the slow (pfn_reader) path. */
 export const __IOMMUFD_ACCESS_RW_SLOW_PATH = 1 << 2;
 
@@ -210,7 +208,7 @@ function unpinRunsFrom(pages: IoptPages, out: PfnRuns, keep: number): void {
  * Add an access over pages [start, last] of the area, appending the PFNs to `out`.
  * @see iopt_area_add_access
  */
-export function ioptAreaAddAccess(
+function ioptAreaAddAccess(
   area: IoptArea,
   start: number,
   last: number,
@@ -238,7 +236,7 @@ export function ioptAreaAddAccess(
 }
 
 /** @see iopt_area_remove_access */
-export function ioptAreaRemoveAccess(area: IoptArea, start: number, last: number): void {
+function ioptAreaRemoveAccess(area: IoptArea, start: number, last: number): void {
   const pages = area.pages;
   if (!pages) throw new KernelWarning("access removal on an area without pages");
   pages.mutex.with(() => {

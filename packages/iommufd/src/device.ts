@@ -182,7 +182,7 @@ function hwptReplaceDevice(idev: IommufdDevice, pasid: number, hwpt: IommufdHwpt
  * iommufd_hw_pagetable_attach: EBUSY when `pasid` of the device is attached already; for the
  * RID, reserve the device's regions in the IOAS; attach and take a reference on the HWPT.
  */
-export function iommufdHwPagetableAttach(
+function iommufdHwPagetableAttach(
   hwpt: IommufdHwpt,
   idev: IommufdDevice,
   pasid: number = IOMMU_NO_PASID,
@@ -214,7 +214,7 @@ function hwptEnforceCacheCoherency(hwpt: IommufdHwpt, idev: IommufdDevice): void
  * iommufd_hw_pagetable_detach: returns the HWPT whose reference the caller must put, or
  * undefined when nothing is attached at `pasid`.
  */
-export function iommufdHwPagetableDetach(
+function iommufdHwPagetableDetach(
   idev: IommufdDevice,
   pasid: number = IOMMU_NO_PASID,
 ): IommufdHwpt | undefined {

@@ -50,7 +50,6 @@ import {
   type iommu_hw_info,
   type iommu_hwpt_alloc,
   type iommu_hwpt_get_dirty_bitmap,
-  type iommu_hwpt_invalidate,
   type iommu_hwpt_set_dirty_tracking,
 } from "./uapi.js";
 

@@ -385,7 +385,7 @@ export interface Span {
  * The span at `pos` within `[pos, bound]`: the union of touching or overlapping nodes that
  * covers `pos`, or the hole up to the next node (interval_tree_span_iter semantics).
  */
-export function spanAt<T>(
+function spanAt<T>(
   tree: IntervalTree<T>,
   pos: bigint,
   bound: bigint,

@@ -99,7 +99,7 @@ export function getIoas(ctx: IommufdCtx, id: number): IommufdIoas {
 }
 
 /** conv_iommu_prot: MAP/COPY flags to IOMMU prot; iommufd always maps cache-coherent. */
-export function convIommuProt(mapFlags: number): number {
+function convIommuProt(mapFlags: number): number {
   let prot = IOMMU_CACHE;
   if (mapFlags & IOMMU_IOAS_MAP_WRITEABLE) prot |= IOMMU_WRITE;
   if (mapFlags & IOMMU_IOAS_MAP_READABLE) prot |= IOMMU_READ;

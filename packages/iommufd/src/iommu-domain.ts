@@ -14,7 +14,6 @@ import { KernelWarning } from "@x/kernel";
 export {
   IOMMU_CACHE,
   IOMMU_MMIO,
-  IOMMU_NOEXEC,
   IOMMU_READ,
   IOMMU_WRITE,
 } from "@x/iommu-pgtable";

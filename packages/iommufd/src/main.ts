@@ -90,10 +90,10 @@ export const IOMMUFD_OBJ_HW_QUEUE = 10;
 export const IOMMUFD_OBJ_SELFTEST = 11;
 
 /** DESTROY (0x80) .. HW_QUEUE_ALLOC (0x94): ARRAY_SIZE of the table without the test command. */
-export const IOMMUFD_TABLE_LENGTH = 0x94 - 0x80 + 1;
+const IOMMUFD_TABLE_LENGTH = 0x94 - 0x80 + 1;
 
 /** Highest id xa_alloc may hand out (xa_limit_31b). */
-export const IOMMUFD_MAX_ID = 0x7fff_ffff;
+const IOMMUFD_MAX_ID = 0x7fff_ffff;
 
 /** Base of every iommufd object. Subclasses set `type` and release their resources in `destroy`. */
 export abstract class IommufdObject {
@@ -298,7 +298,7 @@ interface IommufdMmap {
 }
 
 /** The handle the IOAS module sets so contexts can clear the compat IOAS it points to. */
-export interface CompatIoasHolder {
+interface CompatIoasHolder {
   vfioIoas: IommufdObject | undefined;
 }
 
@@ -562,7 +562,7 @@ function readU32(kernel: Kernel, uaddr: bigint): number {
  * copy_struct_from_user: a kernel buffer of `ksize` bytes holding the user's `usize` bytes,
  * zero-extended; with usize > ksize the user's extra bytes must all be zero (E2BIG).
  */
-export function copyStructFromUser(
+function copyStructFromUser(
   kernel: Kernel,
   uaddr: bigint,
   usize: number,

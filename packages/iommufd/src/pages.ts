@@ -79,7 +79,7 @@ export type IoptAddressType =
   | typeof IOPT_ADDRESS_DMABUF;
 
 /** One (area, domain) pair a DMABUF pages object is (or, revoked, would be) mapped into. */
-export interface IoptPagesDmabufTrack {
+interface IoptPagesDmabufTrack {
   readonly area: IoptArea;
   readonly domain: IoptDomain;
 }
@@ -109,7 +109,7 @@ export class IoptPagesAccess {
 }
 
 /** The lockdep class names of pages.mutex. */
-export const PAGES_MUTEX_CLASS = "iopt_pages.mutex";
+const PAGES_MUTEX_CLASS = "iopt_pages.mutex";
 export const PAGES_DMABUF_MUTEX_CLASS = "iopt_pages.mutex/dmabuf";
 
 export class IoptPages {
@@ -264,7 +264,7 @@ export function ioptPutPages(pages: IoptPages): void {
 }
 
 /** Release of DMABUF pages: unpin (option), detach, drop the dma-buf reference. */
-export function ioptReleaseDmabuf(pages: IoptPages): void {
+function ioptReleaseDmabuf(pages: IoptPages): void {
   const state = pages.dmabuf;
   const attach = state?.attach;
   if (!state || !attach) return;
@@ -291,7 +291,7 @@ function ioptReleasePages(pages: IoptPages): void {
 }
 
 /** @see iopt_dmabuf_track_domain */
-export function dmabufTrackDomain(pages: IoptPages, area: IoptArea, domain: IoptDomain): void {
+function dmabufTrackDomain(pages: IoptPages, area: IoptArea, domain: IoptDomain): void {
   pages.mutex.assertHeld();
   WARN_ON(!pages.dmabuf, "track on non-DMABUF pages");
   const tracker = pages.dmabuf!.tracker;
@@ -303,7 +303,7 @@ export function dmabufTrackDomain(pages: IoptPages, area: IoptArea, domain: Iopt
 }
 
 /** @see iopt_dmabuf_track_all_domains */
-export function dmabufTrackAllDomains(
+function dmabufTrackAllDomains(
   area: IoptArea,
   pages: IoptPages,
   domains: readonly IoptDomain[],
@@ -317,7 +317,7 @@ export function dmabufTrackAllDomains(
 }
 
 /** @see iopt_dmabuf_untrack_domain */
-export function dmabufUntrackDomain(pages: IoptPages, area: IoptArea, domain: IoptDomain): void {
+function dmabufUntrackDomain(pages: IoptPages, area: IoptArea, domain: IoptDomain): void {
   pages.mutex.assertHeld();
   const tracker = pages.dmabuf?.tracker ?? [];
   const i = tracker.findIndex((t) => t.area === area && t.domain === domain);
@@ -326,7 +326,7 @@ export function dmabufUntrackDomain(pages: IoptPages, area: IoptArea, domain: Io
 }
 
 /** @see iopt_dmabuf_untrack_all_domains */
-export function dmabufUntrackAllDomains(area: IoptArea, pages: IoptPages): void {
+function dmabufUntrackAllDomains(area: IoptArea, pages: IoptPages): void {
   pages.mutex.assertHeld();
   const tracker = pages.dmabuf?.tracker;
   if (!tracker) return;
@@ -347,7 +347,7 @@ export function ioptAreaUnmapDomainRange(
 }
 
 /** @see iopt_area_unmap_domain */
-export function ioptAreaUnmapDomain(area: IoptArea, domain: IoptDomain): void {
+function ioptAreaUnmapDomain(area: IoptArea, domain: IoptDomain): void {
   iommuUnmapNofail(domain, area.iova, area.length);
 }
 
@@ -437,7 +437,7 @@ function ioptAreaUnfillPartialDomain(
 }
 
 /** Unfill the whole area from `domain`; nothing to do once revoked. @see iopt_area_unfill_domain */
-export function ioptAreaUnfillDomain(area: IoptArea, pages: IoptPages, domain: IoptDomain): void {
+function ioptAreaUnfillDomain(area: IoptArea, pages: IoptPages, domain: IoptDomain): void {
   if (pages.revoked) return;
   ioptAreaUnfillDomainTo(area, pages, domain, area.lastIndex);
 }
@@ -447,7 +447,7 @@ export function ioptAreaUnfillDomain(area: IoptArea, pages: IoptPages, domain: I
  * succeed. On failure the domain is left as it was.
  * @see iopt_area_fill_domain
  */
-export function ioptAreaFillDomain(area: IoptArea, domain: IoptDomain): void {
+function ioptAreaFillDomain(area: IoptArea, domain: IoptDomain): void {
   const pages = area.pages;
   if (!pages) throw new KernelWarning("fill of an area without pages");
   pages.mutex.assertHeld();

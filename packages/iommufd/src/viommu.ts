@@ -30,7 +30,7 @@ import {
 } from "./main.js";
 import type { iommu_vdevice_alloc, iommu_viommu_alloc } from "./uapi.js";
 
-export const IOMMU_VIOMMU_TYPE_DEFAULT = 0;
+const IOMMU_VIOMMU_TYPE_DEFAULT = 0;
 
 /** What a driver's viommu_init installs (struct iommufd_viommu_ops). */
 export interface IommufdViommuOps {

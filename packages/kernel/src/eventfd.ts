@@ -136,7 +136,7 @@ const eventfdFops: FileOperations = {
 };
 
 /** @see eventfd_poll */
-export function eventfdPoll(ctx: EventfdCtx): number {
+function eventfdPoll(ctx: EventfdCtx): number {
   let events = 0;
   if (ctx.count > 0n) events |= POLLIN;
   if (ctx.count === U64_MAX) events |= POLLERR;
@@ -166,7 +166,7 @@ export function eventfdFileCreate(
 }
 
 /** @see eventfd_ctx_fileget: EINVAL unless `file` is an eventfd. */
-export function eventfdCtxFileget(file: File): EventfdCtx {
+function eventfdCtxFileget(file: File): EventfdCtx {
   if (file.fops !== eventfdFops) fail(EINVAL, `${file.fops.name} is not an eventfd`);
   return ctxOf(file).get();
 }

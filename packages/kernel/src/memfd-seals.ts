@@ -27,7 +27,7 @@ import { shmemInode } from "./memfd.js";
  * may write or a page is pinned. Adding F_SEAL_EXEC to an executable file also seals writes
  * and size changes.
  */
-export function memfdAddSeals(file: File, seals: number): void {
+function memfdAddSeals(file: File, seals: number): void {
   if (!(file.fMode & FMODE_WRITE)) fail(EPERM, "F_ADD_SEALS on a file not open for writing");
   const add = seals >>> 0;
   if (add & ~F_ALL_SEALS) fail(EINVAL, "unknown seal bits");
@@ -46,7 +46,7 @@ export function memfdAddSeals(file: File, seals: number): void {
 }
 
 /** @see memfd_get_seals: EINVAL for a file that is not a memfd. */
-export function memfdGetSeals(file: File): number {
+function memfdGetSeals(file: File): number {
   const inode = shmemInode(file);
   if (!inode) fail(EINVAL, `${file.fops.name} has no seals`);
   return inode.seals;

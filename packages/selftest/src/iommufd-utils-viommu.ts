@@ -6,14 +6,12 @@
  */
 import {
   IOMMU_HWPT_ALLOC,
-  IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_HWPT_INVALIDATE,
   IOMMU_HW_QUEUE_ALLOC,
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VEVENTQ_ALLOC,
   IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
   IOMMU_VIOMMU_ALLOC,
-  iommu_fault_alloc,
   iommu_hwpt_alloc,
   iommu_hwpt_invalidate,
   iommu_hw_queue_alloc,
@@ -21,11 +19,10 @@ import {
   iommu_veventq_alloc,
   iommu_viommu_alloc,
 } from "@x/iommufd";
-import { EFAULT, EINVAL, EIO, EOVERFLOW, POLLIN } from "@x/kernel";
+import { EFAULT, EINVAL, EOVERFLOW, POLLIN } from "@x/kernel";
 import {
   IOMMU_TEST_CMD,
   IOMMU_TEST_OP_MD_CHECK_IOTLB,
-  IOMMU_TEST_OP_TRIGGER_IOPF,
   IOMMU_TEST_OP_TRIGGER_VEVENT,
   IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
   MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,

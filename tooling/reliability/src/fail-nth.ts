@@ -22,7 +22,7 @@ import { type Op, Runner, programArb } from "./sequence.js";
 import { snapshot, snapshotDiff } from "./snapshot.js";
 
 /** The cap fail_nth_next() in iommufd_fail_nth.c asserts (iteration below 1000). */
-export const FAIL_NTH_MAX_ITERATIONS = 1000;
+const FAIL_NTH_MAX_ITERATIONS = 1000;
 
 export interface SweepResult {
   readonly name: string;

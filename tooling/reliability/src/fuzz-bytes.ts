@@ -93,7 +93,7 @@ import { snapshot, snapshotDiff } from "./snapshot.js";
 import { errorText } from "./fuzz-uapi.js";
 
 /** The state every byte-fuzz machine starts from. */
-export const BYTES_SETUP: readonly Op[] = [
+const BYTES_SETUP: readonly Op[] = [
   { k: "ioasAlloc" },
   { k: "ioasAlloc" },
   { k: "devOpen", dev: 0 },
@@ -486,7 +486,7 @@ function generate(rng: Rng, struct: Struct<any>, aim: Aim, mutate: boolean): Uin
   return buf.subarray(0, Math.max(size, 4));
 }
 
-export interface ByteFailure {
+interface ByteFailure {
   readonly seed: number;
   readonly index: number;
   readonly call: SyscallName;
@@ -514,7 +514,7 @@ export interface FuzzBytesOptions {
 }
 
 /** Inputs per machine by default. */
-export const INPUTS_PER_MACHINE = 200;
+const INPUTS_PER_MACHINE = 200;
 /** Failures after which a run stops. */
 const MAX_FAILURES = 20;
 

@@ -16,7 +16,7 @@ import { type Op, Runner, programArb } from "./sequence.js";
 
 /** Runs per fast-check invocation. */
 const CHUNK_RUNS = 50;
-export const DEFAULT_MAX_LENGTH = 100;
+const DEFAULT_MAX_LENGTH = 100;
 
 export interface ProgramStats {
   steps: number;
@@ -50,7 +50,7 @@ export function runProgram(ops: readonly Op[], extra?: ExtraInvariant): ProgramS
   return { steps, calls: runner.calls, errors: runner.failures };
 }
 
-export interface Counterexample {
+interface Counterexample {
   readonly seed: number;
   readonly path: string;
   readonly ops: readonly Op[];

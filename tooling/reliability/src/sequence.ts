@@ -176,7 +176,7 @@ const npages = fc.integer({ min: 1, max: 8 });
 const slot = fc.option(fc.nat({ max: IOVA_SLOTS - 1 }), { nil: null, freq: 2 });
 
 /** One op, weighted toward the paths that build and tear down state. */
-export const opArb: fc.Arbitrary<Op> = fc.oneof(
+const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.constant({ k: "ioasAlloc" } as const) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("destroy" as const), obj: idx }) },
   {
@@ -344,12 +344,12 @@ export function programArb(maxLength: number): fc.Arbitrary<Op[]> {
 }
 
 /** What `Runner.step` answers for an op that had no target and issued nothing. */
-export const SKIPPED = -1;
+const SKIPPED = -1;
 /** Internal marker: a libc call that was not made. */
 const NOT_ISSUED = -2;
 
 /** A call answered with an errno its row does not document. */
-export class UndocumentedErrno extends Error {
+class UndocumentedErrno extends Error {
   constructor(call: SyscallName, errno: number, op: Op) {
     super(`${call} failed with errno ${errno}, not documented for it (op ${JSON.stringify(op)})`);
     this.name = "UndocumentedErrno";
