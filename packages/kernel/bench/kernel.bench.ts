@@ -1,5 +1,5 @@
 /**
- * @x/kernel scale targets (issue 3): a 1 TiB memfd in 1 GiB folios mapped and fully pinned
+ * @x/kernel scale targets: a 1 TiB memfd in 1 GiB folios mapped and fully pinned
  * under 64 MiB of heap and 100 ms; 16 GiB of 4 KiB anonymous pages faulted and pinned under
  * 2 s. Heap counts the JS heap plus typed-array backing stores, measured after a forced GC.
  */
