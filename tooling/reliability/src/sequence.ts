@@ -809,7 +809,7 @@ export class Runner {
   }
 
   /** Close every descriptor the program holds (then nothing may remain). */
-  teardown(): void {
+  teardown(checkReleased = true): void {
     const libc = this.machine.libc;
     this.vmm.teardown();
     for (const a of this.accesses.splice(0)) libc.close(a.fd);
@@ -819,6 +819,11 @@ export class Runner {
       this.devFds[i] = -1;
     });
     this.fd.close();
+    if (checkReleased) this.checkReleased();
+  }
+
+  /** No eventfd context the program made may still be referenced (every holder is closed). */
+  checkReleased(): void {
     this.vmm.checkReleased();
   }
 
