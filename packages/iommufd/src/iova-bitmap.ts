@@ -55,6 +55,8 @@ export class IovaBitmap {
   private npages = 0;
   private readonly pages = new Float64Array(IOVA_BITMAP_MAX_PAGES);
   private readonly pinned = new PfnRuns();
+  /** One page of bitmap bytes being updated (read, ORed, written back). */
+  private readonly scratch = new Uint8Array(PAGE_SIZE);
   /** Bitmap byte the window starts at, and the bytes of the whole bitmap. */
   private mappedBaseIndex = 0n;
   private readonly mappedTotalIndex: bigint;
@@ -209,23 +211,22 @@ export class IovaBitmap {
    */
   set(iova: bigint, length: bigint): void {
     const base = BigInt(this.pgoff) * 8n;
-    let cur = ((iova - this.mappedIova) >> this.pgshift) + base;
+    const first = ((iova - this.mappedIova) >> this.pgshift) + base;
     const last = ((iova + length - 1n - this.mappedIova) >> this.pgshift) + base;
-    const lastPage = this.npages - 1;
+    // Bits inside the pinned pages are set now; the rest waits for the walk to advance.
+    const windowBits = BigInt(this.npages * BITS_PER_PAGE);
+    if (last >= windowBits)
+      this.setAheadLength = (last - (first > windowBits ? first : windowBits) + 1n) << this.pgshift;
+    if (first >= windowBits) return;
+    const end = Number(last < windowBits ? last : windowBits - 1n) + 1;
     const mem = this.kernel.mem;
-    const scratch = new Uint8Array(PAGE_SIZE);
-    do {
-      const pageIdx = Number(cur / BigInt(BITS_PER_PAGE));
-      const offset = Number(cur % BigInt(BITS_PER_PAGE));
-      const left = last - cur + 1n;
-      const nbits = left < BigInt(BITS_PER_PAGE - offset) ? Number(left) : BITS_PER_PAGE - offset;
-      if (pageIdx > lastPage) {
-        this.setAheadLength = left << this.pgshift;
-        break;
-      }
-      setBits(mem, this.pages[pageIdx]!, offset, nbits, scratch);
-      cur += BigInt(nbits);
-    } while (cur <= last);
+    for (let cur = Number(first); cur < end; ) {
+      const pageIdx = Math.floor(cur / BITS_PER_PAGE);
+      const offset = cur - pageIdx * BITS_PER_PAGE;
+      const nbits = Math.min(end - cur, BITS_PER_PAGE - offset);
+      setBits(mem, this.pages[pageIdx]!, offset, nbits, this.scratch);
+      cur += nbits;
+    }
   }
 
   /** @see iova_bitmap_free: unpin the window. */
@@ -249,12 +250,14 @@ function setBits(
   const lastByte = (end - 1) >>> 3;
   const n = lastByte - first + 1;
   mem.readPfn(pfn, first, scratch, 0, n);
-  for (let b = offset; b < end; ) {
-    const byte = b >>> 3;
-    const bitInByte = b & 7;
-    const take = Math.min(8 - bitInByte, end - b);
-    scratch[byte - first]! |= ((1 << take) - 1) << bitInByte;
-    b += take;
+  const headBits = offset & 7;
+  const tailBits = end & 7;
+  if (n === 1) {
+    scratch[0]! |= ((1 << nbits) - 1) << headBits;
+  } else {
+    scratch[0]! |= (0xff << headBits) & 0xff;
+    scratch.fill(0xff, 1, n - 1);
+    scratch[n - 1]! |= tailBits ? (1 << tailBits) - 1 : 0xff;
   }
   mem.writePfn(pfn, first, scratch, 0, n);
 }

@@ -72,6 +72,17 @@ describe("iova_bitmap", () => {
     expect(setBits(libc.peek(base, 32))).toEqual([0, 9, 10, 100, 101, 102]);
   });
 
+  it("a long record: partial first and last bytes, whole bytes between, across a page", () => {
+    const { kernel, libc, base } = setup(PAGE_SIZE * 2);
+    const from = PAGE_SIZE * 8 - 13; // bit 3 of the first page's byte 4094
+    const n = 13 + 8 * 5 + 6; // into the second page, ending at bit 5 of its byte 5
+    run(kernel, 0n, BigInt(PAGE_SIZE * 16) * 4096n, 4096n, base, (b) =>
+      b.set(BigInt(from) * 4096n, BigInt(n) * 4096n),
+    );
+    const bytes = libc.peek(base + BigInt(PAGE_SIZE) - 3n, 10);
+    expect(Array.from(bytes)).toEqual([0, 0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0]);
+  });
+
   it("sets bits, never clears them", () => {
     const { kernel, libc, base } = setup(16);
     libc.poke(base, new Uint8Array([0xff, 0x00, 0x81]));
