@@ -98,7 +98,15 @@ import {
   iommu_viommu_alloc,
   vfio_iommu_type1_dma_map,
   vfio_iommu_type1_dma_unmap,
+  vfio_info_cap_header,
   vfio_iommu_type1_info,
+  vfio_iommu_type1_info_cap_iova_range,
+  vfio_iommu_type1_info_dma_avail,
+  vfio_iova_range,
+  VFIO_IOMMU_INFO_CAPS,
+  VFIO_IOMMU_INFO_PGSIZES,
+  VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+  VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
 } from "@x/iommufd";
 import { kselftest } from "../harness.js";
 import {
@@ -208,6 +216,59 @@ function shuffle(rand: () => number, array: bigint[]): void {
     const other = rand() % (array.length - i);
     array[i] = array[other]!;
     array[other] = tmp;
+  }
+}
+
+/** is_filled(): every byte of `len` at `va` equals `c`. */
+function is_filled(t: Ctx, va: bigint, c: number, len: number): boolean {
+  return t.sys.libc.peek(va, len).every((b) => b === c);
+}
+
+/**
+ * ioctl_check_buf(): run `cmd` on the struct at `buffer` (its first u32 is argsz) and check the
+ * kernel wrote nothing past argsz.
+ */
+function ioctl_check_buf(t: Ctx, fd: number, cmd: number): void {
+  const { libc, buffer, BUFFER_SIZE } = t.sys;
+  const cmd_len = new DataView(libc.peek(buffer, 4).buffer).getUint32(0, true);
+  libc.poke(buffer + BigInt(cmd_len), new Uint8Array(BUFFER_SIZE - cmd_len).fill(0xaa));
+  t.ASSERT_EQ(0, libc.ioctl(fd, cmd, buffer), why(t));
+  t.ASSERT_EQ(true, is_filled(t, buffer + BigInt(cmd_len), 0xaa, BUFFER_SIZE - cmd_len));
+}
+
+/** check_vfio_info_cap_chain(): walk the capability chain GET_INFO left in `buffer`. */
+function check_vfio_info_cap_chain(t: Ctx, info_cmd: { argsz: number; cap_offset: number }): void {
+  const { libc, buffer } = t.sys;
+  const hdr = vfio_info_cap_header;
+  t.ASSERT_GE(info_cmd.argsz, info_cmd.cap_offset + hdr.size);
+  let cap = info_cmd.cap_offset;
+  for (;;) {
+    const head = hdr.decode(libc.peek(buffer + BigInt(cap), hdr.size));
+    const cap_size = head.next ? head.next - cap : info_cmd.argsz - cap;
+    switch (head.id) {
+      case VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE: {
+        const s = vfio_iommu_type1_info_cap_iova_range;
+        const data = s.decode(libc.peek(buffer + BigInt(cap), s.size));
+        const range = vfio_iova_range.decode(
+          libc.peek(buffer + BigInt(cap + s.size), vfio_iova_range.size),
+        );
+        t.ASSERT_EQ(1, data.version);
+        t.ASSERT_EQ(1, data.nr_iovas);
+        t.EXPECT_EQ(MOCK_APERTURE_START, range.start);
+        t.EXPECT_EQ(MOCK_APERTURE_LAST, range.end);
+        break;
+      }
+      case VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL:
+        t.ASSERT_EQ(1, head.version);
+        t.ASSERT_EQ(vfio_iommu_type1_info_dma_avail.size, cap_size);
+        break;
+      default:
+        t.ASSERT_EQ(false, true);
+    }
+    if (!head.next) break;
+    t.ASSERT_GE(info_cmd.argsz, head.next + hdr.size);
+    t.ASSERT_GE(head.next, cap);
+    cap = head.next;
   }
 }
 
@@ -1173,6 +1234,36 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_OPTION, cmd.$), why(t));
     if (variant.version === VFIO_TYPE1_IOMMU) t.ASSERT_EQ(0, cmd.val64);
     else t.ASSERT_EQ(1, cmd.val64);
+  });
+
+  TEST_F(vfio_compat_mock_domain, "get_info", (self, _v, t) => {
+    const { buffer } = t.sys;
+    const info = vfio_iommu_type1_info;
+    const flags = VFIO_IOMMU_INFO_PGSIZES | VFIO_IOMMU_INFO_CAPS;
+    const setInfo = (argsz: number) => t.sys.libc.poke(buffer, info.encode({ argsz }));
+    const readInfo = () => info.decode(t.sys.libc.peek(buffer, info.size));
+    // Pre-cap ABI
+    setInfo(info.fields.cap_offset[0]);
+    ioctl_check_buf(t, self.fd, VFIO_IOMMU_GET_INFO);
+    t.ASSERT_NE(0, readInfo().iova_pgsizes);
+    t.ASSERT_EQ(flags, readInfo().flags);
+    // Read the cap chain size
+    setInfo(info.size);
+    ioctl_check_buf(t, self.fd, VFIO_IOMMU_GET_INFO);
+    t.ASSERT_NE(0, readInfo().iova_pgsizes);
+    t.ASSERT_EQ(flags, readInfo().flags);
+    t.ASSERT_EQ(0, readInfo().cap_offset);
+    t.ASSERT_LT(info.size, readInfo().argsz);
+    // Every argsz short of the full chain: the header is complete, the chain never corrupt
+    const caplen = readInfo().argsz;
+    for (let i = info.size; i < caplen; i++) {
+      setInfo(i);
+      ioctl_check_buf(t, self.fd, VFIO_IOMMU_GET_INFO);
+      const got = readInfo();
+      t.ASSERT_EQ(flags, got.flags);
+      if (!got.cap_offset) continue;
+      check_vfio_info_cap_chain(t, got);
+    }
   });
 
   TEST_F(vfio_compat_mock_domain, "map", (self, _v, t) => {
