@@ -9,6 +9,7 @@
  * env factory, which runs once per instance on a fresh machine.
  */
 import {
+  CAP_IPC_LOCK,
   E2BIG,
   EFD_CLOEXEC,
   O_CLOEXEC,
@@ -20,6 +21,7 @@ import {
   MAP_HUGETLB,
   MAP_POPULATE,
   MAP_SHARED,
+  O_RDONLY,
   O_RDWR,
   PROT_READ,
   PROT_WRITE,
@@ -39,6 +41,9 @@ import {
   IOMMU_HW_INFO_TYPE_SELFTEST,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_OPTION_RLIMIT_MODE,
+  IOPT_PAGES_ACCOUNT_MM,
+  IOPT_PAGES_ACCOUNT_NONE,
+  IOPT_PAGES_ACCOUNT_USER,
   VFIO_API_VERSION,
   VFIO_CHECK_EXTENSION,
   VFIO_GET_API_VERSION,
@@ -272,6 +277,45 @@ function check_vfio_info_cap_chain(t: Ctx, info_cmd: { argsz: number; cap_offset
   }
 }
 
+/** Clear CAP_IPC_LOCK from the effective set (libcap's cap_get_proc/cap_set_flag/cap_set_proc). */
+function drop_cap_ipc_lock(t: Ctx): void {
+  const { libc } = t.sys;
+  const caps = libc.capget();
+  t.ASSERT_NE(
+    -1,
+    libc.capset(
+      caps.effective.filter((c) => c !== CAP_IPC_LOCK),
+      caps.permitted,
+    ),
+  );
+}
+
+/**
+ * The number after `tag` in /proc/<pid>/status, -1 when the file or the tag is missing. The C
+ * helper scans with fgets/fscanf; this reads the file and matches line by line.
+ */
+function get_proc_status_value(t: Ctx, pid: number, tag: string): number {
+  const { libc } = t.sys;
+  const fd = libc.open(`/proc/${pid}/status`, O_RDONLY);
+  if (fd < 0) return -1;
+  const buf = new Uint8Array(4096);
+  const n = libc.pread(fd, buf, 0);
+  libc.close(fd);
+  for (const line of new TextDecoder().decode(buf.subarray(0, Math.max(n, 0))).split("\n")) {
+    const [name, value] = line.split(/\s+/);
+    if (name === tag && value !== undefined) return Number(value);
+  }
+  return -1;
+}
+
+function get_vm_pinned(t: Ctx, pid: number): number {
+  return get_proc_status_value(t, pid, "VmPin:");
+}
+
+function get_vm_locked(t: Ctx, pid: number): number {
+  return get_proc_status_value(t, pid, "VmLck:");
+}
+
 /**
  * The suite of iommufd.c as a harness; `createEnv` builds a fresh machine with the binary's
  * globals for every instance.
@@ -408,6 +452,68 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     memory_limit: number;
     pasid_capable: boolean;
   }
+  // ---- FIXTURE(change_process) ------------------------------------------------------------
+
+  const change_process = FIXTURE(
+    "change_process",
+    () => ({ fd: -1, ioas_id: 0 }),
+    FIXTURE_VARIANT<{ accounting: number }>(),
+  );
+  FIXTURE_SETUP(change_process, (self, variant, t) => {
+    self.fd = t.sys.libc.open("/dev/iommu", O_RDWR);
+    t.ASSERT_NE(-1, self.fd);
+    drop_cap_ipc_lock(t);
+    if (variant.accounting !== IOPT_PAGES_ACCOUNT_NONE) {
+      const set_limit_cmd = ustruct(iommu_option, {
+        size: iommu_option.size,
+        option_id: IOMMU_OPTION_RLIMIT_MODE,
+        op: IOMMU_OPTION_OP_SET,
+        val64: variant.accounting === IOPT_PAGES_ACCOUNT_MM ? 1 : 0,
+      });
+      t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_OPTION, set_limit_cmd.$), why(t));
+    }
+    self.ioas_id = test_ioctl_ioas_alloc(t);
+    test_cmd_mock_domain(t, self.ioas_id);
+  });
+  FIXTURE_TEARDOWN(change_process, (self, _v, t) => teardown_iommufd(t, self.fd));
+  FIXTURE_VARIANT_ADD(change_process, "account_none", { accounting: IOPT_PAGES_ACCOUNT_NONE });
+  FIXTURE_VARIANT_ADD(change_process, "account_user", { accounting: IOPT_PAGES_ACCOUNT_USER });
+  FIXTURE_VARIANT_ADD(change_process, "account_mm", { accounting: IOPT_PAGES_ACCOUNT_MM });
+
+  TEST_F(change_process, "basic", (self, variant, t) => {
+    const { libc, buffer, PAGE_SIZE, mfd } = t.sys;
+    const parent = libc.getpid();
+    const cmd = ustruct(iommu_ioas_change_process, { size: iommu_ioas_change_process.size });
+    // Expect failure if non-file maps exist
+    let iova = test_ioctl_ioas_map(t, buffer, PAGE_SIZE);
+    EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, IOMMU_IOAS_CHANGE_PROCESS, cmd.$));
+    test_ioctl_ioas_unmap(t, iova, PAGE_SIZE);
+    // Change process works in current process.
+    iova = test_ioctl_ioas_map_file(t, mfd, 0, PAGE_SIZE);
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_CHANGE_PROCESS, cmd.$), why(t));
+    // Change process works in another process
+    const child = fork(t, (c) => {
+      const nlock = PAGE_SIZE / 1024;
+      const self_pid = c.sys.libc.getpid();
+      // Parent accounts for locked memory before
+      c.ASSERT_EQ(nlock, get_vm_pinned(c, parent));
+      if (variant.accounting === IOPT_PAGES_ACCOUNT_MM)
+        c.ASSERT_EQ(nlock, get_vm_locked(c, parent));
+      c.ASSERT_EQ(0, get_vm_pinned(c, self_pid));
+      c.ASSERT_EQ(0, get_vm_locked(c, self_pid));
+      c.ASSERT_EQ(0, c.sys.libc.ioctl(self.fd, IOMMU_IOAS_CHANGE_PROCESS, cmd.$), why(c));
+      // Child accounts for locked memory after
+      c.ASSERT_EQ(0, get_vm_pinned(c, parent));
+      c.ASSERT_EQ(0, get_vm_locked(c, parent));
+      c.ASSERT_EQ(nlock, get_vm_pinned(c, self_pid));
+      if (variant.accounting === IOPT_PAGES_ACCOUNT_MM)
+        c.ASSERT_EQ(nlock, get_vm_locked(c, self_pid));
+      return 0;
+    });
+    t.ASSERT_NE(-1, child.pid);
+    t.ASSERT_EQ(child.pid, waitpid(t, child));
+  });
+
   const iommufd_ioas = FIXTURE(
     "iommufd_ioas",
     () => ({
