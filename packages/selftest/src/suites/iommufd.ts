@@ -184,6 +184,7 @@ import { fork, waitpid } from "../test-fork.js";
 import { ustruct } from "../ustruct.js";
 import { iommufdDirtyTrackingFixture } from "./iommufd-dirty-tracking.js";
 import { alloc_hwpt_nested } from "./iommufd-nested.js";
+import { registerIommufdDevicePasid } from "./iommufd-device-pasid.js";
 import { registerIommufdViommu } from "./iommufd-viommu.js";
 
 /** ffs(): 1-based index of the lowest set bit, 0 for 0. */
@@ -1851,6 +1852,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
   });
 
   registerIommufdViommu(k);
+  registerIommufdDevicePasid(k);
 
   return harness;
 }
