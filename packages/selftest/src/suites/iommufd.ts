@@ -21,6 +21,12 @@ import {
   MAP_HUGETLB,
   MAP_POPULATE,
   MAP_SHARED,
+  MAP_PRIVATE,
+  MFD_ALLOW_SEALING,
+  F_ADD_SEALS,
+  F_SEAL_GROW,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
   O_RDONLY,
   O_RDWR,
   PROT_READ,
@@ -60,6 +66,7 @@ import {
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FILE,
   IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
   IOMMU_OPTION,
@@ -137,6 +144,7 @@ import {
   type SelftestEnv,
   why,
   _test_ioctl_destroy,
+  _test_ioctl_ioas_map,
   _test_ioctl_ioas_unmap,
   ref,
   test_cmd_hwpt_alloc,
@@ -1202,6 +1210,51 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
   TEST_F(iommufd_mock_domain, "basic", (self, variant, t) => {
     if (variant.file) test_basic_file(t, self);
     else test_basic_mmap(t, self);
+  });
+
+  /**
+   * A file nobody may write, in place of the C's /proc/self/exe (the model runs no executable
+   * image): a sealed memfd (F_SEAL_WRITE, as ETXTBSY keeps a running binary unwritten) holding
+   * one page of bytes, so that the private mapping below starts on page-cache pages just as a
+   * MAP_PRIVATE mapping of the binary does.
+   */
+  function open_readonly_file(t: Ctx): number {
+    const { libc, PAGE_SIZE } = t.sys;
+    const fd = libc.memfdCreate("exe", MFD_ALLOW_SEALING);
+    if (fd < 0) return -1;
+    const image = new Uint8Array(PAGE_SIZE).map((_, i) => (i * 7 + 0x7f) & 0xff);
+    if (libc.pwrite(fd, image, 0) !== PAGE_SIZE) return -1;
+    if (libc.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)) return -1;
+    return fd;
+  }
+
+  TEST_F(iommufd_mock_domain, "ro_unshare", (self, _v, t) => {
+    const { libc, PAGE_SIZE } = t.sys;
+    const fd = open_readonly_file(t);
+    t.ASSERT_NE(-1, fd, why(t));
+    const buf = libc.mmap(0n, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    t.ASSERT_NE(MAP_FAILED, buf, why(t));
+    libc.close(fd);
+    // A read-only long-term pin of a page-cache page in a COW mapping must unshare it first
+    // (mm/gup.c gup_must_unshare): the CPU's later write then keeps the PFN the domain has.
+    const iova = ref(0n);
+    t.ASSERT_EQ(
+      0,
+      _test_ioctl_ioas_map(
+        t.sys,
+        self.fd,
+        self.ioas_id,
+        buf,
+        PAGE_SIZE,
+        iova,
+        IOMMU_IOAS_MAP_READABLE,
+      ),
+      why(t),
+    );
+    check_mock_iova(t, self, buf, iova.v, PAGE_SIZE);
+    libc.poke(buf, new Uint8Array(PAGE_SIZE).fill(1));
+    check_mock_iova(t, self, buf, iova.v, PAGE_SIZE);
+    t.ASSERT_EQ(0, libc.munmap(buf, PAGE_SIZE), why(t));
   });
 
   TEST_F(iommufd_mock_domain, "all_aligns", (self, variant, t) => {
