@@ -19,7 +19,6 @@ import {
   iommu_hwpt_selftest,
 } from "../iommufd-test.js";
 import {
-  _test_ioctl_destroy,
   EXPECT_ERRNO,
   type SelftestEnv,
   teardown_iommufd,
