@@ -5,6 +5,7 @@
  */
 import {
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_ALLOC_PASID,
   IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
   IOMMU_HW_CAP_DIRTY_TRACKING,
   IOMMU_OPTION,
@@ -30,6 +31,7 @@ import type { kselftest } from "../harness.js";
 import {
   MOCK_APERTURE_START,
   MOCK_FLAGS_DEVICE_NO_DIRTY,
+  MOCK_FLAGS_DEVICE_PASID,
   MOCK_HUGE_PAGE_SIZE,
   MOCK_IOMMUPT_DEFAULT,
   MOCK_IOMMUPT_HUGE,
@@ -37,6 +39,7 @@ import {
 } from "../iommufd-test.js";
 import {
   type Ctx,
+  EXPECT_ERRNO,
   type SelftestEnv,
   teardown_iommufd,
   test_cmd_get_hw_capabilities,
@@ -53,6 +56,7 @@ import {
   test_mock_dirty_bitmaps,
   why,
 } from "../iommufd-utils.js";
+import { _test_cmd_pasid_attach, _test_cmd_pasid_detach } from "../iommufd-utils-pasid.js";
 import { ustruct } from "../ustruct.js";
 
 interface DirtyVariant {
@@ -223,6 +227,33 @@ export function iommufdDirtyTrackingFixture(k: ReturnType<typeof kselftest<Selft
     const stddev_id = test_cmd_mock_domain(t, hwpt_id).stdev_id;
     test_cmd_set_dirty_tracking(t, hwpt_id, true);
     test_cmd_set_dirty_tracking(t, hwpt_id, false);
+    test_ioctl_destroy(t, stddev_id);
+    test_ioctl_destroy(t, hwpt_id);
+  });
+
+  TEST_F(iommufd_dirty_tracking, "pasid_set_dirty_tracking", (self, _v, t) => {
+    const pasid = 100;
+    let dev_flags = MOCK_FLAGS_DEVICE_PASID;
+    // Regular case
+    const hwpt_id = test_cmd_hwpt_alloc(
+      t,
+      self.idev_id,
+      self.ioas_id,
+      IOMMU_HWPT_ALLOC_PASID | IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+    );
+    let stddev_id = test_cmd_mock_domain_flags(t, hwpt_id, dev_flags).stdev_id;
+    t.ASSERT_EQ(0, _test_cmd_pasid_attach(t.sys, self.fd, stddev_id, pasid, hwpt_id), why(t));
+    test_cmd_set_dirty_tracking(t, hwpt_id, true);
+    test_cmd_set_dirty_tracking(t, hwpt_id, false);
+    t.ASSERT_EQ(0, _test_cmd_pasid_detach(t.sys, self.fd, stddev_id, pasid), why(t));
+    test_ioctl_destroy(t, stddev_id);
+
+    // A device whose IOMMU cannot track dirty pages
+    dev_flags |= MOCK_FLAGS_DEVICE_NO_DIRTY;
+    const ioas_id = test_ioctl_ioas_alloc(t);
+    stddev_id = test_cmd_mock_domain_flags(t, ioas_id, dev_flags).stdev_id;
+    EXPECT_ERRNO(t, EINVAL, _test_cmd_pasid_attach(t.sys, self.fd, stddev_id, pasid, hwpt_id));
+
     test_ioctl_destroy(t, stddev_id);
     test_ioctl_destroy(t, hwpt_id);
   });
