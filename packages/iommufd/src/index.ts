@@ -30,6 +30,7 @@ export {
 } from "./access.js";
 export {
   IOPT_PAGES_ACCOUNT_MM,
+  IOPT_PAGES_ACCOUNT_NONE,
   IOPT_PAGES_ACCOUNT_USER,
 } from "./accounting.js";
 export { IommufdClient } from "./client.js";

@@ -6,6 +6,7 @@ import { Lockdep } from "./lockdep.js";
 import type { LockOrder } from "./lockdep-order.js";
 import { MmStruct } from "./mm.js";
 import { PhysMem } from "./physmem.js";
+import { isProcPidStatus, openProcPidStatus } from "./proc-status.js";
 import {
   CAP_IPC_LOCK,
   CAP_SYS_ADMIN,
@@ -47,6 +48,8 @@ export class Kernel {
   readonly mem: PhysMem;
   private readonly devices = new Map<string, DeviceOpen>();
   private readonly users = new Map<number, UserStruct>();
+  /** Processes by pid, from creation until their parent reaps them (release_task). */
+  private readonly pids = new Map<number, Process>();
   private nextTid = 1;
   current: Task;
 
@@ -70,11 +73,18 @@ export class Kernel {
   newProcess(uid: number, caps?: Iterable<number>): Process {
     const defaultCaps =
       uid === 0 ? [CAP_SYS_ADMIN, CAP_IPC_LOCK, CAP_SYS_RAWIO, CAP_SYS_RESOURCE] : [];
-    return new Process(
+    const process = new Process(
       this.nextTid,
-      { uid, user: this.user(uid), caps: new Set(caps ?? defaultCaps) },
+      {
+        uid,
+        user: this.user(uid),
+        caps: new Set(caps ?? defaultCaps),
+        permitted: new Set(caps ?? defaultCaps),
+      },
       new MmStruct(this),
     );
+    this.pids.set(process.pid, process);
+    return process;
   }
 
   /**
@@ -85,10 +95,15 @@ export class Kernel {
   fork(parent: Process): Task {
     if (this.shouldFail("copy_process")) fail(ENOMEM, "copy_process: injected");
     const mm = parent.mm.fork();
-    const cred = { ...parent.cred, caps: new Set(parent.cred.caps) };
+    const cred = {
+      ...parent.cred,
+      caps: new Set(parent.cred.caps),
+      permitted: new Set(parent.cred.permitted),
+    };
     const child = new Process(this.nextTid, cred, mm, parent.files.clone());
     for (const [r, v] of parent.rlimits) child.setRlimit(r, v);
     parent.children.add(child);
+    this.pids.set(child.pid, child);
     return this.newTask(child);
   }
 
@@ -144,11 +159,18 @@ export class Kernel {
     return this.devices.has(path);
   }
 
-  /** Open a device node: a new File with one reference, or ENOENT. */
+  /** Open a device node or a /proc/<pid>/status file: a new File with one reference, or ENOENT. */
   openDevice(path: string, flags: number): File {
+    if (isProcPidStatus(path))
+      return openProcPidStatus(path, flags, this.current.process, (pid) => this.pids.get(pid));
     const open = this.devices.get(path);
     if (!open) fail(ENOENT, path);
     return open(this, flags);
+  }
+
+  /** release_task: a reaped process's pid no longer resolves. */
+  releasePid(process: Process): void {
+    this.pids.delete(process.pid);
   }
 
   /** An anonymous-inode file (anon_inode_getfile). */

@@ -392,6 +392,25 @@ export class Libc {
     });
   }
 
+  /** getpid(2). */
+  getpid(): number {
+    return this.process.pid;
+  }
+
+  /** capget(2) of this process: its effective and permitted capability numbers. */
+  capget(): { effective: number[]; permitted: number[] } {
+    const { caps, permitted } = this.process.cred;
+    return { effective: [...caps], permitted: [...permitted] };
+  }
+
+  /** capset(2) on this process: 0, or -1 with EPERM when a set would grow. @see cap_capset */
+  capset(effective: Iterable<number>, permitted: Iterable<number>): number {
+    return this.sys(-1, () => {
+      this.process.capset(effective, permitted);
+      return 0;
+    });
+  }
+
   /** fork(2): the child's facade. Throws the KernelError (errno set here too) on failure. */
   fork(): Libc {
     try {
@@ -428,6 +447,7 @@ export class Libc {
       if (!child) return fail(ECHILD, `no child ${pid}`);
       if (!child.exited) throw new TaskWouldSleepForever(`waitpid for running child ${pid}`);
       this.process.children.delete(child);
+      this.kernel.releasePid(child);
       if (wstatus) wstatus.value = child.exitStatus;
       return pid;
     });

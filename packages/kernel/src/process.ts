@@ -1,3 +1,5 @@
+import { EPERM } from "./errno.js";
+import { fail } from "./error.js";
 import { FdTable } from "./file.js";
 import type { MmStruct } from "./mm.js";
 
@@ -22,7 +24,10 @@ export class UserStruct {
 interface Cred {
   readonly uid: number;
   readonly user: UserStruct;
-  readonly caps: Set<number>;
+  /** The effective set: what `capable()` checks. */
+  caps: Set<number>;
+  /** The permitted set: the most `capset` may raise the effective set to. */
+  permitted: Set<number>;
 }
 export { FdTable };
 
@@ -50,6 +55,20 @@ export class Process {
 
   capable(cap: number): boolean {
     return this.cred.caps.has(cap);
+  }
+
+  /**
+   * capset(2) on this process: EPERM when the new permitted set is not within the old one, or
+   * the new effective set not within the new permitted one.
+   * @see cap_capset
+   */
+  capset(effective: Iterable<number>, permitted: Iterable<number>): void {
+    const eff = new Set(effective);
+    const perm = new Set(permitted);
+    for (const c of perm) if (!this.cred.permitted.has(c)) fail(EPERM, `cap ${c} not permitted`);
+    for (const c of eff) if (!perm.has(c)) fail(EPERM, `effective cap ${c} not in permitted`);
+    this.cred.caps = eff;
+    this.cred.permitted = perm;
   }
 
   rlimit(resource: number): number {

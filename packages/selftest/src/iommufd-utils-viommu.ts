@@ -42,7 +42,7 @@ import {
 import { ustruct } from "./ustruct.js";
 
 /** _test_cmd_hwpt_alloc with a fault id and driver data (the C helper's full form). */
-function _test_cmd_hwpt_alloc_data(
+export function _test_cmd_hwpt_alloc_data(
   sys: SelftestEnv,
   fd: number,
   device_id: number,
@@ -297,7 +297,7 @@ export function test_err_viommu_invalidate(
   );
 }
 
-function _test_cmd_viommu_alloc(
+export function _test_cmd_viommu_alloc(
   sys: SelftestEnv,
   fd: number,
   device_id: number,
@@ -356,7 +356,7 @@ export function test_err_viommu_alloc(
   );
 }
 
-function _test_cmd_vdevice_alloc(
+export function _test_cmd_vdevice_alloc(
   sys: SelftestEnv,
   fd: number,
   viommu_id: number,
@@ -405,7 +405,7 @@ export function test_err_vdevice_alloc(
   );
 }
 
-function _test_cmd_veventq_alloc(
+export function _test_cmd_veventq_alloc(
   sys: SelftestEnv,
   fd: number,
   viommu_id: number,
@@ -550,7 +550,7 @@ export function test_err_read_vevents(
   );
 }
 
-function _test_cmd_hw_queue_alloc(
+export function _test_cmd_hw_queue_alloc(
   sys: SelftestEnv,
   fd: number,
   viommu_id: number,

@@ -251,7 +251,8 @@ export class MockIommuDriver implements IommuDriver, IommufdDriverExtras, Iommuf
   /**
    * Every PASID attach succeeds except that of IOMMU_TEST_PASID_RESERVED, which fails (ENOMEM)
    * every second time so the core's rollback can be tested; blocking it resets the count.
-   * Only mock domains are accepted (the core's domain owner check, EINVAL).
+   * Only the mock's own domains, paging or nested (domain_nested_ops has set_dev_pasid too),
+   * are accepted (the core's domain owner check, EINVAL).
    * @see mock_domain_set_dev_pasid_nop
    */
   setDevPasid(
@@ -261,7 +262,8 @@ export class MockIommuDriver implements IommuDriver, IommufdDriverExtras, Iommuf
     _old: IommuDomain | undefined,
   ): void {
     const mdev = mockDev(dev);
-    if (domain && !MockDomain.of(domain, this.registry)) fail(EINVAL, "not a mock domain");
+    if (domain && !MockDomain.of(domain, this.registry) && !MockNestedDomain.of(domain))
+      fail(EINVAL, "not a mock domain");
     if (pasid !== IOMMU_TEST_PASID_RESERVED) return;
     if (!domain) mdev.pasid1024FakeError = false;
     else if (mdev.pasid1024FakeError) {

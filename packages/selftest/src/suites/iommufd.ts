@@ -9,6 +9,7 @@
  * env factory, which runs once per instance on a fresh machine.
  */
 import {
+  CAP_IPC_LOCK,
   E2BIG,
   EFD_CLOEXEC,
   O_CLOEXEC,
@@ -20,6 +21,13 @@ import {
   MAP_HUGETLB,
   MAP_POPULATE,
   MAP_SHARED,
+  MAP_PRIVATE,
+  MFD_ALLOW_SEALING,
+  F_ADD_SEALS,
+  F_SEAL_GROW,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
+  O_RDONLY,
   O_RDWR,
   PROT_READ,
   PROT_WRITE,
@@ -39,6 +47,9 @@ import {
   IOMMU_HW_INFO_TYPE_SELFTEST,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_OPTION_RLIMIT_MODE,
+  IOPT_PAGES_ACCOUNT_MM,
+  IOPT_PAGES_ACCOUNT_NONE,
+  IOPT_PAGES_ACCOUNT_USER,
   VFIO_API_VERSION,
   VFIO_CHECK_EXTENSION,
   VFIO_GET_API_VERSION,
@@ -55,6 +66,7 @@ import {
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FILE,
   IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
   IOMMU_OPTION,
@@ -98,7 +110,15 @@ import {
   iommu_viommu_alloc,
   vfio_iommu_type1_dma_map,
   vfio_iommu_type1_dma_unmap,
+  vfio_info_cap_header,
   vfio_iommu_type1_info,
+  vfio_iommu_type1_info_cap_iova_range,
+  vfio_iommu_type1_info_dma_avail,
+  vfio_iova_range,
+  VFIO_IOMMU_INFO_CAPS,
+  VFIO_IOMMU_INFO_PGSIZES,
+  VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+  VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
 } from "@x/iommufd";
 import { kselftest } from "../harness.js";
 import {
@@ -124,6 +144,7 @@ import {
   type SelftestEnv,
   why,
   _test_ioctl_destroy,
+  _test_ioctl_ioas_map,
   _test_ioctl_ioas_unmap,
   ref,
   test_cmd_hwpt_alloc,
@@ -171,6 +192,7 @@ import { fork, waitpid } from "../test-fork.js";
 import { ustruct } from "../ustruct.js";
 import { iommufdDirtyTrackingFixture } from "./iommufd-dirty-tracking.js";
 import { alloc_hwpt_nested } from "./iommufd-nested.js";
+import { registerIommufdDevicePasid } from "./iommufd-device-pasid.js";
 import { registerIommufdViommu } from "./iommufd-viommu.js";
 
 /** ffs(): 1-based index of the lowest set bit, 0 for 0. */
@@ -209,6 +231,98 @@ function shuffle(rand: () => number, array: bigint[]): void {
     array[i] = array[other]!;
     array[other] = tmp;
   }
+}
+
+/** is_filled(): every byte of `len` at `va` equals `c`. */
+function is_filled(t: Ctx, va: bigint, c: number, len: number): boolean {
+  return t.sys.libc.peek(va, len).every((b) => b === c);
+}
+
+/**
+ * ioctl_check_buf(): run `cmd` on the struct at `buffer` (its first u32 is argsz) and check the
+ * kernel wrote nothing past argsz.
+ */
+function ioctl_check_buf(t: Ctx, fd: number, cmd: number): void {
+  const { libc, buffer, BUFFER_SIZE } = t.sys;
+  const cmd_len = new DataView(libc.peek(buffer, 4).buffer).getUint32(0, true);
+  libc.poke(buffer + BigInt(cmd_len), new Uint8Array(BUFFER_SIZE - cmd_len).fill(0xaa));
+  t.ASSERT_EQ(0, libc.ioctl(fd, cmd, buffer), why(t));
+  t.ASSERT_EQ(true, is_filled(t, buffer + BigInt(cmd_len), 0xaa, BUFFER_SIZE - cmd_len));
+}
+
+/** check_vfio_info_cap_chain(): walk the capability chain GET_INFO left in `buffer`. */
+function check_vfio_info_cap_chain(t: Ctx, info_cmd: { argsz: number; cap_offset: number }): void {
+  const { libc, buffer } = t.sys;
+  const hdr = vfio_info_cap_header;
+  t.ASSERT_GE(info_cmd.argsz, info_cmd.cap_offset + hdr.size);
+  let cap = info_cmd.cap_offset;
+  for (;;) {
+    const head = hdr.decode(libc.peek(buffer + BigInt(cap), hdr.size));
+    const cap_size = head.next ? head.next - cap : info_cmd.argsz - cap;
+    switch (head.id) {
+      case VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE: {
+        const s = vfio_iommu_type1_info_cap_iova_range;
+        const data = s.decode(libc.peek(buffer + BigInt(cap), s.size));
+        const range = vfio_iova_range.decode(
+          libc.peek(buffer + BigInt(cap + s.size), vfio_iova_range.size),
+        );
+        t.ASSERT_EQ(1, data.version);
+        t.ASSERT_EQ(1, data.nr_iovas);
+        t.EXPECT_EQ(MOCK_APERTURE_START, range.start);
+        t.EXPECT_EQ(MOCK_APERTURE_LAST, range.end);
+        break;
+      }
+      case VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL:
+        t.ASSERT_EQ(1, head.version);
+        t.ASSERT_EQ(vfio_iommu_type1_info_dma_avail.size, cap_size);
+        break;
+      default:
+        t.ASSERT_EQ(false, true);
+    }
+    if (!head.next) break;
+    t.ASSERT_GE(info_cmd.argsz, head.next + hdr.size);
+    t.ASSERT_GE(head.next, cap);
+    cap = head.next;
+  }
+}
+
+/** Clear CAP_IPC_LOCK from the effective set (libcap's cap_get_proc/cap_set_flag/cap_set_proc). */
+function drop_cap_ipc_lock(t: Ctx): void {
+  const { libc } = t.sys;
+  const caps = libc.capget();
+  t.ASSERT_NE(
+    -1,
+    libc.capset(
+      caps.effective.filter((c) => c !== CAP_IPC_LOCK),
+      caps.permitted,
+    ),
+  );
+}
+
+/**
+ * The number after `tag` in /proc/<pid>/status, -1 when the file or the tag is missing. The C
+ * helper scans with fgets/fscanf; this reads the file and matches line by line.
+ */
+function get_proc_status_value(t: Ctx, pid: number, tag: string): number {
+  const { libc } = t.sys;
+  const fd = libc.open(`/proc/${pid}/status`, O_RDONLY);
+  if (fd < 0) return -1;
+  const buf = new Uint8Array(4096);
+  const n = libc.pread(fd, buf, 0);
+  libc.close(fd);
+  for (const line of new TextDecoder().decode(buf.subarray(0, Math.max(n, 0))).split("\n")) {
+    const [name, value] = line.split(/\s+/);
+    if (name === tag && value !== undefined) return Number(value);
+  }
+  return -1;
+}
+
+function get_vm_pinned(t: Ctx, pid: number): number {
+  return get_proc_status_value(t, pid, "VmPin:");
+}
+
+function get_vm_locked(t: Ctx, pid: number): number {
+  return get_proc_status_value(t, pid, "VmLck:");
 }
 
 /**
@@ -347,6 +461,68 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     memory_limit: number;
     pasid_capable: boolean;
   }
+  // ---- FIXTURE(change_process) ------------------------------------------------------------
+
+  const change_process = FIXTURE(
+    "change_process",
+    () => ({ fd: -1, ioas_id: 0 }),
+    FIXTURE_VARIANT<{ accounting: number }>(),
+  );
+  FIXTURE_SETUP(change_process, (self, variant, t) => {
+    self.fd = t.sys.libc.open("/dev/iommu", O_RDWR);
+    t.ASSERT_NE(-1, self.fd);
+    drop_cap_ipc_lock(t);
+    if (variant.accounting !== IOPT_PAGES_ACCOUNT_NONE) {
+      const set_limit_cmd = ustruct(iommu_option, {
+        size: iommu_option.size,
+        option_id: IOMMU_OPTION_RLIMIT_MODE,
+        op: IOMMU_OPTION_OP_SET,
+        val64: variant.accounting === IOPT_PAGES_ACCOUNT_MM ? 1 : 0,
+      });
+      t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_OPTION, set_limit_cmd.$), why(t));
+    }
+    self.ioas_id = test_ioctl_ioas_alloc(t);
+    test_cmd_mock_domain(t, self.ioas_id);
+  });
+  FIXTURE_TEARDOWN(change_process, (self, _v, t) => teardown_iommufd(t, self.fd));
+  FIXTURE_VARIANT_ADD(change_process, "account_none", { accounting: IOPT_PAGES_ACCOUNT_NONE });
+  FIXTURE_VARIANT_ADD(change_process, "account_user", { accounting: IOPT_PAGES_ACCOUNT_USER });
+  FIXTURE_VARIANT_ADD(change_process, "account_mm", { accounting: IOPT_PAGES_ACCOUNT_MM });
+
+  TEST_F(change_process, "basic", (self, variant, t) => {
+    const { libc, buffer, PAGE_SIZE, mfd } = t.sys;
+    const parent = libc.getpid();
+    const cmd = ustruct(iommu_ioas_change_process, { size: iommu_ioas_change_process.size });
+    // Expect failure if non-file maps exist
+    let iova = test_ioctl_ioas_map(t, buffer, PAGE_SIZE);
+    EXPECT_ERRNO(t, EINVAL, libc.ioctl(self.fd, IOMMU_IOAS_CHANGE_PROCESS, cmd.$));
+    test_ioctl_ioas_unmap(t, iova, PAGE_SIZE);
+    // Change process works in current process.
+    iova = test_ioctl_ioas_map_file(t, mfd, 0, PAGE_SIZE);
+    t.ASSERT_EQ(0, libc.ioctl(self.fd, IOMMU_IOAS_CHANGE_PROCESS, cmd.$), why(t));
+    // Change process works in another process
+    const child = fork(t, (c) => {
+      const nlock = PAGE_SIZE / 1024;
+      const self_pid = c.sys.libc.getpid();
+      // Parent accounts for locked memory before
+      c.ASSERT_EQ(nlock, get_vm_pinned(c, parent));
+      if (variant.accounting === IOPT_PAGES_ACCOUNT_MM)
+        c.ASSERT_EQ(nlock, get_vm_locked(c, parent));
+      c.ASSERT_EQ(0, get_vm_pinned(c, self_pid));
+      c.ASSERT_EQ(0, get_vm_locked(c, self_pid));
+      c.ASSERT_EQ(0, c.sys.libc.ioctl(self.fd, IOMMU_IOAS_CHANGE_PROCESS, cmd.$), why(c));
+      // Child accounts for locked memory after
+      c.ASSERT_EQ(0, get_vm_pinned(c, parent));
+      c.ASSERT_EQ(0, get_vm_locked(c, parent));
+      c.ASSERT_EQ(nlock, get_vm_pinned(c, self_pid));
+      if (variant.accounting === IOPT_PAGES_ACCOUNT_MM)
+        c.ASSERT_EQ(nlock, get_vm_locked(c, self_pid));
+      return 0;
+    });
+    t.ASSERT_NE(-1, child.pid);
+    t.ASSERT_EQ(child.pid, waitpid(t, child));
+  });
+
   const iommufd_ioas = FIXTURE(
     "iommufd_ioas",
     () => ({
@@ -1036,6 +1212,51 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     else test_basic_mmap(t, self);
   });
 
+  /**
+   * A file nobody may write, in place of the C's /proc/self/exe (the model runs no executable
+   * image): a sealed memfd (F_SEAL_WRITE, as ETXTBSY keeps a running binary unwritten) holding
+   * one page of bytes, so that the private mapping below starts on page-cache pages just as a
+   * MAP_PRIVATE mapping of the binary does.
+   */
+  function open_readonly_file(t: Ctx): number {
+    const { libc, PAGE_SIZE } = t.sys;
+    const fd = libc.memfdCreate("exe", MFD_ALLOW_SEALING);
+    if (fd < 0) return -1;
+    const image = new Uint8Array(PAGE_SIZE).map((_, i) => (i * 7 + 0x7f) & 0xff);
+    if (libc.pwrite(fd, image, 0) !== PAGE_SIZE) return -1;
+    if (libc.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)) return -1;
+    return fd;
+  }
+
+  TEST_F(iommufd_mock_domain, "ro_unshare", (self, _v, t) => {
+    const { libc, PAGE_SIZE } = t.sys;
+    const fd = open_readonly_file(t);
+    t.ASSERT_NE(-1, fd, why(t));
+    const buf = libc.mmap(0n, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    t.ASSERT_NE(MAP_FAILED, buf, why(t));
+    libc.close(fd);
+    // A read-only long-term pin of a page-cache page in a COW mapping must unshare it first
+    // (mm/gup.c gup_must_unshare): the CPU's later write then keeps the PFN the domain has.
+    const iova = ref(0n);
+    t.ASSERT_EQ(
+      0,
+      _test_ioctl_ioas_map(
+        t.sys,
+        self.fd,
+        self.ioas_id,
+        buf,
+        PAGE_SIZE,
+        iova,
+        IOMMU_IOAS_MAP_READABLE,
+      ),
+      why(t),
+    );
+    check_mock_iova(t, self, buf, iova.v, PAGE_SIZE);
+    libc.poke(buf, new Uint8Array(PAGE_SIZE).fill(1));
+    check_mock_iova(t, self, buf, iova.v, PAGE_SIZE);
+    t.ASSERT_EQ(0, libc.munmap(buf, PAGE_SIZE), why(t));
+  });
+
   TEST_F(iommufd_mock_domain, "all_aligns", (self, variant, t) => {
     const { libc, PAGE_SIZE } = t.sys;
     const test_step = variant.hugepages ? self.mmap_buf_size / 16 : MOCK_PAGE_SIZE;
@@ -1173,6 +1394,36 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
     t.ASSERT_EQ(0, t.sys.libc.ioctl(self.fd, IOMMU_OPTION, cmd.$), why(t));
     if (variant.version === VFIO_TYPE1_IOMMU) t.ASSERT_EQ(0, cmd.val64);
     else t.ASSERT_EQ(1, cmd.val64);
+  });
+
+  TEST_F(vfio_compat_mock_domain, "get_info", (self, _v, t) => {
+    const { buffer } = t.sys;
+    const info = vfio_iommu_type1_info;
+    const flags = VFIO_IOMMU_INFO_PGSIZES | VFIO_IOMMU_INFO_CAPS;
+    const setInfo = (argsz: number) => t.sys.libc.poke(buffer, info.encode({ argsz }));
+    const readInfo = () => info.decode(t.sys.libc.peek(buffer, info.size));
+    // Pre-cap ABI
+    setInfo(info.fields.cap_offset[0]);
+    ioctl_check_buf(t, self.fd, VFIO_IOMMU_GET_INFO);
+    t.ASSERT_NE(0, readInfo().iova_pgsizes);
+    t.ASSERT_EQ(flags, readInfo().flags);
+    // Read the cap chain size
+    setInfo(info.size);
+    ioctl_check_buf(t, self.fd, VFIO_IOMMU_GET_INFO);
+    t.ASSERT_NE(0, readInfo().iova_pgsizes);
+    t.ASSERT_EQ(flags, readInfo().flags);
+    t.ASSERT_EQ(0, readInfo().cap_offset);
+    t.ASSERT_LT(info.size, readInfo().argsz);
+    // Every argsz short of the full chain: the header is complete, the chain never corrupt
+    const caplen = readInfo().argsz;
+    for (let i = info.size; i < caplen; i++) {
+      setInfo(i);
+      ioctl_check_buf(t, self.fd, VFIO_IOMMU_GET_INFO);
+      const got = readInfo();
+      t.ASSERT_EQ(flags, got.flags);
+      if (!got.cap_offset) continue;
+      check_vfio_info_cap_chain(t, got);
+    }
   });
 
   TEST_F(vfio_compat_mock_domain, "map", (self, _v, t) => {
@@ -1654,6 +1905,7 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
   });
 
   registerIommufdViommu(k);
+  registerIommufdDevicePasid(k);
 
   return harness;
 }
