@@ -270,10 +270,12 @@ function vfioIommuGetInfo(ctx: IommufdCtx, arg: bigint): number {
     let total = s.size;
     let lastCap: bigint | undefined;
     for (const fill of CAP_FILLS) {
-      const capSize =
+      const filled =
         info.argsz > total
           ? fill(ctx, ioas, arg + BigInt(total), info.argsz - total)
           : fill(ctx, ioas, 0n, 0);
+      // Each capability starts 8-byte aligned (ALIGN(cap_size, sizeof(u64)) in the kernel).
+      const capSize = (filled + 7) & ~7;
       if (lastCap !== undefined && info.argsz >= total) {
         const next = new Uint8Array(4);
         new DataView(next.buffer).setUint32(0, total, true);

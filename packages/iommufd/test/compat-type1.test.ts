@@ -112,7 +112,7 @@ describe("container queries", () => {
       size: PAGE,
     });
     expect(rawIoctl(sys, VFIO_IOMMU_UNMAP_DMA, unmap).errno).toBe(EINVAL);
-    const need = 68;
+    const need = 72;
     const full = new Uint8Array(need);
     full.set(vfio_iommu_type1_info.encode({ argsz: need }));
     const r = rawIoctl(sys, VFIO_IOMMU_GET_INFO, full);
@@ -250,7 +250,8 @@ describe("MAP_DMA / UNMAP_DMA", () => {
 describe("VFIO_IOMMU_GET_INFO", () => {
   it("reports page sizes and the capability chain, or the size needed", () => {
     const { sys } = compat(VFIO_TYPE1v2_IOMMU);
-    const need = 24 + 12 + 16 + 16;
+    // DMA_AVAIL is 12 bytes padded to 16 (each capability starts 8-byte aligned, vfio_compat.c).
+    const need = 24 + 16 + 16 + 16;
     const short = rawIoctl(sys, VFIO_IOMMU_GET_INFO, vfio_iommu_type1_info.encode({ argsz: 24 }));
     expect(short.ret).toBe(0);
     const info = vfio_iommu_type1_info.decode(short.buf);
@@ -269,10 +270,10 @@ describe("VFIO_IOMMU_GET_INFO", () => {
     expect(avail).toEqual({
       id: VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
       version: 1,
-      next: 36,
+      next: 40,
       avail: U32_MAX,
     });
-    const cap = vfio_iommu_type1_info_cap_iova_range.decode(r.buf.subarray(36, 52));
+    const cap = vfio_iommu_type1_info_cap_iova_range.decode(r.buf.subarray(40, 56));
     expect(cap).toEqual({
       id: VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
       version: 1,
@@ -280,7 +281,7 @@ describe("VFIO_IOMMU_GET_INFO", () => {
       nr_iovas: 1,
       reserved: 0,
     });
-    expect(vfio_iova_range.decode(r.buf.subarray(52, 68))).toEqual({
+    expect(vfio_iova_range.decode(r.buf.subarray(56, 72))).toEqual({
       start: MOCK_APERTURE[0],
       end: MOCK_APERTURE[1],
     });
