@@ -68,8 +68,18 @@ export function selftestMain(
     return KSFT_PASS;
   }
   const t0 = performance.now();
-  const { pass, fail, skip } = runTap(all, io.out, keep);
+  const { results, pass, fail, skip } = runTap(all, io.out, keep);
   const seconds = (performance.now() - t0) / 1000;
+  // One count line per fixture (the part of fixture.variant.test before the first dot).
+  const fixtures = new Map<string, { pass: number; fail: number; skip: number }>();
+  for (const r of results) {
+    const name = r.name.split(".")[0]!;
+    const c = fixtures.get(name) ?? { pass: 0, fail: 0, skip: 0 };
+    c[r.status]++;
+    fixtures.set(name, c);
+  }
+  for (const [name, c] of fixtures)
+    io.out(`# fixture ${name}: pass:${c.pass} fail:${c.fail} skip:${c.skip}`);
   io.out(`# all: pass:${pass} fail:${fail} skip:${skip} in ${seconds.toFixed(2)} s`);
   if (fail) return KSFT_FAIL;
   return pass === 0 && skip > 0 ? KSFT_SKIP : KSFT_PASS;
