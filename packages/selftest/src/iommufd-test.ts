@@ -35,6 +35,7 @@ export const IOMMU_TEST_OP_PASID_DETACH = 20;
 export const IOMMU_TEST_OP_PASID_CHECK_HWPT = 21;
 export const IOMMU_TEST_OP_DMABUF_GET = 22;
 export const IOMMU_TEST_OP_DMABUF_REVOKE = 23;
+export const IOMMU_TEST_OP_MD_CHECK_DMABUF = 24;
 
 /** The mock IOMMU's page sizes, aperture and page-table types live with its page tables. */
 export {
@@ -162,6 +163,12 @@ export const iommu_test_cmd = {
   check_dev_cache: member("check_dev_cache", { cache_id: u32(16), cache: u32(20) }),
   dmabuf_get: member("dmabuf_get", { length: u32(16), open_flags: u32(20) }),
   dmabuf_revoke: member("dmabuf_revoke", { dmabuf_fd: s32(16), revoked: u32(20) }),
+  check_dmabuf: member("check_dmabuf", {
+    dmabuf_fd: s32(16),
+    iova: u64(24),
+    length: u64(32),
+    offset: u64(40),
+  }),
   /** Also PASID_REPLACE's member. */
   pasid_attach: member("pasid_attach", { pasid: u32(16), pt_id: u32(20) }),
   pasid_detach: member("pasid_detach", { pasid: u32(16) }),

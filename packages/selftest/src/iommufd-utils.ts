@@ -50,6 +50,7 @@ import {
   IOMMU_TEST_OP_DIRTY,
   IOMMU_TEST_OP_DMABUF_GET,
   IOMMU_TEST_OP_DMABUF_REVOKE,
+  IOMMU_TEST_OP_MD_CHECK_DMABUF,
   IOMMU_TEST_OP_MD_CHECK_REFS,
   IOMMU_TEST_OP_MOCK_DOMAIN,
   IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS,
@@ -736,6 +737,40 @@ export function _test_cmd_revoke_dmabuf(
 
 export function test_cmd_revoke_dmabuf(t: Ctx, dmabuf_fd: number, revoked: boolean): void {
   t.ASSERT_EQ(0, _test_cmd_revoke_dmabuf(t.sys, t.self.fd, dmabuf_fd, revoked), why(t));
+}
+
+/** MD_CHECK_DMABUF on mock HWPT `hwpt_id`: [iova, iova + length) maps the buffer from `offset`. */
+export function _test_cmd_check_dmabuf(
+  sys: SelftestEnv,
+  fd: number,
+  hwpt_id: number,
+  dmabuf_fd: number,
+  iova: bigint,
+  length: number | bigint,
+  offset: number | bigint,
+): number {
+  const cmd = iommuTestCmd(iommu_test_cmd.check_dmabuf, IOMMU_TEST_OP_MD_CHECK_DMABUF, hwpt_id, {
+    dmabuf_fd,
+    iova,
+    length: BigInt(length),
+    offset: BigInt(offset),
+  });
+  return sys.libc.ioctl(fd, IOMMU_TEST_CMD, cmd.$);
+}
+
+export function test_cmd_check_dmabuf(
+  t: Ctx,
+  hwpt_id: number,
+  dmabuf_fd: number,
+  iova: bigint,
+  length: number | bigint,
+  offset: number | bigint,
+): void {
+  t.ASSERT_EQ(
+    0,
+    _test_cmd_check_dmabuf(t.sys, t.self.fd, hwpt_id, dmabuf_fd, iova, length, offset),
+    why(t),
+  );
 }
 
 // ---- memory -------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
  * Although it is RAM, iommufd treats the range it gets as MMIO, like any interconnect range.
  *
  * DMABUF_GET allocates and exports; DMABUF_REVOKE flips the exporter's `revoked` flag under the
- * reservation lock and always notifies the importers (for un-revoke too).
+ * reservation lock and always notifies the importers (for un-revoke too); MD_CHECK_DMABUF
+ * compares a mock domain's translations with the buffer's memory.
  */
 import {
   type DmaBuf,
@@ -29,8 +30,10 @@ import {
   PAGE_SHIFT,
   PAGE_SIZE,
   PMD_ORDER,
+  U64_MAX,
   fail,
 } from "@x/kernel";
+import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
 import { MOCK_DMABUF_MAX_PAGES } from "./iommufd-test.js";
 
 /** struct iommufd_test_dma_buf */
@@ -127,6 +130,43 @@ export function iommufdTestDmaBufIommufdMap(attach: DmaBufAttachment): PhysVec {
   const priv = dmabuf.priv as IommufdTestDmaBuf;
   if (priv.revoked) fail(ENODEV, "selftest dma-buf revoked");
   return { paddr: BigInt(priv.pfn) << BigInt(PAGE_SHIFT), len: priv.length };
+}
+
+/**
+ * IOMMU_TEST_OP_MD_CHECK_DMABUF, past the mock-domain look-up: every IO page of
+ * [iova, iova + length) in `domain` translates to the dma-buf's memory at `offset` onwards. The
+ * fd must be a dma-buf (dma_buf_get's EBADF / EINVAL) of this exporter (EINVAL); the range must
+ * be aligned to the domain's smallest page and end inside the buffer (EINVAL); a translation
+ * that differs is EINVAL.
+ * Decision: the op comes from the later multi-range series ("iommufd/selftest: Check
+ * multi-phys DMA-buf scenarios"), whose buffer is an array of pages; this exporter keeps the
+ * initial series' one contiguous allocation, so the expected address is its start plus the
+ * offset, and DMABUF_GET still rounds the length up to pages.
+ * @see iommufd_test_md_check_dmabuf
+ */
+export function iommufdTestMdCheckDmabuf(
+  kernel: Kernel,
+  domain: IommuDomain,
+  cmd: { readonly dmabuf_fd: number; iova: bigint; length: bigint; offset: bigint },
+): void {
+  const dmabuf = dmaBufGet(kernel, cmd.dmabuf_fd);
+  try {
+    if (!isIommufdTestDmabuf(dmabuf)) fail(EINVAL, "not a selftest dma-buf");
+    const priv = dmabuf.priv as IommufdTestDmaBuf;
+    const bitmap = domain.pgsizeBitmap;
+    const pageSize = bitmap & -bitmap;
+    const { iova, length, offset } = cmd;
+    const end = offset + length;
+    if (iova % pageSize || length % pageSize || offset % pageSize || end > U64_MAX)
+      fail(EINVAL, "check_dmabuf alignment");
+    if (end > priv.length) fail(EINVAL, "check_dmabuf range past the buffer");
+    const base = (BigInt(priv.pfn) << BigInt(PAGE_SHIFT)) + offset;
+    for (let i = 0n; i < length; i += pageSize)
+      if (iommuIovaToPhys(domain, iova + i) !== base + i)
+        fail(EINVAL, `iova 0x${(iova + i).toString(16)} mismatch`);
+  } finally {
+    dmaBufPut(dmabuf);
+  }
 }
 
 /** Publish the hook (module load of the selftest). */

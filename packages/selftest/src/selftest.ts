@@ -52,6 +52,7 @@ import {
   IOMMU_TEST_OP_DMABUF_GET,
   IOMMU_TEST_OP_DMABUF_REVOKE,
   IOMMU_TEST_OP_DIRTY,
+  IOMMU_TEST_OP_MD_CHECK_DMABUF,
   IOMMU_TEST_OP_MD_CHECK_IOTLB,
   IOMMU_TEST_OP_TRIGGER_VEVENT,
   IOMMU_VEVENTQ_TYPE_SELFTEST,
@@ -69,6 +70,7 @@ import {
 import {
   iommufdTestDmabufGet,
   iommufdTestDmabufRevoke,
+  iommufdTestMdCheckDmabuf,
   registerMockDmabufHook,
 } from "./mock-dmabuf.js";
 import { MockDev, MockDomain, MockIommu, mockDevCreate } from "./mock-iommu.js";
@@ -310,6 +312,13 @@ function dmabufGet(ucmd: TestUcmd): number {
   return iommufdTestDmabufGet(ucmd.ctx.kernel, u.cmd.open_flags, u.cmd.length);
 }
 
+/** MD_CHECK_DMABUF: get_md_pagetable first (ENOENT / EINVAL), then the dma-buf checks. */
+function mdCheckDmabuf(ucmd: TestUcmd): number {
+  const u = ucmdMember(ucmd, iommu_test_cmd.check_dmabuf);
+  withMockDomain(ucmd.ctx, u.cmd.id, (d) => iommufdTestMdCheckDmabuf(ucmd.ctx.kernel, d, u.cmd));
+  return 0;
+}
+
 function dmabufRevoke(ucmd: TestUcmd): number {
   const u = ucmdMember(ucmd, iommu_test_cmd.dmabuf_revoke);
   iommufdTestDmabufRevoke(ucmd.ctx.kernel, u.cmd.dmabuf_fd, u.cmd.revoked !== 0);
@@ -330,6 +339,7 @@ const baseOps: ReadonlyArray<readonly [number, TestOp]> = [
   [IOMMU_TEST_OP_TRIGGER_VEVENT, triggerVevent],
   [IOMMU_TEST_OP_DMABUF_GET, dmabufGet],
   [IOMMU_TEST_OP_DMABUF_REVOKE, dmabufRevoke],
+  [IOMMU_TEST_OP_MD_CHECK_DMABUF, mdCheckDmabuf],
 ];
 
 /**

@@ -17,6 +17,7 @@ import {
   IOMMU_TEST_OP_DIRTY,
   IOMMU_TEST_OP_DMABUF_GET,
   IOMMU_TEST_OP_DMABUF_REVOKE,
+  IOMMU_TEST_OP_MD_CHECK_DMABUF,
   IOMMU_TEST_OP_MD_CHECK_IOTLB,
   IOMMU_TEST_OP_MD_CHECK_MAP,
   IOMMU_TEST_OP_MD_CHECK_REFS,
@@ -68,11 +69,9 @@ const UNION: Record<string, Record<string, number>> = {
 
 /**
  * Union members without a layout of their own in the model: PASID_REPLACE reads pasid_attach's
- * member (the same two fields at the same offsets, checked above), and check_dmabuf belongs to
- * IOMMU_TEST_OP_MD_CHECK_DMABUF, which no ported test issues and the model's op table does not
- * hold (it answers EOPNOTSUPP, as for any op selftest.c does not know).
+ * member (the same two fields at the same offsets, checked above).
  */
-const NOT_MODELLED = ["pasid_replace", "check_dmabuf"];
+const NOT_MODELLED = ["pasid_replace"];
 
 const layouts = iommu_test_cmd as unknown as Record<
   string,
@@ -130,5 +129,6 @@ describe("IOMMU_TEST_OP_* numbers", () => {
     ["PASID_CHECK_HWPT", IOMMU_TEST_OP_PASID_CHECK_HWPT, 21],
     ["DMABUF_GET", IOMMU_TEST_OP_DMABUF_GET, 22],
     ["DMABUF_REVOKE", IOMMU_TEST_OP_DMABUF_REVOKE, 23],
+    ["MD_CHECK_DMABUF", IOMMU_TEST_OP_MD_CHECK_DMABUF, 24],
   ])("IOMMU_TEST_OP_%s = %s", (_n, op, want) => expect(op).toBe(want));
 });

@@ -10,6 +10,7 @@ import {
 import {
   E2BIG,
   EBADE,
+  EBADF,
   EBADFD,
   EFAULT,
   EINVAL,
@@ -40,6 +41,7 @@ import {
   MockIommu,
   _test_cmd_destroy_access_pages,
   _test_cmd_mock_domain_flags,
+  _test_cmd_check_dmabuf,
   _test_cmd_revoke_dmabuf,
   createSelftestEnv,
   iommuTestCmd,
@@ -47,6 +49,7 @@ import {
   kselftest,
   registerVitest,
   test_cmd_create_access,
+  test_cmd_check_dmabuf,
   test_cmd_get_dmabuf,
   test_cmd_mock_domain,
   test_cmd_hwpt_alloc,
@@ -54,6 +57,7 @@ import {
   test_err_mock_domain,
   test_err_mock_domain_flags,
   test_ioctl_ioas_alloc,
+  test_ioctl_ioas_map_file,
   test_ioctl_ioas_map_fixed,
   ustruct,
   why,
@@ -275,6 +279,36 @@ TEST_F(test_cmd, "dmabuf_get_revoke", (self, _v, t) => {
   t.ASSERT_EQ(true, libc.process.files.cloexec(dfd));
   t.ASSERT_EQ(0, _test_cmd_revoke_dmabuf(t.sys, self.fd, dfd, true), why(t));
   EXPECT_ERRNO(t, EINVAL, _test_cmd_revoke_dmabuf(t.sys, self.fd, self.fd, true));
+  t.ASSERT_EQ(0, libc.close(dfd), why(t));
+});
+
+/*
+ * MD_CHECK_DMABUF after IOMMU_IOAS_MAP_FILE of a selftest dma-buf: the mock domain maps the
+ * buffer page for page from the offset, and each of selftest.c's checks has its errno: the
+ * HWPT (ENOENT), the fd (EBADF, EINVAL for a file that is no dma-buf), alignment and the end
+ * of the buffer (EINVAL), a translation that differs (EINVAL).
+ */
+TEST_F(test_cmd, "md_check_dmabuf", (self, _v, t) => {
+  const { libc } = t.sys;
+  const P = BigInt(MOCK_PAGE_SIZE);
+  const { hwpt_id } = test_cmd_mock_domain(t, self.ioas_id);
+  const dfd = test_cmd_get_dmabuf(t, 16 * MOCK_PAGE_SIZE);
+  const iova = test_ioctl_ioas_map_file(t, dfd, 4n * P, 8n * P);
+  test_cmd_check_dmabuf(t, hwpt_id, dfd, iova, 8n * P, 4n * P);
+  test_cmd_check_dmabuf(t, hwpt_id, dfd, iova + 2n * P, 2n * P, 6n * P);
+  const check = (id: number, fd: number, at: bigint, len: bigint, off: bigint) =>
+    _test_cmd_check_dmabuf(t.sys, self.fd, id, fd, at, len, off);
+  EXPECT_ERRNO(t, EINVAL, check(hwpt_id, dfd, iova, 8n * P, 0n));
+  EXPECT_ERRNO(t, ENOENT, check(self.ioas_id, dfd, iova, 8n * P, 4n * P));
+  EXPECT_ERRNO(t, EBADF, check(hwpt_id, 999, iova, 8n * P, 4n * P));
+  EXPECT_ERRNO(t, EINVAL, check(hwpt_id, self.fd, iova, 8n * P, 4n * P));
+  EXPECT_ERRNO(t, EINVAL, check(hwpt_id, dfd, iova + 1n, 8n * P, 4n * P));
+  EXPECT_ERRNO(t, EINVAL, check(hwpt_id, dfd, iova, 8n * P - 1n, 4n * P));
+  EXPECT_ERRNO(t, EINVAL, check(hwpt_id, dfd, iova, 8n * P, 4n * P + 1n));
+  EXPECT_ERRNO(t, EINVAL, check(hwpt_id, dfd, iova, 8n * P, 9n * P));
+  EXPECT_ERRNO(t, EINVAL, check(hwpt_id, dfd, iova, P, -P & ((1n << 64n) - 1n)));
+  // Past the mapping the domain translates to nothing.
+  EXPECT_ERRNO(t, EINVAL, check(hwpt_id, dfd, iova, 9n * P, 4n * P));
   t.ASSERT_EQ(0, libc.close(dfd), why(t));
 });
 
