@@ -14,18 +14,14 @@ import {
   copyToUser,
   fail,
 } from "@x/kernel";
-import { U32_MAX } from "@x/iommufd";
+import { type FieldSpec, type Struct, U32_MAX } from "@x/iommufd";
 import type { VfioIommufdBinding } from "./vfio-iommufd.js";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
-  VFIO_DEVICE_ATTACH_IOMMUFD_PT_MINSZ,
   VFIO_DEVICE_ATTACH_PASID,
   VFIO_DEVICE_BIND_FLAG_TOKEN,
   VFIO_DEVICE_BIND_IOMMUFD,
-  VFIO_DEVICE_BIND_IOMMUFD_MINSZ,
-  VFIO_DEVICE_BIND_IOMMUFD_SIZE,
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
-  VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ,
   VFIO_DEVICE_DETACH_PASID,
   VFIO_DEVICE_FEATURE,
   VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
@@ -44,6 +40,9 @@ import {
   VFIO_IRQ_SET_DATA_EVENTFD,
   VFIO_IRQ_SET_DATA_NONE,
   VFIO_IRQ_SET_DATA_TYPE_MASK,
+  vfio_device_attach_iommufd_pt,
+  vfio_device_bind_iommufd,
+  vfio_device_detach_iommufd_pt,
   vfio_irq_set,
 } from "./vfio-uapi.js";
 
@@ -262,34 +261,43 @@ export function vfioSetIrqsValidateAndPrepare(
 }
 
 /** copy_struct_from_user: the first `ksize` bytes; E2BIG for a non-zero tail beyond them. */
-function copyStructFromUser(kernel: Kernel, arg: bigint, ksize: number, usize: number): DataView {
+function copyStructFromUser(kernel: Kernel, arg: bigint, ksize: number, usize: number): Uint8Array {
   const out = new Uint8Array(ksize);
   out.set(copyFromUser(kernel, arg, Math.min(ksize, usize)));
   if (usize > ksize) {
     const tail = copyFromUser(kernel, arg + BigInt(ksize), usize - ksize);
     if (tail.some((b) => b !== 0)) fail(E2BIG, "non-zero bytes past the known struct");
   }
-  return new DataView(out.buffer);
+  return out;
 }
 
-function u32At(kernel: Kernel, arg: bigint): number {
-  return new DataView(copyFromUser(kernel, arg, 4).buffer).getUint32(0, true);
+/** Write one u32 field of the user's struct back (the kernel's put_user of an out field). */
+function putU32Field<S extends FieldSpec>(
+  kernel: Kernel,
+  arg: bigint,
+  s: Struct<S>,
+  field: keyof S & string,
+  value: number,
+): void {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, value, true);
+  copyToUser(kernel, arg + BigInt(s.offsetOf(field)), out);
 }
 
 /** @see vfio_df_ioctl_bind_iommufd */
 function vfioDfIoctlBindIommufd(df: VfioDeviceFile, arg: bigint): number {
   const device = df.device;
   const kernel = device.kernel;
-  const argsz = u32At(kernel, arg);
-  if (argsz < VFIO_DEVICE_BIND_IOMMUFD_MINSZ) fail(EINVAL, "argsz");
-  const bind = copyStructFromUser(kernel, arg, VFIO_DEVICE_BIND_IOMMUFD_SIZE, argsz);
-  const flags = bind.getUint32(4, true);
-  const iommufd = bind.getInt32(8, true);
+  const s = vfio_device_bind_iommufd;
+  const { argsz } = s.decode(copyFromUser(kernel, arg, 4));
+  if (argsz < s.minSize) fail(EINVAL, "argsz");
+  const bind = s.decode(copyStructFromUser(kernel, arg, s.size, argsz));
+  const { flags, iommufd } = bind;
   if (iommufd < 0 || flags & ~VFIO_DEVICE_BIND_FLAG_TOKEN) fail(EINVAL, "bad iommufd or flags");
   return device.devSet.lock.with(() => {
     if (df.accessGranted) fail(EINVAL, "already bound");
     if (flags & VFIO_DEVICE_BIND_FLAG_TOKEN) {
-      copyFromUser(kernel, bind.getBigUint64(16, true), 16);
+      copyFromUser(kernel, bind.token_uuid_ptr, 16);
       // No SR-IOV is modelled: a VF token offered to a device that is neither PF nor VF.
       fail(EINVAL, "VF token provided for a device without one");
     }
@@ -300,9 +308,7 @@ function vfioDfIoctlBindIommufd(df: VfioDeviceFile, arg: bigint): number {
       file.put();
     }
     try {
-      const out = new Uint8Array(4);
-      new DataView(out.buffer).setUint32(0, device.binding!.devid, true);
-      copyToUser(kernel, arg + 12n, out);
+      putU32Field(kernel, arg, s, "out_devid", device.binding!.devid);
     } catch (e) {
       vfioDfClose(df);
       throw e;
@@ -342,42 +348,36 @@ function vfioDfClose(df: VfioDeviceFile): void {
   }
 }
 
-/** offsetofend(struct vfio_device_attach_iommufd_pt, pasid): argsz with VFIO_DEVICE_ATTACH_PASID. */
-const VFIO_DEVICE_ATTACH_IOMMUFD_PT_PASID_SZ = 16;
-/** offsetofend(struct vfio_device_detach_iommufd_pt, pasid) */
-const VFIO_DEVICE_DETACH_IOMMUFD_PT_PASID_SZ = 12;
-
 /**
  * The PASID of an ATTACH/DETACH_IOMMUFD_PT with its PASID flag, read only then: the struct
  * must reach past `pasid` (EINVAL) and the extra bytes are copied in (EFAULT).
  */
-function readPtPasid(kernel: Kernel, arg: bigint, argsz: number, minsz: number, xend: number) {
+function readPtPasid(
+  kernel: Kernel,
+  arg: bigint,
+  argsz: number,
+  s: typeof vfio_device_attach_iommufd_pt | typeof vfio_device_detach_iommufd_pt,
+): number {
+  const xend = s.endOf("pasid");
   if (argsz < xend) fail(EINVAL, "argsz does not reach pasid");
-  const extra = copyFromUser(kernel, arg + BigInt(minsz), xend - minsz);
-  return new DataView(extra.buffer).getUint32(xend - minsz - 4, true);
+  const extra = copyFromUser(kernel, arg + BigInt(s.minSize), xend - s.minSize);
+  return new DataView(extra.buffer).getUint32(xend - s.minSize - 4, true);
 }
 
 /** @see vfio_df_ioctl_attach_pt */
 function vfioDfIoctlAttachPt(df: VfioDeviceFile, arg: bigint): number {
   const kernel = df.device.kernel;
-  const minsz = VFIO_DEVICE_ATTACH_IOMMUFD_PT_MINSZ;
-  const a = new DataView(copyFromUser(kernel, arg, minsz).buffer);
-  const argsz = a.getUint32(0, true);
-  const flags = a.getUint32(4, true);
-  const ptId = a.getUint32(8, true);
-  if (argsz < minsz) fail(EINVAL, "argsz");
+  const s = vfio_device_attach_iommufd_pt;
+  const { argsz, flags, pt_id: ptId } = s.decode(copyFromUser(kernel, arg, s.minSize));
+  if (argsz < s.minSize) fail(EINVAL, "argsz");
   if (flags & ~VFIO_DEVICE_ATTACH_PASID) fail(EINVAL, "flags");
   const withPasid = (flags & VFIO_DEVICE_ATTACH_PASID) !== 0;
-  const pasid = withPasid
-    ? readPtPasid(kernel, arg, argsz, minsz, VFIO_DEVICE_ATTACH_IOMMUFD_PT_PASID_SZ)
-    : undefined;
+  const pasid = withPasid ? readPtPasid(kernel, arg, argsz, s) : undefined;
   const binding = df.device.binding!;
   return df.device.devSet.lock.with(() => {
     const out = pasid === undefined ? binding.attach(ptId) : binding.pasidAttach(pasid, ptId);
     try {
-      const buf = new Uint8Array(4);
-      new DataView(buf.buffer).setUint32(0, out, true);
-      copyToUser(kernel, arg + 8n, buf);
+      putU32Field(kernel, arg, s, "pt_id", out);
     } catch (e) {
       if (pasid === undefined) binding.detach();
       else binding.pasidDetach(pasid);
@@ -390,16 +390,11 @@ function vfioDfIoctlAttachPt(df: VfioDeviceFile, arg: bigint): number {
 /** @see vfio_df_ioctl_detach_pt */
 function vfioDfIoctlDetachPt(df: VfioDeviceFile, arg: bigint): number {
   const kernel = df.device.kernel;
-  const minsz = VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ;
-  const d = new DataView(copyFromUser(kernel, arg, minsz).buffer);
-  const argsz = d.getUint32(0, true);
-  const flags = d.getUint32(4, true);
-  if (argsz < minsz) fail(EINVAL, "argsz");
+  const s = vfio_device_detach_iommufd_pt;
+  const { argsz, flags } = s.decode(copyFromUser(kernel, arg, s.minSize));
+  if (argsz < s.minSize) fail(EINVAL, "argsz");
   if (flags & ~VFIO_DEVICE_DETACH_PASID) fail(EINVAL, "flags");
-  const pasid =
-    flags & VFIO_DEVICE_DETACH_PASID
-      ? readPtPasid(kernel, arg, argsz, minsz, VFIO_DEVICE_DETACH_IOMMUFD_PT_PASID_SZ)
-      : undefined;
+  const pasid = flags & VFIO_DEVICE_DETACH_PASID ? readPtPasid(kernel, arg, argsz, s) : undefined;
   const binding = df.device.binding!;
   df.device.devSet.lock.with(() =>
     pasid === undefined ? binding.detach() : binding.pasidDetach(pasid),

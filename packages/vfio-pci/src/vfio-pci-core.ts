@@ -99,6 +99,8 @@ import {
   VFIO_REGION_INFO_FLAG_WRITE,
   vfio_info_cap_header,
   vfio_pci_dependent_device,
+  vfio_device_info,
+  vfio_pci_hot_reset,
   vfio_pci_hot_reset_info,
   vfio_region_info,
 } from "./vfio-uapi.js";
@@ -453,17 +455,16 @@ export class VfioPciCoreDevice extends VfioDevice {
 
   /** @see vfio_pci_ioctl_get_info */
   private ioctlGetInfo(arg: bigint): number {
-    const argsz = new DataView(
-      copyFromUser(this.kernel, arg, VFIO_DEVICE_INFO_MINSZ).buffer,
-    ).getUint32(0, true);
-    if (argsz < VFIO_DEVICE_INFO_MINSZ) fail(EINVAL, "argsz");
-    const out = new Uint8Array(VFIO_DEVICE_INFO_SIZE);
-    const v = new DataView(out.buffer);
-    v.setUint32(0, argsz, true);
-    v.setUint32(4, VFIO_DEVICE_FLAGS_PCI | (this.resetWorks ? VFIO_DEVICE_FLAGS_RESET : 0), true);
-    v.setUint32(8, VFIO_PCI_NUM_REGIONS, true);
-    v.setUint32(12, VFIO_PCI_NUM_IRQS, true);
-    copyToUser(this.kernel, arg, out.subarray(0, Math.min(argsz, VFIO_DEVICE_INFO_SIZE)));
+    const s = vfio_device_info;
+    const { argsz } = s.decode(copyFromUser(this.kernel, arg, s.minSize));
+    if (argsz < s.minSize) fail(EINVAL, "argsz");
+    const out = s.encode({
+      argsz,
+      flags: VFIO_DEVICE_FLAGS_PCI | (this.resetWorks ? VFIO_DEVICE_FLAGS_RESET : 0),
+      num_regions: VFIO_PCI_NUM_REGIONS,
+      num_irqs: VFIO_PCI_NUM_IRQS,
+    });
+    copyToUser(this.kernel, arg, out.subarray(0, Math.min(argsz, s.size)));
     return 0;
   }
 
@@ -597,11 +598,9 @@ export class VfioPciCoreDevice extends VfioDevice {
    * proving ownership. @see vfio_pci_ioctl_pci_hot_reset
    */
   private ioctlPciHotReset(arg: bigint): number {
-    const hdr = new DataView(copyFromUser(this.kernel, arg, VFIO_PCI_HOT_RESET_MINSZ).buffer);
-    const argsz = hdr.getUint32(0, true);
-    const flags = hdr.getUint32(4, true);
-    const count = hdr.getUint32(8, true);
-    if (argsz < VFIO_PCI_HOT_RESET_MINSZ || flags) fail(EINVAL, "argsz or flags");
+    const s = vfio_pci_hot_reset;
+    const { argsz, flags, count } = s.decode(copyFromUser(this.kernel, arg, s.size));
+    if (argsz < s.size || flags) fail(EINVAL, "argsz or flags");
     // Only cdev opens exist here: a group-fd list is the group path's, refused on a cdev.
     if (count !== 0) fail(EINVAL, "group fds given to a cdev-opened device");
     if (!this.pdev.bus.busResetPossible) fail(ENODEV, "no slot or bus reset");

@@ -33,7 +33,8 @@ import {
   VFIO_DEVICE_FEATURE_DMA_BUF_SIZE,
   VFIO_DEVICE_FEATURE_GET,
   VFIO_PCI_ROM_REGION_INDEX,
-  VFIO_REGION_DMA_RANGE_SIZE,
+  vfio_device_feature_dma_buf,
+  vfio_region_dma_range,
 } from "./vfio-uapi.js";
 import { vfioCheckFeature } from "./vfio-main.js";
 
@@ -283,11 +284,11 @@ export function vfioPciCoreFeatureDmaBuf(
     vfioCheckFeature(flags, argsz, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_DMA_BUF_SIZE) === 0
   )
     return 0;
-  const hdr = new DataView(copyFromUser(kernel, arg, VFIO_DEVICE_FEATURE_DMA_BUF_SIZE).buffer);
-  const regionIndex = hdr.getUint32(0, true);
-  const openFlags = hdr.getUint32(4, true);
-  const dmaFlags = hdr.getUint32(8, true);
-  const nrRanges = hdr.getUint32(12, true);
+  const hdr = vfio_device_feature_dma_buf.decode(
+    copyFromUser(kernel, arg, vfio_device_feature_dma_buf.size),
+  );
+  const { region_index: regionIndex, open_flags: openFlags, flags: dmaFlags } = hdr;
+  const nrRanges = hdr.nr_ranges;
   if (nrRanges === 0 || dmaFlags !== 0) fail(EINVAL, "nr_ranges 0 or flags set");
   if (regionIndex >= VFIO_PCI_ROM_REGION_INDEX) fail(ENODEV, `region ${regionIndex} is not a BAR`);
 
@@ -295,17 +296,17 @@ export function vfioPciCoreFeatureDmaBuf(
   // after the header whatever argsz says.
   const raw = memdupArrayUser(
     kernel,
-    arg + BigInt(VFIO_DEVICE_FEATURE_DMA_BUF_SIZE),
+    arg + BigInt(vfio_device_feature_dma_buf.size),
     nrRanges,
-    VFIO_REGION_DMA_RANGE_SIZE,
+    vfio_region_dma_range.size,
   );
-  const rv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const offsets = new BigUint64Array(nrRanges);
   const lengths = new BigUint64Array(nrRanges);
   let total = 0n;
   for (let i = 0; i < nrRanges; i++) {
-    const off = rv.getBigUint64(16 * i, true);
-    const len = rv.getBigUint64(16 * i + 8, true);
+    const { offset: off, length: len } = vfio_region_dma_range.decode(
+      raw.subarray(vfio_region_dma_range.size * i),
+    );
     if (len === 0n || off % PAGE !== 0n || len % PAGE !== 0n)
       fail(EINVAL, `range ${i} empty or unaligned`);
     total += len;

@@ -2,9 +2,10 @@
  * The VFIO user API the model implements (include/uapi/linux/vfio.h): ioctl numbers, flags and
  * struct layouts. Every VFIO ioctl is `_IO(';', 100 + k)`: the size travels in `argsz`.
  *
- * The structures a VMM fills byte by byte (region info and its capability chain, IRQ info,
- * IRQ set, hot-reset info) are `Struct` tables like @x/iommufd's, shared by the driver, its
- * tests and users; the encoders and decoders below build the variable-length ones.
+ * Every structure the device fd takes is a `Struct` table like @x/iommufd's (`encode` /
+ * `decode`, `size`, `minSize`), shared by the driver, its tests and users such as a VMM; the
+ * encoders and decoders below build and read the variable-length ones (capability chains,
+ * IRQ data, group fds, dependent devices, dma-buf ranges).
  */
 import { Struct } from "@x/iommufd";
 
@@ -29,6 +30,22 @@ export const VFIO_DEVICE_INFO_SIZE = 24;
 export const VFIO_DEVICE_INFO_MINSZ = 16;
 export const VFIO_DEVICE_FLAGS_RESET = 1 << 0;
 export const VFIO_DEVICE_FLAGS_PCI = 1 << 1;
+/** The reply carries a capability chain from `cap_offset`. */
+export const VFIO_DEVICE_FLAGS_CAPS = 1 << 7;
+
+export const vfio_device_info = new Struct(
+  "vfio_device_info",
+  VFIO_DEVICE_INFO_SIZE,
+  {
+    argsz: [0, "u32"],
+    flags: [4, "u32"],
+    num_regions: [8, "u32"],
+    num_irqs: [12, "u32"],
+    cap_offset: [16, "u32"],
+    pad: [20, "u32"],
+  },
+  VFIO_DEVICE_INFO_MINSZ,
+);
 
 /** struct vfio_region_info: argsz, flags, index, cap_offset, u64 size @16, u64 offset @24. */
 export const VFIO_REGION_INFO_SIZE = 32;
@@ -52,8 +69,32 @@ export const vfio_info_cap_header = new Struct("vfio_info_cap_header", 8, {
   version: [2, "u16"],
   next: [4, "u32"],
 });
+export const VFIO_REGION_INFO_CAP_SPARSE_MMAP = 1;
+export const VFIO_REGION_INFO_CAP_TYPE = 2;
 /** The MSI-X table of this BAR may be mmapped with the rest of it (a header-only capability). */
 export const VFIO_REGION_INFO_CAP_MSIX_MAPPABLE = 3;
+
+/** struct vfio_region_info_cap_sparse_mmap: header, nr_areas, reserved; areas[] from 16. */
+export const vfio_region_info_cap_sparse_mmap = new Struct("vfio_region_info_cap_sparse_mmap", 16, {
+  id: [0, "u16"],
+  version: [2, "u16"],
+  next: [4, "u32"],
+  nr_areas: [8, "u32"],
+  reserved: [12, "u32"],
+});
+/** struct vfio_region_sparse_mmap_area: an mmap-able piece of the region. */
+export const vfio_region_sparse_mmap_area = new Struct("vfio_region_sparse_mmap_area", 16, {
+  offset: [0, "u64"],
+  size: [8, "u64"],
+});
+/** struct vfio_region_info_cap_type: a device-specific region's type and subtype. */
+export const vfio_region_info_cap_type = new Struct("vfio_region_info_cap_type", 16, {
+  id: [0, "u16"],
+  version: [2, "u16"],
+  next: [4, "u32"],
+  type: [8, "u32"],
+  subtype: [12, "u32"],
+});
 
 /** One capability of an info struct's chain, as found in the user's buffer. */
 export interface VfioInfoCap {
@@ -74,6 +115,55 @@ export function decodeInfoCaps(buf: Uint8Array, capOffset: number): VfioInfoCap[
     off = h.next;
   }
   return caps;
+}
+
+/** A region as a GET_REGION_INFO reply describes it, its capabilities decoded. */
+export interface VfioRegionInfo {
+  readonly flags: number;
+  readonly index: number;
+  readonly size: bigint;
+  /** Offset of the region in the device fd. */
+  readonly offset: bigint;
+  /** The mmap-able areas of a SPARSE_MMAP capability. */
+  readonly sparseMmap?: ReadonlyArray<{ readonly offset: bigint; readonly size: bigint }>;
+  /** The TYPE capability of a device-specific region. */
+  readonly type?: { readonly type: number; readonly subtype: number };
+  /** The MSIX_MAPPABLE capability is present. */
+  readonly msixMappable: boolean;
+}
+
+/**
+ * Read a GET_REGION_INFO reply: the fixed fields, then, with FLAG_CAPS, the capability chain
+ * (areas past the end of the buffer are not read).
+ */
+export function decodeRegionInfo(buf: Uint8Array): VfioRegionInfo {
+  const info = vfio_region_info.decode(buf);
+  let sparseMmap: { offset: bigint; size: bigint }[] | undefined;
+  let type: { type: number; subtype: number } | undefined;
+  let msixMappable = false;
+  const caps = info.flags & VFIO_REGION_INFO_FLAG_CAPS ? decodeInfoCaps(buf, info.cap_offset) : [];
+  for (const cap of caps) {
+    const at = buf.subarray(cap.offset);
+    if (cap.id === VFIO_REGION_INFO_CAP_SPARSE_MMAP) {
+      const { nr_areas } = vfio_region_info_cap_sparse_mmap.decode(at);
+      const room = Math.floor((at.length - vfio_region_info_cap_sparse_mmap.size) / 16);
+      sparseMmap = [];
+      for (let i = 0; i < Math.min(nr_areas, room); i++)
+        sparseMmap.push(vfio_region_sparse_mmap_area.decode(at.subarray(16 + 16 * i)));
+    } else if (cap.id === VFIO_REGION_INFO_CAP_TYPE) {
+      const t = vfio_region_info_cap_type.decode(at);
+      type = { type: t.type, subtype: t.subtype };
+    } else if (cap.id === VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) msixMappable = true;
+  }
+  return {
+    flags: info.flags,
+    index: info.index,
+    size: info.size,
+    offset: info.offset,
+    ...(sparseMmap && { sparseMmap }),
+    ...(type && { type }),
+    msixMappable,
+  };
 }
 
 /** struct vfio_irq_info */
@@ -149,6 +239,27 @@ export function encodeIrqSet(opts: {
   return buf;
 }
 
+/** A SET_IRQS buffer read back: the header and its data as numbers (u8 bools or s32 fds). */
+export function decodeIrqSet(buf: Uint8Array): {
+  readonly argsz: number;
+  readonly flags: number;
+  readonly index: number;
+  readonly start: number;
+  readonly count: number;
+  readonly data: number[];
+} {
+  const h = vfio_irq_set.decode(buf);
+  const data: number[] = [];
+  const payload = buf.subarray(vfio_irq_set.size);
+  const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  if (h.flags & VFIO_IRQ_SET_DATA_EVENTFD)
+    for (let i = 0; i < h.count && 4 * i + 4 <= payload.length; i++)
+      data.push(v.getInt32(4 * i, true));
+  else if (h.flags & VFIO_IRQ_SET_DATA_BOOL)
+    for (let i = 0; i < h.count && i < payload.length; i++) data.push(payload[i]!);
+  return { ...h, data };
+}
+
 export const VFIO_PCI_ROM_REGION_INDEX = 6;
 export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
 export const VFIO_PCI_VGA_REGION_INDEX = 8;
@@ -165,6 +276,28 @@ export const vfio_pci_hot_reset = new Struct("vfio_pci_hot_reset", 12, {
   flags: [4, "u32"],
   count: [8, "u32"],
 });
+
+/**
+ * A VFIO_DEVICE_PCI_HOT_RESET buffer: the header and its s32 `group_fds[]` (with the cdev,
+ * `count` 0 and no fds: the iommufd proves ownership); `argsz` defaults to the exact size.
+ */
+export function encodePciHotReset(opts: {
+  readonly flags?: number;
+  readonly fds?: readonly number[];
+  readonly count?: number;
+  readonly argsz?: number;
+}): Uint8Array {
+  const fds = opts.fds ?? [];
+  const size = vfio_pci_hot_reset.size + 4 * fds.length;
+  const buf = new Uint8Array(size);
+  vfio_pci_hot_reset.encode(
+    { argsz: opts.argsz ?? size, flags: opts.flags ?? 0, count: opts.count ?? fds.length },
+    buf,
+  );
+  const v = new DataView(buf.buffer);
+  for (const [i, fd] of fds.entries()) v.setInt32(vfio_pci_hot_reset.size + 4 * i, fd, true);
+  return buf;
+}
 
 /** struct vfio_pci_hot_reset_info header; `devices[]` of vfio_pci_dependent_device follows. */
 export const vfio_pci_hot_reset_info = new Struct("vfio_pci_hot_reset_info", 12, {
@@ -201,6 +334,10 @@ export function decodeHotResetInfo(buf: Uint8Array): {
 
 /** struct vfio_device_feature: argsz, flags, data[]. */
 export const VFIO_DEVICE_FEATURE_MINSZ = 8;
+export const vfio_device_feature = new Struct("vfio_device_feature", 8, {
+  argsz: [0, "u32"],
+  flags: [4, "u32"],
+});
 export const VFIO_DEVICE_FEATURE_MASK = 0xffff;
 export const VFIO_DEVICE_FEATURE_GET = 1 << 16;
 export const VFIO_DEVICE_FEATURE_SET = 1 << 17;
@@ -223,17 +360,52 @@ export const VFIO_LOW_POWER_ENTRY_WITH_WAKEUP_SIZE = 8;
 /** struct vfio_device_feature_dma_buf header; then nr_ranges × struct vfio_region_dma_range. */
 export const VFIO_DEVICE_FEATURE_DMA_BUF_SIZE = 16;
 export const VFIO_REGION_DMA_RANGE_SIZE = 16;
+export const vfio_device_feature_dma_buf = new Struct("vfio_device_feature_dma_buf", 16, {
+  region_index: [0, "u32"],
+  open_flags: [4, "u32"],
+  flags: [8, "u32"],
+  nr_ranges: [12, "u32"],
+});
+export const vfio_region_dma_range = new Struct("vfio_region_dma_range", 16, {
+  offset: [0, "u64"],
+  length: [8, "u64"],
+});
 
-/** struct vfio_device_bind_iommufd (sizeof 24, min 16). */
+/** struct vfio_device_bind_iommufd (sizeof 24, min 16); out_devid is written back. */
 export const VFIO_DEVICE_BIND_IOMMUFD_SIZE = 24;
 export const VFIO_DEVICE_BIND_IOMMUFD_MINSZ = 16;
 export const VFIO_DEVICE_BIND_FLAG_TOKEN = 1 << 0;
-/** struct vfio_device_attach_iommufd_pt (sizeof 16, min 12). */
+export const vfio_device_bind_iommufd = new Struct(
+  "vfio_device_bind_iommufd",
+  VFIO_DEVICE_BIND_IOMMUFD_SIZE,
+  {
+    argsz: [0, "u32"],
+    flags: [4, "u32"],
+    iommufd: [8, "s32"],
+    out_devid: [12, "u32"],
+    /** User pointer to the 16-byte VF token, read with VFIO_DEVICE_BIND_FLAG_TOKEN. */
+    token_uuid_ptr: [16, "u64"],
+  },
+  VFIO_DEVICE_BIND_IOMMUFD_MINSZ,
+);
+/** struct vfio_device_attach_iommufd_pt (sizeof 16, min 12); pt_id is written back. */
 export const VFIO_DEVICE_ATTACH_IOMMUFD_PT_MINSZ = 12;
 export const VFIO_DEVICE_ATTACH_PASID = 1 << 0;
+export const vfio_device_attach_iommufd_pt = new Struct(
+  "vfio_device_attach_iommufd_pt",
+  16,
+  { argsz: [0, "u32"], flags: [4, "u32"], pt_id: [8, "u32"], pasid: [12, "u32"] },
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT_MINSZ,
+);
 /** struct vfio_device_detach_iommufd_pt (sizeof 12, min 8). */
 export const VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ = 8;
 export const VFIO_DEVICE_DETACH_PASID = 1 << 0;
+export const vfio_device_detach_iommufd_pt = new Struct(
+  "vfio_device_detach_iommufd_pt",
+  12,
+  { argsz: [0, "u32"], flags: [4, "u32"], pasid: [8, "u32"] },
+  VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ,
+);
 
 /** A VFIO_DEVICE_FEATURE buffer for DMA_BUF: header, payload, ranges (for tests and users). */
 export function encodeDmaBufFeature(opts: {
@@ -245,21 +417,27 @@ export function encodeDmaBufFeature(opts: {
   readonly nrRanges?: number;
   readonly argsz?: number;
 }): Uint8Array {
-  const size =
-    VFIO_DEVICE_FEATURE_MINSZ +
-    VFIO_DEVICE_FEATURE_DMA_BUF_SIZE +
-    VFIO_REGION_DMA_RANGE_SIZE * opts.ranges.length;
+  const head = vfio_device_feature.size;
+  const first = head + vfio_device_feature_dma_buf.size;
+  const size = first + vfio_region_dma_range.size * opts.ranges.length;
   const buf = new Uint8Array(size);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, opts.argsz ?? size, true);
-  v.setUint32(4, opts.flags ?? VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, true);
-  v.setUint32(8, opts.regionIndex, true);
-  v.setUint32(12, opts.openFlags, true);
-  v.setUint32(16, opts.dmaBufFlags ?? 0, true);
-  v.setUint32(20, opts.nrRanges ?? opts.ranges.length, true);
-  opts.ranges.forEach((r, i) => {
-    v.setBigUint64(24 + 16 * i, BigInt.asUintN(64, r.offset), true);
-    v.setBigUint64(32 + 16 * i, BigInt.asUintN(64, r.length), true);
-  });
+  vfio_device_feature.encode(
+    {
+      argsz: opts.argsz ?? size,
+      flags: opts.flags ?? VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF,
+    },
+    buf,
+  );
+  vfio_device_feature_dma_buf.encode(
+    {
+      region_index: opts.regionIndex,
+      open_flags: opts.openFlags,
+      flags: opts.dmaBufFlags ?? 0,
+      nr_ranges: opts.nrRanges ?? opts.ranges.length,
+    },
+    buf.subarray(head),
+  );
+  for (const [i, r] of opts.ranges.entries())
+    vfio_region_dma_range.encode(r, buf.subarray(first + vfio_region_dma_range.size * i));
   return buf;
 }
