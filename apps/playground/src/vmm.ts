@@ -73,9 +73,11 @@ import {
   VFIO_DEVICE_GET_REGION_INFO,
   VFIO_DEVICE_RESET,
   VFIO_PCI_CONFIG_REGION_INDEX,
-  VFIO_PCI_OFFSET_SHIFT,
-  VFIO_REGION_INFO_SIZE,
+  decodeRegionInfo,
   encodeDmaBufFeature,
+  vfio_device_attach_iommufd_pt,
+  vfio_device_bind_iommufd,
+  vfio_region_info,
 } from "@x/vfio-pci";
 import type { LogKind } from "./scenario.js";
 import { bytes, hex } from "./snapshot.js";
@@ -102,6 +104,8 @@ export interface RamBlock {
 
 export interface Bar {
   readonly index: number;
+  /** Offset of the BAR's region in the device fd (GET_REGION_INFO). */
+  readonly offset: bigint;
   readonly size: bigint;
   /** Guest-physical address the guest's firmware gave the BAR. */
   readonly gpa: bigint;
@@ -123,6 +127,8 @@ export interface PassthroughDevice {
   devId: number;
   hwptId: number;
   readonly bars: Bar[];
+  /** Offset of the config region in the device fd (GET_REGION_INFO); -1 before it is asked. */
+  configOffset: bigint;
   /** QEMU's emulated COMMAND register (what the guest believes). */
   command: number;
   open: boolean;
@@ -365,24 +371,21 @@ export class Vmm {
   }
 
   private attachPt(dev: PassthroughDevice, pt: number): number {
-    const buf = new Uint8Array(16);
-    const v = new DataView(buf.buffer);
-    v.setUint32(0, 16, true);
-    v.setUint32(8, pt, true);
+    const s = vfio_device_attach_iommufd_pt;
+    const buf = s.encode({ argsz: s.size, pt_id: pt });
     const ret = this.sys(`ioctl(${dev.name}, VFIO_DEVICE_ATTACH_IOMMUFD_PT, pt=${pt})`, () =>
       this.libc.ioctl(dev.fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, buf),
     );
-    if (ret >= 0) dev.hwptId = v.getUint32(8, true);
+    // pt_id comes back as the HWPT the device is attached to (an IOAS id is replaced).
+    if (ret >= 0) dev.hwptId = s.decode(buf).pt_id;
     return ret;
   }
 
-  private regionSize(dev: PassthroughDevice, index: number): bigint {
-    const buf = new Uint8Array(VFIO_REGION_INFO_SIZE);
-    const v = new DataView(buf.buffer);
-    v.setUint32(0, VFIO_REGION_INFO_SIZE, true);
-    v.setUint32(8, index, true);
+  /** GET_REGION_INFO without capabilities: size and offset of a region (size 0 on failure). */
+  private regionInfo(dev: PassthroughDevice, index: number): { size: bigint; offset: bigint } {
+    const buf = vfio_region_info.encode({ argsz: vfio_region_info.size, index });
     const ret = this.libc.ioctl(dev.fd, VFIO_DEVICE_GET_REGION_INFO, buf);
-    return ret < 0 ? 0n : v.getBigUint64(16, true);
+    return ret < 0 ? { size: 0n, offset: 0n } : decodeRegionInfo(buf);
   }
 
   /**
@@ -397,13 +400,14 @@ export class Vmm {
       devId: 0,
       hwptId: 0,
       bars: [],
+      configOffset: -1n,
       command: 0,
       open: false,
     };
     this.openDevice(dev);
     for (const p of placements) {
-      const size = this.regionSize(dev, p.index);
-      const bar: Bar = { index: p.index, size, gpa: p.gpa, dmabufFd: -1, mapped: false };
+      const { size, offset } = this.regionInfo(dev, p.index);
+      const bar: Bar = { index: p.index, offset, size, gpa: p.gpa, dmabufFd: -1, mapped: false };
       bar.dmabufFd = this.exportBar(dev, bar);
       dev.bars.push(bar);
     }
@@ -418,17 +422,18 @@ export class Vmm {
       this.sys(`open("${dev.path}", O_RDWR)`, () => this.libc.open(dev.path, O_RDWR)),
     );
     dev.open = true;
-    const bind = new Uint8Array(24);
-    const bv = new DataView(bind.buffer);
-    bv.setUint32(0, 24, true);
-    bv.setInt32(8, this.iommufd, true);
+    const bind = vfio_device_bind_iommufd.encode({
+      argsz: vfio_device_bind_iommufd.size,
+      iommufd: this.iommufd,
+    });
     this.check(
       "VFIO_DEVICE_BIND_IOMMUFD",
       this.sys(`ioctl(${dev.name}, VFIO_DEVICE_BIND_IOMMUFD, iommufd=${this.iommufd})`, () =>
         this.libc.ioctl(dev.fd, VFIO_DEVICE_BIND_IOMMUFD, bind),
       ),
     );
-    dev.devId = bv.getUint32(12, true);
+    dev.devId = vfio_device_bind_iommufd.decode(bind).out_devid;
+    dev.configOffset = this.regionInfo(dev, VFIO_PCI_CONFIG_REGION_INDEX).offset;
     this.attach(dev);
     // The domains decide the IOVA alignment (QEMU's container pgsizes).
     this.readIovaRanges();
@@ -444,7 +449,7 @@ export class Vmm {
 
   /** QEMU's region mmap of a BAR (for guest CPU access): a VM_PFNMAP mapping of the device fd. */
   mmapBar(dev: PassthroughDevice, bar: Bar): bigint {
-    const off = BigInt(bar.index) << VFIO_PCI_OFFSET_SHIFT;
+    const off = bar.offset;
     let va = MAP_FAILED;
     this.sys(`mmap(${dev.name} BAR${bar.index}, ${bytes(bar.size)})`, () => {
       va = this.libc.mmap(0n, bar.size, PROT_READ | PROT_WRITE, MAP_SHARED, dev.fd, off);
@@ -517,14 +522,15 @@ export class Vmm {
     bar.mapped = false;
   }
 
-  private configOffset(off: number): bigint {
-    return (BigInt(VFIO_PCI_CONFIG_REGION_INDEX) << VFIO_PCI_OFFSET_SHIFT) + BigInt(off);
+  private configOffset(dev: PassthroughDevice, off: number): bigint {
+    if (dev.configOffset < 0n) throw new Error(`${dev.name}: config region not looked up yet`);
+    return dev.configOffset + BigInt(off);
   }
 
   /** pread of config space through the device fd. */
   configRead(dev: PassthroughDevice, off: number, size: 1 | 2 | 4): number {
     const data = new Uint8Array(size);
-    if (this.libc.pread(dev.fd, data, this.configOffset(off)) !== size)
+    if (this.libc.pread(dev.fd, data, this.configOffset(dev, off)) !== size)
       throw new KernelError(this.libc.errno, `${dev.name}: config read at ${off}`);
     let v = 0;
     for (let i = size - 1; i >= 0; i--) v = (v << 8) | (data[i] ?? 0);
@@ -538,7 +544,7 @@ export class Vmm {
     this.check(
       "config write",
       this.sys(`pwrite(${dev.name}, config[${hex(BigInt(off))}] = ${hex(BigInt(value))})`, () =>
-        this.libc.pwrite(dev.fd, data, this.configOffset(off)),
+        this.libc.pwrite(dev.fd, data, this.configOffset(dev, off)),
       ),
     );
   }

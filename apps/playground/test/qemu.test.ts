@@ -93,6 +93,7 @@ describe("QEMU's BAR areas", () => {
     expect(fd).toBeGreaterThanOrEqual(0);
     const bar = {
       index: 0,
+      offset: bar0.offset,
       size: bar0.size,
       gpa: 0xc000_0000n,
       dmabufFd: fd,

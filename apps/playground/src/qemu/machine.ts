@@ -46,6 +46,7 @@ import {
   iommu_ioas_alloc,
   iommu_ioas_change_process,
   iommu_ioas_iova_ranges,
+  iommu_iova_range,
 } from "@x/iommufd";
 import {
   PCI_CAPABILITY_LIST,
@@ -66,19 +67,24 @@ import {
   VFIO_DEVICE_GET_INFO,
   VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
   VFIO_DEVICE_GET_REGION_INFO,
-  VFIO_DEVICE_INFO_SIZE,
   VFIO_DEVICE_PCI_HOT_RESET,
   VFIO_DEVICE_RESET,
   VFIO_PCI_CONFIG_REGION_INDEX,
   VFIO_PCI_DEVID_OWNED,
   VFIO_PCI_ERR_IRQ_INDEX,
   VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED,
-  VFIO_PCI_OFFSET_SHIFT,
   VFIO_REGION_INFO_CAP_MSIX_MAPPABLE,
   VFIO_REGION_INFO_FLAG_MMAP,
+  type VfioRegionInfo,
   decodeHotResetInfo,
   decodeInfoCaps,
+  decodeRegionInfo,
   encodeDmaBufFeature,
+  encodePciHotReset,
+  vfio_device_attach_iommufd_pt,
+  vfio_device_bind_iommufd,
+  vfio_device_detach_iommufd_pt,
+  vfio_device_info,
   vfio_pci_hot_reset_info,
   vfio_region_info,
 } from "@x/vfio-pci";
@@ -99,7 +105,9 @@ import {
   vfioUnregisterNotifiers,
 } from "./interrupts.js";
 import { type Log, QemuSys } from "./sys.js";
-import { type MmapArea, sparseMmapAreas } from "./vfio-uapi.js";
+
+/** An mmap-able piece of a region, as a SPARSE_MMAP capability lists them. */
+type MmapArea = NonNullable<VfioRegionInfo["sparseMmap"]>[number];
 
 const PCI_BASE_ADDRESS_0 = 0x10;
 const PCI_COMMAND_INTX_DISABLE = 0x400;
@@ -339,6 +347,7 @@ export class QemuMachine {
       devId: 0,
       hwptId: 0,
       bars: [],
+      configOffset: -1n,
       command: 0,
       open: true,
     };
@@ -361,16 +370,16 @@ export class QemuMachine {
       },
     };
     this.iommufdBackendConnect();
-    const bind = new Uint8Array(24);
-    const v = new DataView(bind.buffer);
-    v.setUint32(0, 24, true);
-    v.setInt32(8, this.vmm.iommufd, true);
+    const bind = vfio_device_bind_iommufd.encode({
+      argsz: vfio_device_bind_iommufd.size,
+      iommufd: this.vmm.iommufd,
+    });
     sys.must(
       `ioctl(${name}, VFIO_DEVICE_BIND_IOMMUFD, {argsz=24, flags=0, iommufd=${this.vmm.iommufd}})`,
       () => this.libc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, bind),
       "iommufd_cdev_connect_and_bind (hw/vfio/iommufd.c)",
     );
-    pv.devId = v.getUint32(12, true);
+    pv.devId = vfio_device_bind_iommufd.decode(bind).out_devid;
     sys.log(`${name}: devid ${pv.devId}`);
     this.devices.push(dev);
     this.vmm.devices.push(pv);
@@ -385,16 +394,15 @@ export class QemuMachine {
   }
 
   private attachPt(dev: QemuVfioDevice, pt: number, tolerateEinval: boolean): number {
-    const buf = new Uint8Array(16);
-    const v = new DataView(buf.buffer);
-    v.setUint32(0, 16, true);
-    v.setUint32(8, pt, true);
+    const s = vfio_device_attach_iommufd_pt;
+    const buf = s.encode({ argsz: s.size, pt_id: pt });
     const ret = this.sys.call(
       `ioctl(${dev.name}, VFIO_DEVICE_ATTACH_IOMMUFD_PT, pt_id=${pt})`,
       () => this.libc.ioctl(dev.fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, buf),
       tolerateEinval ? { [EINVAL]: "incompatible domain: QEMU tries the next HWPT" } : {},
     );
-    if (ret >= 0) dev.pv.hwptId = pt;
+    // The kernel writes back the HWPT the device is now attached to.
+    if (ret >= 0) dev.pv.hwptId = s.decode(buf).pt_id;
     return ret;
   }
 
@@ -483,13 +491,9 @@ export class QemuMachine {
       "iommufd_cdev_get_info_iova_range (hw/vfio/iommufd.c)",
     );
     const raw = this.libc.peek(array, 16 * n);
-    const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     this.iovaRanges = [];
     for (let i = 0; i < n; i++)
-      this.iovaRanges.push({
-        start: view.getBigUint64(16 * i, true),
-        last: view.getBigUint64(16 * i + 8, true),
-      });
+      this.iovaRanges.push(iommu_iova_range.decode(raw.subarray(iommu_iova_range.size * i)));
     this.vmm.iovaAlignment = iommu_ioas_iova_ranges.get(buf, "out_iova_alignment") || 1n;
     for (const r of this.iovaRanges) sys.log(`usable IOVA ${hex(r.start)}..${hex(r.last)}`);
     sys.log(`IOVA alignment ${bytes(this.vmm.iovaAlignment)}`);
@@ -518,19 +522,13 @@ export class QemuMachine {
 
   /** VFIO_DEVICE_GET_INFO: a PCI device with the regions and IRQs QEMU needs, or fatal. */
   getDeviceInfo(dev: QemuVfioDevice): void {
-    const buf = new Uint8Array(VFIO_DEVICE_INFO_SIZE);
-    const v = new DataView(buf.buffer);
-    v.setUint32(0, VFIO_DEVICE_INFO_SIZE, true);
+    const buf = vfio_device_info.encode({ argsz: vfio_device_info.size });
     this.sys.must(
-      `ioctl(${dev.name}, VFIO_DEVICE_GET_INFO, argsz=${VFIO_DEVICE_INFO_SIZE})`,
+      `ioctl(${dev.name}, VFIO_DEVICE_GET_INFO, argsz=${vfio_device_info.size})`,
       () => this.libc.ioctl(dev.fd, VFIO_DEVICE_GET_INFO, buf),
       "vfio_device_get_info (hw/vfio/device.c)",
     );
-    const info = {
-      flags: v.getUint32(4, true),
-      num_regions: v.getUint32(8, true),
-      num_irqs: v.getUint32(12, true),
-    };
+    const info = vfio_device_info.decode(buf);
     if (!(info.flags & VFIO_DEVICE_FLAGS_PCI) || info.num_regions < 8 || info.num_irqs < 3)
       throw new VmmFatal(`${dev.name}: not a usable vfio-pci device`, EINVAL);
     dev.resetWorks = (info.flags & VFIO_DEVICE_FLAGS_RESET) !== 0;
@@ -558,12 +556,13 @@ export class QemuMachine {
         argsz = info.argsz;
         continue;
       }
+      const r = decodeRegionInfo(buf);
       const region = {
-        flags: info.flags,
-        size: info.size,
-        offset: info.offset,
+        flags: r.flags,
+        size: r.size,
+        offset: r.offset,
         caps: decodeInfoCaps(buf, info.cap_offset).map((c) => c.id),
-        sparse: sparseMmapAreas(buf, info.cap_offset),
+        sparse: r.sparseMmap,
       };
       dev.regions.set(index, region);
       return region;
@@ -582,7 +581,7 @@ export class QemuMachine {
           `${dev.name} BAR${i}: ${bytes(r.size)}${r.flags & VFIO_REGION_INFO_FLAG_MMAP ? ", mmap" : ""}${r.caps.includes(VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) ? ", MSI-X mappable" : ""}`,
         );
     }
-    this.regionInfo(dev, VFIO_PCI_CONFIG_REGION_INDEX);
+    dev.pv.configOffset = this.regionInfo(dev, VFIO_PCI_CONFIG_REGION_INDEX).offset;
     const err = getIrqInfo(this.sys, dev, VFIO_PCI_ERR_IRQ_INDEX, {
       [ENOTTY]: "no error IRQ: QEMU leaves AER off",
       [EINVAL]: "no error IRQ: QEMU leaves AER off",
@@ -612,7 +611,7 @@ export class QemuMachine {
     const cfg = dev.regions.get(VFIO_PCI_CONFIG_REGION_INDEX);
     const len = Number(cfg?.size ?? 256n);
     const space = new Uint8Array(len);
-    const off = (BigInt(VFIO_PCI_CONFIG_REGION_INDEX) << VFIO_PCI_OFFSET_SHIFT) + 0n;
+    const off = dev.pv.configOffset;
     const n = this.sys.must(
       `pread(${dev.name}, config, ${len}, ${hex(off)})`,
       () => this.libc.pread(dev.fd, space, off),
@@ -727,7 +726,15 @@ export class QemuMachine {
         continue;
       }
       dev.mmaps.set(p.index, { va: aligned, size });
-      const bar: Bar = { index: p.index, size, gpa: p.gpa, dmabufFd: -1, mapped: false, areas };
+      const bar: Bar = {
+        index: p.index,
+        offset: region.offset,
+        size,
+        gpa: p.gpa,
+        dmabufFd: -1,
+        mapped: false,
+        areas,
+      };
       bar.dmabufFd = this.createDmaBuf(
         dev,
         p.index,
@@ -885,8 +892,7 @@ export class QemuMachine {
         return -EINVAL;
       }
     }
-    const reset = new Uint8Array(12);
-    new DataView(reset.buffer).setUint32(0, 12, true);
+    const reset = encodePciHotReset({});
     return sys.call(
       `ioctl(${dev.name}, VFIO_DEVICE_PCI_HOT_RESET, {argsz=12, flags=0, count=0})`,
       () => this.libc.ioctl(dev.fd, VFIO_DEVICE_PCI_HOT_RESET, reset),
@@ -937,8 +943,9 @@ export class QemuMachine {
         this.libc.munmap(m.va, m.size),
       );
     dev.mmaps.clear();
-    const det = new Uint8Array(12);
-    new DataView(det.buffer).setUint32(0, 12, true);
+    const det = vfio_device_detach_iommufd_pt.encode({
+      argsz: vfio_device_detach_iommufd_pt.size,
+    });
     sys.warnOnError(
       `ioctl(${dev.name}, VFIO_DEVICE_DETACH_IOMMUFD_PT)`,
       () => this.libc.ioctl(dev.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, det),
