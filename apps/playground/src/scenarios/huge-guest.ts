@@ -24,7 +24,11 @@ const HUGE_PROBES = PROBES.filter((p) => !p.name.startsWith("nic")).map((p) =>
   "ram" in p.to ? { ...p, to: { ram: HUGE_RAM + RAM_PROBE } } : p,
 );
 
-/** Once bus mastering is on, the RAM probe must land in RAM and the GPUs must reach each other. */
+/**
+ * Decision: the RAM probe is judged from the step that turns bus mastering on. Before it, a
+ * function with PCI_COMMAND_MASTER clear issues no DMA, so every probe ends without a completion
+ * whatever the IOMMU holds; after it, a fault can only mean the probe missed RAM.
+ */
 const LANDS = { "gpu0→ram": "ram", "gpu0→gpu1.bar2": "mmio", "gpu1→gpu0.bar2": "mmio" } as const;
 
 export const hugeGuest: ScenarioDef<VmWorld> = {
