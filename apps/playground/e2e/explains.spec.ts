@@ -70,6 +70,7 @@ test("the highlighted step is the step shown, and its snapshot is the one drawn"
 test("the huge guest's IOVA axis keeps its sixteen RAM areas' labels apart", async ({
   page,
 }, info) => {
+  test.setTimeout(300_000);
   await open(page, "#scenario=huge-guest");
   await page.click("#run");
   const total = await page.locator("#steps li").count();
@@ -119,6 +120,10 @@ test("the huge guest's IOVA axis keeps its sixteen RAM areas' labels apart", asy
   expect(ticks).toContain("0x100_0000_0000 (1 TiB)");
   const first = page.locator('g.area[data-kind="ram"] title').first();
   expect(await first.textContent()).toMatch(/^ram\n0x100_0000_0000 \+64 GiB/);
+  // The 32 Ki pins of filling each domain are counted, not listed.
+  const more = page.locator('#timeline .tl-step[data-step="3"] .tl-more');
+  await expect(more).toContainText(/more: memfd:pin × [\d,]+/);
+  await expect(page.locator('#timeline .tl-step[data-step="3"] li[data-event]')).toHaveCount(100);
   await page.screenshot({ path: info.outputPath("huge-guest.png"), fullPage: true });
 });
 

@@ -271,6 +271,20 @@ function eventFields(data: object): string {
     .join(" ");
 }
 
+/** Events listed per step; the rest are counted by kind (filling a 1 TiB domain pins 32 Ki times). */
+const EVENTS_PER_STEP = 100;
+
+function moreEvents(events: readonly StepRecord["events"][number][]): HTMLElement {
+  const byKind = new Map<string, number>();
+  for (const e of events) byKind.set(e.name, (byKind.get(e.name) ?? 0) + 1);
+  const kinds = [...byKind].map(([name, n]) => `${name} × ${n.toLocaleString("en")}`);
+  return h(
+    "li",
+    { class: "tl-more", "data-more": events.length },
+    `… ${events.length.toLocaleString("en")} more: ${kinds.join(", ")}`,
+  );
+}
+
 /**
  * The kernel's trace events, one line each (step · sequence number, event, fields), the step shown
  * first so its events are in view without scrolling; earlier steps follow, newest first.
@@ -278,7 +292,7 @@ function eventFields(data: object): string {
 export function renderTimeline(root: HTMLElement, records: readonly StepRecord[]): void {
   root.replaceChildren();
   for (const r of [...records].reverse()) {
-    const items = r.events.map((e) => {
+    const items = r.events.slice(0, EVENTS_PER_STEP).map((e) => {
       const when = `${r.index + 1} · #${e.seq}`;
       const fields = eventFields(e.data);
       return h(
@@ -290,6 +304,7 @@ export function renderTimeline(root: HTMLElement, records: readonly StepRecord[]
         fields ? ` ${fields}` : "",
       );
     });
+    if (r.events.length > EVENTS_PER_STEP) items.push(moreEvents(r.events.slice(EVENTS_PER_STEP)));
     root.append(
       h(
         "div",
