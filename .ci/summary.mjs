@@ -1,5 +1,7 @@
-// Prints the closing line `N passed, N failed[, N skipped]` from vitest (and Playwright-style)
-// JSON reports. A file that failed to load has no failed assertion but counts as a failure.
+// Prints the closing line `N passed, N failed[, N skipped]` from vitest and Playwright JSON
+// reports. A file that failed to load has no failed assertion but counts as a failure; so does an
+// unreadable report, a report that ran no test, and a Playwright run-level error (the web server
+// did not start, a spec did not compile).
 import { readFileSync } from "node:fs";
 
 let passed = 0;
@@ -15,9 +17,19 @@ for (const path of process.argv.slice(2)) {
     continue;
   }
   if (r.stats) {
-    passed += (r.stats.expected ?? 0) + (r.stats.flaky ?? 0);
-    failed += r.stats.unexpected ?? 0;
-    skipped += r.stats.skipped ?? 0;
+    const { expected = 0, unexpected = 0, flaky = 0, skipped: skip = 0 } = r.stats;
+    passed += expected + flaky;
+    failed += unexpected;
+    skipped += skip;
+    const errors = r.errors ?? [];
+    for (const e of errors) {
+      console.error(`summary: ${path}: ${(e.message ?? "").split("\n")[0]}`);
+      failed++;
+    }
+    if (errors.length === 0 && expected + unexpected + flaky + skip === 0) {
+      console.error(`summary: ${path} ran no test`);
+      failed++;
+    }
     continue;
   }
   passed += r.numPassedTests ?? 0;

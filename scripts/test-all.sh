@@ -24,9 +24,9 @@ step packaging
 node scripts/check-packages.mjs || rc=1
 step tests
 pnpm vitest run --reporter=dot --reporter=json --outputFile.json=.ci-out/vitest.json || rc=1
-if [ -f apps/playground/e2e/run.mjs ] && [ "${SKIP_E2E:-0}" != 1 ]; then
+if [ -f apps/playground/playwright.config.ts ] && [ "${SKIP_E2E:-0}" != 1 ]; then
   step browser tests
-  PW_JSON="$PWD/.ci-out/e2e.json" pnpm --filter playground e2e || rc=1
+  PW_JSON="$PWD/.ci-out/playwright.json" pnpm --filter playground e2e || rc=1
 fi
 step reliability report: fuzzing, fault injection, race exploration
 pnpm reliability || rc=1

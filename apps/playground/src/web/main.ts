@@ -1,7 +1,8 @@
 /**
  * The page: pick a scenario, step / run / reset, and watch the machine. The URL hash names the
  * scenario and how many steps have run (`#scenario=flagship&step=7`), so a link reopens the same
- * state: the world is rebuilt and the steps replayed (runs are deterministic).
+ * state: the world is rebuilt and the steps replayed (runs are deterministic). A URL naming a
+ * scenario or step that does not exist is said so on the page, with the valid ones.
  */
 import { ScenarioRun } from "../scenario.js";
 import { scenarioById, scenarios } from "../scenarios/index.js";
@@ -38,14 +39,43 @@ const ui = {
   devices: byId("devices"),
   probes: byId("probes"),
   timeline: byId("timeline"),
+  urlError: byId("url-error"),
 };
 
 let run: ScenarioRun | undefined;
 
-function parseHash(): { scenario: string | undefined; step: number } {
-  const p = new URLSearchParams(location.hash.slice(1));
-  const step = Number(p.get("step") ?? 0);
-  return { scenario: p.get("scenario") ?? undefined, step: Number.isFinite(step) ? step : 0 };
+/** The scenario and step the URL asks for: the hash, or the query string when there is no hash. */
+function urlParams(): { scenario: string; step: string } {
+  const p = new URLSearchParams(location.hash.slice(1) || location.search.slice(1));
+  return { scenario: p.get("scenario") ?? "flagship", step: p.get("step") ?? "0" };
+}
+
+function reportUrl(problems: readonly string[]): void {
+  ui.urlError.textContent = problems.join(" ");
+  ui.urlError.hidden = problems.length === 0;
+}
+
+/**
+ * Open what the URL names. An unknown scenario opens the first one and an unknown step opens
+ * step 0, each reported with what is valid.
+ */
+function openFromUrl(): void {
+  const want = urlParams();
+  const def = scenarioById(want.scenario) ?? scenarios[0];
+  if (!def) return;
+  const problems: string[] = [];
+  if (def.id !== want.scenario)
+    problems.push(
+      `The URL names scenario "${want.scenario}", which does not exist; showing ${def.id}. Scenarios: ${scenarios.map((d) => d.id).join(", ")}.`,
+    );
+  const step = /^\d+$/.test(want.step) ? Number(want.step) : Number.NaN;
+  const valid = step <= def.steps.length;
+  if (!valid)
+    problems.push(
+      `The URL names step "${want.step}", which ${def.id} does not have; showing step 0. Steps: 0–${def.steps.length}.`,
+    );
+  reportUrl(problems);
+  openAt(def.id, valid ? step : 0);
 }
 
 function writeHash(): void {
@@ -92,7 +122,10 @@ function openAt(id: string, steps: number): void {
 for (const d of scenarios)
   ui.select.append(h("option", { value: d.id }, `${d.number ? `#${d.number} ` : ""}${d.title}`));
 
-ui.select.addEventListener("change", () => openAt(ui.select.value, 0));
+ui.select.addEventListener("change", () => {
+  reportUrl([]);
+  openAt(ui.select.value, 0);
+});
 ui.step.addEventListener("click", () => {
   if (run && !run.done) run.step();
   draw();
@@ -106,10 +139,9 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "ArrowRight" && e.target === document.body) ui.step.click();
 });
 window.addEventListener("hashchange", () => {
-  const { scenario, step } = parseHash();
-  if (!run || scenario !== run.def.id || step !== run.position) openAt(scenario ?? "", step);
+  const { scenario, step } = urlParams();
+  if (!run || scenario !== run.def.id || step !== String(run.position)) openFromUrl();
 });
 
-const start = parseHash();
-openAt(start.scenario ?? "flagship", start.step);
+openFromUrl();
 document.body.dataset.ready = "true";

@@ -4,7 +4,7 @@
  * person sees.
  */
 import type { DirtyRound, ProbeResult, ScenarioDef, StepRecord, World } from "../scenario.js";
-import { type AreaView, type Snapshot, bytes, hex } from "../snapshot.js";
+import { type AreaView, type Snapshot, bytes, hex, toJson } from "../snapshot.js";
 
 type Attrs = Record<string, string | number | boolean | undefined>;
 
@@ -34,9 +34,54 @@ function totalMapped(a: AreaView): bigint {
   return t;
 }
 
+/** An IOVA as the axis writes it: hex in groups of four digits, 0x100_0000_0000. */
+function iovaText(v: bigint): string {
+  return `0x${v.toString(16).replace(/\B(?=([0-9a-f]{4})+$)/g, "_")}`;
+}
+
+const ROUND_UNITS: ReadonlyArray<readonly [bigint, string]> = [
+  [1n << 40n, "TiB"],
+  [1n << 30n, "GiB"],
+  [1n << 20n, "MiB"],
+];
+
+/** A tick: the IOVA in hex, and in TiB / GiB / MiB when it is a whole number of one. */
+function tickText(v: bigint): string {
+  const unit = ROUND_UNITS.find(([u]) => v !== 0n && v % u === 0n);
+  return unit ? `${iovaText(v)} (${v / unit[0]} ${unit[1]})` : iovaText(v);
+}
+
+/**
+ * Hide what does not fit once laid out: an area's text wider than its box, a tick or gap label
+ * running into the one before it. The area's tooltip keeps every fact.
+ */
+function elide(svg: SVGElement): void {
+  const hide = (t: SVGTextContentElement) => t.classList.add("elided");
+  for (const g of svg.querySelectorAll("g.area")) {
+    const width = Number(g.querySelector("rect")?.getAttribute("width") ?? 0);
+    for (const t of g.querySelectorAll<SVGTextContentElement>("text.label, text.sub"))
+      if (t.getComputedTextLength() > width - 8) hide(t);
+  }
+  for (const row of ["text.tick", "text.gap"]) {
+    let right = Number.NEGATIVE_INFINITY;
+    for (const t of svg.querySelectorAll<SVGTextContentElement>(row)) {
+      const len = t.getComputedTextLength();
+      let left = Number(t.getAttribute("x")) - (t.getAttribute("text-anchor") ? len / 2 : 0);
+      // The first gap's label starts at the axis' left edge rather than before it.
+      if (left < 0) {
+        t.setAttribute("x", String(len / 2));
+        left = 0;
+      }
+      if (left < right + 6) hide(t);
+      else right = left + len;
+    }
+  }
+}
+
 /**
  * IOVA axis, compressed: an area's width grows with log2 of its length and gaps become fixed
- * breaks labelled with their size, so a 4 KiB BAR and 1 TiB of RAM are both visible.
+ * breaks labelled with their size, so a 4 KiB BAR and 1 TiB of RAM are both visible. Ticks name
+ * each area's first IOVA; text that would not fit is left to the tooltip.
  */
 export function renderIoas(root: HTMLElement, snap: Snapshot): void {
   root.replaceChildren();
@@ -46,6 +91,7 @@ export function renderIoas(root: HTMLElement, snap: Snapshot): void {
   }
   const GAP = 18;
   const H = 64;
+  const svgs: SVGElement[] = [];
   for (const ioas of snap.ioas) {
     const areas = [...ioas.areas].sort((a, b) => (a.iova < b.iova ? -1 : 1));
     const widths = areas.map((a) => 20 + 4 * Math.log2(Number(a.length)));
@@ -54,7 +100,7 @@ export function renderIoas(root: HTMLElement, snap: Snapshot): void {
     // Shrinks to fit down to 80 %, scrolls beyond that.
     const svg = s("svg", {
       style: `width: 100%; max-width: ${width}px; min-width: ${Math.round(width * 0.8)}px`,
-      viewBox: `0 0 ${width} ${H + 34}`,
+      viewBox: `0 0 ${width} ${H + 40}`,
       class: "axis",
       "data-ioas": ioas.id,
       role: "img",
@@ -66,7 +112,13 @@ export function renderIoas(root: HTMLElement, snap: Snapshot): void {
     areas.forEach((a, i) => {
       const gap = a.iova - prevEnd;
       if (gap > 0n)
-        svg.append(s("text", { x: x - GAP / 2, y: H + 28, class: "gap" }, `+${bytes(gap)}`));
+        svg.append(
+          s(
+            "text",
+            { x: x - GAP / 2, y: H + 33, class: "gap", "text-anchor": "middle" },
+            `+${bytes(gap)}`,
+          ),
+        );
       const w = widths[i] ?? 40;
       const state = a.live ? "live" : "dead";
       const mapped = totalMapped(a);
@@ -79,7 +131,7 @@ export function renderIoas(root: HTMLElement, snap: Snapshot): void {
         "data-mapped": mapped.toString(),
         "data-label": a.label,
       });
-      g.append(s("title", {}, `${a.label}\n${hex(a.iova)} +${bytes(a.length)} ${state}`));
+      g.append(s("title", {}, `${a.label}\n${iovaText(a.iova)} +${bytes(a.length)} ${state}`));
       g.append(s("rect", { x, y: 8, width: w, height: H - 8, rx: 3 }));
       g.append(s("text", { x: x + 4, y: 26, class: "label" }, a.label));
       g.append(s("text", { x: x + 4, y: 42, class: "sub" }, bytes(a.length)));
@@ -89,7 +141,7 @@ export function renderIoas(root: HTMLElement, snap: Snapshot): void {
         ? `in ${full}/${domains.length} domains`
         : `dead · ${bytes(mapped)} IOPTEs`;
       g.append(s("text", { x: x + 4, y: 56, class: "sub" }, status));
-      g.append(s("text", { x, y: H + 18, class: "tick" }, hex(a.iova)));
+      g.append(s("text", { x, y: H + 17, class: "tick" }, tickText(a.iova)));
       svg.append(g);
       x += w + GAP;
       prevEnd = a.iova + a.length;
@@ -102,7 +154,9 @@ export function renderIoas(root: HTMLElement, snap: Snapshot): void {
         h("div", { class: "scroll" }, svg as unknown as Node),
       ),
     );
+    svgs.push(svg);
   }
+  for (const svg of svgs) elide(svg);
 }
 
 export function renderDomains(root: HTMLElement, snap: Snapshot): void {
@@ -206,27 +260,61 @@ export function renderProbes(root: HTMLElement, probes: readonly ProbeResult[]):
   );
 }
 
-function eventText(data: unknown): string {
-  const t = JSON.stringify(data, (_k, v) => (typeof v === "bigint" ? hex(v) : v));
-  return t.length > 160 ? `${t.slice(0, 157)}…` : t;
+/** A trace event's fields as `key=value`: u64s (bigints) and flag words in hex. */
+function eventFields(data: object): string {
+  return Object.entries(data)
+    .map(([k, v]) => {
+      if (typeof v === "bigint") return `${k}=${hex(v)}`;
+      if (typeof v === "number" && /flags|prot/i.test(k)) return `${k}=${hex(BigInt(v))}`;
+      return `${k}=${typeof v === "object" ? toJson(v) : String(v)}`;
+    })
+    .join(" ");
 }
 
+/** Events listed per step; the rest are counted by kind (filling a 1 TiB domain pins 32 Ki times). */
+const EVENTS_PER_STEP = 100;
+
+function moreEvents(events: readonly StepRecord["events"][number][]): HTMLElement {
+  const byKind = new Map<string, number>();
+  for (const e of events) byKind.set(e.name, (byKind.get(e.name) ?? 0) + 1);
+  const kinds = [...byKind].map(([name, n]) => `${name} × ${n.toLocaleString("en")}`);
+  return h(
+    "li",
+    { class: "tl-more", "data-more": events.length },
+    `… ${events.length.toLocaleString("en")} more: ${kinds.join(", ")}`,
+  );
+}
+
+/**
+ * The kernel's trace events, one line each (step · sequence number, event, fields), the step shown
+ * first so its events are in view without scrolling; earlier steps follow, newest first.
+ */
 export function renderTimeline(root: HTMLElement, records: readonly StepRecord[]): void {
   root.replaceChildren();
-  for (const r of records) {
-    const items = r.events.map((e) =>
-      h("li", { "data-event": e.name }, h("b", {}, e.name), " ", eventText(e.data)),
-    );
+  for (const r of [...records].reverse()) {
+    const items = r.events.slice(0, EVENTS_PER_STEP).map((e) => {
+      const when = `${r.index + 1} · #${e.seq}`;
+      const fields = eventFields(e.data);
+      return h(
+        "li",
+        { "data-event": e.name, "data-seq": e.seq, title: `${when} ${e.name} ${fields}` },
+        h("span", { class: "tl-when" }, when),
+        " ",
+        h("b", {}, e.name),
+        fields ? ` ${fields}` : "",
+      );
+    });
+    if (r.events.length > EVENTS_PER_STEP) items.push(moreEvents(r.events.slice(EVENTS_PER_STEP)));
     root.append(
       h(
         "div",
-        { class: "tl-step" },
+        { class: "tl-step", "data-step": r.index + 1 },
         h("h4", {}, `${r.index + 1}. ${r.name}`),
         items.length ? h("ul", {}, ...items) : h("p", { class: "empty" }, "no kernel event"),
       ),
     );
   }
-  root.scrollTop = root.scrollHeight;
+  root.scrollTop = 0;
 }
 
 export function renderSteps<W extends World>(
@@ -236,12 +324,20 @@ export function renderSteps<W extends World>(
   onPick: (index: number) => void,
 ): void {
   root.replaceChildren();
+  // The views draw the last step run; the one after it is what Step ▶ runs.
+  const shown = records.length - 1;
   def.steps.forEach((st, i) => {
     const r = records[i];
     const state = r ? (r.ok ? "ok" : "bad") : i === records.length ? "next" : "pending";
     const li = h(
       "li",
-      { class: `step ${state}`, "data-step": i + 1, "data-state": state, title: st.note ?? "" },
+      {
+        class: `step ${state}${i === shown ? " current" : ""}`,
+        "data-step": i + 1,
+        "data-state": state,
+        "aria-current": i === shown ? "step" : undefined,
+        title: st.note ?? "",
+      },
       h("span", { class: `actor ${st.actor}` }, st.actor),
       ` ${st.name}`,
     );
