@@ -35,6 +35,12 @@ const SECTION = 1 << SECTION_SHIFT;
 const FREE = 0;
 const HEAD = 1;
 const SPLIT = 2;
+/**
+ * Copies up to this many bytes go byte by byte: an ioctl struct or a short user access costs
+ * less that way than the view `subarray` makes for `set`.
+ */
+const SMALL_COPY = 64;
+
 /** An order-0 frame kept back at boot: never allocated, never freed. */
 const RESERVED = 3;
 
@@ -65,8 +71,12 @@ interface Section {
 }
 
 class FrameLevel {
-  /** Filled with holes up front: a JS array grown by far writes turns slow (dictionary). */
-  private readonly sections: Array<Section | undefined>;
+  /**
+   * Sections by number, grown one slot at a time up to the highest written: a machine is
+   * built for every test, and an array sized for all of RAM up front (16 K slots for 2 TiB)
+   * cost more than the test. Grown densely, never by a far write, so it stays a fast array.
+   */
+  private readonly sections: Array<Section | undefined> = [];
   private stack = new Float64Array(64);
   /** SPLIT frames with no child in use, waiting to be merged. */
   readonly empty = new Set<number>();
@@ -77,29 +87,30 @@ class FrameLevel {
     readonly order: number,
     /** Frames of this order fully inside RAM. */
     readonly count: number,
-  ) {
-    this.sections = new Array<Section | undefined>(Math.ceil(count / SECTION) + 1).fill(undefined);
-  }
+  ) {}
 
   section(idx: number): Section | undefined {
-    return this.sections[idx >>> SECTION_SHIFT];
+    const i = idx >>> SECTION_SHIFT;
+    return i < this.sections.length ? this.sections[i] : undefined;
   }
 
   state(idx: number): number {
-    const s = this.sections[idx >>> SECTION_SHIFT];
+    const s = this.section(idx);
     return s ? s.state[idx & (SECTION - 1)]! : FREE;
   }
 
-  /** The section holding `idx`, created on first write. */
+  /** The section holding `idx`, created on first write; the last one only as long as RAM. */
   writable(idx: number): Section {
     const i = idx >>> SECTION_SHIFT;
-    let s = this.sections[i];
+    let s = this.section(idx);
     if (!s) {
+      const slots = Math.max(1, Math.min(SECTION, this.count - i * SECTION));
       s = {
-        state: new Uint8Array(SECTION),
-        counts: new Int32Array(2 * SECTION),
-        used: this.order === 0 ? undefined : new Uint16Array(SECTION),
+        state: new Uint8Array(slots),
+        counts: new Int32Array(2 * slots),
+        used: this.order === 0 ? undefined : new Uint16Array(slots),
       };
+      while (this.sections.length <= i) this.sections.push(undefined);
       this.sections[i] = s;
       this.sectionsAllocated++;
     }
@@ -605,13 +616,16 @@ export class PhysMem {
    */
   readPfn(pfn: number, off: number, out: Uint8Array, pos: number, n: number): void {
     const page = this.pageAt(pfn, false);
-    if (page) out.set(page.subarray(off, off + n), pos);
-    else out.fill(0, pos, pos + n);
+    if (!page) out.fill(0, pos, pos + n);
+    else if (n <= SMALL_COPY) for (let i = 0; i < n; i++) out[pos + i] = page[off + i]!;
+    else out.set(page.subarray(off, off + n), pos);
   }
 
   /** Copy `n` bytes of `data` from `pos` to offset `off` of physical page `pfn`. */
   writePfn(pfn: number, off: number, data: Uint8Array, pos: number, n: number): void {
-    this.pageAt(pfn, true)!.set(data.subarray(pos, pos + n), off);
+    const page = this.pageAt(pfn, true)!;
+    if (n <= SMALL_COPY) for (let i = 0; i < n; i++) page[off + i] = data[pos + i]!;
+    else page.set(data.subarray(pos, pos + n), off);
   }
 
   private eachPage(
