@@ -341,6 +341,9 @@ export class PhysMem {
   /** The level of the allocated folio holding `pfn`, or -1 when it is in none. */
   private levelOfPfn(pfn: number): number {
     if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.ramPages) return -1;
+    // A 4 KiB folio first, the common case: an order-0 head only exists under split parents
+    // (a frame is merged back only once all its children are free), so no walk is needed.
+    if (this.levels[0]!.state(pfn) === HEAD) return 0;
     for (let l = this.levels.length - 1; l >= 0; l--) {
       const level = this.levels[l]!;
       const idx = Math.floor(pfn / 2 ** level.order);
