@@ -35,12 +35,6 @@ const SECTION = 1 << SECTION_SHIFT;
 const FREE = 0;
 const HEAD = 1;
 const SPLIT = 2;
-/**
- * Copies up to this many bytes go byte by byte: an ioctl struct or a short user access costs
- * less that way than the view `subarray` makes for `set`.
- */
-const SMALL_COPY = 64;
-
 /** An order-0 frame kept back at boot: never allocated, never freed. */
 const RESERVED = 3;
 
@@ -51,14 +45,20 @@ const RESERVED = 3;
  */
 export const RESERVED_LOW_PAGES = 256;
 
+/**
+ * Copies up to this many bytes go byte by byte: an ioctl struct or a short user access costs
+ * less that way than the view `subarray` makes for `set`.
+ */
+const SMALL_COPY = 64;
+
 /** The WARN of an unpin below zero. */
 function unpinWarning(what: string, n: number, pins: number): KernelWarning {
   return new KernelWarning(`${what}: unpinning ${n} pages of a folio with ${pins} pins`);
 }
 
 /**
- * A frame's reference count is at `counts[2 * slot]` and its pin count at `counts[2 * slot + 1]`
- * (struct page keeps _refcount and the pin state in one cache line): a pin touches one place.
+ * A frame's reference count is at `counts[2 * slot]` and its pin count at `counts[2 * slot + 1]`:
+ * a pin changes both, so they share a cache line.
  */
 const REF = 0;
 const PIN = 1;
