@@ -76,9 +76,6 @@ const DEFAULT_MAX_MAP_COUNT = 65530;
 const PAGE = BigInt(PAGE_SIZE);
 const SHIFT = BigInt(PAGE_SHIFT);
 const EXCL = 1;
-/** Page-table entries read per batch by presentAnonRun, into `ptes` (one xarray leaf). */
-const PTE_BATCH = 512;
-const ptes = new Float64Array(PTE_BATCH);
 
 declare module "./trace.js" {
   interface TraceEvents {
@@ -519,7 +516,7 @@ export class MmStruct {
 
   /**
    * The pages from `vpn` (up to `n`) that are present and exclusive — the usual state of memory
-   * pinned again — read from the page table in batches and handed to `emit` as physically
+   * pinned again — read from the page table in place and handed to `emit` as physically
    * contiguous runs. Returns how many; the caller faults from the first that is not.
    */
   private presentAnonRun(
@@ -527,24 +524,12 @@ export class MmStruct {
     n: number,
     emit: (pfn: number, count: number) => void,
   ): number {
-    let done = 0;
-    while (done < n) {
-      const m = Math.min(PTE_BATCH, n - done);
-      this.pt.loadRange(vpn + done, m, ptes);
-      let i = 0;
-      while (i < m) {
-        const pte = ptes[i]!;
-        if (pte < 0 || !(pte & EXCL)) break;
-        // pfn * 2 + EXCL: the next page of the run is 2 more, with the same EXCL bit.
-        let j = i + 1;
-        while (j < m && ptes[j] === ptes[j - 1]! + 2) j++;
-        emit(Math.floor(pte / 2), j - i);
-        i = j;
-      }
-      done += i;
-      if (i < m) break;
-    }
-    return done;
+    // pfn * 2 + EXCL: the next page of a run is 2 more, with the same EXCL bit as the first.
+    return this.pt.scanRuns(vpn, n, 2, (pte, count) => {
+      if (!(pte & EXCL)) return false;
+      emit(Math.floor(pte / 2), count);
+      return true;
+    });
   }
 
   /**

@@ -45,22 +45,38 @@ const RESERVED = 3;
  */
 export const RESERVED_LOW_PAGES = 256;
 
+/**
+ * Copies up to this many bytes go byte by byte: an ioctl struct or a short user access costs
+ * less that way than the view `subarray` makes for `set`.
+ */
+const SMALL_COPY = 64;
+
 /** The WARN of an unpin below zero. */
 function unpinWarning(what: string, n: number, pins: number): KernelWarning {
   return new KernelWarning(`${what}: unpinning ${n} pages of a folio with ${pins} pins`);
 }
 
+/**
+ * A frame's reference count is at `counts[2 * slot]` and its pin count at `counts[2 * slot + 1]`:
+ * a pin changes both, so they share a cache line.
+ */
+const REF = 0;
+const PIN = 1;
+
 interface Section {
   readonly state: Uint8Array;
-  readonly ref: Int32Array;
-  readonly pin: Int32Array;
+  readonly counts: Int32Array;
   /** Children in use, for SPLIT frames (levels above 0). */
   readonly used: Uint16Array | undefined;
 }
 
 class FrameLevel {
-  /** Filled with holes up front: a JS array grown by far writes turns slow (dictionary). */
-  private readonly sections: Array<Section | undefined>;
+  /**
+   * Sections by number, grown one slot at a time up to the highest written: a machine is
+   * built for every test, and an array sized for all of RAM up front (16 K slots for 2 TiB)
+   * cost more than the test. Grown densely, never by a far write, so it stays a fast array.
+   */
+  private readonly sections: Array<Section | undefined> = [];
   private stack = new Float64Array(64);
   /** SPLIT frames with no child in use, waiting to be merged. */
   readonly empty = new Set<number>();
@@ -71,30 +87,30 @@ class FrameLevel {
     readonly order: number,
     /** Frames of this order fully inside RAM. */
     readonly count: number,
-  ) {
-    this.sections = new Array<Section | undefined>(Math.ceil(count / SECTION) + 1).fill(undefined);
-  }
+  ) {}
 
   section(idx: number): Section | undefined {
-    return this.sections[idx >>> SECTION_SHIFT];
+    const i = idx >>> SECTION_SHIFT;
+    return i < this.sections.length ? this.sections[i] : undefined;
   }
 
   state(idx: number): number {
-    const s = this.sections[idx >>> SECTION_SHIFT];
+    const s = this.section(idx);
     return s ? s.state[idx & (SECTION - 1)]! : FREE;
   }
 
-  /** The section holding `idx`, created on first write. */
+  /** The section holding `idx`, created on first write; the last one only as long as RAM. */
   writable(idx: number): Section {
     const i = idx >>> SECTION_SHIFT;
-    let s = this.sections[i];
+    let s = this.section(idx);
     if (!s) {
+      const slots = Math.max(1, Math.min(SECTION, this.count - i * SECTION));
       s = {
-        state: new Uint8Array(SECTION),
-        ref: new Int32Array(SECTION),
-        pin: new Int32Array(SECTION),
-        used: this.order === 0 ? undefined : new Uint16Array(SECTION),
+        state: new Uint8Array(slots),
+        counts: new Int32Array(2 * slots),
+        used: this.order === 0 ? undefined : new Uint16Array(slots),
       };
+      while (this.sections.length <= i) this.sections.push(undefined);
       this.sections[i] = s;
       this.sectionsAllocated++;
     }
@@ -113,6 +129,42 @@ class FrameLevel {
   pop(): number {
     return this.top === 0 ? -1 : this.stack[--this.top]!;
   }
+}
+
+/**
+ * One pin and one reference more on each order-0 frame of slots [lo, hi) of `s`, stopping at
+ * the first slot that is not a folio head (left unchanged, as every slot after it). Returns
+ * the slot it stopped at: `hi` when every frame was pinned.
+ */
+function pinStretch(s: Section, lo: number, hi: number): number {
+  const { state, counts } = s;
+  let slot = lo;
+  for (; slot < hi && state[slot] === HEAD; slot++) {
+    counts[2 * slot + REF]!++;
+    counts[2 * slot + PIN]!++;
+  }
+  return slot;
+}
+
+/**
+ * unpinStretch undoes pinStretch: one pin and one reference less on each order-0 frame of
+ * slots [lo, hi), stopping at the first that is not a folio head or holds no pin. Frames left
+ * with no reference go to `freed` as (level 0, pfn) pairs, pfn = `base` + slot.
+ */
+function unpinStretch(
+  s: Section,
+  lo: number,
+  hi: number,
+  base: number,
+  freed: number[] | undefined,
+): number {
+  const { state, counts } = s;
+  let slot = lo;
+  for (; slot < hi && state[slot] === HEAD && counts[2 * slot + PIN]! > 0; slot++) {
+    counts[2 * slot + PIN]!--;
+    if (--counts[2 * slot + REF]! === 0) freed?.push(0, base + slot);
+  }
+  return slot;
 }
 
 /** A PCI BAR's backing store in the MMIO window: reachable by physical address, no struct page. */
@@ -221,8 +273,8 @@ export class PhysMem {
     const s = level.writable(idx);
     const slot = idx & (SECTION - 1);
     s.state[slot] = HEAD;
-    s.ref[slot] = 1;
-    s.pin[slot] = 0;
+    s.counts[2 * slot + REF] = 1;
+    s.counts[2 * slot + PIN] = 0;
     this.allocated += 2 ** order;
     return idx * 2 ** order;
   }
@@ -289,6 +341,9 @@ export class PhysMem {
   /** The level of the allocated folio holding `pfn`, or -1 when it is in none. */
   private levelOfPfn(pfn: number): number {
     if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.ramPages) return -1;
+    // A 4 KiB folio first, the common case: an order-0 head only exists under split parents
+    // (a frame is merged back only once all its children are free), so no walk is needed.
+    if (this.levels[0]!.state(pfn) === HEAD) return 0;
     for (let l = this.levels.length - 1; l >= 0; l--) {
       const level = this.levels[l]!;
       const idx = Math.floor(pfn / 2 ** level.order);
@@ -338,13 +393,13 @@ export class PhysMem {
 
   refCount(pfn: number): number {
     const f = this.folioOf(pfn, "refCount");
-    return this.levels[f.l]!.section(f.idx)!.ref[f.idx & (SECTION - 1)]!;
+    return this.levels[f.l]!.section(f.idx)!.counts[2 * (f.idx & (SECTION - 1)) + REF]!;
   }
 
   /** The folio's pin count (folio_maybe_dma_pinned when > 0). */
   pinCount(pfn: number): number {
     const f = this.folioOf(pfn, "pinCount");
-    return this.levels[f.l]!.section(f.idx)!.pin[f.idx & (SECTION - 1)]!;
+    return this.levels[f.l]!.section(f.idx)!.counts[2 * (f.idx & (SECTION - 1)) + PIN]!;
   }
 
   /** Pins over every folio (for leak checks). */
@@ -355,17 +410,18 @@ export class PhysMem {
   /** folio_get / folio_ref_add */
   folioGet(pfn: number, n = 1): void {
     const f = this.folioOf(pfn, "folioGet");
-    this.levels[f.l]!.section(f.idx)!.ref[f.idx & (SECTION - 1)]! += n;
+    this.levels[f.l]!.section(f.idx)!.counts[2 * (f.idx & (SECTION - 1)) + REF]! += n;
   }
 
   /** folio_put / folio_put_refs: the folio is freed when its refcount reaches zero. */
   folioPut(pfn: number, n = 1): void {
     const f = this.folioOf(pfn, "folioPut");
-    const s = this.levels[f.l]!.section(f.idx)!;
-    const slot = f.idx & (SECTION - 1);
-    if (s.ref[slot]! < n) throw new KernelWarning(`folioPut: refcount underflow at pfn ${pfn}`);
-    s.ref[slot]! -= n;
-    if (s.ref[slot] === 0) this.freeFolio(f.l, f.idx, s.pin[slot]!);
+    const { counts } = this.levels[f.l]!.section(f.idx)!;
+    const at = 2 * (f.idx & (SECTION - 1));
+    if (counts[at + REF]! < n)
+      throw new KernelWarning(`folioPut: refcount underflow at pfn ${pfn}`);
+    counts[at + REF]! -= n;
+    if (counts[at + REF] === 0) this.freeFolio(f.l, f.idx, counts[at + PIN]!);
   }
 
   private freeFolio(l: number, idx: number, pins: number): void {
@@ -444,21 +500,17 @@ export class PhysMem {
       }
       // Every frame of this 2 MiB stretch is an order-0 frame in the same section.
       const stop = Math.min(end, (Math.floor(p / FANOUT) + 1) * FANOUT);
-      const { state, pin, ref } = this.levels[0]!.section(p)!;
-      for (let q = p; q < stop; q++) {
-        const slot = q & (SECTION - 1);
-        if (state[slot] !== HEAD) {
-          this.adjusted += q - p;
+      const s = this.levels[0]!.section(p)!;
+      const lo = p & (SECTION - 1);
+      const hi = lo + (stop - p);
+      const done = sign > 0 ? pinStretch(s, lo, hi) : unpinStretch(s, lo, hi, p - lo, freed);
+      this.adjusted += done - lo;
+      if (done < hi) {
+        const q = p + (done - lo);
+        if (s.state[done] !== HEAD)
           throw new KernelWarning(`${what}: pfn ${q} is not in an allocated folio`);
-        }
-        if (sign < 0 && pin[slot]! < 1) {
-          this.adjusted += q - p;
-          throw unpinWarning(what, 1, pin[slot]!);
-        }
-        pin[slot]! += sign;
-        if ((ref[slot]! += sign) === 0) freed?.push(0, q);
+        throw unpinWarning(what, 1, s.counts[2 * done + PIN]!);
       }
-      this.adjusted += stop - p;
       p = stop;
     }
   }
@@ -474,10 +526,12 @@ export class PhysMem {
     l: number,
     idx: number,
   ): void {
-    if (sign < 0 && s.pin[slot]! < n) throw unpinWarning(what, n, s.pin[slot]!);
-    s.pin[slot]! += sign * n;
-    s.ref[slot]! += sign * n;
-    if (s.ref[slot] === 0) freed?.push(l, idx);
+    const { counts } = s;
+    const at = 2 * slot;
+    if (sign < 0 && counts[at + PIN]! < n) throw unpinWarning(what, n, counts[at + PIN]!);
+    counts[at + PIN]! += sign * n;
+    counts[at + REF]! += sign * n;
+    if (counts[at + REF] === 0) freed?.push(l, idx);
     this.adjusted += n;
   }
 
@@ -565,13 +619,16 @@ export class PhysMem {
    */
   readPfn(pfn: number, off: number, out: Uint8Array, pos: number, n: number): void {
     const page = this.pageAt(pfn, false);
-    if (page) out.set(page.subarray(off, off + n), pos);
-    else out.fill(0, pos, pos + n);
+    if (!page) out.fill(0, pos, pos + n);
+    else if (n <= SMALL_COPY) for (let i = 0; i < n; i++) out[pos + i] = page[off + i]!;
+    else out.set(page.subarray(off, off + n), pos);
   }
 
   /** Copy `n` bytes of `data` from `pos` to offset `off` of physical page `pfn`. */
   writePfn(pfn: number, off: number, data: Uint8Array, pos: number, n: number): void {
-    this.pageAt(pfn, true)!.set(data.subarray(pos, pos + n), off);
+    const page = this.pageAt(pfn, true)!;
+    if (n <= SMALL_COPY) for (let i = 0; i < n; i++) page[off + i] = data[pos + i]!;
+    else page.set(data.subarray(pos, pos + n), off);
   }
 
   private eachPage(

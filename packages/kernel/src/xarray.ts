@@ -33,20 +33,37 @@ export class XArray {
   }
 
   /**
-   * Copy entries [lo, lo + n) to out[0, n): each value, -1 where empty. One leaf lookup per
-   * 512 entries, no call per entry: for scans that only read.
+   * Hand the entries from `lo` (up to `n` of them) to `fn` as stretches in which each value is
+   * the previous one plus `step`: fn(first value, count), called in index order; a stretch
+   * ends at a leaf boundary too. Stops at the first empty slot, or at a stretch `fn` refuses
+   * (returns false). Returns how many entries `fn` took. Reads the leaves in place: no copy,
+   * no call per entry.
    */
-  loadRange(lo: number, n: number, out: Float64Array): void {
+  scanRuns(
+    lo: number,
+    n: number,
+    step: number,
+    fn: (value: number, count: number) => boolean,
+  ): number {
     let i = 0;
     while (i < n) {
       const index = lo + i;
-      const key = Math.floor(index / LEAF);
-      const m = Math.min(n - i, (key + 1) * LEAF - index);
-      const leaf = this.leaves.get(key);
-      if (!leaf) out.fill(-1, i, i + m);
-      else for (let k = 0, slot = index & MASK; k < m; k++) out[i + k] = leaf[slot + k]! - 1;
-      i += m;
+      const leaf = this.leaves.get(Math.floor(index / LEAF));
+      if (!leaf) return i;
+      const first = index & MASK;
+      const end = Math.min(LEAF, first + (n - i));
+      // Stored values are value + 1, so "plus step" compares the same on them; 0 is empty.
+      for (let s = first; s < end; ) {
+        const v = leaf[s]!;
+        if (v === 0) return i + (s - first);
+        let t = s + 1;
+        while (t < end && leaf[t] === leaf[t - 1]! + step) t++;
+        if (!fn(v - 1, t - s)) return i + (s - first);
+        s = t;
+      }
+      i += end - first;
     }
+    return i;
   }
 
   store(index: number, value: number): void {

@@ -92,4 +92,27 @@ describe("XArray", () => {
       [100000, 200000],
     ]);
   });
+
+  it("scanRuns hands over stretches of step-spaced values, stopping at a hole or a refusal", () => {
+    const x = new XArray();
+    // 10..13 step 2 across the leaf boundary at 512, then a break in the step, then a hole.
+    for (let i = 0; i < 6; i++) x.store(508 + i, 100 + 2 * i);
+    x.store(514, 7);
+    x.store(515, 9);
+    const seen: number[][] = [];
+    const took = x.scanRuns(508, 20, 2, (v, n) => {
+      seen.push([v, n]);
+      return true;
+    });
+    expect(took).toBe(8);
+    expect(seen).toEqual([
+      [100, 4],
+      [108, 2],
+      [7, 2],
+    ]);
+    // A refused stretch is not counted; nothing past it is visited.
+    expect(x.scanRuns(508, 20, 2, (v) => v !== 108)).toBe(4);
+    expect(x.scanRuns(508, 3, 2, () => true)).toBe(3);
+    expect(x.scanRuns(600, 5, 2, () => true)).toBe(0);
+  });
 });

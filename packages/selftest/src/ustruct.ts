@@ -20,35 +20,47 @@ export type UInit<S extends FieldSpec> = {
   [N in keyof S]?: S[N][1] extends "u64" ? bigint | number : number;
 };
 
+/** The struct's bytes: what every accessor of a ustruct reads and writes through `this`. */
+interface Backed {
+  readonly $: Uint8Array;
+}
+
+/**
+ * One accessor per field of a layout, made once and shared by every ustruct of that layout:
+ * a ustruct is then its bytes plus these properties, with no closure and no DataView of its
+ * own (a DataView of a small on-heap array moves the array's storage off the heap).
+ */
+const accessors = new WeakMap<object, PropertyDescriptorMap>();
+
+function accessorsOf(layout: Struct<FieldSpec>): PropertyDescriptorMap {
+  let map = accessors.get(layout);
+  if (map) return map;
+  map = {};
+  for (const name of layout.fieldNames) {
+    const u64 = layout.fields[name]![1] === "u64";
+    map[name] = {
+      enumerable: true,
+      get(this: Backed) {
+        return layout.get(this.$, name);
+      },
+      // Test loops step fields one by one (`cmd.iova++`), and initialisers give numbers for
+      // u64 fields: both are converted exactly, u64 modulo 2^64.
+      set(this: Backed, v: number | bigint) {
+        layout.set(this.$, name, u64 ? BigInt.asUintN(64, BigInt(v)) : Number(v));
+      },
+    };
+  }
+  accessors.set(layout, map);
+  return map;
+}
+
 export function ustruct<S extends FieldSpec>(
   layout: Struct<S>,
   init: UInit<S> = {},
   extra = 0,
 ): UStruct<S> {
-  const bytes = new Uint8Array(layout.size + extra);
-  const dv = new DataView(bytes.buffer);
-  const obj: Record<string, unknown> = { $: bytes };
-  for (const name of layout.fieldNames) {
-    const [off, kind] = layout.fields[name]!;
-    // Test loops step fields one by one (`cmd.iova++`): one DataView, no per-access objects.
-    const accessor =
-      kind === "u32"
-        ? {
-            get: () => dv.getUint32(off, true),
-            set: (v: number) => dv.setUint32(off, Number(v), true),
-          }
-        : kind === "u64"
-          ? {
-              get: () => dv.getBigUint64(off, true),
-              set: (v: number | bigint) =>
-                dv.setBigUint64(off, BigInt.asUintN(64, BigInt(v)), true),
-            }
-          : {
-              get: () => layout.get(bytes, name),
-              set: (v: number | bigint) => layout.set(bytes, name, Number(v) as never),
-            };
-    Object.defineProperty(obj, name, { enumerable: true, ...accessor });
-  }
+  const obj: Record<string, unknown> = { $: new Uint8Array(layout.size + extra) };
+  Object.defineProperties(obj, accessorsOf(layout as unknown as Struct<FieldSpec>));
   for (const [name, v] of Object.entries(init)) if (v !== undefined) obj[name] = v;
   return obj as UStruct<S>;
 }

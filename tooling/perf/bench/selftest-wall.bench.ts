@@ -1,8 +1,10 @@
 /**
  * Wall time of the public selftest set: every instance of every ported kernel selftest binary
  * (@x/selftest's `selftestBinaries()`: iommufd, iommufd_fail_nth), run in-process through the
- * kselftest harness's TAP runner, one fresh machine per instance. Target: < 30 s.
- * Smoke mode runs every 20th instance and reports its time (not comparable to the target).
+ * kselftest harness's TAP runner, one fresh machine per instance. Target: the whole set (all
+ * instances of both binaries) in < 10 s wall. Smoke mode runs every 20th instance and reports its time (not
+ * comparable to the target). The process CPU time is in the row's note: on the shared machine
+ * the gap between the two is the other processes' load.
  */
 import { SMOKE, record, report } from "@x/bench";
 import { runTap, selftestBinaries } from "@x/selftest";
@@ -38,8 +40,8 @@ record({
   workload: `public selftest set wall time (${instances} instances${SMOKE ? ", every 20th" : ""})`,
   value: total / 1000,
   unit: "s",
-  target: "< 30 s",
-  met: total < 30_000,
+  target: "< 10 s",
+  met: total < 10_000,
   note: `${perBinary.join("; ")}; ${failed} failed; process CPU ${cpuS.toFixed(1)} s`,
 });
 report();

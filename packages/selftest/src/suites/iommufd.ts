@@ -964,10 +964,16 @@ export function iommufdSuite(createEnv: () => SelftestEnv) {
       uptr: tmp,
     });
     // buffer16[i] = rand() / tmp[i] = rand(): little-endian u16 words (the model is x86-64).
+    // Written as bytes: the `.buffer` of a small Uint16Array would move its storage off the heap
+    // on every call.
     const fill = (va: bigint, len: number) => {
-      const words = new Uint16Array(len >> 1);
-      for (let i = 0; i < words.length; i++) words[i] = rand();
-      libc.poke(va, new Uint8Array(words.buffer));
+      const bytes = new Uint8Array(len & ~1);
+      for (let i = 0; i < bytes.length; i += 2) {
+        const word = rand();
+        bytes[i] = word;
+        bytes[i + 1] = word >>> 8;
+      }
+      libc.poke(va, bytes);
     };
     fill(buffer, BUFFER_SIZE);
     const P = BigInt(PAGE_SIZE);
