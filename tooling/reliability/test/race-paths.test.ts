@@ -24,6 +24,10 @@ const MIN_SCHEDULES: Record<string, number> = {
   "map×unmap": 15,
   "copy×revoke": 5,
   "access-pin×unmap": 5,
+  "dirty-read×unmap": 10,
+  "viommu-invalidate×vdevice-destroy": 10,
+  "viommu-invalidate×mock-detach": 10,
+  "irq-teardown×reset": 5,
   "revoke×map×domain-add": 100,
 };
 
