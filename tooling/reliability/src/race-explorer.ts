@@ -88,11 +88,42 @@ interface RaceFailure {
 export interface ExploreOptions<M extends RaceMachine> {
   readonly setup: () => M;
   readonly paths: readonly RacePath<M>[];
-  /** Most schedules to run (feasible or pruned); default 20 000. */
+  /** Most schedules to run (feasible or pruned, every shard's); default 20 000. */
   readonly budget?: number;
   readonly reduce?: boolean;
   /** Called after each feasible schedule with its description and failure, if any. */
   readonly onSchedule?: (schedule: Schedule, error: string | undefined) => void;
+  /** Only the schedules of shard `k` of `n` (1-based k); see `inShard`. */
+  readonly shard?: Shard;
+}
+
+/** Shard k (1 ≤ k ≤ n) of n of a search. */
+export interface Shard {
+  readonly k: number;
+  readonly n: number;
+}
+
+/**
+ * Schedule `i` (0-based, in the search's deterministic order, pruned ones included) belongs to
+ * shard k of n when i % n === k - 1. The search is stateless, so every shard still walks the
+ * whole tree (a schedule's run is what reveals the choices after it); a schedule of another
+ * shard is run up to its end but neither checked nor counted, so the shards' failures and
+ * schedules add up to the unsharded search's.
+ */
+export function inShard(i: number, shard: Shard | undefined): boolean {
+  if (!shard) return true;
+  if (!(Number.isInteger(shard.n) && shard.n >= 1 && shard.k >= 1 && shard.k <= shard.n))
+    throw new RangeError(`shard ${shard.k}/${shard.n}`);
+  return i % shard.n === shard.k - 1;
+}
+
+/** Parse "k/n" (the CLIs' --shard). */
+export function parseShard(text: string): Shard {
+  const m = /^(\d+)\/(\d+)$/.exec(text);
+  const shard = m ? { k: Number(m[1]), n: Number(m[2]) } : undefined;
+  if (!shard) throw new RangeError(`--shard wants k/n, got ${text}`);
+  inShard(0, shard);
+  return shard;
 }
 
 export interface ExploreResult {
@@ -131,6 +162,7 @@ function runOnce<M extends RaceMachine>(
   opts: ExploreOptions<M>,
   classes: ReadonlyArray<ReadonlySet<string>> | undefined,
   chooser: Chooser,
+  check = true,
 ): { steps: ScheduleStep[]; infeasible: boolean; error?: string; outcomes: number[] } {
   const m = opts.setup();
   const { kernel } = m;
@@ -203,6 +235,7 @@ function runOnce<M extends RaceMachine>(
   }
   kernel.lockdep.onBoundary = undefined;
   kernel.lockdep.onContended = undefined;
+  if (!check) return { steps, infeasible: false, outcomes };
   try {
     m.check(tasks);
   } catch (e) {
@@ -249,10 +282,11 @@ export function exploreRaces<M extends RaceMachine>(opts: ExploreOptions<M>): Ex
   const outcomes: Record<string, Record<number, number>> = {};
   let schedules = 0;
   let pruned = 0;
+  let index = 0;
   // Depth-first over decision points: replay `prefix`, record the option counts met.
   let prefix: number[] = [];
   for (;;) {
-    if (schedules + pruned >= budget) {
+    if (index >= budget) {
       return { schedules, pruned, exhaustive: false, failures, outcomes };
     }
     const counts: number[] = [];
@@ -267,9 +301,11 @@ export function exploreRaces<M extends RaceMachine>(opts: ExploreOptions<M>): Ex
         return options[c] as number;
       },
     };
-    const r = runOnce(opts, classes, chooser);
-    if (r.infeasible) pruned++;
-    else {
+    const mine = inShard(index++, opts.shard);
+    const r = runOnce(opts, classes, chooser, mine);
+    // Another shard's schedule is run only to learn the choices that follow it.
+    if (mine && r.infeasible) pruned++;
+    else if (mine) {
       schedules++;
       r.outcomes.forEach((errno, i) => {
         const name = opts.paths[i]?.name ?? String(i);
