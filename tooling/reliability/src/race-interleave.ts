@@ -151,23 +151,23 @@ function runOnce<M extends RaceMachine>(
   let running: PathState | undefined;
   let maxConcurrent = 0;
   /** Every lock the running path's current step took or released. */
-  let stepLocks = new Set<LockBase>();
+  let stepLocks = new Set<string>();
   const mine = (task: { tid: number }) => running !== undefined && task.tid === running.task.tid;
 
   lockdep.onBoundary = wrap(
     (_kind: "acquire" | "release", lock: LockBase, task: { tid: number }) => {
       // Reached from plain code: not a preemption point, but part of the step's footprint.
-      if (mine(task)) stepLocks.add(lock);
+      if (mine(task)) stepLocks.add(lock.className);
     },
     function* (kind: "acquire" | "release", lock: LockBase, task: { tid: number }) {
       if (!mine(task)) return;
-      if (kind === "release") stepLocks.add(lock);
+      if (kind === "release") stepLocks.add(lock.className);
       yield { k: "boundary", kind, lock } as Event;
     } as (...args: unknown[]) => Generator<unknown>,
   );
   lockdep.onContended = wrap(
-    () => {
-      throw new Infeasible();
+    (lock: LockBase) => {
+      throw new Infeasible(`${lock.className} contended where the path cannot wait`);
     },
     function* (lock: LockBase) {
       yield { k: "blocked", lock } as Event;
@@ -179,10 +179,10 @@ function runOnce<M extends RaceMachine>(
   const runnable = () =>
     paths.flatMap((p, i) => (p.done || (p.blockedOn && holdsOther(p, p.blockedOn)) ? [] : [i]));
   /** The locks a path's next step may touch: what it holds and what it waits for or takes. */
-  const footprintOf = (p: PathState): LockBase[] => {
-    const held = lockdep.heldBy(p.task).map((h) => h.lock);
+  const footprintOf = (p: PathState): string[] => {
+    const held = lockdep.heldBy(p.task).map((h) => h.lock.className);
     const pending = p.blockedOn ?? p.next;
-    return pending ? [...held, pending] : held;
+    return pending ? [...held, pending.className] : held;
   };
 
   /** Resume `p` (start it on its first step) as the task its stack runs as. */
@@ -234,17 +234,18 @@ function runOnce<M extends RaceMachine>(
           const c = plan.prefix[d] ?? 0;
           decisions.push({ options, chosen: c });
           pick = options[c] as number;
-          // Explored siblings sleep below this decision (reduction) as do those asleep here.
-          if (plan.reduce && explored) for (const i of explored) asleep.add(i);
+          // The running path, once its continuing here is explored, sleeps in the preempting
+          // siblings (see the top comment for why only it).
+          if (plan.reduce && curReady && explored?.has(cur)) asleep.add(cur);
         } else pick = options[0] as number;
       }
       if (curReady && pick !== cur) preemptions++;
       const p = paths[pick] as PathState;
       running = p;
       steps.push(pick);
-      stepLocks = new Set<LockBase>(footprintOf(p));
+      stepLocks = new Set(footprintOf(p));
       const result = step(p, runs[pick]);
-      for (const h of lockdep.heldBy(p.task)) stepLocks.add(h.lock);
+      for (const h of lockdep.heldBy(p.task)) stepLocks.add(h.lock.className);
       const footprint = stepLocks;
       p.blockedOn = undefined;
       p.next = undefined;

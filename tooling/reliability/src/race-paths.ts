@@ -329,6 +329,17 @@ export const revokePath = path("revoke", (m, task) => {
   return () => configWrite(libc, m.devFd(0), PCI_COMMAND, PCI_COMMAND_MASTER);
 });
 
+/** VFIO_DEVICE_FEATURE DMA_BUF: export a second dma-buf over device 0's BAR 0. */
+export const exportPath = path("export", (m, task) => {
+  const { libc } = pathLibc(m, task);
+  const feature = encodeDmaBufFeature({
+    regionIndex: 0,
+    openFlags: O_RDWR,
+    ranges: [{ offset: 0n, length: AREA_LEN }],
+  });
+  return () => ok(libc, libc.ioctl(m.devFd(0), VFIO_DEVICE_FEATURE, feature));
+});
+
 /** VFIO revoke by function-level reset of device 0 (revoke, reset, un-revoke in one call). */
 const flrPath = path("flr", (m, task) => {
   const { libc } = pathLibc(m, task);
@@ -520,6 +531,7 @@ export function standardRaceScenarios(opts: { trackerMutant?: boolean } = {}): R
   return [
     { name: "revoke×map", setup: raceSetup(mutant), paths: [revokePath, mapPath] },
     { name: "revoke×domain-add", setup: raceSetup(mutant), paths: [revokePath, domainAddPath] },
+    { name: "revoke×export", setup: raceSetup(mutant), paths: [revokePath, exportPath] },
     { name: "flr×domain-add", setup: raceSetup(mutant), paths: [flrPath, domainAddPath] },
     {
       name: "revoke×domain-remove",

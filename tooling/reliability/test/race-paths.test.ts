@@ -19,6 +19,7 @@ import {
 const MIN_SCHEDULES: Record<string, number> = {
   "revoke×map": 8,
   "revoke×domain-add": 5,
+  "revoke×export": 3,
   "flr×domain-add": 5,
   "revoke×domain-remove": 5,
   "map×unmap": 15,
