@@ -35,10 +35,12 @@
  * Coverage: a started path runs whole inside one gap of its host, so the schedules are the
  * interleavings in which each path's critical sections all fall between two consecutive
  * boundaries of the path hosting it. Interleavings that spread one path's sections over
- * several gaps of another (both half-done at once, each holding a different lock) are not
- * generated. For the races here that loses nothing the invariants can see: a revoke touches
- * iommufd state in its one pages.mutex section only, so which gap of the fill that section
- * falls into is the whole question, and each gap is tried.
+ * several gaps of another (both half-done at once, each holding a different lock: the
+ * pipeline of two check-then-act paths) are not generated here; race-interleave.ts generates
+ * them, on modules loaded with generator twins, within a preemption bound. This explorer needs
+ * no transform, so it is the one the reliability report runs.
+ *
+ * `shard` splits a search between processes: see `inShard`.
  *
  * After every feasible schedule the machine must be quiescent and correct: the setup's `check`
  * (invariants I1–I11, lockdep, and the rest of the reliability checker) runs, and any

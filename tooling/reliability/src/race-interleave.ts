@@ -8,27 +8,33 @@
  * A schedule is the sequence of scheduling decisions: at each boundary, which runnable path
  * runs its next step (up to its next boundary). A path blocked on a lock another path holds
  * (lockdep's contention hook, reached from the lock's wait loop) is not runnable until no
- * other path holds that lock; all unfinished paths blocked is a deadlock, reported as a
- * failure. Boundaries reached in code running its plain form (a callback of a builtin, a
+ * other path holds that lock (so a reader waiting behind a writer also waits for readers that
+ * came after it); all unfinished paths blocked is a deadlock, reported as a failure. Boundaries reached in code running its plain form (a callback of a builtin, a
  * constructor, a getter) are not preemption points; contention there cannot wait, so such a
  * schedule is dropped as infeasible.
  *
  * Search: stateless depth-first over decisions, each schedule replayed from a fresh machine
  * (`setup`), with a preemption bound (CHESS): switching away from a path that could continue
  * is a preemption, at most `bound` per schedule; switching when the running path blocks or
- * ends is free. Within the bound the search is exhaustive unless `budget` stops it.
+ * ends is free. Within the bound the search is exhaustive unless `budget` stops it. The tests
+ * use bound 1 (every standard pair in seconds); `pnpm race` defaults to 2.
  *
- * Reduction (`reduce`, on by default): sleep sets over lock-instance independence. After the
- * subtree where path p ran first at a decision point has been explored, p sleeps in the
- * siblings' subtrees and stays asleep while the steps taken touch no lock p holds or is about
- * to take; a decision point where every runnable path sleeps ends its schedule (pruned: its
- * interleavings are reorderings of independent steps already explored). Soundness: under the
- * kernel's locking discipline (shared state is read and written only under the lock that
- * protects it; lockdep's assertions and the invariants check the model keeps it), two steps
- * that hold no lock in common touch disjoint shared state and commute, so swapping them
- * cannot change any outcome. A step's lock footprint is every lock its path held during it.
- * A locking bug breaks the premise: `reduce: false` explores every interleaving within the
- * bound (the mutant tests run both).
+ * Reduction (`reduce`, on by default): sleep sets over lock-class independence. Once the
+ * subtree where the running path p continued at a decision has been explored, p sleeps in the
+ * subtrees where another path preempted it there, and stays asleep while the steps taken touch
+ * no lock class p holds or is about to take; a decision where every runnable path sleeps ends
+ * its schedule (pruned). Soundness: under the kernel's locking discipline (shared state is
+ * read and written only under the lock that protects it — lockdep's assertions and the
+ * invariants check that the model keeps it), two steps that hold no lock of a common class
+ * touch disjoint shared state and commute, so a pruned schedule has an explored twin with the
+ * same outcome: p's step moved ahead of the independent steps. Moving it costs no preemption
+ * only because p was the path running at the decision: that is why a path chosen freely (at
+ * the start, after a block or an end) or chosen as a preemption never sleeps, which keeps the
+ * search exhaustive under the bound. Classes rather than instances make the relation coarser
+ * (less reduction) but keep a path that lost one lock dependent on a path taking another lock
+ * of the same class (a dma_resv of another buffer, say). A locking bug that touches state
+ * under no lock of a common class breaks the premise; `reduce: false` explores every
+ * interleaving within the bound (the mutant tests run both).
  *
  * Every schedule ends with the setup's `check` (quiesced paths, invariants, lockdep); any
  * exception other than a path's KernelError (a failed system call is an outcome) is a failure,
@@ -111,9 +117,9 @@ interface RunResult {
 }
 
 /**
- * How one run decides. `replay` gives the option index (into the offered options) for the
- * decisions of the prefix; past it, the first option. `sleeping` starts each decision's sleep
- * set (options already explored at that decision).
+ * How one run decides. `prefix` gives the option index (into the offered options) for the
+ * decisions it covers; past it, the first option. `asleepAt` holds, per decision, the options
+ * already explored there: they are not offered again.
  */
 interface Plan {
   readonly prefix: readonly number[];
