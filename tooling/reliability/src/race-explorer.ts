@@ -233,7 +233,7 @@ function runOnce<M extends RaceMachine>(
     kernel.lockdep.onBoundary = undefined;
     kernel.lockdep.onContended = undefined;
     if (aborting) return { steps, infeasible: true, outcomes };
-    return { steps, infeasible: false, error: describe(e), outcomes };
+    return { steps, infeasible: false, error: describeError(e), outcomes };
   }
   kernel.lockdep.onBoundary = undefined;
   kernel.lockdep.onContended = undefined;
@@ -241,12 +241,13 @@ function runOnce<M extends RaceMachine>(
   try {
     m.check(tasks);
   } catch (e) {
-    return { steps, infeasible: false, error: describe(e), outcomes };
+    return { steps, infeasible: false, error: describeError(e), outcomes };
   }
   return { steps, infeasible: false, outcomes };
 }
 
-function describe(e: unknown): string {
+/** One line for a schedule's failure. */
+export function describeError(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 

@@ -41,7 +41,13 @@
  * reported with its schedule as a string that `replayInterleaving` runs again.
  */
 import { KernelError, type LockBase, type Task } from "@x/kernel";
-import { type RaceMachine, type RacePath, type Shard, inShard } from "./race-explorer.js";
+import {
+  type RaceMachine,
+  type RacePath,
+  type Shard,
+  describeError,
+  inShard,
+} from "./race-explorer.js";
 import { callW, wrap } from "./yielding.js";
 
 export interface InterleaveOptions<M extends RaceMachine> {
@@ -279,7 +285,7 @@ function runOnce<M extends RaceMachine>(
     const outcomes = paths.map((p) => p.outcome);
     if (e instanceof Infeasible || e instanceof Redundant)
       return { decisions, steps, dropped: true, outcomes, maxConcurrent };
-    return { decisions, steps, dropped: false, error: describe(e), outcomes, maxConcurrent };
+    return { decisions, steps, dropped: false, error: describeError(e), outcomes, maxConcurrent };
   }
   lockdep.onBoundary = undefined;
   lockdep.onContended = undefined;
@@ -288,13 +294,9 @@ function runOnce<M extends RaceMachine>(
   try {
     m.check(paths.map((p) => p.task));
   } catch (e) {
-    return { decisions, steps, dropped: false, error: describe(e), outcomes, maxConcurrent };
+    return { decisions, steps, dropped: false, error: describeError(e), outcomes, maxConcurrent };
   }
   return { decisions, steps, dropped: false, outcomes, maxConcurrent };
-}
-
-function describe(e: unknown): string {
-  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 
 /** "a:2 b:1 a:3": run a for 2 steps, then b for 1, then a for 3 (a step ends at a boundary). */
