@@ -1,5 +1,5 @@
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
-  test: { projects: ["packages/*", "apps/*", "tooling/reliability"] },
+  test: { projects: ["packages/*", "apps/*", "tooling/reliability", "tooling/reliability/vitest.interleave.config.ts"] },
 });

@@ -61,6 +61,8 @@ export {
   IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
   IOMMU_TEST_OP_TRIGGER_IOPF,
   IOMMU_TEST_OP_TRIGGER_VEVENT,
+  IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+  IOMMU_VIOMMU_TYPE_SELFTEST,
   MOCK_ACCESS_MAX_LENGTH,
   MOCK_ACCESS_RW_SLOW_PATH,
   MOCK_ACCESS_RW_WRITE,
@@ -82,6 +84,7 @@ export {
   MOCK_PAGE_SIZE,
   MOCK_PASID_WIDTH,
   iommu_test_cmd,
+  iommu_viommu_invalidate_selftest,
 } from "./iommufd-test.js";
 export {
   type Ctx,

@@ -35,10 +35,12 @@
  * Coverage: a started path runs whole inside one gap of its host, so the schedules are the
  * interleavings in which each path's critical sections all fall between two consecutive
  * boundaries of the path hosting it. Interleavings that spread one path's sections over
- * several gaps of another (both half-done at once, each holding a different lock) are not
- * generated. For the races here that loses nothing the invariants can see: a revoke touches
- * iommufd state in its one pages.mutex section only, so which gap of the fill that section
- * falls into is the whole question, and each gap is tried.
+ * several gaps of another (both half-done at once, each holding a different lock: the
+ * pipeline of two check-then-act paths) are not generated here; race-interleave.ts generates
+ * them, on modules loaded with generator twins, within a preemption bound. This explorer needs
+ * no transform, so it is the one the reliability report runs.
+ *
+ * `shard` splits a search between processes: see `inShard`.
  *
  * After every feasible schedule the machine must be quiescent and correct: the setup's `check`
  * (invariants I1–I11, lockdep, and the rest of the reliability checker) runs, and any
@@ -88,11 +90,42 @@ interface RaceFailure {
 export interface ExploreOptions<M extends RaceMachine> {
   readonly setup: () => M;
   readonly paths: readonly RacePath<M>[];
-  /** Most schedules to run (feasible or pruned); default 20 000. */
+  /** Most schedules to run (feasible or pruned, every shard's); default 20 000. */
   readonly budget?: number;
   readonly reduce?: boolean;
   /** Called after each feasible schedule with its description and failure, if any. */
   readonly onSchedule?: (schedule: Schedule, error: string | undefined) => void;
+  /** Only the schedules of shard `k` of `n` (1-based k); see `inShard`. */
+  readonly shard?: Shard;
+}
+
+/** Shard k (1 ≤ k ≤ n) of n of a search. */
+export interface Shard {
+  readonly k: number;
+  readonly n: number;
+}
+
+/**
+ * Schedule `i` (0-based, in the search's deterministic order, pruned ones included) belongs to
+ * shard k of n when i % n === k - 1. The search is stateless, so every shard still walks the
+ * whole tree (a schedule's run is what reveals the choices after it); a schedule of another
+ * shard is run up to its end but neither checked nor counted, so the shards' failures and
+ * schedules add up to the unsharded search's.
+ */
+export function inShard(i: number, shard: Shard | undefined): boolean {
+  if (!shard) return true;
+  if (!(Number.isInteger(shard.n) && shard.n >= 1 && shard.k >= 1 && shard.k <= shard.n))
+    throw new RangeError(`shard ${shard.k}/${shard.n}`);
+  return i % shard.n === shard.k - 1;
+}
+
+/** Parse "k/n" (the CLIs' --shard). */
+export function parseShard(text: string): Shard {
+  const m = /^(\d+)\/(\d+)$/.exec(text);
+  const shard = m ? { k: Number(m[1]), n: Number(m[2]) } : undefined;
+  if (!shard) throw new RangeError(`--shard wants k/n, got ${text}`);
+  inShard(0, shard);
+  return shard;
 }
 
 export interface ExploreResult {
@@ -131,6 +164,7 @@ function runOnce<M extends RaceMachine>(
   opts: ExploreOptions<M>,
   classes: ReadonlyArray<ReadonlySet<string>> | undefined,
   chooser: Chooser,
+  check = true,
 ): { steps: ScheduleStep[]; infeasible: boolean; error?: string; outcomes: number[] } {
   const m = opts.setup();
   const { kernel } = m;
@@ -199,19 +233,21 @@ function runOnce<M extends RaceMachine>(
     kernel.lockdep.onBoundary = undefined;
     kernel.lockdep.onContended = undefined;
     if (aborting) return { steps, infeasible: true, outcomes };
-    return { steps, infeasible: false, error: describe(e), outcomes };
+    return { steps, infeasible: false, error: describeError(e), outcomes };
   }
   kernel.lockdep.onBoundary = undefined;
   kernel.lockdep.onContended = undefined;
+  if (!check) return { steps, infeasible: false, outcomes };
   try {
     m.check(tasks);
   } catch (e) {
-    return { steps, infeasible: false, error: describe(e), outcomes };
+    return { steps, infeasible: false, error: describeError(e), outcomes };
   }
   return { steps, infeasible: false, outcomes };
 }
 
-function describe(e: unknown): string {
+/** One line for a schedule's failure. */
+export function describeError(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 
@@ -249,10 +285,11 @@ export function exploreRaces<M extends RaceMachine>(opts: ExploreOptions<M>): Ex
   const outcomes: Record<string, Record<number, number>> = {};
   let schedules = 0;
   let pruned = 0;
+  let index = 0;
   // Depth-first over decision points: replay `prefix`, record the option counts met.
   let prefix: number[] = [];
   for (;;) {
-    if (schedules + pruned >= budget) {
+    if (index >= budget) {
       return { schedules, pruned, exhaustive: false, failures, outcomes };
     }
     const counts: number[] = [];
@@ -267,9 +304,11 @@ export function exploreRaces<M extends RaceMachine>(opts: ExploreOptions<M>): Ex
         return options[c] as number;
       },
     };
-    const r = runOnce(opts, classes, chooser);
-    if (r.infeasible) pruned++;
-    else {
+    const mine = inShard(index++, opts.shard);
+    const r = runOnce(opts, classes, chooser, mine);
+    // Another shard's schedule is run only to learn the choices that follow it.
+    if (mine && r.infeasible) pruned++;
+    else if (mine) {
       schedules++;
       r.outcomes.forEach((errno, i) => {
         const name = opts.paths[i]?.name ?? String(i);

@@ -15,6 +15,12 @@
  * pins, exporter states.
  */
 import {
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_DATA_SELFTEST,
+  IOMMU_HWPT_INVALIDATE,
+  IOMMU_VDEVICE_ALLOC,
+  IOMMU_VIOMMU_ALLOC,
   IOMMUFD_ACCESS_RW_WRITE,
   IommufdClient,
   type IommufdAccess,
@@ -23,10 +29,24 @@ import {
   iommufdAccessPinPages,
   iommufdAccessUnpinPages,
   iommufdCtxFromFile,
+  iommu_hwpt_invalidate,
+  iommu_vdevice_alloc,
+  iommu_viommu_alloc,
 } from "@x/iommufd";
 import { setTrackerMutant } from "@x/iommufd/testing";
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
-import { KernelError, Libc, Mutex, O_RDWR, type Task } from "@x/kernel";
+import { EFD_NONBLOCK, KernelError, Libc, Mutex, O_RDWR, type Task } from "@x/kernel";
+import {
+  IOMMU_TEST_CMD,
+  IOMMU_TEST_OP_MOCK_DOMAIN,
+  IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
+  IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+  IOMMU_VIOMMU_TYPE_SELFTEST,
+  MOCK_APERTURE_START,
+  iommuTestCmd,
+  iommu_test_cmd,
+  iommu_viommu_invalidate_selftest,
+} from "@x/selftest";
 import {
   PCI_COMMAND,
   PCI_COMMAND_MASTER,
@@ -37,7 +57,14 @@ import {
   VFIO_DEVICE_BIND_IOMMUFD,
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
   VFIO_DEVICE_FEATURE,
+  VFIO_DEVICE_RESET,
+  VFIO_DEVICE_SET_IRQS,
+  VFIO_IRQ_SET_ACTION_TRIGGER,
+  VFIO_IRQ_SET_DATA_EVENTFD,
+  VFIO_IRQ_SET_DATA_NONE,
+  VFIO_PCI_MSIX_IRQ_INDEX,
   encodeDmaBufFeature,
+  encodeIrqSet,
 } from "@x/vfio-pci";
 import { Checker, gatherIommufd } from "./checker.js";
 import { Machine, PAGE } from "./machine.js";
@@ -58,7 +85,30 @@ export interface RaceSetupOptions {
   readonly secondIoas?: boolean;
   /** The deliberate fault of @x/iommufd: tracker updated outside the fill's section. */
   readonly trackerMutant?: boolean;
+  /**
+   * A selftest mock device on IOAS 1 too: "dirty", attached to a dirty-tracking HWPT with
+   * tracking on; "viommu", behind a vIOMMU (over a nest-parent HWPT) with a vDEVICE, attached
+   * to a nested HWPT of that vIOMMU.
+   */
+  readonly mock?: "dirty" | "viommu";
+  /** Device 0's MSI-X vectors 0 and 1 wired to eventfds (VFIO_DEVICE_SET_IRQS). */
+  readonly irqs?: boolean;
 }
+
+/** The mock device's objects (zero when the setup has none). */
+interface MockIds {
+  readonly stdev: number;
+  readonly idev: number;
+  /** The IOAS the mock device is on: the memfd's 4 pages mapped at MOCK_APERTURE_START. */
+  readonly ioas: number;
+  /** The dirty-tracking HWPT, or the nested one. */
+  readonly hwpt: number;
+  readonly viommu: number;
+  readonly vdevice: number;
+}
+
+/** The virtual id the vIOMMU knows the mock device by. */
+const MOCK_VIRT_ID = 0x99n;
 
 export class RaceMachineImpl implements RaceMachine {
   readonly machine = new Machine();
@@ -68,6 +118,7 @@ export class RaceMachineImpl implements RaceMachine {
   readonly ioas2: number;
   readonly devFds: number[] = [];
   readonly dmabufFd: number;
+  readonly mockIds: MockIds;
   /** Every paging domain the machine's IOMMUs allocated (one being added is not in an IOAS yet). */
   readonly domains: IommuDomain[] = [];
 
@@ -110,7 +161,69 @@ export class RaceMachineImpl implements RaceMachine {
       length: AREA_LEN,
       iova: MEMFD_IOVA,
     });
+    this.mockIds = opts.mock ? this.mockDevice(libc, opts.mock) : NO_MOCK;
+    if (opts.irqs) {
+      const efds = [0, 1].map(() => ok(libc, libc.eventfd(0, EFD_NONBLOCK)));
+      const flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+      const arg = encodeIrqSet({ flags, index: VFIO_PCI_MSIX_IRQ_INDEX, count: 2, data: efds });
+      ok(libc, libc.ioctl(this.devFd(0), VFIO_DEVICE_SET_IRQS, arg));
+    }
     if (opts.trackerMutant) setTrackerMutant(this.kernel, true);
+  }
+
+  /**
+   * An IOAS of its own (the mock's aperture starts above this machine's IOVAs) with the memfd
+   * mapped, IOMMU_TEST_OP_MOCK_DOMAIN on it, then the HWPTs and vIOMMU objects `kind` asks for.
+   */
+  private mockDevice(libc: Libc, kind: "dirty" | "viommu"): MockIds {
+    const ioas = this.fd.ioasAlloc();
+    const { memfdVa } = this.machine;
+    this.fd.ioasMap({ ioasId: ioas, userVa: memfdVa, length: AREA_LEN, iova: MOCK_APERTURE_START });
+    const cmd = iommuTestCmd(iommu_test_cmd.mock_domain_flags, IOMMU_TEST_OP_MOCK_DOMAIN, ioas);
+    ok(libc, libc.ioctl(this.fd.fd, IOMMU_TEST_CMD, cmd.$));
+    const stdev = cmd.out_stdev_id;
+    const idev = cmd.out_idev_id;
+    let viommu = 0;
+    let vdevice = 0;
+    let hwpt: number;
+    if (kind === "dirty") {
+      hwpt = this.fd.hwptAlloc({
+        devId: idev,
+        ptId: ioas,
+        flags: IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+      });
+    } else {
+      const parent = this.fd.hwptAlloc({
+        devId: idev,
+        ptId: ioas,
+        flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+      });
+      viommu = this.fd.call(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, {
+        dev_id: idev,
+        hwpt_id: parent,
+        type: IOMMU_VIOMMU_TYPE_SELFTEST,
+      }).out.out_viommu_id;
+      vdevice = this.fd.call(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, {
+        viommu_id: viommu,
+        dev_id: idev,
+        virt_id: MOCK_VIRT_ID,
+      }).out.out_vdevice_id;
+      hwpt = this.fd.hwptAlloc({
+        devId: idev,
+        ptId: viommu,
+        dataType: IOMMU_HWPT_DATA_SELFTEST,
+        data: new Uint8Array(8),
+      });
+    }
+    const replace = iommuTestCmd(
+      iommu_test_cmd.mock_domain_replace,
+      IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
+      stdev,
+      { pt_id: hwpt },
+    );
+    ok(libc, libc.ioctl(this.fd.fd, IOMMU_TEST_CMD, replace.$));
+    if (kind === "dirty") this.fd.hwptSetDirtyTracking(hwpt, true);
+    return { ioas, stdev, idev, hwpt, viommu, vdevice };
   }
 
   devFd(i: number): number {
@@ -170,6 +283,8 @@ export class RaceMachineImpl implements RaceMachine {
   }
 }
 
+const NO_MOCK: MockIds = { ioas: 0, stdev: 0, idev: 0, hwpt: 0, viommu: 0, vdevice: 0 };
+
 function u32s(size: number, fields: Record<number, number>): Uint8Array {
   const b = new Uint8Array(size);
   const v = new DataView(b.buffer);
@@ -212,6 +327,17 @@ function path(name: string, prepare: Path["prepare"]): Path {
 export const revokePath = path("revoke", (m, task) => {
   const { libc } = pathLibc(m, task);
   return () => configWrite(libc, m.devFd(0), PCI_COMMAND, PCI_COMMAND_MASTER);
+});
+
+/** VFIO_DEVICE_FEATURE DMA_BUF: export a second dma-buf over device 0's BAR 0. */
+export const exportPath = path("export", (m, task) => {
+  const { libc } = pathLibc(m, task);
+  const feature = encodeDmaBufFeature({
+    regionIndex: 0,
+    openFlags: O_RDWR,
+    ranges: [{ offset: 0n, length: AREA_LEN }],
+  });
+  return () => ok(libc, libc.ioctl(m.devFd(0), VFIO_DEVICE_FEATURE, feature));
 });
 
 /** VFIO revoke by function-level reset of device 0 (revoke, reset, un-revoke in one call). */
@@ -327,6 +453,71 @@ export const accessPinPath = path("access-pin", (m) => {
     });
 });
 
+/** IOMMU_HWPT_GET_DIRTY_BITMAP of the memfd area through the mock's dirty-tracking HWPT. */
+const dirtyReadPath = path("dirty-read", (m, task) => {
+  const { libc, fd } = pathLibc(m, task);
+  const bitmap = libc.malloc(8);
+  return () =>
+    fd.hwptGetDirtyBitmap({
+      hwptId: m.mockIds.hwpt,
+      iova: MOCK_APERTURE_START,
+      length: AREA_LEN,
+      pageSize: PAGE,
+      data: bitmap,
+    });
+});
+
+/** IOMMU_IOAS_UNMAP of the mock IOAS's memfd area. */
+const unmapMockPath = path("unmap", (m, task) => {
+  const { fd } = pathLibc(m, task);
+  return () => {
+    fd.ioasUnmap({ ioasId: m.mockIds.ioas, iova: MOCK_APERTURE_START, length: AREA_LEN });
+  };
+});
+
+/** IOMMU_HWPT_INVALIDATE through the vIOMMU: one selftest entry for the mock's vDEVICE. */
+const viommuInvalidatePath = path("viommu-invalidate", (m, task) => {
+  const { libc, fd } = pathLibc(m, task);
+  const entry = iommu_viommu_invalidate_selftest.encode({ vdev_id: Number(MOCK_VIRT_ID) });
+  const reqs = libc.malloc(entry.length);
+  libc.poke(reqs, entry);
+  return () => {
+    fd.call(IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate, {
+      hwpt_id: m.mockIds.viommu,
+      data_type: IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+      data_uptr: reqs,
+      entry_len: entry.length,
+      entry_num: 1,
+    });
+  };
+});
+
+/** IOMMU_DESTROY of the mock device's vDEVICE. */
+const vdeviceDestroyPath = path("vdevice-destroy", (m, task) => {
+  const { fd } = pathLibc(m, task);
+  return () => fd.destroy(m.mockIds.vdevice);
+});
+
+/** IOMMU_DESTROY of the mock device: unbinds it, detaching it from the nested HWPT. */
+const mockDetachPath = path("mock-detach", (m, task) => {
+  const { fd } = pathLibc(m, task);
+  return () => fd.destroy(m.mockIds.stdev);
+});
+
+/** VFIO_DEVICE_SET_IRQS DATA_NONE | ACTION_TRIGGER, count 0: tear device 0's MSI-X down. */
+const irqTeardownPath = path("irq-teardown", (m, task) => {
+  const { libc } = pathLibc(m, task);
+  const flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
+  const arg = encodeIrqSet({ flags, index: VFIO_PCI_MSIX_IRQ_INDEX, count: 0 });
+  return () => ok(libc, libc.ioctl(m.devFd(0), VFIO_DEVICE_SET_IRQS, arg));
+});
+
+/** VFIO_DEVICE_RESET of device 0 (its FLR: revokes the dma-buf around the reset). */
+const resetPath = path("reset", (m, task) => {
+  const { libc } = pathLibc(m, task);
+  return () => ok(libc, libc.ioctl(m.devFd(0), VFIO_DEVICE_RESET, new Uint8Array(0)));
+});
+
 /** A named set of racing paths on a setup. */
 export interface RaceScenario {
   readonly name: string;
@@ -340,6 +531,7 @@ export function standardRaceScenarios(opts: { trackerMutant?: boolean } = {}): R
   return [
     { name: "revoke×map", setup: raceSetup(mutant), paths: [revokePath, mapPath] },
     { name: "revoke×domain-add", setup: raceSetup(mutant), paths: [revokePath, domainAddPath] },
+    { name: "revoke×export", setup: raceSetup(mutant), paths: [revokePath, exportPath] },
     { name: "flr×domain-add", setup: raceSetup(mutant), paths: [flrPath, domainAddPath] },
     {
       name: "revoke×domain-remove",
@@ -356,6 +548,26 @@ export function standardRaceScenarios(opts: { trackerMutant?: boolean } = {}): R
       name: "access-pin×unmap",
       setup: raceSetup(mutant),
       paths: [accessPinPath, unmapMemfdPath],
+    },
+    {
+      name: "dirty-read×unmap",
+      setup: raceSetup({ ...mutant, mock: "dirty" }),
+      paths: [dirtyReadPath, unmapMockPath],
+    },
+    {
+      name: "viommu-invalidate×vdevice-destroy",
+      setup: raceSetup({ ...mutant, mock: "viommu" }),
+      paths: [viommuInvalidatePath, vdeviceDestroyPath],
+    },
+    {
+      name: "viommu-invalidate×mock-detach",
+      setup: raceSetup({ ...mutant, mock: "viommu" }),
+      paths: [viommuInvalidatePath, mockDetachPath],
+    },
+    {
+      name: "irq-teardown×reset",
+      setup: raceSetup({ ...mutant, irqs: true }),
+      paths: [irqTeardownPath, resetPath],
     },
     {
       name: "revoke×map×domain-add",

@@ -6,6 +6,7 @@ import {
   type Schedule,
   exploreRaces,
   formatSchedule,
+  parseShard,
   replaySchedule,
 } from "../src/race-explorer.js";
 
@@ -205,5 +206,38 @@ describe("race explorer: synchronous callers see no difference", () => {
       },
     });
     expect(seen).toBe(plain.value);
+  });
+});
+
+describe("race explorer: shards", () => {
+  it("shard k of n takes schedules i with i % n === k - 1; the shards add up to the whole", () => {
+    const paths = [add10, add100, nested];
+    const whole = new Set<string>();
+    exploreRaces({
+      setup: () => new Toy(),
+      paths,
+      reduce: false,
+      onSchedule: (s) => whole.add(formatSchedule(s)),
+    });
+    const parts: string[][] = [];
+    let pruned = 0;
+    for (const k of [1, 2, 3]) {
+      const part: string[] = [];
+      const r = exploreRaces({
+        setup: () => new Toy(),
+        paths,
+        reduce: false,
+        shard: { k, n: 3 },
+        onSchedule: (s) => part.push(formatSchedule(s)),
+      });
+      expect(r.exhaustive).toBe(true);
+      pruned += r.pruned;
+      parts.push(part);
+    }
+    expect(parts.flat().sort()).toEqual([...whole].sort());
+    expect(pruned).toBe(exploreRaces({ setup: () => new Toy(), paths, reduce: false }).pruned);
+    expect(parseShard("2/3")).toEqual({ k: 2, n: 3 });
+    expect(() => parseShard("4/3")).toThrow(RangeError);
+    expect(() => parseShard("1-3")).toThrow(RangeError);
   });
 });

@@ -19,11 +19,16 @@ import {
 const MIN_SCHEDULES: Record<string, number> = {
   "revoke×map": 8,
   "revoke×domain-add": 5,
+  "revoke×export": 3,
   "flr×domain-add": 5,
   "revoke×domain-remove": 5,
   "map×unmap": 15,
   "copy×revoke": 5,
   "access-pin×unmap": 5,
+  "dirty-read×unmap": 10,
+  "viommu-invalidate×vdevice-destroy": 10,
+  "viommu-invalidate×mock-detach": 10,
+  "irq-teardown×reset": 5,
   "revoke×map×domain-add": 100,
 };
 
