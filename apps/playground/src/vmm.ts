@@ -172,7 +172,7 @@ export class Vmm {
   }
 
   /** One system call, logged like strace unless `quiet`; returns its result (≥ 0) or -errno. */
-  private sys(what: string, call: () => number, quiet = false): number {
+  sys(what: string, call: () => number, quiet = false): number {
     const ret = call();
     if (ret < 0) {
       const e = this.libc.errno;
@@ -364,7 +364,7 @@ export class Vmm {
     if (at < 0) throw new VmmFatal(`${dev.name}: attach to new HWPT ${hwpt} failed`, -at);
   }
 
-  private attachPt(dev: PassthroughDevice, pt: number): number {
+  attachPt(dev: PassthroughDevice, pt: number): number {
     const buf = new Uint8Array(16);
     const v = new DataView(buf.buffer);
     v.setUint32(0, 16, true);
