@@ -96,12 +96,12 @@ const EVTQ_1_RnW = 1n << 35n;
 export const EVTQ_1_S2 = 1n << 39n;
 const EVTQ_1_CLASS_SHIFT = 40n;
 const EVTQ_3_IPA = mask(51, 12);
-export const EVT_ID_BAD_STE_CONFIG = 0x04;
-export const EVT_ID_STREAM_DISABLED_FAULT = 0x06;
-export const EVT_ID_BAD_SUBSTREAMID_CONFIG = 0x08;
+const EVT_ID_BAD_STE_CONFIG = 0x04;
+const EVT_ID_STREAM_DISABLED_FAULT = 0x06;
+const EVT_ID_BAD_SUBSTREAMID_CONFIG = 0x08;
 export const EVT_ID_BAD_CD_CONFIG = 0x0a;
 export const EVT_ID_TRANSLATION_FAULT = 0x10;
-export const EVT_ID_ADDR_SIZE_FAULT = 0x11;
+const EVT_ID_ADDR_SIZE_FAULT = 0x11;
 export const EVT_ID_ACCESS_FAULT = 0x12;
 export const EVT_ID_PERMISSION_FAULT = 0x13;
 /** EVTQ_1_CLASS: what the faulting access was for. */
