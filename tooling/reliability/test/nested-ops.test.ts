@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { Checker } from "../src/checker.js";
 import { runProgram } from "../src/fuzz-uapi.js";
 import { Machine, NESTING_DEVICE, PAGE } from "../src/machine.js";
+import { nestingProblem } from "../src/nesting-check.js";
 import { type Op, Runner } from "../src/sequence.js";
 
 const IOVA_BASE = 1n << 20n;
@@ -35,6 +36,8 @@ describe("nesting ops on the machine's SMMUv3", () => {
     // IOVA page 2 -> IPA slot 0 + 6 pages (the table the op wrote) -> the memfd's 7th page.
     const [run] = iommuDeviceDma(iommuDev, 2n * PAGE + 8n, 8n, IOMMU_READ);
     expect(run!.paddr).toBe(iommuIovaToPhys(iommuDev.domain!.parent!, IOVA_BASE + 6n * PAGE) + 8n);
+    // The nesting rule holds, and would catch a parent outside every IOAS.
+    expect(nestingProblem(machine.devices[dev]!, [])).toMatch(/is in no IOAS/);
     // A guest command with no vSID behind it is EIO; the known vSID converts.
     const bad: Op = {
       k: "invalidate",
