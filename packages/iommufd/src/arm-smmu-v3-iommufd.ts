@@ -46,6 +46,7 @@ import {
   EBUSY,
   EINVAL,
   EIO,
+  ENOMEM,
   EOPNOTSUPP,
   type Kernel,
   copyFromUser,
@@ -102,6 +103,7 @@ class ArmVsmmu {
       ),
     );
     const { ste, enableAts } = armSmmuValidateVste(arg.ste0, arg.ste1);
+    if (this.smmu.kernel.shouldFail("arm_vsmmu_alloc_domain_nested")) fail(ENOMEM, "nested domain");
     return new ArmSmmuNestedDomain(this.smmu.nest!, this.s2, this.vmid, ste, enableAts, this)
       .domain;
   }
@@ -115,6 +117,8 @@ class ArmVsmmu {
   cacheInvalidate(array: IommuUserDataArray): void {
     let cur = 0;
     try {
+      // The command buffer is allocated before anything is looked at.
+      if (this.smmu.kernel.shouldFail("arm_vsmmu_cache_invalidate")) fail(ENOMEM, "commands");
       const cmds = this.copyCmds(array);
       const end = cmds.length;
       let last = 0;

@@ -14,13 +14,14 @@ import {
   IommuFault,
   iommuDeviceDma,
 } from "@x/iommu-pgtable";
-import { E2BIG, EFAULT, EINVAL, EIO, ENOENT, EOPNOTSUPP } from "@x/kernel";
+import { E2BIG, EFAULT, EINVAL, EIO, ENOENT, ENOMEM, EOPNOTSUPP } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   ArmSmmuV3IommufdDriver,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_DATA_ARM_SMMUV3,
   IOMMU_HWPT_DATA_SELFTEST,
+  IOMMU_HWPT_INVALIDATE,
   IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
   IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
   IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3,
@@ -28,6 +29,7 @@ import {
   iommu_hw_info_arm_smmuv3,
   iommu_hwpt_alloc,
   iommu_hwpt_arm_smmuv3,
+  iommu_hwpt_invalidate,
   iommu_vevent_arm_smmuv3,
   iommu_viommu_arm_smmuv3_invalidate,
   iommufdDeviceAttach,
@@ -481,5 +483,61 @@ describe("SMMUv3 uAPI layouts (include/uapi/linux/iommufd.h)", () => {
     expect((regs.idr0 >> 2) & 3).toBe(2);
     expect(regs.idr5 & 7).toBe(5);
     expect(regs.idr5 & (1 << 4)).not.toBe(0);
+  });
+});
+
+describe("SMMUv3 nesting under fault injection", () => {
+  /**
+   * Arm fail-nth points 1, 2, … around one ioctl (its user memory already in place) until
+   * `site` fails: the errno and the struct as the kernel wrote it back.
+   */
+  function failAt(t: ReturnType<typeof setup>, site: string, request: number, arg: Uint8Array) {
+    const fault = t.sys.libc.task.fault;
+    for (let nth = 1; nth < 50; nth++) {
+      const buf = arg.slice();
+      fault.arm(nth);
+      const ret = t.sys.libc.ioctl(t.sys.fd.fd, request, buf);
+      fault.disarm();
+      if (fault.failedSite === site) return { errno: ret < 0 ? t.sys.libc.errno : 0, buf };
+    }
+    throw new Error(`${site} never failed`);
+  }
+
+  /** `bytes` in the process's memory, touched so that no later access faults. */
+  function user(t: ReturnType<typeof setup>, bytes: Uint8Array): bigint {
+    const uptr = t.sys.libc.malloc(bytes.length);
+    t.sys.libc.poke(uptr, bytes);
+    return uptr;
+  }
+
+  it("the command buffer's allocation fails first: ENOMEM, nothing handled", () => {
+    const t = setup();
+    const arg = iommu_hwpt_invalidate.encode({
+      size: iommu_hwpt_invalidate.size,
+      hwpt_id: t.viommu,
+      data_uptr: user(t, cmd(0x10n)),
+      data_type: IOMMU_HWPT_DATA_SELFTEST,
+      entry_len: 16,
+      entry_num: 1,
+    });
+    const { errno, buf } = failAt(t, "arm_vsmmu_cache_invalidate", IOMMU_HWPT_INVALIDATE, arg);
+    expect([errno, iommu_hwpt_invalidate.get(buf, "entry_num")]).toEqual([ENOMEM, 0]);
+  });
+
+  it("the nested domain's allocation fails after the STE checks: ENOMEM, no HWPT left", () => {
+    const t = setup();
+    const data = iommu_hwpt_arm_smmuv3.encode({ ste0: t.s1Ste, ste1: 0n });
+    const arg = iommu_hwpt_alloc.encode({
+      size: iommu_hwpt_alloc.size,
+      dev_id: t.idev.id,
+      pt_id: t.viommu,
+      data_type: IOMMU_HWPT_DATA_ARM_SMMUV3,
+      data_len: 16,
+      data_uptr: user(t, data),
+    });
+    const before = [...t.sys.ctx.objectsInOrder()].length;
+    const { errno } = failAt(t, "arm_vsmmu_alloc_domain_nested", IOMMU_HWPT_ALLOC, arg);
+    expect(errno).toBe(ENOMEM);
+    expect([...t.sys.ctx.objectsInOrder()].length).toBe(before);
   });
 });
