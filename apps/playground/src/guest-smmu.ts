@@ -7,23 +7,24 @@
  * @see drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c (arm_smmu_make_cdtable_ste,
  *   arm_smmu_make_s1_cd), drivers/iommu/io-pgtable-arm.c
  */
+import {
+  CMDQ_OP_CFGI_CD,
+  CMDQ_OP_TLBI_NH_VA,
+  CTXDESC_CD_0_AA64,
+  CTXDESC_CD_0_V,
+  STRTAB_STE_0_CFG_BYPASS,
+  STRTAB_STE_0_CFG_S1_TRANS,
+  STRTAB_STE_0_V,
+} from "@x/iommu-pgtable";
 
-/** STE word 0: V, Config = stage-1 translate, S1ContextPtr. */
-const STE_0_V = 1n;
-const STE_0_CFG_S1_TRANS = 5n << 1n;
-const STE_0_CFG_BYPASS = 4n << 1n;
-/** CD word 0: T0SZ 25 (39-bit IOVA), TG0 4K, V, AA64, ASID. */
+/** CD word 0: T0SZ 25 (39-bit IOVA), TG0 4K. */
 const CD_0_T0SZ = 25n;
-const CD_0_V = 1n << 31n;
-const CD_0_AA64 = 1n << 41n;
-/** Descriptors. */
+/** Stage-1 descriptors: table / page type, AF, AP[2] (read-only). */
 const PTE_TABLE = 3n;
 const PTE_PAGE = 3n;
 const PTE_AF = 1n << 10n;
 const PTE_AP_RDONLY = 1n << 7n;
-/** Opcodes the guest queues. */
-const CMDQ_OP_CFGI_CD = 0x5n;
-const CMDQ_OP_TLBI_NH_VA = 0x12n;
+const steCfg = (cfg: number) => BigInt(cfg) << 1n;
 
 /** Guest-physical memory as the guest CPU writes it. */
 export interface GuestMemory {
@@ -53,18 +54,18 @@ export class GuestSmmuDriver {
     this.cd = pool;
     this.l1 = pool + 0x1000n;
     this.next = pool + 0x2000n;
-    mem.write(this.cd, u64(CD_0_T0SZ | CD_0_V | CD_0_AA64 | (asid << 48n)));
+    mem.write(this.cd, u64(CD_0_T0SZ | CTXDESC_CD_0_V | CTXDESC_CD_0_AA64 | (asid << 48n)));
     mem.write(this.cd + 8n, u64(this.l1));
   }
 
   /** The STE words for a stream translated by this CD. */
   steS1(): readonly [bigint, bigint] {
-    return [STE_0_V | STE_0_CFG_S1_TRANS | this.cd, 0n];
+    return [STRTAB_STE_0_V | steCfg(STRTAB_STE_0_CFG_S1_TRANS) | this.cd, 0n];
   }
 
   /** The STE words for a stream in bypass (stage 2 only). */
   steBypass(): readonly [bigint, bigint] {
-    return [STE_0_V | STE_0_CFG_BYPASS, 0n];
+    return [STRTAB_STE_0_V | steCfg(STRTAB_STE_0_CFG_BYPASS), 0n];
   }
 
   /** Map one 4 KiB page IOVA -> IPA (over whatever was there). */

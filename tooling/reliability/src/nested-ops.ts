@@ -23,7 +23,23 @@ import {
   iommu_hwpt_arm_smmuv3,
   iommu_viommu_arm_smmuv3_invalidate,
 } from "@x/iommufd";
-import { IOMMU_READ, IommuFault, iommuDeviceDma } from "@x/iommu-pgtable";
+import {
+  CMDQ_OP_ATC_INV,
+  CMDQ_OP_CFGI_CD,
+  CMDQ_OP_TLBI_NH_ALL,
+  CMDQ_OP_TLBI_NH_ASID,
+  CMDQ_OP_TLBI_NH_VA,
+  CMDQ_OP_TLBI_NSNH_ALL,
+  CTXDESC_CD_0_AA64,
+  CTXDESC_CD_0_V,
+  IOMMU_READ,
+  IommuFault,
+  STRTAB_STE_0_CFG_ABORT,
+  STRTAB_STE_0_CFG_BYPASS,
+  STRTAB_STE_0_CFG_S1_TRANS,
+  STRTAB_STE_0_V,
+  iommuDeviceDma,
+} from "@x/iommu-pgtable";
 import { KernelError } from "@x/kernel";
 import { pciRoot } from "@x/vfio-pci";
 import type { SyscallName } from "./errnos.js";
@@ -170,18 +186,23 @@ const SKIP = -1;
 const IOVA_BASE = 1n << 20n;
 const IOVA_SLOT = 16n * PAGE;
 const ASID = 1n;
-/** STE / CD / descriptor bits (arm-smmu-v3.h). */
-const STE_V = 1n;
-const STE_CFG = { abort: 0n, bypass: 4n << 1n, s1: 5n << 1n } as const;
-const CD_0 = 25n | (1n << 31n) | (1n << 41n) | (ASID << 48n);
+/** STE Config values in place, and an AArch64 CD with T0SZ 25, TG0 4K and ASID 1. */
+const STE_CFG = {
+  abort: BigInt(STRTAB_STE_0_CFG_ABORT) << 1n,
+  bypass: BigInt(STRTAB_STE_0_CFG_BYPASS) << 1n,
+  s1: BigInt(STRTAB_STE_0_CFG_S1_TRANS) << 1n,
+} as const;
+const CD_0 = 25n | CTXDESC_CD_0_V | CTXDESC_CD_0_AA64 | (ASID << 48n);
+/** CMDQ_OP_TLBI_S12_VMALL: a command the host issues, never a guest. */
+const CMDQ_OP_TLBI_S12_VMALL = 0x28n;
 const OPCODES: Readonly<Record<CmdKind, bigint>> = {
-  nhAll: 0x10n,
-  nhAsid: 0x11n,
-  nhVa: 0x12n,
-  nsnhAll: 0x30n,
-  cfgiCd: 0x5n,
-  atcInv: 0x40n,
-  bad: 0x28n,
+  nhAll: CMDQ_OP_TLBI_NH_ALL,
+  nhAsid: CMDQ_OP_TLBI_NH_ASID,
+  nhVa: CMDQ_OP_TLBI_NH_VA,
+  nsnhAll: CMDQ_OP_TLBI_NSNH_ALL,
+  cfgiCd: CMDQ_OP_CFGI_CD,
+  atcInv: CMDQ_OP_ATC_INV,
+  bad: CMDQ_OP_TLBI_S12_VMALL,
 };
 
 function u64s(...v: bigint[]): Uint8Array {
@@ -328,8 +349,8 @@ export class NestOps {
     const viommuId = pick(this.viommus, op.viommu) ?? 0;
     const ipa = IOVA_BASE + BigInt(op.slot) * IOVA_SLOT;
     let ste0: bigint;
-    if (op.ste === "bad") ste0 = STE_V | STE_CFG.s1 | (1n << 60n);
-    else ste0 = STE_V | STE_CFG[op.ste] | (op.ste === "s1" ? ipa : 0n);
+    if (op.ste === "bad") ste0 = STRTAB_STE_0_V | STE_CFG.s1 | (1n << 55n);
+    else ste0 = STRTAB_STE_0_V | STE_CFG[op.ste] | (op.ste === "s1" ? ipa : 0n);
     if (op.ste === "s1") this.writeGuestTables(ipa);
     return this.host.call("IOMMU_HWPT_ALLOC", op, () =>
       this.nested.push(

@@ -57,6 +57,8 @@ describe("nesting ops on the machine's SMMUv3", () => {
       ],
     };
     expect(runner.step(good)).toBe(0);
+    // A guest STE with a bit outside NESTING_ALLOWED is EIO.
+    expect(runner.step({ k: "nestedAlloc", dev, viommu: 0, ste: "bad", slot: 0 })).toBe(5);
     // The parent is busy while the vIOMMU and the nested HWPT hold it.
     expect(runner.step({ k: "destroy", obj: 2 })).toBe(16);
     runner.teardown();
