@@ -1,6 +1,7 @@
 /**
  * The host's IOMMUs as the playground's machines have them: hardware-like drivers from
- * @x/iommu-pgtable (AMD-Vi over the AMDv1 format, Intel VT-d over its second-stage format),
+ * @x/iommu-pgtable (AMD-Vi over the AMDv1 format, Intel VT-d over its second-stage format) and
+ * @x/iommufd's nesting ARM SMMUv3,
  * one driver instance per IOMMU unit, plus the two readings the views and checks make of a
  * domain (bytes mapped in a range, bytes mapped in all).
  *
@@ -25,9 +26,11 @@ import {
   X86_MSI_RANGE_END,
   X86_MSI_RANGE_START,
 } from "@x/iommu-pgtable";
+import { ArmSmmuV3IommufdDriver } from "@x/iommufd";
 import type { Kernel } from "@x/kernel";
 
-export type IommuKind = "amd-vi" | "vt-d";
+/** "smmuv3": an ARM SMMUv3 that nests (stage 1 for the guest, stage 2 for the VMM). */
+export type IommuKind = "amd-vi" | "vt-d" | "smmuv3";
 
 export interface HwIommuOptions {
   /** Restrict the page sizes the hardware offers (e.g. 64 KiB minimum pages). */
@@ -53,7 +56,7 @@ const AMD_HT_WINDOW: IommuResvRegion = {
  * @see intel_iommu_get_resv_regions
  * @see amd_iommu_get_resv_regions
  */
-function resvRegions(kind: IommuKind): IommuResvRegion[] {
+function resvRegions(kind: Exclude<IommuKind, "smmuv3">): IommuResvRegion[] {
   return kind === "amd-vi" ? [X86_MSI_WINDOW, AMD_HT_WINDOW] : [X86_MSI_WINDOW];
 }
 
@@ -69,7 +72,7 @@ function amdHwInfo(): Uint8Array {
   return data;
 }
 
-function describe(kind: IommuKind, opts: HwIommuOptions): PtDriverDesc {
+function describe(kind: Exclude<IommuKind, "smmuv3">, opts: HwIommuOptions): PtDriverDesc {
   const restrict = opts.pgsizeBitmap;
   const common = {
     // Both units track dirty pages in their IOPTEs (VT-d SSADS, AMD HDSup).
@@ -117,7 +120,7 @@ export function domainBytes(domain: IommuDomain): bigint {
 
 /** One IOMMU unit: a hardware-like driver instance; its domains carry it as `priv`. */
 export class HwIommu {
-  readonly driver: PtIommuDriver;
+  readonly driver: PtIommuDriver | ArmSmmuV3IommufdDriver;
 
   constructor(
     kernel: Kernel,
@@ -125,7 +128,10 @@ export class HwIommu {
     readonly kind: IommuKind,
     opts: HwIommuOptions = {},
   ) {
-    this.driver = new PtIommuDriver(describe(kind, opts), kernel);
+    this.driver =
+      kind === "smmuv3"
+        ? new ArmSmmuV3IommufdDriver(kernel)
+        : new PtIommuDriver(describe(kind, opts), kernel);
   }
 
   owns(domain: IommuDomain): boolean {

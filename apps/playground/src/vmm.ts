@@ -178,7 +178,7 @@ export class Vmm {
   }
 
   /** One system call, logged like strace unless `quiet`; returns its result (≥ 0) or -errno. */
-  private sys(what: string, call: () => number, quiet = false): number {
+  sys(what: string, call: () => number, quiet = false): number {
     const ret = call();
     if (ret < 0) {
       const e = this.libc.errno;
@@ -370,7 +370,7 @@ export class Vmm {
     if (at < 0) throw new VmmFatal(`${dev.name}: attach to new HWPT ${hwpt} failed`, -at);
   }
 
-  private attachPt(dev: PassthroughDevice, pt: number): number {
+  attachPt(dev: PassthroughDevice, pt: number): number {
     const s = vfio_device_attach_iommufd_pt;
     const buf = s.encode({ argsz: s.size, pt_id: pt });
     const ret = this.sys(`ioctl(${dev.name}, VFIO_DEVICE_ATTACH_IOMMUFD_PT, pt=${pt})`, () =>

@@ -16,6 +16,45 @@ export {
 } from "./fmt/vtdss.js";
 export { x86_64Format } from "./fmt/x86-64.js";
 export {
+  ArmSmmuNestedDomain,
+  type ArmSmmuMaster,
+  type ArmSmmuV3Nesting,
+  type ArmSmmuVmaster,
+  CMDQ_0_OP,
+  CMDQ_BATCH_ENTRIES,
+  CMDQ_CFGI_0_SID,
+  CMDQ_OP_ATC_INV,
+  CMDQ_OP_CFGI_CD,
+  CMDQ_OP_CFGI_CD_ALL,
+  CMDQ_OP_TLBI_NH_ALL,
+  CMDQ_OP_TLBI_NH_ASID,
+  CMDQ_OP_TLBI_NH_VA,
+  CMDQ_OP_TLBI_NH_VAA,
+  CMDQ_OP_TLBI_NSNH_ALL,
+  CMDQ_TLBI_0_ASID,
+  CMDQ_TLBI_0_VMID,
+  CTXDESC_CD_0_AA64,
+  CTXDESC_CD_0_V,
+  EVTQ_0_ID,
+  EVTQ_0_SID,
+  EVTQ_1_S2,
+  EVT_ID_ACCESS_FAULT,
+  EVT_ID_BAD_CD_CONFIG,
+  EVT_ID_PERMISSION_FAULT,
+  EVT_ID_TRANSLATION_FAULT,
+  STRTAB_STE_0_CFG,
+  STRTAB_STE_0_CFG_ABORT,
+  STRTAB_STE_0_CFG_BYPASS,
+  STRTAB_STE_0_CFG_S1_TRANS,
+  STRTAB_STE_0_NESTING_ALLOWED,
+  STRTAB_STE_0_V,
+  STRTAB_STE_1_EATS,
+  STRTAB_STE_1_EATS_ABT,
+  STRTAB_STE_1_EATS_TRANS,
+  STRTAB_STE_1_NESTING_ALLOWED,
+  type SmmuPhysMem,
+} from "./arm-smmu-v3-nested.js";
+export {
   IO_PGTABLE_QUIRK_NO_WARN,
   armLpaeDomainAlloc,
 } from "./io-pgtable-arm.js";
@@ -42,6 +81,7 @@ export {
 } from "./iommu-pasid.js";
 export {
   ArmSmmuV3Driver,
+  type ArmSmmuV3Hw,
   amdIommuDriver,
   intelIommuDriver,
   x86FirstStageIommuDriver,

@@ -73,8 +73,8 @@ export interface IommuDriver {
   ): void;
 }
 
-/** Why a DMA did not translate. */
-type IommuFaultReason = "blocked" | "not-present" | "permission";
+/** Why a DMA did not translate ("config": the IOMMU's configuration for the device is bad). */
+type IommuFaultReason = "blocked" | "not-present" | "permission" | "config";
 
 /** An IOMMU translation fault as the hardware would report it. */
 export class IommuFault extends Error {
@@ -83,6 +83,8 @@ export class IommuFault extends Error {
     readonly iova: bigint,
     readonly access: DmaAccess,
     readonly reason: IommuFaultReason,
+    /** Through a nested domain: the stage that faulted (1: the user's table, 2: the parent). */
+    readonly stage?: 1 | 2,
   ) {
     super(
       `IOMMU fault: ${device} ${access === IOMMU_WRITE ? "write" : "read"} at 0x${iova.toString(16)}: ${reason}`,
@@ -186,12 +188,30 @@ export function iommuDeviceDma(
 ): IommuPhysRun[] {
   if (length <= 0n || iova + length - 1n > U64_MAX) fail(EINVAL, "bad DMA range");
   let domain = dev.domain;
-  // Decision: a nested domain's stage 1 lives in the driver; one without a stage-1 table of
-  // its own (the selftest mock's, whose "stage 1" is only its IOTLB words) passes input
-  // addresses unchanged to the nest-parent stage 2, which does the translation and faults.
-  if (domain?.type === IOMMU_DOMAIN_NESTED) domain = domain.parent;
+  // Decision: a nested domain's stage 1 lives in the driver (ops.nestedDma); one without a
+  // stage-1 table of its own (the selftest mock's, whose "stage 1" is only its IOTLB words)
+  // passes input addresses unchanged to the nest-parent stage 2, which translates and faults.
+  if (domain?.type === IOMMU_DOMAIN_NESTED) {
+    if (domain.ops.nestedDma) return domain.ops.nestedDma(domain, dev, iova, length, access);
+    domain = domain.parent;
+  }
+  return iommuPagingDma(domain, dev, iova, length, access);
+}
+
+/**
+ * The paging-domain half of `iommuDeviceDma`: the runs of [iova, iova + length) through
+ * `domain` (blocked when undefined), or an IommuFault (recorded on `dev` when given).
+ */
+export function iommuPagingDma(
+  domain: IommuDomain | undefined,
+  dev: IommuDevice | undefined,
+  iova: bigint,
+  length: bigint,
+  access: DmaAccess,
+): IommuPhysRun[] {
+  const name = dev?.name ?? "device";
   if (!domain || domain.type === IOMMU_DOMAIN_BLOCKED)
-    return fault(dev.name, iova, access, "blocked", dev);
+    return fault(name, iova, access, "blocked", dev);
   const pt = domain.pt;
   if (!pt)
     return [{ iova, paddr: iommuTranslate(domain, iova, access, dev), length, prot: access }];
@@ -199,13 +219,13 @@ export function iommuDeviceDma(
   const fmt = pt.format;
   let at = iova;
   for (const run of runs) {
-    if (run.iova !== at) return fault(dev.name, at, access, "not-present", dev);
+    if (run.iova !== at) return fault(name, at, access, "not-present", dev);
     if (access === IOMMU_WRITE ? !fmt.canWrite(run.prot) : !fmt.canRead(run.prot)) {
-      return fault(dev.name, at, access, "permission", dev);
+      return fault(name, at, access, "permission", dev);
     }
     at = run.iova + run.length;
   }
-  if (at !== iova + length) return fault(dev.name, at, access, "not-present", dev);
+  if (at !== iova + length) return fault(name, at, access, "not-present", dev);
   if (access === IOMMU_WRITE && domain.dirtyTracking && fmt.dirtyTracking) {
     const g = BigInt(pt.granuleLg2);
     const first = iova >> g;

@@ -6,7 +6,8 @@
  *
  * @see drivers/iommu/amd/iommu.c, drivers/iommu/intel/iommu.c, drivers/iommu/arm/arm-smmu-v3/
  */
-import { EINVAL, EOPNOTSUPP, fail } from "@x/kernel";
+import { EINVAL, EOPNOTSUPP, KernelWarning, fail } from "@x/kernel";
+import { ArmSmmuV3Nesting, type SmmuPhysMem } from "./arm-smmu-v3-nested.js";
 import { amdv1Format } from "./fmt/amdv1.js";
 import { vtdssFormat, PT_FEAT_VTDSS_FORCE_WRITEABLE } from "./fmt/vtdss.js";
 import { x86_64Format } from "./fmt/x86-64.js";
@@ -150,16 +151,41 @@ export function x86FirstStageIommuDriver(
   );
 }
 
+/** What an SMMUv3 instance has beyond translation. */
+export interface ArmSmmuV3Hw {
+  /**
+   * ARM_SMMU_FEAT_NESTING (stage 1 and stage 2 both implemented): nest-parent domains and
+   * vIOMMUs. Default: present.
+   */
+  readonly nesting?: boolean;
+  /** What the table walker reads guest tables from (the machine's physical memory). */
+  readonly mem?: SmmuPhysMem;
+}
+
+/** SMMU_IDR0: S1P, S2P, AArch64 tables, COHACC, 16-bit ASID / VMID, ATS, two-level STs. */
+const SMMU_IDR0 =
+  (1 << 0) | (1 << 1) | (2 << 2) | (1 << 4) | (1 << 10) | (1 << 12) | (1 << 18) | (1 << 27);
+/** SMMU_IDR1: SSIDSIZE 20, SIDSIZE 32. */
+const SMMU_IDR1 = (20 << 6) | 32;
+/** SMMU_IDR5: 48-bit OAS, 4K / 16K / 64K granules. */
+const SMMU_IDR5 = 5 | (1 << 4) | (1 << 5) | (1 << 6);
+/** SMMU_AIDR: SMMUv3.1. */
+const SMMU_AIDR = 1;
+
 /**
  * ARM SMMUv3 with io-pgtable-arm: stage 1 (stage 2 for nesting parents), classic core path.
  * Decision: no dirty tracking. The kernel offers it only on SMMUs with HTTU dirty-state
  * updates (ARM_SMMU_FEAT_HD) through io-pgtable-arm's DBM bit on stage-1 leaves; the model's
  * LPAE leaves carry no DBM/AP-dirty state, so the capability is false and a dirty-tracking
- * allocation is -EOPNOTSUPP, as on an SMMU without HD.
+ * allocation is -EOPNOTSUPP, as on an SMMU without HD. Nested translation (the guest's STE,
+ * CD and stage-1 table) is in arm-smmu-v3-nested.ts; the vIOMMU that makes nested domains is
+ * @x/iommufd's arm-smmu-v3-iommufd.ts.
  */
 export class ArmSmmuV3Driver implements IommuDriver {
   readonly name = "arm-smmu-v3";
   readonly stats = { iotlbSyncs: 0, flushAll: 0 };
+  /** The nesting hardware, on an SMMU with ARM_SMMU_FEAT_NESTING. */
+  readonly nest: ArmSmmuV3Nesting | undefined;
   private readonly ops: IommuDomainOps;
 
   constructor(
@@ -167,8 +193,11 @@ export class ArmSmmuV3Driver implements IommuDriver {
     private readonly faults?: FaultSource,
     /** IORT RMRs. */
     private readonly rmrs: readonly IortRmr[] = [],
+    hw: ArmSmmuV3Hw = {},
   ) {
-    this.ops = countingFlushOps(this.stats);
+    const nest = hw.nesting === false ? undefined : new ArmSmmuV3Nesting(hw.mem ?? noMem);
+    this.nest = nest;
+    this.ops = { ...countingFlushOps(this.stats), free: (d) => nest?.freeVmid(d) };
   }
 
   getResvRegions(dev: IommuDevice): readonly IommuResvRegion[] {
@@ -179,27 +208,57 @@ export class ArmSmmuV3Driver implements IommuDriver {
     return cap === IOMMU_CAP_CACHE_COHERENCY || cap === IOMMU_CAP_DEFERRED_FLUSH;
   }
 
+  /**
+   * struct iommu_hw_info_arm_smmuv3 { u32 flags, __reserved, idr[6], iidr, aidr }: the ID
+   * registers as the SMMU reads them. @see arm_smmu_hw_info
+   */
   hwInfo(): IommuHwInfo {
-    return { type: IOMMU_HW_INFO_TYPE_ARM_SMMUV3, data: new Uint8Array(40) };
+    const data = new Uint8Array(40);
+    const v = new DataView(data.buffer);
+    v.setUint32(8, SMMU_IDR0, true);
+    v.setUint32(12, SMMU_IDR1, true);
+    v.setUint32(28, SMMU_IDR5, true);
+    v.setUint32(36, SMMU_AIDR, true);
+    return { type: IOMMU_HW_INFO_TYPE_ARM_SMMUV3, data };
   }
 
+  /** A nest parent is a stage-2 domain with a VMID; it needs FEAT_NESTING (EOPNOTSUPP). */
   domainAllocPaging(_dev: IommuDevice, flags: number): IommuDomain {
     if (flags & ~(IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_PASID)) {
       fail(EOPNOTSUPP, `${this.name}: unsupported alloc flags 0x${flags.toString(16)}`);
     }
+    const nestParent = (flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0;
+    if (nestParent && !this.nest) fail(EOPNOTSUPP, `${this.name}: no nesting`);
     const faults = this.faults;
-    return armLpaeDomainAlloc(
+    const domain = armLpaeDomainAlloc(
       {
-        stage: flags & IOMMU_HWPT_ALLOC_NEST_PARENT ? 2 : 1,
+        stage: nestParent ? 2 : 1,
         granuleLg2: this.granuleLg2,
         ...(faults ? { shouldFail: (site: string) => faults.shouldFail(site) } : {}),
       },
       this.ops,
       this,
     );
+    if (nestParent) this.nest!.vmidOf(domain);
+    return domain;
   }
 
-  attachDev(domain: IommuDomain): void {
+  /**
+   * A paging domain of this SMMU; installing its STE leaves the stream without a vmaster.
+   * Nested domains are attached by the vIOMMU side (arm_smmu_attach_dev_nested).
+   */
+  attachDev(domain: IommuDomain, dev: IommuDevice): void {
     if (domain.priv !== this) fail(EINVAL, `${this.name}: domain of another IOMMU`);
+    if (!this.nest) return;
+    const master = this.nest.master(dev);
+    master.vmaster = undefined;
+    this.nest.steChanged(master);
   }
 }
+
+/** Without a memory to walk, every guest table read is a fault. */
+const noMem: SmmuPhysMem = {
+  readPhys() {
+    throw new KernelWarning("arm-smmu-v3: no physical memory to walk");
+  },
+};

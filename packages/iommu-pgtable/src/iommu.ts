@@ -21,11 +21,13 @@
  * @see drivers/iommu/iommu.c
  */
 import { EINVAL, EOPNOTSUPP, EOVERFLOW, WARN_ON, fail } from "@x/kernel";
+import type { IommuDevice } from "./iommu-driver.js";
 import { IotlbGather } from "./iotlb-gather.js";
 import {
   IOMMU_DOMAIN_BLOCKED,
   IOMMU_DOMAIN_IDENTITY,
   IOMMU_DOMAIN_UNMANAGED,
+  type DmaAccess,
   PAGE_SHIFT,
   U64_MAX,
   __IOMMU_DOMAIN_PAGING,
@@ -79,6 +81,17 @@ export interface IommuDomainOps {
   /** After a successful map, for IOMMUs that cache non-present entries. May throw. */
   iotlbSyncMap?(domain: IommuDomain, iova: bigint, size: bigint): void;
   flushIotlbAll?(domain: IommuDomain): void;
+  /**
+   * A nested domain whose driver walks a stage-1 table: the physical runs of a device's DMA
+   * through stage 1 then the parent, or a thrown IommuFault (see iommu-driver.ts).
+   */
+  nestedDma?(
+    domain: IommuDomain,
+    dev: IommuDevice,
+    iova: bigint,
+    length: bigint,
+    access: DmaAccess,
+  ): IommuPhysRun[];
   /** Called once when the domain is freed. */
   free?(domain: IommuDomain): void;
 }

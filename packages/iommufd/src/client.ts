@@ -19,6 +19,7 @@ import {
   IOMMU_HWPT_DATA_NONE,
   IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
   IOMMU_HWPT_GET_DIRTY_BITMAP,
+  IOMMU_HWPT_INVALIDATE,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
   IOMMU_IOAS_ALLOC,
@@ -37,15 +38,19 @@ import {
   IOMMU_OPTION_OP_GET,
   IOMMU_OPTION_OP_SET,
   IOMMU_OPTION_RLIMIT_MODE,
+  IOMMU_VDEVICE_ALLOC,
+  IOMMU_VEVENTQ_ALLOC,
   IOMMU_VFIO_IOAS,
   IOMMU_VFIO_IOAS_CLEAR,
   IOMMU_VFIO_IOAS_GET,
   IOMMU_VFIO_IOAS_SET,
+  IOMMU_VIOMMU_ALLOC,
   type Struct,
   iommu_destroy,
   iommu_hw_info,
   iommu_hwpt_alloc,
   iommu_hwpt_get_dirty_bitmap,
+  iommu_hwpt_invalidate,
   iommu_hwpt_set_dirty_tracking,
   iommu_ioas_alloc,
   iommu_ioas_allow_iovas,
@@ -57,7 +62,10 @@ import {
   iommu_ioas_unmap,
   iommu_iova_range,
   iommu_option,
+  iommu_vdevice_alloc,
+  iommu_veventq_alloc,
   iommu_vfio_ioas,
+  iommu_viommu_alloc,
   VFIO_CHECK_EXTENSION,
   VFIO_DMA_MAP_FLAG_READ,
   VFIO_DMA_MAP_FLAG_WRITE,
@@ -322,6 +330,63 @@ export class IommufdClient {
       data_len: a.data?.length ?? 0,
       data_uptr,
     }).out.out_hwpt_id;
+  }
+
+  /** VIOMMU_ALLOC of a vIOMMU of `type` for the device over the nest parent `hwptId`. */
+  viommuAlloc(a: { devId: number; hwptId: number; type: number }): number {
+    return this.call(IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, {
+      type: a.type,
+      dev_id: a.devId,
+      hwpt_id: a.hwptId,
+    }).out.out_viommu_id;
+  }
+
+  /** VDEVICE_ALLOC: the device as `virtId` on the vIOMMU; returns the vDEVICE id. */
+  vdeviceAlloc(a: { viommuId: number; devId: number; virtId: bigint }): number {
+    return this.call(IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, {
+      viommu_id: a.viommuId,
+      dev_id: a.devId,
+      virt_id: a.virtId,
+    }).out.out_vdevice_id;
+  }
+
+  /** VEVENTQ_ALLOC: the queue's id and its file descriptor. */
+  veventqAlloc(a: { viommuId: number; type: number; depth: number }): { id: number; fd: number } {
+    const { out } = this.call(IOMMU_VEVENTQ_ALLOC, iommu_veventq_alloc, {
+      viommu_id: a.viommuId,
+      type: a.type,
+      veventq_depth: a.depth,
+    });
+    return { id: out.out_veventq_id, fd: out.out_veventq_fd };
+  }
+
+  /**
+   * HWPT_INVALIDATE of `entries` (each `entryLen` bytes, default their own length) on a nested
+   * HWPT or vIOMMU. It does not throw: the kernel writes `entry_num` back on failure too, so
+   * the answer is the errno (0 on success) and the count of entries handled.
+   */
+  hwptInvalidate(a: {
+    hwptId: number;
+    dataType: number;
+    entries: readonly Uint8Array[];
+    entryLen?: number;
+  }): { errno: number; entryNum: number } {
+    const entryLen = a.entryLen ?? a.entries[0]?.length ?? 0;
+    const uptr = a.entries.length ? this.libc.malloc(entryLen * a.entries.length) : 0n;
+    for (const [i, e] of a.entries.entries()) this.libc.poke(uptr + BigInt(i * entryLen), e);
+    const buf = iommu_hwpt_invalidate.encode({
+      size: iommu_hwpt_invalidate.size,
+      hwpt_id: a.hwptId,
+      data_uptr: uptr,
+      data_type: a.dataType,
+      entry_len: entryLen,
+      entry_num: a.entries.length,
+    });
+    const ret = this.libc.ioctl(this.fd, IOMMU_HWPT_INVALIDATE, buf);
+    return {
+      errno: ret < 0 ? this.libc.errno : 0,
+      entryNum: iommu_hwpt_invalidate.get(buf, "entry_num"),
+    };
   }
 
   /** GET_HW_INFO with a `dataLen`-byte buffer; returns the decoded struct and the data bytes. */

@@ -33,6 +33,10 @@ export {
   IOPT_PAGES_ACCOUNT_NONE,
   IOPT_PAGES_ACCOUNT_USER,
 } from "./accounting.js";
+export {
+  ArmSmmuV3IommufdDriver,
+  armSmmuValidateVste,
+} from "./arm-smmu-v3-iommufd.js";
 export { IommufdClient } from "./client.js";
 export {
   getIommufdDevice,
@@ -136,6 +140,13 @@ export {
   IOMMU_HW_CAP_PCI_PASID_EXEC,
   IOMMU_HW_CAP_PCI_PASID_PRIV,
   iommu_hw_info,
+  iommu_hw_info_arm_smmuv3,
+  iommu_hwpt_arm_smmuv3,
+  iommu_vevent_arm_smmuv3,
+  iommu_viommu_arm_smmuv3_invalidate,
+  IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
+  IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3,
+  IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
   IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
   IOMMU_HW_INFO_TYPE_DEFAULT,

@@ -618,3 +618,45 @@ export const vfio_iommu_type1_info_dma_avail = new Struct("vfio_iommu_type1_info
   next: [4, "u32"],
   avail: [8, "u32"],
 });
+
+// ---------------------------------------------------------------------------------------------
+// ARM SMMUv3 driver data (the array members of the C structs as one field per element)
+
+export const IOMMU_VIOMMU_TYPE_ARM_SMMUV3 = 1;
+export const IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 = 1;
+export const IOMMU_VEVENTQ_TYPE_ARM_SMMUV3 = 1;
+
+/** struct iommu_hwpt_arm_smmuv3 { __le64 ste[2] }: the guest's STE words 0 and 1. */
+export const iommu_hwpt_arm_smmuv3 = new Struct("iommu_hwpt_arm_smmuv3", 16, {
+  ste0: [0, "u64"],
+  ste1: [8, "u64"],
+});
+
+/** struct iommu_viommu_arm_smmuv3_invalidate { __le64 cmd[2] }: one guest command. */
+export const iommu_viommu_arm_smmuv3_invalidate = new Struct(
+  "iommu_viommu_arm_smmuv3_invalidate",
+  16,
+  { cmd0: [0, "u64"], cmd1: [8, "u64"] },
+);
+
+/** struct iommu_hw_info_arm_smmuv3: the SMMU's ID registers. */
+export const iommu_hw_info_arm_smmuv3 = new Struct("iommu_hw_info_arm_smmuv3", 40, {
+  flags: [0, "u32"],
+  __reserved: [4, "u32"],
+  idr0: [8, "u32"],
+  idr1: [12, "u32"],
+  idr2: [16, "u32"],
+  idr3: [20, "u32"],
+  idr4: [24, "u32"],
+  idr5: [28, "u32"],
+  iidr: [32, "u32"],
+  aidr: [36, "u32"],
+});
+
+/** struct iommu_vevent_arm_smmuv3 { __le64 evt[4] }: one event record, vSID in place. */
+export const iommu_vevent_arm_smmuv3 = new Struct("iommu_vevent_arm_smmuv3", 32, {
+  evt0: [0, "u64"],
+  evt1: [8, "u64"],
+  evt2: [16, "u64"],
+  evt3: [24, "u64"],
+});

@@ -181,6 +181,7 @@ export {
 } from "./trace.js";
 export {
   copyFromUser,
+  copyStructFromUser,
   copyToUser,
   memdupArrayUser,
 } from "./uaccess.js";

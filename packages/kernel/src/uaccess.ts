@@ -1,4 +1,4 @@
-import { EFAULT, ENOMEM } from "./errno.js";
+import { E2BIG, EFAULT, ENOMEM } from "./errno.js";
 import { fail, isKernelError } from "./error.js";
 import type { Kernel } from "./kernel.js";
 import type { MmStruct } from "./mm.js";
@@ -73,6 +73,27 @@ export function copyFromUser(
   const out = new Uint8Array(len);
   const n = userPages(mm, uaddr, len, false);
   eachChunk(n, uaddr, len, (pfn, off, pos, count) => kernel.mem.readPfn(pfn, off, out, pos, count));
+  return out;
+}
+
+/**
+ * copy_struct_from_user: a `ksize`-byte kernel struct from a `usize`-byte user one. A shorter
+ * user struct is zero-extended; a longer one must be zero past `ksize` (E2BIG, EFAULT when
+ * that tail is unreadable), checked before the copy.
+ */
+export function copyStructFromUser(
+  kernel: Kernel,
+  ksize: number,
+  uaddr: bigint,
+  usize: number,
+): Uint8Array {
+  const size = Math.min(ksize, usize);
+  if (usize > ksize) {
+    const tail = copyFromUser(kernel, uaddr + BigInt(ksize), usize - ksize);
+    if (tail.some((b) => b !== 0)) fail(E2BIG, "non-zero bytes past the kernel struct");
+  }
+  const out = new Uint8Array(ksize);
+  out.set(copyFromUser(kernel, uaddr, size));
   return out;
 }
 

@@ -23,7 +23,9 @@
  *   device, ZOMBIE off every list and revoked, memory decode off ⇒ revoked, registration
  *   references = 1 + cdev files + listed buffers) and iommufd's view (exporter revoked ⇒
  *   importer revoked, same physical range otherwise);
- * - `lockdep`: no task of the scope holds a lock between system calls.
+ * - `lockdep`: no task of the scope holds a lock between system calls;
+ * - `nesting`: a device on a nested domain reaches memory through a live stage-2 parent that
+ *   is a domain of one of the IOASes (nesting-check.ts).
  *
  * A `Checker` remembers the buffers it has seen, so a release that happened between two checks
  * is verified too; `checkQuiesced` is the teardown check (nothing left). Contexts come from
@@ -62,6 +64,7 @@ import {
   VFIO_PCI_MSI_IRQ_INDEX,
 } from "@x/vfio-pci";
 import { forEachIopte } from "./iommu.js";
+import { nestingProblem } from "./nesting-check.js";
 import { ioptRunProblem, pinProblem } from "./translations.js";
 
 /** A broken rule: `rule` is one of the names in the file comment. */
@@ -124,7 +127,11 @@ export class Checker {
     this.checkTranslations(g.iopts, g.pages);
     this.checkDmaBufs(g.pages);
     this.checkExporter(g.pages);
-    for (const vdev of this.scope.devices) checkIrqs(vdev);
+    for (const vdev of this.scope.devices) {
+      checkIrqs(vdev);
+      const nesting = nestingProblem(vdev, g.iopts);
+      if (nesting) broken("nesting", nesting);
+    }
   }
 
   /**

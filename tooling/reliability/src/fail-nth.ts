@@ -67,7 +67,7 @@ function runArmed(
   const runner = new Runner(machine, false);
   const checker = new Checker({
     kernel: machine.kernel,
-    tasks: [machine.libc.task],
+    tasks: machine.tasks,
     devices: machine.devices,
   });
   const fault = machine.libc.task.fault;

@@ -1,7 +1,8 @@
 /**
  * The machine every reliability tool runs on: a fresh Kernel with iommufd and vfio-pci loaded,
  * the selftest module (IOMMU_TEST_CMD: in-kernel accesses), two PCI functions (a 1 MiB 64-bit
- * BAR, PM, PCIe FLR, INTx, MSI and MSI-X) behind two different IOMMUs, bound to
+ * BAR, PM, PCIe FLR, INTx, MSI and MSI-X) behind two different IOMMUs (a VT-d-like one and an
+ * ARM SMMUv3 that nests), bound to
  * vfio-pci, and one unprivileged user process (no CAP_IPC_LOCK, so pins are charged) owning a
  * memfd and an anonymous buffer it maps into IOASes; when that process dies, `spawn` starts the
  * next one. Built only from the packages' public
@@ -11,7 +12,7 @@
  * (`setDmabufReadbackKind(kernel, "mmio")`), so the checker's "MMIO attributes on MMIO" rule
  * holds for every IOPTE; the merged kernel's CPU-kind readback is @x/iommufd's own test.
  */
-import { type IommufdModule, iommufdInit } from "@x/iommufd";
+import { ArmSmmuV3IommufdDriver, type IommufdModule, iommufdInit } from "@x/iommufd";
 import { setDmabufReadbackKind } from "@x/iommufd/testing";
 import {
   CAP_SYS_RESOURCE,
@@ -35,6 +36,8 @@ export const PAGE = 4096n;
 /** Size of BAR 0 of each function. */
 export const BAR_SIZE = 1n << 20n;
 export const NUM_DEVICES = 2;
+/** The device behind an ARM SMMUv3 that nests (vIOMMUs, nested HWPTs); the other is VT-d-like. */
+export const NESTING_DEVICE = 1;
 /** Interrupts of each function: an INTx pin, 4 MSI vectors, 16 MSI-X vectors in BAR 2. */
 const MSI_VECTORS = 4;
 const MSIX_VECTORS = 16;
@@ -77,7 +80,10 @@ export class Machine {
         pcie: { flr: true },
         msi: { vectors: MSI_VECTORS, is64: true, maskbit: true },
         msix: { vectors: MSIX_VECTORS, tableBar: 2, tableOffset: 0, pbaBar: 2, pbaOffset: 0x1000 },
-        iommu: ptIommuDriver(kernel, `iommu${i}`),
+        iommu:
+          i === NESTING_DEVICE
+            ? new ArmSmmuV3IommufdDriver(kernel)
+            : ptIommuDriver(kernel, `iommu${i}`),
       });
       this.devices.push(this.vfio.probe(pdev));
     }

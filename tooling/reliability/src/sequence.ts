@@ -55,6 +55,7 @@ import { X86_MSI_RANGE_START } from "@x/iommu-pgtable";
 import { Checker, type CopiedRange } from "./checker.js";
 import { type SyscallName, errnoDocumented } from "./errnos.js";
 import { BUFFER_PAGES, type Machine, NUM_DEVICES, PAGE } from "./machine.js";
+import { type NestOp, NestOps, isNestOp, nestOpArbs } from "./nested-ops.js";
 import { type VmmOp, VmmOps, vmmOpArbs } from "./vmm-ops.js";
 
 /** Fixed IOVAs are slots of this size from IOVA_BASE, so maps collide often. */
@@ -167,7 +168,8 @@ export type Op =
   /** A sealable memfd mapped by MAP_FILE (its pins then refuse F_SEAL_WRITE, EBUSY). */
   | { readonly k: "mapSealed"; readonly ioas: number; readonly mfd: number; readonly pages: number }
   | { readonly k: "die" }
-  | VmmOp;
+  | VmmOp
+  | NestOp;
 
 const idx = fc.nat({ max: 7 });
 const dev = fc.nat({ max: NUM_DEVICES - 1 });
@@ -336,6 +338,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.constant({ k: "die" } as const) },
   ...vmmOpArbs,
+  ...nestOpArbs,
 );
 
 /** A program of up to `maxLength` ops. */
@@ -408,6 +411,8 @@ export class Runner {
   private rwBuf = 0n;
   /** Eventfds, sealable memfds and interrupts (vmm-ops.ts). */
   private readonly vmm: VmmOps;
+  /** vIOMMUs, vDEVICEs, nested HWPTs and vEVENTQs (nested-ops.ts). */
+  private readonly nest: NestOps;
   /** Ranges IOAS_COPY mapped, with the IOAS ids of both ends, while both are mapped. */
   private copied: Array<CopiedRange & { readonly srcId: number; readonly dstId: number }> = [];
   /** Calls made and calls that failed (with a documented errno). */
@@ -424,6 +429,14 @@ export class Runner {
       deviceFd: (i) => this.deviceFd(i),
       sys: (call, op, ret) => this.sys(call, op, ret),
     });
+    this.nest = new NestOps({
+      machine,
+      client: () => this.fd,
+      ioas: () => this.ioas,
+      devId: (i) => this.devIds[i] ?? 0,
+      call: (call, op, fn) => this.call(call, op, fn),
+      attach: (dev, pt) => this.step({ k: "attach", dev, pt: this.ptIds().indexOf(pt) }),
+    });
   }
 
   /** The process's /dev/iommu descriptor. */
@@ -434,6 +447,11 @@ export class Runner {
   /** The bound cdev descriptor of device `i`, or -1. */
   deviceFd(i: number): number {
     return this.devFds[i] ?? -1;
+  }
+
+  /** What a device can be attached to: IOASes, paging HWPTs, nest parents, nested HWPTs. */
+  private ptIds(): number[] {
+    return [...this.ioas, ...this.hwpts, ...this.nest.hwpts()];
   }
 
   /** The ranges IOAS_COPY mapped whose both ends are still mapped (for the checker). */
@@ -451,10 +469,11 @@ export class Runner {
           this.areas.set(id, []);
         });
       case "destroy": {
-        const all = [...this.ioas, ...this.hwpts];
+        const all = [...this.ioas, ...this.hwpts, ...this.nest.objects()];
         const id = pick(all, op.obj) ?? 0;
         return this.call("IOMMU_DESTROY", op, () => {
           this.fd.destroy(id);
+          this.nest.destroyed(id);
           this.forgetCopies(id, 0n, U64_MAX);
           this.ioas = this.ioas.filter((x) => x !== id);
           this.hwpts = this.hwpts.filter((x) => x !== id);
@@ -613,6 +632,7 @@ export class Runner {
           const next = IommufdClient.open(this.machine.libc);
           this.fd.close();
           this.fd = next;
+          this.nest.forgetIds();
           this.copied = [];
           this.ioas = [];
           this.hwpts = [];
@@ -629,7 +649,7 @@ export class Runner {
       }
       case "attach": {
         const dfd = this.devFds[op.dev]!;
-        const pt = pick([...this.ioas, ...this.hwpts], op.pt) ?? 0;
+        const pt = pick(this.ptIds(), op.pt) ?? 0;
         const arg = u32s(16, { 0: 16, 8: pt });
         return this.sys(
           "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
@@ -777,7 +797,7 @@ export class Runner {
         );
       }
       default:
-        return this.vmm.step(op);
+        return isNestOp(op) ? this.nest.step(op) : this.vmm.step(op);
     }
   }
 
@@ -798,6 +818,7 @@ export class Runner {
     this.fd = IommufdClient.open(machine.libc);
     this.copied = [];
     this.vmm.forget();
+    this.nest.forget();
     this.ioas = [];
     this.hwpts = [];
     this.areas.clear();
@@ -812,6 +833,7 @@ export class Runner {
   teardown(checkReleased = true): void {
     const libc = this.machine.libc;
     this.vmm.teardown();
+    this.nest.teardown();
     for (const a of this.accesses.splice(0)) libc.close(a.fd);
     for (const bufFd of this.bufs.splice(0)) libc.close(bufFd);
     this.devFds.forEach((dfd, i) => {

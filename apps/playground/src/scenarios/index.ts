@@ -18,6 +18,7 @@ import { memToggle } from "./mem-toggle.js";
 import { multiRange } from "./multi-range.js";
 import { qemu, qemuAnon, qemuAnonTwoIommus, qemuTwoIommus } from "./qemu.js";
 import { type1Contrast } from "./type1-contrast.js";
+import { viommu } from "./viommu.js";
 
 export const scenarios: readonly ScenarioDef<World>[] = [
   flagship,
@@ -41,6 +42,7 @@ export const scenarios: readonly ScenarioDef<World>[] = [
   qemuTwoIommus,
   qemuAnonTwoIommus,
   liveMigration,
+  viommu,
 ];
 
 export function scenarioById(id: string): ScenarioDef<World> | undefined {
