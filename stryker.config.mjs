@@ -14,7 +14,10 @@ const suffix = pkg ? `-${pkg}` : "";
 
 export default {
   packageManager: "pnpm",
-  plugins: ["@stryker-mutator/vitest-runner"],
+  plugins: ["@stryker-mutator/vitest-runner", "./scripts/stryker-ignore-diagnostics.mjs"],
+  // Message strings and explanatory values of fail / WARN_ON / thrown kernel errors are not
+  // behaviour; see scripts/stryker-ignore-diagnostics.mjs.
+  ignorers: ["diagnostics"],
   testRunner: "vitest",
   // Tests reach sibling packages through the @x/source condition, not relative imports, so
   // "related" test lookup would miss them; per-test coverage picks the tests to run instead.
