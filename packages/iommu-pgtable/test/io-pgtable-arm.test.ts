@@ -1,5 +1,5 @@
 /** The classic core path (iommu_pgsize, min-page checks) and io-pgtable-arm's own rules. */
-import { ENOMEM, KernelWarning, isKernelError } from "@x/kernel";
+import { EEXIST, EINVAL, ENOMEM, KernelWarning, isKernelError } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   IOMMU_CACHE,
@@ -168,6 +168,16 @@ describe("io_pgtable_tlb_add_page: the gather of an ARM unmap (iommu_iotlb_gathe
     expect([g.start, g.end, g.pgsize]).toEqual([SZ_2M, 2n * SZ_2M - 1n, SZ_2M]);
   });
 
+  it("a page of another size syncs even when it touches the gathered range", () => {
+    const { d, syncs } = armWithSync();
+    iommuMap(d, SZ_2M - SZ_4K, SZ_4K, SZ_4K, RW);
+    const g = new IotlbGather();
+    iommuUnmapFast(d, SZ_2M - SZ_4K, SZ_4K, g);
+    iommuUnmapFast(d, SZ_2M, SZ_2M, g);
+    expect(syncs).toEqual([[SZ_2M - SZ_4K, SZ_2M - 1n, SZ_4K]]);
+    expect([g.start, g.end, g.pgsize]).toEqual([SZ_2M, 2n * SZ_2M - 1n, SZ_2M]);
+  });
+
   it("a queued gather (DMA-FQ) collects nothing: the deferred flush-all covers it", () => {
     const { d, syncs } = armWithSync();
     const g = new IotlbGather();
@@ -199,6 +209,16 @@ describe("arm_lpae_map_pages / arm_lpae_unmap_pages called directly", () => {
     expect(d.pt!.tableCount).toBe(1);
   });
 
+  it("map without read or write permission is EINVAL after the argument checks", () => {
+    const d = noWarn();
+    expect(d.ops.mapPages!(d, SZ_4K, 0n, SZ_4K, 1n, IOMMU_CACHE)).toEqual({
+      mapped: 0n,
+      errno: EINVAL,
+    });
+    expect(iommuIovaToPhys(d, SZ_4K)).toBe(0n);
+    expect(() => d.ops.mapPages!(d, 0n, 0n, 0x3000n, 1n, IOMMU_CACHE)).toThrow(KernelWarning);
+  });
+
   it("write and clear at most up to the end of one table; the core calls again for the rest", () => {
     const d = noWarn();
     expect(mapPages(d, SZ_2M - SZ_4K, 0x10000n, SZ_4K, 4n)).toEqual({ mapped: SZ_4K, errno: 0 });
@@ -219,7 +239,7 @@ describe("arm_lpae_map_pages / arm_lpae_unmap_pages called directly", () => {
   it("a leaf where a table is needed is EEXIST, WARNing unless NO_WARN", () => {
     const q = noWarn();
     iommuMap(q, SZ_2M, SZ_2M, SZ_2M, RW);
-    expect(mapPages(q, SZ_2M + SZ_4K, 0n, SZ_4K, 1n)).toEqual({ mapped: 0n, errno: 17 });
+    expect(mapPages(q, SZ_2M + SZ_4K, 0n, SZ_4K, 1n)).toEqual({ mapped: 0n, errno: EEXIST });
     expect(iommuIovaToPhys(q, SZ_2M + SZ_4K)).toBe(SZ_2M + SZ_4K);
     const d = armLpaeDomainAlloc({ stage: 1, granuleLg2: 12 });
     iommuMap(d, SZ_2M, SZ_2M, SZ_2M, RW);
