@@ -10,11 +10,19 @@ const CORE = ["kernel", "iommu-pgtable", "dmabuf", "iommufd", "vfio-pci"];
 const pkg = process.env.MUTATE_PKG;
 if (pkg !== undefined && !CORE.includes(pkg)) throw new Error(`MUTATE_PKG: one of ${CORE}`);
 const pkgs = pkg ? [pkg] : CORE;
-const suffix = pkg ? `-${pkg}` : "";
+// MUTATE_FILE=<name under src/, no .ts> shards a large package by source file: each shard keeps
+// its own incremental file (the report of that file), so an interrupted package run loses one
+// shard, and `--mutate` would otherwise drop the other files from a shared incremental file.
+const file = process.env.MUTATE_FILE;
+if (file !== undefined && pkg === undefined) throw new Error("MUTATE_FILE needs MUTATE_PKG");
+const suffix = pkg ? `-${pkg}${file ? `-${file.replaceAll("/", "-")}` : ""}` : "";
 
 export default {
   packageManager: "pnpm",
-  plugins: ["@stryker-mutator/vitest-runner"],
+  plugins: ["@stryker-mutator/vitest-runner", "./scripts/stryker-ignore-diagnostics.mjs"],
+  // Message strings and explanatory values of fail / WARN_ON / thrown kernel errors are not
+  // behaviour; see scripts/stryker-ignore-diagnostics.mjs.
+  ignorers: ["diagnostics"],
   testRunner: "vitest",
   // Tests reach sibling packages through the @x/source condition, not relative imports, so
   // "related" test lookup would miss them; per-test coverage picks the tests to run instead.
@@ -24,7 +32,7 @@ export default {
     related: false,
   },
   mutate: [
-    ...pkgs.map((p) => `packages/${p}/src/**/*.ts`),
+    ...(file ? [`packages/${pkg}/src/${file}.ts`] : pkgs.map((p) => `packages/${p}/src/**/*.ts`)),
     "!packages/*/src/index.ts",
     "!packages/*/src/testing.ts",
   ],
@@ -34,7 +42,8 @@ export default {
   ignoreStatic: true,
   incremental: true,
   incrementalFile: `reports/stryker-incremental${suffix}.json`,
-  reporters: ["clear-text", "progress", "html", "json"],
+  // A shard's incremental file is its report; scripts/mutation-summary.mjs adds shards up.
+  reporters: file ? ["clear-text", "progress"] : ["clear-text", "progress", "html", "json"],
   htmlReporter: { fileName: `reports/mutation/mutation${suffix}.html` },
   jsonReporter: { fileName: `reports/mutation/mutation${suffix}.json` },
   concurrency: 2,

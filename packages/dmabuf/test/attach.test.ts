@@ -143,6 +143,24 @@ describe("dma_buf_detach", () => {
     expect(ops.detach).toHaveBeenCalledTimes(1);
   });
 
+  it("checks its arguments before taking any lock (a foreign attachment is a WARN, not lockdep)", () => {
+    const { kernel, dmabuf, ops } = setup();
+    const other = setup(exporterOps(), {}, kernel).dmabuf;
+    const a = dmaBufAttach(kernel, dmabuf, dev);
+    other.resv.with(() => {
+      let thrown: unknown;
+      try {
+        dmaBufDetach(other, a);
+      } catch (e) {
+        thrown = e;
+      }
+      expect(thrown).toBeInstanceOf(KernelWarning);
+      expect(thrown).not.toBeInstanceOf(LockdepError);
+    });
+    expect(ops.detach).not.toHaveBeenCalled();
+    expect(listed(dmabuf)).toEqual([a]);
+  });
+
   it("a detach error from the exporter surfaces", () => {
     const detach = () => {
       throw new KernelError(EBUSY);

@@ -145,6 +145,39 @@ describe("dma_buf_export", () => {
     expect(() => dmaBufPut(d)).toThrow(LockdepError);
     resv.unlock();
   });
+
+  it("finalises only its own reservation object at release (dma_resv_fini WARNs if locked)", () => {
+    const { kernel } = setup();
+    const owner = kernel.newTask(kernel.current.process);
+    // A shared resv locked by its owner on another task: the buffer goes without a WARN.
+    const resv = new WwMutex(kernel.lockdep, RESERVATION_WW_CLASS);
+    const ops = exporterOps();
+    const shared = dmaBufExport(kernel, { expName: "x", ops, size: 1n, priv: 1, resv });
+    kernel.runAs(owner, () => resv.lock());
+    dmaBufPut(shared);
+    expect(ops.release).toHaveBeenCalledTimes(1);
+    expect(resv.locked).toBe(true);
+    kernel.runAs(owner, () => resv.unlock());
+    // Its own resv locked elsewhere: released, then the finalisation WARNs.
+    const own = setup(exporterOps(), {}, kernel);
+    kernel.runAs(owner, () => own.dmabuf.resv.lock());
+    expect(() => dmaBufPut(own.dmabuf)).toThrow(KernelWarning);
+    expect(own.ops.release).toHaveBeenCalledTimes(1);
+    expect(own.dmabuf.released).toBe(true);
+    kernel.runAs(owner, () => own.dmabuf.resv.unlock());
+  });
+
+  it("links the buffer under dmabuf_list_mutex", () => {
+    const { kernel } = setup();
+    const taken: string[] = [];
+    kernel.lockdep.onBoundary = (kind, lock) => {
+      if (kind === "acquire") taken.push(lock.className);
+    };
+    setup(exporterOps(), {}, kernel);
+    dmaBufList(kernel);
+    kernel.lockdep.onBoundary = undefined;
+    expect(taken).toEqual(["dmabuf_list_mutex", "dmabuf_list_mutex"]);
+  });
 });
 
 describe("dma_buf_fd", () => {

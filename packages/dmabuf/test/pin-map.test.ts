@@ -127,6 +127,27 @@ describe("dma_buf_map_attachment / dma_buf_unmap_attachment", () => {
     );
   });
 
+  it("unmap WARNs, without calling the exporter, on a missing attachment or table", () => {
+    const { kernel, dmabuf, ops } = setup();
+    const a = dmaBufAttach(kernel, dmabuf, dev);
+    const sgt = dmaBufMapAttachmentUnlocked(a, DMA_BIDIRECTIONAL);
+    const none = undefined as unknown as DmaBufAttachment;
+    const noTable = undefined as unknown as SgTable;
+    for (const [att, table] of [
+      [none, sgt],
+      [a, noTable],
+    ] as const) {
+      expect(() => dmaBufUnmapAttachmentUnlocked(att, table, DMA_BIDIRECTIONAL)).toThrow(
+        KernelWarning,
+      );
+      dmabuf.resv.with(() =>
+        expect(() => dmaBufUnmapAttachment(att, table, DMA_BIDIRECTIONAL)).toThrow(KernelWarning),
+      );
+    }
+    expect(ops.unmapDmaBuf).not.toHaveBeenCalled();
+    expect(dmabuf.resv.locked).toBe(false);
+  });
+
   it("a static importer pins on map and unpins on unmap when the exporter can pin", () => {
     const { kernel, dmabuf, pins, ops } = withPin(true);
     const a = dmaBufAttach(kernel, dmabuf, dev);
@@ -195,6 +216,17 @@ describe("dma_buf_map_attachment / dma_buf_unmap_attachment", () => {
       expect.objectContaining({ errno: ENOMEM }),
     );
     expect(pins.unpin).toHaveBeenCalledTimes(1);
+  });
+
+  it("a failed map through a dynamic attachment not pinned at map leaves pin and unpin alone", () => {
+    const { kernel, dmabuf, pins, ops } = withPin(true);
+    ops.mapDmaBuf.mockImplementation(() => null);
+    const a = dmaBufDynamicAttach(kernel, dmabuf, dev, importerOps());
+    expect(() => dmaBufMapAttachmentUnlocked(a, DMA_BIDIRECTIONAL)).toThrow(
+      expect.objectContaining({ errno: ENOMEM }),
+    );
+    expect(pins.pin).not.toHaveBeenCalled();
+    expect(pins.unpin).not.toHaveBeenCalled();
   });
 
   it("an exporter without pin is never pinned, whatever the importer", () => {

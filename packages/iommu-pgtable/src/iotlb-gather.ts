@@ -91,20 +91,23 @@ export class IotlbGather {
     return this.isDisjointUnits(first, last - first + 1);
   }
 
-  /** Queue freed tables of `owner`; one gather serves one page table at a time. */
+  /**
+   * Queue freed tables of `owner`; one gather serves one page table at a time. The owner is set
+   * exactly while the freelist holds ids.
+   */
   addFreed(owner: FreelistOwner, ids: readonly number[]): void {
     if (ids.length === 0) return;
-    if (this.freelistOwner !== undefined && this.freelistOwner !== owner) {
-      WARN_ON(this.freelist.length !== 0, "iotlb gather: freelist mixes two page tables");
-    }
+    const other = this.freelistOwner !== undefined && this.freelistOwner !== owner;
+    WARN_ON(other, "iotlb gather: freelist mixes two page tables");
     this.freelistOwner = owner;
     for (const id of ids) this.freelist.push(id);
   }
 
   /** Give the freelist back to its owner (after the IOTLB was flushed). */
   releaseFreelist(): void {
-    if (this.freelist.length === 0) return;
-    this.freelistOwner?.releaseTables(this.freelist);
+    const owner = this.freelistOwner;
+    if (owner === undefined) return;
+    owner.releaseTables(this.freelist);
     this.freelist.length = 0;
     this.freelistOwner = undefined;
   }

@@ -1,5 +1,5 @@
 /** The classic core path (iommu_pgsize, min-page checks) and io-pgtable-arm's own rules. */
-import { KernelWarning, isKernelError } from "@x/kernel";
+import { EEXIST, EINVAL, ENOMEM, KernelWarning, isKernelError } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   IOMMU_CACHE,
@@ -8,11 +8,15 @@ import {
   IOMMU_READ,
   IOMMU_WRITE,
   IO_PGTABLE_QUIRK_NO_WARN,
+  type IommuDomain,
+  IotlbGather,
   armLpaeDomainAlloc,
+  iommuIotlbSync,
   iommuIovaToPhys,
   iommuMap,
   iommuPgsize,
   iommuUnmap,
+  iommuUnmapFast,
   ptImage,
 } from "../src/index.js";
 import { leafCounts } from "./configs.js";
@@ -126,5 +130,165 @@ describe("io-pgtable-arm rules", () => {
     iommuMap(s64, 0n, (1n << 50n) + 0x10000n, 0x10000n, RW);
     const leaf64 = ptImage(s64.pt!).find((e) => e.level === 0)!;
     expect(leaf64.pte & 0xffff_ffff_f000n).toBe(0x10000n | (0x4n << 12n));
+  });
+});
+
+describe("io_pgtable_tlb_add_page: the gather of an ARM unmap (iommu_iotlb_gather_add_page)", () => {
+  /** An ARM domain whose driver records each iotlb_sync as [start, end, pgsize]. */
+  function armWithSync() {
+    const syncs: Array<[bigint, bigint, bigint]> = [];
+    const d = armLpaeDomainAlloc(
+      { stage: 1, granuleLg2: 12 },
+      { iotlbSync: (_d, g) => void syncs.push([g.start, g.end, g.pgsize]) },
+    );
+    iommuMap(d, SZ_4K, SZ_4K, 0x10000n, RW);
+    iommuMap(d, SZ_2M, SZ_2M, SZ_2M, RW);
+    return { d, syncs };
+  }
+
+  it("adjacent pages of one size gather into one range", () => {
+    const { d, syncs } = armWithSync();
+    const g = new IotlbGather();
+    expect(iommuUnmapFast(d, SZ_4K, 2n * SZ_4K, g)).toBe(2n * SZ_4K);
+    expect(iommuUnmapFast(d, 3n * SZ_4K, SZ_4K, g)).toBe(SZ_4K);
+    expect(syncs).toEqual([]);
+    expect([g.start, g.end, g.pgsize]).toEqual([SZ_4K, 4n * SZ_4K - 1n, SZ_4K]);
+    iommuIotlbSync(d, g);
+    expect(syncs).toEqual([[SZ_4K, 4n * SZ_4K - 1n, SZ_4K]]);
+  });
+
+  it("a disjoint page or another page size syncs what was gathered first", () => {
+    const { d, syncs } = armWithSync();
+    const g = new IotlbGather();
+    iommuUnmapFast(d, SZ_4K, SZ_4K, g);
+    iommuUnmapFast(d, 8n * SZ_4K, SZ_4K, g);
+    expect(syncs).toEqual([[SZ_4K, 2n * SZ_4K - 1n, SZ_4K]]);
+    iommuUnmapFast(d, SZ_2M, SZ_2M, g);
+    expect(syncs[1]).toEqual([8n * SZ_4K, 9n * SZ_4K - 1n, SZ_4K]);
+    expect([g.start, g.end, g.pgsize]).toEqual([SZ_2M, 2n * SZ_2M - 1n, SZ_2M]);
+  });
+
+  it("a page of another size syncs even when it touches the gathered range", () => {
+    const { d, syncs } = armWithSync();
+    iommuMap(d, SZ_2M - SZ_4K, SZ_4K, SZ_4K, RW);
+    const g = new IotlbGather();
+    iommuUnmapFast(d, SZ_2M - SZ_4K, SZ_4K, g);
+    iommuUnmapFast(d, SZ_2M, SZ_2M, g);
+    expect(syncs).toEqual([[SZ_2M - SZ_4K, SZ_2M - 1n, SZ_4K]]);
+    expect([g.start, g.end, g.pgsize]).toEqual([SZ_2M, 2n * SZ_2M - 1n, SZ_2M]);
+  });
+
+  it("a queued gather (DMA-FQ) collects nothing: the deferred flush-all covers it", () => {
+    const { d, syncs } = armWithSync();
+    const g = new IotlbGather();
+    g.queued = true;
+    expect(iommuUnmapFast(d, SZ_4K, SZ_4K, g)).toBe(SZ_4K);
+    expect(iommuUnmapFast(d, 8n * SZ_4K, SZ_4K, g)).toBe(SZ_4K);
+    expect([g.empty, g.pgsize, syncs]).toEqual([true, 0n, []]);
+  });
+});
+
+describe("arm_lpae_map_pages / arm_lpae_unmap_pages called directly", () => {
+  const noWarn = () =>
+    armLpaeDomainAlloc({ stage: 1, granuleLg2: 12, quirks: IO_PGTABLE_QUIRK_NO_WARN });
+  const mapPages = (d: IommuDomain, iova: bigint, pa: bigint, pgsize: bigint, n: bigint) =>
+    d.ops.mapPages!(d, iova, pa, pgsize, n, RW);
+  const unmapPages = (d: IommuDomain, iova: bigint, pgsize: bigint, n: bigint) =>
+    d.ops.unmapPages!(d, iova, pgsize, n, new IotlbGather());
+
+  it("WARN on a page size outside the bitmap, an IOVA beyond IAS or a PA beyond OAS", () => {
+    const d = noWarn();
+    for (const pgsize of [0n, 0x3000n, 0x2000n, 1n << 39n]) {
+      expect(() => mapPages(d, 0n, 0n, pgsize, 1n)).toThrow(KernelWarning);
+      expect(() => unmapPages(d, 0n, pgsize, 1n)).toThrow(KernelWarning);
+    }
+    expect(() => mapPages(d, 1n << 48n, 0n, SZ_4K, 1n)).toThrow(KernelWarning);
+    expect(() => mapPages(d, 0n, 1n << 48n, SZ_4K, 1n)).toThrow(KernelWarning);
+    expect(() => unmapPages(d, 1n << 48n, SZ_4K, 1n)).toThrow(KernelWarning);
+    expect(() => unmapPages(d, 0n, SZ_4K, 0n)).toThrow(KernelWarning);
+    expect(d.pt!.tableCount).toBe(1);
+  });
+
+  it("map without read or write permission is EINVAL after the argument checks", () => {
+    const d = noWarn();
+    expect(d.ops.mapPages!(d, SZ_4K, 0n, SZ_4K, 1n, IOMMU_CACHE)).toEqual({
+      mapped: 0n,
+      errno: EINVAL,
+    });
+    expect(iommuIovaToPhys(d, SZ_4K)).toBe(0n);
+    expect(() => d.ops.mapPages!(d, 0n, 0n, 0x3000n, 1n, IOMMU_CACHE)).toThrow(KernelWarning);
+  });
+
+  it("write and clear at most up to the end of one table; the core calls again for the rest", () => {
+    const d = noWarn();
+    expect(mapPages(d, SZ_2M - SZ_4K, 0x10000n, SZ_4K, 4n)).toEqual({ mapped: SZ_4K, errno: 0 });
+    expect(iommuIovaToPhys(d, SZ_2M - SZ_4K)).toBe(0x10000n);
+    expect(iommuIovaToPhys(d, SZ_2M)).toBe(0n);
+    expect(unmapPages(d, SZ_2M - SZ_4K, SZ_4K, 4n)).toBe(SZ_4K);
+    expect(iommuIovaToPhys(d, SZ_2M - SZ_4K)).toBe(0n);
+  });
+
+  it("map looks only at the entries it writes", () => {
+    const d = noWarn();
+    iommuMap(d, 3n * SZ_4K, 0x30000n, SZ_4K, RW);
+    expect(mapPages(d, SZ_4K, 0x10000n, SZ_4K, 2n)).toEqual({ mapped: 2n * SZ_4K, errno: 0 });
+    expect(iommuIovaToPhys(d, 2n * SZ_4K)).toBe(0x11000n);
+    expect(iommuIovaToPhys(d, 3n * SZ_4K)).toBe(0x30000n);
+  });
+
+  it("a leaf where a table is needed is EEXIST, WARNing unless NO_WARN", () => {
+    const q = noWarn();
+    iommuMap(q, SZ_2M, SZ_2M, SZ_2M, RW);
+    expect(mapPages(q, SZ_2M + SZ_4K, 0n, SZ_4K, 1n)).toEqual({ mapped: 0n, errno: EEXIST });
+    expect(iommuIovaToPhys(q, SZ_2M + SZ_4K)).toBe(SZ_2M + SZ_4K);
+    const d = armLpaeDomainAlloc({ stage: 1, granuleLg2: 12 });
+    iommuMap(d, SZ_2M, SZ_2M, SZ_2M, RW);
+    expect(() => mapPages(d, SZ_2M + SZ_4K, 0n, SZ_4K, 1n)).toThrow(KernelWarning);
+  });
+
+  it("a table that cannot be allocated is ENOMEM with nothing mapped", () => {
+    let fail = false;
+    const d = armLpaeDomainAlloc({ stage: 1, granuleLg2: 12, shouldFail: () => fail });
+    fail = true;
+    expect(mapPages(d, SZ_4K, 0n, SZ_4K, 1n)).toEqual({ mapped: 0n, errno: ENOMEM });
+    expect(() => iommuMap(d, SZ_4K, 0n, SZ_4K, RW)).toThrow(
+      expect.objectContaining({ errno: ENOMEM }),
+    );
+    expect(d.pt!.tableCount).toBe(1);
+  });
+
+  it("unmap stops at an empty entry: before a level, at a hole inside the range", () => {
+    const q = noWarn();
+    iommuMap(q, SZ_4K, SZ_4K, SZ_4K, RW);
+    iommuMap(q, 3n * SZ_4K, 3n * SZ_4K, SZ_4K, RW);
+    // No table below the top entry of 1G: nothing to walk.
+    expect(unmapPages(q, SZ_1G, SZ_4K, 1n)).toBe(0n);
+    expect(unmapPages(q, SZ_4K, SZ_4K, 3n)).toBe(SZ_4K);
+    expect(iommuIovaToPhys(q, 3n * SZ_4K)).toBe(3n * SZ_4K);
+    const d = armLpaeDomainAlloc({ stage: 1, granuleLg2: 12 });
+    iommuMap(d, SZ_4K, SZ_4K, SZ_4K, RW);
+    iommuMap(d, 3n * SZ_4K, 3n * SZ_4K, SZ_4K, RW);
+    expect(() => unmapPages(d, SZ_1G, SZ_4K, 1n)).toThrow(KernelWarning);
+    expect(() => unmapPages(d, SZ_4K, SZ_4K, 3n)).toThrow(KernelWarning);
+  });
+
+  it("blocks over several tables tear down exactly those tables, by map or by unmap", () => {
+    for (const via of ["map", "unmap"] as const) {
+      const d = noWarn();
+      for (const iova of [SZ_4K, SZ_2M + SZ_4K, 2n * SZ_2M + SZ_4K])
+        iommuMap(d, iova, iova, SZ_4K, RW);
+      const tables = d.pt!.tableCount;
+      if (via === "map") iommuMap(d, SZ_2M, SZ_1G, 2n * SZ_2M, RW);
+      else expect(iommuUnmap(d, SZ_2M, 2n * SZ_2M)).toBe(2n * SZ_2M);
+      expect(d.pt!.tableCount).toBe(tables - 2);
+      expect(iommuIovaToPhys(d, SZ_4K)).toBe(SZ_4K);
+      const at = (iova: bigint) => iommuIovaToPhys(d, iova);
+      if (via === "map")
+        expect([at(SZ_2M + SZ_4K), at(2n * SZ_2M + SZ_4K)]).toEqual([
+          SZ_1G + SZ_4K,
+          SZ_1G + SZ_2M + SZ_4K,
+        ]);
+      else expect([at(SZ_2M + SZ_4K), at(2n * SZ_2M + SZ_4K)]).toEqual([0n, 0n]);
+    }
   });
 });

@@ -1,0 +1,63 @@
+/**
+ * Adds up the mutation results kept in reports/stryker-incremental-*.json (one per package, or
+ * one per shard when MUTATE_FILE was used) into a score per source file and per package.
+ * `--survivors` also lists each surviving mutant with its line, for classifying it.
+ *
+ *   node scripts/mutation-summary.mjs [--survivors] [package]
+ *
+ * Score as Stryker computes it: killed + timed out over everything tested or uncovered; ignored
+ * and static mutants are outside it.
+ */
+import { readFileSync, readdirSync } from "node:fs";
+
+const args = process.argv.slice(2);
+const survivors = args.includes("--survivors");
+const only = args.find((a) => !a.startsWith("--"));
+
+const DETECTED = ["Killed", "Timeout"];
+const UNDETECTED = ["Survived", "NoCoverage"];
+
+/** file -> mutants; a later report of the same file replaces an earlier one. */
+const files = new Map();
+for (const name of readdirSync("reports").sort()) {
+  if (!/^stryker-incremental-.*\.json$/.test(name)) continue;
+  const report = JSON.parse(readFileSync(`reports/${name}`, "utf8"));
+  for (const [file, result] of Object.entries(report.files)) files.set(file, result);
+}
+
+function count(mutants) {
+  const c = { Killed: 0, Timeout: 0, Survived: 0, NoCoverage: 0, Ignored: 0, other: 0 };
+  for (const m of mutants) c[m.status in c ? m.status : "other"]++;
+  const detected = DETECTED.reduce((n, s) => n + c[s], 0);
+  const valid = detected + UNDETECTED.reduce((n, s) => n + c[s], 0);
+  return { ...c, score: valid ? (100 * detected) / valid : 100, total: mutants.length };
+}
+
+function row(name, c) {
+  const score = c.score.toFixed(2).padStart(6);
+  return `${name.padEnd(40)} ${score} %  killed ${c.Killed}, timeout ${c.Timeout}, survived ${c.Survived}, no coverage ${c.NoCoverage}, ignored ${c.Ignored} (${c.total})`;
+}
+
+const byPkg = new Map();
+for (const [file, result] of [...files].sort(([a], [b]) => a.localeCompare(b))) {
+  const pkg = /^packages\/([^/]+)\//.exec(file)?.[1] ?? "?";
+  if (only && pkg !== only) continue;
+  if (!byPkg.has(pkg)) byPkg.set(pkg, []);
+  byPkg.get(pkg).push([file, result]);
+}
+
+for (const [pkg, list] of byPkg) {
+  console.log(row(`@x/${pkg}`, count(list.flatMap(([, r]) => r.mutants))));
+  for (const [file, result] of list) {
+    console.log(row(`  ${file.replace(/^packages\/[^/]+\/src\//, "")}`, count(result.mutants)));
+    if (!survivors) continue;
+    const lines = result.source.split("\n");
+    const open = result.mutants.filter((m) => UNDETECTED.includes(m.status));
+    open.sort((a, b) => a.location.start.line - b.location.start.line);
+    for (const m of open) {
+      const { line, column } = m.location.start;
+      const text = lines[line - 1].trim().slice(0, 100);
+      console.log(`    ${line}:${column} ${m.status} ${m.mutatorName} -> ${m.replacement} | ${text}`);
+    }
+  }
+}
