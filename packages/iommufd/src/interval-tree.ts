@@ -220,17 +220,29 @@ function removeAt(f: Int32Array, root: number, n: number): number {
 }
 
 /**
- * Link the nodes at offsets sorted[lo..hi] (in order) into a perfectly balanced subtree;
- * returns its root. Recursion depth is log2 of the count.
+ * Link the nodes at offsets sorted[lo..hi] (in order) into a perfectly balanced subtree at
+ * `depth` of the tree of all of `sorted`; returns its root. Recursion depth is log2 of the count.
  */
-function build(f: Int32Array, sorted: Int32Array, lo: number, hi: number): number {
+function build(f: Int32Array, sorted: Int32Array, lo: number, hi: number, depth: number): number {
   if (lo > hi) return NIL;
   const mid = (lo + hi) >>> 1;
   const n = sorted[mid]!;
-  f[n + LEFT] = build(f, sorted, lo, mid - 1);
-  f[n + RIGHT] = build(f, sorted, mid + 1, hi);
+  f[n + PRIO] = levelPrio(depth, sorted.length);
+  f[n + LEFT] = build(f, sorted, lo, mid - 1, depth + 1);
+  f[n + RIGHT] = build(f, sorted, mid + 1, hi, depth + 1);
   fix(f, n);
   return n;
+}
+
+/**
+ * A random priority for a node at `depth` of a balanced tree of `count` nodes: the 2^depth
+ * nodes of a level take the next 2^depth ranks of `count` random priorities, so a parent never
+ * ranks below its children (the treap's heap order) and later inserts meet the priorities a
+ * random treap of this size would have, without drawing and sorting a sample.
+ */
+function levelPrio(depth: number, count: number): number {
+  const rank = 2 ** depth - 1 + ((nextPrio() >>> 0) / HALF) * 2 ** depth;
+  return Math.max(-BIAS, Math.floor(BIAS - 1 - (rank / count) * HALF));
 }
 
 /** The offsets of `root`'s subtree in (start, seq) order into `out`; `stack` holds its depth. */
@@ -246,25 +258,6 @@ function inOrder(f: Int32Array, root: number, out: Int32Array, stack: Int32Array
       out[k++] = n;
       n = f[n + RIGHT]!;
     }
-  }
-}
-
-/**
- * Give the `count` nodes under `root` a fresh random sample of priorities, largest first in
- * breadth-first order, so every parent outranks its children (the treap's heap order).
- */
-function heapPrios(f: Int32Array, root: number, count: number, queue: Int32Array): void {
-  const prios = new Int32Array(count);
-  for (let i = 0; i < count; i++) prios[i] = nextPrio();
-  prios.sort();
-  let head = 0;
-  let tail = 0;
-  queue[tail++] = root;
-  while (head < tail) {
-    const n = queue[head]!;
-    f[n + PRIO] = prios[count - 1 - head++]!;
-    if (f[n + LEFT]! !== NIL) queue[tail++] = f[n + LEFT]!;
-    if (f[n + RIGHT]! !== NIL) queue[tail++] = f[n + RIGHT]!;
   }
 }
 
@@ -405,18 +398,17 @@ export class IntervalTree<T> {
   /**
    * Relink the tree perfectly balanced: a walk then passes about log2(n) nodes instead of the
    * random treap's ~1.39·log2(n), fewer cache lines of a store too large for the cache.
-   * Priorities are a fresh random sample handed out down the levels, so the heap order holds
-   * and later inserts meet the priorities a random treap would have. Order, bounds, insertion
+   * Priorities are drawn afresh by level (`levelPrio`), so the heap order holds and later
+   * inserts meet the priorities a random treap would have. Order, bounds, insertion
    * sequences and slots do not change (an iterator's node keeps its offset).
    */
   private compact(): void {
     const f = this.f;
     const count = this.count;
     const sorted = new Int32Array(count);
-    const work = new Int32Array(Math.max(count, 64));
+    const work = new Int32Array(count + 64);
     inOrder(f, this.root, sorted, work);
-    this.root = build(f, sorted, 0, count - 1);
-    heapPrios(f, this.root, count, work);
+    this.root = build(f, sorted, 0, count - 1, 0);
     this.changes = 0;
   }
 
