@@ -79,8 +79,6 @@ const SEQ_LO = 14;
 const STRIDE = 16;
 const NIL = -1;
 const FIRST_SLOTS = 1; // 64 bytes: V8 keeps a typed array this small on its heap
-/** Smaller trees are never relinked: their stores fit in the cache anyway. */
-const COMPACT_MIN = 1024;
 /** The store of every tree that never held a node (never written: the first insert grows). */
 const EMPTY = new Int32Array(0);
 
@@ -219,48 +217,6 @@ function removeAt(f: Int32Array, root: number, n: number): number {
   return root;
 }
 
-/**
- * Link the nodes at offsets sorted[lo..hi] (in order) into a perfectly balanced subtree at
- * `depth` of the tree of all of `sorted`; returns its root. Recursion depth is log2 of the count.
- */
-function build(f: Int32Array, sorted: Int32Array, lo: number, hi: number, depth: number): number {
-  if (lo > hi) return NIL;
-  const mid = (lo + hi) >>> 1;
-  const n = sorted[mid]!;
-  f[n + PRIO] = levelPrio(depth, sorted.length);
-  f[n + LEFT] = build(f, sorted, lo, mid - 1, depth + 1);
-  f[n + RIGHT] = build(f, sorted, mid + 1, hi, depth + 1);
-  fix(f, n);
-  return n;
-}
-
-/**
- * A random priority for a node at `depth` of a balanced tree of `count` nodes: the 2^depth
- * nodes of a level take the next 2^depth ranks of `count` random priorities, so a parent never
- * ranks below its children (the treap's heap order) and later inserts meet the priorities a
- * random treap of this size would have, without drawing and sorting a sample.
- */
-function levelPrio(depth: number, count: number): number {
-  const rank = 2 ** depth - 1 + ((nextPrio() >>> 0) / HALF) * 2 ** depth;
-  return Math.max(-BIAS, Math.floor(BIAS - 1 - (rank / count) * HALF));
-}
-
-/** The offsets of `root`'s subtree in (start, seq) order into `out`; `stack` holds its depth. */
-function inOrder(f: Int32Array, root: number, out: Int32Array, stack: Int32Array): void {
-  let sp = 0;
-  let k = 0;
-  for (let n = root; n !== NIL || sp > 0; ) {
-    if (n !== NIL) {
-      stack[sp++] = n;
-      n = f[n + LEFT]!;
-    } else {
-      n = stack[--sp]!;
-      out[k++] = n;
-      n = f[n + RIGHT]!;
-    }
-  }
-}
-
 /** The first node in (start, seq) order overlapping [lo, hi] and ordered after `after` (or NIL). */
 function search(
   f: Int32Array,
@@ -321,8 +277,6 @@ export class IntervalTree<T> {
   private free = NIL;
   private root = NIL;
   private count = 0;
-  /** Inserts and removes since the tree was last relinked balanced (`compact`). */
-  private changes = 0;
 
   get size(): number {
     return this.count;
@@ -351,7 +305,6 @@ export class IntervalTree<T> {
     node.tree = this;
     this.root = insertAt(f, this.root, n);
     this.count++;
-    this.changes++;
   }
 
   /** interval_tree_remove */
@@ -366,7 +319,6 @@ export class IntervalTree<T> {
     node.at = NIL;
     node.tree = undefined;
     this.count--;
-    this.changes++;
   }
 
   /** @internal a node in this tree changed its bounds: the store follows */
@@ -386,41 +338,13 @@ export class IntervalTree<T> {
     this.f = f;
   }
 
-  /**
-   * A lookup after many changes first relinks the tree balanced (`compact`): when it has
-   * changed by at least half its size since, so the O(n log n) relink is paid once per n/2
-   * changes (O(log n) a change, like the insert itself).
-   */
-  private compactIfDue(): void {
-    if (this.count >= COMPACT_MIN && this.changes * 2 >= this.count) this.compact();
-  }
-
-  /**
-   * Relink the tree perfectly balanced: a walk then passes about log2(n) nodes instead of the
-   * random treap's ~1.39·log2(n), fewer cache lines of a store too large for the cache.
-   * Priorities are drawn afresh by level (`levelPrio`), so the heap order holds and later
-   * inserts meet the priorities a random treap would have. Order, bounds, insertion
-   * sequences and slots do not change (an iterator's node keeps its offset).
-   */
-  private compact(): void {
-    const f = this.f;
-    const count = this.count;
-    const sorted = new Int32Array(count);
-    const work = new Int32Array(count + 64);
-    inOrder(f, this.root, sorted, work);
-    this.root = build(f, sorted, 0, count - 1, 0);
-    this.changes = 0;
-  }
-
   /** interval_tree_iter_first */
   iterFirst(start: bigint, last: bigint): IntervalNode<T> | undefined {
-    this.compactIfDue();
     return this.find(start, last, NIL);
   }
 
   /** interval_tree_iter_next: the next node after `node` overlapping [start, last]. */
   iterNext(node: IntervalNode<T>, start: bigint, last: bigint): IntervalNode<T> | undefined {
-    this.compactIfDue();
     return this.find(start, last, node.at);
   }
 
@@ -437,7 +361,6 @@ export class IntervalTree<T> {
    * iterFirst/iterNext sequence, collected in one in-order pass.
    */
   overlapping(start = 0n, last = U64_MAX): T[] {
-    this.compactIfDue();
     const f = this.f;
     const root = this.root;
     const loHi = splitHi(start);
