@@ -374,6 +374,14 @@ class Radix {
     const refNs = (refMs * 1e6) / N;
     record({
       pkg: PKG,
+      workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab)`,
+      value: mapNs,
+      unit: "ns/op",
+      target: "<= 800 ns",
+      met: mapNs <= 800,
+    });
+    record({
+      pkg: PKG,
       workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab) vs touching as many fresh 4 KiB blocks`,
       value: mapNs,
       unit: "ns/op",
