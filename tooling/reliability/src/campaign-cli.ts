@@ -18,11 +18,13 @@ import {
   missingShards,
   runCampaign,
 } from "./campaign.js";
+import { scriptArgs } from "./cli-args.js";
 import { WHOLE, parseShard } from "./shard.js";
 
 const KINDS: readonly CampaignKind[] = ["uapi", "bytes", "fail-nth"];
 
 const { values, positionals } = parseArgs({
+  args: scriptArgs(),
   options: {
     seed: { type: "string", default: "20261125" },
     budget: { type: "string" },

@@ -28,7 +28,7 @@ export interface CampaignSpec {
   readonly budget: number;
 }
 
-export interface CampaignFailure {
+interface CampaignFailure {
   readonly error: string;
   /** The command (or call) that replays it. */
   readonly replay: string;

@@ -200,7 +200,6 @@ export class Checker {
       mmLocked.set(t.process.mm, 0);
       mmPinned.set(t.process.mm, 0);
     }
-    const add = <K>(m: Map<K, number>, k: K, n: number) => m.set(k, (m.get(k) ?? 0) + n);
     for (const p of pages) {
       if (p.accountMode === IOPT_PAGES_ACCOUNT_USER) add(users, p.sourceUser, p.lastNpinned);
       if (p.accountMode === IOPT_PAGES_ACCOUNT_MM) add(mmLocked, p.sourceMm, p.lastNpinned);
@@ -483,6 +482,10 @@ function coveredByAreas(iopt: IoPagetable, start: bigint, last: bigint): boolean
     if (at > last) return true;
   }
   return at > last;
+}
+
+function add<K>(m: Map<K, number>, k: K, n: number): void {
+  m.set(k, (m.get(k) ?? 0) + n);
 }
 
 /** 4 KiB frames spanned by [iova, last]. */
