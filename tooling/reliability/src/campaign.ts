@@ -16,7 +16,7 @@ import { availableParallelism } from "node:os";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import { VMM_CORPUS, failNthSweep, fuzzCorpus } from "./fail-nth.js";
 import { INPUTS_PER_MACHINE, fuzzBytes } from "./fuzz-bytes.js";
-import { CHUNK_RUNS, count, fuzzUapi } from "./fuzz-uapi.js";
+import { count, fuzzUapi } from "./fuzz-uapi.js";
 import { type Shard, WHOLE, ownsUnit, shardText, subShard } from "./shard.js";
 
 export type CampaignKind = "uapi" | "bytes" | "fail-nth";
@@ -90,7 +90,7 @@ function runUapi(spec: CampaignSpec, shard: Shard, res: CampaignResult): void {
     chunks: spec.budget,
     shard,
   });
-  res.units = Math.ceil(r.runs / CHUNK_RUNS);
+  res.units = r.chunks;
   res.steps = r.steps;
   res.runs = r.runs;
   addCoverage(res, r.ops, r.errnos);

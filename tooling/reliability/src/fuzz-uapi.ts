@@ -17,7 +17,7 @@ import { Machine } from "./machine.js";
 import { type Op, Runner, programArb } from "./sequence.js";
 
 /** Runs per fast-check invocation (a chunk). */
-export const CHUNK_RUNS = 50;
+const CHUNK_RUNS = 50;
 const DEFAULT_MAX_LENGTH = 100;
 
 export interface ProgramStats {
@@ -85,7 +85,9 @@ export interface FuzzUapiOptions {
 }
 
 export interface FuzzUapiResult extends ProgramStats {
+  /** Programs run, fast-check's shrinking runs included; chunks started. */
   runs: number;
+  chunks: number;
   ms: number;
   failure: Counterexample | undefined;
 }
@@ -103,7 +105,17 @@ function property(maxLength: number, stats: FuzzUapiResult, extra: ExtraInvarian
 }
 
 function emptyStats(): FuzzUapiResult {
-  return { steps: 0, calls: 0, errors: 0, ops: {}, errnos: {}, runs: 0, ms: 0, failure: undefined };
+  return {
+    steps: 0,
+    calls: 0,
+    errors: 0,
+    ops: {},
+    errnos: {},
+    runs: 0,
+    chunks: 0,
+    ms: 0,
+    failure: undefined,
+  };
 }
 
 /**
@@ -127,6 +139,7 @@ function fuzzUapiRun(opts: FuzzUapiOptions): FuzzUapiResult {
   ) {
     if (opts.shard && !ownsUnit(opts.shard, chunk)) continue;
     const seed = opts.seed + chunk;
+    stats.chunks++;
     const details = fc.check(property(maxLength, stats, opts.extra), { seed, numRuns: CHUNK_RUNS });
     if (details.failed) {
       stats.failure = {
