@@ -124,7 +124,7 @@ export class Checker {
     this.checkPins(g.pages);
     this.checkAccounting(g.pages);
     this.checkIoptes(g.iopts);
-    this.checkTranslations(g.iopts, g.pages);
+    this.checkPinnedAndShared(g.pages);
     this.checkDmaBufs(g.pages);
     this.checkExporter(g.pages);
     for (const vdev of this.scope.devices) {
@@ -207,7 +207,6 @@ export class Checker {
       mmLocked.set(t.process.mm, 0);
       mmPinned.set(t.process.mm, 0);
     }
-    const add = <K>(m: Map<K, number>, k: K, n: number) => m.set(k, (m.get(k) ?? 0) + n);
     for (const p of pages) {
       if (p.accountMode === IOPT_PAGES_ACCOUNT_USER) add(users, p.sourceUser, p.lastNpinned);
       if (p.accountMode === IOPT_PAGES_ACCOUNT_MM) add(mmLocked, p.sourceMm, p.lastNpinned);
@@ -225,11 +224,17 @@ export class Checker {
     }
   }
 
+  /**
+   * The `iopte` rules and the `translation` rule in one walk of each domain: a translation
+   * problem is kept and thrown once every domain passed the `iopte` rules, so the violation
+   * reported is the one the rules' order gives.
+   */
   private checkIoptes(iopts: readonly IoPagetable[]): void {
     const { kernel, devices } = this.scope;
     const mem = kernel.mem;
     const live = liveMmioRanges(devices);
     const owner = new Map<IommuDomain, IoPagetable>();
+    let translation: string | undefined;
     for (const iopt of iopts) {
       let expected = 0;
       for (const area of iopt.areas()) {
@@ -241,6 +246,10 @@ export class Checker {
         let mapped = 0;
         forEachIopte(domain, (iovaPfn, pfn, n, prot) => {
           mapped += n;
+          if (translation === undefined) {
+            const problem = ioptRunProblem(iopt, iovaPfn, pfn, n, prot);
+            if (problem) translation = `domain ${domain.id}: ${problem}`;
+          }
           const start = BigInt(iovaPfn) << PAGE_SHIFT;
           const last = ((BigInt(iovaPfn) + BigInt(n)) << PAGE_SHIFT) - 1n;
           if (!coveredByAreas(iopt, start, last)) {
@@ -282,17 +291,10 @@ export class Checker {
         }
       }
     }
+    if (translation) broken("translation", translation);
   }
 
-  private checkTranslations(iopts: readonly IoPagetable[], pages: ReadonlySet<IoptPages>): void {
-    for (const iopt of iopts) {
-      for (const domain of iopt.domainList) {
-        forEachIopte(domain, (iovaPfn, pfn, n, prot) => {
-          const problem = ioptRunProblem(iopt, iovaPfn, pfn, n, prot);
-          if (problem) broken("translation", `domain ${domain.id}: ${problem}`);
-        });
-      }
-    }
+  private checkPinnedAndShared(pages: ReadonlySet<IoptPages>): void {
     const mem = this.scope.kernel.mem;
     const pinned = pinProblem(pages, (pfn) => mem.pinCount(pfn));
     if (pinned) broken("pinned", pinned);
@@ -347,6 +349,7 @@ export class Checker {
   private checkExporter(pages: ReadonlySet<IoptPages>): void {
     const { kernel, devices, tasks } = this.scope;
     const listed = new Set<VfioPciDmaBuf>();
+    const cdevFilesOf = countCdevFiles(tasks);
     for (const vdev of devices) {
       const enabled = vdev.vconfig ? vdev.memoryEnabled() : false;
       for (const priv of vdev.dmabufs) {
@@ -360,7 +363,7 @@ export class Checker {
         if (!enabled && !priv.revoked)
           broken("exporter", `${vdev.name}: memory decode off, dma-buf live`);
       }
-      const cdevFiles = countCdevFiles(tasks, vdev);
+      const cdevFiles = cdevFilesOf.get(vdev) ?? 0;
       const want = 1 + cdevFiles + vdev.dmabufs.size;
       if (vdev.registrationRefs !== want) {
         broken(
@@ -462,15 +465,19 @@ function isRevoked(pages: IoptPages): boolean {
   return pages.dmabuf !== undefined && pages.dmabuf.phys.len === 0n;
 }
 
-/** Distinct open cdev files of `vdev` in the scope's processes (each holds a registration). */
-function countCdevFiles(tasks: readonly Task[], vdev: VfioPciCoreDevice): number {
+/** Distinct open cdev files per device in the scope's processes (each holds a registration). */
+function countCdevFiles(tasks: readonly Task[]): Map<unknown, number> {
   const files = new Set<unknown>();
+  const out = new Map<unknown, number>();
   for (const t of tasks) {
     for (const [, file] of t.process.files.entries()) {
-      if (file.fops === vfioDeviceFops && vfioDeviceFromFile(file).device === vdev) files.add(file);
+      if (file.fops !== vfioDeviceFops || files.has(file)) continue;
+      files.add(file);
+      const vdev = vfioDeviceFromFile(file).device;
+      out.set(vdev, (out.get(vdev) ?? 0) + 1);
     }
   }
-  return files.size;
+  return out;
 }
 
 /** Whether areas of `iopt` cover [start, last] without a gap. */
@@ -482,6 +489,10 @@ function coveredByAreas(iopt: IoPagetable, start: bigint, last: bigint): boolean
     if (at > last) return true;
   }
   return at > last;
+}
+
+function add<K>(m: Map<K, number>, k: K, n: number): void {
+  m.set(k, (m.get(k) ?? 0) + n);
 }
 
 /** 4 KiB frames spanned by [iova, last]. */

@@ -68,7 +68,7 @@ import {
   iommu_viommu_alloc,
   U64_MAX,
 } from "@x/iommufd";
-import { KernelError, O_RDWR, withoutErrorStacks } from "@x/kernel";
+import { KernelError, O_RDWR, errnoName, withoutErrorStacks } from "@x/kernel";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
@@ -89,6 +89,7 @@ import { type CheckScope, Checker } from "./checker.js";
 import { type SyscallName, errnoDocumented } from "./errnos.js";
 import { BUFFER_PAGES, Machine, PAGE } from "./machine.js";
 import { type Op, Runner } from "./sequence.js";
+import { type Shard, ownsUnit } from "./shard.js";
 import { snapshot, snapshotDiff } from "./snapshot.js";
 import { errorText } from "./fuzz-uapi.js";
 
@@ -497,8 +498,9 @@ interface ByteFailure {
 export interface FuzzBytesResult {
   inputs: number;
   successes: number;
-  /** Inputs per ioctl row (coverage). */
+  /** Inputs per ioctl row, and failed inputs per errno (coverage). */
   readonly perCall: Record<string, number>;
+  readonly errnos: Record<string, number>;
   ms: number;
   /** Every failing input (the machine is replaced after each), at most MAX_FAILURES. */
   readonly failures: ByteFailure[];
@@ -511,10 +513,12 @@ export interface FuzzBytesOptions {
   readonly from?: number;
   /** Inputs per machine before a fresh one is set up. */
   readonly perMachine?: number;
+  /** Run only the machines (blocks of perMachine inputs) this shard owns. */
+  readonly shard?: Shard;
 }
 
 /** Inputs per machine by default. */
-const INPUTS_PER_MACHINE = 200;
+export const INPUTS_PER_MACHINE = 200;
 /** Failures after which a run stops. */
 const MAX_FAILURES = 20;
 
@@ -576,17 +580,31 @@ function fuzzBytesRun(opts: FuzzBytesOptions): FuzzBytesResult {
   const t0 = performance.now();
   const perMachine = opts.perMachine ?? INPUTS_PER_MACHINE;
   const from = opts.from ?? 0;
-  const res: FuzzBytesResult = { inputs: 0, successes: 0, perCall: {}, ms: 0, failures: [] };
-  let w = freshWorld();
-  let validPtr = w.machine.libc.malloc(4096);
+  const res: FuzzBytesResult = {
+    inputs: 0,
+    successes: 0,
+    perCall: {},
+    errnos: {},
+    ms: 0,
+    failures: [],
+  };
+  let w: World | undefined;
+  let validPtr = 0n;
+  let lastIndex = from;
   let broken = false;
   for (let index = from; index < opts.inputs && res.failures.length < MAX_FAILURES; index++) {
-    if (broken || (index > from && index % perMachine === 0)) {
-      if (!broken) retire(w, opts.seed, index - 1, res);
+    const block = Math.floor(index / perMachine);
+    if (opts.shard && !ownsUnit(opts.shard, block)) {
+      index = (block + 1) * perMachine - 1;
+      continue;
+    }
+    if (!w || broken || index % perMachine === 0) {
+      if (w && !broken) retire(w, opts.seed, lastIndex, res);
       w = freshWorld();
       validPtr = w.machine.libc.malloc(4096);
       broken = false;
     }
+    lastIndex = index;
     const rng = new Rng(opts.seed * 1_000_003 + index);
     const target = IOCTL_TARGETS[rng.below(IOCTL_TARGETS.length)]!;
     const fd = w.fds[target.on];
@@ -612,7 +630,7 @@ function fuzzBytesRun(opts: FuzzBytesOptions): FuzzBytesResult {
       broken = true;
     }
   }
-  if (!broken) retire(w, opts.seed, opts.inputs - 1, res);
+  if (w && !broken) retire(w, opts.seed, lastIndex, res);
   res.ms = performance.now() - t0;
   return res;
 }
@@ -633,6 +651,7 @@ function tryOne(
     w.checker.check();
     return;
   }
+  res.errnos[errnoName(libc.errno)] = (res.errnos[errnoName(libc.errno)] ?? 0) + 1;
   if (!errnoDocumented(target.call, libc.errno)) {
     throw new Error(`${target.call} failed with undocumented errno ${libc.errno}`);
   }

@@ -1,17 +1,23 @@
 /**
- * `pnpm --filter @x/reliability fuzz [-- --seconds N --seed S]`: the uAPI fuzzer with a time
- * budget instead of a step budget (default 60 s, seed from the clock). Prints the numbers and,
- * on failure, the shrunk counterexample with the command that replays it; exits 1 then.
+ * `pnpm --filter @x/reliability fuzz [-- --seconds N --seed S --shard k/n]`: the uAPI fuzzer
+ * with a time budget instead of a step budget (default 60 s, seed from the clock); a shard runs
+ * only the chunks it owns (shard.ts), so machines given the same seed fuzz different programs.
+ * Prints the numbers and, on failure, the shrunk counterexample with the command that replays
+ * it; exits 1 then.
  *
  *   replay:  pnpm --filter @x/reliability fuzz -- --replay <seed> <path>
  */
 import { parseArgs } from "node:util";
+import { scriptArgs } from "./cli-args.js";
 import { fuzzUapi, replayUapi } from "./fuzz-uapi.js";
+import { parseShard } from "./shard.js";
 
 const { values, positionals } = parseArgs({
+  args: scriptArgs(),
   options: {
     seconds: { type: "string", default: "60" },
     seed: { type: "string" },
+    shard: { type: "string" },
     replay: { type: "boolean", default: false },
   },
   allowPositionals: true,
@@ -28,7 +34,8 @@ if (values.replay) {
 } else {
   const seed = values.seed === undefined ? Date.now() % 2 ** 31 : Number(values.seed);
   const timeMs = Number(values.seconds) * 1000;
-  const r = fuzzUapi({ seed, steps: Number.POSITIVE_INFINITY, timeMs });
+  const shard = parseShard(values.shard ?? "1/1");
+  const r = fuzzUapi({ seed, steps: Number.POSITIVE_INFINITY, timeMs, shard });
   console.log(
     `fuzz: seed ${seed}, ${r.runs} programs, ${r.steps} steps, ${r.calls} calls ` +
       `(${r.errors} failed with documented errnos) in ${(r.ms / 1000).toFixed(1)} s`,

@@ -4,17 +4,19 @@
  * the program closes its descriptors. A failing program is shrunk by fast-check and reported
  * with its seed and path, which `replayUapi` runs again.
  *
- * The budget is counted in steps (ops executed): runs are drawn in chunks of CHUNK_RUNS from
- * seeds seed, seed + 1, … until the step budget or the time limit is spent; each chunk is an
- * independent, replayable fast-check run.
+ * The budget is counted in steps (ops executed) or in chunks: runs are drawn in chunks of
+ * CHUNK_RUNS, chunk i from seed + i, until the step budget, the chunk budget or the time limit is
+ * spent; each chunk is an independent, replayable fast-check run, so a shard (campaign.ts) runs
+ * the chunks it owns and the shards together run exactly the unsharded chunks.
  */
-import { withoutErrorStacks } from "@x/kernel";
+import { errnoName, withoutErrorStacks } from "@x/kernel";
 import fc from "fast-check";
+import { type Shard, ownsUnit } from "./shard.js";
 import { Checker } from "./checker.js";
 import { Machine } from "./machine.js";
 import { type Op, Runner, programArb } from "./sequence.js";
 
-/** Runs per fast-check invocation. */
+/** Runs per fast-check invocation (a chunk). */
 const CHUNK_RUNS = 50;
 const DEFAULT_MAX_LENGTH = 100;
 
@@ -23,6 +25,9 @@ export interface ProgramStats {
   calls: number;
   /** Calls that failed with a documented errno (expected: the fuzzer aims at error paths too). */
   errors: number;
+  /** Coverage: steps per op kind, and ops per errno they ended with. */
+  readonly ops: Record<string, number>;
+  readonly errnos: Record<string, number>;
 }
 
 /** An extra rule a caller adds to the checker's (tests plant one to exercise shrinking). */
@@ -38,16 +43,24 @@ export function runProgram(ops: readonly Op[], extra?: ExtraInvariant): ProgramS
     devices: machine.devices,
     copies: () => runner.copies(),
   });
-  let steps = 0;
+  const stats: ProgramStats = { steps: 0, calls: 0, errors: 0, ops: {}, errnos: {} };
   for (const op of ops) {
-    runner.step(op);
-    steps++;
+    const ret = runner.step(op);
+    stats.steps++;
+    count(stats.ops, op.k);
+    if (ret > 0) count(stats.errnos, errnoName(ret));
     checker.check();
     extra?.(machine);
   }
   runner.teardown();
   checker.checkQuiesced();
-  return { steps, calls: runner.calls, errors: runner.failures };
+  stats.calls = runner.calls;
+  stats.errors = runner.failures;
+  return stats;
+}
+
+export function count(to: Record<string, number>, key: string, n = 1): void {
+  to[key] = (to[key] ?? 0) + n;
 }
 
 interface Counterexample {
@@ -61,6 +74,10 @@ export interface FuzzUapiOptions {
   readonly seed: number;
   /** Steps to run in total. */
   readonly steps: number;
+  /** Chunks to run at most (chunk i from seed + i). */
+  readonly chunks?: number;
+  /** Run only the chunks this shard owns. */
+  readonly shard?: Shard;
   /** Stop early after this many milliseconds (the budget is then partly spent). */
   readonly timeMs?: number;
   readonly maxLength?: number;
@@ -68,7 +85,9 @@ export interface FuzzUapiOptions {
 }
 
 export interface FuzzUapiResult extends ProgramStats {
+  /** Programs run, fast-check's shrinking runs included; chunks started. */
   runs: number;
+  chunks: number;
   ms: number;
   failure: Counterexample | undefined;
 }
@@ -80,11 +99,23 @@ function property(maxLength: number, stats: FuzzUapiResult, extra: ExtraInvarian
     stats.steps += s.steps;
     stats.calls += s.calls;
     stats.errors += s.errors;
+    for (const [k, n] of Object.entries(s.ops)) count(stats.ops, k, n);
+    for (const [k, n] of Object.entries(s.errnos)) count(stats.errnos, k, n);
   });
 }
 
 function emptyStats(): FuzzUapiResult {
-  return { steps: 0, calls: 0, errors: 0, runs: 0, ms: 0, failure: undefined };
+  return {
+    steps: 0,
+    calls: 0,
+    errors: 0,
+    ops: {},
+    errnos: {},
+    runs: 0,
+    chunks: 0,
+    ms: 0,
+    failure: undefined,
+  };
 }
 
 /**
@@ -100,7 +131,15 @@ function fuzzUapiRun(opts: FuzzUapiOptions): FuzzUapiResult {
   const t0 = performance.now();
   const stats = emptyStats();
   const deadline = opts.timeMs === undefined ? Number.POSITIVE_INFINITY : t0 + opts.timeMs;
-  for (let seed = opts.seed; stats.steps < opts.steps && performance.now() < deadline; seed++) {
+  const chunks = opts.chunks ?? Number.POSITIVE_INFINITY;
+  for (
+    let chunk = 0;
+    chunk < chunks && stats.steps < opts.steps && performance.now() < deadline;
+    chunk++
+  ) {
+    if (opts.shard && !ownsUnit(opts.shard, chunk)) continue;
+    const seed = opts.seed + chunk;
+    stats.chunks++;
     const details = fc.check(property(maxLength, stats, opts.extra), { seed, numRuns: CHUNK_RUNS });
     if (details.failed) {
       stats.failure = {

@@ -1,0 +1,58 @@
+/**
+ * Throughput of the uAPI fuzzer: process CPU per checked step (`runProgram`: the
+ * cross-package checker after every op and the quiesced check after teardown) against the
+ * same programs run without the checker, interleaved program by program so both see the same
+ * load. The ratio is what checking costs; steps per CPU-second is what a campaign gets.
+ */
+import { SMOKE, record, report } from "@x/bench";
+import fc from "fast-check";
+import { runProgram } from "../src/fuzz-uapi.js";
+import { Machine } from "../src/machine.js";
+import { type Op, Runner, programArb } from "../src/sequence.js";
+import { withoutErrorStacks } from "@x/kernel";
+
+const PROGRAMS = SMOKE ? 60 : 600;
+const programs = fc.sample(programArb(100), { seed: 20261125, numRuns: PROGRAMS });
+
+function unchecked(ops: readonly Op[]): void {
+  const runner = new Runner(new Machine());
+  for (const op of ops) runner.step(op);
+  runner.teardown();
+}
+
+function cpuUs(fn: () => void): number {
+  const c0 = process.cpuUsage();
+  fn();
+  const c = process.cpuUsage(c0);
+  return c.user + c.system;
+}
+
+let steps = 0;
+let checkedUs = 0;
+let uncheckedUs = 0;
+withoutErrorStacks(() => {
+  // Warm-up: the first programs pay for compilation.
+  for (const ops of programs.slice(0, 10)) {
+    runProgram(ops);
+    unchecked(ops);
+  }
+  for (const ops of programs) {
+    steps += ops.length;
+    checkedUs += cpuUs(() => runProgram(ops));
+    uncheckedUs += cpuUs(() => unchecked(ops));
+  }
+});
+
+const perStep = checkedUs / steps;
+record({
+  pkg: "reliability",
+  workload: "uAPI fuzz: CPU per checked step vs the same step unchecked",
+  value: perStep,
+  unit: "µs",
+  baseline: uncheckedUs / steps,
+  ratio: checkedUs / uncheckedUs,
+  target: "<= 2x (checking costs at most the step)",
+  met: checkedUs / uncheckedUs <= 2,
+  note: `${Math.round(1e6 / perStep)} checked steps per CPU-second over ${PROGRAMS} programs (${steps} steps)`,
+});
+report();
