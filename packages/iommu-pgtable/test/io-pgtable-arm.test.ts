@@ -228,6 +228,27 @@ describe("arm_lpae_map_pages / arm_lpae_unmap_pages called directly", () => {
     expect(iommuIovaToPhys(d, SZ_2M - SZ_4K)).toBe(0n);
   });
 
+  it("unmap clears nothing past the end of its table, even when the next table is mapped", () => {
+    const d = noWarn();
+    // The leaf tables of [0, 2M) and [2M, 4M), one after the other in the slab.
+    iommuMap(d, SZ_2M - SZ_4K, 0x10000n, SZ_4K, RW);
+    iommuMap(d, SZ_2M, 0x20000n, SZ_4K, RW);
+    expect(unmapPages(d, SZ_2M - SZ_4K, SZ_4K, 4n)).toBe(SZ_4K);
+    expect(iommuIovaToPhys(d, SZ_2M - SZ_4K)).toBe(0n);
+    expect(iommuIovaToPhys(d, SZ_2M)).toBe(0x20000n);
+  });
+
+  it("map allocates each missing table one level below the entry that points to it", () => {
+    const d = noWarn();
+    const perLevel = () => Array.from(d.pt!.alloc.perLevel.subarray(0, 4));
+    // 48-bit stage 1, 4K granule: a top table at level 3 (the model counts the leaf level as 0).
+    expect(perLevel()).toEqual([0, 0, 0, 1]);
+    iommuMap(d, SZ_4K, 0n, SZ_4K, RW);
+    expect(perLevel()).toEqual([1, 1, 1, 1]);
+    iommuMap(d, SZ_1G + SZ_2M, 0n, SZ_2M, RW);
+    expect(perLevel()).toEqual([1, 2, 1, 1]);
+  });
+
   it("map looks only at the entries it writes", () => {
     const d = noWarn();
     iommuMap(d, 3n * SZ_4K, 0x30000n, SZ_4K, RW);

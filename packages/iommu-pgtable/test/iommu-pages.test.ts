@@ -1,0 +1,110 @@
+/**
+ * The page-table allocator (drivers/iommu/iommu-pages.c): every table comes zeroed
+ * (iommu_alloc_pages_node_sz allocates with __GFP_ZERO), live tables are accounted per level and
+ * given back on free (the NR_IOMMU_PAGES / NR_SECONDARY_PAGETABLE counters of
+ * iommu_alloc_pages_node_sz and iommu_free_pages), and freeing a table twice or dropping the
+ * allocator with tables still live is a bug that must not pass silently.
+ */
+import { describe, expect, it } from "vitest";
+import { TableAllocator } from "../src/iommu-pages.js";
+
+/** 512 eight-byte items per table, as an ARM LPAE 4K-granule table. */
+const ITEMS_LG2 = 9;
+
+const items = (a: TableAllocator, id: number) => {
+  const off = a.offset(id);
+  return a.chunk(id).subarray(off, off + (1 << a.itemsLg2));
+};
+
+describe("TableAllocator (iommu_alloc_pages_node_sz / iommu_free_pages)", () => {
+  it("accounts a few hundred tables per level, well past the first 64, and gives them back", () => {
+    const a = new TableAllocator(ITEMS_LG2);
+    const ids: number[] = [];
+    for (let i = 0; i < 300; i++) ids.push(a.alloc(i % 4));
+    expect(new Set(ids).size).toBe(300);
+    for (let i = 0; i < 300; i++) expect(a.level(ids[i]!)).toBe(i % 4);
+    expect(Array.from(a.perLevel.subarray(0, 5))).toEqual([75, 75, 75, 75, 0]);
+    expect([a.live, a.allocated, a.released]).toEqual([300, 300, 0]);
+    // Free the level-1 tables only: the other levels keep their counts.
+    for (let i = 1; i < 300; i += 4) a.free(ids[i]!);
+    expect(Array.from(a.perLevel.subarray(0, 4))).toEqual([75, 0, 75, 75]);
+    expect([a.live, a.allocated, a.released]).toEqual([225, 300, 75]);
+    for (let i = 0; i < 300; i++) if (i % 4 !== 1) a.free(ids[i]!);
+    expect(Array.from(a.perLevel)).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+    expect([a.live, a.allocated, a.released]).toEqual([0, 300, 300]);
+    a.dispose();
+    expect(a.chunks).toHaveLength(0);
+  });
+
+  it("a table is zeroed when allocated, also one reused after a free", () => {
+    const a = new TableAllocator(ITEMS_LG2);
+    const ids = Array.from({ length: 100 }, () => a.alloc(0));
+    for (const id of ids) items(a, id).fill(-7);
+    for (const id of ids) a.free(id);
+    const again = Array.from({ length: 200 }, () => a.alloc(2));
+    for (const id of again) {
+      expect(a.level(id)).toBe(2);
+      expect(items(a, id).every((x) => x === 0)).toBe(true);
+    }
+    expect([a.perLevel[0], a.perLevel[2], a.live]).toEqual([0, 200, 200]);
+    for (const id of again) a.free(id);
+    a.dispose();
+  });
+
+  it("tables of a new allocator are zeroed after other allocators were disposed", () => {
+    // One table per chunk (a 512 KiB table): the memory of disposed allocators comes back.
+    const big = 16;
+    for (let round = 0; round < 2; round++) {
+      const a = new TableAllocator(big);
+      items(a, a.alloc(0)).fill(5);
+      a.free(0);
+      a.dispose();
+    }
+    const c = new TableAllocator(big);
+    const ids = [c.alloc(1), c.alloc(1), c.alloc(1)];
+    for (const id of ids) {
+      expect(c.chunk(id)).toBeInstanceOf(Float64Array);
+      expect(items(c, id).every((x) => x === 0)).toBe(true);
+    }
+    for (const id of ids) c.free(id);
+    c.dispose();
+  });
+
+  it("every table is its own memory: what is written to one stays there and reaches no other", () => {
+    // Small tables (16 items: many to a chunk) as well as the 4K-granule size.
+    for (const lg2 of [4, ITEMS_LG2]) {
+      const a = new TableAllocator(lg2);
+      const ids = Array.from({ length: 100 }, () => a.alloc(0));
+      for (const id of ids) items(a, id).fill(id + 1);
+      for (const id of ids) {
+        expect(items(a, id)).toHaveLength(1 << lg2);
+        expect(items(a, id).every((x) => x === id + 1)).toBe(true);
+      }
+      for (const id of ids) a.free(id);
+      a.dispose();
+    }
+  });
+
+  it("freeing a table twice throws and changes no count", () => {
+    const a = new TableAllocator(ITEMS_LG2);
+    const id = a.alloc(1);
+    a.alloc(1);
+    a.free(id);
+    expect(() => a.free(id)).toThrow(/freed twice/);
+    expect([a.perLevel[1], a.live, a.released]).toEqual([1, 1, 1]);
+  });
+
+  it("dispose with live tables throws and keeps them; once they are freed it succeeds", () => {
+    const a = new TableAllocator(ITEMS_LG2);
+    const id = a.alloc(3);
+    items(a, id)[0] = 42;
+    expect(() => a.dispose()).toThrow(/1 tables still live/);
+    expect(a.chunks).toHaveLength(1);
+    expect(items(a, id)[0]).toBe(42);
+    a.free(id);
+    a.dispose();
+    expect(a.chunks).toHaveLength(0);
+    // A disposed allocator starts again from an empty slab.
+    expect(a.alloc(0)).toBe(0);
+  });
+});
