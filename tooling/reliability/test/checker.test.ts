@@ -6,8 +6,11 @@ import {
   iommu_ioas_map,
   iommu_ioas_unmap,
 } from "@x/iommufd";
+import { ENOENT } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import { InvariantViolation } from "../src/checker.js";
+import { runProgram } from "../src/fuzz-uapi.js";
+import type { Op } from "../src/sequence.js";
 import { VMM_STATE, type World, firstIoas, world } from "./helpers.js";
 
 function violation(fn: () => void): string {
@@ -167,6 +170,38 @@ describe("checker", () => {
       }),
     );
     expect(violation(() => w.checker.check())).toBe("shared");
+  });
+
+  it("ends a copy whose source a failed IOAS_UNMAP took down (the areas before the one that sticks out go)", () => {
+    // Source: 2 pages at 0x100000; its copy at 0x110000; the unmap covers 0x100000..0x110fff,
+    // so it frees the source and stops with ENOENT at the copy; then 0x100000 is mapped anew.
+    const program: Op[] = [
+      { k: "ioasAlloc" },
+      { k: "map", ioas: 0, memfd: false, off: 0, pages: 2, slot: 0, readOnly: false },
+      { k: "copy", src: 0, dst: 0, area: 0, slot: 1 },
+      { k: "unmapRange", ioas: 0, slot: 0, pages: 17 },
+      { k: "map", ioas: 0, memfd: false, off: 0, pages: 2, slot: 0, readOnly: false },
+    ];
+    const w = world(program.slice(0, 3));
+    const [copy] = [...w.runner.copies()];
+    expect(w.runner.step(program[3]!)).toBe(ENOENT);
+    // iopt_unmap_iova_range keeps what it unmapped before the failing area.
+    expect(copy!.src.areas(copy!.srcIova, copy!.srcIova)).toHaveLength(0);
+    expect(copy!.dst.areas(copy!.dstIova, copy!.dstIova)).toHaveLength(1);
+    expect([...w.runner.copies()]).toHaveLength(0);
+    expect(w.runner.step(program[4]!)).toBe(0);
+    w.checker.check();
+    expect(() => runProgram(program)).not.toThrow();
+  });
+
+  it("keeps checking a copy when a failed IOAS_UNMAP unmapped nothing", () => {
+    const w = world([
+      { k: "ioasAlloc" },
+      { k: "map", ioas: 0, memfd: false, off: 0, pages: 2, slot: 0, readOnly: false },
+      { k: "copy", src: 0, dst: 0, area: 0, slot: 1 },
+    ]);
+    expect(w.runner.step({ k: "unmapRange", ioas: 0, slot: 1, pages: 1 })).toBe(ENOENT);
+    expect([...w.runner.copies()]).toHaveLength(1);
   });
 });
 
