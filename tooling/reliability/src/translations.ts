@@ -81,6 +81,36 @@ function pinnedIndexRuns(pages: IoptPages): Array<[number, number]> {
 }
 
 /**
+ * The frame `pages` pins at each index it holds, in index order: the access xarray's entry,
+ * else what the storage domain of a filled area covering the index maps there — the pin's own
+ * record, not the source, which may have moved on (a truncated memfd drops its folio from the
+ * page cache while the pin keeps it). @see pfn_reader_fill_span @see iopt_area_unpin_domain
+ */
+function forEachPinnedPfn(pages: IoptPages, fn: (index: number, pfn: number) => void): number {
+  const filled = [...pages.domainsItree.overlapping()].sort((x, y) => x.index - y.index);
+  let next = 0;
+  let cover: (typeof filled)[number] | undefined;
+  let held = 0;
+  for (const [s, l] of pinnedIndexRuns(pages)) {
+    held += l - s + 1;
+    for (let i = s; i <= l; i++) {
+      const pfn = pages.pinnedPfns.load(i);
+      if (pfn >= 0) {
+        fn(i, pfn);
+        continue;
+      }
+      // Areas in index order: the one reaching furthest among those starting at or before i.
+      for (; next < filled.length && filled[next]!.index <= i; next++) {
+        if (!cover || filled[next]!.lastIndex > cover.lastIndex) cover = filled[next];
+      }
+      const domain = cover && cover.lastIndex >= i ? cover.storageDomain : undefined;
+      fn(i, domain ? domain.iovaToPfn(Number(cover!.indexToIova(i) >> PAGE_SHIFT)) : -1);
+    }
+  }
+  return held;
+}
+
+/**
  * Pins per frame: every pages object pins each index it holds exactly once (npinned is the
  * size of that set), so a frame's pin count is the number of pages objects holding it.
  * Returns the first problem, or undefined. DMABUF pages pin nothing.
@@ -92,14 +122,12 @@ export function pinProblem(
   const holders = new Map<number, number>();
   for (const pages of all) {
     if (pages.dmabuf) continue;
-    let held = 0;
-    for (const [s, l] of pinnedIndexRuns(pages)) {
-      held += l - s + 1;
-      for (let i = s; i <= l; i++) {
-        const pfn = sourcePfn(pages, i);
-        if (pfn >= 0) holders.set(pfn, (holders.get(pfn) ?? 0) + 1);
-      }
-    }
+    let unread = -1;
+    const held = forEachPinnedPfn(pages, (i, pfn) => {
+      if (pfn >= 0) holders.set(pfn, (holders.get(pfn) ?? 0) + 1);
+      else if (unread < 0) unread = i;
+    });
+    if (unread >= 0) return `pages hold index ${unread} pinned with no frame to read it from`;
     if (held !== pages.npinned) return `pages pin ${pages.npinned} frames for ${held} held indexes`;
   }
   for (const [pfn, n] of holders) {
