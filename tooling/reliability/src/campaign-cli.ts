@@ -44,8 +44,7 @@ const parts = files.map(
   (f) => JSON.parse(readFileSync(f, "utf8")) as CampaignResult | RaceCampaignResult,
 );
 // The interleaving explorer needs every module of the model loaded with its generator twins.
-if (values.interleave || parts.some((p) => p.kind === "race" && p.interleave))
-  register("./yielding-hooks.ts", import.meta.url);
+if (values.interleave) register("./yielding-hooks.ts", import.meta.url);
 const { defaultWorkers, mergeResults, missingShards, runCampaign } = await import("./campaign.js");
 const { mergeRaceResults, runRaceCampaign } = await import("./race-campaign.js");
 const { WHOLE, parseShard } = await import("./shard.js");
