@@ -9,15 +9,15 @@
  * `budget` generated programs of `fuzzCorpus(seed, budget)`). A unit's work depends on the
  * seed and its index only, so any split runs the same units with the same outcomes.
  *
- * Workers start as the CLIs do: the TypeScript sources through tsx with the @x/source export
- * condition (the parent's execArgv does not carry tsx's loader into a worker).
+ * Workers start as the CLIs do (worker.ts).
  */
 import { availableParallelism } from "node:os";
-import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
+import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { VMM_CORPUS, failNthSweep, fuzzCorpus } from "./fail-nth.js";
 import { INPUTS_PER_MACHINE, fuzzBytes } from "./fuzz-bytes.js";
 import { count, fuzzUapi } from "./fuzz-uapi.js";
 import { type Shard, WHOLE, ownsUnit, shardText, subShard } from "./shard.js";
+import { runInWorker } from "./worker.js";
 
 export type CampaignKind = "uapi" | "bytes" | "fail-nth";
 
@@ -173,7 +173,9 @@ export function mergeResults(results: readonly CampaignResult[]): CampaignResult
 }
 
 /** Whether `results` together cover every shard of their split once (k = 1..n of one n). */
-export function missingShards(results: readonly CampaignResult[]): string[] {
+export function missingShards(
+  results: readonly { readonly shards: readonly string[] }[],
+): string[] {
   const have = new Set(results.flatMap((r) => r.shards));
   const n = Number([...have][0]?.split("/")[1] ?? 1);
   const missing: string[] = [];
@@ -239,22 +241,9 @@ interface WorkerTask {
   readonly campaignTask: { readonly specs: readonly CampaignSpec[]; readonly shard: Shard };
 }
 
-/** tsx's loader, registered in the worker before the campaign module is imported. */
-const WORKER_BOOT = (url: string) =>
-  `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(url)}); });`;
-
 function inWorker(specs: readonly CampaignSpec[], shard: Shard): Promise<CampaignResult[]> {
   const task: WorkerTask = { campaignTask: { specs, shard } };
-  const worker = new Worker(WORKER_BOOT(import.meta.url), {
-    eval: true,
-    execArgv: ["--conditions=@x/source"],
-    workerData: task,
-  });
-  return new Promise((resolve, reject) => {
-    worker.once("message", (r: CampaignResult[]) => resolve(r));
-    worker.once("error", reject);
-    worker.once("exit", (code) => reject(new Error(`campaign worker exited with ${code}`)));
-  });
+  return runInWorker(import.meta.url, task);
 }
 
 const task = (workerData as WorkerTask | undefined)?.campaignTask;

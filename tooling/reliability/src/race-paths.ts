@@ -65,6 +65,9 @@ import {
   VFIO_PCI_MSIX_IRQ_INDEX,
   encodeDmaBufFeature,
   encodeIrqSet,
+  vfio_device_attach_iommufd_pt,
+  vfio_device_bind_iommufd,
+  vfio_device_detach_iommufd_pt,
 } from "@x/vfio-pci";
 import { Checker, gatherIommufd } from "./checker.js";
 import { Machine, PAGE } from "./machine.js";
@@ -140,7 +143,17 @@ export class RaceMachineImpl implements RaceMachine {
     this.ioas2 = opts.secondIoas ? this.fd.ioasAlloc() : 0;
     for (let i = 0; i < machine.devices.length; i++) {
       const dfd = ok(libc, libc.open(machine.cdev(i), O_RDWR));
-      ok(libc, libc.ioctl(dfd, VFIO_DEVICE_BIND_IOMMUFD, u32s(24, { 0: 24, 8: this.fd.fd })));
+      ok(
+        libc,
+        libc.ioctl(
+          dfd,
+          VFIO_DEVICE_BIND_IOMMUFD,
+          vfio_device_bind_iommufd.encode({
+            argsz: vfio_device_bind_iommufd.size,
+            iommufd: this.fd.fd,
+          }),
+        ),
+      );
       this.devFds.push(dfd);
     }
     this.attach(libc, 0, this.ioas);
@@ -235,7 +248,14 @@ export class RaceMachineImpl implements RaceMachine {
   attach(libc: Libc, dev: number, ptId: number): void {
     ok(
       libc,
-      libc.ioctl(this.devFd(dev), VFIO_DEVICE_ATTACH_IOMMUFD_PT, u32s(16, { 0: 16, 8: ptId })),
+      libc.ioctl(
+        this.devFd(dev),
+        VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+        vfio_device_attach_iommufd_pt.encode({
+          argsz: vfio_device_attach_iommufd_pt.size,
+          pt_id: ptId,
+        }),
+      ),
     );
   }
 
@@ -284,13 +304,6 @@ export class RaceMachineImpl implements RaceMachine {
 }
 
 const NO_MOCK: MockIds = { ioas: 0, stdev: 0, idev: 0, hwpt: 0, viommu: 0, vdevice: 0 };
-
-function u32s(size: number, fields: Record<number, number>): Uint8Array {
-  const b = new Uint8Array(size);
-  const v = new DataView(b.buffer);
-  for (const [off, val] of Object.entries(fields)) v.setUint32(Number(off), val >>> 0, true);
-  return b;
-}
 
 function ok(libc: Libc, ret: number): number {
   if (ret < 0) throw new KernelError(libc.errno, "race set-up");
@@ -385,7 +398,14 @@ export const domainAddPath = path("domain-add", (m, task) => {
 const domainRemovePath = path("domain-remove", (m, task) => {
   const { libc } = pathLibc(m, task);
   return () => {
-    ok(libc, libc.ioctl(m.devFd(1), VFIO_DEVICE_DETACH_IOMMUFD_PT, u32s(12, { 0: 12 })));
+    ok(
+      libc,
+      libc.ioctl(
+        m.devFd(1),
+        VFIO_DEVICE_DETACH_IOMMUFD_PT,
+        vfio_device_detach_iommufd_pt.encode({ argsz: vfio_device_detach_iommufd_pt.size }),
+      ),
+    );
   };
 });
 

@@ -50,6 +50,9 @@ import {
   VFIO_DEVICE_FEATURE,
   VFIO_DEVICE_RESET,
   encodeDmaBufFeature,
+  vfio_device_attach_iommufd_pt,
+  vfio_device_bind_iommufd,
+  vfio_device_detach_iommufd_pt,
 } from "@x/vfio-pci";
 import { X86_MSI_RANGE_START } from "@x/iommu-pgtable";
 import { Checker, type CopiedRange } from "./checker.js";
@@ -406,13 +409,6 @@ function testCmd<S extends FieldSpec>(
   return cmd;
 }
 
-function u32s(size: number, fields: Record<number, number>): Uint8Array {
-  const b = new Uint8Array(size);
-  const v = new DataView(b.buffer);
-  for (const [off, val] of Object.entries(fields)) v.setUint32(Number(off), val >>> 0, true);
-  return b;
-}
-
 /**
  * Executes ops as one user process of `machine` would, remembering what that process knows.
  * `checkErrnos` off (fault-injection sweeps) accepts any errno, like iommufd_fail_nth.c.
@@ -672,7 +668,10 @@ export class Runner {
       case "attach": {
         const dfd = this.devFds[op.dev]!;
         const pt = pick(this.ptIds(), op.pt) ?? 0;
-        const arg = u32s(16, { 0: 16, 8: pt });
+        const arg = vfio_device_attach_iommufd_pt.encode({
+          argsz: vfio_device_attach_iommufd_pt.size,
+          pt_id: pt,
+        });
         return this.sys(
           "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
           op,
@@ -681,7 +680,9 @@ export class Runner {
       }
       case "detach": {
         const dfd = this.devFds[op.dev]!;
-        const arg = u32s(12, { 0: 12 });
+        const arg = vfio_device_detach_iommufd_pt.encode({
+          argsz: vfio_device_detach_iommufd_pt.size,
+        });
         return this.sys(
           "VFIO_DEVICE_DETACH_IOMMUFD_PT",
           op,
@@ -876,14 +877,17 @@ export class Runner {
     const libc = this.machine.libc;
     const dfd = libc.open(this.machine.cdev(op.dev), O_RDWR);
     if (dfd < 0) return this.sys("OPEN_VFIO_CDEV", op, dfd);
-    const bind = u32s(24, { 0: 24, 8: this.fd.fd });
+    const bind = vfio_device_bind_iommufd.encode({
+      argsz: vfio_device_bind_iommufd.size,
+      iommufd: this.fd.fd,
+    });
     const ret = this.ioctl(dfd, VFIO_DEVICE_BIND_IOMMUFD, bind);
     if (ret < 0) {
       libc.close(dfd);
       return this.sys("VFIO_DEVICE_BIND_IOMMUFD", op, ret);
     }
     this.devFds[op.dev] = dfd;
-    this.devIds[op.dev] = new DataView(bind.buffer).getUint32(12, true);
+    this.devIds[op.dev] = vfio_device_bind_iommufd.get(bind, "out_devid");
     this.calls += 2;
     return 0;
   }

@@ -40,6 +40,7 @@ import {
   VFIO_PCI_INTX_IRQ_INDEX,
   type VfioPciCoreDevice,
   encodeIrqSet,
+  encodePciHotReset,
   pciIntxAssert,
   pciIntxDeassert,
   pciMsiRaise,
@@ -322,11 +323,9 @@ export class VmmOps {
       }
       case "hotReset": {
         // The cdev form passes no group fds; a count is refused (EINVAL).
-        const arg = new Uint8Array(12 + 4 * op.count);
-        const v = new DataView(arg.buffer);
-        v.setUint32(0, arg.length, true);
-        v.setUint32(8, op.count, true);
-        if (op.count) v.setInt32(12, this.host.machine.memfd, true);
+        const { memfd } = this.host.machine;
+        const fds = Array.from({ length: op.count }, (_, i) => (i === 0 ? memfd : 0));
+        const arg = encodePciHotReset({ fds });
         return this.ioctl(
           "VFIO_DEVICE_PCI_HOT_RESET",
           op,
