@@ -94,6 +94,27 @@ export class ShmemInode {
     return head;
   }
 
+  /**
+   * The smallest size a shrink ever left (undefined: never shrunk). A page at or past it may
+   * have been dropped from the cache and replaced by a new folio since; a page below it still
+   * has the folio it first got. Kept for invariant checks.
+   */
+  shrunkTo: bigint | undefined;
+
+  /**
+   * Frame `pfn` is part of a folio in this file's page cache (the kernel's folio->mapping is
+   * this file). A truncated folio has left the cache even while pins keep it allocated. One
+   * pass over the cache: for invariant checks, not for hot paths.
+   */
+  cachesPfn(pfn: number): boolean {
+    const span = 2 ** this.order;
+    let found = false;
+    this.cache.forEachInRange(0, Number.MAX_SAFE_INTEGER, (_i, head) => {
+      if (pfn >= head && pfn < head + span) found = true;
+    });
+    return found;
+  }
+
   /** A cached page is pinned: memfd_wait_for_pins would give up. */
   hasPinnedPages(): boolean {
     let pinned = false;
@@ -120,6 +141,7 @@ export class ShmemInode {
     )
       fail(EPERM, "size change against a seal");
     if (size < this.size) {
+      if (this.shrunkTo === undefined || size < this.shrunkTo) this.shrunkTo = size;
       const keep = Number((size + this.folioBytes - 1n) / this.folioBytes);
       const end = Number((this.size + this.folioBytes - 1n) / this.folioBytes);
       this.cache.eraseRange(keep, end, (_i, head) => this.mem.folioPut(head));

@@ -29,6 +29,23 @@ function sourcePfn(pages: IoptPages, index: number): number {
 }
 
 /**
+ * A file page's IOPTE may outlive the page cache: a truncate drops the folio from the file while
+ * the pages object's pin keeps it, and iommufd never re-reads the file (pfn_reader_fill_span
+ * takes a filled index from the storage domain). Growing the file later puts a new folio at that
+ * index, so the source then names another frame. Such an IOPTE is right when its page was cut
+ * off by a shrink at some point, its frame is still pinned and the file no longer caches it; a
+ * page no shrink ever reached, a frame the file still caches (at any index) or an unpinned one
+ * is a wrong target.
+ */
+function truncatedAway(pages: IoptPages, index: number, pfn: number): boolean {
+  if (!pages.file) return false;
+  const inode = shmemInode(pages.file);
+  if (!inode || inode.shrunkTo === undefined) return false;
+  if (pages.start + BigInt(index) * PAGE < inode.shrunkTo) return false;
+  return inode.mem.pinCount(pfn) > 0 && !inode.cachesPfn(pfn);
+}
+
+/**
  * Check one IOPTE run of a domain of `iopt` (frames [iovaPfn, iovaPfn + n) -> pfn.., `prot`):
  * each frame points where its area's source says, with the area's read/write permission and
  * MMIO exactly for dma-buf areas. Returns the first problem, or undefined.
@@ -57,7 +74,7 @@ export function ioptRunProblem(
       const index = Number(area.startByte(iova > area.iova ? iova : area.iova) >> PAGE_SHIFT);
       const want = sourcePfn(pages, index);
       const got = pfn + (f - iovaPfn);
-      if (want >= 0 && want !== got)
+      if (want >= 0 && want !== got && !truncatedAway(pages, index, got))
         return `IOVA 0x${iova.toString(16)} -> pfn ${got}, its source is pfn ${want}`;
     }
   }

@@ -176,6 +176,44 @@ describe("checker", () => {
     expect(violation(() => w.checker.check())).toBe("pinned");
   });
 
+  it("accepts the frame a domain keeps after its memfd was truncated and grown again", () => {
+    const program: Op[] = [
+      ...TRUNCATED_UNDER_PINS,
+      { k: "sealedTruncate", mfd: 0, pages: 1 },
+      { k: "mapSealed", ioas: 0, mfd: 0, pages: 1 },
+    ];
+    const w = world(program);
+    const ioas = [...w.machine.devices[1]!.binding!.ctx.objectsInOrder()].find(
+      (o) => o instanceof IommufdIoas,
+    )!.iopt;
+    const [, byDomain, fresh] = ioas.areas();
+    const domain = ioas.domainList[0]!;
+    const kept = domain.iovaToPfn(Number(byDomain!.iova >> 12n));
+    // The old area still maps the truncated folio; the new one maps the file's new folio.
+    expect(domain.iovaToPfn(Number(fresh!.iova >> 12n))).not.toBe(kept);
+    expect(w.machine.kernel.mem.pinCount(kept)).toBe(2);
+    w.checker.check();
+  });
+
+  it("still catches a file page no shrink reached mapped to another pinned frame", () => {
+    const w = world(TRUNCATED_UNDER_PINS.slice(0, -1));
+    const ioas = [...w.machine.devices[1]!.binding!.ctx.objectsInOrder()].find(
+      (o) => o instanceof IommufdIoas,
+    )!.iopt;
+    const [, byDomain] = ioas.areas();
+    const domain = ioas.domainList[0]!;
+    const { mem } = w.machine.kernel;
+    // Out of the file's cache and pinned, with the pin totals kept equal (one pin of the right
+    // frame moved to it): only the translation rule can see that the IOPTE is not the file's.
+    const right = domain.iovaToPfn(Number(byDomain!.iova >> 12n));
+    const stray = mem.allocFolio(0);
+    mem.pinPages(stray, 1);
+    mem.unpinPages(right, 1);
+    iommuUnmap(domain, byDomain!.iova, 4096n);
+    iommuMap(domain, byDomain!.iova, BigInt(stray) << 12n, 4096n, byDomain!.iommuProt);
+    expect(violation(() => w.checker.check())).toBe("translation");
+  });
+
   it("catches a copy that got pages objects of its own instead of the source's", () => {
     const w = world([
       ...VMM_STATE,
