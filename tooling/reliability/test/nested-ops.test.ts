@@ -1,10 +1,10 @@
 import { IOMMU_DOMAIN_NESTED, IOMMU_READ, iommuDeviceDma, iommuIovaToPhys } from "@x/iommu-pgtable";
 import { describe, expect, it } from "vitest";
-import { Checker } from "../src/checker.js";
 import { runProgram } from "../src/fuzz-uapi.js";
-import { Machine, NESTING_DEVICE, PAGE } from "../src/machine.js";
+import { NESTING_DEVICE, PAGE } from "../src/machine.js";
 import { nestingProblem } from "../src/nesting-check.js";
-import { type Op, Runner } from "../src/sequence.js";
+import type { Op } from "../src/sequence.js";
+import { world } from "./helpers.js";
 
 const IOVA_BASE = 1n << 20n;
 const dev = NESTING_DEVICE;
@@ -19,14 +19,7 @@ const bringUp: Op[] = [
 
 describe("nesting ops on the machine's SMMUv3", () => {
   it("bring up a vSMMU whose device DMA walks the guest table written into the memfd", () => {
-    const machine = new Machine();
-    const runner = new Runner(machine);
-    const checker = new Checker({
-      kernel: machine.kernel,
-      tasks: machine.tasks,
-      devices: machine.devices,
-      copies: () => runner.copies(),
-    });
+    const { machine, runner, checker } = world([]);
     for (const op of bringUp) {
       expect([op.k, runner.step(op)]).toEqual([op.k, 0]);
       checker.check();
