@@ -1,48 +1,13 @@
-import { Kernel, Mutex, type Task } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
-  type RaceMachine,
-  type RacePath,
   type Schedule,
   exploreRaces,
   formatSchedule,
   parseShard,
   replaySchedule,
 } from "../src/race-explorer.js";
+import { Toy, type ToyPath, toy } from "./toy-race.js";
 
-/** A tiny machine: two locks L -> M and a counter that must end at `expected`. */
-class Toy implements RaceMachine {
-  static made: Toy[] = [];
-  readonly kernel = new Kernel({ ramBytes: 1n << 24n, lockOrder: null });
-  readonly L = new Mutex(this.kernel.lockdep, "L");
-  readonly M = new Mutex(this.kernel.lockdep, "M");
-  value = 0;
-  expected = 0;
-  constructor() {
-    Toy.made.push(this);
-  }
-  newTask(): Task {
-    return this.kernel.newTask(this.kernel.current.process);
-  }
-  check(tasks: readonly Task[]): void {
-    for (const t of tasks) {
-      if (this.kernel.lockdep.heldBy(t).length) throw new Error(`task ${t.tid} holds a lock`);
-    }
-    if (this.value !== this.expected) throw new Error(`value ${this.value}, want ${this.expected}`);
-  }
-  fingerprint(): string {
-    return String(this.value);
-  }
-}
-
-type P = RacePath<Toy>;
-const toy = (name: string, add: number, body: (m: Toy) => void): P => ({
-  name,
-  prepare: (m) => {
-    m.expected += add;
-    return () => body(m);
-  },
-});
 /** L { M { value += 1 } } : 4 boundaries, two of them with L held. */
 const nested = toy("nested", 1, (m) => m.L.with(() => m.M.with(() => m.value++)));
 /** L { value += 10 } */
@@ -54,7 +19,7 @@ const racyInc = toy("racy-inc", 1, (m) => {
   m.L.with(() => (m.value = v + 1));
 });
 
-function all(paths: readonly P[], reduce: boolean): { schedules: string[]; pruned: number } {
+function all(paths: readonly ToyPath[], reduce: boolean): { schedules: string[]; pruned: number } {
   const schedules: string[] = [];
   const r = exploreRaces({
     setup: () => new Toy(),
@@ -93,7 +58,7 @@ describe("race explorer: enumeration", () => {
       m.L.with(() => m.value++);
       m.L.with(() => m.value++);
     });
-    const hostedBy = (host: string, paths: readonly P[], reduce: boolean) =>
+    const hostedBy = (host: string, paths: readonly ToyPath[], reduce: boolean) =>
       all(paths, reduce)
         .schedules.filter((s) => s.includes(`@${host}#`))
         .sort();

@@ -1,43 +1,11 @@
-import { Kernel, Mutex, type Task } from "@x/kernel";
+import { Mutex } from "@x/kernel";
 import { describe, expect, it } from "vitest";
-import type { RaceMachine, RacePath } from "../../src/race-explorer.js";
 import { exploreInterleavings, replayInterleaving } from "../../src/race-interleave.js";
 import { YIELDING } from "../../src/yielding.js";
-
-/** Two locks L, M and counters; `expected` is what every serial order gives. */
-class Toy implements RaceMachine {
-  readonly kernel = new Kernel({ ramBytes: 1n << 24n, lockOrder: null });
-  readonly L = new Mutex(this.kernel.lockdep, "L");
-  readonly M = new Mutex(this.kernel.lockdep, "M");
-  value = 0;
-  other = 0;
-  expected = 0;
-  /** Sections in the order they ran: "<path><section>". */
-  readonly trace: string[] = [];
-  newTask(): Task {
-    return this.kernel.newTask(this.kernel.current.process);
-  }
-  check(tasks: readonly Task[]): void {
-    for (const t of tasks)
-      if (this.kernel.lockdep.heldBy(t).length) throw new Error(`task ${t.tid} holds a lock`);
-    if (this.value !== this.expected) throw new Error(`value ${this.value}, want ${this.expected}`);
-  }
-  fingerprint(): string {
-    return String(this.value);
-  }
-}
-
-type P = RacePath<Toy>;
-const toy = (name: string, add: number, body: (m: Toy) => void): P => ({
-  name,
-  prepare: (m) => {
-    m.expected += add;
-    return () => body(m);
-  },
-});
+import { Toy, type ToyPath, toy } from "../toy-race.js";
 
 /** Check then act in two sections: the lost update when another path writes in between. */
-const racyInc = (name: string): P =>
+const racyInc = (name: string): ToyPath =>
   toy(name, 1, (m) => {
     const v = m.L.with(() => {
       m.trace.push(`${name}1`);
@@ -55,7 +23,7 @@ const onM = toy("onM", 0, (m) => {
   m.M.with(() => m.other++);
 });
 
-function explore(paths: readonly P[], opts: { bound?: number; reduce?: boolean } = {}) {
+function explore(paths: readonly ToyPath[], opts: { bound?: number; reduce?: boolean } = {}) {
   const schedules: string[] = [];
   const r = exploreInterleavings({
     setup: () => new Toy(),
