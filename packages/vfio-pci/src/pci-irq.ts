@@ -122,20 +122,24 @@ export function pciMsiVecCount(pdev: PciDev): number {
   return 1 << ((cfgRead(pdev, pdev.msiCap + PCI_MSI_FLAGS, 2) & PCI_MSI_FLAGS_QMASK) >> 1);
 }
 
-/** Power-on MSI-X table: every entry masked, nothing pending. */
+/**
+ * Power-on MSI-X table: every entry masked, nothing pending. The table and the PBA are each
+ * one contiguous range of the BAR, so each is written at once (a function is reset at every
+ * open and close of its VFIO device).
+ */
 export function pciMsixTableReset(pdev: PciDev): void {
   const n = pciMsixVecCount(pdev);
+  const table = new Uint8Array(n * PCI_MSIX_ENTRY_SIZE);
+  const view = new DataView(table.buffer);
   for (let i = 0; i < n; i++) {
-    const e = msixEntryAddr(pdev, i);
-    writeU32(pdev, e + BigInt(PCI_MSIX_ENTRY_LOWER_ADDR), 0);
-    writeU32(pdev, e + BigInt(PCI_MSIX_ENTRY_UPPER_ADDR), 0);
-    writeU32(pdev, e + BigInt(PCI_MSIX_ENTRY_DATA), 0);
-    writeU32(pdev, e + BigInt(PCI_MSIX_ENTRY_VECTOR_CTRL), PCI_MSIX_ENTRY_CTRL_MASKBIT);
+    const e = i * PCI_MSIX_ENTRY_SIZE;
+    view.setUint32(e + PCI_MSIX_ENTRY_LOWER_ADDR, 0, true);
+    view.setUint32(e + PCI_MSIX_ENTRY_UPPER_ADDR, 0, true);
+    view.setUint32(e + PCI_MSIX_ENTRY_DATA, 0, true);
+    view.setUint32(e + PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_ENTRY_CTRL_MASKBIT, true);
   }
-  for (let i = 0; i < n; i += 64) {
-    writeU32(pdev, msixPbaAddr(pdev, i), 0);
-    writeU32(pdev, msixPbaAddr(pdev, i) + 4n, 0);
-  }
+  pdev.kernel.mem.writePhys(msixEntryAddr(pdev, 0), table);
+  pdev.kernel.mem.writePhys(msixPbaAddr(pdev, 0), new Uint8Array(8 * Math.ceil(n / 64)));
 }
 
 function setMsixEntryMask(pdev: PciDev, nr: number, masked: boolean): void {
