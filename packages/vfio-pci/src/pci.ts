@@ -179,7 +179,10 @@ interface PciResource {
 
 const NO_RESOURCE: PciResource = { flags: 0, start: 0n, len: 0n, region: undefined };
 
-/** Saved config (pci_save_state): the bytes the restore writes back. */
+/**
+ * Saved config (pci_save_state): the bytes the restore writes back, up to the last writable
+ * one (the rest of a 4 KiB PCIe config space is read-only here).
+ */
 export interface PciSavedState {
   readonly config: Uint8Array;
 }
@@ -333,6 +336,8 @@ export class PciDev {
   readonly kernel: Kernel;
   readonly config: Uint8Array;
   private readonly wmask: Uint8Array;
+  /** One past the last writable config byte: a restore never needs to look further. */
+  private readonly wmaskEnd: number;
   private readonly initial: Uint8Array;
   /** Resources 0..5 (BARs) and 6 (ROM). */
   readonly resources: PciResource[] = [];
@@ -448,6 +453,9 @@ export class PciDev {
       this.config[PCI_CAPABILITY_LIST] = 0;
     }
     this.initial = this.config.slice();
+    let end = size;
+    while (end > 0 && this.wmask[end - 1] === 0) end--;
+    this.wmaskEnd = end;
     // Firmware assigned addresses: BAR registers hold their regions' bases.
     this.programBars();
     if (this.msixCap) pciMsixTableReset(this);
@@ -712,12 +720,12 @@ export class PciDev {
 
   /** pci_save_state */
   saveState(): PciSavedState {
-    return { config: this.config.slice() };
+    return { config: this.config.slice(0, this.wmaskEnd) };
   }
 
   /** pci_restore_state: writable header and capability registers back, without side effects. */
   restoreState(s: PciSavedState): void {
-    for (let i = 0; i < this.cfgSize; i++) {
+    for (let i = 0; i < this.wmaskEnd; i++) {
       const m = this.wmask[i]!;
       this.config[i] = (this.config[i]! & ~m) | (s.config[i]! & m);
     }

@@ -12,6 +12,8 @@ import { PAGE_SHIFT as KERNEL_PAGE_SHIFT, shmemInode } from "@x/kernel";
 const PAGE_SHIFT = BigInt(KERNEL_PAGE_SHIFT);
 const PAGE = 1n << PAGE_SHIFT;
 
+type IoptArea = ReturnType<IoPagetable["areas"]>[number];
+
 /** The frame page `index` of `pages` stands for, or -1 when its source has none now. */
 function sourcePfn(pages: IoptPages, index: number): number {
   const held = pages.pinnedPfns.load(index);
@@ -46,12 +48,13 @@ function truncatedAway(pages: IoptPages, index: number, pfn: number): boolean {
 }
 
 /**
- * Check one IOPTE run of a domain of `iopt` (frames [iovaPfn, iovaPfn + n) -> pfn.., `prot`):
- * each frame points where its area's source says, with the area's read/write permission and
- * MMIO exactly for dma-buf areas. Returns the first problem, or undefined.
+ * Check one IOPTE run of a domain (frames [iovaPfn, iovaPfn + n) -> pfn.., `prot`) against
+ * `areas`, the areas of its IOAS overlapping the run in IOVA order: each frame points where its
+ * area's source says, with the area's read/write permission and MMIO exactly for dma-buf
+ * areas. Returns the first problem, or undefined.
  */
 export function ioptRunProblem(
-  iopt: IoPagetable,
+  areas: readonly IoptArea[],
   iovaPfn: number,
   pfn: number,
   n: number,
@@ -59,7 +62,7 @@ export function ioptRunProblem(
 ): string | undefined {
   const start = BigInt(iovaPfn) << PAGE_SHIFT;
   const last = (BigInt(iovaPfn + n) << PAGE_SHIFT) - 1n;
-  for (const area of iopt.areas(start, last)) {
+  for (const area of areas) {
     const pages = area.pages;
     if (!pages) continue;
     const rw = IOMMU_READ | IOMMU_WRITE;
