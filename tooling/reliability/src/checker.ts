@@ -258,7 +258,8 @@ export class Checker {
             );
           }
           const paddr = BigInt(pfn) << PAGE_SHIFT;
-          if (mem.mmioRegionAt(paddr)) {
+          // MMIO regions lie above RAM: a RAM frame needs no region search.
+          if (pfn >= mem.ramPages && mem.mmioRegionAt(paddr)) {
             if (!(prot & IOMMU_MMIO) || prot & IOMMU_CACHE) {
               broken(
                 "iopte",
