@@ -33,7 +33,10 @@ describe("uAPI fuzzing", () => {
   it("a skipped step changes nothing the checker reads (runProgram does not re-check it)", () => {
     let skipped = 0;
     const ids = new Map<object, number>();
-    const idOf = (o: object) => ids.get(o) ?? (ids.set(o, ids.size), ids.size - 1);
+    const idOf = (o: object): number => {
+      if (!ids.has(o)) ids.set(o, ids.size);
+      return ids.get(o)!;
+    };
     for (const ops of fc.sample(programArb(100), { seed: 20261125, numRuns: 60 })) {
       const machine = new Machine();
       const runner = new Runner(machine);
