@@ -1,0 +1,90 @@
+// Checked uAPI-fuzz steps per CPU-second of one or two source trees (git worktrees), for
+// comparing with a commit whose tree has no fuzz-throughput bench:
+//   node --conditions=@x/source --import tsx tooling/perf/scripts/fuzz-throughput-ab.mjs \
+//     <tree> [<other tree>] [programs]
+// Each tree's own `programArb` draws the programs (seed 20261125, up to 100 ops, 600 by
+// default, the first 10 again as warm-up). One tree: the loop of
+// tooling/reliability/bench/fuzz-throughput.bench.ts, checked (`runProgram`) and unchecked runs
+// interleaved program by program. Two trees: both loaded into this process (two separate module
+// graphs), their checked runs interleaved program by program, alternating which goes first, so
+// both see the same load.
+import { createRequire } from "node:module";
+import { parseArgs } from "node:util";
+
+const { positionals } = parseArgs({ allowPositionals: true });
+const count = /^\d+$/.test(positionals.at(-1) ?? "") ? Number(positionals.pop()) : 600;
+if (positionals.length < 1 || positionals.length > 2)
+  throw new Error("usage: fuzz-throughput-ab.mjs <tree> [<other tree>] [programs]");
+
+async function load(root) {
+  const rel = `${root}/tooling/reliability`;
+  const fc = (await import(createRequire(`${rel}/package.json`).resolve("fast-check"))).default;
+  const { runProgram } = await import(`${rel}/src/fuzz-uapi.ts`);
+  const { Machine } = await import(`${rel}/src/machine.ts`);
+  const { Runner, programArb } = await import(`${rel}/src/sequence.ts`);
+  const { withoutErrorStacks } = await import(`${root}/packages/kernel/src/index.ts`);
+  const programs = fc.sample(programArb(100), { seed: 20261125, numRuns: count });
+  const unchecked = (ops) => {
+    const runner = new Runner(new Machine());
+    for (const op of ops) runner.step(op);
+    runner.teardown();
+  };
+  return { root, runProgram, unchecked, withoutErrorStacks, programs, checkedUs: 0, steps: 0 };
+}
+
+function cpuUs(fn) {
+  const c0 = process.cpuUsage();
+  fn();
+  const c = process.cpuUsage(c0);
+  return c.user + c.system;
+}
+
+function runChecked(tree, i) {
+  const ops = tree.programs[i];
+  tree.withoutErrorStacks(() => {
+    tree.checkedUs += cpuUs(() => tree.runProgram(ops));
+  });
+  tree.steps += ops.length;
+}
+
+const summary = (tree) => ({
+  tree: tree.root,
+  steps: tree.steps,
+  checkedUsPerStep: +(tree.checkedUs / tree.steps).toFixed(2),
+  checkedStepsPerCpuSecond: Math.round((1e6 * tree.steps) / tree.checkedUs),
+});
+
+const trees = [];
+for (const root of positionals) trees.push(await load(root));
+const warmUp = Math.min(10, count);
+if (trees.length === 1) {
+  const [t] = trees;
+  let uncheckedUs = 0;
+  t.withoutErrorStacks(() => {
+    for (const ops of t.programs.slice(0, warmUp)) {
+      t.runProgram(ops);
+      t.unchecked(ops);
+    }
+    t.programs.forEach((ops, i) => {
+      runChecked(t, i);
+      uncheckedUs += cpuUs(() => t.unchecked(ops));
+    });
+  });
+  console.log(
+    JSON.stringify({ ...summary(t), uncheckedUsPerStep: +(uncheckedUs / t.steps).toFixed(2) }),
+  );
+} else {
+  const [a, b] = trees;
+  for (let i = 0; i < warmUp; i++) {
+    runChecked(a, i);
+    runChecked(b, i);
+  }
+  for (const t of trees) t.checkedUs = t.steps = 0;
+  for (let i = 0; i < count; i++) {
+    const [first, second] = i % 2 ? [a, b] : [b, a];
+    runChecked(first, i);
+    runChecked(second, i);
+  }
+  const speedup = a.checkedUs / a.steps / (b.checkedUs / b.steps);
+  console.log(JSON.stringify({ a: summary(a), b: summary(b), speedup: +speedup.toFixed(3) }));
+}
