@@ -350,7 +350,7 @@ export function programArb(maxLength: number): fc.Arbitrary<Op[]> {
 }
 
 /** What `Runner.step` answers for an op that had no target and issued nothing. */
-export const SKIPPED = -1;
+const SKIPPED = -1;
 /** Internal marker: a libc call that was not made. */
 const NOT_ISSUED = -2;
 
