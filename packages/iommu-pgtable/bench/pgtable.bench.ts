@@ -1,6 +1,7 @@
 /**
  * Page-table benchmarks B1–B4 (see the README), each against a baseline measured in the same run.
- * Timing is best-of-N wall time around the measured part only (setup excluded).
+ * Timing is best-of-N wall time around the measured part only (setup excluded); B3's warm
+ * scattered maps and their reference are timed in process CPU time.
  */
 import { SMOKE, record, report } from "@x/bench";
 import {
@@ -317,16 +318,21 @@ class Radix {
     shuffled[i] = shuffled[j]!;
     shuffled[j] = t;
   }
+  /** Process CPU time in ms (user + system). */
+  const cpuMs = () => {
+    const c = process.cpuUsage();
+    return (c.user + c.system) / 1000;
+  };
   const scattered = () => {
     const d = vtd();
-    const t0 = performance.now();
+    const t0 = cpuMs();
     for (let i = 0; i < N; i++) d.mapPfns(pages[i]!, 0x100000 + i, 1, RW);
-    const mapMs = performance.now() - t0;
+    const mapMs = cpuMs() - t0;
     const tables = d.pt!.tableCount;
     const mib = d.pt!.tableBytes / 2 ** 20;
-    const t1 = performance.now();
+    const t1 = cpuMs();
     for (let i = 0; i < N; i++) check(d.unmapPfns(shuffled[i]!, 1) === 1, "B3 unmap");
-    const unmapMs = performance.now() - t1;
+    const unmapMs = cpuMs() - t1;
     // iommupt frees no table on a 4K unmap (none is fully covered): all of them remain.
     check(d.pt!.tableCount === tables, "B3 residual tables equal the kernel's (all kept)");
     iommuDomainFree(d);
@@ -343,7 +349,7 @@ class Radix {
     const perChunk = blocks[0]!.length / 512;
     let sink = 0;
     let r = 777;
-    const t0 = performance.now();
+    const t0 = cpuMs();
     for (let i = 0, b = 0; i < N; i++) {
       r = (Math.imul(r, 1103515245) + 12345) >>> 0;
       sink += upper[r & (upper.length - 1)]!;
@@ -351,53 +357,57 @@ class Radix {
         blocks[Math.floor(b / perChunk)]![(b % perChunk) * 512 + ((r >>> 8) & 511)] = i + 1;
       }
     }
-    const ms = performance.now() - t0;
+    const ms = cpuMs() - t0;
     check(sink >= 0, "B3 reference read");
     return ms;
   };
-  // First run on fresh host memory (page faults), second on the recycled slab.
-  for (const phase of ["cold", "warm"]) {
+  // First run on fresh host memory (page faults): one run by nature.
+  const cold = scattered();
+  record({
+    pkg: PKG,
+    workload: `B3 ${N} scattered 4K maps (48-bit, sparse, cold slab)`,
+    value: (cold.mapMs * 1e6) / N,
+    unit: "ns/op",
+    target: "info",
+    met: true,
+    note: `${cold.tables} tables (${(cold.tables / N).toFixed(2)}/page, ${cold.mib.toFixed(0)} MiB); unmap ${((cold.unmapMs * 1e6) / N).toFixed(0)} ns/page, all tables kept`,
+  });
+  // Then new domains on the recycled slab, each run alternated with the reference pass; best of
+  // each, in process CPU time (the method of PERFORMANCE.md).
+  // The reference's blocks are touched once, untimed, as the recycled slab's are.
+  const blocks = Array.from({ length: Math.ceil(cold.tables / 64) }, () =>
+    new Float64Array(64 * 512).fill(1),
+  );
+  const upper = new Float64Array(2 ** 18).fill(1);
+  let warm = cold;
+  let refMs = Number.POSITIVE_INFINITY;
+  for (let round = 0; round < (SMOKE ? 1 : 3); round++) {
     const r = scattered();
-    if (phase === "cold") {
-      record({
-        pkg: PKG,
-        workload: `B3 ${N} scattered 4K maps (48-bit, sparse, cold slab)`,
-        value: (r.mapMs * 1e6) / N,
-        unit: "ns/op",
-        target: "info",
-        met: true,
-        note: `${r.tables} tables (${(r.tables / N).toFixed(2)}/page, ${r.mib.toFixed(0)} MiB); unmap ${((r.unmapMs * 1e6) / N).toFixed(0)} ns/page, all tables kept`,
-      });
-      continue;
-    }
-    // The reference's blocks are touched once, untimed, as the recycled slab's are.
-    const blocks = Array.from({ length: Math.ceil(r.tables / 64) }, () =>
-      new Float64Array(64 * 512).fill(1),
-    );
-    const upper = new Float64Array(2 ** 18).fill(1);
-    const refMs = touchFresh(r.tables, blocks, upper);
-    const mapNs = (r.mapMs * 1e6) / N;
-    const refNs = (refMs * 1e6) / N;
-    record({
-      pkg: PKG,
-      workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab)`,
-      value: mapNs,
-      unit: "ns/op",
-      target: "<= 800 ns",
-      met: mapNs <= 800,
-    });
-    record({
-      pkg: PKG,
-      workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab) vs touching as many fresh 4 KiB blocks`,
-      value: mapNs,
-      unit: "ns/op",
-      baseline: refNs,
-      ratio: mapNs / refNs,
-      target: "<= 2.5x the fresh-block touches",
-      met: mapNs / refNs <= 2.5,
-      note: `${r.tables} tables (${(r.tables / N).toFixed(2)}/page, ${r.mib.toFixed(0)} MiB); unmap ${((r.unmapMs * 1e6) / N).toFixed(0)} ns/page, all tables kept`,
-    });
+    check(r.tables === cold.tables, "B3 warm runs build the same tables");
+    if (round === 0 || r.mapMs < warm.mapMs) warm = r;
+    refMs = Math.min(refMs, touchFresh(r.tables, blocks, upper));
   }
+  const mapNs = (warm.mapMs * 1e6) / N;
+  const refNs = (refMs * 1e6) / N;
+  record({
+    pkg: PKG,
+    workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab)`,
+    value: mapNs,
+    unit: "ns/op",
+    target: "<= 800 ns",
+    met: mapNs <= 800,
+  });
+  record({
+    pkg: PKG,
+    workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab) vs touching as many fresh 4 KiB blocks`,
+    value: mapNs,
+    unit: "ns/op",
+    baseline: refNs,
+    ratio: mapNs / refNs,
+    target: "<= 2.5x the fresh-block touches",
+    met: mapNs / refNs <= 2.5,
+    note: `${warm.tables} tables (${(warm.tables / N).toFixed(2)}/page, ${warm.mib.toFixed(0)} MiB); unmap ${((warm.unmapMs * 1e6) / N).toFixed(0)} ns/page, all tables kept`,
+  });
   // Packed into 1 GiB.
   const p = vtd();
   const t2 = performance.now();
