@@ -1,7 +1,7 @@
 /**
  * Page-table benchmarks B1–B4 (see the README), each against a baseline measured in the same run.
- * Timing is best-of-N wall time around the measured part only (setup excluded); B3's warm
- * scattered maps and their reference are timed in process CPU time.
+ * Timing is best-of-N around the measured part only (setup excluded): process CPU time for B1
+ * and B3's warm scattered maps with their references, wall time for the rest.
  */
 import { SMOKE, record, report } from "@x/bench";
 import {
@@ -43,13 +43,29 @@ function amd(): IommuDomain {
   });
 }
 
-/** Best wall time (ms) of `measure` over `reps` rounds, with `between` run untimed after each. */
-function best(reps: number, measure: () => void, between?: () => void): number {
+/** Process CPU time in ms (user + system): what the process ran, not what others did. */
+function cpuMs(): number {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+}
+
+const wallMs = () => performance.now();
+
+/**
+ * Best time (ms) of `measure` over `reps` rounds, with `between` run untimed after each; wall
+ * time unless `clock` is cpuMs.
+ */
+function best(
+  reps: number,
+  measure: () => void,
+  between?: () => void,
+  clock: () => number = wallMs,
+): number {
   let min = Number.POSITIVE_INFINITY;
   for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
+    const t0 = clock();
     measure();
-    min = Math.min(min, performance.now() - t0);
+    min = Math.min(min, clock() - t0);
     between?.();
   }
   return min;
@@ -103,17 +119,23 @@ class Radix {
   const iovaPfn = 1 << 18;
   const pfn = (1 << 20) + 1;
   const store = new Float64Array(N);
-  const baseline = best(REPS * 4, () => {
-    let v = pfn * 4096 + 3;
-    for (let i = 0; i < N; i++) {
-      store[i] = v;
-      v += 4096;
-    }
-  });
+  const baseline = best(
+    REPS * 4,
+    () => {
+      let v = pfn * 4096 + 3;
+      for (let i = 0; i < N; i++) {
+        store[i] = v;
+        v += 4096;
+      }
+    },
+    undefined,
+    cpuMs,
+  );
   const mapMs = best(
     REPS * 2,
     () => d.mapPfns(iovaPfn, pfn, N, RW),
     () => d.unmapPfns(iovaPfn, N),
+    cpuMs,
   );
   d.mapPfns(iovaPfn, pfn, N, RW);
   check(d.pt!.tableCount === 515, `1 GiB of 4K leaves uses 515 tables (got ${d.pt!.tableCount})`);
@@ -135,16 +157,26 @@ class Radix {
   const radix = new Radix();
   for (let i = 0; i < N; i++) radix.map(iovaPfn + i, pfn + i);
   let sum = 0;
-  const physMs = best(REPS * 2, () => {
-    let s = 0;
-    for (let i = 0; i < N; i++) s += d.iovaToPfn(iovaPfn + i);
-    sum += s;
-  });
-  const radixMs = best(REPS * 2, () => {
-    let s = 0;
-    for (let i = 0; i < N; i++) s += radix.lookup(iovaPfn + i);
-    sum += s;
-  });
+  const physMs = best(
+    REPS * 2,
+    () => {
+      let s = 0;
+      for (let i = 0; i < N; i++) s += d.iovaToPfn(iovaPfn + i);
+      sum += s;
+    },
+    undefined,
+    cpuMs,
+  );
+  const radixMs = best(
+    REPS * 2,
+    () => {
+      let s = 0;
+      for (let i = 0; i < N; i++) s += radix.lookup(iovaPfn + i);
+      sum += s;
+    },
+    undefined,
+    cpuMs,
+  );
   check(d.iovaToPfn(iovaPfn + 7) === pfn + 7, "iova_to_phys");
   record({
     pkg: PKG,
@@ -167,6 +199,7 @@ class Radix {
       unmapped = d.unmapPfns(iovaPfn, N);
     },
     () => d.mapPfns(iovaPfn, pfn, N, RW),
+    cpuMs,
   );
   const g = new IotlbGather();
   check(d.unmapPfns(iovaPfn, N, g) === N && unmapped === N, "unmap returns 1 GiB");
@@ -191,19 +224,24 @@ class Radix {
   let mapCallMs = 0;
   let unmapCallMs = 0;
   for (let r = 0; r < REPS * 2; r++) {
-    const t0 = performance.now();
+    const t0 = cpuMs();
     for (let i = 0; i < N; i++) d.mapPfns(iovaPfn + i, pfn + i, 1, RW);
-    const t1 = performance.now();
+    const t1 = cpuMs();
     for (let i = 0; i < N; i++) d.unmapPfns(iovaPfn + i, 1);
-    const t2 = performance.now();
+    const t2 = cpuMs();
     mapCallMs = r === 0 ? t1 - t0 : Math.min(mapCallMs, t1 - t0);
     unmapCallMs = r === 0 ? t2 - t1 : Math.min(unmapCallMs, t2 - t1);
   }
   const perCall = ((mapCallMs + unmapCallMs) * 1e6) / (2 * N);
-  const radixCallMs = best(REPS * 2, () => {
-    for (let i = 0; i < N; i++) radix.map(iovaPfn + i, pfn + i);
-    for (let i = 0; i < N; i++) radix.unmap(iovaPfn + i);
-  });
+  const radixCallMs = best(
+    REPS * 2,
+    () => {
+      for (let i = 0; i < N; i++) radix.map(iovaPfn + i, pfn + i);
+      for (let i = 0; i < N; i++) radix.unmap(iovaPfn + i);
+    },
+    undefined,
+    cpuMs,
+  );
   record({
     pkg: PKG,
     workload: "B1b+e single 4K map+unmap calls (mapPfns/unmapPfns) vs reference radix",
@@ -218,13 +256,18 @@ class Radix {
 
   // the bigint API for the same single-page calls, for reference
   const M = SMOKE ? 4096 : 65536;
-  const bigMs = best(REPS, () => {
-    for (let i = 0; i < M; i++) {
-      const iova = BigInt(iovaPfn + i) << 12n;
-      iommuMap(d, iova, BigInt(pfn + i) << 12n, 4096n, RW);
-      iommuUnmap(d, iova, 4096n);
-    }
-  });
+  const bigMs = best(
+    REPS,
+    () => {
+      for (let i = 0; i < M; i++) {
+        const iova = BigInt(iovaPfn + i) << 12n;
+        iommuMap(d, iova, BigInt(pfn + i) << 12n, 4096n, RW);
+        iommuUnmap(d, iova, 4096n);
+      }
+    },
+    undefined,
+    cpuMs,
+  );
   record({
     pkg: PKG,
     workload: "B1b' single 4K iommuMap+iommuUnmap (bigint API)",
@@ -235,13 +278,18 @@ class Radix {
   });
 
   // Map-per-page reference doing the same work as B1a
-  const refMs = best(REPS, () => {
-    const m = new Map<number, number>();
-    for (let i = 0; i < N; i++) {
-      if (m.has(iovaPfn + i)) throw new Error("dup");
-      m.set(iovaPfn + i, pfn + i);
-    }
-  });
+  const refMs = best(
+    REPS,
+    () => {
+      const m = new Map<number, number>();
+      for (let i = 0; i < N; i++) {
+        if (m.has(iovaPfn + i)) throw new Error("dup");
+        m.set(iovaPfn + i, pfn + i);
+      }
+    },
+    undefined,
+    cpuMs,
+  );
   record({
     pkg: PKG,
     workload: "B1 range map vs Map-per-page reference",
@@ -318,11 +366,6 @@ class Radix {
     shuffled[i] = shuffled[j]!;
     shuffled[j] = t;
   }
-  /** Process CPU time in ms (user + system). */
-  const cpuMs = () => {
-    const c = process.cpuUsage();
-    return (c.user + c.system) / 1000;
-  };
   const scattered = () => {
     const d = vtd();
     const t0 = cpuMs();
