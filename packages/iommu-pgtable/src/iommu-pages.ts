@@ -100,6 +100,23 @@ export class TableAllocator {
     return this.levelOf[id]!;
   }
 
+  /**
+   * Store 0 in item 0 of each of the next `count` tables alloc() will hand out, where they
+   * exist (they are zeroed: nothing changes). Host-memory only: a walk that may allocate calls
+   * it before it reads the upper tables, so the TLB misses of those fresh pages are taken while
+   * its own loads miss, rather than after them at the stores into the new tables.
+   */
+  touchNext(count: number): void {
+    for (let k = 1; k <= count; k++) {
+      const id =
+        k <= this.freeCount
+          ? this.freeIds[this.freeCount - k]!
+          : this.nextId + k - 1 - this.freeCount;
+      const chunk = this.chunks[id >>> this.chunkLg2];
+      if (chunk !== undefined) chunk[this.offset(id)] = 0;
+    }
+  }
+
   /** A zeroed table for `level`. The caller checked fault injection already. */
   alloc(level: number): number {
     let id: number;

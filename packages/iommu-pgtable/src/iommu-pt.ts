@@ -559,6 +559,8 @@ export class PtIommu implements FreelistOwner {
    * back to the full walk (a larger leaf is in the way).
    */
   private mapOne(wva: number, item: number): number {
+    // A walk-cache miss may end in new tables: usually a leaf table and its parent.
+    if (!(wva < P31 && wva >>> this.leafShift === this.leafKey)) this.alloc.touchNext(2);
     if (!this.walkToLeafTable(wva)) return this.stopItem === 0 ? this.mapOneBelow(wva, item) : -1;
     const arr = this.leafArr;
     const p = this.leafBase + this.leafIndex(wva);
