@@ -1,6 +1,7 @@
 /**
  * Page-table benchmarks B1–B4 (see the README), each against a baseline measured in the same run.
- * Timing is best-of-N wall time around the measured part only (setup excluded).
+ * Timing is best-of-N around the measured part only (setup excluded): process CPU time for B1
+ * and B3's warm scattered maps with their references, wall time for the rest.
  */
 import { SMOKE, record, report } from "@x/bench";
 import {
@@ -42,13 +43,29 @@ function amd(): IommuDomain {
   });
 }
 
-/** Best wall time (ms) of `measure` over `reps` rounds, with `between` run untimed after each. */
-function best(reps: number, measure: () => void, between?: () => void): number {
+/** Process CPU time in ms (user + system): what the process ran, not what others did. */
+function cpuMs(): number {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+}
+
+const wallMs = () => performance.now();
+
+/**
+ * Best time (ms) of `measure` over `reps` rounds, with `between` run untimed after each; wall
+ * time unless `clock` is cpuMs.
+ */
+function best(
+  reps: number,
+  measure: () => void,
+  between?: () => void,
+  clock: () => number = wallMs,
+): number {
   let min = Number.POSITIVE_INFINITY;
   for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
+    const t0 = clock();
     measure();
-    min = Math.min(min, performance.now() - t0);
+    min = Math.min(min, clock() - t0);
     between?.();
   }
   return min;
@@ -102,17 +119,23 @@ class Radix {
   const iovaPfn = 1 << 18;
   const pfn = (1 << 20) + 1;
   const store = new Float64Array(N);
-  const baseline = best(REPS * 4, () => {
-    let v = pfn * 4096 + 3;
-    for (let i = 0; i < N; i++) {
-      store[i] = v;
-      v += 4096;
-    }
-  });
+  const baseline = best(
+    REPS * 4,
+    () => {
+      let v = pfn * 4096 + 3;
+      for (let i = 0; i < N; i++) {
+        store[i] = v;
+        v += 4096;
+      }
+    },
+    undefined,
+    cpuMs,
+  );
   const mapMs = best(
     REPS * 2,
     () => d.mapPfns(iovaPfn, pfn, N, RW),
     () => d.unmapPfns(iovaPfn, N),
+    cpuMs,
   );
   d.mapPfns(iovaPfn, pfn, N, RW);
   check(d.pt!.tableCount === 515, `1 GiB of 4K leaves uses 515 tables (got ${d.pt!.tableCount})`);
@@ -128,16 +151,32 @@ class Radix {
     note: `${mapMs.toFixed(3)} ms per GiB`,
   });
 
-  // iova_to_phys of every page, against the reference radix's lookup
+  // iova_to_phys of every page, against the reference radix's lookup. Each pass sums into a
+  // local: a captured `sum` is a context slot, and every += there allocates a heap number, so
+  // the collector ran inside the timed loop.
   const radix = new Radix();
   for (let i = 0; i < N; i++) radix.map(iovaPfn + i, pfn + i);
   let sum = 0;
-  const physMs = best(REPS * 2, () => {
-    for (let i = 0; i < N; i++) sum += d.iovaToPfn(iovaPfn + i);
-  });
-  const radixMs = best(REPS * 2, () => {
-    for (let i = 0; i < N; i++) sum += radix.lookup(iovaPfn + i);
-  });
+  const physMs = best(
+    REPS * 2,
+    () => {
+      let s = 0;
+      for (let i = 0; i < N; i++) s += d.iovaToPfn(iovaPfn + i);
+      sum += s;
+    },
+    undefined,
+    cpuMs,
+  );
+  const radixMs = best(
+    REPS * 2,
+    () => {
+      let s = 0;
+      for (let i = 0; i < N; i++) s += radix.lookup(iovaPfn + i);
+      sum += s;
+    },
+    undefined,
+    cpuMs,
+  );
   check(d.iovaToPfn(iovaPfn + 7) === pfn + 7, "iova_to_phys");
   record({
     pkg: PKG,
@@ -160,6 +199,7 @@ class Radix {
       unmapped = d.unmapPfns(iovaPfn, N);
     },
     () => d.mapPfns(iovaPfn, pfn, N, RW),
+    cpuMs,
   );
   const g = new IotlbGather();
   check(d.unmapPfns(iovaPfn, N, g) === N && unmapped === N, "unmap returns 1 GiB");
@@ -184,19 +224,24 @@ class Radix {
   let mapCallMs = 0;
   let unmapCallMs = 0;
   for (let r = 0; r < REPS * 2; r++) {
-    const t0 = performance.now();
+    const t0 = cpuMs();
     for (let i = 0; i < N; i++) d.mapPfns(iovaPfn + i, pfn + i, 1, RW);
-    const t1 = performance.now();
+    const t1 = cpuMs();
     for (let i = 0; i < N; i++) d.unmapPfns(iovaPfn + i, 1);
-    const t2 = performance.now();
+    const t2 = cpuMs();
     mapCallMs = r === 0 ? t1 - t0 : Math.min(mapCallMs, t1 - t0);
     unmapCallMs = r === 0 ? t2 - t1 : Math.min(unmapCallMs, t2 - t1);
   }
   const perCall = ((mapCallMs + unmapCallMs) * 1e6) / (2 * N);
-  const radixCallMs = best(REPS * 2, () => {
-    for (let i = 0; i < N; i++) radix.map(iovaPfn + i, pfn + i);
-    for (let i = 0; i < N; i++) radix.unmap(iovaPfn + i);
-  });
+  const radixCallMs = best(
+    REPS * 2,
+    () => {
+      for (let i = 0; i < N; i++) radix.map(iovaPfn + i, pfn + i);
+      for (let i = 0; i < N; i++) radix.unmap(iovaPfn + i);
+    },
+    undefined,
+    cpuMs,
+  );
   record({
     pkg: PKG,
     workload: "B1b+e single 4K map+unmap calls (mapPfns/unmapPfns) vs reference radix",
@@ -211,13 +256,18 @@ class Radix {
 
   // the bigint API for the same single-page calls, for reference
   const M = SMOKE ? 4096 : 65536;
-  const bigMs = best(REPS, () => {
-    for (let i = 0; i < M; i++) {
-      const iova = BigInt(iovaPfn + i) << 12n;
-      iommuMap(d, iova, BigInt(pfn + i) << 12n, 4096n, RW);
-      iommuUnmap(d, iova, 4096n);
-    }
-  });
+  const bigMs = best(
+    REPS,
+    () => {
+      for (let i = 0; i < M; i++) {
+        const iova = BigInt(iovaPfn + i) << 12n;
+        iommuMap(d, iova, BigInt(pfn + i) << 12n, 4096n, RW);
+        iommuUnmap(d, iova, 4096n);
+      }
+    },
+    undefined,
+    cpuMs,
+  );
   record({
     pkg: PKG,
     workload: "B1b' single 4K iommuMap+iommuUnmap (bigint API)",
@@ -228,13 +278,18 @@ class Radix {
   });
 
   // Map-per-page reference doing the same work as B1a
-  const refMs = best(REPS, () => {
-    const m = new Map<number, number>();
-    for (let i = 0; i < N; i++) {
-      if (m.has(iovaPfn + i)) throw new Error("dup");
-      m.set(iovaPfn + i, pfn + i);
-    }
-  });
+  const refMs = best(
+    REPS,
+    () => {
+      const m = new Map<number, number>();
+      for (let i = 0; i < N; i++) {
+        if (m.has(iovaPfn + i)) throw new Error("dup");
+        m.set(iovaPfn + i, pfn + i);
+      }
+    },
+    undefined,
+    cpuMs,
+  );
   record({
     pkg: PKG,
     workload: "B1 range map vs Map-per-page reference",
@@ -313,14 +368,14 @@ class Radix {
   }
   const scattered = () => {
     const d = vtd();
-    const t0 = performance.now();
+    const t0 = cpuMs();
     for (let i = 0; i < N; i++) d.mapPfns(pages[i]!, 0x100000 + i, 1, RW);
-    const mapMs = performance.now() - t0;
+    const mapMs = cpuMs() - t0;
     const tables = d.pt!.tableCount;
     const mib = d.pt!.tableBytes / 2 ** 20;
-    const t1 = performance.now();
+    const t1 = cpuMs();
     for (let i = 0; i < N; i++) check(d.unmapPfns(shuffled[i]!, 1) === 1, "B3 unmap");
-    const unmapMs = performance.now() - t1;
+    const unmapMs = cpuMs() - t1;
     // iommupt frees no table on a 4K unmap (none is fully covered): all of them remain.
     check(d.pt!.tableCount === tables, "B3 residual tables equal the kernel's (all kept)");
     iommuDomainFree(d);
@@ -337,7 +392,7 @@ class Radix {
     const perChunk = blocks[0]!.length / 512;
     let sink = 0;
     let r = 777;
-    const t0 = performance.now();
+    const t0 = cpuMs();
     for (let i = 0, b = 0; i < N; i++) {
       r = (Math.imul(r, 1103515245) + 12345) >>> 0;
       sink += upper[r & (upper.length - 1)]!;
@@ -345,53 +400,57 @@ class Radix {
         blocks[Math.floor(b / perChunk)]![(b % perChunk) * 512 + ((r >>> 8) & 511)] = i + 1;
       }
     }
-    const ms = performance.now() - t0;
+    const ms = cpuMs() - t0;
     check(sink >= 0, "B3 reference read");
     return ms;
   };
-  // First run on fresh host memory (page faults), second on the recycled slab.
-  for (const phase of ["cold", "warm"]) {
+  // First run on fresh host memory (page faults): one run by nature.
+  const cold = scattered();
+  record({
+    pkg: PKG,
+    workload: `B3 ${N} scattered 4K maps (48-bit, sparse, cold slab)`,
+    value: (cold.mapMs * 1e6) / N,
+    unit: "ns/op",
+    target: "info",
+    met: true,
+    note: `${cold.tables} tables (${(cold.tables / N).toFixed(2)}/page, ${cold.mib.toFixed(0)} MiB); unmap ${((cold.unmapMs * 1e6) / N).toFixed(0)} ns/page, all tables kept`,
+  });
+  // Then new domains on the recycled slab, each run alternated with the reference pass; best of
+  // each, in process CPU time (the method of PERFORMANCE.md).
+  // The reference's blocks are touched once, untimed, as the recycled slab's are.
+  const blocks = Array.from({ length: Math.ceil(cold.tables / 64) }, () =>
+    new Float64Array(64 * 512).fill(1),
+  );
+  const upper = new Float64Array(2 ** 18).fill(1);
+  let warm = cold;
+  let refMs = Number.POSITIVE_INFINITY;
+  for (let round = 0; round < (SMOKE ? 1 : 3); round++) {
     const r = scattered();
-    if (phase === "cold") {
-      record({
-        pkg: PKG,
-        workload: `B3 ${N} scattered 4K maps (48-bit, sparse, cold slab)`,
-        value: (r.mapMs * 1e6) / N,
-        unit: "ns/op",
-        target: "info",
-        met: true,
-        note: `${r.tables} tables (${(r.tables / N).toFixed(2)}/page, ${r.mib.toFixed(0)} MiB); unmap ${((r.unmapMs * 1e6) / N).toFixed(0)} ns/page, all tables kept`,
-      });
-      continue;
-    }
-    // The reference's blocks are touched once, untimed, as the recycled slab's are.
-    const blocks = Array.from({ length: Math.ceil(r.tables / 64) }, () =>
-      new Float64Array(64 * 512).fill(1),
-    );
-    const upper = new Float64Array(2 ** 18).fill(1);
-    const refMs = touchFresh(r.tables, blocks, upper);
-    const mapNs = (r.mapMs * 1e6) / N;
-    const refNs = (refMs * 1e6) / N;
-    record({
-      pkg: PKG,
-      workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab)`,
-      value: mapNs,
-      unit: "ns/op",
-      target: "<= 800 ns",
-      met: mapNs <= 800,
-    });
-    record({
-      pkg: PKG,
-      workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab) vs touching as many fresh 4 KiB blocks`,
-      value: mapNs,
-      unit: "ns/op",
-      baseline: refNs,
-      ratio: mapNs / refNs,
-      target: "<= 2.5x the fresh-block touches",
-      met: mapNs / refNs <= 2.5,
-      note: `${r.tables} tables (${(r.tables / N).toFixed(2)}/page, ${r.mib.toFixed(0)} MiB); unmap ${((r.unmapMs * 1e6) / N).toFixed(0)} ns/page, all tables kept`,
-    });
+    check(r.tables === cold.tables, "B3 warm runs build the same tables");
+    if (round === 0 || r.mapMs < warm.mapMs) warm = r;
+    refMs = Math.min(refMs, touchFresh(r.tables, blocks, upper));
   }
+  const mapNs = (warm.mapMs * 1e6) / N;
+  const refNs = (refMs * 1e6) / N;
+  record({
+    pkg: PKG,
+    workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab)`,
+    value: mapNs,
+    unit: "ns/op",
+    target: "<= 800 ns",
+    met: mapNs <= 800,
+  });
+  record({
+    pkg: PKG,
+    workload: `B3 ${N} scattered 4K maps (48-bit, sparse, warm slab) vs touching as many fresh 4 KiB blocks`,
+    value: mapNs,
+    unit: "ns/op",
+    baseline: refNs,
+    ratio: mapNs / refNs,
+    target: "<= 2.5x the fresh-block touches",
+    met: mapNs / refNs <= 2.5,
+    note: `${warm.tables} tables (${(warm.tables / N).toFixed(2)}/page, ${warm.mib.toFixed(0)} MiB); unmap ${((warm.unmapMs * 1e6) / N).toFixed(0)} ns/page, all tables kept`,
+  });
   // Packed into 1 GiB.
   const p = vtd();
   const t2 = performance.now();

@@ -3,7 +3,9 @@
  *
  * A table is an id; its items live at `chunk(id)[offset(id) + index]`. No object exists per
  * table or per item, so a domain with 200k tables costs 200k × table size bytes and nothing
- * else. Freed ids go on a free list and are zeroed when released, so a reused table is empty.
+ * else. Freed ids go on a free list and are zeroed when released, so a reused table is empty;
+ * a table its last user already emptied item by item (an unmap that covered all of it) is marked
+ * so and is not cleared a second time.
  * Live tables are counted per level (the model's NR_SECONDARY_PAGETABLE).
  *
  * Item encoding (shared with iommu-pt.ts): 0 = empty; a negative value -(id + 1) = a pointer to
@@ -64,6 +66,8 @@ export class TableAllocator {
   private nextId = 0;
   /** The level of each live table (255 = free), for per-level accounting and dumps. */
   private levelOf: Uint8Array = new Uint8Array(64).fill(255);
+  /** 1 while a live table is known to hold only zero items (see markZeroed). */
+  private zeroed: Uint8Array = new Uint8Array(64);
   /** Live tables per level. */
   readonly perLevel: Int32Array = new Int32Array(8);
   /** Live tables in total. */
@@ -96,6 +100,23 @@ export class TableAllocator {
     return this.levelOf[id]!;
   }
 
+  /**
+   * Store 0 in item 0 of each of the next `count` tables alloc() will hand out, where they
+   * exist (they are zeroed: nothing changes). Host-memory only: a walk that may allocate calls
+   * it before it reads the upper tables, so the TLB misses of those fresh pages are taken while
+   * its own loads miss, rather than after them at the stores into the new tables.
+   */
+  touchNext(count: number): void {
+    for (let k = 1; k <= count; k++) {
+      const id =
+        k <= this.freeCount
+          ? this.freeIds[this.freeCount - k]!
+          : this.nextId + k - 1 - this.freeCount;
+      const chunk = this.chunks[id >>> this.chunkLg2];
+      if (chunk !== undefined) chunk[this.offset(id)] = 0;
+    }
+  }
+
   /** A zeroed table for `level`. The caller checked fault injection already. */
   alloc(level: number): number {
     let id: number;
@@ -110,6 +131,9 @@ export class TableAllocator {
         const grown = new Uint8Array(this.levelOf.length * 2).fill(255);
         grown.set(this.levelOf);
         this.levelOf = grown;
+        const zeroed = new Uint8Array(grown.length);
+        zeroed.set(this.zeroed);
+        this.zeroed = zeroed;
       }
     }
     this.levelOf[id] = level;
@@ -128,12 +152,24 @@ export class TableAllocator {
     this.nextId = 0;
   }
 
+  /**
+   * Every item of live table `id` is 0 and stays so until it is freed: the caller cleared them
+   * all and unlinked the table, so nothing can write it again. free() then skips the clearing.
+   */
+  markZeroed(id: number): void {
+    this.zeroed[id] = 1;
+  }
+
   /** Return table `id` to the slab, zeroed. */
   free(id: number): void {
     const level = this.levelOf[id]!;
     if (level === 255) throw new Error(`iommu-pages: table ${id} freed twice`);
-    const off = this.offset(id);
-    this.chunk(id).fill(0, off, off + (1 << this.itemsLg2));
+    if (this.zeroed[id] === 0) {
+      const off = this.offset(id);
+      this.chunk(id).fill(0, off, off + (1 << this.itemsLg2));
+    } else {
+      this.zeroed[id] = 0;
+    }
     this.levelOf[id] = 255;
     this.perLevel[level]!--;
     this.live--;

@@ -111,14 +111,29 @@ export interface PtLevelOccupancy {
 
 const POW2: number[] = Array.from({ length: 65 }, (_, i) => 2 ** i);
 const P26 = 2 ** 26;
+/** 2^-26 and 2^-32: exact factors, where a division would cost several times a product. */
+const INV_P26 = 2 ** -26;
+const INV_P32 = 2 ** -32;
 const P31 = 2 ** 31;
 const P32 = 2 ** 32;
 /** Base of the fake physical addresses given to tables in PTE dumps. */
 export const TABLE_PA_BASE = 1n << 40n;
 
-/** The attribute bits of a leaf item (a float `%` would be a slow fmod call). */
+const ATTR_BITS = ATTR_SPAN - 1;
+/** 1 / ATTR_SPAN: a product by a power of two is exact, and cheaper than a division. */
+const PFN_SCALE = 1 / ATTR_SPAN;
+
+/**
+ * The attribute bits of a leaf item (an integer in [0, 2^53)): `| 0` keeps the low 32 bits of
+ * an integer exactly, and the attributes are the low 12 (a float `%` would be an fmod call).
+ */
 function attrsOf(e: number): number {
-  return e - Math.floor(e / ATTR_SPAN) * ATTR_SPAN;
+  return (e | 0) & ATTR_BITS;
+}
+
+/** The output page a leaf item holds. */
+function pfnOf(e: number): number {
+  return Math.floor(e * PFN_SCALE);
 }
 
 /** a mod p for an integer a >= 0 below 2^53 and a power of two p. */
@@ -126,19 +141,35 @@ function mod2(a: number, p: number): number {
   return a - Math.floor(a / p) * p;
 }
 
+/**
+ * Index of the first empty (0) item of arr[p, stop), or `stop`. Eight items at a time first:
+ * every item is 0, a leaf >= ATTR_PRESENT or a table pointer <= -1, so a product of eight
+ * items (at most 2^424 in magnitude) is 0 exactly when one of them is.
+ */
+function firstEmpty(arr: Float64Array, p: number, stop: number): number {
+  let q = p;
+  for (; q + 8 <= stop; q += 8) {
+    const a = arr[q]! * arr[q + 1]! * (arr[q + 2]! * arr[q + 3]!);
+    const b = arr[q + 4]! * arr[q + 5]! * (arr[q + 6]! * arr[q + 7]!);
+    if (a * b === 0) break;
+  }
+  while (q < stop && arr[q] !== 0) q++;
+  return q;
+}
+
 /** Count trailing zeros of a non-negative integer < 2^53 (64 for 0). */
 export function ctz53(x: number): number {
   if (x === 0) return 64;
-  const lo = mod2(x, P32);
+  const hi = Math.floor(x * INV_P32);
+  const lo = x - hi * P32;
   if (lo !== 0) return 31 - Math.clz32(lo & -lo);
-  const hi = Math.floor(x / P32);
   return 32 + 31 - Math.clz32(hi & -hi);
 }
 
 /** floor(log2(x)) of an integer 1 <= x < 2^53. */
 export function fls53(x: number): number {
   if (x < P32) return 31 - Math.clz32(x);
-  return 32 + 31 - Math.clz32(Math.floor(x / P32));
+  return 32 + 31 - Math.clz32(Math.floor(x * INV_P32));
 }
 
 export class PtIommu implements FreelistOwner {
@@ -190,11 +221,15 @@ export class PtIommu implements FreelistOwner {
   /* The walk cache (see the top of the file): leafKey = page >>> leafShift, -1 when empty. */
   private leafKey = -1;
   private readonly leafShift: number;
+  /** Index mask of a level-0 table (idxMask[0], the top's when the top is level 0). */
+  private leafMask = 0;
   private leafArr: Float64Array = new Float64Array(0);
   private leafBase = 0;
-  /** Where walkToLeafTable stopped above level 0: the item (0 or a leaf) and its level. */
+  /** Where walkToLeafTable stopped above level 0: the item (0 or a leaf), its level and slot. */
   private stopItem = 0;
   private stopLevel = 0;
+  private stopArr: Float64Array = new Float64Array(0);
+  private stopPos = 0;
 
   /* Walk state: one walk at a time, as the caller holds the range lock. */
   private va = 0;
@@ -345,6 +380,7 @@ export class PtIommu implements FreelistOwner {
       this.idxMask[level] =
         level === top ? (1 << this.topItemsLg2) - 1 : (1 << this.items[level]!) - 1;
     }
+    this.leafMask = this.idxMask[0]!;
   }
 
   /** Pages of [va, va + n) inside the table's reach from va (0 when va is outside). */
@@ -366,7 +402,7 @@ export class PtIommu implements FreelistOwner {
     if (va < P31) return (va >>> this.idxShiftLow[level]!) & this.idxMask[level]!;
     const s = this.idxShift[level]!;
     const m = this.idxMask[level]!;
-    const hi = Math.floor(va / P26);
+    const hi = Math.floor(va * INV_P26);
     if (s >= 26) return (hi >>> (s - 26)) & m;
     return (((va - hi * P26) >>> s) | (hi << (26 - s))) & m;
   }
@@ -509,7 +545,7 @@ export class PtIommu implements FreelistOwner {
     this.oa = oa;
     this.end = wva + n;
     this.gather = gather;
-    const err = this.mapLevel(this.topLevel, this.topArr, this.topBase);
+    const err = this.mapLevel(this.topLevel, this.topArr, this.topBase, false);
     this.gather = undefined;
     this.mappedPages = this.oa - oa;
     return err;
@@ -519,14 +555,40 @@ export class PtIommu implements FreelistOwner {
   mappedPages = 0;
 
   /**
-   * Item `item` for walkable page `wva` into an existing level-0 table: 0, EADDRINUSE, or -1
-   * to fall back to the full walk (a table is missing or a larger leaf is in the way).
+   * Item `item` (a level-0 leaf) for walkable page `wva`: 0, EADDRINUSE, ENOMEM, or -1 to fall
+   * back to the full walk (a larger leaf is in the way).
    */
   private mapOne(wva: number, item: number): number {
-    if (!this.walkToLeafTable(wva)) return -1;
+    // A walk-cache miss may end in new tables: usually a leaf table and its parent.
+    if (!(wva < P31 && wva >>> this.leafShift === this.leafKey)) this.alloc.touchNext(2);
+    if (!this.walkToLeafTable(wva)) return this.stopItem === 0 ? this.mapOneBelow(wva, item) : -1;
     const arr = this.leafArr;
     const p = this.leafBase + this.leafIndex(wva);
     if (arr[p] !== 0) return EADDRINUSE;
+    arr[p] = item;
+    return 0;
+  }
+
+  /**
+   * The walk to `wva` stopped at an empty item: add one table per level below it, each linked
+   * as soon as it is allocated, and install `item` in the level-0 one — what mapLevel does for
+   * one page, in the same order (a failed allocation leaves the tables linked before it, as
+   * there). Nothing is read from the new tables: they come zeroed from the slab, and a store to
+   * a table just taken from the slab does not stall the walk the way a load does.
+   */
+  private mapOneBelow(wva: number, item: number): number {
+    const chunks = this.alloc.chunks;
+    const cs = this.alloc.chunkLg2;
+    const ts = this.alloc.itemsLg2;
+    let arr = this.stopArr;
+    let p = this.stopPos;
+    for (let level = this.stopLevel - 1; level >= 0; level--) {
+      const id = this.newTable(level);
+      if (id < 0) return ENOMEM;
+      arr[p] = -(id + 1);
+      arr = chunks[id >>> cs]!;
+      p = ((id & ((1 << cs) - 1)) << ts) + this.index(level, wva);
+    }
     arr[p] = item;
     return 0;
   }
@@ -548,10 +610,13 @@ export class PtIommu implements FreelistOwner {
     let arr = this.topArr;
     let base = this.topBase;
     for (let level = this.topLevel; level > 0; level--) {
-      const e = arr[base + (low ? (wva >>> shl[level]!) & mk[level]! : this.index(level, wva))]!;
+      const p = base + (low ? (wva >>> shl[level]!) & mk[level]! : this.index(level, wva));
+      const e = arr[p]!;
       if (e >= 0) {
         this.stopItem = e;
         this.stopLevel = level;
+        this.stopArr = arr;
+        this.stopPos = p;
         return false;
       }
       const id = -e - 1;
@@ -566,7 +631,7 @@ export class PtIommu implements FreelistOwner {
 
   /** Level-0 index of walkable page `wva`. */
   private leafIndex(wva: number): number {
-    return wva < P31 ? wva & this.idxMask[0]! : this.index(0, wva);
+    return wva < P31 ? wva & this.leafMask : this.index(0, wva);
   }
 
   /** A table pointer is about to be removed: the walk cache may name a table below it. */
@@ -574,7 +639,13 @@ export class PtIommu implements FreelistOwner {
     this.leafKey = -1;
   }
 
-  private mapLevel(level: number, arr: Float64Array, base: number): number {
+  /**
+   * Map the walk's range into the table at arr[base]. `fresh`: this walk allocated the table,
+   * so every item it has not written yet is 0 (TableAllocator hands tables out zeroed) and is
+   * written without being read first. A load from a table just taken from the slab misses the
+   * cache and stalls the walk; a store does not.
+   */
+  private mapLevel(level: number, arr: Float64Array, base: number, fresh: boolean): number {
     const nItems = level === this.topLevel ? 1 << this.topItemsLg2 : 1 << this.items[level]!;
     const sh = this.shift[level]!;
     let idx = this.index(level, this.va);
@@ -588,15 +659,16 @@ export class PtIommu implements FreelistOwner {
         let count = this.pgszCount(r, this.va, this.oa, left);
         const room = (nItems - idx) >>> c;
         if (count > room) count = room;
-        const err = this.installRun(level, arr, base + idx, count, c);
+        const err = this.installRun(level, arr, base + idx, count, c, fresh);
         idx += count << c;
         if (err) return err;
         continue;
       }
       WARN_ON(leafLevel > level, "iommupt: leaf size above the walk level");
       const p = base + idx;
-      let e = arr[p]!;
-      if (e === 0) {
+      let e = fresh ? 0 : arr[p]!;
+      const below = e === 0;
+      if (below) {
         const id = this.newTable(level - 1);
         if (id < 0) return ENOMEM;
         e = -(id + 1);
@@ -605,20 +677,21 @@ export class PtIommu implements FreelistOwner {
         return EADDRINUSE;
       }
       const id = -e - 1;
-      const err = this.mapLevel(level - 1, this.alloc.chunk(id), this.alloc.offset(id));
+      const err = this.mapLevel(level - 1, this.alloc.chunk(id), this.alloc.offset(id), below);
       if (err) return err;
       idx++;
     }
     return 0;
   }
 
-  /** Install `count` leaves of 2^c items each starting at arr[p]. */
+  /** Install `count` leaves of 2^c items each starting at arr[p] (`fresh`: see mapLevel). */
   private installRun(
     level: number,
     arr: Float64Array,
     p: number,
     count: number,
     c: number,
+    fresh: boolean,
   ): number {
     const itemPages = POW2[this.shift[level]!]!;
     const inc = itemPages * ATTR_SPAN;
@@ -626,10 +699,17 @@ export class PtIommu implements FreelistOwner {
     if (c === 0 && level === 0) {
       const stop = p + count;
       let q = p;
-      for (; q < stop; q++) {
-        if (arr[q] !== 0) break;
-        arr[q] = v;
-        v += inc;
+      if (fresh) {
+        for (; q < stop; q++) {
+          arr[q] = v;
+          v += inc;
+        }
+      } else {
+        for (; q < stop; q++) {
+          if (arr[q] !== 0) break;
+          arr[q] = v;
+          v += inc;
+        }
       }
       const done = q - p;
       this.va += done;
@@ -639,7 +719,7 @@ export class PtIommu implements FreelistOwner {
     const step = 1 << c;
     const leafPages = itemPages * step;
     for (let i = 0; i < count; i++, p += step) {
-      for (let j = 0; j < step; j++) {
+      for (let j = 0; !fresh && j < step; j++) {
         if (arr[p + j] !== 0) {
           const err = this.clearContig(level, arr, p, step);
           if (err) return err;
@@ -775,8 +855,7 @@ export class PtIommu implements FreelistOwner {
     if (level === 0) {
       const want = Math.min(nItems - idx, this.end - this.va);
       const stop = p + want;
-      let q = p;
-      while (q < stop && arr[q] !== 0) q++;
+      const q = firstEmpty(arr, p, stop);
       let clearEnd = q;
       if (q === stop && q > p) {
         const c = (attrsOf(arr[q - 1]!) & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
@@ -800,8 +879,10 @@ export class PtIommu implements FreelistOwner {
         const err = this.unmapLevel(level - 1, this.alloc.chunk(id), this.alloc.offset(id));
         if (err) return err;
         if (covered) {
+          // The walk below cleared every item of the table (it stops with an error at a hole).
           this.dropWalkCache();
           arr[p] = 0;
+          this.alloc.markZeroed(id);
           this.freed.push(id);
         }
         this.va = itemStart + itemPages;
@@ -825,14 +906,23 @@ export class PtIommu implements FreelistOwner {
   iovaToPhys(va: number): number {
     const wva = !this.signExtend && va < this.vaLimit ? va : this.walkStart(va, 1);
     if (wva < 0) return -1;
+    if (wva < P31 && wva >>> this.leafShift === this.leafKey) {
+      // Walk-cache hit, kept small enough to inline into a per-page caller.
+      const e = this.leafArr[this.leafBase + (wva & this.leafMask)]!;
+      return e > 0 ? pfnOf(e) : -1;
+    }
+    return this.iovaToPhysWalk(wva);
+  }
+
+  private iovaToPhysWalk(wva: number): number {
     if (this.walkToLeafTable(wva)) {
       // Each item of a contiguous entry holds its own output page.
       const e = this.leafArr[this.leafBase + this.leafIndex(wva)]!;
-      return e > 0 ? Math.floor(e / ATTR_SPAN) : -1;
+      return e > 0 ? pfnOf(e) : -1;
     }
     const e = this.stopItem;
     if (e === 0) return -1;
-    return Math.floor(e / ATTR_SPAN) + mod2(wva, POW2[this.shift[this.stopLevel]!]!);
+    return pfnOf(e) + mod2(wva, POW2[this.shift[this.stopLevel]!]!);
   }
 
   /** Find the leaf item holding `va` (left in foundArr/foundPos); false when unmapped. */
@@ -1038,7 +1128,7 @@ export class PtIommu implements FreelistOwner {
         const sh = this.shift[level]!;
         const first = arr[fromPos]!;
         const prot = attrsOf(first) & ATTR_PROT_MASK;
-        const oa = Math.floor(first / ATTR_SPAN) + (sh === 0 ? 0 : mod2(at, POW2[sh]!));
+        const oa = pfnOf(first) + (sh === 0 ? 0 : mod2(at, POW2[sh]!));
         const pages =
           Math.min(wva + n, (toPos - fromPos) * POW2[sh]! + (at - mod2(at, POW2[sh]!))) - at;
         total += pages;
@@ -1125,7 +1215,7 @@ export class PtIommu implements FreelistOwner {
     const attrs = attrsOf(e);
     const c = (attrs & ATTR_CONTIG_MASK) >>> ATTR_CONTIG_SHIFT;
     const itemLg2 = this.granuleLg2 + this.shift[level]!;
-    const pfn = Math.floor(e / ATTR_SPAN);
+    const pfn = pfnOf(e);
     const basePfn = pfn - (i % (1 << c)) * POW2[this.shift[level]!]!;
     return this.format.encodeLeaf({
       oa: BigInt(basePfn) << BigInt(this.granuleLg2),

@@ -85,6 +85,25 @@ describe("TableAllocator (iommu_alloc_pages_node_sz / iommu_free_pages)", () => 
     }
   });
 
+  it("touchNext writes only the tables the next allocations return, and leaves them zeroed", () => {
+    const a = new TableAllocator(ITEMS_LG2);
+    const ids = Array.from({ length: 70 }, (_, i) => a.alloc(i % 3));
+    for (const id of ids) items(a, id).fill(id + 1);
+    // Two tables on the free list (zeroed by free), then the never-used tail of the chunk.
+    a.free(ids[10]!);
+    a.free(ids[20]!);
+    for (const count of [1, 2, 3, 8]) a.touchNext(count);
+    const counts = [a.live, a.allocated, a.released, ...a.perLevel];
+    for (const id of ids) {
+      const want = id === ids[10] || id === ids[20] ? 0 : id + 1;
+      expect(items(a, id).every((x) => x === want)).toBe(true);
+    }
+    expect([a.live, a.allocated, a.released, ...a.perLevel]).toEqual(counts);
+    // The next allocations are those tables, zeroed; then the rest of the slab.
+    expect([a.alloc(0), a.alloc(0)]).toEqual([ids[20], ids[10]]);
+    for (let i = 0; i < 60; i++) expect(items(a, a.alloc(1)).every((x) => x === 0)).toBe(true);
+  });
+
   it("freeing a table twice throws and changes no count", () => {
     const a = new TableAllocator(ITEMS_LG2);
     const id = a.alloc(1);
