@@ -90,6 +90,14 @@ describe("iova_bitmap", () => {
     expect(Array.from(libc.peek(base, 3))).toEqual([0xff, 0x01, 0x81]);
   });
 
+  it("a record over several bytes keeps the bits already set in its partial first and last bytes", () => {
+    const { kernel, libc, base } = setup(16);
+    libc.poke(base, new Uint8Array([0x05, 0x00, 0x00, 0xa0, 0x11]));
+    // bits 4..27: the upper half of byte 0, bytes 1-2 whole, the lower half of byte 3
+    run(kernel, 0n, 64n * 4096n, 4096n, base, (b) => b.set(4n * 4096n, 24n * 4096n));
+    expect(Array.from(libc.peek(base, 5))).toEqual([0xf5, 0xff, 0xff, 0xaf, 0x11]);
+  });
+
   it("a bitmap not at a page start: the window begins pgoff bytes into its first page", () => {
     const { kernel, libc, base } = setup(PAGE_SIZE * 2);
     const data = base + 4093n; // the bytes of bits 0..23 straddle two pages
