@@ -802,6 +802,7 @@ export class PtIommu implements FreelistOwner {
         if (covered) {
           this.dropWalkCache();
           arr[p] = 0;
+          this.alloc.markEmptied(id);
           this.freed.push(id);
         }
         this.va = itemStart + itemPages;
