@@ -38,9 +38,13 @@ function splitNumber(n: number): number {
   return hi - BIAS;
 }
 
+/** Number() of the last `splitHi`'s bound: the double nearest it. */
+let splitNear = 0;
+
 /** `(v >> 32) - 2^31`, leaving `(v & (2^32 - 1)) - 2^31` in `splitLo`; bigint only above 2^53. */
 function splitHi(v: bigint): number {
   const n = Number(v);
+  splitNear = n;
   if (n < 2 ** 53) return splitNumber(n);
   splitLo = Number(v & 0xffff_ffffn) - BIAS;
   return Number(v >> 32n) - BIAS;
@@ -65,9 +69,9 @@ function splitKey(hi: number, lo: number): number {
   return F32_BITS[0]!;
 }
 
-/** The key of a query's `start`, what the children's maxima are compared with. */
-function boundKey(v: bigint): number {
-  F32[0] = Number(v);
+/** The key of a query's `start` (given as Number() of it), what the children's maxima are compared with. */
+function boundKey(near: number): number {
+  F32[0] = near;
   return F32_BITS[0]!;
 }
 
@@ -386,18 +390,9 @@ export class IntervalTree<T> {
   private find(start: bigint, last: bigint, after: number): IntervalNode<T> | undefined {
     const loHi = splitHi(start);
     const loLo = splitLo;
+    const loKey = boundKey(splitNear);
     const hiHi = splitHi(last);
-    const n = search(
-      this.f,
-      this.seq,
-      this.root,
-      boundKey(start),
-      loHi,
-      loLo,
-      hiHi,
-      splitLo,
-      after,
-    );
+    const n = search(this.f, this.seq, this.root, loKey, loHi, loLo, hiHi, splitLo, after);
     return n === NIL ? undefined : this.nodes[n >> SHIFT];
   }
 
@@ -411,8 +406,9 @@ export class IntervalTree<T> {
     if (root === NIL) return out;
     const loHi = splitHi(start);
     const loLo = splitLo;
+    const loKey = boundKey(splitNear);
     const hiHi = splitHi(last);
-    collect(this.f, this.owners as T[], root, boundKey(start), loHi, loLo, hiHi, splitLo, out);
+    collect(this.f, this.owners as T[], root, loKey, loHi, loLo, hiHi, splitLo, out);
     return out;
   }
 }
