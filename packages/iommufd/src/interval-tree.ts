@@ -93,7 +93,7 @@ function prio(n: number): number {
  * Each tree keeps its nodes in one Int32Array, STRIDE words (32 bytes: two nodes a cache line)
  * a node, and links them by offset into it: a query walks contiguous memory and reads no
  * object but the owners it returns. Everything a query reads is in the node; the insertion
- * sequence, read only between equal starts, is kept apart.
+ * sequence, read only between equal starts, stays on the node object.
  */
 const LMAX = 0; // the key of the left subtree's largest `last`: a child that cannot overlap is pruned unvisited
 const RMAX = 1; // the right subtree's, likewise
@@ -109,7 +109,6 @@ const NIL = -1;
 const FIRST_SLOTS = 2; // 64 bytes: V8 keeps a typed array this small on its heap
 /** The store of every tree that never held a node (never written: the first insert grows). */
 const EMPTY = new Int32Array(0);
-const NO_SEQ = new Float64Array(0);
 
 /** struct interval_tree_node: `[start, last]` inclusive, owned by `owner`. */
 export class IntervalNode<T> {
@@ -120,6 +119,7 @@ export class IntervalNode<T> {
   private lastHi = 0;
   private lastLo = 0;
   /** @internal offset of the node in its tree's store */ at = NIL;
+  /** @internal insertion sequence: the order between equal starts */ seq = 0;
   /** The tree the node is in, or undefined (RB_EMPTY_NODE). */
   tree: IntervalTree<T> | undefined;
 
@@ -165,11 +165,14 @@ function lt(aHi: number, aLo: number, bHi: number, bLo: number): boolean {
   return aHi < bHi || (aHi === bHi && aLo < bLo);
 }
 
+/** The node at each slot of a store (offset >> SHIFT). */
+type Slots = readonly (IntervalNode<unknown> | undefined)[];
+
 /** Node `a` sorts before node `b`: by start, then insertion sequence. */
-function before(f: Int32Array, seq: Float64Array, a: number, b: number): boolean {
+function before(f: Int32Array, nodes: Slots, a: number, b: number): boolean {
   if (f[a + START_HI] !== f[b + START_HI]) return f[a + START_HI]! < f[b + START_HI]!;
   if (f[a + START_LO] !== f[b + START_LO]) return f[a + START_LO]! < f[b + START_LO]!;
-  return seq[a >> SHIFT]! < seq[b >> SHIFT]!;
+  return nodes[a >> SHIFT]!.seq < nodes[b >> SHIFT]!.seq;
 }
 
 /** The key of the largest `last` in `n`'s subtree, from its own bounds and its children's. */
@@ -193,10 +196,10 @@ function fixRight(f: Int32Array, n: number): void {
  * Insert `n` under `root`, returning the subtree's new root. Only the child on the path
  * changed, so only its maximum is refreshed; a rotation moves a subtree with its maximum.
  */
-function insertAt(f: Int32Array, seq: Float64Array, root: number, n: number): number {
+function insertAt(f: Int32Array, nodes: Slots, root: number, n: number): number {
   if (root === NIL) return n;
-  if (before(f, seq, n, root)) {
-    const l = insertAt(f, seq, f[root + LEFT]!, n);
+  if (before(f, nodes, n, root)) {
+    const l = insertAt(f, nodes, f[root + LEFT]!, n);
     if (prio(l) > prio(root)) {
       f[root + LEFT] = f[l + RIGHT]!;
       f[root + LMAX] = f[l + RMAX]!;
@@ -207,7 +210,7 @@ function insertAt(f: Int32Array, seq: Float64Array, root: number, n: number): nu
     f[root + LEFT] = l;
     f[root + LMAX] = subtreeMax(f, l);
   } else {
-    const r = insertAt(f, seq, f[root + RIGHT]!, n);
+    const r = insertAt(f, nodes, f[root + RIGHT]!, n);
     if (prio(r) > prio(root)) {
       f[root + RIGHT] = f[r + LEFT]!;
       f[root + RMAX] = f[r + LMAX]!;
@@ -235,14 +238,14 @@ function merge(f: Int32Array, a: number, b: number): number {
   return b;
 }
 
-function removeAt(f: Int32Array, seq: Float64Array, root: number, n: number): number {
+function removeAt(f: Int32Array, nodes: Slots, root: number, n: number): number {
   if (root === NIL) return NIL;
   if (root === n) return merge(f, f[n + LEFT]!, f[n + RIGHT]!);
-  if (before(f, seq, n, root)) {
-    f[root + LEFT] = removeAt(f, seq, f[root + LEFT]!, n);
+  if (before(f, nodes, n, root)) {
+    f[root + LEFT] = removeAt(f, nodes, f[root + LEFT]!, n);
     fixLeft(f, root);
   } else {
-    f[root + RIGHT] = removeAt(f, seq, f[root + RIGHT]!, n);
+    f[root + RIGHT] = removeAt(f, nodes, f[root + RIGHT]!, n);
     fixRight(f, root);
   }
   return root;
@@ -254,7 +257,7 @@ function removeAt(f: Int32Array, seq: Float64Array, root: number, n: number): nu
  */
 function search(
   f: Int32Array,
-  seq: Float64Array,
+  nodes: Slots,
   n: number,
   loKey: number,
   loHi: number,
@@ -264,9 +267,9 @@ function search(
   after: number,
 ): number {
   while (n !== NIL) {
-    if (after === NIL || before(f, seq, after, n)) {
+    if (after === NIL || before(f, nodes, after, n)) {
       if (f[n + LMAX]! >= loKey) {
-        const l = search(f, seq, f[n + LEFT]!, loKey, loHi, loLo, hiHi, hiLo, after);
+        const l = search(f, nodes, f[n + LEFT]!, loKey, loHi, loLo, hiHi, hiLo, after);
         if (l !== NIL) return l;
       }
       if (lt(hiHi, hiLo, f[n + START_HI]!, f[n + START_LO]!)) return NIL;
@@ -306,8 +309,6 @@ function collect<T>(
 
 export class IntervalTree<T> {
   private f = EMPTY;
-  /** The insertion sequence of each slot: the order between equal starts. */
-  private seq = NO_SEQ;
   /** The node and its owner at each slot (offset >> SHIFT). */
   private nodes: (IntervalNode<T> | undefined)[] = [];
   private owners: (T | undefined)[] = [];
@@ -333,12 +334,12 @@ export class IntervalTree<T> {
     node.store(f, n);
     f[n + LEFT] = f[n + RIGHT] = NIL;
     f[n + LMAX] = f[n + RMAX] = NO_MAX;
-    this.seq[n >> SHIFT] = ++seqCounter;
+    node.seq = ++seqCounter;
     this.nodes[n >> SHIFT] = node;
     this.owners[n >> SHIFT] = node.owner;
     node.at = n;
     node.tree = this;
-    this.root = insertAt(f, this.seq, this.root, n);
+    this.root = insertAt(f, this.nodes, this.root, n);
     this.count++;
   }
 
@@ -347,7 +348,7 @@ export class IntervalTree<T> {
     if (node.tree !== this) throw new Error("interval node is not in this tree");
     const f = this.f;
     const n = node.at;
-    this.root = removeAt(f, this.seq, this.root, n);
+    this.root = removeAt(f, this.nodes, this.root, n);
     f[n + LEFT] = this.free;
     this.free = n;
     this.nodes[n >> SHIFT] = undefined;
@@ -367,14 +368,11 @@ export class IntervalTree<T> {
     const slots = Math.max(FIRST_SLOTS, (this.f.length / STRIDE) * 2);
     const f = new Int32Array(slots * STRIDE);
     f.set(this.f);
-    const seq = new Float64Array(slots);
-    seq.set(this.seq);
     for (let n = slots * STRIDE - STRIDE; n >= this.f.length; n -= STRIDE) {
       f[n + LEFT] = this.free;
       this.free = n;
     }
     this.f = f;
-    this.seq = seq;
   }
 
   /** interval_tree_iter_first */
@@ -392,7 +390,7 @@ export class IntervalTree<T> {
     const loLo = splitLo;
     const loKey = boundKey(splitNear);
     const hiHi = splitHi(last);
-    const n = search(this.f, this.seq, this.root, loKey, loHi, loLo, hiHi, splitLo, after);
+    const n = search(this.f, this.nodes, this.root, loKey, loHi, loLo, hiHi, splitLo, after);
     return n === NIL ? undefined : this.nodes[n >> SHIFT];
   }
 
