@@ -6,8 +6,9 @@
  * Keys are bigint so an IOVA interval may end at 2^64 - 1; the page-index trees of iopt_pages use
  * the same structure (their bounds stay far below 2^53, the pfn_reader converts once per span).
  * Nodes may overlap (accesses, areas of several IOASes sharing one iopt_pages). The tree is a
- * treap ordered by (start, insertion sequence) and augmented with the largest `last` of each
- * subtree, so "first node overlapping [a, b] after node n" costs O(log n) plus the overlaps.
+ * treap ordered by (start, insertion sequence), each node augmented with a bound on the largest
+ * `last` of each child's subtree, so "first node overlapping [a, b] after node n" costs
+ * O(log n) plus the overlaps.
  *
  * Comparisons never touch the bigints: every bound is also kept split as (hi, lo) = (bits 32
  * and up, bits 0-31), two exact int32 (each less 2^31) compared hi first, held with the links in a typed
