@@ -54,6 +54,9 @@ export class IovaBitmap {
   /** Pages pinned for the window, and their pfns as runs (looked up only where bits are set). */
   private npages = 0;
   private readonly pinned = new PfnRuns();
+  /** The run `pfnOfPage` found last and its first page: a walk sets bits in page order. */
+  private run = 0;
+  private runFirst = 0;
   /** Bitmap byte the window starts at, and the bytes of the whole bitmap. */
   private mappedBaseIndex = 0n;
   private readonly mappedTotalIndex: bigint;
@@ -145,8 +148,21 @@ export class IovaBitmap {
     }
     if (got <= 0) fail(EFAULT, "iova_bitmap: user bitmap cannot be pinned");
     this.npages = got;
+    this.run = 0;
+    this.runFirst = 0;
     this.mappedIova = this.windowIova();
     this.pgoff = pgoff;
+  }
+
+  /** The pfn of the window's `page`-th pinned page (page < npages). */
+  private pfnOfPage(page: number): number {
+    const runs = this.pinned;
+    if (page < this.runFirst) {
+      this.run = 0;
+      this.runFirst = 0;
+    }
+    while (page >= this.runFirst + runs.npages(this.run)) this.runFirst += runs.npages(this.run++);
+    return runs.pfn(this.run) + (page - this.runFirst);
   }
 
   /** @see iova_bitmap_put */
@@ -217,7 +233,7 @@ export class IovaBitmap {
       const pageIdx = Math.floor(cur / BITS_PER_PAGE);
       const offset = cur - pageIdx * BITS_PER_PAGE;
       const nbits = Math.min(end - cur, BITS_PER_PAGE - offset);
-      setBits(mem, this.pinned.pfnAtPage(pageIdx), offset, nbits);
+      setBits(mem, this.pfnOfPage(pageIdx), offset, nbits);
       cur += nbits;
     }
   }
