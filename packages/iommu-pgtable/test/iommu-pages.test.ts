@@ -51,6 +51,30 @@ describe("TableAllocator (iommu_alloc_pages_node_sz / iommu_free_pages)", () => 
     a.dispose();
   });
 
+  it("a table marked zeroed (an unmap walk emptied it) keeps its level and count, and is reused empty", () => {
+    const a = new TableAllocator(ITEMS_LG2);
+    const ids = Array.from({ length: 80 }, (_, i) => a.alloc(i % 3));
+    for (const id of ids) a.markZeroed(id);
+    for (let i = 0; i < ids.length; i++) expect(a.level(ids[i]!)).toBe(i % 3);
+    expect(Array.from(a.perLevel.subarray(0, 3))).toEqual([27, 27, 26]);
+    for (const id of ids) a.free(id);
+    expect(() => a.free(ids[0]!)).toThrow(/freed twice/);
+    expect([a.live, a.released, a.perLevel[0]]).toEqual([0, 80, 0]);
+    // Reused as another level, written, freed without the mark: zeroed again.
+    const again = Array.from({ length: 80 }, () => a.alloc(1));
+    for (const id of again) {
+      expect(a.level(id)).toBe(1);
+      expect(items(a, id).every((x) => x === 0)).toBe(true);
+      items(a, id).fill(3);
+      a.free(id);
+    }
+    for (const id of Array.from({ length: 80 }, () => a.alloc(0))) {
+      expect(items(a, id).every((x) => x === 0)).toBe(true);
+      a.free(id);
+    }
+    a.dispose();
+  });
+
   it("tables of a new allocator are zeroed after other allocators were disposed", () => {
     // One table per chunk (a 512 KiB table): the memory of disposed allocators comes back.
     const big = 16;

@@ -11,6 +11,7 @@ import {
   PT_FEAT_FLUSH_RANGE,
   amdv1Format,
   iommuIotlbSync,
+  iommuIovaToPhys,
   iommuMap,
   iommuUnmap,
   iommuUnmapFast,
@@ -33,6 +34,29 @@ describe("table counts", () => {
     expect(d.pt!.tableBytes).toBe(4 * 4096);
     iommuUnmap(d, 0n, 0x1000n);
     expect(d.pt!.tableCount).toBe(4);
+  });
+
+  it("tables an unmap emptied and freed come back empty: a new map sees none of the old IOPTEs", () => {
+    // The unmap clears each item of the tables it frees, so the allocator skips zeroing them.
+    const d = vtd();
+    d.pgsizeBitmap = 0x1000n;
+    iommuMap(d, GiB, 0n, 2n * GiB, RW);
+    iommuUnmap(d, GiB, 2n * GiB);
+    expect(d.pt!.tableCount).toBe(2);
+    // Sparse 4K maps reuse the freed tables at every level.
+    for (let i = 0n; i < 64n; i++)
+      iommuMap(d, 4n * GiB + i * 0x20_1000n, GiB + i * 0x1000n, 0x1000n, RW);
+    expect(d.pt!.tableCount).toBeGreaterThan(64);
+    for (let i = 0n; i < 64n; i++) {
+      const iova = 4n * GiB + i * 0x20_1000n;
+      expect(iommuIovaToPhys(d, iova)).toBe(GiB + i * 0x1000n);
+      expect(iommuIovaToPhys(d, iova + 0x1000n)).toBe(0n);
+      expect(iommuIovaToPhys(d, iova - 0x1000n)).toBe(0n);
+    }
+    let leaves = 0;
+    for (const o of d.pt!.occupancy())
+      for (const n of Object.values(o.leavesBySizeLg2)) leaves += n;
+    expect(leaves).toBe(64);
   });
 
   it("1 GiB of 4K PTEs: 515 tables; one unmap frees 513, two halves free 512 and keep the L1", () => {

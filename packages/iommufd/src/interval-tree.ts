@@ -6,8 +6,9 @@
  * Keys are bigint so an IOVA interval may end at 2^64 - 1; the page-index trees of iopt_pages use
  * the same structure (their bounds stay far below 2^53, the pfn_reader converts once per span).
  * Nodes may overlap (accesses, areas of several IOASes sharing one iopt_pages). The tree is a
- * treap ordered by (start, insertion sequence) and augmented with the largest `last` of each
- * subtree, so "first node overlapping [a, b] after node n" costs O(log n) plus the overlaps.
+ * treap ordered by (start, insertion sequence), each node augmented with a bound on the largest
+ * `last` of each child's subtree, so "first node overlapping [a, b] after node n" costs
+ * O(log n) plus the overlaps.
  *
  * Comparisons never touch the bigints: every bound is also kept split as (hi, lo) = (bits 32
  * and up, bits 0-31), two exact int32 (each less 2^31) compared hi first, held with the links in a typed
@@ -38,47 +39,75 @@ function splitNumber(n: number): number {
   return hi - BIAS;
 }
 
+/** Number() of the last `splitHi`'s bound: the double nearest it. */
+let splitNear = 0;
+
 /** `(v >> 32) - 2^31`, leaving `(v & (2^32 - 1)) - 2^31` in `splitLo`; bigint only above 2^53. */
 function splitHi(v: bigint): number {
   const n = Number(v);
+  splitNear = n;
   if (n < 2 ** 53) return splitNumber(n);
   splitLo = Number(v & 0xffff_ffffn) - BIAS;
   return Number(v >> 32n) - BIAS;
 }
 
+/**
+ * A subtree's largest `last` is kept in its parent as a float32 key: the bound rounded to the
+ * nearest double (as Number() of a bigint does) and that to the nearest float32, as the float's
+ * bit pattern (for non-negative floats the patterns order as the values do, so a pruning test is
+ * one int32 compare and a maximum one word instead of two). Rounding to nearest is monotone,
+ * v <= w gives key(v) <= key(w), so key(max) < key(lo) proves max < lo: a child is pruned only
+ * when it cannot reach the query, and rounding can add a visit, never lose an overlap. -1
+ * (below the pattern of +0) stands for "no child".
+ */
+const F32 = new Float32Array(1);
+const F32_BITS = new Int32Array(F32.buffer);
+const NO_MAX = -1;
+
+/** The key of the u64 `(hi, lo)` split as above: (hi + 2^31)·2^32 is exact, the sum rounds. */
+function splitKey(hi: number, lo: number): number {
+  F32[0] = (hi + BIAS) * HALF + (lo + BIAS);
+  return F32_BITS[0]!;
+}
+
+/** The key of a query's `start` (given as Number() of it), what the children's maxima are compared with. */
+function boundKey(near: number): number {
+  F32[0] = near;
+  return F32_BITS[0]!;
+}
+
 let seqCounter = 0;
-/** Deterministic priorities keep runs reproducible (xorshift32). */
-let prioState = 0x9e3779b9;
-function nextPrio(): number {
-  prioState ^= prioState << 13;
-  prioState ^= prioState >>> 17;
-  prioState ^= prioState << 5;
-  return prioState;
+
+/**
+ * The treap priority of a slot (a 32-bit integer hash of its index): random-looking and
+ * independent of the keys, as a treap needs, deterministic, and recomputed rather than stored
+ * so a node fits half a cache line. A reused slot gets the same priority, still unrelated to
+ * the key it now holds.
+ */
+function prio(n: number): number {
+  let x = Math.imul(n ^ 0x9e3779b9, 0x85ebca6b);
+  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
+  return x ^ (x >>> 16);
 }
 
 /**
- * Each tree keeps its nodes in one Int32Array, STRIDE words (64 bytes) a node, and links them
- * by offset into it: a query walks contiguous memory and reads no object but the owners it
- * returns. The fields a query reads come first.
+ * Each tree keeps its nodes in one Int32Array, STRIDE words (32 bytes: two nodes a cache line)
+ * a node, and links them by offset into it: a query walks contiguous memory and reads no
+ * object but the owners it returns. Everything a query reads is in the node; the insertion
+ * sequence, read only between equal starts, stays on the node object.
  */
-const LMAX_HI = 0; // the left subtree's largest `last`: a child that cannot overlap is pruned unvisited
-const LMAX_LO = 1;
-const RMAX_HI = 2; // the right subtree's largest `last`, likewise
-const RMAX_LO = 3;
-const START_HI = 4;
-const START_LO = 5;
-const LAST_HI = 6;
-const LAST_LO = 7;
-const LEFT = 8; // offset of the left child, NIL for none; the next free slot on the free list
-const RIGHT = 9;
-const MAX_HI = 10; // the largest `last` of the subtree
-const MAX_LO = 11;
-const PRIO = 12;
-const SEQ_HI = 13; // the insertion sequence, split like a bound (a tie-break between equal starts)
-const SEQ_LO = 14;
-const STRIDE = 16;
+const LMAX = 0; // the key of the left subtree's largest `last`: a child that cannot overlap is pruned unvisited
+const RMAX = 1; // the right subtree's, likewise
+const START_HI = 2;
+const START_LO = 3;
+const LAST_HI = 4;
+const LAST_LO = 5;
+const LEFT = 6; // offset of the left child, NIL for none; the next free slot on the free list
+const RIGHT = 7;
+const STRIDE = 8;
+const SHIFT = 3; // offset >> SHIFT is the slot
 const NIL = -1;
-const FIRST_SLOTS = 1; // 64 bytes: V8 keeps a typed array this small on its heap
+const FIRST_SLOTS = 2; // 64 bytes: V8 keeps a typed array this small on its heap
 /** The store of every tree that never held a node (never written: the first insert grows). */
 const EMPTY = new Int32Array(0);
 
@@ -91,6 +120,7 @@ export class IntervalNode<T> {
   private lastHi = 0;
   private lastLo = 0;
   /** @internal offset of the node in its tree's store */ at = NIL;
+  /** @internal insertion sequence: the order between equal starts */ seq = 0;
   /** The tree the node is in, or undefined (RB_EMPTY_NODE). */
   tree: IntervalTree<T> | undefined;
 
@@ -136,91 +166,101 @@ function lt(aHi: number, aLo: number, bHi: number, bLo: number): boolean {
   return aHi < bHi || (aHi === bHi && aLo < bLo);
 }
 
+/** The node at each slot of a store (offset >> SHIFT). */
+type Slots = readonly (IntervalNode<unknown> | undefined)[];
+
 /** Node `a` sorts before node `b`: by start, then insertion sequence. */
-function before(f: Int32Array, a: number, b: number): boolean {
+function before(f: Int32Array, nodes: Slots, a: number, b: number): boolean {
   if (f[a + START_HI] !== f[b + START_HI]) return f[a + START_HI]! < f[b + START_HI]!;
   if (f[a + START_LO] !== f[b + START_LO]) return f[a + START_LO]! < f[b + START_LO]!;
-  return lt(f[a + SEQ_HI]!, f[a + SEQ_LO]!, f[b + SEQ_HI]!, f[b + SEQ_LO]!);
+  return nodes[a >> SHIFT]!.seq < nodes[b >> SHIFT]!.seq;
 }
 
-function fix(f: Int32Array, n: number): void {
-  const left = f[n + LEFT]!;
-  const right = f[n + RIGHT]!;
-  let hi = f[n + LAST_HI]!;
-  let lo = f[n + LAST_LO]!;
-  if (left !== NIL) {
-    const lHi = (f[n + LMAX_HI] = f[left + MAX_HI]!);
-    const lLo = (f[n + LMAX_LO] = f[left + MAX_LO]!);
-    if (lt(hi, lo, lHi, lLo)) {
-      hi = lHi;
-      lo = lLo;
-    }
-  }
-  if (right !== NIL) {
-    const rHi = (f[n + RMAX_HI] = f[right + MAX_HI]!);
-    const rLo = (f[n + RMAX_LO] = f[right + MAX_LO]!);
-    if (lt(hi, lo, rHi, rLo)) {
-      hi = rHi;
-      lo = rLo;
-    }
-  }
-  f[n + MAX_HI] = hi;
-  f[n + MAX_LO] = lo;
+/** The key of the largest `last` in `n`'s subtree, from its own bounds and its children's. */
+function subtreeMax(f: Int32Array, n: number): number {
+  const own = splitKey(f[n + LAST_HI]!, f[n + LAST_LO]!);
+  return Math.max(own, f[n + LMAX]!, f[n + RMAX]!);
 }
 
-function insertAt(f: Int32Array, root: number, n: number): number {
+/** Refresh `n`'s copy of its left subtree's maximum (the right one is untouched). */
+function fixLeft(f: Int32Array, n: number): void {
+  const c = f[n + LEFT]!;
+  f[n + LMAX] = c === NIL ? NO_MAX : subtreeMax(f, c);
+}
+
+function fixRight(f: Int32Array, n: number): void {
+  const c = f[n + RIGHT]!;
+  f[n + RMAX] = c === NIL ? NO_MAX : subtreeMax(f, c);
+}
+
+/**
+ * Insert `n` under `root`, returning the subtree's new root. Only the child on the path
+ * changed, so only its maximum is refreshed; a rotation moves a subtree with its maximum.
+ */
+function insertAt(f: Int32Array, nodes: Slots, root: number, n: number): number {
   if (root === NIL) return n;
-  if (before(f, n, root)) {
-    const l = insertAt(f, f[root + LEFT]!, n);
-    f[root + LEFT] = l;
-    if (f[l + PRIO]! > f[root + PRIO]!) {
+  if (before(f, nodes, n, root)) {
+    const l = insertAt(f, nodes, f[root + LEFT]!, n);
+    if (prio(l) > prio(root)) {
       f[root + LEFT] = f[l + RIGHT]!;
-      fix(f, root);
+      f[root + LMAX] = f[l + RMAX]!;
       f[l + RIGHT] = root;
-      fix(f, l);
+      f[l + RMAX] = subtreeMax(f, root);
       return l;
     }
+    f[root + LEFT] = l;
+    f[root + LMAX] = subtreeMax(f, l);
   } else {
-    const r = insertAt(f, f[root + RIGHT]!, n);
-    f[root + RIGHT] = r;
-    if (f[r + PRIO]! > f[root + PRIO]!) {
+    const r = insertAt(f, nodes, f[root + RIGHT]!, n);
+    if (prio(r) > prio(root)) {
       f[root + RIGHT] = f[r + LEFT]!;
-      fix(f, root);
+      f[root + RMAX] = f[r + LMAX]!;
       f[r + LEFT] = root;
-      fix(f, r);
+      f[r + LMAX] = subtreeMax(f, root);
       return r;
     }
+    f[root + RIGHT] = r;
+    f[root + RMAX] = subtreeMax(f, r);
   }
-  fix(f, root);
   return root;
 }
 
+/** Join `a` and `b`, every node of `a` before every node of `b`. */
 function merge(f: Int32Array, a: number, b: number): number {
   if (a === NIL) return b;
   if (b === NIL) return a;
-  if (f[a + PRIO]! > f[b + PRIO]!) {
+  if (prio(a) > prio(b)) {
     f[a + RIGHT] = merge(f, f[a + RIGHT]!, b);
-    fix(f, a);
+    fixRight(f, a);
     return a;
   }
   f[b + LEFT] = merge(f, a, f[b + LEFT]!);
-  fix(f, b);
+  fixLeft(f, b);
   return b;
 }
 
-function removeAt(f: Int32Array, root: number, n: number): number {
+function removeAt(f: Int32Array, nodes: Slots, root: number, n: number): number {
   if (root === NIL) return NIL;
   if (root === n) return merge(f, f[n + LEFT]!, f[n + RIGHT]!);
-  if (before(f, n, root)) f[root + LEFT] = removeAt(f, f[root + LEFT]!, n);
-  else f[root + RIGHT] = removeAt(f, f[root + RIGHT]!, n);
-  fix(f, root);
+  if (before(f, nodes, n, root)) {
+    f[root + LEFT] = removeAt(f, nodes, f[root + LEFT]!, n);
+    fixLeft(f, root);
+  } else {
+    f[root + RIGHT] = removeAt(f, nodes, f[root + RIGHT]!, n);
+    fixRight(f, root);
+  }
   return root;
 }
 
-/** The first node in (start, seq) order overlapping [lo, hi] and ordered after `after` (or NIL). */
+/**
+ * The first node of `n`'s subtree in (start, seq) order overlapping [lo, hi] and ordered after
+ * `after` (or NIL). `loKey` is boundKey(lo), what the children's maxima are compared with.
+ */
 function search(
   f: Int32Array,
+  nodes: Slots,
   n: number,
+  loKey: number,
   loHi: number,
   loLo: number,
   hiHi: number,
@@ -228,15 +268,16 @@ function search(
   after: number,
 ): number {
   while (n !== NIL) {
-    if (lt(f[n + MAX_HI]!, f[n + MAX_LO]!, loHi, loLo)) return NIL;
-    if (after !== NIL && !before(f, after, n)) {
-      n = f[n + RIGHT]!;
-      continue;
+    if (after === NIL || before(f, nodes, after, n)) {
+      if (f[n + LMAX]! >= loKey) {
+        const l = search(f, nodes, f[n + LEFT]!, loKey, loHi, loLo, hiHi, hiLo, after);
+        if (l !== NIL) return l;
+      }
+      if (lt(hiHi, hiLo, f[n + START_HI]!, f[n + START_LO]!)) return NIL;
+      if (!lt(f[n + LAST_HI]!, f[n + LAST_LO]!, loHi, loLo)) return n;
     }
-    const l = search(f, f[n + LEFT]!, loHi, loLo, hiHi, hiLo, after);
-    if (l !== NIL) return l;
-    if (lt(hiHi, hiLo, f[n + START_HI]!, f[n + START_LO]!)) return NIL;
-    if (!lt(f[n + LAST_HI]!, f[n + LAST_LO]!, loHi, loLo)) return n;
+    // n, and its left subtree with it, is done: on to the right subtree, if it may reach lo.
+    if (f[n + RMAX]! < loKey) return NIL;
     n = f[n + RIGHT]!;
   }
   return NIL;
@@ -244,13 +285,14 @@ function search(
 
 /**
  * Push the owner of every node of `n`'s subtree overlapping [lo, hi], in (start, seq) order.
- * The subtree reaches `lo` (its largest `last` is at least lo); children that do not are
- * skipped on the parent's copy of their maximum, without touching them.
+ * Children whose maximum cannot reach `lo` are skipped on the parent's copy of it, without
+ * touching them.
  */
 function collect<T>(
   f: Int32Array,
-  nodes: readonly (IntervalNode<T> | undefined)[],
+  owners: readonly T[],
   n: number,
+  loKey: number,
   loHi: number,
   loLo: number,
   hiHi: number,
@@ -258,22 +300,19 @@ function collect<T>(
   out: T[],
 ): void {
   for (;;) {
-    const left = f[n + LEFT]!;
-    if (left !== NIL && !lt(f[n + LMAX_HI]!, f[n + LMAX_LO]!, loHi, loLo)) {
-      collect(f, nodes, left, loHi, loLo, hiHi, hiLo, out);
-    }
+    if (f[n + LMAX]! >= loKey) collect(f, owners, f[n + LEFT]!, loKey, loHi, loLo, hiHi, hiLo, out);
     if (lt(hiHi, hiLo, f[n + START_HI]!, f[n + START_LO]!)) return;
-    if (!lt(f[n + LAST_HI]!, f[n + LAST_LO]!, loHi, loLo)) out.push(nodes[n / STRIDE]!.owner);
-    const right = f[n + RIGHT]!;
-    if (right === NIL || lt(f[n + RMAX_HI]!, f[n + RMAX_LO]!, loHi, loLo)) return;
-    n = right;
+    if (!lt(f[n + LAST_HI]!, f[n + LAST_LO]!, loHi, loLo)) out.push(owners[n >> SHIFT]!);
+    if (f[n + RMAX]! < loKey) return;
+    n = f[n + RIGHT]!;
   }
 }
 
 export class IntervalTree<T> {
   private f = EMPTY;
-  /** The node at each slot (offset / STRIDE). */
+  /** The node and its owner at each slot (offset >> SHIFT). */
   private nodes: (IntervalNode<T> | undefined)[] = [];
+  private owners: (T | undefined)[] = [];
   private free = NIL;
   private root = NIL;
   private count = 0;
@@ -295,15 +334,13 @@ export class IntervalTree<T> {
     this.free = f[n + LEFT]!;
     node.store(f, n);
     f[n + LEFT] = f[n + RIGHT] = NIL;
-    f[n + PRIO] = nextPrio();
-    f[n + SEQ_HI] = splitNumber(++seqCounter);
-    f[n + SEQ_LO] = splitLo;
-    f[n + MAX_HI] = f[n + LAST_HI]!;
-    f[n + MAX_LO] = f[n + LAST_LO]!;
-    this.nodes[n / STRIDE] = node;
+    f[n + LMAX] = f[n + RMAX] = NO_MAX;
+    node.seq = ++seqCounter;
+    this.nodes[n >> SHIFT] = node;
+    this.owners[n >> SHIFT] = node.owner;
     node.at = n;
     node.tree = this;
-    this.root = insertAt(f, this.root, n);
+    this.root = insertAt(f, this.nodes, this.root, n);
     this.count++;
   }
 
@@ -312,10 +349,11 @@ export class IntervalTree<T> {
     if (node.tree !== this) throw new Error("interval node is not in this tree");
     const f = this.f;
     const n = node.at;
-    this.root = removeAt(f, this.root, n);
+    this.root = removeAt(f, this.nodes, this.root, n);
     f[n + LEFT] = this.free;
     this.free = n;
-    this.nodes[n / STRIDE] = undefined;
+    this.nodes[n >> SHIFT] = undefined;
+    this.owners[n >> SHIFT] = undefined;
     node.at = NIL;
     node.tree = undefined;
     this.count--;
@@ -351,9 +389,10 @@ export class IntervalTree<T> {
   private find(start: bigint, last: bigint, after: number): IntervalNode<T> | undefined {
     const loHi = splitHi(start);
     const loLo = splitLo;
+    const loKey = boundKey(splitNear);
     const hiHi = splitHi(last);
-    const n = search(this.f, this.root, loHi, loLo, hiHi, splitLo, after);
-    return n === NIL ? undefined : this.nodes[n / STRIDE];
+    const n = search(this.f, this.nodes, this.root, loKey, loHi, loLo, hiHi, splitLo, after);
+    return n === NIL ? undefined : this.nodes[n >> SHIFT];
   }
 
   /**
@@ -361,14 +400,14 @@ export class IntervalTree<T> {
    * iterFirst/iterNext sequence, collected in one in-order pass.
    */
   overlapping(start = 0n, last = U64_MAX): T[] {
-    const f = this.f;
+    const out: T[] = [];
     const root = this.root;
+    if (root === NIL) return out;
     const loHi = splitHi(start);
     const loLo = splitLo;
-    const out: T[] = [];
-    if (root !== NIL && !lt(f[root + MAX_HI]!, f[root + MAX_LO]!, loHi, loLo)) {
-      collect(f, this.nodes, root, loHi, loLo, splitHi(last), splitLo, out);
-    }
+    const loKey = boundKey(splitNear);
+    const hiHi = splitHi(last);
+    collect(this.f, this.owners as T[], root, loKey, loHi, loLo, hiHi, splitLo, out);
     return out;
   }
 }

@@ -51,12 +51,12 @@ export class IovaBitmap {
   private readonly pgshift: bigint;
   /** Byte offset of the window's first byte in its first page. */
   private pgoff = 0;
-  /** Pages pinned for the window, and their pfns. */
+  /** Pages pinned for the window, and their pfns as runs (looked up only where bits are set). */
   private npages = 0;
-  private readonly pages = new Float64Array(IOVA_BITMAP_MAX_PAGES);
   private readonly pinned = new PfnRuns();
-  /** One page of bitmap bytes being updated (read, ORed, written back). */
-  private readonly scratch = new Uint8Array(PAGE_SIZE);
+  /** The run `pfnOfPage` found last and its first page: a walk sets bits in page order. */
+  private run = 0;
+  private runFirst = 0;
   /** Bitmap byte the window starts at, and the bytes of the whole bitmap. */
   private mappedBaseIndex = 0n;
   private readonly mappedTotalIndex: bigint;
@@ -147,13 +147,22 @@ export class IovaBitmap {
       got = 0;
     }
     if (got <= 0) fail(EFAULT, "iova_bitmap: user bitmap cannot be pinned");
-    let i = 0;
-    this.pinned.forEach((pfn, n) => {
-      for (let k = 0; k < n; k++) this.pages[i++] = pfn + k;
-    });
     this.npages = got;
+    this.run = 0;
+    this.runFirst = 0;
     this.mappedIova = this.windowIova();
     this.pgoff = pgoff;
+  }
+
+  /** The pfn of the window's `page`-th pinned page (page < npages). */
+  private pfnOfPage(page: number): number {
+    const runs = this.pinned;
+    if (page < this.runFirst) {
+      this.run = 0;
+      this.runFirst = 0;
+    }
+    while (page >= this.runFirst + runs.npages(this.run)) this.runFirst += runs.npages(this.run++);
+    return runs.pfn(this.run) + (page - this.runFirst);
   }
 
   /** @see iova_bitmap_put */
@@ -224,7 +233,7 @@ export class IovaBitmap {
       const pageIdx = Math.floor(cur / BITS_PER_PAGE);
       const offset = cur - pageIdx * BITS_PER_PAGE;
       const nbits = Math.min(end - cur, BITS_PER_PAGE - offset);
-      setBits(mem, this.pages[pageIdx]!, offset, nbits, this.scratch);
+      setBits(mem, this.pfnOfPage(pageIdx), offset, nbits);
       cur += nbits;
     }
   }
@@ -237,27 +246,36 @@ export class IovaBitmap {
   }
 }
 
-/** bitmap_set on one physical page: OR `nbits` ones from bit `offset`. */
-function setBits(
-  mem: Kernel["mem"],
-  pfn: number,
-  offset: number,
-  nbits: number,
-  scratch: Uint8Array,
-): void {
+/**
+ * The bytes `setBits` writes: every bitmap shares it (bits are set in one call at a time, with
+ * no other work in between), so a harvest allocates no page of its own.
+ */
+const scratch = new Uint8Array(PAGE_SIZE);
+
+/**
+ * bitmap_set on one physical page: OR `nbits` ones from bit `offset`. Whole bytes become 0xff
+ * whatever they held, so only a partial first and last byte are read back.
+ */
+function setBits(mem: Kernel["mem"], pfn: number, offset: number, nbits: number): void {
   const first = offset >>> 3;
   const end = offset + nbits;
   const lastByte = (end - 1) >>> 3;
   const n = lastByte - first + 1;
-  mem.readPfn(pfn, first, scratch, 0, n);
   const headBits = offset & 7;
   const tailBits = end & 7;
   if (n === 1) {
+    mem.readPfn(pfn, first, scratch, 0, 1);
     scratch[0]! |= ((1 << nbits) - 1) << headBits;
   } else {
-    scratch[0]! |= (0xff << headBits) & 0xff;
-    scratch.fill(0xff, 1, n - 1);
-    scratch[n - 1]! |= tailBits ? (1 << tailBits) - 1 : 0xff;
+    scratch.fill(0xff, 0, n);
+    if (headBits) {
+      mem.readPfn(pfn, first, scratch, 0, 1);
+      scratch[0]! |= (0xff << headBits) & 0xff;
+    }
+    if (tailBits) {
+      mem.readPfn(pfn, lastByte, scratch, n - 1, 1);
+      scratch[n - 1]! |= (1 << tailBits) - 1;
+    }
   }
   mem.writePfn(pfn, first, scratch, 0, n);
 }

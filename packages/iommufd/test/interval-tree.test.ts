@@ -93,6 +93,48 @@ describe("interval tree with bounds compared as split numbers", () => {
     expect(tree.iterFirst(U64_MAX - 2n, U64_MAX - 2n)).toBeUndefined();
   });
 
+  it("prunes on float32 bounds of the subtree maxima without losing an overlap", () => {
+    // A parent keeps each child's largest `last` rounded up to a float32: bounds bunched at
+    // float32 grid points (spacing 2^(e-23) at 2^e) and around 2^53 and 2^64, queried from one
+    // past and one before each node's last, where a bound rounded the wrong way would prune a
+    // subtree that reaches the query.
+    const edge = fc
+      .tuple(fc.constantFrom(20, 24, 30, 40, 47, 53, 60, 63), fc.integer({ min: 0, max: 3 }))
+      .chain(([e, k]) => {
+        const g = (1n << BigInt(e)) + BigInt(k) * (e > 23 ? 1n << BigInt(e - 23) : 1n);
+        return fc.bigInt({ min: g - 3n, max: g + 3n });
+      })
+      .map((v) => bigMin(v, U64_MAX));
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(edge, edge), { minLength: 1, maxLength: 40 }),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        (ranges, removals) => {
+          const { tree, nodes } = build(ranges);
+          const live = new Set(nodes.map((n) => n.owner));
+          for (const r of removals) {
+            const n = nodes[r % nodes.length]!;
+            if (n.inTree) {
+              tree.remove(n);
+              live.delete(n.owner);
+            }
+          }
+          for (const n of nodes) {
+            for (const lo of [n.last - 1n, n.last, n.last + 1n]) {
+              if (lo < 0n || lo > U64_MAX) continue;
+              for (const hi of [lo, lo + 2n, U64_MAX]) {
+                if (hi > U64_MAX) continue;
+                expect(tree.overlapping(lo, hi)).toEqual(expected(nodes, live, lo, hi));
+                expect(tree.iterFirst(lo, hi)?.owner).toBe(expected(nodes, live, lo, hi)[0]);
+              }
+            }
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
   it("reuses the slots of removed nodes: remove / re-insert sequences equal brute force", () => {
     fc.assert(
       fc.property(

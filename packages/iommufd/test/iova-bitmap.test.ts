@@ -90,6 +90,40 @@ describe("iova_bitmap", () => {
     expect(Array.from(libc.peek(base, 3))).toEqual([0xff, 0x01, 0x81]);
   });
 
+  it("a record over several bytes keeps the bits already set in its partial first and last bytes", () => {
+    const { kernel, libc, base } = setup(16);
+    libc.poke(base, new Uint8Array([0x05, 0x00, 0x00, 0xa0, 0x11]));
+    // bits 4..27: the upper half of byte 0, bytes 1-2 whole, the lower half of byte 3
+    run(kernel, 0n, 64n * 4096n, 4096n, base, (b) => b.set(4n * 4096n, 24n * 4096n));
+    expect(Array.from(libc.peek(base, 5))).toEqual([0xf5, 0xff, 0xff, 0xaf, 0x11]);
+  });
+
+  it("a window of scattered pages: bits land in the right page, set in any page order", () => {
+    const { kernel, libc, base } = setup(PAGE_SIZE * 4);
+    // Fault the four bitmap pages in out of order, with other memory in between, so the window
+    // pins several runs of pfns.
+    const other = libc.mmap(
+      0n,
+      4n * BigInt(PAGE_SIZE),
+      PROT_READ | PROT_WRITE,
+      MAP_PRIVATE | MAP_ANONYMOUS,
+      -1,
+      0,
+    );
+    for (const k of [2, 0, 3, 1]) {
+      libc.poke(base + BigInt(k * PAGE_SIZE), new Uint8Array([0]));
+      libc.poke(other + BigInt(k * PAGE_SIZE), new Uint8Array([0]));
+    }
+    const bitsPerPage = BigInt(PAGE_SIZE * 8);
+    run(kernel, 0n, 4n * bitsPerPage * 4096n, 4096n, base, (b) => {
+      for (const k of [3n, 1n, 0n, 2n, 3n]) b.set((k * bitsPerPage + 8n * k + 1n) * 4096n, 4096n);
+    });
+    for (let k = 0; k < 4; k++) {
+      expect(setBits(libc.peek(base + BigInt(k * PAGE_SIZE), PAGE_SIZE))).toEqual([8 * k + 1]);
+    }
+    expect(Array.from(libc.peek(other, 8))).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+  });
+
   it("a bitmap not at a page start: the window begins pgoff bytes into its first page", () => {
     const { kernel, libc, base } = setup(PAGE_SIZE * 2);
     const data = base + 4093n; // the bytes of bits 0..23 straddle two pages
