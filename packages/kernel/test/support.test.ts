@@ -111,6 +111,9 @@ describe("fault injection (fail-nth)", () => {
     f.shouldFail("d");
     expect(f.sitesHit).toEqual(["a", "b", "c"]);
     expect(() => f.arm(-1)).toThrow(RangeError);
+    // Writing 0 to fail-nth is allowed and leaves nothing armed (proc_fail_nth_write).
+    f.arm(0);
+    expect([f.read(), f.shouldFail("e")]).toEqual([0, false]);
   });
 
   it("is per task: another task's points do not count", () => {
