@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   EFAULT,
   EINVAL,
@@ -13,12 +13,14 @@ import {
   LockdepError,
   Mutex,
   Kernel,
+  KernelWarning,
   Libc,
   MAP_ANONYMOUS,
   MAP_FIXED,
   MAP_PRIVATE,
   MAP_HUGETLB,
   MAP_HUGE_1GB,
+  MAP_HUGE_2MB,
   MAP_SHARED,
   MFD_CLOEXEC,
   MFD_HUGETLB,
@@ -494,6 +496,38 @@ describe("pin_user_pages: ranges and runs (mm/gup.c)", () => {
     ]);
     unpinUserPageRuns(k, runs, false);
     unpinUserPageRuns(k, second, false);
+  });
+
+  it("pins a range ending inside a huge folio up to its end only; private hugetlb memory as huge folios", () => {
+    const { k, libc } = setup();
+    const mm = libc.process.mm;
+    const fd = libc.memfdCreate("h", MFD_HUGETLB | MFD_HUGE_2MB);
+    libc.ftruncate(fd, 4n << 20n);
+    const va = libc.mmap(0n, 4n << 20n, RW, MAP_SHARED, fd, 0);
+    const runs = new PfnRuns();
+    expect(pinUserPages(k, mm, va + 4096n, 1000, LT, runs)).toBe(1000);
+    expect([runs.totalPages, k.mem.totalPinned()]).toEqual([1000, 1000]);
+    unpinUserPageRuns(k, runs, false);
+    const pva = libc.mmap(0n, 4n << 20n, RW, ANON | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
+    const huge = new PfnRuns();
+    expect(pinUserPages(k, mm, pva, 2, LT, huge)).toBe(2);
+    expect(k.mem.folioOrder(huge.pfn(0))).toBe(9);
+    unpinUserPageRuns(k, huge, false);
+  });
+
+  it("a WARN partway through a pin propagates instead of returning the pages pinned so far", () => {
+    const { k, libc } = setup();
+    const mm = libc.process.mm;
+    const fd = libc.memfdCreate("warn", 0);
+    libc.ftruncate(fd, 8192);
+    const va = libc.mmap(0n, 8192n, RW, MAP_SHARED, fd, 0);
+    const faultIn = mm.faultIn.bind(mm);
+    let calls = 0;
+    vi.spyOn(mm, "faultIn").mockImplementation((...args) => {
+      if (++calls === 2) throw new KernelWarning("faultIn");
+      return faultIn(...args);
+    });
+    expect(() => pinUserPages(k, mm, va, 2, LT, new PfnRuns())).toThrow(KernelWarning);
   });
 
   it("records what it unpinned in the gup:unpin event", () => {

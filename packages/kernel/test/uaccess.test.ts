@@ -1,9 +1,10 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   E2BIG,
   EFAULT,
   ENOMEM,
   Kernel,
+  KernelWarning,
   Libc,
   MAP_ANONYMOUS,
   MAP_PRIVATE,
@@ -88,6 +89,15 @@ describe("uaccess: lengths, sizes and faults (include/linux/uaccess.h)", () => {
     k.current.fault.disarm();
   });
 
+  it("a WARN in the fault path is not turned into EFAULT: it propagates", () => {
+    const { k, libc, mm } = machine();
+    const va = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
+    vi.spyOn(mm, "fault").mockImplementation(() => {
+      throw new KernelWarning("fault");
+    });
+    expect(() => copyFromUser(k, va, 1)).toThrow(KernelWarning);
+  });
+
   it("a read that faults leaves a page shared with a fork child shared (no unshare on read)", () => {
     const { k, libc, mm } = machine();
     const va = libc.mmap(0n, 8192n, RW, ANON, -1, 0);
@@ -110,7 +120,12 @@ describe("uaccess: lengths, sizes and faults (include/linux/uaccess.h)", () => {
     expect([...copyStructFromUser(k, 4, va, 4)]).toEqual([1, 2, 3, 4]);
     expectErrno(() => copyStructFromUser(k, 4, va, 8), E2BIG);
     copyToUser(k, va + 4n, new Uint8Array(12));
+    // A byte just past the user struct is not part of it.
+    copyToUser(k, va + 16n, new Uint8Array([9]));
     expect([...copyStructFromUser(k, 4, va, 16)]).toEqual([1, 2, 3, 4]);
+    // One non-zero byte anywhere in the tail is enough for E2BIG.
+    copyToUser(k, va + 10n, new Uint8Array([1]));
+    expectErrno(() => copyStructFromUser(k, 4, va, 16), E2BIG);
     // The tail is read before the struct: an unreadable tail is EFAULT.
     expectErrno(() => copyStructFromUser(k, 4, va + 8188n, 8), EFAULT);
   });
@@ -124,6 +139,7 @@ describe("uaccess: lengths, sizes and faults (include/linux/uaccess.h)", () => {
     expectErrno(() => memdupArrayUser(k, va, (4 << 20) / 8 + 1, 8), ENOMEM);
     k.current.fault.arm(1);
     expectErrno(() => memdupArrayUser(k, 0x10n, 1, 8), ENOMEM);
+    expect(k.current.fault.failedSite).toBe("memdup_array_user");
     k.current.fault.disarm();
   });
 
