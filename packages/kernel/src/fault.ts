@@ -20,6 +20,7 @@ export class FaultInjector {
   failedSite: string | undefined;
 
   arm(nth: number): void {
+    // Stryker disable next-line StringLiteral: the RangeError's text only
     if (!Number.isInteger(nth) || nth < 0) throw new RangeError(`fail-nth: bad value ${nth}`);
     this.nth = nth;
     this.recording = true;

@@ -66,6 +66,7 @@ export class PfnRuns {
       if (left < c) return this.pfns[i]! + left;
       left -= c;
     }
+    // Stryker disable next-line StringLiteral: the RangeError's text only
     throw new RangeError(`page ${page} beyond ${this.total} pages`);
   }
 
@@ -82,6 +83,7 @@ export class PfnRuns {
 
   private check(i: number): void {
     if (!Number.isInteger(i) || i < 0 || i >= this.n)
+      // Stryker disable next-line StringLiteral: the RangeError's text only
       throw new RangeError(`run ${i} out of ${this.n}`);
   }
 

@@ -15,6 +15,7 @@ const MAX_VALUE = 0xffff_fffe;
 
 function checkValue(v: number): void {
   if (!(Number.isInteger(v) && v >= 0 && v <= MAX_VALUE))
+    // Stryker disable next-line StringLiteral: the RangeError's text only
     throw new RangeError(`xarray value ${v} outside 0..${MAX_VALUE}`);
 }
 

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   EAGAIN,
   EBADF,
@@ -8,6 +8,10 @@ import {
   EFD_SEMAPHORE,
   EINVAL,
   EMFILE,
+  ENOMEM,
+  EventfdCtx,
+  KernelWarning,
+  POLLHUP,
   F_GETFD,
   F_GETFL,
   FD_CLOEXEC,
@@ -23,7 +27,10 @@ import {
   RLIMIT_NOFILE,
   TaskWouldSleepForever,
   U64_MAX,
+  eventfdCtxDoRead,
   eventfdCtxFdget,
+  eventfdPollWait,
+  eventfdRemoveWait,
   eventfdSignal,
 } from "../src/index.js";
 import { expectErrno } from "./helpers.js";
@@ -203,5 +210,68 @@ describe("eventfd2", () => {
     expect(ctx.count).toBe(2n);
     ctx.put();
     expect(() => eventfdSignal(ctx)).toThrow(/released/);
+  });
+});
+
+describe("eventfd_ctx (fs/eventfd.c)", () => {
+  it("a waiter queued by poll is woken with POLLIN by a write or a signal and POLLHUP at release, until removed", () => {
+    const { k, libc } = setup();
+    const fd = libc.eventfd(0, 0);
+    const ctx = k.runAs(libc.task, () => eventfdCtxFdget(libc.process.files, fd));
+    const woken: number[] = [];
+    const waiter = (events: number) => woken.push(events);
+    expect(eventfdPollWait(ctx, waiter)).toBe(POLLOUT);
+    expect(libc.write(fd, u64(2n))).toBe(8);
+    eventfdSignal(ctx);
+    libc.close(fd);
+    expect(woken).toEqual([POLLIN, POLLIN, POLLHUP]);
+    eventfdRemoveWait(ctx, waiter);
+    eventfdSignal(ctx);
+    expect(woken.length).toBe(3);
+    ctx.put();
+  });
+
+  it("eventfd_signal saturates at 0xffffffffffffffff", () => {
+    const ctx = new EventfdCtx(0, 0);
+    ctx.count = U64_MAX - 1n;
+    eventfdSignal(ctx);
+    eventfdSignal(ctx);
+    expect(ctx.count).toBe(U64_MAX);
+  });
+
+  it("eventfd_ctx_do_read of a zero semaphore count takes 0", () => {
+    const ctx = new EventfdCtx(0, EFD_SEMAPHORE);
+    expect([eventfdCtxDoRead(ctx), ctx.count]).toEqual([0n, 0n]);
+  });
+
+  it("a reference taken or dropped after the last put is a WARN (kref on a released context)", () => {
+    const ctx = new EventfdCtx(0, 0);
+    ctx.put();
+    expect(() => ctx.get()).toThrow(KernelWarning);
+    expect(() => ctx.put()).toThrow(KernelWarning);
+    expect(ctx.refcount).toBe(0);
+  });
+
+  it("an injected eventfd_ctx allocation failure is ENOMEM with nothing installed", () => {
+    const { k, libc } = setup();
+    k.current.fault.arm(1);
+    expect(libc.eventfd(0, 0)).toBe(-1);
+    expect(libc.errno).toBe(ENOMEM);
+    expect(k.current.fault.failedSite).toBe("eventfd_ctx");
+    k.current.fault.disarm();
+    expect(libc.eventfd(0, 0)).toBe(0);
+  });
+
+  it("is an anon inode named [eventfd], and a sleep that cannot end says so", async () => {
+    // Evaluated here: the file operations are a constant of the module.
+    vi.resetModules();
+    const kernel = await import("../src/index.js");
+    const fresh = new kernel.Libc(new kernel.Kernel({ ramBytes: 1n << 28n }));
+    const fd = fresh.eventfd(3, 0);
+    const file = fresh.process.files.lookup(fd);
+    expect(file.fops.name).toBe("[eventfd]");
+    expect(readU64(fresh, fd)).toBe(3n);
+    const e = new kernel.TaskWouldSleepForever("x");
+    expect([e.name, e.message]).toEqual(["TaskWouldSleepForever", "task would sleep forever: x"]);
   });
 });

@@ -1,8 +1,9 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   EFAULT,
   EINVAL,
   ENODEV,
+  EOVERFLOW,
   ENOMEM,
   FOLL_GET,
   FOLL_LONGTERM,
@@ -12,11 +13,14 @@ import {
   LockdepError,
   Mutex,
   Kernel,
+  KernelWarning,
   Libc,
   MAP_ANONYMOUS,
+  MAP_FIXED,
   MAP_PRIVATE,
   MAP_HUGETLB,
   MAP_HUGE_1GB,
+  MAP_HUGE_2MB,
   MAP_SHARED,
   MFD_CLOEXEC,
   MFD_HUGETLB,
@@ -406,5 +410,134 @@ describe("memfd", () => {
     expect(k.mem.allocatedPages()).toBe(1 << 18);
     f.put();
     expect(k.mem.allocatedPages()).toBe(0);
+  });
+});
+
+describe("pin_user_pages: ranges and runs (mm/gup.c)", () => {
+  it("checks the range as gup_fast_fallback does: EOVERFLOW when start + len wraps, EFAULT past TASK_SIZE_MAX, a range ending at it pins", () => {
+    const { k, libc } = setup();
+    const mm = libc.process.mm;
+    const lastPage = (1n << 47n) - 8192n;
+    expect(libc.mmap(lastPage, 4096n, RW, ANON | MAP_FIXED, -1, 0)).toBe(lastPage);
+    const runs = new PfnRuns();
+    expect(pinUserPages(k, mm, lastPage, 1, LT, runs)).toBe(1);
+    expectErrno(() => pinUserPages(k, mm, lastPage, 2, LT, new PfnRuns()), EFAULT);
+    const top = (1n << 64n) - 4096n;
+    expectErrno(() => pinUserPages(k, mm, top, 1, 0, new PfnRuns()), EFAULT);
+    expectErrno(() => pinUserPages(k, mm, top, 2, 0, new PfnRuns()), EOVERFLOW);
+    for (const bad of [-1, 1.5]) {
+      expectErrno(() => pinUserPages(k, mm, lastPage, bad, 0, new PfnRuns()), EINVAL);
+    }
+    expect(k.mem.totalPinned()).toBe(1);
+    unpinUserPageRuns(k, runs, false);
+  });
+
+  it("pins no pages without taking mmap_lock (gup_fast_fallback returns before any fallback)", () => {
+    const { k, libc } = setup();
+    const mm = libc.process.mm;
+    mm.mmapLock.withWrite(() => {
+      expect(pinUserPages(k, mm, 0x10000n, 0, LT, new PfnRuns())).toBe(0);
+    });
+  });
+
+  it("keeps physically separate pages as separate runs, appends to the caller's list and stops at a hole with what it pinned", () => {
+    const { k, libc } = setup();
+    const mm = libc.process.mm;
+    const va = libc.mmap(0n, 3n * 4096n, RW, ANON, -1, 0);
+    libc.munmap(va + 2n * 4096n, 4096n);
+    // Page 1 faulted first: page 0 is then not the physical predecessor of page 1.
+    const runs = new PfnRuns();
+    expect(pinUserPages(k, mm, va + 4096n, 1, LT, runs)).toBe(1);
+    const p1 = runs.pfn(0);
+    expect(pinUserPages(k, mm, va, 3, LT, runs)).toBe(2);
+    const p0 = mm.lookup(Number(va >> 12n));
+    expect(p0).not.toBe(p1 - 1);
+    expect(runs.totalPages).toBe(3);
+    expect([k.mem.pinCount(p0), k.mem.pinCount(p1), k.mem.totalPinned()]).toEqual([1, 2, 3]);
+    const pages: number[] = [];
+    for (let i = 0; i < 3; i++) pages.push(runs.pfnAtPage(i));
+    expect(pages).toEqual([p1, p0, p1]);
+    unpinUserPageRuns(k, runs, false);
+    expect(k.mem.totalPinned()).toBe(0);
+  });
+
+  it("a FOLL_WRITE pin of a private file mapping copies the page, as a long-term one does", () => {
+    const { k, libc } = setup();
+    const mm = libc.process.mm;
+    const fd = libc.memfdCreate("w", 0);
+    libc.ftruncate(fd, 8192);
+    const priv = libc.mmap(0n, 8192n, RW, MAP_PRIVATE, fd, 0);
+    const shared = libc.mmap(0n, 8192n, RW, MAP_SHARED, fd, 0);
+    const cache = new PfnRuns();
+    pinUserPages(k, mm, shared, 1, 0, cache);
+    const written = new PfnRuns();
+    pinUserPages(k, mm, priv, 1, FOLL_WRITE, written);
+    expect(written.pfn(0)).not.toBe(cache.pfn(0));
+    unpinUserPageRuns(k, written, true);
+    unpinUserPageRuns(k, cache, false);
+  });
+
+  it("steps a huge mapping folio by folio from a start inside one", () => {
+    const { k, libc } = setup();
+    const mm = libc.process.mm;
+    const fd = libc.memfdCreate("h", MFD_HUGETLB | MFD_HUGE_2MB);
+    libc.ftruncate(fd, 4n << 20n);
+    const va = libc.mmap(0n, 4n << 20n, RW, MAP_SHARED, fd, 0);
+    // The second folio is allocated first, so the two are not in address order.
+    const second = new PfnRuns();
+    pinUserPages(k, mm, va + (2n << 20n), 1, 0, second);
+    const runs = new PfnRuns();
+    expect(pinUserPages(k, mm, va + 4096n, 1023, LT, runs)).toBe(1023);
+    expect([runs.length, runs.npages(0), runs.npages(1), runs.pfn(1)]).toEqual([
+      2,
+      511,
+      512,
+      second.pfn(0),
+    ]);
+    unpinUserPageRuns(k, runs, false);
+    unpinUserPageRuns(k, second, false);
+  });
+
+  it("pins a range ending inside a huge folio up to its end only; private hugetlb memory as huge folios", () => {
+    const { k, libc } = setup();
+    const mm = libc.process.mm;
+    const fd = libc.memfdCreate("h", MFD_HUGETLB | MFD_HUGE_2MB);
+    libc.ftruncate(fd, 4n << 20n);
+    const va = libc.mmap(0n, 4n << 20n, RW, MAP_SHARED, fd, 0);
+    const runs = new PfnRuns();
+    expect(pinUserPages(k, mm, va + 4096n, 1000, LT, runs)).toBe(1000);
+    expect([runs.totalPages, k.mem.totalPinned()]).toEqual([1000, 1000]);
+    unpinUserPageRuns(k, runs, false);
+    const pva = libc.mmap(0n, 4n << 20n, RW, ANON | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
+    const huge = new PfnRuns();
+    expect(pinUserPages(k, mm, pva, 2, LT, huge)).toBe(2);
+    expect(k.mem.folioOrder(huge.pfn(0))).toBe(9);
+    unpinUserPageRuns(k, huge, false);
+  });
+
+  it("a WARN partway through a pin propagates instead of returning the pages pinned so far", () => {
+    const { k, libc } = setup();
+    const mm = libc.process.mm;
+    const fd = libc.memfdCreate("warn", 0);
+    libc.ftruncate(fd, 8192);
+    const va = libc.mmap(0n, 8192n, RW, MAP_SHARED, fd, 0);
+    const faultIn = mm.faultIn.bind(mm);
+    let calls = 0;
+    vi.spyOn(mm, "faultIn").mockImplementation((...args) => {
+      if (++calls === 2) throw new KernelWarning("faultIn");
+      return faultIn(...args);
+    });
+    expect(() => pinUserPages(k, mm, va, 2, LT, new PfnRuns())).toThrow(KernelWarning);
+  });
+
+  it("records what it unpinned in the gup:unpin event", () => {
+    const { k, libc } = setup();
+    const va = libc.mmap(0n, 4n * 4096n, RW, ANON, -1, 0);
+    const runs = new PfnRuns();
+    pinUserPages(k, libc.process.mm, va, 4, LT, runs);
+    const { records } = k.trace.record(() => unpinUserPageRuns(k, runs, false));
+    expect(records.map((r) => [r.name, r.data])).toEqual([
+      ["gup:unpin", { npages: 4, runs: runs.length }],
+    ]);
   });
 });

@@ -69,6 +69,12 @@ describe("pinned-memory accounting", () => {
     expect(p.mm.lockedVm).toBe(17);
   });
 
+  it("account_locked_vm of 0 pages returns before taking mmap_lock (mm/util.c)", () => {
+    const { k, p, task } = user();
+    k.runAs(task, () => p.mm.mmapLock.withRead(() => accountLockedVm(k, p.mm, 0, true)));
+    expect(p.mm.lockedVm).toBe(0);
+  });
+
   it("pinned_vm rises and falls; below zero is a WARN", () => {
     const { p } = user();
     updatePinnedVm(p.mm, 5, true);

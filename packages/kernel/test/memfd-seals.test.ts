@@ -1,4 +1,5 @@
 import { shmemInode } from "../src/memfd.js";
+import { memfdFcntl } from "../src/memfd-seals.js";
 import { describe, expect, it } from "vitest";
 import {
   EBADF,
@@ -39,6 +40,7 @@ import {
   memfdPinFolios,
   PfnRuns,
 } from "../src/index.js";
+import { expectErrno } from "./helpers.js";
 
 function setup(): { k: Kernel; libc: Libc } {
   const k = new Kernel({ ramBytes: 1n << 30n });
@@ -108,6 +110,8 @@ describe("memfd seals", () => {
     expectFail(libc, libc.fcntl(fd, F_ADD_SEALS, 0x40), EINVAL);
     expectFail(libc, libc.fcntl(fd, F_ADD_SEALS, F_SEAL_GROW), EPERM);
     expect(libc.fcntl(fd, F_GET_SEALS)).toBe(F_SEAL_SEAL);
+    // memfd_fcntl itself: any other command is EINVAL.
+    expectErrno(() => memfdFcntl(libc.process.files.lookup(fd), F_SETFL, 0), EINVAL);
   });
 
   it("F_SEAL_SHRINK / F_SEAL_GROW refuse ftruncate in their direction with EPERM", () => {

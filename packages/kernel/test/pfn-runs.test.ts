@@ -29,6 +29,32 @@ describe("PfnRuns", () => {
     expect([r.length, r.totalPages]).toEqual([0, 0]);
   });
 
+  it("keeps separate runs past the initial capacity and refuses a run index outside the list", () => {
+    // 20 runs: past the 8 of a new list and the 16 of its first growth.
+    const r = new PfnRuns();
+    for (let i = 0; i < 20; i++) r.push(i * 2, 1);
+    expect([r.length, r.totalPages]).toEqual([20, 20]);
+    expect([r.pfn(19), r.npages(19), r.pfn(16), r.pfnAtPage(17)]).toEqual([38, 1, 32, 34]);
+    for (const i of [-1, 0.5, 20]) {
+      expect(() => r.pfn(i)).toThrow(RangeError);
+      expect(() => r.npages(i)).toThrow(RangeError);
+    }
+  });
+
+  it("truncating at a run boundary drops the next run whole; past the end changes nothing", () => {
+    const r = new PfnRuns();
+    r.push(10, 2);
+    r.push(20, 3);
+    r.truncatePages(9);
+    expect([r.length, r.totalPages, r.npages(1)]).toEqual([2, 5, 3]);
+    r.truncatePages(2);
+    expect([r.length, r.totalPages, r.npages(0)]).toEqual([1, 2, 2]);
+    // The dropped run's slot is not read back.
+    expect(() => r.pfnAtPage(2)).toThrow(RangeError);
+    r.push(12, 1);
+    expect([r.length, r.npages(0), r.pfnAtPage(2)]).toEqual([1, 3, 12]);
+  });
+
   it("expands to the same page list it was given (property)", () => {
     fc.assert(
       fc.property(

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   EAGAIN,
   EBADF,
@@ -14,6 +14,7 @@ import {
   O_NONBLOCK,
   POLLHUP,
   POLLIN,
+  POLLOUT,
   RLIMIT_NOFILE,
   SIGABRT,
   TaskWouldSleepForever,
@@ -97,6 +98,62 @@ describe("pipe2 (fs/pipe.c)", () => {
     expect(libc.close(w)).toBe(0);
     expect(child.read(r, new Uint8Array(1))).toBe(0);
     child.exit(100);
+  });
+});
+
+describe("pipe_read / pipe_write (fs/pipe.c)", () => {
+  it("reads take partial chunks in order; a write copies the caller's buffer", () => {
+    const { libc } = setup();
+    const [r, w] = pipe(libc);
+    const src = Uint8Array.of(1, 2, 3);
+    expect(libc.write(w, src)).toBe(3);
+    src.fill(9);
+    expect(libc.write(w, Uint8Array.of(4, 5, 6))).toBe(3);
+    const two = new Uint8Array(2);
+    expect(libc.read(r, two)).toBe(2);
+    const four = new Uint8Array(4);
+    expect(libc.read(r, four)).toBe(4);
+    expect([...two, ...four]).toEqual([1, 2, 3, 4, 5, 6]);
+    // A read that ends inside a later chunk takes only what fits.
+    expect(libc.write(w, Uint8Array.of(7))).toBe(1);
+    expect(libc.write(w, Uint8Array.of(8, 9, 10, 11, 12))).toBe(5);
+    expect(libc.read(r, four)).toBe(4);
+    expect([...four]).toEqual([7, 8, 9, 10]);
+  });
+
+  it("a read of 0 bytes returns 0 before looking at the pipe; a write of 0 before looking for readers", () => {
+    const { libc } = setup();
+    const [r, w] = pipe(libc);
+    expect(libc.read(r, new Uint8Array(0))).toBe(0);
+    libc.write(w, Uint8Array.of(1));
+    expect(libc.read(r, new Uint8Array(0))).toBe(0);
+    expect(libc.close(r)).toBe(0);
+    expect(libc.write(w, new Uint8Array(0))).toBe(0);
+  });
+
+  it("holds PIPE_DEF_BUFFERS pages: a non-blocking write stores what fits, then EAGAIN; a blocking one sleeps", async () => {
+    // Evaluated here: the buffer size is a constant of the module.
+    vi.resetModules();
+    const kernel = await import("../src/index.js");
+    const libc = new kernel.Libc(new kernel.Kernel({ ramBytes: 1n << 28n }));
+    const fds: [number, number] = [-1, -1];
+    expect(libc.pipe2(fds, kernel.O_NONBLOCK)).toBe(0);
+    const [r, w] = fds;
+    const names = [r, w].map((fd) => libc.process.files.lookup(fd).fops.name);
+    expect(names).toEqual(["pipe:[read]", "pipe:[write]"]);
+    expect(libc.write(w, new Uint8Array(70_000).fill(7))).toBe(65_536);
+    const poll = [{ fd: w, events: kernel.POLLOUT, revents: 0 }];
+    expect(libc.poll(poll, 0)).toBe(0);
+    expect(libc.write(w, new Uint8Array(1))).toBe(-1);
+    expect(libc.errno).toBe(EAGAIN);
+    expect(libc.read(r, new Uint8Array(100))).toBe(100);
+    expect(libc.poll(poll, 0)).toBe(1);
+    expect(poll[0]!.revents).toBe(POLLOUT);
+    const blocking: [number, number] = [-1, -1];
+    expect(libc.pipe2(blocking, 0)).toBe(0);
+    expect(() => libc.write(blocking[1], new Uint8Array(65_537))).toThrow(
+      kernel.TaskWouldSleepForever,
+    );
   });
 });
 

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   CAP_IPC_LOCK,
   CAP_SYS_ADMIN,
@@ -46,6 +46,35 @@ describe("/proc/<pid>/status", () => {
     expect(libc.waitpid(cpid)).toBe(cpid);
     expect(libc.open(`/proc/${cpid}/status`, O_RDONLY)).toBe(-1);
     expect(libc.errno).toBe(ENOENT);
+  });
+});
+
+describe("/proc/<pid>/status, evaluated per test", () => {
+  it("opens only /proc/self/status and /proc/<digits>/status; a read returns what was asked; a write is EINVAL", async () => {
+    // Evaluated here: the path pattern and the file operations are constants of the module.
+    vi.resetModules();
+    const kernel = await import("../src/index.js");
+    const k = new kernel.Kernel({ ramBytes: 1n << 30n });
+    const libc = new kernel.Libc(k);
+    let p = k.newProcess(1000);
+    while (p.pid < 10) {
+      k.newTask(p);
+      p = k.newProcess(1000);
+    }
+    const fd = libc.open(`/proc/${p.pid}/status`, kernel.O_RDONLY);
+    expect(fd).toBeGreaterThanOrEqual(0);
+    expect(libc.process.files.lookup(fd).fops.name).toBe("proc_pid_status");
+    const five = new Uint8Array(5);
+    expect(libc.read(fd, five)).toBe(5);
+    expect(new TextDecoder().decode(five)).toBe("Tgid:");
+    for (const bad of ["/proc/self/statusx", "x/proc/self/status", "/proc/1x/status"]) {
+      expect(libc.open(bad, kernel.O_RDONLY)).toBe(-1);
+      expect(libc.errno).toBe(ENOENT);
+    }
+    // No write operation: vfs_write is EINVAL for a file without FMODE_CAN_WRITE.
+    const rw = libc.open("/proc/self/status", kernel.O_RDWR);
+    expect(libc.write(rw, Uint8Array.of(1))).toBe(-1);
+    expect(libc.errno).toBe(kernel.EINVAL);
   });
 });
 

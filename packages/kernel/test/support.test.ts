@@ -22,6 +22,8 @@ import {
   O_RDONLY,
   O_RDWR,
   O_WRONLY,
+  RLIMIT_MEMLOCK,
+  RLIMIT_NOFILE,
   SymbolTable,
   defineSymbol,
   TraceBus,
@@ -94,6 +96,39 @@ describe("errno and errors", () => {
   });
 });
 
+describe("process lifetime", () => {
+  it("a non-root process starts with no capabilities; task ids only grow; a second exit is a WARN", () => {
+    const k = new Kernel({ ramBytes: 1n << 30n });
+    const p = k.newProcess(1000);
+    expect([...p.cred.caps, ...p.cred.permitted]).toEqual([]);
+    const a = k.newTask(p);
+    const b = k.newTask(p);
+    expect(b.tid).toBe(a.tid + 1);
+    k.exit(p, 1);
+    // The WARN comes first: the wait status of the first exit stays.
+    expect(() => k.exit(p, 2)).toThrow(KernelWarning);
+    expect(p.exitStatus).toBe(1 << 8);
+  });
+});
+
+describe("process limits", () => {
+  it("starts with the kernel's INIT_RLIMITS: 1024 files, 8 MiB locked (MLOCK_LIMIT), others unlimited", () => {
+    const k = new Kernel({ ramBytes: 1n << 30n });
+    const p = k.newProcess(1000);
+    expect([p.rlimit(RLIMIT_NOFILE), p.rlimit(RLIMIT_MEMLOCK), p.files.maxFds]).toEqual([
+      1024,
+      8 << 20,
+      1024,
+    ]);
+    expect(p.rlimit(0)).toBe(Number.MAX_SAFE_INTEGER);
+    // Only RLIMIT_NOFILE bounds the descriptor table.
+    p.setRlimit(RLIMIT_MEMLOCK, 4096);
+    expect(p.files.maxFds).toBe(1024);
+    p.setRlimit(RLIMIT_NOFILE, 16);
+    expect(p.files.maxFds).toBe(16);
+  });
+});
+
 describe("fault injection (fail-nth)", () => {
   it("fails the N-th point once, reads 0 after, records the sites while armed", () => {
     const f = new FaultInjector();
@@ -111,6 +146,9 @@ describe("fault injection (fail-nth)", () => {
     f.shouldFail("d");
     expect(f.sitesHit).toEqual(["a", "b", "c"]);
     expect(() => f.arm(-1)).toThrow(RangeError);
+    // Writing 0 to fail-nth is allowed and leaves nothing armed (proc_fail_nth_write).
+    f.arm(0);
+    expect([f.read(), f.shouldFail("e")]).toEqual([0, false]);
   });
 
   it("is per task: another task's points do not count", () => {
@@ -127,6 +165,13 @@ describe("symbols", () => {
     const s = new SymbolTable();
     const f = defineSymbol<number>("f");
     expect(s.symbolGet(f)).toBeUndefined();
+    expect(s.refs(f)).toBe(0);
+    // Keyed by name (kernel/module/main.c find_symbol): two symbols are two entries.
+    const g = defineSymbol<number>("g");
+    expect(g.name).toBe("g");
+    s.exportSymbol(g, 7);
+    expect(s.symbolGet(g)).toBe(7);
+    s.symbolPut(g);
     s.exportSymbol(f, 42, "mod");
     expect(() => s.exportSymbol(f, 1)).toThrow(KernelWarning);
     expect(s.symbolGet(f)).toBe(42);
@@ -151,6 +196,8 @@ describe("trace", () => {
       return "done";
     });
     expect(result).toBe("done");
+    // The event emitted with no listener made no record: numbering starts at the first one.
+    expect(records.map((r) => r.seq)).toEqual([1, 2]);
     expect(records.map((r) => [r.name, (r.data as { n: number }).n])).toEqual([
       ["test:event", 1],
       ["test:event", 2],
@@ -161,6 +208,18 @@ describe("trace", () => {
 });
 
 describe("files and the fd table", () => {
+  it("a fork's copy (dup_fd) and the entries skip closed descriptors; a file is released only by its last put", () => {
+    const t = new FdTable();
+    const files = [0, 1, 2].map(() => new File({ name: "f" }, undefined));
+    for (const f of files) t.install(f);
+    t.close(1);
+    expect(files.map((f) => f.released)).toEqual([false, true, false]);
+    const child = t.clone();
+    expect([...t.entries()].map(([fd]) => fd)).toEqual([0, 2]);
+    expect([...child.entries()].map(([fd]) => fd)).toEqual([0, 2]);
+    expect(files[0]!.refcount).toBe(2);
+  });
+
   it("derives fmode from the access mode and releases once on the last put", () => {
     let released = 0;
     const ops = { name: "t", release: () => void released++ };

@@ -1,14 +1,19 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
+  E2BIG,
   EFAULT,
+  ENOMEM,
   Kernel,
+  KernelWarning,
   Libc,
   MAP_ANONYMOUS,
   MAP_PRIVATE,
   PROT_READ,
   PROT_WRITE,
   copyFromUser,
+  copyStructFromUser,
   copyToUser,
+  memdupArrayUser,
 } from "../src/index.js";
 import { expectErrno } from "./helpers.js";
 
@@ -47,5 +52,100 @@ describe("uaccess", () => {
     a.poke(va, new Uint8Array([1]));
     expectErrno(() => b.peek(va, 1), EFAULT);
     expect(k.runAs(a.task, () => copyFromUser(k, va, 1))[0]).toBe(1);
+  });
+});
+
+describe("uaccess: lengths, sizes and faults (include/linux/uaccess.h)", () => {
+  function machine() {
+    const k = new Kernel({ ramBytes: 1n << 30n });
+    const libc = new Libc(k);
+    return { k, libc, mm: libc.process.mm };
+  }
+  const RW = PROT_READ | PROT_WRITE;
+  const ANON = MAP_PRIVATE | MAP_ANONYMOUS;
+  const pattern = (n: number, seed = 0) =>
+    Uint8Array.from({ length: n }, (_, i) => (i + seed) & 0xff);
+
+  it("a copy of 0 bytes touches no memory, even at an unmapped address", () => {
+    const { k } = machine();
+    expect(copyFromUser(k, 0x7000_0123n, 0).length).toBe(0);
+    copyToUser(k, 0x7000_0123n, new Uint8Array(0));
+  });
+
+  it("copies many pages from an unaligned start, the last page partly", () => {
+    const { k, libc } = machine();
+    const va = libc.mmap(0n, 40n * 4096n, RW, ANON, -1, 0);
+    const data = pattern(37 * 4096 + 500, 7);
+    copyToUser(k, va + 4000n, data);
+    expect(copyFromUser(k, va + 4000n, data.length)).toEqual(data);
+    expect(copyFromUser(k, va + 4000n, 596)).toEqual(data.subarray(0, 596));
+  });
+
+  it("a page that cannot be allocated in the fault is EFAULT, as any failed copy is", () => {
+    const { k, libc } = machine();
+    const va = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
+    k.current.fault.arm(1);
+    expectErrno(() => copyToUser(k, va, new Uint8Array([1])), EFAULT);
+    k.current.fault.disarm();
+  });
+
+  it("a WARN in the fault path is not turned into EFAULT: it propagates", () => {
+    const { k, libc, mm } = machine();
+    const va = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
+    vi.spyOn(mm, "fault").mockImplementation(() => {
+      throw new KernelWarning("fault");
+    });
+    expect(() => copyFromUser(k, va, 1)).toThrow(KernelWarning);
+  });
+
+  it("a read that faults leaves a page shared with a fork child shared (no unshare on read)", () => {
+    const { k, libc, mm } = machine();
+    const va = libc.mmap(0n, 8192n, RW, ANON, -1, 0);
+    libc.poke(va, new Uint8Array([5]));
+    libc.fork();
+    const shared = mm.lookup(Number(va >> 12n));
+    // Page 1 is missing, so the copy faults both pages, for read.
+    expect(copyFromUser(k, va, 8192)[0]).toBe(5);
+    expect([mm.lookup(Number(va >> 12n)), mm.isExclusive(Number(va >> 12n))]).toEqual([
+      shared,
+      false,
+    ]);
+  });
+
+  it("copy_struct_from_user zero-extends a shorter struct and accepts a longer one only with a zero tail", () => {
+    const { k, libc } = machine();
+    const va = libc.mmap(0n, 8192n, RW, ANON, -1, 0);
+    copyToUser(k, va, pattern(16, 1));
+    expect([...copyStructFromUser(k, 8, va, 4)]).toEqual([1, 2, 3, 4, 0, 0, 0, 0]);
+    expect([...copyStructFromUser(k, 4, va, 4)]).toEqual([1, 2, 3, 4]);
+    expectErrno(() => copyStructFromUser(k, 4, va, 8), E2BIG);
+    copyToUser(k, va + 4n, new Uint8Array(12));
+    // A byte just past the user struct is not part of it.
+    copyToUser(k, va + 16n, new Uint8Array([9]));
+    expect([...copyStructFromUser(k, 4, va, 16)]).toEqual([1, 2, 3, 4]);
+    // One non-zero byte anywhere in the tail is enough for E2BIG.
+    copyToUser(k, va + 10n, new Uint8Array([1]));
+    expectErrno(() => copyStructFromUser(k, 4, va, 16), E2BIG);
+    // The tail is read before the struct: an unreadable tail is EFAULT.
+    expectErrno(() => copyStructFromUser(k, 4, va + 8188n, 8), EFAULT);
+  });
+
+  it("memdup_array_user: ENOMEM when injected or larger than KMALLOC_MAX_SIZE, before reading", () => {
+    const { k, libc } = machine();
+    const va = libc.mmap(0n, 8192n, RW, ANON, -1, 0);
+    copyToUser(k, va, pattern(12, 3));
+    expect([...memdupArrayUser(k, va, 3, 4)]).toEqual([...pattern(12, 3)]);
+    // 4 MiB + 8 bytes from an address with nothing mapped behind it: ENOMEM, not EFAULT.
+    expectErrno(() => memdupArrayUser(k, va, (4 << 20) / 8 + 1, 8), ENOMEM);
+    k.current.fault.arm(1);
+    expectErrno(() => memdupArrayUser(k, 0x10n, 1, 8), ENOMEM);
+    expect(k.current.fault.failedSite).toBe("memdup_array_user");
+    k.current.fault.disarm();
+  });
+
+  it("memdup_array_user copies exactly KMALLOC_MAX_SIZE bytes", () => {
+    const { k, libc } = machine();
+    const va = libc.mmap(0n, 4n << 20n, RW, ANON, -1, 0);
+    expect(memdupArrayUser(k, va, 1024, 4096).length).toBe(4 << 20);
   });
 });

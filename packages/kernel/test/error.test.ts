@@ -1,0 +1,64 @@
+import { inspect } from "node:util";
+import { afterEach, describe, expect, it, vi } from "vitest";
+
+// error.ts decides at evaluation whether KernelErrors capture stacks (KERNEL_ERROR_STACKS): each
+// test evaluates a fresh copy of it, under the environment it sets up.
+async function freshError() {
+  vi.resetModules();
+  return import("../src/error.js");
+}
+
+describe("error.ts, evaluated per test", () => {
+  afterEach(() => {
+    vi.unstubAllEnvs();
+    vi.unstubAllGlobals();
+  });
+
+  it("captures stacks unless KERNEL_ERROR_STACKS=0", async () => {
+    vi.stubEnv("KERNEL_ERROR_STACKS", "0");
+    expect((await freshError()).KernelError.captureStacks).toBe(false);
+    vi.stubEnv("KERNEL_ERROR_STACKS", "1");
+    expect((await freshError()).KernelError.captureStacks).toBe(true);
+    vi.stubEnv("KERNEL_ERROR_STACKS", undefined);
+    const { KernelError } = await freshError();
+    expect(KernelError.captureStacks).toBe(true);
+    expect(new KernelError(22).stack).toContain("\n");
+  });
+
+  it("captures stacks where there is no process environment (the web page)", async () => {
+    vi.stubGlobal("process", { ...process, env: undefined });
+    const noEnv = await freshError();
+    vi.stubGlobal("process", undefined);
+    const noProcess = await freshError();
+    vi.unstubAllGlobals();
+    expect([noEnv.KernelError.captureStacks, noProcess.KernelError.captureStacks]).toEqual([
+      true,
+      true,
+    ]);
+  });
+
+  it("prints bigint details in hex, negative ones and zero too", async () => {
+    const { KernelError } = await freshError();
+    const e = new KernelError(22, "span", { delta: -0x10n, zero: 0n, iova: 0x1000n });
+    expect(e.message).toBe("EINVAL (22): span: delta=-0x10 zero=0x0 iova=0x1000");
+  });
+
+  it("inspects a stackless KernelError as its name and message", async () => {
+    const { KernelError, withoutErrorStacks } = await freshError();
+    const e = withoutErrorStacks(() => new KernelError(12, "injected"));
+    expect(inspect(e)).toBe("KernelError: ENOMEM (12): injected");
+  });
+
+  it("names a WARN: KernelWarning, and WARN_ON's text without a message", async () => {
+    const { KernelWarning, WARN_ON } = await freshError();
+    expect(String(new KernelWarning("x"))).toBe("KernelWarning: WARNING: x");
+    let caught: unknown;
+    try {
+      WARN_ON(true);
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).toBeInstanceOf(KernelWarning);
+    expect((caught as Error).message).toBe("WARNING: WARN_ON");
+  });
+});
