@@ -1,4 +1,4 @@
-import { amdIommuDriver, intelIommuDriver } from "@x/iommu-pgtable";
+import { type IommuDriver, amdIommuDriver, intelIommuDriver } from "@x/iommu-pgtable";
 import {
   IOMMU_HWPT_ALLOC_PASID,
   IOMMU_IOAS_MAP_READABLE,
@@ -12,6 +12,7 @@ import {
   EINVAL,
   EIO,
   ENODEV,
+  ENOENT,
   EOPNOTSUPP,
   type File,
   Kernel,
@@ -69,13 +70,14 @@ function attach(libc: Libc, fd: number, ptId: number): number {
   return v.getUint32(8, true);
 }
 
-function vmm() {
+/** The IOMMU in front of A; `pasid`: its driver also has set_dev_pasid. */
+function vmm(o: { pasid?: boolean } = {}) {
   const kernel = new Kernel();
   iommufdInit(kernel);
   const mod = loadVfioPci(kernel);
   const libc = new Libc(kernel);
   const bus = pciRoot(kernel).newBus();
-  const spec = (device: number, iommu: ReturnType<typeof amdIommuDriver>) => ({
+  const spec = (device: number, iommu: IommuDriver) => ({
     vendor: 0x10de,
     device,
     bars: [{ type: "mem64" as const, size: BAR, prefetchable: true }],
@@ -83,7 +85,8 @@ function vmm() {
     pcie: { flr: true },
     iommu,
   });
-  const a = mod.probe(bus.addDevice(spec(0x1, amdIommuDriver(kernel))));
+  const amd = amdIommuDriver(kernel);
+  const a = mod.probe(bus.addDevice(spec(0x1, o.pasid ? withSetDevPasid(amd) : amd)));
   const b = mod.probe(bus.addDevice(spec(0x2, intelIommuDriver(kernel))));
   const iommufd = IommufdClient.open(libc);
   const ioas = iommufd.ioasAlloc();
@@ -98,6 +101,14 @@ function vmm() {
   const A = open(a);
   const B = open(b);
   return { kernel, libc, mod, bus, a, b, A, B, iommufd, ioas };
+}
+
+/**
+ * `driver` with a set_dev_pasid that programs nothing (as intel_iommu_set_dev_pasid would for a
+ * paging domain; the model's DMA does not carry a PASID, so there is no table to fill).
+ */
+function withSetDevPasid(driver: IommuDriver): IommuDriver {
+  return Object.assign(Object.create(driver) as IommuDriver, { setDevPasid() {} });
 }
 
 function bufOf(v: ReturnType<typeof vmm>, dfd: number): VfioPciDmaBuf {
@@ -226,6 +237,45 @@ describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into 
     expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, det)).toBe(0);
     expect(() => vfioPciDmaRead(v.a, IOVA, 4)).toThrow(KernelError);
     expect(v.a.dmaFaults.at(-1)?.reason).toBe("blocked");
+  });
+
+  it("DETACH clears the attachment: ATTACH again attaches, a second DETACH does nothing (vfio_iommufd_physical_attach_ioas / _detach_ioas on iommufd_attached)", () => {
+    const v = vmm();
+    const det = new Uint8Array(12);
+    new DataView(det.buffer).setUint32(0, 8, true);
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, det)).toBe(0);
+    expect(v.a.binding!.hwpt).toBeUndefined();
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, det)).toBe(0);
+    // Not attached any more, so this is iommufd_device_attach, not a replace (EINVAL when
+    // nothing is attached).
+    expect(attach(v.libc, v.A.fd, v.ioas)).toBe(v.A.hwpt);
+    expect(v.a.binding!.hwpt?.id).toBe(v.A.hwpt);
+  });
+
+  it("closing the device fd detaches and unbinds: the DEVICE object is gone, the IOAS is free (vfio_iommufd_physical_unbind)", () => {
+    const v = vmm();
+    const devid = v.a.binding!.devid;
+    v.libc.close(v.A.fd);
+    v.libc.close(v.B.fd);
+    let err: unknown;
+    try {
+      v.iommufd.destroy(devid);
+    } catch (e) {
+      err = e;
+    }
+    expect(isKernelError(err, ENOENT)).toBe(true);
+    // Both automatic domains went with their last device, so nothing holds the IOAS.
+    v.iommufd.destroy(v.ioas);
+  });
+
+  it("BIND of a function without an IOMMU: ENODEV (iommufd_device_bind finds no iommu_group)", () => {
+    const v = vmm();
+    const vdev = v.mod.probe(
+      v.bus.addDevice({ vendor: 0x10de, device: 0x3, bars: [{ type: "mem64", size: BAR }] }),
+    );
+    const fd = v.libc.open(vdev.cdevPath!, O_RDWR);
+    expect(bind(v.libc, fd, v.iommufd.fd).ret).toBe(-1);
+    expect(v.libc.errno).toBe(ENODEV);
   });
 
   it("BIND under fail-nth: every failure leaves the device closed and unbound, then it binds", () => {
@@ -407,5 +457,31 @@ describe("ATTACH / DETACH_IOMMUFD_PT with VFIO_DEVICE_ATTACH_PASID (drivers/vfio
     // Detaching a PASID that was never attached does nothing.
     expect(errno(DETACH, detachPt(12, VFIO_DEVICE_DETACH_PASID, 5))).toBe(0);
     expect(v.a.binding!.hwpt?.id).toBe(s2);
+  });
+
+  it("with a driver that has set_dev_pasid: attach, replace, detach, and unbind detaches the PASID (vfio_iommufd_physical_pasid_attach_ioas / _detach_ioas)", () => {
+    const v = vmm({ pasid: true });
+    const errno = (cmd: number, arg: Uint8Array) =>
+      v.libc.ioctl(v.A.fd, cmd, arg) < 0 ? v.libc.errno : 0;
+    const ATTACH = VFIO_DEVICE_ATTACH_IOMMUFD_PT;
+    const DETACH = VFIO_DEVICE_DETACH_IOMMUFD_PT;
+    const devId = v.a.binding!.devid;
+    const s2 = v.iommufd.hwptAlloc({ devId, ptId: v.ioas, flags: IOMMU_HWPT_ALLOC_PASID });
+    const s2b = v.iommufd.hwptAlloc({ devId, ptId: v.ioas, flags: IOMMU_HWPT_ALLOC_PASID });
+    expect(errno(ATTACH, attachPt(12, 0, s2, 0))).toBe(0);
+    const idev = v.a.pdev.iommuDev!;
+    expect(errno(ATTACH, attachPt(16, VFIO_DEVICE_ATTACH_PASID, s2, 5))).toBe(0);
+    const first = idev.pasidArray.get(5);
+    expect(first).toBeDefined();
+    // Attached already through this device: a replace (an attach would be EBUSY).
+    expect(errno(ATTACH, attachPt(16, VFIO_DEVICE_ATTACH_PASID, s2b, 5))).toBe(0);
+    expect(idev.pasidArray.get(5)).not.toBe(first);
+    expect(errno(DETACH, detachPt(12, VFIO_DEVICE_DETACH_PASID, 5))).toBe(0);
+    expect(idev.pasidArray.has(5)).toBe(false);
+    // Attached again, then left attached when the device fd closes.
+    expect(errno(ATTACH, attachPt(16, VFIO_DEVICE_ATTACH_PASID, s2, 7))).toBe(0);
+    v.libc.close(v.A.fd);
+    expect(idev.pasidArray.size).toBe(0);
+    expect(idev.domain).toBeUndefined();
   });
 });
