@@ -1,4 +1,11 @@
-import { type IommuDriver, amdIommuDriver, intelIommuDriver } from "@x/iommu-pgtable";
+import {
+  IOMMU_READ,
+  IOMMU_WRITE,
+  type IommuDriver,
+  amdIommuDriver,
+  intelIommuDriver,
+  iommuMap,
+} from "@x/iommu-pgtable";
 import {
   IOMMU_HWPT_ALLOC_PASID,
   IOMMU_IOAS_MAP_READABLE,
@@ -70,9 +77,9 @@ function attach(libc: Libc, fd: number, ptId: number): number {
   return v.getUint32(8, true);
 }
 
-/** The IOMMU in front of A; `pasid`: its driver also has set_dev_pasid. */
-function vmm(o: { pasid?: boolean } = {}) {
-  const kernel = new Kernel();
+/** `pasid`: the driver of A's IOMMU also has set_dev_pasid; `ramBytes`: the machine's RAM. */
+function vmm(o: { pasid?: boolean; ramBytes?: bigint } = {}) {
+  const kernel = new Kernel(o.ramBytes === undefined ? {} : { ramBytes: o.ramBytes });
   iommufdInit(kernel);
   const mod = loadVfioPci(kernel);
   const libc = new Libc(kernel);
@@ -131,6 +138,15 @@ function exportBar(v: ReturnType<typeof vmm>, fd: number): number {
 }
 
 const bytes = (s: string) => new TextEncoder().encode(s);
+
+function catchErr(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
 
 describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into the IOAS", () => {
   it("binds, attaches two domains, and A's DMA lands in B's BAR", () => {
@@ -380,6 +396,104 @@ describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into 
     v.iommufd.ioasMap({ ioasId: v.ioas, userVa: va, length: 8192n, iova: 0x20000n });
     vfioPciDmaWrite(v.a, 0x20000n + 4090n, bytes("crossing"));
     expect(new TextDecoder().decode(v.libc.peek(va + 4090n, 8))).toBe("crossing");
+  });
+
+  it("DMA reads across pages, and the checks before any translation: empty, no IOMMU, an IOVA range past u64", () => {
+    const v = vmm();
+    const va = v.libc.malloc(3 * 4096);
+    const data = Uint8Array.from({ length: 3 * 4096 }, (_, i) => (i * 7) & 0xff);
+    v.libc.poke(va, data);
+    v.iommufd.ioasMap({ ioasId: v.ioas, userVa: va, length: 3n * 4096n, iova: 0x40000n });
+    expect(vfioPciDmaRead(v.a, 0x40000n + 100n, 2 * 4096)).toEqual(
+      data.subarray(100, 100 + 2 * 4096),
+    );
+    const faults: string[] = [];
+    const off = v.kernel.trace.on((r) => {
+      if (r.name === "vfio-pci:dma-fault") {
+        const d = r.data as { dev: string; iova: bigint; write: boolean; reason: string };
+        faults.push(`${d.dev} ${d.iova.toString(16)} ${d.write} ${d.reason}`);
+      }
+    });
+    // An empty transfer is refused before anything is looked at, and records no fault.
+    expect(
+      isKernelError(
+        catchErr(() => vfioPciDmaRead(v.a, 0x40000n, 0)),
+        EINVAL,
+      ),
+    ).toBe(true);
+    // The IOMMU refuses a range that wraps u64: its EINVAL is passed on, not turned into a fault.
+    expect(
+      isKernelError(
+        catchErr(() => vfioPciDmaRead(v.a, (1n << 64n) - 4n, 8)),
+        EINVAL,
+      ),
+    ).toBe(true);
+    expect(v.a.dmaFaults).toEqual([]);
+    vfioPciDmaWrite(v.a, 0x40000n, bytes("x"));
+    expect(() => vfioPciDmaWrite(v.a, 0x90000n, bytes("x"))).toThrow(KernelError);
+    off();
+    expect(faults).toEqual([`${v.a.name} 90000 true not-present`]);
+    // A function with no IOMMU in front of it: nothing translates its DMA.
+    const bare = v.mod.probe(
+      v.bus.addDevice({ vendor: 0x10de, device: 0x3, bars: [{ type: "mem64", size: BAR }] }),
+    );
+    // The empty transfer is refused first, even with bus mastering off.
+    expect(
+      isKernelError(
+        catchErr(() => vfioPciDmaRead(bare, 0n, 0)),
+        EINVAL,
+      ),
+    ).toBe(true);
+    bare.pdev.writeConfig(PCI_COMMAND, 2, 0x4);
+    expect(
+      isKernelError(
+        catchErr(() => vfioPciDmaRead(bare, 0n, 4)),
+        EFAULT,
+      ),
+    ).toBe(true);
+    expect(bare.dmaFaults).toEqual([{ iova: 0n, write: false, errno: EFAULT, reason: "no IOMMU" }]);
+  });
+
+  it("each 4 KiB of a DMA is routed on its own (a PCIe request never crosses a 4 KiB boundary)", () => {
+    const v = vmm();
+    // A's BAR and B's BAR are adjacent in the physical address space.
+    const aBar = v.a.pdev.resource(0).start;
+    expect(v.b.pdev.resource(0).start).toBe(aBar + BAR);
+    // A mapping that runs from the last page of A's BAR into B's, and one to an address nothing
+    // answers at (past RAM, after the last MMIO region), put straight into A's domain.
+    const domain = v.a.pdev.iommuDev!.domain!;
+    iommuMap(domain, 0x100000n, aBar + BAR - 4096n, 8192n, IOMMU_READ | IOMMU_WRITE);
+    const hole = aBar + 2n * BAR;
+    expect(hole >= BigInt(v.kernel.mem.ramPages) << 12n).toBe(true);
+    expect(v.kernel.mem.mmioRegionAt(hole)).toBeUndefined();
+    iommuMap(domain, 0x200000n, hole - 4096n, 8192n, IOMMU_READ | IOMMU_WRITE);
+    expect(vfioPciDmaRead(v.a, 0x100000n + 4000n, 200).length).toBe(200);
+    expect(() => vfioPciDmaWrite(v.a, 0x200000n + 4000n, new Uint8Array(200))).toThrow(KernelError);
+    expect(v.a.dmaFaults.at(-1)).toEqual({
+      iova: 0x201000n,
+      write: true,
+      errno: EIO,
+      reason: "nothing at the address",
+    });
+    const m = { kernel: v.kernel, libc: v.libc, mod: v.mod, bus: v.bus };
+    cfgWrite(m, v.B.fd, PCI_COMMAND, 2, 0x4);
+    expect(() => vfioPciDmaRead(v.a, 0x100000n + 4000n, 200)).toThrow(KernelError);
+    expect(v.a.dmaFaults.at(-1)).toEqual({
+      iova: 0x101000n,
+      write: false,
+      errno: EIO,
+      reason: `${v.b.pdev.name} does not decode memory`,
+    });
+  });
+
+  it("the first byte past RAM answers nothing when the MMIO window starts higher (EIO)", () => {
+    // RAM of 1 GiB + 4 KiB: the MMIO window starts at the next GiB, past a hole.
+    const v = vmm({ ramBytes: (1n << 30n) + 4096n });
+    const ramEnd = BigInt(v.kernel.mem.ramPages) << 12n;
+    expect(v.kernel.mem.mmioBase).toBeGreaterThan(ramEnd);
+    iommuMap(v.a.pdev.iommuDev!.domain!, 0x300000n, ramEnd, 4096n, IOMMU_READ);
+    expect(() => vfioPciDmaRead(v.a, 0x300000n, 4)).toThrow(KernelError);
+    expect(v.a.dmaFaults.at(-1)).toMatchObject({ iova: 0x300000n, errno: EIO });
   });
 
   it("P2P to a peer that stopped decoding behind vfio's back is an unsupported request (EIO)", () => {
