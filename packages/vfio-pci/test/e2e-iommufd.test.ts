@@ -14,6 +14,7 @@ import {
 } from "@x/iommufd";
 import type { DmaBuf } from "@x/dmabuf";
 import {
+  E2BIG,
   EEXIST,
   EFAULT,
   EINVAL,
@@ -35,6 +36,7 @@ import { PCI_COMMAND } from "../src/pci-regs.js";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_ATTACH_PASID,
+  VFIO_DEVICE_BIND_FLAG_TOKEN,
   VFIO_DEVICE_BIND_IOMMUFD,
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
   VFIO_DEVICE_DETACH_PASID,
@@ -292,6 +294,57 @@ describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into 
     const fd = v.libc.open(vdev.cdevPath!, O_RDWR);
     expect(bind(v.libc, fd, v.iommufd.fd).ret).toBe(-1);
     expect(v.libc.errno).toBe(ENODEV);
+  });
+
+  it("BIND's struct checks, in vfio_df_ioctl_bind_iommufd's order, on a fd that has not bound", () => {
+    const v = vmm();
+    v.libc.close(v.A.fd);
+    const raw = (argsz: number, flags: number, iommufd: number, size = 24, tail = 0) => {
+      const b = new Uint8Array(size);
+      const d = new DataView(b.buffer);
+      d.setUint32(0, argsz, true);
+      d.setUint32(4, flags, true);
+      d.setInt32(8, iommufd, true);
+      if (tail) b[size - 1] = tail;
+      const fd = v.libc.open(v.a.cdevPath!, O_RDWR);
+      const ret = v.libc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, b) < 0 ? v.libc.errno : 0;
+      v.libc.close(fd);
+      return ret;
+    };
+    // minsz is offsetofend(out_devid) = 16.
+    expect(raw(15, 0, v.iommufd.fd)).toBe(EINVAL);
+    expect(raw(16, 0, v.iommufd.fd)).toBe(0);
+    expect(raw(24, 0, -1)).toBe(EINVAL);
+    expect(raw(24, 2, v.iommufd.fd)).toBe(EINVAL);
+    // copy_struct_from_user: a larger struct is fine while the bytes past ours are zero.
+    expect(raw(32, 0, v.iommufd.fd, 32)).toBe(0);
+    expect(raw(32, 0, v.iommufd.fd, 32, 1)).toBe(E2BIG);
+    // A VF token for a function that is neither PF nor VF (vfio_pci_core_match_token): EINVAL.
+    const uuid = v.libc.malloc(16);
+    const b = new Uint8Array(24);
+    const d = new DataView(b.buffer);
+    d.setUint32(0, 24, true);
+    d.setUint32(4, VFIO_DEVICE_BIND_FLAG_TOKEN, true);
+    d.setInt32(8, v.iommufd.fd, true);
+    d.setBigUint64(16, uuid, true);
+    const fd = v.libc.open(v.a.cdevPath!, O_RDWR);
+    expect(v.libc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, b)).toBe(-1);
+    expect(v.libc.errno).toBe(EINVAL);
+    expect(v.a.openCount).toBe(0);
+  });
+
+  it("ATTACH and DETACH_IOMMUFD_PT refuse an argsz below their minsz (12 and 8)", () => {
+    const v = vmm();
+    const b = new Uint8Array(16);
+    const d = new DataView(b.buffer);
+    d.setUint32(0, 11, true);
+    d.setUint32(8, v.ioas, true);
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, b)).toBe(-1);
+    expect(v.libc.errno).toBe(EINVAL);
+    d.setUint32(0, 7, true);
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, b)).toBe(-1);
+    expect(v.libc.errno).toBe(EINVAL);
+    expect(v.a.binding!.hwpt?.id).toBe(v.A.hwpt);
   });
 
   it("BIND under fail-nth: every failure leaves the device closed and unbound, then it binds", () => {
