@@ -1,4 +1,11 @@
-import { amdIommuDriver, intelIommuDriver } from "@x/iommu-pgtable";
+import {
+  IOMMU_READ,
+  IOMMU_WRITE,
+  type IommuDriver,
+  amdIommuDriver,
+  intelIommuDriver,
+  iommuMap,
+} from "@x/iommu-pgtable";
 import {
   IOMMU_HWPT_ALLOC_PASID,
   IOMMU_IOAS_MAP_READABLE,
@@ -7,11 +14,13 @@ import {
 } from "@x/iommufd";
 import type { DmaBuf } from "@x/dmabuf";
 import {
+  E2BIG,
   EEXIST,
   EFAULT,
   EINVAL,
   EIO,
   ENODEV,
+  ENOENT,
   EOPNOTSUPP,
   type File,
   Kernel,
@@ -27,6 +36,7 @@ import { PCI_COMMAND } from "../src/pci-regs.js";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_ATTACH_PASID,
+  VFIO_DEVICE_BIND_FLAG_TOKEN,
   VFIO_DEVICE_BIND_IOMMUFD,
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
   VFIO_DEVICE_DETACH_PASID,
@@ -69,13 +79,14 @@ function attach(libc: Libc, fd: number, ptId: number): number {
   return v.getUint32(8, true);
 }
 
-function vmm() {
-  const kernel = new Kernel();
+/** `pasid`: the driver of A's IOMMU also has set_dev_pasid; `ramBytes`: the machine's RAM. */
+function vmm(o: { pasid?: boolean; ramBytes?: bigint } = {}) {
+  const kernel = new Kernel(o.ramBytes === undefined ? {} : { ramBytes: o.ramBytes });
   iommufdInit(kernel);
   const mod = loadVfioPci(kernel);
   const libc = new Libc(kernel);
   const bus = pciRoot(kernel).newBus();
-  const spec = (device: number, iommu: ReturnType<typeof amdIommuDriver>) => ({
+  const spec = (device: number, iommu: IommuDriver) => ({
     vendor: 0x10de,
     device,
     bars: [{ type: "mem64" as const, size: BAR, prefetchable: true }],
@@ -83,7 +94,8 @@ function vmm() {
     pcie: { flr: true },
     iommu,
   });
-  const a = mod.probe(bus.addDevice(spec(0x1, amdIommuDriver(kernel))));
+  const amd = amdIommuDriver(kernel);
+  const a = mod.probe(bus.addDevice(spec(0x1, o.pasid ? withSetDevPasid(amd) : amd)));
   const b = mod.probe(bus.addDevice(spec(0x2, intelIommuDriver(kernel))));
   const iommufd = IommufdClient.open(libc);
   const ioas = iommufd.ioasAlloc();
@@ -98,6 +110,14 @@ function vmm() {
   const A = open(a);
   const B = open(b);
   return { kernel, libc, mod, bus, a, b, A, B, iommufd, ioas };
+}
+
+/**
+ * `driver` with a set_dev_pasid that programs nothing (as intel_iommu_set_dev_pasid would for a
+ * paging domain; the model's DMA does not carry a PASID, so there is no table to fill).
+ */
+function withSetDevPasid(driver: IommuDriver): IommuDriver {
+  return Object.assign(Object.create(driver) as IommuDriver, { setDevPasid() {} });
 }
 
 function bufOf(v: ReturnType<typeof vmm>, dfd: number): VfioPciDmaBuf {
@@ -120,6 +140,15 @@ function exportBar(v: ReturnType<typeof vmm>, fd: number): number {
 }
 
 const bytes = (s: string) => new TextEncoder().encode(s);
+
+function catchErr(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
 
 describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into the IOAS", () => {
   it("binds, attaches two domains, and A's DMA lands in B's BAR", () => {
@@ -228,6 +257,96 @@ describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into 
     expect(v.a.dmaFaults.at(-1)?.reason).toBe("blocked");
   });
 
+  it("DETACH clears the attachment: ATTACH again attaches, a second DETACH does nothing (vfio_iommufd_physical_attach_ioas / _detach_ioas on iommufd_attached)", () => {
+    const v = vmm();
+    const det = new Uint8Array(12);
+    new DataView(det.buffer).setUint32(0, 8, true);
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, det)).toBe(0);
+    expect(v.a.binding!.hwpt).toBeUndefined();
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, det)).toBe(0);
+    // Not attached any more, so this is iommufd_device_attach, not a replace (EINVAL when
+    // nothing is attached).
+    expect(attach(v.libc, v.A.fd, v.ioas)).toBe(v.A.hwpt);
+    expect(v.a.binding!.hwpt?.id).toBe(v.A.hwpt);
+  });
+
+  it("closing the device fd detaches and unbinds: the DEVICE object is gone, the IOAS is free (vfio_iommufd_physical_unbind)", () => {
+    const v = vmm();
+    const devid = v.a.binding!.devid;
+    v.libc.close(v.A.fd);
+    v.libc.close(v.B.fd);
+    let err: unknown;
+    try {
+      v.iommufd.destroy(devid);
+    } catch (e) {
+      err = e;
+    }
+    expect(isKernelError(err, ENOENT)).toBe(true);
+    // Both automatic domains went with their last device, so nothing holds the IOAS.
+    v.iommufd.destroy(v.ioas);
+  });
+
+  it("BIND of a function without an IOMMU: ENODEV (iommufd_device_bind finds no iommu_group)", () => {
+    const v = vmm();
+    const vdev = v.mod.probe(
+      v.bus.addDevice({ vendor: 0x10de, device: 0x3, bars: [{ type: "mem64", size: BAR }] }),
+    );
+    const fd = v.libc.open(vdev.cdevPath!, O_RDWR);
+    expect(bind(v.libc, fd, v.iommufd.fd).ret).toBe(-1);
+    expect(v.libc.errno).toBe(ENODEV);
+  });
+
+  it("BIND's struct checks, in vfio_df_ioctl_bind_iommufd's order, on a fd that has not bound", () => {
+    const v = vmm();
+    v.libc.close(v.A.fd);
+    const raw = (argsz: number, flags: number, iommufd: number, size = 24, tail = 0) => {
+      const b = new Uint8Array(size);
+      const d = new DataView(b.buffer);
+      d.setUint32(0, argsz, true);
+      d.setUint32(4, flags, true);
+      d.setInt32(8, iommufd, true);
+      if (tail) b[size - 1] = tail;
+      const fd = v.libc.open(v.a.cdevPath!, O_RDWR);
+      const ret = v.libc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, b) < 0 ? v.libc.errno : 0;
+      v.libc.close(fd);
+      return ret;
+    };
+    // minsz is offsetofend(out_devid) = 16.
+    expect(raw(15, 0, v.iommufd.fd)).toBe(EINVAL);
+    expect(raw(16, 0, v.iommufd.fd)).toBe(0);
+    expect(raw(24, 0, -1)).toBe(EINVAL);
+    expect(raw(24, 2, v.iommufd.fd)).toBe(EINVAL);
+    // copy_struct_from_user: a larger struct is fine while the bytes past ours are zero.
+    expect(raw(32, 0, v.iommufd.fd, 32)).toBe(0);
+    expect(raw(32, 0, v.iommufd.fd, 32, 1)).toBe(E2BIG);
+    // A VF token for a function that is neither PF nor VF (vfio_pci_core_match_token): EINVAL.
+    const uuid = v.libc.malloc(16);
+    const b = new Uint8Array(24);
+    const d = new DataView(b.buffer);
+    d.setUint32(0, 24, true);
+    d.setUint32(4, VFIO_DEVICE_BIND_FLAG_TOKEN, true);
+    d.setInt32(8, v.iommufd.fd, true);
+    d.setBigUint64(16, uuid, true);
+    const fd = v.libc.open(v.a.cdevPath!, O_RDWR);
+    expect(v.libc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, b)).toBe(-1);
+    expect(v.libc.errno).toBe(EINVAL);
+    expect(v.a.openCount).toBe(0);
+  });
+
+  it("ATTACH and DETACH_IOMMUFD_PT refuse an argsz below their minsz (12 and 8)", () => {
+    const v = vmm();
+    const b = new Uint8Array(16);
+    const d = new DataView(b.buffer);
+    d.setUint32(0, 11, true);
+    d.setUint32(8, v.ioas, true);
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, b)).toBe(-1);
+    expect(v.libc.errno).toBe(EINVAL);
+    d.setUint32(0, 7, true);
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, b)).toBe(-1);
+    expect(v.libc.errno).toBe(EINVAL);
+    expect(v.a.binding!.hwpt?.id).toBe(v.A.hwpt);
+  });
+
   it("BIND under fail-nth: every failure leaves the device closed and unbound, then it binds", () => {
     const v = vmm();
     const c = v.mod.probe(
@@ -332,6 +451,104 @@ describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into 
     expect(new TextDecoder().decode(v.libc.peek(va + 4090n, 8))).toBe("crossing");
   });
 
+  it("DMA reads across pages, and the checks before any translation: empty, no IOMMU, an IOVA range past u64", () => {
+    const v = vmm();
+    const va = v.libc.malloc(3 * 4096);
+    const data = Uint8Array.from({ length: 3 * 4096 }, (_, i) => (i * 7) & 0xff);
+    v.libc.poke(va, data);
+    v.iommufd.ioasMap({ ioasId: v.ioas, userVa: va, length: 3n * 4096n, iova: 0x40000n });
+    expect(vfioPciDmaRead(v.a, 0x40000n + 100n, 2 * 4096)).toEqual(
+      data.subarray(100, 100 + 2 * 4096),
+    );
+    const faults: string[] = [];
+    const off = v.kernel.trace.on((r) => {
+      if (r.name === "vfio-pci:dma-fault") {
+        const d = r.data as { dev: string; iova: bigint; write: boolean; reason: string };
+        faults.push(`${d.dev} ${d.iova.toString(16)} ${d.write} ${d.reason}`);
+      }
+    });
+    // An empty transfer is refused before anything is looked at, and records no fault.
+    expect(
+      isKernelError(
+        catchErr(() => vfioPciDmaRead(v.a, 0x40000n, 0)),
+        EINVAL,
+      ),
+    ).toBe(true);
+    // The IOMMU refuses a range that wraps u64: its EINVAL is passed on, not turned into a fault.
+    expect(
+      isKernelError(
+        catchErr(() => vfioPciDmaRead(v.a, (1n << 64n) - 4n, 8)),
+        EINVAL,
+      ),
+    ).toBe(true);
+    expect(v.a.dmaFaults).toEqual([]);
+    vfioPciDmaWrite(v.a, 0x40000n, bytes("x"));
+    expect(() => vfioPciDmaWrite(v.a, 0x90000n, bytes("x"))).toThrow(KernelError);
+    off();
+    expect(faults).toEqual([`${v.a.name} 90000 true not-present`]);
+    // A function with no IOMMU in front of it: nothing translates its DMA.
+    const bare = v.mod.probe(
+      v.bus.addDevice({ vendor: 0x10de, device: 0x3, bars: [{ type: "mem64", size: BAR }] }),
+    );
+    // The empty transfer is refused first, even with bus mastering off.
+    expect(
+      isKernelError(
+        catchErr(() => vfioPciDmaRead(bare, 0n, 0)),
+        EINVAL,
+      ),
+    ).toBe(true);
+    bare.pdev.writeConfig(PCI_COMMAND, 2, 0x4);
+    expect(
+      isKernelError(
+        catchErr(() => vfioPciDmaRead(bare, 0n, 4)),
+        EFAULT,
+      ),
+    ).toBe(true);
+    expect(bare.dmaFaults).toEqual([{ iova: 0n, write: false, errno: EFAULT, reason: "no IOMMU" }]);
+  });
+
+  it("each 4 KiB of a DMA is routed on its own (a PCIe request never crosses a 4 KiB boundary)", () => {
+    const v = vmm();
+    // A's BAR and B's BAR are adjacent in the physical address space.
+    const aBar = v.a.pdev.resource(0).start;
+    expect(v.b.pdev.resource(0).start).toBe(aBar + BAR);
+    // A mapping that runs from the last page of A's BAR into B's, and one to an address nothing
+    // answers at (past RAM, after the last MMIO region), put straight into A's domain.
+    const domain = v.a.pdev.iommuDev!.domain!;
+    iommuMap(domain, 0x100000n, aBar + BAR - 4096n, 8192n, IOMMU_READ | IOMMU_WRITE);
+    const hole = aBar + 2n * BAR;
+    expect(hole >= BigInt(v.kernel.mem.ramPages) << 12n).toBe(true);
+    expect(v.kernel.mem.mmioRegionAt(hole)).toBeUndefined();
+    iommuMap(domain, 0x200000n, hole - 4096n, 8192n, IOMMU_READ | IOMMU_WRITE);
+    expect(vfioPciDmaRead(v.a, 0x100000n + 4000n, 200).length).toBe(200);
+    expect(() => vfioPciDmaWrite(v.a, 0x200000n + 4000n, new Uint8Array(200))).toThrow(KernelError);
+    expect(v.a.dmaFaults.at(-1)).toEqual({
+      iova: 0x201000n,
+      write: true,
+      errno: EIO,
+      reason: "nothing at the address",
+    });
+    const m = { kernel: v.kernel, libc: v.libc, mod: v.mod, bus: v.bus };
+    cfgWrite(m, v.B.fd, PCI_COMMAND, 2, 0x4);
+    expect(() => vfioPciDmaRead(v.a, 0x100000n + 4000n, 200)).toThrow(KernelError);
+    expect(v.a.dmaFaults.at(-1)).toEqual({
+      iova: 0x101000n,
+      write: false,
+      errno: EIO,
+      reason: `${v.b.pdev.name} does not decode memory`,
+    });
+  });
+
+  it("the first byte past RAM answers nothing when the MMIO window starts higher (EIO)", () => {
+    // RAM of 1 GiB + 4 KiB: the MMIO window starts at the next GiB, past a hole.
+    const v = vmm({ ramBytes: (1n << 30n) + 4096n });
+    const ramEnd = BigInt(v.kernel.mem.ramPages) << 12n;
+    expect(v.kernel.mem.mmioBase).toBeGreaterThan(ramEnd);
+    iommuMap(v.a.pdev.iommuDev!.domain!, 0x300000n, ramEnd, 4096n, IOMMU_READ);
+    expect(() => vfioPciDmaRead(v.a, 0x300000n, 4)).toThrow(KernelError);
+    expect(v.a.dmaFaults.at(-1)).toMatchObject({ iova: 0x300000n, errno: EIO });
+  });
+
   it("P2P to a peer that stopped decoding behind vfio's back is an unsupported request (EIO)", () => {
     const v = vmm();
     const dfd = exportBar(v, v.B.fd);
@@ -407,5 +624,31 @@ describe("ATTACH / DETACH_IOMMUFD_PT with VFIO_DEVICE_ATTACH_PASID (drivers/vfio
     // Detaching a PASID that was never attached does nothing.
     expect(errno(DETACH, detachPt(12, VFIO_DEVICE_DETACH_PASID, 5))).toBe(0);
     expect(v.a.binding!.hwpt?.id).toBe(s2);
+  });
+
+  it("with a driver that has set_dev_pasid: attach, replace, detach, and unbind detaches the PASID (vfio_iommufd_physical_pasid_attach_ioas / _detach_ioas)", () => {
+    const v = vmm({ pasid: true });
+    const errno = (cmd: number, arg: Uint8Array) =>
+      v.libc.ioctl(v.A.fd, cmd, arg) < 0 ? v.libc.errno : 0;
+    const ATTACH = VFIO_DEVICE_ATTACH_IOMMUFD_PT;
+    const DETACH = VFIO_DEVICE_DETACH_IOMMUFD_PT;
+    const devId = v.a.binding!.devid;
+    const s2 = v.iommufd.hwptAlloc({ devId, ptId: v.ioas, flags: IOMMU_HWPT_ALLOC_PASID });
+    const s2b = v.iommufd.hwptAlloc({ devId, ptId: v.ioas, flags: IOMMU_HWPT_ALLOC_PASID });
+    expect(errno(ATTACH, attachPt(12, 0, s2, 0))).toBe(0);
+    const idev = v.a.pdev.iommuDev!;
+    expect(errno(ATTACH, attachPt(16, VFIO_DEVICE_ATTACH_PASID, s2, 5))).toBe(0);
+    const first = idev.pasidArray.get(5);
+    expect(first).toBeDefined();
+    // Attached already through this device: a replace (an attach would be EBUSY).
+    expect(errno(ATTACH, attachPt(16, VFIO_DEVICE_ATTACH_PASID, s2b, 5))).toBe(0);
+    expect(idev.pasidArray.get(5)).not.toBe(first);
+    expect(errno(DETACH, detachPt(12, VFIO_DEVICE_DETACH_PASID, 5))).toBe(0);
+    expect(idev.pasidArray.has(5)).toBe(false);
+    // Attached again, then left attached when the device fd closes.
+    expect(errno(ATTACH, attachPt(16, VFIO_DEVICE_ATTACH_PASID, s2, 7))).toBe(0);
+    v.libc.close(v.A.fd);
+    expect(idev.pasidArray.size).toBe(0);
+    expect(idev.domain).toBeUndefined();
   });
 });
