@@ -8,40 +8,19 @@ import {
   IOMMU_MMIO,
   IOMMU_READ,
   IOMMU_WRITE,
-  type IommuDomain,
   IotlbGather,
-  PT_FEAT_DYNAMIC_TOP,
-  PT_FEAT_FLUSH_RANGE,
-  amdv1Format,
   iommuDomainFree,
   iommuIotlbSync,
   iommuMap,
   iommuUnmap,
   iommuUnmapFast,
-  iommuptDomainAlloc,
-  vtdssFormat,
 } from "../src/index.js";
+import { vtdDomain as vtd, amdDomain as amd } from "../test/helpers.js";
 
 const PKG = "iommu-pgtable";
 const RW = IOMMU_READ | IOMMU_WRITE;
 const GiB = 1n << 30n;
 const REPS = SMOKE ? 1 : 5;
-
-function vtd(): IommuDomain {
-  return iommuptDomainAlloc({
-    format: vtdssFormat,
-    features: 1 << PT_FEAT_FLUSH_RANGE,
-    hwMaxVaLg2: 48,
-  });
-}
-
-function amd(): IommuDomain {
-  return iommuptDomainAlloc({
-    format: amdv1Format,
-    features: (1 << PT_FEAT_DYNAMIC_TOP) | (1 << PT_FEAT_FLUSH_RANGE),
-    startingLevel: 2,
-  });
-}
 
 /** Process CPU time in ms (user + system): what the process ran, not what others did. */
 function cpuMs(): number {

@@ -1,6 +1,15 @@
 /** Helpers shared by the iommu-pgtable tests. */
 import { isKernelError } from "@x/kernel";
-import { IOMMU_READ, IOMMU_WRITE } from "../src/index.js";
+import {
+  IOMMU_READ,
+  IOMMU_WRITE,
+  type IommuDomain,
+  PT_FEAT_DYNAMIC_TOP,
+  PT_FEAT_FLUSH_RANGE,
+  amdv1Format,
+  iommuptDomainAlloc,
+  vtdssFormat,
+} from "../src/index.js";
 
 export const RW = IOMMU_READ | IOMMU_WRITE;
 
@@ -13,4 +22,22 @@ export function errnoOf(fn: () => void): string {
     throw e;
   }
   return "ok";
+}
+
+/** A VT-d second-stage domain with a 48-bit input space, as the Intel driver allocates one. */
+export function vtdDomain(): IommuDomain {
+  return iommuptDomainAlloc({
+    format: vtdssFormat,
+    features: 1 << PT_FEAT_FLUSH_RANGE,
+    hwMaxVaLg2: 48,
+  });
+}
+
+/** An AMDv1 domain starting at level 2 whose top grows on demand (PT_FEAT_DYNAMIC_TOP). */
+export function amdDomain(): IommuDomain {
+  return iommuptDomainAlloc({
+    format: amdv1Format,
+    features: (1 << PT_FEAT_DYNAMIC_TOP) | (1 << PT_FEAT_FLUSH_RANGE),
+    startingLevel: 2,
+  });
 }

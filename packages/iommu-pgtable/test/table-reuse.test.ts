@@ -8,36 +8,15 @@ import { describe, expect, it } from "vitest";
 import {
   type IommuDomain,
   IotlbGather,
-  PT_FEAT_DYNAMIC_TOP,
-  PT_FEAT_FLUSH_RANGE,
-  amdv1Format,
   iommuDomainFree,
   iommuIotlbSync,
   iommuMap,
   iommuUnmap,
-  iommuptDomainAlloc,
-  vtdssFormat,
 } from "../src/index.js";
-import { RW } from "./helpers.js";
+import { RW, vtdDomain as vtd, amdDomain as amd } from "./helpers.js";
 
 const GiB = 1n << 30n;
 const SZ_2M = 2n << 20n;
-
-function vtd(): IommuDomain {
-  return iommuptDomainAlloc({
-    format: vtdssFormat,
-    features: 1 << PT_FEAT_FLUSH_RANGE,
-    hwMaxVaLg2: 48,
-  });
-}
-
-function amd(): IommuDomain {
-  return iommuptDomainAlloc({
-    format: amdv1Format,
-    features: (1 << PT_FEAT_DYNAMIC_TOP) | (1 << PT_FEAT_FLUSH_RANGE),
-    startingLevel: 2,
-  });
-}
 
 /**
  * Take `count` tables from the domain's slab (the free list first, last freed first), check

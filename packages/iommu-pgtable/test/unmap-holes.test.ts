@@ -16,17 +16,8 @@ import {
   iommuUnmap,
   iommuptDomainAlloc,
   iommuptSetDirty,
-  vtdssFormat,
 } from "../src/index.js";
-import { RW } from "./helpers.js";
-
-function vtd() {
-  return iommuptDomainAlloc({
-    format: vtdssFormat,
-    features: 1 << PT_FEAT_FLUSH_RANGE,
-    hwMaxVaLg2: 48,
-  });
-}
+import { RW, vtdDomain as vtd } from "./helpers.js";
 
 /** One level-0 table of 4K leaves: frames [BASE, BASE + 512). */
 const BASE = 0x40000;

@@ -8,28 +8,18 @@ import {
   IO_PGTABLE_QUIRK_NO_WARN,
   IotlbGather,
   PT_FEAT_DYNAMIC_TOP,
-  PT_FEAT_FLUSH_RANGE,
   amdv1Format,
   armLpaeDomainAlloc,
   iommuIotlbSync,
   iommuMap,
   iommuUnmap,
   iommuptDomainAlloc,
-  vtdssFormat,
 } from "../src/index.js";
-import { RW, errnoOf } from "./helpers.js";
+import { RW, errnoOf, vtdDomain as vtd } from "./helpers.js";
 
 const SZ_2M = 2n << 20n;
 /** Frames of a 2 MiB region starting at 64 MiB (one level-0 table of a 4K-granule format). */
 const BASE = 0x4000;
-
-function vtd() {
-  return iommuptDomainAlloc({
-    format: vtdssFormat,
-    features: 1 << PT_FEAT_FLUSH_RANGE,
-    hwMaxVaLg2: 48,
-  });
-}
 
 describe("walk cache", () => {
   it("a fully covered unmap hides the table before sync, and a later 2M leaf is seen", () => {
