@@ -26,20 +26,12 @@ import {
   getBuf,
   gpu,
   machine,
+  catchErr,
 } from "./helpers.js";
 
 const GiB = 1n << 30n;
 const UINT_MAX = 0xffffffffn;
 const BUS_OFFSET = 0x1000_0000n;
-
-function catchErr(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 /** A device with one 64-bit BAR of `size` whose bus addresses sit BUS_OFFSET above the CPU's. */
 function bigBar(m: Machine, size: bigint) {

@@ -55,7 +55,7 @@ import {
 import { loadVfioPci } from "../src/vfio-pci.js";
 import type { VfioPciCoreDevice } from "../src/vfio-pci-core.js";
 import type { VfioPciDmaBuf } from "../src/vfio-pci-dmabuf.js";
-import { MiB, cfgWrite } from "./helpers.js";
+import { MiB, cfgWrite, catchErr } from "./helpers.js";
 
 const BAR = 16n * MiB;
 const IOVA = 1n << 32n;
@@ -140,15 +140,6 @@ function exportBar(v: ReturnType<typeof vmm>, fd: number): number {
 }
 
 const bytes = (s: string) => new TextEncoder().encode(s);
-
-function catchErr(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 describe("end to end with iommufd: P2P through a dma-buf of B's BAR mapped into the IOAS", () => {
   it("binds, attaches two domains, and A's DMA lands in B's BAR", () => {

@@ -129,3 +129,13 @@ export function cfgRead(m: Machine, fd: number, off: number, size: 1 | 2 | 4): n
   for (let i = size - 1; i >= 0; i--) v = v * 256 + b[i]!;
   return v;
 }
+
+/** What `fn` throws, or undefined when it returns. */
+export function catchErr(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}

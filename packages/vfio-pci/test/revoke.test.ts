@@ -43,18 +43,10 @@ import {
   gpu,
   machine,
   openGranted,
+  catchErr,
 } from "./helpers.js";
 
 const WHOLE = [{ offset: 0n, length: 16n * MiB }];
-
-function catchErr(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 /** A device with one whole-BAR dma-buf and a dynamic importer on it. */
 function withBuf(m: Machine = machine(), spec = GPU) {
