@@ -379,8 +379,9 @@ function vfioDfIoctlAttachPt(df: VfioDeviceFile, arg: bigint): number {
     try {
       putU32Field(kernel, arg, s, "pt_id", out);
     } catch (e) {
-      if (pasid === undefined) binding.detach();
-      else binding.pasidDetach(pasid);
+      // out_detach is detach_ioas whichever attach ran: after a PASID attach the RID goes and
+      // the PASID stays.
+      binding.detach();
       throw e;
     }
     return 0;

@@ -26,7 +26,13 @@ import {
   Kernel,
   KernelError,
   Libc,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  MAP_SHARED,
   O_RDWR,
+  PAGE_SIZE,
+  PROT_READ,
+  PROT_WRITE,
   isKernelError,
 } from "@x/kernel";
 import { describe, expect, it } from "vitest";
@@ -118,6 +124,31 @@ function vmm(o: { pasid?: boolean; ramBytes?: bigint } = {}) {
  */
 function withSetDevPasid(driver: IommuDriver): IommuDriver {
   return Object.assign(Object.create(driver) as IommuDriver, { setDevPasid() {} });
+}
+
+/** `bytes` placed to end exactly at a page boundary whose next page is unmapped. */
+function atPageEnd(libc: Libc, bytes: Uint8Array): bigint {
+  const base = libc.mmap(
+    0n,
+    2 * PAGE_SIZE,
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_ANONYMOUS,
+    -1,
+    0,
+  );
+  expect(libc.munmap(base + BigInt(PAGE_SIZE), PAGE_SIZE)).toBe(0);
+  const at = base + BigInt(PAGE_SIZE - bytes.length);
+  libc.poke(at, bytes);
+  return at;
+}
+/** `bytes` in a read-only shared mapping of a memfd: copy_from_user works, copy_to_user faults. */
+function readOnly(libc: Libc, bytes: Uint8Array): bigint {
+  const mfd = libc.memfdCreate("ro-struct", 0);
+  expect(libc.ftruncate(mfd, PAGE_SIZE)).toBe(0);
+  expect(libc.pwrite(mfd, bytes, 0)).toBe(bytes.length);
+  const at = libc.mmap(0n, PAGE_SIZE, PROT_READ, MAP_SHARED, mfd, 0);
+  libc.close(mfd);
+  return at;
 }
 
 function bufOf(v: ReturnType<typeof vmm>, dfd: number): VfioPciDmaBuf {
@@ -641,5 +672,82 @@ describe("ATTACH / DETACH_IOMMUFD_PT with VFIO_DEVICE_ATTACH_PASID (drivers/vfio
     v.libc.close(v.A.fd);
     expect(idev.pasidArray.size).toBe(0);
     expect(idev.domain).toBeUndefined();
+  });
+
+  it("the PASID of ATTACH / DETACH: only the bytes up to offsetofend(pasid) are copied", () => {
+    const v = vmm({ pasid: true });
+    const devId = v.a.binding!.devid;
+    const s2 = v.iommufd.hwptAlloc({ devId, ptId: v.ioas, flags: IOMMU_HWPT_ALLOC_PASID });
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, attachPt(12, 0, s2, 0))).toBe(0);
+    const idev = v.a.pdev.iommuDev!;
+    // attach: pasid at 12, offsetofend 16; detach: pasid at 8, offsetofend 12. Each struct ends
+    // at an unmapped page.
+    const att = atPageEnd(v.libc, attachPt(16, VFIO_DEVICE_ATTACH_PASID, s2, 5));
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, att)).toBe(0);
+    expect(idev.pasidArray.has(5)).toBe(true);
+    const det = atPageEnd(v.libc, detachPt(12, VFIO_DEVICE_DETACH_PASID, 5));
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, det)).toBe(0);
+    expect(idev.pasidArray.has(5)).toBe(false);
+    // pt_id not written back (read-only struct): EFAULT, and vfio_df_ioctl_attach_pt's
+    // out_detach calls detach_ioas even after a PASID attach: the RID is detached, PASID 6 stays.
+    const ro = readOnly(v.libc, attachPt(16, VFIO_DEVICE_ATTACH_PASID, s2, 6));
+    expect(v.libc.ioctl(v.A.fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, ro)).toBe(-1);
+    expect(v.libc.errno).toBe(EFAULT);
+    expect(idev.pasidArray.has(6)).toBe(true);
+    expect(v.a.binding!.hwpt).toBeUndefined();
+  });
+});
+
+describe("user memory at the edges of BIND / ATTACH / DETACH (vfio_main.c, device_cdev.c)", () => {
+  const bindStruct = (argsz: number, iommufd: number, size = argsz): Uint8Array => {
+    const b = new Uint8Array(size);
+    const d = new DataView(b.buffer);
+    d.setUint32(0, argsz, true);
+    d.setInt32(8, iommufd, true);
+    return b;
+  };
+
+  it("copy_struct_from_user reads the zero tail of a longer BIND struct up to its end, not past it", () => {
+    const v = vmm();
+    v.libc.close(v.A.fd);
+    const fd = v.libc.open(v.a.cdevPath!, O_RDWR);
+    // 32 bytes (24 known + 8 zero) ending at an unmapped page: the kernel binds.
+    const at = atPageEnd(v.libc, bindStruct(32, v.iommufd.fd));
+    expect(v.libc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, at)).toBe(0);
+    expect(v.libc.peek(at + 12n, 4)).toEqual(
+      new Uint8Array(new Uint32Array([v.a.binding!.devid]).buffer),
+    );
+  });
+
+  it("BIND drops the file reference it took on the iommufd (iommufd_ctx_from_fd's fget / fput)", () => {
+    const v = vmm();
+    const files = v.kernel.current.process.files;
+    const f = files.fget(v.iommufd.fd);
+    v.libc.close(v.A.fd);
+    v.libc.close(v.B.fd);
+    v.libc.close(v.iommufd.fd);
+    // Two binds, both closed: only the reference taken here is left.
+    expect(f.refcount).toBe(1);
+    f.put();
+  });
+
+  it("a failed write-back of out_devid closes the device again; of pt_id, detaches it: EFAULT", () => {
+    const v = vmm();
+    v.libc.close(v.A.fd);
+    const fd = v.libc.open(v.a.cdevPath!, O_RDWR);
+    expect(
+      v.libc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, readOnly(v.libc, bindStruct(24, v.iommufd.fd))),
+    ).toBe(-1);
+    expect(v.libc.errno).toBe(EFAULT);
+    expect([v.a.openCount, v.a.binding]).toEqual([0, undefined]);
+    // The fd did not bind, so a BIND from writable memory now succeeds.
+    expect(bind(v.libc, fd, v.iommufd.fd).ret).toBe(0);
+    const at = new Uint8Array(12);
+    const d = new DataView(at.buffer);
+    d.setUint32(0, 12, true);
+    d.setUint32(8, v.ioas, true);
+    expect(v.libc.ioctl(fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, readOnly(v.libc, at))).toBe(-1);
+    expect(v.libc.errno).toBe(EFAULT);
+    expect(v.a.binding!.hwpt).toBeUndefined();
   });
 });
