@@ -57,6 +57,9 @@ describe("lockdep classes, subclasses and read holds (kernel/locking/lockdep.c)"
     k.runAs(t2, () => s.downWrite());
     expect(k.lockdep.heldBy(t2).map((h) => [h.key, h.read])).toEqual([["s", false]]);
     expect(() => s.downRead()).toThrow(/deadlock/);
+    // A writer makes another task's down_write wait and its down_write_trylock fail.
+    expect(() => s.downWrite()).toThrow(/deadlock/);
+    expect(s.tryDownWrite()).toBe(false);
     expect(() => s.upWrite()).toThrow(/up_write by non-owner/);
     k.runAs(t2, () => s.upWrite());
   });
