@@ -67,6 +67,9 @@ describe("/proc/<pid>/status, evaluated per test", () => {
     const five = new Uint8Array(5);
     expect(libc.read(fd, five)).toBe(5);
     expect(new TextDecoder().decode(five)).toBe("Tgid:");
+    // The read operation itself returns at most `len` bytes, whatever buffer is behind it.
+    const file = libc.process.files.lookup(fd);
+    expect(new TextDecoder().decode(file.fops.read?.(file, 3, 2n))).toBe("id:");
     for (const bad of ["/proc/self/statusx", "x/proc/self/status", "/proc/1x/status"]) {
       expect(libc.open(bad, kernel.O_RDONLY)).toBe(-1);
       expect(libc.errno).toBe(ENOENT);
