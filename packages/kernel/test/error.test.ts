@@ -8,29 +8,37 @@ async function freshError() {
   return import("../src/error.js");
 }
 
+/** Sets KERNEL_ERROR_STACKS for the module evaluated next (undefined removes it). */
+function setStacksEnv(value: string | undefined): void {
+  if (value === undefined) delete process.env.KERNEL_ERROR_STACKS;
+  else process.env.KERNEL_ERROR_STACKS = value;
+}
+
 describe("error.ts, evaluated per test", () => {
+  const savedEnv = process.env.KERNEL_ERROR_STACKS;
+  const realProcess = globalThis.process;
   afterEach(() => {
-    vi.unstubAllEnvs();
-    vi.unstubAllGlobals();
+    globalThis.process = realProcess;
+    setStacksEnv(savedEnv);
   });
 
   it("captures stacks unless KERNEL_ERROR_STACKS=0", async () => {
-    vi.stubEnv("KERNEL_ERROR_STACKS", "0");
+    setStacksEnv("0");
     expect((await freshError()).KernelError.captureStacks).toBe(false);
-    vi.stubEnv("KERNEL_ERROR_STACKS", "1");
+    setStacksEnv("1");
     expect((await freshError()).KernelError.captureStacks).toBe(true);
-    vi.stubEnv("KERNEL_ERROR_STACKS", undefined);
+    setStacksEnv(undefined);
     const { KernelError } = await freshError();
     expect(KernelError.captureStacks).toBe(true);
     expect(new KernelError(22).stack).toContain("\n");
   });
 
   it("captures stacks where there is no process environment (the web page)", async () => {
-    vi.stubGlobal("process", { ...process, env: undefined });
+    globalThis.process = { ...realProcess, env: undefined } as unknown as NodeJS.Process;
     const noEnv = await freshError();
-    vi.stubGlobal("process", undefined);
+    globalThis.process = undefined as unknown as NodeJS.Process;
     const noProcess = await freshError();
-    vi.unstubAllGlobals();
+    globalThis.process = realProcess;
     expect([noEnv.KernelError.captureStacks, noProcess.KernelError.captureStacks]).toEqual([
       true,
       true,
