@@ -36,6 +36,22 @@ describe("TableAllocator (iommu_alloc_pages_node_sz / iommu_free_pages)", () => 
     expect(a.chunks).toHaveLength(0);
   });
 
+  it("holds tables in a few large chunks, not a host object per table", () => {
+    // The scale rule of the model: 300 tables are a handful of typed arrays, and the memory is
+    // the tables' own bytes plus at most part of one chunk.
+    for (const lg2 of [4, ITEMS_LG2]) {
+      const a = new TableAllocator(lg2);
+      const ids = Array.from({ length: 300 }, () => a.alloc(0));
+      const tableBytes = ids.length * a.tableBytes;
+      const bytes = a.chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0);
+      expect(a.chunks.length).toBeLessThanOrEqual(ids.length / 8);
+      expect(bytes).toBeGreaterThanOrEqual(tableBytes);
+      expect(bytes).toBeLessThan(tableBytes + (1 << 20));
+      for (const id of ids) a.free(id);
+      a.dispose();
+    }
+  });
+
   it("a table is zeroed when allocated, also one reused after a free", () => {
     const a = new TableAllocator(ITEMS_LG2);
     const ids = Array.from({ length: 100 }, () => a.alloc(0));
@@ -78,9 +94,11 @@ describe("TableAllocator (iommu_alloc_pages_node_sz / iommu_free_pages)", () => 
   it("tables of a new allocator are zeroed after other allocators were disposed", () => {
     // One table per chunk (a 512 KiB table): the memory of disposed allocators comes back.
     const big = 16;
-    for (let round = 0; round < 2; round++) {
-      const a = new TableAllocator(big);
-      items(a, a.alloc(0)).fill(5);
+    const owners = [new TableAllocator(big), new TableAllocator(big)];
+    for (const a of owners) items(a, a.alloc(0)).fill(5);
+    const disposed = owners.map((a) => a.chunk(0));
+    expect(disposed[0]).not.toBe(disposed[1]);
+    for (const a of owners) {
       a.free(0);
       a.dispose();
     }
@@ -90,6 +108,11 @@ describe("TableAllocator (iommu_alloc_pages_node_sz / iommu_free_pages)", () => 
       expect(c.chunk(id)).toBeInstanceOf(Float64Array);
       expect(items(c, id).every((x) => x === 0)).toBe(true);
     }
+    // The check above is about that memory: the two disposed chunks are the first two tables
+    // (last given back, first taken), and only the third is new.
+    expect(c.chunk(ids[0]!)).toBe(disposed[1]);
+    expect(c.chunk(ids[1]!)).toBe(disposed[0]);
+    expect(disposed).not.toContain(c.chunk(ids[2]!));
     for (const id of ids) c.free(id);
     c.dispose();
   });
