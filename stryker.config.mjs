@@ -15,7 +15,16 @@ const pkgs = pkg ? [pkg] : CORE;
 // shard, and `--mutate` would otherwise drop the other files from a shared incremental file.
 const file = process.env.MUTATE_FILE;
 if (file !== undefined && pkg === undefined) throw new Error("MUTATE_FILE needs MUTATE_PKG");
-const suffix = pkg ? `-${pkg}${file ? `-${file.replaceAll("/", "-")}` : ""}` : "";
+// MUTATE_LINES=<from>-<to> narrows a MUTATE_FILE shard to those lines (Stryker's `file:from-to`
+// mutate range) with an incremental file of its own, for a file too large for one sitting. Only
+// nodes wholly inside the range are mutated, so cut between top-level declarations.
+const lines = process.env.MUTATE_LINES;
+if (lines !== undefined && (file === undefined || !/^\d+-\d+$/.test(lines)))
+  throw new Error("MUTATE_LINES=<from>-<to> needs MUTATE_FILE");
+const range = lines ? `:${lines}` : "";
+const suffix = pkg
+  ? `-${pkg}${file ? `-${file.replaceAll("/", "-")}${lines ? `-L${lines}` : ""}` : ""}`
+  : "";
 
 export default {
   packageManager: "pnpm",
@@ -32,7 +41,9 @@ export default {
     related: false,
   },
   mutate: [
-    ...(file ? [`packages/${pkg}/src/${file}.ts`] : pkgs.map((p) => `packages/${p}/src/**/*.ts`)),
+    ...(file
+      ? [`packages/${pkg}/src/${file}.ts${range}`]
+      : pkgs.map((p) => `packages/${p}/src/**/*.ts`)),
     "!packages/*/src/index.ts",
     "!packages/*/src/testing.ts",
   ],

@@ -1,6 +1,7 @@
 /**
  * Adds up the mutation results kept in reports/stryker-incremental-*.json (one per package, or
- * one per shard when MUTATE_FILE was used) into a score per source file and per package.
+ * one per shard when MUTATE_FILE, and MUTATE_LINES, were used) into a score per source file and
+ * per package.
  * `--survivors` also lists each surviving mutant with its line, for classifying it.
  *
  *   node scripts/mutation-summary.mjs [--survivors] [package]
@@ -17,12 +18,25 @@ const only = args.find((a) => !a.startsWith("--"));
 const DETECTED = ["Killed", "Timeout"];
 const UNDETECTED = ["Survived", "NoCoverage"];
 
-/** file -> mutants; a later report of the same file replaces an earlier one. */
+/** A mutant's place and change: the same mutant in two reports of one file counts once. */
+const mutantKey = (m) => {
+  const { start, end } = m.location;
+  return `${start.line}:${start.column}-${end.line}:${end.column} ${m.mutatorName} ${m.replacement}`;
+};
+
+/**
+ * file -> { source, mutants }. The line-range shards of one file (MUTATE_LINES) add up; where
+ * reports overlap, the later one's result of a mutant replaces the earlier one's.
+ */
 const files = new Map();
 for (const name of readdirSync("reports").sort()) {
   if (!/^stryker-incremental-.*\.json$/.test(name)) continue;
   const report = JSON.parse(readFileSync(`reports/${name}`, "utf8"));
-  for (const [file, result] of Object.entries(report.files)) files.set(file, result);
+  for (const [file, result] of Object.entries(report.files)) {
+    const merged = files.get(file)?.byKey ?? new Map();
+    for (const m of result.mutants) merged.set(mutantKey(m), m);
+    files.set(file, { source: result.source, byKey: merged, mutants: [...merged.values()] });
+  }
 }
 
 function count(mutants) {
@@ -57,7 +71,9 @@ for (const [pkg, list] of byPkg) {
     for (const m of open) {
       const { line, column } = m.location.start;
       const text = lines[line - 1].trim().slice(0, 100);
-      console.log(`    ${line}:${column} ${m.status} ${m.mutatorName} -> ${m.replacement} | ${text}`);
+      console.log(
+        `    ${line}:${column} ${m.status} ${m.mutatorName} -> ${m.replacement} | ${text}`,
+      );
     }
   }
 }
