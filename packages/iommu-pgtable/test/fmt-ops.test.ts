@@ -6,10 +6,18 @@
  * @see drivers/iommu/generic_pt/fmt/vtdss.h vtdss_pt_iommu_fmt_init, vtdss_pt_iommu_set_prot,
  *      drivers/iommu/generic_pt/fmt/x86_64.h x86_64_pt_iommu_fmt_init
  */
+// @ts-nocheck
+
 import { EINVAL, EOPNOTSUPP } from "@x/kernel";
 import { describe, expect, it } from "vitest";
+import { amdv1MockFormat } from "../src/fmt/amdv1.js";
+import { armLpaeFormat } from "../src/fmt/arm-lpae.js";
+import { PT_FEAT_DYNAMIC_TOP, type PtFormat, type PtGeometry } from "../src/pt-format.js";
 import {
   IOMMU_CACHE,
+  IOMMU_MMIO,
+  IOMMU_NOEXEC,
+  IOMMU_PRIV,
   IOMMU_READ,
   IOMMU_WRITE,
   IommuDevice,
@@ -17,6 +25,7 @@ import {
   PT_FEAT_VTDSS_FORCE_WRITEABLE,
   iommuMap,
   iommuTranslate,
+  amdv1Format,
   ptImage,
   vtdssFormat,
   x86FirstStageIommuDriver,
@@ -121,5 +130,144 @@ describe("the x86 radix leaves (x86_64_pt_can_have_leaf, vtdss_pt_can_have_leaf)
     expect(() => iommuTranslate(d, 0x4010n, IOMMU_WRITE)).toThrow(IommuFault);
     // X86_64_FMT_P | U | A and the OA; no RW / D.
     expect(ptImage(d.pt!).find((e) => e.level === 0)!.pte).toBe(0x9000n | 0x25n);
+  });
+});
+
+describe("amdv1pt_iommu_fmt_init", () => {
+  it("refuses starting level 0 and levels above the top (-EINVAL)", () => {
+    expect(amdv1Format.init({ features: 0, startingLevel: 0 })).toBe(-EINVAL);
+    expect(amdv1Format.init({ features: 0, startingLevel: 6 })).toBe(-EINVAL);
+    expect(amdv1MockFormat.init({ features: 0, startingLevel: 5 })).toBe(-EINVAL);
+    expect(amdv1Format.init({ features: 0, startingLevel: 5 })).toEqual({
+      topLevel: 5,
+      maxVaLg2: 64,
+      maxOaLg2: 52,
+    });
+    expect(amdv1MockFormat.init({ features: 0, startingLevel: 4 })).toEqual({
+      topLevel: 4,
+      maxVaLg2: 56,
+      maxOaLg2: 51,
+    });
+  });
+
+  it("a fixed top below the maximum covers granule + 9 × (level + 1) bits; DYNAMIC_TOP the whole VA", () => {
+    const va = (fmt: PtFormat, startingLevel: number, features = 0, hwMaxVaLg2?: number) =>
+      (
+        fmt.init({
+          features,
+          startingLevel,
+          ...(hwMaxVaLg2 === undefined ? {} : { hwMaxVaLg2 }),
+        }) as PtGeometry
+      ).maxVaLg2;
+    expect([1, 2, 3, 4].map((l) => va(amdv1Format, l))).toEqual([30, 39, 48, 57]);
+    expect([1, 2, 3].map((l) => va(amdv1MockFormat, l))).toEqual([29, 38, 47]);
+    const dynamic = 1 << PT_FEAT_DYNAMIC_TOP;
+    expect([va(amdv1Format, 2, dynamic), va(amdv1MockFormat, 2, dynamic)]).toEqual([64, 56]);
+    // The hardware's VA width clamps either.
+    expect([va(amdv1Format, 2, dynamic, 48), va(amdv1Format, 2, 0, 32)]).toEqual([48, 32]);
+    expect(va(amdv1Format, 2, 0, 48)).toBe(39);
+  });
+
+  it("clamps the output width to the format's", () => {
+    const oa = (fmt: PtFormat, hwMaxOaLg2: number) =>
+      (fmt.init({ features: 0, startingLevel: 2, hwMaxOaLg2 }) as PtGeometry).maxOaLg2;
+    expect([oa(amdv1Format, 40), oa(amdv1Format, 60)]).toEqual([40, 52]);
+    expect([oa(amdv1MockFormat, 40), oa(amdv1MockFormat, 60)]).toEqual([40, 51]);
+  });
+
+  it("leaves of 1 to 256 items at every level below the top, none of 512 GiB, none past the OA", () => {
+    // Bit k: a leaf of 2^k items. amdv1: 4K granule; level 3 items are 512 GiB.
+    expect([0, 1, 2, 3, 4, 5].map((l) => amdv1Format.contigMask(l))).toEqual([
+      0x1ff, 0x1ff, 0x1ff, 0x1fe, 0xf, 0,
+    ]);
+    // The mock's 2 KiB granule puts 512 GiB at bit 1 of level 3; level 4 is its top.
+    expect([0, 1, 2, 3, 4].map((l) => amdv1MockFormat.contigMask(l))).toEqual([
+      0x1ff, 0x1ff, 0x1ff, 0x1fd, 0,
+    ]);
+  });
+});
+
+describe("arm_lpae_alloc_pgtable's geometry", () => {
+  const geo = (stage: 1 | 2, granuleLg2: 12 | 14 | 16, ias: number, oas = 48) =>
+    armLpaeFormat({ stage, granuleLg2 }).init({ features: 0, hwMaxVaLg2: ias, hwMaxOaLg2: oas });
+
+  it("levels from the input size; stage 2 concatenates up to 16 top tables instead of a level", () => {
+    expect(geo(1, 12, 48)).toEqual({ topLevel: 3, maxVaLg2: 48, maxOaLg2: 48, topItemsLg2: 9 });
+    expect(geo(1, 12, 40)).toEqual({ topLevel: 3, maxVaLg2: 40, maxOaLg2: 48, topItemsLg2: 1 });
+    expect(geo(1, 12, 39)).toEqual({ topLevel: 2, maxVaLg2: 39, maxOaLg2: 48, topItemsLg2: 9 });
+    expect(geo(1, 12, 13)).toEqual({ topLevel: 0, maxVaLg2: 13, maxOaLg2: 48, topItemsLg2: 1 });
+    // Stage 2: a 4-level walk whose top has at most 16 entries becomes 3 levels.
+    expect(geo(2, 12, 40)).toEqual({ topLevel: 2, maxVaLg2: 40, maxOaLg2: 48, topItemsLg2: 10 });
+    expect(geo(2, 12, 43)).toEqual({ topLevel: 2, maxVaLg2: 43, maxOaLg2: 48, topItemsLg2: 13 });
+    expect(geo(2, 12, 44)).toEqual({ topLevel: 3, maxVaLg2: 44, maxOaLg2: 48, topItemsLg2: 5 });
+    expect(geo(2, 12, 39)).toEqual({ topLevel: 2, maxVaLg2: 39, maxOaLg2: 48, topItemsLg2: 9 });
+    expect(geo(1, 16, 48, 52)).toEqual({ topLevel: 2, maxVaLg2: 48, maxOaLg2: 52, topItemsLg2: 6 });
+  });
+
+  it("refuses an input size past 48 bits and an output size past the granule's (-EINVAL)", () => {
+    expect(geo(1, 12, 49)).toBe(-EINVAL);
+    expect(geo(1, 12, 48, 49)).toBe(-EINVAL);
+    expect(geo(1, 14, 48, 49)).toBe(-EINVAL);
+    expect(geo(1, 16, 48, 53)).toBe(-EINVAL);
+    expect(geo(2, 16, 48, 52)).toEqual({
+      topLevel: 2,
+      maxVaLg2: 48,
+      maxOaLg2: 52,
+      topItemsLg2: 6,
+    });
+  });
+});
+
+describe("arm_lpae_prot_to_pte and the LPAE output address", () => {
+  const leaf = (stage: 1 | 2, granuleLg2: 12 | 14 | 16, level: number, prot: number, oa: bigint) =>
+    armLpaeFormat({ stage, granuleLg2 }).encodeLeaf({
+      oa,
+      sizeLg2: granuleLg2 + (granuleLg2 - 3) * level,
+      level,
+      itemLg2: granuleLg2 + (granuleLg2 - 3) * level,
+      prot,
+      dirty: false,
+      features: 0,
+    });
+  const XN = 3n << 53n;
+
+  it("stage 1: nG, AP[2] read-only for R without W, AP[1] unless PRIV, MAIR index, SH, XN, AF", () => {
+    // nG | AP_RDONLY | AP_UNPRIV | SH_OS | AF | TYPE_PAGE
+    expect(leaf(1, 12, 0, IOMMU_READ, 0x1234000n)).toBe(0x1234000n | 0xec3n);
+    // nG | ATTRINDX CACHE | SH_IS | AF | TYPE_BLOCK | XN (PRIV: no AP_UNPRIV)
+    expect(
+      leaf(1, 12, 1, IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE | IOMMU_PRIV | IOMMU_NOEXEC, 0x200000n),
+    ).toBe(0x200000n | 0xf05n | XN);
+    // nG | AP_UNPRIV | ATTRINDX DEV | SH_OS | AF | TYPE_PAGE
+    expect(leaf(1, 12, 0, IOMMU_WRITE | IOMMU_MMIO, 0x5000n)).toBe(0x5000n | 0xe4bn);
+    // MMIO wins over CACHE for the attribute index; CACHE still makes it inner shareable.
+    expect(leaf(1, 12, 0, IOMMU_WRITE | IOMMU_MMIO | IOMMU_CACHE, 0x5000n)).toBe(0x5000n | 0xf4bn);
+  });
+
+  it("stage 2: HAP read / write, MemAttr device / write-back / non-cacheable", () => {
+    // HAP_READ | MEMATTR_NC | SH_OS | AF | TYPE_PAGE
+    expect(leaf(2, 12, 0, IOMMU_READ, 0x7000n)).toBe(0x7000n | 0x657n);
+    // HAP_READ | HAP_WRITE | MEMATTR_OIWB | SH_IS | AF | TYPE_PAGE
+    expect(leaf(2, 12, 0, IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE, 0x7000n)).toBe(0x7000n | 0x7ffn);
+    // HAP_WRITE | MEMATTR_DEV | SH_OS | AF | TYPE_BLOCK, XN
+    expect(leaf(2, 12, 2, IOMMU_WRITE | IOMMU_MMIO | IOMMU_NOEXEC, 0x40000000n)).toBe(
+      0x40000000n | 0x685n | XN,
+    );
+    expect(leaf(2, 12, 0, IOMMU_READ | IOMMU_MMIO | IOMMU_CACHE, 0x7000n)).toBe(0x7000n | 0x747n);
+    const s2 = armLpaeFormat({ stage: 2, granuleLg2: 12 });
+    const s1 = armLpaeFormat({ stage: 1, granuleLg2: 12 });
+    expect([s2.canRead(IOMMU_WRITE), s2.canRead(IOMMU_READ), s1.canRead(IOMMU_WRITE)]).toEqual([
+      false,
+      true,
+      true,
+    ]);
+  });
+
+  it("a 64 KiB granule packs PA bits 51:48 into PTE bits 15:12; smaller granules keep 47:12", () => {
+    const pa = (0xfn << 48n) | 0x10000n;
+    expect(leaf(1, 16, 0, IOMMU_READ | IOMMU_WRITE, pa)).toBe(0x1f000n | 0xe43n);
+    expect(armLpaeFormat({ stage: 1, granuleLg2: 16 }).encodeTable(pa, 1)).toBe(0x1f003n);
+    expect(leaf(1, 12, 0, IOMMU_READ | IOMMU_WRITE, pa)).toBe(0x10000n | 0xe43n);
+    expect(leaf(1, 14, 0, IOMMU_READ | IOMMU_WRITE, pa)).toBe(0x10000n | 0xe43n);
   });
 });
