@@ -215,6 +215,9 @@ describe("vfio_msi_config_write: Message Control", () => {
     // The capability ID byte: offset 0 + 1 byte stops short of PCI_MSI_FLAGS.
     cfgWrite(m, fd, cap, 1, 0);
     expect(phys()).toBe(PCI_MSI_FLAGS_ENABLE | (1 << 4));
+    // A write past Message Control (the mask bits) leaves the device's flags alone.
+    cfgWrite(m, fd, cap + 16, 4, 0);
+    expect(phys()).toBe(PCI_MSI_FLAGS_ENABLE | (1 << 4));
     // The next pointer: offset 1 + 1 byte reaches PCI_MSI_FLAGS, so the fix-up runs.
     cfgWrite(m, fd, cap + 1, 1, 0);
     expect(phys()).toBe(PCI_MSI_FLAGS_ENABLE);
@@ -429,7 +432,7 @@ describe("vfio_pm_config_write / vfio_exp_config_write", () => {
 });
 
 describe("vfio_pci_config_rw: aligned chunks", () => {
-  it("a 6-byte read at 2 and a 3-byte write at 0x3b go through 2 / 2 / 2 and 1 / 2 byte chunks", () => {
+  it("6 bytes at 2, 3 at 0x3b and 7 at odd offsets go through naturally aligned chunks", () => {
     const m = machine();
     const { vdev, fd } = gpu(m, MSI64);
     const p = vdev.pdev;
@@ -439,6 +442,10 @@ describe("vfio_pci_config_rw: aligned chunks", () => {
     const pin = p.readConfig(PCI_INTERRUPT_PIN, 1);
     cfgWriteBytes(m, fd, 0x3b, [0xff, 0x5a, 0x07]);
     expect(cfgBytes(m, fd, 0x3b, 3)).toEqual([0, 0x5a, pin]);
+    // 7 bytes from an odd offset: 1, 2, 4 at 1 (read) and 1, 4, 2 at 0x37 (write).
+    expect(cfgBytes(m, fd, 1, 7)).toEqual([1, 2, 3, 4, 5, 6, 7].map((o) => p.readConfig(o, 1)));
+    cfgWriteBytes(m, fd, 0x37, [0, 0, 0, 0, 0, 0xa5, 0]);
+    expect(cfgRead(m, fd, PCI_INTERRUPT_LINE, 1)).toBe(0xa5);
   });
 
   it("the last bytes of config space read and write without running past its end", () => {
