@@ -115,7 +115,8 @@ function msiPerm(vdev: VfioPciCoreDevice): (rel: number) => readonly [number, nu
   const data = is64 ? PCI_MSI_DATA_64 : PCI_MSI_DATA_32;
   const mask = is64 ? PCI_MSI_MASK_64 : PCI_MSI_MASK_32;
   return (rel) => {
-    if (rel === PCI_MSI_FLAGS || rel === PCI_MSI_FLAGS + 1) return ALL;
+    // Message Control's upper byte is reserved: read from the device, not writable.
+    if (rel === PCI_MSI_FLAGS) return ALL;
     if (rel >= PCI_MSI_ADDRESS_LO && rel < PCI_MSI_ADDRESS_LO + 4) return ALL;
     if (is64 && rel >= PCI_MSI_ADDRESS_HI && rel < PCI_MSI_ADDRESS_HI + 4) return ALL;
     if (rel >= data && rel < data + 2) return ALL;
@@ -380,8 +381,8 @@ function vfioCommandWrite(
     if (backdoor) vfioBarRestore(vdev);
     defaultWrite(vdev, vconfig, PCI_COMMAND, size, val, headerPerm);
     const mask = PCI_COMMAND_MEMORY | PCI_COMMAND_IO;
+    // Recorded as written, also for a no_command_memory function (whose memory stays enabled).
     vconfig[PCI_COMMAND] = (vconfig[PCI_COMMAND]! & ~mask) | (newCmd & mask);
-    if (p.noCommandMemory) vconfig[PCI_COMMAND] = vconfig[PCI_COMMAND]! | PCI_COMMAND_MEMORY;
     if (vdev.memoryEnabled()) vfioPciDmaBufMove(vdev, false);
   } finally {
     vdev.memoryLock.upWrite();
