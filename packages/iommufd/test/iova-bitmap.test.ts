@@ -413,4 +413,23 @@ describe("iova_bitmap: window lengths, pins and set-ahead (drivers/iommu/iommufd
     const thirdByte = data + (firstBits + BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE * 8)) / 8n;
     expect(Array.from(libc.peek(thirdByte, 4))).toEqual([0, 0, 0, 0]);
   });
+
+  it("set-ahead from a page-aligned bitmap measures 0 bytes, marks the whole next window and ends the walk", () => {
+    // iova_bitmap_set_ahead measures the window with nothing pinned: with pgoff 0
+    // iova_bitmap_mapped_remaining is 0, so iova_bitmap_set gets a length of 0, its last bit
+    // wraps (size_t) to past every pinned page, and offset_to_index(0 - 1) + 1 moves
+    // mapped_base_index past the end of the bitmap.
+    const bytes = (IOVA_BITMAP_MAX_PAGES + 1) * PAGE_SIZE;
+    const { kernel, libc, base } = setup(bytes);
+    const length = BigInt(bytes * 8) * ps;
+    const windows = run(kernel, 0n, length, ps, base, (b, wIova, wLen) => {
+      b.set(wIova + wLen - 8n * ps, 24n * ps);
+    });
+    const perWindow = BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE * 8) * ps;
+    expect(windows).toEqual([[0n, perWindow]]);
+    const boundary = base + BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE);
+    expect(Array.from(libc.peek(boundary - 2n, 2))).toEqual([0, 0xff]);
+    expect(libc.peek(boundary, PAGE_SIZE).every((x) => x === 0xff)).toBe(true);
+    expect(Array.from(libc.peek(boundary + BigInt(PAGE_SIZE), 1))).toEqual([0]);
+  });
 });
