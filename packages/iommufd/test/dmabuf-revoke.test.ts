@@ -332,3 +332,36 @@ describe("DMABUF details", () => {
     }
   });
 });
+
+describe("iopt_map_dmabuf unwind and the revoke trace", () => {
+  it("a map the exporter refuses unpins again exactly what the pinning importer pinned", () => {
+    for (const pin of [false, true]) {
+      const kernel = new Kernel();
+      iommufdInit(kernel);
+      setDmabufPinImporter(kernel, pin);
+      const iopt = new IoPagetable(kernel);
+      const exp = new TestExporter(kernel, 4n * PAGE, true);
+      exp.setRevoked(true);
+      const fd = exp.fd();
+      expect(errno(() => iopt.mapFilePages(ctx, 0n, fd, 0n, PAGE, RW, IOPT_ALLOC_IOVA))).toBe(
+        ENODEV,
+      );
+      expect(exp.pins).toBe(0);
+      expect(attachments(exp)).toBe(0);
+      expect(iopt.areas()).toEqual([]);
+    }
+  });
+
+  it("a revoke is traced with its tracked pairs; the un-revoke's notify finds it revoked", () => {
+    const { kernel, iopt, exp } = setup(2);
+    iopt.mapFilePages(ctx, 0n, exp.fd(), 0n, 4n * PAGE, RW, IOPT_ALLOC_IOVA);
+    const events = (revoked: boolean) =>
+      kernel.trace
+        .record(() => exp.setRevoked(revoked))
+        .records.filter((r) => r.name === "iommufd:dmabuf_revoke")
+        .map((r) => r.data);
+    expect(events(true)).toEqual([{ npairs: 2, alreadyRevoked: false }]);
+    expect(events(false)).toEqual([{ npairs: 2, alreadyRevoked: true }]);
+    iopt.unmapAll();
+  });
+});

@@ -1,15 +1,19 @@
 import {
   EFAULT,
+  EINVAL,
   Kernel,
+  KernelWarning,
   Libc,
   MAP_ANONYMOUS,
   MAP_PRIVATE,
+  MAP_SHARED,
   PAGE_SIZE,
   PROT_READ,
   PROT_WRITE,
+  fail,
   isKernelError,
 } from "@x/kernel";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { IOVA_BITMAP_MAX_PAGES, IovaBitmap } from "../src/iova-bitmap.js";
 
 function setup(bytes: number, prot = PROT_READ | PROT_WRITE) {
@@ -219,5 +223,213 @@ describe("iova_bitmap", () => {
     expect(windows).toEqual([[0n, BigInt(PAGE_SIZE * 8) * 4096n]]);
     expect(isKernelError(err, EFAULT)).toBe(true);
     expect(kernel.mem.totalPinned()).toBe(0);
+  });
+});
+
+describe("iova_bitmap: window lengths, pins and set-ahead (drivers/iommu/iommufd/iova_bitmap.c)", () => {
+  const ps = 4096n;
+
+  it("a page size of 0 is refused before anything is allocated", () => {
+    const { kernel, base } = setup(64);
+    expect(() => IovaBitmap.alloc(kernel, 0n, 1n << 20n, 0n, base)).toThrow(RangeError);
+  });
+
+  it("a range that is not a whole bitmap byte ends its last window at the range's end", () => {
+    // iova_bitmap_mapped_length caps index_to_offset(remaining) at iova + length - 1.
+    const { kernel, base } = setup(PAGE_SIZE * 2);
+    expect(run(kernel, 0x10000n, 5n * ps, ps, base, () => {})).toEqual([[0x10000n, 5n * ps]]);
+    // 513 pages of bitmap but 3 bits past the first window's 512 pages: the second window is
+    // those 3 bits only.
+    const perWindow = BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE * 8) * ps;
+    const big = setup((IOVA_BITMAP_MAX_PAGES + 1) * PAGE_SIZE);
+    expect(run(big.kernel, ps, perWindow + 3n * ps, ps, big.base, () => {})).toEqual([
+      [ps, perWindow],
+      [ps + perWindow, 3n * ps],
+    ]);
+  });
+
+  it("a window the pin cut short ends at the pages pinned, even one byte before the range's end", () => {
+    // One bit per byte of IOVA (page size 1): 4097 bitmap bytes want two pages; the second is
+    // a hole, so the window is the 32768 bytes of the first page, one short of the range.
+    const { kernel, libc, base } = setup(PAGE_SIZE * 3);
+    libc.munmap(base + BigInt(PAGE_SIZE), PAGE_SIZE);
+    const length = BigInt(PAGE_SIZE * 8 + 1);
+    const bitmap = IovaBitmap.alloc(kernel, 0n, length, 1n, base);
+    const windows: Array<[bigint, bigint]> = [];
+    let err: unknown;
+    kernel.runAs(kernel.current, () => {
+      try {
+        bitmap.forEach((_b, i, l) => {
+          windows.push([i, l]);
+        });
+      } catch (e) {
+        err = e;
+      }
+    });
+    bitmap.free();
+    expect(windows).toEqual([[0n, BigInt(PAGE_SIZE * 8)]]);
+    expect(isKernelError(err, EFAULT)).toBe(true);
+  });
+
+  it("pins DIV_ROUND_UP(bytes left, PAGE_SIZE) pages, one more for a bitmap not at a page start", () => {
+    const length = BigInt(3 * PAGE_SIZE * 8) * ps; // exactly three pages of bitmap
+    for (const [skew, pages] of [
+      [0n, 3],
+      [8n, 4],
+    ] as const) {
+      const { kernel, base } = setup(PAGE_SIZE * 3);
+      const pinned: number[] = [];
+      run(kernel, 0n, length, ps, base + skew, () => pinned.push(kernel.mem.totalPinned()));
+      expect(pinned).toEqual([pages]);
+    }
+    // The second window of a 513-page bitmap pins the one page left, not the pages after it.
+    const big = setup((IOVA_BITMAP_MAX_PAGES + 1) * PAGE_SIZE);
+    const pinned: number[] = [];
+    const total = BigInt((IOVA_BITMAP_MAX_PAGES + 1) * PAGE_SIZE * 8) * ps;
+    run(big.kernel, 0n, total, ps, big.base, () => pinned.push(big.kernel.mem.totalPinned()));
+    expect(pinned).toEqual([IOVA_BITMAP_MAX_PAGES, 1]);
+  });
+
+  it("a pin that fails for any reason is EFAULT; a WARN inside it is not turned into an errno", () => {
+    // pin_user_pages_fast's -EOVERFLOW (a range wrapping 2^64) becomes -EFAULT (iova_bitmap_get).
+    const { kernel, libc } = setup(64);
+    const top = (1n << 64n) - BigInt(PAGE_SIZE);
+    const wraps = IovaBitmap.alloc(kernel, 0n, BigInt(2 * PAGE_SIZE * 8) * ps, ps, top);
+    let err: unknown;
+    kernel.runAs(kernel.current, () => {
+      try {
+        wraps.forEach(() => {});
+      } catch (e) {
+        err = e;
+      }
+    });
+    wraps.free();
+    expect(isKernelError(err, EFAULT)).toBe(true);
+    // A shared file mapping is faulted in by the pin itself.
+    const fd = libc.memfdCreate("bitmap", 0);
+    libc.ftruncate(fd, PAGE_SIZE);
+    const shared = libc.mmap(0n, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    vi.spyOn(libc.process.mm, "faultIn").mockImplementation(() => {
+      throw new KernelWarning("faultIn");
+    });
+    const warns = IovaBitmap.alloc(kernel, 0n, 64n * ps, ps, shared);
+    expect(() => kernel.runAs(kernel.current, () => warns.forEach(() => {}))).toThrow(
+      KernelWarning,
+    );
+    warns.free();
+    vi.restoreAllMocks();
+  });
+
+  it("an errno from the window's function leaves the window pinned until free", () => {
+    const { kernel, base } = setup(PAGE_SIZE * 2);
+    const bitmap = IovaBitmap.alloc(kernel, 0n, BigInt(2 * PAGE_SIZE * 8) * ps, ps, base);
+    let err: unknown;
+    kernel.runAs(kernel.current, () => {
+      try {
+        bitmap.forEach(() => {
+          fail(EINVAL, "test");
+        });
+      } catch (e) {
+        err = e;
+      }
+    });
+    expect(isKernelError(err, EINVAL)).toBe(true);
+    expect(kernel.mem.totalPinned()).toBe(2);
+    bitmap.free();
+    expect(kernel.mem.totalPinned()).toBe(0);
+    bitmap.free();
+    expect(kernel.mem.totalPinned()).toBe(0);
+  });
+
+  /** A 513-page bitmap 8 bytes into its first page: the first window ends 8 bytes early. */
+  function skewed(windowsOf = 1) {
+    const bytes = (IOVA_BITMAP_MAX_PAGES * windowsOf + 1) * PAGE_SIZE;
+    const { kernel, libc, base } = setup(bytes + PAGE_SIZE);
+    const data = base + 8n;
+    const length = BigInt(bytes * 8) * ps;
+    const firstBits = BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE * 8 - 64);
+    return { kernel, libc, data, length, firstBits };
+  }
+
+  it("set-ahead moves the next window past the bytes it set (iova_bitmap_set_ahead)", () => {
+    const { kernel, libc, data, length, firstBits } = skewed();
+    let calls = 0;
+    const windows = run(kernel, 0n, length, ps, data, (b, wIova, wLen) => {
+      if (++calls === 1) b.set(wIova + wLen - 8n * ps, 24n * ps);
+    });
+    // 16 bits past the window: two bitmap bytes set ahead, the next window starts after them.
+    const next = (firstBits + 16n) * ps;
+    expect(windows).toEqual([
+      [0n, firstBits * ps],
+      [next, length - next],
+    ]);
+    const end = data + firstBits / 8n;
+    expect(Array.from(libc.peek(end - 1n, 4))).toEqual([0xff, 0xff, 0xff, 0]);
+  });
+
+  it("a record ending one bit past the pinned pages sets that bit ahead; a later record in the window keeps it", () => {
+    const { kernel, libc, data, length, firstBits } = skewed();
+    let calls = 0;
+    const windows = run(kernel, 0n, length, ps, data, (b, wIova, wLen) => {
+      if (++calls !== 1) return;
+      b.set(wIova + wLen - ps, 2n * ps);
+      b.set(wIova, ps);
+    });
+    const next = (firstBits + 8n) * ps;
+    expect(windows).toEqual([
+      [0n, firstBits * ps],
+      [next, length - next],
+    ]);
+    const end = data + firstBits / 8n;
+    expect(Array.from(libc.peek(end - 1n, 3))).toEqual([0x80, 0x01, 0]);
+    expect(libc.peek(data, 1)[0]).toBe(0x01);
+  });
+
+  it("a record wholly past the pinned pages is carried as its length, from the next window's start", () => {
+    // iova_bitmap_set: the first bit is already past the last page, so `left` is the record's
+    // own bits, and iova_bitmap_set_ahead sets that many from the next window's first bit.
+    const { kernel, libc, data, length, firstBits } = skewed();
+    let calls = 0;
+    run(kernel, 0n, length, ps, data, (b, wIova, wLen) => {
+      if (++calls === 1) b.set(wIova + wLen + 4n * ps, 8n * ps);
+    });
+    const end = data + firstBits / 8n;
+    expect(Array.from(libc.peek(end - 1n, 3))).toEqual([0, 0xff, 0]);
+  });
+
+  it("set-ahead is done once: the window after the next sets nothing of it", () => {
+    const { kernel, libc, data, length, firstBits } = skewed(2);
+    let calls = 0;
+    const windows = run(kernel, 0n, length, ps, data, (b, wIova, wLen) => {
+      if (++calls === 1) b.set(wIova + wLen - 8n * ps, 24n * ps);
+    });
+    const second = (firstBits + 16n) * ps;
+    const third = (firstBits + BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE * 8)) * ps;
+    expect(windows).toEqual([
+      [0n, firstBits * ps],
+      [second, third - second],
+      [third, length - third],
+    ]);
+    const thirdByte = data + (firstBits + BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE * 8)) / 8n;
+    expect(Array.from(libc.peek(thirdByte, 4))).toEqual([0, 0, 0, 0]);
+  });
+
+  it("set-ahead from a page-aligned bitmap measures 0 bytes, marks the whole next window and ends the walk", () => {
+    // iova_bitmap_set_ahead measures the window with nothing pinned: with pgoff 0
+    // iova_bitmap_mapped_remaining is 0, so iova_bitmap_set gets a length of 0, its last bit
+    // wraps (size_t) to past every pinned page, and offset_to_index(0 - 1) + 1 moves
+    // mapped_base_index past the end of the bitmap.
+    const bytes = (IOVA_BITMAP_MAX_PAGES + 1) * PAGE_SIZE;
+    const { kernel, libc, base } = setup(bytes);
+    const length = BigInt(bytes * 8) * ps;
+    const windows = run(kernel, 0n, length, ps, base, (b, wIova, wLen) => {
+      b.set(wIova + wLen - 8n * ps, 24n * ps);
+    });
+    const perWindow = BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE * 8) * ps;
+    expect(windows).toEqual([[0n, perWindow]]);
+    const boundary = base + BigInt(IOVA_BITMAP_MAX_PAGES * PAGE_SIZE);
+    expect(Array.from(libc.peek(boundary - 2n, 2))).toEqual([0, 0xff]);
+    expect(libc.peek(boundary, PAGE_SIZE).every((x) => x === 0xff)).toBe(true);
+    expect(Array.from(libc.peek(boundary + BigInt(PAGE_SIZE), 1))).toEqual([0]);
   });
 });

@@ -182,3 +182,30 @@ describe.each([0, 16])("fail-nth sweeps (temp memory limit %i)", (limit) => {
     expect(w.kernel.mem.totalPinned()).toBe(0);
   });
 });
+
+it("a USER map into a domain reaches its injectable points in iopt_map_user_pages' order", () => {
+  // iopt_alloc_user_pages, iopt_alloc_area_pages, the pfn_reader's batch and user pfn list,
+  // the pin, then (after the domain is filled) pfn_reader_update_pinned's charge.
+  const w = world();
+  const [a] = w.iopts as [IoPagetable];
+  a.tableAddDomain(w.domains[0] as IommuDomain);
+  const va = scattered(w.libc, 8);
+  const fault = w.kernel.current.fault;
+  fault.arm(1000);
+  try {
+    a.mapUserPages(ctx, 0n, va, 8n * PAGE, RW, IOPT_ALLOC_IOVA);
+  } finally {
+    fault.disarm();
+  }
+  expect(fault.sitesHit.filter((s) => s.startsWith("iommufd:"))).toEqual([
+    "iommufd:alloc_pages",
+    "iommufd:area_alloc",
+    "iommufd:temp_kmalloc",
+    "iommufd:temp_kmalloc",
+    "iommufd:pin_pages",
+    "iommufd:update_pinned",
+  ]);
+  expect(fault.sitesHit.lastIndexOf("iommu_alloc_pages")).toBeLessThan(
+    fault.sitesHit.indexOf("iommufd:update_pinned"),
+  );
+});
