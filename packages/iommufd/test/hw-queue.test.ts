@@ -9,6 +9,7 @@ import {
   EFAULT,
   EINVAL,
   ENOENT,
+  ENOMEM,
   EOPNOTSUPP,
   EOVERFLOW,
   type Libc,
@@ -39,7 +40,7 @@ import {
   iommufdHwQueueDepend,
   iommufdHwQueueUndepend,
 } from "../src/index.js";
-import { PAGE, anonBuffer, createSystem, errnoOf } from "./ioctl-helpers.js";
+import { PAGE, anonBuffer, createSystem, errnoOf, snapshot } from "./ioctl-helpers.js";
 
 const QUEUE_TYPE = 1;
 const IPA = 0x4000_0000n;
@@ -140,6 +141,22 @@ describe("IOMMU_HW_QUEUE_ALLOC", () => {
     expect(errnoOf(() => t.alloc({ iova: IPA, length: 1n, viommuId: t.s2 }))).toBe(ENOENT);
   });
 
+  it("EOPNOTSUPP for a vIOMMU without get_hw_queue_size or without hw_queue_init_phys", () => {
+    class SizeOnly extends ArmSmmuV3IommufdDriver {
+      override viommuInit(
+        viommu: IommufdViommu,
+        parent: IommuDomain,
+        data: IommuUserData | undefined,
+      ): void {
+        super.viommuInit(viommu, parent, data);
+        viommu.ops = { ...viommu.ops, getHwQueueSize: () => 1 };
+      }
+    }
+    const t = setup(SizeOnly);
+    expect(errnoOf(() => t.alloc({ iova: IPA, length: 4096n }))).toBe(EOPNOTSUPP);
+    t.sys.fd.destroy(t.viommu);
+  });
+
   it("EOPNOTSUPP for a vIOMMU without HW queues or a type its driver does not offer", () => {
     const plain = setup(ArmSmmuV3IommufdDriver);
     expect(errnoOf(() => plain.alloc({ iova: IPA, length: 4096n }))).toBe(EOPNOTSUPP);
@@ -226,5 +243,35 @@ describe("IOMMU_HW_QUEUE_ALLOC", () => {
     ).toBe(EINVAL);
     a.sys.fd.destroy(qa);
     b.sys.fd.destroy(qb);
+  });
+
+  it("every allocation that fails is ENOMEM and leaves no object, pin, lock or reference", () => {
+    const t = setup();
+    const fault = t.sys.libc.task.fault;
+    const before = snapshot(t.sys);
+    const sites = new Set<string>();
+    for (let nth = 1; ; nth++) {
+      fault.arm(nth);
+      let errno = 0;
+      try {
+        t.alloc({ iova: IPA + 0x1800n, length: 0x1000n });
+      } catch (e) {
+        errno = errnoOf(() => {
+          throw e;
+        });
+      }
+      const failed = fault.failedSite;
+      fault.disarm();
+      if (failed === undefined) break;
+      sites.add(failed);
+      expect([failed, errno]).toEqual([failed, ENOMEM]);
+      expect(t.smmu.queues.filter(Boolean)).toEqual([]);
+      expect(snapshot(t.sys)).toBe(before);
+    }
+    // The object, the internal access and its slot in the IOAS were each made to fail.
+    expect(sites.has("iommufd_object_alloc")).toBe(true);
+    expect(sites.has("iommufd:access_list")).toBe(true);
+    t.sys.fd.destroy(t.smmu.queues[0]!.queue.id);
+    expect(t.sys.fd.ioasUnmap({ ioasId: t.ioas, iova: IPA, length: HUGE })).toBe(HUGE);
   });
 });
