@@ -7,13 +7,19 @@
 import {
   EBUSY,
   EEXIST,
+  EFAULT,
   EINVAL,
+  EMFILE,
   ENOENT,
   EOPNOTSUPP,
   F_GETFD,
   FD_CLOEXEC,
+  type Libc,
+  MAP_SHARED,
+  PAGE_SIZE,
   POLLIN,
   POLLOUT,
+  PROT_READ,
 } from "@x/kernel";
 import { IOMMU_HWPT_ALLOC_NEST_PARENT, IommuDevice } from "@x/iommu-pgtable";
 import { describe, expect, it } from "vitest";
@@ -34,6 +40,16 @@ import { createSystem, errnoOf, rawIoctl, snapshot } from "./ioctl-helpers.js";
 
 const TYPE = IOMMU_VEVENTQ_TYPE_ARM_SMMUV3;
 
+/** `bytes` in a read-only shared mapping of a memfd: copy_from_user works, copy_to_user faults. */
+function readOnly(libc: Libc, bytes: Uint8Array): bigint {
+  const mfd = libc.memfdCreate("ro-struct", 0);
+  expect(libc.ftruncate(mfd, PAGE_SIZE)).toBe(0);
+  expect(libc.pwrite(mfd, bytes, 0)).toBe(bytes.length);
+  const at = libc.mmap(0n, PAGE_SIZE, PROT_READ, MAP_SHARED, mfd, 0);
+  libc.close(mfd);
+  return at;
+}
+
 function setup() {
   const sys = createSystem();
   const smmu = new ArmSmmuV3IommufdDriver(sys.kernel);
@@ -47,32 +63,30 @@ function setup() {
   });
   const viommu = sys.ctx.getObject<IommufdViommu>(viommuId, IOMMUFD_OBJ_VIOMMU);
   sys.ctx.putObject(viommu);
-  const alloc = (a: {
+  const encode = (a: {
     depth: number;
     type?: number;
     flags?: number;
     reserved?: number;
     id?: number;
   }) =>
-    rawIoctl(
-      sys,
-      IOMMU_VEVENTQ_ALLOC,
-      iommu_veventq_alloc.encode({
-        size: iommu_veventq_alloc.size,
-        flags: a.flags ?? 0,
-        viommu_id: a.id ?? viommuId,
-        type: a.type ?? TYPE,
-        veventq_depth: a.depth,
-        __reserved: a.reserved ?? 0,
-      }),
-    );
+    iommu_veventq_alloc.encode({
+      size: iommu_veventq_alloc.size,
+      flags: a.flags ?? 0,
+      viommu_id: a.id ?? viommuId,
+      type: a.type ?? TYPE,
+      veventq_depth: a.depth,
+      __reserved: a.reserved ?? 0,
+    });
+  const alloc = (a: Parameters<typeof encode>[0], arg?: bigint) =>
+    rawIoctl(sys, IOMMU_VEVENTQ_ALLOC, encode(a), arg);
   /** The event `n`: 4 bytes holding n. */
   const report = (n: number) => {
     const data = new Uint8Array(4);
     new DataView(data.buffer).setUint32(0, n, true);
     iommufdViommuReportEvent(viommu, TYPE, data);
   };
-  return { sys, viommu, viommuId, s2, alloc, report };
+  return { sys, viommu, viommuId, s2, encode, alloc, report };
 }
 
 /** The records of `bytes`: [flags, sequence, payload word or undefined]. */
@@ -142,6 +156,32 @@ describe("IOMMU_VEVENTQ_ALLOC", () => {
       EOPNOTSUPP,
     );
     t.sys.fd.destroy(t.viommuId);
+  });
+  it("no free descriptor (EMFILE) or a struct that cannot be written back (EFAULT): nothing left", () => {
+    const t = setup();
+    const { libc } = t.sys;
+    const before = snapshot(t.sys);
+    const files = libc.process.files;
+    const max = files.maxFds;
+    const next = libc.dup(t.sys.fd.fd);
+    libc.close(next);
+    files.maxFds = next;
+    expect(t.alloc({ depth: 4 }).errno).toBe(EMFILE);
+    files.maxFds = max;
+    expect(snapshot(t.sys)).toBe(before);
+    const arg = readOnly(libc, t.encode({ depth: 4 }));
+    const ro = snapshot(t.sys);
+    const ctxRefs = t.sys.ctx.file.refcount;
+    expect(t.alloc({ depth: 4 }, arg).errno).toBe(EFAULT);
+    expect(snapshot(t.sys)).toBe(ro);
+    // The file made for the queue went with the references it took on the context, and no
+    // descriptor was installed; the type is free again.
+    expect(t.sys.ctx.file.refcount).toBe(ctxRefs);
+    const probe = libc.dup(t.sys.fd.fd);
+    expect(probe).toBe(next);
+    libc.close(probe);
+    expect(t.alloc({ depth: 4 }).ret).toBe(0);
+    expect(t.sys.ctx.file.refcount).toBe(ctxRefs + 1);
   });
 });
 
@@ -231,5 +271,14 @@ describe("vEVENTQ records", () => {
     t.sys.fd.destroy(id);
     expect(q.numEvents).toBe(0);
     expect(t.viommu.veventqs).toHaveLength(0);
+  });
+  it("the payload is copied when queued; an event of another type does not reach the queue", () => {
+    const t = setup();
+    const { fd } = t.sys.fd.veventqAlloc({ viommuId: t.viommuId, type: TYPE, depth: 4 });
+    const data = new Uint8Array([1, 0, 0, 0]);
+    iommufdViommuReportEvent(t.viommu, TYPE, data);
+    data[0] = 9;
+    expect(errnoOf(() => iommufdViommuReportEvent(t.viommu, TYPE + 1, data))).toBe(EOPNOTSUPP);
+    expect(records(readAll(t.sys, fd))).toEqual([[0, 0, 1]]);
   });
 });

@@ -77,6 +77,17 @@ describe("IOMMU_VIOMMU_ALLOC", () => {
     );
   });
 
+  it("a driver with get_viommu_size but no viommu_init is EOPNOTSUPP", () => {
+    class SizeOnly extends ArmSmmuV3IommufdDriver {}
+    (SizeOnly.prototype as { viommuInit?: unknown }).viommuInit = undefined;
+    const t = setup(SizeOnly);
+    const before = snapshot(t.sys);
+    expect(
+      errnoOf(() => t.sys.fd.viommuAlloc({ devId: t.idev.id, hwptId: t.s2, type: VIOMMU })),
+    ).toBe(EOPNOTSUPP);
+    expect(snapshot(t.sys)).toBe(before);
+  });
+
   it("holds its nest parent until destroyed; viommu_init gets the parent's domain and the data", () => {
     const seen: Array<[IommuDomain, IommuUserData | undefined]> = [];
     class Recording extends ArmSmmuV3IommufdDriver {
