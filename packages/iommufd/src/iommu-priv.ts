@@ -4,7 +4,7 @@
  * dev_iommu_ops). Both the device attach path and HWPT allocation use them.
  */
 import type { IommuDevice, IommuDomain, IommuDriver, IommuResvRegion } from "@x/iommu-pgtable";
-import { EINVAL, type Kernel, copyFromUser, fail } from "@x/kernel";
+import { EINVAL, type Kernel, WARN_ON, copyFromUser, fail } from "@x/kernel";
 
 /** Driver-specific HWPT data (struct iommu_user_data): a user buffer the driver reads. */
 export interface IommuUserData {
@@ -42,7 +42,8 @@ export function iommuCopyStructFromUser(
 }
 
 /**
- * Entry `index` of a user array, with the rules of `iommuCopyStructFromUser`.
+ * Entry `index` of a user array, with the rules of `iommuCopyStructFromUser`. An index past
+ * `entryNum` is a driver bug: a WARN, not an errno for user space.
  * @see __iommu_copy_struct_from_user_array
  */
 export function iommuCopyStructFromUserArray(
@@ -53,7 +54,7 @@ export function iommuCopyStructFromUserArray(
   size: number,
   minLen: number,
 ): Uint8Array {
-  if (index >= array.entryNum) fail(EINVAL, "index past the array");
+  WARN_ON(index >= array.entryNum, "index past the array");
   const uptr = array.uptr + BigInt(array.entryLen) * BigInt(index);
   return iommuCopyStructFromUser(
     kernel,
