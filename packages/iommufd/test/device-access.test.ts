@@ -263,4 +263,18 @@ describe("iommufd_access attach / replace / detach edges (drivers/iommu/iommufd/
     expect(sys.ctx.file.refcount).toBe(refs);
     sys.fd.destroy(id);
   });
+
+  it("a pin of the last page of the IOVA space unpins without a WARN (iova + length - 1 == U64_MAX)", () => {
+    const sys = createSystem();
+    const ioas = sys.fd.ioasAlloc();
+    const buf = anonBuffer(sys.libc, PAGE);
+    const top = U64_MAX - PAGE + 1n;
+    sys.fd.ioasMap({ ioasId: ioas, userVa: buf, length: PAGE, iova: top });
+    const access = iommufdAccessCreate(sys.ctx, { needsPinPages: true, unmap: () => {} });
+    iommufdAccessAttach(access, ioas);
+    expect(iommufdAccessPinPages(access, top, PAGE, 0).totalPages).toBe(1);
+    iommufdAccessUnpinPages(access, top, PAGE);
+    expect(sys.kernel.mem.totalPinned()).toBe(0);
+    iommufdAccessDetach(access);
+  });
 });
