@@ -1,4 +1,4 @@
-import { EBUSY, EINVAL, ENOENT, EOVERFLOW, EPERM } from "@x/kernel";
+import { EBUSY, EINVAL, ENOENT, ENOMEM, EOVERFLOW, EPERM, KernelWarning } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
   IOMMUFD_ACCESS_RW_WRITE,
@@ -14,6 +14,8 @@ import {
   iommufdAccessRw,
   iommufdAccessUnpinPages,
 } from "../src/index.js";
+import { iommufdAccessCreateInternal } from "../src/access.js";
+import { getIoas } from "../src/ioas.js";
 import {
   PAGE,
   anonBuffer,
@@ -156,5 +158,123 @@ describe("in-kernel access (kselftest access_pin / access_rw)", () => {
     expect(errnoOf(() => sys.fd.ioasMap({ ioasId: ioas, userVa: buf, length: 100n }))).toBe(EINVAL);
     iommufdAccessDetach(access);
     expect(sys.fd.ioasIovaRanges(ioas).alignment).toBe(1n);
+  });
+});
+
+describe("iommufd_access attach / replace / detach edges (drivers/iommu/iommufd/device.c)", () => {
+  it("attach twice WARNs and keeps the first IOAS; replace onto its own IOAS asks the driver nothing", () => {
+    const { sys, ioas, iova, access, drv } = setup();
+    const other = sys.fd.ioasAlloc();
+    expect(() => iommufdAccessAttach(access, other)).toThrow(KernelWarning);
+    expect(access.ioas?.id).toBe(ioas);
+    iommufdAccessPinPages(access, iova, PAGE, 0);
+    drv.pins.push([iova, PAGE]);
+    iommufdAccessReplace(access, ioas);
+    expect(drv.pins).toEqual([[iova, PAGE]]);
+    expect(sys.kernel.mem.totalPinned()).toBe(1);
+    iommufdAccessDetach(access);
+    expect(drv.pins).toEqual([]);
+    expect(errnoOf(() => iommufdAccessReplace(access, other))).toBe(ENOENT);
+    expect(access.ioas).toBeUndefined();
+  });
+
+  it("an attach from the driver's unmap callback during a replace is EBUSY", () => {
+    // iommufd_access_change_ioas: ioas is cleared while ioas_unpin still names the old IOAS.
+    const sys = createSystem();
+    const [a, b, c] = [sys.fd.ioasAlloc(), sys.fd.ioasAlloc(), sys.fd.ioasAlloc()];
+    let inner = -1;
+    const access: IommufdAccess = iommufdAccessCreate(sys.ctx, {
+      needsPinPages: true,
+      unmap: () => {
+        inner = errnoOf(() => iommufdAccessAttach(access, c));
+      },
+    });
+    iommufdAccessAttach(access, a);
+    iommufdAccessReplace(access, b);
+    expect(inner).toBe(EBUSY);
+    expect(access.ioas?.id).toBe(b);
+  });
+
+  it("a replace whose iopt_add_access fails leaves the access on its old IOAS", () => {
+    const { sys, ioas, iova, access } = setup();
+    const other = sys.fd.ioasAlloc();
+    const fault = sys.kernel.current.fault;
+    fault.arm(1);
+    let err: number;
+    try {
+      err = errnoOf(() => iommufdAccessReplace(access, other));
+    } finally {
+      fault.disarm();
+    }
+    expect(err).toBe(ENOMEM);
+    expect(fault.failedSite).toBe("iommufd:access_list");
+    expect(access.ioas?.id).toBe(ioas);
+    expect(iommufdAccessPinPages(access, iova, PAGE, 0).totalPages).toBe(1);
+    iommufdAccessUnpinPages(access, iova, PAGE);
+  });
+
+  it("pin WARNs for an access that does not pin or has no unmap; one without unmap still moves", () => {
+    const sys = createSystem();
+    const [a, b] = [sys.fd.ioasAlloc(), sys.fd.ioasAlloc()];
+    const buf = anonBuffer(sys.libc, PAGE);
+    const iova = sys.fd.ioasMap({ ioasId: a, userVa: buf, length: PAGE });
+    for (const ops of [
+      { needsPinPages: false },
+      { needsPinPages: false, unmap: () => {} },
+      { needsPinPages: true },
+    ]) {
+      const access = iommufdAccessCreate(sys.ctx, ops);
+      iommufdAccessAttach(access, a);
+      expect(() => iommufdAccessPinPages(access, iova, PAGE, 0)).toThrow(KernelWarning);
+      expect(sys.kernel.mem.totalPinned()).toBe(0);
+      iommufdAccessReplace(access, b);
+      expect(access.ioas?.id).toBe(b);
+      iommufdAccessDetach(access);
+      iommufdAccessDestroy(access);
+    }
+  });
+
+  it("the range is checked before the attachment: EOVERFLOW detached, a range ending at the last IOVA is not an overflow", () => {
+    const { access } = setup();
+    iommufdAccessDetach(access);
+    expect(errnoOf(() => iommufdAccessPinPages(access, U64_MAX, 2n, 0))).toBe(EOVERFLOW);
+    expect(errnoOf(() => iommufdAccessRw(access, U64_MAX, new Uint8Array(2), 0))).toBe(EOVERFLOW);
+    expect(errnoOf(() => iommufdAccessPinPages(access, U64_MAX - PAGE + 1n, PAGE, 0))).toBe(ENOENT);
+    expect(errnoOf(() => iommufdAccessRw(access, U64_MAX, new Uint8Array(1), 0))).toBe(ENOENT);
+    expect(() => iommufdAccessUnpinPages(access, 0n, PAGE)).toThrow(KernelWarning);
+  });
+
+  it("an internal access holds its IOAS, not the iommufd file, and pins with PAGE_SIZE alignment", () => {
+    // iommufd_access_create_internal: no ctx reference; destroy gives back only the IOAS.
+    const sys = createSystem();
+    const id = sys.fd.ioasAlloc();
+    const ioas = getIoas(sys.ctx, id);
+    sys.ctx.putObject(ioas);
+    const users = ioas.users;
+    const refs = sys.ctx.file.refcount;
+    const internal = iommufdAccessCreateInternal(sys.ctx, ioas);
+    expect(internal.iovaAlignment).toBe(PAGE);
+    expect(internal.ioas).toBe(ioas);
+    expect(ioas.users).toBe(users + 1);
+    expect(sys.ctx.file.refcount).toBe(refs);
+    expect(sys.fd.ioasIovaRanges(id).alignment).toBe(PAGE);
+    internal.destroy();
+    expect(ioas.users).toBe(users);
+    expect(sys.ctx.file.refcount).toBe(refs);
+    sys.fd.destroy(id);
+  });
+
+  it("a pin of the last page of the IOVA space unpins without a WARN (iova + length - 1 == U64_MAX)", () => {
+    const sys = createSystem();
+    const ioas = sys.fd.ioasAlloc();
+    const buf = anonBuffer(sys.libc, PAGE);
+    const top = U64_MAX - PAGE + 1n;
+    sys.fd.ioasMap({ ioasId: ioas, userVa: buf, length: PAGE, iova: top });
+    const access = iommufdAccessCreate(sys.ctx, { needsPinPages: true, unmap: () => {} });
+    iommufdAccessAttach(access, ioas);
+    expect(iommufdAccessPinPages(access, top, PAGE, 0).totalPages).toBe(1);
+    iommufdAccessUnpinPages(access, top, PAGE);
+    expect(sys.kernel.mem.totalPinned()).toBe(0);
+    iommufdAccessDetach(access);
   });
 });
