@@ -26,6 +26,7 @@ describe("folio allocator", () => {
       expect(mem.refCount(pfn)).toBe(1);
       expect(mem.pinCount(pfn)).toBe(0);
       expect(mem.folioHead(pfn + 2 ** order - 1)).toBe(pfn);
+      expect(mem.folioNrPages(pfn + 2 ** order - 1)).toBe(2 ** order);
     }
     expect(mem.allocatedPages()).toBe(1 + 512 + PAGES_1G);
   });
@@ -96,6 +97,9 @@ describe("folio allocator", () => {
     expect(k.current.fault.read()).toBe(0);
     expect(k.mem.allocatedPages()).toBe(0);
     expect(k.mem.metadataSections()).toBe(sections);
+    k.current.fault.arm(1);
+    expectErrno(() => k.mem.allocFolio(9), ENOMEM);
+    expect(k.current.fault.failedSite).toBe("alloc_pages");
   });
 
   it("frees at refcount zero and merges split frames back", () => {
@@ -162,6 +166,97 @@ describe("folio allocator", () => {
       ),
       { numRuns: 60 },
     );
+  });
+  it("RAM is 2 TiB unless told, rounded down to pages, at most 8 TiB", () => {
+    const def = new PhysMem();
+    expect(def.ramBytes).toBe(2n << 40n);
+    expect(def.ramPages).toBe(2 ** 29);
+    const odd = new PhysMem({ ramBytes: GiB + 4095n });
+    expect(odd.ramBytes).toBe(GiB);
+    expect(odd.ramPages).toBe(PAGES_1G);
+    expect(new PhysMem({ ramBytes: 8n << 40n }).ramPages).toBe(2 ** 31);
+    expectErrno(() => new PhysMem({ ramBytes: (8n << 40n) + 1n }), EINVAL);
+    expectErrno(() => new PhysMem({ ramBytes: -1n }), EINVAL);
+  });
+
+  it("starts the MMIO window at the end of RAM rounded up to 1 GiB", () => {
+    expect(new PhysMem({ ramBytes: GiB }).mmioBase).toBe(GiB);
+    expect(new PhysMem({ ramBytes: 3n * GiB - 4096n }).mmioBase).toBe(3n * GiB);
+    expect(new PhysMem({ ramBytes: 0n }).mmioBase).toBe(0n);
+  });
+
+  it("allocates nothing with no RAM or no more than the reserved 1 MiB; the last byte of RAM is reachable", () => {
+    for (const ramBytes of [0n, 4096n, 512n << 10n, 1n << 20n]) {
+      const mem = new PhysMem({ ramBytes });
+      expectErrno(() => mem.allocFolio(0), ENOMEM);
+      expect(mem.allocatedPages()).toBe(0);
+    }
+    const mem = new PhysMem({ ramBytes: (1n << 20n) + 8192n });
+    expect(mem.allocFolio(0)).toBe(RESERVED_LOW_PAGES);
+    expect(mem.allocFolio(0)).toBe(RESERVED_LOW_PAGES + 1);
+    expectErrno(() => mem.allocFolio(0), ENOMEM);
+    expectErrno(() => mem.allocFolio(9), ENOMEM);
+    mem.writePhys(mem.ramBytes - 4n, new Uint8Array([1, 2, 3, 4]));
+    const out = new Uint8Array(4);
+    mem.readPhys(mem.ramBytes - 4n, out);
+    expect([...out]).toEqual([1, 2, 3, 4]);
+    expectErrno(() => mem.readPhys(mem.ramBytes - 4n, new Uint8Array(5)), EFAULT);
+  });
+
+  it("merges a 2 MiB frame back only once none of its 4 KiB folios is in use", () => {
+    // 4 MiB of RAM: the first 2 MiB frame holds the reserved 1 MiB, so the second is the only
+    // 2 MiB folio there can be, and one 4 KiB folio past the first frame's splits it.
+    const mem = new PhysMem({ ramBytes: 4n << 20n });
+    for (let i = 0; i < 512 - RESERVED_LOW_PAGES; i++) mem.allocFolio(0);
+    expect(mem.allocFolio(0)).toBe(512);
+    expectErrno(() => mem.allocFolio(9), ENOMEM);
+    // emptied, then used again before a merge: it stays split
+    mem.folioPut(512);
+    expect(mem.allocFolio(0)).toBe(512);
+    expectErrno(() => mem.allocFolio(9), ENOMEM);
+    mem.folioPut(512);
+    expect(mem.allocFolio(9)).toBe(512);
+    expect(mem.folioOrder(512 + 511)).toBe(9);
+    // the merged frame's 4 KiB frames left on the free list are not handed out again
+    expectErrno(() => mem.allocFolio(0), ENOMEM);
+  });
+
+  it("counts the 4 KiB folios in use per 2 MiB frame: a frame merges only when all are free", () => {
+    // 6 MiB of RAM: 2 MiB frames 0 (the reserved 1 MiB and 256 folios), 1 (512 folios), 2 (two)
+    const mem = new PhysMem({ ramBytes: 6n << 20n });
+    for (let i = 0; i < 256 + 512 + 2; i++) mem.allocFolio(0);
+    expect(mem.isAllocated(1025)).toBe(true);
+    mem.folioPut(1025);
+    expectErrno(() => mem.allocFolio(9), ENOMEM);
+    mem.folioPut(1024);
+    expect(mem.allocFolio(9)).toBe(1024);
+  });
+
+  it("keeps metadata only for the frames in use: a fresh machine has one section per split level", () => {
+    // the reserved 1 MiB splits the first 1 GiB and 2 MiB frames
+    expect(new PhysMem().metadataSections()).toBe(3);
+    expect(new PhysMem({ ramBytes: 64n << 20n }).metadataSections()).toBe(2);
+    expect(new PhysMem({ ramBytes: 0n }).metadataSections()).toBe(0);
+  });
+
+  it("puts no folio at a fractional, negative or out-of-RAM frame number (pfn_valid)", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const p = mem.allocFolio(0);
+    expect(mem.isAllocated(p)).toBe(true);
+    expect(mem.isAllocated(p + 0.5)).toBe(false);
+    expect(mem.pfnValid(p + 0.5)).toBe(false);
+    expect(mem.isAllocated(-1)).toBe(false);
+    expect(mem.pfnValid(-1)).toBe(false);
+    expect(mem.pfnValid(mem.ramPages - 1)).toBe(true);
+    expect(mem.pfnValid(mem.ramPages)).toBe(false);
+    expect(() => mem.folioHead(p + 0.5)).toThrow(KernelWarning);
+  });
+
+  it("never frees a pinned folio: a put of its last reference WARNs", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const p = mem.allocFolio(0);
+    mem.pinPages(p, 1);
+    expect(() => mem.folioPut(p, 2)).toThrow(KernelWarning);
   });
 });
 
@@ -278,6 +373,52 @@ describe("pins", () => {
       { numRuns: 30 },
     );
   });
+  it("pins or unpins 0 pages as a no-op; a negative or fractional count WARNs", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const p = mem.allocFolio(0);
+    expect(mem.allocFolio(0)).toBe(p + 1);
+    mem.pinPages(p, 0);
+    mem.unpinPages(p, 0);
+    expect(mem.pinCount(p)).toBe(0);
+    expect(mem.refCount(p)).toBe(1);
+    expect(() => mem.pinPages(p, 1.5)).toThrow(KernelWarning);
+    expect(() => mem.pinPages(p, -1)).toThrow(KernelWarning);
+    expect(mem.pinCount(p)).toBe(0);
+    expect(mem.totalPinned()).toBe(0);
+  });
+
+  it("puts back what a large folio gained when a run WARNs past it", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const big = mem.allocFolio(9);
+    expect(mem.isAllocated(big + 512)).toBe(false);
+    expect(() => mem.pinPages(big + 500, 13)).toThrow(KernelWarning);
+    expect(mem.pinCount(big)).toBe(0);
+    expect(mem.refCount(big)).toBe(1);
+    expect(mem.totalPinned()).toBe(0);
+    mem.pinPages(big, 3);
+    expect(() => mem.unpinPages(big, 4)).toThrow(KernelWarning);
+    expect(mem.pinCount(big)).toBe(3);
+    expect(mem.refCount(big)).toBe(4);
+    expect(mem.totalPinned()).toBe(3);
+  });
+
+  it("frees a large folio at the unpin that drops its last reference", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const big = mem.allocFolio(9);
+    mem.writePhys(BigInt(big + 3) * 4096n, new Uint8Array([5]));
+    mem.writePhys(BigInt(big + 4) * 4096n, new Uint8Array([6]));
+    mem.pinPages(big + 1, 2);
+    mem.folioPut(big);
+    mem.unpinPages(big + 1, 1);
+    expect(mem.isAllocated(big)).toBe(true);
+    mem.unpinPages(big + 2, 1);
+    expect(mem.isAllocated(big)).toBe(false);
+    expect(mem.allocatedPages()).toBe(0);
+    expect(mem.allocFolio(9)).toBe(big);
+    const out = new Uint8Array(4097);
+    mem.readPhys(BigInt(big + 3) * 4096n, out);
+    expect(out.every((x) => x === 0)).toBe(true);
+  });
 });
 
 describe("contents", () => {
@@ -347,6 +488,84 @@ describe("contents", () => {
     expectErrno(() => mem.readPhys(mem.mmioBase + 4096n, new Uint8Array(1)), EFAULT);
     expectErrno(() => mem.writePhys(-1n, new Uint8Array(1)), EFAULT);
   });
+  it("drops a freed 4 KiB folio's contents too", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const p = mem.allocFolio(0);
+    mem.writePhys(BigInt(p) * 4096n + 7n, new Uint8Array([9]));
+    mem.folioPut(p);
+    expect(mem.allocFolio(0)).toBe(p);
+    const out = new Uint8Array(1);
+    mem.readPhys(BigInt(p) * 4096n + 7n, out);
+    expect(out[0]).toBe(0);
+  });
+
+  it("copyFolio WARNs unless the source is a head as well", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const h1 = mem.allocFolio(9);
+    const h2 = mem.allocFolio(9);
+    expect(() => mem.copyFolio(h2, h1 + 1)).toThrow(KernelWarning);
+    mem.copyFolio(h2, h1);
+  });
+
+  it("readPfn / writePfn copy exactly n bytes, short and long", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const p = mem.allocFolio(0);
+    for (const n of [4, 64, 65, 200]) {
+      const data = Uint8Array.from({ length: n + 8 }, (_, i) => i + 1);
+      mem.writePfn(p, 100, data, 2, n);
+      const out = new Uint8Array(n + 8).fill(0xee);
+      mem.readPfn(p, 99, out, 3, n + 2);
+      expect(out[2]).toBe(0xee);
+      expect(out[3]).toBe(0);
+      expect([...out.subarray(4, 4 + n)]).toEqual([...data.subarray(2, 2 + n)]);
+      expect(out[4 + n]).toBe(0);
+      expect(out[5 + n]).toBe(0xee);
+      mem.writePfn(p, 99, new Uint8Array(n + 2), 0, n + 2);
+    }
+  });
+
+  it("writes nothing when a later page of the range is free RAM, whatever the data", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const a = mem.allocFolio(0);
+    const pa = BigInt(a) * 4096n;
+    expect(() => mem.writePhys(pa + 4000n, new Uint8Array(200).fill(0xab))).toThrow(KernelWarning);
+    const out = new Uint8Array(96);
+    mem.readPhys(pa + 4000n, out);
+    expect(out.every((x) => x === 0)).toBe(true);
+  });
+
+  it("copies a range of written pages across page boundaries, long chunks included", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const a = mem.allocFolio(0);
+    expect(mem.allocFolio(0)).toBe(a + 1);
+    expect(mem.allocFolio(0)).toBe(a + 2);
+    const pa = BigInt(a) * 4096n;
+    const data = Uint8Array.from({ length: 4300 }, (_, i) => (i * 7) & 0xff);
+    mem.writePhys(pa + 4000n, data);
+    const out = new Uint8Array(4300);
+    mem.readPhys(pa + 4000n, out);
+    expect(out).toEqual(data);
+    const tail = new Uint8Array(200);
+    mem.readPhys(pa + 8100n, tail);
+    expect(tail).toEqual(data.subarray(4100, 4300));
+  });
+
+  it("fills the caller's buffer with zeroes for a page never written", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const p = mem.allocFolio(0);
+    const out = new Uint8Array(300).fill(0xee);
+    mem.readPhys(BigInt(p) * 4096n + 10n, out.subarray(5, 205));
+    expect(out.subarray(5, 205).every((x) => x === 0)).toBe(true);
+    expect(out[4]).toBe(0xee);
+    expect(out[205]).toBe(0xee);
+  });
+
+  it("is EFAULT for a frame with neither RAM nor a BAR behind it", () => {
+    const mem = new PhysMem({ ramBytes: GiB });
+    const r = mem.addMmioRegion("bar", 4096n);
+    expectErrno(() => mem.readPfn(r.basePfn + 1, 0, new Uint8Array(1), 0, 1), EFAULT);
+    expectErrno(() => mem.writePfn(r.basePfn + 1, 0, new Uint8Array(1), 0, 1), EFAULT);
+  });
 });
 
 describe("MMIO regions", () => {
@@ -379,5 +598,42 @@ describe("MMIO regions", () => {
     const again = mem.addMmioRegion("bar", 0x10000n);
     expect(again.base).not.toBe(r.base);
     expectErrno(() => mem.addMmioRegion("empty", 0n), EINVAL);
+  });
+  it("aligns a BAR to its size up to 1 GiB and starts the next after its last page", () => {
+    const mem = new PhysMem({ ramBytes: 2n * GiB });
+    const a = mem.addMmioRegion("a", 100n);
+    expect(a.base).toBe(2n * GiB);
+    expect(a.npages).toBe(1);
+    expect(a.removed).toBe(false);
+    // the window's first frame is the one just past RAM
+    expect(a.basePfn).toBe(mem.ramPages);
+    mem.writePhys(a.base + 1n, new Uint8Array([3, 4]));
+    mem.writePhys(a.base + 3n, new Uint8Array([5]));
+    const out = new Uint8Array(4);
+    mem.readPhys(a.base, out);
+    expect([...out]).toEqual([0, 3, 4, 5]);
+    mem.readPhys(a.base + 96n, out);
+    expectErrno(() => mem.readPhys(a.base + 96n, new Uint8Array(5)), EFAULT);
+    expect(mem.mmioRegionAt(a.base)).toBe(a);
+    expect(mem.mmioRegionAt(a.base + 99n)).toBe(a);
+    expect(mem.mmioRegionAt(a.base + 100n)).toBeUndefined();
+    const d = mem.addMmioRegion("d", 4096n);
+    expect(d.base).toBe(2n * GiB + 4096n);
+    // past a BAR's end into the next one is EFAULT, with nothing written to either
+    expectErrno(() => mem.writePhys(a.base + 4094n, new Uint8Array([7, 7, 7, 7])), EFAULT);
+    mem.readPhys(d.base, out);
+    expect([...out]).toEqual([0, 0, 0, 0]);
+    const b = mem.addMmioRegion("b", 4097n);
+    expect(b.base).toBe(2n * GiB + 8192n);
+    expect(b.npages).toBe(2);
+    expect(b.basePfn).toBe(Number((2n * GiB + 8192n) / 4096n));
+    const c = mem.addMmioRegion("c", 4096n);
+    expect(c.base).toBe(2n * GiB + 16384n);
+    // a 2 GiB BAR goes on the next 1 GiB boundary, not the next 2 GiB one
+    const huge = mem.addMmioRegion("huge", 2n * GiB);
+    expect(huge.base).toBe(3n * GiB);
+    expect(mem.addMmioRegion("next", 4096n).base).toBe(5n * GiB);
+    expect(mem.addMmioRegion("e", 4095n).npages).toBe(1);
+    expectErrno(() => mem.readPhys(c.base + 4096n, new Uint8Array(1)), EFAULT);
   });
 });
