@@ -246,6 +246,28 @@ describe("a guest-owned PASID table (ops->user_pasid_table)", () => {
     expect(t.read(48)).toEqual([]);
   });
 
+  it("a PASID attached on its own keeps its requests; with nothing attached they are dropped", () => {
+    const t = setup(true);
+    const d = t.device("d");
+    iommufdReportDeviceFault(d, request(1, 7));
+    expect(t.read(48)).toEqual([]);
+    const parent = t.sys.fd.hwptAlloc({
+      devId: d.id,
+      ptId: t.ioas,
+      flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+    });
+    iommufdDeviceAttach(
+      d,
+      hwptAllocWithFault(t.sys, d.id, parent, IOMMU_HWPT_ALLOC_PASID, t.faultId, u32(1)),
+    );
+    iommufdDeviceAttach(d, t.faultHwpt(d), 7);
+    iommufdReportDeviceFault(d, request(2, 7));
+    iommufdReportDeviceFault(d, request(3, 8));
+    // PASID 7's own HWPT takes its request; PASID 8 falls back to the RID's nested HWPT.
+    iommufdDeviceDetach(d, 7);
+    expect(t.read(480)).toEqual([[d.id, 8, 3, 1]]);
+  });
+
   it("not without the driver's user_pasid_table, nor when the RID's HWPT is a paging one", () => {
     const t = setup(false);
     const d = t.device("d");
