@@ -9,26 +9,33 @@ import { EBUSY, EINVAL, ENOENT, EOPNOTSUPP, fail } from "@x/kernel";
 import {
   IOMMU_DOMAIN_NESTED,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
-  type IommuDevice,
+  IommuDevice,
   IommuDomain,
 } from "@x/iommu-pgtable";
 import { describe, expect, it } from "vitest";
 import {
+  ArmSmmuV3IommufdDriver,
+  IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_PASID,
   IOMMU_HWPT_FAULT_ID_VALID,
   IOMMU_HWPT_INVALIDATE,
   IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX,
+  IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
   type IommuUserData,
   type IommuUserDataArray,
   type IommufdHwptNested,
+  type IommufdViommu,
+  type IommufdViommuOps,
+  iommu_fault_alloc,
   iommu_hwpt_alloc,
   iommu_hwpt_invalidate,
   iommuCopyStructFromUser,
   iommuCopyStructFromUserArray,
+  iommufdDeviceBind,
 } from "../src/index.js";
-import { IOMMUFD_OBJ_HWPT_NESTED } from "../src/main.js";
+import { IOMMUFD_OBJ_HWPT_NESTED, IOMMUFD_OBJ_VIOMMU } from "../src/main.js";
 import {
   TestIommu,
   attachTestDevice,
@@ -178,7 +185,36 @@ describe("IOMMU_HWPT_ALLOC on a nest parent", () => {
     expect([call.data.type, call.data.len]).toEqual([DATA, 4]);
     expect(t.nested(t.alloc({})).pasidCompat).toBe(false);
     expect(errnoOf(() => t.sys.fd.destroy(t.parent))).toBe(EBUSY);
+    const domain = h.domain!;
     t.sys.fd.destroy(id);
+    // iommufd_hwpt_nested_destroy frees the driver's domain.
+    expect(domain.freed).toBe(true);
+  });
+
+  it("with FAULT_ID_VALID the HWPT holds the FAULT object until it is destroyed", () => {
+    const t = setup();
+    const f = iommu_fault_alloc.decode(
+      rawIoctl(t.sys, IOMMU_FAULT_QUEUE_ALLOC, iommu_fault_alloc.encode({ size: 16 })).buf,
+    );
+    expect(t.sys.libc.close(f.out_fault_fd)).toBe(0);
+    const id = t.sys.fd.call(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, {
+      flags: IOMMU_HWPT_FAULT_ID_VALID,
+      dev_id: t.idev.id,
+      pt_id: t.parent,
+      data_type: DATA,
+      data_len: 4,
+      data_uptr: (() => {
+        const p = t.sys.libc.malloc(4);
+        t.sys.libc.poke(p, u32(1));
+        return p;
+      })(),
+      fault_id: f.out_fault_id,
+    }).out.out_hwpt_id;
+    expect(t.nested(id).fault?.id).toBe(f.out_fault_id);
+    expect(errnoOf(() => t.sys.fd.destroy(f.out_fault_id))).toBe(EBUSY);
+    t.sys.fd.destroy(id);
+    t.sys.fd.destroy(f.out_fault_id);
+    t.sys.fd.destroy(t.parent);
   });
 
   it("FAULT_ID_VALID is not passed to the driver; the FAULT object is looked up after (ENOENT)", () => {
@@ -214,6 +250,7 @@ describe("IOMMU_HWPT_ALLOC on a nest parent", () => {
     const domains = t.iommu.domains.length;
     expect(errnoOf(() => t.alloc({ cfg: NOT_NESTED }))).toBe(EOPNOTSUPP);
     expect(t.iommu.domains).toHaveLength(domains + 1);
+    expect(t.iommu.domains.at(-1)!.freed).toBe(true);
     expect(snapshot(t.sys)).toBe(before);
     t.sys.fd.destroy(t.parent);
   });
@@ -246,7 +283,9 @@ describe("IOMMU_HWPT_INVALIDATE", () => {
   it("__reserved, then entry_num's bound, then entries without data; entry_num 0 written back", () => {
     const t = setup();
     const id = t.alloc({});
-    const uptr = t.sys.libc.malloc(4);
+    // Two entries: 1 (handled), then 0 (EINVAL from the driver).
+    const uptr = t.sys.libc.malloc(8);
+    t.sys.libc.poke(uptr, new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0]));
     expect(invalidate(t, { hwpt_id: id, data_uptr: uptr, entry_num: 1, __reserved: 1 })).toEqual({
       errno: EOPNOTSUPP,
       entryNum: 0,
@@ -259,6 +298,14 @@ describe("IOMMU_HWPT_INVALIDATE", () => {
       }),
     ).toEqual({ errno: EINVAL, entryNum: 0 });
     expect(IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX).toBe(1 << 19);
+    // At the bound the driver is reached: it handles the first entry, fails the second.
+    expect(
+      invalidate(t, {
+        hwpt_id: id,
+        data_uptr: uptr,
+        entry_num: IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX,
+      }),
+    ).toEqual({ errno: EINVAL, entryNum: 1 });
     expect(invalidate(t, { hwpt_id: id, data_uptr: 0n, entry_num: 1 })).toEqual({
       errno: EINVAL,
       entryNum: 0,
@@ -272,7 +319,7 @@ describe("IOMMU_HWPT_INVALIDATE", () => {
       errno: 0,
       entryNum: 0,
     });
-    expect(t.iommu.invalidated).toEqual([]);
+    expect(t.iommu.invalidated).toEqual([1]);
   });
 
   it("EINVAL for an IOAS or paging HWPT, ENOENT for no object", () => {
@@ -319,6 +366,110 @@ describe("IOMMU_HWPT_INVALIDATE", () => {
     });
     const id = sys.fd.hwptAlloc({ devId: idev.id, ptId: parent, dataType: DATA, data: u32(1) });
     expect(sys.fd.hwptInvalidate({ hwptId: id, dataType: INV, entries: [u32(1)] })).toEqual({
+      errno: EOPNOTSUPP,
+      entryNum: 0,
+    });
+  });
+});
+
+describe("nested HWPTs and invalidation through a vIOMMU", () => {
+  /** An SMMUv3 whose vIOMMUs get the ops the test gives (the SMMU's own, by default). */
+  function setupViommu(ops: (own: IommufdViommuOps, viommu: IommufdViommu) => IommufdViommuOps) {
+    class Smmu extends ArmSmmuV3IommufdDriver {
+      override viommuInit(v: IommufdViommu, parent: IommuDomain, data: IommuUserData | undefined) {
+        super.viommuInit(v, parent, data);
+        v.ops = ops(v.ops!, v);
+      }
+    }
+    const sys = createSystem();
+    const smmu = new Smmu(sys.kernel);
+    const dev = new IommuDevice("nic", smmu);
+    const idev = iommufdDeviceBind(sys.ctx, dev);
+    const ioas = sys.fd.ioasAlloc();
+    const s2 = sys.fd.hwptAlloc({
+      devId: idev.id,
+      ptId: ioas,
+      flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+    });
+    const viommuId = sys.fd.viommuAlloc({
+      devId: idev.id,
+      hwptId: s2,
+      type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
+    });
+    const viommu = sys.ctx.getObject<IommufdViommu>(viommuId, IOMMUFD_OBJ_VIOMMU);
+    sys.ctx.putObject(viommu);
+    const alloc = (flags: number, data?: Uint8Array) => () =>
+      sys.fd.hwptAlloc({
+        devId: idev.id,
+        ptId: viommuId,
+        flags,
+        ...(data ? { dataType: DATA, data } : {}),
+      });
+    return { sys, smmu, idev, s2, viommuId, viommu, alloc };
+  }
+
+  /** alloc_domain_nested of a vIOMMU that records its calls and takes any flags. */
+  function recordingOps() {
+    const calls: number[] = [];
+    const make = (own: IommufdViommuOps, v: IommufdViommu): IommufdViommuOps => ({
+      ...own,
+      allocDomainNested: (flags) => {
+        calls.push(flags);
+        return new IommuDomain({
+          type: IOMMU_DOMAIN_NESTED,
+          parent: v.hwpt.domain!,
+          geometry: { ...v.hwpt.domain!.geometry },
+          pgsizeBitmap: 0n,
+          ops: {},
+        });
+      },
+    });
+    return { calls, make };
+  }
+
+  it("flags other than FAULT_ID_VALID and PASID, or no data, are EOPNOTSUPP before the driver", () => {
+    const rec = recordingOps();
+    const t = setupViommu(rec.make);
+    const before = snapshot(t.sys);
+    expect(errnoOf(t.alloc(IOMMU_HWPT_ALLOC_NEST_PARENT, u32(1)))).toBe(EOPNOTSUPP);
+    expect(errnoOf(t.alloc(0))).toBe(EOPNOTSUPP);
+    expect(rec.calls).toEqual([]);
+    expect(snapshot(t.sys)).toBe(before);
+  });
+
+  it("the HWPT takes PASID compatibility from its flags, holds the vIOMMU, not the parent", () => {
+    const rec = recordingOps();
+    const t = setupViommu(rec.make);
+    const nested = (id: number) => {
+      const h = t.sys.ctx.getObject<IommufdHwptNested>(id, IOMMUFD_OBJ_HWPT_NESTED);
+      t.sys.ctx.putObject(h);
+      return h;
+    };
+    const a = t.alloc(IOMMU_HWPT_ALLOC_PASID, u32(1))();
+    const b = t.alloc(0, u32(1))();
+    expect(rec.calls).toEqual([IOMMU_HWPT_ALLOC_PASID, 0]);
+    expect([nested(a).pasidCompat, nested(b).pasidCompat]).toEqual([true, false]);
+    expect(nested(a).viommu).toBe(t.viommu);
+    expect(nested(a).parent.id).toBe(t.s2);
+    expect(nested(a).domain?.owner).toBe(t.smmu);
+    const domain = nested(a).domain!;
+    expect(errnoOf(() => t.sys.fd.destroy(t.viommuId))).toBe(EBUSY);
+    t.sys.fd.destroy(a);
+    t.sys.fd.destroy(b);
+    expect(domain.freed).toBe(true);
+    // Destroying them gave back the vIOMMU's references; the vIOMMU then gives back the parent's.
+    t.sys.fd.destroy(t.viommuId);
+    t.sys.fd.destroy(t.s2);
+  });
+
+  it("a vIOMMU without alloc_domain_nested or cache_invalidate is EOPNOTSUPP", () => {
+    const t = setupViommu(() => ({}));
+    const before = snapshot(t.sys);
+    expect(errnoOf(t.alloc(0, u32(1)))).toBe(EOPNOTSUPP);
+    expect(snapshot(t.sys)).toBe(before);
+    expect(
+      t.sys.fd.hwptInvalidate({ hwptId: t.viommuId, dataType: INV, entries: [u32(1)] }),
+    ).toEqual({
       errno: EOPNOTSUPP,
       entryNum: 0,
     });
