@@ -349,17 +349,19 @@ describe("the unmask eventfd (vfio_virqfd_enable)", () => {
   it("closing the eventfd tears the virqfd down, so another one can be set", () => {
     const m = machine();
     const { vdev, fd } = open(m, NIC);
-    intxOn(m, fd);
+    const e = intxOn(m, fd);
     const u = efd(m);
     expect(setIrqs(m, fd, { flags: EVENTFD | UNMASK, index: INTX, count: 1, data: [u] })).toBe(0);
     expect(setIrqs(m, fd, { flags: EVENTFD | UNMASK, index: INTX, count: 1, data: [efd(m)] })).toBe(
       -EBUSY,
     );
     pciIntxAssert(vdev.pdev);
+    expect(drain(m, e)).toBe(1);
     expect(m.libc.close(u)).toBe(0);
     expect(vdev.irqCtx.get(0)!.unmask).toBeUndefined();
-    // The release is not an unmask.
+    // The release (POLLHUP) is not an unmask: no handler, no second trigger.
     expect(vdev.irqCtx.get(0)!.masked).toBe(true);
+    expect(drain(m, e)).toBe(0);
     expect(setIrqs(m, fd, { flags: EVENTFD | UNMASK, index: INTX, count: 1, data: [efd(m)] })).toBe(
       0,
     );
@@ -481,6 +483,8 @@ describe("ERR and REQ", () => {
     expect(vdev.errTrigger).toBeUndefined();
     expect(setIrqs(m, fd, { flags: BOOL | TRIGGER, index: ERR, count: 0 })).toBe(-EINVAL);
     expect(setIrqs(m, fd, { flags: EVENTFD | TRIGGER, index: ERR, count: 0 })).toBe(-EINVAL);
+    // An AER report with no ERR eventfd goes nowhere.
+    vfioPciAerErrDetected(vdev);
     const e = efd(m);
     expect(setIrqs(m, fd, { flags: EVENTFD | TRIGGER, index: ERR, count: 1, data: [e] })).toBe(0);
     expect(setIrqs(m, fd, { flags: BOOL | TRIGGER, index: ERR, count: 1, data: [0] })).toBe(0);
