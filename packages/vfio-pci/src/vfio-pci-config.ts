@@ -217,11 +217,13 @@ function readChunk(
     return le(out, 0, size);
   }
   if (h === "msi") {
-    // A read covering Message Control shows the vectors enabled, not the device's capability.
+    // vfio_msi_config_read puts msi_qmax into the Multiple Message Capable bits of the word at
+    // the capability's start (the ID / next-pointer word), not of Message Control. The ID byte
+    // is not virtualized, so the update never reaches the user, who reads Message Control as
+    // vfio_config_init copied it from the device or as the user last wrote it.
     const at = base + PCI_MSI_FLAGS;
     if (pos <= at && pos + size >= at) {
-      const flags = (le(vconfig, at, 2) & ~PCI_MSI_FLAGS_QMASK) | (vdev.msiQmax << 1);
-      putLe(vconfig, at, 2, flags);
+      putLe(vconfig, base, 2, (le(vconfig, base, 2) & ~PCI_MSI_FLAGS_QMASK) | (vdev.msiQmax << 1));
     }
     const perm = msiPerm(vdev);
     const out = new Uint8Array(4);
