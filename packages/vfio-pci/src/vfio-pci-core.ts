@@ -23,6 +23,8 @@ import {
   type Vma,
   copyFromUser,
   copyToUser,
+  eventfdCtxFdget,
+  eventfdSignal,
   fail,
   isKernelError,
 } from "@x/kernel";
@@ -138,9 +140,8 @@ export class VfioPciCoreDevice extends VfioDevice {
   resetWorks = false;
   needsReset = false;
   pmRuntimeEngaged = false;
-  /** The wake-up fd's file of LOW_POWER_ENTRY_WITH_WAKEUP, with the times it was signalled. */
-  pmWakeFile: File | undefined;
-  wakeSignals = 0;
+  /** pm_wake_eventfd_ctx: the eventfd of LOW_POWER_ENTRY_WITH_WAKEUP, signalled at resume. */
+  pmWakeEventfdCtx: EventfdCtx | undefined;
   runtimeSuspended = false;
   private pmSave: PciSavedState | undefined;
   /** Config saved at open, put back by close (vdev->pci_saved_state). */
@@ -286,8 +287,8 @@ export class VfioPciCoreDevice extends VfioDevice {
     this.runtimeSave = undefined;
     this.runtimeSuspended = false;
     this.memoryLock.withWrite(() => {
-      if (this.pmWakeFile) {
-        this.wakeSignals++;
+      if (this.pmWakeEventfdCtx) {
+        eventfdSignal(this.pmWakeEventfdCtx);
         this.kernel.trace.emit("vfio-pci:wake", { dev: this.name });
         this.runtimePmExitLocked();
       }
@@ -315,18 +316,18 @@ export class VfioPciCoreDevice extends VfioDevice {
   private runtimePmExitLocked(): void {
     if (!this.pmRuntimeEngaged) return;
     this.pmRuntimeEngaged = false;
-    this.pmWakeFile?.put();
-    this.pmWakeFile = undefined;
+    this.pmWakeEventfdCtx?.put();
+    this.pmWakeEventfdCtx = undefined;
   }
 
   /** Trigger #5: revoke first, even when already engaged (then EINVAL). @see vfio_pci_runtime_pm_entry */
-  private runtimePmEntry(wake: File | undefined): void {
+  private runtimePmEntry(wake: EventfdCtx | undefined): void {
     this.zapAndDownWriteMemoryLock();
     try {
       vfioPciDmaBufMove(this, true);
       if (this.pmRuntimeEngaged) fail(EINVAL, "low power already engaged");
       this.pmRuntimeEngaged = true;
-      this.pmWakeFile = wake;
+      this.pmWakeEventfdCtx = wake;
     } finally {
       this.memoryLock.upWrite();
     }
@@ -626,9 +627,8 @@ export class VfioPciCoreDevice extends VfioDevice {
   }
 
   /**
-   * Decision: no eventfd exists in the model; the wake-up fd must name an open file, whose
-   * reference is held until the engaged state ends and which is "signalled" by counting.
-   * @see vfio_pci_core_pm_entry_with_wakeup
+   * The eventfd's context reference is the device's until the engaged state ends; a refused
+   * entry gives it back. @see vfio_pci_core_pm_entry_with_wakeup
    */
   private featurePmEntryWithWakeup(flags: number, arg: bigint, argsz: number): number {
     if (
@@ -645,11 +645,11 @@ export class VfioPciCoreDevice extends VfioDevice {
     );
     const fd = entry.getInt32(0, true);
     if (fd < 0) fail(EINVAL, "wakeup_eventfd");
-    const file = this.kernel.current.process.files.fget(fd);
+    const ctx = eventfdCtxFdget(this.kernel.current.process.files, fd);
     try {
-      this.runtimePmEntry(file);
+      this.runtimePmEntry(ctx);
     } catch (e) {
-      file.put();
+      ctx.put();
       throw e;
     }
     return 0;

@@ -8,7 +8,17 @@ import {
   dmaBufPut,
   symDmaBufIommufdMap,
 } from "@x/dmabuf";
-import { EINVAL, ENODEV, EOPNOTSUPP, Kernel, KernelWarning, Libc, isKernelError } from "@x/kernel";
+import {
+  EBADF,
+  EFD_NONBLOCK,
+  EINVAL,
+  ENODEV,
+  EOPNOTSUPP,
+  Kernel,
+  KernelWarning,
+  Libc,
+  isKernelError,
+} from "@x/kernel";
 import { pciRoot } from "../src/pci.js";
 import { loadVfioPci } from "../src/vfio-pci.js";
 import { describe, expect, it } from "vitest";
@@ -161,14 +171,35 @@ describe("exporter state machine", () => {
     expect([priv.state, imp.notifications, vdev.pdev.powerState]).toEqual(["live", 2, 0]);
   });
 
-  it("wake-up through the registered fd leaves low power but does not un-revoke", () => {
+  it("wake-up through the registered eventfd leaves low power but does not un-revoke", () => {
     const { m, vdev, fd, priv, imp } = withBuf();
     const wake = new Uint8Array(8);
+    // eventfd_ctx_fdget: a file that is not an eventfd is EINVAL, a closed descriptor EBADF;
+    // both leave the device awake and the buffer live.
     new DataView(wake.buffer).setInt32(0, fd, true);
+    expect(feature(m, fd, VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, wake)).toBe(-1);
+    expect(m.libc.errno).toBe(EINVAL);
+    new DataView(wake.buffer).setInt32(0, 999, true);
+    expect(feature(m, fd, VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, wake)).toBe(-1);
+    expect(m.libc.errno).toBe(EBADF);
+    expect([vdev.pmRuntimeEngaged, priv.state]).toEqual([false, "live"]);
+    const efd = m.libc.eventfd(0, EFD_NONBLOCK);
+    new DataView(wake.buffer).setInt32(0, efd, true);
     expect(feature(m, fd, VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, wake)).toBe(0);
+    const ctx = vdev.pmWakeEventfdCtx!;
+    expect(ctx.refcount).toBe(2);
     expect(priv.state).toBe("revoked");
+    // The device fd's ioctl resumes the device first (vfio_device_pm_runtime_get), which
+    // signals the registered eventfd and leaves the engaged state: a second entry succeeds.
+    expect(feature(m, fd, VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, wake)).toBe(0);
+    expect([vdev.pmWakeEventfdCtx, ctx.refcount]).toEqual([ctx, 2]);
     vdev.pmWake();
-    expect([vdev.wakeSignals, vdev.pmRuntimeEngaged, vdev.pdev.powerState]).toEqual([1, false, 0]);
+    expect([vdev.pmRuntimeEngaged, vdev.pdev.powerState]).toEqual([false, 0]);
+    // vfio_pci_runtime_resume signalled the eventfd at each wake-up and dropped its reference.
+    const count = new Uint8Array(8);
+    expect(m.libc.read(efd, count)).toBe(8);
+    expect(new DataView(count.buffer).getBigUint64(0, true)).toBe(2n);
+    expect([vdev.pmWakeEventfdCtx, ctx.refcount]).toEqual([undefined, 1]);
     expect([priv.state, imp.notifications]).toEqual(["revoked", 1]);
     cfgWrite(m, fd, PCI_COMMAND, 2, 2);
     expect([priv.state, imp.notifications]).toEqual(["live", 2]);
