@@ -23,11 +23,12 @@ describe("a concatenated stage-2 top (8 KiB pgd, 1024 entries)", () => {
     expect([pt.tableCount, pt.tableBytes]).toEqual([1, 8192]);
     expect(pt.topPa()).toBe(TABLE_PA_BASE - 8192n);
 
-    // Entries 0 and 512 of the top each get a level-1 and a level-0 table.
+    // Entries 0 and 512 of the top each get a level-1 table; the first has two leaf tables.
     iommuMap(d, 0x5000n, 0x100000n, 0x1000n, RW);
+    iommuMap(d, 0x203000n, 0x300000n, 0x1000n, RW);
     iommuMap(d, 512n * GIB + 0x7000n, 0x200000n, 0x1000n, IOMMU_READ);
-    expect([pt.tableCount, pt.tableBytes]).toEqual([5, 4 * 4096 + 8192]);
-    expect(pt.occupancy().map((o) => o.tables)).toEqual([2, 2, 1]);
+    expect([pt.tableCount, pt.tableBytes]).toEqual([6, 5 * 4096 + 8192]);
+    expect(pt.occupancy().map((o) => o.tables)).toEqual([3, 2, 1]);
 
     const image = ptImage(pt);
     const top = image.filter((e) => e.level === 2);
@@ -41,6 +42,7 @@ describe("a concatenated stage-2 top (8 KiB pgd, 1024 entries)", () => {
     const leaves = image.filter((e) => e.level === 0);
     expect(leaves.map((e) => [e.index, e.pte & ~0xfffn])).toEqual([
       [5, 0x100000n],
+      [3, 0x300000n],
       [7, 0x200000n],
     ]);
     // An empty item of the top has no image.
@@ -53,6 +55,6 @@ describe("a concatenated stage-2 top (8 KiB pgd, 1024 entries)", () => {
     pt.destroy();
     expect(Array.from(pt.alloc.perLevel)).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
     expect(pt.alloc.live).toBe(0);
-    expect(pt.alloc.released).toBe(4);
+    expect(pt.alloc.released).toBe(5);
   });
 });
