@@ -2,10 +2,16 @@
  * The edges of the VFIO type1 container emulation (drivers/iommu/iommufd/vfio_compat.c) that
  * compat-type1.test.ts's kselftest ports do not reach: IOMMU_VFIO_IOAS's refusals, MAP_DMA's
  * argsz / flags check and its READ / WRITE translation, TYPE1's cut at IOVA 0, DMA_CC_IOMMU
- * over an IOAS without domains, iommufd_get_pagesizes and the exact boundaries of
+ * with no, enforcing and mixed domains, iommufd_get_pagesizes and the exact boundaries of
  * VFIO_IOMMU_GET_INFO's capability chain.
  */
-import { type IommuDevice, type IommuDomain, IommuFault, iommuDeviceDma } from "@x/iommu-pgtable";
+import {
+  IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
+  type IommuDevice,
+  type IommuDomain,
+  IommuFault,
+  iommuDeviceDma,
+} from "@x/iommu-pgtable";
 import { EINVAL, EOPNOTSUPP, type Kernel } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
@@ -59,6 +65,13 @@ class SizedIommu extends TestIommu {
     const d = super.domainAllocPaging(dev, flags);
     (d as { pgsizeBitmap: bigint }).pgsizeBitmap = this.bitmap;
     return d;
+  }
+}
+
+/** A test IOMMU that also reports IOMMU_CAP_ENFORCE_CACHE_COHERENCY for its devices. */
+class CoherentIommu extends TestIommu {
+  override capable(dev: IommuDevice, cap: number): boolean {
+    return cap === IOMMU_CAP_ENFORCE_CACHE_COHERENCY || super.capable(dev, cap);
   }
 }
 
@@ -180,6 +193,17 @@ describe("VFIO_CHECK_EXTENSION(VFIO_DMA_CC_IOMMU) (iommufd_vfio_cc_iommu)", () =
   it("is 1 for a compat IOAS without domains: no domain fails to enforce coherency", () => {
     const { sys } = compatIoas(VFIO_TYPE1v2_IOMMU, false);
     expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU)).toBe(1);
+  });
+
+  it("is 1 while every domain enforces coherency, 0 once one does not", () => {
+    const sys = createSystem();
+    const ioas = sys.fd.ioasAlloc();
+    attachTestDevice(sys, ioas, { iommu: new CoherentIommu(sys.kernel, "coherent") });
+    sys.fd.vfioIoasSet(ioas);
+    expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU)).toBe(1);
+    // A device of an IOMMU without the capability gets a second, non-enforcing domain.
+    attachTestDevice(sys, ioas);
+    expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU)).toBe(0);
   });
 });
 
