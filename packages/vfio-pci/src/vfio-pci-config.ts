@@ -30,7 +30,6 @@ import {
   PCI_MSI_FLAGS_64BIT,
   PCI_MSI_FLAGS_ENABLE,
   PCI_MSI_FLAGS_MASKBIT,
-  PCI_MSI_FLAGS_QMASK,
   PCI_MSI_FLAGS_QSIZE,
   PCI_MSI_MASK_32,
   PCI_MSI_MASK_64,
@@ -217,14 +216,10 @@ function readChunk(
     return le(out, 0, size);
   }
   if (h === "msi") {
-    // vfio_msi_config_read puts msi_qmax into the Multiple Message Capable bits of the word at
-    // the capability's start (the ID / next-pointer word), not of Message Control. The ID byte
-    // is not virtualized, so the update never reaches the user, who reads Message Control as
-    // vfio_config_init copied it from the device or as the user last wrote it.
-    const at = base + PCI_MSI_FLAGS;
-    if (pos <= at && pos + size >= at) {
-      putLe(vconfig, base, 2, (le(vconfig, base, 2) & ~PCI_MSI_FLAGS_QMASK) | (vdev.msiQmax << 1));
-    }
+    // vfio_msi_config_read stores msi_qmax into bits 1–3 of the byte at the capability's start
+    // (its ID, not Message Control). The ID byte is not virtualized for MSI, so no read ever
+    // shows that store and the model leaves it out: the user reads Multiple Message Capable as
+    // vfio_config_init copied it from the device, or as the user last wrote it.
     const perm = msiPerm(vdev);
     const out = new Uint8Array(4);
     putLe(out, 0, size, phys);
