@@ -36,20 +36,27 @@ import {
 } from "../src/index.js";
 import { amdDomain, vtdDomain } from "./helpers.js";
 
+/**
+ * Both 4 KiB radix formats take 31..57 VA bits, the top level growing every 9 bits past 39;
+ * a width outside that range gets the format's own errno.
+ */
+function expectTopLevels(init: (va: number) => unknown, refused: number): void {
+  expect([30, 58].map(init)).toEqual([refused, refused]);
+  for (const [va, level] of [
+    [31, 2],
+    [39, 2],
+    [40, 3],
+    [48, 3],
+    [49, 4],
+    [57, 4],
+  ] as const) {
+    expect(init(va)).toEqual({ topLevel: level, maxVaLg2: va, maxOaLg2: 52 });
+  }
+}
+
 describe("vtdss_pt_iommu_fmt_init", () => {
   it("picks the top level from hw_max_vasz_lg2 and refuses widths outside 31..57", () => {
-    const top = (va: number) => vtdssFormat.init({ features: 0, hwMaxVaLg2: va });
-    expect([30, 58].map(top)).toEqual([-EOPNOTSUPP, -EOPNOTSUPP]);
-    for (const [va, level] of [
-      [31, 2],
-      [39, 2],
-      [40, 3],
-      [48, 3],
-      [49, 4],
-      [57, 4],
-    ] as const) {
-      expect(top(va)).toEqual({ topLevel: level, maxVaLg2: va, maxOaLg2: 52 });
-    }
+    expectTopLevels((va) => vtdssFormat.init({ features: 0, hwMaxVaLg2: va }), -EOPNOTSUPP);
     // Without a width the 48-bit table (4 levels).
     expect(vtdssFormat.init({ features: 0 })).toEqual({ topLevel: 3, maxVaLg2: 48, maxOaLg2: 52 });
   });
@@ -64,18 +71,7 @@ describe("vtdss_pt_iommu_fmt_init", () => {
 
 describe("x86_64_pt_iommu_fmt_init", () => {
   it("is -EINVAL outside 31..57 bits; (va - 31) / 9 + 2 levels inside", () => {
-    const top = (va: number) => x86_64Format.init({ features: 0, hwMaxVaLg2: va });
-    expect([30, 58].map(top)).toEqual([-EINVAL, -EINVAL]);
-    for (const [va, level] of [
-      [31, 2],
-      [39, 2],
-      [40, 3],
-      [48, 3],
-      [49, 4],
-      [57, 4],
-    ] as const) {
-      expect(top(va)).toEqual({ topLevel: level, maxVaLg2: va, maxOaLg2: 52 });
-    }
+    expectTopLevels((va) => x86_64Format.init({ features: 0, hwMaxVaLg2: va }), -EINVAL);
     expect(x86_64Format.init({ features: 0 })).toEqual({ topLevel: 3, maxVaLg2: 48, maxOaLg2: 52 });
     const oa = (hwMaxOaLg2: number) =>
       (x86_64Format.init({ features: 0, hwMaxOaLg2 }) as { maxOaLg2: number }).maxOaLg2;
