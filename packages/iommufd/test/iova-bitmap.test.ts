@@ -58,6 +58,20 @@ function run(
   return windows;
 }
 
+/** `run` over a walk that fails part way: the windows it reached and what it threw. */
+function runUntilError(kernel: Kernel, length: bigint, pageSize: bigint, data: bigint) {
+  const windows: Array<[bigint, bigint]> = [];
+  let err: unknown;
+  try {
+    run(kernel, 0n, length, pageSize, data, (_b, i, l) => {
+      windows.push([i, l]);
+    });
+  } catch (e) {
+    err = e;
+  }
+  return { windows, err };
+}
+
 describe("iova_bitmap", () => {
   it.each([
     [4096n, 12],
@@ -206,19 +220,7 @@ describe("iova_bitmap", () => {
     const { kernel, libc, base } = setup(PAGE_SIZE * 3);
     libc.munmap(base + BigInt(PAGE_SIZE), PAGE_SIZE);
     const length = BigInt(PAGE_SIZE * 8 * 3) * 4096n;
-    const bitmap = IovaBitmap.alloc(kernel, 0n, length, 4096n, base);
-    const windows: Array<[bigint, bigint]> = [];
-    let err: unknown;
-    kernel.runAs(kernel.current, () => {
-      try {
-        bitmap.forEach((_b, i, l) => {
-          windows.push([i, l]);
-        });
-      } catch (e) {
-        err = e;
-      }
-    });
-    bitmap.free();
+    const { windows, err } = runUntilError(kernel, length, 4096n, base);
     // The first window is the one page pinned; the next pin starts in the hole.
     expect(windows).toEqual([[0n, BigInt(PAGE_SIZE * 8) * 4096n]]);
     expect(isKernelError(err, EFAULT)).toBe(true);
@@ -254,19 +256,7 @@ describe("iova_bitmap: window lengths, pins and set-ahead (drivers/iommu/iommufd
     const { kernel, libc, base } = setup(PAGE_SIZE * 3);
     libc.munmap(base + BigInt(PAGE_SIZE), PAGE_SIZE);
     const length = BigInt(PAGE_SIZE * 8 + 1);
-    const bitmap = IovaBitmap.alloc(kernel, 0n, length, 1n, base);
-    const windows: Array<[bigint, bigint]> = [];
-    let err: unknown;
-    kernel.runAs(kernel.current, () => {
-      try {
-        bitmap.forEach((_b, i, l) => {
-          windows.push([i, l]);
-        });
-      } catch (e) {
-        err = e;
-      }
-    });
-    bitmap.free();
+    const { windows, err } = runUntilError(kernel, length, 1n, base);
     expect(windows).toEqual([[0n, BigInt(PAGE_SIZE * 8)]]);
     expect(isKernelError(err, EFAULT)).toBe(true);
   });
