@@ -37,47 +37,13 @@ import {
 import {
   MOCK_APERTURE,
   PAGE,
-  type TestSystem,
   anonBuffer,
-  attachTestDevice,
   createSystem,
   errnoOf,
   rawIoctl,
   snapshot,
 } from "./ioctl-helpers.js";
-
-function ioctlValue(sys: TestSystem, cmd: number, value: number): { ret: number; errno: number } {
-  sys.libc.errno = 0;
-  const ret = sys.libc.ioctl(sys.fd.fd, cmd, value);
-  return { ret, errno: ret < 0 ? sys.libc.errno : 0 };
-}
-
-/** vfio_compat_mock_domain: an IOAS with a device, made the compat IOAS, then SET_IOMMU. */
-function compat(type: number) {
-  const sys = createSystem();
-  const ioas = sys.fd.ioasAlloc();
-  attachTestDevice(sys, ioas);
-  sys.fd.vfioIoasSet(ioas);
-  expect(ioctlValue(sys, VFIO_SET_IOMMU, type).ret).toBe(0);
-  return { sys, ioas };
-}
-
-function mapDma(sys: TestSystem, vaddr: bigint, iova: bigint, size: bigint, flags = 3) {
-  return rawIoctl(
-    sys,
-    VFIO_IOMMU_MAP_DMA,
-    vfio_iommu_type1_dma_map.encode({ argsz: 32, flags, vaddr, iova, size }),
-  );
-}
-
-function unmapDma(sys: TestSystem, iova: bigint, size: bigint, flags = 0) {
-  const r = rawIoctl(
-    sys,
-    VFIO_IOMMU_UNMAP_DMA,
-    vfio_iommu_type1_dma_unmap.encode({ argsz: 24, flags, iova, size }),
-  );
-  return { ...r, size: vfio_iommu_type1_dma_unmap.decode(r.buf).size };
-}
+import { compatIoas, ioctlValue, mapDma, unmapDma } from "./compat-helpers.js";
 
 describe("container queries", () => {
   it("GET_API_VERSION and CHECK_EXTENSION need no IOAS", () => {
@@ -97,7 +63,7 @@ describe("container queries", () => {
   });
 
   it("type1 dirty logging is absent (vfio_compat.c): DIRTY_PAGES ENOTTY, GET_DIRTY_BITMAP unmap EINVAL, no migration cap", () => {
-    const { sys } = compat(VFIO_TYPE1v2_IOMMU);
+    const { sys } = compatIoas(VFIO_TYPE1v2_IOMMU);
     const buf = anonBuffer(sys.libc, PAGE);
     expect(mapDma(sys, buf, MOCK_APERTURE[0], PAGE).ret).toBe(0);
     // struct vfio_iommu_type1_dirty_bitmap {argsz, flags = VFIO_IOMMU_DIRTY_PAGES_FLAG_START (1)}
@@ -128,7 +94,7 @@ describe("container queries", () => {
   });
 
   it("DMA_CC_IOMMU answers for the domains of the compat IOAS", () => {
-    const { sys } = compat(VFIO_TYPE1v2_IOMMU);
+    const { sys } = compatIoas(VFIO_TYPE1v2_IOMMU);
     expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU).ret).toBe(0);
   });
 
@@ -140,7 +106,7 @@ describe("container queries", () => {
       [VFIO_TYPE1_IOMMU, 0n],
       [VFIO_TYPE1v2_IOMMU, 1n],
     ] as const) {
-      const { sys: s, ioas } = compat(type);
+      const { sys: s, ioas } = compatIoas(type);
       expect(
         s.fd.option({ optionId: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_GET, objectId: ioas }),
       ).toBe(huge);
@@ -188,7 +154,7 @@ describe("MAP_DMA / UNMAP_DMA", () => {
     ["Ver1v0", VFIO_TYPE1_IOMMU],
   ] as const) {
     it(`${name}: kselftest vfio_compat_mock_domain.map`, () => {
-      const { sys } = compat(type);
+      const { sys } = compatIoas(type);
       const buf = anonBuffer(sys.libc, 16n * PAGE);
       const base = MOCK_APERTURE[0];
       expect(mapDma(sys, buf, base, 16n * PAGE).ret).toBe(0);
@@ -215,7 +181,7 @@ describe("MAP_DMA / UNMAP_DMA", () => {
   }
 
   it("type1 v1 splits a mapping for a partial unmap; v2 refuses with ENOENT", () => {
-    const v1 = compat(VFIO_TYPE1_IOMMU).sys;
+    const v1 = compatIoas(VFIO_TYPE1_IOMMU).sys;
     const b1 = anonBuffer(v1.libc, 4n * PAGE);
     const base = MOCK_APERTURE[0];
     expect(mapDma(v1, b1, base, 4n * PAGE).ret).toBe(0);
@@ -225,7 +191,7 @@ describe("MAP_DMA / UNMAP_DMA", () => {
     expect(unmapDma(v1, base, 4n * PAGE).size).toBe(3n * PAGE);
     expect(v1.kernel.mem.totalPinned()).toBe(0);
 
-    const v2 = compat(VFIO_TYPE1v2_IOMMU).sys;
+    const v2 = compatIoas(VFIO_TYPE1v2_IOMMU).sys;
     const b2 = anonBuffer(v2.libc, 4n * PAGE);
     expect(mapDma(v2, b2, base, 4n * PAGE).ret).toBe(0);
     const before = snapshot(v2);
@@ -236,7 +202,7 @@ describe("MAP_DMA / UNMAP_DMA", () => {
   });
 
   it("an unmap error part way still reports the bytes already unmapped", () => {
-    const { sys } = compat(VFIO_TYPE1v2_IOMMU);
+    const { sys } = compatIoas(VFIO_TYPE1v2_IOMMU);
     const buf = anonBuffer(sys.libc, 4n * PAGE);
     const base = MOCK_APERTURE[0];
     expect(mapDma(sys, buf, base, PAGE).ret).toBe(0);
@@ -249,7 +215,7 @@ describe("MAP_DMA / UNMAP_DMA", () => {
 
 describe("VFIO_IOMMU_GET_INFO", () => {
   it("reports page sizes and the capability chain, or the size needed", () => {
-    const { sys } = compat(VFIO_TYPE1v2_IOMMU);
+    const { sys } = compatIoas(VFIO_TYPE1v2_IOMMU);
     // DMA_AVAIL is 12 bytes padded to 16 (each capability starts 8-byte aligned, vfio_compat.c).
     const need = 24 + 16 + 16 + 16;
     const short = rawIoctl(sys, VFIO_IOMMU_GET_INFO, vfio_iommu_type1_info.encode({ argsz: 24 }));
@@ -289,7 +255,7 @@ describe("VFIO_IOMMU_GET_INFO", () => {
   });
 
   it("argsz of 16 copies back only 16 bytes", () => {
-    const { sys } = compat(VFIO_TYPE1v2_IOMMU);
+    const { sys } = compatIoas(VFIO_TYPE1v2_IOMMU);
     const bytes = new Uint8Array(24).fill(0x5a);
     bytes.set(vfio_iommu_type1_info.encode({ argsz: 16 }).subarray(0, 16));
     const r = rawIoctl(sys, VFIO_IOMMU_GET_INFO, bytes);
@@ -321,7 +287,7 @@ describe("iommufdVfioCompatIoasId (vfio group attach without an IOAS)", () => {
 
 describe("typed layer for the container ioctls", () => {
   it("drives a type1 VMM session end to end", () => {
-    const { sys } = compat(VFIO_TYPE1v2_IOMMU);
+    const { sys } = compatIoas(VFIO_TYPE1v2_IOMMU);
     const fd = sys.fd;
     expect(fd.vfioGetApiVersion()).toBe(0);
     expect(fd.vfioCheckExtension(VFIO_TYPE1v2_IOMMU)).toBe(1);

@@ -124,7 +124,13 @@ function setup() {
     sys.ctx.putObject(h);
     return h;
   };
-  return { sys, iommu, ioas, dev, idev, parent, alloc, nested };
+  /** A 4-byte word in user memory: driver data for a raw HWPT_ALLOC or an invalidation. */
+  const userWord = (v: number) => {
+    const p = sys.libc.malloc(4);
+    sys.libc.poke(p, u32(v));
+    return p;
+  };
+  return { sys, iommu, ioas, dev, idev, parent, alloc, nested, userWord };
 }
 
 describe("IOMMU_HWPT_ALLOC on a nest parent", () => {
@@ -203,11 +209,7 @@ describe("IOMMU_HWPT_ALLOC on a nest parent", () => {
       pt_id: t.parent,
       data_type: DATA,
       data_len: 4,
-      data_uptr: (() => {
-        const p = t.sys.libc.malloc(4);
-        t.sys.libc.poke(p, u32(1));
-        return p;
-      })(),
+      data_uptr: t.userWord(1),
       fault_id: f.out_fault_id,
     }).out.out_hwpt_id;
     expect(t.nested(id).fault?.id).toBe(f.out_fault_id);
@@ -230,11 +232,7 @@ describe("IOMMU_HWPT_ALLOC on a nest parent", () => {
         pt_id: t.parent,
         data_type: DATA,
         data_len: 4,
-        data_uptr: (() => {
-          const p = t.sys.libc.malloc(4);
-          t.sys.libc.poke(p, u32(1));
-          return p;
-        })(),
+        data_uptr: t.userWord(1),
         fault_id: 1 << 30,
       }),
     );
@@ -324,8 +322,7 @@ describe("IOMMU_HWPT_INVALIDATE", () => {
 
   it("EINVAL for an IOAS or paging HWPT, ENOENT for no object", () => {
     const t = setup();
-    const uptr = t.sys.libc.malloc(4);
-    t.sys.libc.poke(uptr, u32(1));
+    const uptr = t.userWord(1);
     for (const id of [t.ioas, t.parent])
       expect(invalidate(t, { hwpt_id: id, data_uptr: uptr, entry_num: 1 })).toEqual({
         errno: EINVAL,

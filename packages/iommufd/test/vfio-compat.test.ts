@@ -25,15 +25,12 @@ import {
   VFIO_DMA_MAP_FLAG_READ,
   VFIO_DMA_MAP_FLAG_WRITE,
   VFIO_IOMMU_GET_INFO,
-  VFIO_IOMMU_MAP_DMA,
   VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
   VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
   VFIO_IOMMU_UNMAP_DMA,
-  VFIO_SET_IOMMU,
   VFIO_TYPE1_IOMMU,
   VFIO_TYPE1v2_IOMMU,
   iommu_vfio_ioas,
-  vfio_iommu_type1_dma_map,
   vfio_iommu_type1_dma_unmap,
   vfio_iommu_type1_info,
   vfio_iommu_type1_info_cap_iova_range,
@@ -51,6 +48,7 @@ import {
   rawIoctl,
   snapshot,
 } from "./ioctl-helpers.js";
+import { compatIoas, ioctlValue, mapDma } from "./compat-helpers.js";
 
 /** A test IOMMU whose paging domains advertise `bitmap` as their page sizes. */
 class SizedIommu extends TestIommu {
@@ -73,36 +71,6 @@ class CoherentIommu extends TestIommu {
   override capable(dev: IommuDevice, cap: number): boolean {
     return cap === IOMMU_CAP_ENFORCE_CACHE_COHERENCY || super.capable(dev, cap);
   }
-}
-
-function ioctlValue(sys: TestSystem, cmd: number, value: number): number {
-  sys.libc.errno = 0;
-  return sys.libc.ioctl(sys.fd.fd, cmd, value);
-}
-
-/** A compat IOAS (no device unless `withDevice`) after SET_IOMMU(type). */
-function compatIoas(type: number, withDevice = true) {
-  const sys = createSystem();
-  const ioas = sys.fd.ioasAlloc();
-  const dev = withDevice ? attachTestDevice(sys, ioas).dev : undefined;
-  sys.fd.vfioIoasSet(ioas);
-  expect(ioctlValue(sys, VFIO_SET_IOMMU, type)).toBe(0);
-  return { sys, ioas, dev };
-}
-
-function mapDma(
-  sys: TestSystem,
-  vaddr: bigint,
-  iova: bigint,
-  size: bigint,
-  flags: number,
-  argsz = 32,
-) {
-  return rawIoctl(
-    sys,
-    VFIO_IOMMU_MAP_DMA,
-    vfio_iommu_type1_dma_map.encode({ argsz, flags, vaddr, iova, size }),
-  );
 }
 
 /** GET_INFO on a 128-byte user buffer filled with 0x5a past the 24-byte header. */
@@ -192,7 +160,7 @@ describe("VFIO_IOMMU_UNMAP_DMA on TYPE1 (iommufd_vfio_unmap_dma)", () => {
 describe("VFIO_CHECK_EXTENSION(VFIO_DMA_CC_IOMMU) (iommufd_vfio_cc_iommu)", () => {
   it("is 1 for a compat IOAS without domains: no domain fails to enforce coherency", () => {
     const { sys } = compatIoas(VFIO_TYPE1v2_IOMMU, false);
-    expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU)).toBe(1);
+    expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU).ret).toBe(1);
   });
 
   it("is 1 while every domain enforces coherency, 0 once one does not", () => {
@@ -200,10 +168,10 @@ describe("VFIO_CHECK_EXTENSION(VFIO_DMA_CC_IOMMU) (iommufd_vfio_cc_iommu)", () =
     const ioas = sys.fd.ioasAlloc();
     attachTestDevice(sys, ioas, { iommu: new CoherentIommu(sys.kernel, "coherent") });
     sys.fd.vfioIoasSet(ioas);
-    expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU)).toBe(1);
+    expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU).ret).toBe(1);
     // A device of an IOMMU without the capability gets a second, non-enforcing domain.
     attachTestDevice(sys, ioas);
-    expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU)).toBe(0);
+    expect(ioctlValue(sys, VFIO_CHECK_EXTENSION, VFIO_DMA_CC_IOMMU).ret).toBe(0);
   });
 });
 

@@ -477,12 +477,17 @@ describe("pin_user_pages: ranges and runs (mm/gup.c)", () => {
     unpinUserPageRuns(k, cache, false);
   });
 
+  /** Two 2 MiB hugetlb folios of a memfd, mapped shared (nothing allocated yet). */
+  function hugeMapping(libc: Libc): bigint {
+    const fd = libc.memfdCreate("h", MFD_HUGETLB | MFD_HUGE_2MB);
+    libc.ftruncate(fd, 4n << 20n);
+    return libc.mmap(0n, 4n << 20n, RW, MAP_SHARED, fd, 0);
+  }
+
   it("steps a huge mapping folio by folio from a start inside one", () => {
     const { k, libc } = setup();
     const mm = libc.process.mm;
-    const fd = libc.memfdCreate("h", MFD_HUGETLB | MFD_HUGE_2MB);
-    libc.ftruncate(fd, 4n << 20n);
-    const va = libc.mmap(0n, 4n << 20n, RW, MAP_SHARED, fd, 0);
+    const va = hugeMapping(libc);
     // The second folio is allocated first, so the two are not in address order.
     const second = new PfnRuns();
     pinUserPages(k, mm, va + (2n << 20n), 1, 0, second);
@@ -501,9 +506,7 @@ describe("pin_user_pages: ranges and runs (mm/gup.c)", () => {
   it("pins a range ending inside a huge folio up to its end only; private hugetlb memory as huge folios", () => {
     const { k, libc } = setup();
     const mm = libc.process.mm;
-    const fd = libc.memfdCreate("h", MFD_HUGETLB | MFD_HUGE_2MB);
-    libc.ftruncate(fd, 4n << 20n);
-    const va = libc.mmap(0n, 4n << 20n, RW, MAP_SHARED, fd, 0);
+    const va = hugeMapping(libc);
     const runs = new PfnRuns();
     expect(pinUserPages(k, mm, va + 4096n, 1000, LT, runs)).toBe(1000);
     expect([runs.totalPages, k.mem.totalPinned()]).toEqual([1000, 1000]);
