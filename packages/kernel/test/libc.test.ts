@@ -26,6 +26,10 @@ import {
   O_CLOEXEC,
   O_RDONLY,
   O_RDWR,
+  O_WRONLY,
+  ECHILD,
+  POLLIN,
+  type PollFd,
   PROT_READ,
   PROT_WRITE,
   RLIMIT_NOFILE,
@@ -368,5 +372,208 @@ describe("Libc memory and files", () => {
     expect(libc.peek(b, 1)[0]).toBe(3);
     expect(libc.mmap(0n, 1n << 50n, PROT_READ, MAP_SHARED, d, 0)).toBe(-1n);
     expect(libc.errno).toBe(ENOMEM);
+  });
+});
+
+/** TASK_SIZE_MAX of x86-64 with 4-level paging (arch/x86/include/asm/page_64_types.h). */
+const TASK_SIZE = (1n << 47n) - 4096n;
+
+/** A device recording every read and write with the position it was given. */
+function posDevice(k: Kernel, keepsPos = false): { calls: string[] } {
+  const state = { calls: [] as string[] };
+  const fops: FileOperations = {
+    name: keepsPos ? "stream" : "pos",
+    keepsPos,
+    read(_f, len, pos) {
+      state.calls.push(`read ${len}@${pos}`);
+      return new Uint8Array(len).fill(Number(pos & 0xffn));
+    },
+    write(_f, data, pos) {
+      state.calls.push(`write ${data.length}@${pos}`);
+      return data.length;
+    },
+  };
+  k.registerDevice(`/dev/${fops.name}`, (_k, flags) => new File(fops, null, flags));
+  return state;
+}
+
+describe("Libc system-call edges", () => {
+  it("read(2) checks access_ok before asking the file; a fault copying out comes after", () => {
+    const { k, libc } = setup();
+    const dev = posDevice(k);
+    const fd = libc.open("/dev/pos", O_RDWR);
+    for (const [addr, count] of [
+      [-4096n, 1],
+      [TASK_SIZE + 1n, 0],
+      [TASK_SIZE - 10n, 11],
+    ] as const) {
+      expect(libc.read(fd, addr, count)).toBe(-1);
+      expect(libc.errno).toBe(EFAULT);
+    }
+    expect(dev.calls).toEqual([]);
+    // Inside TASK_SIZE but unmapped: the file is read, then copy_to_user faults.
+    expect(libc.read(fd, TASK_SIZE - 10n, 10)).toBe(-1);
+    expect(libc.errno).toBe(EFAULT);
+    expect(dev.calls).toEqual(["read 10@0"]);
+    // Empty reads at the ends of the range pass access_ok.
+    expect(libc.read(fd, 0n, 0)).toBe(0);
+    expect(libc.read(fd, TASK_SIZE, 0)).toBe(0);
+    expect(libc.write(fd, TASK_SIZE + 1n, 1)).toBe(-1);
+    expect(libc.errno).toBe(EFAULT);
+    expect(dev.calls).toEqual(["read 10@0", "read 0@0", "read 0@0"]);
+  });
+
+  it("read/write advance f_pos, except for a stream file; pread/pwrite never do", () => {
+    const { k, libc } = setup();
+    const dev = posDevice(k);
+    const fd = libc.open("/dev/pos", O_RDWR);
+    const buf = new Uint8Array(3);
+    expect(libc.read(fd, buf)).toBe(3);
+    expect(libc.write(fd, new Uint8Array(4))).toBe(4);
+    expect(libc.read(fd, buf)).toBe(3);
+    expect([...buf]).toEqual([7, 7, 7]);
+    expect(libc.pread(fd, buf, 100)).toBe(3);
+    expect(libc.pwrite(fd, buf, 200)).toBe(3);
+    expect(libc.write(fd, buf)).toBe(3);
+    expect(dev.calls).toEqual([
+      "read 3@0",
+      "write 4@3",
+      "read 3@7",
+      "read 3@100",
+      "write 3@200",
+      "write 3@10",
+    ]);
+    const stream = posDevice(k, true);
+    const s = libc.open("/dev/stream", O_RDWR);
+    libc.read(s, buf);
+    libc.write(s, buf);
+    libc.read(s, buf);
+    expect(stream.calls).toEqual(["read 3@0", "write 3@0", "read 3@0"]);
+  });
+
+  it("EBADF for the wrong access mode, EINVAL for a file without the method or a negative offset", () => {
+    const { k, libc } = setup();
+    const dev = posDevice(k);
+    const wo = libc.open("/dev/pos", O_WRONLY);
+    const buf = new Uint8Array(2);
+    expect(libc.pread(wo, buf, 0)).toBe(-1);
+    expect(libc.errno).toBe(EBADF);
+    const rw = libc.open("/dev/pos", O_RDWR);
+    expect(libc.pwrite(rw, buf, -1)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    expect(dev.calls).toEqual([]);
+    const none = libc.process.files.install(new File({ name: "none" }, undefined, O_RDWR));
+    expect(libc.read(none, buf)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    expect(libc.write(none, buf)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+  });
+
+  it("ftruncate: a zero length is fine; a memfd opened read-only is EINVAL", () => {
+    const { libc } = setup();
+    const m = libc.memfdCreate("m", 0);
+    expect(libc.ftruncate(m, 4096)).toBe(0);
+    expect(libc.ftruncate(m, 0)).toBe(0);
+    // The same inode opened O_RDONLY, as a reopen through /proc/self/fd would give.
+    const f = libc.process.files.lookup(m);
+    const ro = libc.process.files.install(new File(f.fops, f.priv, O_RDONLY));
+    expect(libc.ftruncate(ro, 4096)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+  });
+
+  it("fcntl: F_DUPFD from 0 up to RLIMIT_NOFILE - 1, EINVAL outside; F_SETFD clears FD_CLOEXEC", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    const fd = libc.open("/dev/echo", O_RDWR | O_CLOEXEC);
+    expect(libc.fcntl(fd, F_DUPFD, 0)).toBe(1);
+    libc.setrlimit(RLIMIT_NOFILE, 8);
+    expect(libc.fcntl(fd, F_DUPFD, 7)).toBe(7);
+    for (const arg of [-1, 8]) {
+      expect(libc.fcntl(fd, F_DUPFD, arg)).toBe(-1);
+      expect(libc.errno).toBe(EINVAL);
+    }
+    expect(libc.process.files.openCount).toBe(3);
+    expect(libc.fcntl(fd, F_GETFD)).toBe(FD_CLOEXEC);
+    expect(libc.fcntl(fd, F_SETFD, 2)).toBe(0);
+    expect(libc.fcntl(fd, F_GETFD)).toBe(0);
+  });
+
+  it("setrlimit: 0 is a limit, a negative or fractional value is EINVAL", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    expect(libc.setrlimit(RLIMIT_NOFILE, -1)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    expect(libc.setrlimit(RLIMIT_NOFILE, 1.5)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    expect(libc.setrlimit(RLIMIT_NOFILE, 0)).toBe(0);
+    expect(libc.open("/dev/echo", O_RDWR)).toBe(-1);
+    expect(libc.errno).toBe(EMFILE);
+    const fds: [number, number] = [-1, -1];
+    expect(libc.pipe2(fds, 0)).toBe(-1);
+    expect(libc.errno).toBe(EMFILE);
+    expect(fds).toEqual([-1, -1]);
+  });
+
+  it("poll: nfds up to RLIMIT_NOFILE; a ready descriptor returns even with no timeout", () => {
+    const { libc } = setup();
+    const efd = libc.eventfd(1, 0);
+    libc.setrlimit(RLIMIT_NOFILE, 2);
+    const entry = (): PollFd => ({ fd: efd, events: POLLIN, revents: 0 });
+    expect(libc.poll([entry(), entry(), entry()], 0)).toBe(-1);
+    expect(libc.errno).toBe(EINVAL);
+    const two = [entry(), entry()];
+    expect(libc.poll(two, -1)).toBe(2);
+    expect(two.map((p) => p.revents)).toEqual([POLLIN, POLLIN]);
+    expect(() => libc.poll([{ fd: -1, events: POLLIN, revents: 0 }], -1)).toThrow(
+      /poll with no timeout/,
+    );
+  });
+
+  it("waitpid reaps the child asked for, and only an exited one", () => {
+    const { libc } = setup();
+    const a = libc.fork();
+    const b = libc.fork();
+    b.exit(3);
+    expect(() => libc.waitpid(a.pid)).toThrow(/waitpid for running child/);
+    const status = { value: -1 };
+    expect(libc.waitpid(b.pid, status)).toBe(b.pid);
+    expect(status.value >> 8).toBe(3);
+    expect(libc.waitpid(b.pid)).toBe(-1);
+    expect(libc.errno).toBe(ECHILD);
+    a.exit();
+    expect(libc.waitpid(a.pid)).toBe(a.pid);
+  });
+
+  it("ioctl structs live in one scratch mapping, grown to whole pages only when too small", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    const fd = libc.open("/dev/echo", O_RDWR);
+    const mapped = (): bigint =>
+      libc.process.mm.vmaList().reduce((s, v) => s + v.endAddr - v.startAddr, 0n);
+    expect(libc.ioctl(fd, 1, new Uint8Array(0))).toBe(-1);
+    expect(libc.errno).toBe(EFAULT);
+    expect(mapped()).toBe(0n);
+    expect(libc.ioctl(fd, 1, new Uint8Array(4096))).toBe(7);
+    expect(libc.ioctl(fd, 1, new Uint8Array(8))).toBe(7);
+    expect(mapped()).toBe(4096n);
+    const big = new Uint8Array(5000);
+    expect(libc.ioctl(fd, 1, big)).toBe(7);
+    expect(big[0]).toBe(1);
+    expect(mapped()).toBe(4096n + 8192n);
+  });
+
+  it("malloc packs 64-byte slots into 1 MiB chunks and maps a larger request whole", () => {
+    const { libc } = setup();
+    const a = libc.malloc(10);
+    expect(libc.malloc(64)).toBe(a + 64n);
+    expect(libc.malloc(65)).toBe(a + 128n);
+    const c = libc.malloc(8192);
+    expect(c).toBe(a + 256n);
+    // Exactly to the chunk's end: still this chunk.
+    expect(libc.malloc((1 << 20) - 256 - 8192)).toBe(c + 8192n);
+    const big = libc.malloc((3 << 20) + 1);
+    const vma = libc.process.mm.vmaAt(big);
+    expect(vma?.startAddr).toBe(big);
+    expect(vma?.endAddr).toBe(big + (3n << 20n) + 4096n);
   });
 });
