@@ -6,6 +6,9 @@
  * own tests: `MUTATE_PKG=dmabuf pnpm mutate`. The HTML and JSON reports go to
  * reports/mutation/.
  */
+// Read by vitest.shared.ts in the test-runner processes StrykerJS forks from this one.
+process.env.X_MUTATE = "1";
+
 const CORE = ["kernel", "iommu-pgtable", "dmabuf", "iommufd", "vfio-pci"];
 const pkg = process.env.MUTATE_PKG;
 if (pkg !== undefined && !CORE.includes(pkg)) throw new Error(`MUTATE_PKG: one of ${CORE}`);
