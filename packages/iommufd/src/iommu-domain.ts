@@ -73,7 +73,8 @@ export function domainIovaToPhys(domain: IoptDomain, iova: bigint): bigint {
 /**
  * Read back the frames mapped from page-aligned `iova` on, as contiguous (pfn, npages) runs,
  * until `fn` returns false, a hole, or `npages` pages. Reads in growing chunks so a caller
- * that stops early (a full batch) does not pay for the whole range.
+ * that stops early (a full batch) does not pay for the whole range. The range lies inside the
+ * 64-bit space (an area's), so its frames fit the PFN-level read.
  */
 export function domainReadRange(
   domain: IoptDomain,
@@ -84,7 +85,7 @@ export function domainReadRange(
   let iovaPfn = Number(iova >> 12n);
   let left = npages;
   let chunk = 512;
-  if (!domain.pt || iova & PAGE_MASK || iovaPfn + npages > PFN_LIMIT) {
+  if (!domain.pt || iova & PAGE_MASK) {
     for (; left > 0; left--, iova += 4096n) {
       const pa = iommuIovaToPhys(domain, iova);
       if (pa === 0n || !fn(Number(pa >> 12n), 1)) return;
