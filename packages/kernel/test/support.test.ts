@@ -1,5 +1,5 @@
 import { inspect } from "node:util";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   CAP_IPC_LOCK,
   CAP_SYS_ADMIN,
@@ -69,8 +69,12 @@ describe("errno and errors", () => {
     expectErrno(() => fail(EINVAL, "length", { length: 0n }), EINVAL);
   });
 
-  it("a KernelError carries a stack by default and prints it when inspected", () => {
-    const e = new KernelError(ENOENT, "iommu_ioas_unmap", { iova: 0x10000n });
+  it("a KernelError carries a stack by default and prints it when inspected", async () => {
+    // A fresh error.ts: a fault injector another test file left armed turns stacks off for
+    // the module it shares (`pnpm mutate` runs the files in one module graph).
+    vi.resetModules();
+    const fresh = await import("../src/error.js");
+    const e = new fresh.KernelError(ENOENT, "iommu_ioas_unmap", { iova: 0x10000n });
     expect(e.stack).toMatch(/support\.test\.ts/);
     const shown = inspect(e);
     expect(shown.split("\n")[0]).toBe("KernelError: ENOENT (2): iommu_ioas_unmap: iova=0x10000");
