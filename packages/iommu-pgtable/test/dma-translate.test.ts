@@ -8,8 +8,6 @@
  *
  * @see drivers/iommu/iommu.c (iommu_iova_to_phys), include/linux/iommu.h (struct iommu_ops)
  */
-// @ts-nocheck
-
 import { describe, expect, it } from "vitest";
 import {
   IOMMU_DOMAIN_NESTED,
@@ -71,6 +69,14 @@ describe("iommuTranslate / iommuPagingDma", () => {
       "device",
     );
     expect(dev.faultCount).toBe(4);
+    // A blocked domain built over a table is blocked before its (empty) table is read.
+    const overTable = iommuptDomainAlloc(
+      { format: amdv1Format, features: 0, startingLevel: 2 },
+      { type: IOMMU_DOMAIN_BLOCKED },
+    );
+    expect(faultOf(() => iommuPagingDma(overTable, dev, 0x1000n, 0x10n, IOMMU_READ)).reason).toBe(
+      "blocked",
+    );
   });
 
   it("a domain without a table goes through the driver's iova_to_phys", () => {

@@ -6,10 +6,6 @@
  * @see drivers/iommu/generic_pt/fmt/vtdss.h vtdss_pt_iommu_fmt_init, vtdss_pt_iommu_set_prot,
  *      drivers/iommu/generic_pt/fmt/x86_64.h x86_64_pt_iommu_fmt_init
  */
-// @ts-nocheck
-
-//
-
 import { EINVAL, EOPNOTSUPP } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import { amdv1MockFormat } from "../src/fmt/amdv1.js";
@@ -311,7 +307,7 @@ describe("arm_lpae_prot_to_pte and the LPAE output address", () => {
   it("a 64 KiB granule packs PA bits 51:48 into PTE bits 15:12; smaller granules keep 47:12", () => {
     const pa = (0xfn << 48n) | 0x10000n;
     expect(leaf(1, 16, 0, IOMMU_READ | IOMMU_WRITE, pa)).toBe(0x1f000n | 0xe43n);
-    expect(armLpaeFormat({ stage: 1, granuleLg2: 16 }).encodeTable(pa, 1)).toBe(0x1f003n);
+    expect(armLpaeFormat({ stage: 1, granuleLg2: 16 }).encodeTable(pa, 1, 0)).toBe(0x1f003n);
     expect(leaf(1, 12, 0, IOMMU_READ | IOMMU_WRITE, pa)).toBe(0x10000n | 0xe43n);
     expect(leaf(1, 14, 0, IOMMU_READ | IOMMU_WRITE, pa)).toBe(0x10000n | 0xe43n);
   });
