@@ -25,6 +25,11 @@ const lines = process.env.MUTATE_LINES;
 if (lines !== undefined && (file === undefined || !/^\d+-\d+$/.test(lines)))
   throw new Error("MUTATE_LINES=<from>-<to> needs MUTATE_FILE");
 const range = lines ? `:${lines}` : "";
+// MUTATE_TESTS=all runs a shard against the tests of the whole repository rather than its
+// package's own: for code a package provides only for another package's tests to drive
+// (iommu-pgtable's arm-smmu-v3-nested.ts, the SMMUv3 nested walk @x/iommufd's nesting tests use).
+const allTests = process.env.MUTATE_TESTS === "all";
+if (allTests && file === undefined) throw new Error("MUTATE_TESTS=all needs MUTATE_FILE");
 const suffix = pkg
   ? `-${pkg}${file ? `-${file.replaceAll("/", "-")}${lines ? `-L${lines}` : ""}` : ""}`
   : "";
@@ -39,8 +44,8 @@ export default {
   // Tests reach sibling packages through the @x/source condition, not relative imports, so
   // "related" test lookup would miss them; per-test coverage picks the tests to run instead.
   vitest: {
-    configFile: pkg ? `packages/${pkg}/vitest.config.ts` : "vitest.config.ts",
-    ...(pkg ? { dir: `packages/${pkg}` } : {}),
+    configFile: pkg && !allTests ? `packages/${pkg}/vitest.config.ts` : "vitest.config.ts",
+    ...(pkg && !allTests ? { dir: `packages/${pkg}` } : {}),
     related: false,
   },
   mutate: [
