@@ -89,6 +89,7 @@ export {
   F_SETFD,
   Libc,
   MAP_FAILED,
+  type PollFd,
   SIGABRT,
 } from "./libc.js";
 export { U64_MAX } from "./limits.js";

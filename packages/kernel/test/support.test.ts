@@ -31,7 +31,6 @@ import {
   errnoName,
   fail,
   isKernelError,
-  withoutErrorStacks,
 } from "../src/index.js";
 import { expectErrno } from "./helpers.js";
 
@@ -41,6 +40,8 @@ declare module "../src/index.js" {
   }
 }
 
+// The stack tests evaluate error.ts afresh: a fault injector another test file left armed keeps
+// stacks off in the module they share (`pnpm mutate` runs the files in one module graph).
 describe("errno and errors", () => {
   it("uses the asm-generic values and names", () => {
     expect(ERRNO_NAMES[22]).toBe("EINVAL");
@@ -70,8 +71,6 @@ describe("errno and errors", () => {
   });
 
   it("a KernelError carries a stack by default and prints it when inspected", async () => {
-    // A fresh error.ts: a fault injector another test file left armed turns stacks off for
-    // the module it shares (`pnpm mutate` runs the files in one module graph).
     vi.resetModules();
     const fresh = await import("../src/error.js");
     const e = new fresh.KernelError(ENOENT, "iommu_ioas_unmap", { iova: 0x10000n });
@@ -81,7 +80,10 @@ describe("errno and errors", () => {
     expect(shown).toMatch(/\n +at .*support\.test\.ts/);
   });
 
-  it("no stacks while a fault injector is armed or inside withoutErrorStacks", () => {
+  it("no stacks while a fault injector is armed or inside withoutErrorStacks", async () => {
+    vi.resetModules();
+    const { FaultInjector } = await import("../src/fault.js");
+    const { KernelError, withoutErrorStacks } = await import("../src/error.js");
     const fault = new FaultInjector();
     fault.arm(3);
     const armed = new KernelError(ENOMEM, "injected");
