@@ -25,11 +25,12 @@ const lines = process.env.MUTATE_LINES;
 if (lines !== undefined && (file === undefined || !/^\d+-\d+$/.test(lines)))
   throw new Error("MUTATE_LINES=<from>-<to> needs MUTATE_FILE");
 const range = lines ? `:${lines}` : "";
-// MUTATE_TESTS=all runs a shard against the tests of the whole repository rather than its
-// package's own: for code a package provides only for another package's tests to drive
-// (iommu-pgtable's arm-smmu-v3-nested.ts, the SMMUv3 nested walk @x/iommufd's nesting tests use).
-const allTests = process.env.MUTATE_TESTS === "all";
-if (allTests && file === undefined) throw new Error("MUTATE_TESTS=all needs MUTATE_FILE");
+// MUTATE_TESTS=<pkg> runs a shard against another package's tests instead of its own: for code
+// a package provides only for a dependent's tests to drive (iommu-pgtable's
+// arm-smmu-v3-nested.ts, the SMMUv3 nested walk that @x/iommufd's nesting tests use).
+const testsPkg = process.env.MUTATE_TESTS ?? pkg;
+if (testsPkg !== pkg && (file === undefined || !CORE.includes(testsPkg)))
+  throw new Error(`MUTATE_TESTS: one of ${CORE}, with MUTATE_FILE`);
 const suffix = pkg
   ? `-${pkg}${file ? `-${file.replaceAll("/", "-")}${lines ? `-L${lines}` : ""}` : ""}`
   : "";
@@ -44,8 +45,8 @@ export default {
   // Tests reach sibling packages through the @x/source condition, not relative imports, so
   // "related" test lookup would miss them; per-test coverage picks the tests to run instead.
   vitest: {
-    configFile: pkg && !allTests ? `packages/${pkg}/vitest.config.ts` : "vitest.config.ts",
-    ...(pkg && !allTests ? { dir: `packages/${pkg}` } : {}),
+    configFile: pkg ? `packages/${testsPkg}/vitest.config.ts` : "vitest.config.ts",
+    ...(pkg ? { dir: `packages/${testsPkg}` } : {}),
     related: false,
   },
   mutate: [
