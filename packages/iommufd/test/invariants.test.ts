@@ -327,6 +327,17 @@ describe("I1 / I2: dma-buf areas", () => {
     expect(domains).toHaveLength(2);
   });
 
+  it("I2: an entry left for a domain the IOAS no longer has", () => {
+    const m = machine();
+    const { iopt, domains } = m.withDomains(2);
+    const { area } = m.mapDmabuf(iopt);
+    const gone = domains[1] as IommuDomain;
+    iopt.tableRemoveDomain(gone);
+    m.healthy([iopt]);
+    pagesOf(area).dmabuf?.tracker.push({ area, domain: gone });
+    expectBroken("I2", [iopt]);
+  });
+
   it("I2: an entry in the tracker of another dma-buf's pages", () => {
     const m = machine();
     const { iopt, domains } = m.withDomains();
