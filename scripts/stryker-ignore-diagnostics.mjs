@@ -6,7 +6,9 @@
  * `new KernelWarning(...)`, `new LockdepError(...)`. Their other arguments (the reason string and
  * the values that explain it) are words for a person: the kernel returns -errno or prints a
  * backtrace without them, so emptying or rewriting them changes nothing a test may assert.
- * Mutants of the errno and of the WARN condition are still made and tested.
+ * Mutants of the errno and of the WARN condition are still made and tested. The invariant
+ * checkers' `broken(name, detail)` throws a KernelWarning naming the broken invariant or rule:
+ * the name is mutated and tested, the detail is text like the others.
  *
  * Reported as "Ignored" with the reason below, so they count neither as killed nor as survived.
  */
@@ -16,6 +18,7 @@ const FIRST_DIAGNOSTIC_ARG = new Map([
   ["KernelError", 1],
   ["KernelWarning", 0],
   ["LockdepError", 0],
+  ["broken", 1],
 ]);
 
 /** `path` is a Babel NodePath: an argument of a call when its listKey is "arguments". */
