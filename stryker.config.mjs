@@ -25,12 +25,13 @@ const lines = process.env.MUTATE_LINES;
 if (lines !== undefined && (file === undefined || !/^\d+-\d+$/.test(lines)))
   throw new Error("MUTATE_LINES=<from>-<to> needs MUTATE_FILE");
 const range = lines ? `:${lines}` : "";
-// MUTATE_TESTS=<pkg> runs a shard against another package's tests instead of its own: for code
-// a package provides only for a dependent's tests to drive (iommu-pgtable's
-// arm-smmu-v3-nested.ts, the SMMUv3 nested walk that @x/iommufd's nesting tests use).
-const testsPkg = process.env.MUTATE_TESTS ?? pkg;
-if (testsPkg !== pkg && (file === undefined || !CORE.includes(testsPkg)))
-  throw new Error(`MUTATE_TESTS: one of ${CORE}, with MUTATE_FILE`);
+// MUTATE_TESTS=<pkg>[,<pkg>…] (with MUTATE_FILE) runs a shard against those packages' tests
+// instead of its own (vitest.mutate.config.ts): for code a package provides for a dependent to
+// drive, such as iommu-pgtable's arm-smmu-v3-nested.ts, the SMMUv3 nested walk that @x/iommufd's
+// nesting tests use.
+const testPkgs = process.env.MUTATE_TESTS?.split(",");
+if (testPkgs && (file === undefined || !testPkgs.every((p) => CORE.includes(p))))
+  throw new Error(`MUTATE_TESTS: packages of ${CORE}, with MUTATE_FILE`);
 const suffix = pkg
   ? `-${pkg}${file ? `-${file.replaceAll("/", "-")}${lines ? `-L${lines}` : ""}` : ""}`
   : "";
@@ -45,8 +46,12 @@ export default {
   // Tests reach sibling packages through the @x/source condition, not relative imports, so
   // "related" test lookup would miss them; per-test coverage picks the tests to run instead.
   vitest: {
-    configFile: pkg ? `packages/${testsPkg}/vitest.config.ts` : "vitest.config.ts",
-    ...(pkg ? { dir: `packages/${testsPkg}` } : {}),
+    configFile: testPkgs
+      ? "vitest.mutate.config.ts"
+      : pkg
+        ? `packages/${pkg}/vitest.config.ts`
+        : "vitest.config.ts",
+    ...(pkg && !testPkgs ? { dir: `packages/${pkg}` } : {}),
     related: false,
   },
   mutate: [
