@@ -209,6 +209,62 @@ describe("IOMMU_IOAS_IOVA_RANGES / ALLOW_IOVAS errnos", () => {
     ["unknown IOAS", ENOENT, () => ({ ioas_id: 99, num_iovas: 1, allowed_iovas: 0n })],
   ]);
 
+  it("ALLOW_IOVAS: ranges sharing one address overlap, adjacent ones do not", () => {
+    // iommufd_ioas_load_iovas: each entry read at its own offset, any common IOVA is EINVAL.
+    const f = fixture();
+    const allow = (ranges: Array<[bigint, bigint]>): number =>
+      errnoOf(() =>
+        f.sys.fd.ioasAllowIovas(
+          f.ioas,
+          ranges.map(([start, last]) => ({ start, last })),
+        ),
+      );
+    expect(
+      allow([
+        [0x2000n, 0x2fffn],
+        [0x1000n, 0x2000n],
+      ]),
+    ).toBe(EINVAL);
+    expect(
+      allow([
+        [0x1000n, 0x1fffn],
+        [0x1fffn, 0x2fffn],
+      ]),
+    ).toBe(EINVAL);
+    f.sys.fd.ioasAllowIovas(f.ioas, [
+      { start: 0x1000n, last: 0x1fffn },
+      { start: 0x2000n, last: 0x2fffn },
+      { start: 0x100000n, last: 0x1fffffn },
+    ]);
+  });
+
+  it("IOVA_RANGES with room for exactly every range fills it and succeeds", () => {
+    const f = fixture();
+    const { sys } = f;
+    sys.ctx.withObject(f.ioas, 4, (o) => {
+      (
+        o as unknown as { iopt: { reserveIova(a: bigint, b: bigint, w: unknown): void } }
+      ).iopt.reserveIova(PAGE, 2n * PAGE - 1n, "t");
+    });
+    const arr = sys.libc.malloc(32);
+    const r = rawIoctl(
+      sys,
+      IOMMU_IOAS_IOVA_RANGES,
+      iommu_ioas_iova_ranges.encode({
+        size: 32,
+        ioas_id: f.ioas,
+        num_iovas: 2,
+        allowed_iovas: arr,
+      }),
+    );
+    expect(r.errno).toBe(0);
+    expect(iommu_ioas_iova_ranges.decode(r.buf).num_iovas).toBe(2);
+    expect(iommu_iova_range.decode(sys.libc.peek(arr + 16n, 16))).toEqual({
+      start: 2n * PAGE,
+      last: U64_MAX,
+    });
+  });
+
   it("ALLOW_IOVAS: bad pointer, empty range, overlap, reserved; the old list stays", () => {
     const f = fixture();
     const { sys } = f;
