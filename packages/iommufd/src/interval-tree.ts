@@ -131,10 +131,10 @@ export class IntervalNode<T> {
   }
 
   set start(v: bigint) {
+    this.checkDetached();
     this.s = v;
     this.startHi = splitHi(v);
     this.startLo = splitLo;
-    this.tree?.rewrite(this);
   }
 
   get last(): bigint {
@@ -142,10 +142,15 @@ export class IntervalNode<T> {
   }
 
   set last(v: bigint) {
+    this.checkDetached();
     this.l = v;
     this.lastHi = splitHi(v);
     this.lastLo = splitLo;
-    this.tree?.rewrite(this);
+  }
+
+  /** A node's bounds are its key: the kernel removes a node before changing them, and so must we. */
+  private checkDetached(): void {
+    if (this.tree) throw new Error("interval node changed while in a tree");
   }
 
   get inTree(): boolean {
@@ -357,11 +362,6 @@ export class IntervalTree<T> {
     node.at = NIL;
     node.tree = undefined;
     this.count--;
-  }
-
-  /** @internal a node in this tree changed its bounds: the store follows */
-  rewrite(node: IntervalNode<T>): void {
-    node.store(this.f, node.at);
   }
 
   /** Double the store, threading the new slots onto the free list. */

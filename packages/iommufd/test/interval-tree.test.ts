@@ -1,7 +1,7 @@
 import { U64_MAX } from "@x/kernel";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { IntervalNode, IntervalTree, bigMin } from "../src/interval-tree.js";
+import { IntervalNode, IntervalTree, bigMin, forEachSpan } from "../src/interval-tree.js";
 
 // Bounds bunched where the (hi, lo) split carries (2^31, 2^62), where doubles round (2^53) and
 // at the top of u64, so equal starts, equal halves and exact ties all occur.
@@ -231,5 +231,50 @@ describe("interval tree with bounds compared as split numbers", () => {
       expect(walked).toEqual(tree.overlapping(lo, hi));
       expect(tree.size).toBe(live.size);
     }
+  });
+});
+
+describe("interval tree misuse and span bounds", () => {
+  it("a node is inserted once, removed from its own tree, and re-keyed only outside a tree", () => {
+    const { tree, nodes } = build([[10n, 20n]]);
+    const n = nodes[0]!;
+    expect(() => tree.insert(n)).toThrow(/inserted twice/);
+    expect(() => new IntervalTree<number>().remove(n)).toThrow(/not in this tree/);
+    expect(() => {
+      n.start = 5n;
+    }).toThrow(/changed while in a tree/);
+    expect(() => {
+      n.last = 30n;
+    }).toThrow(/changed while in a tree/);
+    expect([n.start, n.last]).toEqual([10n, 20n]);
+    tree.remove(n);
+    n.last = 30n;
+    tree.insert(n);
+    expect(tree.iterFirst(25n, 25n)).toBe(n);
+  });
+
+  it("forEachSpan ends every span at the walk's last index (interval_tree_span_iter)", () => {
+    const { tree } = build([
+      [5n, 20n],
+      [21n, 22n],
+    ]);
+    const spans: Array<[number, bigint, bigint]> = [];
+    forEachSpan(tree, 0n, 10n, (s) => {
+      spans.push([s.used, s.start, s.last]);
+      return false;
+    });
+    expect(spans).toEqual([
+      [0, 0n, 4n],
+      [1, 5n, 10n],
+    ]);
+    spans.length = 0;
+    forEachSpan(tree, 6n, 30n, (s) => {
+      spans.push([s.used, s.start, s.last]);
+      return false;
+    });
+    expect(spans).toEqual([
+      [1, 6n, 22n],
+      [0, 23n, 30n],
+    ]);
   });
 });
