@@ -95,6 +95,7 @@ describe("iommu-domain", () => {
       [0x81, 1],
     ]);
     expect(read(t, 0x1000n, 4, 1)).toEqual([[0x80, 1]]);
+    expect(read(t, 0x1000n, 1)).toEqual([[0x80, 1]]);
     expect(read(t, 0x4000n, 0)).toEqual([]);
     const d = testDomain(new Kernel({ ramBytes: 1n << 30n }));
     domainMap(d, 0x1000n, 0x100000n, 0x2000n, RW);
