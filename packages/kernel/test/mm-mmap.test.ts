@@ -63,6 +63,14 @@ function setup(): { k: Kernel; libc: Libc } {
   return { k, libc: new Libc(k) };
 }
 
+/** A machine built from a fresh import, so module-level limits are evaluated in the test. */
+async function freshSetup(): Promise<{ k: Kernel; libc: Libc }> {
+  vi.resetModules();
+  const fresh = await import("../src/index.js");
+  const k = new fresh.Kernel({ ramBytes: 1n << 30n });
+  return { k, libc: new fresh.Libc(k) };
+}
+
 function spans(libc: Libc): Array<[bigint, bigint]> {
   return libc.process.mm.vmaList().map((v) => [v.startAddr, v.endAddr]);
 }
@@ -94,8 +102,8 @@ describe("do_mmap argument checks", () => {
     expect(mm.mapCount).toBe(0);
   });
 
-  it("EOVERFLOW when the file range ends beyond the largest file offset (file_mmap_ok)", () => {
-    const { libc } = setup();
+  it("EOVERFLOW when the file range ends beyond the largest file offset (file_mmap_ok)", async () => {
+    const { libc } = await freshSetup();
     const fd = libc.memfdCreate("m", 0);
     // MAX_LFS_FILESIZE is 2^63 - 1: the last whole page that fits starts at 2^63 - 2 pages
     const last = ((1n << 51n) - 2n) << 12n;
@@ -122,8 +130,8 @@ describe("do_mmap argument checks", () => {
     expect(libc.errno).toBe(EEXIST);
   });
 
-  it("a device file may be mapped at any offset an unsigned long holds (file_mmap_size_max)", () => {
-    const { k, libc } = setup();
+  it("a device file may be mapped at any offset an unsigned long holds (file_mmap_size_max)", async () => {
+    const { k, libc } = await freshSetup();
     const fops: FileOperations = { name: "wide", mmap: (_f, vma) => vma.remapPfnRange(0) };
     k.registerDevice("/dev/wide", (_k, flags) => new File(fops, null, flags));
     const fd = libc.open("/dev/wide", O_RDONLY);
@@ -373,6 +381,18 @@ describe("MAP_POPULATE (populate_vma_page_range)", () => {
     libc.mmap(0n, 2n * PAGE, RW, MAP_SHARED | MAP_POPULATE, fd, 0);
     expect(k.mem.allocatedPages()).toBe(2);
     expect(libc.process.mm.residentPrivatePages).toBe(0);
+  });
+
+  it("stops at the first page that cannot be had; the mapping stands", () => {
+    const { k, libc } = setup();
+    const fault = k.current.fault;
+    fault.arm(2);
+    const va = libc.mmap(0n, 3n * PAGE, RW, ANON | MAP_POPULATE, -1, 0);
+    expect(fault.failedSite).toBe("do_anonymous_page");
+    fault.disarm();
+    expect(va).not.toBe(MAP_FAILED);
+    expect(k.mem.allocatedPages()).toBe(1);
+    expect(libc.process.mm.hasPrivatePte(Number(va >> 12n) + 2)).toBe(false);
   });
 
   it("stops at the end of the VMA, leaving the next mapping alone", () => {
