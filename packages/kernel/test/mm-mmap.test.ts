@@ -291,7 +291,7 @@ describe("placement (get_unmapped_area)", () => {
     const { libc } = setup();
     const top = libc.mmap(0n, 4n * PAGE, RW, ANON, -1, 0);
     expect(top).toBe(MMAP_BASE - 4n * PAGE);
-    // holes: one page at top + PAGE, two pages at top + 2 pages... make [top+P, top+2P) free
+    // a one-page hole at top + PAGE: too small for two pages, an exact fit for one
     libc.munmap(top + PAGE, PAGE);
     expect(libc.mmap(0n, 2n * PAGE, RW, ANON, -1, 0)).toBe(top - 2n * PAGE);
     expect(libc.mmap(0n, PAGE, RW, ANON, -1, 0)).toBe(top + PAGE);
