@@ -90,6 +90,20 @@ declare module "./trace.js" {
   }
 }
 
+/** MAX_LFS_FILESIZE on 64-bit: the largest offset of a regular file. */
+const MAX_LFS_FILESIZE = (1n << 63n) - 1n;
+/** What file_mmap_size_max allows other files (character devices, anonymous inodes). */
+const ULONG_MAX = (1n << 64n) - 1n;
+
+/**
+ * Whether the mapped range of `file` ends within the largest offset the file allows; `len` is
+ * at most TASK_SIZE here, far below either limit. @see file_mmap_ok
+ */
+function fileMmapOk(file: File, pgoff: bigint, len: bigint): boolean {
+  const maxsize = shmemInode(file) ? MAX_LFS_FILESIZE : ULONG_MAX;
+  return pgoff <= (maxsize - len) >> SHIFT;
+}
+
 /** The page number whose PTE maps `vpn`: itself, or the first page of its huge page. */
 function pteKey(vma: Vma, vpn: number): number {
   if (vma.order === 0) return vpn;
@@ -259,7 +273,6 @@ export class MmStruct {
     len = (len + PAGE - 1n) & ~(PAGE - 1n);
     if (len > TASK_SIZE) fail(ENOMEM, "length beyond the address space");
     const pgoff = offset >> SHIFT;
-    if (pgoff + (len >> SHIFT) >= 1n << 52n) fail(EOVERFLOW, "offset + length overflow");
     if (this.vmas.length >= DEFAULT_MAX_MAP_COUNT) fail(ENOMEM, "too many mappings");
     const npages = Number(len >> SHIFT);
     const align = 2 ** hugeOrder;
@@ -276,6 +289,8 @@ export class MmStruct {
     } else {
       start = this.unmappedArea(req.addr, npages, align);
     }
+    if (file && !fileMmapOk(file, pgoff, len))
+      fail(EOVERFLOW, "file range beyond its largest offset");
     let vmFlags =
       (prot & PROT_READ ? VM_READ : 0) |
       (prot & PROT_WRITE ? VM_WRITE : 0) |
@@ -340,12 +355,18 @@ export class MmStruct {
     return this.vmas.some((v) => v.start < end && v.end > start);
   }
 
-  /** Top-down search below the hint or MMAP_BASE for a gap of `npages`, `align`-aligned. */
+  /**
+   * The hint when the range there is free, else a top-down search below MMAP_BASE for a gap of
+   * `npages`, `align`-aligned. The hint is first rounded down to a page and raised to
+   * mmap_min_addr (round_hint_to_min), then aligned up for hugetlb.
+   * @see generic_get_unmapped_area_topdown
+   */
   private unmappedArea(hint: bigint, npages: number, align: number): number {
     const minVpn = Number(MMAP_MIN_ADDR >> SHIFT);
-    if (hint !== 0n && hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - (BigInt(npages) << SHIFT)) {
-      const h = Math.ceil(Number((hint + PAGE - 1n) >> SHIFT) / align) * align;
-      if (!this.overlaps(h, h + npages) && BigInt(h + npages) << SHIFT <= TASK_SIZE) return h;
+    const hintVpn = hint >> SHIFT;
+    if (hintVpn > 0n) {
+      const h = Math.ceil(Math.max(minVpn, Number(hintVpn)) / align) * align;
+      if (BigInt(h + npages) << SHIFT <= TASK_SIZE && !this.overlaps(h, h + npages)) return h;
     }
     let hi = Number(MMAP_BASE >> SHIFT);
     for (let i = this.vmas.length - 1; i >= 0; i--) {
@@ -405,7 +426,7 @@ export class MmStruct {
       this.zap(v, Math.max(v.start, start), Math.min(v.end, end));
       this.closeVma(v);
     }
-    keep.sort((a, b) => a.start - b.start);
+    // Still in address order: the pieces of a split VMA lie inside it, lower one first.
     this.vmas.length = 0;
     this.vmas.push(...keep);
   }
@@ -540,37 +561,37 @@ export class MmStruct {
    */
   fork(): MmStruct {
     const stats = { sharedPages: 0, copiedPages: 0 };
-    const child = this.mmapLock.withWrite(() => this.dupMmap(stats));
+    const child = new MmStruct(this.host);
+    try {
+      this.mmapLock.withWrite(() => this.dupMmap(child, stats));
+    } catch (e) {
+      // dup_mm: the partial copy goes with mmput, once dup_mmap has dropped mmap_lock.
+      child.exit();
+      throw e;
+    }
     this.host.trace.emit("mm:fork", { vmas: child.vmas.length, ...stats });
     return child;
   }
 
   /** @see dup_mmap */
-  private dupMmap(stats: { sharedPages: number; copiedPages: number }): MmStruct {
-    const child = new MmStruct(this.host);
+  private dupMmap(child: MmStruct, stats: { sharedPages: number; copiedPages: number }): void {
     const mem = this.host.mem;
-    try {
-      for (const v of this.vmas) {
-        child.vmas.push(v.clone(child));
-        if (!v.isCow) continue;
-        this.pt.forEachInRange(v.start, v.end, (vpn, pte) => {
-          const pfn = Math.floor(pte / 2);
-          if (pte & EXCL && mem.pinCount(pfn) > 0) {
-            child.copyOf(v, pfn, vpn, "copy_present_page");
-            stats.copiedPages++;
-            return;
-          }
-          stats.sharedPages++;
-          mem.folioGet(pfn);
-          this.pt.store(vpn, pfn * 2);
-          child.pt.store(vpn, pfn * 2);
-        });
-      }
-    } catch (e) {
-      child.exit();
-      throw e;
+    for (const v of this.vmas) {
+      child.vmas.push(v.clone(child));
+      if (!v.isCow) continue;
+      this.pt.forEachInRange(v.start, v.end, (vpn, pte) => {
+        const pfn = Math.floor(pte / 2);
+        if (pte & EXCL && mem.pinCount(pfn) > 0) {
+          child.copyOf(v, pfn, vpn, "copy_present_page");
+          stats.copiedPages++;
+          return;
+        }
+        stats.sharedPages++;
+        mem.folioGet(pfn);
+        this.pt.store(vpn, pfn * 2);
+        child.pt.store(vpn, pfn * 2);
+      });
     }
-    return child;
   }
 
   /** exit_mmap: unmap everything. The counters stay for whoever still holds the mm. */

@@ -29,8 +29,8 @@ import {
   PROT_WRITE,
   VM_HUGETLB,
   VM_PFNMAP,
-  fail,
 } from "../src/index.js";
+import { barDevice } from "./bar-device.js";
 import { expectErrno, memState } from "./helpers.js";
 
 const RW = PROT_READ | PROT_WRITE;
@@ -40,35 +40,6 @@ const MiB = 1n << 20n;
 function setup(ramBytes = 4n << 30n): { k: Kernel; libc: Libc } {
   const k = new Kernel({ ramBytes });
   return { k, libc: new Libc(k) };
-}
-
-/** A device node whose mmap maps a BAR with remap_pfn_range, or through a fault handler. */
-function barDevice(
-  k: Kernel,
-  mode: "remap" | "fault" | "none",
-): { bar: ReturnType<typeof k.mem.addMmioRegion>; live: { on: boolean } } {
-  const bar = k.mem.addMmioRegion("bar0", 1n << 20n);
-  const live = { on: true };
-  const fops: FileOperations = {
-    name: "bar",
-    ...(mode === "none"
-      ? {}
-      : {
-          mmap(_file, vma) {
-            if (vma.endAddr - vma.startAddr + (BigInt(vma.pgoff) << 12n) > bar.size)
-              fail(EINVAL, "beyond BAR");
-            if (mode === "remap") vma.remapPfnRange(bar.basePfn + vma.pgoff);
-            else {
-              vma.flags |= VM_PFNMAP;
-              vma.ops = {
-                fault: (_v, pgoff) => (live.on ? bar.basePfn + pgoff : fail(EFAULT, "SIGBUS")),
-              };
-            }
-          },
-        }),
-  };
-  k.registerDevice("/dev/bar", (_k, flags) => new File(fops, null, flags));
-  return { bar, live };
 }
 
 describe("anonymous private memory", () => {
