@@ -731,13 +731,18 @@ export class VfioPciCoreDevice extends VfioDevice {
     });
   }
 
-  /** pread on the device fd: bytes read (possibly short at the end of a BAR). */
+  /**
+   * pread on the device fd: bytes read (possibly short at the end of a BAR). Nothing is checked
+   * for a zero count, which reads 0 bytes wherever it points. @see vfio_pci_core_read
+   */
   override read(pos: bigint, count: number): Uint8Array {
+    if (!count) return new Uint8Array(0);
     return this.regionAccess(pos, count, false);
   }
 
-  /** pwrite on the device fd: bytes written. */
+  /** pwrite on the device fd: bytes written (0 for an empty write). @see vfio_pci_core_write */
   override write(pos: bigint, data: Uint8Array): number {
+    if (!data.length) return 0;
     return this.regionAccess(pos, data.length, true, data).length;
   }
 
