@@ -466,10 +466,17 @@ export class VfioPciCoreDevice extends VfioDevice {
     return 0;
   }
 
-  /** BAR mmap support: a memory BAR of at least a page. @see vfio_pci_probe_mmaps */
+  /**
+   * BAR mmap support: a memory BAR of at least a page, or a smaller one that starts a page.
+   * The kernel reserves the rest of that page ("vfio sub-page reserved") so no other resource
+   * lands in what the mapping exposes; the model gives every BAR pages of its own, so that
+   * reservation cannot fail here.
+   * @see vfio_pci_probe_mmaps
+   */
   barMmapSupported(bar: number): boolean {
     const r = this.pdev.resource(bar);
-    return (r.flags & IORESOURCE_MEM) !== 0 && r.len >= BigInt(PAGE_SIZE);
+    if (!(r.flags & IORESOURCE_MEM) || r.len === 0n) return false;
+    return r.len >= BigInt(PAGE_SIZE) || (r.start & BigInt(PAGE_SIZE - 1)) === 0n;
   }
 
   /**
@@ -758,7 +765,8 @@ export class VfioPciCoreDevice extends VfioDevice {
     if (!this.barMmapSupported(index)) fail(EINVAL, `BAR${index} cannot be mapped`);
     const r = this.pdev.resource(index);
     const pgoffInBar = vma.pgoff % PAGES_PER_REGION;
-    const barPages = Number(r.len >> BigInt(PAGE_SHIFT));
+    // phys_len: the BAR's length rounded up to pages (a sub-page BAR maps its whole page).
+    const barPages = Number((r.len + BigInt(PAGE_SIZE - 1)) >> BigInt(PAGE_SHIFT));
     if (pgoffInBar + vma.npages > barPages) fail(EINVAL, "mapping past the BAR");
     const barPfn = Number(r.start >> BigInt(PAGE_SHIFT));
     vma.flags |= VM_PFNMAP_FLAGS;
