@@ -50,6 +50,10 @@ const RO_IPA = 0x9000_0000n;
 const RO_PA = 0x90_0000n;
 const HOLE_IPA = 0x8000_0000n;
 const PARTIAL_IPA = 0xa000_0000n;
+/** Two IPA pages stage 2 maps to PAs far apart. */
+const SPLIT_IPA = 0xb000_0000n;
+const SPLIT_PA0 = 0xa0_0000n;
+const SPLIT_PA1 = 0xb0_0000n;
 const IOVA = 0x1000_0000n;
 const PAGE = 0x1000n;
 
@@ -107,6 +111,8 @@ function rig(opts: { mem?: boolean } = {}) {
     iommuMap(s2, RAM_IPA, RAM_PA, RAM_SIZE, RW);
     iommuMap(s2, RO_IPA, RO_PA, PAGE, IOMMU_READ);
     iommuMap(s2, PARTIAL_IPA, RAM_PA, PAGE, RW);
+    iommuMap(s2, SPLIT_IPA, SPLIT_PA0, PAGE, RW);
+    iommuMap(s2, SPLIT_IPA + PAGE, SPLIT_PA1, PAGE, RW);
     return s2;
   };
   const events: bigint[][] = [];
@@ -259,6 +265,12 @@ describe("SMMUv3 nested stage-1 walk and stage 2", () => {
     ]);
     expect(s.dma(0x21_2345n, 0x10n)).toEqual([
       { iova: 0x21_2345n, paddr: RAM_PA + 0x21_2345n, length: 0x10n, prot: RW },
+    ]);
+    // One stage-1 block over two stage-2 pages far apart: two runs, each at its own IOVA.
+    s.tables.map(0x80_0000n, SPLIT_IPA | PTE_BLOCK, 2);
+    expect(s.dma(0x80_0800n, 0x1000n)).toEqual([
+      { iova: 0x80_0800n, paddr: SPLIT_PA0 + 0x800n, length: 0x800n, prot: RW },
+      { iova: 0x80_1000n, paddr: SPLIT_PA1, length: 0x800n, prot: RW },
     ]);
     expect(s.dma(0x4012_3456n, 0x10n, IOMMU_WRITE)).toEqual([
       { iova: 0x4012_3456n, paddr: RAM_PA + 0x12_3456n, length: 0x10n, prot: RW },
@@ -441,6 +453,8 @@ describe("SMMUv3 nested TLB and invalidation", () => {
     expect(t.missing(t.a8)).toHaveLength(16);
     t.r.nest.issueCmd(tlbi(CMDQ_OP_TLBI_NH_ASID, t.vmidB, 7n), 0n);
     expect([t.r.nest.tlbEntries(t.vmidA), t.r.nest.tlbEntries(t.vmidB)]).toEqual([32, 0]);
+    // The same ASID and IOVAs cached under the other VMID do not serve this one.
+    expect(t.missing(t.b7)).toHaveLength(16);
     t.fill();
     t.r.nest.issueCmd(tlbi(CMDQ_OP_TLBI_NH_ALL, t.vmidB), 0n);
     expect([t.r.nest.tlbEntries(t.vmidA), t.r.nest.tlbEntries(t.vmidB)]).toEqual([32, 0]);
