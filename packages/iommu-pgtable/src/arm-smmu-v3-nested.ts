@@ -213,7 +213,8 @@ export class ArmSmmuV3Nesting {
   private readonly masters = new Map<IommuDevice, ArmSmmuMaster>();
   private readonly bySid = new Map<number, ArmSmmuMaster>();
   private readonly vmids = new Map<IommuDomain, number>();
-  private nextVmid = 1;
+  /** VMIDs in use (smmu->vmid_map); VMID 0 is kept for bypass STEs. */
+  private readonly vmidsUsed = new Set<number>();
   private readonly cds = new Map<number, ArmSmmuCd>();
   private readonly tlb: TlbEntry[] = [];
   /** Events no one took (arm_smmu_dump_event). */
@@ -238,22 +239,32 @@ export class ArmSmmuV3Nesting {
     return m;
   }
 
-  /** A stage-2 domain's VMID (allocated with the domain). */
+  /**
+   * A stage-2 domain's VMID, allocated with the domain: the lowest free one from 1, as an IDA
+   * hands them out, so a freed domain's VMID is the next one given.
+   * @see arm_smmu_domain_finalise_s2
+   */
   vmidOf(s2: IommuDomain): number {
     let vmid = this.vmids.get(s2);
     if (vmid === undefined) {
-      vmid = this.nextVmid++;
+      vmid = 1;
+      while (this.vmidsUsed.has(vmid)) vmid++;
+      this.vmidsUsed.add(vmid);
       this.vmids.set(s2, vmid);
     }
     return vmid;
   }
 
-  /** Freeing a stage-2 domain drops every TLB entry of its VMID (TLBI_S12_VMALL). */
+  /**
+   * Freeing a stage-2 domain drops every TLB entry of its VMID (TLBI_S12_VMALL), then frees
+   * the VMID. @see arm_smmu_domain_free_paging
+   */
   freeVmid(s2: IommuDomain): void {
     const vmid = this.vmids.get(s2);
     if (vmid === undefined) return;
-    this.vmids.delete(s2);
     this.tlbDrop((e) => e.vmid === vmid);
+    this.vmids.delete(s2);
+    this.vmidsUsed.delete(vmid);
   }
 
   /** Installing a new STE for a stream (CFGI_STE) forgets its cached CD. */

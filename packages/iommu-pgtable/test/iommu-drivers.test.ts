@@ -122,9 +122,12 @@ describe("SMMUv3 paging domains", () => {
     // VMIDs come with the nest parents, in allocation order; a stage-1 domain takes none.
     expect(smmu.nest!.vmidOf(parent2)).toBe(2);
     expect(smmu.nest!.vmidOf(parent1)).toBe(1);
-    // arm_smmu_domain_free_paging releases the VMID: the freed domain holds none any more.
+    // arm_smmu_domain_free_paging releases the VMID to the IDA, which hands out the lowest
+    // free one: the next nest parent gets VMID 1 again.
     iommuDomainFree(parent1);
-    expect(smmu.nest!.vmidOf(parent1)).toBe(3);
+    const parent3 = smmu.domainAllocPaging(dev, IOMMU_HWPT_ALLOC_NEST_PARENT);
+    expect(smmu.nest!.vmidOf(parent3)).toBe(1);
+    expect(smmu.nest!.vmidOf(parent2)).toBe(2);
   });
 
   it("counts its IOTLB syncs (the TLBI + CMD_SYNC of an unmap) and whole flushes", () => {

@@ -14,6 +14,7 @@ import {
   IommuFault,
   iommuDeviceDma,
 } from "@x/iommu-pgtable";
+import { ArmLpaeS1Tables, PTE_PAGE, PTE_RDONLY, u64le } from "@x/iommu-pgtable/testing";
 import { E2BIG, EFAULT, EINVAL, EIO, ENOENT, ENOMEM, EOPNOTSUPP } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
@@ -41,9 +42,8 @@ import { anonBuffer, createSystem, errnoOf } from "./ioctl-helpers.js";
 const GUEST_RAM_IPA = 0x4000_0000n;
 const GUEST_RAM_SIZE = 1n << 21n;
 const CD_IPA = GUEST_RAM_IPA;
-const L1_IPA = GUEST_RAM_IPA + 0x1000n;
-const L2_IPA = GUEST_RAM_IPA + 0x2000n;
-const L3_IPA = GUEST_RAM_IPA + 0x3000n;
+/** The guest's stage-1 tables follow the CD page. */
+const TABLES_IPA = GUEST_RAM_IPA + 0x1000n;
 const DATA_A = GUEST_RAM_IPA + 0x10000n;
 const DATA_B = GUEST_RAM_IPA + 0x11000n;
 const IOVA = 0x1000_0000n;
@@ -55,16 +55,6 @@ const STE_0_CFG = (cfg: bigint) => cfg << 1n;
 const STE_1_EATS = (eats: bigint) => eats << 28n;
 /** An AArch64 CD: T0SZ 25 (39-bit IOVA, walk from level 1), TG0 4K, ASID 7, TTB0. */
 const CD_0 = 25n | (1n << 31n) | (1n << 41n) | (ASID << 48n);
-const PTE_TABLE = 3n;
-const PTE_PAGE = 3n | (1n << 10n);
-const PTE_RDONLY = 1n << 7n;
-
-const u64le = (...v: bigint[]) => {
-  const b = new Uint8Array(8 * v.length);
-  const dv = new DataView(b.buffer);
-  for (const [i, x] of v.entries()) dv.setBigUint64(8 * i, x, true);
-  return b;
-};
 const cmd = (cmd0: bigint, cmd1 = 0n) => iommu_viommu_arm_smmuv3_invalidate.encode({ cmd0, cmd1 });
 
 function setup(opts: { vdevice?: boolean } = {}) {
@@ -88,10 +78,17 @@ function setup(opts: { vdevice?: boolean } = {}) {
     sys.libc.poke(ram + (ipa - GUEST_RAM_IPA), bytes);
   const peek = (ipa: bigint, n: number) => sys.libc.peek(ram + (ipa - GUEST_RAM_IPA), n);
   // The guest driver's CD and stage-1 table: IOVA -> DATA_A, IOVA + 4K -> DATA_B read-only.
-  poke(CD_IPA, u64le(CD_0, L1_IPA));
-  poke(L1_IPA + ((IOVA >> 30n) & 0x1ffn) * 8n, u64le(L2_IPA | PTE_TABLE));
-  poke(L2_IPA + ((IOVA >> 21n) & 0x1ffn) * 8n, u64le(L3_IPA | PTE_TABLE));
-  const pte = (iova: bigint, v: bigint) => poke(L3_IPA + ((iova >> 12n) & 0x1ffn) * 8n, u64le(v));
+  let nextTable = TABLES_IPA;
+  const tables = new ArmLpaeS1Tables(
+    poke,
+    () => {
+      nextTable += 0x1000n;
+      return nextTable - 0x1000n;
+    },
+    39,
+  );
+  poke(CD_IPA, tables.cd(CD_0));
+  const pte = (iova: bigint, v: bigint) => tables.map(iova, v);
   pte(IOVA, DATA_A | PTE_PAGE);
   pte(IOVA + 0x1000n, DATA_B | PTE_PAGE | PTE_RDONLY);
   const nested = (ste0: bigint, ste1 = 0n) =>
