@@ -2,7 +2,8 @@
  * Adds up the mutation results kept in reports/stryker-incremental-*.json (one per package, or
  * one per shard when MUTATE_FILE, and MUTATE_LINES, were used) into a score per source file and
  * per package.
- * `--survivors` also lists each surviving mutant with its line, for classifying it.
+ * `--survivors` also lists each surviving mutant with its line, for classifying it. A file whose
+ * source changed after a report of it was made is marked STALE: rerun its shard(s).
  *
  *   node scripts/mutation-summary.mjs [--survivors] [package]
  *
@@ -25,18 +26,32 @@ const mutantKey = (m) => {
 };
 
 /**
- * file -> { source, mutants }. The line-range shards of one file (MUTATE_LINES) add up; where
- * reports overlap, the later one's result of a mutant replaces the earlier one's.
+ * file -> { sources, byKey }: every source text the file's reports were made from, and its
+ * mutants by key. The line-range shards of one file (MUTATE_LINES) add up; where reports
+ * overlap, the later one's result of a mutant replaces the earlier one's.
  */
 const files = new Map();
 for (const name of readdirSync("reports").sort()) {
   if (!/^stryker-incremental-.*\.json$/.test(name)) continue;
   const report = JSON.parse(readFileSync(`reports/${name}`, "utf8"));
   for (const [file, result] of Object.entries(report.files)) {
-    const merged = files.get(file)?.byKey ?? new Map();
-    for (const m of result.mutants) merged.set(mutantKey(m), m);
-    files.set(file, { source: result.source, byKey: merged, mutants: [...merged.values()] });
+    const entry = files.get(file) ?? { sources: new Set(), byKey: new Map(), source: "" };
+    for (const m of result.mutants) entry.byKey.set(mutantKey(m), m);
+    entry.sources.add(result.source);
+    entry.source = result.source;
+    files.set(file, entry);
   }
+}
+
+/** A report made from another text than the file's today no longer describes it. */
+function isStale(file, entry) {
+  let current;
+  try {
+    current = readFileSync(file, "utf8");
+  } catch {
+    return true;
+  }
+  return [...entry.sources].some((s) => s !== current);
 }
 
 function count(mutants) {
@@ -61,12 +76,14 @@ for (const [file, result] of [...files].sort(([a], [b]) => a.localeCompare(b))) 
 }
 
 for (const [pkg, list] of byPkg) {
-  console.log(row(`@x/${pkg}`, count(list.flatMap(([, r]) => r.mutants))));
+  console.log(row(`@x/${pkg}`, count(list.flatMap(([, r]) => [...r.byKey.values()]))));
   for (const [file, result] of list) {
-    console.log(row(`  ${file.replace(/^packages\/[^/]+\/src\//, "")}`, count(result.mutants)));
+    const mutants = [...result.byKey.values()];
+    const stale = isStale(file, result) ? "  STALE" : "";
+    console.log(row(`  ${file.replace(/^packages\/[^/]+\/src\//, "")}`, count(mutants)) + stale);
     if (!survivors) continue;
     const lines = result.source.split("\n");
-    const open = result.mutants.filter((m) => UNDETECTED.includes(m.status));
+    const open = mutants.filter((m) => UNDETECTED.includes(m.status));
     open.sort((a, b) => a.location.start.line - b.location.start.line);
     for (const m of open) {
       const { line, column } = m.location.start;
