@@ -6,45 +6,30 @@ import {
   FOLL_WRITE,
   File,
   type FileOperations,
-  Kernel,
+  type Kernel,
   KernelWarning,
-  Libc,
-  MAP_ANONYMOUS,
   MAP_HUGETLB,
   MAP_HUGE_2MB,
-  MAP_PRIVATE,
   MAP_SHARED,
   MFD_HUGETLB,
   MFD_HUGE_2MB,
   O_RDWR,
-  PROT_READ,
-  PROT_WRITE,
   PfnRuns,
   VM_PFNMAP,
   pinUserPages,
 } from "../src/index.js";
 import { barDevice } from "./bar-device.js";
-import { expectErrno, memState } from "./helpers.js";
+import { ANON, expectErrno, machine, memState, MiB, PAGE, RW } from "./helpers.js";
 
 // mm/memory.c handle_mm_fault: do_anonymous_page, do_wp_page (reuse or wp_page_copy),
 // do_fault for file and driver mappings (a VMA whose driver gave no fault handler is SIGBUS),
 // follow_pfn over VM_PFNMAP; kernel/fork.c dup_mmap / copy_present_page; exit_mmap.
 
-const RW = PROT_READ | PROT_WRITE;
-const ANON = MAP_PRIVATE | MAP_ANONYMOUS;
-const PAGE = 4096n;
-const MiB = 1n << 20n;
-
-function setup(): { k: Kernel; libc: Libc } {
-  const k = new Kernel({ ramBytes: 1n << 30n });
-  return { k, libc: new Libc(k) };
-}
-
 const vpnOf = (va: bigint): number => Number(va >> 12n);
 
 describe("driver mappings without pages", () => {
   it("VM_PFNMAP without remap_pfn_range or a fault handler: every access is EFAULT", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const fops: FileOperations = {
       name: "nofault",
       mmap(_f, vma) {
@@ -60,7 +45,7 @@ describe("driver mappings without pages", () => {
   });
 
   it("a file mapping whose driver set nothing up is SIGBUS (no vm_ops->fault): EFAULT", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const fops: FileOperations = { name: "plain", mmap() {} };
     k.registerDevice("/dev/plain", (_k, flags) => new File(fops, null, flags));
     const fd = libc.open("/dev/plain", O_RDWR);
@@ -70,7 +55,7 @@ describe("driver mappings without pages", () => {
   });
 
   it("a fault-handler mapping is asked on every access: no pfn is remembered", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const { bar, live } = barDevice(k, "fault");
     const fd = libc.open("/dev/bar", O_RDWR);
     const va = libc.mmap(0n, 2n * PAGE, RW, MAP_SHARED, fd, 0);
@@ -85,7 +70,7 @@ describe("driver mappings without pages", () => {
   });
 
   it("remap_pfn_range: each page of the VMA reaches its own BAR page", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const { bar } = barDevice(k, "remap");
     const fd = libc.open("/dev/bar", O_RDWR);
     const va = libc.mmap(0n, 3n * PAGE, RW, MAP_SHARED, fd, 0);
@@ -99,7 +84,7 @@ describe("driver mappings without pages", () => {
 
 describe("lookup (follow_page) and the PTE queries", () => {
   it("nothing mapped: no pfn, no private PTE, not exclusive", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const mm = libc.process.mm;
     const vpn = vpnOf(0x1000_0000n);
     expect(mm.lookup(vpn)).toBe(-1);
@@ -108,7 +93,7 @@ describe("lookup (follow_page) and the PTE queries", () => {
   });
 
   it("an untouched anonymous page has no pfn and no PTE; a touched one has both", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const mm = libc.process.mm;
     const va = libc.mmap(0n, PAGE, RW, ANON, -1, 0);
     expect(mm.lookup(vpnOf(va))).toBe(-1);
@@ -121,7 +106,7 @@ describe("lookup (follow_page) and the PTE queries", () => {
   });
 
   it("two mappings of one file page at different offsets find the same frame", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const fd = libc.memfdCreate("m", 0);
     libc.ftruncate(fd, 2n * PAGE);
     const whole = libc.mmap(0n, 2n * PAGE, RW, MAP_SHARED, fd, 0);
@@ -133,7 +118,7 @@ describe("lookup (follow_page) and the PTE queries", () => {
   });
 
   it("a shared hugetlb file mapping: the page inside the huge folio, or none before the fault", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const fd = libc.memfdCreate("h", MFD_HUGETLB | MFD_HUGE_2MB);
     libc.ftruncate(fd, 2n * MiB);
     const va = libc.mmap(0n, 2n * MiB, RW, MAP_SHARED, fd, 0);
@@ -148,7 +133,7 @@ describe("lookup (follow_page) and the PTE queries", () => {
 
 describe("private hugetlb faults at an offset inside the huge page", () => {
   it("a present exclusive huge page is reached at its sub-page when a copy also faults", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const va = libc.mmap(0n, 4n * MiB, RW, ANON | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
     libc.poke(va + 300n * PAGE, new Uint8Array([1]));
     // a copy over page 511 (present) and page 512 (the next huge page, absent) faults both
@@ -162,7 +147,7 @@ describe("private hugetlb faults at an offset inside the huge page", () => {
   });
 
   it("after the child exits, the parent's write reuses its huge page at the right sub-page", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const va = libc.mmap(0n, 2n * MiB, RW, ANON | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
     libc.poke(va, new Uint8Array([1]));
     const head = libc.process.mm.lookup(vpnOf(va));
@@ -192,7 +177,7 @@ describe("fail-nth sites of the fault paths (the kernel function that allocates)
   }
 
   it("do_anonymous_page, wp_page_copy, shmem_fault", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const va = libc.mmap(0n, PAGE, RW, ANON, -1, 0);
     expect(failedSite(k, () => libc.poke(va, new Uint8Array([1])))).toBe("do_anonymous_page");
     libc.poke(va, new Uint8Array([1]));
@@ -206,7 +191,7 @@ describe("fail-nth sites of the fault paths (the kernel function that allocates)
   });
 
   it("copy_present_page: a fork that cannot copy a pinned page fails whole", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const va = libc.mmap(0n, 2n * PAGE, RW, ANON, -1, 0);
     libc.poke(va, new Uint8Array(8192).fill(1));
     const runs = new PfnRuns();
@@ -228,7 +213,7 @@ describe("fail-nth sites of the fault paths (the kernel function that allocates)
 
 describe("exit_mmap", () => {
   it("an mm torn down twice is a WARN", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     libc.mmap(0n, PAGE, RW, ANON, -1, 0);
     const mm = libc.process.mm;
     libc.exit();

@@ -10,8 +10,8 @@ import {
   FOLL_WRITE,
   File,
   type FileOperations,
-  Kernel,
-  Libc,
+  type Kernel,
+  type Libc,
   MAP_ANONYMOUS,
   MAP_FAILED,
   MAP_FIXED,
@@ -25,7 +25,6 @@ import {
   O_RDONLY,
   O_WRONLY,
   PROT_READ,
-  PROT_WRITE,
   PfnRuns,
   VM_HUGETLB,
   pinUserPages,
@@ -45,23 +44,14 @@ import {
 } from "../src/mm-flags.js";
 import { TASK_SIZE } from "../src/mm.js";
 import { barDevice } from "./bar-device.js";
-import { expectErrno } from "./helpers.js";
+import { ANON, expectErrno, machine, MiB, PAGE, RW } from "./helpers.js";
 
 // mm/mmap.c: do_mmap's checks and their order, get_unmapped_area's placement (the top-down
 // search of generic_get_unmapped_area_topdown, hugetlb_get_unmapped_area), MAP_POPULATE.
 
-const RW = PROT_READ | PROT_WRITE;
-const ANON = MAP_PRIVATE | MAP_ANONYMOUS;
 /** MAP_SHARED_VALIDATE from include/uapi/linux/mman.h. */
 const MAP_SHARED_VALIDATE = 0x03;
-const PAGE = 4096n;
-const MiB = 1n << 20n;
 const MMAP_MIN_ADDR = 0x10000n;
-
-function setup(): { k: Kernel; libc: Libc } {
-  const k = new Kernel({ ramBytes: 1n << 30n });
-  return { k, libc: new Libc(k) };
-}
 
 /** A machine built from a fresh import, so module-level limits are evaluated in the test. */
 async function freshSetup(): Promise<{ k: Kernel; libc: Libc }> {
@@ -81,7 +71,7 @@ describe("the address space bound", () => {
     vi.resetModules();
     const mm = await import("../src/mm.js");
     expect(mm.TASK_SIZE).toBe(0x7fff_ffff_f000n);
-    const { libc } = setup();
+    const { libc } = machine();
     expect(libc.mmap(TASK_SIZE - PAGE, PAGE, RW, ANON | MAP_FIXED, -1, 0)).toBe(TASK_SIZE - PAGE);
     expect(libc.mmap(TASK_SIZE, PAGE, RW, ANON | MAP_FIXED, -1, 0)).toBe(MAP_FAILED);
     expect(libc.errno).toBe(ENOMEM);
@@ -90,7 +80,7 @@ describe("the address space bound", () => {
 
 describe("do_mmap argument checks", () => {
   it("EINVAL for an unaligned offset handed straight to do_mmap", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const fd = libc.memfdCreate("m", 0);
     libc.ftruncate(fd, 8192);
     const file = libc.process.files.lookup(fd);
@@ -116,7 +106,7 @@ describe("do_mmap argument checks", () => {
   });
 
   it("a length beyond TASK_SIZE is ENOMEM (get_unmapped_area) before file_mmap_ok's EOVERFLOW", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const fd = libc.memfdCreate("m", 0);
     const offset = ((1n << 52n) - 1n) << 12n;
     expect(libc.mmap(0n, 1n << 48n, PROT_READ, MAP_SHARED, fd, offset)).toBe(MAP_FAILED);
@@ -142,21 +132,21 @@ describe("do_mmap argument checks", () => {
   });
 
   it("MAP_FIXED needs a page-aligned address: any low bit set is EINVAL", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     expect(libc.mmap(0x10800n, PAGE, RW, ANON | MAP_FIXED, -1, 0)).toBe(MAP_FAILED);
     expect(libc.errno).toBe(EINVAL);
     expect(libc.process.mm.mapCount).toBe(0);
   });
 
   it("MAP_FIXED maps at mmap_min_addr but not below it", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     expect(libc.mmap(MMAP_MIN_ADDR, PAGE, RW, ANON | MAP_FIXED, -1, 0)).toBe(MMAP_MIN_ADDR);
     expect(libc.mmap(MMAP_MIN_ADDR - PAGE, PAGE, RW, ANON | MAP_FIXED, -1, 0)).toBe(MAP_FAILED);
     expect(spans(libc)).toEqual([[MMAP_MIN_ADDR, MMAP_MIN_ADDR + PAGE]]);
   });
 
   it("MAP_FIXED hugetlb at an address that is not huge-page aligned is EINVAL", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const flags = ANON | MAP_HUGETLB | MAP_HUGE_2MB | MAP_FIXED;
     expect(libc.mmap(0x4000_1000n, 2n * MiB, RW, flags, -1, 0)).toBe(MAP_FAILED);
     expect(libc.errno).toBe(EINVAL);
@@ -164,7 +154,7 @@ describe("do_mmap argument checks", () => {
   });
 
   it("a hugetlb length is rounded up to whole huge pages, an exact one is kept", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const flags = ANON | MAP_HUGETLB | MAP_HUGE_2MB;
     const exact = libc.mmap(0n, 2n * MiB, RW, flags, -1, 0);
     expect(libc.process.mm.vmaAt(exact)!.npages).toBe(512);
@@ -173,7 +163,7 @@ describe("do_mmap argument checks", () => {
   });
 
   it("EACCES for a mapping of a file not open for reading, even a shared writable one", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     barDevice(k, "remap");
     const fd = libc.open("/dev/bar", O_WRONLY);
     expect(libc.mmap(0n, PAGE, RW, MAP_SHARED, fd, 0)).toBe(MAP_FAILED);
@@ -182,7 +172,7 @@ describe("do_mmap argument checks", () => {
   });
 
   it("MAP_SHARED_VALIDATE maps files and anonymous memory shared", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const fd = libc.memfdCreate("m", 0);
     libc.ftruncate(fd, 4096);
     const a = libc.mmap(0n, PAGE, RW, MAP_SHARED_VALIDATE, fd, 0);
@@ -198,7 +188,7 @@ describe("do_mmap argument checks", () => {
 
 describe("VMA flags do_mmap computes", () => {
   it("a read-only open mapped MAP_SHARED loses VM_MAYWRITE and VM_SHARED, keeps VM_MAYSHARE", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     barDevice(k, "remap");
     const fd = libc.open("/dev/bar", O_RDONLY);
     const va = libc.mmap(0n, PAGE, PROT_READ, MAP_SHARED, fd, 0);
@@ -215,7 +205,7 @@ describe("VMA flags do_mmap computes", () => {
   });
 
   it("anonymous mappings: private ones carry no VM_SHARED or VM_HUGETLB, shared ones do share", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const mm = libc.process.mm;
     const priv = libc.mmap(0n, PAGE, RW, ANON, -1, 0);
     expect(mm.vmaAt(priv)!.flags).toBe(VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC);
@@ -226,7 +216,7 @@ describe("VMA flags do_mmap computes", () => {
   });
 
   it("shared anonymous memory is a shmem file named as /proc/PID/maps shows it", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const mm = libc.process.mm;
     const zero = libc.mmap(0n, PAGE, RW, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     const huge = libc.mmap(0n, 2n * MiB, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
@@ -235,7 +225,7 @@ describe("VMA flags do_mmap computes", () => {
   });
 
   it("shared anonymous memory is freed with its last mapping: the mapping holds the only file reference", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const va = libc.mmap(0n, 2n * PAGE, RW, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     const file = libc.process.mm.vmaAt(va)!.file!;
     expect(file.refcount).toBe(1);
@@ -249,24 +239,24 @@ describe("VMA flags do_mmap computes", () => {
 
 describe("placement (get_unmapped_area)", () => {
   it("a hint is rounded down to its page", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     expect(libc.mmap(0x1000_0800n, PAGE, RW, ANON, -1, 0)).toBe(0x1000_0000n);
   });
 
   it("a hint below mmap_min_addr asks for mmap_min_addr; one inside page 0 is no hint", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     expect(libc.mmap(0x1000n, PAGE, RW, ANON, -1, 0)).toBe(MMAP_MIN_ADDR);
     expect(libc.mmap(0x800n, PAGE, RW, ANON, -1, 0)).toBe(MMAP_BASE - PAGE);
   });
 
   it("a hugetlb hint is aligned up to the huge page size", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const flags = ANON | MAP_HUGETLB | MAP_HUGE_2MB;
     expect(libc.mmap(0x1000_1000n, 2n * MiB, RW, flags, -1, 0)).toBe(0x1020_0000n);
   });
 
   it("a hint whose range ends exactly at TASK_SIZE is taken; one past it is not", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     expect(libc.mmap(TASK_SIZE - PAGE, PAGE, RW, ANON, -1, 0)).toBe(TASK_SIZE - PAGE);
     expect(libc.mmap(TASK_SIZE, PAGE, RW, ANON, -1, 0)).toBe(MMAP_BASE - PAGE);
     const huge = ANON | MAP_HUGETLB | MAP_HUGE_2MB;
@@ -275,20 +265,20 @@ describe("placement (get_unmapped_area)", () => {
   });
 
   it("a hint over a mapping falls back to the top-down search", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const low = libc.mmap(0x1000_0000n, 4n * PAGE, RW, ANON, -1, 0);
     expect(libc.mmap(low + PAGE, PAGE, RW, ANON, -1, 0)).toBe(MMAP_BASE - PAGE);
   });
 
   it("the search ignores mappings above MMAP_BASE", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const high = MMAP_BASE + 0x10_0000_0000n;
     expect(libc.mmap(high, PAGE, RW, ANON, -1, 0)).toBe(high);
     expect(libc.mmap(0n, PAGE, RW, ANON, -1, 0)).toBe(MMAP_BASE - PAGE);
   });
 
   it("the search takes the highest gap that fits, an exact fit included, and skips smaller ones", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const top = libc.mmap(0n, 4n * PAGE, RW, ANON, -1, 0);
     expect(top).toBe(MMAP_BASE - 4n * PAGE);
     // a one-page hole at top + PAGE: too small for two pages, an exact fit for one
@@ -299,7 +289,7 @@ describe("placement (get_unmapped_area)", () => {
   });
 
   it("a hugetlb mapping goes in the highest huge-aligned gap between mappings", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const low = libc.mmap(0x1000_0000n, PAGE, RW, ANON, -1, 0);
     const top = libc.mmap(0n, PAGE, RW, ANON, -1, 0);
     expect(top).toBe(MMAP_BASE - PAGE);
@@ -309,7 +299,7 @@ describe("placement (get_unmapped_area)", () => {
   });
 
   it("the lowest placement is mmap_min_addr; a length that fits nowhere is ENOMEM", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const len = MMAP_BASE - MMAP_MIN_ADDR;
     expect(libc.mmap(0n, len, PROT_READ, ANON, -1, 0)).toBe(MMAP_MIN_ADDR);
     libc.munmap(MMAP_MIN_ADDR, len);
@@ -319,7 +309,7 @@ describe("placement (get_unmapped_area)", () => {
   });
 
   it("the VMA list stays in address order, found by address, whatever the order of mapping", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const mid = libc.mmap(0x2000_0000n, PAGE, RW, ANON, -1, 0);
     const top = libc.mmap(0n, PAGE, RW, ANON, -1, 0);
     const low = libc.mmap(0x1000_0000n, PAGE, RW, ANON, -1, 0);
@@ -335,7 +325,7 @@ describe("placement (get_unmapped_area)", () => {
 
 describe("MAP_FIXED_NOREPLACE", () => {
   it("fits a range that only touches mappings on both sides", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const base = 0x1000_0000n;
     libc.mmap(base, PAGE, RW, ANON | MAP_FIXED, -1, 0);
     libc.mmap(base + 2n * PAGE, PAGE, RW, ANON | MAP_FIXED, -1, 0);
@@ -350,7 +340,7 @@ describe("MAP_FIXED_NOREPLACE", () => {
 
 describe("MAP_POPULATE (populate_vma_page_range)", () => {
   it("prefaults a private writable mapping for write: a private file mapping gets its copies", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const fd = libc.memfdCreate("m", 0);
     libc.ftruncate(fd, 3n * PAGE);
     const va = libc.mmap(0n, 3n * PAGE, RW, MAP_PRIVATE | MAP_POPULATE, fd, 0);
@@ -360,7 +350,7 @@ describe("MAP_POPULATE (populate_vma_page_range)", () => {
   });
 
   it("prefaults a read-only private file mapping for read: page cache, no private copy", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const fd = libc.memfdCreate("m", 0);
     libc.ftruncate(fd, 2n * PAGE);
     libc.mmap(0n, 2n * PAGE, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
@@ -369,13 +359,13 @@ describe("MAP_POPULATE (populate_vma_page_range)", () => {
   });
 
   it("prefaults a read-only anonymous mapping (a read fault per page)", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     libc.mmap(0n, 3n * PAGE, PROT_READ, ANON | MAP_POPULATE, -1, 0);
     expect(k.mem.allocatedPages()).toBe(3);
   });
 
   it("prefaults a shared writable file mapping through the page cache", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const fd = libc.memfdCreate("m", 0);
     libc.ftruncate(fd, 2n * PAGE);
     libc.mmap(0n, 2n * PAGE, RW, MAP_SHARED | MAP_POPULATE, fd, 0);
@@ -384,7 +374,7 @@ describe("MAP_POPULATE (populate_vma_page_range)", () => {
   });
 
   it("stops at the first page that cannot be had; the mapping stands", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const fault = k.current.fault;
     fault.arm(2);
     const va = libc.mmap(0n, 3n * PAGE, RW, ANON | MAP_POPULATE, -1, 0);
@@ -396,7 +386,7 @@ describe("MAP_POPULATE (populate_vma_page_range)", () => {
   });
 
   it("stops at the end of the VMA, leaving the next mapping alone", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const base = 0x1000_0000n;
     libc.mmap(base + PAGE, PAGE, RW, ANON | MAP_FIXED, -1, 0);
     libc.mmap(base, PAGE, RW, ANON | MAP_FIXED | MAP_POPULATE, -1, 0);
@@ -405,7 +395,7 @@ describe("MAP_POPULATE (populate_vma_page_range)", () => {
   });
 
   it("a page that cannot be faulted ends the prefault, the mapping stands", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const fd = libc.memfdCreate("m", 0);
     libc.ftruncate(fd, PAGE);
     const va = libc.mmap(0n, 2n * PAGE, RW, MAP_SHARED | MAP_POPULATE, fd, 0);
@@ -417,7 +407,7 @@ describe("MAP_POPULATE (populate_vma_page_range)", () => {
 
 describe("trace events", () => {
   it("mm:mmap, mm:munmap, mm:fork and mm:exit carry what happened", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const fd = libc.memfdCreate("m", 0);
     libc.ftruncate(fd, PAGE);
     const { records } = k.trace.record(() => {

@@ -4,35 +4,21 @@ import {
   EINVAL,
   File,
   type FileOperations,
-  Kernel,
-  Libc,
-  MAP_ANONYMOUS,
+  type Libc,
   MAP_FIXED,
   MAP_HUGETLB,
   MAP_HUGE_2MB,
-  MAP_PRIVATE,
   MAP_SHARED,
   O_RDWR,
   PROT_READ,
-  PROT_WRITE,
 } from "../src/index.js";
 import { TASK_SIZE } from "../src/mm.js";
 import { barDevice } from "./bar-device.js";
-import { expectErrno } from "./helpers.js";
+import { ANON, expectErrno, machine, MiB, PAGE, RW } from "./helpers.js";
 
 // mm/vma.c do_vmi_munmap / do_vmi_align_munmap: the argument checks, splitting a VMA
 // (__split_vma: the new piece's vm_pgoff and the driver's vm_ops->open), hugetlb's
 // huge-page-aligned cuts (hugetlb_split), and VMAs outside the range left untouched.
-
-const RW = PROT_READ | PROT_WRITE;
-const ANON = MAP_PRIVATE | MAP_ANONYMOUS;
-const PAGE = 4096n;
-const MiB = 1n << 20n;
-
-function setup(): { k: Kernel; libc: Libc } {
-  const k = new Kernel({ ramBytes: 1n << 30n });
-  return { k, libc: new Libc(k) };
-}
 
 function spans(libc: Libc): Array<[bigint, bigint]> {
   return libc.process.mm.vmaList().map((v) => [v.startAddr, v.endAddr]);
@@ -40,18 +26,18 @@ function spans(libc: Libc): Array<[bigint, bigint]> {
 
 describe("munmap argument checks", () => {
   it("a negative address is EINVAL (above TASK_SIZE as an unsigned long)", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     expect(libc.munmap(-PAGE, PAGE)).toBe(-1);
     expect(libc.errno).toBe(EINVAL);
   });
 
   it("address 0 with nothing mapped is success", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     expect(libc.munmap(0n, PAGE)).toBe(0);
   });
 
   it("a range past TASK_SIZE is EINVAL; one ending exactly at TASK_SIZE unmaps everything", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const va = libc.mmap(0n, PAGE, RW, ANON, -1, 0);
     expect(libc.munmap(0x10000n, 1n << 47n)).toBe(-1);
     expect(libc.errno).toBe(EINVAL);
@@ -66,7 +52,7 @@ describe("munmap argument checks", () => {
 
 describe("splitting (__split_vma)", () => {
   it("the upper piece of a split file mapping keeps reaching its own file pages", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     const fd = libc.memfdCreate("m", 0);
     libc.ftruncate(fd, 4n * PAGE);
     const va = libc.mmap(0n, 3n * PAGE, RW, MAP_SHARED, fd, PAGE);
@@ -81,7 +67,7 @@ describe("splitting (__split_vma)", () => {
   });
 
   it("a split remap_pfn_range mapping keeps each page on its own BAR pfn", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const { bar } = barDevice(k, "remap");
     const fd = libc.open("/dev/bar", O_RDWR);
     const va = libc.mmap(0n, 3n * PAGE, RW, MAP_SHARED, fd, PAGE);
@@ -97,7 +83,7 @@ describe("splitting (__split_vma)", () => {
   });
 
   it("a split remap_pfn_range mapping of pfn 0 keeps pfn 0 + offset", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const fops: FileOperations = { name: "low", mmap: (_f, vma) => vma.remapPfnRange(0) };
     k.registerDevice("/dev/low", (_k, flags) => new File(fops, null, flags));
     const fd = libc.open("/dev/low", O_RDWR);
@@ -111,7 +97,7 @@ describe("splitting (__split_vma)", () => {
   });
 
   it("a split fault-handler mapping keeps asking its driver, which has no open or close", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const { bar, live } = barDevice(k, "fault");
     const fd = libc.open("/dev/bar", O_RDWR);
     const va = libc.mmap(0n, 3n * PAGE, RW, MAP_SHARED, fd, 0);
@@ -126,7 +112,7 @@ describe("splitting (__split_vma)", () => {
   });
 
   it("a munmap next to a driver's mapping neither splits nor closes it", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine();
     const events: string[] = [];
     const fops: FileOperations = {
       name: "dev",
@@ -159,7 +145,7 @@ describe("hugetlb cuts (hugetlb_split: only at huge page boundaries)", () => {
   const at = 0x4000_0000n;
 
   it("the first page of a hugetlb VMA alone is EINVAL: the cut inside is not aligned", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     hugeMapping(libc, at);
     expect(libc.munmap(at, PAGE)).toBe(-1);
     expect(libc.errno).toBe(EINVAL);
@@ -169,14 +155,14 @@ describe("hugetlb cuts (hugetlb_split: only at huge page boundaries)", () => {
   });
 
   it("from an unaligned address inside to the end is EINVAL", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     hugeMapping(libc, at);
     expect(libc.munmap(at + PAGE, 4n * MiB - PAGE)).toBe(-1);
     expect(libc.errno).toBe(EINVAL);
   });
 
   it("cuts at huge page boundaries succeed, whatever the range's ends outside the VMA", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     hugeMapping(libc, at);
     expect(libc.munmap(at, 2n * MiB)).toBe(0);
     expect(spans(libc)).toEqual([[at + 2n * MiB, at + 4n * MiB]]);
@@ -189,7 +175,7 @@ describe("hugetlb cuts (hugetlb_split: only at huge page boundaries)", () => {
   });
 
   it("unaligned ranges that miss the hugetlb VMA are fine", () => {
-    const { libc } = setup();
+    const { libc } = machine();
     hugeMapping(libc, at);
     const below = libc.mmap(at - 3n * PAGE, 3n * PAGE, RW, ANON | MAP_FIXED, -1, 0);
     const above = libc.mmap(at + 4n * MiB, 3n * PAGE, RW, ANON | MAP_FIXED, -1, 0);

@@ -9,7 +9,6 @@ import {
   ENOMEM,
   File,
   type FileOperations,
-  Kernel,
   Libc,
   MAP_ANONYMOUS,
   MAP_FAILED,
@@ -26,25 +25,15 @@ import {
   O_RDONLY,
   O_RDWR,
   PROT_READ,
-  PROT_WRITE,
   VM_HUGETLB,
   VM_PFNMAP,
 } from "../src/index.js";
 import { barDevice } from "./bar-device.js";
-import { expectErrno, memState } from "./helpers.js";
-
-const RW = PROT_READ | PROT_WRITE;
-const ANON = MAP_PRIVATE | MAP_ANONYMOUS;
-const MiB = 1n << 20n;
-
-function setup(ramBytes = 4n << 30n): { k: Kernel; libc: Libc } {
-  const k = new Kernel({ ramBytes });
-  return { k, libc: new Libc(k) };
-}
+import { ANON, expectErrno, machine, memState, MiB, RW } from "./helpers.js";
 
 describe("anonymous private memory", () => {
   it("maps top-down below MMAP_BASE, reads zero, keeps writes, and faults after munmap", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const va = libc.mmap(0n, 3n * 4096n, RW, ANON, -1, 0);
     expect(va).toBe(MMAP_BASE - 3n * 4096n);
     expect([...libc.peek(va + 10n, 2)]).toEqual([0, 0]);
@@ -57,7 +46,7 @@ describe("anonymous private memory", () => {
   });
 
   it("splits a VMA on a partial munmap and freeing only the unmapped pages", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const va = libc.mmap(0n, 4n * 4096n, RW, ANON | MAP_POPULATE, -1, 0);
     expect(k.mem.allocatedPages()).toBe(4);
     expect(libc.munmap(va + 4096n, 8192n)).toBe(0);
@@ -71,7 +60,7 @@ describe("anonymous private memory", () => {
   });
 
   it("MAP_FIXED replaces what was mapped, MAP_FIXED_NOREPLACE refuses with EEXIST", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const va = libc.mmap(0n, 8192n, RW, ANON, -1, 0);
     libc.poke(va, new Uint8Array([1]));
     expect(libc.mmap(va, 4096n, RW, ANON | MAP_FIXED_NOREPLACE, -1, 0)).toBe(MAP_FAILED);
@@ -83,13 +72,13 @@ describe("anonymous private memory", () => {
   });
 
   it("honours a free hint address", () => {
-    const { libc } = setup();
+    const { libc } = machine(4n << 30n);
     expect(libc.mmap(0x10000000n, 4096n, RW, ANON, -1, 0)).toBe(0x10000000n);
     expect(libc.mmap(0x10000000n, 4096n, RW, ANON, -1, 0)).not.toBe(0x10000000n);
   });
 
   it("enforces protections: write to read-only and read of PROT_NONE are EFAULT", () => {
-    const { libc } = setup();
+    const { libc } = machine(4n << 30n);
     const ro = libc.mmap(0n, 4096n, PROT_READ, ANON, -1, 0);
     expectErrno(() => libc.poke(ro, new Uint8Array(1)), EFAULT);
     const none = libc.mmap(0n, 4096n, 0, ANON, -1, 0);
@@ -119,7 +108,7 @@ describe("mmap argument checks (errno and no state change)", () => {
   ];
   for (const [name, call, errno] of cases) {
     it(name, () => {
-      const { k, libc } = setup();
+      const { k, libc } = machine(4n << 30n);
       const fd = libc.memfdCreate("m", 0);
       libc.ftruncate(fd, 8192);
       const file = libc.process.files.lookup(fd);
@@ -133,12 +122,12 @@ describe("mmap argument checks (errno and no state change)", () => {
   }
 
   it("ENODEV for a file without mmap, EACCES for a shared writable map of a read-only open", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     barDevice(k, "none");
     const fd = libc.open("/dev/bar", O_RDWR);
     expect(libc.mmap(0n, 4096n, RW, MAP_SHARED, fd, 0)).toBe(MAP_FAILED);
     expect(libc.errno).toBe(ENODEV);
-    const k2 = setup().k;
+    const k2 = machine(4n << 30n).k;
     barDevice(k2, "remap");
     const l2 = new Libc(k2);
     const ro = l2.open("/dev/bar", O_RDONLY);
@@ -149,7 +138,7 @@ describe("mmap argument checks (errno and no state change)", () => {
   });
 
   it("a driver's mmap refusal leaves no VMA and no file reference", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     barDevice(k, "remap");
     const fd = libc.open("/dev/bar", O_RDWR);
     expect(libc.mmap(0n, 2n * MiB, RW, MAP_SHARED, fd, 0)).toBe(MAP_FAILED);
@@ -159,7 +148,7 @@ describe("mmap argument checks (errno and no state change)", () => {
   });
 
   it("munmap checks: unaligned and zero length are EINVAL", () => {
-    const { libc } = setup();
+    const { libc } = machine(4n << 30n);
     const va = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
     expect(libc.munmap(va + 1n, 4096n)).toBe(-1);
     expect(libc.errno).toBe(EINVAL);
@@ -171,7 +160,7 @@ describe("mmap argument checks (errno and no state change)", () => {
 
 describe("shared and file mappings", () => {
   it("shared anonymous memory stays shared across fork", () => {
-    const { libc } = setup();
+    const { libc } = machine(4n << 30n);
     const va = libc.mmap(0n, 4096n, RW, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     const child = libc.fork();
     child.poke(va, new Uint8Array([42]));
@@ -179,7 +168,7 @@ describe("shared and file mappings", () => {
   });
 
   it("a private file mapping reads the file and copies on write", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const fd = libc.memfdCreate("f", 0);
     libc.ftruncate(fd, 8192);
     const shared = libc.mmap(0n, 8192n, RW, MAP_SHARED, fd, 0);
@@ -197,7 +186,7 @@ describe("shared and file mappings", () => {
   });
 
   it("access beyond EOF of a shared file mapping is EFAULT (SIGBUS), and truncation zeroes the tail", () => {
-    const { libc } = setup();
+    const { libc } = machine(4n << 30n);
     const fd = libc.memfdCreate("f", 0);
     libc.ftruncate(fd, 8192);
     const va = libc.mmap(0n, 8192n, RW, MAP_SHARED, fd, 0);
@@ -211,7 +200,7 @@ describe("shared and file mappings", () => {
   });
 
   it("hugetlb: mmap needs aligned offsets, munmap aligned cuts; MAP_HUGETLB anon works", () => {
-    const { libc } = setup();
+    const { libc } = machine(4n << 30n);
     const fd = libc.memfdCreate("h", MFD_HUGETLB | MFD_HUGE_2MB);
     expect(libc.ftruncate(fd, 4n * MiB)).toBe(0);
     expect(libc.mmap(0n, 2n * MiB, RW, MAP_SHARED, fd, 4096)).toBe(MAP_FAILED);
@@ -232,7 +221,7 @@ describe("shared and file mappings", () => {
 
 describe("private hugetlb mappings", () => {
   it("anonymous MAP_HUGETLB private memory faults huge folios and copies them whole on COW", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const va = libc.mmap(0n, 4n * MiB, RW, ANON | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
     libc.poke(va + 4096n * 300n, new Uint8Array([1]));
     const mm = libc.process.mm;
@@ -254,7 +243,7 @@ describe("private hugetlb mappings", () => {
   });
 
   it("a private mapping of a hugetlb memfd copies the huge page on write, the file keeps its own", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const fd = libc.memfdCreate("h", MFD_HUGETLB | MFD_HUGE_2MB);
     libc.ftruncate(fd, 2n * MiB);
     const shared = libc.mmap(0n, 2n * MiB, RW, MAP_SHARED, fd, 0);
@@ -270,7 +259,7 @@ describe("private hugetlb mappings", () => {
 
 describe("VM_PFNMAP mappings of a BAR", () => {
   it("remap_pfn_range: CPU accesses reach the BAR by physical address", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const { bar } = barDevice(k, "remap");
     const fd = libc.open("/dev/bar", O_RDWR);
     const va = libc.mmap(0n, 8192n, RW, MAP_SHARED, fd, 4096);
@@ -289,7 +278,7 @@ describe("VM_PFNMAP mappings of a BAR", () => {
   });
 
   it("fault-handler mappings: a refused fault is EFAULT to the accessor", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const { live } = barDevice(k, "fault");
     const fd = libc.open("/dev/bar", O_RDWR);
     const va = libc.mmap(0n, 4096n, RW, MAP_SHARED, fd, 0);
@@ -302,7 +291,7 @@ describe("VM_PFNMAP mappings of a BAR", () => {
   });
 
   it("VMA open/close callbacks run on split and unmap, and the file reference follows", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const events: string[] = [];
     const fops: FileOperations = {
       name: "dev",
@@ -327,7 +316,7 @@ describe("VM_PFNMAP mappings of a BAR", () => {
 
 describe("fork and copy-on-write", () => {
   it("shares private pages until one side writes", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const va = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
     libc.poke(va, new Uint8Array([1]));
     const pfn = libc.process.mm.lookup(Number(va >> 12n));
@@ -348,7 +337,7 @@ describe("fork and copy-on-write", () => {
   });
 
   it("a fork that fails leaves no child and no leaked page", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const va = libc.mmap(0n, 4096n, RW, ANON, -1, 0);
     libc.poke(va, new Uint8Array([1]));
     const fd = libc.memfdCreate("x", 0);
@@ -363,7 +352,7 @@ describe("fork and copy-on-write", () => {
   });
 
   it("exit closes descriptors and unmaps; a memfd lives while mapped", () => {
-    const { k, libc } = setup();
+    const { k, libc } = machine(4n << 30n);
     const fd = libc.memfdCreate("x", 0);
     libc.ftruncate(fd, 4096);
     const va = libc.mmap(0n, 4096n, RW, MAP_SHARED, fd, 0);
