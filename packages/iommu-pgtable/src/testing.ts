@@ -1,9 +1,22 @@
 /**
  * @x/iommu-pgtable/testing: what a guest writes into its own memory for the SMMU's nested
  * translation to read, for tests: an AArch64 stage-1 table (4 KiB granule) and the context
- * descriptor naming it, laid out as a guest's arm-smmu-v3 driver and io-pgtable-arm do.
+ * descriptor naming it, laid out as a guest's arm-smmu-v3 driver and io-pgtable-arm do; and
+ * the IOMMU fault a device access raises.
  * @see drivers/iommu/io-pgtable-arm.c, arm_smmu_write_cd_entry
  */
+import { IommuFault } from "./iommu-driver.js";
+
+/** The IommuFault `fn` raises; anything else it throws propagates, and no fault is an error. */
+export function faultOf(fn: () => unknown): IommuFault {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof IommuFault) return e;
+    throw e;
+  }
+  throw new Error("no fault");
+}
 
 /** Leaf descriptors: a level-3 page (bits 1:0 = 0b11) and a level-1/2 block (0b01), AF set. */
 export const PTE_PAGE = 3n | (1n << 10n);

@@ -29,7 +29,6 @@ import {
   IOMMU_WRITE,
   type IommuDomain,
   IommuDevice,
-  IommuFault,
   STRTAB_STE_0_CFG_ABORT,
   STRTAB_STE_0_CFG_BYPASS,
   STRTAB_STE_0_V,
@@ -37,7 +36,7 @@ import {
   iommuMap,
 } from "../src/index.js";
 import { RW } from "./helpers.js";
-import { ArmLpaeS1Tables, PTE_BLOCK, PTE_PAGE, PTE_RDONLY } from "../src/testing.js";
+import { ArmLpaeS1Tables, faultOf, PTE_BLOCK, PTE_PAGE, PTE_RDONLY } from "../src/testing.js";
 
 /** Guest RAM: 4 MiB of IPA space at 1 GiB, backed by host PAs at 4 MiB. */
 const RAM_IPA = 0x4000_0000n;
@@ -69,16 +68,6 @@ const cd0 = (t0sz: number, asid: bigint) =>
 /** A TLBI command word 0 with its VMID and ASID (and NUM / SCALE of a range). */
 const tlbi = (op: bigint, vmid: number, asid = 0n, num = 0n, scale = 0n) =>
   op | (BigInt(vmid) << 32n) | (asid << 48n) | (num << 12n) | (scale << 20n);
-
-function faultOf(fn: () => unknown): IommuFault {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof IommuFault) return e;
-    throw e;
-  }
-  throw new Error("no fault");
-}
 
 /** One SMMU with guest RAM; streams are devices on nested domains over stage-2 parents. */
 function rig(opts: { mem?: boolean } = {}) {

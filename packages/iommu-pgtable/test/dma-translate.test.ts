@@ -8,6 +8,7 @@
  *
  * @see drivers/iommu/iommu.c (iommu_iova_to_phys), include/linux/iommu.h (struct iommu_ops)
  */
+import { faultOf } from "../src/testing.js";
 import { describe, expect, it } from "vitest";
 import {
   IOMMU_DOMAIN_NESTED,
@@ -16,7 +17,6 @@ import {
   IOMMU_WRITE,
   IommuDevice,
   IommuDomain,
-  IommuFault,
   amdIommuDriver,
   iommuAttachDevice,
   iommuDeviceDma,
@@ -31,16 +31,6 @@ import { amdDomain, errnoOf } from "./helpers.js";
 
 const RW = IOMMU_READ | IOMMU_WRITE;
 const AMDV1PT_FMT_D = 1n << 6n;
-
-function faultOf(fn: () => unknown): IommuFault {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof IommuFault) return e;
-    throw e;
-  }
-  throw new Error("no fault");
-}
 
 /** A domain with no page table: the driver answers iova_to_phys (one page at 0x1000). */
 function tablelessDomain(type?: number) {

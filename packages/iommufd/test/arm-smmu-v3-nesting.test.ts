@@ -11,10 +11,9 @@ import {
   IOMMU_READ,
   IOMMU_WRITE,
   IommuDevice,
-  IommuFault,
   iommuDeviceDma,
 } from "@x/iommu-pgtable";
-import { ArmLpaeS1Tables, PTE_PAGE, PTE_RDONLY, u64le } from "@x/iommu-pgtable/testing";
+import { ArmLpaeS1Tables, PTE_PAGE, PTE_RDONLY, faultOf, u64le } from "@x/iommu-pgtable/testing";
 import { E2BIG, EFAULT, EINVAL, EIO, ENOENT, ENOMEM, EOPNOTSUPP } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import {
@@ -142,16 +141,6 @@ function errnoOr0(fn: () => unknown): number {
       throw e;
     });
   }
-}
-
-function faultOf(fn: () => unknown): IommuFault {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof IommuFault) return e;
-    throw e;
-  }
-  throw new Error("no fault");
 }
 
 describe("SMMUv3 nested translation", () => {
