@@ -41,3 +41,20 @@ export function barDevice(
   k.registerDevice("/dev/bar", (_k, flags) => new File(fops, null, flags));
   return { bar, live };
 }
+
+/**
+ * A device node "/dev/x" whose mmap maps pfn 0 with remap_pfn_range and records its VMAs'
+ * vm_ops->open / ->close calls (a split opens the new piece, an unmap closes each piece).
+ */
+export function vmaEventDevice(k: Kernel): string[] {
+  const events: string[] = [];
+  const fops: FileOperations = {
+    name: "dev",
+    mmap(_f, vma) {
+      vma.remapPfnRange(0);
+      vma.ops = { open: () => events.push("open"), close: () => events.push("close") };
+    },
+  };
+  k.registerDevice("/dev/x", (_k, flags) => new File(fops, null, flags));
+  return events;
+}

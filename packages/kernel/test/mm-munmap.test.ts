@@ -13,7 +13,7 @@ import {
   PROT_READ,
 } from "../src/index.js";
 import { TASK_SIZE } from "../src/mm.js";
-import { barDevice } from "./bar-device.js";
+import { barDevice, vmaEventDevice } from "./bar-device.js";
 import { ANON, expectErrno, machine, MiB, PAGE, RW } from "./helpers.js";
 
 // mm/vma.c do_vmi_munmap / do_vmi_align_munmap: the argument checks, splitting a VMA
@@ -113,15 +113,7 @@ describe("splitting (__split_vma)", () => {
 
   it("a munmap next to a driver's mapping neither splits nor closes it", () => {
     const { k, libc } = machine();
-    const events: string[] = [];
-    const fops: FileOperations = {
-      name: "dev",
-      mmap(_f, vma) {
-        vma.remapPfnRange(0);
-        vma.ops = { open: () => events.push("open"), close: () => events.push("close") };
-      },
-    };
-    k.registerDevice("/dev/x", (_k, flags) => new File(fops, null, flags));
+    const events = vmaEventDevice(k);
     const fd = libc.open("/dev/x", O_RDWR);
     const base = 0x1000_0000n;
     libc.mmap(base - PAGE, PAGE, RW, ANON | MAP_FIXED, -1, 0);

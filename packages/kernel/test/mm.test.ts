@@ -7,8 +7,6 @@ import {
   EINVAL,
   ENODEV,
   ENOMEM,
-  File,
-  type FileOperations,
   Libc,
   MAP_ANONYMOUS,
   MAP_FAILED,
@@ -28,7 +26,7 @@ import {
   VM_HUGETLB,
   VM_PFNMAP,
 } from "../src/index.js";
-import { barDevice } from "./bar-device.js";
+import { barDevice, vmaEventDevice } from "./bar-device.js";
 import { ANON, expectErrno, machine, memState, MiB, RW } from "./helpers.js";
 
 describe("anonymous private memory", () => {
@@ -292,15 +290,7 @@ describe("VM_PFNMAP mappings of a BAR", () => {
 
   it("VMA open/close callbacks run on split and unmap, and the file reference follows", () => {
     const { k, libc } = machine(4n << 30n);
-    const events: string[] = [];
-    const fops: FileOperations = {
-      name: "dev",
-      mmap(_f, vma) {
-        vma.remapPfnRange(0);
-        vma.ops = { open: () => events.push("open"), close: () => events.push("close") };
-      },
-    };
-    k.registerDevice("/dev/x", (_k, flags) => new File(fops, null, flags));
+    const events = vmaEventDevice(k);
     const fd = libc.open("/dev/x", O_RDWR);
     const va = libc.mmap(0n, 3n * 4096n, RW, MAP_SHARED, fd, 0);
     const file = libc.process.files.lookup(fd);
