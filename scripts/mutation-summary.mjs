@@ -35,10 +35,9 @@ for (const name of readdirSync("reports").sort()) {
   if (!/^stryker-incremental-.*\.json$/.test(name)) continue;
   const report = JSON.parse(readFileSync(`reports/${name}`, "utf8"));
   for (const [file, result] of Object.entries(report.files)) {
-    const entry = files.get(file) ?? { sources: new Set(), byKey: new Map(), source: "" };
+    const entry = files.get(file) ?? { sources: new Set(), byKey: new Map() };
     for (const m of result.mutants) entry.byKey.set(mutantKey(m), m);
     entry.sources.add(result.source);
-    entry.source = result.source;
     files.set(file, entry);
   }
 }
@@ -82,7 +81,7 @@ for (const [pkg, list] of byPkg) {
     const stale = isStale(file, result) ? "  STALE" : "";
     console.log(row(`  ${file.replace(/^packages\/[^/]+\/src\//, "")}`, count(mutants)) + stale);
     if (!survivors) continue;
-    const lines = result.source.split("\n");
+    const lines = [...result.sources].at(-1).split("\n");
     const open = mutants.filter((m) => UNDETECTED.includes(m.status));
     open.sort((a, b) => a.location.start.line - b.location.start.line);
     for (const m of open) {
