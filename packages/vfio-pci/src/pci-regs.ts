@@ -45,6 +45,9 @@ export const PCI_CAP_LIST_NEXT = 1;
 
 /** Power management capability. */
 export const PCI_PM_PMC = 2;
+/** PMC: the function supports D1 / D2. */
+export const PCI_PM_CAP_D1 = 0x0200;
+export const PCI_PM_CAP_D2 = 0x0400;
 export const PCI_PM_CTRL = 4;
 export const PCI_PM_CTRL_STATE_MASK = 0x3;
 export const PCI_PM_CTRL_NO_SOFT_RESET = 0x8;
@@ -81,6 +84,8 @@ export const PCI_MSIX_ENTRY_CTRL_MASKBIT = 0x1;
 
 /** Power states (pci_power_t). */
 export const PCI_D0 = 0;
+export const PCI_D1 = 1;
+export const PCI_D2 = 2;
 export const PCI_D3hot = 3;
 
 /** PCI Express capability. */

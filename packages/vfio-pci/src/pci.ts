@@ -1,6 +1,7 @@
 import {
   EAGAIN,
   EINVAL,
+  EIO,
   ENOTTY,
   KernelWarning,
   type Kernel,
@@ -44,6 +45,8 @@ import {
   PCI_COMMAND_MASTER,
   PCI_COMMAND_MEMORY,
   PCI_D0,
+  PCI_D1,
+  PCI_D2,
   PCI_D3hot,
   PCI_DEVICE_ID,
   PCI_EXP_DEVCAP,
@@ -75,6 +78,8 @@ import {
   PCI_PM_CTRL,
   PCI_PM_CTRL_NO_SOFT_RESET,
   PCI_PM_CTRL_STATE_MASK,
+  PCI_PM_CAP_D1,
+  PCI_PM_CAP_D2,
   PCI_PM_PMC,
   PCI_PM_SIZEOF,
   PCI_REVISION_ID,
@@ -130,8 +135,13 @@ export interface PciDevSpec {
   readonly bars?: ReadonlyArray<PciBarSpec | undefined>;
   /** Expansion ROM size (power of two ≥ 2 KiB), absent for no ROM. */
   readonly romSize?: bigint;
-  /** PM capability; `noSoftReset` keeps config across D3hot -> D0. */
-  readonly pm?: boolean | { readonly noSoftReset: boolean };
+  /**
+   * PM capability; `noSoftReset` keeps config across D3hot -> D0, `d1` / `d2` set the PMC bits
+   * saying the function supports those states.
+   */
+  readonly pm?:
+    | boolean
+    | { readonly noSoftReset?: boolean; readonly d1?: boolean; readonly d2?: boolean };
   /** PCI Express capability; `flr` sets DEVCAP.FLR. */
   readonly pcie?: boolean | { readonly flr: boolean };
   /** Advanced Features capability with its FLR / TP bits. */
@@ -415,8 +425,10 @@ export class PciDev {
     };
     this.pmCap = spec.pm ? addCap(PCI_CAP_ID_PM, PCI_PM_SIZEOF) : 0;
     if (this.pmCap) {
-      cfg.setUint16(this.pmCap + PCI_PM_PMC, 0x0003, true);
-      const nsr = typeof spec.pm === "object" && spec.pm.noSoftReset;
+      const pm = typeof spec.pm === "object" ? spec.pm : {};
+      const pmc = 0x0003 | (pm.d1 ? PCI_PM_CAP_D1 : 0) | (pm.d2 ? PCI_PM_CAP_D2 : 0);
+      cfg.setUint16(this.pmCap + PCI_PM_PMC, pmc, true);
+      const nsr = pm.noSoftReset === true;
       this.config[this.pmCap + PCI_PM_CTRL] = nsr ? PCI_PM_CTRL_NO_SOFT_RESET : 0;
       this.wmask[this.pmCap + PCI_PM_CTRL] = PCI_PM_CTRL_STATE_MASK;
     }
@@ -761,12 +773,27 @@ export class PciDev {
   }
 
   /**
-   * pci_set_power_state: EINVAL for a state other than D0..D3hot; a no-op without a PM
-   * capability. Returns to D0 from D3hot reset the function when NoSoftRst is clear.
+   * pci_set_power_state for D0..D3hot (the model's callers never ask for D3cold; anything else
+   * is EINVAL). Without a PM capability nothing changes: every VFIO caller ignores the kernel's
+   * EIO there. Going up to a shallower low-power state (D3hot -> D1, D2 -> D1) is EINVAL, and
+   * D1 / D2 on a function whose PMC does not offer them is EIO, both before PMCSR is touched.
+   * Returns to D0 from D3hot reset the function when NoSoftRst is clear.
+   * @see pci_set_low_power_state
    */
   setPowerState(state: number): void {
     if (state < PCI_D0 || state > PCI_D3hot) fail(EINVAL, `power state ${state}`);
     if (!this.pmCap) return;
+    const cur = this.powerState;
+    if (cur === state) return;
+    if (state !== PCI_D0) {
+      if (cur > state) fail(EINVAL, `power transition D${cur} -> D${state}`);
+      const pmc = this.readConfig(this.pmCap + PCI_PM_PMC, 2);
+      if (
+        (state === PCI_D1 && !(pmc & PCI_PM_CAP_D1)) ||
+        (state === PCI_D2 && !(pmc & PCI_PM_CAP_D2))
+      )
+        fail(EIO, `D${state} not supported`);
+    }
     const at = this.pmCap + PCI_PM_CTRL;
     this.writeConfig(at, 2, (this.readConfig(at, 2) & ~PCI_PM_CTRL_STATE_MASK) | state);
   }

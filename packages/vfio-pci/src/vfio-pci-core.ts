@@ -215,11 +215,13 @@ export class VfioPciCoreDevice extends VfioDevice {
   setPowerState(state: number): void {
     const p = this.pdev;
     const cur = p.powerState;
-    let needsRestore = false;
-    if (cur >= PCI_D3hot && state <= PCI_D0) needsRestore = !p.noSoftReset;
-    else if (state === PCI_D3hot && cur < PCI_D3hot && !p.noSoftReset) this.pmSave = p.saveState();
+    const needsRestore = cur >= PCI_D3hot && state <= PCI_D0 && !p.noSoftReset;
+    const save =
+      state === PCI_D3hot && cur < PCI_D3hot && !p.noSoftReset ? p.saveState() : undefined;
     p.setPowerState(state);
-    if (needsRestore && this.pmSave) {
+    // Kept only when the function did reach D3hot (a refused transition stores nothing).
+    if (save && p.powerState >= PCI_D3hot) this.pmSave = save;
+    else if (needsRestore && this.pmSave) {
       p.restoreState(this.pmSave);
       this.pmSave = undefined;
     }
@@ -234,7 +236,12 @@ export class VfioPciCoreDevice extends VfioDevice {
       this.memoryLock.downWrite();
     }
     try {
-      this.setPowerState(state);
+      // The PCI core's refusal (EINVAL, EIO) leaves the function where it was; nobody is told.
+      try {
+        this.setPowerState(state);
+      } catch (e) {
+        if (!isKernelError(e)) throw e;
+      }
       if (this.memoryEnabled()) vfioPciDmaBufMove(this, false);
     } finally {
       this.memoryLock.upWrite();

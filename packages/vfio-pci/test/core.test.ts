@@ -27,6 +27,7 @@ import {
   PCI_EXP_DEVCTL,
   PCI_EXP_DEVCTL_BCR_FLR,
   PCI_PM_CTRL,
+  PCI_PM_CTRL_STATE_MASK,
 } from "../src/pci-regs.js";
 import {
   VFIO_DEVICE_FEATURE,
@@ -60,6 +61,7 @@ import {
   PAGE,
   TestImporter,
   catchErr,
+  cfgRead,
   cfgWrite,
   createDmaBuf,
   getBuf,
@@ -307,6 +309,27 @@ describe("vfio_pci_set_power_state: pm_save around D3hot for a NoSoftRst- functi
     const zaps = vdev.zapCount;
     cfgWrite(m, fd, vdev.pdev.pmCap + PCI_PM_CTRL, 2, PCI_D0);
     expect([vdev.zapCount, imp.notifications]).toEqual([zaps, 0]);
+  });
+
+  it("a PMCSR write the PCI core refuses leaves the state and the revoke as they were", () => {
+    const m = machine();
+    const { vdev, fd } = gpu(m);
+    const pm = vdev.pdev.pmCap + PCI_PM_CTRL;
+    const imp = new TestImporter(
+      m.kernel,
+      getBuf(m, createDmaBuf(m, fd, 0, [{ offset: 0n, length: MiB }])),
+    );
+    // The function offers no D1 (pci_set_low_power_state: EIO); vfio ignores the error.
+    expect(pciEvents(m, () => cfgWrite(m, fd, pm, 2, 1))).toEqual([]);
+    expect(cfgRead(m, fd, pm, 2) & PCI_PM_CTRL_STATE_MASK).toBe(PCI_D0);
+    cfgWrite(m, fd, pm, 2, PCI_D3hot);
+    expect(imp.notifications).toBe(1);
+    // D3hot -> D1 is EINVAL: still D3hot, memory still off, so the dma-buf stays revoked.
+    expect(pciEvents(m, () => cfgWrite(m, fd, pm, 2, 1))).toEqual([]);
+    expect(cfgRead(m, fd, pm, 2) & PCI_PM_CTRL_STATE_MASK).toBe(PCI_D3hot);
+    expect(imp.notifications).toBe(1);
+    expect(pciEvents(m, () => cfgWrite(m, fd, pm, 2, PCI_D0))).toEqual(["power 3->0"]);
+    expect(imp.notifications).toBe(2);
   });
 
   it("VFIO_DEVICE_RESET returns pci_try_reset_function's EAGAIN and un-revokes", () => {

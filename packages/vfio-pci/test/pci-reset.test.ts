@@ -1,4 +1,4 @@
-import { EINVAL, ENOTTY, Kernel, isKernelError } from "@x/kernel";
+import { EINVAL, EIO, ENOTTY, Kernel, isKernelError } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import { type PciDevSpec, pciRoot } from "../src/pci.js";
 import {
@@ -9,8 +9,13 @@ import {
   PCI_COMMAND_MASTER,
   PCI_COMMAND_MEMORY,
   PCI_D0,
+  PCI_D1,
+  PCI_D2,
   PCI_D3hot,
+  PCI_PM_CAP_D1,
+  PCI_PM_CAP_D2,
   PCI_PM_CTRL,
+  PCI_PM_PMC,
   PCI_PM_CTRL_NO_SOFT_RESET,
 } from "../src/pci-regs.js";
 
@@ -150,6 +155,48 @@ describe("power states (pci_set_power_state, pci_raw_set_power_state)", () => {
       { dev: d.name, from: 1, to: 0 },
       { dev: d.name, from: 0, to: 3 },
       { dev: d.name, from: 3, to: 0 },
+    ]);
+  });
+
+  it("only goes deeper from a low-power state: D3hot -> D1 and D2 -> D1 are EINVAL, D1 -> D2 -> D3hot is not", () => {
+    const { bus, events } = machine();
+    const d = bus.addDevice({ ...base, pm: { d1: true, d2: true } });
+    expect(d.readConfig(d.pmCap + PCI_PM_PMC, 2) & (PCI_PM_CAP_D1 | PCI_PM_CAP_D2)).toBe(
+      PCI_PM_CAP_D1 | PCI_PM_CAP_D2,
+    );
+    d.setPowerState(PCI_D2);
+    expect(errnoOf(() => d.setPowerState(PCI_D1))).toBe(EINVAL);
+    expect(d.powerState).toBe(PCI_D2);
+    d.setPowerState(PCI_D3hot);
+    for (const s of [PCI_D1, PCI_D2]) expect(errnoOf(() => d.setPowerState(s))).toBe(EINVAL);
+    // Asking for the state it is in is no transition at all.
+    d.setPowerState(PCI_D3hot);
+    d.setPowerState(PCI_D0);
+    d.setPowerState(PCI_D1);
+    d.setPowerState(PCI_D2);
+    expect(events.map((e) => e.data)).toEqual([
+      { dev: d.name, from: 0, to: 2 },
+      { dev: d.name, from: 2, to: 3 },
+      { dev: d.name, from: 3, to: 0 },
+      { dev: d.name, from: 0, to: 1 },
+      { dev: d.name, from: 1, to: 2 },
+    ]);
+  });
+
+  it("D1 / D2 without their PMC bit is EIO, and the EINVAL of a shallower state comes first", () => {
+    const { bus, events } = machine();
+    const d = bus.addDevice({ ...base, pm: { d2: true } });
+    expect(errnoOf(() => d.setPowerState(PCI_D1))).toBe(EIO);
+    d.setPowerState(PCI_D2);
+    const e = bus.addDevice({ ...base, pm: true });
+    expect(e.readConfig(e.pmCap + PCI_PM_PMC, 2) & (PCI_PM_CAP_D1 | PCI_PM_CAP_D2)).toBe(0);
+    for (const s of [PCI_D1, PCI_D2]) expect(errnoOf(() => e.setPowerState(s))).toBe(EIO);
+    e.setPowerState(PCI_D3hot);
+    expect(errnoOf(() => e.setPowerState(PCI_D1))).toBe(EINVAL);
+    expect([d.powerState, e.powerState]).toEqual([PCI_D2, PCI_D3hot]);
+    expect(events.map((x) => x.data)).toEqual([
+      { dev: d.name, from: 0, to: 2 },
+      { dev: e.name, from: 0, to: 3 },
     ]);
   });
 
