@@ -28,10 +28,14 @@ const range = lines ? `:${lines}` : "";
 // MUTATE_TESTS=<pkg>[,<pkg>…] (with MUTATE_FILE) runs a shard against those packages' tests
 // instead of its own (vitest.mutate.config.ts): for code a package provides for a dependent to
 // drive, such as iommu-pgtable's arm-smmu-v3-nested.ts, the SMMUv3 nested walk that @x/iommufd's
-// nesting tests use.
+// nesting tests use, and for @x/iommufd's io_pagetable, whose strongest tests are the ports of
+// the kernel's own iommufd selftests in @x/selftest. Run a file with its own package's tests
+// first: a later run with more packages reuses every kill whose test is unchanged and retests
+// only the rest.
+const TEST_PKGS = [...CORE, "selftest"];
 const testPkgs = process.env.MUTATE_TESTS?.split(",");
-if (testPkgs && (file === undefined || !testPkgs.every((p) => CORE.includes(p))))
-  throw new Error(`MUTATE_TESTS: packages of ${CORE}, with MUTATE_FILE`);
+if (testPkgs && (file === undefined || !testPkgs.every((p) => TEST_PKGS.includes(p))))
+  throw new Error(`MUTATE_TESTS: packages of ${TEST_PKGS}, with MUTATE_FILE`);
 const suffix = pkg
   ? `-${pkg}${file ? `-${file.replaceAll("/", "-")}${lines ? `-L${lines}` : ""}` : ""}`
   : "";
