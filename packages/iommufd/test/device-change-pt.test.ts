@@ -20,7 +20,9 @@ import { EADDRINUSE, EBADFD, EINVAL, ENOSPC, Kernel, KernelWarning, fail } from 
 import { describe, expect, it } from "vitest";
 import {
   IOMMUFD_OBJ_HWPT_PAGING,
+  IOMMUFD_OBJ_IOAS,
   type IommufdHwptPaging,
+  type IommufdIoas,
   VFIO_CHECK_EXTENSION,
   VFIO_DMA_CC_IOMMU,
   iommufdCtxFromFile,
@@ -202,6 +204,39 @@ describe("iommufd_device_auto_get_domain", () => {
     expect(errnoOf(() => iommufdDeviceAttach(idev, ioas))).toBe(ENOSPC);
     expect(snapshot(sys)).toBe(before);
     expect(idev.hwpt).toBeUndefined();
+  });
+
+  it("skips an automatic HWPT being destroyed: an attach racing the last detach gets a new one", () => {
+    const sys = createSystem();
+    const ioas = sys.fd.ioasAlloc();
+    const first = attachTestDevice(sys, ioas);
+    const dying = hwptOf(sys, first.hwptId);
+    const second = bind(sys, sys.iommu);
+    const other = sys.kernel.newTask(sys.kernel.current.process);
+    const detacher = sys.kernel.current;
+    const ioasMutex = sys.ctx.withObject(ioas, IOMMUFD_OBJ_IOAS, (o) => (o as IommufdIoas).mutex);
+    let raced: number | undefined;
+    // iommufd_hwpt_paging_destroy takes ioas->mutex to leave the IOAS's list after
+    // iommufd_object_remove dropped the users to 0: the other thread's attach runs right there,
+    // holding ioas->mutex while it walks the list (iommufd_lock_obj fails on the dying HWPT).
+    sys.kernel.lockdep.onBoundary = (kind, lock, task) => {
+      if (raced !== undefined || kind !== "acquire" || task.tid !== detacher.tid) return;
+      if (lock !== ioasMutex || dying.users !== 0) return;
+      raced = sys.kernel.runAs(other, () => iommufdDeviceAttach(second, ioas));
+    };
+    try {
+      iommufdDeviceDetach(first.idev);
+    } finally {
+      sys.kernel.lockdep.onBoundary = undefined;
+    }
+    // The dying HWPT's id was free again by then, so the new one may reuse it: compare objects.
+    const fresh = hwptOf(sys, raced!);
+    expect(fresh).not.toBe(dying);
+    expect(fresh.autoDomain).toBe(true);
+    expect(dying.domain).toBeUndefined();
+    expect(second.hwpt).toBe(fresh);
+    expect(second.dev.domain).toBe(fresh.domain);
+    expect(fresh.domain!.freed).toBe(false);
   });
 
   it("works for a driver without reserved regions (no get_resv_regions op)", () => {
