@@ -28,7 +28,16 @@
  * (except the selftest's mock devices, see `registerTestCmd`), and the driver holds the DEVICE
  * object (IOMMU_DESTROY of its id is EBUSY) until unbind.
  */
-import { EBUSY, EINVAL, KernelWarning, WARN_ON, fail, type File, type Kernel } from "@x/kernel";
+import {
+  EBUSY,
+  EINVAL,
+  KernelWarning,
+  WARN_ON,
+  fail,
+  isKernelError,
+  type File,
+  type Kernel,
+} from "@x/kernel";
 import {
   IOMMU_CAP_CACHE_COHERENCY,
   IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
@@ -189,7 +198,6 @@ function iommufdHwPagetableAttach(
 ): void {
   if (idev.pasidAttach.has(pasid)) fail(EBUSY, `pasid ${pasid} of the device already attached`);
   const attachResv = pasid === IOMMU_NO_PASID;
-  hwptEnforceCacheCoherency(hwpt, idev);
   if (attachResv) enforceResvRegions(findHwptPaging(hwpt).ioas, idev);
   try {
     hwptAttachDevice(hwpt, idev, pasid);
@@ -199,15 +207,6 @@ function iommufdHwPagetableAttach(
   }
   idev.pasidAttach.set(pasid, hwpt);
   hwpt.users++;
-}
-
-/**
- * Decision: @x/iommu-pgtable domains have no enforce_cache_coherency op; a domain enforces
- * coherency once a device whose driver reports IOMMU_CAP_ENFORCE_CACHE_COHERENCY uses it, and
- * then for good.
- */
-function hwptEnforceCacheCoherency(hwpt: IommufdHwpt, idev: IommufdDevice): void {
-  if (idev.enforceCacheCoherency) findHwptPaging(hwpt).enforceCacheCoherency = true;
 }
 
 /**
@@ -247,7 +246,6 @@ const doReplace: DoAttach = (idev, pasid, hwpt) => {
     pasid === IOMMU_NO_PASID && findHwptPaging(hwpt).ioas !== findHwptPaging(old).ioas;
   if (moveIoas) enforceResvRegions(findHwptPaging(hwpt).ioas, idev);
   try {
-    hwptEnforceCacheCoherency(hwpt, idev);
     hwptReplaceDevice(idev, pasid, hwpt);
   } catch (e) {
     if (moveIoas) findHwptPaging(hwpt).ioas.iopt.removeReservedIova(idev);
@@ -279,7 +277,7 @@ function autoGetDomain(
         const release = act(idev, pasid, hwpt);
         return { hwptId: hwpt.id, release };
       } catch (e) {
-        if (e instanceof Error && "errno" in e && e.errno === EINVAL) continue;
+        if (isKernelError(e, EINVAL)) continue;
         throw e;
       } finally {
         hwpt.users--;

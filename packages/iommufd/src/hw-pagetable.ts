@@ -143,6 +143,10 @@ export function iommufdHwptPagingAlloc(
       ? driver.domainAllocPaging(dev, domainFlags, userData)
       : dev.iommu.domainAllocPaging(dev, domainFlags);
     hwpt.domain.owner = driver;
+    // The coherency mode is chosen here, before the first IOPTE, and never changes: a device
+    // attached later leaves it as it is (iommufd_hwpt_paging_enforce_cc runs only at alloc).
+    // Decision: @x/iommu-pgtable domains have no enforce_cache_coherency op, so a domain made
+    // for a device whose driver reports IOMMU_CAP_ENFORCE_CACHE_COHERENCY always enforces.
     if (idev.enforceCacheCoherency) hwpt.enforceCacheCoherency = true;
     ioas.iopt.tableAddDomain(hwpt.domain);
     hwpt.inIoas = true;
