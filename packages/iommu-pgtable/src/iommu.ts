@@ -187,39 +187,24 @@ export class IommuDomain {
     this.hasPgsizes = bitmap !== 0n;
   }
 
-  /** Page-number form: granule page of PAGE frame `pfn`, or -1 if not representable. */
-  private toGranule(pfn: number): number {
-    const s = this.pageToGranule;
-    if (s === 0) return pfn;
-    if (s > 0) return pfn * (1 << s);
-    const d = 1 << -s;
-    return pfn % d === 0 ? pfn / d : -1;
-  }
-
   /**
    * iommu_map of `npages` PAGE_SIZE frames: iova frame → pfn. Same checks and errnos as
    * `iommuMap`; throws KernelError. Plain numbers: frames < 2^52.
    */
   mapPfns(iovaPfn: number, pfn: number, npages: number, prot: number): void {
     const pt = this.pt;
-    if (!pt || !this.isIommupt) {
+    const s = this.pageToGranule;
+    // A granule above PAGE_SIZE takes the byte path: a frame count that is not whole granules
+    // must meet the same checks (sub-granule, length tail) as iommu_map's length.
+    if (!pt || !this.isIommupt || s < 0) {
       iommuMap(this, BigInt(iovaPfn) << 12n, BigInt(pfn) << 12n, BigInt(npages) << 12n, prot);
       return;
     }
     checkPaging(this);
-    let va = iovaPfn;
-    let flags = iovaPfn + npages > 2 ** 52 ? MAP_F_OVERFLOW : 0;
-    let err: number;
+    const va = iovaPfn * (1 << s);
+    const flags = iovaPfn + npages > 2 ** 52 ? MAP_F_OVERFLOW : 0;
     const gather = this.mapGather;
-    if (this.pageToGranule === 0) {
-      err = pt.mapRange(iovaPfn, pfn, npages, prot, gather, flags);
-    } else {
-      va = this.toGranule(iovaPfn);
-      const oa = this.toGranule(pfn);
-      const n = this.toGranule(npages);
-      if (va < 0 || oa < 0 || n < 0) flags |= MAP_F_SUBGRANULE;
-      err = pt.mapRange(va, oa, n, prot, gather, flags);
-    }
+    const err = pt.mapRange(va, pfn * (1 << s), npages * (1 << s), prot, gather, flags);
     finishMap(this, pt, err, va, gather);
     if (this.ops.iotlbSyncMap)
       this.ops.iotlbSyncMap(this, BigInt(iovaPfn) << 12n, BigInt(npages) << 12n);
@@ -231,39 +216,38 @@ export class IommuDomain {
    */
   unmapPfns(iovaPfn: number, npages: number, gather?: IotlbGather): number {
     const pt = this.pt;
-    if (!pt || !this.isIommupt) {
+    const s = this.pageToGranule;
+    if (!pt || !this.isIommupt || s < 0) {
       const g = gather ?? new IotlbGather();
       const bytes = iommuUnmapFast(this, BigInt(iovaPfn) << 12n, BigInt(npages) << 12n, g);
       if (!gather) iommuIotlbSync(this, g);
       return Number(bytes >> 12n);
     }
-    if (!isPaging(this) || iovaPfn + npages > 2 ** 52) return 0;
-    const s = this.pageToGranule;
     const g = gather ?? this.mapGather;
-    let pages: number;
-    if (s === 0) {
-      pages = pt.unmapRange(iovaPfn, npages, g);
-    } else {
-      const va = this.toGranule(iovaPfn);
-      const n = this.toGranule(npages);
-      if (va < 0 || n < 0) return 0;
-      pages = pt.unmapRange(va, n, g);
-    }
+    const pages =
+      checkUnmapPaging(this) && iovaPfn + npages <= 2 ** 52
+        ? pt.unmapRange(iovaPfn * (1 << s), npages * (1 << s), g)
+        : 0;
+    // iommu_unmap syncs whatever __iommu_unmap returned, nothing included.
     if (!gather) iommuIotlbSync(this, g);
-    return s === 0 ? pages : s > 0 ? pages / (1 << s) : pages * (1 << -s);
+    return pages / (1 << s);
   }
 
   /** iova_to_phys by PAGE frame: the frame mapped at the start of `iovaPfn`, or -1. */
   iovaToPfn(iovaPfn: number): number {
     const pt = this.pt;
-    if (!pt || this.pageToGranule < 0) {
+    if (!pt) {
       const pa = iommuIovaToPhys(this, BigInt(iovaPfn) << 12n);
       return pa === 0n ? -1 : Number(pa >> 12n);
     }
     const s = this.pageToGranule;
-    const oa = pt.iovaToPhys(s === 0 ? iovaPfn : iovaPfn * (1 << s));
-    if (oa < 0) return -1;
-    return s === 0 ? oa : Math.floor(oa / (1 << s));
+    if (s < 0) {
+      const d = 1 << -s;
+      const oa = pt.iovaToPhys(Math.floor(iovaPfn / d));
+      return oa < 0 ? -1 : oa * d + (iovaPfn % d);
+    }
+    // Unmapped is -1, which floors to -1 at any granule.
+    return Math.floor(pt.iovaToPhys(iovaPfn * (1 << s)) / (1 << s));
   }
 
   /**
@@ -348,8 +332,11 @@ export class IommuDomain {
   }
 }
 
-function isPaging(domain: IommuDomain): boolean {
-  return (domain.type & __IOMMU_DOMAIN_PAGING) !== 0 && domain.hasPgsizes;
+/** __iommu_unmap's WARN_ONs: true when the domain can be unmapped from. */
+function checkUnmapPaging(domain: IommuDomain): boolean {
+  if (domain.type & __IOMMU_DOMAIN_PAGING && domain.hasPgsizes) return true;
+  WARN_ON(true, "iommu_unmap on a non-paging domain");
+  return false;
 }
 
 function checkPaging(domain: IommuDomain): void {
@@ -569,10 +556,7 @@ export function iommuUnmapFast(
 ): bigint {
   checkU64("iova", iova);
   checkU64("size", size);
-  if (!isPaging(domain)) {
-    WARN_ON(true, "iommu_unmap on a non-paging domain");
-    return 0n;
-  }
+  if (!checkUnmapPaging(domain)) return 0n;
   const pt = domain.pt;
   if (!pt || !domain.isIommupt) return classicUnmap(domain, iova, size, gather);
   if (size === 0n || iova + size - 1n > U64_MAX) return 0n;
