@@ -11,8 +11,9 @@
  *   checks alignment to the smallest page (-EINVAL; unmap returns 0) and cuts the range with
  *   iommu_pgsize().
  *
- * A failed map unmaps exactly the prefix it installed before returning the error, so the
- * domain's translations are as before. Unmap never fails: it returns the bytes removed.
+ * A failed map unmaps exactly the prefix it installed, through iommu_unmap (so the driver's
+ * iotlb_sync runs even for an empty prefix), before returning the error; the domain's
+ * translations are as before. Unmap never fails: it returns the bytes removed.
  *
  * Besides the byte API (bigint, full u64), a domain offers a page-number API in PAGE_SIZE
  * (4 KiB) frames as plain numbers — `mapPfns`, `unmapPfns`, `iovaToPfn`, `readPfnRuns` — with
@@ -363,11 +364,10 @@ function finishMap(
 ): void {
   if (gather.freelist.length !== 0 || !gather.empty) iommuIotlbSync(domain, gather);
   if (!err) return;
-  const mapped = pt.mappedPages;
-  if (mapped !== 0) {
-    const g = BigInt(pt.granuleLg2);
-    iommuUnmap(domain, BigInt(vaPfn) << g, BigInt(mapped) << g);
-  }
+  // The unwind goes through iommu_unmap even when nothing went in, so the driver's iotlb_sync
+  // runs on an empty gather then too.
+  const g = BigInt(pt.granuleLg2);
+  iommuUnmap(domain, BigInt(vaPfn) << g, BigInt(pt.mappedPages) << g);
   fail(err);
 }
 
@@ -453,7 +453,7 @@ export function iommuMapSg(
     }
     domain.ops.iotlbSyncMap?.(domain, iova, mapped);
   } catch (e) {
-    if (mapped !== 0n) iommuUnmap(domain, iova, mapped);
+    iommuUnmap(domain, iova, mapped);
     throw e;
   }
   return mapped;
@@ -517,7 +517,7 @@ function classicMap(
     paddr += r.mapped;
   }
   if (errno) {
-    if (size - left !== 0n) iommuUnmap(domain, origIova, size - left);
+    iommuUnmap(domain, origIova, size - left);
     fail(errno);
   }
 }

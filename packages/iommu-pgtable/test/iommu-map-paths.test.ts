@@ -13,7 +13,6 @@ import { describe, expect, it } from "vitest";
 import {
   IO_PGTABLE_QUIRK_NO_WARN,
   IommuDomain,
-  type IommuDomainOps,
   IotlbGather,
   armLpaeDomainAlloc,
   iommuIovaToPhys,
@@ -29,6 +28,7 @@ import {
 } from "../src/index.js";
 import { IOMMU_DOMAIN_IDENTITY } from "../src/iommu-types.js";
 import { leafCounts } from "./configs.js";
+import type { IommuDomainOps } from "../src/iommu.js";
 import { RW, errnoOf } from "./helpers.js";
 
 const geometry = { apertureStart: 0n, apertureEnd: (1n << 48n) - 1n, forceAperture: true };
@@ -93,6 +93,15 @@ describe("paging checks (iommu_map_nosync, __iommu_unmap)", () => {
   });
 });
 
+it("iommupt: a length below one granule, one byte short included, fits no page size (-ENXIO)", () => {
+  const d = iommuptDomainAlloc({ format: vtdssFormat, features: 0, hwMaxVaLg2: 48 });
+  expect(errnoOf(() => iommuMap(d, 0x1000n, 0x1000n, 0xfffn, RW))).toBe("ENXIO");
+  expect(errnoOf(() => iommuMap(d, 0x1000n, 0x1000n, 0x800n, RW))).toBe("ENXIO");
+  // One granule and a tail: whole pages only (-EINVAL).
+  expect(errnoOf(() => iommuMap(d, 0x1000n, 0x1000n, 0x1fffn, RW))).toBe("EINVAL");
+  expect(d.mappedBytes).toBe(0n);
+});
+
 describe("iommu_pgsize", () => {
   const bitmap = SZ_4K | SZ_2M | SZ_1G;
 
@@ -136,12 +145,33 @@ describe("the classic map_pages / unmap_pages loops (io-pgtable-arm)", () => {
 
   it("a map failing in its third map_pages call unmaps exactly the two calls' prefix", () => {
     const d = arm();
-    // The last 4K of the range is taken: 4K (to the 2M boundary) and 2M go in, then -EEXIST.
-    iommuMap(d, 0x401000n, 0x9000_0000n, SZ_4K, RW);
+    // The 4K after 2M is taken: 4K (to the 2M boundary) and 2M go in, then -EEXIST.
+    iommuMap(d, 0x400000n, 0x9000_0000n, SZ_4K, RW);
     expect(errnoOf(() => iommuMap(d, 0x1ff000n, 0x3ff000n, 0x203000n, RW))).toBe("EEXIST");
     expect(iommuReadRuns(d, 0n, SZ_1G)).toEqual([
-      { iova: 0x401000n, paddr: 0x9000_0000n, length: SZ_4K, prot: RW },
+      { iova: 0x400000n, paddr: 0x9000_0000n, length: SZ_4K, prot: RW },
     ]);
+  });
+
+  it("a failed map syncs through iommu_unmap even with nothing installed; a refused one does not", () => {
+    let syncs = 0;
+    const d = armLpaeDomainAlloc(
+      { stage: 1, granuleLg2: 12, quirks: IO_PGTABLE_QUIRK_NO_WARN },
+      { iotlbSync: () => void syncs++ },
+    );
+    iommuMap(d, 0x1000n, 0x1000n, SZ_4K, RW);
+    expect(syncs).toBe(0);
+    // map_pages fails on its first page: the unwind of 0 bytes still syncs.
+    expect(errnoOf(() => iommuMap(d, 0x1000n, 0x5000n, SZ_4K, RW))).toBe("EEXIST");
+    expect(syncs).toBe(1);
+    // Not aligned to the smallest page: -EINVAL before any map_pages, nothing to unwind.
+    expect(errnoOf(() => iommuMap(d, 0x1800n, 0x5000n, SZ_4K, RW))).toBe("EINVAL");
+    expect(syncs).toBe(1);
+    // iommu_map_sg: a failing first run unwinds its own call, then the (empty) runs before it.
+    expect(errnoOf(() => iommuMapSg(d, 0x1000n, [{ paddr: 0x5000n, length: SZ_4K }], RW))).toBe(
+      "EEXIST",
+    );
+    expect(syncs).toBe(3);
   });
 
   it("unmap walks on from where each unmap_pages call stopped, sized by what is left", () => {
