@@ -224,11 +224,10 @@ export class IommuDomain {
       if (!gather) iommuIotlbSync(this, g);
       return Number(bytes >> 12n);
     }
+    checkUnmapPaging(this);
     const g = gather ?? this.mapGather;
     const pages =
-      checkUnmapPaging(this) && iovaPfn + npages <= 2 ** 52
-        ? pt.unmapRange(iovaPfn * (1 << s), npages * (1 << s), g)
-        : 0;
+      iovaPfn + npages <= 2 ** 52 ? pt.unmapRange(iovaPfn * (1 << s), npages * (1 << s), g) : 0;
     // iommu_unmap syncs whatever __iommu_unmap returned, nothing included.
     if (!gather) iommuIotlbSync(this, g);
     return pages / (1 << s);
@@ -333,11 +332,12 @@ export class IommuDomain {
   }
 }
 
-/** __iommu_unmap's WARN_ONs: true when the domain can be unmapped from. */
-function checkUnmapPaging(domain: IommuDomain): boolean {
-  if (domain.type & __IOMMU_DOMAIN_PAGING && domain.hasPgsizes) return true;
-  WARN_ON(true, "iommu_unmap on a non-paging domain");
-  return false;
+/** __iommu_unmap's WARN_ONs: an empty pgsize_bitmap or a domain that is not paging. */
+function checkUnmapPaging(domain: IommuDomain): void {
+  WARN_ON(
+    !(domain.type & __IOMMU_DOMAIN_PAGING && domain.hasPgsizes),
+    "iommu_unmap on a non-paging domain",
+  );
 }
 
 function checkPaging(domain: IommuDomain): void {
@@ -556,7 +556,7 @@ export function iommuUnmapFast(
 ): bigint {
   checkU64("iova", iova);
   checkU64("size", size);
-  if (!checkUnmapPaging(domain)) return 0n;
+  checkUnmapPaging(domain);
   const pt = domain.pt;
   if (!pt || !domain.isIommupt) return classicUnmap(domain, iova, size, gather);
   if (size === 0n || iova + size - 1n > U64_MAX) return 0n;
