@@ -174,6 +174,18 @@ describe("the classic map_pages / unmap_pages loops (io-pgtable-arm)", () => {
     expect(syncs).toBe(3);
   });
 
+  it("frames at PAGE_SIZE take the same loops: io-pgtable-arm's errnos, not iommupt's", () => {
+    const d = arm();
+    d.mapPfns(0x200, 0x400, 0x200, RW);
+    expect(d.iovaToPfn(0x3ff)).toBe(0x5ff);
+    // An existing leaf is -EEXIST (iommupt's would be -EADDRINUSE).
+    expect(errnoOf(() => d.mapPfns(0x300, 0x1000, 1, RW))).toBe("EEXIST");
+    // Part of a 2M block cannot be unmapped (iommupt would remove the block whole).
+    expect(() => d.unmapPfns(0x200, 1)).toThrow(KernelWarning);
+    expect(d.unmapPfns(0x200, 0x200)).toBe(0x200);
+    expect(d.mappedBytes).toBe(0n);
+  });
+
   it("unmap walks on from where each unmap_pages call stopped, sized by what is left", () => {
     const d = arm();
     // Four 4K pages across a 2M boundary (two leaf tables).
