@@ -11,8 +11,9 @@
  *   checks alignment to the smallest page (-EINVAL; unmap returns 0) and cuts the range with
  *   iommu_pgsize().
  *
- * A failed map unmaps exactly the prefix it installed before returning the error, so the
- * domain's translations are as before. Unmap never fails: it returns the bytes removed.
+ * A failed map unmaps exactly the prefix it installed, through iommu_unmap (so the driver's
+ * iotlb_sync runs even for an empty prefix), before returning the error; the domain's
+ * translations are as before. Unmap never fails: it returns the bytes removed.
  *
  * Besides the byte API (bigint, full u64), a domain offers a page-number API in PAGE_SIZE
  * (4 KiB) frames as plain numbers — `mapPfns`, `unmapPfns`, `iovaToPfn`, `readPfnRuns` — with
@@ -187,39 +188,24 @@ export class IommuDomain {
     this.hasPgsizes = bitmap !== 0n;
   }
 
-  /** Page-number form: granule page of PAGE frame `pfn`, or -1 if not representable. */
-  private toGranule(pfn: number): number {
-    const s = this.pageToGranule;
-    if (s === 0) return pfn;
-    if (s > 0) return pfn * (1 << s);
-    const d = 1 << -s;
-    return pfn % d === 0 ? pfn / d : -1;
-  }
-
   /**
    * iommu_map of `npages` PAGE_SIZE frames: iova frame → pfn. Same checks and errnos as
    * `iommuMap`; throws KernelError. Plain numbers: frames < 2^52.
    */
   mapPfns(iovaPfn: number, pfn: number, npages: number, prot: number): void {
     const pt = this.pt;
-    if (!pt || !this.isIommupt) {
+    const s = this.pageToGranule;
+    // A granule above PAGE_SIZE takes the byte path: a frame count that is not whole granules
+    // must meet the same checks (sub-granule, length tail) as iommu_map's length.
+    if (!pt || !this.isIommupt || s < 0) {
       iommuMap(this, BigInt(iovaPfn) << 12n, BigInt(pfn) << 12n, BigInt(npages) << 12n, prot);
       return;
     }
     checkPaging(this);
-    let va = iovaPfn;
-    let flags = iovaPfn + npages > 2 ** 52 ? MAP_F_OVERFLOW : 0;
-    let err: number;
+    const va = iovaPfn * (1 << s);
+    const flags = iovaPfn + npages > 2 ** 52 ? MAP_F_OVERFLOW : 0;
     const gather = this.mapGather;
-    if (this.pageToGranule === 0) {
-      err = pt.mapRange(iovaPfn, pfn, npages, prot, gather, flags);
-    } else {
-      va = this.toGranule(iovaPfn);
-      const oa = this.toGranule(pfn);
-      const n = this.toGranule(npages);
-      if (va < 0 || oa < 0 || n < 0) flags |= MAP_F_SUBGRANULE;
-      err = pt.mapRange(va, oa, n, prot, gather, flags);
-    }
+    const err = pt.mapRange(va, pfn * (1 << s), npages * (1 << s), prot, gather, flags);
     finishMap(this, pt, err, va, gather);
     if (this.ops.iotlbSyncMap)
       this.ops.iotlbSyncMap(this, BigInt(iovaPfn) << 12n, BigInt(npages) << 12n);
@@ -231,39 +217,37 @@ export class IommuDomain {
    */
   unmapPfns(iovaPfn: number, npages: number, gather?: IotlbGather): number {
     const pt = this.pt;
-    if (!pt || !this.isIommupt) {
+    const s = this.pageToGranule;
+    if (!pt || !this.isIommupt || s < 0) {
       const g = gather ?? new IotlbGather();
       const bytes = iommuUnmapFast(this, BigInt(iovaPfn) << 12n, BigInt(npages) << 12n, g);
       if (!gather) iommuIotlbSync(this, g);
       return Number(bytes >> 12n);
     }
-    if (!isPaging(this) || iovaPfn + npages > 2 ** 52) return 0;
-    const s = this.pageToGranule;
+    checkUnmapPaging(this);
     const g = gather ?? this.mapGather;
-    let pages: number;
-    if (s === 0) {
-      pages = pt.unmapRange(iovaPfn, npages, g);
-    } else {
-      const va = this.toGranule(iovaPfn);
-      const n = this.toGranule(npages);
-      if (va < 0 || n < 0) return 0;
-      pages = pt.unmapRange(va, n, g);
-    }
+    const pages =
+      iovaPfn + npages <= 2 ** 52 ? pt.unmapRange(iovaPfn * (1 << s), npages * (1 << s), g) : 0;
+    // iommu_unmap syncs whatever __iommu_unmap returned, nothing included.
     if (!gather) iommuIotlbSync(this, g);
-    return s === 0 ? pages : s > 0 ? pages / (1 << s) : pages * (1 << -s);
+    return pages / (1 << s);
   }
 
   /** iova_to_phys by PAGE frame: the frame mapped at the start of `iovaPfn`, or -1. */
   iovaToPfn(iovaPfn: number): number {
     const pt = this.pt;
-    if (!pt || this.pageToGranule < 0) {
+    if (!pt) {
       const pa = iommuIovaToPhys(this, BigInt(iovaPfn) << 12n);
       return pa === 0n ? -1 : Number(pa >> 12n);
     }
     const s = this.pageToGranule;
-    const oa = pt.iovaToPhys(s === 0 ? iovaPfn : iovaPfn * (1 << s));
-    if (oa < 0) return -1;
-    return s === 0 ? oa : Math.floor(oa / (1 << s));
+    if (s < 0) {
+      const d = 1 << -s;
+      const oa = pt.iovaToPhys(Math.floor(iovaPfn / d));
+      return oa < 0 ? -1 : oa * d + (iovaPfn % d);
+    }
+    // Unmapped is -1, which floors to -1 at any granule.
+    return Math.floor(pt.iovaToPhys(iovaPfn * (1 << s)) / (1 << s));
   }
 
   /**
@@ -348,8 +332,12 @@ export class IommuDomain {
   }
 }
 
-function isPaging(domain: IommuDomain): boolean {
-  return (domain.type & __IOMMU_DOMAIN_PAGING) !== 0 && domain.hasPgsizes;
+/** __iommu_unmap's WARN_ONs: an empty pgsize_bitmap or a domain that is not paging. */
+function checkUnmapPaging(domain: IommuDomain): void {
+  WARN_ON(
+    !(domain.type & __IOMMU_DOMAIN_PAGING && domain.hasPgsizes),
+    "iommu_unmap on a non-paging domain",
+  );
 }
 
 function checkPaging(domain: IommuDomain): void {
@@ -376,11 +364,10 @@ function finishMap(
 ): void {
   if (gather.freelist.length !== 0 || !gather.empty) iommuIotlbSync(domain, gather);
   if (!err) return;
-  const mapped = pt.mappedPages;
-  if (mapped !== 0) {
-    const g = BigInt(pt.granuleLg2);
-    iommuUnmap(domain, BigInt(vaPfn) << g, BigInt(mapped) << g);
-  }
+  // The unwind goes through iommu_unmap even when nothing went in, so the driver's iotlb_sync
+  // runs on an empty gather then too.
+  const g = BigInt(pt.granuleLg2);
+  iommuUnmap(domain, BigInt(vaPfn) << g, BigInt(pt.mappedPages) << g);
   fail(err);
 }
 
@@ -466,7 +453,7 @@ export function iommuMapSg(
     }
     domain.ops.iotlbSyncMap?.(domain, iova, mapped);
   } catch (e) {
-    if (mapped !== 0n) iommuUnmap(domain, iova, mapped);
+    iommuUnmap(domain, iova, mapped);
     throw e;
   }
   return mapped;
@@ -530,7 +517,7 @@ function classicMap(
     paddr += r.mapped;
   }
   if (errno) {
-    if (size - left !== 0n) iommuUnmap(domain, origIova, size - left);
+    iommuUnmap(domain, origIova, size - left);
     fail(errno);
   }
 }
@@ -569,10 +556,7 @@ export function iommuUnmapFast(
 ): bigint {
   checkU64("iova", iova);
   checkU64("size", size);
-  if (!isPaging(domain)) {
-    WARN_ON(true, "iommu_unmap on a non-paging domain");
-    return 0n;
-  }
+  checkUnmapPaging(domain);
   const pt = domain.pt;
   if (!pt || !domain.isIommupt) return classicUnmap(domain, iova, size, gather);
   if (size === 0n || iova + size - 1n > U64_MAX) return 0n;
