@@ -11,7 +11,6 @@
  * non-empty batch is refused like a full batch, so one prot is always right for the whole batch.
  */
 import {
-  EINVAL,
   ENOMEM,
   type Kernel,
   KernelWarning,
@@ -84,10 +83,8 @@ export class PfnBatch {
    */
   static create(kernel: Kernel, maxPages: number, backup = false): PfnBatch {
     const size = tempAlloc(kernel, maxPages * RUN_BYTES, backup);
-    if (size < RUN_BYTES) {
-      if (backup) return new PfnBatch(1);
-      fail(EINVAL, "temp memory limit below one batch entry");
-    }
+    // A CONFIG_IOMMUFD_TEST WARN in the kernel; the selftest refuses limits below one entry.
+    WARN_ON(size < RUN_BYTES, "temp memory below one batch entry");
     return new PfnBatch(Math.floor(size / RUN_BYTES));
   }
 
@@ -104,8 +101,8 @@ export class PfnBatch {
       return;
     }
     const last = this.end - 1;
-    if (last < 0 || (this.npfns[last] ?? 0) < keep) throw new KernelWarning("bad batch carry");
-    this.pfns[0] = (this.pfns[last] ?? 0) + ((this.npfns[last] ?? 0) - keep);
+    if (last < 0 || (this.npfns[last] as number) < keep) throw new KernelWarning("bad batch carry");
+    this.pfns[0] = (this.pfns[last] as number) + ((this.npfns[last] as number) - keep);
     this.npfns[0] = keep;
     this.end = 1;
     this.totalPfns = keep;
@@ -116,8 +113,8 @@ export class PfnBatch {
     if (this.totalPfns === 0) return;
     if (this.totalPfns !== this.npfns[0]) throw new KernelWarning("carry is not a single run");
     const n = Math.min(this.totalPfns, skip);
-    this.pfns[0] = (this.pfns[0] ?? 0) + n;
-    this.npfns[0] = (this.npfns[0] ?? 0) - n;
+    this.pfns[0] = (this.pfns[0] as number) + n;
+    this.npfns[0] = (this.npfns[0] as number) - n;
     this.totalPfns -= n;
   }
 
@@ -146,19 +143,29 @@ export class PfnBatch {
   }
 
   /**
-   * Add as much of a run as fits (page by page in the kernel: a run that would pass MAX_NPFNS
-   * continues in a new entry). Returns the PFNs added.
+   * Add as much of a run as fits, with the entries page-by-page adds would give (the kernel's
+   * batch_from_domain adds one PFN at a time): a run continuing the last entry fills it up to
+   * MAX_NPFNS before a new entry starts. Returns the PFNs added.
    */
   addRun(pfn: number, n: number, kind: BatchKind = BATCH_CPU_MEMORY): number {
-    if (this.add(pfn, n, kind)) return n;
-    const last = this.end - 1;
-    if (last < 0 || this.kind !== kind) return 0;
-    const lastN = this.npfns[last] as number;
-    if (pfn !== (this.pfns[last] as number) + lastN) return 0;
-    const fit = MAX_NPFNS - lastN;
-    if (fit === 0 || fit >= n) return 0;
-    this.add(pfn, fit, kind);
-    return fit + this.addRun(pfn + fit, n - fit, kind);
+    let added = 0;
+    let take = Math.min(n, this.roomInLastRun(pfn) || MAX_NPFNS);
+    while (added < n && this.add(pfn + added, take, kind)) {
+      added += take;
+      take = Math.min(n - added, MAX_NPFNS);
+    }
+    return added;
+  }
+
+  /**
+   * How many PFNs from `pfn` on may still join the last entry; 0 when `pfn` does not continue
+   * it (the kind is add()'s to check).
+   */
+  private roomInLastRun(pfn: number): number {
+    const end = this.end;
+    if (!end) return 0;
+    const lastN = this.npfns[end - 1] as number;
+    return pfn === (this.pfns[end - 1] as number) + lastN ? MAX_NPFNS - lastN : 0;
   }
 
   /** Visit runs in order, clipped to PFNs [skip, skip + count) of the batch. */
@@ -190,7 +197,7 @@ export function batchToDomain(
   area: IoptArea,
   startIndex: number,
 ): void {
-  const disableLargePages = area.iopt?.largePagesDisabled ?? false;
+  const disableLargePages = area.iopt!.largePagesDisabled;
   const lastIova = area.lastIova;
   let prot = area.iommuProt;
   if (batch.kind === BATCH_MMIO) prot = (prot & ~IOMMU_CACHE) | IOMMU_MMIO;
@@ -224,15 +231,22 @@ function iommuMapSmall(
   size: bigint,
   prot: number,
 ): void {
+  // A CONFIG_IOMMUFD_TEST WARN in the kernel: large pages are off only with PAGE_SIZE IOVA
+  // alignment (iopt_calculate_iova_alignment), so an area never starts inside a page here.
+  WARN_ON(
+    ((iova | paddr | size) & (BPAGE_SIZE - 1n)) !== 0n,
+    "batch_iommu_map_small: not page aligned",
+  );
   let mapped = 0; // pages this call has mapped, unmapped again on failure
   try {
     if (pageRange(iova, paddr, size)) {
-      // Whole pages (the usual case): the same calls in page numbers, no bigint per page.
+      // Page numbers below PFN_LIMIT (the usual case): no bigint per page.
       const iovaPfn = Number(iova >> 12n);
       const pfn = Number(paddr >> 12n);
       const n = Number(size >> 12n);
       for (; mapped < n; mapped++) domain.mapPfns(iovaPfn + mapped, pfn + mapped, 1, prot);
     } else {
+      // The last pages of the 64-bit space, past what the PFN-level calls take.
       for (let off = 0n; off < size; off += BPAGE_SIZE, mapped++) {
         domainMap(domain, iova + off, paddr + off, BPAGE_SIZE, prot);
       }
