@@ -23,6 +23,8 @@ import {
   U64_MAX,
 } from "@x/kernel";
 import {
+  IOPT_PAGES_ACCOUNT_MM,
+  IOPT_PAGES_ACCOUNT_NONE,
   type IoptPagesAccountMode,
   accountingSourceOf,
   updatePinnedAccounting,
@@ -313,9 +315,10 @@ export const iommufdIoasOption: IoasOption = (ucmd) => {
 /**
  * iommufd_ioas_change_process: move the pinned-page accounting of every mapping of the context
  * to the calling process (live update hands the guest memory to a new VMM process). Only FILE
- * mappings can move — a user-VA or DMABUF mapping anywhere is EINVAL with nothing changed. All
- * pins are charged to the new process first (ENOMEM, nothing changed), then every pages object
- * returns its old charge and takes the new process as its source.
+ * mappings can move — a user-VA or DMABUF mapping anywhere is EINVAL with nothing changed. The
+ * pins of every pages object whose charge would land elsewhere (`needChargeUpdate`) are charged
+ * to the new process first (ENOMEM, nothing changed), then those return their old charge, and
+ * every pages object takes the new process as its source.
  *
  * Every IOAS's iova_rwsem is held for write meanwhile, taken in id order. Decision: @x/kernel's
  * RwSem has no down_write_nest_lock, so the same-class acquisitions are trylocks (uncontended in
@@ -341,18 +344,30 @@ export function iommufdIoasChangeProcess(ucmd: Ucmd<typeof iommu_ioas_change_pro
         pagesSet.add(area.pages);
       }
     }
-    chargeAll(process, pagesSet);
-    for (const pages of pagesSet) pages.changeSource(process);
+    const moving = [...pagesSet].filter((p) => needChargeUpdate(p, process));
+    chargeAll(process, moving);
+    for (const pages of pagesSet) pages.changeSource(process, moving.includes(pages));
   } finally {
     for (const ioas of locked.reverse()) ioas.iopt.iovaRwsem.upWrite();
   }
   return 0;
 }
 
-/** Charge every pages' pins to `process`, per accounting mode; all or nothing. */
-function chargeAll(process: Process, pagesSet: Set<IoptPages>): void {
+/**
+ * Whether giving `pages` to `process` moves its charge: never without accounting, when the mm
+ * differs in MM mode, and when the user or the mm differs in USER mode (which also counts in
+ * mm->pinned_vm). @see need_charge_update
+ */
+function needChargeUpdate(pages: IoptPages, process: Process): boolean {
+  if (pages.accountMode === IOPT_PAGES_ACCOUNT_NONE) return false;
+  if (pages.accountMode === IOPT_PAGES_ACCOUNT_MM) return pages.sourceMm !== process.mm;
+  return pages.sourceUser !== process.cred.user || pages.sourceMm !== process.mm;
+}
+
+/** Charge the pins of `pagesList` to `process`, per accounting mode; all or nothing. */
+function chargeAll(process: Process, pagesList: readonly IoptPages[]): void {
   const perMode = new Map<IoptPagesAccountMode, number>();
-  for (const p of pagesSet)
+  for (const p of pagesList)
     perMode.set(p.accountMode, (perMode.get(p.accountMode) ?? 0) + p.npinned);
   const done: Array<[IoptPagesAccountMode, number]> = [];
   try {

@@ -182,12 +182,14 @@ export class IoptPages {
   }
 
   /**
-   * IOAS_CHANGE_PROCESS for FILE pages: the caller charged `npinned` to `process` (all pages
-   * first, so a refusal changes nothing); this returns the old charge and re-homes the pages.
+   * IOAS_CHANGE_PROCESS for FILE pages: re-homes the pages to `process`. With `uncharge` the
+   * caller charged `npinned` to `process` (all pages first, so a refusal changes nothing) and
+   * this returns the old charge; without, the charge already lands on `process`.
+   * @see change_mm
    */
-  changeSource(process: Process): void {
+  changeSource(process: Process, uncharge: boolean): void {
     this.mutex.with(() => {
-      if (this.npinned) updatePinnedAccounting(this, this.npinned, false);
+      if (uncharge && this.npinned) updatePinnedAccounting(this, this.npinned, false);
       this.sourceProcess = process;
       this.sourceUser = process.cred.user;
       this.sourceMm = process.mm;

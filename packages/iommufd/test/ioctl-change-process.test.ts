@@ -83,9 +83,29 @@ describe("IOMMU_IOAS_CHANGE_PROCESS", () => {
     expect(libc.process.mm.lockedVm).toBe(8);
     expect(child.process.mm.pinnedVm).toBe(0);
     expect(child.process.mm.lockedVm).toBe(0);
-    // The owner asking for itself: charged again, then the old charge returned — no change.
+    // The owner asking for itself: its pages need no charge update, so nothing moves.
     fd.ioasChangeProcess();
     expect(libc.process.mm.pinnedVm).toBe(8);
     expect(libc.process.mm.lockedVm).toBe(8);
   });
+
+  for (const [mode, path] of [
+    ["user", "/dev/iommu"],
+    ["mm", "/dev/vfio/vfio"],
+  ] as const) {
+    it(`${mode} accounting: the process that already pays asks at its limit and succeeds (need_charge_update)`, () => {
+      const { libc, fd, ioas } = vmm(path);
+      libc.process.setRlimit(RLIMIT_MEMLOCK, 8 * 4096);
+      const { mfd } = memfdBuffer(libc, 8n * PAGE);
+      fd.ioasMapFile({ ioasId: ioas, fd: mfd, start: 0n, length: 8n * PAGE });
+      const locked = () =>
+        mode === "mm" ? libc.process.mm.lockedVm : libc.process.cred.user.lockedVm;
+      expect([libc.process.mm.pinnedVm, locked()]).toEqual([8, 8]);
+      // Charging the 8 pages again would pass RLIMIT_MEMLOCK; the kernel charges nothing here.
+      expect(changeProcess(libc, fd.fd)).toBe(0);
+      expect([libc.process.mm.pinnedVm, locked()]).toEqual([8, 8]);
+      fd.unmapAll(ioas);
+      expect([libc.process.mm.pinnedVm, locked()]).toEqual([0, 0]);
+    });
+  }
 });

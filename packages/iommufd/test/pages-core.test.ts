@@ -224,7 +224,7 @@ describe("shared pages", () => {
       if (!pages) throw new Error("no pages");
       expect(libc.process.cred.user.lockedVm).toBe(16);
       updatePinnedAccounting(accountingSourceOf(other, pages.accountMode), pages.npinned, true);
-      pages.changeSource(other);
+      pages.changeSource(other, true);
       expect(libc.process.cred.user.lockedVm).toBe(0);
       expect(other.cred.user.lockedVm).toBe(16);
       check();
