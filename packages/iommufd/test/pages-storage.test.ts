@@ -376,6 +376,54 @@ describe("DMABUF (area, domain) tracker", () => {
     expect(pairs(pages)).toEqual([[area, d1]]);
   });
 
+  it.each([true, false])(
+    "a domain add failing at its last area undoes the earlier ones (first domain: %s)",
+    (first) => {
+      // iopt_fill_domain's unwind: every earlier area leaves the new domain, its (area, domain)
+      // pair is untracked, and, when it was the only domain, the area leaves domains_itree so
+      // its pins go.
+      const { kernel, iopt, exp, d1, d2, check, scattered } = dmabufWorld();
+      if (!first) iopt.tableAddDomain(d1);
+      iopt.mapUserPages(ctx, 0x100000n, scattered(4), 4n * PAGE, RW, 0);
+      iopt.mapFilePages(ctx, 0x200000n, exp.fd(), 0n, 4n * PAGE, RW, 0);
+      iopt.mapUserPages(ctx, 1n << 32n, scattered(4), 4n * PAGE, RW, 0);
+      const dmabufPages = iopt.areas()[1]?.pages as IoptPages;
+      const before = () =>
+        JSON.stringify([
+          kernel.mem.totalPinned(),
+          domainRuns(d1).map((r) => `${r.iova}:${r.paddr}:${r.length}`),
+          dmabufPages.dmabuf?.tracker.map((t) => t.domain === d1),
+          iopt.areas().map((a) => a.storageDomain === d1),
+        ]);
+      const was = before();
+      const fault = kernel.current.fault;
+      fault.arm(100000);
+      try {
+        iopt.tableAddDomain(d2);
+      } finally {
+        fault.disarm();
+      }
+      const last = fault.sitesHit.length;
+      iopt.tableRemoveDomain(d2);
+      expect(before()).toBe(was);
+      // A fresh domain reaches the same points (d2 kept its page-table levels).
+      const d3 = testDomain(kernel);
+      fault.arm(last);
+      let e = 0;
+      try {
+        e = errno(() => iopt.tableAddDomain(d3));
+      } finally {
+        fault.disarm();
+      }
+      expect(e).toBe(ENOMEM);
+      expect(mappedBytes(d3)).toBe(0n);
+      expect(before()).toBe(was);
+      check();
+      iopt.unmapAll();
+      expect(kernel.mem.totalPinned()).toBe(0);
+    },
+  );
+
   it("release WARNs when the tracker still holds pairs", () => {
     const { iopt, exp, d1 } = dmabufWorld();
     iopt.tableAddDomain(d1);
