@@ -9,8 +9,10 @@ import {
   EADDRINUSE,
   EBUSY,
   EEXIST,
+  EFAULT,
   EINVAL,
   ENOENT,
+  ENOMEM,
   ENOSPC,
   EOVERFLOW,
   EPERM,
@@ -568,5 +570,57 @@ describe("accesses", () => {
     iopt.removeAccess(b);
     expect(iopt.iovaAlignment).toBe(1n);
     iopt.unmapAll();
+  });
+});
+
+describe("iopt_fill_domain unwind", () => {
+  it("takes back the areas already filled when a later one fails, as they were", () => {
+    const { kernel, libc, iopt, anon } = setup();
+    const good = anon(2);
+    const bad = anon(2);
+    libc.munmap(bad + PAGE, 4096);
+    iopt.mapUserPages(ctx, 0x10000n, good, 2n * PAGE, RW, 0);
+    iopt.mapUserPages(ctx, 0x20000n, bad, 2n * PAGE, RW, 0);
+    const [a1] = iopt.areas();
+    // The first domain: the filled area loses its storage domain again.
+    const d1 = testDomain(kernel);
+    expect(errno(() => iopt.tableAddDomain(d1))).toBe(EFAULT);
+    expect([mappedBytes(d1), kernel.mem.totalPinned(), a1?.storageDomain]).toEqual([
+      0n,
+      0,
+      undefined,
+    ]);
+    expect(iopt.domainList).toEqual([]);
+    iopt.unmapIova(0x20000n, 2n * PAGE);
+    // With a domain holding both areas, a second domain failing at any of its allocations is
+    // left empty and the first keeps its areas, pins and storage role.
+    iopt.tableAddDomain(d1);
+    iopt.mapUserPages(ctx, 0x20000n, anon(2), 2n * PAGE, RW, 0);
+    const fault = kernel.current.fault;
+    let failures = 0;
+    for (let nth = 1; ; nth++) {
+      const d2 = testDomain(kernel);
+      fault.arm(nth);
+      const rc = errno(() => iopt.tableAddDomain(d2));
+      fault.disarm();
+      if (rc === 0) {
+        expect(mappedBytes(d2)).toBe(4n * PAGE);
+        iopt.tableRemoveDomain(d2);
+        break;
+      }
+      failures++;
+      expect(rc).toBe(ENOMEM);
+      expect([mappedBytes(d2), mappedBytes(d1), kernel.mem.totalPinned()]).toEqual([
+        0n,
+        4n * PAGE,
+        4,
+      ]);
+      expect(iopt.areas().map((a) => a.storageDomain)).toEqual([d1, d1]);
+      expect([iopt.domainList, iopt.reservedRanges()]).toEqual([[d1], []]);
+    }
+    expect(failures).toBeGreaterThan(1);
+    iopt.unmapAll();
+    iopt.tableRemoveDomain(d1);
+    expect(kernel.mem.totalPinned()).toBe(0);
   });
 });
