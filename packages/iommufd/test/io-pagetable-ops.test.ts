@@ -7,6 +7,7 @@
  */
 import {
   EADDRINUSE,
+  EBADF,
   EBUSY,
   EEXIST,
   EFAULT,
@@ -33,16 +34,18 @@ import {
   IOMMU_RESV_SW_MSI,
 } from "@x/iommu-pgtable";
 import { describe, expect, it } from "vitest";
+import { IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
 import { ioptAccessPinPages, ioptAccessUnpinPages } from "../src/access-core.js";
 import { IOPT_ALLOC_IOVA, type IoptAccess, IoPagetable } from "../src/io-pagetable.js";
 import { IOMMU_READ } from "../src/iommu-domain.js";
 import { iommufdInit } from "../src/ioctls.js";
 import { PAGE, RW, TestExporter, ctx, errno, mappedBytes, testDomain } from "./pages-helpers.js";
 
+/** An unprivileged process (its pins are charged) mapping into a fresh io_pagetable. */
 function setup() {
   const kernel = new Kernel();
   iommufdInit(kernel);
-  const libc = new Libc(kernel);
+  const libc = new Libc(kernel, kernel.newProcess(1000));
   kernel.current = libc.task;
   const iopt = new IoPagetable(kernel);
   /** Anonymous memory whose address is aligned to 4 MiB (so only the length sets the IOVA's). */
@@ -622,5 +625,45 @@ describe("iopt_fill_domain unwind", () => {
     iopt.unmapAll();
     iopt.tableRemoveDomain(d1);
     expect(kernel.mem.totalPinned()).toBe(0);
+  });
+});
+
+describe("iopt_map_file_pages", () => {
+  it("checks length and overflow before the fd, puts the dma-buf when its pages fail", () => {
+    const { kernel, libc, iopt } = setup();
+    const exp = new TestExporter(kernel, 4n * PAGE);
+    const map = (fd: number, start: bigint, length: bigint) => () =>
+      iopt.mapFilePages(ctx, 0x10000n, fd, start, length, RW, 0);
+    expect(errno(map(999, 0n, 0n))).toBe(EINVAL);
+    expect(errno(map(999, U64_MAX, 2n))).toBe(EOVERFLOW);
+    expect(errno(map(999, 0n, PAGE))).toBe(EBADF);
+    const fd = exp.fd();
+    const refs = exp.dmabuf.file.refcount;
+    expect(errno(map(fd, 0n, 5n * PAGE))).toBe(EINVAL);
+    expect(exp.dmabuf.file.refcount).toBe(refs);
+    expect(iopt.areas()).toHaveLength(0);
+    // A memfd: the area starts start % PAGE_SIZE into its first page.
+    const mfd = libc.memfdCreate("m", 0);
+    expect(libc.ftruncate(mfd, 4n * PAGE)).toBe(0);
+    expect(map(mfd, 0x1800n, PAGE)()).toBe(0x10000n);
+    const area = iopt.areas()[0];
+    expect([area?.pageOffset, area?.startByte(0x10000n), area?.pages?.start]).toEqual([
+      0x800,
+      0x800n,
+      0x1000n,
+    ]);
+    iopt.unmapAll();
+  });
+
+  it("a context in RLIMIT_MODE mm turns a user-charged pages object into an mm-charged one", () => {
+    const { iopt, anon } = setup();
+    const va = anon(1);
+    iopt.mapUserPages({ accountMode: IOPT_PAGES_ACCOUNT_MM }, 0x10000n, va, PAGE, RW, 0);
+    iopt.mapUserPages(ctx, 0x20000n, va, PAGE, RW, 0);
+    expect(iopt.areas().map((a) => a.pages?.accountMode)).toEqual([
+      IOPT_PAGES_ACCOUNT_MM,
+      IOPT_PAGES_ACCOUNT_USER,
+    ]);
+    iopt.unmapAll();
   });
 });
