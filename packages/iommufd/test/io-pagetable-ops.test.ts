@@ -37,7 +37,7 @@ import { describe, expect, it } from "vitest";
 import { IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
 import { ioptAccessPinPages, ioptAccessUnpinPages } from "../src/access-core.js";
 import { IOPT_ALLOC_IOVA, type IoptAccess, IoPagetable } from "../src/io-pagetable.js";
-import { IOMMU_READ } from "../src/iommu-domain.js";
+import { IOMMU_READ, domainIovaToPhys } from "../src/iommu-domain.js";
 import { iommufdInit } from "../src/ioctls.js";
 import { PAGE, RW, TestExporter, ctx, errno, mappedBytes, testDomain } from "./pages-helpers.js";
 
@@ -665,5 +665,73 @@ describe("iopt_map_file_pages", () => {
       IOPT_PAGES_ACCOUNT_USER,
     ]);
     iopt.unmapAll();
+  });
+});
+
+describe("IOAS_COPY: iopt_get_pages and iopt_map_pages", () => {
+  it("slices contiguous areas, maps the slices back to back, and refuses holes", () => {
+    const { kernel, iopt, anon } = setup();
+    const d = testDomain(kernel);
+    iopt.tableAddDomain(d);
+    iopt.mapUserPages(ctx, 0x10000n, anon(4), 4n * PAGE, RW, 0);
+    iopt.mapUserPages(ctx, 0x14000n, anon(4), 4n * PAGE, RW, 0);
+    iopt.mapUserPages(ctx, 0x20000n, anon(1), PAGE, RW, 0);
+    const [a1, a2] = iopt.areas();
+    expect(errno(() => iopt.getPages(0x10000n, 0n))).toBe(EINVAL);
+    expect(errno(() => iopt.getPages(U64_MAX, 2n))).toBe(EOVERFLOW);
+    // 0x14000 .. 0x20fff runs into the hole at 0x18000: every reference taken is dropped.
+    expect(errno(() => iopt.getPages(0x14000n, 0xd000n))).toBe(ENOENT);
+    expect([a1?.pages?.refs, a2?.pages?.refs]).toEqual([1, 1]);
+    const list = iopt.getPages(0x12000n, 4n * PAGE);
+    expect(list.map((e) => [e.startByte, e.length])).toEqual([
+      [2n * PAGE, 2n * PAGE],
+      [0n, 2n * PAGE],
+    ]);
+    expect([a1?.pages?.refs, a2?.pages?.refs]).toEqual([2, 2]);
+    const dst = new IoPagetable(kernel);
+    const d2 = testDomain(kernel);
+    dst.tableAddDomain(d2);
+    expect(dst.mapPages(list, 4n * PAGE, 0x100000n, RW, 0)).toBe(0x100000n);
+    expect(list.every((e) => e.pages === undefined && e.area === undefined)).toBe(true);
+    iopt.freePagesList(list);
+    expect(spans(dst)).toEqual([
+      [0x100000n, 0x101fffn],
+      [0x102000n, 0x103fffn],
+    ]);
+    for (let i = 0n; i < 4n; i++) {
+      expect(domainIovaToPhys(d2, 0x100000n + i * PAGE)).toBe(
+        domainIovaToPhys(d, 0x12000n + i * PAGE),
+      );
+    }
+    expect(kernel.mem.totalPinned()).toBe(9);
+    expect(dst.unmapAll()).toBe(4n * PAGE);
+    dst.tableRemoveDomain(d2);
+    dst.destroyTable();
+    iopt.unmapAll();
+    iopt.tableRemoveDomain(d);
+    expect(kernel.mem.totalPinned()).toBe(0);
+  });
+
+  it("iopt_destroy_table WARNs for anything left but allowed ranges and NULL-owned reservations", () => {
+    const { kernel, iopt, anon } = setup();
+    iopt.setAllowIova([{ start: 0x10000n, last: 0x1ffffn }]);
+    iopt.reserveIova(0x1000n, 0x1fffn, undefined);
+    iopt.destroyTable();
+    expect([iopt.allowedRanges(), iopt.reservedRanges()]).toEqual([[], []]);
+    iopt.reserveIova(0x1000n, 0x1fffn, "owner");
+    expect(() => iopt.destroyTable()).toThrow(KernelWarning);
+    iopt.removeReservedIova("owner");
+    const d = testDomain(kernel);
+    iopt.tableAddDomain(d);
+    expect(() => iopt.destroyTable()).toThrow(KernelWarning);
+    iopt.tableRemoveDomain(d);
+    const { acc } = access(PAGE);
+    iopt.addAccess(acc);
+    expect(() => iopt.destroyTable()).toThrow(KernelWarning);
+    iopt.removeAccess(acc);
+    iopt.mapUserPages(ctx, 0x10000n, anon(1), PAGE, RW, 0);
+    expect(() => iopt.destroyTable()).toThrow(KernelWarning);
+    iopt.unmapAll();
+    iopt.destroyTable();
   });
 });
