@@ -712,6 +712,38 @@ describe("IOAS_COPY: iopt_get_pages and iopt_map_pages", () => {
     expect(kernel.mem.totalPinned()).toBe(0);
   });
 
+  it("a copy failing at any allocation leaves no area or IOPTE and the list its references", () => {
+    const { kernel, iopt, anon } = setup();
+    iopt.mapUserPages(ctx, 0x10000n, anon(4), 4n * PAGE, RW, 0);
+    iopt.mapUserPages(ctx, 0x14000n, anon(4), 4n * PAGE, RW, 0);
+    const dst = new IoPagetable(kernel);
+    const d = testDomain(kernel);
+    dst.tableAddDomain(d);
+    const fault = kernel.current.fault;
+    let failures = 0;
+    for (let nth = 1; ; nth++) {
+      const list = iopt.getPages(0x12000n, 4n * PAGE);
+      fault.arm(nth);
+      const rc = errno(() => dst.mapPages(list, 4n * PAGE, 0x100000n, RW, 0));
+      fault.disarm();
+      if (rc === 0) break;
+      failures++;
+      // Allocations fail with ENOMEM, an injected pin_user_pages failure with EFAULT.
+      expect([ENOMEM, EFAULT]).toContain(rc);
+      expect([dst.areas(), mappedBytes(d), kernel.mem.totalPinned()]).toEqual([[], 0n, 0]);
+      expect(list.map((e) => [e.pages?.refs, e.area])).toEqual([
+        [2, undefined],
+        [2, undefined],
+      ]);
+      iopt.freePagesList(list);
+    }
+    expect(failures).toBeGreaterThan(2);
+    expect(mappedBytes(d)).toBe(4n * PAGE);
+    dst.unmapAll();
+    dst.tableRemoveDomain(d);
+    iopt.unmapAll();
+  });
+
   it("iopt_destroy_table WARNs for anything left but allowed ranges and NULL-owned reservations", () => {
     const { kernel, iopt, anon } = setup();
     iopt.setAllowIova([{ start: 0x10000n, last: 0x1ffffn }]);
