@@ -767,3 +767,194 @@ describe("IOAS_COPY: iopt_get_pages and iopt_map_pages", () => {
     iopt.destroyTable();
   });
 });
+
+describe("edges of the u64 space and of the allowed ranges", () => {
+  it("an allowed range ending at ULONG_MAX: ALIGN up to exactly ULONG_MAX does not overflow", () => {
+    const { iopt, anon } = setup();
+    iopt.setAllowIova([{ start: U64_MAX - 0x3fffn, last: U64_MAX }]);
+    // 0x3000 bytes aligned to 0x4000 end at ULONG_MAX - PAGE_SIZE, the allocator's last IOVA.
+    expect(iopt.mapUserPages(ctx, 0n, anon(3), 0x3000n, RW, IOPT_ALLOC_IOVA)).toBe(
+      U64_MAX - 0x3fffn,
+    );
+    iopt.unmapAll();
+    iopt.setAllowIova([]);
+  });
+
+  it("takes the first allowed range that fits, passing over one an area fills", () => {
+    const { iopt, anon } = setup();
+    const va = anon(16);
+    iopt.setAllowIova([
+      { start: 0x10000n, last: 0x1ffffn },
+      { start: 0x40000n, last: 0x4ffffn },
+    ]);
+    expect(iopt.mapUserPages(ctx, 0n, va, PAGE, RW, IOPT_ALLOC_IOVA)).toBe(0x10000n);
+    iopt.unmapAll();
+    iopt.mapUserPages(ctx, 0x10000n, va, 0x10000n, RW, 0);
+    expect(iopt.mapUserPages(ctx, 0n, va, PAGE, RW, IOPT_ALLOC_IOVA)).toBe(0x40000n);
+    iopt.unmapAll();
+    iopt.setAllowIova([]);
+  });
+
+  it("maps, copies and unmaps the last page of the u64 space", () => {
+    const { iopt, anon } = setup();
+    const top = U64_MAX - PAGE + 1n;
+    iopt.mapUserPages(ctx, top, anon(1), PAGE, RW, 0);
+    const list = iopt.getPages(top, PAGE);
+    expect(list.map((e) => e.length)).toEqual([PAGE]);
+    iopt.freePagesList(list);
+    expect(iopt.unmapIova(top, PAGE)).toBe(PAGE);
+  });
+
+  it("the alignment hint is the user VA, or the file offset, of the first byte", () => {
+    const { kernel, libc, iopt, anon } = setup();
+    // A VA aligned to 4 KiB only: 16 KiB get a 4 KiB aligned IOVA.
+    expect(iopt.mapUserPages(ctx, 0n, anon(5) + PAGE, 4n * PAGE, RW, IOPT_ALLOC_IOVA)).toBe(
+      0x1000n,
+    );
+    iopt.unmapAll();
+    const mfd = libc.memfdCreate("m", 0);
+    expect(libc.ftruncate(mfd, 8n * PAGE)).toBe(0);
+    expect(iopt.mapFilePages(ctx, 0n, mfd, PAGE, 4n * PAGE, RW, IOPT_ALLOC_IOVA)).toBe(0x1000n);
+    iopt.unmapAll();
+    const exp = new TestExporter(kernel, 8n * PAGE);
+    expect(iopt.mapFilePages(ctx, 0n, exp.fd(), PAGE, 4n * PAGE, RW, IOPT_ALLOC_IOVA)).toBe(
+      0x1000n,
+    );
+    iopt.unmapAll();
+  });
+
+  it("iopt_alloc_area_pages: a length of 0 or off iova_alignment is EINVAL", () => {
+    const { iopt, anon } = setup();
+    const va = anon(2);
+    iopt.mapUserPages(ctx, 0x10000n, va, PAGE, RW, 0);
+    const list = iopt.getPages(0x10000n, PAGE);
+    expect(errno(() => iopt.mapPages(list, 0n, 0x20000n, RW, 0))).toBe(EINVAL);
+    const { acc } = access(PAGE);
+    iopt.addAccess(acc);
+    expect(errno(() => iopt.mapUserPages(ctx, 0x20000n, va, 0x800n, RW, 0))).toBe(EINVAL);
+    expect(spans(iopt)).toEqual([[0x10000n, 0x10fffn]]);
+    iopt.freePagesList(list);
+    iopt.removeAccess(acc);
+    iopt.unmapAll();
+  });
+
+  it("MAP_FILE: a range ending at ULONG_MAX is no overflow; the file reference is dropped", () => {
+    const { kernel, libc, iopt } = setup();
+    expect(errno(() => iopt.mapFilePages(ctx, 0n, 999, U64_MAX - PAGE + 1n, PAGE, RW, 0))).toBe(
+      EBADF,
+    );
+    const mfd = libc.memfdCreate("m", 0);
+    expect(libc.ftruncate(mfd, 4n * PAGE)).toBe(0);
+    const file = kernel.current.process.files.fget(mfd);
+    const refs = file.refcount;
+    iopt.mapFilePages(ctx, 0x10000n, mfd, 0n, PAGE, RW, 0);
+    expect(file.refcount).toBe(refs + 1);
+    iopt.unmapAll();
+    expect(file.refcount).toBe(refs);
+    file.put();
+  });
+});
+
+describe("alignment over several domains and accesses", () => {
+  it("iopt_calculate_iova_alignment takes the largest of all, whatever their order", () => {
+    const { kernel, iopt } = setup();
+    const amd = testDomain(kernel);
+    const mock = testDomain(kernel, "mock");
+    const third = testDomain(kernel, "mock");
+    for (const d of [amd, mock, third]) iopt.tableAddDomain(d);
+    iopt.tableRemoveDomain(third);
+    expect(iopt.iovaAlignment).toBe(PAGE);
+    iopt.tableRemoveDomain(amd);
+    expect(iopt.iovaAlignment).toBe(0x800n);
+    iopt.tableRemoveDomain(mock);
+    const big = access(2n * PAGE).acc;
+    const small = access(PAGE).acc;
+    iopt.addAccess(big);
+    iopt.addAccess(small);
+    expect(iopt.iovaAlignment).toBe(2n * PAGE);
+    iopt.removeAccess(small);
+    iopt.removeAccess(big);
+    expect(iopt.iovaAlignment).toBe(1n);
+  });
+
+  it("removing a domain or an access that is not there WARNs", () => {
+    const { kernel, iopt } = setup();
+    const d = testDomain(kernel);
+    expect(() => iopt.tableRemoveDomain(d)).toThrow(KernelWarning);
+    const { acc } = access(PAGE);
+    acc.ioptAccessListId = 0;
+    expect(() => iopt.removeAccess(acc)).toThrow(KernelWarning);
+  });
+});
+
+describe("fault-injection sites of the io_pagetable", () => {
+  it("are named and reached in the kernel's order, and a failure there changes nothing", () => {
+    const { kernel, iopt, anon } = setup();
+    const fault = kernel.current.fault;
+    const sites = (fn: () => unknown) => {
+      fault.arm(1000);
+      try {
+        fn();
+      } finally {
+        fault.disarm();
+      }
+      return fault.sitesHit.filter((s) => s.startsWith("iommufd:"));
+    };
+    const failAt = (nth: number, fn: () => unknown) => {
+      fault.arm(nth);
+      try {
+        return errno(fn);
+      } finally {
+        fault.disarm();
+      }
+    };
+    iopt.mapUserPages(ctx, 0x10000n, anon(4), 4n * PAGE, RW, 0);
+    iopt.mapUserPages(ctx, 0x14000n, anon(4), 4n * PAGE, RW, 0);
+    // iopt_get_pages: one list element per area.
+    let list: ReturnType<IoPagetable["getPages"]> = [];
+    expect(sites(() => (list = iopt.getPages(0x12000n, 4n * PAGE)))).toEqual([
+      "iommufd:pages_list",
+      "iommufd:pages_list",
+    ]);
+    iopt.freePagesList(list);
+    expect(failAt(2, () => iopt.getPages(0x12000n, 4n * PAGE))).toBe(ENOMEM);
+    expect(iopt.areas().map((a) => a.pages?.refs)).toEqual([1, 1]);
+    // iopt_reserve_iova and iopt_table_enforce_group_resv_regions.
+    expect(sites(() => iopt.reserveIova(0x1000n, 0x1fffn, "r"))).toEqual([
+      "iommufd:reserved_alloc",
+    ]);
+    iopt.removeReservedIova("r");
+    expect(failAt(1, () => iopt.reserveIova(0x1000n, 0x1fffn, "r"))).toBe(ENOMEM);
+    const regions = [{ start: 0x1000n, length: PAGE, type: IOMMU_RESV_RESERVED }];
+    expect(sites(() => iopt.enforceGroupResvRegions("g", regions))).toEqual([
+      "iommufd:resv_regions",
+      "iommufd:reserved_alloc",
+    ]);
+    iopt.removeReservedIova("g");
+    expect(failAt(1, () => iopt.enforceGroupResvRegions("g", regions))).toBe(EINVAL);
+    expect(iopt.reservedRanges()).toEqual([]);
+    // iopt_table_add_domain: the domains slot after the aperture's reservations.
+    const d = testDomain(kernel, "mock");
+    iopt.unmapAll();
+    expect(sites(() => iopt.tableAddDomain(d)).slice(0, 3)).toEqual([
+      "iommufd:reserved_alloc",
+      "iommufd:reserved_alloc",
+      "iommufd:domains_xa",
+    ]);
+    iopt.tableRemoveDomain(d);
+    expect(failAt(3, () => iopt.tableAddDomain(d))).toBe(ENOMEM);
+    expect([iopt.domainList, iopt.reservedRanges()]).toEqual([[], []]);
+    // iopt_area_split: lhs then rhs.
+    iopt.mapUserPages(ctx, 0x10000n, anon(4), 4n * PAGE, RW, 0);
+    for (const nth of [1, 2]) {
+      expect(failAt(nth, () => iopt.cutIova([0x11fffn]))).toBe(ENOMEM);
+      expect(spans(iopt)).toEqual([[0x10000n, 0x13fffn]]);
+    }
+    expect(sites(() => iopt.cutIova([0x11fffn]))).toEqual([
+      "iommufd:area_alloc",
+      "iommufd:area_alloc",
+    ]);
+    expect(spans(iopt)).toHaveLength(2);
+    iopt.unmapAll();
+  });
+});
