@@ -968,3 +968,40 @@ describe("fault-injection sites of the io_pagetable", () => {
     iopt.unmapAll();
   });
 });
+
+describe("iopt_alloc_iova's holes", () => {
+  it("checks each hole again after aligning its start, down to a hole of one byte", () => {
+    const { kernel, iopt, anon } = setup();
+    const exp = new TestExporter(kernel, 1n << 20n);
+    const va = anon(2);
+    // Hole 0x1000..0x4fff holds 0x4000 bytes, but not from its 0x4000-aligned start.
+    iopt.mapUserPages(ctx, 0x5000n, va, PAGE, RW, 0);
+    expect(iopt.mapFilePages(ctx, 0n, exp.fd(), 0n, 0x4000n, RW, IOPT_ALLOC_IOVA)).toBe(0x8000n);
+    iopt.unmapAll();
+    // A hole of one byte at 0x1fff takes a one-byte mapping.
+    iopt.mapUserPages(ctx, 0x1000n, va, 0xfffn, RW, 0);
+    iopt.mapUserPages(ctx, 0x2000n, va, PAGE, RW, 0);
+    expect(iopt.mapUserPages(ctx, 0n, va, 1n, RW, IOPT_ALLOC_IOVA)).toBe(0x1fffn);
+    iopt.unmapAll();
+  });
+
+  it("an allowed range whose aligned start passes ULONG_MAX has no room (ENOSPC)", () => {
+    const { iopt, anon } = setup();
+    iopt.setAllowIova([{ start: U64_MAX - 0x1fffn, last: U64_MAX }]);
+    expect(errno(() => iopt.mapUserPages(ctx, 0n, anon(3), 0x3000n, RW, IOPT_ALLOC_IOVA))).toBe(
+      ENOSPC,
+    );
+    iopt.setAllowIova([]);
+  });
+
+  it("read-only file pages cannot be mapped writable by IOAS_COPY (EPERM)", () => {
+    const { libc, iopt } = setup();
+    const mfd = libc.memfdCreate("m", 0);
+    expect(libc.ftruncate(mfd, PAGE)).toBe(0);
+    iopt.mapFilePages(ctx, 0x10000n, mfd, 0n, PAGE, IOMMU_READ, 0);
+    const list = iopt.getPages(0x10000n, PAGE);
+    expect(errno(() => iopt.mapPages(list, PAGE, 0x20000n, RW, 0))).toBe(EPERM);
+    iopt.freePagesList(list);
+    iopt.unmapAll();
+  });
+});
