@@ -974,9 +974,10 @@ describe("iopt_alloc_iova's holes", () => {
     const { kernel, iopt, anon } = setup();
     const exp = new TestExporter(kernel, 1n << 20n);
     const va = anon(2);
-    // Hole 0x1000..0x4fff holds 0x4000 bytes, but not from its 0x4000-aligned start.
-    iopt.mapUserPages(ctx, 0x5000n, va, PAGE, RW, 0);
-    expect(iopt.mapFilePages(ctx, 0n, exp.fd(), 0n, 0x4000n, RW, IOPT_ALLOC_IOVA)).toBe(0x8000n);
+    // The hole 0x6000..0x9fff holds 0x4000 bytes, but not from its 0x4000-aligned start.
+    iopt.mapUserPages(ctx, 0x4000n, va, 2n * PAGE, RW, 0);
+    iopt.mapUserPages(ctx, 0xa000n, va, PAGE, RW, 0);
+    expect(iopt.mapFilePages(ctx, 0n, exp.fd(), 0n, 0x4000n, RW, IOPT_ALLOC_IOVA)).toBe(0xc000n);
     iopt.unmapAll();
     // A hole of one byte at 0x1fff takes a one-byte mapping.
     iopt.mapUserPages(ctx, 0x1000n, va, 0xfffn, RW, 0);
