@@ -549,6 +549,8 @@ export class IoPagetable {
             if (!area.pages) fail(EBUSY, "area being mapped or unmapped");
             if (area.numLocks) fail(EBUSY, "area locked by an object");
             if (area.iova < start || area.lastIova > last) fail(ENOENT, "would split an area");
+            // Each area held by an access gets its own 100 requests.
+            if (area.iova !== start) tries = 0;
             if (area.numAccesses) {
               start = area.iova;
               area.preventAccess = true;
