@@ -248,8 +248,10 @@ describe("iommufd_access_rw", () => {
       const data = pattern(3 * 4096, 3);
       ioptAccessRw(iopt, BASE + 1000n, data, IOMMUFD_ACCESS_RW_WRITE | slow);
       const split = 2 * 4096 + 100 - 1000;
-      expect(libc.peek(va + 1000n, split)).toEqual(data.subarray(0, split));
-      expect(libc.peek(va + 4n * PAGE + 300n, data.length - split)).toEqual(data.subarray(split));
+      // Compared with a fresh copy: a write that reads instead would have overwritten `data`.
+      const want = pattern(3 * 4096, 3);
+      expect(libc.peek(va + 1000n, split)).toEqual(want.subarray(0, split));
+      expect(libc.peek(va + 4n * PAGE + 300n, want.length - split)).toEqual(want.subarray(split));
       // Bytes around the written range are untouched.
       expect(libc.peek(va + 999n, 1)).toEqual(new Uint8Array([0]));
       const back = new Uint8Array(data.length);
@@ -360,8 +362,8 @@ describe("access nodes, unwinds and fault injection", () => {
       };
       const unpin = (first: bigint, n: bigint) =>
         ioptAccessUnpinPages(iopt, BASE + first * PAGE, n * PAGE);
-      pin(1n, 4n);
-      pin(2n, 3n); // same last, another start
+      pin(2n, 3n);
+      pin(1n, 4n); // same last, another start
       pin(1n, 2n); // same start, another last
       expect(kernel.mem.totalPinned()).toBe(4);
       unpin(1n, 4n);
@@ -575,6 +577,33 @@ describe("iommufd_access_rw paths", () => {
         ),
       ).toBe(EPERM);
       expect(kernel.mem.totalPinned()).toBe(0);
+    });
+  });
+});
+
+describe("iopt_pages_fill_from_domain", () => {
+  it("reads a domain area's first page back without its page offset", () => {
+    const { kernel, iopt, run, buffer, pfns, check } = machine();
+    run(() => {
+      const va = buffer(4);
+      iopt.mapUserPages(ctx, BASE, va, 4n * PAGE, RW, 0);
+      // The same pages mapped from 0x800 into their first page, in an io_pagetable whose mock
+      // domain has 2 KiB IO pages: that area's first index carries page_offset 0x800.
+      const other = new IoPagetable(kernel);
+      other.tableAddDomain(testDomain(kernel, "mock"));
+      const list = iopt.getPages(BASE + 0x800n, 3n * PAGE);
+      other.mapPages(list, 3n * PAGE, (1n << 24n) + 0x800n, RW, 0);
+      expect(other.areas()[0]!.pageOffset).toBe(0x800);
+      expect(kernel.mem.totalPinned()).toBe(4);
+      // The access's pages come from that domain: index 0 through the offset, the rest whole.
+      const out = new PfnRuns();
+      ioptAccessPinPages(iopt, BASE, 3n * PAGE, out, 0);
+      expect(flat(out)).toEqual(pfns(va, 3));
+      expect(kernel.mem.totalPinned()).toBe(4);
+      ioptAccessUnpinPages(iopt, BASE, 3n * PAGE);
+      other.unmapAll();
+      expect(kernel.mem.totalPinned()).toBe(0);
+      check();
     });
   });
 });
