@@ -33,7 +33,7 @@ import { IoPagetable } from "../src/io-pagetable.js";
 import { IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
 import { iommufdInit } from "../src/ioctls.js";
 import { checkInvariants, totalNpinned } from "../src/testing.js";
-import { PAGE, RW, ctx, errno, testDomain } from "./pages-helpers.js";
+import { PAGE, RW, ctx, errno, testDomain, scatteredBuffer } from "./pages-helpers.js";
 
 const BASE = 0x100000n;
 
@@ -45,19 +45,7 @@ function machine() {
   const iopt = new IoPagetable(kernel);
   const run = <T>(fn: () => T): T => kernel.runAs(libc.task, fn);
   /** `npages` of anonymous memory, faulted last page first (one PFN run per page). */
-  const buffer = (npages: number): bigint => {
-    const va = libc.mmap(
-      0n,
-      npages * 4096,
-      PROT_READ | PROT_WRITE,
-      MAP_PRIVATE | MAP_ANONYMOUS,
-      -1,
-      0,
-    );
-    for (let i = npages - 1; i >= 0; i--)
-      libc.poke(va + BigInt(i) * PAGE, new Uint8Array([i & 0xff]));
-    return va;
-  };
+  const buffer = (npages: number): bigint => scatteredBuffer(libc, npages);
   /** The PFN behind each page of [va, va + npages pages). */
   const pfns = (va: bigint, npages: number): number[] =>
     Array.from({ length: npages }, (_, i) => libc.process.mm.lookup(Number(va / PAGE) + i));

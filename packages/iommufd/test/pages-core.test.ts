@@ -33,7 +33,16 @@ import { IOPT_ALLOC_IOVA, type IoptAccess, IoPagetable } from "../src/io-pagetab
 import { IOMMU_READ } from "../src/iommu-domain.js";
 import { BATCH_CPU_MEMORY, BATCH_MMIO, MAX_NPFNS, PfnBatch } from "../src/pfn-batch.js";
 import { setTempMemoryLimit } from "../src/testing.js";
-import { PAGE, RW, ctx, domainRuns, errno, mappedBytes, testDomain } from "./pages-helpers.js";
+import {
+  PAGE,
+  RW,
+  ctx,
+  domainRuns,
+  errno,
+  mappedBytes,
+  testDomain,
+  scatteredBuffer,
+} from "./pages-helpers.js";
 import { iommufdInit } from "../src/ioctls.js";
 
 /** A machine with an unprivileged user process (accounting applies). */
@@ -44,19 +53,7 @@ function machine(uid = 1000) {
   const iopt = new IoPagetable(kernel);
   const run = <T>(fn: () => T): T => kernel.runAs(libc.task, fn);
   /** Anonymous memory whose pages were faulted last-first: one PFN run per page. */
-  const scattered = (npages: number): bigint => {
-    const va = libc.mmap(
-      0n,
-      npages * 4096,
-      PROT_READ | PROT_WRITE,
-      MAP_PRIVATE | MAP_ANONYMOUS,
-      -1,
-      0,
-    );
-    for (let i = npages - 1; i >= 0; i--)
-      libc.poke(va + BigInt(i) * PAGE, new Uint8Array([i & 0xff]));
-    return va;
-  };
+  const scattered = (npages: number): bigint => scatteredBuffer(libc, npages);
   const check = (...iopts: IoPagetable[]) => {
     const pages = checkInvariants([iopt, ...iopts]);
     expect(kernel.mem.totalPinned()).toBe(totalNpinned(pages));

@@ -29,8 +29,13 @@ import {
   ENODEV,
   EOPNOTSUPP,
   type Kernel,
+  type Libc,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
   type MmioRegion,
   O_CLOEXEC,
+  PROT_READ,
+  PROT_WRITE,
   fail,
   isKernelError,
 } from "@x/kernel";
@@ -52,6 +57,24 @@ export function errno(fn: () => unknown): number {
     throw e;
   }
   return 0;
+}
+
+/**
+ * `npages` of anonymous memory faulted last page first, so each page is a PFN run of its own
+ * (the allocator hands out frames in ascending order).
+ */
+export function scatteredBuffer(libc: Libc, npages: number): bigint {
+  const va = libc.mmap(
+    0n,
+    npages * 4096,
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_ANONYMOUS,
+    -1,
+    0,
+  );
+  for (let i = npages - 1; i >= 0; i--)
+    libc.poke(va + BigInt(i) * PAGE, new Uint8Array([i & 0xff]));
+  return va;
 }
 
 const unmapCounts = new WeakMap<IommuDomain, { syncs: number }>();

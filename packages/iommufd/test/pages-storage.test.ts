@@ -47,6 +47,7 @@ import {
   errno,
   mappedBytes,
   testDomain,
+  scatteredBuffer,
 } from "./pages-helpers.js";
 
 /** A machine with an unprivileged user process (USER accounting applies). */
@@ -61,19 +62,7 @@ function machine() {
     expect(kernel.mem.totalPinned()).toBe(totalNpinned(pages));
   };
   /** Anonymous memory faulted last-first: one PFN run per page. */
-  const scattered = (npages: number): bigint => {
-    const va = libc.mmap(
-      0n,
-      npages * 4096,
-      PROT_READ | PROT_WRITE,
-      MAP_PRIVATE | MAP_ANONYMOUS,
-      -1,
-      0,
-    );
-    for (let i = npages - 1; i >= 0; i--)
-      libc.poke(va + BigInt(i) * PAGE, new Uint8Array([i & 0xff]));
-    return va;
-  };
+  const scattered = (npages: number): bigint => scatteredBuffer(libc, npages);
   return { kernel, libc, iopt, check, scattered };
 }
 
