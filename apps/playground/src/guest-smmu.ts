@@ -16,14 +16,10 @@ import {
   STRTAB_STE_0_CFG_S1_TRANS,
   STRTAB_STE_0_V,
 } from "@x/iommu-pgtable";
+import { ArmLpaeS1Tables, PTE_PAGE, PTE_RDONLY } from "@x/iommu-pgtable/testing";
 
 /** CD word 0: T0SZ 25 (39-bit IOVA), TG0 4K. */
 const CD_0_T0SZ = 25n;
-/** Stage-1 descriptors: table / page type, AF, AP[2] (read-only). */
-const PTE_TABLE = 3n;
-const PTE_PAGE = 3n;
-const PTE_AF = 1n << 10n;
-const PTE_AP_RDONLY = 1n << 7n;
 const steCfg = (cfg: number) => BigInt(cfg) << 1n;
 
 /** Guest-physical memory as the guest CPU writes it. */
@@ -31,31 +27,29 @@ export interface GuestMemory {
   write(ipa: bigint, bytes: Uint8Array): void;
 }
 
-function u64(v: bigint): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, v, true);
-  return b;
-}
-
 export class GuestSmmuDriver {
-  /** IPA of the CD (64-byte aligned) and of the level-1 table. */
+  /** IPA of the CD (64-byte aligned); the stage-1 tables follow it in the pool. */
   readonly cd: bigint;
-  private readonly l1: bigint;
-  private next: bigint;
-  /** Table pages already allocated, by (level, index path) of the IOVA they cover. */
-  private readonly tables = new Map<string, bigint>();
+  private readonly tables: ArmLpaeS1Tables;
 
   constructor(
-    private readonly mem: GuestMemory,
+    mem: GuestMemory,
     /** A zeroed run of guest pages the driver owns for its structures. */
     pool: bigint,
     readonly asid: bigint,
   ) {
     this.cd = pool;
-    this.l1 = pool + 0x1000n;
-    this.next = pool + 0x2000n;
-    mem.write(this.cd, u64(CD_0_T0SZ | CTXDESC_CD_0_V | CTXDESC_CD_0_AA64 | (asid << 48n)));
-    mem.write(this.cd + 8n, u64(this.l1));
+    let next = pool + 0x1000n;
+    const allocPage = (): bigint => {
+      const page = next;
+      next += 0x1000n;
+      return page;
+    };
+    this.tables = new ArmLpaeS1Tables((ipa, bytes) => mem.write(ipa, bytes), allocPage, 64 - 25);
+    mem.write(
+      this.cd,
+      this.tables.cd(CD_0_T0SZ | CTXDESC_CD_0_V | CTXDESC_CD_0_AA64 | (asid << 48n)),
+    );
   }
 
   /** The STE words for a stream translated by this CD. */
@@ -70,24 +64,7 @@ export class GuestSmmuDriver {
 
   /** Map one 4 KiB page IOVA -> IPA (over whatever was there). */
   map(iova: bigint, ipa: bigint, writable = true): void {
-    const l2 = this.table(this.l1, 1, iova);
-    const l3 = this.table(l2, 2, iova);
-    const pte = ipa | PTE_PAGE | PTE_AF | (writable ? 0n : PTE_AP_RDONLY);
-    this.mem.write(l3 + ((iova >> 12n) & 0x1ffn) * 8n, u64(pte));
-  }
-
-  /** The next-level table under `table`'s entry for `iova`, made when missing. */
-  private table(table: bigint, level: number, iova: bigint): bigint {
-    const idx = (iova >> BigInt(12 + 9 * (3 - level))) & 0x1ffn;
-    const key = `${table}:${idx}`;
-    let next = this.tables.get(key);
-    if (next === undefined) {
-      next = this.next;
-      this.next += 0x1000n;
-      this.tables.set(key, next);
-      this.mem.write(table + idx * 8n, u64(next | PTE_TABLE));
-    }
-    return next;
+    this.tables.map(iova, ipa | PTE_PAGE | (writable ? 0n : PTE_RDONLY));
   }
 
   /** CMD_TLBI_NH_VA for one page of this ASID. */
