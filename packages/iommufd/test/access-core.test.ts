@@ -11,7 +11,6 @@ import {
   ENOMEM,
   EOVERFLOW,
   EPERM,
-  Kernel,
   KernelWarning,
   Libc,
   MAP_ANONYMOUS,
@@ -31,29 +30,16 @@ import {
 } from "../src/access-core.js";
 import { IoPagetable } from "../src/io-pagetable.js";
 import { IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
-import { iommufdInit } from "../src/ioctls.js";
-import { checkInvariants, totalNpinned } from "../src/testing.js";
-import { PAGE, RW, ctx, errno, testDomain, scatteredBuffer } from "./pages-helpers.js";
+import { PAGE, RW, ctx, errno, testDomain, ioptMachine } from "./pages-helpers.js";
 
 const BASE = 0x100000n;
 
-/** An unprivileged process (its pins are charged) with an empty io_pagetable. */
+/** ioptMachine, and the PFN behind each page of [va, va + npages pages). */
 function machine() {
-  const kernel = new Kernel();
-  iommufdInit(kernel);
-  const libc = new Libc(kernel, kernel.newProcess(1000));
-  const iopt = new IoPagetable(kernel);
-  const run = <T>(fn: () => T): T => kernel.runAs(libc.task, fn);
-  /** `npages` of anonymous memory, faulted last page first (one PFN run per page). */
-  const buffer = (npages: number): bigint => scatteredBuffer(libc, npages);
-  /** The PFN behind each page of [va, va + npages pages). */
+  const m = ioptMachine();
   const pfns = (va: bigint, npages: number): number[] =>
-    Array.from({ length: npages }, (_, i) => libc.process.mm.lookup(Number(va / PAGE) + i));
-  const check = () => {
-    const pages = checkInvariants([iopt]);
-    expect(kernel.mem.totalPinned()).toBe(totalNpinned(pages));
-  };
-  return { kernel, libc, iopt, run, buffer, pfns, check };
+    Array.from({ length: npages }, (_, i) => m.libc.process.mm.lookup(Number(va / PAGE) + i));
+  return { ...m, buffer: m.scattered, pfns };
 }
 
 /** PFNs of `runs`, one per page. */

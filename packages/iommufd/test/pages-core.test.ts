@@ -4,7 +4,6 @@ import {
   ENOMEM,
   EPERM,
   Kernel,
-  Libc,
   MAP_ANONYMOUS,
   MAP_PRIVATE,
   MFD_HUGETLB,
@@ -28,7 +27,7 @@ import {
   accountingSourceOf,
   updatePinnedAccounting,
 } from "../src/accounting.js";
-import { checkInvariants, totalNpinned } from "../src/testing.js";
+import { checkInvariants } from "../src/testing.js";
 import { IOPT_ALLOC_IOVA, type IoptAccess, IoPagetable } from "../src/io-pagetable.js";
 import { IOMMU_READ } from "../src/iommu-domain.js";
 import { BATCH_CPU_MEMORY, BATCH_MMIO, MAX_NPFNS, PfnBatch } from "../src/pfn-batch.js";
@@ -41,25 +40,11 @@ import {
   errno,
   mappedBytes,
   testDomain,
-  scatteredBuffer,
+  ioptMachine,
 } from "./pages-helpers.js";
 import { iommufdInit } from "../src/ioctls.js";
 
-/** A machine with an unprivileged user process (accounting applies). */
-function machine(uid = 1000) {
-  const kernel = new Kernel();
-  iommufdInit(kernel);
-  const libc = new Libc(kernel, kernel.newProcess(uid));
-  const iopt = new IoPagetable(kernel);
-  const run = <T>(fn: () => T): T => kernel.runAs(libc.task, fn);
-  /** Anonymous memory whose pages were faulted last-first: one PFN run per page. */
-  const scattered = (npages: number): bigint => scatteredBuffer(libc, npages);
-  const check = (...iopts: IoPagetable[]) => {
-    const pages = checkInvariants([iopt, ...iopts]);
-    expect(kernel.mem.totalPinned()).toBe(totalNpinned(pages));
-  };
-  return { kernel, libc, iopt, run, scattered, check };
-}
+const machine = ioptMachine;
 
 function access(iopt: IoPagetable, onUnmap?: (iova: bigint, len: bigint) => void): IoptAccess {
   return {

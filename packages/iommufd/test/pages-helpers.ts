@@ -28,8 +28,8 @@ import {
 import {
   ENODEV,
   EOPNOTSUPP,
-  type Kernel,
-  type Libc,
+  Kernel,
+  Libc,
   MAP_ANONYMOUS,
   MAP_PRIVATE,
   type MmioRegion,
@@ -39,7 +39,11 @@ import {
   fail,
   isKernelError,
 } from "@x/kernel";
+import { expect } from "vitest";
 import { IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
+import { IoPagetable } from "../src/io-pagetable.js";
+import { iommufdInit } from "../src/ioctls.js";
+import { checkInvariants, totalNpinned } from "../src/testing.js";
 import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "../src/iommu-domain.js";
 
 /** The protection of an ordinary read-write, cache-coherent mapping. */
@@ -75,6 +79,25 @@ export function scatteredBuffer(libc: Libc, npages: number): bigint {
   for (let i = npages - 1; i >= 0; i--)
     libc.poke(va + BigInt(i) * PAGE, new Uint8Array([i & 0xff]));
   return va;
+}
+
+/**
+ * A machine with iommufd loaded, an unprivileged process (uid 1000 by default: RLIMIT_MEMLOCK
+ * accounting applies) and an empty io_pagetable; `check` runs the invariant checker over it
+ * (and `more`) and compares the machine's pins with the pages objects' counts.
+ */
+export function ioptMachine(uid = 1000) {
+  const kernel = new Kernel();
+  iommufdInit(kernel);
+  const libc = new Libc(kernel, kernel.newProcess(uid));
+  const iopt = new IoPagetable(kernel);
+  const run = <T>(fn: () => T): T => kernel.runAs(libc.task, fn);
+  const scattered = (npages: number): bigint => scatteredBuffer(libc, npages);
+  const check = (...more: IoPagetable[]) => {
+    const pages = checkInvariants([iopt, ...more]);
+    expect(kernel.mem.totalPinned()).toBe(totalNpinned(pages));
+  };
+  return { kernel, libc, iopt, run, scattered, check };
 }
 
 const unmapCounts = new WeakMap<IommuDomain, { syncs: number }>();

@@ -8,9 +8,8 @@ import {
   EINVAL,
   ENOMEM,
   EOVERFLOW,
-  Kernel,
+  type Kernel,
   KernelWarning,
-  Libc,
   MAP_ANONYMOUS,
   MAP_PRIVATE,
   MAP_SHARED,
@@ -26,7 +25,6 @@ import { describe, expect, it, vi } from "vitest";
 import { ioptAccessPinPages, ioptAccessRw, ioptAccessUnpinPages } from "../src/access-core.js";
 import { updatePinnedAccounting } from "../src/accounting.js";
 import { IOPT_ALLOC_IOVA, type IoptAccess, IoPagetable } from "../src/io-pagetable.js";
-import { iommufdInit } from "../src/ioctls.js";
 import {
   IoptPages,
   PAGES_DMABUF_MUTEX_CLASS,
@@ -37,7 +35,7 @@ import {
   ioptPutPages,
 } from "../src/pages.js";
 import { setTrackerMutant } from "../src/test-options.js";
-import { checkInvariants, setTempMemoryLimit, totalNpinned } from "../src/testing.js";
+import { setTempMemoryLimit } from "../src/testing.js";
 import {
   PAGE,
   RW,
@@ -47,23 +45,14 @@ import {
   errno,
   mappedBytes,
   testDomain,
-  scatteredBuffer,
+  ioptMachine,
 } from "./pages-helpers.js";
 
-/** A machine with an unprivileged user process (USER accounting applies). */
+/** ioptMachine with the process current (USER accounting applies). */
 function machine() {
-  const kernel = new Kernel();
-  iommufdInit(kernel);
-  const libc = new Libc(kernel, kernel.newProcess(1000));
-  kernel.current = libc.task;
-  const iopt = new IoPagetable(kernel);
-  const check = (...more: IoPagetable[]) => {
-    const pages = checkInvariants([iopt, ...more]);
-    expect(kernel.mem.totalPinned()).toBe(totalNpinned(pages));
-  };
-  /** Anonymous memory faulted last-first: one PFN run per page. */
-  const scattered = (npages: number): bigint => scatteredBuffer(libc, npages);
-  return { kernel, libc, iopt, check, scattered };
+  const m = ioptMachine();
+  m.kernel.current = m.libc.task;
+  return m;
 }
 
 function access(): IoptAccess {
