@@ -7,16 +7,7 @@
  * message is a diagnostic.
  */
 import { type IommuDomain, iommuIovaToPhys } from "@x/iommu-pgtable";
-import {
-  Kernel,
-  KernelWarning,
-  Libc,
-  MAP_ANONYMOUS,
-  MAP_PRIVATE,
-  PROT_READ,
-  PROT_WRITE,
-  PfnRuns,
-} from "@x/kernel";
+import { Kernel, KernelWarning, Libc, PfnRuns } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import { ioptAccessPinPages, ioptAccessUnpinPages } from "../src/access-core.js";
 import { IOPT_PAGES_ACCOUNT_NONE, IOPT_PAGES_ACCOUNT_USER } from "../src/accounting.js";
@@ -25,7 +16,7 @@ import type { IoptArea } from "../src/io-pagetable-area.js";
 import { iommufdInit } from "../src/ioctls.js";
 import { IoptPagesAccess, type IoptPages } from "../src/pages.js";
 import { type InvariantOptions, checkInvariants, totalNpinned } from "../src/testing.js";
-import { PAGE, RW, TestExporter, ctx, testDomain } from "./pages-helpers.js";
+import { PAGE, RW, TestExporter, ctx, scatteredBuffer, testDomain } from "./pages-helpers.js";
 
 /** An unprivileged process (its pins are charged) mapping into io_pagetables it makes. */
 function machine() {
@@ -47,12 +38,7 @@ function machine() {
     return { iopt, domains };
   };
   /** Anonymous memory, faulted last page first so no two pages are physically adjacent. */
-  const buffer = (npages: number): bigint => {
-    const len = BigInt(npages) * PAGE;
-    const va = libc.mmap(0n, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    for (let i = npages - 1; i >= 0; i--) libc.poke(va + BigInt(i) * PAGE, new Uint8Array([i]));
-    return va;
-  };
+  const buffer = (npages: number): bigint => scatteredBuffer(libc, npages);
   /** Map `npages` of fresh user memory; returns the area. */
   const mapUser = (iopt: IoPagetable, npages: number): IoptArea => {
     const iova = iopt.mapUserPages(
