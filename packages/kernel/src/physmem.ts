@@ -79,7 +79,8 @@ class FrameLevel {
    * cost more than the test. Grown densely, never by a far write, so it stays a fast array.
    */
   private readonly sections: Array<Section | undefined> = [];
-  private stack = new Float64Array(64);
+  /** Starts at 8 entries (64 bytes, allocated on the JS heap; larger typed arrays are not). */
+  private stack = new Float64Array(8);
   /** SPLIT frames with no child in use, waiting to be merged. */
   readonly empty = new Set<number>();
   private top = 0;
@@ -107,10 +108,14 @@ class FrameLevel {
     let s = this.section(idx);
     if (!s) {
       const slots = Math.max(1, Math.min(SECTION, this.count - i * SECTION));
+      // One buffer for the section's three arrays: counts first (4-byte aligned), then used
+      // (2-byte aligned), then state. A buffer costs far more to create than its bytes.
+      const usedBytes = this.order === 0 ? 0 : 2 * slots;
+      const buf = new ArrayBuffer(8 * slots + usedBytes + slots);
       s = {
-        state: new Uint8Array(slots),
-        counts: new Int32Array(2 * slots),
-        used: this.order === 0 ? undefined : new Uint16Array(slots),
+        counts: new Int32Array(buf, 0, 2 * slots),
+        used: usedBytes ? new Uint16Array(buf, 8 * slots, slots) : undefined,
+        state: new Uint8Array(buf, 8 * slots + usedBytes, slots),
       };
       while (this.sections.length <= i) this.sections.push(undefined);
       this.sections[i] = s;
@@ -120,16 +125,45 @@ class FrameLevel {
   }
 
   push(idx: number): void {
-    if (this.top === this.stack.length) {
-      const s = new Float64Array(this.stack.length * 2);
-      s.set(this.stack);
-      this.stack = s;
-    }
+    this.reserve(1);
     this.stack[this.top++] = idx;
   }
 
+  /**
+   * Push frames lo + count - 1 down to lo, lo ending on top, as one entry: the frame number
+   * `lo` under the negated count. A split pushes 511 children and a machine's seeding every
+   * frame of a level; one entry each keeps building a machine cheap.
+   */
+  pushRange(lo: number, count: number): void {
+    if (count <= 1) {
+      if (count === 1) this.push(lo);
+      return;
+    }
+    this.reserve(2);
+    this.stack[this.top++] = lo;
+    this.stack[this.top++] = -count;
+  }
+
   pop(): number {
-    return this.top === 0 ? -1 : this.stack[--this.top]!;
+    if (this.top === 0) return -1;
+    const t = this.stack[this.top - 1]!;
+    if (t >= 0) {
+      this.top--;
+      return t;
+    }
+    const lo = this.stack[this.top - 2]!;
+    this.stack[this.top - 2] = lo + 1;
+    // Two frames left become a single entry for the second one.
+    if (t === -2) this.top--;
+    else this.stack[this.top - 1] = t + 1;
+    return lo;
+  }
+
+  private reserve(slots: number): void {
+    if (this.top + slots <= this.stack.length) return;
+    const s = new Float64Array(this.stack.length * 2);
+    s.set(this.stack);
+    this.stack = s;
   }
 }
 
@@ -238,7 +272,7 @@ export class PhysMem {
     for (let l = this.levels.length - 1; l >= 0; l--) {
       const level = this.levels[l]!;
       const first = l === this.levels.length - 1 ? 0 : this.levels[l + 1]!.count * FANOUT;
-      for (let i = level.count - 1; i >= first; i--) level.push(i);
+      level.pushRange(first, level.count - first);
       if (first === 0 && level.count > 0) this.reserveLow();
     }
   }
@@ -313,7 +347,7 @@ export class PhysMem {
     ps.state[parent & (SECTION - 1)] = SPLIT;
     ps.used![parent & (SECTION - 1)] = 1;
     const first = parent * FANOUT;
-    for (let i = first + FANOUT - 1; i > first; i--) level.push(i);
+    level.pushRange(first + 1, FANOUT - 1);
     return first;
   }
 

@@ -31,6 +31,27 @@ describe("folio allocator", () => {
     expect(mem.allocatedPages()).toBe(1 + 512 + PAGES_1G);
   });
 
+  it("hands out the lowest free frame of a split first; a freed one comes back before them", () => {
+    // A split leaves its other 511 frames free in address order, on every level; a machine's
+    // seeding leaves every frame of its top level so.
+    const mem = new PhysMem({ ramBytes: 4n * GiB });
+    const first = [0, 1, 2].map(() => mem.allocFolio(0));
+    expect(first).toEqual([256, 257, 258]);
+    mem.folioPut(257);
+    expect(mem.allocFolio(0)).toBe(257);
+    expect(mem.allocFolio(0)).toBe(259);
+    // The rest of the 2 MiB frame, then the next one: 260..511, 512, 513.
+    const more = Array.from({ length: 254 }, () => mem.allocFolio(0));
+    expect(more[0]).toBe(260);
+    expect(more.at(-3)).toBe(511);
+    expect(more.slice(-2)).toEqual([512, 513]);
+    expect([0, 1].map(() => mem.allocFolio(9))).toEqual([1024, 1536]);
+    expect([0, 1].map(() => mem.allocFolio(18))).toEqual([PAGES_1G, 2 * PAGES_1G]);
+    const small = new PhysMem({ ramBytes: 2n << 20n });
+    expect(small.allocFolio(0)).toBe(RESERVED_LOW_PAGES);
+    expect(small.allocFolio(0)).toBe(RESERVED_LOW_PAGES + 1);
+  });
+
   it("rejects orders other than 0, 9, 18 with EINVAL", () => {
     const mem = new PhysMem({ ramBytes: GiB });
     expectErrno(() => mem.allocFolio(3), EINVAL);

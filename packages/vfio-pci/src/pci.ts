@@ -393,8 +393,12 @@ export class PciDev {
     this.noCommandMemory = spec.noCommandMemory ?? false;
     this.iommuDev = spec.iommu ? new IommuDevice(name, spec.iommu) : undefined;
     const size = spec.pcie ? PCI_CFG_SPACE_EXP_SIZE : PCI_CFG_SPACE_SIZE;
-    this.config = new Uint8Array(size);
-    this.wmask = new Uint8Array(size);
+    // config, wmask and the power-on copy share one buffer (config first, at offset 0): every
+    // machine builds its functions, and a buffer costs far more to create than its bytes.
+    const space = new ArrayBuffer(3 * size);
+    this.config = new Uint8Array(space, 0, size);
+    this.wmask = new Uint8Array(space, size, size);
+    this.initial = new Uint8Array(space, 2 * size, size);
     const cfg = new DataView(this.config.buffer);
     cfg.setUint16(0, spec.vendor, true);
     cfg.setUint16(PCI_DEVICE_ID, spec.device, true);
@@ -464,7 +468,7 @@ export class PciDev {
     } else {
       this.config[PCI_CAPABILITY_LIST] = 0;
     }
-    this.initial = this.config.slice();
+    this.initial.set(this.config);
     let end = size;
     while (end > 0 && this.wmask[end - 1] === 0) end--;
     this.wmaskEnd = end;
@@ -482,7 +486,7 @@ export class PciDev {
       (msi.maskbit ? PCI_MSI_FLAGS_MASKBIT : 0);
     new DataView(this.config.buffer).setUint16(cap + PCI_MSI_FLAGS, flags, true);
     this.wmask[cap + PCI_MSI_FLAGS] = PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE;
-    const w = new DataView(this.wmask.buffer);
+    const w = new DataView(this.wmask.buffer, this.wmask.byteOffset, this.wmask.byteLength);
     w.setUint32(cap + PCI_MSI_ADDRESS_LO, 0xfffffffc, true);
     if (msi.is64) w.setUint32(cap + PCI_MSI_ADDRESS_HI, 0xffffffff, true);
     w.setUint16(cap + (msi.is64 ? PCI_MSI_DATA_64 : PCI_MSI_DATA_32), 0xffff, true);
@@ -581,7 +585,7 @@ export class PciDev {
       root.claimRegion(region, this, PCI_ROM_RESOURCE);
       this.resources.push({ flags: IORESOURCE_MEM, start: region.base, len: spec.romSize, region });
       const mask = ~(spec.romSize - 1n) & 0xfffff800n;
-      new DataView(this.wmask.buffer).setUint32(
+      new DataView(this.wmask.buffer, this.wmask.byteOffset, this.wmask.byteLength).setUint32(
         PCI_ROM_ADDRESS,
         Number(mask) | PCI_ROM_ADDRESS_ENABLE,
         true,
@@ -593,7 +597,7 @@ export class PciDev {
 
   /** Writable address bits of a BAR: exactly the bits above its size (sizing falls out of it). */
   private setBarMask(off: number, size: bigint, is64: boolean): void {
-    const w = new DataView(this.wmask.buffer);
+    const w = new DataView(this.wmask.buffer, this.wmask.byteOffset, this.wmask.byteLength);
     const keep = this.config[off]! & PCI_BASE_ADDRESS_SPACE_IO ? 0xfffffffcn : 0xfffffff0n;
     w.setUint32(off, Number(~(size - 1n) & keep), true);
     if (is64) w.setUint32(off + 4, Number((~(size - 1n) >> 32n) & 0xffffffffn), true);
