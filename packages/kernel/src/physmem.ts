@@ -273,16 +273,29 @@ export class PhysMem {
       const level = this.levels[l]!;
       const first = l === this.levels.length - 1 ? 0 : this.levels[l + 1]!.count * FANOUT;
       level.pushRange(first, level.count - first);
-      if (first === 0 && level.count > 0) this.reserveLow();
+      if (first === 0 && level.count > 0) this.reserveLow(l);
     }
   }
 
-  private reserveLow(): void {
-    const low = this.levels[0]!;
-    for (let i = Math.min(RESERVED_LOW_PAGES, this.ramPages); i > 0; i--) {
-      const pfn = this.take(0);
-      low.writable(pfn).state[pfn & (SECTION - 1)] = RESERVED;
+  /**
+   * Take the first 1 MiB right after level `root`, the one whose frames start at pfn 0, was
+   * seeded: the outcome of RESERVED_LOW_PAGES order-0 takes, written at once. Frame 0 of each
+   * level above 0 is split, its other 511 children go free in address order, and its count of
+   * children in use is 1, or the reserved pages at level 1.
+   */
+  private reserveLow(root: number): void {
+    const n = Math.min(RESERVED_LOW_PAGES, this.ramPages);
+    // Frame 0 of the root level is on top of its stack; a lower level's is never pushed.
+    this.levels[root]!.pop();
+    for (let l = root; l > 0; l--) {
+      const s = this.levels[l]!.writable(0);
+      s.state[0] = SPLIT;
+      s.used![0] = l === 1 ? n : 1;
+      this.levels[l - 1]!.pushRange(l === 1 ? n : 1, FANOUT - (l === 1 ? n : 1));
     }
+    const low = this.levels[0]!;
+    if (root === 0) for (let i = 1; i < n; i++) low.pop();
+    low.writable(0).state.fill(RESERVED, 0, n);
   }
 
   /** Pages in allocated folios. */

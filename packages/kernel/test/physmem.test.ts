@@ -50,6 +50,10 @@ describe("folio allocator", () => {
     const small = new PhysMem({ ramBytes: 2n << 20n });
     expect(small.allocFolio(0)).toBe(RESERVED_LOW_PAGES);
     expect(small.allocFolio(0)).toBe(RESERVED_LOW_PAGES + 1);
+    // Under 2 MiB of RAM the 4 KiB frames are the top level: no split.
+    const tiny = new PhysMem({ ramBytes: 384 * PAGE_SIZE });
+    expect([0, 1].map(() => tiny.allocFolio(0))).toEqual([256, 257]);
+    expect(tiny.metadataSections()).toBe(1);
   });
 
   it("rejects orders other than 0, 9, 18 with EINVAL", () => {
