@@ -1,17 +1,25 @@
 // Checked uAPI-fuzz steps per CPU-second of one or two source trees (git worktrees), for
 // comparing with a commit whose tree has no fuzz-throughput bench:
 //   node --conditions=@x/source --import tsx tooling/perf/scripts/fuzz-throughput-ab.mjs \
-//     <tree> [<other tree>] [programs]
+//     [--warm N] <tree> [<other tree>] [programs]
 // Each tree's own `programArb` draws the programs (seed 20261125, up to 100 ops, 600 by
-// default, the first 10 again as warm-up). One tree: the loop of
+// default). Warm-up: the first 10 programs, as in the bench's warm-up-inclusive rows; with
+// --warm N, N whole passes over every program instead, so the measured pass runs at steady
+// state (what a long campaign gets; the first passes are mostly V8 compiling the model). One tree: the loop of
 // tooling/reliability/bench/fuzz-throughput.bench.ts, checked (`runProgram`) and unchecked runs
 // interleaved program by program. Two trees: both loaded into this process (two separate module
 // graphs), their checked runs interleaved program by program, alternating which goes first, so
 // both see the same load.
 import { createRequire } from "node:module";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 
-const { positionals } = parseArgs({ allowPositionals: true });
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: { warm: { type: "string" } },
+});
+const warmPasses = Number(values.warm ?? 0);
+if (!Number.isInteger(warmPasses) || warmPasses < 0) throw new Error("--warm takes a pass count");
 const count = /^\d+$/.test(positionals.at(-1) ?? "") ? Number(positionals.pop()) : 600;
 if (positionals.length < 1 || positionals.length > 2)
   throw new Error("usage: fuzz-throughput-ab.mjs <tree> [<other tree>] [programs]");
@@ -55,15 +63,18 @@ const summary = (tree) => ({
 });
 
 const trees = [];
-for (const root of positionals) trees.push(await load(root));
-const warmUp = Math.min(10, count);
+for (const root of positionals) trees.push(await load(resolve(root)));
+const warmUp = warmPasses ? count : Math.min(10, count);
+const passes = Math.max(1, warmPasses);
 if (trees.length === 1) {
   const [t] = trees;
   let uncheckedUs = 0;
   t.withoutErrorStacks(() => {
-    for (const ops of t.programs.slice(0, warmUp)) {
-      t.runProgram(ops);
-      t.unchecked(ops);
+    for (let pass = 0; pass < passes; pass++) {
+      for (const ops of t.programs.slice(0, warmUp)) {
+        t.runProgram(ops);
+        t.unchecked(ops);
+      }
     }
     t.programs.forEach((ops, i) => {
       runChecked(t, i);
@@ -75,9 +86,11 @@ if (trees.length === 1) {
   );
 } else {
   const [a, b] = trees;
-  for (let i = 0; i < warmUp; i++) {
-    runChecked(a, i);
-    runChecked(b, i);
+  for (let pass = 0; pass < passes; pass++) {
+    for (let i = 0; i < warmUp; i++) {
+      runChecked(a, i);
+      runChecked(b, i);
+    }
   }
   for (const t of trees) t.checkedUs = t.steps = 0;
   for (let i = 0; i < count; i++) {
