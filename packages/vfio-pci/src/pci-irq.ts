@@ -125,21 +125,30 @@ export function pciMsiVecCount(pdev: PciDev): number {
 /**
  * Power-on MSI-X table: every entry masked, nothing pending. The table and the PBA are each
  * one contiguous range of the BAR, so each is written at once (a function is reset at every
- * open and close of its VFIO device).
+ * open and close of its VFIO device), from images built once per vector count and only read.
  */
 export function pciMsixTableReset(pdev: PciDev): void {
   const n = pciMsixVecCount(pdev);
-  const table = new Uint8Array(n * PCI_MSIX_ENTRY_SIZE);
-  const view = new DataView(table.buffer);
-  for (let i = 0; i < n; i++) {
-    const e = i * PCI_MSIX_ENTRY_SIZE;
-    view.setUint32(e + PCI_MSIX_ENTRY_LOWER_ADDR, 0, true);
-    view.setUint32(e + PCI_MSIX_ENTRY_UPPER_ADDR, 0, true);
-    view.setUint32(e + PCI_MSIX_ENTRY_DATA, 0, true);
-    view.setUint32(e + PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_ENTRY_CTRL_MASKBIT, true);
-  }
+  const { table, pba } = msixPowerOnImage(n);
   pdev.kernel.mem.writePhys(msixEntryAddr(pdev, 0), table);
-  pdev.kernel.mem.writePhys(msixPbaAddr(pdev, 0), new Uint8Array(8 * Math.ceil(n / 64)));
+  pdev.kernel.mem.writePhys(msixPbaAddr(pdev, 0), pba);
+}
+
+const msixPowerOnImages = new Map<number, { table: Uint8Array; pba: Uint8Array }>();
+
+function msixPowerOnImage(n: number): { table: Uint8Array; pba: Uint8Array } {
+  let image = msixPowerOnImages.get(n);
+  if (!image) {
+    const table = new Uint8Array(n * PCI_MSIX_ENTRY_SIZE);
+    const view = new DataView(table.buffer);
+    const masked = PCI_MSIX_ENTRY_CTRL_MASKBIT;
+    for (let i = 0; i < n; i++) {
+      view.setUint32(i * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_VECTOR_CTRL, masked, true);
+    }
+    image = { table, pba: new Uint8Array(8 * Math.ceil(n / 64)) };
+    msixPowerOnImages.set(n, image);
+  }
+  return image;
 }
 
 function setMsixEntryMask(pdev: PciDev, nr: number, masked: boolean): void {
