@@ -1002,6 +1002,8 @@ export class PtIommu implements FreelistOwner {
     const nItems = level === this.topLevel ? 1 << this.topItemsLg2 : 1 << this.items[level]!;
     const itemPages = POW2[this.shift[level]!]!;
     const tableStart = tableVa - mod2(tableVa, itemPages * nItems);
+    // Items from here on start at or past `to` (an exact quotient: itemPages is a power of two).
+    const toIdx = Math.min(nItems, Math.ceil((to - tableStart) / itemPages));
     let idx = this.index(level, from);
     let va = from;
     while (idx < nItems && va < to) {
@@ -1009,8 +1011,10 @@ export class PtIommu implements FreelistOwner {
       const e = arr[p]!;
       const itemStart = tableStart + idx * itemPages;
       if (e === 0) {
-        idx++;
-        va = itemStart + itemPages;
+        // A sparse table is mostly holes: pass a run of them in one tight scan.
+        do idx++;
+        while (idx < toIdx && arr[base + idx] === 0);
+        va = tableStart + idx * itemPages;
         continue;
       }
       if (e < 0) {

@@ -103,4 +103,28 @@ describe("frame API", () => {
     d.free();
     expect(d.pt!.tableCount).toBe(0);
   });
+
+  it("runs read across holes: every leaf between them, none past the range's end", () => {
+    const d = iommuptDomainAlloc({ format: vtdssFormat, features: 0, hwMaxVaLg2: 48 });
+    // Leaves at both ends of one level-0 table and in tables far apart, holes between.
+    for (const v of [0x40000, 0x401ff, 0x40200, 0x7fe00000])
+      d.mapPfns(v, 0x1000 + (v & 0xfff), 1, RW);
+    const runs: number[][] = [];
+    const read = (first: number, n: number) => {
+      runs.length = 0;
+      return d.readPfnRuns(first, n, (v, p, k) => runs.push([v, p, k]));
+    };
+    expect(read(0, 2 ** 36)).toBe(4);
+    expect(runs).toEqual([
+      [0x40000, 0x1000, 1],
+      [0x401ff, 0x11ff, 2],
+      [0x7fe00000, 0x1000, 1],
+    ]);
+    // An end inside a run of holes, just before a leaf: the leaf is not read.
+    expect(read(0x40001, 0x1fe)).toBe(0);
+    expect(runs).toEqual([]);
+    expect(read(0x40000, 0x1ff)).toBe(1);
+    expect(read(0x40100, 0x7fdbff00)).toBe(2);
+    expect(runs).toEqual([[0x401ff, 0x11ff, 2]]);
+  });
 });
