@@ -113,23 +113,39 @@ export interface Gathered {
 
 export class Checker {
   private readonly seenBufs = new Set<DmaBuf>();
+  // Scratch structures of one check, cleared where each is filled (a check allocates none).
+  private readonly iopts: IoPagetable[] = [];
+  private readonly pages = new Set<IoptPages>();
+  private readonly alive = new Set<DmaBuf>();
+  private readonly listed = new Set<VfioPciDmaBuf>();
+  private readonly users = new Map<UserStruct, number>();
+  private readonly mmLocked = new Map<MmStruct, number>();
+  private readonly mmPinned = new Map<MmStruct, number>();
+  private readonly cdevFiles = new Set<unknown>();
+  private readonly cdevFilesOf = new Map<unknown, number>();
+  private readonly owner = new Map<IommuDomain, IoPagetable>();
 
   constructor(readonly scope: CheckScope) {}
 
   /** Run every rule; throws InvariantViolation on the first broken one. */
   check(): void {
     this.checkLockdep();
-    const g = gatherIommufd(this.scope);
-    this.checkIommufd(g.iopts);
-    this.checkPins(g.pages);
-    this.checkAccounting(g.pages);
-    this.checkIoptes(g.iopts);
-    this.checkPinnedAndShared(g.pages);
-    this.checkDmaBufs(g.pages);
-    this.checkExporter(g.pages);
+    const { iopts, pages } = this;
+    iopts.length = 0;
+    pages.clear();
+    gatherInto(this.scope.kernel, iopts, pages);
+    this.checkIommufd(iopts);
+    this.checkPins(pages);
+    this.checkAccounting(pages);
+    this.checkIoptes(iopts);
+    this.checkPinnedAndShared(pages);
+    // Nothing between the two rules touches the list: one copy of it serves both.
+    const bufs = dmaBufList(this.scope.kernel);
+    this.checkDmaBufs(pages, bufs);
+    this.checkExporter(pages, bufs);
     for (const vdev of this.scope.devices) {
       checkIrqs(vdev);
-      const nesting = nestingProblem(vdev, g.iopts);
+      const nesting = nestingProblem(vdev, iopts);
       if (nesting) broken("nesting", nesting);
     }
   }
@@ -196,9 +212,10 @@ export class Checker {
   }
 
   private checkAccounting(pages: ReadonlySet<IoptPages>): void {
-    const users = new Map<UserStruct, number>();
-    const mmLocked = new Map<MmStruct, number>();
-    const mmPinned = new Map<MmStruct, number>();
+    const { users, mmLocked, mmPinned } = this;
+    users.clear();
+    mmLocked.clear();
+    mmPinned.clear();
     for (const t of this.scope.tasks) {
       users.set(t.process.cred.user, 0);
       mmLocked.set(t.process.mm, 0);
@@ -229,10 +246,14 @@ export class Checker {
   private checkIoptes(iopts: readonly IoPagetable[]): void {
     const { kernel, devices } = this.scope;
     const mem = kernel.mem;
-    const live = liveMmioRanges(devices);
-    const owner = new Map<IommuDomain, IoPagetable>();
+    // Filled on the first MMIO IOPTE: most checks meet none.
+    let live: Array<[bigint, bigint]> | undefined;
+    const owner = this.owner;
+    owner.clear();
     let translation: string | undefined;
     for (const iopt of iopts) {
+      // Every rule below is per domain: an IOAS without one has nothing to count.
+      if (iopt.domainList.length === 0) continue;
       let expected = 0;
       for (const area of iopt.areas()) {
         if (area.pages && !isRevoked(area.pages)) expected += frames(area.iova, area.lastIova);
@@ -267,6 +288,7 @@ export class Checker {
               );
             }
             const end = paddr + (BigInt(n) << PAGE_SHIFT);
+            live ??= liveMmioRanges(devices);
             if (!live.some(([s, e]) => paddr >= s && end <= e)) {
               broken(
                 "iopte",
@@ -311,8 +333,10 @@ export class Checker {
     }
   }
 
-  private checkDmaBufs(pages: ReadonlySet<IoptPages>): void {
-    const alive = new Set(dmaBufList(this.scope.kernel));
+  private checkDmaBufs(pages: ReadonlySet<IoptPages>, bufs: readonly DmaBuf[]): void {
+    const alive = this.alive;
+    alive.clear();
+    for (const buf of bufs) alive.add(buf);
     for (const buf of alive) {
       if (buf.released || buf.file.refcount === 0)
         broken("dmabuf", `${buf.expName}: on the list but released`);
@@ -346,10 +370,12 @@ export class Checker {
     }
   }
 
-  private checkExporter(pages: ReadonlySet<IoptPages>): void {
-    const { kernel, devices, tasks } = this.scope;
-    const listed = new Set<VfioPciDmaBuf>();
-    const cdevFilesOf = countCdevFiles(tasks);
+  private checkExporter(pages: ReadonlySet<IoptPages>, bufs: readonly DmaBuf[]): void {
+    const { devices, tasks } = this.scope;
+    const listed = this.listed;
+    listed.clear();
+    const cdevFilesOf = this.cdevFilesOf;
+    countCdevFiles(tasks, this.cdevFiles, cdevFilesOf);
     for (const vdev of devices) {
       const enabled = vdev.vconfig ? vdev.memoryEnabled() : false;
       for (const priv of vdev.dmabufs) {
@@ -372,7 +398,7 @@ export class Checker {
         );
       }
     }
-    for (const buf of dmaBufList(kernel)) {
+    for (const buf of bufs) {
       const priv = vfioPriv(buf);
       if (!priv) continue;
       const st = priv.state;
@@ -403,14 +429,21 @@ export function gatherIommufd(scope: CheckScope): Gathered {
   const ctxs = new Set<IommufdCtx>(IommufdModule.of(scope.kernel)?.contexts() ?? []);
   const iopts: IoPagetable[] = [];
   const pages = new Set<IoptPages>();
-  for (const ctx of ctxs) {
+  gatherInto(scope.kernel, iopts, pages);
+  return { ctxs, iopts, pages };
+}
+
+/** Append the IOASes of every live context (contexts in list order, objects in id order). */
+function gatherInto(kernel: Kernel, iopts: IoPagetable[], pages: Set<IoptPages>): void {
+  const mod = IommufdModule.of(kernel);
+  if (!mod) return;
+  for (const ctx of mod.contexts()) {
     for (const obj of ctx.objectsInOrder()) {
       if (!(obj instanceof IommufdIoas)) continue;
       iopts.push(obj.iopt);
       for (const area of obj.iopt.areas()) if (area.pages) pages.add(area.pages);
     }
   }
-  return { ctxs, iopts, pages };
 }
 
 /** The CPU-physical ranges [start, end) of every LIVE VFIO dma-buf. */
@@ -470,10 +503,17 @@ function isRevoked(pages: IoptPages): boolean {
   return pages.dmabuf !== undefined && pages.dmabuf.phys.len === 0n;
 }
 
-/** Distinct open cdev files per device in the scope's processes (each holds a registration). */
-function countCdevFiles(tasks: readonly Task[]): Map<unknown, number> {
-  const files = new Set<unknown>();
-  const out = new Map<unknown, number>();
+/**
+ * Distinct open cdev files per device in the scope's processes (each holds a registration),
+ * into `out`; `files` is scratch. Both are cleared first.
+ */
+function countCdevFiles(
+  tasks: readonly Task[],
+  files: Set<unknown>,
+  out: Map<unknown, number>,
+): void {
+  files.clear();
+  out.clear();
   for (const t of tasks) {
     for (const [, file] of t.process.files.entries()) {
       if (file.fops !== vfioDeviceFops || files.has(file)) continue;
@@ -482,7 +522,6 @@ function countCdevFiles(tasks: readonly Task[]): Map<unknown, number> {
       out.set(vdev, (out.get(vdev) ?? 0) + 1);
     }
   }
-  return out;
 }
 
 /** Whether `areas` (those overlapping [start, last], in IOVA order) cover it without a gap. */

@@ -67,6 +67,54 @@ describe("checker", () => {
     expect(violation(() => w.checker.check())).toBe("iommufd");
   });
 
+  it("carries nothing from one check to the next: rules fire after clean checks and clear once repaired", () => {
+    const w = world();
+    w.checker.check();
+    const user = w.machine.libc.process.cred.user;
+    user.lockedVm += 1;
+    expect(violation(() => w.checker.check())).toBe("accounting");
+    user.lockedVm -= 1;
+    w.checker.check();
+    // The live dma-buf ranges are read when an MMIO IOPTE is met, in each check anew.
+    const priv = [...w.machine.devices[0]!.dmabufs][0]!;
+    priv.revoked = true;
+    expect(violation(() => w.checker.check())).toBe("iopte");
+    priv.revoked = false;
+    w.checker.check();
+    const mem = w.machine.kernel.mem;
+    const { ioas } = firstIoas(w);
+    const pfn = Number(
+      iommuIovaToPhys(ioas.iopt.domainList[0]!, ioas.iopt.areas()[0]!.iova) >> 12n,
+    );
+    mem.pinPages(pfn, 1);
+    expect(violation(() => w.checker.check())).toBe("pins");
+    mem.unpinPages(pfn, 1);
+    w.checker.check();
+  });
+
+  it("walks the domains of an IOAS that follows one without domains", () => {
+    const w = world([
+      { k: "ioasAlloc" },
+      { k: "ioasAlloc" },
+      { k: "devOpen", dev: 0 },
+      { k: "attach", dev: 0, pt: 1 },
+      { k: "map", ioas: 1, memfd: true, off: 0, pages: 4, slot: 0, readOnly: false },
+    ]);
+    const ioases = [...firstIoas(w).ctx.objectsInOrder()].filter((o) => o instanceof IommufdIoas);
+    expect(ioases.map((o) => o.iopt.domainList.length)).toEqual([0, 1]);
+    w.checker.check();
+    const iopt = ioases[1]!.iopt;
+    const domain = iopt.domainList[0]!;
+    iommuMap(
+      domain,
+      0x4000_0000n,
+      iommuIovaToPhys(domain, iopt.areas()[0]!.iova),
+      4096n,
+      IOMMU_READ,
+    );
+    expect(violation(() => w.checker.check())).toBe("iopte");
+  });
+
   it("catches an accounting drift", () => {
     const w = world();
     w.machine.libc.process.cred.user.lockedVm += 1;
