@@ -34,11 +34,23 @@ function usedSpans<T>(tree: IntervalTree<T>, last: bigint): Array<[bigint, bigin
   return out;
 }
 
+/** Indexes of [0, last] that `tree` covers: its spans are disjoint, so their lengths add up. */
+function usedPages<T>(tree: IntervalTree<T>, last: bigint): number {
+  let n = 0;
+  forEachSpan(tree, 0n, last, (s) => {
+    if (s.used) n += Number(s.last - s.start + 1n);
+    return false;
+  });
+  return n;
+}
+
 /** Indexes of [0, npages) covered by accesses, and also by filled areas when `withDomains`. */
 function coveredPages(pages: IoptPages, withDomains: boolean): number {
   const last = BigInt(pages.npages - 1);
+  if (!withDomains) return usedPages(pages.accessItree, last);
+  if (pages.accessItree.isEmpty) return usedPages(pages.domainsItree, last);
   const spans = usedSpans(pages.accessItree, last);
-  if (withDomains) spans.push(...usedSpans(pages.domainsItree, last));
+  spans.push(...usedSpans(pages.domainsItree, last));
   // Each tree's spans come in order; the two lists are merged by start.
   spans.sort((a, b) => Number(a[0] - b[0]));
   let n = 0;
@@ -72,12 +84,10 @@ function checkAreaMapping(
   revoked: boolean,
   fullCheckPages: number,
 ): void {
+  // Every page of a small area, else its first and last (once for a one-page area).
   const n = area.lastIndex - area.index + 1;
-  const indexes =
-    n <= fullCheckPages
-      ? [...Array(n).keys()].map((k) => area.index + k)
-      : [area.index, area.lastIndex];
-  for (const index of indexes) {
+  const stride = n <= fullCheckPages || n === 1 ? 1 : n - 1;
+  for (let index = area.index; index <= area.lastIndex; index += stride) {
     const got = domainIovaToPhys(domain, area.indexToIova(index));
     if (revoked) {
       if (got !== 0n) broken("I1", `revoked area ${area.iova.toString(16)} still mapped`);
@@ -96,11 +106,16 @@ function checkAreaMapping(
   }
 }
 
-/** Check one io_pagetable's own invariants and return the pages its areas use. */
-function checkIopt(iopt: IoPagetable, pagesSeen: Set<IoptPages>, opts: InvariantOptions): void {
+/** Check one io_pagetable's own invariants (its `areas`) and add the pages they use. */
+function checkIopt(
+  iopt: IoPagetable,
+  areas: readonly IoptArea[],
+  pagesSeen: Set<IoptPages>,
+  opts: InvariantOptions,
+): void {
   const align = iopt.iovaAlignment;
   const full = opts.fullCheckPages ?? 64;
-  for (const area of iopt.areas()) {
+  for (const area of areas) {
     const pages = area.pages;
     if (!pages) broken("I9", `area ${area.iova.toString(16)} without pages at a quiescent point`);
     if (area.iova % align || area.length % align || BigInt(area.pageOffset) % align) {
@@ -135,7 +150,8 @@ function checkIopt(iopt: IoPagetable, pagesSeen: Set<IoptPages>, opts: Invariant
   }
 }
 
-function checkPages(pages: IoptPages, areasSeen: Set<IoptArea>): void {
+/** `areasSeen`: every area of the io_pagetables checked, given for DMABUF pages. */
+function checkPages(pages: IoptPages, areasSeen: ReadonlySet<IoptArea> | undefined): void {
   if (pages.released) broken("I8", "an area references released pages");
   if (pages.npinned !== pages.lastNpinned) {
     broken("I6", `npinned ${pages.npinned} != last_npinned ${pages.lastNpinned}`);
@@ -147,7 +163,7 @@ function checkPages(pages: IoptPages, areasSeen: Set<IoptArea>): void {
     // Entries of the areas seen were counted per area and domain by checkIopt (so they are
     // filled and their domains attached); any other entry is left over.
     for (const t of pages.dmabuf.tracker) {
-      if (!areasSeen.has(t.area) || t.area.pages !== pages) {
+      if (!areasSeen!.has(t.area) || t.area.pages !== pages) {
         broken("I2", "tracker entry for an area that is not one of these pages' areas");
       }
     }
@@ -172,12 +188,18 @@ export function checkInvariants(
   opts: InvariantOptions = {},
 ): Set<IoptPages> {
   const pagesSeen = new Set<IoptPages>();
-  const areasSeen = new Set<IoptArea>();
+  const areaLists: IoptArea[][] = [];
   for (const iopt of iopts) {
-    for (const a of iopt.areas()) areasSeen.add(a);
-    checkIopt(iopt, pagesSeen, opts);
+    const areas = iopt.areas();
+    areaLists.push(areas);
+    checkIopt(iopt, areas, pagesSeen, opts);
   }
-  for (const pages of pagesSeen) checkPages(pages, areasSeen);
+  // Only DMABUF pages look their tracker's areas up.
+  let areasSeen: Set<IoptArea> | undefined;
+  for (const pages of pagesSeen) {
+    if (pages.dmabuf) areasSeen ??= new Set(areaLists.flat());
+    checkPages(pages, areasSeen);
+  }
   return pagesSeen;
 }
 
