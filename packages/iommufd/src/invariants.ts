@@ -36,6 +36,7 @@ function usedSpans<T>(tree: IntervalTree<T>, last: bigint): Array<[bigint, bigin
 
 /** Indexes of [0, last] that `tree` covers: its spans are disjoint, so their lengths add up. */
 function usedPages<T>(tree: IntervalTree<T>, last: bigint): number {
+  if (tree.isEmpty) return 0;
   let n = 0;
   forEachSpan(tree, 0n, last, (s) => {
     if (s.used) n += Number(s.last - s.start + 1n);

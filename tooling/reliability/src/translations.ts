@@ -139,18 +139,24 @@ export function pinProblem(
   all: Iterable<IoptPages>,
   pinCount: (pfn: number) => number,
 ): string | undefined {
-  const holders = new Map<number, number>();
+  let holders: Map<number, number> | undefined;
   for (const pages of all) {
     if (pages.dmabuf) continue;
+    // Neither a filled area nor an access: it holds no index, so it must pin nothing.
+    if (pages.domainsItree.isEmpty && pages.accessItree.isEmpty) {
+      if (pages.npinned !== 0) return `pages pin ${pages.npinned} frames for 0 held indexes`;
+      continue;
+    }
+    const counts = (holders ??= new Map<number, number>());
     let unread = -1;
     const held = forEachPinnedPfn(pages, (i, pfn) => {
-      if (pfn >= 0) holders.set(pfn, (holders.get(pfn) ?? 0) + 1);
+      if (pfn >= 0) counts.set(pfn, (counts.get(pfn) ?? 0) + 1);
       else if (unread < 0) unread = i;
     });
     if (unread >= 0) return `pages hold index ${unread} pinned with no frame to read it from`;
     if (held !== pages.npinned) return `pages pin ${pages.npinned} frames for ${held} held indexes`;
   }
-  for (const [pfn, n] of holders) {
+  for (const [pfn, n] of holders ?? []) {
     const c = pinCount(pfn);
     if (c !== n) return `pfn ${pfn} pinned ${c} times for ${n} pages objects`;
   }

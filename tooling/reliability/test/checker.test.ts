@@ -8,7 +8,8 @@ import {
 } from "@x/iommufd";
 import { ENOENT } from "@x/kernel";
 import { describe, expect, it } from "vitest";
-import { InvariantViolation } from "../src/checker.js";
+import { InvariantViolation, gatherIommufd } from "../src/checker.js";
+import { pinProblem } from "../src/translations.js";
 import { runProgram } from "../src/fuzz-uapi.js";
 import type { Op } from "../src/sequence.js";
 import { VMM_STATE, type World, firstIoas, world } from "./helpers.js";
@@ -113,6 +114,20 @@ describe("checker", () => {
       IOMMU_READ,
     );
     expect(violation(() => w.checker.check())).toBe("iopte");
+  });
+
+  it("pinned: pages without a filled area or an access must pin nothing", () => {
+    const w = world([
+      { k: "ioasAlloc" },
+      { k: "map", ioas: 0, memfd: true, off: 0, pages: 4, slot: 0, readOnly: false },
+    ]);
+    w.checker.check();
+    const pages = gatherIommufd(w.checker.scope).iopts[0]!.areas()[0]!.pages!;
+    expect(pages.domainsItree.isEmpty && pages.accessItree.isEmpty).toBe(true);
+    const pinCount = (pfn: number) => w.machine.kernel.mem.pinCount(pfn);
+    expect(pinProblem([pages], pinCount)).toBeUndefined();
+    pages.npinned = 1;
+    expect(pinProblem([pages], pinCount)).toBe("pages pin 1 frames for 0 held indexes");
   });
 
   it("catches an accounting drift", () => {
