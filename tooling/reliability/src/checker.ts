@@ -48,6 +48,7 @@ import { checkInvariants } from "@x/iommufd/testing";
 import type { IommuDomain } from "@x/iommu-pgtable";
 import {
   PAGE_SHIFT as KERNEL_PAGE_SHIFT,
+  type File,
   type Kernel,
   type MmStruct,
   type Task,
@@ -118,11 +119,11 @@ export class Checker {
   private readonly pages = new Set<IoptPages>();
   private readonly alive = new Set<DmaBuf>();
   private readonly listed = new Set<VfioPciDmaBuf>();
-  private readonly users = new Map<UserStruct, number>();
-  private readonly mmLocked = new Map<MmStruct, number>();
-  private readonly mmPinned = new Map<MmStruct, number>();
-  private readonly cdevFiles = new Set<unknown>();
-  private readonly cdevFilesOf = new Map<unknown, number>();
+  private readonly users = new Tally<UserStruct>();
+  private readonly mmLocked = new Tally<MmStruct>();
+  private readonly mmPinned = new Tally<MmStruct>();
+  private readonly cdevFiles = new Tally<File>();
+  private readonly cdevFilesOf = new Tally<unknown>();
   private readonly owner = new Map<IommuDomain, IoPagetable>();
 
   constructor(readonly scope: CheckScope) {}
@@ -213,27 +214,33 @@ export class Checker {
 
   private checkAccounting(pages: ReadonlySet<IoptPages>): void {
     const { users, mmLocked, mmPinned } = this;
-    users.clear();
-    mmLocked.clear();
-    mmPinned.clear();
+    users.reset();
+    mmLocked.reset();
+    mmPinned.reset();
     for (const t of this.scope.tasks) {
-      users.set(t.process.cred.user, 0);
-      mmLocked.set(t.process.mm, 0);
-      mmPinned.set(t.process.mm, 0);
+      users.add(t.process.cred.user, 0);
+      mmLocked.add(t.process.mm, 0);
+      mmPinned.add(t.process.mm, 0);
     }
     for (const p of pages) {
-      if (p.accountMode === IOPT_PAGES_ACCOUNT_USER) add(users, p.sourceUser, p.lastNpinned);
-      if (p.accountMode === IOPT_PAGES_ACCOUNT_MM) add(mmLocked, p.sourceMm, p.lastNpinned);
-      add(mmPinned, p.sourceMm, p.lastNpinned);
+      if (p.accountMode === IOPT_PAGES_ACCOUNT_USER) users.add(p.sourceUser, p.lastNpinned);
+      if (p.accountMode === IOPT_PAGES_ACCOUNT_MM) mmLocked.add(p.sourceMm, p.lastNpinned);
+      mmPinned.add(p.sourceMm, p.lastNpinned);
     }
-    for (const [user, n] of users) {
+    for (let i = 0; i < users.size; i++) {
+      const user = users.key(i);
+      const n = users.sum(i);
       if (user.lockedVm !== n)
         broken("accounting", `uid ${user.uid}: locked_vm ${user.lockedVm}, charged ${n}`);
     }
-    for (const [mm, n] of mmLocked) {
+    for (let i = 0; i < mmLocked.size; i++) {
+      const mm = mmLocked.key(i);
+      const n = mmLocked.sum(i);
       if (mm.lockedVm !== n) broken("accounting", `mm locked_vm ${mm.lockedVm}, charged ${n}`);
     }
-    for (const [mm, n] of mmPinned) {
+    for (let i = 0; i < mmPinned.size; i++) {
+      const mm = mmPinned.key(i);
+      const n = mmPinned.sum(i);
       if (mm.pinnedVm !== n) broken("accounting", `mm pinned_vm ${mm.pinnedVm}, pinned ${n}`);
     }
   }
@@ -389,7 +396,7 @@ export class Checker {
         if (!enabled && !priv.revoked)
           broken("exporter", `${vdev.name}: memory decode off, dma-buf live`);
       }
-      const cdevFiles = cdevFilesOf.get(vdev) ?? 0;
+      const cdevFiles = cdevFilesOf.get(vdev);
       const want = 1 + cdevFiles + vdev.dmabufs.size;
       if (vdev.registrationRefs !== want) {
         broken(
@@ -505,21 +512,16 @@ function isRevoked(pages: IoptPages): boolean {
 
 /**
  * Distinct open cdev files per device in the scope's processes (each holds a registration),
- * into `out`; `files` is scratch. Both are cleared first.
+ * into `out`; `files` is scratch. Both are reset first.
  */
-function countCdevFiles(
-  tasks: readonly Task[],
-  files: Set<unknown>,
-  out: Map<unknown, number>,
-): void {
-  files.clear();
-  out.clear();
+function countCdevFiles(tasks: readonly Task[], files: Tally<File>, out: Tally<unknown>): void {
+  files.reset();
+  out.reset();
   for (const t of tasks) {
     for (const [, file] of t.process.files.entries()) {
       if (file.fops !== vfioDeviceFops || files.has(file)) continue;
-      files.add(file);
-      const vdev = vfioDeviceFromFile(file).device;
-      out.set(vdev, (out.get(vdev) ?? 0) + 1);
+      files.add(file, 1);
+      out.add(vfioDeviceFromFile(file).device, 1);
     }
   }
 }
@@ -539,8 +541,52 @@ function coveredByAreas(
   return at > last;
 }
 
-function add<K>(m: Map<K, number>, k: K, n: number): void {
-  m.set(k, (m.get(k) ?? 0) + n);
+/**
+ * Sums per key in first-added order, for the handful of keys one check meets (users, mms,
+ * devices, files): slots are overwritten from the start after `reset`, so a check allocates
+ * neither a map nor its entries.
+ */
+class Tally<K> {
+  private readonly keys: K[] = [];
+  private readonly sums: number[] = [];
+  size = 0;
+
+  reset(): void {
+    this.size = 0;
+  }
+
+  add(k: K, n: number): void {
+    const i = this.indexOf(k);
+    if (i >= 0) {
+      this.sums[i]! += n;
+      return;
+    }
+    this.keys[this.size] = k;
+    this.sums[this.size++] = n;
+  }
+
+  has(k: K): boolean {
+    return this.indexOf(k) >= 0;
+  }
+
+  /** The sum of `k`, 0 when never added. */
+  get(k: K): number {
+    const i = this.indexOf(k);
+    return i < 0 ? 0 : this.sums[i]!;
+  }
+
+  key(i: number): K {
+    return this.keys[i]!;
+  }
+
+  sum(i: number): number {
+    return this.sums[i]!;
+  }
+
+  private indexOf(k: K): number {
+    for (let i = 0; i < this.size; i++) if (this.keys[i] === k) return i;
+    return -1;
+  }
 }
 
 /** 4 KiB frames spanned by [iova, last]. */

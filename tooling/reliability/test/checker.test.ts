@@ -130,6 +130,21 @@ describe("checker", () => {
     expect(pinProblem([pages], pinCount)).toBe("pages pin 1 frames for 0 held indexes");
   });
 
+  it("exporter: a device's registration references count each open cdev file once, dups included", () => {
+    const w = world();
+    const { libc } = w.machine;
+    const fd = libc.open(w.machine.cdev(1), 2);
+    libc.dup(fd);
+    libc.open(w.machine.cdev(1), 2);
+    const vdev = w.machine.devices[1]!;
+    expect(vdev.registrationRefs).toBe(3);
+    w.checker.check();
+    vdev.tryGetRegistration();
+    expect(violation(() => w.checker.check())).toBe("exporter");
+    vdev.putRegistration();
+    w.checker.check();
+  });
+
   it("catches an accounting drift", () => {
     const w = world();
     w.machine.libc.process.cred.user.lockedVm += 1;
