@@ -115,7 +115,6 @@ export interface Gathered {
 export class Checker {
   private readonly seenBufs = new Set<DmaBuf>();
   // Scratch structures of one check, cleared where each is filled (a check allocates none).
-  private readonly iopts: IoPagetable[] = [];
   private readonly pages = new Set<IoptPages>();
   private readonly alive = new Set<DmaBuf>();
   private readonly listed = new Set<VfioPciDmaBuf>();
@@ -131,8 +130,9 @@ export class Checker {
   /** Run every rule; throws InvariantViolation on the first broken one. */
   check(): void {
     this.checkLockdep();
-    const { iopts, pages } = this;
-    iopts.length = 0;
+    // A fresh array costs less than truncating one (a runtime call).
+    const iopts: IoPagetable[] = [];
+    const pages = this.pages;
     pages.clear();
     gatherInto(this.scope.kernel, iopts, pages);
     this.checkIommufd(iopts);
@@ -518,7 +518,12 @@ function countCdevFiles(tasks: readonly Task[], files: Tally<File>, out: Tally<u
   files.reset();
   out.reset();
   for (const t of tasks) {
-    for (const [, file] of t.process.files.entries()) {
+    const table = t.process.files;
+    // Descriptor by descriptor up to the last open one: entries() allocates a pair for each.
+    for (let fd = 0, left = table.openCount; left > 0; fd++) {
+      if (!table.isOpen(fd)) continue;
+      left--;
+      const file = table.lookup(fd);
       if (file.fops !== vfioDeviceFops || files.has(file)) continue;
       files.add(file, 1);
       out.add(vfioDeviceFromFile(file).device, 1);

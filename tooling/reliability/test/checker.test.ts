@@ -143,6 +143,12 @@ describe("checker", () => {
     expect(violation(() => w.checker.check())).toBe("exporter");
     vdev.putRegistration();
     w.checker.check();
+    // The dup alone keeps the first file open, past a free descriptor below it.
+    libc.close(fd);
+    expect(vdev.registrationRefs).toBe(3);
+    w.checker.check();
+    vdev.tryGetRegistration();
+    expect(violation(() => w.checker.check())).toBe("exporter");
   });
 
   it("catches an accounting drift", () => {
