@@ -126,5 +126,18 @@ describe("frame API", () => {
     expect(read(0x40000, 0x1ff)).toBe(1);
     expect(read(0x40100, 0x7fdbff00)).toBe(2);
     expect(runs).toEqual([[0x401ff, 0x11ff, 2]]);
+    // Leaves on either side of eight-item boundaries of one table, holes scanned between.
+    const at = [0x80003, 0x80008, 0x80009, 0x80010, 0x80064, 0x801f9, 0x801fe];
+    for (const v of at) d.mapPfns(v, 0x9000 + (v & 0xfff), 1, RW);
+    expect(read(0x80000, 0x200)).toBe(at.length);
+    expect(runs).toEqual([
+      [0x80003, 0x9003, 1],
+      [0x80008, 0x9008, 2],
+      [0x80010, 0x9010, 1],
+      [0x80064, 0x9064, 1],
+      [0x801f9, 0x91f9, 1],
+      [0x801fe, 0x91fe, 1],
+    ]);
+    expect(read(0x80004, 0x60)).toBe(3);
   });
 });
