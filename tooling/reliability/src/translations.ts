@@ -70,15 +70,21 @@ export function ioptRunProblem(
       return `IOPTE at 0x${start.toString(16)} has prot 0x${prot.toString(16)}, area 0x${area.iommuProt.toString(16)}`;
     if (!(prot & IOMMU_MMIO) !== !pages.dmabuf)
       return `IOPTE at 0x${start.toString(16)}: MMIO kind does not match a ${pages.dmabuf ? "dma-buf" : "memory"} area`;
-    const from = area.iova > start ? area.iova >> PAGE_SHIFT : BigInt(iovaPfn);
-    const to = (area.lastIova < last ? area.lastIova : last) >> PAGE_SHIFT;
-    for (let f = Number(from); f <= Number(to); f++) {
-      const iova = BigInt(f) << PAGE_SHIFT;
-      const index = Number(area.startByte(iova > area.iova ? iova : area.iova) >> PAGE_SHIFT);
+    const from = area.iova > start ? Number(area.iova >> PAGE_SHIFT) : iovaPfn;
+    const to = Number((area.lastIova < last ? area.lastIova : last) >> PAGE_SHIFT);
+    // The area's first frame holds the page of its start; each later frame starts a page
+    // further into the pages object (startByte grows by PAGE per frame), so its index is the
+    // frame number plus the same difference as the second frame's.
+    const firstFrame = Number(area.iova >> PAGE_SHIFT);
+    const firstIndex = Number(area.startByte(area.iova) >> PAGE_SHIFT);
+    const second = BigInt(firstFrame + 1) << PAGE_SHIFT;
+    const laterDelta = Number(area.startByte(second) >> PAGE_SHIFT) - (firstFrame + 1);
+    for (let f = from; f <= to; f++) {
+      const index = f === firstFrame ? firstIndex : f + laterDelta;
       const want = sourcePfn(pages, index);
       const got = pfn + (f - iovaPfn);
       if (want >= 0 && want !== got && !truncatedAway(pages, index, got))
-        return `IOVA 0x${iova.toString(16)} -> pfn ${got}, its source is pfn ${want}`;
+        return `IOVA 0x${(BigInt(f) << PAGE_SHIFT).toString(16)} -> pfn ${got}, its source is pfn ${want}`;
     }
   }
   return undefined;
