@@ -90,10 +90,10 @@ export function ioptRunProblem(
   return undefined;
 }
 
-/** The page indexes `pages` holds pinned: its filled areas and its accesses, merged. */
-function pinnedIndexRuns(pages: IoptPages): Array<[number, number]> {
+/** The page indexes `pages` holds pinned: its `filled` areas and its accesses, merged. */
+function pinnedIndexRuns(pages: IoptPages, filled: readonly IoptArea[]): Array<[number, number]> {
   const spans: Array<[number, number]> = [];
-  for (const area of pages.domainsItree.overlapping()) spans.push([area.index, area.lastIndex]);
+  for (const area of filled) spans.push([area.index, area.lastIndex]);
   for (const a of pages.accessItree.overlapping())
     spans.push([Number(a.node.start), Number(a.node.last)]);
   spans.sort((x, y) => x[0] - y[0]);
@@ -113,11 +113,12 @@ function pinnedIndexRuns(pages: IoptPages): Array<[number, number]> {
  * page cache while the pin keeps it). @see pfn_reader_fill_span @see iopt_area_unpin_domain
  */
 function forEachPinnedPfn(pages: IoptPages, fn: (index: number, pfn: number) => void): number {
-  const filled = [...pages.domainsItree.overlapping()].sort((x, y) => x.index - y.index);
+  // overlapping() returns a fresh array: sorted in place.
+  const filled = pages.domainsItree.overlapping().sort((x, y) => x.index - y.index);
   let next = 0;
   let cover: (typeof filled)[number] | undefined;
   let held = 0;
-  for (const [s, l] of pinnedIndexRuns(pages)) {
+  for (const [s, l] of pinnedIndexRuns(pages, filled)) {
     held += l - s + 1;
     for (let i = s; i <= l; i++) {
       const pfn = pages.pinnedPfns.load(i);
