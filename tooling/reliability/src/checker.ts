@@ -124,6 +124,7 @@ export class Checker {
   private readonly cdevFiles = new Tally<File>();
   private readonly cdevFilesOf = new Tally<unknown>();
   private readonly owner = new Map<IommuDomain, IoPagetable>();
+  private readonly pinCount = (pfn: number): number => this.scope.kernel.mem.pinCount(pfn);
 
   constructor(readonly scope: CheckScope) {}
 
@@ -324,19 +325,21 @@ export class Checker {
   }
 
   private checkPinnedAndShared(pages: ReadonlySet<IoptPages>): void {
-    const mem = this.scope.kernel.mem;
-    const pinned = pinProblem(pages, (pfn) => mem.pinCount(pfn));
+    const pinned = pinProblem(pages, this.pinCount);
     if (pinned) broken("pinned", pinned);
-    for (const c of this.scope.copies?.() ?? []) {
+    const copies = this.scope.copies;
+    if (!copies) return;
+    for (const c of copies()) {
       const src = c.src.areas(c.srcIova, c.srcIova + c.length - 1n);
       const dst = c.dst.areas(c.dstIova, c.dstIova + c.length - 1n);
       if (!src.length || src.length !== dst.length) continue;
-      src.forEach((s, i) => {
+      for (let i = 0; i < src.length; i++) {
+        const s = src[i]!;
         const d = dst[i]!;
         if (d.pages !== s.pages || d.index !== s.index || d.lastIndex !== s.lastIndex) {
           broken("shared", `copy at 0x${d.iova.toString(16)} does not use its source's pages`);
         }
-      });
+      }
     }
   }
 
