@@ -480,8 +480,10 @@ function checkIrqs(vdev: VfioPciCoreDevice): void {
     if (ctx.trigger && mode !== VFIO_PCI_INTX_IRQ_INDEX && !host.handlers[nr])
       broken("irq", `${name}: vector ${nr} signalled without a handler`);
   }
-  for (const t of [vdev.errTrigger, vdev.reqTrigger])
-    if (t && t.refcount < 1) broken("irq", `${name}: ERR / REQ trigger released`);
+  const err = vdev.errTrigger;
+  const req = vdev.reqTrigger;
+  if ((err && err.refcount < 1) || (req && req.refcount < 1))
+    broken("irq", `${name}: ERR / REQ trigger released`);
 }
 
 function heldNothing(kernel: Kernel, task: Task): void {

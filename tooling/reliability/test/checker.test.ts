@@ -6,7 +6,7 @@ import {
   iommu_ioas_map,
   iommu_ioas_unmap,
 } from "@x/iommufd";
-import { ENOENT } from "@x/kernel";
+import { ENOENT, EventfdCtx } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import { InvariantViolation, gatherIommufd } from "../src/checker.js";
 import { pinProblem } from "../src/translations.js";
@@ -149,6 +149,19 @@ describe("checker", () => {
     w.checker.check();
     vdev.tryGetRegistration();
     expect(violation(() => w.checker.check())).toBe("exporter");
+  });
+
+  it("irq: an ERR or REQ trigger the device holds must be a live reference", () => {
+    for (const slot of ["errTrigger", "reqTrigger"] as const) {
+      const w = world();
+      const vdev = w.machine.devices[0]!;
+      const ctx = new EventfdCtx(0, 0);
+      vdev[slot] = ctx;
+      w.checker.check();
+      ctx.put();
+      expect(violation(() => w.checker.check())).toBe("irq");
+      vdev[slot] = undefined;
+    }
   });
 
   it("catches an accounting drift", () => {
