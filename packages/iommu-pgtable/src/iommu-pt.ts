@@ -157,6 +157,28 @@ function firstEmpty(arr: Float64Array, p: number, stop: number): number {
   return q;
 }
 
+/**
+ * Index of the first present (non-0) item of arr[p, stop), or `stop`. Eight items at a time
+ * first: a present item is at least 1 in magnitude, so a sum of eight squares (at most 2^109)
+ * is 0 exactly when all eight are empty.
+ */
+function firstPresent(arr: Float64Array, p: number, stop: number): number {
+  let q = p;
+  for (; q + 8 <= stop; q += 8) {
+    const a = arr[q]!;
+    const b = arr[q + 1]!;
+    const c = arr[q + 2]!;
+    const d = arr[q + 3]!;
+    const e = arr[q + 4]!;
+    const f = arr[q + 5]!;
+    const g = arr[q + 6]!;
+    const h = arr[q + 7]!;
+    if (a * a + b * b + c * c + d * d + (e * e + f * f + g * g + h * h) !== 0) break;
+  }
+  while (q < stop && arr[q] === 0) q++;
+  return q;
+}
+
 /** Count trailing zeros of a non-negative integer < 2^53 (64 for 0). */
 export function ctz53(x: number): number {
   if (x === 0) return 64;
@@ -1002,6 +1024,8 @@ export class PtIommu implements FreelistOwner {
     const nItems = level === this.topLevel ? 1 << this.topItemsLg2 : 1 << this.items[level]!;
     const itemPages = POW2[this.shift[level]!]!;
     const tableStart = tableVa - mod2(tableVa, itemPages * nItems);
+    // Items from here on start at or past `to` (an exact quotient: itemPages is a power of two).
+    const toIdx = Math.min(nItems, Math.ceil((to - tableStart) / itemPages));
     let idx = this.index(level, from);
     let va = from;
     while (idx < nItems && va < to) {
@@ -1009,8 +1033,9 @@ export class PtIommu implements FreelistOwner {
       const e = arr[p]!;
       const itemStart = tableStart + idx * itemPages;
       if (e === 0) {
-        idx++;
-        va = itemStart + itemPages;
+        // A sparse table is mostly holes: pass a run of them in one scan.
+        idx = firstPresent(arr, p + 1, base + toIdx) - base;
+        va = tableStart + idx * itemPages;
         continue;
       }
       if (e < 0) {

@@ -103,4 +103,41 @@ describe("frame API", () => {
     d.free();
     expect(d.pt!.tableCount).toBe(0);
   });
+
+  it("runs read across holes: every leaf between them, none past the range's end", () => {
+    const d = iommuptDomainAlloc({ format: vtdssFormat, features: 0, hwMaxVaLg2: 48 });
+    // Leaves at both ends of one level-0 table and in tables far apart, holes between.
+    for (const v of [0x40000, 0x401ff, 0x40200, 0x7fe00000])
+      d.mapPfns(v, 0x1000 + (v & 0xfff), 1, RW);
+    const runs: number[][] = [];
+    const read = (first: number, n: number) => {
+      runs.length = 0;
+      return d.readPfnRuns(first, n, (v, p, k) => runs.push([v, p, k]));
+    };
+    expect(read(0, 2 ** 36)).toBe(4);
+    expect(runs).toEqual([
+      [0x40000, 0x1000, 1],
+      [0x401ff, 0x11ff, 2],
+      [0x7fe00000, 0x1000, 1],
+    ]);
+    // An end inside a run of holes, just before a leaf: the leaf is not read.
+    expect(read(0x40001, 0x1fe)).toBe(0);
+    expect(runs).toEqual([]);
+    expect(read(0x40000, 0x1ff)).toBe(1);
+    expect(read(0x40100, 0x7fdbff00)).toBe(2);
+    expect(runs).toEqual([[0x401ff, 0x11ff, 2]]);
+    // Leaves on either side of eight-item boundaries of one table, holes scanned between.
+    const at = [0x80003, 0x80008, 0x80009, 0x80010, 0x80064, 0x801f9, 0x801fe];
+    for (const v of at) d.mapPfns(v, 0x9000 + (v & 0xfff), 1, RW);
+    expect(read(0x80000, 0x200)).toBe(at.length);
+    expect(runs).toEqual([
+      [0x80003, 0x9003, 1],
+      [0x80008, 0x9008, 2],
+      [0x80010, 0x9010, 1],
+      [0x80064, 0x9064, 1],
+      [0x801f9, 0x91f9, 1],
+      [0x801fe, 0x91fe, 1],
+    ]);
+    expect(read(0x80004, 0x60)).toBe(3);
+  });
 });

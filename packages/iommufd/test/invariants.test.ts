@@ -274,6 +274,12 @@ describe("which pages are compared (fullCheckPages)", () => {
     expectBroken("I5", [broken(5, 0)], { fullCheckPages: 4 });
     expectBroken("I5", [broken(5, 4)], { fullCheckPages: 4 });
   });
+
+  it("with fullCheckPages 0, the page of a one-page area and both of a two-page one", () => {
+    expectBroken("I5", [broken(1, 0)], { fullCheckPages: 0 });
+    expectBroken("I5", [broken(2, 0)], { fullCheckPages: 0 });
+    expectBroken("I5", [broken(2, 1)], { fullCheckPages: 0 });
+  });
 });
 
 describe("I1 / I2: dma-buf areas", () => {

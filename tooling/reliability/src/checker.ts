@@ -48,6 +48,7 @@ import { checkInvariants } from "@x/iommufd/testing";
 import type { IommuDomain } from "@x/iommu-pgtable";
 import {
   PAGE_SHIFT as KERNEL_PAGE_SHIFT,
+  type File,
   type Kernel,
   type MmStruct,
   type Task,
@@ -113,23 +114,40 @@ export interface Gathered {
 
 export class Checker {
   private readonly seenBufs = new Set<DmaBuf>();
+  // Scratch structures of one check, cleared where each is filled (a check allocates none).
+  private readonly pages = new Set<IoptPages>();
+  private readonly alive = new Set<DmaBuf>();
+  private readonly listed = new Set<VfioPciDmaBuf>();
+  private readonly users = new Tally<UserStruct>();
+  private readonly mmLocked = new Tally<MmStruct>();
+  private readonly mmPinned = new Tally<MmStruct>();
+  private readonly cdevFiles = new Tally<File>();
+  private readonly cdevFilesOf = new Tally<unknown>();
+  private readonly owner = new Map<IommuDomain, IoPagetable>();
+  private readonly pinCount = (pfn: number): number => this.scope.kernel.mem.pinCount(pfn);
 
   constructor(readonly scope: CheckScope) {}
 
   /** Run every rule; throws InvariantViolation on the first broken one. */
   check(): void {
     this.checkLockdep();
-    const g = gatherIommufd(this.scope);
-    this.checkIommufd(g.iopts);
-    this.checkPins(g.pages);
-    this.checkAccounting(g.pages);
-    this.checkIoptes(g.iopts);
-    this.checkPinnedAndShared(g.pages);
-    this.checkDmaBufs(g.pages);
-    this.checkExporter(g.pages);
+    // A fresh array costs less than truncating one (a runtime call).
+    const iopts: IoPagetable[] = [];
+    const pages = this.pages;
+    pages.clear();
+    gatherInto(this.scope.kernel, iopts, pages);
+    this.checkIommufd(iopts);
+    this.checkPins(pages);
+    this.checkAccounting(pages);
+    this.checkIoptes(iopts);
+    this.checkPinnedAndShared(pages);
+    // Nothing between the two rules touches the list: one copy of it serves both.
+    const bufs = dmaBufList(this.scope.kernel);
+    this.checkDmaBufs(pages, bufs);
+    this.checkExporter(pages, bufs);
     for (const vdev of this.scope.devices) {
       checkIrqs(vdev);
-      const nesting = nestingProblem(vdev, g.iopts);
+      const nesting = nestingProblem(vdev, iopts);
       if (nesting) broken("nesting", nesting);
     }
   }
@@ -196,27 +214,34 @@ export class Checker {
   }
 
   private checkAccounting(pages: ReadonlySet<IoptPages>): void {
-    const users = new Map<UserStruct, number>();
-    const mmLocked = new Map<MmStruct, number>();
-    const mmPinned = new Map<MmStruct, number>();
+    const { users, mmLocked, mmPinned } = this;
+    users.reset();
+    mmLocked.reset();
+    mmPinned.reset();
     for (const t of this.scope.tasks) {
-      users.set(t.process.cred.user, 0);
-      mmLocked.set(t.process.mm, 0);
-      mmPinned.set(t.process.mm, 0);
+      users.add(t.process.cred.user, 0);
+      mmLocked.add(t.process.mm, 0);
+      mmPinned.add(t.process.mm, 0);
     }
     for (const p of pages) {
-      if (p.accountMode === IOPT_PAGES_ACCOUNT_USER) add(users, p.sourceUser, p.lastNpinned);
-      if (p.accountMode === IOPT_PAGES_ACCOUNT_MM) add(mmLocked, p.sourceMm, p.lastNpinned);
-      add(mmPinned, p.sourceMm, p.lastNpinned);
+      if (p.accountMode === IOPT_PAGES_ACCOUNT_USER) users.add(p.sourceUser, p.lastNpinned);
+      if (p.accountMode === IOPT_PAGES_ACCOUNT_MM) mmLocked.add(p.sourceMm, p.lastNpinned);
+      mmPinned.add(p.sourceMm, p.lastNpinned);
     }
-    for (const [user, n] of users) {
+    for (let i = 0; i < users.size; i++) {
+      const user = users.key(i);
+      const n = users.sum(i);
       if (user.lockedVm !== n)
         broken("accounting", `uid ${user.uid}: locked_vm ${user.lockedVm}, charged ${n}`);
     }
-    for (const [mm, n] of mmLocked) {
+    for (let i = 0; i < mmLocked.size; i++) {
+      const mm = mmLocked.key(i);
+      const n = mmLocked.sum(i);
       if (mm.lockedVm !== n) broken("accounting", `mm locked_vm ${mm.lockedVm}, charged ${n}`);
     }
-    for (const [mm, n] of mmPinned) {
+    for (let i = 0; i < mmPinned.size; i++) {
+      const mm = mmPinned.key(i);
+      const n = mmPinned.sum(i);
       if (mm.pinnedVm !== n) broken("accounting", `mm pinned_vm ${mm.pinnedVm}, pinned ${n}`);
     }
   }
@@ -229,10 +254,14 @@ export class Checker {
   private checkIoptes(iopts: readonly IoPagetable[]): void {
     const { kernel, devices } = this.scope;
     const mem = kernel.mem;
-    const live = liveMmioRanges(devices);
-    const owner = new Map<IommuDomain, IoPagetable>();
+    // Filled on the first MMIO IOPTE: most checks meet none.
+    let live: Array<[bigint, bigint]> | undefined;
+    const owner = this.owner;
+    owner.clear();
     let translation: string | undefined;
     for (const iopt of iopts) {
+      // Every rule below is per domain: an IOAS without one has nothing to count.
+      if (iopt.domainList.length === 0) continue;
       let expected = 0;
       for (const area of iopt.areas()) {
         if (area.pages && !isRevoked(area.pages)) expected += frames(area.iova, area.lastIova);
@@ -267,6 +296,7 @@ export class Checker {
               );
             }
             const end = paddr + (BigInt(n) << PAGE_SHIFT);
+            live ??= liveMmioRanges(devices);
             if (!live.some(([s, e]) => paddr >= s && end <= e)) {
               broken(
                 "iopte",
@@ -295,24 +325,28 @@ export class Checker {
   }
 
   private checkPinnedAndShared(pages: ReadonlySet<IoptPages>): void {
-    const mem = this.scope.kernel.mem;
-    const pinned = pinProblem(pages, (pfn) => mem.pinCount(pfn));
+    const pinned = pinProblem(pages, this.pinCount);
     if (pinned) broken("pinned", pinned);
-    for (const c of this.scope.copies?.() ?? []) {
+    const copies = this.scope.copies;
+    if (!copies) return;
+    for (const c of copies()) {
       const src = c.src.areas(c.srcIova, c.srcIova + c.length - 1n);
       const dst = c.dst.areas(c.dstIova, c.dstIova + c.length - 1n);
       if (!src.length || src.length !== dst.length) continue;
-      src.forEach((s, i) => {
+      for (let i = 0; i < src.length; i++) {
+        const s = src[i]!;
         const d = dst[i]!;
         if (d.pages !== s.pages || d.index !== s.index || d.lastIndex !== s.lastIndex) {
           broken("shared", `copy at 0x${d.iova.toString(16)} does not use its source's pages`);
         }
-      });
+      }
     }
   }
 
-  private checkDmaBufs(pages: ReadonlySet<IoptPages>): void {
-    const alive = new Set(dmaBufList(this.scope.kernel));
+  private checkDmaBufs(pages: ReadonlySet<IoptPages>, bufs: readonly DmaBuf[]): void {
+    const alive = this.alive;
+    alive.clear();
+    for (const buf of bufs) alive.add(buf);
     for (const buf of alive) {
       if (buf.released || buf.file.refcount === 0)
         broken("dmabuf", `${buf.expName}: on the list but released`);
@@ -346,10 +380,12 @@ export class Checker {
     }
   }
 
-  private checkExporter(pages: ReadonlySet<IoptPages>): void {
-    const { kernel, devices, tasks } = this.scope;
-    const listed = new Set<VfioPciDmaBuf>();
-    const cdevFilesOf = countCdevFiles(tasks);
+  private checkExporter(pages: ReadonlySet<IoptPages>, bufs: readonly DmaBuf[]): void {
+    const { devices, tasks } = this.scope;
+    const listed = this.listed;
+    listed.clear();
+    const cdevFilesOf = this.cdevFilesOf;
+    countCdevFiles(tasks, this.cdevFiles, cdevFilesOf);
     for (const vdev of devices) {
       const enabled = vdev.vconfig ? vdev.memoryEnabled() : false;
       for (const priv of vdev.dmabufs) {
@@ -363,7 +399,7 @@ export class Checker {
         if (!enabled && !priv.revoked)
           broken("exporter", `${vdev.name}: memory decode off, dma-buf live`);
       }
-      const cdevFiles = cdevFilesOf.get(vdev) ?? 0;
+      const cdevFiles = cdevFilesOf.get(vdev);
       const want = 1 + cdevFiles + vdev.dmabufs.size;
       if (vdev.registrationRefs !== want) {
         broken(
@@ -372,7 +408,7 @@ export class Checker {
         );
       }
     }
-    for (const buf of dmaBufList(kernel)) {
+    for (const buf of bufs) {
       const priv = vfioPriv(buf);
       if (!priv) continue;
       const st = priv.state;
@@ -403,14 +439,21 @@ export function gatherIommufd(scope: CheckScope): Gathered {
   const ctxs = new Set<IommufdCtx>(IommufdModule.of(scope.kernel)?.contexts() ?? []);
   const iopts: IoPagetable[] = [];
   const pages = new Set<IoptPages>();
-  for (const ctx of ctxs) {
+  gatherInto(scope.kernel, iopts, pages);
+  return { ctxs, iopts, pages };
+}
+
+/** Append the IOASes of every live context (contexts in list order, objects in id order). */
+function gatherInto(kernel: Kernel, iopts: IoPagetable[], pages: Set<IoptPages>): void {
+  const mod = IommufdModule.of(kernel);
+  if (!mod) return;
+  for (const ctx of mod.contexts()) {
     for (const obj of ctx.objectsInOrder()) {
       if (!(obj instanceof IommufdIoas)) continue;
       iopts.push(obj.iopt);
       for (const area of obj.iopt.areas()) if (area.pages) pages.add(area.pages);
     }
   }
-  return { ctxs, iopts, pages };
 }
 
 /** The CPU-physical ranges [start, end) of every LIVE VFIO dma-buf. */
@@ -437,8 +480,10 @@ function checkIrqs(vdev: VfioPciCoreDevice): void {
     if (ctx.trigger && mode !== VFIO_PCI_INTX_IRQ_INDEX && !host.handlers[nr])
       broken("irq", `${name}: vector ${nr} signalled without a handler`);
   }
-  for (const t of [vdev.errTrigger, vdev.reqTrigger])
-    if (t && t.refcount < 1) broken("irq", `${name}: ERR / REQ trigger released`);
+  const err = vdev.errTrigger;
+  const req = vdev.reqTrigger;
+  if ((err && err.refcount < 1) || (req && req.refcount < 1))
+    broken("irq", `${name}: ERR / REQ trigger released`);
 }
 
 function heldNothing(kernel: Kernel, task: Task): void {
@@ -470,19 +515,25 @@ function isRevoked(pages: IoptPages): boolean {
   return pages.dmabuf !== undefined && pages.dmabuf.phys.len === 0n;
 }
 
-/** Distinct open cdev files per device in the scope's processes (each holds a registration). */
-function countCdevFiles(tasks: readonly Task[]): Map<unknown, number> {
-  const files = new Set<unknown>();
-  const out = new Map<unknown, number>();
+/**
+ * Distinct open cdev files per device in the scope's processes (each holds a registration),
+ * into `out`; `files` is scratch. Both are reset first.
+ */
+function countCdevFiles(tasks: readonly Task[], files: Tally<File>, out: Tally<unknown>): void {
+  files.reset();
+  out.reset();
   for (const t of tasks) {
-    for (const [, file] of t.process.files.entries()) {
+    const table = t.process.files;
+    // Descriptor by descriptor up to the last open one: entries() allocates a pair for each.
+    for (let fd = 0, left = table.openCount; left > 0; fd++) {
+      if (!table.isOpen(fd)) continue;
+      left--;
+      const file = table.lookup(fd);
       if (file.fops !== vfioDeviceFops || files.has(file)) continue;
-      files.add(file);
-      const vdev = vfioDeviceFromFile(file).device;
-      out.set(vdev, (out.get(vdev) ?? 0) + 1);
+      files.add(file, 1);
+      out.add(vfioDeviceFromFile(file).device, 1);
     }
   }
-  return out;
 }
 
 /** Whether `areas` (those overlapping [start, last], in IOVA order) cover it without a gap. */
@@ -500,8 +551,52 @@ function coveredByAreas(
   return at > last;
 }
 
-function add<K>(m: Map<K, number>, k: K, n: number): void {
-  m.set(k, (m.get(k) ?? 0) + n);
+/**
+ * Sums per key in first-added order, for the handful of keys one check meets (users, mms,
+ * devices, files): slots are overwritten from the start after `reset`, so a check allocates
+ * neither a map nor its entries.
+ */
+class Tally<K> {
+  private readonly keys: K[] = [];
+  private readonly sums: number[] = [];
+  size = 0;
+
+  reset(): void {
+    this.size = 0;
+  }
+
+  add(k: K, n: number): void {
+    const i = this.indexOf(k);
+    if (i >= 0) {
+      this.sums[i]! += n;
+      return;
+    }
+    this.keys[this.size] = k;
+    this.sums[this.size++] = n;
+  }
+
+  has(k: K): boolean {
+    return this.indexOf(k) >= 0;
+  }
+
+  /** The sum of `k`, 0 when never added. */
+  get(k: K): number {
+    const i = this.indexOf(k);
+    return i < 0 ? 0 : this.sums[i]!;
+  }
+
+  key(i: number): K {
+    return this.keys[i]!;
+  }
+
+  sum(i: number): number {
+    return this.sums[i]!;
+  }
+
+  private indexOf(k: K): number {
+    for (let i = 0; i < this.size; i++) if (this.keys[i] === k) return i;
+    return -1;
+  }
 }
 
 /** 4 KiB frames spanned by [iova, last]. */

@@ -70,24 +70,30 @@ export function ioptRunProblem(
       return `IOPTE at 0x${start.toString(16)} has prot 0x${prot.toString(16)}, area 0x${area.iommuProt.toString(16)}`;
     if (!(prot & IOMMU_MMIO) !== !pages.dmabuf)
       return `IOPTE at 0x${start.toString(16)}: MMIO kind does not match a ${pages.dmabuf ? "dma-buf" : "memory"} area`;
-    const from = area.iova > start ? area.iova >> PAGE_SHIFT : BigInt(iovaPfn);
-    const to = (area.lastIova < last ? area.lastIova : last) >> PAGE_SHIFT;
-    for (let f = Number(from); f <= Number(to); f++) {
-      const iova = BigInt(f) << PAGE_SHIFT;
-      const index = Number(area.startByte(iova > area.iova ? iova : area.iova) >> PAGE_SHIFT);
+    const from = area.iova > start ? Number(area.iova >> PAGE_SHIFT) : iovaPfn;
+    const to = Number((area.lastIova < last ? area.lastIova : last) >> PAGE_SHIFT);
+    // The area's first frame holds the page of its start; each later frame starts a page
+    // further into the pages object (startByte grows by PAGE per frame), so its index is the
+    // frame number plus the same difference as the second frame's.
+    const firstFrame = Number(area.iova >> PAGE_SHIFT);
+    const firstIndex = Number(area.startByte(area.iova) >> PAGE_SHIFT);
+    const second = BigInt(firstFrame + 1) << PAGE_SHIFT;
+    const laterDelta = Number(area.startByte(second) >> PAGE_SHIFT) - (firstFrame + 1);
+    for (let f = from; f <= to; f++) {
+      const index = f === firstFrame ? firstIndex : f + laterDelta;
       const want = sourcePfn(pages, index);
       const got = pfn + (f - iovaPfn);
       if (want >= 0 && want !== got && !truncatedAway(pages, index, got))
-        return `IOVA 0x${iova.toString(16)} -> pfn ${got}, its source is pfn ${want}`;
+        return `IOVA 0x${(BigInt(f) << PAGE_SHIFT).toString(16)} -> pfn ${got}, its source is pfn ${want}`;
     }
   }
   return undefined;
 }
 
-/** The page indexes `pages` holds pinned: its filled areas and its accesses, merged. */
-function pinnedIndexRuns(pages: IoptPages): Array<[number, number]> {
+/** The page indexes `pages` holds pinned: its `filled` areas and its accesses, merged. */
+function pinnedIndexRuns(pages: IoptPages, filled: readonly IoptArea[]): Array<[number, number]> {
   const spans: Array<[number, number]> = [];
-  for (const area of pages.domainsItree.overlapping()) spans.push([area.index, area.lastIndex]);
+  for (const area of filled) spans.push([area.index, area.lastIndex]);
   for (const a of pages.accessItree.overlapping())
     spans.push([Number(a.node.start), Number(a.node.last)]);
   spans.sort((x, y) => x[0] - y[0]);
@@ -107,11 +113,12 @@ function pinnedIndexRuns(pages: IoptPages): Array<[number, number]> {
  * page cache while the pin keeps it). @see pfn_reader_fill_span @see iopt_area_unpin_domain
  */
 function forEachPinnedPfn(pages: IoptPages, fn: (index: number, pfn: number) => void): number {
-  const filled = [...pages.domainsItree.overlapping()].sort((x, y) => x.index - y.index);
+  // overlapping() returns a fresh array: sorted in place.
+  const filled = pages.domainsItree.overlapping().sort((x, y) => x.index - y.index);
   let next = 0;
   let cover: (typeof filled)[number] | undefined;
   let held = 0;
-  for (const [s, l] of pinnedIndexRuns(pages)) {
+  for (const [s, l] of pinnedIndexRuns(pages, filled)) {
     held += l - s + 1;
     for (let i = s; i <= l; i++) {
       const pfn = pages.pinnedPfns.load(i);
@@ -139,18 +146,24 @@ export function pinProblem(
   all: Iterable<IoptPages>,
   pinCount: (pfn: number) => number,
 ): string | undefined {
-  const holders = new Map<number, number>();
+  let holders: Map<number, number> | undefined;
   for (const pages of all) {
     if (pages.dmabuf) continue;
+    // Neither a filled area nor an access: it holds no index, so it must pin nothing.
+    if (pages.domainsItree.isEmpty && pages.accessItree.isEmpty) {
+      if (pages.npinned !== 0) return `pages pin ${pages.npinned} frames for 0 held indexes`;
+      continue;
+    }
+    const counts = (holders ??= new Map<number, number>());
     let unread = -1;
     const held = forEachPinnedPfn(pages, (i, pfn) => {
-      if (pfn >= 0) holders.set(pfn, (holders.get(pfn) ?? 0) + 1);
+      if (pfn >= 0) counts.set(pfn, (counts.get(pfn) ?? 0) + 1);
       else if (unread < 0) unread = i;
     });
     if (unread >= 0) return `pages hold index ${unread} pinned with no frame to read it from`;
     if (held !== pages.npinned) return `pages pin ${pages.npinned} frames for ${held} held indexes`;
   }
-  for (const [pfn, n] of holders) {
+  for (const [pfn, n] of holders ?? []) {
     const c = pinCount(pfn);
     if (c !== n) return `pfn ${pfn} pinned ${c} times for ${n} pages objects`;
   }

@@ -6,9 +6,10 @@ import {
   iommu_ioas_map,
   iommu_ioas_unmap,
 } from "@x/iommufd";
-import { ENOENT } from "@x/kernel";
+import { ENOENT, EventfdCtx } from "@x/kernel";
 import { describe, expect, it } from "vitest";
-import { InvariantViolation } from "../src/checker.js";
+import { InvariantViolation, gatherIommufd } from "../src/checker.js";
+import { pinProblem } from "../src/translations.js";
 import { runProgram } from "../src/fuzz-uapi.js";
 import type { Op } from "../src/sequence.js";
 import { VMM_STATE, type World, firstIoas, world } from "./helpers.js";
@@ -65,6 +66,102 @@ describe("checker", () => {
     const pages = ioas.iopt.areas().find((a) => a.pages?.dmabuf)!.pages!;
     pages.dmabuf!.tracker.pop();
     expect(violation(() => w.checker.check())).toBe("iommufd");
+  });
+
+  it("carries nothing from one check to the next: rules fire after clean checks and clear once repaired", () => {
+    const w = world();
+    w.checker.check();
+    const user = w.machine.libc.process.cred.user;
+    user.lockedVm += 1;
+    expect(violation(() => w.checker.check())).toBe("accounting");
+    user.lockedVm -= 1;
+    w.checker.check();
+    // The live dma-buf ranges are read when an MMIO IOPTE is met, in each check anew.
+    const priv = [...w.machine.devices[0]!.dmabufs][0]!;
+    priv.revoked = true;
+    expect(violation(() => w.checker.check())).toBe("iopte");
+    priv.revoked = false;
+    w.checker.check();
+    const mem = w.machine.kernel.mem;
+    const { ioas } = firstIoas(w);
+    const pfn = Number(
+      iommuIovaToPhys(ioas.iopt.domainList[0]!, ioas.iopt.areas()[0]!.iova) >> 12n,
+    );
+    mem.pinPages(pfn, 1);
+    expect(violation(() => w.checker.check())).toBe("pins");
+    mem.unpinPages(pfn, 1);
+    w.checker.check();
+  });
+
+  it("walks the domains of an IOAS that follows one without domains", () => {
+    const w = world([
+      { k: "ioasAlloc" },
+      { k: "ioasAlloc" },
+      { k: "devOpen", dev: 0 },
+      { k: "attach", dev: 0, pt: 1 },
+      { k: "map", ioas: 1, memfd: true, off: 0, pages: 4, slot: 0, readOnly: false },
+    ]);
+    const ioases = [...firstIoas(w).ctx.objectsInOrder()].filter((o) => o instanceof IommufdIoas);
+    expect(ioases.map((o) => o.iopt.domainList.length)).toEqual([0, 1]);
+    w.checker.check();
+    const iopt = ioases[1]!.iopt;
+    const domain = iopt.domainList[0]!;
+    iommuMap(
+      domain,
+      0x4000_0000n,
+      iommuIovaToPhys(domain, iopt.areas()[0]!.iova),
+      4096n,
+      IOMMU_READ,
+    );
+    expect(violation(() => w.checker.check())).toBe("iopte");
+  });
+
+  it("pinned: pages without a filled area or an access must pin nothing", () => {
+    const w = world([
+      { k: "ioasAlloc" },
+      { k: "map", ioas: 0, memfd: true, off: 0, pages: 4, slot: 0, readOnly: false },
+    ]);
+    w.checker.check();
+    const pages = gatherIommufd(w.checker.scope).iopts[0]!.areas()[0]!.pages!;
+    expect(pages.domainsItree.isEmpty && pages.accessItree.isEmpty).toBe(true);
+    const pinCount = (pfn: number) => w.machine.kernel.mem.pinCount(pfn);
+    expect(pinProblem([pages], pinCount)).toBeUndefined();
+    pages.npinned = 1;
+    expect(pinProblem([pages], pinCount)).toBe("pages pin 1 frames for 0 held indexes");
+  });
+
+  it("exporter: a device's registration references count each open cdev file once, dups included", () => {
+    const w = world();
+    const { libc } = w.machine;
+    const fd = libc.open(w.machine.cdev(1), 2);
+    libc.dup(fd);
+    libc.open(w.machine.cdev(1), 2);
+    const vdev = w.machine.devices[1]!;
+    expect(vdev.registrationRefs).toBe(3);
+    w.checker.check();
+    vdev.tryGetRegistration();
+    expect(violation(() => w.checker.check())).toBe("exporter");
+    vdev.putRegistration();
+    w.checker.check();
+    // The dup alone keeps the first file open, past a free descriptor below it.
+    libc.close(fd);
+    expect(vdev.registrationRefs).toBe(3);
+    w.checker.check();
+    vdev.tryGetRegistration();
+    expect(violation(() => w.checker.check())).toBe("exporter");
+  });
+
+  it("irq: an ERR or REQ trigger the device holds must be a live reference", () => {
+    for (const slot of ["errTrigger", "reqTrigger"] as const) {
+      const w = world();
+      const vdev = w.machine.devices[0]!;
+      const ctx = new EventfdCtx(0, 0);
+      vdev[slot] = ctx;
+      w.checker.check();
+      ctx.put();
+      expect(violation(() => w.checker.check())).toBe("irq");
+      vdev[slot] = undefined;
+    }
   });
 
   it("catches an accounting drift", () => {
