@@ -22,7 +22,6 @@
  */
 import {
   CAP_SYS_RESOURCE,
-  E2BIG,
   EBUSY,
   EINVAL,
   ENOENT,
@@ -41,7 +40,8 @@ import {
   VM_SHARED,
   type Vma,
   WARN_ON,
-  copyFromUser,
+  copyFromUserInto,
+  copyStructFromUser,
   copyToUser,
   fail,
   EBADFD,
@@ -520,7 +520,7 @@ export class IommufdCtx implements CompatIoasHolder {
     if (!op || op.ioctlNum !== cmd) fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
     const struct = op.struct;
     if (userSize < struct.minSize) fail(EINVAL, `${struct.name}: size ${userSize}`);
-    const kbuf = copyStructFromUser(this.kernel, arg, userSize, struct.size);
+    const kbuf = copyStructFromUser(this.kernel, struct.size, arg, userSize);
     const ucmd: IommufdUcmd = {
       ctx: this,
       ubuffer: arg,
@@ -553,30 +553,13 @@ export class IommufdCtx implements CompatIoasHolder {
   }
 }
 
+/** The kernel copy of the leading u32 `size`; read right after it is filled, so one serves all. */
+const sizeWord = new Uint8Array(4);
+
 /** get_user of the leading u32 `size`. */
 function readU32(kernel: Kernel, uaddr: bigint): number {
-  return getU32(copyFromUser(kernel, uaddr, 4), 0);
-}
-
-/**
- * copy_struct_from_user: a kernel buffer of `ksize` bytes holding the user's `usize` bytes,
- * zero-extended; with usize > ksize the user's extra bytes must all be zero (E2BIG).
- */
-function copyStructFromUser(
-  kernel: Kernel,
-  uaddr: bigint,
-  usize: number,
-  ksize: number,
-): Uint8Array {
-  if (usize > ksize) {
-    const tail = copyFromUser(kernel, uaddr + BigInt(ksize), usize - ksize);
-    if (tail.some((b) => b !== 0)) fail(E2BIG, "non-zero bytes past the kernel struct");
-  }
-  // The copy is already a fresh kernel buffer when the user supplied the whole struct.
-  if (usize >= ksize) return copyFromUser(kernel, uaddr, ksize);
-  const kbuf = new Uint8Array(ksize);
-  kbuf.set(copyFromUser(kernel, uaddr, usize));
-  return kbuf;
+  copyFromUserInto(kernel, sizeWord, 0, uaddr, 4);
+  return getU32(sizeWord, 0);
 }
 
 // --- IOMMU_DESTROY and IOMMU_OPTION (global part) -------------------------------------------

@@ -31,7 +31,7 @@ import { createPipeFiles, pipe2CheckFlags } from "./pipe.js";
 import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, TASK_SIZE } from "./mm.js";
 import { PAGE_SIZE } from "./physmem.js";
 import type { Process } from "./process.js";
-import { copyFromUser, copyToUser } from "./uaccess.js";
+import { copyFromUser, copyFromUserInto, copyToUser } from "./uaccess.js";
 
 /** access_ok: the range lies below TASK_SIZE, else EFAULT. */
 function accessOk(addr: bigint, len: number): void {
@@ -232,8 +232,9 @@ export class Libc {
         return this.ioctlResult(file.fops.ioctl(file, request >>> 0, uaddr));
       },
       () => {
-        if (uaddr >= 0n)
-          (arg as Uint8Array).set(copyFromUser(this.kernel, uaddr, (arg as Uint8Array).length));
+        if (uaddr < 0n) return;
+        const buf = arg as Uint8Array;
+        copyFromUserInto(this.kernel, buf, 0, uaddr, buf.length);
       },
     );
   }
