@@ -118,7 +118,8 @@ export function getU32(b: Uint8Array, off: number): number {
   return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24)) >>> 0;
 }
 
-function writeU32LE(b: Uint8Array, off: number, v: number): void {
+/** Little-endian u32 at `off` of `b` (the value taken modulo 2^32, as a C store would). */
+export function setU32(b: Uint8Array, off: number, v: number): void {
   b[off] = v;
   b[off + 1] = v >>> 8;
   b[off + 2] = v >>> 16;
@@ -128,8 +129,8 @@ function writeU32LE(b: Uint8Array, off: number, v: number): void {
 /** Little-endian u64 at `off` of `b`. */
 export function setU64(b: Uint8Array, off: number, v: bigint): void {
   const u = BigInt.asUintN(64, v);
-  writeU32LE(b, off, Number(u & 0xffff_ffffn));
-  writeU32LE(b, off + 4, Number(u >> 32n));
+  setU32(b, off, Number(u & 0xffff_ffffn));
+  setU32(b, off + 4, Number(u >> 32n));
 }
 
 function readField(b: Uint8Array, off: number, kind: FieldKind): number | bigint {
@@ -170,7 +171,7 @@ function writeField(
       return;
     case "u32":
     case "s32":
-      writeU32LE(b, off, v as number);
+      setU32(b, off, v as number);
       return;
     case "u64":
       setU64(b, off, v as bigint);
