@@ -136,7 +136,7 @@ export class Libc {
     kernel.current = prev;
     if (ok) return ret as T;
     if (!(error instanceof KernelError)) throw error;
-    // As the caller's task again, like the rest of the return to user space.
+    // The held-lock check of a failed call runs after the switch back, as the caller's task.
     kernel.lockdep.assertNoneHeld();
     this.errno = error.errno;
     return onError;
