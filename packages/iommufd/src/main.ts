@@ -529,7 +529,8 @@ export class IommufdCtx implements CompatIoasHolder {
     if (!op || op.ioctlNum !== cmd) fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
     const struct = op.struct;
     if (userSize < struct.minSize) fail(EINVAL, `${struct.name}: size ${userSize}`);
-    const kbuf = copyStructFromUser(this.kernel, struct.size, arg, userSize);
+    if (structBuf.length < struct.size) structBuf = new Uint8Array(struct.size);
+    const kbuf = copyStructFromUser(this.kernel, struct.size, arg, userSize, structBuf);
     const ucmd: IommufdUcmd = {
       ctx: this,
       ubuffer: arg,
@@ -564,6 +565,13 @@ export class IommufdCtx implements CompatIoasHolder {
 
 /** The kernel copy of the leading u32 `size`; read right after it is filled, so one serves all. */
 const sizeWord = new Uint8Array(4);
+
+/**
+ * The kernel copy of the struct, decoded right after it is filled and then dead, so one serves
+ * every call (the copy's lock boundaries all come before its bytes move). Grown to the largest
+ * struct; one over 64 bytes (IOMMU_TEST_CMD's) would otherwise cost V8 an off-heap buffer per call.
+ */
+let structBuf = new Uint8Array(64);
 
 /** get_user of the leading u32 `size`. */
 function readU32(kernel: Kernel, uaddr: bigint): number {

@@ -117,15 +117,17 @@ export function copyFromUserInto(
 }
 
 /**
- * copy_struct_from_user: a `ksize`-byte kernel struct from a `usize`-byte user one. A shorter
- * user struct is zero-extended; a longer one must be zero past `ksize` (E2BIG, EFAULT when
- * that tail is unreadable), checked before the copy.
+ * copy_struct_from_user: a `ksize`-byte kernel struct from a `usize`-byte user one, in `dst`
+ * (its first `ksize` bytes; a new buffer by default). A shorter user struct is zero-extended; a
+ * longer one must be zero past `ksize` (E2BIG, EFAULT when that tail is unreadable), checked
+ * before the copy. On failure `dst` is left as it was.
  */
 export function copyStructFromUser(
   kernel: Kernel,
   ksize: number,
   uaddr: bigint,
   usize: number,
+  dst?: Uint8Array,
 ): Uint8Array {
   const size = Math.min(ksize, usize);
   if (usize > ksize) {
@@ -133,8 +135,9 @@ export function copyStructFromUser(
     for (let i = 0; i < tail.length; i++)
       if (tail[i] !== 0) fail(E2BIG, "non-zero bytes past the kernel struct");
   }
-  const out = new Uint8Array(ksize);
+  const out = dst ?? new Uint8Array(ksize);
   copyFromUserInto(kernel, out, 0, uaddr, size);
+  if (dst) out.fill(0, size, ksize);
   return out;
 }
 
