@@ -103,8 +103,8 @@ export class Libc {
    * lock is held; a KernelError becomes `onError` with errno set. `after`, when given, runs
    * once `fn` has returned or thrown, like a `finally` of its body: an error it throws replaces
    * `fn`'s. The steps are those of `runAs` around `withDeferredFput`, written out in one frame
-   * with the errors held as values, because a failing call would otherwise pay one rethrow per
-   * layer (a third of the fuzzers' calls fail).
+   * with the errors held as values: a failing call (common under fuzzing and fault injection)
+   * would otherwise pay one rethrow per layer.
    */
   private sys<T, E>(onError: E, fn: () => T, after?: () => void): T | E {
     const kernel = this.kernel;
