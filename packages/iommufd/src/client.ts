@@ -128,7 +128,10 @@ export class IommufdClient {
     struct: Struct<S>,
     values: Partial<Decoded<S>>,
   ): { out: Decoded<S>; ret: number } {
-    const buf = struct.encode({ size: struct.size, ...values } as Partial<Decoded<S>>);
+    const buf = struct.encode(values);
+    // `size` is sizeof unless given, as if `{ size: sizeof, ...values }` were encoded.
+    if (!Object.hasOwn(values, "size") && "size" in struct.fields)
+      struct.set(buf, "size" as keyof S & string, struct.size as never);
     const ret = this.libc.ioctl(this.fd, request, buf);
     if (ret < 0) throw new KernelError(this.libc.errno, struct.name);
     return { out: struct.decode(buf), ret };

@@ -238,6 +238,7 @@ export {
   IOMMUFD_CMD_VFIO_IOAS,
   IOMMUFD_CMD_VIOMMU_ALLOC,
   IOMMUFD_TYPE,
+  setU32,
   setU64,
   Struct,
   U32_MAX,

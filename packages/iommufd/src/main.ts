@@ -22,7 +22,6 @@
  */
 import {
   CAP_SYS_RESOURCE,
-  E2BIG,
   EBUSY,
   EINVAL,
   ENOENT,
@@ -41,7 +40,8 @@ import {
   VM_SHARED,
   type Vma,
   WARN_ON,
-  copyFromUser,
+  copyFromUserInto,
+  copyStructFromUser,
   copyToUser,
   fail,
   EBADFD,
@@ -399,7 +399,16 @@ export class IommufdCtx implements CompatIoasHolder {
 
   /** The visible objects in id order. */
   *objectsInOrder(): IterableIterator<IommufdObject> {
-    for (const id of [...this.objects.keys()].sort((a, b) => a - b)) {
+    const ids = Array.from(this.objects.keys());
+    // Insertion sort: the table's order is allocation order, so ids are out of place only
+    // where a freed id was reused; there this beats a comparator call per comparison.
+    for (let i = 1; i < ids.length; i++) {
+      const id = ids[i]!;
+      let j = i - 1;
+      for (; j >= 0 && ids[j]! > id; j--) ids[j + 1] = ids[j]!;
+      ids[j + 1] = id;
+    }
+    for (const id of ids) {
       const o = this.objects.get(id);
       if (o) yield o;
     }
@@ -520,7 +529,8 @@ export class IommufdCtx implements CompatIoasHolder {
     if (!op || op.ioctlNum !== cmd) fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
     const struct = op.struct;
     if (userSize < struct.minSize) fail(EINVAL, `${struct.name}: size ${userSize}`);
-    const kbuf = copyStructFromUser(this.kernel, arg, userSize, struct.size);
+    if (structBuf.length < struct.size) structBuf = new Uint8Array(struct.size);
+    const kbuf = copyStructFromUser(this.kernel, struct.size, arg, userSize, structBuf);
     const ucmd: IommufdUcmd = {
       ctx: this,
       ubuffer: arg,
@@ -553,30 +563,20 @@ export class IommufdCtx implements CompatIoasHolder {
   }
 }
 
-/** get_user of the leading u32 `size`. */
-function readU32(kernel: Kernel, uaddr: bigint): number {
-  return getU32(copyFromUser(kernel, uaddr, 4), 0);
-}
+/** The kernel copy of the leading u32 `size`; read right after it is filled, so one serves all. */
+const sizeWord = new Uint8Array(4);
 
 /**
- * copy_struct_from_user: a kernel buffer of `ksize` bytes holding the user's `usize` bytes,
- * zero-extended; with usize > ksize the user's extra bytes must all be zero (E2BIG).
+ * The kernel copy of the struct, decoded right after it is filled and then dead, so one serves
+ * every call (the copy's lock boundaries all come before its bytes move). Grown to the largest
+ * struct; one over 64 bytes (IOMMU_TEST_CMD's) would otherwise cost V8 an off-heap buffer per call.
  */
-function copyStructFromUser(
-  kernel: Kernel,
-  uaddr: bigint,
-  usize: number,
-  ksize: number,
-): Uint8Array {
-  if (usize > ksize) {
-    const tail = copyFromUser(kernel, uaddr + BigInt(ksize), usize - ksize);
-    if (tail.some((b) => b !== 0)) fail(E2BIG, "non-zero bytes past the kernel struct");
-  }
-  // The copy is already a fresh kernel buffer when the user supplied the whole struct.
-  if (usize >= ksize) return copyFromUser(kernel, uaddr, ksize);
-  const kbuf = new Uint8Array(ksize);
-  kbuf.set(copyFromUser(kernel, uaddr, usize));
-  return kbuf;
+let structBuf = new Uint8Array(64);
+
+/** get_user of the leading u32 `size`. */
+function readU32(kernel: Kernel, uaddr: bigint): number {
+  copyFromUserInto(kernel, sizeWord, 0, uaddr, 4);
+  return getU32(sizeWord, 0);
 }
 
 // --- IOMMU_DESTROY and IOMMU_OPTION (global part) -------------------------------------------

@@ -41,6 +41,9 @@ export const ULONG_MAX = U64_MAX;
  */
 export class Struct<S extends FieldSpec> {
   readonly fieldNames: readonly (keyof S & string)[];
+  /** Each field's offset and kind, in `fieldNames` order (the per-call loops index these). */
+  private readonly offsets: readonly number[];
+  private readonly kinds: readonly FieldKind[];
 
   constructor(
     readonly name: string,
@@ -53,6 +56,8 @@ export class Struct<S extends FieldSpec> {
       if (off + KIND_BYTES[kind] > size) throw new RangeError(`${name}.${field} beyond sizeof`);
       if (kind === "u64" && off % 8 !== 0) throw new RangeError(`${name}.${field} not aligned`);
     }
+    this.offsets = this.fieldNames.map((f) => fields[f]![0]);
+    this.kinds = this.fieldNames.map((f) => fields[f]![1]);
   }
 
   /** Byte offset of a field (offsetof). */
@@ -69,21 +74,20 @@ export class Struct<S extends FieldSpec> {
   /** Read every field of `buf` (shorter buffers read as zero-filled, like copy_struct_from_user). */
   decode(buf: Uint8Array): Decoded<S> {
     const full = buf.byteLength >= this.size ? buf : this.padded(buf);
+    const { fieldNames, offsets, kinds } = this;
     const out: Record<string, number | bigint> = {};
-    for (const name of this.fieldNames) {
-      const [off, kind] = this.fields[name]!;
-      out[name] = readField(full, off, kind);
-    }
+    for (let i = 0; i < fieldNames.length; i++)
+      out[fieldNames[i]!] = readField(full, offsets[i]!, kinds[i]!);
     return out as Decoded<S>;
   }
 
   /** Write the given fields into `out` (a new zeroed struct by default); others are left as is. */
   encode(values: Partial<Decoded<S>>, out = new Uint8Array(this.size)): Uint8Array {
-    for (const name of this.fieldNames) {
+    const { fieldNames, offsets, kinds } = this;
+    for (let i = 0; i < fieldNames.length; i++) {
+      const name = fieldNames[i]!;
       const v = values[name];
-      if (v === undefined) continue;
-      const [off, kind] = this.fields[name]!;
-      writeField(out, off, kind, v as number | bigint, name);
+      if (v !== undefined) writeField(out, offsets[i]!, kinds[i]!, v as number | bigint, name);
     }
     return out;
   }
@@ -114,7 +118,8 @@ export function getU32(b: Uint8Array, off: number): number {
   return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24)) >>> 0;
 }
 
-function writeU32LE(b: Uint8Array, off: number, v: number): void {
+/** Little-endian u32 at `off` of `b` (the value taken modulo 2^32, as a C store would). */
+export function setU32(b: Uint8Array, off: number, v: number): void {
   b[off] = v;
   b[off + 1] = v >>> 8;
   b[off + 2] = v >>> 16;
@@ -124,8 +129,8 @@ function writeU32LE(b: Uint8Array, off: number, v: number): void {
 /** Little-endian u64 at `off` of `b`. */
 export function setU64(b: Uint8Array, off: number, v: bigint): void {
   const u = BigInt.asUintN(64, v);
-  writeU32LE(b, off, Number(u & 0xffff_ffffn));
-  writeU32LE(b, off + 4, Number(u >> 32n));
+  setU32(b, off, Number(u & 0xffff_ffffn));
+  setU32(b, off + 4, Number(u >> 32n));
 }
 
 function readField(b: Uint8Array, off: number, kind: FieldKind): number | bigint {
@@ -166,7 +171,7 @@ function writeField(
       return;
     case "u32":
     case "s32":
-      writeU32LE(b, off, v as number);
+      setU32(b, off, v as number);
       return;
     case "u64":
       setU64(b, off, v as bigint);

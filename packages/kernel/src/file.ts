@@ -87,28 +87,49 @@ export class File<P = unknown> {
   put(): void {
     if (this.refs === 0) throw new KernelWarning(`fput on released ${this.fops.name} file`);
     if (--this.refs !== 0) return;
-    if (taskWork) taskWork.push(this);
-    else this.fops.release?.(this);
+    if (taskWork === undefined) this.fops.release?.(this);
+    else (taskWork ??= []).push(this);
   }
 }
 
-/** Files whose last reference went during the running syscall (task_work), if one runs. */
-let taskWork: File[] | undefined;
+/**
+ * Files whose last reference went during the running syscall (task_work): undefined outside a
+ * syscall, null inside one until the first final fput (most calls queue none).
+ */
+let taskWork: File[] | null | undefined;
+
+/** What `taskWorkEnter` hands back for `taskWorkRun`: the enclosing call's queue. */
+export type TaskWorkState = File[] | null | undefined;
 
 /**
- * Run a system call body with final fputs deferred to its end, as the kernel queues them as
+ * Start deferring final fputs to the end of a system call body, as the kernel queues them as
  * task_work for the return to user space: a driver's release never runs inside the locks of
- * whoever dropped the last reference. Releases run in the order the references went.
+ * whoever dropped the last reference. Pair with `taskWorkRun`.
  */
-export function withDeferredFput<T>(fn: () => T): T {
+export function taskWorkEnter(): TaskWorkState {
   const outer = taskWork;
-  const work: File[] = [];
-  taskWork = work;
+  taskWork = null;
+  return outer;
+}
+
+/**
+ * task_work_run: restore the enclosing queue, then release the files this body queued, in the
+ * order their references went.
+ * @see task_work_run
+ */
+export function taskWorkRun(outer: TaskWorkState): void {
+  const work = taskWork;
+  taskWork = outer;
+  if (work) for (const f of work) f.fops.release?.(f);
+}
+
+/** Run a system call body with final fputs deferred to its end (`taskWorkEnter` / `taskWorkRun`). */
+export function withDeferredFput<T>(fn: () => T): T {
+  const outer = taskWorkEnter();
   try {
     return fn();
   } finally {
-    taskWork = outer;
-    for (const f of work) f.fops.release?.(f);
+    taskWorkRun(outer);
   }
 }
 

@@ -182,6 +182,7 @@ export {
 } from "./trace.js";
 export {
   copyFromUser,
+  copyFromUserInto,
   copyStructFromUser,
   copyToUser,
   memdupArrayUser,

@@ -21,7 +21,8 @@ import {
   O_NOATIME,
   O_NONBLOCK,
   type File,
-  withDeferredFput,
+  taskWorkEnter,
+  taskWorkRun,
 } from "./file.js";
 import type { Kernel, Task } from "./kernel.js";
 import { isMemfd, memfdCheckArgs, memfdCreate, MFD_CLOEXEC, vfsTruncate } from "./memfd.js";
@@ -30,7 +31,7 @@ import { createPipeFiles, pipe2CheckFlags } from "./pipe.js";
 import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, TASK_SIZE } from "./mm.js";
 import { PAGE_SIZE } from "./physmem.js";
 import type { Process } from "./process.js";
-import { copyFromUser, copyToUser } from "./uaccess.js";
+import { copyFromUser, copyFromUserInto, copyToUser } from "./uaccess.js";
 
 /** access_ok: the range lies below TASK_SIZE, else EFAULT. */
 function accessOk(addr: bigint, len: number): void {
@@ -97,20 +98,48 @@ export class Libc {
     return this.process.pid;
   }
 
-  /** Run `fn` as this task; a KernelError becomes `onError` with errno set. */
-  private sys<T, E>(onError: E, fn: () => T): T | E {
+  /**
+   * Run `fn` as this task with final fputs deferred to its end (task_work), then check that no
+   * lock is held; a KernelError becomes `onError` with errno set. `after`, when given, runs
+   * once `fn` has returned or thrown, like a `finally` of its body: an error it throws replaces
+   * `fn`'s. The steps are those of `runAs` around `withDeferredFput`, written out in one frame
+   * with the errors held as values: a failing call (common under fuzzing and fault injection)
+   * would otherwise pay one rethrow per layer.
+   */
+  private sys<T, E>(onError: E, fn: () => T, after?: () => void): T | E {
+    const kernel = this.kernel;
+    const prev = kernel.current;
+    kernel.current = this.task;
+    const outer = taskWorkEnter();
+    let ok = true;
+    let ret: T | undefined;
+    let error: unknown;
     try {
-      return this.kernel.runAs(this.task, () => {
-        const r = withDeferredFput(fn);
-        this.kernel.lockdep.assertNoneHeld();
-        return r;
-      });
+      ret = fn();
     } catch (e) {
-      if (!(e instanceof KernelError)) throw e;
-      this.kernel.lockdep.assertNoneHeld();
-      this.errno = e.errno;
-      return onError;
+      ok = false;
+      error = e;
     }
+    try {
+      after?.();
+    } catch (e) {
+      ok = false;
+      error = e;
+    }
+    try {
+      taskWorkRun(outer);
+      if (ok) kernel.lockdep.assertNoneHeld();
+    } catch (e) {
+      ok = false;
+      error = e;
+    }
+    kernel.current = prev;
+    if (ok) return ret as T;
+    if (!(error instanceof KernelError)) throw error;
+    // The held-lock check of a failed call runs after the switch back, as the caller's task.
+    kernel.lockdep.assertNoneHeld();
+    this.errno = error.errno;
+    return onError;
   }
 
   /** Like `sys`, for calls that throw instead (memory access helpers, fork). */
@@ -186,21 +215,28 @@ export class Libc {
    * or bigint is passed as the raw unsigned long. ENOTTY when the file has no ioctl.
    */
   ioctl(fd: number, request: number, arg: Uint8Array | bigint | number = 0n): number {
-    return this.sys(-1, () => {
-      const file = this.file(fd);
-      if (!file.fops.ioctl) fail(ENOTTY, `${file.fops.name} has no ioctl`);
-      if (!(arg instanceof Uint8Array)) {
-        const raw = BigInt.asUintN(64, BigInt(arg));
-        return this.ioctlResult(file.fops.ioctl(file, request >>> 0, raw));
-      }
-      const uaddr = this.scratchBuffer(arg.length);
-      copyToUser(this.kernel, uaddr, arg);
-      try {
+    // Set once the struct is in user memory: from then on it is copied back whatever happens.
+    let uaddr = -1n;
+    return this.sys(
+      -1,
+      () => {
+        const file = this.file(fd);
+        if (!file.fops.ioctl) fail(ENOTTY, `${file.fops.name} has no ioctl`);
+        if (!(arg instanceof Uint8Array)) {
+          const raw = BigInt.asUintN(64, BigInt(arg));
+          return this.ioctlResult(file.fops.ioctl(file, request >>> 0, raw));
+        }
+        const buf = this.scratchBuffer(arg.length);
+        copyToUser(this.kernel, buf, arg);
+        uaddr = buf;
         return this.ioctlResult(file.fops.ioctl(file, request >>> 0, uaddr));
-      } finally {
-        arg.set(copyFromUser(this.kernel, uaddr, arg.length));
-      }
-    });
+      },
+      () => {
+        if (uaddr < 0n) return;
+        const buf = arg as Uint8Array;
+        copyFromUserInto(this.kernel, buf, 0, uaddr, buf.length);
+      },
+    );
   }
 
   private ioctlResult(ret: number): number {

@@ -118,11 +118,13 @@ export class Lockdep {
         );
       }
     }
+    let learns = false;
     for (const h of list) {
       if (h.key === key) continue;
       // A recorded edge h -> key means no path key -> h can exist (it would have been refused
       // when added), so only new edges need the graph search.
       if (this.after.get(h.key)?.has(key)) continue;
+      learns = true;
       const violation = this.order?.violation(h.key, key);
       if (violation) throw new LockdepError(violation);
       if (this.reaches(key, h.key)) {
@@ -131,6 +133,8 @@ export class Lockdep {
         );
       }
     }
+    // Every edge already recorded: nothing to add (the usual case once a path has run).
+    if (!learns) return;
     for (const h of list) {
       if (h.key === key) continue;
       let s = this.after.get(h.key);
@@ -158,12 +162,15 @@ export class Lockdep {
   }
 
   holds(lock: LockBase, task: LockTask = this.current()): boolean {
-    return (this.held.get(task.tid) ?? []).some((h) => h.lock === lock);
+    const list = task === this.lastTask ? this.lastList : this.held.get(task.tid);
+    if (list) for (const h of list) if (h.lock === lock) return true;
+    return false;
   }
 
   /** Throws unless the current task holds no lock at all (a syscall boundary). */
   assertNoneHeld(): void {
-    const list = this.heldBy();
+    const task = this.current();
+    const list = task === this.lastTask ? this.lastList : this.heldBy(task);
     if (list.length)
       throw new LockdepError(`locks still held: ${list.map((h) => h.key).join(", ")}`);
   }

@@ -13,22 +13,40 @@ import { PAGE_SHIFT, PAGE_SIZE } from "./physmem.js";
  */
 
 const SHIFT = BigInt(PAGE_SHIFT);
+const PAGE_MASK = BigInt(PAGE_SIZE - 1);
 
 /**
- * The pfns of the copy in progress, reused from copy to copy. Safe to share: between filling it
- * and the last byte moved no lock boundary passes, so no other path can run in between.
+ * The pfns of the copy in progress and its offset into the first page, reused from copy to
+ * copy. Safe to share: between filling them and the last byte moved no lock boundary passes, so
+ * no other path can run in between.
  */
 let pfns = new Float64Array(8);
+let firstOff = 0;
 
-/** Resolve the pages of a copy into `pfns[0..n)` and return n. */
+/**
+ * Resolve the pages of a copy of `len` bytes at `uaddr` into `pfns[0..n)` (and `firstOff`) and
+ * return n.
+ */
 function userPages(mm: MmStruct, uaddr: bigint, len: number, write: boolean): number {
   if (uaddr < 0n) fail(EFAULT, "negative user address");
   if (len === 0) return 0;
-  const first = Number(uaddr >> SHIFT);
-  const n = Number((uaddr + BigInt(len) - 1n) >> SHIFT) - first + 1;
+  // In numbers where exact (every address below TASK_SIZE is): bigint arithmetic allocates.
+  const a = Number(uaddr);
+  let first: number;
+  let off: number;
+  if (a <= Number.MAX_SAFE_INTEGER) {
+    first = Math.floor(a / PAGE_SIZE);
+    off = a - first * PAGE_SIZE;
+  } else {
+    first = Number(uaddr >> SHIFT);
+    off = Number(uaddr & PAGE_MASK);
+  }
+  const n = Math.floor((off + len - 1) / PAGE_SIZE) + 1;
   if (pfns.length < n) pfns = new Float64Array(Math.max(n, pfns.length * 2));
   mm.mmapLock.lockdep.mightLock(mm.mmapLock);
   let i = 0;
+  // Set after might_lock's boundaries, where other paths (and their copies) may run.
+  firstOff = off;
   while (i < n && (pfns[i] = mm.presentPfn(first + i, write)) >= 0) i++;
   if (i === n) return n;
   // A miss: fault every page under mmap_lock. Other paths may run at its release, so the
@@ -43,21 +61,28 @@ function userPages(mm: MmStruct, uaddr: bigint, len: number, write: boolean): nu
     throw e;
   }
   pfns.set(faulted);
+  firstOff = off;
   return n;
 }
 
-/** Walk the `n` resolved pages of a copy: (pfn, offset in the page, position in the buffer, length). */
-function eachChunk(
+/**
+ * Move `len` bytes between the `n` resolved pages of a copy (from `firstOff` in the first) and
+ * `buf` (from `pos`): out of user memory into `buf` for a read, the other way for a write.
+ */
+function moveChunks(
+  kernel: Kernel,
   n: number,
-  uaddr: bigint,
+  buf: Uint8Array,
+  pos: number,
   len: number,
-  fn: (pfn: number, off: number, pos: number, count: number) => void,
+  write: boolean,
 ): void {
-  let pos = 0;
-  let off = Number(uaddr & BigInt(PAGE_SIZE - 1));
+  const end = pos + len;
+  let off = firstOff;
   for (let i = 0; i < n; i++) {
-    const count = Math.min(PAGE_SIZE - off, len - pos);
-    fn(pfns[i]!, off, pos, count);
+    const count = Math.min(PAGE_SIZE - off, end - pos);
+    if (write) kernel.mem.writePfn(pfns[i]!, off, buf, pos, count);
+    else kernel.mem.readPfn(pfns[i]!, off, buf, pos, count);
     pos += count;
     off = 0;
   }
@@ -71,29 +96,48 @@ export function copyFromUser(
   mm: MmStruct = kernel.current.process.mm,
 ): Uint8Array {
   const out = new Uint8Array(len);
-  const n = userPages(mm, uaddr, len, false);
-  eachChunk(n, uaddr, len, (pfn, off, pos, count) => kernel.mem.readPfn(pfn, off, out, pos, count));
+  copyFromUserInto(kernel, out, 0, uaddr, len, mm);
   return out;
 }
 
 /**
- * copy_struct_from_user: a `ksize`-byte kernel struct from a `usize`-byte user one. A shorter
- * user struct is zero-extended; a longer one must be zero past `ksize` (E2BIG, EFAULT when
- * that tail is unreadable), checked before the copy.
+ * copy_from_user into an existing kernel buffer: `len` bytes at `uaddr` to `to[at..)`. EFAULT
+ * with nothing copied when any byte is unmapped.
+ */
+export function copyFromUserInto(
+  kernel: Kernel,
+  to: Uint8Array,
+  at: number,
+  uaddr: bigint,
+  len: number,
+  mm: MmStruct = kernel.current.process.mm,
+): void {
+  const n = userPages(mm, uaddr, len, false);
+  moveChunks(kernel, n, to, at, len, false);
+}
+
+/**
+ * copy_struct_from_user: a `ksize`-byte kernel struct from a `usize`-byte user one, in `dst`
+ * (its first `ksize` bytes; a new buffer by default). A shorter user struct is zero-extended; a
+ * longer one must be zero past `ksize` (E2BIG, EFAULT when that tail is unreadable), checked
+ * before the copy. On failure `dst` is left as it was.
  */
 export function copyStructFromUser(
   kernel: Kernel,
   ksize: number,
   uaddr: bigint,
   usize: number,
+  dst?: Uint8Array,
 ): Uint8Array {
   const size = Math.min(ksize, usize);
   if (usize > ksize) {
     const tail = copyFromUser(kernel, uaddr + BigInt(ksize), usize - ksize);
-    if (tail.some((b) => b !== 0)) fail(E2BIG, "non-zero bytes past the kernel struct");
+    for (let i = 0; i < tail.length; i++)
+      if (tail[i] !== 0) fail(E2BIG, "non-zero bytes past the kernel struct");
   }
-  const out = new Uint8Array(ksize);
-  out.set(copyFromUser(kernel, uaddr, size));
+  const out = dst ?? new Uint8Array(ksize);
+  copyFromUserInto(kernel, out, 0, uaddr, size);
+  if (dst) out.fill(0, size, ksize);
   return out;
 }
 
@@ -123,7 +167,5 @@ export function copyToUser(
   mm: MmStruct = kernel.current.process.mm,
 ): void {
   const n = userPages(mm, uaddr, data.length, true);
-  eachChunk(n, uaddr, data.length, (pfn, off, pos, count) =>
-    kernel.mem.writePfn(pfn, off, data, pos, count),
-  );
+  moveChunks(kernel, n, data, 0, data.length, true);
 }

@@ -130,6 +130,20 @@ describe("uaccess: lengths, sizes and faults (include/linux/uaccess.h)", () => {
     expectErrno(() => copyStructFromUser(k, 4, va + 8188n, 8), EFAULT);
   });
 
+  it("copy_struct_from_user into a reused buffer: zero-extended past the user struct, untouched on failure", () => {
+    const { k, libc } = machine();
+    const va = libc.mmap(0n, 8192n, RW, ANON, -1, 0);
+    copyToUser(k, va, pattern(16, 1));
+    const dst = new Uint8Array(12).fill(0xee);
+    expect(copyStructFromUser(k, 8, va, 4, dst)).toBe(dst);
+    // ksize bytes are the struct; the buffer's bytes past ksize are not the call's.
+    expect([...dst]).toEqual([1, 2, 3, 4, 0, 0, 0, 0, 0xee, 0xee, 0xee, 0xee]);
+    dst.fill(0xee);
+    expectErrno(() => copyStructFromUser(k, 4, va, 8, dst), E2BIG);
+    expectErrno(() => copyStructFromUser(k, 8, va + 8188n, 8, dst), EFAULT);
+    expect([...dst]).toEqual(new Array(12).fill(0xee));
+  });
+
   it("memdup_array_user: ENOMEM when injected or larger than KMALLOC_MAX_SIZE, before reading", () => {
     const { k, libc } = machine();
     const va = libc.mmap(0n, 8192n, RW, ANON, -1, 0);

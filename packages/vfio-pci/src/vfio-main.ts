@@ -14,7 +14,7 @@ import {
   copyToUser,
   fail,
 } from "@x/kernel";
-import { type FieldSpec, type Struct, U32_MAX } from "@x/iommufd";
+import { type FieldSpec, type Struct, U32_MAX, getU32, setU32 } from "@x/iommufd";
 import type { VfioIommufdBinding } from "./vfio-iommufd.js";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
@@ -183,9 +183,9 @@ export function vfioCheckFeature(
 
 /** VFIO_DEVICE_FEATURE in the core: header checks, then the driver. @see vfio_ioctl_device_feature */
 function vfioIoctlDeviceFeature(device: VfioDevice, arg: bigint): number {
-  const hdr = new DataView(copyFromUser(device.kernel, arg, VFIO_DEVICE_FEATURE_MINSZ).buffer);
-  const argsz = hdr.getUint32(0, true);
-  const flags = hdr.getUint32(4, true);
+  const hdr = copyFromUser(device.kernel, arg, VFIO_DEVICE_FEATURE_MINSZ);
+  const argsz = getU32(hdr, 0);
+  const flags = getU32(hdr, 4);
   if (argsz < VFIO_DEVICE_FEATURE_MINSZ) fail(EINVAL, "argsz below the header");
   const known =
     VFIO_DEVICE_FEATURE_MASK |
@@ -280,7 +280,7 @@ function putU32Field<S extends FieldSpec>(
   value: number,
 ): void {
   const out = new Uint8Array(4);
-  new DataView(out.buffer).setUint32(0, value, true);
+  setU32(out, 0, value);
   copyToUser(kernel, arg + BigInt(s.offsetOf(field)), out);
 }
 
@@ -361,7 +361,7 @@ function readPtPasid(
   const xend = s.endOf("pasid");
   if (argsz < xend) fail(EINVAL, "argsz does not reach pasid");
   const extra = copyFromUser(kernel, arg + BigInt(s.minSize), xend - s.minSize);
-  return new DataView(extra.buffer).getUint32(xend - s.minSize - 4, true);
+  return getU32(extra, xend - s.minSize - 4);
 }
 
 /** @see vfio_df_ioctl_attach_pt */

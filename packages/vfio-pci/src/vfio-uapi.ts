@@ -7,7 +7,7 @@
  * encoders and decoders below build and read the variable-length ones (capability chains,
  * IRQ data, group fds, dependent devices, dma-buf ranges).
  */
-import { Struct } from "@x/iommufd";
+import { Struct, getU32, setU32 } from "@x/iommufd";
 
 const VFIO_TYPE = 0x3b;
 const VFIO_BASE = 100;
@@ -230,11 +230,10 @@ export function encodeIrqSet(opts: {
     },
     buf,
   );
-  const v = new DataView(buf.buffer);
   if (size > vfio_irq_set.size)
     data.forEach((d, i) => {
-      if (elem === 4) v.setInt32(vfio_irq_set.size + 4 * i, d, true);
-      else v.setUint8(vfio_irq_set.size + i, d);
+      if (elem === 4) setU32(buf, vfio_irq_set.size + 4 * i, d);
+      else buf[vfio_irq_set.size + i] = d;
     });
   return buf;
 }
@@ -251,10 +250,9 @@ export function decodeIrqSet(buf: Uint8Array): {
   const h = vfio_irq_set.decode(buf);
   const data: number[] = [];
   const payload = buf.subarray(vfio_irq_set.size);
-  const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   if (h.flags & VFIO_IRQ_SET_DATA_EVENTFD)
     for (let i = 0; i < h.count && 4 * i + 4 <= payload.length; i++)
-      data.push(v.getInt32(4 * i, true));
+      data.push(getU32(payload, 4 * i) | 0);
   else if (h.flags & VFIO_IRQ_SET_DATA_BOOL)
     for (let i = 0; i < h.count && i < payload.length; i++) data.push(payload[i]!);
   return { ...h, data };
@@ -294,8 +292,7 @@ export function encodePciHotReset(opts: {
     { argsz: opts.argsz ?? size, flags: opts.flags ?? 0, count: opts.count ?? fds.length },
     buf,
   );
-  const v = new DataView(buf.buffer);
-  for (const [i, fd] of fds.entries()) v.setInt32(vfio_pci_hot_reset.size + 4 * i, fd, true);
+  for (const [i, fd] of fds.entries()) setU32(buf, vfio_pci_hot_reset.size + 4 * i, fd);
   return buf;
 }
 
