@@ -128,7 +128,9 @@ export class Libc {
     }
     try {
       taskWorkRun(outer);
-      if (ok) kernel.lockdep.assertNoneHeld();
+      // lockdep_sys_exit: a failed call returns to user space too, so it is checked as well,
+      // as this task; a WARN or a lockdep report already on its way out goes first.
+      if (ok || error instanceof KernelError) kernel.lockdep.assertNoneHeld();
     } catch (e) {
       ok = false;
       error = e;
@@ -136,8 +138,6 @@ export class Libc {
     kernel.current = prev;
     if (ok) return ret as T;
     if (!(error instanceof KernelError)) throw error;
-    // The held-lock check of a failed call runs after the switch back, as the caller's task.
-    kernel.lockdep.assertNoneHeld();
     this.errno = error.errno;
     return onError;
   }

@@ -275,6 +275,30 @@ describe("Libc ioctl", () => {
     const fd = libc.open("/dev/leak", O_RDWR);
     expect(() => libc.ioctl(fd, 0)).toThrow(/locks still held/);
   });
+
+  it("a failing syscall that leaves its lock held is caught too, as the calling task", () => {
+    const { k } = setup();
+    // A process of its own: the kernel's current task is another one between calls.
+    const libc = new Libc(k, k.newProcess(1000, []));
+    const m = new Mutex(k.lockdep, "leaky-error-path");
+    k.registerDevice(
+      "/dev/leak-err",
+      (_k, flags) =>
+        new File(
+          {
+            name: "leak-err",
+            ioctl: () => {
+              m.lock();
+              fail(EINVAL, "error path without the unlock");
+            },
+          },
+          null,
+          flags,
+        ),
+    );
+    const fd = libc.open("/dev/leak-err", O_RDWR);
+    expect(() => libc.ioctl(fd, 0)).toThrow(/locks still held: leaky-error-path/);
+  });
 });
 
 describe("Libc memory and files", () => {
