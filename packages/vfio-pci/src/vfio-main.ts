@@ -1,5 +1,4 @@
 import {
-  E2BIG,
   EINVAL,
   ENODEV,
   ENOMEM,
@@ -11,6 +10,7 @@ import {
   Mutex,
   type Vma,
   copyFromUser,
+  copyStructFromUser,
   copyToUser,
   fail,
 } from "@x/kernel";
@@ -260,17 +260,6 @@ export function vfioSetIrqsValidateAndPrepare(
   return hdr.count * size;
 }
 
-/** copy_struct_from_user: the first `ksize` bytes; E2BIG for a non-zero tail beyond them. */
-function copyStructFromUser(kernel: Kernel, arg: bigint, ksize: number, usize: number): Uint8Array {
-  const out = new Uint8Array(ksize);
-  out.set(copyFromUser(kernel, arg, Math.min(ksize, usize)));
-  if (usize > ksize) {
-    const tail = copyFromUser(kernel, arg + BigInt(ksize), usize - ksize);
-    if (tail.some((b) => b !== 0)) fail(E2BIG, "non-zero bytes past the known struct");
-  }
-  return out;
-}
-
 /** Write one u32 field of the user's struct back (the kernel's put_user of an out field). */
 function putU32Field<S extends FieldSpec>(
   kernel: Kernel,
@@ -291,7 +280,7 @@ function vfioDfIoctlBindIommufd(df: VfioDeviceFile, arg: bigint): number {
   const s = vfio_device_bind_iommufd;
   const { argsz } = s.decode(copyFromUser(kernel, arg, 4));
   if (argsz < s.minSize) fail(EINVAL, "argsz");
-  const bind = s.decode(copyStructFromUser(kernel, arg, s.size, argsz));
+  const bind = s.decode(copyStructFromUser(kernel, s.size, arg, argsz));
   const { flags, iommufd } = bind;
   if (iommufd < 0 || flags & ~VFIO_DEVICE_BIND_FLAG_TOKEN) fail(EINVAL, "bad iommufd or flags");
   return device.devSet.lock.with(() => {
