@@ -25,6 +25,28 @@ describe("lockdep held lists and rwsem readers", () => {
     expect(k.lockdep.orderRecorded("b/1", "c")).toBe(true);
   });
 
+  it("each task is checked against its own held list, whichever task locked last", () => {
+    const k = new Kernel({ ramBytes: 1n << 30n, lockOrder: null });
+    const a = new Mutex(k.lockdep, "a");
+    const t2 = k.newTask(k.current.process);
+    k.runAs(t2, () => k.lockdep.assertNoneHeld());
+    a.lock();
+    // The current task locked last; t2 holds nothing and passes its boundary check.
+    k.runAs(t2, () => {
+      k.lockdep.assertNoneHeld();
+      expect(k.lockdep.holds(a)).toBe(false);
+    });
+    expect(k.lockdep.holds(a, t2)).toBe(false);
+    expect(k.lockdep.holds(a)).toBe(true);
+    expect(() => k.lockdep.assertNoneHeld()).toThrow(/locks still held: a/);
+    // And the other way round: t2 locked last, the current task still holds `a`.
+    k.runAs(t2, () => new Mutex(k.lockdep, "b").lock());
+    expect(() => k.lockdep.assertNoneHeld()).toThrow(/locks still held: a$/);
+    a.unlock();
+    k.lockdep.assertNoneHeld();
+    expect(() => k.runAs(t2, () => k.lockdep.assertNoneHeld())).toThrow(/locks still held: b$/);
+  });
+
   it("counts read holds of several tasks, released in any order", () => {
     const k = new Kernel({ ramBytes: 1n << 30n, lockOrder: null });
     const s = new RwSem(k.lockdep, "s");
