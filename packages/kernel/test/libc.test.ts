@@ -18,6 +18,7 @@ import {
   File,
   type FileOperations,
   Kernel,
+  KernelWarning,
   Libc,
   MAP_SHARED,
   MFD_CLOEXEC,
@@ -298,6 +299,29 @@ describe("Libc ioctl", () => {
     );
     const fd = libc.open("/dev/leak-err", O_RDWR);
     expect(() => libc.ioctl(fd, 0)).toThrow(/locks still held: leaky-error-path/);
+  });
+
+  it("a WARN that leaves a lock held reaches the caller as the WARN, not as a lockdep report", () => {
+    const { k } = setup();
+    const libc = new Libc(k, k.newProcess(1000, []));
+    const m = new Mutex(k.lockdep, "held-at-warn");
+    k.registerDevice(
+      "/dev/warn",
+      (_k, flags) =>
+        new File(
+          {
+            name: "warn",
+            ioctl: () => {
+              m.lock();
+              throw new KernelWarning("broken invariant");
+            },
+          },
+          null,
+          flags,
+        ),
+    );
+    const fd = libc.open("/dev/warn", O_RDWR);
+    expect(() => libc.ioctl(fd, 0)).toThrow(/broken invariant/);
   });
 });
 
