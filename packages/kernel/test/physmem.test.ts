@@ -50,6 +50,10 @@ describe("folio allocator", () => {
     const small = new PhysMem({ ramBytes: 2n << 20n });
     expect(small.allocFolio(0)).toBe(RESERVED_LOW_PAGES);
     expect(small.allocFolio(0)).toBe(RESERVED_LOW_PAGES + 1);
+    // Freed frames come back last-freed first, more of them than the stack first holds.
+    const freed = more.slice(0, 40);
+    for (const pfn of freed) mem.folioPut(pfn);
+    expect(Array.from({ length: 41 }, () => mem.allocFolio(0))).toEqual([...freed.reverse(), 514]);
     // Under 2 MiB of RAM the 4 KiB frames are the top level: no split.
     const tiny = new PhysMem({ ramBytes: 384 * PAGE_SIZE });
     expect([0, 1].map(() => tiny.allocFolio(0))).toEqual([256, 257]);
