@@ -255,25 +255,23 @@ describe("Libc ioctl", () => {
     expect(now).toBe(true);
   });
 
+  /** A device whose ioctl takes a mutex of class `name` and then does `after` (no unlock). */
+  function lockingDevice(k: Kernel, name: string, after: () => number): string {
+    const m = new Mutex(k.lockdep, name);
+    const ioctl = () => {
+      m.lock();
+      return after();
+    };
+    k.registerDevice(`/dev/${name}`, (_k, flags) => new File({ name, ioctl }, null, flags));
+    return `/dev/${name}`;
+  }
+
   it("a lock left held across a syscall is caught at the boundary", () => {
     const { k, libc } = setup();
-    const m = new Mutex(k.lockdep, "leaky");
-    k.registerDevice(
-      "/dev/leak",
-      (_k, flags) =>
-        new File(
-          {
-            name: "leak",
-            ioctl: () => {
-              m.lock();
-              return 0;
-            },
-          },
-          null,
-          flags,
-        ),
+    const fd = libc.open(
+      lockingDevice(k, "leaky", () => 0),
+      O_RDWR,
     );
-    const fd = libc.open("/dev/leak", O_RDWR);
     expect(() => libc.ioctl(fd, 0)).toThrow(/locks still held/);
   });
 
@@ -281,46 +279,18 @@ describe("Libc ioctl", () => {
     const { k } = setup();
     // A process of its own: the kernel's current task is another one between calls.
     const libc = new Libc(k, k.newProcess(1000, []));
-    const m = new Mutex(k.lockdep, "leaky-error-path");
-    k.registerDevice(
-      "/dev/leak-err",
-      (_k, flags) =>
-        new File(
-          {
-            name: "leak-err",
-            ioctl: () => {
-              m.lock();
-              fail(EINVAL, "error path without the unlock");
-            },
-          },
-          null,
-          flags,
-        ),
-    );
-    const fd = libc.open("/dev/leak-err", O_RDWR);
+    const path = lockingDevice(k, "leaky-error-path", () => fail(EINVAL, "no unlock"));
+    const fd = libc.open(path, O_RDWR);
     expect(() => libc.ioctl(fd, 0)).toThrow(/locks still held: leaky-error-path/);
   });
 
   it("a WARN that leaves a lock held reaches the caller as the WARN, not as a lockdep report", () => {
     const { k } = setup();
     const libc = new Libc(k, k.newProcess(1000, []));
-    const m = new Mutex(k.lockdep, "held-at-warn");
-    k.registerDevice(
-      "/dev/warn",
-      (_k, flags) =>
-        new File(
-          {
-            name: "warn",
-            ioctl: () => {
-              m.lock();
-              throw new KernelWarning("broken invariant");
-            },
-          },
-          null,
-          flags,
-        ),
-    );
-    const fd = libc.open("/dev/warn", O_RDWR);
+    const path = lockingDevice(k, "held-at-warn", () => {
+      throw new KernelWarning("broken invariant");
+    });
+    const fd = libc.open(path, O_RDWR);
     expect(() => libc.ioctl(fd, 0)).toThrow(/broken invariant/);
   });
 });
