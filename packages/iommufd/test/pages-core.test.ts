@@ -27,11 +27,10 @@ import {
   accountingSourceOf,
   updatePinnedAccounting,
 } from "../src/accounting.js";
-import { checkInvariants } from "../src/testing.js";
 import { IOPT_ALLOC_IOVA, type IoptAccess, IoPagetable } from "../src/io-pagetable.js";
 import { IOMMU_READ } from "../src/iommu-domain.js";
 import { BATCH_CPU_MEMORY, BATCH_MMIO, MAX_NPFNS, PfnBatch } from "../src/pfn-batch.js";
-import { setTempMemoryLimit } from "../src/testing.js";
+import { checkInvariants, setTempMemoryLimit } from "../src/testing.js";
 import {
   PAGE,
   RW,

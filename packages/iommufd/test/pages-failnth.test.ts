@@ -4,24 +4,20 @@
  * areas, IOPTEs, pins, accounting, tracker and dma-buf attachments as before.
  */
 import type { IommuDomain } from "@x/iommu-pgtable";
-import {
-  Kernel,
-  KernelError,
-  Libc,
-  MAP_ANONYMOUS,
-  MAP_PRIVATE,
-  MFD_HUGETLB,
-  MFD_HUGE_2MB,
-  PROT_READ,
-  PROT_WRITE,
-  PfnRuns,
-} from "@x/kernel";
+import { Kernel, KernelError, Libc, MFD_HUGETLB, MFD_HUGE_2MB, PfnRuns } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import { ioptAccessPinPages, ioptAccessUnpinPages } from "../src/access-core.js";
-import { checkInvariants, totalNpinned } from "../src/testing.js";
+import { checkInvariants, setTempMemoryLimit, totalNpinned } from "../src/testing.js";
 import { IOPT_ALLOC_IOVA, IoPagetable, type IoptAccess } from "../src/io-pagetable.js";
-import { setTempMemoryLimit } from "../src/testing.js";
-import { TestExporter, domainRuns, testDomain, RW, PAGE, ctx } from "./pages-helpers.js";
+import {
+  PAGE,
+  RW,
+  TestExporter,
+  ctx,
+  domainRuns,
+  scatteredBuffer,
+  testDomain,
+} from "./pages-helpers.js";
 import { iommufdInit } from "../src/ioctls.js";
 
 interface World {
@@ -90,26 +86,13 @@ function world(limit = 0): World {
   return { kernel, libc, iopts, domains, exp };
 }
 
-function scattered(libc: Libc, npages: number): bigint {
-  const va = libc.mmap(
-    0n,
-    npages * 4096,
-    PROT_READ | PROT_WRITE,
-    MAP_PRIVATE | MAP_ANONYMOUS,
-    -1,
-    0,
-  );
-  for (let i = npages - 1; i >= 0; i--) libc.poke(va + BigInt(i) * PAGE, new Uint8Array([i]));
-  return va;
-}
-
 describe.each([0, 16])("fail-nth sweeps (temp memory limit %i)", (limit) => {
   it("map USER / FILE / DMABUF into two domains", () => {
     const w = world(limit);
     const [a] = w.iopts as [IoPagetable];
     a.tableAddDomain(w.domains[0] as IommuDomain);
     a.tableAddDomain(w.domains[1] as IommuDomain);
-    const va = scattered(w.libc, 24);
+    const va = scatteredBuffer(w.libc, 24);
     const mfd = w.libc.memfdCreate("m", MFD_HUGETLB | MFD_HUGE_2MB);
     w.libc.ftruncate(mfd, 4n << 20n);
     const dfd = w.exp.fd();
@@ -136,7 +119,7 @@ describe.each([0, 16])("fail-nth sweeps (temp memory limit %i)", (limit) => {
     const [a, b] = w.iopts as [IoPagetable, IoPagetable];
     a.tableAddDomain(w.domains[0] as IommuDomain);
     b.tableAddDomain(w.domains[2] as IommuDomain);
-    const va = scattered(w.libc, 16);
+    const va = scatteredBuffer(w.libc, 16);
     const u = a.mapUserPages(ctx, 0n, va, 16n * PAGE, RW, IOPT_ALLOC_IOVA);
     const d = a.mapFilePages(ctx, 0n, w.exp.fd(), 0n, 8n * PAGE, RW, IOPT_ALLOC_IOVA);
     const d1 = w.domains[1] as IommuDomain;
@@ -189,7 +172,7 @@ it("a USER map into a domain reaches its injectable points in iopt_map_user_page
   const w = world();
   const [a] = w.iopts as [IoPagetable];
   a.tableAddDomain(w.domains[0] as IommuDomain);
-  const va = scattered(w.libc, 8);
+  const va = scatteredBuffer(w.libc, 8);
   const fault = w.kernel.current.fault;
   fault.arm(1000);
   try {
