@@ -77,10 +77,12 @@ export class KernelError extends Error {
     if (KernelError.captureStacks && stacklessOwners.size === 0) {
       super(formatKernelError(name, errno, context, details));
     } else {
+      // Stackless ones are the expected errnos of sweeps and fuzzers, most never read: their
+      // message is formatted on first read (the getter below), which halves their cost.
       const limit = Error.stackTraceLimit;
       Error.stackTraceLimit = 0;
       try {
-        super(formatKernelError(name, errno, context, details));
+        super();
       } finally {
         Error.stackTraceLimit = limit;
       }
@@ -97,6 +99,16 @@ export class KernelError extends Error {
     return this.stack?.includes("\n") ? this.stack : `${this.name}: ${this.message}`;
   }
 }
+
+/** The message of a stackless KernelError, formatted when first read and then kept. */
+Object.defineProperty(KernelError.prototype, "message", {
+  configurable: true,
+  get(this: KernelError): string {
+    const message = formatKernelError(this.errnoName, this.errno, this.context, this.details);
+    Object.defineProperty(this, "message", { value: message, writable: true, configurable: true });
+    return message;
+  },
+});
 
 /**
  * Throw `errno` as a KernelError, with the reason and the values that explain it
