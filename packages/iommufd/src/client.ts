@@ -3,13 +3,13 @@
  * method per ioctl. Each method encodes its arguments into the uAPI structure's bytes, calls
  * `libc.ioctl` exactly as a C program would, and decodes the answer; so the typed layer and the
  * byte layer run the same kernel code on the same bytes. A failed call throws `KernelError`
- * with the errno the C call would have left in `errno`.
+ * with the errno the C call would have left in `errno`: the one the kernel threw (`libc.lastError`).
  *
  *   const fd = IommufdClient.open(libc);
  *   const ioasId = fd.ioasAlloc();
  *   const iova = fd.ioasMapFile({ ioasId, fd: memfd, start: 0n, length: 1n << 21n });
  */
-import { EMSGSIZE, KernelError, type Libc, O_RDWR, U64_MAX } from "@x/kernel";
+import { EMSGSIZE, type KernelError, KernelWarning, type Libc, O_RDWR, U64_MAX } from "@x/kernel";
 import {
   type Decoded,
   type FieldSpec,
@@ -92,6 +92,13 @@ export interface IovaRange {
   readonly last: bigint;
 }
 
+/** The error of `libc`'s call that just failed: the kernel's own, with its reason. */
+function failure(libc: Libc): KernelError {
+  const e = libc.lastError;
+  if (!e) throw new KernelWarning("a failed call left no KernelError");
+  return e;
+}
+
 /** Access flags of MAP / MAP_FILE / COPY; FIXED_IOVA is added when an `iova` is given. */
 export type MapAccess = number;
 const RW = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
@@ -111,12 +118,12 @@ export class IommufdClient {
   /** open("/dev/iommu", O_RDWR). */
   static open(libc: Libc, path = "/dev/iommu"): IommufdClient {
     const fd = libc.open(path, O_RDWR);
-    if (fd < 0) throw new KernelError(libc.errno, `open ${path}`);
+    if (fd < 0) throw failure(libc);
     return new IommufdClient(libc, fd);
   }
 
   close(): void {
-    if (this.libc.close(this.fd) < 0) throw new KernelError(this.libc.errno, "close");
+    if (this.libc.close(this.fd) < 0) throw failure(this.libc);
   }
 
   /**
@@ -133,7 +140,7 @@ export class IommufdClient {
     if (!Object.hasOwn(values, "size") && "size" in struct.fields)
       struct.set(buf, "size" as keyof S & string, struct.size as never);
     const ret = this.libc.ioctl(this.fd, request, buf);
-    if (ret < 0) throw new KernelError(this.libc.errno, struct.name);
+    if (ret < 0) throw failure(this.libc);
     return { out: struct.decode(buf), ret };
   }
 
@@ -162,7 +169,7 @@ export class IommufdClient {
           capacity = out.num_iovas;
           continue;
         }
-        throw new KernelError(this.libc.errno, "iommu_ioas_iova_ranges");
+        throw failure(this.libc);
       }
       const out = iommu_ioas_iova_ranges.decode(buf);
       const raw = this.libc.peek(arr, out.num_iovas * iommu_iova_range.size);
@@ -448,7 +455,7 @@ export class IommufdClient {
 
   private value(request: number, arg: number): number {
     const ret = this.libc.ioctl(this.fd, request, arg);
-    if (ret < 0) throw new KernelError(this.libc.errno, `ioctl 0x${request.toString(16)}`);
+    if (ret < 0) throw failure(this.libc);
     return ret;
   }
 
@@ -491,8 +498,7 @@ export class IommufdClient {
     const probe = this.vfioCall(VFIO_IOMMU_GET_INFO, head, { argsz: head.size });
     const buf = new Uint8Array(probe.argsz);
     buf.set(head.encode({ argsz: probe.argsz }));
-    if (this.libc.ioctl(this.fd, VFIO_IOMMU_GET_INFO, buf) < 0)
-      throw new KernelError(this.libc.errno, "vfio_iommu_type1_info");
+    if (this.libc.ioctl(this.fd, VFIO_IOMMU_GET_INFO, buf) < 0) throw failure(this.libc);
     const info = head.decode(buf);
     const ranges: IovaRange[] = [];
     let dmaAvail = 0;
@@ -519,8 +525,7 @@ export class IommufdClient {
     values: Partial<Decoded<S>>,
   ): Decoded<S> {
     const buf = struct.encode(values);
-    if (this.libc.ioctl(this.fd, request, buf) < 0)
-      throw new KernelError(this.libc.errno, struct.name);
+    if (this.libc.ioctl(this.fd, request, buf) < 0) throw failure(this.libc);
     return struct.decode(buf);
   }
 }

@@ -1,4 +1,4 @@
-import { EINVAL } from "@x/kernel";
+import { EINVAL, ENOENT } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import { IOMMU_IOAS_ALLOC, iommu_ioas_alloc } from "../src/index.js";
 import { createSystem, errnoOf } from "./ioctl-helpers.js";
@@ -14,5 +14,17 @@ describe("IommufdClient.call", () => {
       EINVAL,
     );
     expect(sys.ctx.objectCount).toBe(1);
+  });
+
+  it("a failed call throws the kernel's own error, the one behind errno", () => {
+    const sys = createSystem();
+    let thrown: unknown;
+    try {
+      sys.fd.destroy(12345);
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBe(sys.libc.lastError);
+    expect(sys.libc.lastError?.errno).toBe(ENOENT);
   });
 });

@@ -74,6 +74,11 @@ export interface PollFd {
 export class Libc {
   /** errno of the last failed call (left alone by successful ones, as in C). */
   errno = 0;
+  /**
+   * The KernelError that set `errno`: the kernel's reason and the values behind it, which C
+   * does not have. Typed clients rethrow it rather than build a second error per failing call.
+   */
+  lastError: KernelError | undefined;
   readonly task: Task;
   private arenaNext = 0n;
   private arenaEnd = 0n;
@@ -139,6 +144,7 @@ export class Libc {
     if (ok) return ret as T;
     if (!(error instanceof KernelError)) throw error;
     this.errno = error.errno;
+    this.lastError = error;
     return onError;
   }
 
@@ -455,7 +461,10 @@ export class Libc {
         this.raw(() => this.kernel.fork(this.process)),
       );
     } catch (e) {
-      if (e instanceof KernelError) this.errno = e.errno;
+      if (e instanceof KernelError) {
+        this.errno = e.errno;
+        this.lastError = e;
+      }
       throw e;
     }
   }

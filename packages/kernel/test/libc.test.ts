@@ -18,6 +18,7 @@ import {
   File,
   type FileOperations,
   Kernel,
+  KernelError,
   KernelWarning,
   Libc,
   MAP_SHARED,
@@ -208,6 +209,22 @@ describe("Libc ioctl", () => {
     expect(libc.errno).toBe(ENOTTY);
     expect(libc.ioctl(77, 1, buf)).toBe(-1);
     expect(libc.errno).toBe(EBADF);
+  });
+
+  it("lastError is the KernelError behind errno, kept like errno across calls that succeed", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    const fd = libc.open("/dev/echo", O_RDWR);
+    expect(libc.lastError).toBeUndefined();
+    expect(libc.ioctl(fd, 4, 0)).toBe(-1);
+    const first = libc.lastError;
+    expect(first).toBeInstanceOf(KernelError);
+    expect(first?.errno).toBe(ENODEV);
+    expect(libc.ioctl(fd, 3, 0x12)).toBe(0x12);
+    expect([libc.lastError, libc.errno]).toEqual([first, ENODEV]);
+    expect(libc.ioctl(fd, 99)).toBe(-1);
+    expect(libc.lastError).not.toBe(first);
+    expect(libc.lastError?.errno).toBe(ENOTTY);
   });
 
   it("ENOTTY for a file without ioctl; EFAULT from a bad user pointer", () => {
