@@ -128,11 +128,15 @@ export class VirtSmmu {
       data_len: data.length,
       data_uptr: uptr,
     });
-    this.ioctl(
-      `ioctl(IOMMU_HWPT_ALLOC, viommu=${this.viommu} ARM_SMMUV3 ste=${hex(ste0)},${hex(ste1)})`,
-      IOMMU_HWPT_ALLOC,
-      buf,
-    );
+    try {
+      this.ioctl(
+        `ioctl(IOMMU_HWPT_ALLOC, viommu=${this.viommu} ARM_SMMUV3 ste=${hex(ste0)},${hex(ste1)})`,
+        IOMMU_HWPT_ALLOC,
+        buf,
+      );
+    } finally {
+      this.vmm.libc.free(uptr);
+    }
     const hwpt = iommu_hwpt_alloc.get(buf, "out_hwpt_id");
     const at = this.vmm.attachPt(dev, hwpt);
     if (at < 0) throw new KernelError(-at, `${dev.name}: attach to nested HWPT ${hwpt}`);
@@ -163,6 +167,7 @@ export class VirtSmmu {
       `ioctl(IOMMU_HWPT_INVALIDATE, viommu=${this.viommu} ${cmds.length} command(s))`,
       () => this.vmm.libc.ioctl(this.vmm.iommufd, IOMMU_HWPT_INVALIDATE, buf),
     );
+    this.vmm.libc.free(uptr);
     return { ret: Math.min(ret, 0), done: iommu_hwpt_invalidate.get(buf, "entry_num") };
   }
 

@@ -163,16 +163,17 @@ export class IommufdClient {
         num_iovas: capacity,
         allowed_iovas: arr,
       });
-      if (this.libc.ioctl(this.fd, IOMMU_IOAS_IOVA_RANGES, buf) < 0) {
-        const out = iommu_ioas_iova_ranges.decode(buf);
+      const ret = this.libc.ioctl(this.fd, IOMMU_IOAS_IOVA_RANGES, buf);
+      const out = iommu_ioas_iova_ranges.decode(buf);
+      const raw = ret < 0 ? undefined : this.libc.peek(arr, out.num_iovas * iommu_iova_range.size);
+      this.libc.free(arr);
+      if (!raw) {
         if (this.libc.errno === EMSGSIZE && out.num_iovas > capacity) {
           capacity = out.num_iovas;
           continue;
         }
         throw failure(this.libc);
       }
-      const out = iommu_ioas_iova_ranges.decode(buf);
-      const raw = this.libc.peek(arr, out.num_iovas * iommu_iova_range.size);
       const ranges: IovaRange[] = [];
       for (let i = 0; i < out.num_iovas; i++) {
         const at = i * iommu_iova_range.size;
@@ -187,11 +188,15 @@ export class IommufdClient {
     ranges.forEach((r, i) => {
       this.libc.poke(arr + BigInt(i * iommu_iova_range.size), iommu_iova_range.encode(r));
     });
-    this.call(IOMMU_IOAS_ALLOW_IOVAS, iommu_ioas_allow_iovas, {
-      ioas_id: ioasId,
-      num_iovas: ranges.length,
-      allowed_iovas: arr,
-    });
+    try {
+      this.call(IOMMU_IOAS_ALLOW_IOVAS, iommu_ioas_allow_iovas, {
+        ioas_id: ioasId,
+        num_iovas: ranges.length,
+        allowed_iovas: arr,
+      });
+    } finally {
+      this.libc.free(arr);
+    }
   }
 
   /** IOAS_MAP of user memory; returns the IOVA used. */
@@ -332,14 +337,18 @@ export class IommufdClient {
       data_uptr = this.libc.malloc(a.data.length);
       this.libc.poke(data_uptr, a.data);
     }
-    return this.call(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, {
-      flags: a.flags ?? 0,
-      dev_id: a.devId,
-      pt_id: a.ptId,
-      data_type: a.dataType ?? IOMMU_HWPT_DATA_NONE,
-      data_len: a.data?.length ?? 0,
-      data_uptr,
-    }).out.out_hwpt_id;
+    try {
+      return this.call(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, {
+        flags: a.flags ?? 0,
+        dev_id: a.devId,
+        pt_id: a.ptId,
+        data_type: a.dataType ?? IOMMU_HWPT_DATA_NONE,
+        data_len: a.data?.length ?? 0,
+        data_uptr,
+      }).out.out_hwpt_id;
+    } finally {
+      this.libc.free(data_uptr);
+    }
   }
 
   /** VIOMMU_ALLOC of a vIOMMU of `type` for the device over the nest parent `hwptId`. */
@@ -393,6 +402,7 @@ export class IommufdClient {
       entry_num: a.entries.length,
     });
     const ret = this.libc.ioctl(this.fd, IOMMU_HWPT_INVALIDATE, buf);
+    this.libc.free(uptr);
     return {
       errno: ret < 0 ? this.libc.errno : 0,
       entryNum: iommu_hwpt_invalidate.get(buf, "entry_num"),
@@ -406,14 +416,18 @@ export class IommufdClient {
   } {
     const len = a.dataLen ?? 0;
     const uptr = len ? this.libc.malloc(len) : 0n;
-    const { out } = this.call(IOMMU_GET_HW_INFO, iommu_hw_info, {
-      flags: a.inType === undefined ? 0 : IOMMU_HW_INFO_FLAG_INPUT_TYPE,
-      dev_id: a.devId,
-      data_len: len,
-      data_uptr: uptr,
-      data_type: a.inType ?? 0,
-    });
-    return { info: out, data: len ? this.libc.peek(uptr, len) : new Uint8Array(0) };
+    try {
+      const { out } = this.call(IOMMU_GET_HW_INFO, iommu_hw_info, {
+        flags: a.inType === undefined ? 0 : IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+        dev_id: a.devId,
+        data_len: len,
+        data_uptr: uptr,
+        data_type: a.inType ?? 0,
+      });
+      return { info: out, data: len ? this.libc.peek(uptr, len) : new Uint8Array(0) };
+    } finally {
+      this.libc.free(uptr);
+    }
   }
 
   /** HWPT_SET_DIRTY_TRACKING: start (clearing stale dirty bits first) or stop tracking. */

@@ -27,4 +27,18 @@ describe("IommufdClient.call", () => {
     expect(thrown).toBe(sys.libc.lastError);
     expect(sys.libc.lastError?.errno).toBe(ENOENT);
   });
+
+  it("gives back the user buffers a call needed, so repeated calls use no new memory", () => {
+    const sys = createSystem();
+    const ioasId = sys.fd.ioasAlloc();
+    // IOAS_IOVA_RANGES asks with room for four 16-byte ranges: one 64-byte block.
+    const block = sys.libc.malloc(64);
+    sys.libc.free(block);
+    for (let i = 0; i < 3; i++) sys.fd.ioasIovaRanges(ioasId);
+    sys.fd.ioasAllowIovas(ioasId, [{ start: 0x1000n, last: 0xffffn }]);
+    expect(
+      errnoOf(() => sys.fd.hwptAlloc({ devId: 99, ptId: ioasId, data: new Uint8Array(8) })),
+    ).toBe(EINVAL);
+    expect(sys.libc.malloc(64)).toBe(block);
+  });
 });

@@ -82,6 +82,10 @@ export class Libc {
   readonly task: Task;
   private arenaNext = 0n;
   private arenaEnd = 0n;
+  /** Size of each block `malloc` handed out and `free` has not taken back. */
+  private readonly mallocLive = new Map<bigint, bigint>();
+  /** Freed blocks by size, reused first-fit by size before the arena grows. */
+  private readonly mallocFree = new Map<bigint, bigint[]>();
   private scratch = 0n;
   private scratchSize = 0;
 
@@ -526,10 +530,17 @@ export class Libc {
 
   /**
    * Anonymous read/write memory for buffers that ioctl structs point at, carved from 1 MiB
-   * private mappings, 64-byte aligned. Throws ENOMEM when no mapping can be made.
+   * private mappings, 64-byte aligned. A block `free` took back of the same size is handed out
+   * again first, as a C allocator would, so a long-running process does not fault in new pages
+   * for every temporary buffer. Throws ENOMEM when no mapping can be made.
    */
   malloc(len: number): bigint {
     const size = BigInt(Math.max(1, Math.ceil(len / 64) * 64));
+    const reused = this.mallocFree.get(size)?.pop();
+    if (reused !== undefined) {
+      this.mallocLive.set(reused, size);
+      return reused;
+    }
     if (this.arenaNext + size > this.arenaEnd) {
       const chunk = size > ARENA_CHUNK ? (size + 0xfffn) & ~0xfffn : ARENA_CHUNK;
       const base = this.raw(() =>
@@ -545,7 +556,24 @@ export class Libc {
     }
     const va = this.arenaNext;
     this.arenaNext += size;
+    this.mallocLive.set(va, size);
     return va;
+  }
+
+  /**
+   * free(3): give a `malloc` block back (its contents stay until it is handed out again);
+   * 0 is ignored. A pointer `malloc` did not return, or one freed already, is the caller's bug,
+   * and throws, where glibc would abort.
+   */
+  free(va: bigint): void {
+    if (va === 0n) return;
+    const size = this.mallocLive.get(va);
+    if (size === undefined)
+      throw new Error(`free(): 0x${va.toString(16)} is not a live malloc block`);
+    this.mallocLive.delete(va);
+    let list = this.mallocFree.get(size);
+    if (!list) this.mallocFree.set(size, (list = []));
+    list.push(va);
   }
 
   /** Read user memory like a CPU load; a fault throws KernelError(EFAULT). */

@@ -374,6 +374,26 @@ describe("Libc memory and files", () => {
     expect(libc.peek(b + (3n << 20n) - 1n, 1)[0]).toBe(9);
   });
 
+  it("free gives a block back to the next malloc of its size; a bad free throws", () => {
+    const { libc } = setup();
+    const a = libc.malloc(100);
+    const b = libc.malloc(128);
+    const c = libc.malloc(64);
+    libc.free(a);
+    // Rounded to 64 bytes, 100 and 128 are one size: the freed block comes back, not new memory.
+    expect(libc.malloc(120)).toBe(a);
+    expect(libc.malloc(100)).toBe(c + 64n);
+    libc.free(c);
+    libc.free(b);
+    // Last freed, first reused, and only for its own size.
+    expect(libc.malloc(128)).toBe(b);
+    expect(libc.malloc(64)).toBe(c);
+    libc.free(0n);
+    expect(() => libc.free(c + 1n)).toThrow(/not a live malloc block/);
+    libc.free(c);
+    expect(() => libc.free(c)).toThrow(/not a live malloc block/);
+  });
+
   it("poke is all-or-nothing across a mapping's end", () => {
     const { libc } = setup();
     const va = libc.mmap(0n, 4096n, PROT_READ | PROT_WRITE, 0x22, -1, 0);

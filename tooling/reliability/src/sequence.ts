@@ -632,8 +632,9 @@ export class Runner {
       case "dirtyBitmap": {
         // One bit per page over `pages` pages from a slot; the bitmap is the process's memory.
         const hwptId = pick(this.hwpts, op.hwpt) ?? 0;
-        const data = this.machine.libc.malloc(Math.ceil(op.pages / 8));
-        return this.call("IOMMU_HWPT_GET_DIRTY_BITMAP", op, () =>
+        const libc = this.machine.libc;
+        const data = libc.malloc(Math.ceil(op.pages / 8));
+        const ret = this.call("IOMMU_HWPT_GET_DIRTY_BITMAP", op, () =>
           this.fd.hwptGetDirtyBitmap({
             hwptId,
             iova: IOVA_BASE + BigInt(op.slot) * IOVA_SLOT,
@@ -643,6 +644,8 @@ export class Runner {
             flags: op.noClear ? IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR : 0,
           }),
         );
+        libc.free(data);
+        return ret;
       }
       case "iommufdReopen":
         return this.call("CLOSE", op, () => {

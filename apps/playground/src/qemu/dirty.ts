@@ -71,9 +71,13 @@ export function iommufdQueryDirtyBitmap(q: QemuMachine, iova: bigint, size: bigi
       `ioctl(IOMMU_HWPT_GET_DIRTY_BITMAP, hwpt=${hwpt}, iova=${hex(iova)} len=${bytes(size)} page=4 KiB)`,
       () => q.vmm.libc.ioctl(q.vmm.iommufd, IOMMU_HWPT_GET_DIRTY_BITMAP, buf),
     );
-    if (ret < 0) throw new VmmFatal(`vfio: Failed to get dirty bitmap: ${errnoName(-ret)}`, -ret);
+    if (ret < 0) {
+      q.vmm.libc.free(data);
+      throw new VmmFatal(`vfio: Failed to get dirty bitmap: ${errnoName(-ret)}`, -ret);
+    }
   }
   const bits = q.vmm.libc.peek(data, len);
+  q.vmm.libc.free(data);
   const out: number[] = [];
   for (let i = 0; i < pages; i++) if ((bits[i >> 3] ?? 0) & (1 << (i & 7))) out.push(i);
   return out;

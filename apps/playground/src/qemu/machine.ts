@@ -318,6 +318,7 @@ export class QemuMachine {
       buf,
       "iommufd_backend_get_device_info (backends/iommufd.c)",
     );
+    this.libc.free(data);
     return {
       type: iommu_hw_info.get(buf, "data_type"),
       caps: iommu_hw_info.get(buf, "out_capabilities"),
@@ -491,6 +492,7 @@ export class QemuMachine {
       "iommufd_cdev_get_info_iova_range (hw/vfio/iommufd.c)",
     );
     const raw = this.libc.peek(array, 16 * n);
+    this.libc.free(array);
     this.iovaRanges = [];
     for (let i = 0; i < n; i++)
       this.iovaRanges.push(iommu_iova_range.decode(raw.subarray(iommu_iova_range.size * i)));
