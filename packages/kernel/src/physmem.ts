@@ -1,5 +1,6 @@
 import { EFAULT, EINVAL, ENOMEM } from "./errno.js";
 import { KernelWarning, fail } from "./error.js";
+import { PageBacking } from "./page-backing.js";
 
 /**
  * Physical memory: RAM from pfn 0 to `ramPages`, then a window of MMIO regions (PCI BARs)
@@ -21,8 +22,8 @@ import { KernelWarning, fail } from "./error.js";
  * merged back); a pop checks the entry is still a free child of a split parent and drops it
  * otherwise.
  *
- * Contents are sparse: a 4 KiB Uint8Array per written page, dropped when its folio is freed,
- * so every newly allocated folio reads as zeroes.
+ * Contents are sparse: a 4 KiB page of bytes (from PageBacking) per written page, dropped
+ * when its folio is freed, so every newly allocated folio reads as zeroes.
  */
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 4096;
@@ -212,6 +213,8 @@ export class MmioRegion {
     readonly name: string,
     readonly base: bigint,
     readonly size: bigint,
+    /** Where its written pages' bytes come from: its PhysMem's. */
+    private readonly backing: PageBacking,
   ) {}
 
   get basePfn(): number {
@@ -225,7 +228,7 @@ export class MmioRegion {
   /** @internal the backing page for offset `page`, created on write. */
   page(page: number, create: boolean): Uint8Array | undefined {
     let p = this.pages.get(page);
-    if (!p && create) this.pages.set(page, (p = new Uint8Array(PAGE_SIZE)));
+    if (!p && create) this.pages.set(page, (p = this.backing.alloc()));
     return p;
   }
 }
@@ -247,6 +250,7 @@ export class PhysMem {
   readonly mmioBase: bigint;
   private readonly levels: FrameLevel[];
   private readonly contents = new Map<number, Uint8Array>();
+  private readonly backing = new PageBacking(PAGE_SIZE);
   /** Written pages of each large folio, so freeing it drops exactly those. */
   private readonly writtenLarge = new Map<number, number[]>();
   private readonly regions: MmioRegion[] = [];
@@ -608,7 +612,7 @@ export class PhysMem {
     let page = this.contents.get(pfn);
     if (page) return page;
     const f = this.folioOf(pfn, "write to RAM");
-    page = new Uint8Array(PAGE_SIZE);
+    page = this.backing.alloc();
     this.contents.set(pfn, page);
     if (ORDERS[f.l] !== 0) {
       const head = f.idx * 2 ** ORDERS[f.l]!;
@@ -707,7 +711,7 @@ export class PhysMem {
     let align = BigInt(PAGE_SIZE);
     while (align < size && align < GiB) align <<= 1n;
     const base = ((this.mmioNext + align - 1n) / align) * align;
-    const r = new MmioRegion(name, base, size);
+    const r = new MmioRegion(name, base, size, this.backing);
     const pageEnd = base + ((size + BigInt(PAGE_SIZE - 1)) & ~BigInt(PAGE_SIZE - 1));
     this.mmioNext = pageEnd;
     this.regions.push(r);

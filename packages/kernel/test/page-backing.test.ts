@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { PAGES_PER_SLAB, PageBacking } from "../src/page-backing.js";
+import { PAGE_SIZE, PhysMem } from "../src/index.js";
+
+/** The bytes behind written pages: zeroed, disjoint views, a new slab every PAGES_PER_SLAB. */
+describe("PageBacking", () => {
+  it("hands out zeroed pages of the page size that share no byte, across slabs", () => {
+    const backing = new PageBacking(PAGE_SIZE);
+    const pages = Array.from({ length: 2 * PAGES_PER_SLAB + 1 }, () => backing.alloc());
+    for (const [i, p] of pages.entries()) {
+      expect(p.length).toBe(PAGE_SIZE);
+      expect(p.every((b) => b === 0)).toBe(true);
+      // Mark each page with its number everywhere; a shared byte would show another's mark.
+      p.fill(i + 1);
+    }
+    for (const [i, p] of pages.entries()) expect(p.every((b) => b === i + 1)).toBe(true);
+    const slabs = new Set(pages.map((p) => p.buffer));
+    expect(slabs.size).toBe(3);
+    for (const slab of slabs) {
+      const offsets = pages.filter((p) => p.buffer === slab).map((p) => p.byteOffset);
+      expect(offsets).toEqual(Array.from({ length: offsets.length }, (_, i) => i * PAGE_SIZE));
+    }
+  });
+
+  it("never hands a page out again: a page freed and rewritten elsewhere reads zero", () => {
+    const mem = new PhysMem({ ramBytes: 1n << 24n });
+    const a = mem.allocFolio(0);
+    mem.writePhys(BigInt(a) << 12n, new Uint8Array(PAGE_SIZE).fill(0xa5));
+    mem.folioPut(a);
+    // The next folio is the same frame; its contents were dropped with the old folio.
+    const b = mem.allocFolio(0);
+    expect(b).toBe(a);
+    const out = new Uint8Array(PAGE_SIZE).fill(1);
+    mem.readPhys(BigInt(b) << 12n, out);
+    expect(out.every((x) => x === 0)).toBe(true);
+    mem.writePhys(BigInt(b) << 12n, new Uint8Array([7]));
+    mem.readPhys(BigInt(b) << 12n, out);
+    expect([out[0], out.subarray(1).every((x) => x === 0)]).toEqual([7, true]);
+  });
+
+  it("backs RAM pages and MMIO pages of one PhysMem from the same slabs, disjointly", () => {
+    const mem = new PhysMem({ ramBytes: 1n << 24n });
+    const bar = mem.addMmioRegion("bar", 4n * BigInt(PAGE_SIZE));
+    const pfns = [mem.allocFolio(0), mem.allocFolio(0)];
+    for (const [i, pfn] of pfns.entries())
+      mem.writePhys(BigInt(pfn) << 12n, new Uint8Array(PAGE_SIZE).fill(i + 1));
+    for (let i = 0; i < 4; i++)
+      mem.writePhys(bar.base + BigInt(i * PAGE_SIZE), new Uint8Array(PAGE_SIZE).fill(0x10 + i));
+    const out = new Uint8Array(PAGE_SIZE);
+    for (const [i, pfn] of pfns.entries()) {
+      mem.readPhys(BigInt(pfn) << 12n, out);
+      expect(out.every((x) => x === i + 1)).toBe(true);
+    }
+    for (let i = 0; i < 4; i++) {
+      mem.readPhys(bar.base + BigInt(i * PAGE_SIZE), out);
+      expect(out.every((x) => x === 0x10 + i)).toBe(true);
+    }
+  });
+});
