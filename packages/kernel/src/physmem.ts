@@ -1,6 +1,6 @@
 import { EFAULT, EINVAL, ENOMEM } from "./errno.js";
 import { KernelWarning, fail } from "./error.js";
-import { PageBacking } from "./page-backing.js";
+import { KmemCache } from "./kmem-cache.js";
 
 /**
  * Physical memory: RAM from pfn 0 to `ramPages`, then a window of MMIO regions (PCI BARs)
@@ -22,8 +22,8 @@ import { PageBacking } from "./page-backing.js";
  * merged back); a pop checks the entry is still a free child of a split parent and drops it
  * otherwise.
  *
- * Contents are sparse: a 4 KiB page of bytes (from PageBacking) per written page, dropped
- * when its folio is freed, so every newly allocated folio reads as zeroes.
+ * Contents are sparse: 4 KiB of bytes per written page, dropped when its folio is freed, so
+ * every newly allocated folio reads as zeroes.
  */
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 4096;
@@ -214,7 +214,7 @@ export class MmioRegion {
     readonly base: bigint,
     readonly size: bigint,
     /** Where its written pages' bytes come from: its PhysMem's. */
-    private readonly backing: PageBacking,
+    private readonly pageCache: KmemCache,
   ) {}
 
   get basePfn(): number {
@@ -228,7 +228,7 @@ export class MmioRegion {
   /** @internal the backing page for offset `page`, created on write. */
   page(page: number, create: boolean): Uint8Array | undefined {
     let p = this.pages.get(page);
-    if (!p && create) this.pages.set(page, (p = this.backing.alloc()));
+    if (!p && create) this.pages.set(page, (p = this.pageCache.zalloc()));
     return p;
   }
 }
@@ -250,7 +250,8 @@ export class PhysMem {
   readonly mmioBase: bigint;
   private readonly levels: FrameLevel[];
   private readonly contents = new Map<number, Uint8Array>();
-  private readonly backing = new PageBacking(PAGE_SIZE);
+  /** The bytes of written pages, RAM and MMIO, eight pages (32 KiB) to a slab. */
+  private readonly pageCache = new KmemCache(PAGE_SIZE, 8);
   /** Written pages of each large folio, so freeing it drops exactly those. */
   private readonly writtenLarge = new Map<number, number[]>();
   private readonly regions: MmioRegion[] = [];
@@ -612,7 +613,7 @@ export class PhysMem {
     let page = this.contents.get(pfn);
     if (page) return page;
     const f = this.folioOf(pfn, "write to RAM");
-    page = this.backing.alloc();
+    page = this.pageCache.zalloc();
     this.contents.set(pfn, page);
     if (ORDERS[f.l] !== 0) {
       const head = f.idx * 2 ** ORDERS[f.l]!;
@@ -711,7 +712,7 @@ export class PhysMem {
     let align = BigInt(PAGE_SIZE);
     while (align < size && align < GiB) align <<= 1n;
     const base = ((this.mmioNext + align - 1n) / align) * align;
-    const r = new MmioRegion(name, base, size, this.backing);
+    const r = new MmioRegion(name, base, size, this.pageCache);
     const pageEnd = base + ((size + BigInt(PAGE_SIZE - 1)) & ~BigInt(PAGE_SIZE - 1));
     this.mmioNext = pageEnd;
     this.regions.push(r);

@@ -1,3 +1,5 @@
+import { KmemCache } from "./kmem-cache.js";
+
 /**
  * A sparse map from a page index to a number in [0, 2^32 - 1) (a pfn, or a PTE), stored as
  * 512-entry Uint32Array leaves created on first store (the shape of a page-table level or an
@@ -12,6 +14,15 @@ const LEAF = 1 << XA_LEAF_SHIFT;
 const MASK = LEAF - 1;
 
 const MAX_VALUE = 0xffff_fffe;
+
+/** Leaves of every XArray: 512 slots and a count of present entries, 16 leaves to a slab. */
+const leafCache = new KmemCache(4 * (LEAF + 1), 16);
+
+/** @see xas_alloc */
+function leafAlloc(): Uint32Array {
+  const b = leafCache.zalloc();
+  return new Uint32Array(b.buffer, b.byteOffset, LEAF + 1);
+}
 
 function checkValue(v: number): void {
   if (!(Number.isInteger(v) && v >= 0 && v <= MAX_VALUE))
@@ -71,7 +82,7 @@ export class XArray {
     checkValue(value);
     const key = Math.floor(index / LEAF);
     let leaf = this.leaves.get(key);
-    if (!leaf) this.leaves.set(key, (leaf = new Uint32Array(LEAF + 1)));
+    if (!leaf) this.leaves.set(key, (leaf = leafAlloc()));
     const slot = index & MASK;
     if (leaf[slot] === 0) {
       this.n++;
@@ -109,7 +120,7 @@ export class XArray {
     while (i < hi) {
       const key = Math.floor(i / LEAF);
       let leaf = this.leaves.get(key);
-      if (!leaf) this.leaves.set(key, (leaf = new Uint32Array(LEAF + 1)));
+      if (!leaf) this.leaves.set(key, (leaf = leafAlloc()));
       const stop = Math.min(hi, (key + 1) * LEAF);
       try {
         for (; i < stop; i++) {

@@ -1,12 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { PAGES_PER_SLAB, PageBacking } from "../src/page-backing.js";
-import { PAGE_SIZE, PhysMem } from "../src/index.js";
+import { KmemCache } from "../src/kmem-cache.js";
+import { PAGE_SIZE, PhysMem, XArray } from "../src/index.js";
 
-/** The bytes behind written pages: zeroed, disjoint views, a new slab every PAGES_PER_SLAB. */
-describe("PageBacking", () => {
-  it("hands out zeroed pages of the page size that share no byte, across slabs", () => {
-    const backing = new PageBacking(PAGE_SIZE);
-    const pages = Array.from({ length: 2 * PAGES_PER_SLAB + 1 }, () => backing.alloc());
+/** Fixed-size zeroed objects from shared slabs: disjoint views, a new slab every perSlab. */
+describe("KmemCache", () => {
+  it("hands out zeroed objects of its size that share no byte, across slabs", () => {
+    const cache = new KmemCache(PAGE_SIZE, 8);
+    const pages = Array.from({ length: 2 * 8 + 1 }, () => cache.zalloc());
     for (const [i, p] of pages.entries()) {
       expect(p.length).toBe(PAGE_SIZE);
       expect(p.every((b) => b === 0)).toBe(true);
@@ -55,5 +55,31 @@ describe("PageBacking", () => {
       mem.readPhys(bar.base + BigInt(i * PAGE_SIZE), out);
       expect(out.every((x) => x === 0x10 + i)).toBe(true);
     }
+  });
+});
+
+describe("XArray leaves from the shared leaf cache", () => {
+  it("keep their entries apart across slabs, and an emptied leaf comes back empty", () => {
+    const x = new XArray();
+    const y = new XArray();
+    // 40 leaves each (512 entries per leaf), interleaved between two arrays: several slabs.
+    for (let leaf = 0; leaf < 40; leaf++) {
+      x.update(leaf * 512, leaf * 512 + 512, (i) => i);
+      y.store(leaf * 512 + 511, leaf);
+    }
+    expect([x.count, y.count]).toEqual([40 * 512, 40]);
+    for (let leaf = 0; leaf < 40; leaf++) {
+      expect(x.load(leaf * 512)).toBe(leaf * 512);
+      expect(x.load(leaf * 512 + 511)).toBe(leaf * 512 + 511);
+      expect(y.load(leaf * 512 + 510)).toBe(-1);
+      expect(y.load(leaf * 512 + 511)).toBe(leaf);
+    }
+    x.eraseRange(0, 40 * 512);
+    y.store(3, 7);
+    x.store(5, 9);
+    const seen: Array<[number, number]> = [];
+    x.forEachInRange(0, 512, (i, v) => seen.push([i, v]));
+    expect(seen).toEqual([[5, 9]]);
+    expect([x.count, y.load(3), y.load(511)]).toEqual([1, 7, 0]);
   });
 });
