@@ -17,7 +17,7 @@ import {
   PAGE_SIZE,
   fail,
   PfnRuns,
-  copyFromUser,
+  copyFromUserInto,
   pinUserPagesFast,
   unpinUserPageRuns,
 } from "@x/kernel";
@@ -29,15 +29,27 @@ export type TestUcmd = Parameters<TestCmdHandler>[0];
 /** One op of IOMMU_TEST_CMD; its return value is the ioctl's. */
 export type TestOp = (ucmd: TestUcmd) => number;
 
+/**
+ * The kernel copy of the union member, decoded right after its bytes move and then dead, so
+ * one serves every op (the copy's lock boundaries all come before its bytes move, as for
+ * iommufd's own copy of the header). Grown to the largest member: IOMMU_TEST_CMD's 72 bytes
+ * would otherwise cost V8 an off-heap buffer per op.
+ */
+let memberBuf = new Uint8Array(64);
+
 /** The op's view of the command: its union member, decoded from the user's bytes. */
 export function ucmdMember<S extends FieldSpec>(ucmd: TestUcmd, member: Struct<S>): IommufdUcmd<S> {
-  const bytes = copyFromUser(ucmd.ctx.kernel, ucmd.ubuffer, Math.min(ucmd.userSize, member.size));
+  const n = Math.min(ucmd.userSize, member.size);
+  if (memberBuf.length < member.size) memberBuf = new Uint8Array(member.size);
+  copyFromUserInto(ucmd.ctx.kernel, memberBuf, 0, ucmd.ubuffer, n);
+  // A shorter user struct reads as zero-extended.
+  memberBuf.fill(0, n, member.size);
   return {
     ctx: ucmd.ctx,
     ubuffer: ucmd.ubuffer,
     userSize: ucmd.userSize,
     struct: member,
-    cmd: member.decode(bytes),
+    cmd: member.decode(memberBuf),
   };
 }
 

@@ -396,14 +396,21 @@ const PAGE_BYTES = Number(PAGE);
 /** Bytes ACCESS_RW moves. */
 const RW_BYTES = 64;
 
-/** A struct iommu_test_cmd through one union member, header filled in. */
+/**
+ * The user's struct iommu_test_cmd: built, issued and read back within one step, and steps
+ * never interleave (every tool runs them one after another), so one serves every step (a new
+ * array of its 72 bytes would be an off-heap allocation in V8).
+ */
+const testCmdBuf = new Uint8Array(IOMMU_TEST_CMD_SIZE);
+
+/** A struct iommu_test_cmd through one union member, header filled in (valid until the next). */
 function testCmd<S extends FieldSpec>(
   member: Struct<S>,
   op: number,
   id: number,
   values: Partial<Decoded<S>>,
 ): Uint8Array {
-  const cmd = new Uint8Array(IOMMU_TEST_CMD_SIZE);
+  const cmd = testCmdBuf.fill(0);
   member.encode(values, cmd);
   iommu_test_cmd.header.encode({ size: IOMMU_TEST_CMD_SIZE, op, id }, cmd);
   return cmd;
