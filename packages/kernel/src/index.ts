@@ -149,6 +149,7 @@ export {
   VM_PFNMAP,
   VM_SHARED,
 } from "./mm-flags.js";
+export { KmemCache } from "./kmem-cache.js";
 export { PfnRuns } from "./pfn-runs.js";
 export {
   MmioRegion,

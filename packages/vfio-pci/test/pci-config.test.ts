@@ -63,6 +63,22 @@ describe("PCI config header (include/uapi/linux/pci_regs.h layout)", () => {
     expect(d.readConfig(PCI_REVISION_ID, 4) >>> 0).toBe(0x02800000);
   });
 
+  it("functions sharing config-space slabs keep their registers apart, through a reset", () => {
+    const b = bus();
+    // Enough PCIe and conventional functions to fill several slabs of each size.
+    const devs = Array.from({ length: 10 }, (_, i) =>
+      b.addDevice({ vendor: 1, device: 0x100 + i, pcie: i % 2 === 0 }),
+    );
+    for (const [i, d] of devs.entries()) d.writeConfig(PCI_COMMAND, 2, i % 2 ? 0x6 : 0x2);
+    for (const [i, d] of devs.entries()) {
+      expect(d.readConfig(PCI_DEVICE_ID, 2)).toBe(0x100 + i);
+      expect(d.readConfig(PCI_COMMAND, 2)).toBe(i % 2 ? 0x6 : 0x2);
+    }
+    devs[0]!.hwReset();
+    expect(devs[0]!.readConfig(PCI_COMMAND, 2)).toBe(0);
+    for (const d of devs.slice(1)) expect(d.readConfig(PCI_COMMAND, 2)).not.toBe(0);
+  });
+
   it("one capability alone (PM, MSI-X, AF) sets STATUS.CAP_LIST", () => {
     const b = bus();
     const pm = b.addDevice({ vendor: 1, device: 1, pm: true });
