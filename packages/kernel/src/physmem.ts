@@ -250,8 +250,11 @@ export class PhysMem {
   readonly mmioBase: bigint;
   private readonly levels: FrameLevel[];
   private readonly contents = new Map<number, Uint8Array>();
-  /** The bytes of written pages, RAM and MMIO, eight pages (32 KiB) to a slab. */
-  private readonly pageCache = new KmemCache(PAGE_SIZE, 8);
+  /**
+   * The bytes of written pages, RAM and MMIO, twelve pages (48 KiB) to a slab: a fresh fuzz
+   * machine writes some eight or nine (the MSI-X tables and PBAs at power-on, then RAM).
+   */
+  private readonly pageCache = new KmemCache(PAGE_SIZE, 12);
   /** Written pages of each large folio, so freeing it drops exactly those. */
   private readonly writtenLarge = new Map<number, number[]>();
   private readonly regions: MmioRegion[] = [];
