@@ -1,16 +1,20 @@
 /**
  * A cache of fixed-size zeroed objects carved from shared slabs: the bytes behind written
- * pages of a PhysMem (RAM contents and MMIO region pages) and the leaves of every XArray.
+ * pages of a PhysMem (RAM contents and MMIO region pages), the leaves of every XArray, the
+ * config spaces of PCI functions.
  *
  * Why views of a shared buffer: V8 places every ArrayBuffer over 64 bytes outside its heap at
  * a cost of a few microseconds each, about the same for 2 KiB as for 32 KiB (and ten times
  * that from 64 KiB), while a view of an existing buffer costs a small fraction of it. A
  * checked fuzz program on a fresh machine writes some eight pages and fills a few leaves.
  *
- * Unlike the kernel's caches, an object is never handed out again: a freed one is simply
- * dropped, so every object starts zeroed with no clearing. Retention: a slab lives while any
- * of its objects is still referenced, so in the worst case one live object keeps its slab's
- * other objects' bytes alive, at most `perSlab` times the bytes still in use. Nothing is
+ * Decision: unlike the kernel's caches (kmem_cache_free makes an object the next one
+ * allocated), an object is never handed out again: a freed one is simply dropped, so every
+ * object starts zeroed with no clearing and no free call is needed.
+ *
+ * Retention: a slab lives while any of its objects is still referenced, and a cache keeps its
+ * current slab, so in the worst case one live object keeps its slab's other objects' bytes
+ * alive: at most `perSlab` times the bytes still in use, plus one slab per cache. Nothing is
  * allocated for untouched RAM or an empty XArray, whatever the size of the guest.
  *
  * @see kmem_cache_zalloc
