@@ -100,13 +100,16 @@ export class KernelError extends Error {
   }
 }
 
-/** The message of a stackless KernelError, formatted when first read and then kept. */
+/**
+ * The message of a stackless KernelError, formatted whenever it is read. Assigning one (test
+ * runners rewrite messages) makes it an own property, as on any Error.
+ */
 Object.defineProperty(KernelError.prototype, "message", {
-  configurable: true,
   get(this: KernelError): string {
-    const message = formatKernelError(this.errnoName, this.errno, this.context, this.details);
-    Object.defineProperty(this, "message", { value: message, writable: true, configurable: true });
-    return message;
+    return formatKernelError(this.errnoName, this.errno, this.context, this.details);
+  },
+  set(this: KernelError, value: string) {
+    Object.defineProperty(this, "message", { value, writable: true });
   },
 });
 

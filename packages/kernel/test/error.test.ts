@@ -57,6 +57,19 @@ describe("error.ts, evaluated per test", () => {
     expect(inspect(e)).toBe("KernelError: ENOMEM (12): injected");
   });
 
+  it("formats a stackless KernelError's message when read; an assigned one replaces it", async () => {
+    const { KernelError, withoutErrorStacks } = await freshError();
+    const e = withoutErrorStacks(() => new KernelError(22, "span", { iova: 0x1000n }));
+    expect(Object.hasOwn(e, "message")).toBe(false);
+    expect([e.message, String(e)]).toEqual([
+      "EINVAL (22): span: iova=0x1000",
+      "KernelError: EINVAL (22): span: iova=0x1000",
+    ]);
+    e.message = "rewritten";
+    e.message += " twice";
+    expect([e.message, Object.keys(e).includes("message")]).toEqual(["rewritten twice", false]);
+  });
+
   it("names a WARN: KernelWarning, and WARN_ON's text without a message", async () => {
     const { KernelWarning, WARN_ON } = await freshError();
     expect(String(new KernelWarning("x"))).toBe("KernelWarning: WARNING: x");
