@@ -1,4 +1,4 @@
-import { EINVAL, ENOENT } from "@x/kernel";
+import { EINVAL, ENOENT, U64_MAX } from "@x/kernel";
 import { describe, expect, it } from "vitest";
 import { IOMMU_IOAS_ALLOC, iommu_ioas_alloc } from "../src/index.js";
 import { createSystem, errnoOf } from "./ioctl-helpers.js";
@@ -40,5 +40,12 @@ describe("IommufdClient.call", () => {
       errnoOf(() => sys.fd.hwptAlloc({ devId: 99, ptId: ioasId, data: new Uint8Array(8) })),
     ).toBe(EINVAL);
     expect(sys.libc.malloc(64)).toBe(block);
+  });
+
+  it("IOAS_IOVA_RANGES: the holes of the reserved tree, or the kernel's error", () => {
+    const sys = createSystem();
+    const ioasId = sys.fd.ioasAlloc();
+    expect(sys.fd.ioasIovaRanges(ioasId).ranges).toEqual([{ start: 0n, last: U64_MAX }]);
+    expect(errnoOf(() => sys.fd.ioasIovaRanges(ioasId + 100))).toBe(ENOENT);
   });
 });

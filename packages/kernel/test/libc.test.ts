@@ -388,6 +388,11 @@ describe("Libc memory and files", () => {
     // Last freed, first reused, and only for its own size.
     expect(libc.malloc(128)).toBe(b);
     expect(libc.malloc(64)).toBe(c);
+    // Two blocks of one size freed: both come back.
+    const d = libc.malloc(64);
+    libc.free(c);
+    libc.free(d);
+    expect([libc.malloc(64), libc.malloc(64)]).toEqual([d, c]);
     libc.free(0n);
     expect(() => libc.free(c + 1n)).toThrow(/not a live malloc block/);
     libc.free(c);
