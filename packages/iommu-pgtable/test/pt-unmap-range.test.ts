@@ -185,6 +185,27 @@ describe("runs of contiguous output", () => {
     expect(runs(v, 5, 1000)).toEqual({ total: 507, runs: [[5, 517, 507, RW]] });
   });
 
+  it("a leaf walk finds a lone leaf at every distance after another, past runs of holes", () => {
+    // The hole scan checks eight items at a time from the item after a hole: a leaf anywhere
+    // in such a block, or in a later one, must still be found.
+    for (const first of [2, 6, 9]) {
+      for (let gap = 1; gap <= 20; gap++) {
+        const pt = vtd();
+        map(pt, first, 0x1000, 1);
+        map(pt, first + gap, 0x3000, 1);
+        expect(runs(pt, 0, 512).runs, `${first} + ${gap}`).toEqual([
+          [first, 0x1000, 1, RW],
+          [first + gap, 0x3000, 1, RW],
+        ]);
+        // From a hole after a hole: the scan's first block starts right after the walk's start.
+        if (gap >= 3)
+          expect(runs(pt, first + 2, 510 - first).runs, `from ${first + 2}`).toEqual([
+            [first + gap, 0x3000, 1, RW],
+          ]);
+      }
+    }
+  });
+
   it("merges only leaves adjacent in IOVA and output with the same prot", () => {
     const v = vtd();
     map(v, 0, 100, 1);
