@@ -206,6 +206,21 @@ describe("runs of contiguous output", () => {
     }
   });
 
+  it("a leaf walk finds two equal leaves (one page mapped twice) anywhere in a scanned block", () => {
+    // IOAS_COPY maps a page at two IOVAs: equal items, whose squares a wrong sign would cancel.
+    for (let i = 0; i < 8; i++) {
+      for (let j = i + 1; j < 8; j++) {
+        const pt = vtd();
+        map(pt, 1 + i, 0x5000, 1);
+        map(pt, 1 + j, 0x5000, 1);
+        expect(runs(pt, 0, 512).runs, `${i}, ${j}`).toEqual([
+          [1 + i, 0x5000, 1, RW],
+          [1 + j, 0x5000, 1, RW],
+        ]);
+      }
+    }
+  });
+
   it("merges only leaves adjacent in IOVA and output with the same prot", () => {
     const v = vtd();
     map(v, 0, 100, 1);
