@@ -17,7 +17,7 @@ import {
   PAGE_SIZE,
   fail,
   PfnRuns,
-  copyFromUserInto,
+  copyStructFromUser,
   pinUserPagesFast,
   unpinUserPageRuns,
 } from "@x/kernel";
@@ -39,11 +39,11 @@ let memberBuf = new Uint8Array(64);
 
 /** The op's view of the command: its union member, decoded from the user's bytes. */
 export function ucmdMember<S extends FieldSpec>(ucmd: TestUcmd, member: Struct<S>): IommufdUcmd<S> {
-  const n = Math.min(ucmd.userSize, member.size);
   if (memberBuf.length < member.size) memberBuf = new Uint8Array(member.size);
-  copyFromUserInto(ucmd.ctx.kernel, memberBuf, 0, ucmd.ubuffer, n);
-  // A shorter user struct reads as zero-extended.
-  memberBuf.fill(0, n, member.size);
+  // The member is read up to the user's size (never past it: the rest of the union is not this
+  // member's), zero-extended when shorter.
+  const n = Math.min(ucmd.userSize, member.size);
+  copyStructFromUser(ucmd.ctx.kernel, member.size, ucmd.ubuffer, n, memberBuf);
   return {
     ctx: ucmd.ctx,
     ubuffer: ucmd.ubuffer,

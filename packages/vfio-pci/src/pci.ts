@@ -350,6 +350,11 @@ declare module "@x/kernel" {
 const expSpaceCache = new KmemCache(3 * PCI_CFG_SPACE_EXP_SIZE, 4);
 const spaceCache = new KmemCache(3 * PCI_CFG_SPACE_SIZE, 16);
 
+/** Little-endian words of a config-space array (which starts part-way into its slab). */
+function leView(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 /** struct pci_dev plus the device behind it. */
 export class PciDev {
   readonly kernel: Kernel;
@@ -408,7 +413,7 @@ export class PciDev {
     this.config = space.subarray(0, size);
     this.wmask = space.subarray(size, 2 * size);
     this.initial = space.subarray(2 * size);
-    const cfg = this.configView();
+    const cfg = leView(this.config);
     cfg.setUint16(0, spec.vendor, true);
     cfg.setUint16(PCI_DEVICE_ID, spec.device, true);
     this.config[PCI_REVISION_ID] = spec.revision ?? 0;
@@ -486,11 +491,6 @@ export class PciDev {
     if (this.msixCap) pciMsixTableReset(this);
   }
 
-  /** Config space as little-endian words (it starts part-way into its slab). */
-  private configView(): DataView {
-    return new DataView(this.config.buffer, this.config.byteOffset, this.config.byteLength);
-  }
-
   /** MSI: Message Control with MMC and the address / data / mask registers' write masks. */
   private setupMsi(msi: NonNullable<PciDevSpec["msi"]>): void {
     const cap = this.msiCap;
@@ -498,9 +498,9 @@ export class PciDev {
       (Math.log2(msi.vectors) << 1) |
       (msi.is64 ? PCI_MSI_FLAGS_64BIT : 0) |
       (msi.maskbit ? PCI_MSI_FLAGS_MASKBIT : 0);
-    this.configView().setUint16(cap + PCI_MSI_FLAGS, flags, true);
+    leView(this.config).setUint16(cap + PCI_MSI_FLAGS, flags, true);
     this.wmask[cap + PCI_MSI_FLAGS] = PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE;
-    const w = new DataView(this.wmask.buffer, this.wmask.byteOffset, this.wmask.byteLength);
+    const w = leView(this.wmask);
     w.setUint32(cap + PCI_MSI_ADDRESS_LO, 0xfffffffc, true);
     if (msi.is64) w.setUint32(cap + PCI_MSI_ADDRESS_HI, 0xffffffff, true);
     w.setUint16(cap + (msi.is64 ? PCI_MSI_DATA_64 : PCI_MSI_DATA_32), 0xffff, true);
@@ -531,7 +531,7 @@ export class PciDev {
       !inBar(this.msixPbaBar, this.msixPbaOffset, Math.ceil(vectors / 64) * 8)
     )
       throw new KernelWarning(`${this.name}: bad MSI-X table or PBA placement`);
-    const cfg = this.configView();
+    const cfg = leView(this.config);
     cfg.setUint16(cap + PCI_MSIX_FLAGS, vectors - 1, true);
     cfg.setUint32(cap + PCI_MSIX_TABLE, (this.msixTableOffset | this.msixTableBar) >>> 0, true);
     cfg.setUint32(cap + PCI_MSIX_PBA, (this.msixPbaOffset | this.msixPbaBar) >>> 0, true);
@@ -599,11 +599,7 @@ export class PciDev {
       root.claimRegion(region, this, PCI_ROM_RESOURCE);
       this.resources.push({ flags: IORESOURCE_MEM, start: region.base, len: spec.romSize, region });
       const mask = ~(spec.romSize - 1n) & 0xfffff800n;
-      new DataView(this.wmask.buffer, this.wmask.byteOffset, this.wmask.byteLength).setUint32(
-        PCI_ROM_ADDRESS,
-        Number(mask) | PCI_ROM_ADDRESS_ENABLE,
-        true,
-      );
+      leView(this.wmask).setUint32(PCI_ROM_ADDRESS, Number(mask) | PCI_ROM_ADDRESS_ENABLE, true);
     } else {
       this.resources.push(NO_RESOURCE);
     }
@@ -611,7 +607,7 @@ export class PciDev {
 
   /** Writable address bits of a BAR: exactly the bits above its size (sizing falls out of it). */
   private setBarMask(off: number, size: bigint, is64: boolean): void {
-    const w = new DataView(this.wmask.buffer, this.wmask.byteOffset, this.wmask.byteLength);
+    const w = leView(this.wmask);
     const keep = this.config[off]! & PCI_BASE_ADDRESS_SPACE_IO ? 0xfffffffcn : 0xfffffff0n;
     w.setUint32(off, Number(~(size - 1n) & keep), true);
     if (is64) w.setUint32(off + 4, Number((~(size - 1n) >> 32n) & 0xffffffffn), true);
@@ -619,7 +615,7 @@ export class PciDev {
 
   /** Write the firmware-assigned addresses (resource starts) into the BAR and ROM registers. */
   private programBars(): void {
-    const cfg = this.configView();
+    const cfg = leView(this.config);
     for (let i = 0; i < PCI_STD_NUM_BARS; i++) {
       const r = this.resources[i]!;
       if (!r.flags) continue;

@@ -58,27 +58,27 @@ export function iommufdQueryDirtyBitmap(q: QemuMachine, iova: bigint, size: bigi
   const len = Math.ceil(pages / 64) * 8;
   const data = q.vmm.libc.malloc(len);
   q.vmm.libc.poke(data, new Uint8Array(len));
-  for (const hwpt of q.vmm.hwpts) {
-    const buf = iommu_hwpt_get_dirty_bitmap.encode({
-      size: iommu_hwpt_get_dirty_bitmap.size,
-      hwpt_id: hwpt,
-      iova,
-      length: size,
-      page_size: BigInt(PAGE_SIZE),
-      data,
-    });
-    const ret = q.sys.call(
-      `ioctl(IOMMU_HWPT_GET_DIRTY_BITMAP, hwpt=${hwpt}, iova=${hex(iova)} len=${bytes(size)} page=4 KiB)`,
-      () => q.vmm.libc.ioctl(q.vmm.iommufd, IOMMU_HWPT_GET_DIRTY_BITMAP, buf),
-    );
-    if (ret < 0) {
-      q.vmm.libc.free(data);
-      throw new VmmFatal(`vfio: Failed to get dirty bitmap: ${errnoName(-ret)}`, -ret);
+  try {
+    for (const hwpt of q.vmm.hwpts) {
+      const buf = iommu_hwpt_get_dirty_bitmap.encode({
+        size: iommu_hwpt_get_dirty_bitmap.size,
+        hwpt_id: hwpt,
+        iova,
+        length: size,
+        page_size: BigInt(PAGE_SIZE),
+        data,
+      });
+      const ret = q.sys.call(
+        `ioctl(IOMMU_HWPT_GET_DIRTY_BITMAP, hwpt=${hwpt}, iova=${hex(iova)} len=${bytes(size)} page=4 KiB)`,
+        () => q.vmm.libc.ioctl(q.vmm.iommufd, IOMMU_HWPT_GET_DIRTY_BITMAP, buf),
+      );
+      if (ret < 0) throw new VmmFatal(`vfio: Failed to get dirty bitmap: ${errnoName(-ret)}`, -ret);
     }
+    const bits = q.vmm.libc.peek(data, len);
+    const out: number[] = [];
+    for (let i = 0; i < pages; i++) if ((bits[i >> 3] ?? 0) & (1 << (i & 7))) out.push(i);
+    return out;
+  } finally {
+    q.vmm.libc.free(data);
   }
-  const bits = q.vmm.libc.peek(data, len);
-  q.vmm.libc.free(data);
-  const out: number[] = [];
-  for (let i = 0; i < pages; i++) if ((bits[i >> 3] ?? 0) & (1 << (i & 7))) out.push(i);
-  return out;
 }
