@@ -1,5 +1,6 @@
 import { EBADF, EMFILE, EINVAL } from "./errno.js";
-import { KernelWarning, fail } from "./error.js";
+import { KernelError, KernelWarning, fail } from "./error.js";
+import type { Kernel } from "./kernel.js";
 import type { Vma } from "./mm.js";
 
 export const O_RDONLY = 0o0;
@@ -27,6 +28,7 @@ export const FMODE_WRITE = 0x2;
  */
 export interface FileOperations {
   readonly name: string;
+  /** The result, or -errno (`ioctlErrno`); a KernelError thrown out of it is an errno too. */
   ioctl?(file: File, cmd: number, arg: bigint): number;
   release?(file: File): void;
   llseek?(file: File, offset: bigint, whence: number): bigint;
@@ -43,6 +45,23 @@ export interface FileOperations {
   poll?(file: File): number;
   /** read/write leave the position alone (the driver never advances *ppos). */
   readonly keepsPos?: boolean;
+}
+
+/**
+ * How an ioctl dispatcher ends a call whose handler threw `e`: -errno, as the kernel's file
+ * operations return it, with `e` kept on the calling task for `Libc.lastError`. Anything but a
+ * KernelError (a WARN, a bug) is thrown on.
+ *
+ * Why dispatchers return their errnos instead of letting them unwind: V8 counts a call toward
+ * optimizing a function only when the call returns. A dispatcher most of whose calls end in an
+ * errno, as under a fuzzer, a selftest's error cases or a fail_nth sweep, was never optimized
+ * and ran interpreted without type feedback (PERFORMANCE.md, "Fuzzing throughput and campaigns").
+ * @see vfs_ioctl
+ */
+export function ioctlErrno(kernel: Kernel, e: unknown): number {
+  if (!(e instanceof KernelError)) throw e;
+  kernel.current.returnedError = e;
+  return -e.errno;
 }
 
 /**

@@ -54,6 +54,7 @@ export {
   FMODE_WRITE,
   File,
   type FileOperations,
+  ioctlErrno,
   O_ACCMODE,
   O_APPEND,
   O_CLOEXEC,

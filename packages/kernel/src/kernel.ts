@@ -1,5 +1,5 @@
 import { ENOENT, ENOMEM } from "./errno.js";
-import { KernelWarning, fail } from "./error.js";
+import { type KernelError, KernelWarning, fail } from "./error.js";
 import { FaultInjector } from "./fault.js";
 import { File, type FileOperations, withDeferredFput } from "./file.js";
 import { Lockdep } from "./lockdep.js";
@@ -24,6 +24,8 @@ type DeviceOpen = (kernel: Kernel, flags: number) => File;
 /** A task: the unit lockdep and fail-nth are per; it runs in a process. */
 export class Task {
   readonly fault = new FaultInjector();
+  /** The KernelError behind the -errno an ioctl returned (`ioctlErrno`), until Libc takes it. */
+  returnedError: KernelError | undefined;
   constructor(
     readonly tid: number,
     public process: Process,

@@ -227,19 +227,19 @@ export class Libc {
   ioctl(fd: number, request: number, arg: Uint8Array | bigint | number = 0n): number {
     // Set once the struct is in user memory: from then on it is copied back whatever happens.
     let uaddr = -1n;
-    return this.sys(
-      -1,
+    const ret = this.sys(
+      null,
       () => {
         const file = this.file(fd);
         if (!file.fops.ioctl) fail(ENOTTY, `${file.fops.name} has no ioctl`);
         if (!(arg instanceof Uint8Array)) {
           const raw = BigInt.asUintN(64, BigInt(arg));
-          return this.ioctlResult(file.fops.ioctl(file, request >>> 0, raw));
+          return file.fops.ioctl(file, request >>> 0, raw);
         }
         const buf = this.scratchBuffer(arg.length);
         copyToUser(this.kernel, buf, arg);
         uaddr = buf;
-        return this.ioctlResult(file.fops.ioctl(file, request >>> 0, uaddr));
+        return file.fops.ioctl(file, request >>> 0, uaddr);
       },
       () => {
         if (uaddr < 0n) return;
@@ -247,11 +247,16 @@ export class Libc {
         copyFromUserInto(this.kernel, buf, 0, uaddr, buf.length);
       },
     );
-  }
-
-  private ioctlResult(ret: number): number {
-    if (ret < 0) fail(-ret, "ioctl returned an error code");
-    return ret;
+    const task = this.task;
+    const returned = task.returnedError;
+    task.returnedError = undefined;
+    if (ret === null) return -1;
+    if (ret >= 0) return ret;
+    // The driver's -errno (errno set the way sys() sets it for a thrown KernelError).
+    this.errno = -ret;
+    this.lastError =
+      returned?.errno === -ret ? returned : new KernelError(-ret, "ioctl returned an error code");
+    return -1;
   }
 
   /** A process-private buffer for ioctl structs, grown by mmap as needed. */

@@ -2,6 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   EBADF,
+  EBUSY,
   EFAULT,
   EINVAL,
   EMFILE,
@@ -38,6 +39,7 @@ import {
   copyFromUser,
   copyToUser,
   fail,
+  ioctlErrno,
 } from "../src/index.js";
 import { expectErrno, memState } from "./helpers.js";
 
@@ -59,6 +61,11 @@ function echoDevice(k: Kernel): { releases: number } {
       }
       if (cmd === 3) return Number(arg & 0xffn);
       if (cmd === 4) return -ENODEV;
+      if (cmd === 5) {
+        copyToUser(k, arg, new Uint8Array([0xbb]));
+        return ioctlErrno(k, new KernelError(EBUSY, "held by another user"));
+      }
+      if (cmd === 6) return ioctlErrno(k, new KernelWarning("a broken invariant"));
       return fail(ENOTTY);
     },
     release: () => {
@@ -225,6 +232,24 @@ describe("Libc ioctl", () => {
     expect(libc.ioctl(fd, 99)).toBe(-1);
     expect(libc.lastError).not.toBe(first);
     expect(libc.lastError?.errno).toBe(ENOTTY);
+  });
+
+  it("a driver's -errno from ioctlErrno carries its KernelError to lastError; a WARN is thrown on", () => {
+    const { k, libc } = setup();
+    echoDevice(k);
+    const fd = libc.open("/dev/echo", O_RDWR);
+    const buf = new Uint8Array(4);
+    expect(libc.ioctl(fd, 5, buf)).toBe(-1);
+    expect(libc.errno).toBe(EBUSY);
+    expect(libc.lastError?.message).toBe("EBUSY (16): held by another user");
+    expect(buf[0]).toBe(0xbb);
+    // Taken by that call: a later bare -errno gets an error of its own.
+    expect(libc.task.returnedError).toBeUndefined();
+    expect(libc.ioctl(fd, 4, 0)).toBe(-1);
+    expect(libc.lastError?.errno).toBe(ENODEV);
+    expect(libc.lastError?.message).toBe("ENODEV (19): ioctl returned an error code");
+    expect(() => libc.ioctl(fd, 6, 0)).toThrow(KernelWarning);
+    expect(libc.errno).toBe(ENODEV);
   });
 
   it("ENOTTY for a file without ioctl; EFAULT from a bad user pointer", () => {
