@@ -21,6 +21,7 @@
  * Lock order (this package): ioas.mutex -> iopt.domains_rwsem -> iopt.iova_rwsem -> pages.mutex.
  */
 import {
+  ioctlErrno,
   CAP_SYS_RESOURCE,
   EBUSY,
   EINVAL,
@@ -515,30 +516,34 @@ export class IommufdCtx implements CompatIoasHolder {
 
   // --- file operations ----------------------------------------------------------------------
 
-  /** iommufd_fops_ioctl. */
+  /** iommufd_fops_ioctl: the command's result, or -errno (`ioctlErrno`). */
   ioctl(cmd: number, arg: bigint): number {
-    const module = this.module;
-    const nr = _IOC_NR(cmd);
-    if (nr < IOMMUFD_CMD_BASE || nr - IOMMUFD_CMD_BASE >= module.tableLength) {
-      const compat = module.compat;
-      if (!compat) fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
-      return compat(this, cmd, arg);
+    try {
+      const module = this.module;
+      const nr = _IOC_NR(cmd);
+      if (nr < IOMMUFD_CMD_BASE || nr - IOMMUFD_CMD_BASE >= module.tableLength) {
+        const compat = module.compat;
+        if (!compat) fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
+        return compat(this, cmd, arg);
+      }
+      const userSize = readU32(this.kernel, arg);
+      const op = module.op(nr);
+      if (!op || op.ioctlNum !== cmd) fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
+      const struct = op.struct;
+      if (userSize < struct.minSize) fail(EINVAL, `${struct.name}: size ${userSize}`);
+      if (structBuf.length < struct.size) structBuf = new Uint8Array(struct.size);
+      const kbuf = copyStructFromUser(this.kernel, struct.size, arg, userSize, structBuf);
+      const ucmd: IommufdUcmd = {
+        ctx: this,
+        ubuffer: arg,
+        userSize,
+        struct,
+        cmd: struct.decode(kbuf),
+      };
+      return op.execute(ucmd);
+    } catch (e) {
+      return ioctlErrno(this.kernel, e);
     }
-    const userSize = readU32(this.kernel, arg);
-    const op = module.op(nr);
-    if (!op || op.ioctlNum !== cmd) fail(ENOTTY, `ioctl 0x${cmd.toString(16)}`);
-    const struct = op.struct;
-    if (userSize < struct.minSize) fail(EINVAL, `${struct.name}: size ${userSize}`);
-    if (structBuf.length < struct.size) structBuf = new Uint8Array(struct.size);
-    const kbuf = copyStructFromUser(this.kernel, struct.size, arg, userSize, structBuf);
-    const ucmd: IommufdUcmd = {
-      ctx: this,
-      ubuffer: arg,
-      userSize,
-      struct,
-      cmd: struct.decode(kbuf),
-    };
-    return op.execute(ucmd);
   }
 
   /** iommufd_fops_release: destroy objects leaf first until none is left. */

@@ -47,6 +47,18 @@ describe("dispatch (kselftest iommufd.cmd_fail)", () => {
     expect(r.errno).toBe(ENOENT);
   });
 
+  it("the dispatcher returns -errno, and libc's lastError keeps the handler's reason", () => {
+    const sys = createSystem();
+    const file = sys.libc.process.files.lookup(sys.fd.fd);
+    const va = sys.libc.malloc(8);
+    sys.libc.poke(va, iommu_destroy.encode({ size: 8, id: 5 }));
+    expect(file.fops.ioctl?.(file, IOMMU_DESTROY, va)).toBe(-ENOENT);
+    expect(sys.kernel.current.returnedError?.message).toBe("ENOENT (2): object 5");
+    const r = rawIoctl(sys, IOMMU_DESTROY, iommu_destroy.encode({ size: 8, id: 6 }));
+    expect(r.errno).toBe(ENOENT);
+    expect(sys.libc.lastError?.message).toBe("ENOENT (2): object 6");
+  });
+
   it("a NULL argument is EFAULT (the size word is read first)", () => {
     const sys = createSystem();
     expect(sys.libc.ioctl(sys.fd.fd, IOMMU_DESTROY, 0n)).toBe(-1);
