@@ -13,6 +13,7 @@ import {
   copyStructFromUser,
   copyToUser,
   fail,
+  ioctlErrno,
 } from "@x/kernel";
 import { type FieldSpec, type Struct, U32_MAX, getU32, setU32 } from "@x/iommufd";
 import type { VfioIommufdBinding } from "./vfio-iommufd.js";
@@ -395,24 +396,29 @@ function vfioDfIoctlDetachPt(df: VfioDeviceFile, arg: bigint): number {
 /** The cdev's file operations. @see vfio_device_fops */
 export const vfioDeviceFops: FileOperations = {
   name: "vfio-device",
+  /** vfio_device_fops_unl_ioctl: the result, or -errno (`ioctlErrno`). */
   ioctl(file, cmd, arg) {
     const df = file.priv as VfioDeviceFile;
-    if (cmd === VFIO_DEVICE_BIND_IOMMUFD) return vfioDfIoctlBindIommufd(df, arg);
-    if (!df.accessGranted) fail(EINVAL, "device not bound");
-    df.device.pmRuntimeGet();
     try {
-      switch (cmd) {
-        case VFIO_DEVICE_ATTACH_IOMMUFD_PT:
-          return vfioDfIoctlAttachPt(df, arg);
-        case VFIO_DEVICE_DETACH_IOMMUFD_PT:
-          return vfioDfIoctlDetachPt(df, arg);
-        case VFIO_DEVICE_FEATURE:
-          return vfioIoctlDeviceFeature(df.device, arg);
-        default:
-          return df.device.ioctl(cmd, arg);
+      if (cmd === VFIO_DEVICE_BIND_IOMMUFD) return vfioDfIoctlBindIommufd(df, arg);
+      if (!df.accessGranted) fail(EINVAL, "device not bound");
+      df.device.pmRuntimeGet();
+      try {
+        switch (cmd) {
+          case VFIO_DEVICE_ATTACH_IOMMUFD_PT:
+            return vfioDfIoctlAttachPt(df, arg);
+          case VFIO_DEVICE_DETACH_IOMMUFD_PT:
+            return vfioDfIoctlDetachPt(df, arg);
+          case VFIO_DEVICE_FEATURE:
+            return vfioIoctlDeviceFeature(df.device, arg);
+          default:
+            return df.device.ioctl(cmd, arg);
+        }
+      } finally {
+        df.device.pmRuntimePut();
       }
-    } finally {
-      df.device.pmRuntimePut();
+    } catch (e) {
+      return ioctlErrno(df.device.kernel, e);
     }
   },
   read(file, len, pos) {

@@ -121,6 +121,20 @@ describe("the cdev before BIND and the registration (vfio_device_fops, vfio_regi
     expect(m.libc.errno).toBe(EINVAL);
   });
 
+  it("the cdev's ioctl returns -errno, and libc's lastError keeps the reason", () => {
+    const m = machine();
+    const { vdev, fd } = gpu(m);
+    const other = m.libc.open(vdev.cdevPath!, O_RDWR);
+    const file = m.libc.process.files.lookup(other);
+    expect(file.fops.ioctl?.(file, VFIO_DEVICE_FEATURE, 0n)).toBe(-EINVAL);
+    expect(m.kernel.current.returnedError?.message).toBe("EINVAL (22): device not bound");
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setUint32(0, 7, true);
+    expect(m.libc.ioctl(fd, VFIO_DEVICE_FEATURE, b)).toBe(-1);
+    expect(m.libc.errno).toBe(EINVAL);
+    expect(m.libc.lastError?.message).toBe("EINVAL (22): argsz below the header");
+  });
+
   it("vfioDeviceFromFile refuses a file that is not a VFIO device", () => {
     const m = machine();
     const efd = m.libc.eventfd(0, 0);
