@@ -250,6 +250,10 @@ describe("Libc ioctl", () => {
     expect(libc.lastError?.message).toBe("ENODEV (19): ioctl returned an error code");
     expect(() => libc.ioctl(fd, 6, 0)).toThrow(KernelWarning);
     expect(libc.errno).toBe(ENODEV);
+    // Called outside a system call, it still returns the errno and keeps the error.
+    const busy = new KernelError(EBUSY, "again");
+    expect(ioctlErrno(k, busy)).toBe(-EBUSY);
+    expect(k.current.returnedError).toBe(busy);
   });
 
   it("ENOTTY for a file without ioctl; EFAULT from a bad user pointer", () => {
