@@ -21,7 +21,6 @@
  * Lock order (this package): ioas.mutex -> iopt.domains_rwsem -> iopt.iova_rwsem -> pages.mutex.
  */
 import {
-  ioctlErrno,
   CAP_SYS_RESOURCE,
   EBUSY,
   EINVAL,
@@ -45,6 +44,7 @@ import {
   copyStructFromUser,
   copyToUser,
   fail,
+  ioctlErrno,
   EBADFD,
   ENXIO,
 } from "@x/kernel";

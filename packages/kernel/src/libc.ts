@@ -222,7 +222,9 @@ export class Libc {
   /**
    * ioctl(2). A Uint8Array argument is copied into a user buffer whose address is passed, and
    * copied back afterwards whatever the outcome (it is the caller's struct in memory); a number
-   * or bigint is passed as the raw unsigned long. ENOTTY when the file has no ioctl.
+   * or bigint is passed as the raw unsigned long. ENOTTY when the file has no ioctl. A driver's
+   * -errno return is an errno like a thrown KernelError; `lastError` is the error `ioctlErrno`
+   * kept for it, or else one made here.
    */
   ioctl(fd: number, request: number, arg: Uint8Array | bigint | number = 0n): number {
     // Set once the struct is in user memory: from then on it is copied back whatever happens.
