@@ -229,6 +229,8 @@ export class Libc {
   ioctl(fd: number, request: number, arg: Uint8Array | bigint | number = 0n): number {
     // Set once the struct is in user memory: from then on it is copied back whatever happens.
     let uaddr = -1n;
+    // Only an error kept during this call explains its -errno: drop one left from before.
+    takeReturnedError(this.task);
     const ret = this.sys(
       null,
       () => {
@@ -249,9 +251,7 @@ export class Libc {
         copyFromUserInto(this.kernel, buf, 0, uaddr, buf.length);
       },
     );
-    const task = this.task;
-    const returned = task.returnedError;
-    task.returnedError = undefined;
+    const returned = takeReturnedError(this.task);
     if (ret === null) return -1;
     if (ret >= 0) return ret;
     // The driver's -errno (errno set the way sys() sets it for a thrown KernelError).
@@ -592,4 +592,11 @@ export class Libc {
   poke(va: bigint, bytes: Uint8Array): void {
     this.raw(() => copyToUser(this.kernel, va, bytes));
   }
+}
+
+/** The error an ioctl kept on `task` with `ioctlErrno`, taken off it. */
+function takeReturnedError(task: Task): KernelError | undefined {
+  const e = task.returnedError;
+  task.returnedError = undefined;
+  return e;
 }

@@ -254,6 +254,10 @@ describe("Libc ioctl", () => {
     const busy = new KernelError(EBUSY, "again");
     expect(ioctlErrno(k, busy)).toBe(-EBUSY);
     expect(k.current.returnedError).toBe(busy);
+    // An error kept before a call does not explain that call's bare -errno.
+    k.runAs(libc.task, () => ioctlErrno(k, new KernelError(ENODEV, "from before")));
+    expect(libc.ioctl(fd, 4, 0)).toBe(-1);
+    expect(libc.lastError?.message).toBe("ENODEV (19): ioctl returned an error code");
   });
 
   it("ENOTTY for a file without ioctl; EFAULT from a bad user pointer", () => {
