@@ -22,6 +22,7 @@ import {
   type IommufdClient,
   iommu_hwpt_arm_smmuv3,
   iommu_viommu_arm_smmuv3_invalidate,
+  setU64,
 } from "@x/iommufd";
 import {
   CMDQ_OP_ATC_INV,
@@ -205,10 +206,10 @@ const OPCODES: Readonly<Record<CmdKind, bigint>> = {
   bad: CMDQ_OP_TLBI_S12_VMALL,
 };
 
+/** Little-endian u64s. Byte stores: a DataView would move the small array's bytes off-heap. */
 function u64s(...v: bigint[]): Uint8Array {
   const b = new Uint8Array(8 * v.length);
-  const dv = new DataView(b.buffer);
-  for (const [i, x] of v.entries()) dv.setBigUint64(8 * i, x, true);
+  for (let i = 0; i < v.length; i++) setU64(b, 8 * i, v[i]!);
   return b;
 }
 
