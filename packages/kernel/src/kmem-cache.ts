@@ -19,25 +19,37 @@
  *
  * @see kmem_cache_zalloc
  */
-export class KmemCache {
+export class KmemCache<T extends ArrayBufferView> {
   private slab: ArrayBuffer | undefined;
   /** Objects of the current slab handed out so far. */
   private used: number;
+  /** Elements of `view` in one object. */
+  private readonly length: number;
 
   constructor(
+    /** The typed array each object is handed out as (one view of the slab, not two). */
+    private readonly view: SlabView<T>,
+    /** Bytes of one object, a multiple of the view's element size. */
     readonly objectSize: number,
     /** Objects per slab; slabs stay under 64 KiB. */
     readonly perSlab: number,
   ) {
     this.used = perSlab;
+    this.length = objectSize / view.BYTES_PER_ELEMENT;
   }
 
   /** A zeroed object that shares no byte with any other handed out. */
-  zalloc(): Uint8Array {
+  zalloc(): T {
     if (this.used === this.perSlab) {
       this.slab = new ArrayBuffer(this.perSlab * this.objectSize);
       this.used = 0;
     }
-    return new Uint8Array(this.slab!, this.used++ * this.objectSize, this.objectSize);
+    return new this.view(this.slab!, this.used++ * this.objectSize, this.length);
   }
+}
+
+/** A typed-array constructor, over part of a slab. */
+interface SlabView<T> {
+  new (buffer: ArrayBuffer, byteOffset: number, length: number): T;
+  readonly BYTES_PER_ELEMENT: number;
 }

@@ -147,9 +147,14 @@ export class Libc {
     kernel.current = prev;
     if (ok) return ret as T;
     if (!(error instanceof KernelError)) throw error;
+    this.failed(error);
+    return onError;
+  }
+
+  /** A call ended in `error`: its errno is `errno`, and it is `lastError`. */
+  private failed(error: KernelError): void {
     this.errno = error.errno;
     this.lastError = error;
-    return onError;
   }
 
   /** Like `sys`, for calls that throw instead (memory access helpers, fork). */
@@ -254,10 +259,10 @@ export class Libc {
     const returned = takeReturnedError(this.task);
     if (ret === null) return -1;
     if (ret >= 0) return ret;
-    // The driver's -errno (errno set the way sys() sets it for a thrown KernelError).
-    this.errno = -ret;
-    this.lastError =
-      returned?.errno === -ret ? returned : new KernelError(-ret, "ioctl returned an error code");
+    // The driver's -errno, explained by the error it kept, if any.
+    this.failed(
+      returned?.errno === -ret ? returned : new KernelError(-ret, "ioctl returned an error code"),
+    );
     return -1;
   }
 
@@ -472,10 +477,7 @@ export class Libc {
         this.raw(() => this.kernel.fork(this.process)),
       );
     } catch (e) {
-      if (e instanceof KernelError) {
-        this.errno = e.errno;
-        this.lastError = e;
-      }
+      if (e instanceof KernelError) this.failed(e);
       throw e;
     }
   }

@@ -214,7 +214,7 @@ export class MmioRegion {
     readonly base: bigint,
     readonly size: bigint,
     /** Where its written pages' bytes come from: its PhysMem's. */
-    private readonly pageCache: KmemCache,
+    private readonly pageCache: KmemCache<Uint8Array>,
   ) {}
 
   get basePfn(): number {
@@ -254,7 +254,7 @@ export class PhysMem {
    * The bytes of written pages, RAM and MMIO, twelve pages (48 KiB) to a slab: a fresh fuzz
    * machine writes some eight or nine (the MSI-X tables and PBAs at power-on, then RAM).
    */
-  private readonly pageCache = new KmemCache(PAGE_SIZE, 12);
+  private readonly pageCache = new KmemCache(Uint8Array, PAGE_SIZE, 12);
   /** Written pages of each large folio, so freeing it drops exactly those. */
   private readonly writtenLarge = new Map<number, number[]>();
   private readonly regions: MmioRegion[] = [];

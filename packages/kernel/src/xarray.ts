@@ -15,14 +15,11 @@ const MASK = LEAF - 1;
 
 const MAX_VALUE = 0xffff_fffe;
 
-/** Leaves of every XArray: 512 slots and a count of present entries, 16 leaves to a slab. */
-const leafCache = new KmemCache(4 * (LEAF + 1), 16);
-
-/** @see xas_alloc */
-function leafAlloc(): Uint32Array {
-  const b = leafCache.zalloc();
-  return new Uint32Array(b.buffer, b.byteOffset, LEAF + 1);
-}
+/**
+ * Leaves of every XArray (xas_alloc): 512 slots and a count of present entries, 16 leaves to a
+ * slab.
+ */
+const leafCache = new KmemCache(Uint32Array, 4 * (LEAF + 1), 16);
 
 function checkValue(v: number): void {
   if (!(Number.isInteger(v) && v >= 0 && v <= MAX_VALUE))
@@ -82,7 +79,7 @@ export class XArray {
     checkValue(value);
     const key = Math.floor(index / LEAF);
     let leaf = this.leaves.get(key);
-    if (!leaf) this.leaves.set(key, (leaf = leafAlloc()));
+    if (!leaf) this.leaves.set(key, (leaf = leafCache.zalloc()));
     const slot = index & MASK;
     if (leaf[slot] === 0) {
       this.n++;
@@ -120,7 +117,7 @@ export class XArray {
     while (i < hi) {
       const key = Math.floor(i / LEAF);
       let leaf = this.leaves.get(key);
-      if (!leaf) this.leaves.set(key, (leaf = leafAlloc()));
+      if (!leaf) this.leaves.set(key, (leaf = leafCache.zalloc()));
       const stop = Math.min(hi, (key + 1) * LEAF);
       try {
         for (; i < stop; i++) {

@@ -5,7 +5,7 @@ import { PAGE_SIZE, PhysMem, XArray } from "../src/index.js";
 /** Fixed-size zeroed objects from shared slabs: disjoint views, a new slab every perSlab. */
 describe("KmemCache", () => {
   it("hands out zeroed objects of its size that share no byte, across slabs", () => {
-    const cache = new KmemCache(PAGE_SIZE, 8);
+    const cache = new KmemCache(Uint8Array, PAGE_SIZE, 8);
     const pages = Array.from({ length: 2 * 8 + 1 }, () => cache.zalloc());
     for (const [i, p] of pages.entries()) {
       expect(p.length).toBe(PAGE_SIZE);
@@ -20,6 +20,16 @@ describe("KmemCache", () => {
       const offsets = pages.filter((p) => p.buffer === slab).map((p) => p.byteOffset);
       expect(offsets).toEqual(Array.from({ length: offsets.length }, (_, i) => i * PAGE_SIZE));
     }
+  });
+
+  it("hands objects out as its view type, one object's bytes long, at object boundaries", () => {
+    const cache = new KmemCache(Uint32Array, 12, 4);
+    const words = Array.from({ length: 5 }, () => cache.zalloc());
+    for (const [i, w] of words.entries()) {
+      expect(w).toBeInstanceOf(Uint32Array);
+      expect([w.length, w.byteLength, w.byteOffset]).toEqual([3, 12, (i % 4) * 12]);
+    }
+    expect(words[4]!.buffer).not.toBe(words[0]!.buffer);
   });
 
   it("never hands a page out again: a page freed and rewritten elsewhere reads zero", () => {

@@ -347,8 +347,8 @@ declare module "@x/kernel" {
  * functions of a machine (and of the next) share slabs: four PCIe functions' 12 KiB to a slab,
  * sixteen conventional ones' 768 bytes.
  */
-const expSpaceCache = new KmemCache(3 * PCI_CFG_SPACE_EXP_SIZE, 4);
-const spaceCache = new KmemCache(3 * PCI_CFG_SPACE_SIZE, 16);
+const expSpaceCache = new KmemCache(Uint8Array, 3 * PCI_CFG_SPACE_EXP_SIZE, 4);
+const spaceCache = new KmemCache(Uint8Array, 3 * PCI_CFG_SPACE_SIZE, 16);
 
 /** Little-endian words of a config-space array (which starts part-way into its slab). */
 function leView(bytes: Uint8Array): DataView {
