@@ -6,6 +6,7 @@ import {
   type FileOperations,
   type Kernel,
   LockdepError,
+  ModuleKey,
   Mutex,
   O_ACCMODE,
   O_NONBLOCK,
@@ -104,21 +105,19 @@ interface DmaBufCore {
   moveNotify: boolean;
 }
 
-const cores = new WeakMap<Kernel, DmaBufCore>();
+const DMA_BUF_CORE = new ModuleKey<DmaBufCore>("dma-buf");
 
 function core(kernel: Kernel): DmaBufCore {
-  let c = cores.get(kernel);
-  if (!c) {
+  return (
+    kernel.moduleState(DMA_BUF_CORE) ??
     // Decision: CONFIG_DMABUF_MOVE_NOTIFY follows its Kconfig default (off), so a map through
     // a dynamic attachment also pins when the exporter has `pin`. Tests may switch it on.
-    c = {
+    kernel.setModuleState(DMA_BUF_CORE, {
       lock: new Mutex(kernel.lockdep, "dmabuf_list_mutex"),
       bufs: new Set(),
       moveNotify: false,
-    };
-    cores.set(kernel, c);
-  }
-  return c;
+    })
+  );
 }
 
 /** The buffers alive on `kernel`, oldest first (the debugfs bufinfo list). */

@@ -33,6 +33,7 @@ import {
   type FileOperations,
   type Kernel,
   KernelWarning,
+  ModuleKey,
   O_RDWR,
   PAGE_SHIFT,
   PAGE_SIZE,
@@ -169,7 +170,7 @@ export type TestCmdHandler = IoctlHandler<(typeof iommu_test_cmd)["fields"]>;
  * Created by `iommufdInit(kernel)`.
  */
 export class IommufdModule {
-  private static readonly byKernel = new WeakMap<Kernel, IommufdModule>();
+  private static readonly key = new ModuleKey<IommufdModule>("iommufd");
   /** Indexed by nr - IOMMUFD_CMD_BASE; unset entries are holes (ENOTTY after the size read). */
   private readonly ops: Array<IommufdIoctlOp | undefined> = new Array(IOMMUFD_TABLE_LENGTH);
   private testCmd: TestCmdHandler | undefined;
@@ -190,8 +191,8 @@ export class IommufdModule {
     readonly kernel: Kernel,
     options: { vfioContainer?: boolean } = {},
   ) {
-    if (IommufdModule.byKernel.has(kernel)) throw new KernelWarning("iommufd loaded twice");
-    IommufdModule.byKernel.set(kernel, this);
+    if (IommufdModule.of(kernel)) throw new KernelWarning("iommufd loaded twice");
+    kernel.setModuleState(IommufdModule.key, this);
     kernel.registerDevice("/dev/iommu", (k, flags) => this.open(k, flags, false));
     // The VFIO container node served by iommufd (CONFIG_IOMMUFD_VFIO_CONTAINER): contexts opened
     // through it start in mm accounting, like VFIO type1.
@@ -200,7 +201,7 @@ export class IommufdModule {
   }
 
   static of(kernel: Kernel): IommufdModule | undefined {
-    return IommufdModule.byKernel.get(kernel);
+    return kernel.moduleState(IommufdModule.key);
   }
 
   /** Install the handlers of the ioctl table (index = nr - IOMMUFD_CMD_BASE). */

@@ -78,6 +78,7 @@ export {
 } from "./gup.js";
 export {
   Kernel,
+  ModuleKey,
   Task,
   type KernelOptions,
 } from "./kernel.js";

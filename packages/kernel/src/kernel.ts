@@ -40,8 +40,26 @@ export interface KernelOptions {
 }
 
 /**
+ * Names the state a module keeps per machine: what are globals in its C source (iommufd's
+ * ioctl table, the dma-buf list, the PCI root). `Kernel.moduleState` looks it up.
+ *
+ * Decision: the state hangs off its Kernel, not off a WeakMap keyed by the Kernel. Each such
+ * state points back at its Kernel, and V8's young-generation GC keeps a WeakMap entry alive
+ * when its value reaches its key: every machine built and dropped then survived minor GCs
+ * whole and was promoted, to be freed only by a full GC (PERFORMANCE.md, "Machines that
+ * outlived themselves").
+ */
+export class ModuleKey<T> {
+  /** Ties the key to its state's type; never set. */
+  declare readonly state: T;
+
+  constructor(readonly name: string) {}
+}
+
+/**
  * One simulated machine. Everything global in a real kernel (lockdep's graph, the symbol
- * table, device nodes, physical memory) lives here, so every test can have a fresh machine.
+ * table, device nodes, physical memory, the modules' own globals) lives here, so every test
+ * can have a fresh machine.
  */
 export class Kernel {
   readonly lockdep: Lockdep;
@@ -53,6 +71,7 @@ export class Kernel {
   /** Processes by pid, from creation until their parent reaps them (release_task). */
   private readonly pids = new Map<number, Process>();
   private nextTid = 1;
+  private readonly moduleStates = new Map<ModuleKey<unknown>, unknown>();
   current: Task;
 
   constructor(opts: KernelOptions = {}) {
@@ -62,6 +81,18 @@ export class Kernel {
     });
     this.lockdep = new Lockdep(() => this.current, opts.lockOrder);
     this.current = this.newTask(this.newProcess(0));
+  }
+
+  /** The state `key`'s module keeps on this machine; undefined until it sets one. */
+  moduleState<T>(key: ModuleKey<T>): T | undefined {
+    return this.moduleStates.get(key) as T | undefined;
+  }
+
+  /** Give `key`'s module its state on this machine, once (a second time is a bug). */
+  setModuleState<T>(key: ModuleKey<T>, state: T): T {
+    if (this.moduleStates.has(key)) throw new KernelWarning(`${key.name}: module state set twice`);
+    this.moduleStates.set(key, state);
+    return state;
   }
 
   /** The per-uid accounting object, shared by all processes of that user. */

@@ -51,6 +51,7 @@ import {
   KernelWarning,
   copyFromUser,
   fail,
+  ModuleKey,
 } from "@x/kernel";
 import {
   IOMMU_VIOMMU_TYPE_SELFTEST,
@@ -78,7 +79,7 @@ const PAGING_FLAGS =
 
 /** The live mock devices and domains of one machine (the mock bus and its driver). */
 export class MockIommu {
-  private static readonly byKernel = new WeakMap<Kernel, MockIommu>();
+  private static readonly key = new ModuleKey<MockIommu>("iommufd_selftest");
   readonly devices = new Set<MockDev>();
   readonly domains = new Set<MockDomain>();
   /** mock_dev_ida: the lowest free device number. */
@@ -91,9 +92,10 @@ export class MockIommu {
   }
 
   static of(kernel: Kernel): MockIommu {
-    let m = MockIommu.byKernel.get(kernel);
-    if (!m) MockIommu.byKernel.set(kernel, (m = new MockIommu(kernel)));
-    return m;
+    return (
+      kernel.moduleState(MockIommu.key) ??
+      kernel.setModuleState(MockIommu.key, new MockIommu(kernel))
+    );
   }
 
   allocId(): number {

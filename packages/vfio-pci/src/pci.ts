@@ -7,6 +7,7 @@ import {
   type Kernel,
   KmemCache,
   type MmioRegion,
+  ModuleKey,
   Mutex,
   fail,
 } from "@x/kernel";
@@ -284,13 +285,11 @@ class PciRoot {
   }
 }
 
-const roots = new WeakMap<Kernel, PciRoot>();
+const PCI_ROOT = new ModuleKey<PciRoot>("pci");
 
 /** The PCI root of `kernel`, created on first use. */
 export function pciRoot(kernel: Kernel): PciRoot {
-  let r = roots.get(kernel);
-  if (!r) roots.set(kernel, (r = new PciRoot(kernel)));
-  return r;
+  return kernel.moduleState(PCI_ROOT) ?? kernel.setModuleState(PCI_ROOT, new PciRoot(kernel));
 }
 
 /**

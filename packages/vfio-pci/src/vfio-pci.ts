@@ -1,5 +1,5 @@
 import { VFIO_PCI_DMA_BUF_IOMMUFD_MAP } from "@x/dmabuf";
-import { type Kernel, KernelWarning } from "@x/kernel";
+import { type Kernel, KernelWarning, ModuleKey } from "@x/kernel";
 import type { PciBus, PciDev } from "./pci.js";
 import { VfioPciCoreDevice } from "./vfio-pci-core.js";
 import {
@@ -15,7 +15,7 @@ import { VfioDeviceSet, vfioRegisterDevice } from "./vfio-main.js";
  * and creates its cdev `/dev/vfio/devices/vfioN`.
  */
 export class VfioPciModule {
-  private static readonly byKernel = new WeakMap<Kernel, VfioPciModule>();
+  private static readonly key = new ModuleKey<VfioPciModule>("vfio_pci");
   /** One dev_set per bus: the devices a hot reset touches together. */
   private readonly devSets = new Map<PciBus, VfioDeviceSet>();
   private readonly byPdev = new Map<PciDev, VfioPciCoreDevice>();
@@ -28,15 +28,13 @@ export class VfioPciModule {
   }
 
   static of(kernel: Kernel): VfioPciModule | undefined {
-    return VfioPciModule.byKernel.get(kernel);
+    return kernel.moduleState(VfioPciModule.key);
   }
 
   /** @internal */
   static load(kernel: Kernel, options: VfioPciOptions): VfioPciModule {
-    if (VfioPciModule.byKernel.has(kernel)) throw new KernelWarning("vfio_pci loaded twice");
-    const m = new VfioPciModule(kernel, options);
-    VfioPciModule.byKernel.set(kernel, m);
-    return m;
+    if (VfioPciModule.of(kernel)) throw new KernelWarning("vfio_pci loaded twice");
+    return kernel.setModuleState(VfioPciModule.key, new VfioPciModule(kernel, options));
   }
 
   /** The vfio-pci device driving `pdev`, if bound. */
