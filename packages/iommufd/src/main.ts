@@ -400,20 +400,18 @@ export class IommufdCtx implements CompatIoasHolder {
   }
 
   /** The visible objects in id order. */
-  *objectsInOrder(): IterableIterator<IommufdObject> {
-    const ids = Array.from(this.objects.keys());
+  objectsInOrder(): IommufdObject[] {
+    const out: IommufdObject[] = [];
+    for (const o of this.objects.values()) if (o) out.push(o);
     // Insertion sort: the table's order is allocation order, so ids are out of place only
     // where a freed id was reused; there this beats a comparator call per comparison.
-    for (let i = 1; i < ids.length; i++) {
-      const id = ids[i]!;
+    for (let i = 1; i < out.length; i++) {
+      const o = out[i]!;
       let j = i - 1;
-      for (; j >= 0 && ids[j]! > id; j--) ids[j + 1] = ids[j]!;
-      ids[j + 1] = id;
+      for (; j >= 0 && out[j]!.id > o.id; j--) out[j + 1] = out[j]!;
+      out[j + 1] = o;
     }
-    for (const id of ids) {
-      const o = this.objects.get(id);
-      if (o) yield o;
-    }
+    return out;
   }
 
   /**

@@ -160,25 +160,33 @@ export class XArray {
       last - first < this.leaves.size
         ? null
         : [...this.leaves.keys()].filter((k) => k >= first && k <= last).sort((a, b) => a - b);
-    const visit = (key: number): void => {
-      const leaf = this.leaves.get(key);
-      if (!leaf) return;
-      const base = key * LEAF;
-      const from = Math.max(lo - base, 0);
-      const to = Math.min(hi - base, LEAF);
-      for (let s = from; s < to; s++) {
-        const v = leaf[s]!;
-        if (v === 0) continue;
-        fn?.(base + s, v - 1);
-        if (!erase) continue;
-        leaf[s] = 0;
-        this.n--;
-        leaf[LEAF]!--;
-      }
-      if (erase && leaf[LEAF] === 0) this.leaves.delete(key);
-    };
-    if (keys) for (const k of keys) visit(k);
-    else for (let k = first; k <= last; k++) visit(k);
+    if (keys) for (const k of keys) this.walkLeaf(k, lo, hi, fn, erase);
+    else for (let k = first; k <= last; k++) this.walkLeaf(k, lo, hi, fn, erase);
+  }
+
+  /** `walk` over the leaf `key`: a method, so that a walk makes no closure. */
+  private walkLeaf(
+    key: number,
+    lo: number,
+    hi: number,
+    fn: ((index: number, value: number) => void) | undefined,
+    erase: boolean,
+  ): void {
+    const leaf = this.leaves.get(key);
+    if (!leaf) return;
+    const base = key * LEAF;
+    const from = Math.max(lo - base, 0);
+    const to = Math.min(hi - base, LEAF);
+    for (let s = from; s < to; s++) {
+      const v = leaf[s]!;
+      if (v === 0) continue;
+      fn?.(base + s, v - 1);
+      if (!erase) continue;
+      leaf[s] = 0;
+      this.n--;
+      leaf[LEAF]!--;
+    }
+    if (erase && leaf[LEAF] === 0) this.leaves.delete(key);
   }
 
   clear(): void {

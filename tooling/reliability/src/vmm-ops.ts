@@ -214,7 +214,6 @@ export class VmmOps {
 
   step(op: VmmOp): number {
     const machine = this.host.machine;
-    const deviceFd = (i: number) => this.host.deviceFd(i);
     const libc = machine.libc;
     switch (op.k) {
       case "eventfdCreate": {
@@ -293,7 +292,7 @@ export class VmmOps {
         return this.ioctl(
           "VFIO_DEVICE_GET_IRQ_INFO",
           op,
-          deviceFd(op.dev),
+          this.host.deviceFd(op.dev),
           VFIO_DEVICE_GET_IRQ_INFO,
           arg,
         );
@@ -304,7 +303,7 @@ export class VmmOps {
         return this.ioctl(
           "VFIO_DEVICE_SET_IRQS",
           op,
-          deviceFd(op.dev),
+          this.host.deviceFd(op.dev),
           VFIO_DEVICE_SET_IRQS,
           this.irqSet(op),
         );
@@ -316,7 +315,7 @@ export class VmmOps {
         return this.ioctl(
           "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO",
           op,
-          deviceFd(op.dev),
+          this.host.deviceFd(op.dev),
           VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
           arg,
         );
@@ -329,7 +328,7 @@ export class VmmOps {
         return this.ioctl(
           "VFIO_DEVICE_PCI_HOT_RESET",
           op,
-          deviceFd(op.dev),
+          this.host.deviceFd(op.dev),
           VFIO_DEVICE_PCI_HOT_RESET,
           arg,
         );
