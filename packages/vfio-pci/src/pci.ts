@@ -482,7 +482,9 @@ export class PciDev {
       this.config[PCI_CAPABILITY_LIST] = 0;
     }
     this.initial.set(this.config);
-    let end = size;
+    // Writable bytes lie in the header and the capabilities, all below `next`: no need to scan
+    // the 4 KiB of an express function's space.
+    let end = Math.min(next, size);
     while (end > 0 && this.wmask[end - 1] === 0) end--;
     this.wmaskEnd = end;
     // Firmware assigned addresses: BAR registers hold their regions' bases.

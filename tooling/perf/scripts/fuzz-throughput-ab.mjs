@@ -1,11 +1,12 @@
 // Checked uAPI-fuzz steps per CPU-second of one or two source trees (git worktrees), for
 // comparing with a commit whose tree has no fuzz-throughput bench:
 //   node --conditions=@x/source --import tsx tooling/perf/scripts/fuzz-throughput-ab.mjs \
-//     [--warm N] <tree> [<other tree>] [programs]
+//     [--warm N] [--passes M] <tree> [<other tree>] [programs]
 // Each tree's own `programArb` draws the programs (seed 20261125, up to 100 ops, 600 by
 // default). Warm-up: the first 10 programs, as in the bench's warm-up-inclusive rows; with
 // --warm N, N whole passes over every program instead, so the measured pass runs at steady
-// state (what a long campaign gets; the first passes are mostly V8 compiling the model). One tree: the loop of
+// state (what a long campaign gets; the first passes are mostly V8 compiling the model); with
+// --passes M, M measured passes instead of one, the figure being their mean. One tree: the loop of
 // tooling/reliability/bench/fuzz-throughput.bench.ts, checked (`runProgram`) and unchecked runs
 // interleaved program by program. Two trees: both loaded into this process (two separate module
 // graphs), their checked runs interleaved program by program, alternating which goes first, so
@@ -16,10 +17,13 @@ import { parseArgs } from "node:util";
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
-  options: { warm: { type: "string" } },
+  options: { warm: { type: "string" }, passes: { type: "string" } },
 });
 const warmPasses = Number(values.warm ?? 0);
 if (!Number.isInteger(warmPasses) || warmPasses < 0) throw new Error("--warm takes a pass count");
+const measuredPasses = Number(values.passes ?? 1);
+if (!Number.isInteger(measuredPasses) || measuredPasses < 1)
+  throw new Error("--passes takes a pass count of at least 1");
 const count = /^\d+$/.test(positionals.at(-1) ?? "") ? Number(positionals.pop()) : 600;
 if (positionals.length < 1 || positionals.length > 2)
   throw new Error("usage: fuzz-throughput-ab.mjs <tree> [<other tree>] [programs]");
@@ -76,10 +80,12 @@ if (trees.length === 1) {
         t.unchecked(ops);
       }
     }
-    t.programs.forEach((ops, i) => {
-      runChecked(t, i);
-      uncheckedUs += cpuUs(() => t.unchecked(ops));
-    });
+    for (let pass = 0; pass < measuredPasses; pass++) {
+      t.programs.forEach((ops, i) => {
+        runChecked(t, i);
+        uncheckedUs += cpuUs(() => t.unchecked(ops));
+      });
+    }
   });
   console.log(
     JSON.stringify({ ...summary(t), uncheckedUsPerStep: +(uncheckedUs / t.steps).toFixed(2) }),
@@ -93,10 +99,12 @@ if (trees.length === 1) {
     }
   }
   for (const t of trees) t.checkedUs = t.steps = 0;
-  for (let i = 0; i < count; i++) {
-    const [first, second] = i % 2 ? [a, b] : [b, a];
-    runChecked(first, i);
-    runChecked(second, i);
+  for (let pass = 0; pass < measuredPasses; pass++) {
+    for (let i = 0; i < count; i++) {
+      const [first, second] = i % 2 ? [a, b] : [b, a];
+      runChecked(first, i);
+      runChecked(second, i);
+    }
   }
   const speedup = a.checkedUs / a.steps / (b.checkedUs / b.steps);
   console.log(JSON.stringify({ a: summary(a), b: summary(b), speedup: +speedup.toFixed(3) }));
