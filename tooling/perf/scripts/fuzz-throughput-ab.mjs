@@ -2,6 +2,7 @@
 // comparing with a commit whose tree has no fuzz-throughput bench:
 //   node --conditions=@x/source --import tsx tooling/perf/scripts/fuzz-throughput-ab.mjs \
 //     [--warm N] [--passes M] <tree> [<other tree>] [programs]
+//     --campaign STEPS <tree>
 // Each tree's own `programArb` draws the programs (seed 20261125, up to 100 ops, 600 by
 // default). Warm-up: the first 10 programs, as in the bench's warm-up-inclusive rows; with
 // --warm N, N whole passes over every program instead, so the measured pass runs at steady
@@ -10,14 +11,16 @@
 // tooling/reliability/bench/fuzz-throughput.bench.ts, checked (`runProgram`) and unchecked runs
 // interleaved program by program. Two trees: both loaded into this process (two separate module
 // graphs), their checked runs interleaved program by program, alternating which goes first, so
-// both see the same load.
+// both see the same load. --campaign: the tree's `fuzzUapi` run for STEPS steps (seed 20261125)
+// to warm up, then for STEPS more (seed 20261126), the second one measured: what a campaign
+// gets, every program a new one.
 import { createRequire } from "node:module";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
-  options: { warm: { type: "string" }, passes: { type: "string" } },
+  options: { warm: { type: "string" }, passes: { type: "string" }, campaign: { type: "string" } },
 });
 const warmPasses = Number(values.warm ?? 0);
 if (!Number.isInteger(warmPasses) || warmPasses < 0) throw new Error("--warm takes a pass count");
@@ -65,6 +68,29 @@ const summary = (tree) => ({
   checkedUsPerStep: +(tree.checkedUs / tree.steps).toFixed(2),
   checkedStepsPerCpuSecond: Math.round((1e6 * tree.steps) / tree.checkedUs),
 });
+
+if (values.campaign !== undefined) {
+  const steps = Number(values.campaign);
+  if (!Number.isInteger(steps) || steps < 1 || positionals.length !== 1)
+    throw new Error("usage: fuzz-throughput-ab.mjs --campaign STEPS <tree>");
+  const root = resolve(positionals[0]);
+  const { fuzzUapi } = await import(`${root}/tooling/reliability/src/fuzz-uapi.ts`);
+  fuzzUapi({ seed: 20261125, steps });
+  let result;
+  const us = cpuUs(() => {
+    result = fuzzUapi({ seed: 20261126, steps });
+  });
+  console.log(
+    JSON.stringify({
+      tree: root,
+      steps: result.steps,
+      runs: result.runs,
+      checkedUsPerStep: +(us / result.steps).toFixed(2),
+      checkedStepsPerCpuSecond: Math.round((1e6 * result.steps) / us),
+    }),
+  );
+  process.exit(0);
+}
 
 const trees = [];
 for (const root of positionals) trees.push(await load(resolve(root)));

@@ -10,11 +10,13 @@
  * much once every path has been optimised. A long campaign runs there, so the third row runs
  * three more passes and then measures three (their mean), against 635f058 measured the same
  * way. (V8 still compiles functions that turn hot late in the fourth pass: one pass there moved
- * a run's figure by a third from run to run.)
+ * a run's figure by a third from run to run.) Those passes run the same 600 programs again; the
+ * fourth row is a campaign proper, `fuzzUapi` with every program a new one and fast-check's
+ * generation counted, against a 635f058 campaign of the same size.
  */
 import { SMOKE, record, report } from "@x/bench";
 import fc from "fast-check";
-import { runProgram } from "../src/fuzz-uapi.js";
+import { fuzzUapi, runProgram } from "../src/fuzz-uapi.js";
 import { Machine } from "../src/machine.js";
 import { type Op, Runner, programArb } from "../src/sequence.js";
 import { withoutErrorStacks } from "@x/kernel";
@@ -37,6 +39,15 @@ const STEADY_REFERENCE_635F058 = 21_084;
 /** Passes before the steady-state ones (the measured first pass among them), and those. */
 const STEADY_WARM_PASSES = 4;
 const STEADY_PASSES = 3;
+/**
+ * The campaign row: `fuzzUapi` for CAMPAIGN_STEPS steps to warm up (seed 20261125), then as many
+ * more measured (seed 20261126). 635f058 measured the same way (`fuzz-throughput-ab.mjs
+ * --campaign 300000 <635f058 tree>`): the median of three runs, 22 824, 24 964 and 22 717 steps
+ * per CPU-second, alternated with runs of this tree's sources, on 2026-12-06 04:30–04:32 UTC at
+ * load 0.6–1.6 on the same machine.
+ */
+const CAMPAIGN_REFERENCE_635F058 = 22_824;
+const CAMPAIGN_STEPS = SMOKE ? 20_000 : 300_000;
 const programs = fc.sample(programArb(100), { seed: 20261125, numRuns: PROGRAMS });
 
 function unchecked(ops: readonly Op[]): void {
@@ -79,6 +90,12 @@ withoutErrorStacks(() => {
   }
 });
 
+fuzzUapi({ seed: 20261125, steps: CAMPAIGN_STEPS });
+let campaignSteps = 0;
+const campaignUs = cpuUs(() => {
+  campaignSteps = fuzzUapi({ seed: 20261126, steps: CAMPAIGN_STEPS }).steps;
+});
+
 const perStep = checkedUs / steps;
 record({
   pkg: "reliability",
@@ -117,5 +134,19 @@ record({
   target: ">= 4x the checked steps per CPU-second of 635f058 at steady state (same checker)",
   met: steadyRate >= 4 * STEADY_REFERENCE_635F058,
   note: `${Math.round(steadyRate)} vs ${STEADY_REFERENCE_635F058} steps per CPU-second, passes ${STEADY_WARM_PASSES + 1}-${STEADY_WARM_PASSES + STEADY_PASSES} (635f058, recorded)`,
+});
+const campaignPerStep = campaignUs / campaignSteps;
+const campaignRate = 1e6 / campaignPerStep;
+record({
+  pkg: "reliability",
+  workload: "uAPI fuzz campaign: checked steps per CPU-second vs 635f058",
+  value: campaignPerStep,
+  unit: "µs",
+  baseline: 1e6 / CAMPAIGN_REFERENCE_635F058,
+  ratio: campaignRate / CAMPAIGN_REFERENCE_635F058,
+  better: "higher",
+  target: ">= 4x the checked steps per CPU-second of a 635f058 campaign (same checker)",
+  met: campaignRate >= 4 * CAMPAIGN_REFERENCE_635F058,
+  note: `${Math.round(campaignRate)} vs ${CAMPAIGN_REFERENCE_635F058} steps per CPU-second over ${campaignSteps} steps after as many to warm up (635f058, recorded)`,
 });
 report();
