@@ -342,7 +342,23 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ k: "die" } as const) },
   ...vmmOpArbs,
   ...nestOpArbs,
-);
+).map(plainOp);
+
+/**
+ * `op` (and the records in its arrays) as ordinary objects, same keys in the same order.
+ * fast-check's `record` gives about half of its objects a null prototype, which V8 keeps in
+ * dictionary mode: every read of an op's fields was a hash lookup, and every site reading them
+ * megamorphic. The copy draws nothing from the generator, so a seed still gives the same
+ * programs, and shrinking goes through the record as before.
+ */
+function plainOp(op: Op): Op {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(op)) {
+    const v = (op as Record<string, unknown>)[key];
+    out[key] = Array.isArray(v) ? v.map((e) => (typeof e === "object" ? { ...e } : e)) : v;
+  }
+  return out as Op;
+}
 
 /** A program of up to `maxLength` ops. */
 export function programArb(maxLength: number): fc.Arbitrary<Op[]> {
