@@ -181,7 +181,7 @@ const npages = fc.integer({ min: 1, max: 8 });
 const slot = fc.option(fc.nat({ max: IOVA_SLOTS - 1 }), { nil: null, freq: 2 });
 
 /** One op, weighted toward the paths that build and tear down state. */
-const opArb: fc.Arbitrary<Op> = fc.oneof(
+const generatedOpArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.constant({ k: "ioasAlloc" } as const) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("destroy" as const), obj: idx }) },
   {
@@ -342,7 +342,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ k: "die" } as const) },
   ...vmmOpArbs,
   ...nestOpArbs,
-).map(plainOp);
+);
 
 /**
  * `op` (and the records in its arrays) as ordinary objects, same keys in the same order.
@@ -359,6 +359,8 @@ function plainOp(op: Op): Op {
   }
   return out as Op;
 }
+
+const opArb = generatedOpArb.map(plainOp);
 
 /** A program of up to `maxLength` ops. */
 export function programArb(maxLength: number): fc.Arbitrary<Op[]> {

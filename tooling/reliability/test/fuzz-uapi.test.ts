@@ -1,7 +1,9 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { IommufdIoas } from "@x/iommufd";
 import { fuzzUapi, replayUapi, runProgram } from "../src/fuzz-uapi.js";
 import type { Machine } from "../src/machine.js";
+import { programArb } from "../src/sequence.js";
 import { VMM_STATE } from "./helpers.js";
 
 /** Steps of the seeded in-test budget (the CI's 100 000 run in `pnpm reliability`). */
@@ -25,6 +27,20 @@ describe("uAPI fuzzing", () => {
     // The programs reach error paths as well as successes.
     expect(r.errors).toBeGreaterThan(0);
     expect(r.errors).toBeLessThan(r.calls);
+  });
+
+  it("generates ops as ordinary objects, the nested records of an op too", () => {
+    // fast-check's record gives about half of its objects a null prototype (dictionary mode).
+    let withCmds = 0;
+    for (const program of fc.sample(programArb(100), { seed: 20261125, numRuns: 200 })) {
+      for (const op of program) {
+        expect(Object.getPrototypeOf(op)).toBe(Object.prototype);
+        if (!("cmds" in op)) continue;
+        withCmds++;
+        for (const c of op.cmds) expect(Object.getPrototypeOf(c)).toBe(Object.prototype);
+      }
+    }
+    expect(withCmds).toBeGreaterThan(0);
   });
 
   it("is deterministic: the same program gives the same outcome", () => {
