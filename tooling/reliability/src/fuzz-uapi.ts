@@ -20,14 +20,21 @@ import { type Op, Runner, programArb } from "./sequence.js";
 const CHUNK_RUNS = 50;
 const DEFAULT_MAX_LENGTH = 100;
 
-export interface ProgramStats {
+interface Counts {
   steps: number;
   calls: number;
   /** Calls that failed with a documented errno (expected: the fuzzer aims at error paths too). */
   errors: number;
-  /** Coverage: steps per op kind, and ops per errno they ended with. */
-  readonly ops: Record<string, number>;
-  readonly errnos: Record<string, number>;
+}
+
+/**
+ * One program's counts; its coverage (steps per op kind, ops per errno they ended with) stays in
+ * the Maps it was counted in: made into records for every program, it was most of
+ * `runProgram`'s own time.
+ */
+export interface ProgramStats extends Counts {
+  readonly ops: ReadonlyMap<string, number>;
+  readonly errnos: ReadonlyMap<string, number>;
 }
 
 /** An extra rule a caller adds to the checker's (tests plant one to exercise shrinking). */
@@ -64,8 +71,8 @@ export function runProgram(program: readonly Op[], extra?: ExtraInvariant): Prog
     steps,
     calls: runner.calls,
     errors: runner.failures,
-    ops: Object.fromEntries(opCounts),
-    errnos: Object.fromEntries(errnoCounts),
+    ops: opCounts,
+    errnos: errnoCounts,
   };
 }
 
@@ -94,7 +101,10 @@ export interface FuzzUapiOptions {
   readonly extra?: ExtraInvariant;
 }
 
-export interface FuzzUapiResult extends ProgramStats {
+export interface FuzzUapiResult extends Counts {
+  /** Coverage over every program: steps per op kind, and ops per errno they ended with. */
+  readonly ops: Record<string, number>;
+  readonly errnos: Record<string, number>;
   /** Programs run, fast-check's shrinking runs included; chunks started. */
   runs: number;
   chunks: number;
@@ -109,8 +119,8 @@ function property(maxLength: number, stats: FuzzUapiResult, extra: ExtraInvarian
     stats.steps += s.steps;
     stats.calls += s.calls;
     stats.errors += s.errors;
-    for (const [k, n] of Object.entries(s.ops)) count(stats.ops, k, n);
-    for (const [k, n] of Object.entries(s.errnos)) count(stats.errnos, k, n);
+    for (const [k, n] of s.ops) count(stats.ops, k, n);
+    for (const [k, n] of s.errnos) count(stats.errnos, k, n);
   });
 }
 
