@@ -45,6 +45,7 @@ import { KernelError } from "@x/kernel";
 import { pciRoot } from "@x/vfio-pci";
 import type { SyscallName } from "./errnos.js";
 import { type Machine, NESTING_DEVICE, NUM_DEVICES, PAGE } from "./machine.js";
+import { plainRecord } from "./plain-record.js";
 
 /** The guest's STE kinds. */
 type SteKind = "abort" | "bypass" | "s1" | "bad";
@@ -113,16 +114,19 @@ const vsid = fc.nat({ max: 3 });
 export const nestOpArbs: ReadonlyArray<fc.WeightedArbitrary<NestOp>> = [
   {
     weight: 2,
-    arbitrary: fc.record({ k: fc.constant("nestParentAlloc" as const), dev, ioas: idx }),
+    arbitrary: plainRecord({ k: fc.constant("nestParentAlloc" as const), dev, ioas: idx }),
   },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant("viommuAlloc" as const), dev, parent: idx }) },
   {
     weight: 2,
-    arbitrary: fc.record({ k: fc.constant("vdeviceAlloc" as const), viommu: idx, dev, vsid }),
+    arbitrary: plainRecord({ k: fc.constant("viommuAlloc" as const), dev, parent: idx }),
+  },
+  {
+    weight: 2,
+    arbitrary: plainRecord({ k: fc.constant("vdeviceAlloc" as const), viommu: idx, dev, vsid }),
   },
   {
     weight: 3,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("nestedAlloc" as const),
       dev,
       viommu: idx,
@@ -130,14 +134,14 @@ export const nestOpArbs: ReadonlyArray<fc.WeightedArbitrary<NestOp>> = [
       slot: fc.nat({ max: 15 }),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("veventqAlloc" as const), viommu: idx }) },
+  { weight: 1, arbitrary: plainRecord({ k: fc.constant("veventqAlloc" as const), viommu: idx }) },
   {
     weight: 2,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("invalidate" as const),
       viommu: idx,
       cmds: fc.array(
-        fc.record({
+        plainRecord({
           kind: fc.constantFrom<CmdKind>(
             "nhAll",
             "nhAsid",
@@ -155,11 +159,11 @@ export const nestOpArbs: ReadonlyArray<fc.WeightedArbitrary<NestOp>> = [
   },
   {
     weight: 3,
-    arbitrary: fc.record({ k: fc.constant("nestedDma" as const), dev, page: fc.nat({ max: 7 }) }),
+    arbitrary: plainRecord({ k: fc.constant("nestedDma" as const), dev, page: fc.nat({ max: 7 }) }),
   },
   {
     weight: 2,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("vsmmuSetup" as const),
       ioas: idx,
       vsid,

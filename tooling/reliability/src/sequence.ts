@@ -60,6 +60,7 @@ import { type SyscallName, errnoDocumented } from "./errnos.js";
 import { BUFFER_PAGES, type Machine, NUM_DEVICES, PAGE } from "./machine.js";
 import { type NestOp, NestOps, isNestOp, nestOpArbs } from "./nested-ops.js";
 import { type VmmOp, VmmOps, vmmOpArbs } from "./vmm-ops.js";
+import { plainRecord } from "./plain-record.js";
 
 /** Fixed IOVAs are slots of this size from IOVA_BASE, so maps collide often. */
 const IOVA_SLOT = 16n * PAGE;
@@ -181,12 +182,12 @@ const npages = fc.integer({ min: 1, max: 8 });
 const slot = fc.option(fc.nat({ max: IOVA_SLOTS - 1 }), { nil: null, freq: 2 });
 
 /** One op, weighted toward the paths that build and tear down state. */
-const generatedOpArb: fc.Arbitrary<Op> = fc.oneof(
+const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.constant({ k: "ioasAlloc" } as const) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("destroy" as const), obj: idx }) },
+  { weight: 1, arbitrary: plainRecord({ k: fc.constant("destroy" as const), obj: idx }) },
   {
     weight: 4,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("map" as const),
       ioas: idx,
       memfd: fc.boolean(),
@@ -198,7 +199,7 @@ const generatedOpArb: fc.Arbitrary<Op> = fc.oneof(
   },
   {
     weight: 2,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("mapFile" as const),
       ioas: idx,
       off: bufOff,
@@ -208,7 +209,7 @@ const generatedOpArb: fc.Arbitrary<Op> = fc.oneof(
   },
   {
     weight: 3,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("mapDmabuf" as const),
       ioas: idx,
       buf: idx,
@@ -219,26 +220,32 @@ const generatedOpArb: fc.Arbitrary<Op> = fc.oneof(
   },
   {
     weight: 2,
-    arbitrary: fc.record({ k: fc.constant("copy" as const), src: idx, dst: idx, area: idx, slot }),
+    arbitrary: plainRecord({
+      k: fc.constant("copy" as const),
+      src: idx,
+      dst: idx,
+      area: idx,
+      slot,
+    }),
   },
-  { weight: 3, arbitrary: fc.record({ k: fc.constant("unmap" as const), ioas: idx, area: idx }) },
+  { weight: 3, arbitrary: plainRecord({ k: fc.constant("unmap" as const), ioas: idx, area: idx }) },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("unmapRange" as const),
       ioas: idx,
       slot: fc.nat({ max: IOVA_SLOTS - 1 }),
       pages: fc.integer({ min: 1, max: 64 }),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("unmapAll" as const), ioas: idx }) },
+  { weight: 1, arbitrary: plainRecord({ k: fc.constant("unmapAll" as const), ioas: idx }) },
   {
     weight: 1,
-    arbitrary: fc.record({ k: fc.constant("hugePages" as const), ioas: idx, on: fc.boolean() }),
+    arbitrary: plainRecord({ k: fc.constant("hugePages" as const), ioas: idx, on: fc.boolean() }),
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("allowIovas" as const),
       ioas: idx,
       slot: fc.nat({ max: IOVA_SLOTS - 1 }),
@@ -247,7 +254,7 @@ const generatedOpArb: fc.Arbitrary<Op> = fc.oneof(
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("hwptAlloc" as const),
       dev,
       ioas: idx,
@@ -256,11 +263,15 @@ const generatedOpArb: fc.Arbitrary<Op> = fc.oneof(
   },
   {
     weight: 1,
-    arbitrary: fc.record({ k: fc.constant("dirtyTracking" as const), hwpt: idx, on: fc.boolean() }),
+    arbitrary: plainRecord({
+      k: fc.constant("dirtyTracking" as const),
+      hwpt: idx,
+      on: fc.boolean(),
+    }),
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("dirtyBitmap" as const),
       hwpt: idx,
       slot: fc.nat({ max: IOVA_SLOTS - 1 }),
@@ -269,34 +280,41 @@ const generatedOpArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.constant({ k: "iommufdReopen" } as const) },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant("devOpen" as const), dev }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("devClose" as const), dev }) },
-  { weight: 3, arbitrary: fc.record({ k: fc.constant("attach" as const), dev, pt: idx }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("detach" as const), dev }) },
+  { weight: 2, arbitrary: plainRecord({ k: fc.constant("devOpen" as const), dev }) },
+  { weight: 1, arbitrary: plainRecord({ k: fc.constant("devClose" as const), dev }) },
+  { weight: 3, arbitrary: plainRecord({ k: fc.constant("attach" as const), dev, pt: idx }) },
+  { weight: 1, arbitrary: plainRecord({ k: fc.constant("detach" as const), dev }) },
   {
     weight: 2,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("dmabufExport" as const),
       dev,
       off: fc.nat({ max: BAR_PAGES - 1 }),
       pages: fc.integer({ min: 1, max: 16 }),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("dmabufClose" as const), buf: idx }) },
-  { weight: 3, arbitrary: fc.record({ k: fc.constant("memory" as const), dev, on: fc.boolean() }) },
+  { weight: 1, arbitrary: plainRecord({ k: fc.constant("dmabufClose" as const), buf: idx }) },
+  {
+    weight: 3,
+    arbitrary: plainRecord({ k: fc.constant("memory" as const), dev, on: fc.boolean() }),
+  },
   {
     weight: 1,
-    arbitrary: fc.record({ k: fc.constant("power" as const), dev, d3hot: fc.boolean() }),
+    arbitrary: plainRecord({ k: fc.constant("power" as const), dev, d3hot: fc.boolean() }),
   },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("reset" as const), dev }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("flr" as const), dev }) },
+  { weight: 1, arbitrary: plainRecord({ k: fc.constant("reset" as const), dev }) },
+  { weight: 1, arbitrary: plainRecord({ k: fc.constant("flr" as const), dev }) },
   {
     weight: 2,
-    arbitrary: fc.record({ k: fc.constant("accessCreate" as const), ioas: idx, pin: fc.boolean() }),
+    arbitrary: plainRecord({
+      k: fc.constant("accessCreate" as const),
+      ioas: idx,
+      pin: fc.boolean(),
+    }),
   },
   {
     weight: 3,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("accessPages" as const),
       access: idx,
       area: idx,
@@ -306,33 +324,36 @@ const generatedOpArb: fc.Arbitrary<Op> = fc.oneof(
   },
   {
     weight: 1,
-    arbitrary: fc.record({ k: fc.constant("accessUnpin" as const), access: idx, item: idx }),
+    arbitrary: plainRecord({ k: fc.constant("accessUnpin" as const), access: idx, item: idx }),
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("accessRw" as const),
       access: idx,
       area: idx,
       write: fc.boolean(),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("accessClose" as const), access: idx }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("rlimitMode" as const), mm: fc.boolean() }) },
+  { weight: 1, arbitrary: plainRecord({ k: fc.constant("accessClose" as const), access: idx }) },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({ k: fc.constant("rlimitMode" as const), mm: fc.boolean() }),
+  },
+  {
+    weight: 1,
+    arbitrary: plainRecord({
       k: fc.constant("memlock" as const),
       pages: fc.constantFrom(0, 4, 16, 2048),
     }),
   },
   {
     weight: 1,
-    arbitrary: fc.record({ k: fc.constant("mapMsi" as const), ioas: idx, pages: npages }),
+    arbitrary: plainRecord({ k: fc.constant("mapMsi" as const), ioas: idx, pages: npages }),
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("mapSealed" as const),
       ioas: idx,
       mfd: idx,
@@ -343,24 +364,6 @@ const generatedOpArb: fc.Arbitrary<Op> = fc.oneof(
   ...vmmOpArbs,
   ...nestOpArbs,
 );
-
-/**
- * `op` (and the records in its arrays) as ordinary objects, same keys in the same order.
- * fast-check's `record` gives about half of its objects a null prototype, which V8 keeps in
- * dictionary mode: every read of an op's fields was a hash lookup, and every site reading them
- * megamorphic. The copy draws nothing from the generator, so a seed still gives the same
- * programs, and shrinking goes through the record as before.
- */
-function plainOp(op: Op): Op {
-  const out: Record<string, unknown> = {};
-  for (const key of Object.keys(op)) {
-    const v = (op as Record<string, unknown>)[key];
-    out[key] = Array.isArray(v) ? v.map((e) => (typeof e === "object" ? { ...e } : e)) : v;
-  }
-  return out as Op;
-}
-
-const opArb = generatedOpArb.map(plainOp);
 
 /** A program of up to `maxLength` ops. */
 export function programArb(maxLength: number): fc.Arbitrary<Op[]> {

@@ -49,6 +49,7 @@ import {
 } from "@x/vfio-pci";
 import type { SyscallName } from "./errnos.js";
 import { type Machine, NUM_DEVICES, PAGE } from "./machine.js";
+import { plainRecord } from "./plain-record.js";
 
 export type VmmOp =
   | { readonly k: "eventfdCreate"; readonly semaphore: boolean }
@@ -87,22 +88,22 @@ const sealBits = [F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, F_SEAL_
 export const vmmOpArbs: ReadonlyArray<fc.WeightedArbitrary<VmmOp>> = [
   {
     weight: 2,
-    arbitrary: fc.record({ k: fc.constant("eventfdCreate" as const), semaphore: fc.boolean() }),
+    arbitrary: plainRecord({ k: fc.constant("eventfdCreate" as const), semaphore: fc.boolean() }),
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("eventfdWrite" as const),
       efd: idx,
       value: fc.constantFrom(1n, 3n, 0xffff_ffff_ffff_fffen, 0xffff_ffff_ffff_ffffn),
     }),
   },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant("eventfdRead" as const), efd: idx }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("eventfdClose" as const), efd: idx }) },
+  { weight: 2, arbitrary: plainRecord({ k: fc.constant("eventfdRead" as const), efd: idx }) },
+  { weight: 1, arbitrary: plainRecord({ k: fc.constant("eventfdClose" as const), efd: idx }) },
   { weight: 1, arbitrary: fc.constant({ k: "sealedCreate" } as const) },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("addSeals" as const),
       mfd: idx,
       seals: fc.subarray(sealBits, { minLength: 1 }).map((bits) => bits.reduce((a, b) => a | b, 0)),
@@ -110,7 +111,7 @@ export const vmmOpArbs: ReadonlyArray<fc.WeightedArbitrary<VmmOp>> = [
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("sealedTruncate" as const),
       mfd: idx,
       pages: fc.nat({ max: 2 * SEALED_PAGES }),
@@ -118,7 +119,7 @@ export const vmmOpArbs: ReadonlyArray<fc.WeightedArbitrary<VmmOp>> = [
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("sealedWrite" as const),
       mfd: idx,
       page: fc.nat({ max: 2 * SEALED_PAGES }),
@@ -126,7 +127,7 @@ export const vmmOpArbs: ReadonlyArray<fc.WeightedArbitrary<VmmOp>> = [
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("sealedMmap" as const),
       mfd: idx,
       writable: fc.boolean(),
@@ -134,7 +135,7 @@ export const vmmOpArbs: ReadonlyArray<fc.WeightedArbitrary<VmmOp>> = [
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("irqInfo" as const),
       dev,
       index: fc.nat({ max: IRQ_INDEXES - 1 }),
@@ -142,7 +143,7 @@ export const vmmOpArbs: ReadonlyArray<fc.WeightedArbitrary<VmmOp>> = [
   },
   {
     weight: 4,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("setIrqs" as const),
       dev,
       index: fc.nat({ max: IRQ_INDEXES - 1 }),
@@ -154,7 +155,7 @@ export const vmmOpArbs: ReadonlyArray<fc.WeightedArbitrary<VmmOp>> = [
   },
   {
     weight: 3,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("raise" as const),
       dev,
       vector: fc.option(fc.nat({ max: 4 }), { nil: null }),
@@ -162,7 +163,7 @@ export const vmmOpArbs: ReadonlyArray<fc.WeightedArbitrary<VmmOp>> = [
   },
   {
     weight: 1,
-    arbitrary: fc.record({
+    arbitrary: plainRecord({
       k: fc.constant("hotResetInfo" as const),
       dev,
       room: fc.nat({ max: NUM_DEVICES }),
@@ -170,7 +171,7 @@ export const vmmOpArbs: ReadonlyArray<fc.WeightedArbitrary<VmmOp>> = [
   },
   {
     weight: 1,
-    arbitrary: fc.record({ k: fc.constant("hotReset" as const), dev, count: fc.nat({ max: 1 }) }),
+    arbitrary: plainRecord({ k: fc.constant("hotReset" as const), dev, count: fc.nat({ max: 1 }) }),
   },
 ];
 
