@@ -46,8 +46,8 @@ export interface KernelOptions {
  * Decision: the state hangs off its Kernel, not off a WeakMap keyed by the Kernel. Each such
  * state points back at its Kernel, and V8's young-generation GC keeps a WeakMap entry alive
  * when its value reaches its key: every machine built and dropped then survived minor GCs
- * whole and was promoted, to be freed only by a full GC (PERFORMANCE.md, "Machines that
- * outlived themselves").
+ * whole and was promoted, to be freed only by a full GC (PERFORMANCE.md, "Seventh round:
+ * machines that outlived themselves").
  */
 export class ModuleKey<T> {
   /** Ties the key to its state's type; never set. */
