@@ -107,17 +107,20 @@ interface DmaBufCore {
 
 const DMA_BUF_CORE = new ModuleKey<DmaBufCore>("dma-buf");
 
+/**
+ * Decision: CONFIG_DMABUF_MOVE_NOTIFY follows its Kconfig default (off), so a map through a
+ * dynamic attachment also pins when the exporter has `pin`. Tests may switch it on.
+ */
+function newCore(kernel: Kernel): DmaBufCore {
+  return {
+    lock: new Mutex(kernel.lockdep, "dmabuf_list_mutex"),
+    bufs: new Set(),
+    moveNotify: false,
+  };
+}
+
 function core(kernel: Kernel): DmaBufCore {
-  return (
-    kernel.moduleState(DMA_BUF_CORE) ??
-    // Decision: CONFIG_DMABUF_MOVE_NOTIFY follows its Kconfig default (off), so a map through
-    // a dynamic attachment also pins when the exporter has `pin`. Tests may switch it on.
-    kernel.setModuleState(DMA_BUF_CORE, {
-      lock: new Mutex(kernel.lockdep, "dmabuf_list_mutex"),
-      bufs: new Set(),
-      moveNotify: false,
-    })
-  );
+  return kernel.moduleState(DMA_BUF_CORE, newCore);
 }
 
 /** The buffers alive on `kernel`, oldest first (the debugfs bufinfo list). */

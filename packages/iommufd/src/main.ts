@@ -191,7 +191,7 @@ export class IommufdModule {
     readonly kernel: Kernel,
     options: { vfioContainer?: boolean } = {},
   ) {
-    if (IommufdModule.of(kernel)) throw new KernelWarning("iommufd loaded twice");
+    // Loading it twice on one machine WARNs here, before anything is registered.
     kernel.setModuleState(IommufdModule.key, this);
     kernel.registerDevice("/dev/iommu", (k, flags) => this.open(k, flags, false));
     // The VFIO container node served by iommufd (CONFIG_IOMMUFD_VFIO_CONTAINER): contexts opened

@@ -83,9 +83,16 @@ export class Kernel {
     this.current = this.newTask(this.newProcess(0));
   }
 
-  /** The state `key`'s module keeps on this machine; undefined until it sets one. */
-  moduleState<T>(key: ModuleKey<T>): T | undefined {
-    return this.moduleStates.get(key) as T | undefined;
+  /**
+   * The state `key`'s module keeps on this machine: undefined until it sets one, or, given
+   * `create`, made by it on first use.
+   */
+  moduleState<T>(key: ModuleKey<T>): T | undefined;
+  moduleState<T>(key: ModuleKey<T>, create: (kernel: Kernel) => T): T;
+  moduleState<T>(key: ModuleKey<T>, create?: (kernel: Kernel) => T): T | undefined {
+    const state = this.moduleStates.get(key) as T | undefined;
+    if (state !== undefined || !create) return state;
+    return this.setModuleState(key, create(this));
   }
 
   /** Give `key`'s module its state on this machine, once (a second time is a bug). */

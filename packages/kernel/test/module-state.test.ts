@@ -23,6 +23,20 @@ describe("module state", () => {
     expect(a.moduleState(new ModuleKey<ListState>("test_module"))).toBeUndefined();
   });
 
+  it("is made by `create` on first use, once, and found by a plain lookup after", () => {
+    const k = new Kernel();
+    let made = 0;
+    const create = (kernel: Kernel): ListState => {
+      made++;
+      return { kernel, list: new Set() };
+    };
+    const first = k.moduleState(KEY, create);
+    expect(first.kernel).toBe(k);
+    expect(k.moduleState(KEY, create)).toBe(first);
+    expect(k.moduleState(KEY)).toBe(first);
+    expect(made).toBe(1);
+  });
+
   it("WARNs on a second set and keeps the first state", () => {
     const k = new Kernel();
     const first = k.setModuleState(KEY, { kernel: k, list: new Set() });

@@ -92,10 +92,7 @@ export class MockIommu {
   }
 
   static of(kernel: Kernel): MockIommu {
-    return (
-      kernel.moduleState(MockIommu.key) ??
-      kernel.setModuleState(MockIommu.key, new MockIommu(kernel))
-    );
+    return kernel.moduleState(MockIommu.key, (k) => new MockIommu(k));
   }
 
   allocId(): number {

@@ -286,10 +286,11 @@ class PciRoot {
 }
 
 const PCI_ROOT = new ModuleKey<PciRoot>("pci");
+const newPciRoot = (kernel: Kernel) => new PciRoot(kernel);
 
 /** The PCI root of `kernel`, created on first use. */
 export function pciRoot(kernel: Kernel): PciRoot {
-  return kernel.moduleState(PCI_ROOT) ?? kernel.setModuleState(PCI_ROOT, new PciRoot(kernel));
+  return kernel.moduleState(PCI_ROOT, newPciRoot);
 }
 
 /**

@@ -24,6 +24,8 @@ export class VfioPciModule {
     readonly kernel: Kernel,
     readonly options: VfioPciOptions,
   ) {
+    // Loading it twice on one machine WARNs here, before its symbol is exported again.
+    kernel.setModuleState(VfioPciModule.key, this);
     kernel.symbols.exportSymbol(VFIO_PCI_DMA_BUF_IOMMUFD_MAP, vfioPciDmaBufIommufdMap, "vfio_pci");
   }
 
@@ -33,8 +35,7 @@ export class VfioPciModule {
 
   /** @internal */
   static load(kernel: Kernel, options: VfioPciOptions): VfioPciModule {
-    if (VfioPciModule.of(kernel)) throw new KernelWarning("vfio_pci loaded twice");
-    return kernel.setModuleState(VfioPciModule.key, new VfioPciModule(kernel, options));
+    return new VfioPciModule(kernel, options);
   }
 
   /** The vfio-pci device driving `pdev`, if bound. */

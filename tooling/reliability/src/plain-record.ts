@@ -6,7 +6,8 @@ import fc from "fast-check";
  * mode: half of the fuzzer's ops were, every read of their fields a hash lookup and every site
  * reading them megamorphic. This draws the same values and the same boolean, in the same order
  * (so a seed gives the same programs, and shrinking walks the same tree), and always builds an
- * object with `Object.prototype`, its keys in the model's order.
+ * object with `Object.prototype`, its keys in the model's order. (`record`'s `noNullPrototype`
+ * option does not draw that boolean, so every seed would give other programs.)
  */
 export function plainRecord<T extends object>(
   model: {
