@@ -3,7 +3,7 @@
  * a baseline measured in the same run, and reported as a row: value, baseline, ratio, target,
  * met. Rows are printed as one table and appended to `bench-results/results.json`.
  */
-import { appendFileSync, mkdirSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { Bench } from "tinybench";
 
 export interface BenchRow {
@@ -80,6 +80,34 @@ export function timeOnce(fn: () => void, repeat = SMOKE ? 1 : 3): number {
     best = Math.min(best, performance.now() - t0);
   }
   return best;
+}
+
+/**
+ * CPU milliseconds used so far by this process's main thread and by all its other threads
+ * together (V8's compiler and GC helpers, libuv's pool), from Linux's /proc/self/task; undefined
+ * without it. Process CPU, what the rows measure, is their sum: the split says how much of a
+ * row went to V8 compiling and collecting beside the workload. The counts are in clock ticks,
+ * 10 ms each (USER_HZ), so a window shorter than a second or so is too coarse for it.
+ */
+export function threadCpuMs(): { main: number; helpers: number } | undefined {
+  const tasks = "/proc/self/task";
+  if (!existsSync(tasks)) return undefined;
+  let main = 0;
+  let helpers = 0;
+  for (const tid of readdirSync(tasks)) {
+    let stat: string;
+    try {
+      stat = readFileSync(`${tasks}/${tid}/stat`, "utf8");
+    } catch {
+      continue; // the thread exited between the listing and the read
+    }
+    // utime and stime are fields 14 and 15; the command name (field 2) may hold spaces.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ms = (Number(fields[11]) + Number(fields[12])) * 10;
+    if (Number(tid) === process.pid) main += ms;
+    else helpers += ms;
+  }
+  return { main, helpers };
 }
 
 /** Heap in MiB after a forced GC when node runs with --expose-gc. */
