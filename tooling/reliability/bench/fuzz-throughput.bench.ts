@@ -3,25 +3,35 @@
  * cross-package checker after every op and the quiesced check after teardown) against the
  * same programs run without the checker, interleaved program by program so both see the same
  * load. The ratio is what checking costs; steps per CPU-second is what a campaign gets, and the
- * second row sets it against the fuzzer at commit 635f058 (a recorded number: that tree cannot
- * run in this process).
+ * other three rows set it against the fuzzer at commit 635f058.
  *
  * That first pass is mostly V8 compiling the model: the same programs cost about a third as
  * much once every path has been optimised. The row's note splits the pass's process CPU between
  * the main thread and V8's helper threads (TurboFan compiles concurrently; GC helpers), about
- * half each. A long campaign runs there, so the third row runs
- * three more passes and then measures three (their mean), against 635f058 measured the same
- * way. (V8 still compiles functions that turn hot late in the fourth pass: one pass there moved
- * a run's figure by a third from run to run.) Those passes run the same 600 programs again; the
- * fourth row is a campaign proper, `fuzzUapi` with every program a new one and fast-check's
- * generation counted, against a 635f058 campaign of the same size.
+ * half each. A long campaign runs there, so the third row runs three more passes and then
+ * measures three (their mean). (V8 still compiles functions that turn hot late in the fourth
+ * pass: one pass there moved a run's figure by a third from run to run.) Those passes run the
+ * same 600 programs again; the fourth row is a campaign proper, `fuzzUapi` with every program a
+ * new one and fast-check's generation counted.
+ *
+ * 635f058 is measured in the same run: a full run unpacks that commit's tree from the clone's
+ * history (reference-tree.ts) and runs each of the three measurements once per tree in fresh
+ * processes (tooling/perf/scripts/fuzz-throughput-ab.mjs), 635f058, this tree, this tree,
+ * 635f058, so a drift of the machine's speed during the run weighs on both alike; this tree's
+ * figure and 635f058's are each the mean of their two. Where that tree cannot be had, and in
+ * smoke runs, this process measures this tree and the rows compare with figures recorded on
+ * 2026-12-05 and -06, the note saying so: on this shared machine this tree's figures moved by
+ * 40 % within an hour of quiet load, so a recorded reference can flip a row either way.
  */
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { SMOKE, record, report, threadCpuMs } from "@x/bench";
 import fc from "fast-check";
 import { fuzzUapi, runProgram } from "../src/fuzz-uapi.js";
 import { Machine } from "../src/machine.js";
 import { type Op, Runner, programArb } from "../src/sequence.js";
 import { withoutErrorStacks } from "@x/kernel";
+import { referenceTree } from "./reference-tree.js";
 
 const PROGRAMS = SMOKE ? 60 : 600;
 /**
@@ -84,25 +94,86 @@ withoutErrorStacks(() => {
   const t1 = threadCpuMs();
   if (t0 && t1) firstPassThreads = { main: t1.main - t0.main, helpers: t1.helpers - t0.helpers };
 });
-// The measured pass above is the first of the steady-state warm-up.
-let steadyUs = 0;
-withoutErrorStacks(() => {
-  for (let pass = 2; pass <= STEADY_WARM_PASSES + STEADY_PASSES; pass++) {
-    for (const ops of programs) {
-      const us = cpuUs(() => runProgram(ops));
-      if (pass > STEADY_WARM_PASSES) steadyUs += us;
-      unchecked(ops);
-    }
-  }
-});
+const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const AB_SCRIPT = `${ROOT}tooling/perf/scripts/fuzz-throughput-ab.mjs`;
+const reference = SMOKE ? { why: "a smoke run" } : referenceTree(ROOT, "635f058");
 
-fuzzUapi({ seed: 20261125, steps: CAMPAIGN_STEPS });
-let campaignSteps = 0;
-const campaignUs = cpuUs(() => {
-  campaignSteps = fuzzUapi({ seed: 20261126, steps: CAMPAIGN_STEPS }).steps;
-});
+/** µs per checked step of `tree`, measured by fuzz-throughput-ab.mjs `args` in a new process. */
+function abUsPerStep(tree: string, args: readonly string[]): number {
+  const r = spawnSync(
+    process.execPath,
+    ["--conditions=@x/source", "--import", "tsx", AB_SCRIPT, ...args, tree],
+    { cwd: ROOT, encoding: "utf8" },
+  );
+  if (r.status !== 0)
+    throw new Error(`fuzz-throughput-ab.mjs ${[...args, tree].join(" ")}: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "").checkedUsPerStep;
+}
+
+interface Measured {
+  /** µs per checked step of this tree and of 635f058. */
+  readonly ours: number;
+  readonly ref: number;
+  readonly how: string;
+}
+
+/** 635f058, this tree, this tree, 635f058, each in a new process; the mean of each pair. */
+function sameRun(tree: string, args: readonly string[]): Measured {
+  const ref1 = abUsPerStep(tree, args);
+  const ours = (abUsPerStep(ROOT, args) + abUsPerStep(ROOT, args)) / 2;
+  const ref = (ref1 + abUsPerStep(tree, args)) / 2;
+  return { ours, ref, how: "635f058 measured in this run, alternated with this tree" };
+}
+
+/** This tree in this process, 635f058 as recorded. */
+function recorded(ours: number, stepsPerCpuSecond: number, when: string): Measured {
+  const why = "why" in reference ? reference.why : "";
+  return { ours, ref: 1e6 / stepsPerCpuSecond, how: `635f058 as recorded ${when} (${why})` };
+}
+
+function inProcessSteady(): number {
+  // The measured pass above is the first of the steady-state warm-up.
+  let steadyUs = 0;
+  withoutErrorStacks(() => {
+    for (let pass = 2; pass <= STEADY_WARM_PASSES + STEADY_PASSES; pass++) {
+      for (const ops of programs) {
+        const us = cpuUs(() => runProgram(ops));
+        if (pass > STEADY_WARM_PASSES) steadyUs += us;
+        unchecked(ops);
+      }
+    }
+  });
+  return steadyUs / (STEADY_PASSES * steps);
+}
+
+function inProcessCampaign(): number {
+  fuzzUapi({ seed: 20261125, steps: CAMPAIGN_STEPS });
+  let campaignSteps = 0;
+  const us = cpuUs(() => {
+    campaignSteps = fuzzUapi({ seed: 20261126, steps: CAMPAIGN_STEPS }).steps;
+  });
+  return us / campaignSteps;
+}
 
 const perStep = checkedUs / steps;
+const [first, steady, campaign] =
+  "tree" in reference
+    ? [
+        sameRun(reference.tree, []),
+        sameRun(reference.tree, [
+          "--warm",
+          String(STEADY_WARM_PASSES),
+          "--passes",
+          String(STEADY_PASSES),
+        ]),
+        sameRun(reference.tree, ["--campaign", String(CAMPAIGN_STEPS)]),
+      ]
+    : [
+        recorded(perStep, REFERENCE_635F058, "at load 2-4"),
+        recorded(inProcessSteady(), STEADY_REFERENCE_635F058, "at load 1-2"),
+        recorded(inProcessCampaign(), CAMPAIGN_REFERENCE_635F058, "at load 0.6-1.6"),
+      ];
+
 record({
   pkg: "reliability",
   workload: "uAPI fuzz: CPU per checked step vs the same step unchecked",
@@ -112,51 +183,45 @@ record({
   ratio: checkedUs / uncheckedUs,
   target: "<= 2x (checking costs at most the step)",
   met: checkedUs / uncheckedUs <= 2,
-  note: `${Math.round(1e6 / perStep)} checked steps per CPU-second over ${PROGRAMS} programs (${steps} steps)`,
-});
-const stepsPerCpuSecond = 1e6 / perStep;
-record({
-  pkg: "reliability",
-  workload: "uAPI fuzz: checked steps per CPU-second vs 635f058",
-  value: perStep,
-  unit: "µs",
-  baseline: 1e6 / REFERENCE_635F058,
-  ratio: stepsPerCpuSecond / REFERENCE_635F058,
-  better: "higher",
-  target: ">= 4x the checked steps per CPU-second of 635f058 (same checker)",
-  met: stepsPerCpuSecond >= 4 * REFERENCE_635F058,
   note:
-    `${Math.round(stepsPerCpuSecond)} vs ${REFERENCE_635F058} steps per CPU-second (635f058, recorded at load 2-4)` +
+    `${Math.round(1e6 / perStep)} checked steps per CPU-second over ${PROGRAMS} programs (${steps} steps)` +
     (firstPassThreads
       ? `; the pass, checked and unchecked runs: ${firstPassThreads.main} ms on the main thread, ${firstPassThreads.helpers} ms on V8's helper threads`
       : ""),
 });
-const steadyPerStep = steadyUs / (STEADY_PASSES * steps);
-const steadyRate = 1e6 / steadyPerStep;
-record({
-  pkg: "reliability",
-  workload: "uAPI fuzz at steady state: checked steps per CPU-second vs 635f058",
-  value: steadyPerStep,
-  unit: "µs",
-  baseline: 1e6 / STEADY_REFERENCE_635F058,
-  ratio: steadyRate / STEADY_REFERENCE_635F058,
-  better: "higher",
-  target: ">= 4x the checked steps per CPU-second of 635f058 at steady state (same checker)",
-  met: steadyRate >= 4 * STEADY_REFERENCE_635F058,
-  note: `${Math.round(steadyRate)} vs ${STEADY_REFERENCE_635F058} steps per CPU-second, passes ${STEADY_WARM_PASSES + 1}-${STEADY_WARM_PASSES + STEADY_PASSES} (635f058, recorded)`,
-});
-const campaignPerStep = campaignUs / campaignSteps;
-const campaignRate = 1e6 / campaignPerStep;
-record({
-  pkg: "reliability",
-  workload: "uAPI fuzz campaign: checked steps per CPU-second vs 635f058",
-  value: campaignPerStep,
-  unit: "µs",
-  baseline: 1e6 / CAMPAIGN_REFERENCE_635F058,
-  ratio: campaignRate / CAMPAIGN_REFERENCE_635F058,
-  better: "higher",
-  target: ">= 4x the checked steps per CPU-second of a 635f058 campaign (same checker)",
-  met: campaignRate >= 4 * CAMPAIGN_REFERENCE_635F058,
-  note: `${Math.round(campaignRate)} vs ${CAMPAIGN_REFERENCE_635F058} steps per CPU-second over ${campaignSteps} steps after as many to warm up (635f058, recorded)`,
-});
+
+/** A row of checked steps per CPU-second against 635f058's. */
+function rateRow(m: Measured, workload: string, target: string, what: string): void {
+  const ratio = m.ref / m.ours;
+  record({
+    pkg: "reliability",
+    workload,
+    value: m.ours,
+    unit: "µs",
+    baseline: m.ref,
+    ratio,
+    better: "higher",
+    target,
+    met: ratio >= 4,
+    note: `${Math.round(1e6 / m.ours)} vs ${Math.round(1e6 / m.ref)} steps per CPU-second, ${what}; ${m.how}`,
+  });
+}
+rateRow(
+  first,
+  "uAPI fuzz: checked steps per CPU-second vs 635f058",
+  ">= 4x the checked steps per CPU-second of 635f058 (same checker)",
+  `the first pass over ${PROGRAMS} programs after 10 to warm up`,
+);
+rateRow(
+  steady,
+  "uAPI fuzz at steady state: checked steps per CPU-second vs 635f058",
+  ">= 4x the checked steps per CPU-second of 635f058 at steady state (same checker)",
+  `passes ${STEADY_WARM_PASSES + 1}-${STEADY_WARM_PASSES + STEADY_PASSES}`,
+);
+rateRow(
+  campaign,
+  "uAPI fuzz campaign: checked steps per CPU-second vs 635f058",
+  ">= 4x the checked steps per CPU-second of a 635f058 campaign (same checker)",
+  `${CAMPAIGN_STEPS} campaign steps after as many to warm up`,
+);
 report();
