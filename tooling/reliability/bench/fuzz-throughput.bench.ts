@@ -5,19 +5,20 @@
  * load. The ratio is what checking costs; steps per CPU-second is what a campaign gets, and the
  * other three rows set it against the fuzzer at commit 635f058.
  *
- * That first pass is mostly V8 compiling the model: the same programs cost about a third as
- * much once every path has been optimised. The row's note splits the pass's process CPU between
- * the main thread and V8's helper threads (TurboFan compiles concurrently; GC helpers), about
- * half each. A long campaign runs there, so the third row runs three more passes and then
+ * The first two rows measure the first pass over the programs, after 10 of them to warm up.
+ * That pass is mostly V8 compiling the model: the same programs cost about a third as much once
+ * every path has been optimised. The first row's note splits the pass's process CPU between the
+ * main thread and V8's helper threads (TurboFan compiles concurrently; GC helpers), about half
+ * each. A long campaign runs at steady state, so the third row runs three more passes and then
  * measures three (their mean). (V8 still compiles functions that turn hot late in the fourth
  * pass: one pass there moved a run's figure by a third from run to run.) Those passes run the
  * same 600 programs again; the fourth row is a campaign proper, `fuzzUapi` with every program a
  * new one and fast-check's generation counted.
  *
  * 635f058 is measured in the same run: a full run unpacks that commit's tree from the clone's
- * history (reference-tree.ts) and runs each of the three measurements once per tree in fresh
- * processes (tooling/perf/scripts/fuzz-throughput-ab.mjs), 635f058, this tree, this tree,
- * 635f058, so a drift of the machine's speed during the run weighs on both alike; this tree's
+ * history (reference-tree.ts) and runs each of the three rate measurements twice per tree in
+ * fresh processes (tooling/perf/scripts/fuzz-throughput-ab.mjs), in the order 635f058, this
+ * tree, this tree, 635f058, so a drift of the machine's speed during the run weighs on both alike; this tree's
  * figure and 635f058's are each the mean of their two. Where that tree cannot be had, and in
  * smoke runs, this process measures this tree and the rows compare with figures recorded on
  * 2026-12-05 and -06, the note saying so: on this shared machine this tree's figures moved by
