@@ -1,22 +1,24 @@
-// Checked uAPI-fuzz steps per CPU-second of one or two source trees (git worktrees), for
-// comparing with a commit whose tree has no fuzz-throughput bench:
+// Checked uAPI-fuzz steps per CPU-second of one or two source trees (git worktrees or unpacked
+// commits); the fuzz-throughput bench (tooling/reliability/bench) takes every figure from it,
+// for this tree and for 635f058 alike:
 //   node --conditions=@x/source --import tsx tooling/perf/scripts/fuzz-throughput-ab.mjs \
 //     [--warm N] [--passes M] <tree> [<other tree>] [programs]
 //     --campaign STEPS <tree>
 // Each tree's own `programArb` draws the programs (seed 20261125, up to 100 ops, 600 by
-// default). Warm-up: the first 10 programs, as in the bench's warm-up-inclusive rows; with
+// default). Warm-up: the first 10 programs, as in the bench's first-pass rows; with
 // --warm N, N whole passes over every program instead, so the measured pass runs at steady
 // state (what a long campaign gets; the first passes are mostly V8 compiling the model); with
-// --passes M, M measured passes instead of one, the figure being their mean. One tree: the loop of
-// tooling/reliability/bench/fuzz-throughput.bench.ts, checked (`runProgram`) and unchecked runs
-// interleaved program by program. Two trees: both loaded into this process (two separate module
+// --passes M, M measured passes instead of one, the figure being their mean. One tree: checked
+// (`runProgram`) and unchecked runs interleaved program by program. Two trees: both loaded into this process (two separate module
 // graphs), their checked runs interleaved program by program, alternating which goes first, so
 // both see the same load. --campaign: the tree's `fuzzUapi` run for STEPS steps (seed 20261125)
 // to warm up, then for STEPS more (seed 20261126), the second one measured: what a campaign
-// gets, every program a new one.
+// gets, every program a new one. One tree's figures also split the measured part's CPU between
+// the main thread and the others (`mainMs`, `helperMs`; Linux only).
 import { createRequire } from "node:module";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { threadCpuMs } from "@x/bench";
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -62,6 +64,14 @@ function runChecked(tree, i) {
   tree.steps += ops.length;
 }
 
+/** `fn`'s CPU split between the main thread and the others (V8's compiler and GC helpers). */
+function threadSplit(fn) {
+  const t0 = threadCpuMs();
+  fn();
+  const t1 = threadCpuMs();
+  return t0 && t1 ? { mainMs: t1.main - t0.main, helperMs: t1.helpers - t0.helpers } : {};
+}
+
 const summary = (tree) => ({
   tree: tree.root,
   steps: tree.steps,
@@ -77,8 +87,11 @@ if (values.campaign !== undefined) {
   const { fuzzUapi } = await import(`${root}/tooling/reliability/src/fuzz-uapi.ts`);
   fuzzUapi({ seed: 20261125, steps });
   let result;
-  const us = cpuUs(() => {
-    result = fuzzUapi({ seed: 20261126, steps });
+  let us = 0;
+  const threads = threadSplit(() => {
+    us = cpuUs(() => {
+      result = fuzzUapi({ seed: 20261126, steps });
+    });
   });
   console.log(
     JSON.stringify({
@@ -87,6 +100,7 @@ if (values.campaign !== undefined) {
       runs: result.runs,
       checkedUsPerStep: +(us / result.steps).toFixed(2),
       checkedStepsPerCpuSecond: Math.round((1e6 * result.steps) / us),
+      ...threads,
     }),
   );
   process.exit(0);
@@ -99,6 +113,7 @@ const passes = Math.max(1, warmPasses);
 if (trees.length === 1) {
   const [t] = trees;
   let uncheckedUs = 0;
+  let threads = {};
   t.withoutErrorStacks(() => {
     for (let pass = 0; pass < passes; pass++) {
       for (const ops of t.programs.slice(0, warmUp)) {
@@ -106,15 +121,21 @@ if (trees.length === 1) {
         t.unchecked(ops);
       }
     }
-    for (let pass = 0; pass < measuredPasses; pass++) {
-      t.programs.forEach((ops, i) => {
-        runChecked(t, i);
-        uncheckedUs += cpuUs(() => t.unchecked(ops));
-      });
-    }
+    threads = threadSplit(() => {
+      for (let pass = 0; pass < measuredPasses; pass++) {
+        t.programs.forEach((ops, i) => {
+          runChecked(t, i);
+          uncheckedUs += cpuUs(() => t.unchecked(ops));
+        });
+      }
+    });
   });
   console.log(
-    JSON.stringify({ ...summary(t), uncheckedUsPerStep: +(uncheckedUs / t.steps).toFixed(2) }),
+    JSON.stringify({
+      ...summary(t),
+      uncheckedUsPerStep: +(uncheckedUs / t.steps).toFixed(2),
+      ...threads,
+    }),
   );
 } else {
   const [a, b] = trees;
