@@ -13,7 +13,8 @@
 // graphs), their checked runs interleaved program by program, alternating which goes first, so
 // both see the same load. --campaign: the tree's `fuzzUapi` run for STEPS steps (seed 20261125)
 // to warm up, then for STEPS more (seed 20261126), the second one measured: what a campaign
-// gets, every program a new one. One tree's figures also split the measured part's CPU between
+// gets, every program a new one; a line "# measured half" on stdout separates the two halves
+// for V8's trace flags. One tree's figures also split the measured part's CPU between
 // the main thread and the others (`mainMs`, `helperMs`; Linux only).
 import { createRequire } from "node:module";
 import { resolve } from "node:path";
@@ -86,6 +87,8 @@ if (values.campaign !== undefined) {
   const root = resolve(positionals[0]);
   const { fuzzUapi } = await import(`${root}/tooling/reliability/src/fuzz-uapi.ts`);
   fuzzUapi({ seed: 20261125, steps });
+  // A mark between the halves, for V8's traces (--trace-opt, --trace-gc-nvp) of the same run.
+  process.stdout.write("# measured half\n");
   let result;
   let us = 0;
   const threads = threadSplit(() => {
