@@ -87,7 +87,6 @@ if (values.campaign !== undefined) {
   const root = resolve(positionals[0]);
   const { fuzzUapi } = await import(`${root}/tooling/reliability/src/fuzz-uapi.ts`);
   fuzzUapi({ seed: 20261125, steps });
-  // A mark between the halves, for V8's traces (--trace-opt, --trace-gc-nvp) of the same run.
   process.stdout.write("# measured half\n");
   let result;
   let us = 0;
