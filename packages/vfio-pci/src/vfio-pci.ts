@@ -20,7 +20,8 @@ export class VfioPciModule {
   private readonly devSets = new Map<PciBus, VfioDeviceSet>();
   private readonly byPdev = new Map<PciDev, VfioPciCoreDevice>();
 
-  private constructor(
+  /** @internal module init is `loadVfioPci`. */
+  constructor(
     readonly kernel: Kernel,
     readonly options: VfioPciOptions,
   ) {
@@ -31,11 +32,6 @@ export class VfioPciModule {
 
   static of(kernel: Kernel): VfioPciModule | undefined {
     return kernel.moduleState(VfioPciModule.key);
-  }
-
-  /** @internal */
-  static load(kernel: Kernel, options: VfioPciOptions): VfioPciModule {
-    return new VfioPciModule(kernel, options);
   }
 
   /** The vfio-pci device driving `pdev`, if bound. */
@@ -73,5 +69,5 @@ export interface VfioPciOptions {
 
 /** Module init: load vfio-pci into `kernel`. */
 export function loadVfioPci(kernel: Kernel, options: VfioPciOptions = {}): VfioPciModule {
-  return VfioPciModule.load(kernel, options);
+  return new VfioPciModule(kernel, options);
 }
