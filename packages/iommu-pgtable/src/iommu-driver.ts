@@ -308,26 +308,27 @@ export function countingFlushOps(
   stats: Pick<PtDriverStats, "iotlbSyncs" | "flushAll">,
 ): Pick<IommuDomainOps, "iotlbSync" | "flushIotlbAll"> {
   return {
-    iotlbSync: () => {
+    iotlbSync() {
       stats.iotlbSyncs++;
     },
-    flushIotlbAll: () => {
+    flushIotlbAll() {
       stats.flushAll++;
     },
   };
 }
+
+/** The hardware's dirty-tracking ops: the iommupt walk plus turning the D-bit updates on. */
+const ptDirtyOps: IommuDirtyOps = {
+  setDirtyTracking(domain, enable) {
+    domain.dirtyTracking = enable;
+  },
+};
 
 /** A hardware-like IOMMU driver over one iommupt format. */
 export class PtIommuDriver implements IommuDriver {
   readonly name: string;
   readonly stats: PtDriverStats = { iotlbSyncs: 0, flushAll: 0, syncMaps: 0 };
   private readonly ops: IommuDomainOps;
-  /** The hardware's dirty-tracking ops: the iommupt walk plus turning the D-bit updates on. */
-  private readonly dirtyOps: IommuDirtyOps = {
-    setDirtyTracking: (domain, enable) => {
-      domain.dirtyTracking = enable;
-    },
-  };
 
   constructor(
     readonly desc: PtDriverDesc,
@@ -367,7 +368,7 @@ export class PtIommuDriver implements IommuDriver {
     const domain = iommuptDomainAlloc(cfg, {
       ops: this.ops,
       priv: this,
-      ...(dirty ? { dirtyOps: this.dirtyOps } : {}),
+      ...(dirty ? { dirtyOps: ptDirtyOps } : {}),
     });
     if (this.desc.pgsizeBitmap) domain.pgsizeBitmap = this.desc.pgsizeBitmap(domain.pgsizeBitmap);
     return domain;

@@ -201,7 +201,12 @@ export class ArmSmmuV3Driver implements IommuDriver {
   ) {
     const nest = hw.nesting === false ? undefined : new ArmSmmuV3Nesting(hw.mem ?? noMem);
     this.nest = nest;
-    this.ops = { ...countingFlushOps(this.stats), free: (d) => nest?.freeVmid(d) };
+    this.ops = {
+      ...countingFlushOps(this.stats),
+      free(d) {
+        nest?.freeVmid(d);
+      },
+    };
   }
 
   getResvRegions(dev: IommuDevice): readonly IommuResvRegion[] {

@@ -257,7 +257,12 @@ export class ArmSmmuV3IommufdDriver extends ArmSmmuV3Driver implements IommufdVi
     master.vmaster =
       vsid === undefined
         ? undefined
-        : { vsid, report: (evt) => armVmasterReportEvent(vsmmu.core, vsid, evt) };
+        : {
+            vsid,
+            report(evt) {
+              armVmasterReportEvent(vsmmu.core, vsid, evt);
+            },
+          };
     this.nest.steChanged(master);
   }
 }

@@ -166,6 +166,25 @@ export interface SelftestHooks {
 export type TestCmdHandler = IoctlHandler<(typeof iommu_test_cmd)["fields"]>;
 
 /**
+ * iommufd_fops: one table for every /dev/iommu file of every machine, so `ctxFromFile` knows an
+ * iommufd file by it, as the kernel compares f_op.
+ */
+const iommufdFops: FileOperations = {
+  name: "iommufd",
+  ioctl(file, cmd, arg) {
+    return (file as File<IommufdCtx>).priv.ioctl(cmd, arg);
+  },
+  mmap(file, vma) {
+    return (file as File<IommufdCtx>).priv.mmap(vma);
+  },
+  release(file) {
+    (file as File<IommufdCtx>).priv.release();
+  },
+};
+
+const noMockDevs = (_dev: unknown): boolean => false;
+
+/**
  * One instance per Kernel: the misc devices, the ioctl table and the module-wide knobs.
  * Created by `iommufdInit(kernel)`.
  */
@@ -178,7 +197,7 @@ export class IommufdModule {
    * iommufd_selftest_is_mock_dev: devices of the selftest's mock bus are bound from inside the
    * context (IOMMU_TEST_OP_MOCK_DOMAIN), so they do not hold the iommufd file.
    */
-  isSelftestMockDev: (dev: unknown) => boolean = () => false;
+  isSelftestMockDev: (dev: unknown) => boolean = noMockDevs;
   /** Contexts not yet released (a bound device or access can keep one alive after close). */
   private readonly live = new Set<IommufdCtx>();
   compat: CompatIoctl | undefined;
@@ -225,7 +244,7 @@ export class IommufdModule {
   registerTestCmd(handler: TestCmdHandler, hooks: SelftestHooks = {}): void {
     if (this.testCmd) throw new KernelWarning("IOMMU_TEST_CMD registered twice");
     this.testCmd = handler;
-    this.isSelftestMockDev = hooks.isMockDev ?? (() => false);
+    this.isSelftestMockDev = hooks.isMockDev ?? noMockDevs;
     this.addIoctls([ioctlOp(IOMMU_TEST_CMD, iommu_test_cmd, (ucmd) => this.testCmd!(ucmd))]);
   }
 
@@ -250,16 +269,9 @@ export class IommufdModule {
 
   /** iommufd_ctx_from_file: the context behind a /dev/iommu file, or EBADFD. */
   ctxFromFile(file: File): IommufdCtx {
-    if (file.fops !== this.fops) fail(EBADFD, "not an iommufd file");
+    if (file.fops !== iommufdFops) fail(EBADFD, "not an iommufd file");
     return (file as File<IommufdCtx>).priv;
   }
-
-  private readonly fops: FileOperations = {
-    name: "iommufd",
-    ioctl: (file, cmd, arg) => (file as File<IommufdCtx>).priv.ioctl(cmd, arg),
-    mmap: (file, vma) => (file as File<IommufdCtx>).priv.mmap(vma),
-    release: (file) => (file as File<IommufdCtx>).priv.release(),
-  };
 
   private open(kernel: Kernel, flags: number, vfioContainer: boolean): File {
     if (kernel.shouldFail("iommufd_fops_open")) fail(ENOMEM);
@@ -267,7 +279,7 @@ export class IommufdModule {
       this,
       vfioContainer ? IOPT_PAGES_ACCOUNT_MM : IOPT_PAGES_ACCOUNT_USER,
     );
-    const file = kernel.anonFile(this.fops, ctx, flags || O_RDWR);
+    const file = kernel.anonFile(iommufdFops, ctx, flags || O_RDWR);
     ctx.file = file;
     this.live.add(ctx);
     return file;

@@ -131,10 +131,8 @@ function createAccess(ucmd: TestUcmd): number {
     const files = kernel.current.process.files;
     const fdno = files.peekUnused();
     staccess.needsPinPages = (u.cmd.flags & MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES) !== 0;
-    const access = iommufdAccessCreate(ctx, {
-      needsPinPages: staccess.needsPinPages,
-      unmap: (iova, length) => staccess.unmap(iova, length),
-    });
+    // The selftest access is its own ops (selftest_access_ops with staccess as data).
+    const access = iommufdAccessCreate(ctx, staccess);
     try {
       iommufdAccessAttach(access, u.cmd.id);
       u.cmd.out_access_fd = fdno;

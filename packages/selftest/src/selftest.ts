@@ -349,17 +349,24 @@ const baseOps: ReadonlyArray<readonly [number, TestOp]> = [
 export function iommufdTestInit(kernel: Kernel): void {
   const module = IommufdModule.of(kernel);
   if (!module) throw new KernelWarning("iommufd_test: iommufd is not loaded");
-  const ops = new Map<number, TestOp>([...baseOps, ...accessOps, ...pasidOps, ...iopfOps]);
-  module.registerTestCmd(
-    (ucmd) => {
-      const op = ops.get(ucmd.cmd.op);
-      if (!op) fail(EOPNOTSUPP, `test op ${ucmd.cmd.op}`);
-      return op(ucmd);
-    },
-    // Mock devices are bound by a selftest object the context owns, so they hold no reference
-    // on the context's file (iommufd_selftest_is_mock_dev).
-    { isMockDev: (dev) => dev instanceof MockDev },
-  );
+  module.registerTestCmd(iommufdTest, { isMockDev: isSelftestMockDev });
   registerMockDmabufHook(kernel);
   MockIommu.of(kernel);
+}
+
+const testOps = new Map<number, TestOp>([...baseOps, ...accessOps, ...pasidOps, ...iopfOps]);
+
+/** IOMMU_TEST_CMD: the op's handler, EOPNOTSUPP for an unknown op. @see iommufd_test */
+function iommufdTest(ucmd: TestUcmd): number {
+  const op = testOps.get(ucmd.cmd.op);
+  if (!op) fail(EOPNOTSUPP, `test op ${ucmd.cmd.op}`);
+  return op(ucmd);
+}
+
+/**
+ * Mock devices are bound by a selftest object the context owns, so they hold no reference on
+ * the context's file. @see iommufd_selftest_is_mock_dev
+ */
+function isSelftestMockDev(dev: unknown): boolean {
+  return dev instanceof MockDev;
 }

@@ -350,9 +350,21 @@ declare module "@x/kernel" {
 const expSpaceCache = new KmemCache(Uint8Array, 3 * PCI_CFG_SPACE_EXP_SIZE, 4);
 const spaceCache = new KmemCache(Uint8Array, 3 * PCI_CFG_SPACE_SIZE, 16);
 
-/** Little-endian words of a config-space array (which starts part-way into its slab). */
-function leView(bytes: Uint8Array): DataView {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** The capability list as it is built: the next free offset and the link byte to set. */
+interface CapChain {
+  readonly config: Uint8Array;
+  next: number;
+  link: number;
+}
+
+/** Append capability `id` of `len` bytes (dword-aligned) to the chain; returns its offset. */
+function addCap(chain: CapChain, id: number, len: number): number {
+  const at = chain.next;
+  chain.config[chain.link] = at;
+  chain.config[at] = id;
+  chain.link = at + PCI_CAP_LIST_NEXT;
+  chain.next = (at + len + 3) & ~3;
+  return at;
 }
 
 /** struct pci_dev plus the device behind it. */
@@ -363,6 +375,9 @@ export class PciDev {
   /** One past the last writable config byte: a restore never needs to look further. */
   private readonly wmaskEnd: number;
   private readonly initial: Uint8Array;
+  /** Little-endian words of `config` and of `wmask`, made once (a DataView is costly to make). */
+  private readonly configLe: DataView;
+  private readonly wmaskLe: DataView;
   /** Resources 0..5 (BARs) and 6 (ROM). */
   readonly resources: PciResource[] = [];
   /** One P2P provider per memory BAR (pcim_p2pdma_provider); undefined otherwise. */
@@ -413,7 +428,9 @@ export class PciDev {
     this.config = space.subarray(0, size);
     this.wmask = space.subarray(size, 2 * size);
     this.initial = space.subarray(2 * size);
-    const cfg = leView(this.config);
+    this.configLe = new DataView(space.buffer, space.byteOffset, size);
+    this.wmaskLe = new DataView(space.buffer, space.byteOffset + size, size);
+    const cfg = this.configLe;
     cfg.setUint16(0, spec.vendor, true);
     cfg.setUint16(PCI_DEVICE_ID, spec.device, true);
     this.config[PCI_REVISION_ID] = spec.revision ?? 0;
@@ -431,17 +448,12 @@ export class PciDev {
     headerWriteMask(this.wmask, this.noCommandMemory, this.intxMaskSupported);
     this.setupBars(spec);
 
-    let next = PCI_STD_HEADER_SIZEOF;
-    let link = PCI_CAPABILITY_LIST;
-    const addCap = (id: number, len: number): number => {
-      const at = next;
-      this.config[link] = at;
-      this.config[at] = id;
-      link = at + PCI_CAP_LIST_NEXT;
-      next = (at + len + 3) & ~3;
-      return at;
+    const chain: CapChain = {
+      config: this.config,
+      next: PCI_STD_HEADER_SIZEOF,
+      link: PCI_CAPABILITY_LIST,
     };
-    this.pmCap = spec.pm ? addCap(PCI_CAP_ID_PM, PCI_PM_SIZEOF) : 0;
+    this.pmCap = spec.pm ? addCap(chain, PCI_CAP_ID_PM, PCI_PM_SIZEOF) : 0;
     if (this.pmCap) {
       const pm = typeof spec.pm === "object" ? spec.pm : {};
       const pmc = 0x0003 | (pm.d1 ? PCI_PM_CAP_D1 : 0) | (pm.d2 ? PCI_PM_CAP_D2 : 0);
@@ -450,9 +462,9 @@ export class PciDev {
       this.config[this.pmCap + PCI_PM_CTRL] = nsr ? PCI_PM_CTRL_NO_SOFT_RESET : 0;
       this.wmask[this.pmCap + PCI_PM_CTRL] = PCI_PM_CTRL_STATE_MASK;
     }
-    this.msiCap = spec.msi ? addCap(PCI_CAP_ID_MSI, msiCapSize(spec.msi)) : 0;
+    this.msiCap = spec.msi ? addCap(chain, PCI_CAP_ID_MSI, msiCapSize(spec.msi)) : 0;
     if (spec.msi) this.setupMsi(spec.msi);
-    this.pcieCap = spec.pcie ? addCap(PCI_CAP_ID_EXP, PCI_EXP_SIZEOF) : 0;
+    this.pcieCap = spec.pcie ? addCap(chain, PCI_CAP_ID_EXP, PCI_EXP_SIZEOF) : 0;
     if (this.pcieCap) {
       cfg.setUint16(this.pcieCap + PCI_EXP_FLAGS, 0x0002, true);
       const flr = typeof spec.pcie === "object" && spec.pcie.flr;
@@ -461,7 +473,7 @@ export class PciDev {
       this.wmask[this.pcieCap + PCI_EXP_DEVCTL] = 0xff;
       this.wmask[this.pcieCap + PCI_EXP_DEVCTL + 1] = 0x7f;
     }
-    this.msixCap = spec.msix ? addCap(PCI_CAP_ID_MSIX, PCI_CAP_MSIX_SIZEOF) : 0;
+    this.msixCap = spec.msix ? addCap(chain, PCI_CAP_ID_MSIX, PCI_CAP_MSIX_SIZEOF) : 0;
     if (spec.msix) {
       const m = spec.msix;
       this.msixTableBar = m.tableBar;
@@ -470,7 +482,7 @@ export class PciDev {
       this.msixPbaOffset = m.pbaOffset ?? m.tableOffset + m.vectors * PCI_MSIX_ENTRY_SIZE;
       this.setupMsix(m.vectors);
     }
-    this.afCap = spec.af ? addCap(PCI_CAP_ID_AF, PCI_AF_SIZEOF) : 0;
+    this.afCap = spec.af ? addCap(chain, PCI_CAP_ID_AF, PCI_AF_SIZEOF) : 0;
     if (this.afCap) {
       const af = typeof spec.af === "object" ? spec.af : { flr: true, tp: true };
       this.config[this.afCap + PCI_AF_LENGTH] = PCI_AF_SIZEOF;
@@ -483,9 +495,9 @@ export class PciDev {
       this.config[PCI_CAPABILITY_LIST] = 0;
     }
     this.initial.set(this.config);
-    // Writable bytes lie in the header and the capabilities, all below `next`: no need to scan
-    // the 4 KiB of an express function's space.
-    let end = Math.min(next, size);
+    // Writable bytes lie in the header and the capabilities, all below `chain.next`: no need
+    // to scan the 4 KiB of an express function's space.
+    let end = Math.min(chain.next, size);
     while (end > 0 && this.wmask[end - 1] === 0) end--;
     this.wmaskEnd = end;
     // Firmware assigned addresses: BAR registers hold their regions' bases.
@@ -500,9 +512,9 @@ export class PciDev {
       (Math.log2(msi.vectors) << 1) |
       (msi.is64 ? PCI_MSI_FLAGS_64BIT : 0) |
       (msi.maskbit ? PCI_MSI_FLAGS_MASKBIT : 0);
-    leView(this.config).setUint16(cap + PCI_MSI_FLAGS, flags, true);
+    this.configLe.setUint16(cap + PCI_MSI_FLAGS, flags, true);
     this.wmask[cap + PCI_MSI_FLAGS] = PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE;
-    const w = leView(this.wmask);
+    const w = this.wmaskLe;
     w.setUint32(cap + PCI_MSI_ADDRESS_LO, 0xfffffffc, true);
     if (msi.is64) w.setUint32(cap + PCI_MSI_ADDRESS_HI, 0xffffffff, true);
     w.setUint16(cap + (msi.is64 ? PCI_MSI_DATA_64 : PCI_MSI_DATA_32), 0xffff, true);
@@ -515,25 +527,27 @@ export class PciDev {
   }
 
   /** MSI-X: table size, Table / PBA BIR and offsets, ENABLE and function mask writable. */
+  /** `len` bytes at `off` lie in memory BAR `bar`, 8-byte aligned (an MSI-X table or PBA). */
+  private inMemBar(bar: number, off: number, len: number): boolean {
+    const r = this.resources[bar];
+    return (
+      r !== undefined &&
+      (r.flags & IORESOURCE_MEM) !== 0 &&
+      off % 8 === 0 &&
+      BigInt(off + len) <= r.len
+    );
+  }
+
   private setupMsix(vectors: number): void {
     const cap = this.msixCap;
-    const inBar = (bar: number, off: number, len: number): boolean => {
-      const r = this.resources[bar];
-      return (
-        r !== undefined &&
-        (r.flags & IORESOURCE_MEM) !== 0 &&
-        off % 8 === 0 &&
-        BigInt(off + len) <= r.len
-      );
-    };
     if (
       vectors < 1 ||
       vectors > 2048 ||
-      !inBar(this.msixTableBar, this.msixTableOffset, vectors * PCI_MSIX_ENTRY_SIZE) ||
-      !inBar(this.msixPbaBar, this.msixPbaOffset, Math.ceil(vectors / 64) * 8)
+      !this.inMemBar(this.msixTableBar, this.msixTableOffset, vectors * PCI_MSIX_ENTRY_SIZE) ||
+      !this.inMemBar(this.msixPbaBar, this.msixPbaOffset, Math.ceil(vectors / 64) * 8)
     )
       throw new KernelWarning(`${this.name}: bad MSI-X table or PBA placement`);
-    const cfg = leView(this.config);
+    const cfg = this.configLe;
     cfg.setUint16(cap + PCI_MSIX_FLAGS, vectors - 1, true);
     cfg.setUint32(cap + PCI_MSIX_TABLE, (this.msixTableOffset | this.msixTableBar) >>> 0, true);
     cfg.setUint32(cap + PCI_MSIX_PBA, (this.msixPbaOffset | this.msixPbaBar) >>> 0, true);
@@ -601,7 +615,7 @@ export class PciDev {
       root.claimRegion(region, this, PCI_ROM_RESOURCE);
       this.resources.push({ flags: IORESOURCE_MEM, start: region.base, len: spec.romSize, region });
       const mask = ~(spec.romSize - 1n) & 0xfffff800n;
-      leView(this.wmask).setUint32(PCI_ROM_ADDRESS, Number(mask) | PCI_ROM_ADDRESS_ENABLE, true);
+      this.wmaskLe.setUint32(PCI_ROM_ADDRESS, Number(mask) | PCI_ROM_ADDRESS_ENABLE, true);
     } else {
       this.resources.push(NO_RESOURCE);
     }
@@ -609,7 +623,7 @@ export class PciDev {
 
   /** Writable address bits of a BAR: exactly the bits above its size (sizing falls out of it). */
   private setBarMask(off: number, size: bigint, is64: boolean): void {
-    const w = leView(this.wmask);
+    const w = this.wmaskLe;
     const keep = this.config[off]! & PCI_BASE_ADDRESS_SPACE_IO ? 0xfffffffcn : 0xfffffff0n;
     w.setUint32(off, Number(~(size - 1n) & keep), true);
     if (is64) w.setUint32(off + 4, Number((~(size - 1n) >> 32n) & 0xffffffffn), true);
@@ -617,7 +631,7 @@ export class PciDev {
 
   /** Write the firmware-assigned addresses (resource starts) into the BAR and ROM registers. */
   private programBars(): void {
-    const cfg = leView(this.config);
+    const cfg = this.configLe;
     for (let i = 0; i < PCI_STD_NUM_BARS; i++) {
       const r = this.resources[i]!;
       if (!r.flags) continue;

@@ -124,7 +124,6 @@ export class Checker {
   private readonly cdevFiles = new Tally<File>();
   private readonly cdevFilesOf = new Tally<unknown>();
   private readonly owner = new Map<IommuDomain, IoPagetable>();
-  private readonly pinCount = (pfn: number): number => this.scope.kernel.mem.pinCount(pfn);
 
   constructor(readonly scope: CheckScope) {}
 
@@ -325,7 +324,7 @@ export class Checker {
   }
 
   private checkPinnedAndShared(pages: ReadonlySet<IoptPages>): void {
-    const pinned = pinProblem(pages, this.pinCount);
+    const pinned = pinProblem(pages, this.scope.kernel.mem);
     if (pinned) broken("pinned", pinned);
     const copies = this.scope.copies;
     if (!copies) return;

@@ -48,7 +48,9 @@ export function runProgram(program: readonly Op[], extra?: ExtraInvariant): Prog
     kernel: machine.kernel,
     tasks: machine.tasks,
     devices: machine.devices,
-    copies: () => runner.copies(),
+    copies() {
+      return runner.copies();
+    },
   });
   // Counted in Maps while running (a record with dozens of keys is a slow dictionary).
   const opCounts = new Map<string, number>();

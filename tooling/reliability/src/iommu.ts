@@ -19,28 +19,29 @@ import {
 } from "@x/iommu-pgtable";
 import type { Kernel } from "@x/kernel";
 
+/**
+ * A VT-d-like unit: struct iommu_hw_info_vtd (flags, cap_reg, ecap_reg) all zero, and VT-d's
+ * reserved regions without RMRRs (intel_iommu_get_resv_regions): the interrupt range. One
+ * description for every instance but its name.
+ */
+const VTD_LIKE = {
+  hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
+  hwInfoData: () => new Uint8Array(24),
+  caps: [IOMMU_CAP_CACHE_COHERENCY],
+  allocFlags: PT_DRIVER_ALLOC_FLAGS,
+  ptCfg: () => ({ format: x86_64Format, features: 0 }),
+  resvRegions: () => [
+    {
+      start: X86_MSI_RANGE_START,
+      length: X86_MSI_RANGE_END - X86_MSI_RANGE_START + 1n,
+      type: IOMMU_RESV_MSI,
+    },
+  ],
+};
+
 /** A cache-coherent IOMMU instance named `name` (48-bit x86-64 tables). */
 export function ptIommuDriver(kernel: Kernel, name: string): PtIommuDriver {
-  return new PtIommuDriver(
-    {
-      name,
-      // A VT-d-like unit: struct iommu_hw_info_vtd (flags, cap_reg, ecap_reg), all zero.
-      hwInfoType: IOMMU_HW_INFO_TYPE_INTEL_VTD,
-      hwInfoData: () => new Uint8Array(24),
-      caps: [IOMMU_CAP_CACHE_COHERENCY],
-      allocFlags: PT_DRIVER_ALLOC_FLAGS,
-      ptCfg: () => ({ format: x86_64Format, features: 0 }),
-      // VT-d's reserved regions without RMRRs (intel_iommu_get_resv_regions): the interrupt range.
-      resvRegions: () => [
-        {
-          start: X86_MSI_RANGE_START,
-          length: X86_MSI_RANGE_END - X86_MSI_RANGE_START + 1n,
-          type: IOMMU_RESV_MSI,
-        },
-      ],
-    },
-    kernel,
-  );
+  return new PtIommuDriver({ ...VTD_LIKE, name }, kernel);
 }
 
 /**

@@ -437,6 +437,18 @@ function testCmd<S extends FieldSpec>(
   return cmd;
 }
 
+/** A copy's end (`id`, `at`, `len`) meets [iova, last] of `ioasId`. */
+function endHit(
+  id: number,
+  at: bigint,
+  len: bigint,
+  ioasId: number,
+  iova: bigint,
+  last: bigint,
+): boolean {
+  return id === ioasId && at <= last && at + len - 1n >= iova;
+}
+
 /**
  * Executes ops as one user process of `machine` would, remembering what that process knows.
  * `checkErrnos` off (fault-injection sweeps) accepts any errno, like iommufd_fail_nth.c.
@@ -469,18 +481,35 @@ export class Runner {
     readonly checkErrnos = true,
   ) {
     this.fd = IommufdClient.open(machine.libc);
+    // Methods rather than arrows: tsx, which runs the fuzzers, names each arrow it creates
+    // through a defineProperty call, and every program builds a Runner.
+    const runner = this;
     this.vmm = new VmmOps({
       machine,
-      deviceFd: (i) => this.deviceFd(i),
-      sys: (call, op, ret) => this.sys(call, op, ret),
+      deviceFd(i) {
+        return runner.deviceFd(i);
+      },
+      sys(call, op, ret) {
+        return runner.sys(call, op, ret);
+      },
     });
     this.nest = new NestOps({
       machine,
-      client: () => this.fd,
-      ioas: () => this.ioas,
-      devId: (i) => this.devIds[i] ?? 0,
-      call: (call, op, fn) => this.call(call, op, fn),
-      attach: (dev, pt) => this.step({ k: "attach", dev, pt: this.ptIds().indexOf(pt) }),
+      client() {
+        return runner.fd;
+      },
+      ioas() {
+        return runner.ioas;
+      },
+      devId(i) {
+        return runner.devIds[i] ?? 0;
+      },
+      call(call, op, fn) {
+        return runner.call(call, op, fn);
+      },
+      attach(dev, pt) {
+        return runner.step({ k: "attach", dev, pt: runner.ptIds().indexOf(pt) });
+      },
     });
   }
 
@@ -931,10 +960,10 @@ export class Runner {
 
   /** Drop the copies with an end in [iova, last] of `ioasId` (that end was unmapped). */
   private forgetCopies(ioasId: number, iova: bigint, last: bigint): void {
-    const hit = (id: number, at: bigint, len: bigint) =>
-      id === ioasId && at <= last && at + len - 1n >= iova;
     this.copied = this.copied.filter(
-      (c) => !hit(c.srcId, c.srcIova, c.length) && !hit(c.dstId, c.dstIova, c.length),
+      (c) =>
+        !endHit(c.srcId, c.srcIova, c.length, ioasId, iova, last) &&
+        !endHit(c.dstId, c.dstIova, c.length, ioasId, iova, last),
     );
   }
 

@@ -140,11 +140,12 @@ function forEachPinnedPfn(pages: IoptPages, fn: (index: number, pfn: number) => 
 /**
  * Pins per frame: every pages object pins each index it holds exactly once (npinned is the
  * size of that set), so a frame's pin count is the number of pages objects holding it.
- * Returns the first problem, or undefined. DMABUF pages pin nothing.
+ * `mem` gives each frame's pin count. Returns the first problem, or undefined. DMABUF pages pin
+ * nothing.
  */
 export function pinProblem(
   all: Iterable<IoptPages>,
-  pinCount: (pfn: number) => number,
+  mem: { pinCount(pfn: number): number },
 ): string | undefined {
   let holders: Map<number, number> | undefined;
   for (const pages of all) {
@@ -164,7 +165,7 @@ export function pinProblem(
     if (held !== pages.npinned) return `pages pin ${pages.npinned} frames for ${held} held indexes`;
   }
   for (const [pfn, n] of holders ?? []) {
-    const c = pinCount(pfn);
+    const c = mem.pinCount(pfn);
     if (c !== n) return `pfn ${pfn} pinned ${c} times for ${n} pages objects`;
   }
   return undefined;

@@ -124,10 +124,10 @@ describe("checker", () => {
     w.checker.check();
     const pages = gatherIommufd(w.checker.scope).iopts[0]!.areas()[0]!.pages!;
     expect(pages.domainsItree.isEmpty && pages.accessItree.isEmpty).toBe(true);
-    const pinCount = (pfn: number) => w.machine.kernel.mem.pinCount(pfn);
-    expect(pinProblem([pages], pinCount)).toBeUndefined();
+    const { mem } = w.machine.kernel;
+    expect(pinProblem([pages], mem)).toBeUndefined();
     pages.npinned = 1;
-    expect(pinProblem([pages], pinCount)).toBe("pages pin 1 frames for 0 held indexes");
+    expect(pinProblem([pages], mem)).toBe("pages pin 1 frames for 0 held indexes");
   });
 
   it("exporter: a device's registration references count each open cdev file once, dups included", () => {

@@ -60,7 +60,17 @@ export function armLpaePgsizeBitmap(granuleLg2: 12 | 14 | 16, oas: number): bigi
   return (1n << 16n) | (1n << 29n) | (oas > 48 ? 1n << 42n : 0n);
 }
 
+/** One format per stage and granule: a format is a constant description, shared by domains. */
+const formats = new Map<string, PtFormat>();
+
 export function armLpaeFormat(params: ArmLpaeParams): PtFormat {
+  const key = `${params.stage}/${params.granuleLg2}`;
+  let format = formats.get(key);
+  if (!format) formats.set(key, (format = newArmLpaeFormat(params)));
+  return format;
+}
+
+function newArmLpaeFormat(params: ArmLpaeParams): PtFormat {
   const { stage, granuleLg2: g } = params;
   const bitsPerLevel = g - 3;
   const kb = 1 << (g - 10);
