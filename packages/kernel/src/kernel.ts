@@ -75,9 +75,12 @@ export class Kernel {
   current: Task;
 
   constructor(opts: KernelOptions = {}) {
+    const kernel = this;
     this.mem = new PhysMem({
       ramBytes: opts.ramBytes ?? 2n << 40n,
-      shouldFail: (site) => this.shouldFail(site),
+      shouldFail(site) {
+        return kernel.shouldFail(site);
+      },
     });
     this.lockdep = new Lockdep(() => this.current, opts.lockOrder);
     this.current = this.newTask(this.newProcess(0));
