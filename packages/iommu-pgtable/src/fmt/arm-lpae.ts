@@ -60,17 +60,7 @@ export function armLpaePgsizeBitmap(granuleLg2: 12 | 14 | 16, oas: number): bigi
   return (1n << 16n) | (1n << 29n) | (oas > 48 ? 1n << 42n : 0n);
 }
 
-/** One format per stage and granule: a format is a constant description, shared by domains. */
-const formats = new Map<string, PtFormat>();
-
 export function armLpaeFormat(params: ArmLpaeParams): PtFormat {
-  const key = `${params.stage}/${params.granuleLg2}`;
-  let format = formats.get(key);
-  if (!format) formats.set(key, (format = newArmLpaeFormat(params)));
-  return format;
-}
-
-function newArmLpaeFormat(params: ArmLpaeParams): PtFormat {
   const { stage, granuleLg2: g } = params;
   const bitsPerLevel = g - 3;
   const kb = 1 << (g - 10);
@@ -80,7 +70,9 @@ function newArmLpaeFormat(params: ArmLpaeParams): PtFormat {
     maxTopLevel: 3,
     maxVaLg2: 48,
     maxOaLg2: g === 16 ? 52 : 48,
-    numItemsLg2: () => bitsPerLevel,
+    numItemsLg2() {
+      return bitsPerLevel;
+    },
     contigMask(level) {
       if (level === 0 || level === 1) return 1;
       // 1G blocks with 4K; 4T blocks with 64K (the driver drops them unless OAS > 48).
@@ -100,9 +92,15 @@ function newArmLpaeFormat(params: ArmLpaeParams): PtFormat {
       }
       return { topLevel: levels - 1, maxVaLg2: ias, maxOaLg2: oas, topItemsLg2: pgdBits };
     },
-    checkProt: () => 0,
-    canRead: (prot) => (stage === 1 ? true : (prot & IOMMU_READ) !== 0),
-    canWrite: (prot) => (prot & IOMMU_WRITE) !== 0,
+    checkProt() {
+      return 0;
+    },
+    canRead(prot) {
+      return stage === 1 || (prot & IOMMU_READ) !== 0;
+    },
+    canWrite(prot) {
+      return (prot & IOMMU_WRITE) !== 0;
+    },
     encodeLeaf(leaf: PtLeafImage): bigint {
       const prot = leaf.prot;
       let pte: bigint;
