@@ -72,6 +72,7 @@ import {
 import {
   type IommufdViommu,
   type IommufdViommuDriver,
+  type IommufdViommuOps,
   iommufdViommuFindDev,
   iommufdViommuGetVdevId,
 } from "./viommu.js";
@@ -79,7 +80,7 @@ import {
 const CMD_SIZE = iommu_viommu_arm_smmuv3_invalidate.size;
 
 /** struct arm_vsmmu: a vIOMMU of this SMMU over the stage-2 domain `s2` (VMID `vmid`). */
-class ArmVsmmu {
+class ArmVsmmu implements IommufdViommuOps {
   constructor(
     readonly smmu: ArmSmmuV3IommufdDriver,
     readonly core: IommufdViommu,
@@ -225,10 +226,8 @@ export class ArmSmmuV3IommufdDriver extends ArmSmmuV3Driver implements IommufdVi
     if (parent.priv !== this) fail(EINVAL, "stage-2 parent of another SMMU");
     const vsmmu = new ArmVsmmu(this, viommu, parent, this.nest!.vmidOf(parent));
     viommu.priv = vsmmu;
-    viommu.ops = {
-      allocDomainNested: (flags, data) => vsmmu.allocDomainNested(flags, data),
-      cacheInvalidate: (array) => vsmmu.cacheInvalidate(array),
-    };
+    // arm_vsmmu_ops, called on the vsmmu that embeds the vIOMMU.
+    viommu.ops = vsmmu;
   }
 
   /**

@@ -234,30 +234,39 @@ export class IoPagetable {
     const lo = BPAGE_SIZE;
     const hi = ULONG_MAX - BPAGE_SIZE;
     let found: bigint | undefined;
-    const tryAllowed = (start: bigint, last: bigint): boolean => {
-      const s = alignUpOr(start, align, pageOffset);
-      if (s === undefined || s > last || last - s < length - 1n) return false;
-      let pos = s;
-      for (;;) {
-        const span = doubleSpanAt(this.reservedItree, this.areaItree, pos, last);
-        if (!span.used && span.last - span.start >= length - 1n) {
-          const h = alignUpOr(span.start, align, pageOffset);
-          if (h !== undefined && h <= span.last && span.last - h >= length - 1n) {
-            found = h;
-            return true;
-          }
-        }
-        if (span.last >= last) return false;
-        pos = span.last + 1n;
-      }
-    };
-    if (this.allowedItree.isEmpty) tryAllowed(lo, hi);
+    if (this.allowedItree.isEmpty) found = this.firstFit(lo, hi, length, align, pageOffset);
     else
-      forEachSpan(this.allowedItree, lo, hi, (span) =>
-        span.used ? tryAllowed(span.start, span.last) : false,
-      );
+      forEachSpan(this.allowedItree, lo, hi, (span) => {
+        if (span.used) found = this.firstFit(span.start, span.last, length, align, pageOffset);
+        return found !== undefined;
+      });
     if (found === undefined) fail(ENOSPC, "no free IOVA");
     return found;
+  }
+
+  /**
+   * The lowest IOVA in [start, last] for `length` bytes at `align` (keeping `pageOffset`) that
+   * neither a reserved region nor an area covers, or undefined.
+   */
+  private firstFit(
+    start: bigint,
+    last: bigint,
+    length: bigint,
+    align: bigint,
+    pageOffset: bigint,
+  ): bigint | undefined {
+    const s = alignUpOr(start, align, pageOffset);
+    if (s === undefined || s > last || last - s < length - 1n) return undefined;
+    let pos = s;
+    for (;;) {
+      const span = doubleSpanAt(this.reservedItree, this.areaItree, pos, last);
+      if (!span.used && span.last - span.start >= length - 1n) {
+        const h = alignUpOr(span.start, align, pageOffset);
+        if (h !== undefined && h <= span.last && span.last - h >= length - 1n) return h;
+      }
+      if (span.last >= last) return undefined;
+      pos = span.last + 1n;
+    }
   }
 
   /** Validate a fixed IOVA. @see iopt_check_iova */

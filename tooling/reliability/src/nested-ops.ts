@@ -210,6 +210,16 @@ const OPCODES: Readonly<Record<CmdKind, bigint>> = {
   bad: CMDQ_OP_TLBI_S12_VMALL,
 };
 
+/** `ids` without `id`. */
+function without(ids: readonly number[], id: number): number[] {
+  return ids.filter((x) => x !== id);
+}
+
+/** The IPA of page `n` of the memfd mapped at `ipa`. */
+function ipaPage(ipa: bigint, n: number): bigint {
+  return ipa + BigInt(n) * PAGE;
+}
+
 /** Little-endian u64s. Byte stores: a DataView would move the small array's bytes off-heap. */
 function u64s(...v: bigint[]): Uint8Array {
   const b = new Uint8Array(8 * v.length);
@@ -244,12 +254,11 @@ export class NestOps {
 
   /** `id` was destroyed. */
   destroyed(id: number): void {
-    const drop = (l: number[]) => l.filter((x) => x !== id);
-    this.parents = drop(this.parents);
-    this.viommus = drop(this.viommus);
-    this.nested = drop(this.nested);
-    this.vdevices = drop(this.vdevices);
-    this.veventqs = drop(this.veventqs);
+    this.parents = without(this.parents, id);
+    this.viommus = without(this.viommus, id);
+    this.nested = without(this.nested, id);
+    this.vdevices = without(this.vdevices, id);
+    this.veventqs = without(this.veventqs, id);
   }
 
   step(op: NestOp): number {
@@ -375,12 +384,11 @@ export class NestOps {
    */
   private writeGuestTables(ipa: bigint): void {
     const { libc, memfdVa } = this.host.machine;
-    const page = (n: number) => ipa + BigInt(n) * PAGE;
-    const ptes = Array.from({ length: 8 }, (_, i) => page(4 + i) | 3n | (1n << 10n));
+    const ptes = Array.from({ length: 8 }, (_, i) => ipaPage(ipa, 4 + i) | 3n | (1n << 10n));
     try {
-      libc.poke(memfdVa, u64s(CD_0, page(1)));
-      libc.poke(memfdVa + PAGE, u64s(page(2) | 3n));
-      libc.poke(memfdVa + 2n * PAGE, u64s(page(3) | 3n));
+      libc.poke(memfdVa, u64s(CD_0, ipaPage(ipa, 1)));
+      libc.poke(memfdVa + PAGE, u64s(ipaPage(ipa, 2) | 3n));
+      libc.poke(memfdVa + 2n * PAGE, u64s(ipaPage(ipa, 3) | 3n));
       libc.poke(memfdVa + 3n * PAGE, u64s(...ptes));
     } catch (e) {
       // A store to its own memory faults only under fault injection (the page cannot be
