@@ -3,7 +3,7 @@ import { fail, isKernelError } from "./error.js";
 import type { Kernel } from "./kernel.js";
 import { type MmStruct, TASK_SIZE, type Vma } from "./mm.js";
 import { VM_IO, VM_PFNMAP, VM_READ, VM_WRITE } from "./mm-flags.js";
-import { PAGE_SHIFT, type PhysMem } from "./physmem.js";
+import { PAGE_SHIFT } from "./physmem.js";
 import type { PfnRuns } from "./pfn-runs.js";
 
 /**
@@ -76,7 +76,24 @@ function pinLocked(
   const before = out.totalPages;
   let vpn = first;
   const end = vpn + npages;
-  const run = new PinRun(mem, out);
+  // The current run, pinned when it stops being contiguous.
+  let runPfn = -1;
+  let runLen = 0;
+  const emit = (pfn: number, n: number): void => {
+    if (runLen > 0 && runPfn + runLen === pfn) {
+      runLen += n;
+      return;
+    }
+    flush();
+    runPfn = pfn;
+    runLen = n;
+  };
+  const flush = (): void => {
+    if (runLen === 0) return;
+    mem.pinPages(runPfn, runLen);
+    out.push(runPfn, runLen);
+    runLen = 0;
+  };
   try {
     while (vpn < end) {
       const vma = mm.findVma(vpn);
@@ -84,7 +101,7 @@ function pinLocked(
       checkVmaFlags(vma, gupFlags);
       const stop = Math.min(end, vma.end);
       if (vma.isCow && !vma.mapping && vma.order === 0) {
-        vpn += mm.faultAnonRun(vpn, stop - vpn, (pfn, n) => run.add(pfn, n));
+        vpn += mm.faultAnonRun(vpn, stop - vpn, emit);
         if (vpn >= stop) continue;
       }
       // One page or huge page per step: a shared mapping's file folio, or a private PTE. Unshare
@@ -94,47 +111,16 @@ function pinLocked(
       const pfn = mm.faultIn(vma, vpn, write, unshare);
       const size = 2 ** vma.order;
       const n = Math.min(stop - vpn, size - ((vpn - vma.start) % size));
-      run.add(pfn, n);
+      emit(pfn, n);
       vpn += n;
     }
   } catch (e) {
     if (!isKernelError(e)) throw e;
     const pinnedNow = out.totalPages - before;
-    if (pinnedNow + run.len === 0) throw e;
+    if (pinnedNow + runLen === 0) throw e;
   }
-  run.flush();
+  flush();
   return out.totalPages - before;
-}
-
-/**
- * The run of frames pinLocked is building, pinned and pushed once the next frame does not
- * follow it.
- */
-class PinRun {
-  pfn = -1;
-  len = 0;
-
-  constructor(
-    private readonly mem: PhysMem,
-    private readonly out: PfnRuns,
-  ) {}
-
-  add(pfn: number, n: number): void {
-    if (this.len > 0 && this.pfn + this.len === pfn) {
-      this.len += n;
-      return;
-    }
-    this.flush();
-    this.pfn = pfn;
-    this.len = n;
-  }
-
-  flush(): void {
-    if (this.len === 0) return;
-    this.mem.pinPages(this.pfn, this.len);
-    this.out.push(this.pfn, this.len);
-    this.len = 0;
-  }
 }
 
 /** pin_user_pages_fast on the current task's mm. */
