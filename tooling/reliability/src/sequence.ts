@@ -437,18 +437,6 @@ function testCmd<S extends FieldSpec>(
   return cmd;
 }
 
-/** A copy's end (`id`, `at`, `len`) meets [iova, last] of `ioasId`. */
-function endHit(
-  id: number,
-  at: bigint,
-  len: bigint,
-  ioasId: number,
-  iova: bigint,
-  last: bigint,
-): boolean {
-  return id === ioasId && at <= last && at + len - 1n >= iova;
-}
-
 /**
  * Executes ops as one user process of `machine` would, remembering what that process knows.
  * `checkErrnos` off (fault-injection sweeps) accepts any errno, like iommufd_fail_nth.c.
@@ -960,10 +948,10 @@ export class Runner {
 
   /** Drop the copies with an end in [iova, last] of `ioasId` (that end was unmapped). */
   private forgetCopies(ioasId: number, iova: bigint, last: bigint): void {
+    const hit = (id: number, at: bigint, len: bigint) =>
+      id === ioasId && at <= last && at + len - 1n >= iova;
     this.copied = this.copied.filter(
-      (c) =>
-        !endHit(c.srcId, c.srcIova, c.length, ioasId, iova, last) &&
-        !endHit(c.dstId, c.dstIova, c.length, ioasId, iova, last),
+      (c) => !hit(c.srcId, c.srcIova, c.length) && !hit(c.dstId, c.dstIova, c.length),
     );
   }
 
