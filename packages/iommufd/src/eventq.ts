@@ -146,7 +146,7 @@ export function iommufdVeventqAlloc(
     fail(EOPNOTSUPP, "flags/__reserved/type");
   if (!cmd.veventq_depth || cmd.veventq_depth > IOMMU_VEVENTQ_MAX_DEPTH)
     fail(EINVAL, "veventq_depth");
-  return ctx.withObject<IommufdViommu, number>(cmd.viommu_id, IOMMUFD_OBJ_VIOMMU, (viommu) => {
+  return ctx.withObjectOrErrno<IommufdViommu>(cmd.viommu_id, IOMMUFD_OBJ_VIOMMU, (viommu) => {
     if (viommu.veventqs.some((q) => q.eventType === cmd.type)) fail(EEXIST, "vEVENTQ of this type");
     const veventq = ctx.objectAlloc(new IommufdVeventq(viommu, cmd.type, cmd.veventq_depth));
     viommu.users++;

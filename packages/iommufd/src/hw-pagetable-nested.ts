@@ -175,12 +175,13 @@ export function iommufdHwptInvalidate(
     entryNum: cmd.entry_num,
   };
   let doneNum = 0;
+  let rc = 0;
   let error: unknown;
   try {
     if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
     if (cmd.entry_num > IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX) fail(EINVAL, "entry_num");
     if (cmd.entry_num && (!cmd.data_uptr || !cmd.entry_len)) fail(EINVAL, "entries without data");
-    ctx.withObject(cmd.hwpt_id, IOMMUFD_OBJ_ANY, (obj) => {
+    rc = ctx.withObjectOrErrno(cmd.hwpt_id, IOMMUFD_OBJ_ANY, (obj) => {
       let invalidate: (() => void) | undefined;
       if (obj.type === IOMMUFD_OBJ_HWPT_NESTED) {
         const domain = (obj as IommufdHwptNested).domain!;
@@ -199,6 +200,7 @@ export function iommufdHwptInvalidate(
       } finally {
         doneNum = array.entryNum;
       }
+      return 0;
     });
   } catch (e) {
     error = e;
@@ -206,5 +208,5 @@ export function iommufdHwptInvalidate(
   cmd.entry_num = doneNum;
   ucmdRespond(ucmd);
   if (error) throw error;
-  return 0;
+  return rc;
 }

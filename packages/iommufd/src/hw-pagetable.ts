@@ -185,7 +185,7 @@ export function iommufdHwptAlloc(ucmd: IommufdUcmd<(typeof iommu_hwpt_alloc)["fi
   if ((cmd.data_type === IOMMU_HWPT_DATA_NONE) !== (cmd.data_len === 0))
     fail(EINVAL, "data type and length disagree");
   const userData: IommuUserData = { type: cmd.data_type, uptr: cmd.data_uptr, len: cmd.data_len };
-  return ctx.withObject<IommufdDevice, number>(cmd.dev_id, IOMMUFD_OBJ_DEVICE, (idev) => {
+  return ctx.withObjectOrErrno<IommufdDevice>(cmd.dev_id, IOMMUFD_OBJ_DEVICE, (idev) => {
     let ptObj: IommufdObject;
     try {
       ptObj = ctx.getObject(cmd.pt_id, IOMMUFD_OBJ_ANY);
@@ -250,7 +250,7 @@ export function iommufdGetHwInfo(ucmd: IommufdUcmd<(typeof iommu_hw_info)["field
   const { ctx, cmd } = ucmd;
   if (cmd.flags & ~IOMMU_HW_INFO_FLAG_INPUT_TYPE) fail(EOPNOTSUPP, "flags");
   if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
-  return ctx.withObject<IommufdDevice, number>(cmd.dev_id, IOMMUFD_OBJ_DEVICE, (idev) => {
+  return ctx.withObjectOrErrno<IommufdDevice>(cmd.dev_id, IOMMUFD_OBJ_DEVICE, (idev) => {
     const dev = idev.dev;
     const iommu = dev.iommu;
     const inType =
@@ -293,7 +293,7 @@ export function iommufdHwptSetDirtyTracking(
 ): number {
   const { ctx, cmd } = ucmd;
   if (cmd.flags & ~IOMMU_HWPT_DIRTY_TRACKING_ENABLE) fail(EOPNOTSUPP, "flags");
-  return ctx.withObject<IommufdHwptPaging, number>(cmd.hwpt_id, IOMMUFD_OBJ_HWPT_PAGING, (hwpt) => {
+  return ctx.withObjectOrErrno<IommufdHwptPaging>(cmd.hwpt_id, IOMMUFD_OBJ_HWPT_PAGING, (hwpt) => {
     const enable = (cmd.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE) !== 0;
     ioptSetDirtyTracking(hwpt.ioas.iopt, hwpt.domain!, enable);
     return 0;
@@ -311,7 +311,7 @@ export function iommufdHwptGetDirtyBitmap(
   const { ctx, cmd } = ucmd;
   if (cmd.flags & ~IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR || cmd.__reserved)
     fail(EOPNOTSUPP, "flags/__reserved");
-  return ctx.withObject<IommufdHwptPaging, number>(cmd.hwpt_id, IOMMUFD_OBJ_HWPT_PAGING, (hwpt) => {
+  return ctx.withObjectOrErrno<IommufdHwptPaging>(cmd.hwpt_id, IOMMUFD_OBJ_HWPT_PAGING, (hwpt) => {
     ioptReadAndClearDirtyData(hwpt.ioas.iopt, hwpt.domain!, cmd.flags, cmd);
     return 0;
   });

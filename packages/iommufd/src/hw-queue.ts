@@ -109,7 +109,7 @@ export function iommufdHwQueueAllocIoctl(
   if (cmd.flags || cmd.type === IOMMU_HW_QUEUE_TYPE_DEFAULT) fail(EOPNOTSUPP, "flags/type");
   if (!cmd.length) fail(EINVAL, "length 0");
   if (cmd.nesting_parent_iova + cmd.length - 1n > U64_MAX) fail(EOVERFLOW, "queue range wraps");
-  return ctx.withObject<IommufdViommu, number>(cmd.viommu_id, IOMMUFD_OBJ_VIOMMU, (viommu) => {
+  return ctx.withObjectOrErrno<IommufdViommu>(cmd.viommu_id, IOMMUFD_OBJ_VIOMMU, (viommu) => {
     const ops = viommu.ops;
     if (!ops?.getHwQueueSize || !ops.hwQueueInitPhys || !ops.getHwQueueSize(cmd.type))
       fail(EOPNOTSUPP, "no HW queue of this type");

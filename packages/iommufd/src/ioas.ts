@@ -146,7 +146,7 @@ export function iommufdIoasIovaRanges(ucmd: Ucmd<typeof iommu_ioas_iova_ranges>)
   const { ctx, cmd } = ucmd;
   if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
   const max = cmd.num_iovas;
-  ctx.withObject<IommufdIoas, void>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
+  return ctx.withObjectOrErrno<IommufdIoas>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
     // reservedHoles() reads the tree under iova_rwsem; the alignment is read next to it.
     cmd.num_iovas = 0;
     cmd.out_iova_alignment = ioas.iopt.iovaAlignment;
@@ -157,10 +157,10 @@ export function iommufdIoasIovaRanges(ucmd: Ucmd<typeof iommu_ioas_iova_ranges>)
       }
       cmd.num_iovas++;
     }
+    ucmdRespond(ucmd);
+    if (cmd.num_iovas > max) fail(EMSGSIZE, `${cmd.num_iovas} ranges, room for ${max}`);
+    return 0;
   });
-  ucmdRespond(ucmd);
-  if (cmd.num_iovas > max) fail(EMSGSIZE, `${cmd.num_iovas} ranges, room for ${max}`);
-  return 0;
 }
 
 // --- IOMMU_IOAS_ALLOW_IOVAS ------------------------------------------------------------------
@@ -188,7 +188,7 @@ function loadIovas(ctx: IommufdCtx, uptr: bigint, count: number): IovaRange[] {
 export function iommufdIoasAllowIovas(ucmd: Ucmd<typeof iommu_ioas_allow_iovas>): number {
   const { ctx, cmd } = ucmd;
   if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
-  return ctx.withObject<IommufdIoas, number>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
+  return ctx.withObjectOrErrno<IommufdIoas>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
     const ranges = loadIovas(ctx, cmd.allowed_iovas, cmd.num_iovas);
     ioas.iopt.setAllowIova(ranges);
     return 0;
@@ -203,7 +203,7 @@ export function iommufdIoasMap(ucmd: Ucmd<typeof iommu_ioas_map>): number {
   if (cmd.__reserved) fail(EOPNOTSUPP, "__reserved");
   if (cmd.iova >= ULONG_MAX || cmd.length >= ULONG_MAX) fail(EOVERFLOW, "iova/length");
   checkReadWrite(cmd.flags);
-  ctx.withObject<IommufdIoas, void>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
+  return ctx.withObjectOrErrno<IommufdIoas>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
     cmd.iova = ioas.iopt.mapUserPages(
       ctx,
       cmd.iova,
@@ -212,10 +212,10 @@ export function iommufdIoasMap(ucmd: Ucmd<typeof iommu_ioas_map>): number {
       convIommuProt(cmd.flags),
       allocFlags(cmd.flags),
     );
+    // A failed copy-back leaves the mapping in place, as in the kernel.
+    ucmdRespond(ucmd);
+    return 0;
   });
-  // A failed copy-back leaves the mapping in place, as in the kernel.
-  ucmdRespond(ucmd);
-  return 0;
 }
 
 // --- IOMMU_IOAS_MAP_FILE ---------------------------------------------------------------------
@@ -225,7 +225,7 @@ export function iommufdIoasMapFile(ucmd: Ucmd<typeof iommu_ioas_map_file>): numb
   checkMapFlags(cmd.flags);
   if (cmd.iova >= ULONG_MAX || cmd.length >= ULONG_MAX) fail(EOVERFLOW, "iova/length");
   checkReadWrite(cmd.flags);
-  ctx.withObject<IommufdIoas, void>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
+  return ctx.withObjectOrErrno<IommufdIoas>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
     cmd.iova = ioas.iopt.mapFilePages(
       ctx,
       cmd.iova,
@@ -235,9 +235,9 @@ export function iommufdIoasMapFile(ucmd: Ucmd<typeof iommu_ioas_map_file>): numb
       convIommuProt(cmd.flags),
       allocFlags(cmd.flags),
     );
+    ucmdRespond(ucmd);
+    return 0;
   });
-  ucmdRespond(ucmd);
-  return 0;
 }
 
 // --- IOMMU_IOAS_COPY -------------------------------------------------------------------------
@@ -249,16 +249,15 @@ export function iommufdIoasCopy(ucmd: Ucmd<typeof iommu_ioas_copy>): number {
     fail(EOVERFLOW, "length/iova");
   checkReadWrite(cmd.flags);
   let srcIopt: IoPagetable | undefined;
-  const list = ctx.withObject<IommufdIoas, IoptPagesListElm[]>(
-    cmd.src_ioas_id,
-    IOMMUFD_OBJ_IOAS,
-    (src) => {
-      srcIopt = src.iopt;
-      return src.iopt.getPages(cmd.src_iova, cmd.length);
-    },
-  );
+  let list: IoptPagesListElm[] = [];
+  const rc = ctx.withObjectOrErrno<IommufdIoas>(cmd.src_ioas_id, IOMMUFD_OBJ_IOAS, (src) => {
+    srcIopt = src.iopt;
+    list = src.iopt.getPages(cmd.src_iova, cmd.length);
+    return 0;
+  });
+  if (rc) return rc;
   try {
-    ctx.withObject<IommufdIoas, void>(cmd.dst_ioas_id, IOMMUFD_OBJ_IOAS, (dst) => {
+    return ctx.withObjectOrErrno<IommufdIoas>(cmd.dst_ioas_id, IOMMUFD_OBJ_IOAS, (dst) => {
       cmd.dst_iova = dst.iopt.mapPages(
         list,
         cmd.length,
@@ -266,19 +265,19 @@ export function iommufdIoasCopy(ucmd: Ucmd<typeof iommu_ioas_copy>): number {
         convIommuProt(cmd.flags),
         allocFlags(cmd.flags),
       );
+      ucmdRespond(ucmd);
+      return 0;
     });
   } finally {
     srcIopt!.freePagesList(list);
   }
-  ucmdRespond(ucmd);
-  return 0;
 }
 
 // --- IOMMU_IOAS_UNMAP ------------------------------------------------------------------------
 
 export function iommufdIoasUnmap(ucmd: Ucmd<typeof iommu_ioas_unmap>): number {
   const { ctx, cmd } = ucmd;
-  ctx.withObject<IommufdIoas, void>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
+  return ctx.withObjectOrErrno<IommufdIoas>(cmd.ioas_id, IOMMUFD_OBJ_IOAS, (ioas) => {
     let unmapped: bigint;
     if (cmd.iova === 0n && cmd.length === U64_MAX) {
       unmapped = ioas.iopt.unmapAll();
@@ -288,9 +287,9 @@ export function iommufdIoasUnmap(ucmd: Ucmd<typeof iommu_ioas_unmap>): number {
       if (unmapped === 0n) fail(ENOENT, "nothing mapped in the range");
     }
     cmd.length = unmapped;
+    ucmdRespond(ucmd);
+    return 0;
   });
-  ucmdRespond(ucmd);
-  return 0;
 }
 
 // --- IOMMU_OPTION HUGE_PAGES -----------------------------------------------------------------
@@ -298,15 +297,16 @@ export function iommufdIoasUnmap(ucmd: Ucmd<typeof iommu_ioas_unmap>): number {
 /** iommufd_ioas_option: the IOAS lookup comes before the op check. */
 export const iommufdIoasOption: IoasOption = (ucmd) => {
   const { ctx, cmd } = ucmd;
-  ctx.withObject<IommufdIoas, void>(cmd.object_id, IOMMUFD_OBJ_IOAS, (ioas) => {
+  return ctx.withObjectOrErrno<IommufdIoas>(cmd.object_id, IOMMUFD_OBJ_IOAS, (ioas) => {
     if (cmd.op === IOMMU_OPTION_OP_GET) {
       cmd.val64 = ioas.iopt.largePagesDisabled ? 0n : 1n;
-      return;
+      return 0;
     }
     if (cmd.op !== IOMMU_OPTION_OP_SET) fail(EOPNOTSUPP, "option op");
     if (cmd.val64 === 0n) ioas.iopt.disableLargePages();
     else if (cmd.val64 === 1n) ioas.iopt.enableLargePages();
     else fail(EINVAL, "HUGE_PAGES value");
+    return 0;
   });
 };
 

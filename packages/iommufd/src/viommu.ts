@@ -112,11 +112,11 @@ export function iommufdViommuAllocIoctl(
 ): number {
   const { ctx, cmd } = ucmd;
   if (cmd.flags || cmd.type === IOMMU_VIOMMU_TYPE_DEFAULT) fail(EOPNOTSUPP, "flags/type");
-  return ctx.withObject<IommufdDevice, number>(cmd.dev_id, IOMMUFD_OBJ_DEVICE, (idev) => {
+  return ctx.withObjectOrErrno<IommufdDevice>(cmd.dev_id, IOMMUFD_OBJ_DEVICE, (idev) => {
     const driver = driverOf(idev.dev) as ReturnType<typeof driverOf> & IommufdViommuDriver;
     if (!driver.getViommuSize || !driver.viommuInit || !driver.getViommuSize(idev.dev, cmd.type))
       fail(EOPNOTSUPP, "no vIOMMU of this type");
-    return ctx.withObject<IommufdHwptPaging, number>(
+    return ctx.withObjectOrErrno<IommufdHwptPaging>(
       cmd.hwpt_id,
       IOMMUFD_OBJ_HWPT_PAGING,
       (hwpt) => {
@@ -147,7 +147,7 @@ export function iommufdVdeviceAllocIoctl(
   ucmd: IommufdUcmd<(typeof iommu_vdevice_alloc)["fields"]>,
 ): number {
   const { ctx, cmd } = ucmd;
-  return ctx.withObject<IommufdViommu, number>(cmd.viommu_id, IOMMUFD_OBJ_VIOMMU, (viommu) => {
+  return ctx.withObjectOrErrno<IommufdViommu>(cmd.viommu_id, IOMMUFD_OBJ_VIOMMU, (viommu) => {
     const idev = getIommufdDevice(ctx, cmd.dev_id);
     let keepIdev = false;
     try {

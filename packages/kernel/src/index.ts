@@ -55,6 +55,7 @@ export {
   File,
   type FileOperations,
   ioctlErrno,
+  ioctlReturnErrno,
   O_ACCMODE,
   O_APPEND,
   O_CLOEXEC,
