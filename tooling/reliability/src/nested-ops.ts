@@ -14,6 +14,17 @@
  */
 import fc from "fast-check";
 import {
+  type Decoded,
+  type FieldSpec,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_VDEVICE_ALLOC,
+  IOMMU_VEVENTQ_ALLOC,
+  IOMMU_VIOMMU_ALLOC,
+  type Struct,
+  iommu_hwpt_alloc,
+  iommu_vdevice_alloc,
+  iommu_veventq_alloc,
+  iommu_viommu_alloc,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_DATA_ARM_SMMUV3,
   IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
@@ -182,6 +193,18 @@ export interface NestOpHost {
   devId(i: number): number;
   /** A typed-client call checked against `call`'s row: 0 or the errno. */
   call(call: SyscallName, op: NestOp, fn: () => void): number;
+  /**
+   * An iommufd ioctl issued as a C VMM issues it (`struct` from `values`, size sizeof), checked
+   * against `call`'s row: 0 or the errno; `done` reads a successful call's answer.
+   */
+  iommufd<S extends FieldSpec>(
+    call: SyscallName,
+    op: NestOp,
+    request: number,
+    struct: Struct<S>,
+    values: Partial<Decoded<S>>,
+    done?: (out: Uint8Array) => void,
+  ): number;
   /** VFIO_DEVICE_ATTACH_IOMMUFD_PT of device `i` to `pt` (attach or replace). */
   attach(i: number, pt: number): number;
 }
@@ -265,46 +288,69 @@ export class NestOps {
     const fd = this.host.client();
     switch (op.k) {
       case "nestParentAlloc": {
-        const ptId = pick(this.host.ioas(), op.ioas) ?? 0;
-        return this.host.call("IOMMU_HWPT_ALLOC", op, () =>
-          this.parents.push(
-            fd.hwptAlloc({
-              devId: this.host.devId(op.dev),
-              ptId,
-              flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
-            }),
-          ),
+        const alloc = {
+          flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+          dev_id: this.host.devId(op.dev),
+          pt_id: pick(this.host.ioas(), op.ioas) ?? 0,
+        };
+        return this.host.iommufd(
+          "IOMMU_HWPT_ALLOC",
+          op,
+          IOMMU_HWPT_ALLOC,
+          iommu_hwpt_alloc,
+          alloc,
+          (out) => this.parents.push(iommu_hwpt_alloc.get(out, "out_hwpt_id")),
         );
       }
       case "viommuAlloc": {
-        const hwptId = pick(this.parents, op.parent) ?? 0;
-        return this.host.call("IOMMU_VIOMMU_ALLOC", op, () =>
-          this.viommus.push(
-            fd.viommuAlloc({
-              devId: this.host.devId(op.dev),
-              hwptId,
-              type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
-            }),
-          ),
+        const alloc = {
+          type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
+          dev_id: this.host.devId(op.dev),
+          hwpt_id: pick(this.parents, op.parent) ?? 0,
+        };
+        return this.host.iommufd(
+          "IOMMU_VIOMMU_ALLOC",
+          op,
+          IOMMU_VIOMMU_ALLOC,
+          iommu_viommu_alloc,
+          alloc,
+          (out) => this.viommus.push(iommu_viommu_alloc.get(out, "out_viommu_id")),
         );
       }
       case "vdeviceAlloc": {
-        const viommuId = pick(this.viommus, op.viommu) ?? 0;
-        return this.host.call("IOMMU_VDEVICE_ALLOC", op, () =>
-          this.vdevices.push(
-            fd.vdeviceAlloc({ viommuId, devId: this.host.devId(op.dev), virtId: BigInt(op.vsid) }),
-          ),
+        const alloc = {
+          viommu_id: pick(this.viommus, op.viommu) ?? 0,
+          dev_id: this.host.devId(op.dev),
+          virt_id: BigInt(op.vsid),
+        };
+        return this.host.iommufd(
+          "IOMMU_VDEVICE_ALLOC",
+          op,
+          IOMMU_VDEVICE_ALLOC,
+          iommu_vdevice_alloc,
+          alloc,
+          (out) => this.vdevices.push(iommu_vdevice_alloc.get(out, "out_vdevice_id")),
         );
       }
       case "nestedAlloc":
         return this.nestedAlloc(op);
       case "veventqAlloc": {
-        const viommuId = pick(this.viommus, op.viommu) ?? 0;
-        return this.host.call("IOMMU_VEVENTQ_ALLOC", op, () => {
-          const q = fd.veventqAlloc({ viommuId, type: IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, depth: 4 });
-          this.veventqs.push(q.id);
-          this.fds.push(q.fd);
-        });
+        const alloc = {
+          viommu_id: pick(this.viommus, op.viommu) ?? 0,
+          type: IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
+          veventq_depth: 4,
+        };
+        return this.host.iommufd(
+          "IOMMU_VEVENTQ_ALLOC",
+          op,
+          IOMMU_VEVENTQ_ALLOC,
+          iommu_veventq_alloc,
+          alloc,
+          (out) => {
+            this.veventqs.push(iommu_veventq_alloc.get(out, "out_veventq_id"));
+            this.fds.push(iommu_veventq_alloc.get(out, "out_veventq_fd"));
+          },
+        );
       }
       case "invalidate": {
         const hwptId = pick(this.viommus, op.viommu) ?? 0;

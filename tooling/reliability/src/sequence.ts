@@ -20,6 +20,35 @@ import {
   IOMMUFD_OBJ_IOAS,
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_TEST_CMD,
+  IOMMU_DESTROY,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+  IOMMU_HWPT_GET_DIRTY_BITMAP,
+  IOMMU_HWPT_SET_DIRTY_TRACKING,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_ALLOW_IOVAS,
+  IOMMU_IOAS_COPY,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FILE,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_IOAS_UNMAP,
+  IOMMU_OPTION,
+  IOMMU_OPTION_HUGE_PAGES,
+  IOMMU_OPTION_OP_SET,
+  IOMMU_OPTION_RLIMIT_MODE,
+  iommu_destroy,
+  iommu_hwpt_alloc,
+  iommu_hwpt_get_dirty_bitmap,
+  iommu_hwpt_set_dirty_tracking,
+  iommu_ioas_alloc,
+  iommu_ioas_allow_iovas,
+  iommu_ioas_copy,
+  iommu_ioas_map,
+  iommu_ioas_map_file,
+  iommu_ioas_unmap,
+  iommu_iova_range,
+  iommu_option,
   type IoPagetable,
   IommufdClient,
   type IommufdIoas,
@@ -437,6 +466,20 @@ function testCmd<S extends FieldSpec>(
   return cmd;
 }
 
+const RW = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
+
+/** FIXED_IOVA at IOVA slot `slot`, or anywhere the kernel picks (null). */
+function slotAt(slot: number | null): { fixed: number; iova: bigint } {
+  return slot === null
+    ? { fixed: 0, iova: 0n }
+    : { fixed: IOMMU_IOAS_MAP_FIXED_IOVA, iova: IOVA_BASE + BigInt(slot) * IOVA_SLOT };
+}
+
+/** The IOVA a successful MAP, MAP_FILE or COPY answered. */
+const mapIova = (out: Uint8Array) => iommu_ioas_map.get(out, "iova");
+const mapFileIova = (out: Uint8Array) => iommu_ioas_map_file.get(out, "iova");
+const copyIova = (out: Uint8Array) => iommu_ioas_copy.get(out, "dst_iova");
+
 /**
  * Executes ops as one user process of `machine` would, remembering what that process knows.
  * `checkErrnos` off (fault-injection sweeps) accepts any errno, like iommufd_fail_nth.c.
@@ -495,6 +538,9 @@ export class Runner {
       call(call, op, fn) {
         return runner.call(call, op, fn);
       },
+      iommufd(call, op, request, struct, values, done) {
+        return runner.iommufd(call, op, request, struct, values, done);
+      },
       attach(dev, pt) {
         return runner.step({ k: "attach", dev, pt: runner.ptIds().indexOf(pt) });
       },
@@ -525,16 +571,22 @@ export class Runner {
   step(op: Op): number {
     switch (op.k) {
       case "ioasAlloc":
-        return this.call("IOMMU_IOAS_ALLOC", op, () => {
-          const id = this.fd.ioasAlloc();
-          this.ioas.push(id);
-          this.areas.set(id, []);
-        });
+        return this.iommufd(
+          "IOMMU_IOAS_ALLOC",
+          op,
+          IOMMU_IOAS_ALLOC,
+          iommu_ioas_alloc,
+          {},
+          (out) => {
+            const id = iommu_ioas_alloc.get(out, "out_ioas_id");
+            this.ioas.push(id);
+            this.areas.set(id, []);
+          },
+        );
       case "destroy": {
         const all = [...this.ioas, ...this.hwpts, ...this.nest.objects()];
         const id = pick(all, op.obj) ?? 0;
-        return this.call("IOMMU_DESTROY", op, () => {
-          this.fd.destroy(id);
+        return this.iommufd("IOMMU_DESTROY", op, IOMMU_DESTROY, iommu_destroy, { id }, () => {
           this.nest.destroyed(id);
           this.forgetCopies(id, 0n, U64_MAX);
           this.ioas = this.ioas.filter((x) => x !== id);
@@ -546,84 +598,110 @@ export class Runner {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const base = op.memfd ? this.machine.memfdVa : this.machine.anonVa;
         const pages = Math.min(op.pages, BUFFER_PAGES - op.off);
+        const at = slotAt(op.slot);
+        const length = BigInt(pages) * PAGE;
+        const map = {
+          flags: (op.readOnly ? IOMMU_IOAS_MAP_READABLE : RW) | at.fixed,
+          ioas_id: ioasId,
+          user_va: base + BigInt(op.off) * PAGE,
+          length,
+          iova: at.iova,
+        };
         return this.mapInto(
           "IOMMU_IOAS_MAP",
           op,
           ioasId,
-          BigInt(pages) * PAGE,
-          op.slot,
-          (length, iova) =>
-            this.fd.ioasMap({
-              ioasId,
-              userVa: base + BigInt(op.off) * PAGE,
-              length,
-              ...(iova === undefined ? {} : { iova }),
-              ...(op.readOnly ? { flags: IOMMU_IOAS_MAP_READABLE } : {}),
-            }),
+          length,
+          IOMMU_IOAS_MAP,
+          iommu_ioas_map,
+          map,
+          mapIova,
         );
       }
       case "mapFile": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const pages = Math.min(op.pages, BUFFER_PAGES - op.off);
+        const at = slotAt(op.slot);
+        const length = BigInt(pages) * PAGE;
+        const map = {
+          flags: RW | at.fixed,
+          ioas_id: ioasId,
+          fd: this.machine.memfd,
+          start: BigInt(op.off) * PAGE,
+          length,
+          iova: at.iova,
+        };
         return this.mapInto(
           "IOMMU_IOAS_MAP_FILE",
           op,
           ioasId,
-          BigInt(pages) * PAGE,
-          op.slot,
-          (length, iova) =>
-            this.fd.ioasMapFile({
-              ioasId,
-              fd: this.machine.memfd,
-              start: BigInt(op.off) * PAGE,
-              length,
-              ...(iova === undefined ? {} : { iova }),
-            }),
+          length,
+          IOMMU_IOAS_MAP_FILE,
+          iommu_ioas_map_file,
+          map,
+          mapFileIova,
         );
       }
       case "mapDmabuf": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const bufFd = pick(this.bufs, op.buf) ?? -1;
+        const at = slotAt(op.slot);
+        const length = BigInt(op.pages) * PAGE;
+        const map = {
+          flags: RW | at.fixed,
+          ioas_id: ioasId,
+          fd: bufFd,
+          start: BigInt(op.off) * PAGE,
+          length,
+          iova: at.iova,
+        };
         return this.mapInto(
           "IOMMU_IOAS_MAP_FILE",
           op,
           ioasId,
-          BigInt(op.pages) * PAGE,
-          op.slot,
-          (length, iova) =>
-            this.fd.ioasMapFile({
-              ioasId,
-              fd: bufFd,
-              start: BigInt(op.off) * PAGE,
-              length,
-              ...(iova === undefined ? {} : { iova }),
-            }),
+          length,
+          IOMMU_IOAS_MAP_FILE,
+          iommu_ioas_map_file,
+          map,
+          mapFileIova,
         );
       }
       case "copy": {
         const src = pick(this.ioas, op.src) ?? 0;
         const dst = pick(this.ioas, op.dst) ?? 0;
         const area = pick(this.areas.get(src) ?? [], op.area) ?? { iova: 0n, length: PAGE };
-        return this.mapInto("IOMMU_IOAS_COPY", op, dst, area.length, op.slot, (length, at) => {
-          const dstIova = this.fd.ioasCopy({
-            dstIoasId: dst,
-            srcIoasId: src,
-            srcIova: area.iova,
-            length,
-            ...(at === undefined ? {} : { dstIova: at }),
-          });
-          const copy = {
-            src: this.ioptOf(src),
-            srcId: src,
-            srcIova: area.iova,
-            dst: this.ioptOf(dst),
-            dstId: dst,
-            dstIova,
-            length,
-          };
-          this.copied.push({ ...copy, areas: copyAreas(copy) });
-          return dstIova;
-        });
+        const at = slotAt(op.slot);
+        const length = area.length;
+        const args = {
+          flags: RW | at.fixed,
+          dst_ioas_id: dst,
+          src_ioas_id: src,
+          length,
+          dst_iova: at.iova,
+          src_iova: area.iova,
+        };
+        return this.mapInto(
+          "IOMMU_IOAS_COPY",
+          op,
+          dst,
+          length,
+          IOMMU_IOAS_COPY,
+          iommu_ioas_copy,
+          args,
+          copyIova,
+          (dstIova) => {
+            const copy = {
+              src: this.ioptOf(src),
+              srcId: src,
+              srcIova: area.iova,
+              dst: this.ioptOf(dst),
+              dstId: dst,
+              dstIova,
+              length,
+            };
+            this.copied.push({ ...copy, areas: copyAreas(copy) });
+          },
+        );
       }
       case "unmap": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
@@ -642,36 +720,62 @@ export class Runner {
       }
       case "unmapAll": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
-        return this.call("IOMMU_IOAS_UNMAP", op, () => {
-          this.fd.unmapAll(ioasId);
+        const all = { ioas_id: ioasId, iova: 0n, length: U64_MAX };
+        return this.iommufd("IOMMU_IOAS_UNMAP", op, IOMMU_IOAS_UNMAP, iommu_ioas_unmap, all, () => {
           this.forgetCopies(ioasId, 0n, U64_MAX);
           this.areas.set(ioasId, []);
         });
       }
       case "hugePages": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
-        return this.call("IOMMU_OPTION", op, () => this.fd.setHugePages(ioasId, op.on));
+        return this.iommufd("IOMMU_OPTION", op, IOMMU_OPTION, iommu_option, {
+          option_id: IOMMU_OPTION_HUGE_PAGES,
+          op: IOMMU_OPTION_OP_SET,
+          object_id: ioasId,
+          val64: op.on ? 1n : 0n,
+        });
       }
       case "allowIovas": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const start = IOVA_BASE + BigInt(op.slot) * IOVA_SLOT;
-        const ranges = op.pages ? [{ start, last: start + BigInt(op.pages) * PAGE - 1n }] : [];
-        return this.call("IOMMU_IOAS_ALLOW_IOVAS", op, () =>
-          this.fd.ioasAllowIovas(ioasId, ranges),
+        // One range, or none (allow every IOVA again).
+        const libc = this.machine.libc;
+        const range = libc.malloc(iommu_iova_range.size);
+        const last = start + BigInt(op.pages) * PAGE - 1n;
+        if (op.pages) libc.poke(range, iommu_iova_range.encode({ start, last }));
+        const allow = { ioas_id: ioasId, num_iovas: op.pages ? 1 : 0, allowed_iovas: range };
+        const ret = this.iommufd(
+          "IOMMU_IOAS_ALLOW_IOVAS",
+          op,
+          IOMMU_IOAS_ALLOW_IOVAS,
+          iommu_ioas_allow_iovas,
+          allow,
         );
+        libc.free(range);
+        return ret;
       }
       case "hwptAlloc": {
         const devId = this.devIds[op.dev]!;
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const flags = op.dirty ? IOMMU_HWPT_ALLOC_DIRTY_TRACKING : 0;
-        return this.call("IOMMU_HWPT_ALLOC", op, () => {
-          this.hwpts.push(this.fd.hwptAlloc({ devId, ptId: ioasId, flags }));
-        });
+        const alloc = { flags, dev_id: devId, pt_id: ioasId };
+        return this.iommufd(
+          "IOMMU_HWPT_ALLOC",
+          op,
+          IOMMU_HWPT_ALLOC,
+          iommu_hwpt_alloc,
+          alloc,
+          (out) => this.hwpts.push(iommu_hwpt_alloc.get(out, "out_hwpt_id")),
+        );
       }
       case "dirtyTracking": {
         const hwptId = pick(this.hwpts, op.hwpt) ?? 0;
-        return this.call("IOMMU_HWPT_SET_DIRTY_TRACKING", op, () =>
-          this.fd.hwptSetDirtyTracking(hwptId, op.on),
+        return this.iommufd(
+          "IOMMU_HWPT_SET_DIRTY_TRACKING",
+          op,
+          IOMMU_HWPT_SET_DIRTY_TRACKING,
+          iommu_hwpt_set_dirty_tracking,
+          { flags: op.on ? IOMMU_HWPT_DIRTY_TRACKING_ENABLE : 0, hwpt_id: hwptId },
         );
       }
       case "dirtyBitmap": {
@@ -679,15 +783,19 @@ export class Runner {
         const hwptId = pick(this.hwpts, op.hwpt) ?? 0;
         const libc = this.machine.libc;
         const data = libc.malloc(Math.ceil(op.pages / 8));
-        const ret = this.call("IOMMU_HWPT_GET_DIRTY_BITMAP", op, () =>
-          this.fd.hwptGetDirtyBitmap({
-            hwptId,
+        const ret = this.iommufd(
+          "IOMMU_HWPT_GET_DIRTY_BITMAP",
+          op,
+          IOMMU_HWPT_GET_DIRTY_BITMAP,
+          iommu_hwpt_get_dirty_bitmap,
+          {
+            hwpt_id: hwptId,
+            flags: op.noClear ? IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR : 0,
             iova: IOVA_BASE + BigInt(op.slot) * IOVA_SLOT,
             length: BigInt(op.pages) * PAGE,
-            pageSize: PAGE,
+            page_size: PAGE,
             data,
-            flags: op.noClear ? IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR : 0,
-          }),
+          },
         );
         libc.free(data);
         return ret;
@@ -826,7 +934,11 @@ export class Runner {
       }
       case "rlimitMode":
         // Accepted only while the context has no object (EBUSY otherwise).
-        return this.call("IOMMU_OPTION", op, () => this.fd.setRlimitModeMm(op.mm));
+        return this.iommufd("IOMMU_OPTION", op, IOMMU_OPTION, iommu_option, {
+          option_id: IOMMU_OPTION_RLIMIT_MODE,
+          op: IOMMU_OPTION_OP_SET,
+          val64: op.mm ? 1n : 0n,
+        });
       case "memlock":
         // RLIMIT_MEMLOCK in pages: small values make pinning hit the limit (ENOMEM).
         return this.sys(
@@ -845,26 +957,39 @@ export class Runner {
       case "mapMsi": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const length = BigInt(op.pages) * PAGE;
-        return this.mapInto("IOMMU_IOAS_MAP", op, ioasId, length, null, () =>
-          this.fd.ioasMap({
-            ioasId,
-            userVa: this.machine.memfdVa,
-            length,
-            iova: X86_MSI_RANGE_START,
-          }),
+        const map = {
+          flags: RW | IOMMU_IOAS_MAP_FIXED_IOVA,
+          ioas_id: ioasId,
+          user_va: this.machine.memfdVa,
+          length,
+          iova: X86_MSI_RANGE_START,
+        };
+        return this.mapInto(
+          "IOMMU_IOAS_MAP",
+          op,
+          ioasId,
+          length,
+          IOMMU_IOAS_MAP,
+          iommu_ioas_map,
+          map,
+          mapIova,
         );
       }
       case "mapSealed": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const fd = this.vmm.memfd(op.mfd);
         if (fd < 0) return SKIPPED;
+        const length = BigInt(op.pages) * PAGE;
+        const map = { flags: RW, ioas_id: ioasId, fd, start: 0n, length };
         return this.mapInto(
           "IOMMU_IOAS_MAP_FILE",
           op,
           ioasId,
-          BigInt(op.pages) * PAGE,
-          null,
-          (length) => this.fd.ioasMapFile({ ioasId, fd, start: 0n, length }),
+          length,
+          IOMMU_IOAS_MAP_FILE,
+          iommu_ioas_map_file,
+          map,
+          mapFileIova,
         );
       }
       default:
@@ -980,32 +1105,70 @@ export class Runner {
     );
   }
 
-  private mapInto(
+  /**
+   * An iommufd ioctl as a C VMM issues it: `struct` filled from `values` with its size word
+   * sizeof, ioctl(2), the errno on failure; `done` reads a successful call's answer.
+   *
+   * Decision: not through the typed client, which throws each errno. Most of a program's iommufd
+   * calls fail, and V8 tiers a function up on its returns: the client's methods, left by a throw
+   * nearly every time, ran without feedback, and a failing call cost some 2 µs more than its
+   * ioctl (PERFORMANCE.md, eleventh round).
+   */
+  private iommufd<S extends FieldSpec>(
+    call: SyscallName,
+    op: Op,
+    request: number,
+    struct: Struct<S>,
+    values: Partial<Decoded<S>>,
+    done?: (out: Uint8Array) => void,
+  ): number {
+    const buf = struct.encode(values);
+    struct.set(buf, "size" as keyof S & string, struct.size as never);
+    const ret = this.sys(call, op, this.ioctl(this.fd.fd, request, buf));
+    if (ret === 0) done?.(buf);
+    return ret;
+  }
+
+  /**
+   * A MAP, MAP_FILE or COPY into `ioasId` of `length` bytes: on success its area, at the IOVA
+   * `iovaOf` reads from the answer, is remembered and handed to `mapped`.
+   */
+  private mapInto<S extends FieldSpec>(
     call: SyscallName,
     op: Op,
     ioasId: number,
     length: bigint,
-    fixed: number | null,
-    map: (length: bigint, iova: bigint | undefined) => bigint,
+    request: number,
+    struct: Struct<S>,
+    values: Partial<Decoded<S>>,
+    iovaOf: (out: Uint8Array) => bigint,
+    mapped?: (iova: bigint) => void,
   ): number {
-    const iova = fixed === null ? undefined : IOVA_BASE + BigInt(fixed) * IOVA_SLOT;
-    return this.call(call, op, () => {
-      const at = map(length, iova);
-      this.areas.get(ioasId)?.push({ iova: at, length });
+    return this.iommufd(call, op, request, struct, values, (out) => {
+      const iova = iovaOf(out);
+      this.areas.get(ioasId)?.push({ iova, length });
+      mapped?.(iova);
     });
   }
 
   private unmap(op: Op, ioasId: number, iova: bigint, length: bigint): number {
-    const ret = this.call("IOMMU_IOAS_UNMAP", op, () => {
-      this.fd.ioasUnmap({ ioasId, iova, length });
-      const last = iova + length - 1n;
-      this.forgetCopies(ioasId, iova, last);
-      const list = this.areas.get(ioasId) ?? [];
-      this.areas.set(
-        ioasId,
-        list.filter((a) => a.iova + a.length - 1n < iova || a.iova > last),
-      );
-    });
+    const range = { ioas_id: ioasId, iova, length };
+    const ret = this.iommufd(
+      "IOMMU_IOAS_UNMAP",
+      op,
+      IOMMU_IOAS_UNMAP,
+      iommu_ioas_unmap,
+      range,
+      () => {
+        const last = iova + length - 1n;
+        this.forgetCopies(ioasId, iova, last);
+        const list = this.areas.get(ioasId) ?? [];
+        this.areas.set(
+          ioasId,
+          list.filter((a) => a.iova + a.length - 1n < iova || a.iova > last),
+        );
+      },
+    );
     // iopt_unmap_iova_range fails at the first area that sticks out of the range or is busy
     // and keeps the areas it unmapped before it: a copy that lost one of its areas is over.
     if (ret !== 0) this.copied = this.copied.filter((c) => sameAreas(copyAreas(c), c.areas));
