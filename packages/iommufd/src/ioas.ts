@@ -249,7 +249,7 @@ export function iommufdIoasCopy(ucmd: Ucmd<typeof iommu_ioas_copy>): number {
     fail(EOVERFLOW, "length/iova");
   checkReadWrite(cmd.flags);
   let srcIopt: IoPagetable | undefined;
-  let list: IoptPagesListElm[] = [];
+  let list: IoptPagesListElm[] | undefined;
   const rc = ctx.withObjectOrErrno<IommufdIoas>(cmd.src_ioas_id, IOMMUFD_OBJ_IOAS, (src) => {
     srcIopt = src.iopt;
     list = src.iopt.getPages(cmd.src_iova, cmd.length);
@@ -259,7 +259,7 @@ export function iommufdIoasCopy(ucmd: Ucmd<typeof iommu_ioas_copy>): number {
   try {
     return ctx.withObjectOrErrno<IommufdIoas>(cmd.dst_ioas_id, IOMMUFD_OBJ_IOAS, (dst) => {
       cmd.dst_iova = dst.iopt.mapPages(
-        list,
+        list!,
         cmd.length,
         cmd.dst_iova,
         convIommuProt(cmd.flags),
@@ -269,7 +269,7 @@ export function iommufdIoasCopy(ucmd: Ucmd<typeof iommu_ioas_copy>): number {
       return 0;
     });
   } finally {
-    srcIopt!.freePagesList(list);
+    srcIopt!.freePagesList(list!);
   }
 }
 

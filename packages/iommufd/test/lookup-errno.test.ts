@@ -29,6 +29,7 @@ import {
   IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
   IOMMU_VIOMMU_ALLOC,
   IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
+  type IommufdIoas,
   iommu_hw_info,
   iommu_hw_queue_alloc,
   iommu_hwpt_alloc,
@@ -234,7 +235,12 @@ describe("a handler's failed object lookup is its -ENOENT", () => {
       length: 4n * PAGE,
       src_iova: iova,
     });
+    const ioas = sys.ctx.objectsInOrder().find((o) => o.id === src) as IommufdIoas;
+    const pages = ioas.iopt.areas()[0]!.pages!;
+    const refs = pages.refs;
     expectLookupEnoent(sys, IOMMU_IOAS_COPY, bytes, missing);
+    // The copy's hold on the source's pages was given back (iopt_free_pages_list).
+    expect(pages.refs).toBe(refs);
   });
 
   it("OPTION HUGE_PAGES on a missing IOAS leaves val64 unwritten", () => {

@@ -40,6 +40,7 @@ import {
   copyToUser,
   fail,
   ioctlErrno,
+  ioctlReturnErrno,
 } from "../src/index.js";
 import { expectErrno, memState } from "./helpers.js";
 
@@ -66,6 +67,10 @@ function echoDevice(k: Kernel): { releases: number } {
         return ioctlErrno(k, new KernelError(EBUSY, "held by another user"));
       }
       if (cmd === 6) return ioctlErrno(k, new KernelWarning("a broken invariant"));
+      if (cmd === 7) {
+        copyToUser(k, arg, new Uint8Array([0xcc]));
+        return ioctlReturnErrno(k, ENOENT, "object 9", { id: 9 });
+      }
       return fail(ENOTTY);
     },
     release: () => {
@@ -254,6 +259,11 @@ describe("Libc ioctl", () => {
     const busy = new KernelError(EBUSY, "again");
     expect(ioctlErrno(k, busy)).toBe(-EBUSY);
     expect(k.current.returnedError).toBe(busy);
+    // A handler's returned -errno with its reason (ioctlReturnErrno): the same as a kept error.
+    expect(libc.ioctl(fd, 7, buf)).toBe(-1);
+    expect([libc.errno, libc.lastError?.message]).toEqual([ENOENT, "ENOENT (2): object 9: id=9"]);
+    expect(buf[0]).toBe(0xcc);
+    expect(libc.task.returnedError).toBeUndefined();
     // An error kept before a call does not explain that call's bare -errno.
     k.runAs(libc.task, () => ioctlErrno(k, new KernelError(ENODEV, "from before")));
     expect(libc.ioctl(fd, 4, 0)).toBe(-1);
