@@ -321,15 +321,33 @@ function mapAtSize(size: bigint): { ns: number; bytes: number } {
   return { ns: (ms * 1e6) / npages, bytes };
 }
 
+/**
+ * `measure` of each size in two passes, the second in the opposite order, and each size's best
+ * of the two. A slow spell of the machine (another tenant, a few hundred milliseconds) fell on
+ * one size's runs and flipped the ratio: 1.50x and 1.58x in full runs of 2026-12-06 whose
+ * benches alone read 1.04-1.19x. With two passes apart, it has to fall on both.
+ */
+function bestOfTwoPasses<T>(
+  sizes: readonly bigint[],
+  measure: (size: bigint) => T,
+  ns: (t: T) => number,
+): T[] {
+  const first = sizes.map(measure);
+  const second = [...sizes].reverse().map(measure).reverse();
+  return first.map((t, i) => (ns(second[i]!) < ns(t) ? second[i]! : t));
+}
+
 {
   const mapSizes = SMOKE ? [GiB / 4n, GiB] : [GiB, 16n * GiB, 64n * GiB];
   // The smallest of each once first, so no size is measured with the code still cold.
   mapAtSize(mapSizes[0]!);
-  const maps = mapSizes.map(mapAtSize);
+  const maps = bestOfTwoPasses(mapSizes, mapAtSize, (m) => m.ns);
   const revokeSizes = SMOKE ? [GiB / 4n, GiB] : [GiB, 4n * GiB, 16n * GiB];
   revokeMs(revokeSizes[0]!, 0x1000n);
-  const revokes = revokeSizes.map(
+  const revokes = bestOfTwoPasses(
+    revokeSizes,
     (bar) => (revokeMs(bar, 0x1000n, growthRounds(bar), false) * 1e6) / Number(bar >> 12n),
+    (ns) => ns,
   );
   const sizes = (list: bigint[], per: number[]) =>
     list.map((b, i) => `${Number(b) / Number(GiB)} GiB ${per[i]!.toFixed(2)}`).join(", ");
