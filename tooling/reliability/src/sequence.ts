@@ -475,10 +475,32 @@ function slotAt(slot: number | null): { fixed: number; iova: bigint } {
     : { fixed: IOMMU_IOAS_MAP_FIXED_IOVA, iova: IOVA_BASE + BigInt(slot) * IOVA_SLOT };
 }
 
-/** The IOVA a successful MAP, MAP_FILE or COPY answered. */
-const mapIova = (out: Uint8Array) => iommu_ioas_map.get(out, "iova");
-const mapFileIova = (out: Uint8Array) => iommu_ioas_map_file.get(out, "iova");
-const copyIova = (out: Uint8Array) => iommu_ioas_copy.get(out, "dst_iova");
+/** A call that maps into an IOAS: its errno row, request and struct, and the IOVA it answered. */
+interface MapCall<S extends FieldSpec> {
+  readonly call: SyscallName;
+  readonly request: number;
+  readonly struct: Struct<S>;
+  iovaOf(out: Uint8Array): bigint;
+}
+
+const IOAS_MAP: MapCall<(typeof iommu_ioas_map)["fields"]> = {
+  call: "IOMMU_IOAS_MAP",
+  request: IOMMU_IOAS_MAP,
+  struct: iommu_ioas_map,
+  iovaOf: (out) => iommu_ioas_map.get(out, "iova"),
+};
+const IOAS_MAP_FILE: MapCall<(typeof iommu_ioas_map_file)["fields"]> = {
+  call: "IOMMU_IOAS_MAP_FILE",
+  request: IOMMU_IOAS_MAP_FILE,
+  struct: iommu_ioas_map_file,
+  iovaOf: (out) => iommu_ioas_map_file.get(out, "iova"),
+};
+const IOAS_COPY: MapCall<(typeof iommu_ioas_copy)["fields"]> = {
+  call: "IOMMU_IOAS_COPY",
+  request: IOMMU_IOAS_COPY,
+  struct: iommu_ioas_copy,
+  iovaOf: (out) => iommu_ioas_copy.get(out, "dst_iova"),
+};
 
 /**
  * Executes ops as one user process of `machine` would, remembering what that process knows.
@@ -607,16 +629,7 @@ export class Runner {
           length,
           iova: at.iova,
         };
-        return this.mapInto(
-          "IOMMU_IOAS_MAP",
-          op,
-          ioasId,
-          length,
-          IOMMU_IOAS_MAP,
-          iommu_ioas_map,
-          map,
-          mapIova,
-        );
+        return this.mapInto(IOAS_MAP, op, ioasId, length, map);
       }
       case "mapFile": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
@@ -631,16 +644,7 @@ export class Runner {
           length,
           iova: at.iova,
         };
-        return this.mapInto(
-          "IOMMU_IOAS_MAP_FILE",
-          op,
-          ioasId,
-          length,
-          IOMMU_IOAS_MAP_FILE,
-          iommu_ioas_map_file,
-          map,
-          mapFileIova,
-        );
+        return this.mapInto(IOAS_MAP_FILE, op, ioasId, length, map);
       }
       case "mapDmabuf": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
@@ -655,16 +659,7 @@ export class Runner {
           length,
           iova: at.iova,
         };
-        return this.mapInto(
-          "IOMMU_IOAS_MAP_FILE",
-          op,
-          ioasId,
-          length,
-          IOMMU_IOAS_MAP_FILE,
-          iommu_ioas_map_file,
-          map,
-          mapFileIova,
-        );
+        return this.mapInto(IOAS_MAP_FILE, op, ioasId, length, map);
       }
       case "copy": {
         const src = pick(this.ioas, op.src) ?? 0;
@@ -680,28 +675,18 @@ export class Runner {
           dst_iova: at.iova,
           src_iova: area.iova,
         };
-        return this.mapInto(
-          "IOMMU_IOAS_COPY",
-          op,
-          dst,
-          length,
-          IOMMU_IOAS_COPY,
-          iommu_ioas_copy,
-          args,
-          copyIova,
-          (dstIova) => {
-            const copy = {
-              src: this.ioptOf(src),
-              srcId: src,
-              srcIova: area.iova,
-              dst: this.ioptOf(dst),
-              dstId: dst,
-              dstIova,
-              length,
-            };
-            this.copied.push({ ...copy, areas: copyAreas(copy) });
-          },
-        );
+        return this.mapInto(IOAS_COPY, op, dst, length, args, (dstIova) => {
+          const copy = {
+            src: this.ioptOf(src),
+            srcId: src,
+            srcIova: area.iova,
+            dst: this.ioptOf(dst),
+            dstId: dst,
+            dstIova,
+            length,
+          };
+          this.copied.push({ ...copy, areas: copyAreas(copy) });
+        });
       }
       case "unmap": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
@@ -964,16 +949,7 @@ export class Runner {
           length,
           iova: X86_MSI_RANGE_START,
         };
-        return this.mapInto(
-          "IOMMU_IOAS_MAP",
-          op,
-          ioasId,
-          length,
-          IOMMU_IOAS_MAP,
-          iommu_ioas_map,
-          map,
-          mapIova,
-        );
+        return this.mapInto(IOAS_MAP, op, ioasId, length, map);
       }
       case "mapSealed": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
@@ -981,16 +957,7 @@ export class Runner {
         if (fd < 0) return SKIPPED;
         const length = BigInt(op.pages) * PAGE;
         const map = { flags: RW, ioas_id: ioasId, fd, start: 0n, length };
-        return this.mapInto(
-          "IOMMU_IOAS_MAP_FILE",
-          op,
-          ioasId,
-          length,
-          IOMMU_IOAS_MAP_FILE,
-          iommu_ioas_map_file,
-          map,
-          mapFileIova,
-        );
+        return this.mapInto(IOAS_MAP_FILE, op, ioasId, length, map);
       }
       default:
         return isNestOp(op) ? this.nest.step(op) : this.vmm.step(op);
@@ -1131,21 +1098,18 @@ export class Runner {
 
   /**
    * A MAP, MAP_FILE or COPY into `ioasId` of `length` bytes: on success its area, at the IOVA
-   * `iovaOf` reads from the answer, is remembered and handed to `mapped`.
+   * the kernel answered, is remembered and handed to `mapped`.
    */
   private mapInto<S extends FieldSpec>(
-    call: SyscallName,
+    map: MapCall<S>,
     op: Op,
     ioasId: number,
     length: bigint,
-    request: number,
-    struct: Struct<S>,
     values: Partial<Decoded<S>>,
-    iovaOf: (out: Uint8Array) => bigint,
     mapped?: (iova: bigint) => void,
   ): number {
-    return this.iommufd(call, op, request, struct, values, (out) => {
-      const iova = iovaOf(out);
+    return this.iommufd(map.call, op, map.request, map.struct, values, (out) => {
+      const iova = map.iovaOf(out);
       this.areas.get(ioasId)?.push({ iova, length });
       mapped?.(iova);
     });
