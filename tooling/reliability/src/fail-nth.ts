@@ -17,7 +17,7 @@
 import fc from "fast-check";
 import { Checker } from "./checker.js";
 import { errorText } from "./fuzz-uapi.js";
-import { Machine } from "./machine.js";
+import { Machine, NESTING_DEVICE } from "./machine.js";
 import { type Op, Runner, programArb } from "./sequence.js";
 import { snapshot, snapshotDiff } from "./snapshot.js";
 
@@ -39,8 +39,9 @@ export interface SweepResult {
  * areas removed before the failing one; revoke triggers (hot reset among them) revoke before
  * the step that fails (drivers/vfio/pci/vfio_pci_core.c); SET_IRQS on an MSI / MSI-X block already enabled
  * re-points vector by vector and, on a failure, leaves every vector from `start` up to the
- * failing one de-assigned (vfio_msi_set_block in drivers/vfio/pci/vfio_pci_intrs.c). For
- * these the checker still runs.
+ * failing one de-assigned (vfio_msi_set_block in drivers/vfio/pci/vfio_pci_intrs.c). And
+ * vsmmuSetup is several calls, a VMM's vSMMU bring-up (nested-ops.ts): the calls before the one
+ * that fails have succeeded and stay. For these the checker still runs.
  */
 const TRACE_ALLOWED: ReadonlySet<Op["k"]> = new Set([
   "unmap",
@@ -52,6 +53,7 @@ const TRACE_ALLOWED: ReadonlySet<Op["k"]> = new Set([
   "flr",
   "hotReset",
   "setIrqs",
+  "vsmmuSetup",
 ]);
 
 /**
@@ -258,6 +260,28 @@ export const VMM_CORPUS: Readonly<Record<string, readonly Op[]>> = {
     { k: "raise", dev: 0, vector: 0 },
     { k: "eventfdClose", efd: 0 },
     { k: "devClose", dev: 0 },
+  ],
+  /**
+   * A vSMMU on the nesting device (QEMU's hw/arm/smmuv3-accel.c path): guest RAM in an IOAS, the
+   * nest parent, vIOMMU, vDEVICE and a nested HWPT from the guest's STE, the device attached;
+   * a vEVENTQ, guest invalidations, device DMA through both stages, close.
+   */
+  "vsmmu-bring-up": [
+    { k: "devOpen", dev: NESTING_DEVICE },
+    { k: "ioasAlloc" },
+    { k: "mapFile", ioas: 0, off: 0, pages: 16, slot: 0 },
+    { k: "vsmmuSetup", ioas: 0, vsid: 1, slot: 0 },
+    { k: "veventqAlloc", viommu: 0 },
+    {
+      k: "invalidate",
+      viommu: 0,
+      cmds: [
+        { kind: "cfgiCd", vsid: 1 },
+        { kind: "nhVa", vsid: 0 },
+      ],
+    },
+    { k: "nestedDma", dev: NESTING_DEVICE, page: 2 },
+    { k: "devClose", dev: NESTING_DEVICE },
   ],
 };
 

@@ -26,7 +26,6 @@ import {
   IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_ALLOC,
-  IOMMU_IOAS_ALLOW_IOVAS,
   IOMMU_IOAS_COPY,
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FILE,
@@ -42,12 +41,10 @@ import {
   iommu_hwpt_get_dirty_bitmap,
   iommu_hwpt_set_dirty_tracking,
   iommu_ioas_alloc,
-  iommu_ioas_allow_iovas,
   iommu_ioas_copy,
   iommu_ioas_map,
   iommu_ioas_map_file,
   iommu_ioas_unmap,
-  iommu_iova_range,
   iommu_option,
   type IoPagetable,
   IommufdClient,
@@ -723,21 +720,12 @@ export class Runner {
       case "allowIovas": {
         const ioasId = pick(this.ioas, op.ioas) ?? 0;
         const start = IOVA_BASE + BigInt(op.slot) * IOVA_SLOT;
-        // One range, or none (allow every IOVA again).
-        const libc = this.machine.libc;
-        const range = libc.malloc(iommu_iova_range.size);
-        const last = start + BigInt(op.pages) * PAGE - 1n;
-        if (op.pages) libc.poke(range, iommu_iova_range.encode({ start, last }));
-        const allow = { ioas_id: ioasId, num_iovas: op.pages ? 1 : 0, allowed_iovas: range };
-        const ret = this.iommufd(
-          "IOMMU_IOAS_ALLOW_IOVAS",
-          op,
-          IOMMU_IOAS_ALLOW_IOVAS,
-          iommu_ioas_allow_iovas,
-          allow,
+        const ranges = op.pages ? [{ start, last: start + BigInt(op.pages) * PAGE - 1n }] : [];
+        // Through the typed client: the ranges are stored in the program's memory before the
+        // call, and a fault there (fail-nth fails the page's first touch) is the call's errno.
+        return this.call("IOMMU_IOAS_ALLOW_IOVAS", op, () =>
+          this.fd.ioasAllowIovas(ioasId, ranges),
         );
-        libc.free(range);
-        return ret;
       }
       case "hwptAlloc": {
         const devId = this.devIds[op.dev]!;
