@@ -415,8 +415,8 @@ export class IommufdCtx implements CompatIoasHolder {
    *
    * Decision: this one failure is returned rather than thrown like the model's other errnos
    * (`ioctlReturnErrno` keeps its reason). A stale or wrong id is the commonest failure of a
-   * misbehaving VMM and of the uAPI fuzzer, and V8 never optimizes a handler that calls leave by
-   * a throw: it tiers a function up on its returns (PERFORMANCE.md, eleventh round).
+   * misbehaving VMM and of the uAPI fuzzer, and V8 never optimized handlers that most calls
+   * left by a throw: it tiers a function up on its returns (PERFORMANCE.md, eleventh round).
    */
   withObjectOrErrno<T extends IommufdObject>(
     id: number,
