@@ -332,32 +332,23 @@ export class IommufdClient {
     dataType?: number;
     data?: Uint8Array;
   }): number {
-    const { data } = a;
-    // Only a blob has a buffer to free: without one there is no `finally`, which costs a
-    // failing call a second throw.
-    if (!data) return this.hwptAllocAt(a, 0n, 0);
-    const uptr = this.libc.malloc(data.length);
-    try {
-      this.libc.poke(uptr, data);
-      return this.hwptAllocAt(a, uptr, data.length);
-    } finally {
-      this.libc.free(uptr);
+    let data_uptr = 0n;
+    if (a.data) {
+      data_uptr = this.libc.malloc(a.data.length);
+      this.libc.poke(data_uptr, a.data);
     }
-  }
-
-  private hwptAllocAt(
-    a: { devId: number; ptId: number; flags?: number; dataType?: number },
-    data_uptr: bigint,
-    data_len: number,
-  ): number {
-    return this.call(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, {
-      flags: a.flags ?? 0,
-      dev_id: a.devId,
-      pt_id: a.ptId,
-      data_type: a.dataType ?? IOMMU_HWPT_DATA_NONE,
-      data_len,
-      data_uptr,
-    }).out.out_hwpt_id;
+    try {
+      return this.call(IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, {
+        flags: a.flags ?? 0,
+        dev_id: a.devId,
+        pt_id: a.ptId,
+        data_type: a.dataType ?? IOMMU_HWPT_DATA_NONE,
+        data_len: a.data?.length ?? 0,
+        data_uptr,
+      }).out.out_hwpt_id;
+    } finally {
+      this.libc.free(data_uptr);
+    }
   }
 
   /** VIOMMU_ALLOC of a vIOMMU of `type` for the device over the nest parent `hwptId`. */

@@ -32,6 +32,7 @@ import {
   type File,
   type FileOperations,
   type Kernel,
+  KernelError,
   KernelWarning,
   ModuleKey,
   O_RDWR,
@@ -46,7 +47,6 @@ import {
   copyToUser,
   fail,
   ioctlErrno,
-  ioctlReturnErrno,
   EBADFD,
   ENXIO,
 } from "@x/kernel";
@@ -414,7 +414,7 @@ export class IommufdCtx implements CompatIoasHolder {
    * object, the handler returning the errno of iommufd_get_object's ERR_PTR as the kernel's do.
    *
    * Decision: this one failure is returned rather than thrown like the model's other errnos
-   * (`ioctlReturnErrno` keeps its reason). A stale or wrong id is the commonest failure of a
+   * (`ioctlErrno` keeps its reason). A stale or wrong id is the commonest failure of a
    * misbehaving VMM and of the uAPI fuzzer, and V8 never optimized handlers that most calls
    * left by a throw: it tiers a function up on its returns (PERFORMANCE.md, eleventh round).
    */
@@ -424,7 +424,7 @@ export class IommufdCtx implements CompatIoasHolder {
     fn: (obj: T) => number,
   ): number {
     const obj = this.findObject(id, type);
-    if (!obj) return ioctlReturnErrno(this.kernel, ENOENT, `object ${id}`);
+    if (!obj) return ioctlErrno(this.kernel, new KernelError(ENOENT, `object ${id}`));
     obj.users++;
     try {
       return fn(obj as T);

@@ -1,5 +1,5 @@
 import { EBADF, EMFILE, EINVAL } from "./errno.js";
-import { type FailDetails, KernelError, KernelWarning, fail } from "./error.js";
+import { KernelError, KernelWarning, fail } from "./error.js";
 import type { Kernel } from "./kernel.js";
 import type { Vma } from "./mm.js";
 
@@ -48,7 +48,8 @@ export interface FileOperations {
 }
 
 /**
- * How an ioctl dispatcher ends a call whose handler threw `e`: -errno, as the kernel's file
+ * How an ioctl dispatcher ends a call whose handler threw `e`, or how a handler returns an
+ * errno it does not throw (iommufd's failed object lookups): -errno, as the kernel's file
  * operations return it, with `e` kept on the calling task for `Libc.lastError`. Anything but a
  * KernelError (a WARN, a bug) is thrown on.
  *
@@ -63,21 +64,6 @@ export function ioctlErrno(kernel: Kernel, e: unknown): number {
   if (!(e instanceof KernelError)) throw e;
   kernel.current.returnedError = e;
   return -e.errno;
-}
-
-/**
- * A handler's `return -errno`, as the kernel's handlers pass an ERR_PTR's errno up, with the
- * reason kept on the calling task for `Libc.lastError` as `ioctlErrno` keeps a thrown one. For
- * failures a handler returns rather than throws (iommufd's failed object lookups).
- */
-export function ioctlReturnErrno(
-  kernel: Kernel,
-  errno: number,
-  context?: string,
-  details?: FailDetails,
-): number {
-  kernel.current.returnedError = new KernelError(errno, context, details);
-  return -errno;
 }
 
 /**

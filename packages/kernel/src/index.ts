@@ -55,7 +55,6 @@ export {
   File,
   type FileOperations,
   ioctlErrno,
-  ioctlReturnErrno,
   O_ACCMODE,
   O_APPEND,
   O_CLOEXEC,

@@ -40,7 +40,6 @@ import {
   copyToUser,
   fail,
   ioctlErrno,
-  ioctlReturnErrno,
 } from "../src/index.js";
 import { expectErrno, memState } from "./helpers.js";
 
@@ -69,7 +68,7 @@ function echoDevice(k: Kernel): { releases: number } {
       if (cmd === 6) return ioctlErrno(k, new KernelWarning("a broken invariant"));
       if (cmd === 7) {
         copyToUser(k, arg, new Uint8Array([0xcc]));
-        return ioctlReturnErrno(k, ENOENT, "object 9", { id: 9 });
+        return ioctlErrno(k, new KernelError(ENOENT, "object 9", { id: 9 }));
       }
       return fail(ENOTTY);
     },
@@ -259,7 +258,7 @@ describe("Libc ioctl", () => {
     const busy = new KernelError(EBUSY, "again");
     expect(ioctlErrno(k, busy)).toBe(-EBUSY);
     expect(k.current.returnedError).toBe(busy);
-    // A handler's returned -errno with its reason (ioctlReturnErrno): the same as a kept error.
+    // A handler that returns its errno with the error kept (not thrown): the same answer.
     expect(libc.ioctl(fd, 7, buf)).toBe(-1);
     expect([libc.errno, libc.lastError?.message]).toEqual([ENOENT, "ENOENT (2): object 9: id=9"]);
     expect(buf[0]).toBe(0xcc);
